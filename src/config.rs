@@ -1,0 +1,436 @@
+//! Typed settings: defaults → TOML file → environment (`MEDIABOT_<SECTION>__<KEY>`).
+//!
+//! Secrets (bot token, provider keys) are [`Secret`]s: their `Debug`/`Display` print `***`, so
+//! they cannot leak through `tracing` fields or error messages. A provider key can also be read
+//! from a named environment variable (`api_key_env`), which keeps it out of the config file.
+
+use crate::domain::{Credits, Format, Task};
+use crate::providers::SizeParam;
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A string whose value never appears in `Debug` or `Display` output.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that must send it (an HTTP header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub telegram: TelegramConfig,
+    pub web: WebConfig,
+    pub storage: StorageConfig,
+    pub billing: BillingConfig,
+    pub jobs: JobsConfig,
+    pub providers: Vec<ProviderConfig>,
+    pub models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// Bot token from @BotFather. Prefer `MEDIABOT_TELEGRAM__TOKEN` over the file.
+    pub token: Secret,
+    /// Bot API base URL (a local Bot API server, or the emulator).
+    pub api_url: String,
+    /// Long-poll timeout for getUpdates, seconds (must stay below the HTTP client's 17 s).
+    pub poll_timeout_secs: u32,
+    /// Telegram user ids that receive admin alerts and may jump the queue.
+    pub admins: Vec<i64>,
+}
+
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        TelegramConfig {
+            token: Secret::default(),
+            api_url: "https://api.telegram.org".into(),
+            poll_timeout_secs: 10,
+            admins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Listen address of the web panel (and, in sandbox mode, the emulator). An IP literal:
+    /// a static binary must not resolve names through glibc NSS.
+    pub listen: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig { listen: "127.0.0.1:8080".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Holds `mediabot.redb` and `media/` (result files named by sha256).
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { data_dir: PathBuf::from("./mediabot-data") }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingConfig {
+    /// Label shown after amounts ("credits", "⭐", "монет").
+    pub currency: String,
+    /// Credited once, when a user first sends /start.
+    pub signup_bonus: Credits,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig { currency: "credits".into(), signup_bonus: Credits(100) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Attempts for transient provider errors before the job fails and the hold is released.
+    pub max_attempts: u32,
+    /// First retry delay, milliseconds (doubles each attempt, with jitter).
+    pub retry_base_ms: u64,
+    /// Minimum interval between progress edits in one chat, milliseconds (Telegram flood limits).
+    pub progress_interval_ms: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { max_attempts: 3, retry_base_ms: 2000, progress_interval_ms: 3000 }
+    }
+}
+
+/// Which protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// fal.ai queue API (protocols.md §2).
+    Fal,
+    /// ComfyUI native HTTP + WebSocket API (protocols.md §3).
+    Comfyui,
+    /// Local renderer used by `sandbox` when nothing real is configured.
+    Demo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub id: String,
+    pub kind: ProviderKind,
+    /// fal: `https://queue.fal.run`; ComfyUI: `http://127.0.0.1:8188`.
+    #[serde(default)]
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key: Secret,
+    /// Name of an environment variable holding the key (read at startup; wins over `api_key`).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once against this provider.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: u32,
+    /// Overall time for one request, seconds (submit to result).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Poll interval for status checks, milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+}
+
+fn default_concurrency() -> u32 {
+    2
+}
+fn default_timeout() -> u64 {
+    600
+}
+fn default_poll_ms() -> u64 {
+    1000
+}
+
+impl ProviderConfig {
+    /// The API key, from `api_key_env` if set and present, else `api_key`.
+    pub fn resolved_key(&self) -> Secret {
+        if let Some(var) = &self.api_key_env {
+            if let Ok(v) = std::env::var(var) {
+                return Secret::new(v);
+            }
+        }
+        self.api_key.clone()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Stable id used in callbacks, the ledger and stats (`flux-dev`).
+    pub id: String,
+    /// `[[providers]] id` this model runs on.
+    pub provider: String,
+    /// Name shown on buttons.
+    pub display_name: String,
+    #[serde(default = "default_task")]
+    pub task: Task,
+    /// fal endpoint id (`fal-ai/flux/dev`).
+    #[serde(default)]
+    pub endpoint: String,
+    /// ComfyUI API-format workflow file with `{{prompt}}`, `{{negative}}`, `{{width}}`,
+    /// `{{height}}`, `{{seed}}`, `{{input_image}}` placeholders. Relative paths are resolved
+    /// against the config file's directory.
+    #[serde(default)]
+    pub workflow: Option<PathBuf>,
+    /// Price per job.
+    pub price: Credits,
+    #[serde(default = "default_formats")]
+    pub formats: Vec<Format>,
+    /// Extra names accepted in `| model=…`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub size_param: SizeParam,
+    /// Extra input fields merged into the provider request.
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Overrides the provider's timeout for this model, seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_task() -> Task {
+    Task::TextToImage
+}
+fn default_formats() -> Vec<Format> {
+    Format::ALL.to_vec()
+}
+fn yes() -> bool {
+    true
+}
+
+/// A configuration problem, naming the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), message: message.into() }
+}
+
+impl Config {
+    /// Finds the file to load: `--config PATH`, else `./mediabot.toml`, else
+    /// `/etc/mediabot/config.toml`; `None` when none exists (defaults + env only).
+    pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+        if let Some(p) = explicit {
+            return Some(p.to_path_buf());
+        }
+        ["./mediabot.toml", "/etc/mediabot/config.toml"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+    }
+
+    /// Loads defaults → file → `MEDIABOT_*` env, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(bad("--config", format!("file {} does not exist", path.display())));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("MEDIABOT_").split("__"));
+        let mut cfg: Config = fig.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let key = if key.is_empty() { "config".to_string() } else { key };
+            bad(key, e.kind.to_string())
+        })?;
+        if let Some(dir) = file.and_then(|p| p.parent()) {
+            for m in &mut cfg.models {
+                if let Some(w) = &m.workflow {
+                    if w.is_relative() {
+                        m.workflow = Some(dir.join(w));
+                    }
+                }
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks cross-field rules serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.telegram.api_url.starts_with("http://") && !self.telegram.api_url.starts_with("https://") {
+            return Err(bad("telegram.api_url", "must be an http(s) URL"));
+        }
+        if self.web.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad("web.listen", "must be IP:PORT (an IP literal, e.g. 127.0.0.1:8080)"));
+        }
+        if self.billing.signup_bonus.is_negative() {
+            return Err(bad("billing.signup_bonus", "must not be negative"));
+        }
+        if self.jobs.max_attempts == 0 {
+            return Err(bad("jobs.max_attempts", "must be at least 1"));
+        }
+        let mut ids = HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let k = |f: &str| format!("providers[{i}].{f}");
+            if p.id.is_empty() || !ids.insert(p.id.as_str()) {
+                return Err(bad(k("id"), format!("must be non-empty and unique (got {:?})", p.id)));
+            }
+            if p.kind != ProviderKind::Demo && url::Url::parse(&p.base_url).is_err() {
+                return Err(bad(k("base_url"), format!("not a URL: {:?}", p.base_url)));
+            }
+            if p.max_concurrency == 0 {
+                return Err(bad(k("max_concurrency"), "must be at least 1"));
+            }
+            if p.timeout_secs == 0 {
+                return Err(bad(k("timeout_secs"), "must be at least 1"));
+            }
+        }
+        let mut mids = HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let k = |f: &str| format!("models[{i}].{f}");
+            if m.id.is_empty() || m.id.len() > 24 || !mids.insert(m.id.as_str()) {
+                return Err(bad(k("id"), "must be unique, 1–24 characters"));
+            }
+            let Some(p) = self.providers.iter().find(|p| p.id == m.provider) else {
+                return Err(bad(k("provider"), format!("no provider with id {:?}", m.provider)));
+            };
+            if m.price.is_negative() {
+                return Err(bad(k("price"), "must not be negative"));
+            }
+            if m.formats.is_empty() {
+                return Err(bad(k("formats"), "list at least one format"));
+            }
+            match p.kind {
+                ProviderKind::Fal if m.endpoint.is_empty() => {
+                    return Err(bad(k("endpoint"), "fal models need an endpoint id like fal-ai/flux/dev"));
+                }
+                ProviderKind::Comfyui => {
+                    let Some(w) = &m.workflow else {
+                        return Err(bad(k("workflow"), "ComfyUI models need a workflow file"));
+                    };
+                    let text = std::fs::read_to_string(w)
+                        .map_err(|e| bad(k("workflow"), format!("{}: {e}", w.display())))?;
+                    let v: serde_json::Value = serde_json::from_str(&text)
+                        .map_err(|e| bad(k("workflow"), format!("{}: not JSON: {e}", w.display())))?;
+                    if !v.is_object() {
+                        return Err(bad(k("workflow"), "must be an API-format workflow (a JSON object of nodes)"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The model with this id or alias (case-insensitive).
+    pub fn find_model(&self, name: &str) -> Option<&ModelConfig> {
+        let n = name.to_lowercase();
+        self.models
+            .iter()
+            .find(|m| m.id.to_lowercase() == n || m.aliases.iter().any(|a| a.to_lowercase() == n))
+    }
+
+    /// Adds the built-in demo provider and model (used by `sandbox` when nothing is configured).
+    pub fn with_demo(mut self) -> Config {
+        if self.providers.is_empty() {
+            self.providers.push(ProviderConfig {
+                id: "demo".into(),
+                kind: ProviderKind::Demo,
+                base_url: String::new(),
+                api_key: Secret::default(),
+                api_key_env: None,
+                max_concurrency: 4,
+                timeout_secs: 60,
+                poll_interval_ms: 200,
+            });
+            self.models.push(ModelConfig {
+                id: "demo".into(),
+                provider: "demo".into(),
+                display_name: "Demo renderer".into(),
+                task: Task::TextToImage,
+                endpoint: String::new(),
+                workflow: None,
+                price: Credits(10),
+                formats: Format::ALL.to_vec(),
+                aliases: vec!["test".into()],
+                size_param: SizeParam::ImageSize,
+                params: Default::default(),
+                timeout_secs: None,
+                enabled: true,
+            });
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_printed() {
+        let s = Secret::new("123456:ABCDEF");
+        assert_eq!(format!("{s:?}"), "\"***\"");
+        assert_eq!(format!("{s}"), "***");
+        let mut c = Config::default();
+        c.telegram.token = s;
+        assert!(!format!("{c:?}").contains("ABCDEF"));
+    }
+
+    #[test]
+    fn bad_key_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[web]\nlisten = \"localhost:80\"\n").expect("write");
+        let e = Config::load(Some(&p)).expect_err("must fail");
+        assert_eq!(e.key, "web.listen");
+        std::fs::write(&p, "[billing]\nsignup_bonus = \"lots\"\n").expect("write");
+        let e = Config::load(Some(&p)).expect_err("must fail");
+        assert_eq!(e.key, "billing.signup_bonus", "{e}");
+        std::fs::write(&p, "[[models]]\nid=\"x\"\nprovider=\"nope\"\ndisplay_name=\"X\"\nprice=1\n").expect("write");
+        let e = Config::load(Some(&p)).expect_err("must fail");
+        assert_eq!(e.key, "models[0].provider");
+    }
+}

@@ -1,0 +1,1 @@
+//! Bot API emulator: a fake Telegram spoken to over HTTP only.

@@ -1,0 +1,23 @@
+//! mediabot: a self-hosted Telegram bot appliance for AI media generation.
+//!
+//! One binary: the teloxide bot, the redb store (users, ledger, durable jobs, library), the
+//! web listener (sandbox page, Bot API emulator, later the admin panel) and local imaging.
+
+mod app;
+mod billing;
+mod bot;
+mod cli;
+mod config;
+mod domain;
+mod emulator;
+mod imaging;
+mod jobs;
+mod providers;
+mod store;
+mod telemetry;
+#[cfg(test)]
+mod tests;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,1 @@
+//! ComfyUI native API client (protocols.md §3).

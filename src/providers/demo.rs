@@ -1,0 +1,1 @@
+//! Demo provider: renders the prompt locally. Only `sandbox` uses it.

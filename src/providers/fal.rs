@@ -1,0 +1,1 @@
+//! fal.ai queue API client (protocols.md §2).

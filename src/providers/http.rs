@@ -1,0 +1,1 @@
+//! The shared reqwest client builder.

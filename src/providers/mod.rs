@@ -1,0 +1,204 @@
+//! External generators behind one trait.
+//!
+//! A provider call is split into `submit` → `wait` so the job engine can persist the provider's
+//! request id ([`Submission`]) between the two: after a crash, a submitted job is resumed with
+//! `wait` on the stored submission and never submitted again. Providers whose API lets the client
+//! choose the id (ComfyUI's `prompt_id`) return it from [`ImageProvider::preassign_id`], and the
+//! engine persists it *before* calling `submit`.
+
+pub mod comfyui;
+pub mod demo;
+pub mod fal;
+pub mod http;
+
+use crate::domain::{Format, Task};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One generation request, provider-neutral. Built by `jobs` from the job payload and the model
+/// config; every provider maps it onto its own request shape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GenerateRequest {
+    /// Model id from config (`[[models]] id`), for logs.
+    pub model_id: String,
+    pub task: Task,
+    /// Provider-side model address: a fal endpoint id (`fal-ai/flux/dev`), or for ComfyUI the
+    /// API-format workflow JSON (already loaded from the model's workflow file).
+    pub endpoint: String,
+    pub workflow: Option<serde_json::Value>,
+    pub prompt: String,
+    pub negative: Option<String>,
+    pub format: Format,
+    /// Pixel size asked for (from the format or an explicit `size=WxH`).
+    pub width: u32,
+    pub height: u32,
+    /// Explicit `aspect_ratio=W:H`, if the user gave one.
+    pub aspect_ratio: Option<String>,
+    pub seed: u64,
+    /// How the model takes its size: `image_size` (fal object), `aspect_ratio`, or `none`.
+    pub size_param: SizeParam,
+    /// Extra input fields from the model config, merged into the provider's request body.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Input images (already stripped of metadata), for edit/upscale tasks.
+    pub input_images: Vec<InputImage>,
+}
+
+/// How a model receives the requested size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SizeParam {
+    /// fal `image_size: {"width", "height"}`.
+    #[default]
+    ImageSize,
+    /// `aspect_ratio: "16:9"`.
+    AspectRatio,
+    /// The model decides (or the workflow has the size baked in).
+    None,
+}
+
+/// An input image handed to a provider.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InputImage {
+    pub bytes: Vec<u8>,
+    /// MIME type, e.g. `image/jpeg`.
+    pub mime: String,
+}
+
+/// What the provider returned when it accepted a request: its id plus whatever the provider
+/// needs to find the request again (fal: `status_url`, `response_url`, `cancel_url`; ComfyUI:
+/// `client_id`). Persisted verbatim in the job record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Submission {
+    /// fal `request_id`, ComfyUI `prompt_id`, demo: a local id.
+    pub request_id: String,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// A progress report while waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ProviderProgress {
+    /// 0.0–1.0 if the provider reports steps (ComfyUI `progress` value/max).
+    pub fraction: Option<f32>,
+    /// 0-based position in the provider's queue (fal `queue_position`, ComfyUI queue_remaining).
+    pub queue_position: Option<u32>,
+    /// True once the provider says it is running the request (fal `IN_PROGRESS`).
+    pub running: bool,
+}
+
+/// One result file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedImage {
+    pub bytes: Vec<u8>,
+    /// MIME type as the provider stated it or as sniffed from the bytes.
+    pub mime: String,
+    /// Set by the demo provider: the image is a local rendering, not a model output.
+    pub is_demo: bool,
+}
+
+/// Errors from a provider, already classified: the job engine decides retry vs abort on the
+/// variant alone.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// Network failure, 5xx, 429, read timeout: may succeed later.
+    #[error("provider temporarily unavailable: {0}")]
+    Transient(String),
+    /// Content policy or invalid input: retrying won't help; the text is safe to show a user.
+    #[error("request rejected: {0}")]
+    Rejected(String),
+    /// The model is gone (404 model not found).
+    #[error("model retired: {0}")]
+    Retired(String),
+    /// Bad key, no balance, region blocked (401/402/403, Gemini FAILED_PRECONDITION).
+    #[error("provider unauthorized: {0}")]
+    Unauthorized(String),
+    /// The provider ran the request but it failed (fal COMPLETED with error, ComfyUI
+    /// execution_error), or answered with something we cannot parse.
+    #[error("generation failed: {0}")]
+    Failed(String),
+    /// The provider forgot the request (ComfyUI history lost on its restart).
+    #[error("request unknown to provider: {0}")]
+    Lost(String),
+}
+
+impl ProviderError {
+    /// Classifies an HTTP status the way every provider here does (protocols.md §2.5, §5.3, §6, §7).
+    pub fn from_status(status: u16, body: &str) -> ProviderError {
+        let detail: String = body.chars().take(300).collect();
+        match status {
+            401 | 402 | 403 => ProviderError::Unauthorized(format!("HTTP {status}: {detail}")),
+            404 => ProviderError::Retired(format!("HTTP 404: {detail}")),
+            408 | 409 | 425 | 429 | 500..=599 => ProviderError::Transient(format!("HTTP {status}: {detail}")),
+            400 | 413 | 415 | 422 => ProviderError::Rejected(detail),
+            _ => ProviderError::Failed(format!("HTTP {status}: {detail}")),
+        }
+    }
+}
+
+/// Callback for progress reports; cheap to call often (the bot rate-limits what it shows).
+pub type ProgressFn<'a> = &'a (dyn Fn(ProviderProgress) + Send + Sync);
+
+/// A generation backend. Implementations: [`fal::FalProvider`], [`comfyui::ComfyProvider`],
+/// [`demo::DemoProvider`].
+#[async_trait::async_trait]
+pub trait ImageProvider: Send + Sync {
+    /// Provider id from config (`[[providers]] id`).
+    fn id(&self) -> &str;
+
+    /// If the provider lets the client pick the request id, a fresh one (persisted by the
+    /// engine before `submit`). Default: `None` (the provider assigns it).
+    fn preassign_id(&self) -> Option<String> {
+        None
+    }
+
+    /// Sends the request. `preassigned` is the id from [`Self::preassign_id`], if any.
+    async fn submit(
+        &self,
+        req: &GenerateRequest,
+        preassigned: Option<&str>,
+    ) -> Result<Submission, ProviderError>;
+
+    /// Checks whether a request with a preassigned id reached the provider (used after a crash
+    /// between persisting the id and learning the submit outcome). Default: unknown → `false`.
+    async fn is_known(&self, _request_id: &str, _data: &serde_json::Value) -> Result<bool, ProviderError> {
+        Ok(false)
+    }
+
+    /// Waits for the result of a submitted request, reporting progress. Works on a submission
+    /// restored from the database after a restart. The caller applies the overall timeout.
+    async fn wait(
+        &self,
+        sub: &Submission,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<GeneratedImage>, ProviderError>;
+
+    /// Best-effort cancel at the provider (fal `cancel_url`, ComfyUI queue delete / interrupt).
+    async fn cancel(&self, _sub: &Submission) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+/// Shared handle to a provider.
+pub type DynProvider = Arc<dyn ImageProvider>;
+
+/// Poll interval used by polling providers; tests shorten it through config.
+pub fn default_poll_interval() -> Duration {
+    Duration::from_millis(1000)
+}
+
+/// Guesses a MIME type from magic bytes (PNG, JPEG, WebP, GIF); `application/octet-stream`
+/// otherwise.
+pub fn sniff_mime(bytes: &[u8]) -> &'static str {
+    if bytes.starts_with(b"\x89PNG") {
+        "image/png"
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        "image/jpeg"
+    } else if bytes.len() > 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        "image/webp"
+    } else if bytes.starts_with(b"GIF8") {
+        "image/gif"
+    } else {
+        "application/octet-stream"
+    }
+}
