@@ -1,1 +1,201 @@
-//! TODO
+//! Wiring and lifecycle: opens the store, builds providers, the job engine, the bot and the
+//! web listener, and stops them all from one shutdown signal.
+
+use crate::billing::Billing;
+use crate::bot::{self, BotCtx, TgBot, notifier::BotNotifier};
+use crate::config::{Config, ProviderKind};
+use crate::emulator::Emulator;
+use crate::jobs::JobEngine;
+use crate::providers::{DynProvider, comfyui::ComfyProvider, demo::DemoProvider, fal::FalProvider};
+use crate::store::Store;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use teloxide::dispatching::Dispatcher;
+use teloxide::prelude::*;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How the app reaches Telegram.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Real Telegram (or a local Bot API server) at `telegram.api_url` with the configured token.
+    Serve,
+    /// The built-in emulator on the web listener; no token, no internet.
+    Sandbox,
+    /// An emulator running elsewhere (tests keep one alive across app restarts).
+    External { api_url: String },
+}
+
+/// A started app.
+pub struct RunningApp {
+    /// Address the web listener is bound to.
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub emulator: Option<Emulator>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Token the bot uses against the emulator (any token works there).
+pub const SANDBOX_TOKEN: &str = "1000000:SANDBOX";
+
+fn build_providers(config: &Config) -> anyhow::Result<HashMap<String, DynProvider>> {
+    let mut out: HashMap<String, DynProvider> = HashMap::new();
+    for p in &config.providers {
+        let provider: DynProvider = match p.kind {
+            ProviderKind::Fal => Arc::new(FalProvider::new(p).with_context(|| format!("provider {}", p.id))?),
+            ProviderKind::Comfyui => Arc::new(ComfyProvider::new(p).with_context(|| format!("provider {}", p.id))?),
+            ProviderKind::Demo => Arc::new(DemoProvider::new(&p.id, Duration::from_millis(p.poll_interval_ms))),
+        };
+        out.insert(p.id.clone(), provider);
+    }
+    Ok(out)
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let dir = config.storage.data_dir.clone();
+    // A previous instance in this process may still be closing its last blocking call.
+    for attempt in 0..50 {
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || Store::open(&d)).await? {
+            Err(crate::store::StoreError::AlreadyOpen(_)) if attempt < 49 && cfg!(test) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+/// Starts everything and returns once the listener is bound and the bot is polling.
+pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp> {
+    if matches!(mode, Mode::Sandbox) {
+        config = config.with_demo();
+    }
+    let config = Arc::new(config);
+    let store = open_store(&config).await?;
+    tracing::info!(data_dir = %config.storage.data_dir.display(), "store open");
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+
+    let addr: SocketAddr = config.web.listen.parse().context("web.listen")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let emulator = matches!(mode, Mode::Sandbox).then(Emulator::new);
+    let mut router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    if let Some(emu) = &emulator {
+        router = router
+            .merge(emu.router())
+            .route("/", axum::routing::get(|| async { axum::response::Redirect::temporary("/sandbox") }));
+    }
+    {
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move { token.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "web listener failed");
+            }
+        }));
+    }
+    tracing::info!(%addr, "web listener up");
+
+    let (api_url, token) = match &mode {
+        Mode::Serve => {
+            if config.telegram.token.is_empty() {
+                anyhow::bail!("no bot token: set telegram.token in the config or MEDIABOT_TELEGRAM__TOKEN");
+            }
+            (config.telegram.api_url.clone(), config.telegram.token.expose().to_string())
+        }
+        Mode::Sandbox => (format!("http://{addr}"), SANDBOX_TOKEN.to_string()),
+        Mode::External { api_url } => (api_url.clone(), SANDBOX_TOKEN.to_string()),
+    };
+    // hickory: a static glibc binary must not resolve names through NSS (build-notes.md).
+    let client = teloxide::net::default_reqwest_settings().hickory_dns(true).build()?;
+    let tg: TgBot = teloxide::Bot::with_client(token, client).set_api_url(api_url.parse().context("telegram api url")?);
+
+    let providers = build_providers(&config)?;
+    let notifier = Arc::new(BotNotifier::new(tg.clone(), &config));
+    let jobs = JobEngine::new(store.clone(), &config, providers, notifier)?;
+    let billing = Billing::new(store.clone(), config.billing.clone());
+    {
+        let jobs = jobs.clone();
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move { jobs.run(token).await }));
+    }
+
+    if let Err(e) = bot::set_commands(&tg).await {
+        tracing::warn!(error = %e, "setMyCommands failed");
+    }
+    let ctx = Arc::new(BotCtx { config: config.clone(), billing, jobs, store: store.clone() });
+    let mut dispatcher = Dispatcher::builder(tg.clone(), bot::schema())
+        .dependencies(dptree::deps![ctx])
+        .default_handler(|_| async {})
+        .error_handler(teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update handler failed"))
+        .build();
+    let listener = teloxide::update_listeners::Polling::builder(tg)
+        .timeout(Duration::from_secs(config.telegram.poll_timeout_secs.into()))
+        .delete_webhook()
+        .await
+        .build();
+    let dtoken = dispatcher.shutdown_token();
+    {
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            token.cancelled().await;
+            // The dispatcher may still be starting; retry until it accepts the shutdown.
+            loop {
+                match dtoken.shutdown() {
+                    Ok(f) => {
+                        f.await;
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(async move {
+        dispatcher
+            .dispatch_with_listener(listener, teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update listener"))
+            .await;
+    }));
+    tracing::info!(mode = ?mode, "bot started");
+    Ok(RunningApp { addr, store, emulator, shutdown, tasks })
+}
+
+impl RunningApp {
+    /// Stops taking updates, stops workers (their state is persisted) and the listener, and
+    /// waits for all of it; the database is closed when this returns.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(25), t).await;
+        }
+        drop(self.store);
+        tracing::info!("stopped");
+    }
+
+    /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+    pub async fn wait_for_signal() {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+    }
+}

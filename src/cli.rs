@@ -1,4 +1,200 @@
-//! Command line: serve | sandbox | check-config | admin … (filled in by the spine).
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! Command line: `serve`, `sandbox`, `check-config`, `admin …`.
+
+use crate::app::{self, Mode, RunningApp};
+use crate::config::Config;
+use crate::domain::{Credits, UserId};
+use crate::store::Store;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Self-hosted Telegram bot appliance for AI media generation.
+#[derive(Parser, Debug)]
+#[command(name = "mediabot", version, about)]
+pub struct Cli {
+    /// Config file (default: ./mediabot.toml, then /etc/mediabot/config.toml).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the bot against real Telegram.
+    Serve(RunArgs),
+    /// Run the bot against the built-in Telegram emulator; chat with it at http://ADDR/sandbox.
+    Sandbox(RunArgs),
+    /// Validate the configuration and exit (exit code 2 names the bad key).
+    CheckConfig,
+    /// Operator commands on the database (run while the service is stopped).
+    Admin {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Web listener address (IP:PORT).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory (database and media).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Recompute every balance from the ledger; exit 1 on any mismatch.
+    VerifyLedger,
+    /// List users with balances.
+    ListUsers,
+    /// Credit (or with a negative amount, debit) a user.
+    AddBalance {
+        user: i64,
+        #[arg(allow_hyphen_values = true)]
+        amount: i64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn load(cli: &Cli, args: Option<&RunArgs>, data_dir: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    let file = Config::locate(cli.config.as_deref());
+    let mut cfg = match Config::load(file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    if let Some(a) = args {
+        if let Some(l) = &a.listen {
+            cfg.web.listen = l.clone();
+        }
+        if let Some(d) = &a.data_dir {
+            cfg.storage.data_dir = d.clone();
+        }
+    }
+    if let Some(d) = data_dir {
+        cfg.storage.data_dir = d.clone();
+    }
+    if let Err(e) = cfg.validate() {
+        eprintln!("config error: {e}");
+        return Err(ExitCode::from(2));
+    }
+    Ok(cfg)
+}
+
+/// Entry point; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    match &cli.command {
+        Command::CheckConfig => match load(&cli, None, None) {
+            Ok(cfg) => {
+                let mut out = std::io::stdout();
+                let _ = writeln!(
+                    out,
+                    "config OK: {} provider(s), {} model(s), data dir {}",
+                    cfg.providers.len(),
+                    cfg.models.len(),
+                    cfg.storage.data_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve(a) | Command::Sandbox(a) => {
+            let cfg = match load(&cli, Some(a), None) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let mode = if matches!(cli.command, Command::Sandbox(_)) { Mode::Sandbox } else { Mode::Serve };
+            match run(cfg, mode) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Admin { data_dir, command } => {
+            let cfg = match load(&cli, None, data_dir.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match admin(&cfg, command) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let sandbox = matches!(mode, Mode::Sandbox);
+        let running = app::start(cfg, mode).await?;
+        if sandbox {
+            let mut err = std::io::stderr();
+            let _ = writeln!(err, "\n  mediabot sandbox: open http://{}/sandbox to chat with the bot\n", running.addr);
+        }
+        RunningApp::wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        Ok(())
+    })
+}
+
+fn admin(cfg: &Config, cmd: &AdminCommand) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cfg.storage.data_dir).context("open the database")?;
+    let mut out = std::io::stdout();
+    match cmd {
+        AdminCommand::VerifyLedger => {
+            let problems = store.read_blocking(crate::billing::verify)?;
+            let users = store.read_blocking(|rx| rx.find_users())?.len();
+            if problems.is_empty() {
+                writeln!(out, "ledger OK: {users} user(s), every balance matches its ledger")?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in &problems {
+                    writeln!(out, "user {}: {}", p.user.0, p.problem)?;
+                }
+                writeln!(out, "ledger MISMATCH: {} problem(s)", problems.len())?;
+                Ok(ExitCode::from(1))
+            }
+        }
+        AdminCommand::ListUsers => {
+            for u in store.read_blocking(|rx| rx.find_users())? {
+                writeln!(
+                    out,
+                    "{}\t@{}\t{}\tbalance={}\theld={}",
+                    u.id.0,
+                    u.username.as_deref().unwrap_or("-"),
+                    u.first_name,
+                    u.balance,
+                    u.held
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::AddBalance { user, amount, reason } => {
+            let op = store.write_blocking(|tx| {
+                crate::billing::adjust(tx, UserId(*user), Credits(*amount), "admin:cli", reason)
+                    .map_err(|e| crate::store::StoreError::Refused(e.to_string()))
+            })?;
+            writeln!(out, "user {user}: balance now {}", op.balance_after)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -1,1 +1,75 @@
-//! TODO
+//! Telegram UI: the handler tree, and the `jobs::Notifier` that reports progress and delivers
+//! results. Handlers are thin: parse, call `billing`/`jobs`, render a text from `i18n` and a
+//! keyboard from `keyboards`.
+
+pub mod handlers;
+pub mod i18n;
+pub mod keyboards;
+pub mod notifier;
+pub mod prompt;
+
+use crate::billing::{Billing, BillingError};
+use crate::config::Config;
+use crate::jobs::{JobEngine, JobsError};
+use crate::store::Store;
+use std::sync::Arc;
+use teloxide::dispatching::UpdateHandler;
+use teloxide::prelude::*;
+use teloxide::utils::command::BotCommands;
+
+/// The Bot API client type used everywhere in the bot.
+pub type TgBot = teloxide::Bot;
+
+/// Errors a handler can end with (logged by the dispatcher's error handler).
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    #[error("telegram: {0}")]
+    Telegram(#[from] teloxide::RequestError),
+    #[error("download: {0}")]
+    Download(#[from] teloxide::DownloadError),
+    #[error(transparent)]
+    Jobs(#[from] JobsError),
+    #[error(transparent)]
+    Billing(#[from] BillingError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// What handlers need, shared through `dptree::deps!`.
+#[derive(Clone)]
+pub struct BotCtx {
+    pub config: Arc<Config>,
+    pub billing: Billing,
+    pub jobs: JobEngine,
+    pub store: Store,
+}
+
+/// Commands shown in the Telegram menu (`setMyCommands`).
+#[derive(BotCommands, Clone, Debug, PartialEq)]
+#[command(rename_rule = "lowercase")]
+pub enum Command {
+    #[command(description = "start and register")]
+    Start,
+    #[command(description = "main menu")]
+    Menu,
+    #[command(description = "how to use the bot")]
+    Help,
+    #[command(description = "your credits")]
+    Balance,
+    #[command(description = "check the bot is alive")]
+    Ping,
+}
+
+/// The handler tree (a function so tests build the same tree).
+pub fn schema() -> UpdateHandler<BotError> {
+    let commands = dptree::entry().filter_command::<Command>().endpoint(handlers::commands::run);
+    dptree::entry()
+        .branch(Update::filter_message().branch(commands).endpoint(handlers::generate::on_message))
+        .branch(Update::filter_callback_query().endpoint(handlers::callbacks::route))
+}
+
+/// Registers commands with Telegram (English and Russian descriptions).
+pub async fn set_commands(bot: &TgBot) -> Result<(), teloxide::RequestError> {
+    bot.set_my_commands(Command::bot_commands()).await?;
+    Ok(())
+}

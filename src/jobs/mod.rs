@@ -1,1 +1,418 @@
-//! TODO
+//! Durable jobs: submit (hold + job in one transaction), a scheduler over the active-jobs
+//! table, and one task per job that drives it to a terminal state and a delivered result.
+//!
+//! Every step persists before it acts on the outside world, so a job interrupted at any point
+//! (kill -9 included) resumes from its stored state: `Queued` runs, `Submitting` with a
+//! client-chosen id asks the provider whether it arrived, `Submitted` is polled by its stored
+//! request id, a finished job with `Delivery::Pending` is delivered; nothing is submitted or
+//! settled twice.
+
+pub mod generate;
+pub mod worker;
+
+use crate::config::{Config, JobsConfig, ModelConfig, ProviderConfig};
+use crate::domain::{Format, ImageId, JobId, JobStatus, UserId, now_ms};
+use crate::imaging::Limits;
+use crate::providers::DynProvider;
+use crate::store::records::{Delivery, Draft, JobPayload, JobRecord, LibraryItem};
+use crate::store::{Store, StoreError};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// Errors from job operations.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("unknown model {0}")]
+    UnknownModel(String),
+    #[error("model {0} is disabled")]
+    ModelDisabled(String),
+}
+
+/// A user image accepted as job input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputInfo {
+    pub sha256: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: usize,
+}
+
+/// Why an input image was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Imaging(crate::imaging::ImagingError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the user is shown while a job waits or runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobProgress {
+    /// True once the provider is working on it.
+    pub running: bool,
+    /// 0–99 while unfinished.
+    pub percent: u8,
+    /// 1-based place in line (ours or the provider's), when waiting.
+    pub queue_position: Option<u32>,
+    /// Expected seconds left.
+    pub eta_secs: u64,
+}
+
+/// What to send for a finished job: a photo Telegram accepts and the original as a document.
+#[derive(Debug, Clone)]
+pub struct ResultFiles {
+    /// JPEG fitted to sendPhoto limits; `None` if the image cannot be shown as a photo.
+    pub photo: Option<Vec<u8>>,
+    pub document: Vec<u8>,
+    pub document_name: String,
+    pub document_mime: String,
+}
+
+/// Telegram file ids returned by a delivery.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliveredFiles {
+    pub photo_file_id: Option<String>,
+    pub document_file_id: Option<String>,
+}
+
+/// Errors a notifier reports back.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// The user blocked the bot (Telegram 403): keep the result in the library.
+    #[error("user blocked the bot")]
+    Blocked,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The seam to Telegram: `jobs` calls it, `bot` implements it, `app` wires it.
+#[async_trait::async_trait]
+pub trait Notifier: Send + Sync {
+    /// Updates the job's progress message. Called at most once per `jobs.progress_interval_ms`.
+    async fn progress(&self, job: &JobRecord, p: JobProgress);
+    /// Sends the result. Called at most once per job.
+    async fn deliver(&self, job: &JobRecord, item: &LibraryItem, files: ResultFiles) -> Result<DeliveredFiles, NotifyError>;
+    /// Tells the user the job failed or was cancelled (`job.error` says why); the hold is
+    /// already released. Called at most once per job.
+    async fn failed(&self, job: &JobRecord) -> Result<(), NotifyError>;
+}
+
+/// A job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub user_id: UserId,
+    pub chat_id: i64,
+    pub lang: String,
+    pub model_id: String,
+    pub payload: JobPayload,
+    pub progress_message_id: Option<i32>,
+    /// The draft this job comes from; consumed in the same transaction (double-tap guard).
+    pub draft_id: Option<u128>,
+}
+
+/// Result of [`JobEngine::submit`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// Job created and credits held.
+    Queued { job: JobRecord, eta_secs: u64 },
+    /// Balance too low; nothing was written.
+    InsufficientFunds { balance: crate::domain::Credits, price: crate::domain::Credits },
+    /// The draft already produced this job (a repeated button press).
+    Duplicate(JobId),
+}
+
+pub(crate) struct Inner {
+    pub store: Store,
+    pub providers: HashMap<String, DynProvider>,
+    pub provider_cfg: HashMap<String, ProviderConfig>,
+    pub permits: HashMap<String, Arc<Semaphore>>,
+    pub models: HashMap<String, ModelConfig>,
+    pub workflows: HashMap<String, serde_json::Value>,
+    pub notifier: Arc<dyn Notifier>,
+    pub cfg: JobsConfig,
+    pub limits: Limits,
+    pub wake: Notify,
+    pub in_flight: Mutex<HashSet<JobId>>,
+}
+
+/// Handle to the job engine; cheap to clone.
+#[derive(Clone)]
+pub struct JobEngine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Default ETA when nothing is known, seconds.
+pub const DEFAULT_ETA_SECS: u64 = 120;
+
+impl JobEngine {
+    /// Builds the engine. `providers` maps provider id → implementation. Workflow files of
+    /// ComfyUI models are read here, once.
+    pub fn new(
+        store: Store,
+        config: &Config,
+        providers: HashMap<String, DynProvider>,
+        notifier: Arc<dyn Notifier>,
+    ) -> Result<JobEngine, JobsError> {
+        let mut workflows = HashMap::new();
+        for m in &config.models {
+            if let Some(path) = &m.workflow {
+                let text = std::fs::read_to_string(path).map_err(StoreError::Io)?;
+                let v = serde_json::from_str(&text).map_err(|e| StoreError::Codec(e.to_string()))?;
+                workflows.insert(m.id.clone(), v);
+            }
+        }
+        let provider_cfg: HashMap<_, _> = config.providers.iter().map(|p| (p.id.clone(), p.clone())).collect();
+        let permits = config
+            .providers
+            .iter()
+            .map(|p| (p.id.clone(), Arc::new(Semaphore::new(p.max_concurrency as usize))))
+            .collect();
+        Ok(JobEngine {
+            inner: Arc::new(Inner {
+                store,
+                providers,
+                provider_cfg,
+                permits,
+                models: config.models.iter().map(|m| (m.id.clone(), m.clone())).collect(),
+                workflows,
+                notifier,
+                cfg: config.jobs.clone(),
+                limits: Limits::default(),
+                wake: Notify::new(),
+                in_flight: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// Enabled models, in config order (for keyboards).
+    pub fn models(&self, config: &Config) -> Vec<ModelConfig> {
+        config
+            .models
+            .iter()
+            .filter(|m| self.inner.models.get(&m.id).is_some_and(|x| x.enabled) && self.inner.providers.contains_key(&m.provider))
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a job and holds its price in one write transaction. Also consumes the draft.
+    pub async fn submit(&self, new: NewJob) -> Result<Submitted, JobsError> {
+        let model = self.inner.models.get(&new.model_id).ok_or_else(|| JobsError::UnknownModel(new.model_id.clone()))?;
+        if !model.enabled {
+            return Err(JobsError::ModelDisabled(model.id.clone()));
+        }
+        let mut job = JobRecord {
+            id: JobId::new(),
+            user_id: new.user_id,
+            chat_id: new.chat_id,
+            lang: new.lang,
+            model_id: model.id.clone(),
+            provider_id: model.provider.clone(),
+            price: model.price,
+            payload: new.payload,
+            status: JobStatus::Queued,
+            hold_id: None,
+            settlement: None,
+            preassigned_id: None,
+            submission: None,
+            progress_message_id: new.progress_message_id,
+            attempts: 0,
+            error: None,
+            created_at: now_ms(),
+            started_at: None,
+            submitted_at: None,
+            finished_at: None,
+            result: None,
+            delivery: Delivery::Pending,
+        };
+        let draft_id = new.draft_id;
+        let outcome = self
+            .inner
+            .store
+            .write(move |tx| {
+                if let Some(d) = draft_id {
+                    if let Some(mut draft) = tx.get_draft(d)? {
+                        if let Some(existing) = draft.job_id {
+                            return Ok(Submitted::Duplicate(existing));
+                        }
+                        draft.job_id = Some(job.id);
+                        tx.put_draft(&draft)?;
+                    }
+                }
+                match crate::billing::hold(tx, &mut job) {
+                    Ok(_) => {}
+                    Err(crate::billing::BillingError::InsufficientFunds { balance, price }) => {
+                        // Returning Err drops the transaction: the draft stays usable.
+                        return Err(StoreError::Refused(format!("insufficient:{}:{}", balance.0, price.0)));
+                    }
+                    Err(crate::billing::BillingError::Store(e)) => return Err(e),
+                    Err(e) => return Err(StoreError::Refused(e.to_string())),
+                }
+                tx.put_job(&job)?;
+                Ok(Submitted::Queued { job, eta_secs: 0 })
+            })
+            .await;
+        let outcome = match outcome {
+            Err(StoreError::Refused(s)) if s.starts_with("insufficient:") => {
+                let mut parts = s.split(':').skip(1).map(|x| x.parse::<i64>().unwrap_or(0));
+                let balance = crate::domain::Credits(parts.next().unwrap_or(0));
+                let price = crate::domain::Credits(parts.next().unwrap_or(0));
+                return Ok(Submitted::InsufficientFunds { balance, price });
+            }
+            other => other?,
+        };
+        Ok(match outcome {
+            Submitted::Queued { job, .. } => {
+                let eta = self.eta_secs(&job).await;
+                self.inner.wake.notify_one();
+                Submitted::Queued { job, eta_secs: eta }
+            }
+            o => o,
+        })
+    }
+
+    /// Expected duration for a job's (model, format): mean of the last 10 runs with those
+    /// settings → mean of all runs of the model → [`DEFAULT_ETA_SECS`].
+    pub async fn eta_secs(&self, job: &JobRecord) -> u64 {
+        let model = job.model_id.clone();
+        let JobPayload::Generate { format, .. } = &job.payload;
+        let format = format.as_str().to_string();
+        eta_from(&self.inner.store, model, format).await
+    }
+
+    /// Sets the progress message id of a job (when it was sent after the job was created).
+    pub async fn set_progress_message(&self, job: JobId, message_id: i32) -> Result<(), JobsError> {
+        self.inner
+            .store
+            .write(move |tx| {
+                if let Some(mut j) = tx.get_job(job)? {
+                    j.progress_message_id = Some(message_id);
+                    tx.put_job(&j)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Saves a draft (a prompt waiting for buttons).
+    pub async fn put_draft(&self, d: Draft) -> Result<(), JobsError> {
+        Ok(self.inner.store.write(move |tx| tx.put_draft(&d)).await?)
+    }
+
+    /// Loads a draft.
+    pub async fn get_draft(&self, id: u128) -> Result<Option<Draft>, JobsError> {
+        Ok(self.inner.store.read(move |rx| rx.get_draft(id)).await?)
+    }
+
+    /// Validates a user's image (size and pixel limits, decodable), strips its metadata and
+    /// stores it under `media/` for use as a job input.
+    pub async fn accept_input(&self, bytes: Vec<u8>) -> Result<InputInfo, InputError> {
+        let store = self.inner.store.clone();
+        let limits = self.inner.limits.clone();
+        tokio::task::spawn_blocking(move || {
+            let clean = crate::imaging::strip_metadata(&bytes, &limits).map_err(InputError::Imaging)?;
+            let info = crate::imaging::probe(&clean).map_err(InputError::Imaging)?;
+            let sha256 = crate::imaging::sha256_hex(&clean);
+            store.put_media_file(&sha256, crate::imaging::extension_for_mime(info.mime), &clean)?;
+            Ok(InputInfo { sha256, width: info.width, height: info.height, bytes: clean.len() })
+        })
+        .await
+        .map_err(|e| InputError::Store(StoreError::Join(e.to_string())))?
+    }
+
+    /// Flips the favourite flag of a library item owned by `user`. `None` if the item does
+    /// not exist or belongs to someone else (never reveals which).
+    pub async fn toggle_favourite(&self, user: UserId, id: ImageId) -> Result<Option<bool>, JobsError> {
+        Ok(self
+            .inner
+            .store
+            .write(move |tx| {
+                let Some(mut item) = tx.get_library_item(id)? else { return Ok(None) };
+                if item.owner != user {
+                    return Ok(None);
+                }
+                item.favourite = !item.favourite;
+                tx.put_library_item(&item)?;
+                Ok(Some(item.favourite))
+            })
+            .await?)
+    }
+
+    /// Wakes the scheduler (e.g. after a job was added by another path).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+}
+
+pub(crate) async fn eta_from(store: &Store, model: String, format: String) -> u64 {
+    let r = store.read(move |rx| rx.find_durations(&model, &format, 10)).await;
+    let Ok((recent, all)) = r else { return DEFAULT_ETA_SECS };
+    let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len() as u64;
+    let ms = if !recent.is_empty() {
+        mean(&recent)
+    } else if !all.is_empty() {
+        mean(&all)
+    } else {
+        return DEFAULT_ETA_SECS;
+    };
+    ms.div_ceil(1000).max(1)
+}
+
+/// Used by tests and keyboards: a format's default size.
+pub fn size_for(format: Format, explicit: Option<(u32, u32)>) -> (u32, u32) {
+    explicit.unwrap_or_else(|| format.default_size())
+}
+
+/// Backoff before retry number `attempt` (1-based): base·2^(attempt−1), ×[0.5, 1.5) jitter,
+/// capped at 60 s.
+pub fn backoff(base_ms: u64, attempt: u32) -> Duration {
+    let exp = base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
+    let jitter: f64 = 0.5 + rand::random::<f64>();
+    Duration::from_millis(((exp as f64 * jitter) as u64).min(60_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let a = backoff(100, 1).as_millis();
+        assert!((50..150).contains(&a), "{a}");
+        let c = backoff(100, 4).as_millis();
+        assert!((400..1200).contains(&c), "{c}");
+        assert!(backoff(100_000, 30) <= Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn eta_prefers_recent_same_settings_then_all_then_default() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(eta_from(&store, "m".into(), "square".into()).await, DEFAULT_ETA_SECS);
+        store
+            .write(|tx| {
+                tx.insert_duration("m", "vertical", JobId::new(), 30_000)?;
+                tx.insert_duration("m", "vertical", JobId::new(), 50_000)
+            })
+            .await
+            .expect("w");
+        // No square runs yet: mean of all runs of the model.
+        assert_eq!(eta_from(&store, "m".into(), "square".into()).await, 40);
+        store
+            .write(|tx| {
+                for _ in 0..12 {
+                    tx.insert_duration("m", "square", JobId::new(), 1_000)?;
+                }
+                tx.insert_duration("m", "square", JobId::new(), 91_000)
+            })
+            .await
+            .expect("w");
+        // Last 10 square runs: nine of 1 s and the newest 91 s → 10 s.
+        assert_eq!(eta_from(&store, "m".into(), "square".into()).await, 10);
+    }
+}

@@ -1,1 +1,361 @@
-//! TODO
+//! Durable state in redb: the only module that opens the database.
+//!
+//! [`Store`] is cheap to clone. Every redb call is blocking, so async callers go through
+//! [`Store::read`] / [`Store::write`], which run the closure on tokio's blocking pool. A write
+//! closure gets a [`Tx`] with typed accessors; `billing` and `jobs` compose several of them so a
+//! ledger row, a balance and a job change commit together or not at all.
+
+pub mod migrations;
+pub mod records;
+pub mod tables;
+
+use crate::domain::{ImageId, JobId, UserId};
+use records::*;
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tables::*;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("mediabot is already running (data dir {0}): redb allows one process per database")]
+    AlreadyOpen(PathBuf),
+    #[error("database schema {found} is newer than this build supports ({supported}); upgrade mediabot")]
+    NewerSchema { found: u64, supported: u64 },
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("record codec: {0}")]
+    Codec(String),
+    #[error("media file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A business rule refused the change (e.g. balance would go negative); nothing was written.
+    #[error("{0}")]
+    Refused(String),
+    #[error("blocking task failed: {0}")]
+    Join(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Handle to the database and the media directory.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    media_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("media_dir", &self.media_dir).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `data_dir/mediabot.redb` and `data_dir/media/`, runs migrations.
+    /// Errors: [`StoreError::AlreadyOpen`] when another process holds the file.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir.join("media"))?;
+        let path = data_dir.join("mediabot.redb");
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::AlreadyOpen(data_dir.to_path_buf()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        migrations::run(&db)?;
+        Ok(Store { db: Arc::new(db), media_dir: data_dir.join("media") })
+    }
+
+    /// Directory holding result files named by sha256.
+    pub fn media_dir(&self) -> &Path {
+        &self.media_dir
+    }
+
+    /// Runs a read-only closure on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Rx) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_read()?;
+            f(&Rx { tx })
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Runs a closure in one write transaction on the blocking pool; commits if it returns Ok.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || Self::write_sync(&db, f))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Synchronous write, for CLI paths that run without a runtime.
+    pub fn write_blocking<T>(&self, f: impl FnOnce(&mut Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        Self::write_sync(&self.db, f)
+    }
+
+    /// Synchronous read, for CLI paths.
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&Rx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let tx = self.db.begin_read()?;
+        f(&Rx { tx })
+    }
+
+    fn write_sync<T>(db: &Database, f: impl FnOnce(&mut Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let tx = db.begin_write()?;
+        let mut w = Tx { tx };
+        let out = f(&mut w)?;
+        w.tx.commit()?;
+        Ok(out)
+    }
+
+    /// Writes bytes to `media/<sha256>.<ext>` (atomic rename; a no-op if the file exists).
+    /// Blocking: call from a blocking context.
+    pub fn put_media_file(&self, sha256: &str, ext: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let path = self.media_path(sha256, ext);
+        if !path.exists() {
+            let tmp = self.media_dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(path)
+    }
+
+    /// Path of a media file.
+    pub fn media_path(&self, sha256: &str, ext: &str) -> PathBuf {
+        self.media_dir.join(format!("{sha256}.{ext}"))
+    }
+}
+
+/// A read transaction with typed getters.
+pub struct Rx {
+    tx: ReadTransaction,
+}
+
+/// A write transaction with typed getters and setters. Dropped without commit on error.
+pub struct Tx {
+    tx: WriteTransaction,
+}
+
+macro_rules! getters {
+    ($($t:ty),*) => {$(
+impl $t {
+    pub fn get_user(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        let t = self.tx.open_table(USERS_TABLE)?;
+        t.get(id.0)?.map(|v| UserRecord::decode(v.value())).transpose()
+    }
+    pub fn get_job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        let t = self.tx.open_table(JOBS_TABLE)?;
+        t.get(id.0)?.map(|v| JobRecord::decode(v.value())).transpose()
+    }
+    pub fn get_draft(&self, id: u128) -> Result<Option<Draft>, StoreError> {
+        let t = self.tx.open_table(DRAFTS_TABLE)?;
+        t.get(id)?.map(|v| Draft::decode(v.value())).transpose()
+    }
+    pub fn get_library_item(&self, id: ImageId) -> Result<Option<LibraryItem>, StoreError> {
+        let t = self.tx.open_table(LIBRARY_TABLE)?;
+        t.get(id.0)?.map(|v| LibraryItem::decode(v.value())).transpose()
+    }
+    pub fn get_dialogue(&self, chat_id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.tx.open_table(DIALOGUES_TABLE)?;
+        Ok(t.get(chat_id)?.map(|v| v.value().to_vec()))
+    }
+    pub fn get_meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let t = self.tx.open_table(META_TABLE)?;
+        Ok(t.get(key)?.map(|v| migrations::le_u64(v.value())))
+    }
+    /// Every ledger row of one user, oldest first.
+    pub fn find_operations(&self, user: UserId) -> Result<Vec<Operation>, StoreError> {
+        let t = self.tx.open_table(LEDGER_TABLE)?;
+        t.range((user.0, 0u128)..=(user.0, u128::MAX))?
+            .map(|r| Operation::decode(r?.1.value()))
+            .collect()
+    }
+    /// Every user.
+    pub fn find_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let t = self.tx.open_table(USERS_TABLE)?;
+        t.iter()?.map(|r| UserRecord::decode(r?.1.value())).collect()
+    }
+    /// Ids of unfinished jobs (the queue), oldest first.
+    pub fn find_active_jobs(&self) -> Result<Vec<JobId>, StoreError> {
+        let t = self.tx.open_table(ACTIVE_JOBS_TABLE)?;
+        t.iter()?.map(|r| Ok(JobId(r?.0.value()))).collect()
+    }
+    /// Every job, oldest first.
+    pub fn find_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let t = self.tx.open_table(JOBS_TABLE)?;
+        t.iter()?.map(|r| JobRecord::decode(r?.1.value())).collect()
+    }
+    /// A user's library, newest first.
+    pub fn find_library(&self, user: UserId) -> Result<Vec<LibraryItem>, StoreError> {
+        let idx = self.tx.open_table(LIBRARY_BY_USER_TABLE)?;
+        let items = self.tx.open_table(LIBRARY_TABLE)?;
+        let mut out = Vec::new();
+        for r in idx.range((user.0, 0u128)..=(user.0, u128::MAX))?.rev() {
+            let id = r?.0.value().1;
+            if let Some(v) = items.get(id)? {
+                out.push(LibraryItem::decode(v.value())?);
+            }
+        }
+        Ok(out)
+    }
+    /// Reference count of a media file.
+    pub fn media_refs(&self, sha256: &str) -> Result<u64, StoreError> {
+        let t = self.tx.open_table(MEDIA_REFS_TABLE)?;
+        Ok(t.get(sha256)?.map(|v| v.value()).unwrap_or(0))
+    }
+    /// Durations (ms) recorded for a model: the last `n` for `format` (newest first) and all.
+    pub fn find_durations(&self, model: &str, format: &str, n: usize) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
+        let t = self.tx.open_table(STATS_TABLE)?;
+        let recent = t
+            .range((model, format, 0u128)..=(model, format, u128::MAX))?
+            .rev()
+            .take(n)
+            .map(|r| Ok(r?.1.value()))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let all = t
+            .range((model, "", 0u128)..=(model, "\u{10FFFF}", u128::MAX))?
+            .map(|r| Ok(r?.1.value()))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((recent, all))
+    }
+}
+    )*};
+}
+getters!(Rx, Tx);
+
+impl Tx {
+    pub fn put_user(&mut self, u: &UserRecord) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(USERS_TABLE)?;
+        t.insert(u.id.0, u.encode()?.as_slice())?;
+        Ok(())
+    }
+    /// Appends a ledger row. Callers (billing) keep the balance in step in the same transaction.
+    pub fn insert_operation(&mut self, op: &Operation) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(LEDGER_TABLE)?;
+        t.insert((op.user_id.0, op.id.0), op.encode()?.as_slice())?;
+        Ok(())
+    }
+    /// Stores a job and keeps the active-jobs index in step: a job stays active while it is
+    /// not terminal or its final message (result or failure notice) is still to be sent.
+    pub fn put_job(&mut self, j: &JobRecord) -> Result<(), StoreError> {
+        {
+            let mut t = self.tx.open_table(JOBS_TABLE)?;
+            t.insert(j.id.0, j.encode()?.as_slice())?;
+        }
+        let mut a = self.tx.open_table(ACTIVE_JOBS_TABLE)?;
+        if !j.status.is_terminal() || j.delivery == Delivery::Pending {
+            a.insert(j.id.0, j.user_id.0)?;
+        } else {
+            a.remove(j.id.0)?;
+        }
+        Ok(())
+    }
+    pub fn put_draft(&mut self, d: &Draft) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(DRAFTS_TABLE)?;
+        t.insert(d.id, d.encode()?.as_slice())?;
+        Ok(())
+    }
+    pub fn put_dialogue(&mut self, chat_id: i64, state: &[u8]) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(DIALOGUES_TABLE)?;
+        t.insert(chat_id, state)?;
+        Ok(())
+    }
+    pub fn delete_dialogue(&mut self, chat_id: i64) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(DIALOGUES_TABLE)?;
+        t.remove(chat_id)?;
+        Ok(())
+    }
+    pub fn put_meta_u64(&mut self, key: &str, v: u64) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(META_TABLE)?;
+        t.insert(key, v.to_le_bytes().as_slice())?;
+        Ok(())
+    }
+    /// Adds a library item, its owner index row and one media reference.
+    pub fn insert_library_item(&mut self, item: &LibraryItem) -> Result<(), StoreError> {
+        self.put_library_item(item)?;
+        self.tx.open_table(LIBRARY_BY_USER_TABLE)?.insert((item.owner.0, item.id.0), ())?;
+        let mut refs = self.tx.open_table(MEDIA_REFS_TABLE)?;
+        let n = refs.get(item.sha256.as_str())?.map(|v| v.value()).unwrap_or(0);
+        refs.insert(item.sha256.as_str(), n + 1)?;
+        Ok(())
+    }
+    /// Updates an existing library item (file_ids, favourite…).
+    pub fn put_library_item(&mut self, item: &LibraryItem) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(LIBRARY_TABLE)?;
+        t.insert(item.id.0, item.encode()?.as_slice())?;
+        Ok(())
+    }
+    /// Records a finished job's duration for ETA estimates.
+    pub fn insert_duration(&mut self, model: &str, format: &str, job: JobId, ms: u64) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(STATS_TABLE)?;
+        t.insert((model, format, job.0), ms)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Credits, now_ms};
+
+    #[tokio::test]
+    async fn second_open_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let _a = Store::open(dir.path()).expect("first");
+        let err = Store::open(dir.path()).expect_err("second must fail");
+        assert!(err.to_string().contains("already running"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn write_rolls_back_on_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(dir.path()).expect("open");
+        let u = UserRecord {
+            id: UserId(1),
+            first_name: "A".into(),
+            username: None,
+            language_code: None,
+            balance: Credits(5),
+            held: Credits(0),
+            created_at: now_ms(),
+            updated_at: 0,
+            blocked: false,
+            banned: false,
+        };
+        let r: Result<(), _> = s
+            .write(move |tx| {
+                tx.put_user(&u)?;
+                Err(StoreError::Refused("no".into()))
+            })
+            .await;
+        assert!(r.is_err());
+        let got = s.read(|rx| rx.get_user(UserId(1))).await.expect("read");
+        assert_eq!(got, None, "refused transaction must leave nothing behind");
+    }
+}

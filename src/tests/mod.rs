@@ -1,1 +1,5 @@
-//! Cross-module tests (one test binary).
+//! Cross-module tests (one test binary): end-to-end through the Bot API emulator with fake
+//! providers, plus shared helpers.
+
+mod e2e;
+pub mod harness;

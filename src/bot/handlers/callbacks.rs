@@ -1,0 +1,74 @@
+//! Inline button presses. Every query is answered (clients show a spinner until then), and
+//! every action checks that the pressing user owns what the button refers to.
+
+use super::touch_user;
+use crate::bot::handlers::commands::{balance_text, help_text};
+use crate::bot::handlers::generate::{show_formats, start_job};
+use crate::bot::keyboards::{self, Callback};
+use crate::bot::{BotCtx, BotError, TgBot};
+use crate::domain::UserId;
+use crate::jobs::Submitted;
+use std::sync::Arc;
+use teloxide::prelude::*;
+
+pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(), BotError> {
+    let (rec, _, lang) = touch_user(&ctx, &q.from).await?;
+    let user = UserId(q.from.id.0 as i64);
+    let message = q.message.as_ref().map(|m| (m.chat().id, m.id()));
+    let mut answer: Option<(String, bool)> = None;
+    let cb = q.data.as_deref().and_then(Callback::decode);
+    match (cb, message) {
+        (Some(Callback::MenuCreate | Callback::CreateMore), Some((chat, _))) => {
+            bot.send_message(chat, lang.t("create_hint")).await?;
+        }
+        (Some(Callback::MenuBalance), Some((chat, _))) => {
+            bot.send_message(chat, balance_text(&rec, lang, ctx.billing.currency())).await?;
+        }
+        (Some(Callback::MenuHelp), Some((chat, _))) => {
+            bot.send_message(chat, help_text(&ctx, lang)).await?;
+        }
+        (Some(Callback::Model { draft, model }), Some((chat, mid))) => match ctx.jobs.get_draft(draft).await? {
+            None => answer = Some((lang.t("draft_gone"), true)),
+            Some(d) if d.user_id != user => answer = Some((lang.t("not_yours"), true)),
+            Some(d) if d.job_id.is_some() => answer = Some((lang.t("already_started"), false)),
+            Some(mut d) => match ctx.jobs.models(&ctx.config).into_iter().find(|m| m.id == model) {
+                None => answer = Some((lang.t("no_models"), true)),
+                Some(m) if d.size.is_some() || m.formats.len() == 1 => {
+                    d.model_id = Some(m.id.clone());
+                    let format = d.size.map(|(w, h)| crate::domain::Format::from_dims(w, h)).unwrap_or(m.formats[0]);
+                    if let Submitted::Duplicate(_) = start_job(&bot, chat, &ctx, lang, &d, &m, format, Some(mid)).await? {
+                        answer = Some((lang.t("already_started"), false));
+                    }
+                }
+                Some(m) => show_formats(&bot, chat, &ctx, lang, &d, &m, Some(mid)).await?,
+            },
+        },
+        (Some(Callback::Format { draft, model, format }), Some((chat, mid))) => match ctx.jobs.get_draft(draft).await? {
+            None => answer = Some((lang.t("draft_gone"), true)),
+            Some(d) if d.user_id != user => answer = Some((lang.t("not_yours"), true)),
+            Some(d) if d.job_id.is_some() => answer = Some((lang.t("already_started"), false)),
+            Some(d) => match ctx.jobs.models(&ctx.config).into_iter().find(|m| m.id == model) {
+                None => answer = Some((lang.t("no_models"), true)),
+                Some(m) => {
+                    if let Submitted::Duplicate(_) = start_job(&bot, chat, &ctx, lang, &d, &m, format, Some(mid)).await? {
+                        answer = Some((lang.t("already_started"), false));
+                    }
+                }
+            },
+        },
+        (Some(Callback::Star(id)), Some((chat, mid))) => match ctx.jobs.toggle_favourite(user, id).await? {
+            None => answer = Some((lang.t("not_yours"), true)),
+            Some(starred) => {
+                answer = Some((lang.t(if starred { "starred" } else { "unstarred" }), false));
+                bot.edit_message_reply_markup(chat, mid).reply_markup(keyboards::result(lang, id, starred)).await?;
+            }
+        },
+        _ => {}
+    }
+    let mut req = bot.answer_callback_query(q.id.clone());
+    if let Some((text, alert)) = answer {
+        req = req.text(text).show_alert(alert);
+    }
+    req.await?;
+    Ok(())
+}

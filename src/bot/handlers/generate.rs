@@ -1,0 +1,260 @@
+//! Create flow: a text (or a photo with a caption) becomes a draft; model and format buttons
+//! follow; the format press creates the job and turns that message into the progress message.
+
+use super::touch_user;
+use crate::bot::i18n::Lang;
+use crate::bot::{BotCtx, BotError, TgBot, keyboards, prompt};
+use crate::config::ModelConfig;
+use crate::domain::{Format, Task, UserId, now_ms};
+use crate::jobs::{NewJob, Submitted};
+use crate::store::records::{Draft, JobPayload};
+use std::sync::Arc;
+use teloxide::net::Download;
+use teloxide::prelude::*;
+use teloxide::types::MessageId;
+
+/// Bot API cloud limit for getFile downloads (protocols.md §1.4).
+const MAX_DOWNLOAD: u32 = 20 * 1024 * 1024;
+
+pub async fn on_message(bot: TgBot, msg: Message, ctx: Arc<BotCtx>) -> Result<(), BotError> {
+    let Some(user) = msg.from.as_ref() else { return Ok(()) };
+    let (_, _, lang) = touch_user(&ctx, user).await?;
+    if let Some(sizes) = msg.photo() {
+        if let Some(largest) = sizes.iter().max_by_key(|p| p.width * p.height) {
+            return on_image(&bot, &msg, &ctx, lang, largest.file.id.clone(), largest.file.size).await;
+        }
+    }
+    if let Some(doc) = msg.document() {
+        if doc.mime_type.as_ref().is_some_and(|m| m.type_() == mime::IMAGE) {
+            return on_image(&bot, &msg, &ctx, lang, doc.file.id.clone(), doc.file.size).await;
+        }
+    }
+    match msg.text() {
+        Some(text) => on_text(&bot, &msg, &ctx, lang, text).await,
+        None => {
+            bot.send_message(msg.chat.id, lang.t("not_text")).await?;
+            Ok(())
+        }
+    }
+}
+
+fn models_for(ctx: &BotCtx, task: Task) -> Vec<ModelConfig> {
+    ctx.jobs.models(&ctx.config).into_iter().filter(|m| m.task == task).collect()
+}
+
+async fn on_text(bot: &TgBot, msg: &Message, ctx: &BotCtx, lang: Lang, text: &str) -> Result<(), BotError> {
+    let spec = prompt::parse(text);
+    if spec.prompt.is_empty() {
+        bot.send_message(msg.chat.id, lang.t("create_hint")).await?;
+        return Ok(());
+    }
+    if let Some(bad) = &spec.bad_size {
+        bot.send_message(msg.chat.id, lang.tf("bad_size", &[("size", bad)])).await?;
+        return Ok(());
+    }
+    if !spec.unknown.is_empty() {
+        bot.send_message(msg.chat.id, lang.tf("unknown_options", &[("parts", &spec.unknown.join(" | "))])).await?;
+    }
+    let models = models_for(ctx, Task::TextToImage);
+    let size = spec.size.or_else(|| spec.aspect_ratio.as_deref().and_then(prompt::size_for_ratio));
+    let draft = Draft {
+        id: uuid::Uuid::now_v7().as_u128(),
+        user_id: UserId(msg.from.as_ref().map(|u| u.id.0 as i64).unwrap_or(msg.chat.id.0)),
+        chat_id: msg.chat.id.0,
+        prompt: spec.prompt.clone(),
+        negative: spec.negative.clone(),
+        model_id: None,
+        size,
+        aspect_ratio: spec.aspect_ratio.clone(),
+        inputs: vec![],
+        created_at: now_ms(),
+        job_id: None,
+    };
+    offer(bot, msg.chat.id, ctx, lang, draft, models, spec.model.as_deref()).await
+}
+
+/// Stores the draft and shows the next step: model buttons, format buttons, or (when model and
+/// size are already known) the job itself.
+async fn offer(
+    bot: &TgBot,
+    chat: ChatId,
+    ctx: &BotCtx,
+    lang: Lang,
+    mut draft: Draft,
+    models: Vec<ModelConfig>,
+    wanted: Option<&str>,
+) -> Result<(), BotError> {
+    if models.is_empty() {
+        bot.send_message(chat, lang.t("no_models")).await?;
+        return Ok(());
+    }
+    let chosen = match wanted {
+        Some(name) => {
+            let found = ctx.config.find_model(name).filter(|m| models.iter().any(|x| x.id == m.id)).cloned();
+            if found.is_none() {
+                ctx.jobs.put_draft(draft.clone()).await?;
+                bot.send_message(chat, lang.tf("unknown_model", &[("model", &name)]))
+                    .reply_markup(keyboards::models(draft.id, &models, ctx.billing.currency()))
+                    .await?;
+                return Ok(());
+            }
+            found
+        }
+        None if models.len() == 1 => models.first().cloned(),
+        None => None,
+    };
+    let Some(model) = chosen else {
+        ctx.jobs.put_draft(draft.clone()).await?;
+        let text = lang.tf("choose_model", &[("prompt", &draft.prompt)]);
+        bot.send_message(chat, text).reply_markup(keyboards::models(draft.id, &models, ctx.billing.currency())).await?;
+        return Ok(());
+    };
+    draft.model_id = Some(model.id.clone());
+    ctx.jobs.put_draft(draft.clone()).await?;
+    if draft.size.is_some() || model.formats.len() == 1 {
+        let format = draft.size.map(|(w, h)| Format::from_dims(w, h)).unwrap_or(model.formats[0]);
+        start_job(bot, chat, ctx, lang, &draft, &model, format, None).await?;
+        return Ok(());
+    }
+    show_formats(bot, chat, ctx, lang, &draft, &model, None).await
+}
+
+/// Shows format buttons, editing `edit` if given.
+pub async fn show_formats(
+    bot: &TgBot,
+    chat: ChatId,
+    ctx: &BotCtx,
+    lang: Lang,
+    draft: &Draft,
+    model: &ModelConfig,
+    edit: Option<MessageId>,
+) -> Result<(), BotError> {
+    let text = lang.tf(
+        "choose_format",
+        &[("model", &model.display_name), ("price", &model.price), ("currency", &ctx.billing.currency())],
+    );
+    let kb = keyboards::formats(lang, draft.id, model);
+    match edit {
+        Some(id) => bot.edit_message_text(chat, id, text).reply_markup(kb).await.map(|_| ())?,
+        None => bot.send_message(chat, text).reply_markup(kb).await.map(|_| ())?,
+    }
+    Ok(())
+}
+
+/// Creates the job (hold + job in one transaction) and turns `edit` (or a new message) into
+/// its progress message. Returns the outcome so a repeated press can be answered.
+#[allow(clippy::too_many_arguments)]
+pub async fn start_job(
+    bot: &TgBot,
+    chat: ChatId,
+    ctx: &BotCtx,
+    lang: Lang,
+    draft: &Draft,
+    model: &ModelConfig,
+    format: Format,
+    edit: Option<MessageId>,
+) -> Result<Submitted, BotError> {
+    let (width, height) = draft.size.unwrap_or_else(|| format.default_size());
+    let payload = JobPayload::Generate {
+        prompt: draft.prompt.clone(),
+        negative: draft.negative.clone(),
+        format,
+        width,
+        height,
+        aspect_ratio: draft.aspect_ratio.clone(),
+        seed: rand::random::<u32>() as u64,
+        inputs: draft.inputs.clone(),
+    };
+    let outcome = ctx
+        .jobs
+        .submit(NewJob {
+            user_id: draft.user_id,
+            chat_id: chat.0,
+            lang: lang.code().into(),
+            model_id: model.id.clone(),
+            payload,
+            progress_message_id: edit.map(|m| m.0),
+            draft_id: Some(draft.id),
+        })
+        .await?;
+    let currency = ctx.billing.currency().to_string();
+    let text = match &outcome {
+        Submitted::Queued { eta_secs, .. } => lang.tf(
+            "queued",
+            &[("position", &1), ("model", &model.display_name), ("eta", eta_secs)],
+        ),
+        Submitted::InsufficientFunds { balance, price } => {
+            lang.tf("insufficient", &[("balance", balance), ("price", price), ("currency", &currency)])
+        }
+        Submitted::Duplicate(_) => return Ok(outcome),
+    };
+    match edit {
+        Some(id) => {
+            bot.edit_message_text(chat, id, text).await?;
+        }
+        None => {
+            let sent = bot.send_message(chat, text).await?;
+            if let Submitted::Queued { job, .. } = &outcome {
+                ctx.jobs.set_progress_message(job.id, sent.id.0).await?;
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+async fn on_image(
+    bot: &TgBot,
+    msg: &Message,
+    ctx: &BotCtx,
+    lang: Lang,
+    file_id: teloxide::types::FileId,
+    size: u32,
+) -> Result<(), BotError> {
+    if size > MAX_DOWNLOAD {
+        bot.send_message(msg.chat.id, lang.tf("photo_too_big", &[("detail", &format!("{} MB", size / 1_048_576))])).await?;
+        return Ok(());
+    }
+    let file = bot.get_file(file_id).await?;
+    let mut bytes = Vec::with_capacity(file.size as usize);
+    bot.download_file(&file.path, &mut bytes).await?;
+    let info = match ctx.jobs.accept_input(bytes).await {
+        Ok(info) => info,
+        Err(crate::jobs::InputError::Imaging(e)) => {
+            let text = match &e {
+                crate::imaging::ImagingError::TooLarge { .. } | crate::imaging::ImagingError::TooManyPixels { .. } => {
+                    lang.tf("photo_too_big", &[("detail", &e)])
+                }
+                _ => lang.tf("photo_bad", &[("reason", &e)]),
+            };
+            bot.send_message(msg.chat.id, text).await?;
+            return Ok(());
+        }
+        Err(crate::jobs::InputError::Store(e)) => return Err(e.into()),
+    };
+    let dims: [(&str, &dyn std::fmt::Display); 2] = [("width", &info.width), ("height", &info.height)];
+    let models = models_for(ctx, Task::Edit);
+    if models.is_empty() {
+        bot.send_message(msg.chat.id, lang.tf("photo_no_edit_models", &dims)).await?;
+        return Ok(());
+    }
+    let Some(caption) = msg.caption().map(str::trim).filter(|c| !c.is_empty()) else {
+        bot.send_message(msg.chat.id, lang.tf("photo_need_caption", &dims)).await?;
+        return Ok(());
+    };
+    let spec = prompt::parse(caption);
+    let draft = Draft {
+        id: uuid::Uuid::now_v7().as_u128(),
+        user_id: UserId(msg.from.as_ref().map(|u| u.id.0 as i64).unwrap_or(msg.chat.id.0)),
+        chat_id: msg.chat.id.0,
+        prompt: spec.prompt,
+        negative: spec.negative,
+        model_id: None,
+        size: Some((info.width, info.height)),
+        aspect_ratio: None,
+        inputs: vec![info.sha256],
+        created_at: now_ms(),
+        job_id: None,
+    };
+    bot.send_message(msg.chat.id, lang.tf("photo_received", &dims)).await?;
+    offer(bot, msg.chat.id, ctx, lang, draft, models, spec.model.as_deref()).await
+}

@@ -1,0 +1,461 @@
+//! One job from its stored state to the end: submit → wait → store the result → capture →
+//! deliver; or fail → release → tell the user. Each state change is persisted before the next
+//! outside call.
+
+use super::{Inner, JobProgress, ResultFiles, backoff, eta_from};
+use crate::domain::{ImageId, JobStatus, now_ms};
+use crate::providers::{GenerateRequest, GeneratedImage, InputImage, ProviderError, ProviderProgress, Submission};
+use crate::store::StoreError;
+use crate::store::records::{Delivery, ErrorClass, JobError, JobPayload, JobRecord, LibraryItem};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Drives a job until it is terminal and its final message is sent.
+pub(crate) async fn drive(inner: &Arc<Inner>, mut job: JobRecord) {
+    loop {
+        match job.status {
+            JobStatus::Queued | JobStatus::Submitting => match submit(inner, job).await {
+                Step::Next(j) => job = j,
+                Step::Done => return,
+            },
+            JobStatus::Submitted => match wait(inner, job).await {
+                Step::Next(j) => job = j,
+                Step::Done => return,
+            },
+            _ => {
+                finish_message(inner, job).await;
+                return;
+            }
+        }
+    }
+}
+
+enum Step {
+    Next(JobRecord),
+    Done,
+}
+
+async fn save(inner: &Inner, job: &JobRecord) -> Result<(), StoreError> {
+    let j = job.clone();
+    inner.store.write(move |tx| tx.put_job(&j)).await
+}
+
+fn classify(e: &ProviderError) -> ErrorClass {
+    match e {
+        ProviderError::Transient(_) => ErrorClass::Transient,
+        ProviderError::Rejected(_) => ErrorClass::Rejected,
+        ProviderError::Retired(_) => ErrorClass::Retired,
+        ProviderError::Unauthorized(_) => ErrorClass::Unauthorized,
+        ProviderError::Failed(_) | ProviderError::Lost(_) => ErrorClass::Failed,
+    }
+}
+
+async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest, String> {
+    let model = inner.models.get(&job.model_id).ok_or("model no longer configured")?;
+    let JobPayload::Generate { prompt, negative, format, width, height, aspect_ratio, seed, inputs } = &job.payload;
+    let mut input_images = Vec::new();
+    for sha in inputs {
+        let dir = inner.store.media_dir().to_path_buf();
+        let sha = sha.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            for ext in ["jpg", "png", "webp"] {
+                if let Ok(b) = std::fs::read(dir.join(format!("{sha}.{ext}"))) {
+                    return Some(b);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .ok_or("input image missing")?;
+        let mime = crate::providers::sniff_mime(&bytes).to_string();
+        input_images.push(InputImage { bytes, mime });
+    }
+    Ok(GenerateRequest {
+        model_id: model.id.clone(),
+        task: model.task,
+        endpoint: model.endpoint.clone(),
+        workflow: inner.workflows.get(&model.id).cloned(),
+        prompt: prompt.clone(),
+        negative: negative.clone(),
+        format: *format,
+        width: *width,
+        height: *height,
+        aspect_ratio: aspect_ratio.clone(),
+        seed: *seed,
+        size_param: model.size_param,
+        extra: model.params.clone(),
+        input_images,
+    })
+}
+
+async fn submit(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
+    let Some(provider) = inner.providers.get(&job.provider_id).cloned() else {
+        fail(inner, job, ErrorClass::Internal, "provider not configured".into()).await;
+        return Step::Done;
+    };
+    // Crash recovery: we chose an id and may have submitted it before dying.
+    if job.status == JobStatus::Submitting {
+        if let Some(id) = job.preassigned_id.clone() {
+            match provider.is_known(&id, &serde_json::Value::Null).await {
+                Ok(true) => {
+                    job.submission = Some(Submission { request_id: id, data: serde_json::Value::Null });
+                    job.status = JobStatus::Submitted;
+                    job.submitted_at.get_or_insert(now_ms());
+                    if save(inner, &job).await.is_err() {
+                        return Step::Done;
+                    }
+                    return Step::Next(job);
+                }
+                Ok(false) => {}
+                Err(e) => return retry_or_fail(inner, job, e).await,
+            }
+        }
+    }
+    let req = match build_request(inner, &job).await {
+        Ok(r) => r,
+        Err(e) => {
+            fail(inner, job, ErrorClass::Internal, e).await;
+            return Step::Done;
+        }
+    };
+    job.preassigned_id = job.preassigned_id.clone().or_else(|| provider.preassign_id());
+    job.status = JobStatus::Submitting;
+    job.started_at.get_or_insert(now_ms());
+    job.attempts += 1;
+    if save(inner, &job).await.is_err() {
+        return Step::Done;
+    }
+    notify_progress(inner, &job, JobProgress { running: false, percent: 0, queue_position: None, eta_secs: 0 }).await;
+    match provider.submit(&req, job.preassigned_id.as_deref()).await {
+        Ok(sub) => {
+            tracing::info!(request_id = %sub.request_id, "submitted");
+            job.submission = Some(sub);
+            job.status = JobStatus::Submitted;
+            job.submitted_at = Some(now_ms());
+            if save(inner, &job).await.is_err() {
+                return Step::Done;
+            }
+            Step::Next(job)
+        }
+        Err(e) => retry_or_fail(inner, job, e).await,
+    }
+}
+
+async fn retry_or_fail(inner: &Arc<Inner>, mut job: JobRecord, e: ProviderError) -> Step {
+    let class = classify(&e);
+    tracing::warn!(error = %e, attempts = job.attempts, "provider error");
+    if class == ErrorClass::Transient && job.attempts < inner.cfg.max_attempts {
+        job.error = Some(JobError { class, detail: e.to_string() });
+        let delay = backoff(inner.cfg.retry_base_ms, job.attempts.max(1));
+        // A job that failed to submit goes back to the queue; a submitted one keeps its id.
+        if job.status == JobStatus::Submitting && job.preassigned_id.is_none() {
+            job.status = JobStatus::Queued;
+        }
+        if save(inner, &job).await.is_err() {
+            return Step::Done;
+        }
+        tokio::time::sleep(delay).await;
+        return Step::Next(job);
+    }
+    fail(inner, job, class, e.to_string()).await;
+    Step::Done
+}
+
+async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
+    let Some(provider) = inner.providers.get(&job.provider_id).cloned() else {
+        fail(inner, job, ErrorClass::Internal, "provider not configured".into()).await;
+        return Step::Done;
+    };
+    let Some(sub) = job.submission.clone() else {
+        job.status = JobStatus::Queued;
+        return Step::Next(job);
+    };
+    let timeout_secs = inner
+        .models
+        .get(&job.model_id)
+        .and_then(|m| m.timeout_secs)
+        .or_else(|| inner.provider_cfg.get(&job.provider_id).map(|p| p.timeout_secs))
+        .unwrap_or(600);
+    let started = job.submitted_at.unwrap_or_else(now_ms);
+    let deadline_ms = started + (timeout_secs as i64) * 1000;
+    let left = Duration::from_millis((deadline_ms - now_ms()).max(0) as u64);
+    let JobPayload::Generate { format, .. } = &job.payload;
+    let eta = eta_from(&inner.store, job.model_id.clone(), format.as_str().to_string()).await;
+
+    // Progress from the provider callback is sampled by a ticker that applies the edit limit.
+    let latest: Arc<Mutex<ProviderProgress>> = Arc::default();
+    let cb_latest = latest.clone();
+    let cb = move |p: ProviderProgress| {
+        if let Ok(mut l) = cb_latest.lock() {
+            *l = p;
+        }
+    };
+    let ticker = {
+        let inner = inner.clone();
+        let job = job.clone();
+        let latest = latest.clone();
+        let wait_started = Instant::now();
+        let elapsed_before = (now_ms() - started).max(0) as u64 / 1000;
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let interval = Duration::from_millis(inner.cfg.progress_interval_ms.max(100));
+            loop {
+                tokio::time::sleep(interval).await;
+                let p = latest.lock().map(|l| *l).unwrap_or_default();
+                let elapsed = elapsed_before + wait_started.elapsed().as_secs();
+                let by_time = ((elapsed as f32 / eta.max(1) as f32) * 100.0).min(95.0);
+                let percent = p.fraction.map(|f| (f * 100.0).min(99.0)).unwrap_or(by_time) as u8;
+                let progress = JobProgress {
+                    running: p.running || p.fraction.is_some(),
+                    percent,
+                    queue_position: p.queue_position.map(|q| q + 1),
+                    eta_secs: eta.saturating_sub(elapsed),
+                };
+                inner.notifier.progress(&job, progress).await;
+            }
+        }))
+    };
+    let result = tokio::time::timeout(left, provider.wait(&sub, &cb)).await;
+    ticker.abort();
+    match result {
+        Ok(Ok(images)) => {
+            store_result(inner, job, images).await;
+            Step::Done
+        }
+        Ok(Err(e)) if classify(&e) == ErrorClass::Transient && job.attempts < inner.cfg.max_attempts => {
+            job.attempts += 1;
+            tracing::warn!(error = %e, "transient error while waiting; polling again");
+            job.error = Some(JobError { class: ErrorClass::Transient, detail: e.to_string() });
+            if save(inner, &job).await.is_err() {
+                return Step::Done;
+            }
+            tokio::time::sleep(backoff(inner.cfg.retry_base_ms, job.attempts)).await;
+            Step::Next(job)
+        }
+        Ok(Err(e)) => {
+            let class = classify(&e);
+            fail(inner, job, class, e.to_string()).await;
+            Step::Done
+        }
+        Err(_) => {
+            let _ = provider.cancel(&sub).await;
+            fail(inner, job, ErrorClass::Timeout, format!("no result after {timeout_secs} s")).await;
+            Step::Done
+        }
+    }
+}
+
+/// Stores the first image in the library and captures the hold in one transaction, then
+/// delivers. Capture happens once the user's value exists, whatever happens to delivery.
+async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<GeneratedImage>) {
+    let Some(image) = images.into_iter().next() else {
+        fail(inner, job, ErrorClass::Failed, "provider returned no image".into()).await;
+        return;
+    };
+    let store = inner.store.clone();
+    let limits = inner.limits.clone();
+    let prepared = tokio::task::spawn_blocking(move || -> Result<(String, String, u32, u32, GeneratedImage), String> {
+        let info = crate::imaging::probe(&image.bytes).map_err(|e| e.to_string())?;
+        crate::imaging::decode(&image.bytes, &limits).map_err(|e| e.to_string())?;
+        let sha = crate::imaging::sha256_hex(&image.bytes);
+        let ext = crate::imaging::extension_for_mime(info.mime).to_string();
+        store.put_media_file(&sha, &ext, &image.bytes).map_err(|e| e.to_string())?;
+        Ok((sha, ext, info.width, info.height, image))
+    })
+    .await;
+    let (sha, ext, width, height, image) = match prepared {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            fail(inner, job, ErrorClass::Failed, format!("unusable result image: {e}")).await;
+            return;
+        }
+        Err(e) => {
+            fail(inner, job, ErrorClass::Internal, e.to_string()).await;
+            return;
+        }
+    };
+    let JobPayload::Generate { prompt, negative, format, seed, .. } = job.payload.clone();
+    let item = LibraryItem {
+        id: ImageId::new(),
+        owner: job.user_id,
+        job_id: Some(job.id),
+        kind: "create".into(),
+        prompt,
+        negative,
+        model_id: job.model_id.clone(),
+        format,
+        seed,
+        width,
+        height,
+        bytes: image.bytes.len() as u64,
+        sha256: sha,
+        ext,
+        mime: crate::providers::sniff_mime(&image.bytes).to_string(),
+        created_at: now_ms(),
+        favourite: false,
+        categories: vec![],
+        photo_file_id: None,
+        document_file_id: None,
+        is_demo: image.is_demo,
+    };
+    job.status = JobStatus::Succeeded;
+    job.finished_at = Some(now_ms());
+    job.result = Some(item.id);
+    job.error = None;
+    let duration = (job.finished_at.unwrap_or(0) - job.started_at.unwrap_or(job.created_at)).max(0) as u64;
+    let (j, it) = (job.clone(), item.clone());
+    let saved = inner
+        .store
+        .write(move |tx| {
+            let mut j = j;
+            if tx.get_job(j.id)?.is_some_and(|s| s.status.is_terminal()) {
+                return Ok(None); // cancelled or finished meanwhile: keep the stored outcome
+            }
+            tx.insert_library_item(&it)?;
+            crate::billing::capture(tx, &mut j).map_err(|e| StoreError::Refused(e.to_string()))?;
+            let JobPayload::Generate { format, .. } = &j.payload;
+            tx.insert_duration(&j.model_id, format.as_str(), j.id, duration)?;
+            tx.put_job(&j)?;
+            Ok(Some(j))
+        })
+        .await;
+    match saved {
+        Ok(Some(j)) => {
+            tracing::info!(ms = duration, "job succeeded");
+            deliver(inner, j, item, image.bytes).await
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "could not store the result"),
+    }
+}
+
+/// Marks the job failed (or cancelled) and releases its hold in one transaction, then tells
+/// the user.
+pub(crate) async fn fail(inner: &Arc<Inner>, mut job: JobRecord, class: ErrorClass, detail: String) {
+    tracing::warn!(?class, %detail, "job failed");
+    job.status = if class == ErrorClass::Cancelled { JobStatus::Cancelled } else { JobStatus::Failed };
+    job.error = Some(JobError { class, detail });
+    job.finished_at = Some(now_ms());
+    let j = job.clone();
+    let saved = inner
+        .store
+        .write(move |tx| {
+            let mut j = j;
+            if tx.get_job(j.id)?.is_some_and(|s| s.status.is_terminal()) {
+                return Ok(None);
+            }
+            crate::billing::release(tx, &mut j).map_err(|e| StoreError::Refused(e.to_string()))?;
+            tx.put_job(&j)?;
+            Ok(Some(j))
+        })
+        .await;
+    match saved {
+        Ok(Some(j)) => finish_message(inner, j).await,
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "could not record the failure"),
+    }
+}
+
+/// Sends the final message of a terminal job whose delivery is still pending (also used on
+/// restart). Marks the delivery attempted first so it is never sent twice.
+async fn finish_message(inner: &Arc<Inner>, job: JobRecord) {
+    if job.delivery != Delivery::Pending {
+        return;
+    }
+    if job.status == JobStatus::Succeeded {
+        let item_id = job.result;
+        let item = match item_id {
+            Some(id) => inner.store.read(move |rx| rx.get_library_item(id)).await.ok().flatten(),
+            None => None,
+        };
+        let Some(item) = item else {
+            tracing::error!("succeeded job without a library item");
+            return mark_delivery(inner, job, Delivery::Failed).await;
+        };
+        let path = inner.store.media_path(&item.sha256, &item.ext);
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => deliver(inner, job, item, bytes).await,
+            Err(e) => {
+                tracing::error!(error = %e, "result file missing");
+                mark_delivery(inner, job, Delivery::Failed).await
+            }
+        }
+    } else {
+        let mut j = job;
+        j.delivery = Delivery::Attempted;
+        if save(inner, &j).await.is_err() {
+            return;
+        }
+        let outcome = inner.notifier.failed(&j).await;
+        let d = if outcome.is_ok() { Delivery::Delivered } else { Delivery::Failed };
+        mark_delivery(inner, j, d).await;
+    }
+}
+
+async fn mark_delivery(inner: &Arc<Inner>, mut job: JobRecord, d: Delivery) {
+    job.delivery = d;
+    if let Err(e) = save(inner, &job).await {
+        tracing::error!(error = %e, "could not record delivery state");
+    }
+}
+
+async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, mut item: LibraryItem, bytes: Vec<u8>) {
+    let limits = inner.limits.clone();
+    let files = tokio::task::spawn_blocking(move || -> Result<ResultFiles, String> {
+        let photo = crate::imaging::fit_for_telegram_photo(&bytes, &limits).ok();
+        let (document, ext, mime) = crate::imaging::document_form(&bytes).map_err(|e| e.to_string())?;
+        Ok(ResultFiles { photo, document, document_name: format!("mediabot.{ext}"), document_mime: mime.to_string() })
+    })
+    .await;
+    let files = match files {
+        Ok(Ok(f)) => f,
+        other => {
+            tracing::error!(?other, "could not prepare the result for Telegram");
+            return mark_delivery(inner, job, Delivery::Failed).await;
+        }
+    };
+    job.delivery = Delivery::Attempted;
+    if save(inner, &job).await.is_err() {
+        return;
+    }
+    match inner.notifier.deliver(&job, &item, files).await {
+        Ok(ids) => {
+            item.photo_file_id = ids.photo_file_id;
+            item.document_file_id = ids.document_file_id;
+            job.delivery = Delivery::Delivered;
+            let (j, it) = (job, item);
+            if let Err(e) = inner
+                .store
+                .write(move |tx| {
+                    tx.put_library_item(&it)?;
+                    tx.put_job(&j)
+                })
+                .await
+            {
+                tracing::error!(error = %e, "could not record delivery");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "delivery failed; the result stays in the library");
+            if matches!(e, super::NotifyError::Blocked) {
+                let user = job.user_id;
+                let _ = inner
+                    .store
+                    .write(move |tx| {
+                        if let Some(mut u) = tx.get_user(user)? {
+                            u.blocked = true;
+                            tx.put_user(&u)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+            }
+            mark_delivery(inner, job, Delivery::Failed).await
+        }
+    }
+}
+
+async fn notify_progress(inner: &Arc<Inner>, job: &JobRecord, p: JobProgress) {
+    inner.notifier.progress(job, p).await;
+}

@@ -1,0 +1,103 @@
+//! Ordered, idempotent migrations, one write transaction each, and the schema-version guard.
+
+use super::StoreError;
+use super::tables::*;
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+
+/// Schema version this build writes. A database with a higher version was written by a newer
+/// mediabot: refuse it rather than guess.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// What a step did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Skip,
+    Execute(u64),
+}
+
+type Step = fn(&WriteTransaction) -> Result<Outcome, StoreError>;
+
+const STEPS: &[(u64, &str, Step)] = &[(1, "001_create_tables", m001_create_tables)];
+
+fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    tx.open_table(USERS_TABLE)?;
+    tx.open_table(LEDGER_TABLE)?;
+    tx.open_table(JOBS_TABLE)?;
+    tx.open_table(ACTIVE_JOBS_TABLE)?;
+    tx.open_table(STATS_TABLE)?;
+    tx.open_table(LIBRARY_TABLE)?;
+    tx.open_table(LIBRARY_BY_USER_TABLE)?;
+    tx.open_table(MEDIA_REFS_TABLE)?;
+    tx.open_table(DIALOGUES_TABLE)?;
+    tx.open_table(DRAFTS_TABLE)?;
+    Ok(Outcome::Execute(10))
+}
+
+/// Reads the stored schema version (0 for a new file).
+pub fn schema_version(db: &Database) -> Result<u64, StoreError> {
+    let tx = db.begin_read()?;
+    let t = match tx.open_table(META_TABLE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(t.get("schema_version")?.map(|v| le_u64(v.value())).unwrap_or(0))
+}
+
+pub(super) fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    a[..n].copy_from_slice(&b[..n]);
+    u64::from_le_bytes(a)
+}
+
+/// Brings the database to [`SCHEMA_VERSION`]; refuses a newer one.
+pub fn run(db: &Database) -> Result<(), StoreError> {
+    let current = schema_version(db)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema { found: current, supported: SCHEMA_VERSION });
+    }
+    for (version, name, step) in STEPS {
+        if *version <= current {
+            continue;
+        }
+        let tx = db.begin_write()?;
+        let outcome = step(&tx)?;
+        {
+            let mut meta = tx.open_table(META_TABLE)?;
+            meta.insert("schema_version", version.to_le_bytes().as_slice())?;
+        }
+        tx.commit()?;
+        if let Outcome::Execute(n) = outcome {
+            tracing::info!(%name, n, "migrated");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_idempotent_and_refuse_newer() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("db.redb");
+        {
+            let db = Database::create(&path).expect("create");
+            run(&db).expect("first");
+            run(&db).expect("second is a no-op");
+            assert_eq!(schema_version(&db).expect("v"), SCHEMA_VERSION);
+            // Pretend a newer build wrote this file.
+            let tx = db.begin_write().expect("w");
+            tx.open_table(META_TABLE)
+                .expect("meta")
+                .insert("schema_version", 99u64.to_le_bytes().as_slice())
+                .expect("ins");
+            tx.commit().expect("commit");
+        }
+        let db = Database::create(&path).expect("reopen");
+        let err = run(&db).expect_err("newer schema must be refused");
+        assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }), "{err}");
+    }
+}

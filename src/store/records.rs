@@ -1,0 +1,321 @@
+//! Typed records stored as redb values, with one codec: JSON of `{"v": N, ...}`.
+//!
+//! JSON keeps records readable in a dump and lets new optional fields arrive without a
+//! migration (`#[serde(default)]`); `v` is bumped only when a field changes meaning.
+
+use super::StoreError;
+use crate::domain::{Credits, Format, ImageId, JobId, JobStatus, OperationId, UserId};
+use crate::providers::Submission;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Encoding shared by every record.
+pub trait Record: Serialize + DeserializeOwned {
+    /// Layout version written with every record.
+    const VERSION: u32;
+    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let mut v = serde_json::to_value(self).map_err(|e| StoreError::Codec(e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("v".into(), Self::VERSION.into());
+        }
+        serde_json::to_vec(&v).map_err(|e| StoreError::Codec(e.to_string()))
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Codec(e.to_string()))
+    }
+}
+
+/// A Telegram user as the bot knows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub first_name: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// IETF tag from Telegram (`ru`, `en-US`), used to pick the locale.
+    #[serde(default)]
+    pub language_code: Option<String>,
+    /// Spendable credits (holds already subtracted). Never negative.
+    pub balance: Credits,
+    /// Credits currently held for unfinished jobs.
+    #[serde(default)]
+    pub held: Credits,
+    pub created_at: i64,
+    #[serde(default)]
+    pub updated_at: i64,
+    /// Telegram answered 403 "bot was blocked by the user".
+    #[serde(default)]
+    pub blocked: bool,
+    #[serde(default)]
+    pub banned: bool,
+}
+impl Record for UserRecord {
+    const VERSION: u32 = 1;
+}
+
+/// Kinds of ledger operations. Payment kinds (top-up, refund by charge id) join later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    /// One-time credit at first /start.
+    SignupBonus,
+    /// Credits reserved for a job (balance −amount).
+    Hold,
+    /// A hold turned into a charge (balance unchanged; the hold is consumed).
+    Capture,
+    /// A hold given back (balance +amount).
+    Release,
+    /// Manual change by an admin (either sign).
+    Adjust,
+}
+
+/// One ledger row. `delta` is the change to the spendable balance; replaying every row's
+/// delta in order reproduces the balance (`admin verify-ledger`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: OperationId,
+    pub user_id: UserId,
+    pub kind: OpKind,
+    /// Size of the operation (always ≥ 0).
+    pub amount: Credits,
+    /// Effect on the spendable balance.
+    pub delta: Credits,
+    /// Balance after this row.
+    pub balance_after: Credits,
+    #[serde(default)]
+    pub job_id: Option<JobId>,
+    /// For capture/release: the hold it settles.
+    #[serde(default)]
+    pub hold_id: Option<OperationId>,
+    /// Who did it: `system`, `user`, or `admin:<name>`.
+    pub actor: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub created_at: i64,
+}
+impl Record for Operation {
+    const VERSION: u32 = 1;
+}
+
+/// How a job's hold ended. Recorded on the job in the same transaction as the ledger row, so a
+/// hold is settled at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settlement {
+    Captured(OperationId),
+    Released(OperationId),
+}
+
+/// What the job does. One variant per family of work; new modes add variants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobPayload {
+    /// Text→image (and, with `inputs`, image edits).
+    Generate {
+        prompt: String,
+        #[serde(default)]
+        negative: Option<String>,
+        format: Format,
+        width: u32,
+        height: u32,
+        #[serde(default)]
+        aspect_ratio: Option<String>,
+        seed: u64,
+        /// sha256 of input files under `media/`.
+        #[serde(default)]
+        inputs: Vec<String>,
+    },
+}
+
+/// Error classes, decided once per provider answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    Transient,
+    Rejected,
+    Retired,
+    Unauthorized,
+    Failed,
+    Timeout,
+    Internal,
+    InsufficientFunds,
+    Cancelled,
+}
+
+/// Last error of a job: the class drives the user text, `detail` is for logs and admins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobError {
+    pub class: ErrorClass,
+    pub detail: String,
+}
+
+/// Delivery of a finished job's result to Telegram. `Attempted` is written before the send,
+/// so a crash mid-send never leads to a second delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    #[default]
+    Pending,
+    Attempted,
+    Delivered,
+    Failed,
+}
+
+/// A durable job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub user_id: UserId,
+    pub chat_id: i64,
+    /// User's language at submit time (for messages sent by the worker).
+    pub lang: String,
+    pub model_id: String,
+    pub provider_id: String,
+    pub price: Credits,
+    pub payload: JobPayload,
+    pub status: JobStatus,
+    #[serde(default)]
+    pub hold_id: Option<OperationId>,
+    #[serde(default)]
+    pub settlement: Option<Settlement>,
+    /// A request id chosen by us and persisted before submitting (ComfyUI prompt_id).
+    #[serde(default)]
+    pub preassigned_id: Option<String>,
+    /// The provider's handle, stored as soon as the provider accepted.
+    #[serde(default)]
+    pub submission: Option<Submission>,
+    /// The message edited with progress.
+    #[serde(default)]
+    pub progress_message_id: Option<i32>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub error: Option<JobError>,
+    pub created_at: i64,
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    #[serde(default)]
+    pub submitted_at: Option<i64>,
+    #[serde(default)]
+    pub finished_at: Option<i64>,
+    #[serde(default)]
+    pub result: Option<ImageId>,
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+impl Record for JobRecord {
+    const VERSION: u32 = 1;
+}
+
+/// A result in a user's library. The bytes live in `media/<sha256>.<ext>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LibraryItem {
+    pub id: ImageId,
+    pub owner: UserId,
+    #[serde(default)]
+    pub job_id: Option<JobId>,
+    /// `create`, later `edit`, `overlay`, …
+    pub kind: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub negative: Option<String>,
+    pub model_id: String,
+    pub format: Format,
+    pub seed: u64,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub sha256: String,
+    /// File extension under media/ (`png`, `jpg`, `webp`).
+    pub ext: String,
+    pub mime: String,
+    pub created_at: i64,
+    #[serde(default)]
+    pub favourite: bool,
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// Telegram file_id of the sent photo / document, once sent.
+    #[serde(default)]
+    pub photo_file_id: Option<String>,
+    #[serde(default)]
+    pub document_file_id: Option<String>,
+    #[serde(default)]
+    pub is_demo: bool,
+}
+impl Record for LibraryItem {
+    const VERSION: u32 = 1;
+}
+
+/// A prompt waiting for the user to press model and format buttons. Consumed (deleted) in the
+/// transaction that creates the job, so a double tap cannot start two jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Draft {
+    pub id: u128,
+    pub user_id: UserId,
+    pub chat_id: i64,
+    pub prompt: String,
+    #[serde(default)]
+    pub negative: Option<String>,
+    /// Model picked by `| model=…` or by a button.
+    #[serde(default)]
+    pub model_id: Option<String>,
+    /// Explicit `size=WxH`.
+    #[serde(default)]
+    pub size: Option<(u32, u32)>,
+    #[serde(default)]
+    pub aspect_ratio: Option<String>,
+    /// sha256 of input images under `media/` (photo with a caption → edit).
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    pub created_at: i64,
+    /// Set once a job was created from it.
+    #[serde(default)]
+    pub job_id: Option<JobId>,
+}
+impl Record for Draft {
+    const VERSION: u32 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_old_shapes_decode() {
+        let u = UserRecord {
+            id: UserId(7),
+            first_name: "Анна".into(),
+            username: Some("anna".into()),
+            language_code: Some("ru".into()),
+            balance: Credits(90),
+            held: Credits(10),
+            created_at: 1,
+            updated_at: 2,
+            blocked: false,
+            banned: false,
+        };
+        let bytes = u.encode().expect("encode");
+        assert!(String::from_utf8_lossy(&bytes).contains("\"v\":1"));
+        assert_eq!(UserRecord::decode(&bytes).expect("decode"), u);
+        // A v1 record written before `held`/`blocked` existed still decodes.
+        let old = br#"{"v":1,"id":7,"first_name":"A","balance":5,"created_at":1}"#;
+        let d = UserRecord::decode(old).expect("old");
+        assert_eq!(d.held, Credits(0));
+        assert!(!d.blocked);
+    }
+
+    #[test]
+    fn job_payload_is_tagged() {
+        let p = JobPayload::Generate {
+            prompt: "cat".into(),
+            negative: None,
+            format: Format::Square,
+            width: 1,
+            height: 1,
+            aspect_ratio: None,
+            seed: 3,
+            inputs: vec![],
+        };
+        let j = serde_json::to_value(&p).expect("json");
+        assert_eq!(j["kind"], "generate");
+    }
+}

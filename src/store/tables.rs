@@ -1,0 +1,32 @@
+//! Every redb table, in one place. A value layout change means a new table name (`-2`) plus a
+//! migration: redb records key/value type names and refuses a mismatched open.
+//!
+//! Values are records encoded by [`super::records::Record`] (JSON with a version field), so adding
+//! an optional field needs no migration.
+
+use redb::TableDefinition;
+
+/// meta: key = name (`schema_version`, `last_update_id`) → value = bytes (u64 little-endian or text).
+pub const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
+/// users: key = Telegram user id → value = `UserRecord`.
+pub const USERS_TABLE: TableDefinition<i64, &[u8]> = TableDefinition::new("users-1");
+/// ledger: key = (user id, operation id UUIDv7 as u128, time ordered) → value = `Operation`.
+pub const LEDGER_TABLE: TableDefinition<(i64, u128), &[u8]> = TableDefinition::new("ledger-1");
+/// jobs: key = job id (UUIDv7 u128, so key order is FIFO) → value = `JobRecord`.
+pub const JOBS_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs-1");
+/// active jobs (the queue): key = job id → value = user id. A job is here until it is terminal
+/// and its delivery is settled; workers scan only this table.
+pub const ACTIVE_JOBS_TABLE: TableDefinition<u128, i64> = TableDefinition::new("active-jobs-1");
+/// processing stats: key = (model id, format, job id) → value = duration in milliseconds.
+pub const STATS_TABLE: TableDefinition<(&str, &str, u128), u64> = TableDefinition::new("stats-1");
+/// library: key = image id → value = `LibraryItem`.
+pub const LIBRARY_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("library-1");
+/// library index by owner: key = (user id, image id) → value = unit.
+pub const LIBRARY_BY_USER_TABLE: TableDefinition<(i64, u128), ()> = TableDefinition::new("library-by-user-1");
+/// media reference counts: key = sha256 hex of a file under `media/` → value = number of
+/// library items pointing at it (the file is deleted when it reaches 0).
+pub const MEDIA_REFS_TABLE: TableDefinition<&str, u64> = TableDefinition::new("media-refs-1");
+/// dialogue state: key = chat id → value = the bot's state for that chat (opaque JSON).
+pub const DIALOGUES_TABLE: TableDefinition<i64, &[u8]> = TableDefinition::new("dialogues-1");
+/// drafts: key = draft id (u128) → value = `Draft` (a prompt waiting for model/format buttons).
+pub const DRAFTS_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("drafts-1");
