@@ -1,1 +1,4 @@
 //! Cross-module tests (one test binary).
+
+pub mod fakes;
+mod providers;
