@@ -1,1 +1,1015 @@
-//! ComfyUI native API client (protocols.md §3).
+//! ComfyUI native API client (protocols.md §3; shapes checked against the recorded 0.3.64
+//! session in `testdata/comfyui/recorded-0.3.64.json`).
+//!
+//! The client picks both ids: `prompt_id` (via [`ImageProvider::preassign_id`], persisted by the
+//! engine before `submit`) and a fresh `client_id` per submission, stored in
+//! [`Submission::data`] so that `wait` after a restart reconnects the WebSocket under the same
+//! id. The socket only speeds things up: `/history/{prompt_id}` is polled every interval and on
+//! connect, because events sent while nobody listened (before `wait`, across a restart) are lost.
+
+use super::http::{self, HostResolver};
+use super::{
+    GenerateRequest, GeneratedImage, ImageProvider, InputImage, ProgressFn, ProviderError,
+    ProviderProgress, Submission,
+};
+use crate::config::ProviderConfig;
+use futures_util::StreamExt as _;
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Bound on one API exchange (`/prompt` validates the whole graph, so be generous).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Consecutive transient poll failures tolerated inside one `wait`.
+const MAX_POLL_FAILURES: u32 = 3;
+/// Checks in a row that must find the prompt neither in history nor in the queue before it is
+/// declared lost: a prompt that finishes between the two reads shows up in neither once.
+const ABSENT_CHECKS_FOR_LOST: u32 = 2;
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A ComfyUI server (`kind = "comfyui"`). The model's workflow (API format, with
+/// `{{placeholders}}`) comes in [`GenerateRequest::workflow`] (or, failing that, as JSON text
+/// in `endpoint`).
+///
+/// - `preassign_id`: a UUID v4, used as `prompt_id`.
+/// - `submit`: uploads input images (`POST /upload/image`, named `mediabot_<prompt_id>_<i>`),
+///   fills the template ([`fill_template`]), `POST /prompt {prompt, client_id, prompt_id}`;
+///   `data = {"client_id"}`. 400 → `Rejected` ([`summarize_rejection`]).
+/// - `wait`: WebSocket `/ws?clientId=` for progress and end signals, plus `/history/{id}`
+///   every poll interval and at once; `/history` `{}` and absent from `/queue` twice → `Lost`.
+/// - `is_known`: a `/history` entry exists or `/queue` lists the id.
+/// - `cancel`: `POST /queue {"delete": [id]}`, then `POST /interrupt {"prompt_id": id}`.
+pub struct ComfyProvider {
+    id: String,
+    base_url: String,
+    ws_url: String,
+    http: reqwest::Client,
+    resolver: HostResolver,
+    poll: Duration,
+}
+
+impl std::fmt::Debug for ComfyProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComfyProvider")
+            .field("id", &self.id)
+            .field("base_url", &self.base_url)
+            .field("poll", &self.poll)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ComfyProvider {
+    /// Builds the client from `[[providers]]` config: `base_url` (`http://127.0.0.1:8188`, a
+    /// path prefix behind a reverse proxy is kept), `poll_interval_ms`. ComfyUI has no auth; a
+    /// configured key is ignored.
+    ///
+    /// Errors: `Failed` for a base_url that is not an http(s) URL.
+    pub fn new(cfg: &ProviderConfig) -> Result<ComfyProvider, ProviderError> {
+        let base_url = cfg.base_url.trim_end_matches('/').to_string();
+        let bad =
+            |m: String| ProviderError::Failed(format!("provider {}: bad base_url: {m}", cfg.id));
+        let u = url::Url::parse(&base_url).map_err(|e| bad(e.to_string()))?;
+        let ws_scheme = match u.scheme() {
+            "http" => "ws",
+            "https" => "wss",
+            other => return Err(bad(format!("scheme {other} (want http or https)"))),
+        };
+        let ws_url = format!("{ws_scheme}{}/ws", &base_url[u.scheme().len()..]);
+        Ok(ComfyProvider {
+            id: cfg.id.clone(),
+            http: http::client(Duration::from_secs(60))?,
+            resolver: HostResolver::default(),
+            base_url,
+            ws_url,
+            poll: Duration::from_millis(cfg.poll_interval_ms.max(10)),
+        })
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), ProviderError> {
+        let resp = rb
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| http::classify(&e))?;
+        let status = resp.status().as_u16();
+        let body = http::read_limited(resp, 2 * http::MAX_DOWNLOAD_BYTES).await?;
+        Ok((status, body))
+    }
+
+    async fn get_json(&self, path: &str) -> Result<Value, ProviderError> {
+        let (status, body) = self
+            .send(self.http.get(format!("{}{path}", self.base_url)))
+            .await?;
+        if !(200..300).contains(&status) {
+            return Err(http::status_error(status, &String::from_utf8_lossy(&body)));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::Failed(format!("malformed response ({path}): {e}")))
+    }
+
+    async fn post_ok(&self, path: &str, body: &Value) -> Result<(), ProviderError> {
+        let (status, resp) = self
+            .send(
+                self.http
+                    .post(format!("{}{path}", self.base_url))
+                    .json(body),
+            )
+            .await?;
+        if !(200..300).contains(&status) {
+            return Err(http::status_error(status, &String::from_utf8_lossy(&resp)));
+        }
+        Ok(())
+    }
+
+    /// `POST /upload/image` (multipart `image` + `overwrite=true`); returns the name to put in
+    /// `LoadImage.inputs.image` (`subfolder/name` when a subfolder is returned).
+    async fn upload(&self, img: &InputImage, stem: &str) -> Result<String, ProviderError> {
+        let ext = match img.mime.as_str() {
+            "image/png" => "png",
+            "image/jpeg" => "jpg",
+            "image/webp" => "webp",
+            "image/gif" => "gif",
+            _ => "bin",
+        };
+        let part = reqwest::multipart::Part::bytes(img.bytes.clone())
+            .file_name(format!("{stem}.{ext}"))
+            .mime_str(&img.mime)
+            .map_err(|e| {
+                ProviderError::Rejected(format!("bad input image type {}: {e}", img.mime))
+            })?;
+        let form = reqwest::multipart::Form::new()
+            .part("image", part)
+            .text("overwrite", "true");
+        let (status, body) = self
+            .send(
+                self.http
+                    .post(format!("{}/upload/image", self.base_url))
+                    .multipart(form),
+            )
+            .await?;
+        if !(200..300).contains(&status) {
+            return Err(http::status_error(status, &String::from_utf8_lossy(&body)));
+        }
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            ProviderError::Failed(format!("malformed response (/upload/image): {e}"))
+        })?;
+        let name = v.get("name").and_then(Value::as_str).ok_or_else(|| {
+            ProviderError::Failed("malformed response (/upload/image): no name".into())
+        })?;
+        Ok(
+            match v
+                .get("subfolder")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
+                Some(sub) => format!("{sub}/{name}"),
+                None => name.to_string(),
+            },
+        )
+    }
+
+    async fn connect_ws(&self, client_id: &str) -> Result<WsStream, String> {
+        let mut u = url::Url::parse(&self.ws_url).map_err(|e| e.to_string())?;
+        u.query_pairs_mut().append_pair("clientId", client_id);
+        let host = u.host_str().ok_or("no host")?.to_string();
+        let port = u.port_or_known_default().ok_or("no port")?;
+        let connect = async {
+            // Resolve with hickory, not through tokio's getaddrinfo (NSS trap, build-notes.md).
+            let addrs = self
+                .resolver
+                .lookup(&host, port)
+                .await
+                .map_err(|e| e.to_string())?;
+            let tcp = tokio::net::TcpStream::connect(&addrs[..])
+                .await
+                .map_err(|e| e.to_string())?;
+            let (ws, _) = tokio_tungstenite::client_async_tls(u.as_str(), tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(ws)
+        };
+        tokio::time::timeout(http::CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    }
+
+    /// One look at `/history/{id}` (and `/queue` while unfinished). `Ok(Some)` = done.
+    async fn check(
+        &self,
+        prompt_id: &str,
+        absent: &mut u32,
+        progress: ProgressFn<'_>,
+    ) -> Result<Option<Vec<GeneratedImage>>, ProviderError> {
+        let h = self.get_json(&format!("/history/{prompt_id}")).await?;
+        match parse_history(&h, prompt_id)? {
+            History::Success(files) => {
+                let mut out = Vec::with_capacity(files.len());
+                for f in &files {
+                    out.push(self.view(f).await?);
+                }
+                Ok(Some(out))
+            }
+            History::Error(msg) => Err(ProviderError::Failed(msg)),
+            History::Pending => {
+                let q = self.get_json("/queue").await?;
+                match queue_state(&q, prompt_id) {
+                    QueueState::Running => {
+                        *absent = 0;
+                        progress(ProviderProgress {
+                            running: true,
+                            ..Default::default()
+                        });
+                    }
+                    QueueState::Pending(pos) => {
+                        *absent = 0;
+                        progress(ProviderProgress {
+                            queue_position: Some(pos),
+                            ..Default::default()
+                        });
+                    }
+                    QueueState::Absent => {
+                        *absent += 1;
+                        if *absent >= ABSENT_CHECKS_FOR_LOST {
+                            return Err(ProviderError::Lost(format!(
+                                "ComfyUI has prompt {prompt_id} neither in history nor in the queue"
+                            )));
+                        }
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// `GET /view?filename=&subfolder=&type=` → the file.
+    async fn view(&self, f: &OutputFile) -> Result<GeneratedImage, ProviderError> {
+        let rb = self
+            .http
+            .get(format!("{}/view", self.base_url))
+            .query(&[
+                ("filename", &f.filename),
+                ("subfolder", &f.subfolder),
+                ("type", &f.kind),
+            ])
+            .timeout(http::DOWNLOAD_TIMEOUT);
+        let resp = rb.send().await.map_err(|e| http::classify(&e))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = resp.text().await.unwrap_or_default();
+            // A file named by history but missing on disk will not appear later.
+            return Err(match status {
+                404 => ProviderError::Failed(format!("ComfyUI output {} is missing", f.filename)),
+                _ => http::status_error(status, &body),
+            });
+        }
+        let header = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = http::read_limited(resp, http::MAX_DOWNLOAD_BYTES).await?;
+        let sniffed = super::sniff_mime(&bytes);
+        let mime = if sniffed != "application/octet-stream" {
+            sniffed.to_string()
+        } else {
+            f.format
+                .clone()
+                .or(header)
+                .unwrap_or_else(|| sniffed.to_string())
+        };
+        Ok(GeneratedImage {
+            bytes,
+            mime,
+            is_demo: false,
+        })
+    }
+}
+
+/// Waits for the next text frame; never resolves when there is no socket, so a `select!` on it
+/// leaves polling alone. `None` = the socket is gone.
+async fn next_text(ws: &mut Option<WsStream>) -> Option<String> {
+    let Some(s) = ws.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match s.next().await {
+            Some(Ok(Message::Text(t))) => return Some(t.to_string()),
+            // Binary frames are live previews; pings are answered by tungstenite.
+            Some(Ok(
+                Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_),
+            )) => continue,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
+        }
+    }
+}
+
+enum Wake {
+    Tick,
+    Ws(Option<String>),
+}
+
+#[async_trait::async_trait]
+impl ImageProvider for ComfyProvider {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn preassign_id(&self) -> Option<String> {
+        Some(uuid::Uuid::new_v4().to_string())
+    }
+
+    async fn submit(
+        &self,
+        req: &GenerateRequest,
+        preassigned: Option<&str>,
+    ) -> Result<Submission, ProviderError> {
+        let prompt_id =
+            preassigned.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+        let workflow = req
+            .workflow
+            .clone()
+            .or_else(|| serde_json::from_str::<Value>(&req.endpoint).ok())
+            .filter(Value::is_object)
+            .ok_or_else(|| {
+                ProviderError::Failed(format!("model {}: no ComfyUI workflow", req.model_id))
+            })?;
+        let mut inputs = Vec::with_capacity(req.input_images.len());
+        for (i, img) in req.input_images.iter().enumerate() {
+            // Named after the prompt: a retried submit overwrites instead of piling up files.
+            inputs.push(
+                self.upload(img, &format!("mediabot_{prompt_id}_{i}"))
+                    .await?,
+            );
+        }
+        let vars = TemplateVars {
+            prompt: &req.prompt,
+            negative: req.negative.as_deref().unwrap_or(""),
+            width: req.width,
+            height: req.height,
+            seed: req.seed,
+            input_images: &inputs,
+        };
+        let graph = fill_template(&workflow, &vars);
+        let client_id = uuid::Uuid::new_v4().to_string();
+        let body = json!({"prompt": graph, "client_id": client_id, "prompt_id": prompt_id});
+        let (status, resp) = self
+            .send(
+                self.http
+                    .post(format!("{}/prompt", self.base_url))
+                    .json(&body),
+            )
+            .await?;
+        let text = String::from_utf8_lossy(&resp);
+        if status == 400 {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(ProviderError::Rejected(
+                summarize_rejection(&v).unwrap_or_else(|| http::error_detail(&text)),
+            ));
+        }
+        if !(200..300).contains(&status) {
+            return Err(http::status_error(status, &text));
+        }
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| ProviderError::Failed(format!("malformed response (/prompt): {e}")))?;
+        let accepted = v
+            .get("prompt_id")
+            .and_then(Value::as_str)
+            .unwrap_or(&prompt_id)
+            .to_string();
+        if accepted != prompt_id {
+            tracing::warn!(provider = %self.id, %prompt_id, %accepted, "ComfyUI ignored our prompt_id");
+        }
+        if v.get("node_errors")
+            .and_then(Value::as_object)
+            .is_some_and(|o| !o.is_empty())
+        {
+            tracing::warn!(provider = %self.id, node_errors = %v["node_errors"], "ComfyUI dropped some outputs");
+        }
+        Ok(Submission {
+            request_id: accepted,
+            data: json!({"client_id": client_id}),
+        })
+    }
+
+    async fn is_known(&self, request_id: &str, _data: &Value) -> Result<bool, ProviderError> {
+        let h = self.get_json(&format!("/history/{request_id}")).await?;
+        // Any history entry counts, even one whose outputs we could not use.
+        if h.get(request_id).is_some() {
+            return Ok(true);
+        }
+        let q = self.get_json("/queue").await?;
+        Ok(queue_state(&q, request_id) != QueueState::Absent)
+    }
+
+    async fn wait(
+        &self,
+        sub: &Submission,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<GeneratedImage>, ProviderError> {
+        let prompt_id = sub.request_id.as_str();
+        let client_id = match sub.data.get("client_id").and_then(Value::as_str) {
+            Some(c) => c.to_string(),
+            // No stored client id: events would never reach us, polling alone still works.
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let mut ws = match self.connect_ws(&client_id).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::info!(provider = %self.id, "ComfyUI WebSocket unavailable, polling /history only: {e}");
+                None
+            }
+        };
+        // Queue polls say "running" without a fraction; repeat the last socket fraction so the
+        // shown progress does not jump back.
+        let last_fraction = std::sync::Mutex::new(None::<f32>);
+        let report = |mut p: ProviderProgress| {
+            let mut last = last_fraction.lock().unwrap_or_else(|e| e.into_inner());
+            if p.fraction.is_some() {
+                *last = p.fraction;
+            } else if p.running {
+                p.fraction = *last;
+            }
+            drop(last);
+            progress(p);
+        };
+        // The first tick fires at once: the prompt may have finished before we connected.
+        let mut ticker = tokio::time::interval(self.poll);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut absent, mut failures) = (0u32, 0u32);
+        loop {
+            let wake = tokio::select! {
+                _ = ticker.tick() => Wake::Tick,
+                m = next_text(&mut ws) => Wake::Ws(m),
+            };
+            match wake {
+                Wake::Ws(None) => {
+                    tracing::debug!(provider = %self.id, "ComfyUI WebSocket closed, polling only");
+                    ws = None;
+                    continue;
+                }
+                Wake::Ws(Some(text)) => match parse_ws_event(&text, prompt_id) {
+                    WsEvent::Started => report(ProviderProgress {
+                        running: true,
+                        ..Default::default()
+                    }),
+                    WsEvent::Progress { value, max } if max > 0.0 => report(ProviderProgress {
+                        fraction: Some((value / max).clamp(0.0, 1.0) as f32),
+                        running: true,
+                        ..Default::default()
+                    }),
+                    WsEvent::Error(m) => return Err(ProviderError::Failed(m)),
+                    WsEvent::Interrupted => {
+                        return Err(ProviderError::Failed("execution interrupted".into()));
+                    }
+                    // Finished: read history now instead of at the next tick.
+                    WsEvent::Done => {}
+                    WsEvent::Progress { .. } | WsEvent::Other => continue,
+                },
+                Wake::Tick => {}
+            }
+            match self.check(prompt_id, &mut absent, &report).await {
+                Ok(Some(images)) => return Ok(images),
+                Ok(None) => failures = 0,
+                Err(ProviderError::Transient(m)) if failures < MAX_POLL_FAILURES => {
+                    failures += 1;
+                    tracing::warn!(provider = %self.id, attempt = failures, "ComfyUI poll failed: {m}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn cancel(&self, sub: &Submission) -> Result<(), ProviderError> {
+        let id = &sub.request_id;
+        // Delete only removes pending items; interrupt with our id only stops it if running.
+        self.post_ok("/queue", &json!({"delete": [id]})).await?;
+        self.post_ok("/interrupt", &json!({"prompt_id": id})).await
+    }
+}
+
+/// Values for the workflow placeholders.
+#[derive(Debug, Clone)]
+pub struct TemplateVars<'a> {
+    pub prompt: &'a str,
+    /// Empty when the user gave none.
+    pub negative: &'a str,
+    pub width: u32,
+    pub height: u32,
+    pub seed: u64,
+    /// Uploaded input names: `{{input_image}}` is the first, `{{input_image_2}}` the second…
+    pub input_images: &'a [String],
+}
+
+impl TemplateVars<'_> {
+    /// The value a whole-string placeholder becomes (numbers stay numbers).
+    fn exact(&self, s: &str) -> Option<Value> {
+        let inner = s.strip_prefix("{{")?.strip_suffix("}}")?;
+        Some(match inner {
+            "prompt" => json!(self.prompt),
+            "negative" => json!(self.negative),
+            "width" => json!(self.width),
+            "height" => json!(self.height),
+            "seed" => json!(self.seed),
+            "input_image" => json!(self.input_images.first()?),
+            _ => {
+                let n: usize = inner.strip_prefix("input_image_")?.parse().ok()?;
+                json!(self.input_images.get(n.checked_sub(1)?)?)
+            }
+        })
+    }
+
+    fn substitute(&self, s: &str) -> String {
+        let mut out = s
+            .replace("{{prompt}}", self.prompt)
+            .replace("{{negative}}", self.negative)
+            .replace("{{width}}", &self.width.to_string())
+            .replace("{{height}}", &self.height.to_string())
+            .replace("{{seed}}", &self.seed.to_string());
+        for (i, name) in self.input_images.iter().enumerate().rev() {
+            out = out.replace(&format!("{{{{input_image_{}}}}}", i + 1), name);
+        }
+        if let Some(first) = self.input_images.first() {
+            out = out.replace("{{input_image}}", first);
+        }
+        out
+    }
+}
+
+/// Fills a workflow template: a JSON string value exactly equal to `"{{prompt}}"`,
+/// `"{{negative}}"`, `"{{width}}"`, `"{{height}}"`, `"{{seed}}"`, `"{{input_image}}"`
+/// (`"{{input_image_N}}"`, 1-based) is replaced by the value (numbers as JSON numbers);
+/// placeholders inside longer strings are substituted as text. Object keys are left alone, and
+/// so is an input placeholder without an uploaded image (ComfyUI then rejects the prompt).
+pub fn fill_template(v: &Value, vars: &TemplateVars<'_>) -> Value {
+    match v {
+        Value::String(s) if s.contains("{{") => vars
+            .exact(s)
+            .unwrap_or_else(|| Value::String(vars.substitute(s))),
+        Value::Array(a) => Value::Array(a.iter().map(|x| fill_template(x, vars)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), fill_template(x, vars)))
+                .collect::<Map<_, _>>(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// A readable one-line summary of a `POST /prompt` 400 answer
+/// (`{"error": {type, message, details}, "node_errors": {id: {errors: [..], class_type}}}`,
+/// §3.1), e.g. `Prompt outputs failed validation: node 2 (ImageScaleBy): Value 100.0 bigger
+/// than max of 8.0 [scale_by]`. `None` if the body has neither part.
+pub fn summarize_rejection(v: &Value) -> Option<String> {
+    let err = v.get("error");
+    let mut out = match err {
+        Some(Value::String(s)) => s.clone(),
+        Some(e) => {
+            let msg = e
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("invalid prompt")
+                .to_string();
+            match e
+                .get("details")
+                .and_then(Value::as_str)
+                .filter(|d| !d.is_empty())
+            {
+                Some(d) => format!("{msg} ({d})"),
+                None => msg,
+            }
+        }
+        None => String::new(),
+    };
+    let mut nodes: Vec<(&String, &Value)> = v
+        .get("node_errors")
+        .and_then(Value::as_object)
+        .map(|o| o.iter().collect())
+        .unwrap_or_default();
+    nodes.sort_by_key(|(id, _)| (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string()));
+    for (id, ne) in nodes {
+        let class = ne.get("class_type").and_then(Value::as_str).unwrap_or("?");
+        let errs: Vec<String> = ne
+            .get("errors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let m = e.get("message").and_then(Value::as_str).unwrap_or("error");
+                match e
+                    .get("details")
+                    .and_then(Value::as_str)
+                    .filter(|d| !d.is_empty())
+                {
+                    Some(d) => format!("{m} [{d}]"),
+                    None => m.to_string(),
+                }
+            })
+            .collect();
+        out.push_str(&format!("; node {id} ({class}): {}", errs.join(", ")));
+    }
+    let out = out.trim_start_matches("; ").to_string();
+    if out.is_empty() {
+        None
+    } else {
+        Some(out.chars().take(600).collect())
+    }
+}
+
+/// One saved output file named by history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputFile {
+    pub filename: String,
+    pub subfolder: String,
+    /// `output` (only saved files are collected; `temp` previews are skipped).
+    pub kind: String,
+    /// VideoHelperSuite `gifs[].format` (a MIME type), if given.
+    pub format: Option<String>,
+}
+
+/// What `/history/{id}` says about a prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum History {
+    /// `{}`: queued, running, or unknown (ask `/queue`).
+    Pending,
+    /// `status_str: success`: the saved files, in node-id order.
+    Success(Vec<OutputFile>),
+    /// `status_str: error`: the exception message (or "execution interrupted").
+    Error(String),
+}
+
+/// Parses a `/history/{id}` answer (§3.1). Outputs are every node's `images` (and VHS `gifs`)
+/// entries with `type: output`.
+///
+/// Errors: `Failed("malformed response …")` when the body is not an object or the entry has no
+/// status; `Failed` when a successful run saved no files (e.g. SaveImageWebsocket only).
+pub fn parse_history(v: &Value, prompt_id: &str) -> Result<History, ProviderError> {
+    let malformed = |m: &str| ProviderError::Failed(format!("malformed response (/history): {m}"));
+    let obj = v.as_object().ok_or_else(|| malformed("not an object"))?;
+    let Some(entry) = obj.get(prompt_id) else {
+        return Ok(History::Pending);
+    };
+    let status = entry
+        .get("status")
+        .and_then(|s| s.get("status_str"))
+        .and_then(Value::as_str);
+    match status {
+        Some("success") => {}
+        Some("error") => return Ok(History::Error(history_error(entry))),
+        _ => return Err(malformed("entry without status")),
+    }
+    let mut nodes: Vec<(&String, &Value)> = entry
+        .get("outputs")
+        .and_then(Value::as_object)
+        .map(|o| o.iter().collect())
+        .unwrap_or_default();
+    nodes.sort_by_key(|(id, _)| (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string()));
+    let mut files = Vec::new();
+    for (_, out) in nodes {
+        for key in ["images", "gifs"] {
+            for f in out.get(key).and_then(Value::as_array).into_iter().flatten() {
+                let s = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_string);
+                let (Some(filename), Some(kind)) = (s("filename"), s("type")) else {
+                    continue;
+                };
+                if kind != "output" {
+                    continue;
+                }
+                files.push(OutputFile {
+                    filename,
+                    subfolder: s("subfolder").unwrap_or_default(),
+                    kind,
+                    format: s("format"),
+                });
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(ProviderError::Failed(
+            "the workflow saved no output images (needs a SaveImage node)".into(),
+        ));
+    }
+    Ok(History::Success(files))
+}
+
+fn history_error(entry: &Value) -> String {
+    let messages = entry
+        .get("status")
+        .and_then(|s| s.get("messages"))
+        .and_then(Value::as_array);
+    for m in messages.into_iter().flatten() {
+        let (Some(kind), Some(data)) = (m.get(0).and_then(Value::as_str), m.get(1)) else {
+            continue;
+        };
+        match kind {
+            "execution_error" => return execution_error_text(data),
+            "execution_interrupted" => return "execution interrupted".into(),
+            _ => {}
+        }
+    }
+    "execution failed".into()
+}
+
+fn execution_error_text(data: &Value) -> String {
+    let msg = data
+        .get("exception_message")
+        .and_then(Value::as_str)
+        .unwrap_or("execution failed")
+        .trim();
+    match data.get("node_type").and_then(Value::as_str) {
+        Some(node) => format!("{node}: {msg}"),
+        None => msg.to_string(),
+    }
+}
+
+/// Where `/queue` has a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueState {
+    Running,
+    /// 0-based position among pending prompts (by queue number).
+    Pending(u32),
+    Absent,
+}
+
+/// Reads `{"queue_running": [[number, prompt_id, …]], "queue_pending": [...]}` (§3.1).
+pub fn queue_state(v: &Value, prompt_id: &str) -> QueueState {
+    let items = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let id_of = |item: &Value| item.get(1).and_then(Value::as_str).map(str::to_string);
+    if items("queue_running")
+        .iter()
+        .any(|i| id_of(i).as_deref() == Some(prompt_id))
+    {
+        return QueueState::Running;
+    }
+    let mut pending = items("queue_pending");
+    pending.sort_by(|a, b| {
+        let n = |i: &Value| i.get(0).and_then(Value::as_f64).unwrap_or(f64::MAX);
+        n(a).total_cmp(&n(b))
+    });
+    match pending
+        .iter()
+        .position(|i| id_of(i).as_deref() == Some(prompt_id))
+    {
+        Some(p) => QueueState::Pending(p as u32),
+        None => QueueState::Absent,
+    }
+}
+
+/// A WebSocket event about our prompt (§3.2).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WsEvent {
+    /// `execution_start`, or `executing` a node.
+    Started,
+    /// `progress` `value`/`max` (sampler steps).
+    Progress {
+        value: f64,
+        max: f64,
+    },
+    /// `execution_success` or `executing` with `node: null`: read history.
+    Done,
+    /// `execution_error`: `"<node_type>: <exception_message>"`.
+    Error(String),
+    Interrupted,
+    /// Another prompt's event, `status`, `progress_state`, or something unknown.
+    Other,
+}
+
+/// Parses a text frame `{"type", "data": {"prompt_id", …}}`; events of other prompts and
+/// anything unparsable are [`WsEvent::Other`] (the socket is only a hint; history decides).
+pub fn parse_ws_event(text: &str, prompt_id: &str) -> WsEvent {
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        return WsEvent::Other;
+    };
+    let data = &v["data"];
+    if data.get("prompt_id").and_then(Value::as_str) != Some(prompt_id) {
+        return WsEvent::Other;
+    }
+    match v["type"].as_str().unwrap_or_default() {
+        "execution_start" => WsEvent::Started,
+        "executing" if data.get("node").is_some_and(Value::is_null) => WsEvent::Done,
+        "executing" => WsEvent::Started,
+        "execution_success" => WsEvent::Done,
+        "progress" => match (data["value"].as_f64(), data["max"].as_f64()) {
+            (Some(value), Some(max)) => WsEvent::Progress { value, max },
+            _ => WsEvent::Other,
+        },
+        "execution_error" => WsEvent::Error(execution_error_text(data)),
+        "execution_interrupted" => WsEvent::Interrupted,
+        _ => WsEvent::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The recorded ComfyUI 0.3.64 session (read at test time; outside the crate).
+    fn recorded() -> Vec<Value> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/testdata/comfyui/recorded-0.3.64.json"
+        );
+        let text = std::fs::read_to_string(path).expect("recorded session");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        v["transcript"].as_array().expect("transcript").clone()
+    }
+
+    fn exchange(t: &[Value], label: &str) -> Value {
+        t.iter()
+            .find(|e| e["label"] == label)
+            .unwrap_or_else(|| panic!("no exchange {label}"))
+            .clone()
+    }
+
+    fn vars<'a>(inputs: &'a [String]) -> TemplateVars<'a> {
+        TemplateVars {
+            prompt: "a \"red\" fox",
+            negative: "",
+            width: 832,
+            height: 1216,
+            seed: 7,
+            input_images: inputs,
+        }
+    }
+
+    #[test]
+    fn placeholders_filled_numbers_are_numbers() {
+        let wf = json!({
+            "3": {"class_type": "KSampler", "inputs": {"seed": "{{seed}}", "steps": 20, "model": ["4", 0]}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": "{{width}}", "height": "{{height}}", "batch_size": 1}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "{{prompt}}"}},
+            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "{{negative}}"}},
+            "8": {"class_type": "LoadImage", "inputs": {"image": "{{input_image}}"}},
+            "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "bot_{{seed}}_{{width}}x{{height}}", "{{prompt}}": "key kept"}},
+        });
+        let inputs = vec!["mediabot_x_0.png".to_string()];
+        let g = fill_template(&wf, &vars(&inputs));
+        assert_eq!(g["3"]["inputs"]["seed"], json!(7));
+        assert!(g["3"]["inputs"]["seed"].is_u64());
+        assert_eq!(g["5"]["inputs"]["width"], json!(832));
+        assert_eq!(g["5"]["inputs"]["height"], json!(1216));
+        assert_eq!(g["6"]["inputs"]["text"], json!("a \"red\" fox"));
+        assert_eq!(g["7"]["inputs"]["text"], json!(""));
+        assert_eq!(g["8"]["inputs"]["image"], json!("mediabot_x_0.png"));
+        assert_eq!(g["9"]["inputs"]["filename_prefix"], json!("bot_7_832x1216"));
+        assert_eq!(g["9"]["inputs"]["{{prompt}}"], json!("key kept"));
+        assert_eq!(g["3"]["inputs"]["model"], json!(["4", 0]));
+        // Without an upload the placeholder stays, and ComfyUI's validation names it.
+        let g = fill_template(&wf, &vars(&[]));
+        assert_eq!(g["8"]["inputs"]["image"], json!("{{input_image}}"));
+        let two = vec!["a.png".to_string(), "b.png".to_string()];
+        let g = fill_template(
+            &json!({"x": "{{input_image_2}}", "y": "{{input_image_1}}+{{input_image_2}}"}),
+            &vars(&two),
+        );
+        assert_eq!(g, json!({"x": "b.png", "y": "a.png+b.png"}));
+    }
+
+    #[test]
+    fn recorded_history_parses() {
+        let t = recorded();
+        let h = exchange(&t, "GET /history/{id} (invert)");
+        let id = "593499d3-0cd0-4e3d-88fe-cb65a0d1d5f0";
+        assert_eq!(
+            parse_history(&h["response"]["json"], id).expect("ok"),
+            History::Success(vec![OutputFile {
+                filename: "invert_00001_.png".into(),
+                subfolder: "harness".into(),
+                kind: "output".into(),
+                format: None
+            }])
+        );
+        let h = exchange(&t, "GET /history/{id} (runtime_error)");
+        assert_eq!(
+            parse_history(
+                &h["response"]["json"],
+                "9811cebf-2d31-4cf9-abf0-4abf6409f090"
+            )
+            .expect("ok"),
+            History::Error(
+                "ImageToMask: index 3 is out of bounds for dimension 3 with size 3".into()
+            )
+        );
+        let h = exchange(&t, "GET /history/{id} (interrupted)");
+        assert_eq!(
+            parse_history(
+                &h["response"]["json"],
+                "616e490f-239e-4255-8229-e20c25c7b062"
+            )
+            .expect("ok"),
+            History::Error("execution interrupted".into())
+        );
+        let h = exchange(&t, "GET /history/{unknown id}");
+        assert_eq!(
+            parse_history(
+                &h["response"]["json"],
+                "00000000-0000-0000-0000-000000000000"
+            )
+            .expect("ok"),
+            History::Pending
+        );
+        // SaveImageWebsocket leaves `outputs: {}`: nothing to download.
+        let h = exchange(&t, "GET /history/{id} (ws_progress)");
+        assert!(matches!(
+            parse_history(
+                &h["response"]["json"],
+                "705aa6e1-bd2b-4801-9ab2-0b009f032073"
+            ),
+            Err(ProviderError::Failed(_))
+        ));
+        assert!(
+            matches!(parse_history(&json!([1]), "x"), Err(ProviderError::Failed(m)) if m.contains("malformed"))
+        );
+    }
+
+    #[test]
+    fn recorded_rejections_summarized() {
+        let t = recorded();
+        let r = exchange(&t, "POST /prompt (bad_input (bad combo + out of range))");
+        assert_eq!(r["response"]["status"], 400);
+        let s = summarize_rejection(&r["response"]["json"]).expect("summary");
+        assert!(
+            s.starts_with("Prompt outputs failed validation; node 2 (ImageScaleBy): "),
+            "{s}"
+        );
+        assert!(
+            s.contains("Value 100.0 bigger than max of 8.0 [scale_by]"),
+            "{s}"
+        );
+        assert!(s.contains("upscale_method: 'bogus' not in"), "{s}");
+        let r = exchange(&t, "POST /prompt (unknown class_type)");
+        assert_eq!(
+            summarize_rejection(&r["response"]["json"]).expect("summary"),
+            "Cannot execute because node NoSuchNode does not exist. (Node ID '#1')"
+        );
+        for e in t.iter().filter(|e| e["response"]["status"] == 400) {
+            assert!(
+                summarize_rejection(&e["response"]["json"]).is_some(),
+                "{}",
+                e["label"]
+            );
+        }
+    }
+
+    #[test]
+    fn recorded_ws_frames_parse() {
+        let t = recorded();
+        let frames = |label: &str, id: &str| -> Vec<WsEvent> {
+            exchange(&t, label)["ws"]
+                .as_array()
+                .expect("ws")
+                .iter()
+                .filter_map(|f| f.get("text"))
+                .map(|f| parse_ws_event(&f.to_string(), id))
+                .filter(|e| *e != WsEvent::Other)
+                .collect()
+        };
+        let ev = frames(
+            "WS messages (ws_progress)",
+            "705aa6e1-bd2b-4801-9ab2-0b009f032073",
+        );
+        assert!(
+            ev.contains(&WsEvent::Progress {
+                value: 2.0,
+                max: 3.0
+            }),
+            "{ev:?}"
+        );
+        assert_eq!(ev.last(), Some(&WsEvent::Done));
+        let ev = frames(
+            "WS messages (runtime_error)",
+            "9811cebf-2d31-4cf9-abf0-4abf6409f090",
+        );
+        assert!(ev.contains(&WsEvent::Error(
+            "ImageToMask: index 3 is out of bounds for dimension 3 with size 3".into()
+        )));
+        let ev = frames(
+            "WS messages (slow, after POST /interrupt)",
+            "616e490f-239e-4255-8229-e20c25c7b062",
+        );
+        assert!(ev.contains(&WsEvent::Interrupted));
+        // Another prompt's frames are ignored.
+        assert!(frames("WS messages (invert)", "someone-else").is_empty());
+    }
+
+    #[test]
+    fn recorded_queue_parses() {
+        let t = recorded();
+        let q = &exchange(&t, "GET /queue (1 running, 1 pending)")["response"]["json"];
+        assert_eq!(
+            queue_state(q, "616e490f-239e-4255-8229-e20c25c7b062"),
+            QueueState::Running
+        );
+        assert_eq!(
+            queue_state(q, "1661d829-d607-4d8d-bce3-3495d63ad426"),
+            QueueState::Pending(0)
+        );
+        assert_eq!(queue_state(q, "nope"), QueueState::Absent);
+    }
+}

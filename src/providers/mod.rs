@@ -81,7 +81,8 @@ pub struct Submission {
 pub struct ProviderProgress {
     /// 0.0–1.0 if the provider reports steps (ComfyUI `progress` value/max).
     pub fraction: Option<f32>,
-    /// 0-based position in the provider's queue (fal `queue_position`, ComfyUI queue_remaining).
+    /// 0-based position in the provider's queue (fal `queue_position`; ComfyUI: index among the
+    /// pending prompts of `GET /queue`).
     pub queue_position: Option<u32>,
     /// True once the provider says it is running the request (fal `IN_PROGRESS`).
     pub running: bool,

@@ -2,4 +2,5 @@
 //! providers, plus shared helpers.
 
 mod e2e;
+pub mod fakes;
 pub mod harness;

@@ -1,0 +1,85 @@
+//! Fake external services for tests: real HTTP servers on `127.0.0.1:0`, so the code under test
+//! talks to them exactly as it talks to the vendor (point a provider's `base_url` at
+//! `base_url()`).
+//!
+//! - [`FakeFal`]: the fal.ai queue API (protocols.md §2), scenario-driven.
+//! - [`FakeComfy`]: a ComfyUI server (protocols.md §3) answering in the shapes of the recorded
+//!   0.3.64 session, with a WebSocket and a one-at-a-time executor.
+//!
+//! Both record what they were asked (submits, auth headers, cancels…) for assertions, and both
+//! have a `hold()` / `release()` switch that keeps work "running" — e.g. to stop and restart
+//! the app while a job is at the provider. Each fake stops when dropped.
+
+pub mod comfyui;
+pub mod fal;
+
+#[allow(unused_imports)] // the record types are for end-to-end tests
+pub use comfyui::{ComfyScenario, ComfySubmit, ComfyUpload, FakeComfy};
+pub use fal::{FakeFal, FalScenario};
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A running axum server; aborted when dropped.
+pub(crate) struct Server {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `127.0.0.1:0` and serves `router` in a background task.
+    pub(crate) async fn start(router: axum::Router) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Server { addr, task }
+    }
+
+    /// `http://127.0.0.1:<port>` (no trailing slash).
+    pub(crate) fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A real PNG (RGB gradient) of `width`×`height` pixels.
+pub fn gradient_png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        let r = (x * 255 / width.max(1)) as u8;
+        let g = (y * 255 / height.max(1)) as u8;
+        image::Rgb([r, g, 128])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("encode png");
+    out.into_inner()
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
+/// For end-to-end tests waiting on a fake's counters.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Milliseconds since the epoch, as ComfyUI puts in `timestamp`.
+pub(crate) fn now_ms() -> i64 {
+    crate::domain::now_ms()
+}

@@ -1,0 +1,680 @@
+//! Provider clients against the fake servers: the whole submit → wait → download path over
+//! real HTTP (and WebSocket for ComfyUI), failure classification, and resume after a restart.
+
+use crate::config::{ProviderConfig, ProviderKind, Secret};
+use crate::domain::{Format, Task};
+use crate::providers::comfyui::ComfyProvider;
+use crate::providers::fal::FalProvider;
+use crate::providers::{
+    GenerateRequest, GeneratedImage, ImageProvider, InputImage, ProviderError, ProviderProgress,
+    SizeParam, Submission,
+};
+use crate::tests::fakes::{self, ComfyScenario, FakeComfy, FakeFal, FalScenario};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const KEY: &str = "fal-key-id:fal-key-secret";
+
+fn cfg(kind: ProviderKind, base_url: &str) -> ProviderConfig {
+    ProviderConfig {
+        id: format!("{kind:?}").to_lowercase(),
+        kind,
+        base_url: base_url.to_string(),
+        api_key: Secret::new(KEY),
+        api_key_env: None,
+        max_concurrency: 2,
+        timeout_secs: 30,
+        poll_interval_ms: 20,
+    }
+}
+
+fn request(endpoint: &str) -> GenerateRequest {
+    GenerateRequest {
+        model_id: "m".into(),
+        task: Task::TextToImage,
+        endpoint: endpoint.into(),
+        workflow: None,
+        prompt: "a lighthouse at dusk".into(),
+        negative: Some("blurry".into()),
+        format: Format::Vertical,
+        width: 64,
+        height: 96,
+        aspect_ratio: None,
+        seed: 1234,
+        size_param: SizeParam::ImageSize,
+        extra: Default::default(),
+        input_images: vec![],
+    }
+}
+
+fn workflow(name: &str) -> Value {
+    let path = format!(
+        "{}/../shared/testdata/comfyui/workflows/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).expect("workflow file"))
+        .expect("workflow json")
+}
+
+/// A text-to-image template: EmptyImage sized by placeholders → SaveImage.
+fn template() -> Value {
+    json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": "{{width}}", "height": "{{height}}", "batch_size": 1, "color": "{{seed}}"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "bot/{{seed}}"}},
+        "3": {"class_type": "Note", "inputs": {"text": "{{prompt}}", "negative": "{{negative}}"}},
+    })
+}
+
+type Seen = Arc<Mutex<Vec<ProviderProgress>>>;
+type IsExpected = fn(&ProviderError) -> bool;
+
+/// Runs `wait` with a recording progress callback.
+async fn wait_recording(
+    p: &dyn ImageProvider,
+    sub: &Submission,
+    seen: &Seen,
+) -> Result<Vec<GeneratedImage>, ProviderError> {
+    let s = seen.clone();
+    let cb = move |pr: ProviderProgress| s.lock().unwrap_or_else(|e| e.into_inner()).push(pr);
+    tokio::time::timeout(Duration::from_secs(10), p.wait(sub, &cb))
+        .await
+        .expect("wait finished in time")
+}
+
+fn seen() -> Seen {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
+fn snapshot(s: &Seen) -> Vec<ProviderProgress> {
+    s.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+// ---------------------------------------------------------------------------------------- fal
+
+#[tokio::test]
+async fn providers_fal_success_with_progress() {
+    let fal = FakeFal::start().await;
+    let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
+    assert_eq!(p.preassign_id(), None);
+    let sub = p
+        .submit(&request("fal-ai/flux/dev"), None)
+        .await
+        .expect("submit");
+    let s = seen();
+    let images = wait_recording(&p, &sub, &s).await.expect("result");
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].mime, "image/png");
+    assert_eq!(images[0].bytes, fal.result_png());
+    assert!(!images[0].is_demo);
+    let progress = snapshot(&s);
+    assert!(
+        progress
+            .iter()
+            .any(|p| p.queue_position == Some(0) && !p.running),
+        "{progress:?}"
+    );
+    assert!(progress.iter().any(|p| p.running), "{progress:?}");
+
+    assert_eq!(
+        fal.last_auth().as_deref(),
+        Some(format!("Key {KEY}").as_str())
+    );
+    assert_eq!(fal.submits("fal-ai/flux/dev"), 1);
+    let body = fal.last_submit_body().expect("body");
+    assert_eq!(body["prompt"], "a lighthouse at dusk");
+    assert_eq!(body["negative_prompt"], "blurry");
+    assert_eq!(body["image_size"], json!({"width": 64, "height": 96}));
+    assert_eq!(body["seed"], 1234);
+    assert_eq!(body["num_images"], 1);
+    // Status and result URLs drop the endpoint subpath (protocols.md §2.2).
+    assert!(
+        sub.data["status_url"]
+            .as_str()
+            .expect("url")
+            .contains("/fal-ai/flux/requests/")
+    );
+}
+
+#[tokio::test]
+async fn providers_fal_input_images_and_built_urls() {
+    let fal = FakeFal::start().await;
+    fal.set_omit_urls(true);
+    let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
+    let mut req = request("fal-ai/nano-banana/edit");
+    req.task = Task::Edit;
+    req.size_param = SizeParam::AspectRatio;
+    req.input_images = vec![InputImage {
+        bytes: fakes::gradient_png(4, 4),
+        mime: "image/png".into(),
+    }];
+    req.extra.insert("output_format".into(), json!("png"));
+    let sub = p.submit(&req, None).await.expect("submit");
+    assert!(p.wait(&sub, &|_| {}).await.is_ok());
+    let body = fal.last_submit_body().expect("body");
+    assert!(
+        body["image_urls"][0]
+            .as_str()
+            .expect("uri")
+            .starts_with("data:image/png;base64,")
+    );
+    assert_eq!(body["aspect_ratio"], "9:16");
+    assert_eq!(body["output_format"], "png");
+}
+
+#[tokio::test]
+async fn providers_fal_submit_errors_classified() {
+    let fal = FakeFal::start().await;
+    let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
+    let cases: [(u16, &str, IsExpected); 6] = [
+        (500, r#"{"detail":"Internal Server Error"}"#, |e| {
+            matches!(e, ProviderError::Transient(_))
+        }),
+        (429, r#"{"detail":"rate limited"}"#, |e| {
+            matches!(e, ProviderError::Transient(_))
+        }),
+        (404, r#"{"detail":"Application 'nope' not found"}"#, |e| {
+            matches!(e, ProviderError::Retired(_))
+        }),
+        (401, r#"{"detail":"Invalid key"}"#, |e| {
+            matches!(e, ProviderError::Unauthorized(_))
+        }),
+        (
+            403,
+            r#"{"detail":"User is locked. Reason: Exhausted balance."}"#,
+            |e| matches!(e, ProviderError::Unauthorized(_)),
+        ),
+        (
+            422,
+            r#"{"detail":[{"loc":["body","prompt"],"msg":"field required","type":"value_error.missing"}]}"#,
+            |e| matches!(e, ProviderError::Rejected(m) if m == "prompt: field required"),
+        ),
+    ];
+    for (status, body, check) in cases {
+        fal.push_scenario(FalScenario::SubmitError {
+            status,
+            body: body.into(),
+        });
+        let e = p
+            .submit(&request("fal-ai/flux/dev"), None)
+            .await
+            .expect_err("must fail");
+        assert!(check(&e), "HTTP {status} → {e:?}");
+    }
+    assert_eq!(fal.submits("fal-ai/flux/dev"), 6);
+}
+
+async fn run_failing(fal: &FakeFal, p: &FalProvider, s: FalScenario) -> ProviderError {
+    fal.push_scenario(s);
+    let sub = p
+        .submit(&request("fal-ai/flux/dev"), None)
+        .await
+        .expect("submit");
+    p.wait(&sub, &|_| {}).await.expect_err("must fail")
+}
+
+#[tokio::test]
+async fn providers_fal_run_failures_classified() {
+    let fal = FakeFal::start().await;
+    let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
+    let e = run_failing(
+        &fal,
+        &p,
+        FalScenario::CompletedWithError {
+            error: "CUDA out of memory".into(),
+            error_type: None,
+        },
+    )
+    .await;
+    assert!(
+        matches!(e, ProviderError::Failed(ref m) if m == "CUDA out of memory"),
+        "{e:?}"
+    );
+    let e = run_failing(
+        &fal,
+        &p,
+        FalScenario::CompletedWithError {
+            error: "Prompt flagged".into(),
+            error_type: Some("content_policy_violation".into()),
+        },
+    )
+    .await;
+    assert!(
+        matches!(e, ProviderError::Rejected(ref m) if m == "Prompt flagged"),
+        "{e:?}"
+    );
+    let e = run_failing(&fal, &p, FalScenario::MalformedResult).await;
+    assert!(
+        matches!(e, ProviderError::Failed(ref m) if m.contains("malformed")),
+        "{e:?}"
+    );
+    let e = run_failing(
+        &fal,
+        &p,
+        FalScenario::ResultError {
+            status: 422,
+            body: r#"{"detail":"Image too small"}"#.into(),
+        },
+    )
+    .await;
+    assert!(
+        matches!(e, ProviderError::Rejected(ref m) if m == "Image too small"),
+        "{e:?}"
+    );
+    let e = run_failing(
+        &fal,
+        &p,
+        FalScenario::ResultError {
+            status: 503,
+            body: "upstream".into(),
+        },
+    )
+    .await;
+    assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn providers_fal_unknown_request_is_lost_and_dead_server_is_transient() {
+    let fal = FakeFal::start().await;
+    let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
+    let r = format!("{}/fal-ai/flux/requests/nope", fal.base_url());
+    let sub = Submission {
+        request_id: "nope".into(),
+        data: json!({"status_url": format!("{r}/status"), "response_url": r, "cancel_url": format!("{r}/cancel")}),
+    };
+    assert!(matches!(
+        p.wait(&sub, &|_| {}).await,
+        Err(ProviderError::Lost(_))
+    ));
+
+    let base = fal.base_url();
+    drop(fal);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let p = FalProvider::new(&cfg(ProviderKind::Fal, &base)).expect("provider");
+    let e = p
+        .submit(&request("fal-ai/flux/dev"), None)
+        .await
+        .expect_err("connection refused");
+    assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn providers_fal_timeout_then_cancel() {
+    let fal = FakeFal::start().await;
+    fal.set_scenario(FalScenario::NeverCompletes);
+    let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
+    let sub = p
+        .submit(&request("fal-ai/flux/dev"), None)
+        .await
+        .expect("submit");
+    // The caller applies the overall timeout.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), p.wait(&sub, &|_| {}))
+            .await
+            .is_err()
+    );
+    assert!(fal.status_polls() >= 3);
+    p.cancel(&sub).await.expect("cancel");
+    assert_eq!(fal.cancels(), vec![sub.request_id.clone()]);
+}
+
+#[tokio::test]
+async fn providers_fal_resume_after_restart() {
+    let fal = FakeFal::start().await;
+    fal.hold();
+    let before = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
+    let sub = before
+        .submit(&request("fal-ai/flux/dev"), None)
+        .await
+        .expect("submit");
+    let stored = serde_json::to_string(&sub).expect("persist");
+    // The app waits a little, then "crashes" mid-wait.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(150), before.wait(&sub, &|_| {}))
+            .await
+            .is_err()
+    );
+    drop(before);
+
+    let after = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
+    let restored: Submission = serde_json::from_str(&stored).expect("restore");
+    assert_eq!(restored, sub);
+    fal.release();
+    let images = after
+        .wait(&restored, &|_| {})
+        .await
+        .expect("result after restart");
+    assert_eq!(images[0].bytes, fal.result_png());
+    assert_eq!(fal.submits_total(), 1, "no second submit");
+}
+
+#[tokio::test]
+async fn providers_fal_debug_hides_key() {
+    let p = FalProvider::new(&cfg(ProviderKind::Fal, "https://queue.fal.run")).expect("provider");
+    let dbg = format!("{p:?}");
+    assert!(!dbg.contains("fal-key-secret"), "{dbg}");
+    assert!(dbg.contains("***"), "{dbg}");
+    let mut no_key = cfg(ProviderKind::Fal, "https://queue.fal.run");
+    no_key.api_key = Secret::default();
+    assert!(matches!(
+        FalProvider::new(&no_key),
+        Err(ProviderError::Unauthorized(_))
+    ));
+}
+
+// ------------------------------------------------------------------------------------ ComfyUI
+
+fn comfy_request(workflow: Value) -> GenerateRequest {
+    let mut r = request("");
+    r.workflow = Some(workflow);
+    r
+}
+
+#[tokio::test]
+async fn providers_comfy_success_with_progress_and_placeholders() {
+    let comfy = FakeComfy::start().await;
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let prompt_id = p
+        .preassign_id()
+        .expect("ComfyUI lets the client pick the id");
+    assert!(uuid::Uuid::parse_str(&prompt_id).is_ok());
+    comfy.hold(); // so the socket is surely connected before the progress frames
+    let sub = p
+        .submit(&comfy_request(template()), Some(&prompt_id))
+        .await
+        .expect("submit");
+    assert_eq!(sub.request_id, prompt_id);
+    let client_id = sub.data["client_id"]
+        .as_str()
+        .expect("client_id stored")
+        .to_string();
+
+    let submits = comfy.submits();
+    assert_eq!(submits.len(), 1);
+    assert_eq!(submits[0].prompt_id, prompt_id);
+    assert_eq!(submits[0].client_id.as_deref(), Some(client_id.as_str()));
+    let g = &submits[0].graph;
+    assert_eq!(g["1"]["inputs"]["width"], json!(64));
+    assert!(g["1"]["inputs"]["width"].is_number() && g["1"]["inputs"]["color"].is_number());
+    assert_eq!(g["1"]["inputs"]["height"], json!(96));
+    assert_eq!(g["2"]["inputs"]["filename_prefix"], "bot/1234");
+    assert_eq!(g["3"]["inputs"]["text"], "a lighthouse at dusk");
+    assert_eq!(g["3"]["inputs"]["negative"], "blurry");
+
+    let p = Arc::new(p);
+    let s = seen();
+    let task = {
+        let (p, sub, s) = (p.clone(), sub.clone(), s.clone());
+        tokio::spawn(async move { wait_recording(p.as_ref(), &sub, &s).await })
+    };
+    assert!(
+        fakes::eventually(Duration::from_secs(5), || comfy
+            .ws_connects()
+            .contains(&client_id))
+        .await
+    );
+    comfy.release();
+    let images = task.await.expect("join").expect("result");
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].mime, "image/png");
+    let img = image::load_from_memory(&images[0].bytes).expect("png");
+    assert_eq!(
+        (img.width(), img.height()),
+        (64, 96),
+        "the fake sized the output from the filled template"
+    );
+    assert_eq!(
+        Some(images[0].bytes.clone()),
+        comfy.output_file("bot", "1234_00001_.png")
+    );
+    let progress = snapshot(&s);
+    assert!(
+        progress.iter().any(|p| p.fraction == Some(1.0)),
+        "{progress:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .any(|p| p.fraction.is_some_and(|f| f > 0.0 && f < 1.0)),
+        "{progress:?}"
+    );
+    assert!(progress.iter().any(|p| p.running), "{progress:?}");
+}
+
+#[tokio::test]
+async fn providers_comfy_uploads_input_image() {
+    let comfy = FakeComfy::start().await;
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let mut wf = workflow("invert.json");
+    wf["1"]["inputs"]["image"] = json!("{{input_image}}");
+    let mut req = comfy_request(wf);
+    req.task = Task::Edit;
+    let input = fakes::gradient_png(8, 6);
+    req.input_images = vec![InputImage {
+        bytes: input.clone(),
+        mime: "image/png".into(),
+    }];
+    let id = p.preassign_id().expect("id");
+    let sub = p.submit(&req, Some(&id)).await.expect("submit");
+    let ups = comfy.uploads();
+    assert_eq!(ups.len(), 1);
+    assert!(ups[0].overwrite);
+    assert_eq!(ups[0].bytes, input);
+    assert_eq!(
+        comfy.submits()[0].graph["1"]["inputs"]["image"],
+        json!(ups[0].name)
+    );
+    let images = p.wait(&sub, &|_| {}).await.expect("result");
+    assert_eq!(images.len(), 1);
+}
+
+#[tokio::test]
+async fn providers_comfy_failures_classified() {
+    let comfy = FakeComfy::start().await;
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+
+    let e = p
+        .submit(&comfy_request(workflow("bad_input.json")), None)
+        .await
+        .expect_err("400");
+    match e {
+        ProviderError::Rejected(m) => {
+            assert!(m.contains("Prompt outputs failed validation"), "{m}");
+            assert!(m.contains("node 2 (ImageScaleBy)"), "{m}");
+            assert!(m.contains("bigger than max of 8.0"), "{m}");
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    // An input placeholder without an uploaded image reaches ComfyUI, which rejects it.
+    let mut wf = workflow("invert.json");
+    wf["1"]["inputs"]["image"] = json!("{{input_image}}");
+    let e = p.submit(&comfy_request(wf), None).await.expect_err("400");
+    assert!(
+        matches!(e, ProviderError::Rejected(ref m) if m.contains("Invalid image file")),
+        "{e:?}"
+    );
+
+    let sub = p
+        .submit(&comfy_request(workflow("runtime_error.json")), None)
+        .await
+        .expect("submit");
+    let e = p.wait(&sub, &|_| {}).await.expect_err("runtime error");
+    assert!(
+        matches!(e, ProviderError::Failed(ref m) if m.contains("index 3 is out of bounds")),
+        "{e:?}"
+    );
+
+    // Same failure seen through /history only.
+    comfy.set_websocket(false);
+    comfy.push_scenario(ComfyScenario::RuntimeError);
+    let sub = p
+        .submit(&comfy_request(template()), None)
+        .await
+        .expect("submit");
+    let e = p.wait(&sub, &|_| {}).await.expect_err("runtime error");
+    assert!(
+        matches!(e, ProviderError::Failed(ref m) if m.contains("index 3 is out of bounds")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn providers_comfy_without_websocket_polls_history() {
+    let comfy = FakeComfy::start().await;
+    comfy.set_websocket(false);
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let sub = p
+        .submit(&comfy_request(workflow("empty.json")), None)
+        .await
+        .expect("submit");
+    let s = seen();
+    let images = wait_recording(&p, &sub, &s)
+        .await
+        .expect("result via /history");
+    assert_eq!(images.len(), 1);
+    assert!(comfy.ws_connects().is_empty());
+    assert!(comfy.history_polls() >= 2);
+    assert!(
+        snapshot(&s)
+            .iter()
+            .any(|p| p.running || p.queue_position.is_some())
+    );
+}
+
+#[tokio::test]
+async fn providers_comfy_resume_after_restart() {
+    let comfy = FakeComfy::start().await;
+    comfy.hold();
+    let before =
+        ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let id = before.preassign_id().expect("id");
+    let sub = before
+        .submit(&comfy_request(template()), Some(&id))
+        .await
+        .expect("submit");
+    let stored = serde_json::to_string(&sub).expect("persist");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), before.wait(&sub, &|_| {}))
+            .await
+            .is_err()
+    );
+    drop(before);
+
+    let after =
+        ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let restored: Submission = serde_json::from_str(&stored).expect("restore");
+    assert!(
+        after
+            .is_known(&restored.request_id, &restored.data)
+            .await
+            .expect("is_known")
+    );
+    assert!(
+        !after
+            .is_known("00000000-0000-0000-0000-000000000000", &json!({}))
+            .await
+            .expect("is_known")
+    );
+    let after = Arc::new(after);
+    let task = {
+        let (p, sub) = (after.clone(), restored.clone());
+        tokio::spawn(async move { p.wait(&sub, &|_| {}).await })
+    };
+    let client_id = restored.data["client_id"]
+        .as_str()
+        .expect("client id")
+        .to_string();
+    assert!(
+        fakes::eventually(Duration::from_secs(5), || comfy
+            .ws_connects()
+            .iter()
+            .filter(|c| **c == client_id)
+            .count()
+            == 2)
+        .await,
+        "reconnected with the stored clientId"
+    );
+    comfy.release();
+    let images = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("result");
+    assert_eq!(images.len(), 1);
+    assert_eq!(comfy.submits().len(), 1, "no second submit");
+    assert!(
+        after.is_known(&id, &json!({})).await.expect("is_known"),
+        "finished prompts are known too"
+    );
+}
+
+#[tokio::test]
+async fn providers_comfy_forgotten_prompt_is_lost() {
+    let comfy = FakeComfy::start().await;
+    comfy.hold();
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let sub = p
+        .submit(&comfy_request(template()), None)
+        .await
+        .expect("submit");
+    comfy.forget_all(); // ComfyUI restarted: history and queue are gone
+    let e = tokio::time::timeout(Duration::from_secs(5), p.wait(&sub, &|_| {}))
+        .await
+        .expect("in time")
+        .expect_err("lost");
+    assert!(matches!(e, ProviderError::Lost(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn providers_comfy_cancel_deletes_and_interrupts() {
+    let comfy = FakeComfy::start().await;
+    comfy.hold();
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let first = p
+        .submit(&comfy_request(template()), None)
+        .await
+        .expect("submit");
+    let second = p
+        .submit(&comfy_request(template()), None)
+        .await
+        .expect("submit");
+    assert!(
+        fakes::eventually(Duration::from_secs(2), || comfy
+            .is_running(&first.request_id))
+        .await
+    );
+
+    p.cancel(&second).await.expect("cancel pending");
+    assert_eq!(comfy.deletes(), vec![second.request_id.clone()]);
+    assert_eq!(comfy.interrupts(), vec![Some(second.request_id.clone())]);
+    let e = p.wait(&second, &|_| {}).await.expect_err("deleted prompt");
+    assert!(matches!(e, ProviderError::Lost(_)), "{e:?}");
+
+    p.cancel(&first).await.expect("cancel running");
+    let e = tokio::time::timeout(Duration::from_secs(5), p.wait(&first, &|_| {}))
+        .await
+        .expect("in time")
+        .expect_err("interrupted");
+    assert!(
+        matches!(e, ProviderError::Failed(ref m) if m.contains("interrupted")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn providers_comfy_server_down_is_transient() {
+    let comfy = FakeComfy::start().await;
+    let base = comfy.base_url();
+    drop(comfy);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &base)).expect("provider");
+    let e = p
+        .submit(&comfy_request(template()), None)
+        .await
+        .expect_err("down");
+    assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
+    assert!(matches!(
+        ComfyProvider::new(&cfg(ProviderKind::Comfyui, "ftp://x")),
+        Err(ProviderError::Failed(_))
+    ));
+}
