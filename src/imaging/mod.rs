@@ -1,2 +1,97 @@
 //! Pure functions over image bytes: probe, decode with limits, fit for Telegram, thumbnails,
-//! and the demo renderer. CPU only; callers run these on blocking threads.
+//! metadata stripping and the demo renderer. CPU only; callers run these on blocking threads
+//! (`tokio::task::spawn_blocking`).
+//!
+//! Every operation decodes its input at most once. Pixel and byte limits are checked from the
+//! header before any pixel buffer is allocated, so decompression bombs are refused cheaply.
+
+mod decode;
+mod demo;
+mod jpeg;
+mod ops;
+#[cfg(test)]
+mod tests;
+
+pub use decode::{decode, probe};
+pub use demo::render_demo;
+pub use ops::{document_form, fit_for_telegram_photo, strip_metadata, thumbnail};
+
+use sha2::{Digest, Sha256};
+
+/// Resource limits applied before decoding untrusted bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted `width × height` of the stored image, in pixels.
+    pub max_pixels: u64,
+    /// Largest accepted input, in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 50 megapixels and 20 MB (the Bot API `getFile` download limit).
+    fn default() -> Self {
+        Limits {
+            max_pixels: 50_000_000,
+            max_bytes: 20 * 1000 * 1000,
+        }
+    }
+}
+
+/// Why an imaging operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagingError {
+    /// The input is larger than [`Limits::max_bytes`].
+    #[error("image is {bytes} bytes, the limit is {max}")]
+    TooLarge { bytes: usize, max: usize },
+    /// The header declares more pixels than [`Limits::max_pixels`]; nothing was decoded.
+    #[error("image is {width}×{height} pixels, the limit is {max} pixels")]
+    TooManyPixels { width: u32, height: u32, max: u64 },
+    /// Not a JPEG, PNG, WebP or GIF, or a feature of one the decoder lacks.
+    #[error("unsupported image format: {format}")]
+    Unsupported { format: String },
+    /// The bytes claim to be an image but do not decode.
+    #[error("corrupt image: {0}")]
+    Corrupt(String),
+    /// Encoding or resizing the output failed, or no encoding fits the size limit.
+    #[error("cannot encode image: {0}")]
+    Encode(String),
+}
+
+/// What [`probe`] learns from a header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Width in pixels as displayed, i.e. after the EXIF orientation is applied.
+    pub width: u32,
+    /// Height in pixels as displayed.
+    pub height: u32,
+    /// `image/jpeg`, `image/png`, `image/webp` or `image/gif`.
+    pub mime: &'static str,
+}
+
+/// Lowercase hex SHA-256 of `bytes` (64 characters); the content address of stored files.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// File extension (without the dot) for an image MIME type; `bin` for anything else.
+pub fn extension_for_mime(mime: &str) -> &'static str {
+    let essence = mime.split(';').next().unwrap_or("").trim();
+    match essence.to_ascii_lowercase().as_str() {
+        "image/jpeg" | "image/jpg" | "image/pjpeg" => "jpg",
+        "image/png" => "png",
+        "image/webp" => "webp",
+        "image/gif" => "gif",
+        _ => "bin",
+    }
+}
+
+/// MIME type of the formats this module handles.
+fn mime_for_format(format: image::ImageFormat) -> Option<&'static str> {
+    match format {
+        image::ImageFormat::Jpeg => Some("image/jpeg"),
+        image::ImageFormat::Png => Some("image/png"),
+        image::ImageFormat::WebP => Some("image/webp"),
+        image::ImageFormat::Gif => Some("image/gif"),
+        _ => None,
+    }
+}

@@ -1,0 +1,240 @@
+//! Operations built on one decode each: Telegram photo fitting, thumbnails, metadata removal,
+//! document form.
+
+use super::decode::{decode_full, probe};
+use super::{ImagingError, Limits, extension_for_mime, jpeg};
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::codecs::jpeg::JpegEncoder;
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageFormat, RgbImage};
+use std::io::Cursor;
+
+/// Bot API `sendPhoto`: the photo must be at most 10 MB…
+const PHOTO_MAX_BYTES: usize = 10 * 1000 * 1000;
+/// …width + height at most 10000, and a side ratio of at most 20.
+const PHOTO_MAX_SIDE_SUM: u32 = 10_000;
+const PHOTO_MAX_RATIO: u32 = 20;
+/// Telegram stores photos at most 2560 px on the longest side; sending more only wastes upload.
+const PHOTO_MAX_SIDE: u32 = 2560;
+/// Tried in order until the JPEG fits [`PHOTO_MAX_BYTES`].
+const PHOTO_QUALITIES: [u8; 5] = [87, 80, 72, 60, 45];
+const THUMB_QUALITY: u8 = 80;
+/// Re-encoding a rotated JPEG in `strip_metadata`: close to the source, it may be edited later.
+const ROTATED_QUALITY: u8 = 92;
+
+/// Prepares any supported image for `sendPhoto`: a baseline JPEG without metadata, upright,
+/// alpha flattened onto white, longest side ≤ 2560 px (never upscaled), width + height ≤ 10000,
+/// at most 10 MB.
+///
+/// An image more elongated than 20:1 is cropped around its centre to exactly 20:1 (Telegram
+/// refuses it otherwise); padding would leave a mostly white picture. Send the original as a
+/// document when the full frame matters.
+///
+/// Errors: those of [`super::decode`], or [`ImagingError::Encode`].
+pub fn fit_for_telegram_photo(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ImagingError> {
+    let decoded = decode_full(bytes, limits)?;
+    let rgb = flatten_on_white(decoded.image);
+    let (w, h) = photo_size(rgb.width(), rgb.height());
+    let rgb = resize(rgb, w, h)?;
+    for quality in PHOTO_QUALITIES {
+        let out = encode_jpeg_rgb(&rgb, quality)?;
+        if out.len() <= PHOTO_MAX_BYTES {
+            return Ok(out);
+        }
+    }
+    Err(ImagingError::Encode(format!(
+        "{w}×{h} JPEG stays over {PHOTO_MAX_BYTES} bytes"
+    )))
+}
+
+/// A JPEG preview whose longest side is at most `max_side` px (a 0 is taken as 1; never
+/// upscaled), upright, alpha flattened onto white, without metadata. For Bot API document
+/// thumbnails pass 320.
+///
+/// Errors: those of [`super::decode`], or [`ImagingError::Encode`].
+pub fn thumbnail(bytes: &[u8], max_side: u32, limits: &Limits) -> Result<Vec<u8>, ImagingError> {
+    let decoded = decode_full(bytes, limits)?;
+    let rgb = flatten_on_white(decoded.image);
+    let (w, h) = fit_within(rgb.width(), rgb.height(), max_side.max(1));
+    let rgb = resize(rgb, w, h)?;
+    encode_jpeg_rgb(&rgb, THUMB_QUALITY)
+}
+
+/// Removes EXIF, GPS, XMP, IPTC, ICC and comments, keeping the picture upright.
+///
+/// - JPEG with no orientation to apply: a lossless copy without APP1–APP13, APP15 and COM
+///   segments (APP0/JFIF and APP14/Adobe, needed for CMYK, stay) and without bytes after EOI.
+/// - JPEG with an EXIF orientation other than 1: the pixels are rotated and re-encoded as JPEG
+///   (q92), because dropping the tag would otherwise turn the picture sideways.
+/// - PNG, WebP, GIF: decoded and re-encoded as PNG (first frame only for animations).
+///
+/// The input is always fully decoded once, so a file that does not decode is refused.
+/// JPEG stays JPEG and everything else becomes PNG; [`super::probe`] the output for its MIME.
+///
+/// Errors: those of [`super::decode`], or [`ImagingError::Encode`].
+pub fn strip_metadata(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ImagingError> {
+    let decoded = decode_full(bytes, limits)?;
+    match decoded.format {
+        ImageFormat::Jpeg if decoded.orientation == Orientation::NoTransforms => {
+            jpeg::strip_segments(bytes)
+        }
+        ImageFormat::Jpeg => encode_jpeg(decoded.image, ROTATED_QUALITY),
+        _ => encode_png(&decoded.image),
+    }
+}
+
+/// The form in which to send an image as a document: `(bytes, extension, mime)`.
+///
+/// JPEG, PNG and GIF are returned unchanged (a copy of the input). WebP becomes PNG, because
+/// Telegram clients show a WebP document as a sticker; that conversion decodes the first frame
+/// under [`Limits::default`], applies the orientation, and drops metadata.
+///
+/// Errors: [`ImagingError::Unsupported`] for other formats, [`ImagingError::Corrupt`] for a
+/// broken header, and the decode errors for WebP.
+pub fn document_form(bytes: &[u8]) -> Result<(Vec<u8>, &'static str, &'static str), ImagingError> {
+    let info = probe(bytes)?;
+    if info.mime == "image/webp" {
+        let decoded = decode_full(bytes, &Limits::default())?;
+        return Ok((encode_png(&decoded.image)?, "png", "image/png"));
+    }
+    Ok((bytes.to_vec(), extension_for_mime(info.mime), info.mime))
+}
+
+/// Target size for a Telegram photo: crop to 20:1 at most, then scale the longest side down to
+/// [`PHOTO_MAX_SIDE`].
+fn photo_size(width: u32, height: u32) -> (u32, u32) {
+    let (w, h) = (u64::from(width), u64::from(height));
+    let ratio = u64::from(PHOTO_MAX_RATIO);
+    let (cw, ch) = (w.min(h * ratio), h.min(w * ratio));
+    let (tw, th) = scale_to_fit(cw, ch, u64::from(PHOTO_MAX_SIDE));
+    // Rounding may push a 20:1 crop just past the ratio; trim the long side back.
+    let (tw, th) = (tw.min(th * ratio), th.min(tw * ratio));
+    debug_assert!(tw + th <= u64::from(PHOTO_MAX_SIDE_SUM));
+    (to_u32(tw), to_u32(th))
+}
+
+/// Scales `(w, h)` so the longest side is at most `max_side`, keeping the aspect ratio.
+fn fit_within(width: u32, height: u32, max_side: u32) -> (u32, u32) {
+    let (w, h) = scale_to_fit(u64::from(width), u64::from(height), u64::from(max_side));
+    (to_u32(w), to_u32(h))
+}
+
+fn scale_to_fit(w: u64, h: u64, max_side: u64) -> (u64, u64) {
+    let longest = w.max(h);
+    if longest <= max_side {
+        return (w.max(1), h.max(1));
+    }
+    let scale = |v: u64| ((v * max_side + longest / 2) / longest).max(1);
+    (scale(w), scale(h))
+}
+
+fn to_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Resizes with `fast_image_resize` (Lanczos3). If the target aspect differs from the source,
+/// the source is cropped around its centre first, which is how the 20:1 crop happens.
+fn resize(src: RgbImage, width: u32, height: u32) -> Result<RgbImage, ImagingError> {
+    if src.dimensions() == (width, height) {
+        return Ok(src);
+    }
+    let mut dst = RgbImage::new(width, height);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+        .fit_into_destination(None);
+    Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| ImagingError::Encode(format!("resize: {e}")))?;
+    Ok(dst)
+}
+
+/// 8-bit RGB with any alpha composited onto white (JPEG has no alpha, and Telegram would
+/// otherwise show transparent areas as black).
+fn flatten_on_white(image: DynamicImage) -> RgbImage {
+    if !image.color().has_alpha() {
+        return image.into_rgb8();
+    }
+    let rgba = image.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut out = Vec::with_capacity(rgba.as_raw().len() / 4 * 3);
+    for px in rgba.as_raw().chunks_exact(4) {
+        let a = u32::from(px[3]);
+        for &c in &px[..3] {
+            let v = (u32::from(c) * a + 255 * (255 - a) + 127) / 255;
+            out.push(u8::try_from(v).unwrap_or(u8::MAX));
+        }
+    }
+    RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
+}
+
+/// Baseline JPEG with only a JFIF header.
+fn encode_jpeg_rgb(rgb: &RgbImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(rgb)
+        .map_err(|e| ImagingError::Encode(format!("JPEG: {e}")))?;
+    Ok(out)
+}
+
+/// Like [`encode_jpeg_rgb`]; grey stays grey, anything else becomes RGB on white.
+fn encode_jpeg(image: DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
+    if let DynamicImage::ImageLuma8(grey) = &image {
+        let mut out = Vec::new();
+        JpegEncoder::new_with_quality(&mut out, quality)
+            .encode_image(grey)
+            .map_err(|e| ImagingError::Encode(format!("JPEG: {e}")))?;
+        return Ok(out);
+    }
+    encode_jpeg_rgb(&flatten_on_white(image), quality)
+}
+
+/// PNG with no ancillary chunks (the encoder writes none), keeping bit depth and alpha.
+fn encode_png(image: &DynamicImage) -> Result<Vec<u8>, ImagingError> {
+    let mut out = Cursor::new(Vec::new());
+    image
+        .write_to(&mut out, ImageFormat::Png)
+        .map_err(|e| ImagingError::Encode(format!("PNG: {e}")))?;
+    Ok(out.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn photo_size_respects_telegram_limits() {
+        for (w, h) in [
+            (1, 1),
+            (12_000, 400),
+            (400, 12_000),
+            (3000, 3000),
+            (2560, 128),
+            (100, 2500),
+            (65_535, 1),
+            (1, 65_535),
+            (4608, 1976),
+            (2561, 2560),
+        ] {
+            let (tw, th) = photo_size(w, h);
+            assert!(tw >= 1 && th >= 1, "{w}×{h} → {tw}×{th}");
+            assert!(tw.max(th) <= PHOTO_MAX_SIDE, "{w}×{h} → {tw}×{th}");
+            assert!(tw + th <= PHOTO_MAX_SIDE_SUM, "{w}×{h} → {tw}×{th}");
+            assert!(tw <= th * 20 && th <= tw * 20, "{w}×{h} → {tw}×{th}");
+            assert!(tw <= w && th <= h, "never upscales: {w}×{h} → {tw}×{th}");
+        }
+        assert_eq!(photo_size(12_000, 400), (2560, 128));
+        assert_eq!(photo_size(3000, 3000), (2560, 2560));
+        assert_eq!(photo_size(100, 2500), (100, 2000));
+        assert_eq!(photo_size(1800, 1200), (1800, 1200));
+    }
+
+    #[test]
+    fn flatten_composites_on_white() {
+        let mut rgba = image::RgbaImage::new(2, 1);
+        rgba.put_pixel(0, 0, image::Rgba([0, 0, 0, 0]));
+        rgba.put_pixel(1, 0, image::Rgba([0, 0, 0, 128]));
+        let rgb = flatten_on_white(DynamicImage::ImageRgba8(rgba));
+        assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(rgb.get_pixel(1, 0).0, [127, 127, 127]);
+    }
+}

@@ -1,0 +1,521 @@
+//! Tests over the real files in `shared/testdata/photos` (see its README for what each is).
+
+use super::*;
+use image::{AnimationDecoder, DynamicImage, GenericImageView, RgbImage};
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/photos");
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{PHOTOS}/{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Every test file, as paths relative to `PHOTOS`.
+fn all_photos() -> Vec<String> {
+    let mut names = Vec::new();
+    for sub in ["", "orientation/"] {
+        for entry in std::fs::read_dir(format!("{PHOTOS}/{sub}")).expect("testdata") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if path.is_file() && name != "SHA256SUMS" {
+                names.push(format!("{sub}{name}"));
+            }
+        }
+    }
+    names.sort();
+    assert!(names.len() >= 25, "testdata missing: {names:?}");
+    names
+}
+
+fn decode_output(bytes: &[u8]) -> DynamicImage {
+    image::load_from_memory(bytes).expect("output decodes")
+}
+
+/// Fails unless `bytes` is a JPEG that `sendPhoto` accepts and carries no EXIF.
+fn assert_telegram_photo(bytes: &[u8], what: &str) -> (u32, u32) {
+    assert!(bytes.starts_with(&[0xFF, 0xD8, 0xFF]), "{what}: not a JPEG");
+    assert!(bytes.len() <= 10_000_000, "{what}: {} bytes", bytes.len());
+    assert!(!jpeg::has_exif_segment(bytes), "{what}: EXIF left in");
+    let (w, h) = decode_output(bytes).dimensions();
+    assert!(w.max(h) <= 2560, "{what}: {w}×{h}");
+    assert!(w + h <= 10_000, "{what}: {w}×{h}");
+    assert!(w <= 20 * h && h <= 20 * w, "{what}: {w}×{h}");
+    (w, h)
+}
+
+fn assert_no_metadata(bytes: &[u8], what: &str) {
+    if bytes.starts_with(b"\x89PNG") {
+        for chunk in [&b"eXIf"[..], b"tEXt", b"iTXt", b"zTXt"] {
+            assert!(
+                !bytes.windows(4).any(|w| w == chunk),
+                "{what}: PNG has {chunk:?}"
+            );
+        }
+    } else {
+        assert!(!jpeg::has_exif_segment(bytes), "{what}: EXIF left in");
+    }
+}
+
+/// A 90×60 block-average of an 1800×1200 image, for comparing pictures across re-encodes.
+fn small(img: &DynamicImage) -> Vec<f32> {
+    let rgb = img.to_rgb8();
+    assert_eq!(rgb.dimensions(), (1800, 1200));
+    let mut out = vec![0.0f32; 90 * 60 * 3];
+    for (x, y, p) in rgb.enumerate_pixels() {
+        let i = ((y / 20) * 90 + x / 20) as usize * 3;
+        for c in 0..3 {
+            out[i + c] += f32::from(p.0[c]) / 400.0;
+        }
+    }
+    out
+}
+
+fn mean_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+}
+
+/// One test per file so they run in parallel; `every_file_is_listed` keeps the list complete.
+macro_rules! file_tests {
+    ($($test:ident => $name:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check_file($name);
+            }
+        )*
+        const LISTED: &[&str] = &[$($name),*];
+    };
+}
+
+file_tests! {
+    file_alpha_png => "alpha_dice_rgba.png",
+    file_animated_gif => "animated_pan_16f.gif",
+    file_animated_webp => "animated_pan_16f.webp",
+    file_bomb_1bit => "bomb_50000x50000_1bit.png",
+    file_bomb_header_only => "bomb_50000x50000_rgb_header_only.png",
+    file_canon_orient6 => "canon_sx60_orient6_gpsifd.jpg",
+    file_cmyk => "cmyk_adobe_ycck.jpg",
+    file_corrupt_50pct => "corrupt_truncated_50pct.jpg",
+    file_corrupt_in_exif => "corrupt_truncated_in_exif.jpg",
+    file_corrupt_progressive => "corrupt_truncated_progressive_30pct.jpg",
+    file_iphone6 => "iphone6_8mp_gps.jpg",
+    file_nokia => "large_nokia83_9mp_gps.jpg",
+    file_olympus => "large_olympus_ep3_12mp.jpg",
+    file_progressive => "progressive_nokia83_9mp_gps.jpg",
+    file_tiny => "tiny_1x1.jpg",
+    file_webp_exif => "webp_lossy_exif_flower.webp",
+    file_orientation_0 => "orientation/Landscape_0.jpg",
+    file_orientation_1 => "orientation/Landscape_1.jpg",
+    file_orientation_2 => "orientation/Landscape_2.jpg",
+    file_orientation_3 => "orientation/Landscape_3.jpg",
+    file_orientation_4 => "orientation/Landscape_4.jpg",
+    file_orientation_5 => "orientation/Landscape_5.jpg",
+    file_orientation_6 => "orientation/Landscape_6.jpg",
+    file_orientation_7 => "orientation/Landscape_7.jpg",
+    file_orientation_8 => "orientation/Landscape_8.jpg",
+}
+
+#[test]
+fn every_file_is_listed() {
+    let mut listed: Vec<String> = LISTED.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(listed, all_photos());
+}
+
+/// probe → decode → strip → fit on one file, and what each kind of file must give.
+fn check_file(name: &str) {
+    let limits = Limits::default();
+    let bytes = read(name);
+    let started = Instant::now();
+    let probed = probe(&bytes);
+    let decoded = decode(&bytes, &limits);
+    let stripped = strip_metadata(&bytes, &limits);
+    let fitted = fit_for_telegram_photo(&bytes, &limits);
+
+    if name.starts_with("bomb_") {
+        let info = probed.expect("a bomb has a valid header");
+        assert_eq!((info.width, info.height), (50_000, 50_000));
+        for result in [
+            decoded.map(|_| ()),
+            stripped.map(|_| ()),
+            fitted.map(|_| ()),
+        ] {
+            assert!(
+                matches!(
+                    result,
+                    Err(ImagingError::TooManyPixels {
+                        width: 50_000,
+                        height: 50_000,
+                        ..
+                    })
+                ),
+                "{name}: {result:?}"
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{name}: slow refusal"
+        );
+        return;
+    }
+    if name == "corrupt_truncated_in_exif.jpg" {
+        // No SOF at all: nothing to be lenient about.
+        let results = [
+            probed.map(|_| ()),
+            decoded.map(|_| ()),
+            stripped.map(|_| ()),
+            fitted.map(|_| ()),
+        ];
+        for result in results {
+            assert!(
+                matches!(result, Err(ImagingError::Corrupt(_))),
+                "{name}: {result:?}"
+            );
+        }
+        return;
+    }
+
+    // Everything else decodes. The two truncated-scan JPEGs do too: zune-jpeg is lenient and
+    // fills in the missing part (the README says some decoders give a half-grey image).
+    let info = probed.unwrap_or_else(|e| panic!("{name}: probe {e}"));
+    let image = decoded.unwrap_or_else(|e| panic!("{name}: decode {e}"));
+    assert_eq!((info.width, info.height), image.dimensions(), "{name}");
+    let stripped = stripped.unwrap_or_else(|e| panic!("{name}: strip {e}"));
+    let fitted = fitted.unwrap_or_else(|e| panic!("{name}: fit {e}"));
+    assert_no_metadata(&stripped, name);
+    let stripped_image = decode_output(&stripped);
+    assert_eq!(stripped_image.dimensions(), image.dimensions(), "{name}");
+    let (w, h) = assert_telegram_photo(&fitted, name);
+    let (iw, ih) = image.dimensions();
+    assert!(w <= iw && h <= ih, "{name}: upscaled {iw}×{ih} → {w}×{h}");
+
+    if name.ends_with(".jpg") {
+        assert_eq!(info.mime, "image/jpeg");
+        assert!(
+            stripped.starts_with(&[0xFF, 0xD8]),
+            "{name}: JPEG stays JPEG"
+        );
+    } else {
+        assert!(
+            stripped.starts_with(b"\x89PNG"),
+            "{name}: re-encoded as PNG"
+        );
+    }
+    if name.contains("_gps") {
+        assert!(
+            jpeg::has_exif_segment(&bytes),
+            "{name}: the input should carry EXIF"
+        );
+    }
+    if name.starts_with("orientation/") {
+        assert_eq!(image.dimensions(), (1800, 1200), "{name}");
+        let reference = small(&decode(&read("orientation/Landscape_1.jpg"), &limits).expect("ref"));
+        for (what, img) in [
+            ("decode", &image),
+            ("strip", &stripped_image),
+            ("fit", &decode_output(&fitted)),
+        ] {
+            let diff = mean_abs_diff(&small(img), &reference);
+            // Same photo, another digit and JPEG generation: a few levels. A wrong rotation or
+            // mirror is off by tens of levels (see `orientation_metric_detects_a_wrong_rotation`).
+            assert!(diff < 3.0, "{name} {what}: mean abs diff {diff}");
+        }
+    }
+}
+
+#[test]
+fn strip_is_lossless_for_upright_jpeg() {
+    let bytes = read("large_nokia83_9mp_gps.jpg");
+    let limits = Limits::default();
+    let stripped = strip_metadata(&bytes, &limits).expect("strip");
+    assert!(stripped.len() < bytes.len());
+    assert!(!jpeg::has_exif_segment(&stripped));
+    // Neither the GPS coordinates' EXIF header nor the camera model survive anywhere.
+    assert!(!stripped.windows(6).any(|w| w == b"Exif\0\0"));
+    assert_eq!(
+        decode(&stripped, &limits).expect("decodes").into_bytes(),
+        decode(&bytes, &limits).expect("decodes").into_bytes(),
+        "scan data copied verbatim"
+    );
+}
+
+#[test]
+fn rotated_jpeg_is_reencoded_upright_without_exif() {
+    // Canon: stored 2048×1536 with Orientation=6 and a near-empty GPS IFD.
+    let bytes = read("canon_sx60_orient6_gpsifd.jpg");
+    let info = probe(&bytes).expect("probe");
+    assert_eq!((info.width, info.height), (1536, 2048));
+    let stripped = strip_metadata(&bytes, &Limits::default()).expect("strip");
+    assert!(!stripped.windows(6).any(|w| w == b"Exif\0\0"));
+    assert_eq!(probe(&stripped).expect("probe").width, 1536);
+}
+
+#[test]
+fn orientation_metric_detects_a_wrong_rotation() {
+    let img = decode(&read("orientation/Landscape_1.jpg"), &Limits::default()).expect("decode");
+    let diff = mean_abs_diff(&small(&img), &small(&img.rotate180()));
+    assert!(diff > 15.0, "metric too weak: {diff}");
+}
+
+#[test]
+fn bombs_are_refused_from_the_header() {
+    for name in [
+        "bomb_50000x50000_1bit.png",
+        "bomb_50000x50000_rgb_header_only.png",
+    ] {
+        let bytes = read(name);
+        let started = Instant::now();
+        let err = decode(&bytes, &Limits::default()).expect_err("refused");
+        assert!(started.elapsed() < Duration::from_millis(500), "{name}");
+        assert!(
+            matches!(
+                err,
+                ImagingError::TooManyPixels {
+                    width: 50_000,
+                    height: 50_000,
+                    max: 50_000_000
+                }
+            ),
+            "{name}: {err:?}"
+        );
+        assert!(thumbnail(&bytes, 320, &Limits::default()).is_err());
+    }
+}
+
+#[test]
+fn limits_and_unknown_formats() {
+    let tiny = read("tiny_1x1.jpg");
+    let small_bytes = Limits {
+        max_pixels: 10,
+        max_bytes: 100,
+    };
+    assert!(matches!(
+        decode(&tiny, &small_bytes),
+        Err(ImagingError::TooLarge {
+            bytes: 634,
+            max: 100
+        })
+    ));
+    let few_pixels = Limits {
+        max_pixels: 1_000_000,
+        max_bytes: 20_000_000,
+    };
+    assert!(matches!(
+        fit_for_telegram_photo(&read("orientation/Landscape_6.jpg"), &few_pixels),
+        Err(ImagingError::TooManyPixels {
+            width: 1200,
+            height: 1800,
+            ..
+        })
+    ));
+    for junk in [
+        &b""[..],
+        b"hello world, not an image",
+        b"BM\x3e\0\0\0\0\0\0\0\x36\0\0\0",
+    ] {
+        assert!(
+            matches!(probe(junk), Err(ImagingError::Unsupported { .. })),
+            "{junk:?}"
+        );
+        assert!(matches!(
+            decode(junk, &Limits::default()),
+            Err(ImagingError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            document_form(junk),
+            Err(ImagingError::Unsupported { .. })
+        ));
+    }
+}
+
+#[test]
+fn cmyk_jpeg_decodes_red_on_black() {
+    let bytes = read("cmyk_adobe_ycck.jpg");
+    let rgb = decode(&bytes, &Limits::default())
+        .expect("CMYK decodes")
+        .to_rgb8();
+    assert_eq!(rgb.dimensions(), (100, 100));
+    let red = rgb
+        .pixels()
+        .filter(|p| p[0] > 150 && p[1] < 90 && p[2] < 90)
+        .count();
+    let dark = rgb.pixels().filter(|p| p.0.iter().all(|&c| c < 60)).count();
+    assert!(red > 300, "red pixels: {red}");
+    assert!(dark > 3000, "dark pixels: {dark}");
+    // The lossless strip keeps the Adobe segment, so the colours survive it.
+    let stripped = strip_metadata(&bytes, &Limits::default()).expect("strip");
+    assert!(stripped.windows(5).any(|w| w == b"Adobe"));
+    assert_eq!(
+        decode(&stripped, &Limits::default())
+            .expect("decodes")
+            .to_rgb8(),
+        rgb
+    );
+}
+
+#[test]
+fn alpha_is_flattened_on_white() {
+    let bytes = read("alpha_dice_rgba.png");
+    let rgba = decode(&bytes, &Limits::default())
+        .expect("decode")
+        .to_rgba8();
+    assert_eq!(rgba.get_pixel(0, 0)[3], 0, "input corner is transparent");
+    for (what, out) in [
+        (
+            "fit",
+            fit_for_telegram_photo(&bytes, &Limits::default()).expect("fit"),
+        ),
+        (
+            "thumbnail",
+            thumbnail(&bytes, 64, &Limits::default()).expect("thumbnail"),
+        ),
+    ] {
+        let rgb = decode_output(&out).to_rgb8();
+        let corner = rgb.get_pixel(0, 0).0;
+        assert!(
+            corner.iter().all(|&c| c >= 245),
+            "{what}: corner {corner:?}"
+        );
+        // The dice themselves are not washed out.
+        assert!(rgb.pixels().any(|p| p.0.iter().any(|&c| c < 128)), "{what}");
+    }
+}
+
+#[test]
+fn tiny_image_works_everywhere() {
+    let bytes = read("tiny_1x1.jpg");
+    let limits = Limits::default();
+    assert_eq!(
+        decode(&bytes, &limits).expect("decode").dimensions(),
+        (1, 1)
+    );
+    assert_eq!(
+        assert_telegram_photo(
+            &fit_for_telegram_photo(&bytes, &limits).expect("fit"),
+            "fit"
+        ),
+        (1, 1)
+    );
+    for side in [0, 1, 320] {
+        let thumb = thumbnail(&bytes, side, &limits).expect("thumbnail");
+        assert_eq!(decode_output(&thumb).dimensions(), (1, 1));
+    }
+    let (doc, ext, mime) = document_form(&bytes).expect("document");
+    assert_eq!((doc, ext, mime), (bytes.clone(), "jpg", "image/jpeg"));
+}
+
+#[test]
+fn animations_give_their_first_frame() {
+    let gif = read("animated_pan_16f.gif");
+    let frames = image::codecs::gif::GifDecoder::new(Cursor::new(&gif))
+        .expect("gif")
+        .into_frames()
+        .take(2)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("frames");
+    check_first_frame("gif", &gif, frames);
+
+    let webp = read("animated_pan_16f.webp");
+    let frames = image::codecs::webp::WebPDecoder::new(Cursor::new(&webp))
+        .expect("webp")
+        .into_frames()
+        .take(2)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("frames");
+    check_first_frame("webp", &webp, frames);
+}
+
+fn check_first_frame(what: &str, bytes: &[u8], frames: Vec<image::Frame>) {
+    let decoded = decode(bytes, &Limits::default())
+        .expect("decode")
+        .to_rgba8();
+    assert_eq!(decoded.dimensions(), (360, 240), "{what}");
+    assert_eq!(&decoded, frames[0].buffer(), "{what}: not frame 1");
+    assert_ne!(
+        &decoded,
+        frames[1].buffer(),
+        "{what}: frames 1 and 2 are equal"
+    );
+    let thumb = thumbnail(bytes, 90, &Limits::default()).expect("thumbnail");
+    assert_eq!(decode_output(&thumb).dimensions(), (90, 60), "{what}");
+}
+
+fn synthetic_png(width: u32, height: u32, band: u32) -> Vec<u8> {
+    // Red bands of `band` px at both ends, a textured middle.
+    let img = RgbImage::from_fn(width, height, |x, y| {
+        if x < band || x >= width - band {
+            image::Rgb([255, 0, 0])
+        } else {
+            image::Rgb([0, ((x / 7 + y / 5) % 200) as u8 + 30, (y % 256) as u8])
+        }
+    });
+    let mut out = Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
+    out.into_inner()
+}
+
+#[test]
+fn synthetic_extremes_respect_telegram_limits() {
+    let limits = Limits::default();
+    // 30:1 → cropped around the centre to 8000×400, then scaled to 2560×128. The red bands
+    // (1500 px each) lie wholly in the cropped-off 2000 px on each side.
+    let wide = fit_for_telegram_photo(&synthetic_png(12_000, 400, 1500), &limits).expect("fit");
+    assert_eq!(assert_telegram_photo(&wide, "12000×400"), (2560, 128));
+    let rgb = decode_output(&wide).to_rgb8();
+    for x in [0, 2559] {
+        let p = rgb.get_pixel(x, 64).0;
+        assert!(p[0] < 100, "edge column {x} still red: {p:?}");
+    }
+
+    let square = fit_for_telegram_photo(&synthetic_png(3000, 3000, 0), &limits).expect("fit");
+    assert_eq!(assert_telegram_photo(&square, "3000×3000"), (2560, 2560));
+}
+
+#[test]
+fn document_form_keeps_or_converts() {
+    for (name, ext, mime) in [
+        ("tiny_1x1.jpg", "jpg", "image/jpeg"),
+        ("alpha_dice_rgba.png", "png", "image/png"),
+        ("animated_pan_16f.gif", "gif", "image/gif"),
+    ] {
+        let bytes = read(name);
+        let (doc, e, m) = document_form(&bytes).expect(name);
+        assert_eq!((e, m), (ext, mime), "{name}");
+        assert!(doc == bytes, "{name}: bytes changed");
+    }
+    for (name, dims) in [
+        ("webp_lossy_exif_flower.webp", (480, 360)),
+        ("animated_pan_16f.webp", (360, 240)),
+    ] {
+        let (doc, ext, mime) = document_form(&read(name)).expect(name);
+        assert_eq!((ext, mime), ("png", "image/png"), "{name}");
+        assert_no_metadata(&doc, name);
+        assert_eq!(decode_output(&doc).dimensions(), dims, "{name}");
+    }
+}
+
+#[test]
+fn hashes_and_extensions() {
+    assert_eq!(
+        sha256_hex(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(sha256_hex(b"").len(), 64);
+    for (mime, ext) in [
+        ("image/jpeg", "jpg"),
+        ("IMAGE/PNG", "png"),
+        ("image/webp", "webp"),
+        ("image/gif", "gif"),
+        ("image/jpeg; charset=binary", "jpg"),
+        ("application/pdf", "bin"),
+        ("", "bin"),
+    ] {
+        assert_eq!(extension_for_mime(mime), ext, "{mime}");
+    }
+}
