@@ -1,1 +1,416 @@
-//! Bot API emulator: a fake Telegram spoken to over HTTP only.
+//! Bot API emulator: a fake Telegram spoken to over HTTP only, plus the sandbox chat page.
+//!
+//! The bot talks to it exactly as to `api.telegram.org`: point teloxide at the listener with
+//! `Bot::new(token).set_api_url("http://127.0.0.1:PORT/".parse()?)` (any token works; the
+//! number before `:` becomes the bot's user id). Every call is checked against the official
+//! Bot API spec (`botapi_spec.json`, derived from api.json, see [`spec`]) and against the
+//! limits Telegram enforces; a call Telegram would refuse gets Telegram's error and is also
+//! recorded as a [`Rejection`], so tests can assert that the bot never sent anything invalid.
+//!
+//! # Bot API routes
+//! - `GET|POST /bot{token}/{method}` — method names match case-insensitively (teloxide sends
+//!   `SendMessage`). Bodies: JSON, `application/x-www-form-urlencoded`, query string, or
+//!   `multipart/form-data` (uploads; nested objects arrive as JSON strings). Answers are
+//!   `{"ok":true,"result":…}` or `{"ok":false,"error_code":N,"description":"…","parameters"?:{"retry_after":N}}`.
+//!   Emulated: getMe, getUpdates (long poll), getWebhookInfo, setWebhook, deleteWebhook,
+//!   logOut, close, setMyCommands, getMyCommands, deleteMyCommands, set/getMyName,
+//!   set/getMyDescription, set/getMyShortDescription, set/getChatMenuButton, sendMessage,
+//!   editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage,
+//!   deleteMessages, sendPhoto, sendDocument, sendChatAction, answerCallbackQuery,
+//!   answerInlineQuery, getFile. Any other spec method is validated, then refused with
+//!   400 "…is not emulated" (recorded as a rejection).
+//! - `GET /file/bot{token}/{file_path}` — downloads a file found with getFile.
+//!
+//! # Control API (JSON; for tests and the sandbox page — no auth, mount it only in sandbox/tests)
+//! - `POST /emulator/control/updates` — a user does something. Body: a [`ControlUpdate`]:
+//!   `{"user": {"id", "first_name", "username"?, "language_code"?}` plus exactly one of
+//!   `"text"`, `"photo_path"`, `"photo_base64"`, `"document_path"`, `"document_base64"` (with
+//!   optional `"file_name"`; `"caption"` goes with photos and documents),
+//!   `"callback_data"` + `"message_id"` (a press on the inline button of that bot message), or
+//!   `"inline_query"`. Answer `{"update_id": N}` or 400 `{"error": "…"}`. Paths are read by the
+//!   emulator from its own disk. A user who wrote once is a known chat (`chat_id` = user id).
+//! - `GET /emulator/control/chats/{chat_id}/messages` — the chat transcript in order, user's and
+//!   bot's, as [`TranscriptMessage`]s (deleted messages are gone, edits show the latest state).
+//! - `GET /emulator/control/chats/{chat_id}` — [`ChatStatus`]: known, blocked, last chat action,
+//!   the bot's commands for the chat's language.
+//! - `GET /emulator/control/files/{file_id}` — the stored bytes with their content type.
+//! - `GET /emulator/control/rejections` — [`Rejection`]s, oldest first.
+//! - `GET /emulator/control/calls` — every Bot API call as a [`CallRecord`], accepted or not.
+//! - `GET /emulator/control/callback_answers` — [`CallbackAnswer`]s (answerCallbackQuery).
+//! - `GET /emulator/control/inline_answers` — [`InlineAnswer`]s (answerInlineQuery).
+//! - `POST /emulator/control/flood` — a [`FloodRule`]: `{"chat_id"?, "method"?, "retry_after",
+//!   "times"}`; the next `times` matching calls answer 429 `Too Many Requests: retry after N`
+//!   with `parameters.retry_after`. After a 429 the chat (or, for a call without a chat, the
+//!   whole bot) is frozen for `retry_after` seconds and calls made meanwhile are recorded with
+//!   `during_flood_wait: true`. A rule without `method` never matches getUpdates.
+//! - `POST /emulator/control/users/{id}/block` and `…/unblock` — while blocked, every call
+//!   aimed at that chat answers 403 `Forbidden: bot was blocked by the user`.
+//! - `POST /emulator/control/reset` — forget everything (users, chats, files, records).
+//!
+//! # Sandbox
+//! `GET /sandbox` is a chat page with the bot as user 10001 ("Sandbox"); its script and style
+//! are `static/sandbox.{js,css}`, served at `/static/{path}`.
+
+mod api;
+mod control;
+mod markup;
+mod media;
+mod sandbox;
+mod spec;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
+
+/// The largest request body accepted (documents may be up to 50 MB, plus multipart framing).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// A fake Telegram Bot API server. Cheap to clone; clones share one state.
+#[derive(Clone)]
+pub struct Emulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    spec: spec::Spec,
+    state: Mutex<state::State>,
+    /// Bumped on every new update (and on a competing getUpdates) to wake long pollers.
+    wake: watch::Sender<u64>,
+}
+
+impl Emulator {
+    /// An empty emulator (no users, no messages) validating against the embedded spec table.
+    pub fn new() -> Emulator {
+        // The table is generated and checked by a test, so this cannot fail in a built binary;
+        // an empty spec would refuse every call loudly rather than crash the appliance.
+        let spec = spec::Spec::embedded().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "embedded Bot API spec table is unreadable");
+            spec::Spec::empty()
+        });
+        let (wake, _) = watch::channel(0);
+        Emulator {
+            inner: Arc::new(Inner {
+                spec,
+                state: Mutex::new(state::State::default()),
+                wake,
+            }),
+        }
+    }
+
+    /// All routes: the Bot API, file downloads, the control API, `/sandbox` and `/static/*`.
+    /// Serve it at the root of a listener and give teloxide that listener's URL.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/bot{token}/{method}", get(api::call).post(api::call))
+            .route("/file/bot{token}/{*file_path}", get(api::download))
+            .route("/emulator/control/updates", post(control::push))
+            .route("/emulator/control/chats/{chat_id}", get(control::chat))
+            .route(
+                "/emulator/control/chats/{chat_id}/messages",
+                get(control::messages),
+            )
+            .route("/emulator/control/files/{file_id}", get(control::file))
+            .route("/emulator/control/rejections", get(control::rejections))
+            .route("/emulator/control/calls", get(control::calls))
+            .route(
+                "/emulator/control/callback_answers",
+                get(control::callback_answers),
+            )
+            .route(
+                "/emulator/control/inline_answers",
+                get(control::inline_answers),
+            )
+            .route("/emulator/control/flood", post(control::flood))
+            .route("/emulator/control/users/{id}/block", post(control::block))
+            .route(
+                "/emulator/control/users/{id}/unblock",
+                post(control::unblock),
+            )
+            .route("/emulator/control/reset", post(control::reset))
+            .route("/sandbox", get(sandbox::page))
+            .route("/static/{*path}", get(sandbox::asset))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self.clone())
+    }
+
+    /// Queues what a user did as a Bot API `Update` and wakes waiting `getUpdates` calls.
+    /// Reads `photo_path`/`document_path` from disk (blocking: call it off the async runtime
+    /// when the file may be large). Errors: no or several actions, unreadable file, photo that
+    /// is not an image, `callback_data` without a bot `message_id` of that chat.
+    pub fn push_update(&self, u: ControlUpdate) -> Result<i64, String> {
+        control::push_update(self, u)
+    }
+
+    /// The chat transcript (user and bot messages, in order). Empty for an unknown chat.
+    pub fn messages(&self, chat_id: i64) -> Vec<TranscriptMessage> {
+        self.lock().transcript(chat_id)
+    }
+
+    /// Calls refused because they break the spec or Telegram's limits, oldest first.
+    /// "message is not modified", 403 (blocked) and 429 (flood) are normal answers, not here.
+    pub fn rejections(&self) -> Vec<Rejection> {
+        self.lock().rejections.clone()
+    }
+
+    /// Every Bot API call received, accepted or not, oldest first.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.lock().calls.clone()
+    }
+
+    /// Every answerCallbackQuery accepted, oldest first.
+    pub fn callback_answers(&self) -> Vec<CallbackAnswer> {
+        self.lock().callback_answers.clone()
+    }
+
+    /// Every answerInlineQuery accepted, oldest first.
+    pub fn inline_answers(&self) -> Vec<InlineAnswer> {
+        self.lock().inline_answers.clone()
+    }
+
+    /// The bytes of a stored file (uploaded by the bot or by a user), by `file_id`.
+    pub fn file_bytes(&self, file_id: &str) -> Option<Vec<u8>> {
+        self.lock().files.get(file_id).map(|f| f.bytes.to_vec())
+    }
+
+    /// Adds a flood-control rule (see the control API).
+    pub fn add_flood(&self, rule: FloodRule) {
+        self.lock().floods.push(rule);
+    }
+
+    /// Blocks (`true`) or unblocks the bot for a user.
+    pub fn set_blocked(&self, user_id: i64, blocked: bool) {
+        let mut st = self.lock();
+        if blocked {
+            st.blocked.insert(user_id);
+        } else {
+            st.blocked.remove(&user_id);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, state::State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_pollers(&self) {
+        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl Default for Emulator {
+    fn default() -> Self {
+        Emulator::new()
+    }
+}
+
+/// A Telegram user as the control API describes them (`User` in the spec, minus bot flags).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlUser {
+    pub id: i64,
+    pub first_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// IETF language tag as Telegram sends it (`en`, `ru`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_code: Option<String>,
+}
+
+/// Something a user does, turned into one Bot API `Update` by [`Emulator::push_update`].
+/// Set exactly one action: `text`, `photo_path`, `photo_base64`, `document_path`,
+/// `document_base64`, `callback_data` (with `message_id`) or `inline_query`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ControlUpdate {
+    pub user: ControlUser,
+    /// A text message; one starting with `/` gets a `bot_command` entity like in Telegram.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// A photo read from this path on the emulator's disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photo_path: Option<String>,
+    /// A photo given inline (standard base64; a `data:…;base64,` prefix is accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photo_base64: Option<String>,
+    /// A file sent "as document", read from this path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_path: Option<String>,
+    /// A file sent "as document", given inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_base64: Option<String>,
+    /// Document name (defaults to the path's file name, or `file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    /// Caption of a photo or document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    /// Data of the pressed inline button; needs `message_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_data: Option<String>,
+    /// The bot message whose button was pressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<i64>,
+    /// An inline query typed as `@bot query`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_query: Option<String>,
+}
+
+/// One message of a chat as a person would see it (text after `parse_mode`, latest edit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptMessage {
+    pub message_id: i64,
+    pub from_bot: bool,
+    /// Unix time (seconds) it was sent.
+    pub date: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    /// `MessageEntity` objects of the text or caption (UTF-16 offsets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entities: Vec<Value>,
+    /// Inline keyboard, reply keyboard, keyboard removal or force-reply, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_markup: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to_message_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photo: Option<TranscriptPhoto>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<TranscriptDocument>,
+    /// How many accepted edits the message had.
+    pub edit_count: u32,
+    /// True when the bot sent it by re-using an existing `file_id` (no upload).
+    pub sent_by_file_id: bool,
+}
+
+/// The largest size of a photo message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptPhoto {
+    pub file_id: String,
+    pub width: u32,
+    pub height: u32,
+    /// Bytes.
+    pub size: u64,
+    /// `/emulator/control/files/{file_id}`.
+    pub url: String,
+}
+
+/// A document message's file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptDocument {
+    pub file_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    pub mime_type: String,
+    pub size: u64,
+    pub url: String,
+}
+
+/// A call Telegram would refuse (spec violation or broken limit), with the error sent back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Canonical camelCase name, or the name as sent when it is not a Bot API method.
+    pub method: String,
+    /// The `description` answered (e.g. `Bad Request: BUTTON_DATA_INVALID`).
+    pub reason: String,
+    pub status: u16,
+    /// The start of the request body (uploads summarised), for debugging.
+    pub body: String,
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+}
+
+/// One Bot API call as received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// Canonical camelCase name (`editMessageText`), or as sent when unknown.
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<i64>,
+    /// The message addressed, or the message the call created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<i64>,
+    /// HTTP status answered (200, 400, 403, 429 …).
+    pub status: u16,
+    /// The error description when `status` is not 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    /// Made while its chat (or the bot) was still inside a 429's `retry_after`.
+    pub during_flood_wait: bool,
+}
+
+/// An accepted answerCallbackQuery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackAnswer {
+    pub callback_query_id: String,
+    /// The update that carried the query.
+    pub update_id: i64,
+    pub chat_id: i64,
+    pub message_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    pub show_alert: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub at_ms: u64,
+}
+
+/// An accepted answerInlineQuery (results as sent, already validated against the spec).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InlineAnswer {
+    pub inline_query_id: String,
+    pub update_id: i64,
+    pub results: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<String>,
+    pub at_ms: u64,
+}
+
+/// Flood control to inject: the next `times` calls matching `chat_id` and `method` (both
+/// optional) answer 429 with `retry_after` seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FloodRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<i64>,
+    /// Method name, any case (`editMessageText`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default = "one")]
+    pub retry_after: u64,
+    #[serde(default = "one_u32")]
+    pub times: u32,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+/// What the control API reports about one chat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatStatus {
+    pub chat_id: i64,
+    /// A user with this id has written to the bot.
+    pub known: bool,
+    pub blocked: bool,
+    /// Last sendChatAction (`typing`, `upload_photo` …) and when (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action_at_ms: Option<u64>,
+    /// The bot's commands as this user's client would show them (`BotCommand` objects).
+    pub commands: Vec<Value>,
+}

@@ -1,0 +1,1305 @@
+//! The Bot API side: read a request in any of Telegram's encodings, validate it against the
+//! spec table, apply flood/block rules, run the method and record what happened.
+
+use super::markup::{self, Parsed};
+use super::media;
+use super::spec::{FieldSpec, MethodSpec, Spec};
+use super::state::{self, FileKind, Msg, State, now_ms};
+use super::{CallRecord, CallbackAnswer, Emulator, InlineAnswer, MAX_BODY, Rejection};
+use axum::extract::{FromRequest, Multipart, Path, Request, State as AxState};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Telegram's documented limits (Bot API: sendMessage, sendPhoto, sendDocument, getFile,
+/// InlineKeyboardButton, answerCallbackQuery, setMyCommands).
+const TEXT_MAX: usize = 4096;
+const CAPTION_MAX: usize = 1024;
+const CALLBACK_DATA_MAX: usize = 64;
+const PHOTO_MAX_BYTES: usize = 10 * 1024 * 1024;
+const DOCUMENT_MAX_BYTES: usize = 50 * 1024 * 1024;
+const DOWNLOAD_MAX_BYTES: usize = 20 * 1024 * 1024;
+const PHOTO_MAX_SIDES_SUM: u32 = 10_000;
+const PHOTO_MAX_RATIO: u32 = 20;
+const CALLBACK_TEXT_MAX: usize = 200;
+const LONG_POLL_MAX_S: i64 = 50;
+
+const CHAT_ACTIONS: &[&str] = &[
+    "typing",
+    "upload_photo",
+    "record_video",
+    "upload_video",
+    "record_voice",
+    "upload_voice",
+    "upload_document",
+    "choose_sticker",
+    "find_location",
+    "record_video_note",
+    "upload_video_note",
+];
+
+/// Exactly one of these makes an inline keyboard button do something.
+const BUTTON_ACTIONS: &[&str] = &[
+    "url",
+    "callback_data",
+    "web_app",
+    "login_url",
+    "switch_inline_query",
+    "switch_inline_query_current_chat",
+    "switch_inline_query_chosen_chat",
+    "copy_text",
+    "callback_game",
+    "pay",
+];
+
+/// A Bot API error answer. `reject`: the bot broke a rule (recorded as a [`Rejection`]).
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub status: u16,
+    pub description: String,
+    pub retry_after: Option<u64>,
+    pub reject: bool,
+}
+
+impl ApiError {
+    pub fn bad(description: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            description: description.into(),
+            retry_after: None,
+            reject: true,
+        }
+    }
+    /// An error Telegram gives in normal operation (not the bot's fault).
+    fn normal(status: u16, description: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            description: description.into(),
+            retry_after: None,
+            reject: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Upload {
+    pub file_name: Option<String>,
+    pub bytes: Bytes,
+}
+
+enum Raw {
+    Text(String),
+    Json(Value),
+    File(Upload),
+}
+
+/// A request as received, before validation.
+struct Incoming {
+    params: Vec<(String, Raw)>,
+    excerpt: String,
+}
+
+/// A validated call: typed values, top-level uploads and `attach://` parts.
+pub(crate) struct Call {
+    pub values: Map<String, Value>,
+    pub files: HashMap<String, Upload>,
+    pub attachments: HashMap<String, Upload>,
+}
+
+impl Call {
+    fn str(&self, k: &str) -> Option<&str> {
+        self.values.get(k).and_then(Value::as_str)
+    }
+    fn i64(&self, k: &str) -> Option<i64> {
+        self.values.get(k).and_then(Value::as_i64)
+    }
+    fn flag(&self, k: &str) -> bool {
+        self.values.get(k).and_then(Value::as_bool).unwrap_or(false)
+    }
+    fn has(&self, k: &str) -> bool {
+        self.values.contains_key(k)
+    }
+    /// `chat_id` as a number (Telegram also takes numeric strings).
+    fn chat_id(&self) -> Option<i64> {
+        match self.values.get("chat_id")? {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// `GET|POST /bot{token}/{method}`.
+pub(crate) async fn call(
+    AxState(emu): AxState<Emulator>,
+    Path((token, method)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let at_ms = now_ms();
+    if let Some(id) = token.split(':').next().and_then(|s| s.parse::<i64>().ok()) {
+        emu.lock().bot_id = Some(id);
+    }
+    let incoming = match read_request(req).await {
+        Ok(i) => i,
+        Err(e) => {
+            let name = emu
+                .inner
+                .spec
+                .method(&method)
+                .map_or(method.clone(), |m| m.name.clone());
+            return emu.finish(&name, None, None, at_ms, false, "", Err(e));
+        }
+    };
+    emu.handle(&method, incoming, at_ms).await
+}
+
+/// `GET /file/bot{token}/{file_path}`.
+pub(crate) async fn download(
+    AxState(emu): AxState<Emulator>,
+    Path((_token, file_path)): Path<(String, String)>,
+) -> Response {
+    let st = emu.lock();
+    let file = st.paths.get(&file_path).and_then(|id| st.files.get(id));
+    match file {
+        Some(f) => ([(header::CONTENT_TYPE, f.mime.clone())], f.bytes.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"ok": false, "error_code": 404, "description": "Not Found"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn read_request(req: Request) -> Result<Incoming, ApiError> {
+    let mut params = Vec::new();
+    if let Some(q) = req.uri().query() {
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            params.push((k.into_owned(), Raw::Text(v.into_owned())));
+        }
+    }
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ct.starts_with("multipart/form-data") {
+        let unreadable = |e: axum::extract::multipart::MultipartError| {
+            ApiError::bad(format!(
+                "Bad Request: unreadable multipart/form-data body: {e}"
+            ))
+        };
+        let mut form = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::bad(format!("Bad Request: {e}")))?;
+        while let Some(field) = form.next_field().await.map_err(unreadable)? {
+            let name = field.name().unwrap_or_default().to_owned();
+            let file_name = field.file_name().map(str::to_owned);
+            let bytes = field.bytes().await.map_err(unreadable)?;
+            let raw = match file_name {
+                // A part with a file name is an upload even when the name is empty.
+                Some(n) => Raw::File(Upload {
+                    file_name: Some(n).filter(|n| !n.is_empty()),
+                    bytes,
+                }),
+                None => Raw::Text(String::from_utf8_lossy(&bytes).into_owned()),
+            };
+            params.push((name, raw));
+        }
+    } else {
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map_err(|_| ApiError::bad("Request Entity Too Large"))?;
+        if !body.is_empty() {
+            if ct.starts_with("application/json") {
+                let v: Value = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::bad(format!("Bad Request: body is not valid JSON: {e}"))
+                })?;
+                let Value::Object(map) = v else {
+                    return Err(ApiError::bad("Bad Request: JSON body must be an object"));
+                };
+                params.extend(map.into_iter().map(|(k, v)| (k, Raw::Json(v))));
+            } else if ct.is_empty() || ct.starts_with("application/x-www-form-urlencoded") {
+                for (k, v) in url::form_urlencoded::parse(&body) {
+                    params.push((k.into_owned(), Raw::Text(v.into_owned())));
+                }
+            } else {
+                return Err(ApiError::bad(format!(
+                    "Bad Request: unsupported Content-Type {ct}"
+                )));
+            }
+        }
+    }
+    let excerpt = excerpt(&params);
+    Ok(Incoming { params, excerpt })
+}
+
+/// `k=v&…` with uploads summarised, cut to 500 characters.
+fn excerpt(params: &[(String, Raw)]) -> String {
+    let parts: Vec<String> = params
+        .iter()
+        .map(|(k, v)| match v {
+            Raw::Text(s) => format!("{k}={s}"),
+            Raw::Json(j) => format!("{k}={j}"),
+            Raw::File(u) => format!(
+                "{k}=<file {} {} bytes>",
+                u.file_name.as_deref().unwrap_or("(no name)"),
+                u.bytes.len()
+            ),
+        })
+        .collect();
+    let s = parts.join("&");
+    match s.char_indices().nth(500) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
+/// Checks every parameter against the method's spec and converts it to typed JSON.
+fn validate(spec: &Spec, m: &MethodSpec, inc: Incoming) -> Result<Call, ApiError> {
+    let mut call = Call {
+        values: Map::new(),
+        files: HashMap::new(),
+        attachments: HashMap::new(),
+    };
+    for (name, raw) in inc.params {
+        let field = m.field(&name);
+        match (raw, field) {
+            (Raw::File(u), Some(f)) if f.accepts_file() => {
+                call.files.insert(name, u);
+            }
+            (Raw::File(_), Some(f)) => {
+                return Err(ApiError::bad(format!(
+                    "Bad Request: parameter \"{name}\" must be {}, got an uploaded file",
+                    f.types.join(" or ")
+                )));
+            }
+            // An upload referenced elsewhere as attach://name.
+            (Raw::File(u), None) => {
+                call.attachments.insert(name, u);
+            }
+            (_, None) => {
+                return Err(ApiError::bad(format!(
+                    "Bad Request: parameter \"{name}\" is not a parameter of {} ({})",
+                    m.name, spec.version
+                )));
+            }
+            (Raw::Json(Value::Null), Some(_)) => {}
+            (Raw::Json(v), Some(f)) => {
+                call.values.insert(name, from_json(spec, f, v)?);
+            }
+            (Raw::Text(s), Some(f)) => {
+                call.values.insert(name, from_text(spec, f, &s)?);
+            }
+        }
+    }
+    for f in m.fields.iter().filter(|f| f.required) {
+        if !call.values.contains_key(&f.name) && !call.files.contains_key(&f.name) {
+            return Err(ApiError::bad(format!(
+                "Bad Request: parameter \"{}\" is required",
+                f.name
+            )));
+        }
+    }
+    Ok(call)
+}
+
+fn structured(t: &str) -> bool {
+    !matches!(t, "Integer" | "Float" | "Boolean" | "String" | "InputFile")
+}
+
+fn invalid(f: &FieldSpec, detail: impl std::fmt::Display) -> ApiError {
+    ApiError::bad(format!(
+        "Bad Request: invalid parameter \"{}\": {detail}",
+        f.name
+    ))
+}
+
+/// A JSON body value. Scalars must have the JSON type the spec names (stricter than Telegram,
+/// which also takes `"123"` for an Integer); an object may come JSON-serialized in a string,
+/// as Telegram allows.
+fn from_json(spec: &Spec, f: &FieldSpec, v: Value) -> Result<Value, ApiError> {
+    let takes_string = f.types.iter().any(|t| t == "String" || t == "InputFile");
+    let v = match v {
+        Value::String(s) if !takes_string && f.types.iter().any(|t| structured(t)) => {
+            serde_json::from_str(&s).map_err(|_| {
+                invalid(
+                    f,
+                    format!("must be a JSON-serialized {}", f.types.join(" or ")),
+                )
+            })?
+        }
+        v => v,
+    };
+    spec.check(&v, &f.types, &f.name)
+        .map_err(|e| invalid(f, e))?;
+    Ok(v)
+}
+
+/// A form, query or multipart value: always text, parsed the way Telegram parses it.
+fn from_text(spec: &Spec, f: &FieldSpec, s: &str) -> Result<Value, ApiError> {
+    let mut first_err = None;
+    for t in f
+        .types
+        .iter()
+        .filter(|t| !matches!(t.as_str(), "String" | "InputFile"))
+    {
+        let parsed = match t.as_str() {
+            "Integer" => s.trim().parse::<i64>().ok().map(Value::from),
+            "Float" => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number),
+            "Boolean" => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Some(Value::Bool(true)),
+                "false" | "0" => Some(Value::Bool(false)),
+                _ => None,
+            },
+            _ => match serde_json::from_str::<Value>(s) {
+                Ok(v) => match spec.check(&v, std::slice::from_ref(t), &f.name) {
+                    Ok(()) => Some(v),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        None
+                    }
+                },
+                Err(_) => None,
+            },
+        };
+        if let Some(v) = parsed {
+            return Ok(v);
+        }
+    }
+    if f.types.iter().any(|t| t == "String" || t == "InputFile") {
+        return Ok(Value::String(s.to_owned()));
+    }
+    Err(invalid(
+        f,
+        first_err.unwrap_or_else(|| {
+            let shown: String = s.chars().take(40).collect();
+            format!(
+                "{} must be {}, got \"{shown}\"",
+                f.name,
+                f.types.join(" or ")
+            )
+        }),
+    ))
+}
+
+impl Emulator {
+    async fn handle(&self, method: &str, inc: Incoming, at_ms: u64) -> Response {
+        let excerpt = inc.excerpt.clone();
+        let Some(m) = self.inner.spec.method(method) else {
+            let e = ApiError::bad(format!(
+                "Bad Request: method \"{method}\" is not in the Bot API ({})",
+                self.inner.spec.version
+            ));
+            return self.finish(method, None, None, at_ms, false, &excerpt, Err(e));
+        };
+        let name = m.name.clone();
+        let call = match validate(&self.inner.spec, m, inc) {
+            Ok(c) => c,
+            Err(e) => return self.finish(&name, None, None, at_ms, false, &excerpt, Err(e)),
+        };
+        let chat_id = call.chat_id();
+        let message_id = call.i64("message_id");
+        let (during_wait, flood) = self.flood_check(&name, chat_id, at_ms);
+        if let Some(retry_after) = flood {
+            let e = ApiError {
+                status: 429,
+                description: format!("Too Many Requests: retry after {retry_after}"),
+                retry_after: Some(retry_after),
+                reject: false,
+            };
+            return self.finish(
+                &name,
+                chat_id,
+                message_id,
+                at_ms,
+                during_wait,
+                &excerpt,
+                Err(e),
+            );
+        }
+        let result = self.dispatch(&name, &call).await;
+        // A call that created a message reports the new message.
+        let message_id = match &result {
+            Ok(v) => v.get("message_id").and_then(Value::as_i64).or(message_id),
+            Err(_) => message_id,
+        };
+        self.finish(
+            &name,
+            chat_id,
+            message_id,
+            at_ms,
+            during_wait,
+            &excerpt,
+            result,
+        )
+    }
+
+    /// Whether the call falls inside an earlier 429's wait, and whether a rule floods it now.
+    fn flood_check(&self, method: &str, chat_id: Option<i64>, now: u64) -> (bool, Option<u64>) {
+        let mut st = self.lock();
+        let frozen = |k: &Option<i64>| st.frozen.get(k).is_some_and(|&until| until > now);
+        let during = frozen(&chat_id) || frozen(&None);
+        let hit = st.floods.iter().position(|r| {
+            let method_ok = match &r.method {
+                Some(m) => m.eq_ignore_ascii_case(method),
+                None => method != "getUpdates",
+            };
+            method_ok && r.chat_id.is_none_or(|c| chat_id == Some(c))
+        });
+        let Some(i) = hit else { return (during, None) };
+        let retry_after = st.floods[i].retry_after;
+        st.floods[i].times = st.floods[i].times.saturating_sub(1);
+        if st.floods[i].times == 0 {
+            st.floods.remove(i);
+        }
+        st.frozen.insert(chat_id, now + retry_after * 1000);
+        (during, Some(retry_after))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        method: &str,
+        chat_id: Option<i64>,
+        message_id: Option<i64>,
+        at_ms: u64,
+        during_flood_wait: bool,
+        excerpt: &str,
+        result: Result<Value, ApiError>,
+    ) -> Response {
+        let mut st = self.lock();
+        let (status, description) = match &result {
+            Ok(_) => (200, None),
+            Err(e) => (e.status, Some(e.description.clone())),
+        };
+        st.calls.push(CallRecord {
+            method: method.to_owned(),
+            chat_id,
+            message_id,
+            status,
+            description: description.clone(),
+            at_ms,
+            during_flood_wait,
+        });
+        if let Err(e) = &result {
+            if e.reject {
+                tracing::warn!(method, reason = %e.description, "emulator rejected a Bot API call");
+                st.rejections.push(Rejection {
+                    method: method.to_owned(),
+                    reason: e.description.clone(),
+                    status,
+                    body: excerpt.to_owned(),
+                    at_ms,
+                });
+            }
+        }
+        drop(st);
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        let body = match result {
+            Ok(v) => json!({"ok": true, "result": v}),
+            Err(e) => {
+                let mut b =
+                    json!({"ok": false, "error_code": e.status, "description": e.description});
+                if let Some(r) = e.retry_after {
+                    b["parameters"] = json!({"retry_after": r});
+                }
+                b
+            }
+        };
+        (code, axum::Json(body)).into_response()
+    }
+
+    async fn dispatch(&self, name: &str, call: &Call) -> Result<Value, ApiError> {
+        match name {
+            "getMe" => Ok(self.get_me()),
+            "getUpdates" => self.get_updates(call).await,
+            "getWebhookInfo" | "setWebhook" | "deleteWebhook" | "logOut" | "close" => {
+                self.webhook(name, call)
+            }
+            "setMyCommands" | "getMyCommands" | "deleteMyCommands" => self.commands(name, call),
+            "setMyName"
+            | "getMyName"
+            | "setMyDescription"
+            | "getMyDescription"
+            | "setMyShortDescription"
+            | "getMyShortDescription"
+            | "setChatMenuButton"
+            | "getChatMenuButton" => Ok(self.profile(name, call)),
+            "sendMessage" => self.send_message(call),
+            "editMessageText" | "editMessageCaption" | "editMessageReplyMarkup" => {
+                self.edit(name, call)
+            }
+            "deleteMessage" | "deleteMessages" => self.delete(name, call),
+            "sendPhoto" => self.send_file(FileKind::Photo, call).await,
+            "sendDocument" => self.send_file(FileKind::Document, call).await,
+            "sendChatAction" => self.chat_action(call),
+            "answerCallbackQuery" => self.answer_callback(call),
+            "answerInlineQuery" => self.answer_inline(call),
+            "getFile" => self.get_file(call),
+            _ => Err(ApiError::bad(format!(
+                "Bad Request: {name} is a valid Bot API method but the emulator does not emulate it"
+            ))),
+        }
+    }
+
+    fn get_me(&self) -> Value {
+        let mut me = self.lock().bot_user();
+        for (k, v) in [
+            ("can_join_groups", true),
+            ("can_read_all_group_messages", false),
+            ("supports_inline_queries", true),
+            ("can_connect_to_business", false),
+            ("has_main_web_app", false),
+        ] {
+            me[k] = json!(v);
+        }
+        me
+    }
+
+    async fn get_updates(&self, call: &Call) -> Result<Value, ApiError> {
+        let offset = call.i64("offset");
+        let limit = call.i64("limit").unwrap_or(100).clamp(1, 100) as usize;
+        let timeout = call.i64("timeout").unwrap_or(0).clamp(0, LONG_POLL_MAX_S) as u64;
+        let mut rx = self.inner.wake.subscribe();
+        let generation = {
+            let mut st = self.lock();
+            if !st.webhook_url.is_empty() {
+                return Err(ApiError::normal(
+                    409,
+                    "Conflict: can't use getUpdates method while webhook is active; use \
+                     deleteWebhook to delete the webhook first",
+                ));
+            }
+            if let Some(Value::Array(list)) = call.values.get("allowed_updates") {
+                st.allowed_updates = Some(
+                    list.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect(),
+                );
+            }
+            st.poll_generation += 1;
+            st.poll_generation
+        };
+        // An older long poll wakes up, sees it was replaced and answers 409 like Telegram.
+        self.wake_pollers();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        loop {
+            rx.borrow_and_update();
+            {
+                let mut st = self.lock();
+                if st.poll_generation != generation {
+                    return Err(ApiError::normal(
+                        409,
+                        "Conflict: terminated by other getUpdates request; make sure that only \
+                         one bot instance is running",
+                    ));
+                }
+                let batch = take_updates(&mut st, offset, limit);
+                if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
+                    return Ok(Value::Array(batch));
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) | Err(_) => {}
+                Ok(Err(_)) => return Ok(json!([])),
+            }
+        }
+    }
+
+    fn webhook(&self, name: &str, call: &Call) -> Result<Value, ApiError> {
+        let mut st = self.lock();
+        match name {
+            "getWebhookInfo" => Ok(json!({
+                "url": st.webhook_url, "has_custom_certificate": false,
+                "pending_update_count": st.queue.len(),
+            })),
+            "setWebhook" => {
+                st.webhook_url = call.str("url").unwrap_or_default().to_owned();
+                if call.flag("drop_pending_updates") {
+                    st.queue.clear();
+                }
+                Ok(json!(true))
+            }
+            "deleteWebhook" => {
+                st.webhook_url.clear();
+                if call.flag("drop_pending_updates") {
+                    st.queue.clear();
+                }
+                Ok(json!(true))
+            }
+            _ => Ok(json!(true)),
+        }
+    }
+
+    fn commands(&self, name: &str, call: &Call) -> Result<Value, ApiError> {
+        let key = state::commands_key(
+            call.values.get("scope"),
+            call.str("language_code").unwrap_or(""),
+        );
+        let mut st = self.lock();
+        match name {
+            "getMyCommands" => Ok(st.settings.get(&key).cloned().unwrap_or_else(|| json!([]))),
+            "deleteMyCommands" => {
+                st.settings.remove(&key);
+                Ok(json!(true))
+            }
+            _ => {
+                let list = call
+                    .values
+                    .get("commands")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                if list.len() > 100 {
+                    return Err(ApiError::bad("Bad Request: too many commands specified"));
+                }
+                for c in &list {
+                    let cmd = c["command"].as_str().unwrap_or_default();
+                    let ok = (1..=32).contains(&cmd.chars().count())
+                        && cmd
+                            .chars()
+                            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+                    if !ok {
+                        return Err(ApiError::bad("Bad Request: BOT_COMMAND_INVALID"));
+                    }
+                    let desc = c["description"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .chars()
+                        .count();
+                    if !(1..=256).contains(&desc) {
+                        return Err(ApiError::bad(
+                            "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID",
+                        ));
+                    }
+                }
+                st.settings.insert(key, Value::Array(list));
+                Ok(json!(true))
+            }
+        }
+    }
+
+    /// set/get of the bot's name, descriptions and menu button (stored per language).
+    fn profile(&self, name: &str, call: &Call) -> Value {
+        let (family, field) = match name {
+            "setMyName" | "getMyName" => ("name", "name"),
+            "setMyDescription" | "getMyDescription" => ("description", "description"),
+            "setMyShortDescription" | "getMyShortDescription" => ("short", "short_description"),
+            _ => ("menu", "menu_button"),
+        };
+        let key = format!(
+            "{family}|{}|{}",
+            call.str("language_code").unwrap_or(""),
+            call.chat_id().unwrap_or(0)
+        );
+        let mut st = self.lock();
+        if name.starts_with("set") {
+            let v = call.values.get(field).cloned().unwrap_or(Value::Null);
+            st.settings.insert(key, v);
+            return json!(true);
+        }
+        let stored = st.settings.get(&key).cloned().filter(|v| !v.is_null());
+        match family {
+            "menu" => stored.unwrap_or_else(|| json!({"type": "commands"})),
+            "name" => json!({"name": stored.unwrap_or_else(|| json!(state::BOT_FIRST_NAME))}),
+            _ => json!({ field: stored.unwrap_or_else(|| json!("")) }),
+        }
+    }
+
+    fn send_message(&self, call: &Call) -> Result<Value, ApiError> {
+        let mut st = self.lock();
+        let chat = chat_of(&st, call)?;
+        let parsed = parse_text(call, "text", "parse_mode", "entities")?;
+        check_text(&parsed.text, "Bad Request: message is too long")?;
+        let markup = check_markup(call.values.get("reply_markup"))?;
+        let reply_to = reply_target(&st, chat, call)?;
+        let msg = Msg {
+            from_bot: true,
+            text: Some(parsed.text),
+            entities: parsed.entities,
+            markup,
+            reply_to,
+            ..Msg::default()
+        };
+        let msg = st.add_message(chat, msg);
+        Ok(st.message_json(chat, &msg, true))
+    }
+
+    fn edit(&self, name: &str, call: &Call) -> Result<Value, ApiError> {
+        if call.has("inline_message_id") {
+            return Err(ApiError::bad(format!(
+                "Bad Request: {name} with inline_message_id is not emulated"
+            )));
+        }
+        let mut st = self.lock();
+        let chat = chat_of(&st, call)?;
+        let id = call
+            .i64("message_id")
+            .ok_or_else(|| ApiError::bad("Bad Request: message identifier is not specified"))?;
+        let markup = check_markup(call.values.get("reply_markup"))?;
+        let new_text = match name {
+            "editMessageText" => {
+                let p = parse_text(call, "text", "parse_mode", "entities")?;
+                check_text(&p.text, "Bad Request: MESSAGE_TOO_LONG")?;
+                Some(p)
+            }
+            "editMessageCaption" => {
+                let p = parse_text(call, "caption", "parse_mode", "caption_entities")?;
+                if p.text.chars().count() > CAPTION_MAX {
+                    return Err(ApiError::bad("Bad Request: MESSAGE_TOO_LONG"));
+                }
+                Some(p)
+            }
+            _ => None,
+        };
+        let msg = st
+            .message_mut(chat, id)
+            .ok_or_else(|| ApiError::bad("Bad Request: message to edit not found"))?;
+        if !msg.from_bot {
+            return Err(ApiError::bad("Bad Request: message can't be edited"));
+        }
+        let mut next = msg.clone();
+        next.markup = markup;
+        match name {
+            "editMessageText" => {
+                if msg.text.is_none() {
+                    return Err(ApiError::bad(
+                        "Bad Request: there is no text in the message to edit",
+                    ));
+                }
+                let p = new_text.unwrap_or_default();
+                next.text = Some(p.text);
+                next.entities = p.entities;
+            }
+            "editMessageCaption" => {
+                if msg.photo.is_none() && msg.document.is_none() {
+                    return Err(ApiError::bad(
+                        "Bad Request: there is no caption in the message to edit",
+                    ));
+                }
+                let p = new_text.unwrap_or_default();
+                next.caption = Some(p.text).filter(|c| !c.is_empty());
+                next.entities = p.entities;
+            }
+            _ => {}
+        }
+        if next.text == msg.text
+            && next.caption == msg.caption
+            && next.entities == msg.entities
+            && next.markup == msg.markup
+        {
+            return Err(ApiError::normal(
+                400,
+                "Bad Request: message is not modified: specified new message content and reply \
+                 markup are exactly the same as a current content and reply markup of the message",
+            ));
+        }
+        next.edit_date = Some(state::now_s());
+        next.edit_count += 1;
+        *msg = next.clone();
+        Ok(st.message_json(chat, &next, true))
+    }
+
+    fn delete(&self, name: &str, call: &Call) -> Result<Value, ApiError> {
+        let mut st = self.lock();
+        let chat = chat_of(&st, call)?;
+        let ids: Vec<i64> = if name == "deleteMessages" {
+            let list = call.values.get("message_ids").and_then(Value::as_array);
+            list.map(|l| l.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default()
+        } else {
+            call.i64("message_id").into_iter().collect()
+        };
+        let messages = &mut st.chats.entry(chat).or_default().messages;
+        let before = messages.len();
+        messages.retain(|m| !ids.contains(&m.id));
+        // deleteMessages skips missing ones; deleteMessage reports them.
+        if name == "deleteMessage" && messages.len() == before {
+            return Err(ApiError::bad("Bad Request: message to delete not found"));
+        }
+        Ok(json!(true))
+    }
+
+    async fn send_file(&self, kind: FileKind, call: &Call) -> Result<Value, ApiError> {
+        let field = match kind {
+            FileKind::Photo => "photo",
+            FileKind::Document => "document",
+        };
+        // 1. Everything cheap, under the lock: chat, text, keyboard, where the file comes from.
+        let (chat, caption, markup, reply_to, source) = {
+            let st = self.lock();
+            let chat = chat_of(&st, call)?;
+            let caption = parse_text(call, "caption", "parse_mode", "caption_entities")?;
+            if caption.text.chars().count() > CAPTION_MAX {
+                return Err(ApiError::bad("Bad Request: message caption is too long"));
+            }
+            let markup = check_markup(call.values.get("reply_markup"))?;
+            let reply_to = reply_target(&st, chat, call)?;
+            let source = file_source(&st, call, field, kind)?;
+            (chat, caption, markup, reply_to, source)
+        };
+        // 2. Check the upload and make the thumbnail off the runtime.
+        let prepared = match source {
+            Source::Existing(ids) => Prepared::Existing(ids),
+            Source::Upload(u) => Prepared::New(check_upload(kind, u).await?),
+        };
+        // 3. Store and send.
+        let mut st = self.lock();
+        let (ids, by_file_id) = match prepared {
+            Prepared::Existing(ids) => (ids, true),
+            Prepared::New(p) => {
+                let mime = media::mime_type(p.upload.file_name.as_deref(), &p.upload.bytes);
+                let mut ids = Vec::new();
+                if let Some((thumb, w, h)) = p.thumb {
+                    ids.push(st.add_file(thumb.into(), kind, "image/jpeg".into(), None, (w, h)));
+                }
+                ids.push(st.add_file(p.upload.bytes, kind, mime, p.upload.file_name, p.dims));
+                if kind == FileKind::Document {
+                    // A document's preview is not a separate file here; keep only the original.
+                    ids.drain(..ids.len() - 1);
+                }
+                st.link_sizes(&ids);
+                (ids, false)
+            }
+        };
+        let caption_text = Some(caption.text).filter(|c| !c.is_empty());
+        let mut msg = Msg {
+            from_bot: true,
+            caption: caption_text,
+            entities: caption.entities,
+            markup,
+            reply_to,
+            by_file_id,
+            ..Msg::default()
+        };
+        match kind {
+            FileKind::Photo => msg.photo = Some(ids),
+            FileKind::Document => msg.document = ids.last().cloned(),
+        }
+        let msg = st.add_message(chat, msg);
+        Ok(st.message_json(chat, &msg, true))
+    }
+
+    fn chat_action(&self, call: &Call) -> Result<Value, ApiError> {
+        let mut st = self.lock();
+        let chat = chat_of(&st, call)?;
+        let action = call.str("action").unwrap_or_default().to_owned();
+        if !CHAT_ACTIONS.contains(&action.as_str()) {
+            return Err(ApiError::bad(
+                "Bad Request: wrong parameter action in request",
+            ));
+        }
+        st.chats.entry(chat).or_default().last_action = Some((action, now_ms()));
+        Ok(json!(true))
+    }
+
+    fn answer_callback(&self, call: &Call) -> Result<Value, ApiError> {
+        let mut st = self.lock();
+        let id = call.str("callback_query_id").unwrap_or_default().to_owned();
+        let text = call.str("text").map(str::to_owned);
+        if text
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > CALLBACK_TEXT_MAX)
+        {
+            return Err(ApiError::bad("Bad Request: MESSAGE_TOO_LONG"));
+        }
+        let rec = st.callbacks.get_mut(&id).filter(|r| !r.answered).ok_or_else(|| {
+            ApiError::bad(
+                "Bad Request: query is too old and response timeout expired or query id is invalid",
+            )
+        })?;
+        rec.answered = true;
+        let answer = CallbackAnswer {
+            callback_query_id: id,
+            update_id: rec.update_id,
+            chat_id: rec.chat_id,
+            message_id: rec.message_id,
+            text,
+            show_alert: call.flag("show_alert"),
+            url: call.str("url").map(str::to_owned),
+            at_ms: now_ms(),
+        };
+        st.callback_answers.push(answer);
+        Ok(json!(true))
+    }
+
+    fn answer_inline(&self, call: &Call) -> Result<Value, ApiError> {
+        let mut st = self.lock();
+        let id = call.str("inline_query_id").unwrap_or_default().to_owned();
+        let update_id = *st.inline_queries.get(&id).ok_or_else(|| {
+            ApiError::bad(
+                "Bad Request: query is too old and response timeout expired or query id is invalid",
+            )
+        })?;
+        let results = call
+            .values
+            .get("results")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        if results.as_array().is_some_and(|r| r.len() > 50) {
+            return Err(ApiError::bad("Bad Request: RESULTS_TOO_MUCH"));
+        }
+        st.inline_queries.remove(&id);
+        st.inline_answers.push(InlineAnswer {
+            inline_query_id: id,
+            update_id,
+            results,
+            next_offset: call.str("next_offset").map(str::to_owned),
+            at_ms: now_ms(),
+        });
+        Ok(json!(true))
+    }
+
+    fn get_file(&self, call: &Call) -> Result<Value, ApiError> {
+        let st = self.lock();
+        let id = call.str("file_id").unwrap_or_default();
+        let f = st
+            .files
+            .get(id)
+            .ok_or_else(|| ApiError::bad("Bad Request: invalid file_id"))?;
+        if f.bytes.len() > DOWNLOAD_MAX_BYTES {
+            return Err(ApiError::bad("Bad Request: file is too big"));
+        }
+        Ok(json!({
+            "file_id": f.file_id, "file_unique_id": f.unique_id,
+            "file_size": f.bytes.len(), "file_path": f.file_path,
+        }))
+    }
+}
+
+/// Confirms updates below `offset` (a negative offset keeps only the last -offset), drops
+/// kinds outside `allowed_updates`, and returns up to `limit` pending updates.
+fn take_updates(st: &mut State, offset: Option<i64>, limit: usize) -> Vec<Value> {
+    match offset {
+        Some(off) if off < 0 => {
+            let keep = off.unsigned_abs() as usize;
+            while st.queue.len() > keep {
+                st.queue.pop_front();
+            }
+        }
+        Some(off) => {
+            while st.queue.front().is_some_and(|q| q.id < off) {
+                st.queue.pop_front();
+            }
+        }
+        None => {}
+    }
+    if let Some(allowed) = st.allowed_updates.clone().filter(|a| !a.is_empty()) {
+        st.queue.retain(|q| allowed.iter().any(|a| a == q.kind));
+    }
+    st.queue
+        .iter()
+        .take(limit)
+        .map(|q| q.json.clone())
+        .collect()
+}
+
+/// The private chat the call addresses: known (a user wrote from it) and not blocked.
+fn chat_of(st: &State, call: &Call) -> Result<i64, ApiError> {
+    let id = call
+        .chat_id()
+        .filter(|id| st.users.contains_key(id))
+        .ok_or_else(|| ApiError::bad("Bad Request: chat not found"))?;
+    if st.blocked.contains(&id) {
+        return Err(ApiError::normal(
+            403,
+            "Forbidden: bot was blocked by the user",
+        ));
+    }
+    Ok(id)
+}
+
+/// Text (or caption) after parse_mode, or with the entities given explicitly.
+fn parse_text(
+    call: &Call,
+    key: &str,
+    mode_key: &str,
+    entities_key: &str,
+) -> Result<Parsed, ApiError> {
+    let text = call.str(key).unwrap_or_default();
+    if let Some(Value::Array(given)) = call.values.get(entities_key) {
+        let len = markup::utf16_len(text) as u64;
+        for e in given {
+            let end = e["offset"].as_u64().unwrap_or(0) + e["length"].as_u64().unwrap_or(0);
+            if end > len {
+                return Err(ApiError::bad(
+                    "Bad Request: can't parse entities: entity ends after the end of the text",
+                ));
+            }
+        }
+        return Ok(Parsed {
+            text: text.to_owned(),
+            entities: given.clone(),
+        });
+    }
+    markup::parse(text, call.str(mode_key)).map_err(ApiError::bad)
+}
+
+fn check_text(text: &str, too_long: &str) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::bad("Bad Request: message text is empty"));
+    }
+    if text.chars().count() > TEXT_MAX {
+        return Err(ApiError::bad(too_long));
+    }
+    Ok(())
+}
+
+/// Telegram's rules for inline keyboards beyond the spec's types.
+fn check_markup(markup: Option<&Value>) -> Result<Option<Value>, ApiError> {
+    let Some(m) = markup else { return Ok(None) };
+    let rows = m.get("inline_keyboard").and_then(Value::as_array);
+    for button in rows
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_array)
+        .flatten()
+    {
+        if let Some(data) = button.get("callback_data").and_then(Value::as_str) {
+            if data.is_empty() || data.len() > CALLBACK_DATA_MAX {
+                return Err(ApiError::bad("Bad Request: BUTTON_DATA_INVALID"));
+            }
+        }
+        if let Some(url) = button.get("url").and_then(Value::as_str) {
+            let ok = ["http://", "https://", "tg://"]
+                .iter()
+                .any(|p| url.starts_with(p))
+                && url.len() > 8;
+            if !ok {
+                return Err(ApiError::bad("Bad Request: BUTTON_URL_INVALID"));
+            }
+        }
+        match BUTTON_ACTIONS
+            .iter()
+            .filter(|k| button.get(**k).is_some())
+            .count()
+        {
+            0 => {
+                return Err(ApiError::bad(
+                    "Bad Request: can't parse inline keyboard button: Text buttons are unallowed \
+                     in the inline keyboard",
+                ));
+            }
+            1 => {}
+            _ => {
+                return Err(ApiError::bad(
+                    "Bad Request: can't parse inline keyboard button: exactly one of the optional \
+                     fields must be used",
+                ));
+            }
+        }
+    }
+    Ok(Some(m.clone()))
+}
+
+fn reply_target(st: &State, chat: i64, call: &Call) -> Result<Option<i64>, ApiError> {
+    let Some(rp) = call.values.get("reply_parameters") else {
+        return Ok(None);
+    };
+    let id = rp["message_id"].as_i64().unwrap_or(0);
+    let target_chat = rp.get("chat_id").and_then(Value::as_i64).unwrap_or(chat);
+    if target_chat == chat && st.message(chat, id).is_some() {
+        return Ok(Some(id));
+    }
+    if rp["allow_sending_without_reply"].as_bool().unwrap_or(false) {
+        return Ok(None);
+    }
+    Err(ApiError::bad(
+        "Bad Request: message to be replied not found",
+    ))
+}
+
+enum Source {
+    Upload(Upload),
+    /// File ids of an existing file (all photo sizes, or the document).
+    Existing(Vec<String>),
+}
+
+struct Ready {
+    upload: Upload,
+    dims: (u32, u32),
+    thumb: Option<(Vec<u8>, u32, u32)>,
+}
+
+enum Prepared {
+    Existing(Vec<String>),
+    New(Ready),
+}
+
+fn file_source(st: &State, call: &Call, field: &str, kind: FileKind) -> Result<Source, ApiError> {
+    if let Some(u) = call.files.get(field) {
+        return Ok(Source::Upload(u.clone()));
+    }
+    let s = call.str(field).unwrap_or_default();
+    if let Some(part) = s.strip_prefix("attach://") {
+        return call
+            .attachments
+            .get(part)
+            .cloned()
+            .map(Source::Upload)
+            .ok_or_else(|| ApiError::bad("Bad Request: wrong file identifier/HTTP URL specified"));
+    }
+    if s.starts_with("http://") || s.starts_with("https://") {
+        // No internet behind the emulator: Telegram would fail to fetch it the same way.
+        return Err(ApiError::bad("Bad Request: failed to get HTTP URL content"));
+    }
+    let f = st
+        .files
+        .get(s)
+        .ok_or_else(|| ApiError::bad("Bad Request: wrong file identifier/HTTP URL specified"))?;
+    if f.kind != kind {
+        let name = |k: FileKind| {
+            if k == FileKind::Photo {
+                "Photo"
+            } else {
+                "Document"
+            }
+        };
+        return Err(ApiError::bad(format!(
+            "Bad Request: can't use file of type {} as {}",
+            name(f.kind),
+            name(kind)
+        )));
+    }
+    Ok(Source::Existing(match kind {
+        FileKind::Photo => f.sizes.clone(),
+        FileKind::Document => vec![f.file_id.clone()],
+    }))
+}
+
+/// Size, format and dimension limits of an upload; photos also get a thumbnail size.
+async fn check_upload(kind: FileKind, upload: Upload) -> Result<Ready, ApiError> {
+    if upload.bytes.is_empty() {
+        return Err(ApiError::bad("Bad Request: file must be non-empty"));
+    }
+    if kind == FileKind::Document {
+        if upload.bytes.len() > DOCUMENT_MAX_BYTES {
+            return Err(ApiError {
+                status: 413,
+                ..ApiError::bad("Request Entity Too Large")
+            });
+        }
+        let dims = media::dimensions(&upload.bytes).unwrap_or((0, 0));
+        return Ok(Ready {
+            upload,
+            dims,
+            thumb: None,
+        });
+    }
+    if upload.bytes.len() > PHOTO_MAX_BYTES {
+        // MTProto's name for an oversized photo; the Bot API wording is not documented.
+        return Err(ApiError::bad("Bad Request: PHOTO_SAVE_FILE_INVALID"));
+    }
+    let (w, h) = media::dimensions(&upload.bytes)
+        .ok_or_else(|| ApiError::bad("Bad Request: IMAGE_PROCESS_FAILED"))?;
+    let (long, short) = (w.max(h), w.min(h).max(1));
+    if w == 0 || h == 0 || w + h > PHOTO_MAX_SIDES_SUM || long > short * PHOTO_MAX_RATIO {
+        return Err(ApiError::bad("Bad Request: PHOTO_INVALID_DIMENSIONS"));
+    }
+    let bytes = upload.bytes.clone();
+    let thumb = tokio::task::spawn_blocking(move || media::thumbnail(&bytes, w, h))
+        .await
+        .unwrap_or(None);
+    Ok(Ready {
+        upload,
+        dims: (w, h),
+        thumb,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec::embedded().expect("spec")
+    }
+
+    fn field(m: &str, f: &str) -> FieldSpec {
+        let s = spec();
+        s.method(m)
+            .and_then(|m| m.field(f))
+            .cloned()
+            .expect("field")
+    }
+
+    #[test]
+    fn form_values_are_parsed_like_telegram() {
+        let s = spec();
+        assert_eq!(
+            from_text(&s, &field("sendMessage", "chat_id"), "42").ok(),
+            Some(json!(42))
+        );
+        assert_eq!(
+            from_text(&s, &field("sendMessage", "chat_id"), "@chan").ok(),
+            Some(json!("@chan"))
+        );
+        assert_eq!(
+            from_text(&s, &field("sendMessage", "disable_notification"), "True").ok(),
+            Some(json!(true))
+        );
+        assert!(from_text(&s, &field("sendMessage", "disable_notification"), "yes").is_err());
+        assert!(from_text(&s, &field("editMessageText", "message_id"), "12a").is_err());
+        let markup = r#"{"inline_keyboard":[[{"text":"a","callback_data":"b"}]]}"#;
+        assert!(from_text(&s, &field("sendMessage", "reply_markup"), markup).is_ok());
+        let e = from_text(
+            &s,
+            &field("sendMessage", "reply_markup"),
+            r#"{"inline_keyboard":[[{"text":"a","x":1}]]}"#,
+        )
+        .expect_err("unknown nested field");
+        assert!(
+            e.description.contains("unknown field \"x\""),
+            "{}",
+            e.description
+        );
+    }
+
+    #[test]
+    fn json_scalars_are_strict() {
+        let s = spec();
+        assert!(
+            from_json(
+                &s,
+                &field("sendMessage", "disable_notification"),
+                json!("true")
+            )
+            .is_err()
+        );
+        assert!(from_json(&s, &field("sendMessage", "text"), json!(5)).is_err());
+        let as_string = json!(r#"{"remove_keyboard":true}"#);
+        assert_eq!(
+            from_json(&s, &field("sendMessage", "reply_markup"), as_string).ok(),
+            Some(json!({"remove_keyboard": true}))
+        );
+    }
+
+    #[test]
+    fn keyboard_rules() {
+        let kb = |b: Value| json!({"inline_keyboard": [[b]]});
+        assert!(
+            check_markup(Some(&kb(
+                json!({"text": "a", "callback_data": "x".repeat(64)})
+            )))
+            .is_ok()
+        );
+        let e = check_markup(Some(&kb(
+            json!({"text": "a", "callback_data": "é".repeat(33)}),
+        )))
+        .expect_err("66 bytes");
+        assert_eq!(e.description, "Bad Request: BUTTON_DATA_INVALID");
+        assert!(check_markup(Some(&kb(json!({"text": "a"})))).is_err());
+        assert!(check_markup(Some(&kb(json!({"text": "a", "url": "ftp://x"})))).is_err());
+        assert!(check_markup(Some(&json!({"keyboard": [[{"text": "a"}]]}))).is_ok());
+    }
+}

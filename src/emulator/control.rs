@@ -1,0 +1,310 @@
+//! The control API: what a test (or the sandbox page) does as the user, and what it reads back.
+//! Routes and shapes are documented on the module (`emulator/mod.rs`).
+
+use super::media;
+use super::state::{CallbackRec, FileKind, Msg, State};
+use super::{ControlUpdate, Emulator, FloodRule};
+use axum::Json;
+use axum::extract::{Path, State as AxState};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+enum Action {
+    Text(String),
+    Photo {
+        bytes: Bytes,
+        dims: (u32, u32),
+        thumb: Option<(Vec<u8>, u32, u32)>,
+    },
+    Document {
+        bytes: Bytes,
+        name: String,
+    },
+    Callback {
+        data: String,
+        message_id: i64,
+    },
+    Inline(String),
+}
+
+/// See [`Emulator::push_update`].
+pub(crate) fn push_update(emu: &Emulator, u: ControlUpdate) -> Result<i64, String> {
+    if u.user.id <= 0 {
+        return Err("user.id must be a positive integer".into());
+    }
+    if u.user.first_name.trim().is_empty() {
+        return Err("user.first_name must not be empty".into());
+    }
+    let set = [
+        u.text.is_some(),
+        u.photo_path.is_some(),
+        u.photo_base64.is_some(),
+        u.document_path.is_some(),
+        u.document_base64.is_some(),
+        u.callback_data.is_some(),
+        u.inline_query.is_some(),
+    ];
+    if set.iter().filter(|x| **x).count() != 1 {
+        return Err(
+            "set exactly one of text, photo_path, photo_base64, document_path, \
+                    document_base64, callback_data (with message_id), inline_query"
+                .into(),
+        );
+    }
+    let action = load(&u)?;
+    let user = u.user.clone();
+    let chat_id = user.id;
+    let mut st = emu.lock();
+    st.users.insert(chat_id, user.clone());
+    st.chats.entry(chat_id).or_default();
+    let update_id = match action {
+        Action::Text(text) => {
+            let entities = command_entity(&text).into_iter().collect();
+            let msg = Msg {
+                text: Some(text),
+                entities,
+                ..Msg::default()
+            };
+            user_message(&mut st, chat_id, msg)
+        }
+        Action::Photo { bytes, dims, thumb } => {
+            let mime = media::mime_type(None, &bytes);
+            let mut ids = Vec::new();
+            if let Some((t, w, h)) = thumb {
+                ids.push(st.add_file(t.into(), FileKind::Photo, "image/jpeg".into(), None, (w, h)));
+            }
+            ids.push(st.add_file(bytes, FileKind::Photo, mime, None, dims));
+            st.link_sizes(&ids);
+            let msg = Msg {
+                photo: Some(ids),
+                caption: u.caption.clone(),
+                ..Msg::default()
+            };
+            user_message(&mut st, chat_id, msg)
+        }
+        Action::Document { bytes, name } => {
+            let mime = media::mime_type(Some(&name), &bytes);
+            let dims = media::dimensions(&bytes).unwrap_or((0, 0));
+            let id = st.add_file(bytes, FileKind::Document, mime, Some(name), dims);
+            let msg = Msg {
+                document: Some(id),
+                caption: u.caption.clone(),
+                ..Msg::default()
+            };
+            user_message(&mut st, chat_id, msg)
+        }
+        Action::Callback { data, message_id } => {
+            let msg = st
+                .message(chat_id, message_id)
+                .filter(|m| m.from_bot)
+                .ok_or_else(|| format!("chat {chat_id} has no bot message {message_id}"))?;
+            let message = st.message_json(chat_id, msg, false);
+            let query_id = format!("cq{}", st.next_update_id + 1);
+            let query = json!({
+                "id": query_id, "from": State::user_json(&user), "message": message,
+                "chat_instance": format!("ci{chat_id}"), "data": data,
+            });
+            let update_id = st.enqueue("callback_query", query);
+            st.callbacks.insert(
+                query_id,
+                CallbackRec {
+                    update_id,
+                    chat_id,
+                    message_id,
+                    answered: false,
+                },
+            );
+            update_id
+        }
+        Action::Inline(query) => {
+            let query_id = format!("iq{}", st.next_update_id + 1);
+            let q = json!({
+                "id": query_id, "from": State::user_json(&user), "query": query,
+                "offset": "", "chat_type": "sender",
+            });
+            let update_id = st.enqueue("inline_query", q);
+            st.inline_queries.insert(query_id, update_id);
+            update_id
+        }
+    };
+    drop(st);
+    emu.wake_pollers();
+    Ok(update_id)
+}
+
+/// Reads and checks the payload outside the state lock (file reads, decoding, thumbnails).
+fn load(u: &ControlUpdate) -> Result<Action, String> {
+    if let Some(t) = &u.text {
+        if t.trim().is_empty() {
+            return Err("text must not be empty".into());
+        }
+        return Ok(Action::Text(t.clone()));
+    }
+    if let Some(data) = &u.callback_data {
+        let message_id = u.message_id.ok_or("callback_data needs message_id")?;
+        return Ok(Action::Callback {
+            data: data.clone(),
+            message_id,
+        });
+    }
+    if let Some(q) = &u.inline_query {
+        return Ok(Action::Inline(q.clone()));
+    }
+    if u.photo_path.is_some() || u.photo_base64.is_some() {
+        let bytes = bytes_of(u.photo_path.as_deref(), u.photo_base64.as_deref())?;
+        let dims =
+            media::dimensions(&bytes).ok_or("the photo is not an image the emulator can read")?;
+        let thumb = media::thumbnail(&bytes, dims.0, dims.1);
+        return Ok(Action::Photo { bytes, dims, thumb });
+    }
+    let bytes = bytes_of(u.document_path.as_deref(), u.document_base64.as_deref())?;
+    let from_path = u.document_path.as_deref().and_then(|p| {
+        std::path::Path::new(p)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+    });
+    let name = u
+        .file_name
+        .clone()
+        .or(from_path)
+        .unwrap_or_else(|| "file".into());
+    Ok(Action::Document { bytes, name })
+}
+
+fn bytes_of(path: Option<&str>, b64: Option<&str>) -> Result<Bytes, String> {
+    let bytes = match (path, b64) {
+        (Some(p), _) => std::fs::read(p).map_err(|e| format!("cannot read {p}: {e}"))?,
+        (None, Some(s)) => {
+            let s = s.split_once(";base64,").map_or(s, |(_, data)| data);
+            let clean: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(clean)
+                .map_err(|e| format!("bad base64: {e}"))?
+        }
+        (None, None) => return Err("no file given".into()),
+    };
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    Ok(bytes.into())
+}
+
+fn user_message(st: &mut State, chat_id: i64, msg: Msg) -> i64 {
+    let msg = st.add_message(chat_id, msg);
+    let json = st.message_json(chat_id, &msg, false);
+    st.enqueue("message", json)
+}
+
+/// Telegram marks a leading `/command` (with optional `@bot`) as a `bot_command` entity.
+fn command_entity(text: &str) -> Option<Value> {
+    if !text.starts_with('/') {
+        return None;
+    }
+    let word = text.split(char::is_whitespace).next().unwrap_or_default();
+    (word.len() > 1).then(
+        || json!({"type": "bot_command", "offset": 0, "length": super::markup::utf16_len(word)}),
+    )
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// `POST /emulator/control/updates`.
+pub(crate) async fn push(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+    let u: ControlUpdate = match serde_json::from_slice(&body) {
+        Ok(u) => u,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad update: {e}")),
+    };
+    // File reads and thumbnails are blocking work.
+    let res = tokio::task::spawn_blocking(move || emu.push_update(u)).await;
+    match res {
+        Ok(Ok(update_id)) => Json(json!({"update_id": update_id})).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /emulator/control/chats/{chat_id}`.
+pub(crate) async fn chat(AxState(emu): AxState<Emulator>, Path(chat_id): Path<i64>) -> Response {
+    Json(emu.lock().chat_status(chat_id)).into_response()
+}
+
+/// `GET /emulator/control/chats/{chat_id}/messages`.
+pub(crate) async fn messages(
+    AxState(emu): AxState<Emulator>,
+    Path(chat_id): Path<i64>,
+) -> Response {
+    Json(emu.messages(chat_id)).into_response()
+}
+
+/// `GET /emulator/control/files/{file_id}`.
+pub(crate) async fn file(AxState(emu): AxState<Emulator>, Path(file_id): Path<String>) -> Response {
+    let st = emu.lock();
+    match st.files.get(&file_id) {
+        Some(f) => ([(header::CONTENT_TYPE, f.mime.clone())], f.bytes.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such file"),
+    }
+}
+
+/// `GET /emulator/control/rejections`.
+pub(crate) async fn rejections(AxState(emu): AxState<Emulator>) -> Response {
+    Json(emu.rejections()).into_response()
+}
+
+/// `GET /emulator/control/calls`.
+pub(crate) async fn calls(AxState(emu): AxState<Emulator>) -> Response {
+    Json(emu.calls()).into_response()
+}
+
+/// `GET /emulator/control/callback_answers`.
+pub(crate) async fn callback_answers(AxState(emu): AxState<Emulator>) -> Response {
+    Json(emu.callback_answers()).into_response()
+}
+
+/// `GET /emulator/control/inline_answers`.
+pub(crate) async fn inline_answers(AxState(emu): AxState<Emulator>) -> Response {
+    Json(emu.inline_answers()).into_response()
+}
+
+/// `POST /emulator/control/flood`.
+pub(crate) async fn flood(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+    match serde_json::from_slice::<FloodRule>(&body) {
+        Ok(rule) if rule.times > 0 => {
+            emu.add_flood(rule);
+            Json(json!({"ok": true})).into_response()
+        }
+        Ok(_) => error(StatusCode::BAD_REQUEST, "times must be at least 1"),
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("bad flood rule: {e}")),
+    }
+}
+
+/// `POST /emulator/control/users/{id}/block`.
+pub(crate) async fn block(AxState(emu): AxState<Emulator>, Path(id): Path<i64>) -> Response {
+    emu.set_blocked(id, true);
+    Json(json!({"ok": true})).into_response()
+}
+
+/// `POST /emulator/control/users/{id}/unblock`.
+pub(crate) async fn unblock(AxState(emu): AxState<Emulator>, Path(id): Path<i64>) -> Response {
+    emu.set_blocked(id, false);
+    Json(json!({"ok": true})).into_response()
+}
+
+/// `POST /emulator/control/reset`. Update ids keep growing so a running bot's offset stays valid.
+pub(crate) async fn reset(AxState(emu): AxState<Emulator>) -> Response {
+    let mut st = emu.lock();
+    let fresh = State {
+        bot_id: st.bot_id,
+        next_update_id: st.next_update_id,
+        poll_generation: st.poll_generation,
+        allowed_updates: st.allowed_updates.take(),
+        next_file: st.next_file,
+        ..State::default()
+    };
+    *st = fresh;
+    Json(json!({"ok": true})).into_response()
+}

@@ -1,0 +1,59 @@
+//! The sandbox chat page: talk to the bot as a test user through the control API.
+//! Script and style live in `static/` (no inline code, so a strict CSP can apply).
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rust_embed::RustEmbed;
+
+/// The fixed sandbox user (also its private chat id).
+pub(crate) const SANDBOX_USER_ID: i64 = 10001;
+const SANDBOX_FIRST_NAME: &str = "Sandbox";
+
+#[derive(RustEmbed)]
+#[folder = "static/"]
+struct Assets;
+
+#[derive(Template, WebTemplate)]
+#[template(path = "sandbox.html")]
+pub(crate) struct SandboxPage {
+    user_id: i64,
+    first_name: &'static str,
+    css_url: String,
+    js_url: String,
+}
+
+/// `/static/{path}?v={hash}`: the hash changes with the file, so browsers refetch edits.
+fn asset_url(path: &str) -> String {
+    let v = Assets::get(path)
+        .map(|f| hex::encode(&f.metadata.sha256_hash()[..6]))
+        .unwrap_or_default();
+    format!("/static/{path}?v={v}")
+}
+
+/// `GET /sandbox`.
+pub(crate) async fn page() -> SandboxPage {
+    SandboxPage {
+        user_id: SANDBOX_USER_ID,
+        first_name: SANDBOX_FIRST_NAME,
+        css_url: asset_url("sandbox.css"),
+        js_url: asset_url("sandbox.js"),
+    }
+}
+
+/// `GET /static/{*path}` from the embedded `static/` folder.
+pub(crate) async fn asset(Path(path): Path<String>) -> Response {
+    match Assets::get(&path) {
+        Some(f) => (
+            [
+                (header::CONTENT_TYPE, f.metadata.mimetype().to_owned()),
+                (header::CACHE_CONTROL, "no-cache".to_owned()),
+            ],
+            f.data.into_owned(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}

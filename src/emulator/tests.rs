@@ -1,0 +1,988 @@
+//! End-to-end tests: the router on 127.0.0.1:0, driven by teloxide (the way the bot will use
+//! it) and by raw HTTP (to send what teloxide never would).
+
+use super::spec::Spec;
+use super::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use teloxide::ApiError as TgApiError;
+use teloxide::RequestError;
+use teloxide::net::Download;
+use teloxide::prelude::*;
+use teloxide::types::{
+    FileId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, ParseMode, UpdateKind,
+};
+
+const USER: i64 = 42;
+
+struct Env {
+    emu: Emulator,
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn start() -> Env {
+    let emu = Emulator::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = emu.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Env {
+        emu,
+        base: format!("http://{addr}/"),
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Env {
+    fn bot(&self) -> Bot {
+        Bot::new("123:TEST").set_api_url(self.base.parse().expect("url"))
+    }
+
+    /// A user writes `text` (making the chat known); returns the update id.
+    fn say(&self, id: i64, text: &str) -> i64 {
+        self.emu
+            .push_update(ControlUpdate {
+                user: user(id),
+                text: Some(text.into()),
+                ..ControlUpdate::default()
+            })
+            .expect("push text")
+    }
+
+    /// A raw JSON Bot API call: (HTTP status, body).
+    async fn raw(&self, method: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}bot123:TEST/{method}", self.base);
+        let r = self.http.post(url).json(&body).send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json body"))
+    }
+
+    async fn raw_form(&self, method: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        let url = format!("{}bot123:TEST/{method}", self.base);
+        let r = self.http.post(url).form(form).send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json body"))
+    }
+
+    async fn control_get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("get");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.expect("json")
+    }
+
+    async fn control_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json"))
+    }
+
+    fn last_rejection(&self) -> Rejection {
+        self.emu
+            .rejections()
+            .last()
+            .cloned()
+            .expect("a rejection was recorded")
+    }
+}
+
+fn user(id: i64) -> ControlUser {
+    ControlUser {
+        id,
+        first_name: "Tess".into(),
+        username: Some("tess".into()),
+        language_code: Some("en".into()),
+        ..ControlUser::default()
+    }
+}
+
+fn test_photo(name: &str) -> (String, Vec<u8>) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/testdata/photos")
+        .join(name);
+    let bytes = std::fs::read(&path).expect("test photo");
+    (path.to_string_lossy().into_owned(), bytes)
+}
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::new(width, height);
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("encode png");
+    out.into_inner()
+}
+
+fn api_error(e: RequestError) -> TgApiError {
+    match e {
+        RequestError::Api(a) => a,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn teloxide_talks_to_the_emulator() {
+    let env = start().await;
+    let bot = env.bot();
+
+    let me = bot.get_me().await.expect("getMe");
+    assert_eq!(me.id.0, 123, "bot id comes from the token");
+    assert_eq!(me.username(), state::BOT_USERNAME);
+
+    bot.set_my_commands([teloxide::types::BotCommand::new("start", "Start")])
+        .await
+        .expect("setMyCommands");
+    let cmds = bot.get_my_commands().await.expect("getMyCommands");
+    assert_eq!(cmds[0].command, "start");
+
+    env.say(USER, "/start now");
+    let updates = bot.get_updates().await.expect("getUpdates");
+    assert_eq!(updates.len(), 1);
+    let UpdateKind::Message(m) = &updates[0].kind else {
+        panic!("not a message: {:?}", updates[0])
+    };
+    assert_eq!(m.text(), Some("/start now"));
+    assert_eq!(m.from.as_ref().map(|u| u.id.0), Some(USER as u64));
+    let entities = m.entities().expect("command entity");
+    assert_eq!((entities[0].offset, entities[0].length), (0, 6));
+
+    let kb = InlineKeyboardMarkup::new([[
+        InlineKeyboardButton::callback("Go", "go:1"),
+        InlineKeyboardButton::url("Docs", "https://example.com".parse().expect("url")),
+    ]]);
+    let sent = bot
+        .send_message(ChatId(USER), "<b>Hello</b> there")
+        .parse_mode(ParseMode::Html)
+        .reply_markup(kb.clone())
+        .await
+        .expect("sendMessage");
+    assert_eq!(sent.text(), Some("Hello there"), "parse_mode is applied");
+    assert_eq!(sent.reply_markup(), Some(&kb));
+    assert_eq!(sent.from.as_ref().map(|u| u.id.0), Some(123));
+
+    bot.send_chat_action(ChatId(USER), teloxide::types::ChatAction::Typing)
+        .await
+        .expect("action");
+
+    let edited = bot
+        .edit_message_text(ChatId(USER), sent.id, "Working… 50%")
+        .reply_markup(kb.clone())
+        .await
+        .expect("editMessageText");
+    assert!(edited.edit_date().is_some());
+    assert_eq!(edited.text(), Some("Working… 50%"));
+    let same = bot
+        .edit_message_text(ChatId(USER), sent.id, "Working… 50%")
+        .reply_markup(kb.clone())
+        .await
+        .expect_err("unchanged edit");
+    assert_eq!(api_error(same), TgApiError::MessageNotModified);
+
+    // A user presses the button; the bot answers the callback.
+    env.emu
+        .push_update(ControlUpdate {
+            user: user(USER),
+            callback_data: Some("go:1".into()),
+            message_id: Some(sent.id.0.into()),
+            ..ControlUpdate::default()
+        })
+        .expect("push callback");
+    let offset = updates[0].id.0 as i32 + 1;
+    let updates = bot.get_updates().offset(offset).await.expect("getUpdates");
+    let UpdateKind::CallbackQuery(q) = &updates[0].kind else {
+        panic!("not a callback")
+    };
+    assert_eq!(q.data.as_deref(), Some("go:1"));
+    assert_eq!(q.regular_message().map(|m| m.id), Some(sent.id));
+    bot.answer_callback_query(q.id.clone())
+        .text("Started")
+        .await
+        .expect("answer");
+    let answers = env.emu.callback_answers();
+    assert_eq!(answers[0].text.as_deref(), Some("Started"));
+    assert_eq!(answers[0].message_id, i64::from(sent.id.0));
+    let again = bot
+        .answer_callback_query(q.id.clone())
+        .await
+        .expect_err("second answer");
+    assert_eq!(api_error(again), TgApiError::InvalidQueryId);
+
+    // Upload a photo, then download it back through getFile.
+    let (_, jpeg) = test_photo("canon_sx60_orient6_gpsifd.jpg");
+    let photo_msg = bot
+        .send_photo(
+            ChatId(USER),
+            InputFile::memory(jpeg.clone()).file_name("result.jpg"),
+        )
+        .caption("Your image")
+        .await
+        .expect("sendPhoto");
+    let sizes = photo_msg.photo().expect("photo sizes");
+    let largest = sizes.last().expect("largest");
+    assert_eq!((largest.width, largest.height), (2048, 1536));
+    assert!(
+        sizes.len() == 2 && sizes[0].width <= 320,
+        "a thumbnail comes first: {sizes:?}"
+    );
+    assert_eq!(photo_msg.caption(), Some("Your image"));
+    let file = bot
+        .get_file(largest.file.id.clone())
+        .await
+        .expect("getFile");
+    let mut downloaded = Vec::new();
+    bot.download_file(&file.path, &mut downloaded)
+        .await
+        .expect("download");
+    assert_eq!(downloaded, jpeg);
+    assert_eq!(env.emu.file_bytes(&largest.file.id.0), Some(jpeg.clone()));
+
+    // Re-send by file_id: no upload, flagged in the transcript.
+    let resent = bot
+        .send_photo(ChatId(USER), InputFile::file_id(largest.file.id.clone()))
+        .await
+        .expect("re-send by file_id");
+    assert_eq!(
+        resent
+            .photo()
+            .and_then(|p| p.last())
+            .map(|p| p.file.id.clone()),
+        Some(largest.file.id.clone())
+    );
+
+    let doc = bot
+        .send_document(
+            ChatId(USER),
+            InputFile::memory(&b"%PDF-1.4 tiny"[..]).file_name("a.pdf"),
+        )
+        .await
+        .expect("sendDocument");
+    let d = doc.document().expect("document");
+    assert_eq!(d.file_name.as_deref(), Some("a.pdf"));
+    assert_eq!(
+        d.mime_type
+            .as_ref()
+            .map(|m| m.essence_str().to_owned())
+            .as_deref(),
+        Some("application/pdf")
+    );
+
+    let cap = bot
+        .edit_message_caption(ChatId(USER), photo_msg.id)
+        .caption("Done")
+        .await
+        .expect("caption");
+    assert_eq!(cap.caption(), Some("Done"));
+    bot.edit_message_reply_markup(ChatId(USER), sent.id)
+        .await
+        .expect("drop keyboard");
+    bot.delete_message(ChatId(USER), doc.id)
+        .await
+        .expect("delete");
+    let gone = bot
+        .delete_message(ChatId(USER), doc.id)
+        .await
+        .expect_err("twice");
+    assert_eq!(api_error(gone), TgApiError::MessageToDeleteNotFound);
+
+    let transcript = env.emu.messages(USER);
+    let ids: Vec<i64> = transcript.iter().map(|m| m.message_id).collect();
+    assert!(
+        !ids.contains(&i64::from(doc.id.0)),
+        "deleted message is gone"
+    );
+    let first_bot = transcript.iter().find(|m| m.from_bot).expect("bot message");
+    assert_eq!(first_bot.edit_count, 2, "text edit + keyboard removal");
+    assert_eq!(first_bot.reply_markup, None);
+    let by_id = transcript.iter().filter(|m| m.sent_by_file_id).count();
+    assert_eq!(by_id, 1);
+    assert!(!transcript[0].from_bot && transcript[0].text.as_deref() == Some("/start now"));
+
+    // Only the two deliberate mistakes above were rejections; "not modified" is not one.
+    let reasons: Vec<String> = env.emu.rejections().into_iter().map(|r| r.reason).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            "Bad Request: query is too old and response timeout expired or query id is invalid",
+            "Bad Request: message to delete not found",
+        ]
+    );
+    let calls = env.emu.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.method == "editMessageText" && c.status == 400)
+    );
+    assert!(calls.iter().all(|c| !c.during_flood_wait));
+}
+
+#[tokio::test]
+async fn spec_violations_are_rejected_and_recorded() {
+    let env = start().await;
+    env.say(USER, "hi");
+
+    let (status, body) = env
+        .raw("sendMessagee", json!({"chat_id": USER, "text": "x"}))
+        .await;
+    assert_eq!((status, body["ok"].clone()), (400, json!(false)));
+    assert_eq!(env.last_rejection().method, "sendMessagee");
+
+    let (status, body) = env
+        .raw(
+            "sendMessage",
+            json!({"chat_id": USER, "text": "x", "colour": 1}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["description"]
+            .as_str()
+            .expect("desc")
+            .contains("\"colour\""),
+        "{body}"
+    );
+    assert_eq!(env.last_rejection().method, "sendMessage");
+    assert!(env.last_rejection().body.contains("colour"));
+
+    let (status, _) = env.raw("sendMessage", json!({"chat_id": USER})).await;
+    assert_eq!(status, 400);
+    assert!(
+        env.last_rejection().reason.contains("\"text\" is required"),
+        "{:?}",
+        env.last_rejection()
+    );
+
+    let (status, _) = env
+        .raw("sendMessage", json!({"chat_id": true, "text": "x"}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        env.last_rejection()
+            .reason
+            .contains("chat_id must be Integer or String")
+    );
+
+    let (status, _) = env
+        .raw_form(
+            "sendMessage",
+            &[
+                ("chat_id", "42"),
+                ("text", "x"),
+                ("disable_notification", "maybe"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(env.last_rejection().reason.contains("disable_notification"));
+    let (status, _) = env
+        .raw_form(
+            "sendMessage",
+            &[
+                ("chat_id", "42"),
+                ("text", "form ok"),
+                ("disable_notification", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "form values are parsed like Telegram does");
+
+    let nested =
+        json!({"inline_keyboard": [[{"text": "a", "callback_data": "b", "colour": "red"}]]});
+    let (status, _) = env
+        .raw(
+            "sendMessage",
+            json!({"chat_id": USER, "text": "x", "reply_markup": nested}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let r = env.last_rejection().reason;
+    assert!(
+        r.contains("colour") && r.contains("InlineKeyboardButton"),
+        "{r}"
+    );
+
+    let wrong_scope =
+        json!({"commands": [{"command": "a", "description": "b"}], "scope": {"type": "chat"}});
+    let (status, _) = env.raw("setMyCommands", wrong_scope).await;
+    assert_eq!(
+        status, 400,
+        "abstract BotCommandScope: the chat variant needs chat_id"
+    );
+
+    let kb = json!({"inline_keyboard": [[{"text": "a", "callback_data": "x".repeat(65)}]]});
+    let (status, body) = env
+        .raw(
+            "sendMessage",
+            json!({"chat_id": USER, "text": "x", "reply_markup": kb}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["description"].clone()),
+        (400, json!("Bad Request: BUTTON_DATA_INVALID"))
+    );
+
+    let (status, body) = env
+        .raw(
+            "sendMessage",
+            json!({"chat_id": USER, "text": "x".repeat(4097)}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["description"].clone()),
+        (400, json!("Bad Request: message is too long"))
+    );
+    let (status, _) = env
+        .raw(
+            "sendMessage",
+            json!({"chat_id": USER, "text": "я".repeat(4096)}),
+        )
+        .await;
+    assert_eq!(status, 200, "4096 characters (not bytes) is fine");
+
+    let (status, _) = env
+        .raw("sendMessage", json!({"chat_id": 999, "text": "x"}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(env.last_rejection().reason, "Bad Request: chat not found");
+
+    let (status, _) = env
+        .raw(
+            "editMessageText",
+            json!({"chat_id": USER, "message_id": 777, "text": "x"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        env.last_rejection().reason,
+        "Bad Request: message to edit not found"
+    );
+
+    let (status, _) = env
+        .raw(
+            "sendMessage",
+            json!({"chat_id": USER, "text": "a < b", "parse_mode": "HTML"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        env.last_rejection()
+            .reason
+            .starts_with("Bad Request: can't parse entities")
+    );
+
+    let (status, body) = env
+        .raw(
+            "sendPhoto",
+            json!({"chat_id": USER, "photo": "https://example.com/a.jpg"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["description"].clone()),
+        (400, json!("Bad Request: failed to get HTTP URL content"))
+    );
+
+    let (status, _) = env
+        .raw(
+            "sendChatAction",
+            json!({"chat_id": USER, "action": "dancing"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    let (status, _) = env
+        .raw("getChatMemberCount", json!({"chat_id": USER}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(env.last_rejection().reason.contains("does not emulate"));
+
+    // Oversized and extreme photos, through teloxide's multipart upload.
+    let bot = env.bot();
+    for (w, h) in [(10_001, 20), (2100, 100)] {
+        let err = bot
+            .send_photo(
+                ChatId(USER),
+                InputFile::memory(png(w, h)).file_name("wide.png"),
+            )
+            .await
+            .expect_err("bad dimensions");
+        assert!(
+            matches!(api_error(err), TgApiError::Unknown(ref s) if s == "Bad Request: PHOTO_INVALID_DIMENSIONS")
+        );
+    }
+    let err = bot
+        .send_photo(
+            ChatId(USER),
+            InputFile::memory(&b"not an image"[..]).file_name("x.jpg"),
+        )
+        .await
+        .expect_err("not an image");
+    assert_eq!(api_error(err), TgApiError::ImageProcessFailed);
+    let ok = bot
+        .send_photo(
+            ChatId(USER),
+            InputFile::memory(png(400, 20)).file_name("ok.png"),
+        )
+        .await;
+    assert!(ok.is_ok(), "ratio 20 is allowed: {ok:?}");
+
+    let all = env.emu.rejections();
+    assert_eq!(all.len(), 18, "{all:#?}");
+    assert!(all.iter().all(|r| r.status == 400 && r.at_ms > 0));
+    let calls = env.emu.calls();
+    assert_eq!(calls.iter().filter(|c| c.status == 400).count(), 18);
+    assert_eq!(calls.len(), 21);
+
+    let over_http = env.control_get("emulator/control/rejections").await;
+    assert_eq!(over_http.as_array().map(Vec::len), Some(18));
+}
+
+#[tokio::test]
+async fn emulator_output_conforms_to_the_spec() {
+    let env = start().await;
+    let spec = Spec::embedded().expect("spec");
+    let (path, _) = test_photo("alpha_dice_rgba.png");
+    env.say(USER, "/start");
+    env.emu
+        .push_update(ControlUpdate {
+            user: user(USER),
+            photo_path: Some(path),
+            caption: Some("c".into()),
+            ..ControlUpdate::default()
+        })
+        .expect("photo");
+    let kb = json!({"inline_keyboard": [[{"text": "a", "callback_data": "b"}]]});
+    let (_, sent) = env
+        .raw("sendMessage", json!({"chat_id": USER, "text": "*hi*", "parse_mode": "MarkdownV2", "reply_markup": kb, "reply_parameters": {"message_id": 1}}))
+        .await;
+    let message = &sent["result"];
+    spec.check_named(message, "Message")
+        .expect("Message matches the spec");
+    assert_eq!(message["entities"][0]["type"], "bold");
+    assert_eq!(message["reply_to_message"]["message_id"], 1);
+    env.emu
+        .push_update(ControlUpdate {
+            user: user(USER),
+            callback_data: Some("b".into()),
+            message_id: message["message_id"].as_i64(),
+            ..ControlUpdate::default()
+        })
+        .expect("callback");
+    env.emu
+        .push_update(ControlUpdate {
+            user: user(USER),
+            inline_query: Some("cats".into()),
+            ..ControlUpdate::default()
+        })
+        .expect("inline");
+    let (_, updates) = env.raw("getUpdates", json!({})).await;
+    let updates = updates["result"].as_array().expect("updates").clone();
+    assert_eq!(updates.len(), 4);
+    for u in &updates {
+        spec.check_named(u, "Update")
+            .expect("Update matches the spec");
+    }
+    let (_, me) = env.raw("getMe", json!({})).await;
+    spec.check_named(&me["result"], "User").expect("User");
+    let file_id = updates[1]["message"]["photo"][0]["file_id"]
+        .as_str()
+        .expect("file id");
+    let (_, file) = env.raw("getFile", json!({"file_id": file_id})).await;
+    spec.check_named(&file["result"], "File").expect("File");
+    let (_, info) = env.raw("getWebhookInfo", json!({})).await;
+    spec.check_named(&info["result"], "WebhookInfo")
+        .expect("WebhookInfo");
+
+    let inline_id = updates[3]["inline_query"]["id"]
+        .as_str()
+        .expect("inline id");
+    let results = json!([{"type": "article", "id": "1", "title": "Cats", "input_message_content": {"message_text": "meow"}}]);
+    let (status, _) = env
+        .raw(
+            "answerInlineQuery",
+            json!({"inline_query_id": inline_id, "results": results}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let bad = json!([{"type": "article", "id": "1", "title": "Cats"}]);
+    let (status, body) = env
+        .raw(
+            "answerInlineQuery",
+            json!({"inline_query_id": inline_id, "results": bad}),
+        )
+        .await;
+    assert_eq!(status, 400, "article without input_message_content: {body}");
+    assert_eq!(env.emu.inline_answers()[0].results, results);
+}
+
+#[tokio::test]
+async fn long_poll_wakes_on_push_and_offset_confirms() {
+    let env = start().await;
+    let bot = env.bot();
+
+    let started = Instant::now();
+    let empty = bot.get_updates().timeout(1).await.expect("empty poll");
+    assert!(empty.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "waited for the timeout"
+    );
+
+    let poller = {
+        let bot = bot.clone();
+        tokio::spawn(async move { bot.get_updates().timeout(10).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pushed_at = Instant::now();
+    let id1 = env.say(USER, "one");
+    let got = poller.await.expect("join").expect("poll");
+    assert!(
+        pushed_at.elapsed() < Duration::from_secs(2),
+        "woken by the push, not the timeout"
+    );
+    assert_eq!(got.len(), 1);
+    assert_eq!(i64::from(got[0].id.0), id1);
+
+    let id2 = env.say(USER, "two");
+    let id3 = env.say(USER, "three");
+    let all = bot.get_updates().await.expect("unconfirmed stay");
+    assert_eq!(
+        all.iter().map(|u| i64::from(u.id.0)).collect::<Vec<_>>(),
+        vec![id1, id2, id3]
+    );
+    let rest = bot.get_updates().offset(id2 as i32).await.expect("offset");
+    assert_eq!(rest.len(), 2, "offset confirms updates below it");
+    let limited = bot
+        .get_updates()
+        .offset(id2 as i32)
+        .limit(1)
+        .await
+        .expect("limit");
+    assert_eq!(limited.len(), 1);
+    let none = bot
+        .get_updates()
+        .offset(id3 as i32 + 1)
+        .await
+        .expect("all confirmed");
+    assert!(none.is_empty());
+    let again = bot.get_updates().await.expect("stay confirmed");
+    assert!(again.is_empty());
+
+    // A second poller replaces the first, which gets Telegram's 409.
+    let first = {
+        let bot = bot.clone();
+        tokio::spawn(async move { bot.get_updates().timeout(10).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = {
+        let bot = bot.clone();
+        tokio::spawn(async move { bot.get_updates().timeout(10).await })
+    };
+    let err = first.await.expect("join").expect_err("terminated");
+    assert_eq!(api_error(err), TgApiError::TerminatedByOtherGetUpdates);
+    let id4 = env.say(USER, "four");
+    let got = second.await.expect("join").expect("second poll");
+    assert_eq!(i64::from(got[0].id.0), id4);
+
+    // allowed_updates filters what is delivered.
+    env.say(USER, "five");
+    let msgs = bot
+        .get_updates()
+        .offset(id4 as i32 + 1)
+        .allowed_updates([teloxide::types::AllowedUpdate::CallbackQuery])
+        .await
+        .expect("filtered");
+    assert!(msgs.is_empty(), "messages are not allowed");
+}
+
+#[tokio::test]
+async fn user_photo_round_trips_through_get_file() {
+    let env = start().await;
+    let bot = env.bot();
+    let (path, bytes) = test_photo("canon_sx60_orient6_gpsifd.jpg");
+    let (status, body) = env
+        .control_post("emulator/control/updates", json!({"user": {"id": USER, "first_name": "Tess"}, "photo_path": path, "caption": "make it pop"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["update_id"].as_i64().is_some());
+
+    let updates = bot.get_updates().await.expect("getUpdates");
+    let UpdateKind::Message(m) = &updates[0].kind else {
+        panic!("message expected")
+    };
+    assert_eq!(m.caption(), Some("make it pop"));
+    let sizes = m.photo().expect("photo");
+    let big = sizes.last().expect("largest");
+    assert_eq!((big.width, big.height), (2048, 1536));
+    assert!(sizes[0].width <= 320 && sizes[0].height <= 320);
+    let file = bot.get_file(big.file.id.clone()).await.expect("getFile");
+    assert_eq!(file.size as usize, bytes.len());
+    let mut got = Vec::new();
+    bot.download_file(&file.path, &mut got)
+        .await
+        .expect("download");
+    assert_eq!(got, bytes);
+
+    let bad = bot
+        .get_file(FileId("nope".into()))
+        .await
+        .expect_err("unknown file");
+    assert!(matches!(api_error(bad), TgApiError::Unknown(_)));
+
+    // The control API serves the same bytes for the sandbox page.
+    let transcript = env
+        .control_get(&format!("emulator/control/chats/{USER}/messages"))
+        .await;
+    let url = transcript[0]["photo"]["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let r = env
+        .http
+        .get(format!("{}{}", env.base, &url[1..]))
+        .send()
+        .await
+        .expect("file");
+    assert_eq!(r.headers()[reqwest::header::CONTENT_TYPE], "image/jpeg");
+    assert_eq!(r.bytes().await.expect("bytes").to_vec(), bytes);
+
+    // base64 (what the sandbox page sends) and documents.
+    let (_, png_bytes) = test_photo("alpha_dice_rgba.png");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&png_bytes);
+    let (status, _) = env
+        .control_post("emulator/control/updates", json!({"user": {"id": USER, "first_name": "Tess"}, "photo_base64": format!("data:image/png;base64,{b64}")}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = env
+        .control_post("emulator/control/updates", json!({"user": {"id": USER, "first_name": "Tess"}, "document_base64": b64, "file_name": "dice.png"}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = env
+        .control_post(
+            "emulator/control/updates",
+            json!({"user": {"id": USER, "first_name": "Tess"}, "text": "a", "photo_base64": "x"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let msgs = env.emu.messages(USER);
+    assert_eq!(
+        msgs[1].photo.as_ref().map(|p| (p.width, p.height)),
+        Some((200, 150))
+    );
+    assert_eq!(
+        msgs[2].document.as_ref().map(|d| d.mime_type.as_str()),
+        Some("image/png")
+    );
+    let updates = bot
+        .get_updates()
+        .offset(updates[0].id.0 as i32 + 1)
+        .await
+        .expect("more");
+    let UpdateKind::Message(doc) = &updates[1].kind else {
+        panic!("message expected")
+    };
+    assert_eq!(
+        doc.document().and_then(|d| d.file_name.clone()).as_deref(),
+        Some("dice.png")
+    );
+}
+
+#[tokio::test]
+async fn flood_control_answers_429_then_recovers() {
+    let env = start().await;
+    let bot = env.bot();
+    env.say(USER, "hi");
+    let msg = bot
+        .send_message(ChatId(USER), "Queued")
+        .await
+        .expect("send");
+    let (status, _) = env
+        .control_post(
+            "emulator/control/flood",
+            json!({"chat_id": USER, "method": "editMessageText", "retry_after": 1, "times": 1}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Other methods are not affected by a method-specific rule.
+    bot.send_chat_action(ChatId(USER), teloxide::types::ChatAction::Typing)
+        .await
+        .expect("action");
+    let err = bot
+        .edit_message_text(ChatId(USER), msg.id, "10%")
+        .await
+        .expect_err("flood");
+    match err {
+        RequestError::RetryAfter(s) => assert_eq!(s.duration(), Duration::from_secs(1)),
+        other => panic!("expected RetryAfter, got {other:?}"),
+    }
+    // Too early: accepted (the rule is used up) but marked as made during the wait.
+    bot.edit_message_text(ChatId(USER), msg.id, "20%")
+        .await
+        .expect("early edit");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    bot.edit_message_text(ChatId(USER), msg.id, "30%")
+        .await
+        .expect("after the wait");
+
+    let edits: Vec<CallRecord> = env
+        .emu
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "editMessageText")
+        .collect();
+    assert_eq!(
+        edits.iter().map(|c| c.status).collect::<Vec<_>>(),
+        vec![429, 200, 200]
+    );
+    assert_eq!(
+        edits
+            .iter()
+            .map(|c| c.during_flood_wait)
+            .collect::<Vec<_>>(),
+        vec![false, true, false]
+    );
+    assert_eq!(
+        edits[0].description.as_deref(),
+        Some("Too Many Requests: retry after 1")
+    );
+    assert!(env.emu.rejections().is_empty(), "429 is not a rejection");
+    assert_eq!(env.emu.messages(USER)[1].text.as_deref(), Some("30%"));
+
+    // A raw 429 carries parameters.retry_after.
+    env.emu.add_flood(FloodRule {
+        chat_id: None,
+        method: Some("sendMessage".into()),
+        retry_after: 3,
+        times: 1,
+    });
+    let (status, body) = env
+        .raw("sendMessage", json!({"chat_id": USER, "text": "x"}))
+        .await;
+    assert_eq!(status, 429);
+    assert_eq!(body["parameters"]["retry_after"], 3);
+    assert_eq!(body["error_code"], 429);
+}
+
+#[tokio::test]
+async fn blocked_user_gets_403() {
+    let env = start().await;
+    let bot = env.bot();
+    env.say(USER, "hi");
+    let (status, _) = env
+        .control_post(&format!("emulator/control/users/{USER}/block"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let err = bot
+        .send_message(ChatId(USER), "hello?")
+        .await
+        .expect_err("blocked");
+    assert_eq!(api_error(err), TgApiError::BotBlocked);
+    let status = env
+        .control_get(&format!("emulator/control/chats/{USER}"))
+        .await;
+    assert_eq!(status["blocked"], true);
+    assert!(env.emu.rejections().is_empty(), "403 is not a rejection");
+    assert_eq!(env.emu.calls().last().map(|c| c.status), Some(403));
+
+    env.control_post(&format!("emulator/control/users/{USER}/unblock"), json!({}))
+        .await;
+    bot.send_message(ChatId(USER), "back")
+        .await
+        .expect("unblocked");
+}
+
+#[tokio::test]
+async fn sandbox_page_and_assets_are_served() {
+    let env = start().await;
+    let r = env
+        .http
+        .get(format!("{}sandbox", env.base))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/html")
+    );
+    let html = r.text().await.expect("html");
+    for needle in [
+        "id=\"input\"",
+        "id=\"send\"",
+        "id=\"photo\"",
+        "data-user-id=\"10001\"",
+        "/static/sandbox.js?v=",
+    ] {
+        assert!(html.contains(needle), "missing {needle}");
+    }
+    // No inline script or style: every <script> has a src.
+    assert_eq!(
+        html.matches("<script").count(),
+        html.matches("<script src=").count()
+    );
+    assert!(!html.contains("<style") && !html.contains("style=\""));
+
+    let js = env
+        .http
+        .get(format!("{}static/sandbox.js", env.base))
+        .send()
+        .await
+        .expect("js");
+    assert_eq!(js.status(), 200);
+    assert!(
+        js.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or("")
+            .contains("javascript")
+    );
+    let js = js.text().await.expect("js text");
+    for needle in [
+        "button",
+        "'kb'",
+        "'photo'",
+        "/emulator/control/updates",
+        "callback_data",
+    ] {
+        assert!(js.contains(needle), "sandbox.js lacks {needle}");
+    }
+    let css = env
+        .http
+        .get(format!("{}static/sandbox.css", env.base))
+        .send()
+        .await
+        .expect("css");
+    assert_eq!(css.status(), 200);
+    let missing = env
+        .http
+        .get(format!("{}static/nope.js", env.base))
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn reset_keeps_update_ids_growing() {
+    let env = start().await;
+    let first = env.say(USER, "a");
+    let (status, _) = env.control_post("emulator/control/reset", json!({})).await;
+    assert_eq!(status, 200);
+    assert!(env.emu.messages(USER).is_empty());
+    assert!(env.emu.calls().is_empty());
+    let second = env.say(USER, "b");
+    assert!(second > first);
+}
