@@ -45,7 +45,8 @@
 //!   `during_flood_wait: true`. A rule without `method` never matches getUpdates.
 //! - `POST /emulator/control/users/{id}/block` and `…/unblock` — while blocked, every call
 //!   aimed at that chat answers 403 `Forbidden: bot was blocked by the user`.
-//! - `POST /emulator/control/reset` — forget everything (users, chats, files, records).
+//! - `POST /emulator/control/reset` — forget users, chats, files and records; keep what the bot
+//!   configured (commands, name, webhook) and keep update ids growing.
 //!
 //! # Sandbox
 //! `GET /sandbox` is a chat page with the bot as user 10001 ("Sandbox"); its script and style

@@ -211,6 +211,10 @@ impl State {
 
     pub fn add_message(&mut self, chat_id: i64, mut msg: Msg) -> Msg {
         let chat = self.chats.entry(chat_id).or_default();
+        if msg.from_bot {
+            // Telegram clears the chat action when the bot's message arrives.
+            chat.last_action = None;
+        }
         chat.next_message_id += 1;
         msg.id = chat.next_message_id;
         msg.date = now_s();

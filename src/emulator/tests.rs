@@ -979,10 +979,206 @@ async fn sandbox_page_and_assets_are_served() {
 async fn reset_keeps_update_ids_growing() {
     let env = start().await;
     let first = env.say(USER, "a");
+    let bot = env.bot();
+    bot.set_my_commands([teloxide::types::BotCommand::new("start", "Start")])
+        .await
+        .expect("commands");
+    bot.send_chat_action(ChatId(USER), teloxide::types::ChatAction::Typing)
+        .await
+        .expect("action");
+    let status = env
+        .control_get(&format!("emulator/control/chats/{USER}"))
+        .await;
+    assert_eq!(
+        (status["known"].clone(), status["last_action"].clone()),
+        (json!(true), json!("typing"))
+    );
+    bot.send_message(ChatId(USER), "done").await.expect("send");
+    let status = env
+        .control_get(&format!("emulator/control/chats/{USER}"))
+        .await;
+    assert!(
+        status.get("last_action").is_none(),
+        "a bot message clears the chat action"
+    );
     let (status, _) = env.control_post("emulator/control/reset", json!({})).await;
     assert_eq!(status, 200);
     assert!(env.emu.messages(USER).is_empty());
+    let status = env
+        .control_get(&format!("emulator/control/chats/{USER}"))
+        .await;
+    assert_eq!(status["known"], false);
+    assert_eq!(
+        status["commands"][0]["command"], "start",
+        "bot configuration survives a reset"
+    );
     assert!(env.emu.calls().is_empty());
     let second = env.say(USER, "b");
     assert!(second > first);
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The whole teloxide stack (Dispatcher + long polling), as the bot module will run it.
+#[tokio::test]
+async fn teloxide_dispatcher_runs_against_the_emulator() {
+    use teloxide::types::{CallbackQuery, Message};
+    let env = start().await;
+    let handler = dptree::entry()
+        .branch(
+            Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
+                let kb =
+                    InlineKeyboardMarkup::new([[InlineKeyboardButton::callback("Again", "again")]]);
+                let text = format!("echo: {}", msg.text().unwrap_or_default());
+                bot.send_message(msg.chat.id, text).reply_markup(kb).await?;
+                respond(())
+            }),
+        )
+        .branch(Update::filter_callback_query().endpoint(
+            |bot: Bot, q: CallbackQuery| async move {
+                bot.answer_callback_query(q.id.clone()).text("ok").await?;
+                if let Some(m) = q.regular_message() {
+                    bot.edit_message_text(m.chat.id, m.id, "pressed").await?;
+                }
+                respond(())
+            },
+        ));
+    let mut dispatcher = Dispatcher::builder(env.bot(), handler).build();
+    let shutdown = dispatcher.shutdown_token();
+    let task = tokio::spawn(async move { dispatcher.dispatch().await });
+
+    env.say(USER, "hello");
+    wait_for("the echo", || {
+        env.emu.messages(USER).iter().any(|m| m.from_bot)
+    })
+    .await;
+    let reply = env
+        .emu
+        .messages(USER)
+        .into_iter()
+        .find(|m| m.from_bot)
+        .expect("reply");
+    assert_eq!(reply.text.as_deref(), Some("echo: hello"));
+    env.emu
+        .push_update(ControlUpdate {
+            user: user(USER),
+            callback_data: Some("again".into()),
+            message_id: Some(reply.message_id),
+            ..ControlUpdate::default()
+        })
+        .expect("press");
+    wait_for("the edit", || {
+        env.emu.messages(USER).iter().any(|m| m.edit_count == 1)
+    })
+    .await;
+    assert_eq!(env.emu.callback_answers()[0].text.as_deref(), Some("ok"));
+
+    shutdown.shutdown().expect("running").await;
+    task.await.expect("dispatcher task");
+    assert!(
+        env.emu.rejections().is_empty(),
+        "{:?}",
+        env.emu.rejections()
+    );
+    let methods: Vec<String> = env.emu.calls().into_iter().map(|c| c.method).collect();
+    assert!(
+        methods.contains(&"getWebhookInfo".to_owned())
+            && methods.contains(&"getUpdates".to_owned())
+    );
+}
+
+/// For trying the sandbox page by hand before the `sandbox` command exists: serves the
+/// emulator with a small echo bot on 127.0.0.1:8089 (or `$EMULATOR_ADDR`) for
+/// `$EMULATOR_SECS` seconds (default 600), then open http://127.0.0.1:8089/sandbox.
+/// `cargo test emulator::tests::manual_sandbox -- --ignored --nocapture`
+#[tokio::test]
+#[ignore]
+async fn manual_sandbox() {
+    use teloxide::types::{CallbackQuery, KeyboardButton, KeyboardMarkup, Message};
+    let addr = std::env::var("EMULATOR_ADDR").unwrap_or_else(|_| "127.0.0.1:8089".into());
+    let secs: u64 = std::env::var("EMULATOR_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let emu = Emulator::new();
+    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
+    let app = emu.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let bot = Bot::new("123:SANDBOX").set_api_url(format!("http://{addr}/").parse().expect("url"));
+    bot.set_my_commands([
+        teloxide::types::BotCommand::new("start", "Start"),
+        teloxide::types::BotCommand::new("doc", "Send a document"),
+    ])
+    .await
+    .expect("commands");
+    let handler = dptree::entry()
+        .branch(
+            Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
+                bot.send_chat_action(msg.chat.id, teloxide::types::ChatAction::Typing)
+                    .await?;
+                if let Some(p) = msg.photo().and_then(|p| p.last()) {
+                    bot.send_photo(msg.chat.id, InputFile::file_id(p.file.id.clone()))
+                        .caption(format!("got <b>{}×{}</b>", p.width, p.height))
+                        .parse_mode(ParseMode::Html)
+                        .await?;
+                } else if msg.text() == Some("/doc") {
+                    bot.send_document(
+                        msg.chat.id,
+                        InputFile::memory(&b"hello"[..]).file_name("hello.txt"),
+                    )
+                    .await?;
+                } else {
+                    let kb = InlineKeyboardMarkup::new([
+                        vec![
+                            InlineKeyboardButton::callback("Press me", "press"),
+                            InlineKeyboardButton::callback("Alert", "alert"),
+                        ],
+                        vec![InlineKeyboardButton::url(
+                            "Docs ↗",
+                            "https://core.telegram.org/bots/api".parse().expect("url"),
+                        )],
+                    ]);
+                    let text = format!(
+                        "echo: <i>{}</i>",
+                        msg.text().unwrap_or("(no text)").replace('<', "&lt;")
+                    );
+                    bot.send_message(msg.chat.id, text)
+                        .parse_mode(ParseMode::Html)
+                        .reply_markup(kb)
+                        .await?;
+                    let reply = KeyboardMarkup::new([[
+                        KeyboardButton::new("Hi"),
+                        KeyboardButton::new("/doc"),
+                    ]])
+                    .resize_keyboard();
+                    bot.send_message(msg.chat.id, "reply keyboard below")
+                        .reply_markup(reply)
+                        .await?;
+                }
+                respond(())
+            }),
+        )
+        .branch(Update::filter_callback_query().endpoint(
+            |bot: Bot, q: CallbackQuery| async move {
+                let alert = q.data.as_deref() == Some("alert");
+                bot.answer_callback_query(q.id.clone())
+                    .text("pressed!")
+                    .show_alert(alert)
+                    .await?;
+                if let Some(m) = q.regular_message() {
+                    bot.edit_message_text(m.chat.id, m.id, "pressed ✅").await?;
+                }
+                respond(())
+            },
+        ));
+    let mut dispatcher = Dispatcher::builder(bot, handler).build();
+    tokio::spawn(async move { dispatcher.dispatch().await });
+    tracing::info!("sandbox at http://{addr}/sandbox");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
 }
