@@ -1182,3 +1182,125 @@ async fn manual_sandbox() {
     tracing::info!("sandbox at http://{addr}/sandbox");
     tokio::time::sleep(Duration::from_secs(secs)).await;
 }
+
+#[tokio::test]
+async fn albums_and_media_edits() {
+    use teloxide::types::{InputMedia, InputMediaDocument, InputMediaPhoto};
+    let env = start().await;
+    let bot = env.bot();
+    env.say(USER, "hi");
+    let (_, jpeg) = test_photo("canon_sx60_orient6_gpsifd.jpg");
+    let album = bot
+        .send_media_group(
+            ChatId(USER),
+            [
+                InputMedia::Photo(
+                    InputMediaPhoto::new(InputFile::memory(jpeg.clone()).file_name("a.jpg"))
+                        .caption("<b>one</b>")
+                        .parse_mode(ParseMode::Html),
+                ),
+                InputMedia::Photo(InputMediaPhoto::new(
+                    InputFile::memory(png(640, 480)).file_name("b.png"),
+                )),
+            ],
+        )
+        .await
+        .expect("sendMediaGroup");
+    assert_eq!(album.len(), 2);
+    assert!(
+        album[0].media_group_id().is_some()
+            && album[0].media_group_id() == album[1].media_group_id()
+    );
+    assert_eq!(album[0].caption(), Some("one"));
+    assert_eq!(
+        album[1]
+            .photo()
+            .and_then(|p| p.last())
+            .map(|p| (p.width, p.height)),
+        Some((640, 480))
+    );
+
+    // Swap a placeholder for the result, as the bot does when a job finishes.
+    let placeholder = bot
+        .send_photo(
+            ChatId(USER),
+            InputFile::memory(png(64, 64)).file_name("wait.png"),
+        )
+        .caption("working…")
+        .await
+        .expect("placeholder");
+    let done = bot
+        .edit_message_media(
+            ChatId(USER),
+            placeholder.id,
+            InputMedia::Photo(
+                InputMediaPhoto::new(InputFile::memory(jpeg.clone()).file_name("r.jpg"))
+                    .caption("done"),
+            ),
+        )
+        .await
+        .expect("editMessageMedia");
+    assert_eq!(done.caption(), Some("done"));
+    assert!(done.edit_date().is_some());
+    let big = done.photo().and_then(|p| p.last()).expect("photo").clone();
+    assert_eq!((big.width, big.height), (2048, 1536));
+    let same = bot
+        .edit_message_media(
+            ChatId(USER),
+            placeholder.id,
+            InputMedia::Photo(
+                InputMediaPhoto::new(InputFile::file_id(big.file.id.clone())).caption("done"),
+            ),
+        )
+        .await
+        .expect_err("unchanged");
+    assert_eq!(api_error(same), TgApiError::MessageNotModified);
+    let as_doc = bot
+        .edit_message_media(
+            ChatId(USER),
+            placeholder.id,
+            InputMedia::Document(InputMediaDocument::new(
+                InputFile::memory(jpeg.clone()).file_name("full.jpg"),
+            )),
+        )
+        .await
+        .expect("photo → document");
+    assert_eq!(
+        as_doc
+            .document()
+            .and_then(|d| d.file_name.clone())
+            .as_deref(),
+        Some("full.jpg")
+    );
+    assert!(as_doc.photo().is_none());
+
+    let one = bot
+        .send_media_group(
+            ChatId(USER),
+            [InputMedia::Photo(InputMediaPhoto::new(InputFile::memory(
+                png(10, 10),
+            )))],
+        )
+        .await;
+    assert!(one.is_err(), "an album needs 2-10 items");
+    let mixed = bot
+        .send_media_group(
+            ChatId(USER),
+            [
+                InputMedia::Photo(InputMediaPhoto::new(InputFile::memory(png(10, 10)))),
+                InputMedia::Document(InputMediaDocument::new(
+                    InputFile::memory(&b"x"[..]).file_name("x.txt"),
+                )),
+            ],
+        )
+        .await;
+    assert!(mixed.is_err(), "documents don't mix with photos");
+    let text = env.emu.messages(USER);
+    let last = text
+        .iter()
+        .find(|m| m.message_id == i64::from(placeholder.id.0))
+        .expect("edited");
+    assert_eq!(last.edit_count, 2);
+    assert!(last.document.is_some() && last.photo.is_none());
+    assert_eq!(env.emu.rejections().len(), 2, "{:?}", env.emu.rejections());
+}
