@@ -341,38 +341,43 @@ fn from_json(spec: &Spec, f: &FieldSpec, v: Value) -> Result<Value, ApiError> {
 
 /// A form, query or multipart value: always text, parsed the way Telegram parses it.
 fn from_text(spec: &Spec, f: &FieldSpec, s: &str) -> Result<Value, ApiError> {
-    let mut first_err = None;
-    for t in f
-        .types
-        .iter()
-        .filter(|t| !matches!(t.as_str(), "String" | "InputFile"))
-    {
-        let parsed = match t.as_str() {
-            "Integer" => s.trim().parse::<i64>().ok().map(Value::from),
-            "Float" => s
-                .trim()
+    let t = s.trim();
+    for ty in &f.types {
+        let scalar = match ty.as_str() {
+            "Integer" => t.parse::<i64>().ok().map(Value::from),
+            "Float" => t
                 .parse::<f64>()
                 .ok()
                 .and_then(serde_json::Number::from_f64)
                 .map(Value::Number),
-            "Boolean" => match s.trim().to_ascii_lowercase().as_str() {
+            "Boolean" => match t.to_ascii_lowercase().as_str() {
                 "true" | "1" => Some(Value::Bool(true)),
                 "false" | "0" => Some(Value::Bool(false)),
                 _ => None,
             },
-            _ => match serde_json::from_str::<Value>(s) {
-                Ok(v) => match spec.check(&v, std::slice::from_ref(t), &f.name) {
-                    Ok(()) => Some(v),
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                        None
-                    }
-                },
-                Err(_) => None,
-            },
+            _ => None,
         };
-        if let Some(v) = parsed {
+        if let Some(v) = scalar {
             return Ok(v);
+        }
+    }
+    // Objects and arrays arrive JSON-serialized; check them against all alternatives at once
+    // so a mistake is reported against the variant it most resembles.
+    let shapes: Vec<String> = f.types.iter().filter(|t| structured(t)).cloned().collect();
+    let mut err = None;
+    if !shapes.is_empty() {
+        match serde_json::from_str::<Value>(s) {
+            Ok(v) => match spec.check(&v, &shapes, &f.name) {
+                Ok(()) => return Ok(v),
+                Err(e) => err = Some(e),
+            },
+            Err(_) => {
+                err = Some(format!(
+                    "{} must be a JSON-serialized {}",
+                    f.name,
+                    shapes.join(" or ")
+                ))
+            }
         }
     }
     if f.types.iter().any(|t| t == "String" || t == "InputFile") {
@@ -380,7 +385,7 @@ fn from_text(spec: &Spec, f: &FieldSpec, s: &str) -> Result<Value, ApiError> {
     }
     Err(invalid(
         f,
-        first_err.unwrap_or_else(|| {
+        err.unwrap_or_else(|| {
             let shown: String = s.chars().take(40).collect();
             format!(
                 "{} must be {}, got \"{shown}\"",
@@ -1448,7 +1453,21 @@ mod tests {
         )
         .expect_err("unknown nested field");
         assert!(
-            e.description.contains("unknown field \"x\""),
+            e.description.contains("unknown field \"x\"")
+                && e.description.contains("InlineKeyboardButton"),
+            "{}",
+            e.description
+        );
+        let reply_kb = r#"{"keyboard":[[{"txt":"a"}]]}"#;
+        let e = from_text(&s, &field("sendMessage", "reply_markup"), reply_kb).expect_err("typo");
+        assert!(
+            e.description.contains("KeyboardButton") && e.description.contains("txt"),
+            "{}",
+            e.description
+        );
+        let e = from_text(&s, &field("sendMessage", "reply_markup"), "{oops").expect_err("json");
+        assert!(
+            e.description.contains("JSON-serialized"),
             "{}",
             e.description
         );
