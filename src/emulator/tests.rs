@@ -1304,3 +1304,52 @@ async fn albums_and_media_edits() {
     assert!(last.document.is_some() && last.photo.is_none());
     assert_eq!(env.emu.rejections().len(), 2, "{:?}", env.emu.rejections());
 }
+
+#[tokio::test]
+async fn query_strings_and_method_case() {
+    let env = start().await;
+    env.say(USER, "hi");
+    let url = format!(
+        "{}bot1:X/SENDMESSAGE?chat_id={USER}&text=from%20a%20query",
+        env.base
+    );
+    let body: Value = env
+        .http
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["ok"], true, "{body}");
+    assert_eq!(body["result"]["text"], "from a query");
+    assert_eq!(body["result"]["from"]["id"], 1, "bot id from the token");
+    let call = env.emu.calls().pop().expect("call");
+    assert_eq!(
+        (call.method.as_str(), call.chat_id, call.message_id),
+        ("sendMessage", Some(USER), Some(2))
+    );
+
+    let missing = env
+        .http
+        .get(format!("{}file/bot1:X/photos/nope.jpg", env.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+    let (status, body) = env
+        .control_post(
+            "emulator/control/updates",
+            json!({"user": {"id": USER, "first_name": "T"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "no action: {body}");
+    let (status, _) = env
+        .control_post(
+            "emulator/control/updates",
+            json!({"user": {"id": USER, "first_name": "T"}, "callback_data": "x", "message_id": 1}),
+        )
+        .await;
+    assert_eq!(status, 400, "message 1 is the user's, not the bot's");
+}
