@@ -136,8 +136,6 @@
       img.className = 'photo';
       img.src = m.photo.url;
       img.alt = `photo ${m.photo.width}×${m.photo.height}`;
-      img.width = m.photo.width;
-      img.height = m.photo.height;
       img.addEventListener('click', () => img.classList.toggle('full'));
       img.addEventListener('load', () => scrollDown(false));
       el.appendChild(img);
@@ -147,7 +145,10 @@
       a.className = 'doc';
       a.href = m.document.url;
       a.download = m.document.file_name || 'file';
-      a.textContent = `📄 ${m.document.file_name || 'file'} `;
+      const name = m.document.file_name || 'file';
+      const ext = name.includes('.') ? name.split('.').pop().slice(0, 4) : 'file';
+      a.appendChild(span(ext, 'ext'));
+      a.appendChild(document.createTextNode(`${name} `));
       const small = document.createElement('small');
       small.textContent = `${humanSize(m.document.size)} · ${m.document.mime_type}`;
       a.appendChild(small);

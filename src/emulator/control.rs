@@ -294,7 +294,9 @@ pub(crate) async fn unblock(AxState(emu): AxState<Emulator>, Path(id): Path<i64>
     Json(json!({"ok": true})).into_response()
 }
 
-/// `POST /emulator/control/reset`. Update ids keep growing so a running bot's offset stays valid.
+/// `POST /emulator/control/reset`. Forgets users, chats, files and records, but keeps what
+/// the bot configured at start-up (commands, name, webhook, allowed updates), and update ids
+/// keep growing so a running bot's offset stays valid.
 pub(crate) async fn reset(AxState(emu): AxState<Emulator>) -> Response {
     let mut st = emu.lock();
     let fresh = State {
@@ -302,6 +304,8 @@ pub(crate) async fn reset(AxState(emu): AxState<Emulator>) -> Response {
         next_update_id: st.next_update_id,
         poll_generation: st.poll_generation,
         allowed_updates: st.allowed_updates.take(),
+        webhook_url: std::mem::take(&mut st.webhook_url),
+        settings: std::mem::take(&mut st.settings),
         next_file: st.next_file,
         ..State::default()
     };

@@ -15,10 +15,11 @@
 //!   Emulated: getMe, getUpdates (long poll), getWebhookInfo, setWebhook, deleteWebhook,
 //!   logOut, close, setMyCommands, getMyCommands, deleteMyCommands, set/getMyName,
 //!   set/getMyDescription, set/getMyShortDescription, set/getChatMenuButton, sendMessage,
-//!   editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage,
-//!   deleteMessages, sendPhoto, sendDocument, sendChatAction, answerCallbackQuery,
-//!   answerInlineQuery, getFile. Any other spec method is validated, then refused with
-//!   400 "…is not emulated" (recorded as a rejection).
+//!   editMessageText, editMessageCaption, editMessageReplyMarkup, editMessageMedia,
+//!   deleteMessage, deleteMessages, sendPhoto, sendDocument, sendMediaGroup (photos or
+//!   documents), sendChatAction, answerCallbackQuery, answerInlineQuery, getFile. Any other
+//!   spec method is validated, then refused with 400 "…does not emulate it" (recorded as a
+//!   rejection), so a test notices at once.
 //! - `GET /file/bot{token}/{file_path}` — downloads a file found with getFile.
 //!
 //! # Control API (JSON; for tests and the sandbox page — no auth, mount it only in sandbox/tests)
@@ -45,7 +46,8 @@
 //!   `during_flood_wait: true`. A rule without `method` never matches getUpdates.
 //! - `POST /emulator/control/users/{id}/block` and `…/unblock` — while blocked, every call
 //!   aimed at that chat answers 403 `Forbidden: bot was blocked by the user`.
-//! - `POST /emulator/control/reset` — forget everything (users, chats, files, records).
+//! - `POST /emulator/control/reset` — forget users, chats, files and records; keep what the bot
+//!   configured (commands, name, webhook) and keep update ids growing.
 //!
 //! # Sandbox
 //! `GET /sandbox` is a chat page with the bot as user 10001 ("Sandbox"); its script and style
@@ -281,6 +283,9 @@ pub struct TranscriptMessage {
     pub reply_markup: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to_message_id: Option<i64>,
+    /// Shared by the messages of one album (sendMediaGroup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_group_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub photo: Option<TranscriptPhoto>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

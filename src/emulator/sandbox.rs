@@ -23,6 +23,7 @@ pub(crate) struct SandboxPage {
     first_name: &'static str,
     css_url: String,
     js_url: String,
+    icon_url: String,
 }
 
 /// `/static/{path}?v={hash}`: the hash changes with the file, so browsers refetch edits.
@@ -40,6 +41,7 @@ pub(crate) async fn page() -> SandboxPage {
         first_name: SANDBOX_FIRST_NAME,
         css_url: asset_url("sandbox.css"),
         js_url: asset_url("sandbox.js"),
+        icon_url: asset_url("sandbox-icon.svg"),
     }
 }
 

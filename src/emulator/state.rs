@@ -50,6 +50,7 @@ pub(crate) struct Msg {
     pub photo: Option<Vec<String>>,
     pub document: Option<String>,
     pub reply_to: Option<i64>,
+    pub media_group_id: Option<String>,
     pub edit_date: Option<i64>,
     pub edit_count: u32,
     pub by_file_id: bool,
@@ -211,6 +212,10 @@ impl State {
 
     pub fn add_message(&mut self, chat_id: i64, mut msg: Msg) -> Msg {
         let chat = self.chats.entry(chat_id).or_default();
+        if msg.from_bot {
+            // Telegram clears the chat action when the bot's message arrives.
+            chat.last_action = None;
+        }
         chat.next_message_id += 1;
         msg.id = chat.next_message_id;
         msg.date = now_s();
@@ -277,6 +282,9 @@ impl State {
         if let Some(d) = m.edit_date {
             v.insert("edit_date".into(), json!(d));
         }
+        if let Some(g) = &m.media_group_id {
+            v.insert("media_group_id".into(), json!(g));
+        }
         if let (Some(r), true) = (m.reply_to, with_reply) {
             if let Some(orig) = self.message(chat_id, r) {
                 v.insert(
@@ -328,6 +336,7 @@ impl State {
                 entities: m.entities.clone(),
                 reply_markup: m.markup.clone(),
                 reply_to_message_id: m.reply_to,
+                media_group_id: m.media_group_id.clone(),
                 photo: m.photo.as_ref().and_then(|s| s.last()).and_then(|id| {
                     let f = self.files.get(id)?;
                     Some(TranscriptPhoto {

@@ -979,10 +979,377 @@ async fn sandbox_page_and_assets_are_served() {
 async fn reset_keeps_update_ids_growing() {
     let env = start().await;
     let first = env.say(USER, "a");
+    let bot = env.bot();
+    bot.set_my_commands([teloxide::types::BotCommand::new("start", "Start")])
+        .await
+        .expect("commands");
+    bot.send_chat_action(ChatId(USER), teloxide::types::ChatAction::Typing)
+        .await
+        .expect("action");
+    let status = env
+        .control_get(&format!("emulator/control/chats/{USER}"))
+        .await;
+    assert_eq!(
+        (status["known"].clone(), status["last_action"].clone()),
+        (json!(true), json!("typing"))
+    );
+    bot.send_message(ChatId(USER), "done").await.expect("send");
+    let status = env
+        .control_get(&format!("emulator/control/chats/{USER}"))
+        .await;
+    assert!(
+        status.get("last_action").is_none(),
+        "a bot message clears the chat action"
+    );
     let (status, _) = env.control_post("emulator/control/reset", json!({})).await;
     assert_eq!(status, 200);
     assert!(env.emu.messages(USER).is_empty());
+    let status = env
+        .control_get(&format!("emulator/control/chats/{USER}"))
+        .await;
+    assert_eq!(status["known"], false);
+    assert_eq!(
+        status["commands"][0]["command"], "start",
+        "bot configuration survives a reset"
+    );
     assert!(env.emu.calls().is_empty());
     let second = env.say(USER, "b");
     assert!(second > first);
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The whole teloxide stack (Dispatcher + long polling), as the bot module will run it.
+#[tokio::test]
+async fn teloxide_dispatcher_runs_against_the_emulator() {
+    use teloxide::types::{CallbackQuery, Message};
+    let env = start().await;
+    let handler = dptree::entry()
+        .branch(
+            Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
+                let kb =
+                    InlineKeyboardMarkup::new([[InlineKeyboardButton::callback("Again", "again")]]);
+                let text = format!("echo: {}", msg.text().unwrap_or_default());
+                bot.send_message(msg.chat.id, text).reply_markup(kb).await?;
+                respond(())
+            }),
+        )
+        .branch(Update::filter_callback_query().endpoint(
+            |bot: Bot, q: CallbackQuery| async move {
+                bot.answer_callback_query(q.id.clone()).text("ok").await?;
+                if let Some(m) = q.regular_message() {
+                    bot.edit_message_text(m.chat.id, m.id, "pressed").await?;
+                }
+                respond(())
+            },
+        ));
+    let mut dispatcher = Dispatcher::builder(env.bot(), handler).build();
+    let shutdown = dispatcher.shutdown_token();
+    let task = tokio::spawn(async move { dispatcher.dispatch().await });
+
+    env.say(USER, "hello");
+    wait_for("the echo", || {
+        env.emu.messages(USER).iter().any(|m| m.from_bot)
+    })
+    .await;
+    let reply = env
+        .emu
+        .messages(USER)
+        .into_iter()
+        .find(|m| m.from_bot)
+        .expect("reply");
+    assert_eq!(reply.text.as_deref(), Some("echo: hello"));
+    env.emu
+        .push_update(ControlUpdate {
+            user: user(USER),
+            callback_data: Some("again".into()),
+            message_id: Some(reply.message_id),
+            ..ControlUpdate::default()
+        })
+        .expect("press");
+    wait_for("the edit", || {
+        env.emu.messages(USER).iter().any(|m| m.edit_count == 1)
+    })
+    .await;
+    assert_eq!(env.emu.callback_answers()[0].text.as_deref(), Some("ok"));
+
+    shutdown.shutdown().expect("running").await;
+    task.await.expect("dispatcher task");
+    assert!(
+        env.emu.rejections().is_empty(),
+        "{:?}",
+        env.emu.rejections()
+    );
+    let methods: Vec<String> = env.emu.calls().into_iter().map(|c| c.method).collect();
+    assert!(
+        methods.contains(&"getWebhookInfo".to_owned())
+            && methods.contains(&"getUpdates".to_owned())
+    );
+}
+
+/// For trying the sandbox page by hand before the `sandbox` command exists: serves the
+/// emulator with a small echo bot on 127.0.0.1:8089 (or `$EMULATOR_ADDR`) for
+/// `$EMULATOR_SECS` seconds (default 600), then open http://127.0.0.1:8089/sandbox.
+/// `cargo test emulator::tests::manual_sandbox -- --ignored --nocapture`
+#[tokio::test]
+#[ignore]
+async fn manual_sandbox() {
+    use teloxide::types::{CallbackQuery, KeyboardButton, KeyboardMarkup, Message};
+    let addr = std::env::var("EMULATOR_ADDR").unwrap_or_else(|_| "127.0.0.1:8089".into());
+    let secs: u64 = std::env::var("EMULATOR_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let emu = Emulator::new();
+    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
+    let app = emu.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let bot = Bot::new("123:SANDBOX").set_api_url(format!("http://{addr}/").parse().expect("url"));
+    bot.set_my_commands([
+        teloxide::types::BotCommand::new("start", "Start"),
+        teloxide::types::BotCommand::new("doc", "Send a document"),
+    ])
+    .await
+    .expect("commands");
+    let handler = dptree::entry()
+        .branch(
+            Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
+                bot.send_chat_action(msg.chat.id, teloxide::types::ChatAction::Typing)
+                    .await?;
+                if let Some(p) = msg.photo().and_then(|p| p.last()) {
+                    bot.send_photo(msg.chat.id, InputFile::file_id(p.file.id.clone()))
+                        .caption(format!("got <b>{}×{}</b>", p.width, p.height))
+                        .parse_mode(ParseMode::Html)
+                        .await?;
+                } else if msg.text() == Some("/doc") {
+                    bot.send_document(
+                        msg.chat.id,
+                        InputFile::memory(&b"hello"[..]).file_name("hello.txt"),
+                    )
+                    .await?;
+                } else {
+                    let kb = InlineKeyboardMarkup::new([
+                        vec![
+                            InlineKeyboardButton::callback("Press me", "press"),
+                            InlineKeyboardButton::callback("Alert", "alert"),
+                        ],
+                        vec![InlineKeyboardButton::url(
+                            "Docs ↗",
+                            "https://core.telegram.org/bots/api".parse().expect("url"),
+                        )],
+                    ]);
+                    let text = format!(
+                        "echo: <i>{}</i>",
+                        msg.text().unwrap_or("(no text)").replace('<', "&lt;")
+                    );
+                    bot.send_message(msg.chat.id, text)
+                        .parse_mode(ParseMode::Html)
+                        .reply_markup(kb)
+                        .await?;
+                    let reply = KeyboardMarkup::new([[
+                        KeyboardButton::new("Hi"),
+                        KeyboardButton::new("/doc"),
+                    ]])
+                    .resize_keyboard();
+                    bot.send_message(msg.chat.id, "reply keyboard below")
+                        .reply_markup(reply)
+                        .await?;
+                }
+                respond(())
+            }),
+        )
+        .branch(Update::filter_callback_query().endpoint(
+            |bot: Bot, q: CallbackQuery| async move {
+                let alert = q.data.as_deref() == Some("alert");
+                bot.answer_callback_query(q.id.clone())
+                    .text("pressed!")
+                    .show_alert(alert)
+                    .await?;
+                if let Some(m) = q.regular_message() {
+                    bot.edit_message_text(m.chat.id, m.id, "pressed ✅").await?;
+                }
+                respond(())
+            },
+        ));
+    let mut dispatcher = Dispatcher::builder(bot, handler).build();
+    tokio::spawn(async move { dispatcher.dispatch().await });
+    tracing::info!("sandbox at http://{addr}/sandbox");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+}
+
+#[tokio::test]
+async fn albums_and_media_edits() {
+    use teloxide::types::{InputMedia, InputMediaDocument, InputMediaPhoto};
+    let env = start().await;
+    let bot = env.bot();
+    env.say(USER, "hi");
+    let (_, jpeg) = test_photo("canon_sx60_orient6_gpsifd.jpg");
+    let album = bot
+        .send_media_group(
+            ChatId(USER),
+            [
+                InputMedia::Photo(
+                    InputMediaPhoto::new(InputFile::memory(jpeg.clone()).file_name("a.jpg"))
+                        .caption("<b>one</b>")
+                        .parse_mode(ParseMode::Html),
+                ),
+                InputMedia::Photo(InputMediaPhoto::new(
+                    InputFile::memory(png(640, 480)).file_name("b.png"),
+                )),
+            ],
+        )
+        .await
+        .expect("sendMediaGroup");
+    assert_eq!(album.len(), 2);
+    assert!(
+        album[0].media_group_id().is_some()
+            && album[0].media_group_id() == album[1].media_group_id()
+    );
+    assert_eq!(album[0].caption(), Some("one"));
+    assert_eq!(
+        album[1]
+            .photo()
+            .and_then(|p| p.last())
+            .map(|p| (p.width, p.height)),
+        Some((640, 480))
+    );
+
+    // Swap a placeholder for the result, as the bot does when a job finishes.
+    let placeholder = bot
+        .send_photo(
+            ChatId(USER),
+            InputFile::memory(png(64, 64)).file_name("wait.png"),
+        )
+        .caption("working…")
+        .await
+        .expect("placeholder");
+    let done = bot
+        .edit_message_media(
+            ChatId(USER),
+            placeholder.id,
+            InputMedia::Photo(
+                InputMediaPhoto::new(InputFile::memory(jpeg.clone()).file_name("r.jpg"))
+                    .caption("done"),
+            ),
+        )
+        .await
+        .expect("editMessageMedia");
+    assert_eq!(done.caption(), Some("done"));
+    assert!(done.edit_date().is_some());
+    let big = done.photo().and_then(|p| p.last()).expect("photo").clone();
+    assert_eq!((big.width, big.height), (2048, 1536));
+    let same = bot
+        .edit_message_media(
+            ChatId(USER),
+            placeholder.id,
+            InputMedia::Photo(
+                InputMediaPhoto::new(InputFile::file_id(big.file.id.clone())).caption("done"),
+            ),
+        )
+        .await
+        .expect_err("unchanged");
+    assert_eq!(api_error(same), TgApiError::MessageNotModified);
+    let as_doc = bot
+        .edit_message_media(
+            ChatId(USER),
+            placeholder.id,
+            InputMedia::Document(InputMediaDocument::new(
+                InputFile::memory(jpeg.clone()).file_name("full.jpg"),
+            )),
+        )
+        .await
+        .expect("photo → document");
+    assert_eq!(
+        as_doc
+            .document()
+            .and_then(|d| d.file_name.clone())
+            .as_deref(),
+        Some("full.jpg")
+    );
+    assert!(as_doc.photo().is_none());
+
+    let one = bot
+        .send_media_group(
+            ChatId(USER),
+            [InputMedia::Photo(InputMediaPhoto::new(InputFile::memory(
+                png(10, 10),
+            )))],
+        )
+        .await;
+    assert!(one.is_err(), "an album needs 2-10 items");
+    let mixed = bot
+        .send_media_group(
+            ChatId(USER),
+            [
+                InputMedia::Photo(InputMediaPhoto::new(InputFile::memory(png(10, 10)))),
+                InputMedia::Document(InputMediaDocument::new(
+                    InputFile::memory(&b"x"[..]).file_name("x.txt"),
+                )),
+            ],
+        )
+        .await;
+    assert!(mixed.is_err(), "documents don't mix with photos");
+    let text = env.emu.messages(USER);
+    let last = text
+        .iter()
+        .find(|m| m.message_id == i64::from(placeholder.id.0))
+        .expect("edited");
+    assert_eq!(last.edit_count, 2);
+    assert!(last.document.is_some() && last.photo.is_none());
+    assert_eq!(env.emu.rejections().len(), 2, "{:?}", env.emu.rejections());
+}
+
+#[tokio::test]
+async fn query_strings_and_method_case() {
+    let env = start().await;
+    env.say(USER, "hi");
+    let url = format!(
+        "{}bot1:X/SENDMESSAGE?chat_id={USER}&text=from%20a%20query",
+        env.base
+    );
+    let body: Value = env
+        .http
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["ok"], true, "{body}");
+    assert_eq!(body["result"]["text"], "from a query");
+    assert_eq!(body["result"]["from"]["id"], 1, "bot id from the token");
+    let call = env.emu.calls().pop().expect("call");
+    assert_eq!(
+        (call.method.as_str(), call.chat_id, call.message_id),
+        ("sendMessage", Some(USER), Some(2))
+    );
+
+    let missing = env
+        .http
+        .get(format!("{}file/bot1:X/photos/nope.jpg", env.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+    let (status, body) = env
+        .control_post(
+            "emulator/control/updates",
+            json!({"user": {"id": USER, "first_name": "T"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "no action: {body}");
+    let (status, _) = env
+        .control_post(
+            "emulator/control/updates",
+            json!({"user": {"id": USER, "first_name": "T"}, "callback_data": "x", "message_id": 1}),
+        )
+        .await;
+    assert_eq!(status, 400, "message 1 is the user's, not the bot's");
 }
