@@ -159,7 +159,10 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     }
     tasks.push(tokio::spawn(async move {
         dispatcher
-            .dispatch_with_listener(listener, teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update listener"))
+            .dispatch_with_listener(
+                listener,
+                teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update listener"),
+            )
             .await;
     }));
     tracing::info!(mode = ?mode, "bot started");

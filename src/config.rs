@@ -263,10 +263,7 @@ impl Config {
         if let Some(p) = explicit {
             return Some(p.to_path_buf());
         }
-        ["./mediabot.toml", "/etc/mediabot/config.toml"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
+        ["./mediabot.toml", "/etc/mediabot/config.toml"].iter().map(PathBuf::from).find(|p| p.exists())
     }
 
     /// Loads defaults → file → `MEDIABOT_*` env, then validates.
@@ -350,8 +347,8 @@ impl Config {
                     let Some(w) = &m.workflow else {
                         return Err(bad(k("workflow"), "ComfyUI models need a workflow file"));
                     };
-                    let text = std::fs::read_to_string(w)
-                        .map_err(|e| bad(k("workflow"), format!("{}: {e}", w.display())))?;
+                    let text =
+                        std::fs::read_to_string(w).map_err(|e| bad(k("workflow"), format!("{}: {e}", w.display())))?;
                     let v: serde_json::Value = serde_json::from_str(&text)
                         .map_err(|e| bad(k("workflow"), format!("{}: not JSON: {e}", w.display())))?;
                     if !v.is_object() {
@@ -367,9 +364,7 @@ impl Config {
     /// The model with this id or alias (case-insensitive).
     pub fn find_model(&self, name: &str) -> Option<&ModelConfig> {
         let n = name.to_lowercase();
-        self.models
-            .iter()
-            .find(|m| m.id.to_lowercase() == n || m.aliases.iter().any(|a| a.to_lowercase() == n))
+        self.models.iter().find(|m| m.id.to_lowercase() == n || m.aliases.iter().any(|a| a.to_lowercase() == n))
     }
 
     /// Adds the built-in demo provider and model (used by `sandbox` when nothing is configured).

@@ -8,15 +8,15 @@ use std::fmt;
 pub struct UserId(pub i64);
 
 /// A job id: UUIDv7 as `u128`, so the natural key order of the jobs table is FIFO by creation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(pub u128);
 
 /// A ledger operation id: UUIDv7 as `u128` (time ordered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OperationId(pub u128);
 
 /// A library item id: UUIDv7 as `u128`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageId(pub u128);
 
 macro_rules! uuid_id {
@@ -38,6 +38,18 @@ macro_rules! uuid_id {
         impl Default for $t {
             fn default() -> Self {
                 Self::new()
+            }
+        }
+        // Stored as the UUID string: JSON numbers cannot hold 128 bits.
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&uuid::Uuid::from_u128(self.0))
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                uuid::Uuid::parse_str(&s).map(|u| Self(u.as_u128())).map_err(serde::de::Error::custom)
             }
         }
         impl fmt::Display for $t {
@@ -175,10 +187,7 @@ impl JobStatus {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -191,6 +200,14 @@ mod tests {
         assert!(id.short().len() <= 25);
         assert_eq!(base36(0), "0");
     }
+    #[test]
+    fn ids_serialize_as_uuid_strings() {
+        let id = JobId(u128::MAX - 5);
+        let j = serde_json::to_value(id).expect("json");
+        assert!(j.is_string());
+        assert_eq!(serde_json::from_value::<JobId>(j).expect("back"), id);
+    }
+
     #[test]
     fn credits_checked() {
         assert_eq!(Credits(i64::MAX).checked_add(Credits(1)), None);

@@ -256,7 +256,13 @@ impl Billing {
     }
 
     /// Admin top-up or deduction.
-    pub async fn adjust(&self, user: UserId, delta: Credits, actor: String, reason: String) -> Result<Operation, BillingError> {
+    pub async fn adjust(
+        &self,
+        user: UserId,
+        delta: Credits,
+        actor: String,
+        reason: String,
+    ) -> Result<Operation, BillingError> {
         self.store.write(move |tx| Ok(adjust(tx, user, delta, &actor, &reason))).await?
     }
 
@@ -354,10 +360,7 @@ mod tests {
         assert_eq!(u.held, Credits(0));
         let ops = store.read(|rx| rx.find_operations(UserId(1))).await.expect("ops");
         let kinds: Vec<_> = ops.iter().map(|o| o.kind).collect();
-        assert_eq!(
-            kinds,
-            [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture, OpKind::Hold, OpKind::Release]
-        );
+        assert_eq!(kinds, [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture, OpKind::Hold, OpKind::Release]);
         assert_eq!(ops[2].job_id, Some(captured));
         assert!(b.verify().await.expect("verify").is_empty());
     }

@@ -13,7 +13,8 @@ pub enum Lang {
 type Texts = HashMap<String, String>;
 
 // Immutable data parsed once from the binary; not state, so a static is fine here.
-static LOCALES: LazyLock<[Texts; 2]> = LazyLock::new(|| [parse(include_str!("locales/en.toml")), parse(include_str!("locales/ru.toml"))]);
+static LOCALES: LazyLock<[Texts; 2]> =
+    LazyLock::new(|| [parse(include_str!("locales/en.toml")), parse(include_str!("locales/ru.toml"))]);
 
 fn parse(src: &str) -> Texts {
     toml::from_str(src).unwrap_or_default()
@@ -43,7 +44,7 @@ impl Lang {
     }
 
     /// [`Lang::t`] with `{name}` placeholders filled.
-    pub fn tf(self, key: &str, args: &[(&str, &dyn std::fmt::Display)]) -> String {
+    pub fn tf(self, key: &str, args: &[(&str, &(dyn std::fmt::Display + Sync))]) -> String {
         let mut s = self.t(key);
         for (k, v) in args {
             s = s.replace(&format!("{{{k}}}"), &v.to_string());
@@ -66,7 +67,8 @@ mod tests {
         ru_keys.sort();
         assert_eq!(en_keys, ru_keys);
         let ph = |s: &str| {
-            let mut v: Vec<String> = s.split('{').skip(1).filter_map(|p| p.split('}').next().map(String::from)).collect();
+            let mut v: Vec<String> =
+                s.split('{').skip(1).filter_map(|p| p.split('}').next().map(String::from)).collect();
             v.sort();
             v
         };

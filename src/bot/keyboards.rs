@@ -17,9 +17,16 @@ pub enum Callback {
     MenuBalance,
     MenuHelp,
     /// Model chosen for a draft.
-    Model { draft: u128, model: String },
+    Model {
+        draft: u128,
+        model: String,
+    },
     /// Format chosen for a draft and model.
-    Format { draft: u128, model: String, format: Format },
+    Format {
+        draft: u128,
+        model: String,
+        format: Format,
+    },
     /// "Create more" under a result.
     CreateMore,
     /// Toggle favourite on a library item.
@@ -101,7 +108,10 @@ pub fn main_menu(lang: Lang) -> InlineKeyboardMarkup {
 /// One button per model: "name · price".
 pub fn models(draft: u128, models: &[ModelConfig], currency: &str) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(models.iter().map(|m| {
-        vec![button(format!("{} · {} {currency}", m.display_name, m.price), Callback::Model { draft, model: m.id.clone() })]
+        vec![button(
+            format!("{} · {} {currency}", m.display_name, m.price),
+            Callback::Model { draft, model: m.id.clone() },
+        )]
     }))
 }
 
@@ -112,7 +122,10 @@ pub fn formats(lang: Lang, draft: u128, model: &ModelConfig) -> InlineKeyboardMa
             .formats
             .iter()
             .map(|f| {
-                button(lang.t(&format!("format_{}", f.as_str())), Callback::Format { draft, model: model.id.clone(), format: *f })
+                button(
+                    lang.t(&format!("format_{}", f.as_str())),
+                    Callback::Format { draft, model: model.id.clone(), format: *f },
+                )
             })
             .collect::<Vec<_>>(),
     ])

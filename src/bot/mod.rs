@@ -70,6 +70,14 @@ pub fn schema() -> UpdateHandler<BotError> {
 
 /// Registers commands with Telegram (English and Russian descriptions).
 pub async fn set_commands(bot: &TgBot) -> Result<(), teloxide::RequestError> {
-    bot.set_my_commands(Command::bot_commands()).await?;
+    // BotCommand.command is 1–32 chars of [a-z0-9_] (api.json): no leading slash.
+    let commands = Command::bot_commands()
+        .into_iter()
+        .map(|mut c| {
+            c.command = c.command.trim_start_matches('/').to_string();
+            c
+        })
+        .collect::<Vec<_>>();
+    bot.set_my_commands(commands).await?;
     Ok(())
 }

@@ -97,10 +97,18 @@ impl Notifier for BotNotifier {
             (false, Some(pos)) if job.submission.is_none() => {
                 lang.tf("queued", &[("position", &pos), ("model", &model), ("eta", &p.eta_secs)])
             }
-            (false, Some(pos)) => lang.tf("running_queue", &[("spinner", &spinner), ("position", &pos), ("model", &model)]),
+            (false, Some(pos)) => {
+                lang.tf("running_queue", &[("spinner", &spinner), ("position", &pos), ("model", &model)])
+            }
             _ => lang.tf(
                 "running",
-                &[("spinner", &spinner), ("bar", &bar(p.percent)), ("percent", &p.percent), ("model", &model), ("eta", &p.eta_secs)],
+                &[
+                    ("spinner", &spinner),
+                    ("bar", &bar(p.percent)),
+                    ("percent", &p.percent),
+                    ("model", &model),
+                    ("eta", &p.eta_secs),
+                ],
             ),
         };
         if let Err(e) = self.bot.edit_message_text(ChatId(job.chat_id), MessageId(mid), text).await {
@@ -110,7 +118,12 @@ impl Notifier for BotNotifier {
         }
     }
 
-    async fn deliver(&self, job: &JobRecord, item: &LibraryItem, files: ResultFiles) -> Result<DeliveredFiles, NotifyError> {
+    async fn deliver(
+        &self,
+        job: &JobRecord,
+        item: &LibraryItem,
+        files: ResultFiles,
+    ) -> Result<DeliveredFiles, NotifyError> {
         let lang = Lang::from_code(Some(&job.lang));
         let chat = ChatId(job.chat_id);
         let s = secs(job);

@@ -44,7 +44,11 @@ pub fn parse(text: &str) -> PromptSpec {
 }
 
 fn parse_size(v: &str) -> Option<(u32, u32)> {
-    let (w, h) = v.to_ascii_lowercase().replace('×', "x").split_once('x').map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))?;
+    let (w, h) = v
+        .to_ascii_lowercase()
+        .replace('×', "x")
+        .split_once('x')
+        .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))?;
     let (w, h): (u32, u32) = (w.parse().ok()?, h.parse().ok()?);
     ((64..=4096).contains(&w) && (64..=4096).contains(&h)).then_some((w, h))
 }

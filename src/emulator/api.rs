@@ -66,21 +66,11 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub fn bad(description: impl Into<String>) -> ApiError {
-        ApiError {
-            status: 400,
-            description: description.into(),
-            retry_after: None,
-            reject: true,
-        }
+        ApiError { status: 400, description: description.into(), retry_after: None, reject: true }
     }
     /// An error Telegram gives in normal operation (not the bot's fault).
     fn normal(status: u16, description: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            description: description.into(),
-            retry_after: None,
-            reject: false,
-        }
+        ApiError { status, description: description.into(), retry_after: None, reject: false }
     }
 }
 
@@ -145,11 +135,7 @@ pub(crate) async fn call(
     let incoming = match read_request(req).await {
         Ok(i) => i,
         Err(e) => {
-            let name = emu
-                .inner
-                .spec
-                .method(&method)
-                .map_or(method.clone(), |m| m.name.clone());
+            let name = emu.inner.spec.method(&method).map_or(method.clone(), |m| m.name.clone());
             return emu.finish(&name, None, None, at_ms, false, "", Err(e));
         }
     };
@@ -165,11 +151,10 @@ pub(crate) async fn download(
     let file = st.paths.get(&file_path).and_then(|id| st.files.get(id));
     match file {
         Some(f) => ([(header::CONTENT_TYPE, f.mime.clone())], f.bytes.clone()).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"ok": false, "error_code": 404, "description": "Not Found"})),
-        )
-            .into_response(),
+        None => {
+            (StatusCode::NOT_FOUND, axum::Json(json!({"ok": false, "error_code": 404, "description": "Not Found"})))
+                .into_response()
+        }
     }
 }
 
@@ -180,31 +165,20 @@ async fn read_request(req: Request) -> Result<Incoming, ApiError> {
             params.push((k.into_owned(), Raw::Text(v.into_owned())));
         }
     }
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     if ct.starts_with("multipart/form-data") {
         let unreadable = |e: axum::extract::multipart::MultipartError| {
-            ApiError::bad(format!(
-                "Bad Request: unreadable multipart/form-data body: {e}"
-            ))
+            ApiError::bad(format!("Bad Request: unreadable multipart/form-data body: {e}"))
         };
-        let mut form = Multipart::from_request(req, &())
-            .await
-            .map_err(|e| ApiError::bad(format!("Bad Request: {e}")))?;
+        let mut form =
+            Multipart::from_request(req, &()).await.map_err(|e| ApiError::bad(format!("Bad Request: {e}")))?;
         while let Some(field) = form.next_field().await.map_err(unreadable)? {
             let name = field.name().unwrap_or_default().to_owned();
             let file_name = field.file_name().map(str::to_owned);
             let bytes = field.bytes().await.map_err(unreadable)?;
             let raw = match file_name {
                 // A part with a file name is an upload even when the name is empty.
-                Some(n) => Raw::File(Upload {
-                    file_name: Some(n).filter(|n| !n.is_empty()),
-                    bytes,
-                }),
+                Some(n) => Raw::File(Upload { file_name: Some(n).filter(|n| !n.is_empty()), bytes }),
                 None => Raw::Text(String::from_utf8_lossy(&bytes).into_owned()),
             };
             params.push((name, raw));
@@ -215,9 +189,8 @@ async fn read_request(req: Request) -> Result<Incoming, ApiError> {
             .map_err(|_| ApiError::bad("Request Entity Too Large"))?;
         if !body.is_empty() {
             if ct.starts_with("application/json") {
-                let v: Value = serde_json::from_slice(&body).map_err(|e| {
-                    ApiError::bad(format!("Bad Request: body is not valid JSON: {e}"))
-                })?;
+                let v: Value = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad(format!("Bad Request: body is not valid JSON: {e}")))?;
                 let Value::Object(map) = v else {
                     return Err(ApiError::bad("Bad Request: JSON body must be an object"));
                 };
@@ -227,9 +200,7 @@ async fn read_request(req: Request) -> Result<Incoming, ApiError> {
                     params.push((k.into_owned(), Raw::Text(v.into_owned())));
                 }
             } else {
-                return Err(ApiError::bad(format!(
-                    "Bad Request: unsupported Content-Type {ct}"
-                )));
+                return Err(ApiError::bad(format!("Bad Request: unsupported Content-Type {ct}")));
             }
         }
     }
@@ -244,11 +215,9 @@ fn excerpt(params: &[(String, Raw)]) -> String {
         .map(|(k, v)| match v {
             Raw::Text(s) => format!("{k}={s}"),
             Raw::Json(j) => format!("{k}={j}"),
-            Raw::File(u) => format!(
-                "{k}=<file {} {} bytes>",
-                u.file_name.as_deref().unwrap_or("(no name)"),
-                u.bytes.len()
-            ),
+            Raw::File(u) => {
+                format!("{k}=<file {} {} bytes>", u.file_name.as_deref().unwrap_or("(no name)"), u.bytes.len())
+            }
         })
         .collect();
     let s = parts.join("&");
@@ -260,11 +229,7 @@ fn excerpt(params: &[(String, Raw)]) -> String {
 
 /// Checks every parameter against the method's spec and converts it to typed JSON.
 fn validate(spec: &Spec, m: &MethodSpec, inc: Incoming) -> Result<Call, ApiError> {
-    let mut call = Call {
-        values: Map::new(),
-        files: HashMap::new(),
-        attachments: HashMap::new(),
-    };
+    let mut call = Call { values: Map::new(), files: HashMap::new(), attachments: HashMap::new() };
     for (name, raw) in inc.params {
         let field = m.field(&name);
         match (raw, field) {
@@ -298,10 +263,7 @@ fn validate(spec: &Spec, m: &MethodSpec, inc: Incoming) -> Result<Call, ApiError
     }
     for f in m.fields.iter().filter(|f| f.required) {
         if !call.values.contains_key(&f.name) && !call.files.contains_key(&f.name) {
-            return Err(ApiError::bad(format!(
-                "Bad Request: parameter \"{}\" is required",
-                f.name
-            )));
+            return Err(ApiError::bad(format!("Bad Request: parameter \"{}\" is required", f.name)));
         }
     }
     Ok(call)
@@ -312,10 +274,7 @@ fn structured(t: &str) -> bool {
 }
 
 fn invalid(f: &FieldSpec, detail: impl std::fmt::Display) -> ApiError {
-    ApiError::bad(format!(
-        "Bad Request: invalid parameter \"{}\": {detail}",
-        f.name
-    ))
+    ApiError::bad(format!("Bad Request: invalid parameter \"{}\": {detail}", f.name))
 }
 
 /// A JSON body value. Scalars must have the JSON type the spec names (stricter than Telegram,
@@ -324,18 +283,11 @@ fn invalid(f: &FieldSpec, detail: impl std::fmt::Display) -> ApiError {
 fn from_json(spec: &Spec, f: &FieldSpec, v: Value) -> Result<Value, ApiError> {
     let takes_string = f.types.iter().any(|t| t == "String" || t == "InputFile");
     let v = match v {
-        Value::String(s) if !takes_string && f.types.iter().any(|t| structured(t)) => {
-            serde_json::from_str(&s).map_err(|_| {
-                invalid(
-                    f,
-                    format!("must be a JSON-serialized {}", f.types.join(" or ")),
-                )
-            })?
-        }
+        Value::String(s) if !takes_string && f.types.iter().any(|t| structured(t)) => serde_json::from_str(&s)
+            .map_err(|_| invalid(f, format!("must be a JSON-serialized {}", f.types.join(" or "))))?,
         v => v,
     };
-    spec.check(&v, &f.types, &f.name)
-        .map_err(|e| invalid(f, e))?;
+    spec.check(&v, &f.types, &f.name).map_err(|e| invalid(f, e))?;
     Ok(v)
 }
 
@@ -345,11 +297,7 @@ fn from_text(spec: &Spec, f: &FieldSpec, s: &str) -> Result<Value, ApiError> {
     for ty in &f.types {
         let scalar = match ty.as_str() {
             "Integer" => t.parse::<i64>().ok().map(Value::from),
-            "Float" => t
-                .parse::<f64>()
-                .ok()
-                .and_then(serde_json::Number::from_f64)
-                .map(Value::Number),
+            "Float" => t.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number),
             "Boolean" => match t.to_ascii_lowercase().as_str() {
                 "true" | "1" => Some(Value::Bool(true)),
                 "false" | "0" => Some(Value::Bool(false)),
@@ -371,13 +319,7 @@ fn from_text(spec: &Spec, f: &FieldSpec, s: &str) -> Result<Value, ApiError> {
                 Ok(()) => return Ok(v),
                 Err(e) => err = Some(e),
             },
-            Err(_) => {
-                err = Some(format!(
-                    "{} must be a JSON-serialized {}",
-                    f.name,
-                    shapes.join(" or ")
-                ))
-            }
+            Err(_) => err = Some(format!("{} must be a JSON-serialized {}", f.name, shapes.join(" or "))),
         }
     }
     if f.types.iter().any(|t| t == "String" || t == "InputFile") {
@@ -387,11 +329,7 @@ fn from_text(spec: &Spec, f: &FieldSpec, s: &str) -> Result<Value, ApiError> {
         f,
         err.unwrap_or_else(|| {
             let shown: String = s.chars().take(40).collect();
-            format!(
-                "{} must be {}, got \"{shown}\"",
-                f.name,
-                f.types.join(" or ")
-            )
+            format!("{} must be {}, got \"{shown}\"", f.name, f.types.join(" or "))
         }),
     ))
 }
@@ -421,15 +359,7 @@ impl Emulator {
                 retry_after: Some(retry_after),
                 reject: false,
             };
-            return self.finish(
-                &name,
-                chat_id,
-                message_id,
-                at_ms,
-                during_wait,
-                &excerpt,
-                Err(e),
-            );
+            return self.finish(&name, chat_id, message_id, at_ms, during_wait, &excerpt, Err(e));
         }
         let result = self.dispatch(&name, &call).await;
         // A call that created a message reports the new message.
@@ -437,15 +367,7 @@ impl Emulator {
             Ok(v) => v.get("message_id").and_then(Value::as_i64).or(message_id),
             Err(_) => message_id,
         };
-        self.finish(
-            &name,
-            chat_id,
-            message_id,
-            at_ms,
-            during_wait,
-            &excerpt,
-            result,
-        )
+        self.finish(&name, chat_id, message_id, at_ms, during_wait, &excerpt, result)
     }
 
     /// Whether the call falls inside an earlier 429's wait, and whether a rule floods it now.
@@ -512,8 +434,7 @@ impl Emulator {
         let body = match result {
             Ok(v) => json!({"ok": true, "result": v}),
             Err(e) => {
-                let mut b =
-                    json!({"ok": false, "error_code": e.status, "description": e.description});
+                let mut b = json!({"ok": false, "error_code": e.status, "description": e.description});
                 if let Some(r) = e.retry_after {
                     b["parameters"] = json!({"retry_after": r});
                 }
@@ -527,9 +448,7 @@ impl Emulator {
         match name {
             "getMe" => Ok(self.get_me()),
             "getUpdates" => self.get_updates(call).await,
-            "getWebhookInfo" | "setWebhook" | "deleteWebhook" | "logOut" | "close" => {
-                self.webhook(name, call)
-            }
+            "getWebhookInfo" | "setWebhook" | "deleteWebhook" | "logOut" | "close" => self.webhook(name, call),
             "setMyCommands" | "getMyCommands" | "deleteMyCommands" => self.commands(name, call),
             "setMyName"
             | "getMyName"
@@ -540,9 +459,7 @@ impl Emulator {
             | "setChatMenuButton"
             | "getChatMenuButton" => Ok(self.profile(name, call)),
             "sendMessage" => self.send_message(call),
-            "editMessageText" | "editMessageCaption" | "editMessageReplyMarkup" => {
-                self.edit(name, call)
-            }
+            "editMessageText" | "editMessageCaption" | "editMessageReplyMarkup" => self.edit(name, call),
             "deleteMessage" | "deleteMessages" => self.delete(name, call),
             "sendPhoto" => self.send_file(FileKind::Photo, call).await,
             "sendDocument" => self.send_file(FileKind::Document, call).await,
@@ -587,12 +504,7 @@ impl Emulator {
                 ));
             }
             if let Some(Value::Array(list)) = call.values.get("allowed_updates") {
-                st.allowed_updates = Some(
-                    list.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect(),
-                );
+                st.allowed_updates = Some(list.iter().filter_map(Value::as_str).map(str::to_owned).collect());
             }
             st.poll_generation += 1;
             st.poll_generation
@@ -649,10 +561,7 @@ impl Emulator {
     }
 
     fn commands(&self, name: &str, call: &Call) -> Result<Value, ApiError> {
-        let key = state::commands_key(
-            call.values.get("scope"),
-            call.str("language_code").unwrap_or(""),
-        );
+        let key = state::commands_key(call.values.get("scope"), call.str("language_code").unwrap_or(""));
         let mut st = self.lock();
         match name {
             "getMyCommands" => Ok(st.settings.get(&key).cloned().unwrap_or_else(|| json!([]))),
@@ -661,33 +570,20 @@ impl Emulator {
                 Ok(json!(true))
             }
             _ => {
-                let list = call
-                    .values
-                    .get("commands")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
+                let list = call.values.get("commands").and_then(Value::as_array).cloned().unwrap_or_default();
                 if list.len() > 100 {
                     return Err(ApiError::bad("Bad Request: too many commands specified"));
                 }
                 for c in &list {
                     let cmd = c["command"].as_str().unwrap_or_default();
                     let ok = (1..=32).contains(&cmd.chars().count())
-                        && cmd
-                            .chars()
-                            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+                        && cmd.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
                     if !ok {
                         return Err(ApiError::bad("Bad Request: BOT_COMMAND_INVALID"));
                     }
-                    let desc = c["description"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .chars()
-                        .count();
+                    let desc = c["description"].as_str().unwrap_or_default().chars().count();
                     if !(1..=256).contains(&desc) {
-                        return Err(ApiError::bad(
-                            "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID",
-                        ));
+                        return Err(ApiError::bad("Bad Request: BOT_COMMAND_DESCRIPTION_INVALID"));
                     }
                 }
                 st.settings.insert(key, Value::Array(list));
@@ -704,11 +600,7 @@ impl Emulator {
             "setMyShortDescription" | "getMyShortDescription" => ("short", "short_description"),
             _ => ("menu", "menu_button"),
         };
-        let key = format!(
-            "{family}|{}|{}",
-            call.str("language_code").unwrap_or(""),
-            call.chat_id().unwrap_or(0)
-        );
+        let key = format!("{family}|{}|{}", call.str("language_code").unwrap_or(""), call.chat_id().unwrap_or(0));
         let mut st = self.lock();
         if name.starts_with("set") {
             let v = call.values.get(field).cloned().unwrap_or(Value::Null);
@@ -744,15 +636,12 @@ impl Emulator {
 
     fn edit(&self, name: &str, call: &Call) -> Result<Value, ApiError> {
         if call.has("inline_message_id") {
-            return Err(ApiError::bad(format!(
-                "Bad Request: {name} with inline_message_id is not emulated"
-            )));
+            return Err(ApiError::bad(format!("Bad Request: {name} with inline_message_id is not emulated")));
         }
         let mut st = self.lock();
         let chat = chat_of(&st, call)?;
-        let id = call
-            .i64("message_id")
-            .ok_or_else(|| ApiError::bad("Bad Request: message identifier is not specified"))?;
+        let id =
+            call.i64("message_id").ok_or_else(|| ApiError::bad("Bad Request: message identifier is not specified"))?;
         let markup = check_markup(call.values.get("reply_markup"))?;
         let new_text = match name {
             "editMessageText" => {
@@ -769,9 +658,7 @@ impl Emulator {
             }
             _ => None,
         };
-        let msg = st
-            .message_mut(chat, id)
-            .ok_or_else(|| ApiError::bad("Bad Request: message to edit not found"))?;
+        let msg = st.message_mut(chat, id).ok_or_else(|| ApiError::bad("Bad Request: message to edit not found"))?;
         if !msg.from_bot {
             return Err(ApiError::bad("Bad Request: message can't be edited"));
         }
@@ -780,9 +667,7 @@ impl Emulator {
         match name {
             "editMessageText" => {
                 if msg.text.is_none() {
-                    return Err(ApiError::bad(
-                        "Bad Request: there is no text in the message to edit",
-                    ));
+                    return Err(ApiError::bad("Bad Request: there is no text in the message to edit"));
                 }
                 let p = new_text.unwrap_or_default();
                 next.text = Some(p.text);
@@ -790,9 +675,7 @@ impl Emulator {
             }
             "editMessageCaption" => {
                 if msg.photo.is_none() && msg.document.is_none() {
-                    return Err(ApiError::bad(
-                        "Bad Request: there is no caption in the message to edit",
-                    ));
+                    return Err(ApiError::bad("Bad Request: there is no caption in the message to edit"));
                 }
                 let p = new_text.unwrap_or_default();
                 next.caption = Some(p.text).filter(|c| !c.is_empty());
@@ -818,8 +701,7 @@ impl Emulator {
         let chat = chat_of(&st, call)?;
         let ids: Vec<i64> = if name == "deleteMessages" {
             let list = call.values.get("message_ids").and_then(Value::as_array);
-            list.map(|l| l.iter().filter_map(Value::as_i64).collect())
-                .unwrap_or_default()
+            list.map(|l| l.iter().filter_map(Value::as_i64).collect()).unwrap_or_default()
         } else {
             call.i64("message_id").into_iter().collect()
         };
@@ -864,22 +746,13 @@ impl Emulator {
     }
 
     async fn send_media_group(&self, call: &Call) -> Result<Value, ApiError> {
-        let items = call
-            .values
-            .get("media")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let items = call.values.get("media").and_then(Value::as_array).cloned().unwrap_or_default();
         if items.len() > 10 {
-            return Err(ApiError::bad(
-                "Bad Request: Too much messages to send as an album",
-            ));
+            return Err(ApiError::bad("Bad Request: Too much messages to send as an album"));
         }
         if items.len() < 2 {
             // Documented as 2-10 items; Telegram's exact wording for fewer is not known here.
-            return Err(ApiError::bad(
-                "Bad Request: an album must contain 2-10 media",
-            ));
+            return Err(ApiError::bad("Bad Request: an album must contain 2-10 media"));
         }
         let (chat, reply_to, planned) = {
             let st = self.lock();
@@ -894,9 +767,7 @@ impl Emulator {
             }
             let docs = planned.iter().filter(|p| p.0 == FileKind::Document).count();
             if docs != 0 && docs != planned.len() {
-                return Err(ApiError::bad(
-                    "Bad Request: documents can't be mixed with other media types in an album",
-                ));
+                return Err(ApiError::bad("Bad Request: documents can't be mixed with other media types in an album"));
             }
             (chat, reply_to, planned)
         };
@@ -923,9 +794,7 @@ impl Emulator {
 
     async fn edit_media(&self, call: &Call) -> Result<Value, ApiError> {
         if call.has("inline_message_id") {
-            return Err(ApiError::bad(
-                "Bad Request: editMessageMedia with inline_message_id is not emulated",
-            ));
+            return Err(ApiError::bad("Bad Request: editMessageMedia with inline_message_id is not emulated"));
         }
         let media = call.values.get("media").cloned().unwrap_or(Value::Null);
         let (chat, id, kind, caption, markup, source) = {
@@ -937,16 +806,12 @@ impl Emulator {
             let kind = media_kind(&media)?;
             let caption = item_caption(&media)?;
             let markup = check_markup(call.values.get("reply_markup"))?;
-            let msg = st
-                .message(chat, id)
-                .ok_or_else(|| ApiError::bad("Bad Request: message to edit not found"))?;
+            let msg = st.message(chat, id).ok_or_else(|| ApiError::bad("Bad Request: message to edit not found"))?;
             if !msg.from_bot {
                 return Err(ApiError::bad("Bad Request: message can't be edited"));
             }
             if msg.photo.is_none() && msg.document.is_none() {
-                return Err(ApiError::bad(
-                    "Bad Request: there is no media in the message to edit",
-                ));
+                return Err(ApiError::bad("Bad Request: there is no media in the message to edit"));
             }
             let file = media["media"].as_str().unwrap_or_default();
             let source = source_from(&st, call, None, file, kind)?;
@@ -954,10 +819,8 @@ impl Emulator {
         };
         let prepared = prepare(kind, source).await?;
         let mut st = self.lock();
-        let current = st
-            .message(chat, id)
-            .cloned()
-            .ok_or_else(|| ApiError::bad("Bad Request: message to edit not found"))?;
+        let current =
+            st.message(chat, id).cloned().ok_or_else(|| ApiError::bad("Bad Request: message to edit not found"))?;
         let caption_text = Some(caption.text.clone()).filter(|c| !c.is_empty());
         if let Prepared::Existing(ids) = &prepared {
             let same_file = match kind {
@@ -996,9 +859,7 @@ impl Emulator {
         let chat = chat_of(&st, call)?;
         let action = call.str("action").unwrap_or_default().to_owned();
         if !CHAT_ACTIONS.contains(&action.as_str()) {
-            return Err(ApiError::bad(
-                "Bad Request: wrong parameter action in request",
-            ));
+            return Err(ApiError::bad("Bad Request: wrong parameter action in request"));
         }
         st.chats.entry(chat).or_default().last_action = Some((action, now_ms()));
         Ok(json!(true))
@@ -1008,16 +869,11 @@ impl Emulator {
         let mut st = self.lock();
         let id = call.str("callback_query_id").unwrap_or_default().to_owned();
         let text = call.str("text").map(str::to_owned);
-        if text
-            .as_ref()
-            .is_some_and(|t| t.chars().count() > CALLBACK_TEXT_MAX)
-        {
+        if text.as_ref().is_some_and(|t| t.chars().count() > CALLBACK_TEXT_MAX) {
             return Err(ApiError::bad("Bad Request: MESSAGE_TOO_LONG"));
         }
         let rec = st.callbacks.get_mut(&id).filter(|r| !r.answered).ok_or_else(|| {
-            ApiError::bad(
-                "Bad Request: query is too old and response timeout expired or query id is invalid",
-            )
+            ApiError::bad("Bad Request: query is too old and response timeout expired or query id is invalid")
         })?;
         rec.answered = true;
         let answer = CallbackAnswer {
@@ -1038,15 +894,9 @@ impl Emulator {
         let mut st = self.lock();
         let id = call.str("inline_query_id").unwrap_or_default().to_owned();
         let update_id = *st.inline_queries.get(&id).ok_or_else(|| {
-            ApiError::bad(
-                "Bad Request: query is too old and response timeout expired or query id is invalid",
-            )
+            ApiError::bad("Bad Request: query is too old and response timeout expired or query id is invalid")
         })?;
-        let results = call
-            .values
-            .get("results")
-            .cloned()
-            .unwrap_or_else(|| json!([]));
+        let results = call.values.get("results").cloned().unwrap_or_else(|| json!([]));
         if results.as_array().is_some_and(|r| r.len() > 50) {
             return Err(ApiError::bad("Bad Request: RESULTS_TOO_MUCH"));
         }
@@ -1064,10 +914,7 @@ impl Emulator {
     fn get_file(&self, call: &Call) -> Result<Value, ApiError> {
         let st = self.lock();
         let id = call.str("file_id").unwrap_or_default();
-        let f = st
-            .files
-            .get(id)
-            .ok_or_else(|| ApiError::bad("Bad Request: invalid file_id"))?;
+        let f = st.files.get(id).ok_or_else(|| ApiError::bad("Bad Request: invalid file_id"))?;
         if f.bytes.len() > DOWNLOAD_MAX_BYTES {
             return Err(ApiError::bad("Bad Request: file is too big"));
         }
@@ -1098,11 +945,7 @@ fn take_updates(st: &mut State, offset: Option<i64>, limit: usize) -> Vec<Value>
     if let Some(allowed) = st.allowed_updates.clone().filter(|a| !a.is_empty()) {
         st.queue.retain(|q| allowed.iter().any(|a| a == q.kind));
     }
-    st.queue
-        .iter()
-        .take(limit)
-        .map(|q| q.json.clone())
-        .collect()
+    st.queue.iter().take(limit).map(|q| q.json.clone()).collect()
 }
 
 /// The private chat the call addresses: known (a user wrote from it) and not blocked.
@@ -1112,21 +955,13 @@ fn chat_of(st: &State, call: &Call) -> Result<i64, ApiError> {
         .filter(|id| st.users.contains_key(id))
         .ok_or_else(|| ApiError::bad("Bad Request: chat not found"))?;
     if st.blocked.contains(&id) {
-        return Err(ApiError::normal(
-            403,
-            "Forbidden: bot was blocked by the user",
-        ));
+        return Err(ApiError::normal(403, "Forbidden: bot was blocked by the user"));
     }
     Ok(id)
 }
 
 /// Text (or caption) after parse_mode, or with the entities given explicitly.
-fn parse_text(
-    call: &Call,
-    key: &str,
-    mode_key: &str,
-    entities_key: &str,
-) -> Result<Parsed, ApiError> {
+fn parse_text(call: &Call, key: &str, mode_key: &str, entities_key: &str) -> Result<Parsed, ApiError> {
     let text = call.str(key).unwrap_or_default();
     parse_parts(text, call.str(mode_key), call.values.get(entities_key))
 }
@@ -1137,15 +972,10 @@ fn parse_parts(text: &str, mode: Option<&str>, given: Option<&Value>) -> Result<
         for e in given {
             let end = e["offset"].as_u64().unwrap_or(0) + e["length"].as_u64().unwrap_or(0);
             if end > len {
-                return Err(ApiError::bad(
-                    "Bad Request: can't parse entities: entity ends after the end of the text",
-                ));
+                return Err(ApiError::bad("Bad Request: can't parse entities: entity ends after the end of the text"));
             }
         }
-        return Ok(Parsed {
-            text: text.to_owned(),
-            entities: given.clone(),
-        });
+        return Ok(Parsed { text: text.to_owned(), entities: given.clone() });
     }
     markup::parse(text, mode).map_err(ApiError::bad)
 }
@@ -1164,31 +994,19 @@ fn check_text(text: &str, too_long: &str) -> Result<(), ApiError> {
 fn check_markup(markup: Option<&Value>) -> Result<Option<Value>, ApiError> {
     let Some(m) = markup else { return Ok(None) };
     let rows = m.get("inline_keyboard").and_then(Value::as_array);
-    for button in rows
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_array)
-        .flatten()
-    {
+    for button in rows.into_iter().flatten().filter_map(Value::as_array).flatten() {
         if let Some(data) = button.get("callback_data").and_then(Value::as_str) {
             if data.is_empty() || data.len() > CALLBACK_DATA_MAX {
                 return Err(ApiError::bad("Bad Request: BUTTON_DATA_INVALID"));
             }
         }
         if let Some(url) = button.get("url").and_then(Value::as_str) {
-            let ok = ["http://", "https://", "tg://"]
-                .iter()
-                .any(|p| url.starts_with(p))
-                && url.len() > 8;
+            let ok = ["http://", "https://", "tg://"].iter().any(|p| url.starts_with(p)) && url.len() > 8;
             if !ok {
                 return Err(ApiError::bad("Bad Request: BUTTON_URL_INVALID"));
             }
         }
-        match BUTTON_ACTIONS
-            .iter()
-            .filter(|k| button.get(**k).is_some())
-            .count()
-        {
+        match BUTTON_ACTIONS.iter().filter(|k| button.get(**k).is_some()).count() {
             0 => {
                 return Err(ApiError::bad(
                     "Bad Request: can't parse inline keyboard button: Text buttons are unallowed \
@@ -1219,9 +1037,7 @@ fn reply_target(st: &State, chat: i64, call: &Call) -> Result<Option<i64>, ApiEr
     if rp["allow_sending_without_reply"].as_bool().unwrap_or(false) {
         return Ok(None);
     }
-    Err(ApiError::bad(
-        "Bad Request: message to be replied not found",
-    ))
+    Err(ApiError::bad("Bad Request: message to be replied not found"))
 }
 
 enum Source {
@@ -1242,35 +1058,18 @@ enum Prepared {
 }
 
 fn file_source(st: &State, call: &Call, field: &str, kind: FileKind) -> Result<Source, ApiError> {
-    source_from(
-        st,
-        call,
-        call.files.get(field),
-        call.str(field).unwrap_or_default(),
-        kind,
-    )
+    source_from(st, call, call.files.get(field), call.str(field).unwrap_or_default(), kind)
 }
 
 /// Where a file comes from: a direct upload, an `attach://` part, a URL (refused: no internet
 /// here, as Telegram would fail to fetch it) or an existing `file_id` of the right kind.
-fn source_from(
-    st: &State,
-    call: &Call,
-    upload: Option<&Upload>,
-    s: &str,
-    kind: FileKind,
-) -> Result<Source, ApiError> {
+fn source_from(st: &State, call: &Call, upload: Option<&Upload>, s: &str, kind: FileKind) -> Result<Source, ApiError> {
     if let Some(u) = upload {
         return Ok(Source::Upload(u.clone()));
     }
     let wrong = || ApiError::bad("Bad Request: wrong file identifier/HTTP URL specified");
     if let Some(part) = s.strip_prefix("attach://") {
-        return call
-            .attachments
-            .get(part)
-            .cloned()
-            .map(Source::Upload)
-            .ok_or_else(wrong);
+        return call.attachments.get(part).cloned().map(Source::Upload).ok_or_else(wrong);
     }
     if s.starts_with("http://") || s.starts_with("https://") {
         return Err(ApiError::bad("Bad Request: failed to get HTTP URL content"));
@@ -1278,17 +1077,9 @@ fn source_from(
     let f = st.files.get(s).ok_or_else(wrong)?;
     if f.kind != kind {
         let name = |k: FileKind| {
-            if k == FileKind::Photo {
-                "Photo"
-            } else {
-                "Document"
-            }
+            if k == FileKind::Photo { "Photo" } else { "Document" }
         };
-        return Err(ApiError::bad(format!(
-            "Bad Request: can't use file of type {} as {}",
-            name(f.kind),
-            name(kind)
-        )));
+        return Err(ApiError::bad(format!("Bad Request: can't use file of type {} as {}", name(f.kind), name(kind))));
     }
     Ok(Source::Existing(match kind {
         FileKind::Photo => f.sizes.clone(),
@@ -1352,11 +1143,7 @@ fn media_kind(item: &Value) -> Result<FileKind, ApiError> {
 /// An `InputMedia*` item's caption after its own parse_mode.
 fn item_caption(item: &Value) -> Result<Parsed, ApiError> {
     let text = item["caption"].as_str().unwrap_or_default();
-    let p = parse_parts(
-        text,
-        item["parse_mode"].as_str(),
-        item.get("caption_entities"),
-    )?;
+    let p = parse_parts(text, item["parse_mode"].as_str(), item.get("caption_entities"))?;
     if p.text.chars().count() > CAPTION_MAX {
         return Err(ApiError::bad("Bad Request: message caption is too long"));
     }
@@ -1378,37 +1165,23 @@ async fn check_upload(kind: FileKind, upload: Upload) -> Result<Ready, ApiError>
     }
     if kind == FileKind::Document {
         if upload.bytes.len() > DOCUMENT_MAX_BYTES {
-            return Err(ApiError {
-                status: 413,
-                ..ApiError::bad("Request Entity Too Large")
-            });
+            return Err(ApiError { status: 413, ..ApiError::bad("Request Entity Too Large") });
         }
         let dims = media::dimensions(&upload.bytes).unwrap_or((0, 0));
-        return Ok(Ready {
-            upload,
-            dims,
-            thumb: None,
-        });
+        return Ok(Ready { upload, dims, thumb: None });
     }
     if upload.bytes.len() > PHOTO_MAX_BYTES {
         // MTProto's name for an oversized photo; the Bot API wording is not documented.
         return Err(ApiError::bad("Bad Request: PHOTO_SAVE_FILE_INVALID"));
     }
-    let (w, h) = media::dimensions(&upload.bytes)
-        .ok_or_else(|| ApiError::bad("Bad Request: IMAGE_PROCESS_FAILED"))?;
+    let (w, h) = media::dimensions(&upload.bytes).ok_or_else(|| ApiError::bad("Bad Request: IMAGE_PROCESS_FAILED"))?;
     let (long, short) = (w.max(h), w.min(h).max(1));
     if w == 0 || h == 0 || w + h > PHOTO_MAX_SIDES_SUM || long > short * PHOTO_MAX_RATIO {
         return Err(ApiError::bad("Bad Request: PHOTO_INVALID_DIMENSIONS"));
     }
     let bytes = upload.bytes.clone();
-    let thumb = tokio::task::spawn_blocking(move || media::thumbnail(&bytes, w, h))
-        .await
-        .unwrap_or(None);
-    Ok(Ready {
-        upload,
-        dims: (w, h),
-        thumb,
-    })
+    let thumb = tokio::task::spawn_blocking(move || media::thumbnail(&bytes, w, h)).await.unwrap_or(None);
+    Ok(Ready { upload, dims: (w, h), thumb })
 }
 
 #[cfg(test)]
@@ -1421,69 +1194,37 @@ mod tests {
 
     fn field(m: &str, f: &str) -> FieldSpec {
         let s = spec();
-        s.method(m)
-            .and_then(|m| m.field(f))
-            .cloned()
-            .expect("field")
+        s.method(m).and_then(|m| m.field(f)).cloned().expect("field")
     }
 
     #[test]
     fn form_values_are_parsed_like_telegram() {
         let s = spec();
-        assert_eq!(
-            from_text(&s, &field("sendMessage", "chat_id"), "42").ok(),
-            Some(json!(42))
-        );
-        assert_eq!(
-            from_text(&s, &field("sendMessage", "chat_id"), "@chan").ok(),
-            Some(json!("@chan"))
-        );
-        assert_eq!(
-            from_text(&s, &field("sendMessage", "disable_notification"), "True").ok(),
-            Some(json!(true))
-        );
+        assert_eq!(from_text(&s, &field("sendMessage", "chat_id"), "42").ok(), Some(json!(42)));
+        assert_eq!(from_text(&s, &field("sendMessage", "chat_id"), "@chan").ok(), Some(json!("@chan")));
+        assert_eq!(from_text(&s, &field("sendMessage", "disable_notification"), "True").ok(), Some(json!(true)));
         assert!(from_text(&s, &field("sendMessage", "disable_notification"), "yes").is_err());
         assert!(from_text(&s, &field("editMessageText", "message_id"), "12a").is_err());
         let markup = r#"{"inline_keyboard":[[{"text":"a","callback_data":"b"}]]}"#;
         assert!(from_text(&s, &field("sendMessage", "reply_markup"), markup).is_ok());
-        let e = from_text(
-            &s,
-            &field("sendMessage", "reply_markup"),
-            r#"{"inline_keyboard":[[{"text":"a","x":1}]]}"#,
-        )
-        .expect_err("unknown nested field");
+        let e = from_text(&s, &field("sendMessage", "reply_markup"), r#"{"inline_keyboard":[[{"text":"a","x":1}]]}"#)
+            .expect_err("unknown nested field");
         assert!(
-            e.description.contains("unknown field \"x\"")
-                && e.description.contains("InlineKeyboardButton"),
+            e.description.contains("unknown field \"x\"") && e.description.contains("InlineKeyboardButton"),
             "{}",
             e.description
         );
         let reply_kb = r#"{"keyboard":[[{"txt":"a"}]]}"#;
         let e = from_text(&s, &field("sendMessage", "reply_markup"), reply_kb).expect_err("typo");
-        assert!(
-            e.description.contains("KeyboardButton") && e.description.contains("txt"),
-            "{}",
-            e.description
-        );
+        assert!(e.description.contains("KeyboardButton") && e.description.contains("txt"), "{}", e.description);
         let e = from_text(&s, &field("sendMessage", "reply_markup"), "{oops").expect_err("json");
-        assert!(
-            e.description.contains("JSON-serialized"),
-            "{}",
-            e.description
-        );
+        assert!(e.description.contains("JSON-serialized"), "{}", e.description);
     }
 
     #[test]
     fn json_scalars_are_strict() {
         let s = spec();
-        assert!(
-            from_json(
-                &s,
-                &field("sendMessage", "disable_notification"),
-                json!("true")
-            )
-            .is_err()
-        );
+        assert!(from_json(&s, &field("sendMessage", "disable_notification"), json!("true")).is_err());
         assert!(from_json(&s, &field("sendMessage", "text"), json!(5)).is_err());
         let as_string = json!(r#"{"remove_keyboard":true}"#);
         assert_eq!(
@@ -1495,16 +1236,8 @@ mod tests {
     #[test]
     fn keyboard_rules() {
         let kb = |b: Value| json!({"inline_keyboard": [[b]]});
-        assert!(
-            check_markup(Some(&kb(
-                json!({"text": "a", "callback_data": "x".repeat(64)})
-            )))
-            .is_ok()
-        );
-        let e = check_markup(Some(&kb(
-            json!({"text": "a", "callback_data": "é".repeat(33)}),
-        )))
-        .expect_err("66 bytes");
+        assert!(check_markup(Some(&kb(json!({"text": "a", "callback_data": "x".repeat(64)})))).is_ok());
+        let e = check_markup(Some(&kb(json!({"text": "a", "callback_data": "é".repeat(33)})))).expect_err("66 bytes");
         assert_eq!(e.description, "Bad Request: BUTTON_DATA_INVALID");
         assert!(check_markup(Some(&kb(json!({"text": "a"})))).is_err());
         assert!(check_markup(Some(&kb(json!({"text": "a", "url": "ftp://x"})))).is_err());

@@ -14,19 +14,9 @@ use serde_json::{Value, json};
 
 enum Action {
     Text(String),
-    Photo {
-        bytes: Bytes,
-        dims: (u32, u32),
-        thumb: Option<(Vec<u8>, u32, u32)>,
-    },
-    Document {
-        bytes: Bytes,
-        name: String,
-    },
-    Callback {
-        data: String,
-        message_id: i64,
-    },
+    Photo { bytes: Bytes, dims: (u32, u32), thumb: Option<(Vec<u8>, u32, u32)> },
+    Document { bytes: Bytes, name: String },
+    Callback { data: String, message_id: i64 },
     Inline(String),
 }
 
@@ -48,11 +38,9 @@ pub(crate) fn push_update(emu: &Emulator, u: ControlUpdate) -> Result<i64, Strin
         u.inline_query.is_some(),
     ];
     if set.iter().filter(|x| **x).count() != 1 {
-        return Err(
-            "set exactly one of text, photo_path, photo_base64, document_path, \
+        return Err("set exactly one of text, photo_path, photo_base64, document_path, \
                     document_base64, callback_data (with message_id), inline_query"
-                .into(),
-        );
+            .into());
     }
     let action = load(&u)?;
     let user = u.user.clone();
@@ -63,11 +51,7 @@ pub(crate) fn push_update(emu: &Emulator, u: ControlUpdate) -> Result<i64, Strin
     let update_id = match action {
         Action::Text(text) => {
             let entities = command_entity(&text).into_iter().collect();
-            let msg = Msg {
-                text: Some(text),
-                entities,
-                ..Msg::default()
-            };
+            let msg = Msg { text: Some(text), entities, ..Msg::default() };
             user_message(&mut st, chat_id, msg)
         }
         Action::Photo { bytes, dims, thumb } => {
@@ -78,22 +62,14 @@ pub(crate) fn push_update(emu: &Emulator, u: ControlUpdate) -> Result<i64, Strin
             }
             ids.push(st.add_file(bytes, FileKind::Photo, mime, None, dims));
             st.link_sizes(&ids);
-            let msg = Msg {
-                photo: Some(ids),
-                caption: u.caption.clone(),
-                ..Msg::default()
-            };
+            let msg = Msg { photo: Some(ids), caption: u.caption.clone(), ..Msg::default() };
             user_message(&mut st, chat_id, msg)
         }
         Action::Document { bytes, name } => {
             let mime = media::mime_type(Some(&name), &bytes);
             let dims = media::dimensions(&bytes).unwrap_or((0, 0));
             let id = st.add_file(bytes, FileKind::Document, mime, Some(name), dims);
-            let msg = Msg {
-                document: Some(id),
-                caption: u.caption.clone(),
-                ..Msg::default()
-            };
+            let msg = Msg { document: Some(id), caption: u.caption.clone(), ..Msg::default() };
             user_message(&mut st, chat_id, msg)
         }
         Action::Callback { data, message_id } => {
@@ -108,15 +84,7 @@ pub(crate) fn push_update(emu: &Emulator, u: ControlUpdate) -> Result<i64, Strin
                 "chat_instance": format!("ci{chat_id}"), "data": data,
             });
             let update_id = st.enqueue("callback_query", query);
-            st.callbacks.insert(
-                query_id,
-                CallbackRec {
-                    update_id,
-                    chat_id,
-                    message_id,
-                    answered: false,
-                },
-            );
+            st.callbacks.insert(query_id, CallbackRec { update_id, chat_id, message_id, answered: false });
             update_id
         }
         Action::Inline(query) => {
@@ -145,32 +113,23 @@ fn load(u: &ControlUpdate) -> Result<Action, String> {
     }
     if let Some(data) = &u.callback_data {
         let message_id = u.message_id.ok_or("callback_data needs message_id")?;
-        return Ok(Action::Callback {
-            data: data.clone(),
-            message_id,
-        });
+        return Ok(Action::Callback { data: data.clone(), message_id });
     }
     if let Some(q) = &u.inline_query {
         return Ok(Action::Inline(q.clone()));
     }
     if u.photo_path.is_some() || u.photo_base64.is_some() {
         let bytes = bytes_of(u.photo_path.as_deref(), u.photo_base64.as_deref())?;
-        let dims =
-            media::dimensions(&bytes).ok_or("the photo is not an image the emulator can read")?;
+        let dims = media::dimensions(&bytes).ok_or("the photo is not an image the emulator can read")?;
         let thumb = media::thumbnail(&bytes, dims.0, dims.1);
         return Ok(Action::Photo { bytes, dims, thumb });
     }
     let bytes = bytes_of(u.document_path.as_deref(), u.document_base64.as_deref())?;
-    let from_path = u.document_path.as_deref().and_then(|p| {
-        std::path::Path::new(p)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-    });
-    let name = u
-        .file_name
-        .clone()
-        .or(from_path)
-        .unwrap_or_else(|| "file".into());
+    let from_path = u
+        .document_path
+        .as_deref()
+        .and_then(|p| std::path::Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()));
+    let name = u.file_name.clone().or(from_path).unwrap_or_else(|| "file".into());
     Ok(Action::Document { bytes, name })
 }
 
@@ -180,9 +139,7 @@ fn bytes_of(path: Option<&str>, b64: Option<&str>) -> Result<Bytes, String> {
         (None, Some(s)) => {
             let s = s.split_once(";base64,").map_or(s, |(_, data)| data);
             let clean: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(clean)
-                .map_err(|e| format!("bad base64: {e}"))?
+            base64::engine::general_purpose::STANDARD.decode(clean).map_err(|e| format!("bad base64: {e}"))?
         }
         (None, None) => return Err("no file given".into()),
     };
@@ -204,9 +161,7 @@ fn command_entity(text: &str) -> Option<Value> {
         return None;
     }
     let word = text.split(char::is_whitespace).next().unwrap_or_default();
-    (word.len() > 1).then(
-        || json!({"type": "bot_command", "offset": 0, "length": super::markup::utf16_len(word)}),
-    )
+    (word.len() > 1).then(|| json!({"type": "bot_command", "offset": 0, "length": super::markup::utf16_len(word)}))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -234,10 +189,7 @@ pub(crate) async fn chat(AxState(emu): AxState<Emulator>, Path(chat_id): Path<i6
 }
 
 /// `GET /emulator/control/chats/{chat_id}/messages`.
-pub(crate) async fn messages(
-    AxState(emu): AxState<Emulator>,
-    Path(chat_id): Path<i64>,
-) -> Response {
+pub(crate) async fn messages(AxState(emu): AxState<Emulator>, Path(chat_id): Path<i64>) -> Response {
     Json(emu.messages(chat_id)).into_response()
 }
 

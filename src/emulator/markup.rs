@@ -21,24 +21,15 @@ pub(crate) fn parse(text: &str, mode: Option<&str>) -> Result<Parsed, String> {
     // Telegram compares the mode case-insensitively.
     let mode = mode.map(str::to_ascii_lowercase);
     let mut out = match mode.as_deref() {
-        None | Some("") => Ok(Parsed {
-            text: text.to_owned(),
-            entities: Vec::new(),
-        }),
+        None | Some("") => Ok(Parsed { text: text.to_owned(), entities: Vec::new() }),
         Some("html") => Html::default().run(text),
         Some("markdownv2") => MarkdownV2::default().run(text),
         Some("markdown") => markdown_legacy(text),
         Some(_) => return Err("Bad Request: unsupported parse_mode".to_owned()),
     }
     .map_err(|e| format!("{PREFIX}{e}"))?;
-    out.entities
-        .retain(|e| e["length"].as_u64().unwrap_or(0) > 0);
-    out.entities.sort_by_key(|e| {
-        (
-            e["offset"].as_u64().unwrap_or(0),
-            u64::MAX - e["length"].as_u64().unwrap_or(0),
-        )
-    });
+    out.entities.retain(|e| e["length"].as_u64().unwrap_or(0) > 0);
+    out.entities.sort_by_key(|e| (e["offset"].as_u64().unwrap_or(0), u64::MAX - e["length"].as_u64().unwrap_or(0)));
     Ok(out)
 }
 
@@ -68,10 +59,7 @@ impl Out {
         s.chars().for_each(|c| self.push(c));
     }
     fn finish(self) -> Parsed {
-        Parsed {
-            text: self.text,
-            entities: self.entities,
-        }
+        Parsed { text: self.text, entities: self.entities }
     }
 }
 
@@ -101,9 +89,7 @@ impl Html {
                 if !next.is_some_and(|n| n.is_ascii_alphabetic() || n == '/') {
                     return Err(format!("Unsupported start tag \"\" at byte offset {i}"));
                 }
-                let end = rest
-                    .find('>')
-                    .ok_or(format!("Unclosed start tag at byte offset {i}"))?;
+                let end = rest.find('>').ok_or(format!("Unclosed start tag at byte offset {i}"))?;
                 self.tag(&rest[1..end], i)?;
                 i += end + 1;
             } else if c == '&' {
@@ -116,10 +102,7 @@ impl Html {
             }
         }
         if let Some(open) = self.stack.last() {
-            return Err(format!(
-                "Can't find end tag corresponding to start tag \"{}\"",
-                open.name
-            ));
+            return Err(format!("Can't find end tag corresponding to start tag \"{}\"", open.name));
         }
         Ok(self.out.finish())
     }
@@ -127,10 +110,7 @@ impl Html {
     fn tag(&mut self, inner: &str, at: usize) -> Result<(), String> {
         if let Some(close) = inner.strip_prefix('/') {
             let name = close.trim().to_ascii_lowercase();
-            let open = self
-                .stack
-                .pop()
-                .ok_or(format!("Unexpected end tag at byte offset {at}"))?;
+            let open = self.stack.pop().ok_or(format!("Unexpected end tag at byte offset {at}"))?;
             if !name.is_empty() && name != open.name {
                 return Err(format!(
                     "Unmatched end tag at byte offset {at}, expected \"</{}>\", found \"</{name}>\"",
@@ -144,9 +124,7 @@ impl Html {
             }
             return Ok(());
         }
-        let name_len = inner
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-            .unwrap_or(inner.len());
+        let name_len = inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).unwrap_or(inner.len());
         let name = inner[..name_len].to_ascii_lowercase();
         let attrs = parse_attrs(&inner[name_len..]);
         let attr = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -161,17 +139,9 @@ impl Html {
             "span" if attr("class").as_deref() == Some("tg-spoiler") => kind("spoiler"),
             "a" => attr("href").map(|url| json!({"type": "text_link", "url": url})),
             "code" => {
-                let lang =
-                    attr("class").and_then(|c| c.strip_prefix("language-").map(str::to_owned));
+                let lang = attr("class").and_then(|c| c.strip_prefix("language-").map(str::to_owned));
                 match (self.stack.last_mut(), lang) {
-                    (
-                        Some(OpenTag {
-                            name,
-                            entity: Some(e),
-                            ..
-                        }),
-                        Some(lang),
-                    ) if name == "pre" => {
+                    (Some(OpenTag { name, entity: Some(e), .. }), Some(lang)) if name == "pre" => {
                         e["language"] = json!(lang);
                         None
                     }
@@ -187,11 +157,7 @@ impl Html {
             }
             _ => return Err(unsupported()),
         };
-        self.stack.push(OpenTag {
-            name,
-            entity,
-            start: self.out.len16,
-        });
+        self.stack.push(OpenTag { name, entity, start: self.out.len16 });
         Ok(())
     }
 }
@@ -226,9 +192,7 @@ fn parse_attrs(mut s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     loop {
         s = s.trim_start();
-        let name_end = s
-            .find(|c: char| c == '=' || c.is_whitespace())
-            .unwrap_or(s.len());
+        let name_end = s.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(s.len());
         if name_end == 0 {
             return out;
         }
@@ -383,9 +347,7 @@ impl MarkdownV2 {
                     continue;
                 }
                 c if RESERVED.contains(c) => {
-                    return Err(format!(
-                        "Character '{c}' is reserved and must be escaped with the preceding '\\'"
-                    ));
+                    return Err(format!("Character '{c}' is reserved and must be escaped with the preceding '\\'"));
                 }
                 c => self.out.push(c),
             }
@@ -393,19 +355,14 @@ impl MarkdownV2 {
         }
         self.close_quote();
         if let Some((mark, _, byte)) = self.stack.last() {
-            return Err(format!(
-                "Can't find end of {} entity at byte offset {byte}",
-                mark.name()
-            ));
+            return Err(format!("Can't find end of {} entity at byte offset {byte}", mark.name()));
         }
         Ok(self.out.finish())
     }
 
     fn close_quote(&mut self) {
         if let Some(start) = self.quote_start.take() {
-            self.out
-                .entities
-                .push(entity("blockquote", start, self.out.len16 - start));
+            self.out.entities.push(entity("blockquote", start, self.out.len16 - start));
         }
     }
 
@@ -414,16 +371,11 @@ impl MarkdownV2 {
             None => self.stack.push((mark, self.out.len16, byte)),
             Some(pos) if pos + 1 == self.stack.len() => {
                 let (_, start, _) = self.stack.remove(pos);
-                self.out
-                    .entities
-                    .push(entity(mark.entity(), start, self.out.len16 - start));
+                self.out.entities.push(entity(mark.entity(), start, self.out.len16 - start));
             }
             Some(_) => {
                 let (inner, _, at) = self.stack[self.stack.len() - 1];
-                return Err(format!(
-                    "Can't find end of {} entity at byte offset {at}",
-                    inner.name()
-                ));
+                return Err(format!("Can't find end of {} entity at byte offset {at}", inner.name()));
             }
         }
         Ok(())
@@ -432,17 +384,14 @@ impl MarkdownV2 {
     /// Inline code or a pre block starting at `chars[k]`; returns the index after it.
     fn code(&mut self, chars: &[(usize, char)], k: usize) -> Result<usize, String> {
         let byte = chars[k].0;
-        let is_pre = chars.get(k + 1).map(|c| c.1) == Some('`')
-            && chars.get(k + 2).map(|c| c.1) == Some('`');
+        let is_pre = chars.get(k + 1).map(|c| c.1) == Some('`') && chars.get(k + 2).map(|c| c.1) == Some('`');
         let open_len = if is_pre { 3 } else { 1 };
         let mut body = String::new();
         let mut j = k + open_len;
         loop {
             let Some(&(_, c)) = chars.get(j) else {
                 let kind = if is_pre { "Pre" } else { "Code" };
-                return Err(format!(
-                    "Can't find end of {kind} entity at byte offset {byte}"
-                ));
+                return Err(format!("Can't find end of {kind} entity at byte offset {byte}"));
             };
             if c == '\\' {
                 if let Some(&(_, n)) = chars.get(j + 1) {
@@ -453,8 +402,7 @@ impl MarkdownV2 {
             }
             let closes = c == '`'
                 && (!is_pre
-                    || (chars.get(j + 1).map(|c| c.1) == Some('`')
-                        && chars.get(j + 2).map(|c| c.1) == Some('`')));
+                    || (chars.get(j + 1).map(|c| c.1) == Some('`') && chars.get(j + 2).map(|c| c.1) == Some('`')));
             if closes {
                 break;
             }
@@ -478,9 +426,7 @@ impl MarkdownV2 {
             self.out.entities.push(e);
         } else {
             self.out.push_str(&body);
-            self.out
-                .entities
-                .push(entity("code", start, self.out.len16 - start));
+            self.out.entities.push(entity("code", start, self.out.len16 - start));
         }
         Ok(j + open_len)
     }
@@ -491,20 +437,14 @@ impl MarkdownV2 {
             return Ok(k + 1);
         };
         if chars.get(k + 1).map(|c| c.1) != Some('(') {
-            return Err(format!(
-                "Can't find end of {} entity at byte offset {byte}",
-                mark.name()
-            ));
+            return Err(format!("Can't find end of {} entity at byte offset {byte}", mark.name()));
         }
         let mut url = String::new();
         let mut j = k + 2;
         loop {
             match chars.get(j).map(|c| c.1) {
                 None => {
-                    return Err(format!(
-                        "Can't find end of a URL at byte offset {}",
-                        chars[k + 1].0
-                    ));
+                    return Err(format!("Can't find end of a URL at byte offset {}", chars[k + 1].0));
                 }
                 Some('\\') if j + 1 < chars.len() => {
                     url.push(chars[j + 1].1);
@@ -520,9 +460,9 @@ impl MarkdownV2 {
         let len = self.out.len16 - start;
         let e = match mark {
             Mark::Emoji => {
-                let id = url.strip_prefix("tg://emoji?id=").ok_or_else(|| {
-                    format!("Custom emoji URL must have scheme tg at byte offset {byte}")
-                })?;
+                let id = url
+                    .strip_prefix("tg://emoji?id=")
+                    .ok_or_else(|| format!("Custom emoji URL must have scheme tg at byte offset {byte}"))?;
                 json!({"type": "custom_emoji", "offset": start, "length": len, "custom_emoji_id": id})
             }
             _ => json!({"type": "text_link", "offset": start, "length": len, "url": url}),
@@ -559,9 +499,8 @@ fn markdown_legacy(s: &str) -> Result<Parsed, String> {
             }
         };
         let body_from = byte + open_len;
-        let rel = s[body_from..].find(close).ok_or(format!(
-            "Can't find end of the entity starting at byte offset {byte}"
-        ))?;
+        let rel =
+            s[body_from..].find(close).ok_or(format!("Can't find end of the entity starting at byte offset {byte}"))?;
         let body = &s[body_from..body_from + rel];
         let mut next = body_from + rel + close.len();
         let start = out.len16;
@@ -572,17 +511,12 @@ fn markdown_legacy(s: &str) -> Result<Parsed, String> {
             let url_end = rest
                 .strip_prefix('(')
                 .and_then(|r| r.find(')'))
-                .ok_or(format!(
-                    "Can't find end of the entity starting at byte offset {byte}"
-                ))?;
+                .ok_or(format!("Can't find end of the entity starting at byte offset {byte}"))?;
             e["url"] = json!(&rest[1..url_end + 1]);
             next += url_end + 2;
         }
         out.entities.push(e);
-        k = chars
-            .iter()
-            .position(|&(b, _)| b >= next)
-            .unwrap_or(chars.len());
+        k = chars.iter().position(|&(b, _)| b >= next).unwrap_or(chars.len());
     }
     Ok(out.finish())
 }
@@ -606,44 +540,21 @@ mod tests {
 
     #[test]
     fn html_becomes_text_and_entities() {
-        let p = parse(
-            "<b>Hi</b> &lt;you&gt; <a href=\"https://x.y/?a=1&amp;b=2\">link</a> 😀<i>é</i>",
-            Some("HTML"),
-        )
-        .expect("valid html");
+        let p = parse("<b>Hi</b> &lt;you&gt; <a href=\"https://x.y/?a=1&amp;b=2\">link</a> 😀<i>é</i>", Some("HTML"))
+            .expect("valid html");
         assert_eq!(p.text, "Hi <you> link 😀é");
-        assert_eq!(
-            kinds(&p),
-            vec![
-                ("bold".into(), 0, 2),
-                ("text_link".into(), 9, 4),
-                ("italic".into(), 16, 1)
-            ]
-        );
+        assert_eq!(kinds(&p), vec![("bold".into(), 0, 2), ("text_link".into(), 9, 4), ("italic".into(), 16, 1)]);
         assert_eq!(p.entities[1]["url"], "https://x.y/?a=1&b=2");
-        let pre = parse(
-            "<pre><code class=\"language-rust\">fn</code></pre>",
-            Some("HTML"),
-        )
-        .expect("pre");
-        assert_eq!(
-            pre.entities,
-            vec![json!({"type": "pre", "offset": 0, "length": 2, "language": "rust"})]
-        );
+        let pre = parse("<pre><code class=\"language-rust\">fn</code></pre>", Some("HTML")).expect("pre");
+        assert_eq!(pre.entities, vec![json!({"type": "pre", "offset": 0, "length": 2, "language": "rust"})]);
     }
 
     #[test]
     fn html_errors_are_telegram_errors() {
         let e = parse("a < b", Some("HTML")).expect_err("bare <");
-        assert!(
-            e.starts_with("Bad Request: can't parse entities: Unsupported start tag"),
-            "{e}"
-        );
+        assert!(e.starts_with("Bad Request: can't parse entities: Unsupported start tag"), "{e}");
         let e = parse("<b>x", Some("HTML")).expect_err("unclosed");
-        assert!(
-            e.contains("Can't find end tag corresponding to start tag \"b\""),
-            "{e}"
-        );
+        assert!(e.contains("Can't find end tag corresponding to start tag \"b\""), "{e}");
         let e = parse("<b><i>x</b></i>", Some("HTML")).expect_err("crossed");
         assert!(e.contains("Unmatched end tag"), "{e}");
         let e = parse("<b", Some("HTML")).expect_err("unclosed start");
@@ -655,11 +566,8 @@ mod tests {
 
     #[test]
     fn markdown_v2_parses_and_demands_escapes() {
-        let p = parse(
-            "*bold _it_* __u__ ~s~ ||sp|| `c\\`` [l](https://a.b/\\)) 1\\.5",
-            Some("MarkdownV2"),
-        )
-        .expect("valid");
+        let p =
+            parse("*bold _it_* __u__ ~s~ ||sp|| `c\\`` [l](https://a.b/\\)) 1\\.5", Some("MarkdownV2")).expect("valid");
         assert_eq!(p.text, "bold it u s sp c` l 1.5");
         assert_eq!(
             kinds(&p),
@@ -694,9 +602,6 @@ mod tests {
         assert!(parse("*b", Some("Markdown")).is_err());
         assert_eq!(parse("<b>", None).expect("plain").text, "<b>");
         assert_eq!(parse("<b>x</b>", Some("html")).expect("case").text, "x");
-        assert_eq!(
-            parse("x", Some("xml")).expect_err("mode"),
-            "Bad Request: unsupported parse_mode"
-        );
+        assert_eq!(parse("x", Some("xml")).expect_err("mode"), "Bad Request: unsupported parse_mode");
     }
 }

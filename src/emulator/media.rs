@@ -6,11 +6,7 @@ use std::io::Cursor;
 
 /// Width and height read from the image header only (no pixel decode).
 pub(crate) fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
-    ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .ok()?
-        .into_dimensions()
-        .ok()
+    ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()
 }
 
 /// Longest side of the thumbnail `PhotoSize`.
@@ -24,11 +20,7 @@ pub(crate) fn thumbnail(bytes: &[u8], width: u32, height: u32) -> Option<(Vec<u8
     if width.max(height) <= THUMB_SIDE || u64::from(width) * u64::from(height) > THUMB_MAX_PIXELS {
         return None;
     }
-    let img = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .ok()?
-        .decode()
-        .ok()?;
+    let img = ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?.decode().ok()?;
     let small = img.thumbnail(THUMB_SIDE, THUMB_SIDE).into_rgb8();
     let (w, h) = small.dimensions();
     let mut out = Cursor::new(Vec::new());
@@ -38,10 +30,7 @@ pub(crate) fn thumbnail(bytes: &[u8], width: u32, height: u32) -> Option<(Vec<u8
 
 /// A content type from the file name, else from the bytes, else `application/octet-stream`.
 pub(crate) fn mime_type(file_name: Option<&str>, bytes: &[u8]) -> String {
-    let ext = file_name
-        .and_then(|n| n.rsplit_once('.'))
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
+    let ext = file_name.and_then(|n| n.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
     let by_ext = match ext.as_str() {
         "jpg" | "jpeg" => Some("image/jpeg"),
         "png" => Some("image/png"),
@@ -83,22 +72,14 @@ mod tests {
     use super::*;
 
     fn photo(name: &str) -> Vec<u8> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/testdata/photos")
-            .join(name);
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/photos").join(name);
         std::fs::read(p).expect("test photo")
     }
 
     #[test]
     fn reads_dimensions_from_headers() {
-        assert_eq!(
-            dimensions(&photo("canon_sx60_orient6_gpsifd.jpg")),
-            Some((2048, 1536))
-        );
-        assert_eq!(
-            dimensions(&photo("bomb_50000x50000_rgb_header_only.png")),
-            Some((50000, 50000))
-        );
+        assert_eq!(dimensions(&photo("canon_sx60_orient6_gpsifd.jpg")), Some((2048, 1536)));
+        assert_eq!(dimensions(&photo("bomb_50000x50000_rgb_header_only.png")), Some((50000, 50000)));
         assert_eq!(dimensions(b"not an image"), None);
     }
 

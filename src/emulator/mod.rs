@@ -97,13 +97,7 @@ impl Emulator {
             spec::Spec::empty()
         });
         let (wake, _) = watch::channel(0);
-        Emulator {
-            inner: Arc::new(Inner {
-                spec,
-                state: Mutex::new(state::State::default()),
-                wake,
-            }),
-        }
+        Emulator { inner: Arc::new(Inner { spec, state: Mutex::new(state::State::default()), wake }) }
     }
 
     /// All routes: the Bot API, file downloads, the control API, `/sandbox` and `/static/*`.
@@ -114,27 +108,15 @@ impl Emulator {
             .route("/file/bot{token}/{*file_path}", get(api::download))
             .route("/emulator/control/updates", post(control::push))
             .route("/emulator/control/chats/{chat_id}", get(control::chat))
-            .route(
-                "/emulator/control/chats/{chat_id}/messages",
-                get(control::messages),
-            )
+            .route("/emulator/control/chats/{chat_id}/messages", get(control::messages))
             .route("/emulator/control/files/{file_id}", get(control::file))
             .route("/emulator/control/rejections", get(control::rejections))
             .route("/emulator/control/calls", get(control::calls))
-            .route(
-                "/emulator/control/callback_answers",
-                get(control::callback_answers),
-            )
-            .route(
-                "/emulator/control/inline_answers",
-                get(control::inline_answers),
-            )
+            .route("/emulator/control/callback_answers", get(control::callback_answers))
+            .route("/emulator/control/inline_answers", get(control::inline_answers))
             .route("/emulator/control/flood", post(control::flood))
             .route("/emulator/control/users/{id}/block", post(control::block))
-            .route(
-                "/emulator/control/users/{id}/unblock",
-                post(control::unblock),
-            )
+            .route("/emulator/control/users/{id}/unblock", post(control::unblock))
             .route("/emulator/control/reset", post(control::reset))
             .route("/sandbox", get(sandbox::page))
             .route("/static/{*path}", get(sandbox::asset))

@@ -28,9 +28,7 @@ pub(crate) struct SandboxPage {
 
 /// `/static/{path}?v={hash}`: the hash changes with the file, so browsers refetch edits.
 fn asset_url(path: &str) -> String {
-    let v = Assets::get(path)
-        .map(|f| hex::encode(&f.metadata.sha256_hash()[..6]))
-        .unwrap_or_default();
+    let v = Assets::get(path).map(|f| hex::encode(&f.metadata.sha256_hash()[..6])).unwrap_or_default();
     format!("/static/{path}?v={v}")
 }
 
@@ -49,10 +47,7 @@ pub(crate) async fn page() -> SandboxPage {
 pub(crate) async fn asset(Path(path): Path<String>) -> Response {
     match Assets::get(&path) {
         Some(f) => (
-            [
-                (header::CONTENT_TYPE, f.metadata.mimetype().to_owned()),
-                (header::CACHE_CONTROL, "no-cache".to_owned()),
-            ],
+            [(header::CONTENT_TYPE, f.metadata.mimetype().to_owned()), (header::CACHE_CONTROL, "no-cache".to_owned())],
             f.data.into_owned(),
         )
             .into_response(),

@@ -60,12 +60,7 @@ impl FieldSpec {
     }
 
     fn render(&self) -> String {
-        let mut s = format!(
-            "{}{}: {}",
-            self.name,
-            if self.required { "" } else { "?" },
-            self.types.join(" | ")
-        );
+        let mut s = format!("{}{}: {}", self.name, if self.required { "" } else { "?" }, self.types.join(" | "));
         if let Some(c) = &self.constant {
             s.push_str(" = ");
             s.push_str(c);
@@ -114,26 +109,17 @@ impl Spec {
 
     /// A table with no methods: every call is refused as unknown.
     pub fn empty() -> Spec {
-        Spec {
-            version: String::new(),
-            methods: HashMap::new(),
-            types: HashMap::new(),
-        }
+        Spec { version: String::new(), methods: HashMap::new(), types: HashMap::new() }
     }
 
     fn from_text(text: &str) -> Result<Spec, String> {
         let file: SpecFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let fields = |list: Vec<String>| -> Result<Vec<FieldSpec>, String> {
-            list.iter()
-                .map(|s| FieldSpec::parse(s).ok_or_else(|| format!("bad field line {s:?}")))
-                .collect()
+            list.iter().map(|s| FieldSpec::parse(s).ok_or_else(|| format!("bad field line {s:?}"))).collect()
         };
         let mut methods = HashMap::new();
         for (name, list) in file.methods {
-            let spec = MethodSpec {
-                name: name.clone(),
-                fields: fields(list)?,
-            };
+            let spec = MethodSpec { name: name.clone(), fields: fields(list)? };
             methods.insert(name.to_ascii_lowercase(), spec);
         }
         let mut types = HashMap::new();
@@ -143,11 +129,7 @@ impl Spec {
         for (name, list) in file.unions {
             types.insert(name, TypeSpec::Union(list));
         }
-        Ok(Spec {
-            version: file.version,
-            methods,
-            types,
-        })
+        Ok(Spec { version: file.version, methods, types })
     }
 
     /// Looks a method up case-insensitively, as Telegram does.
@@ -168,11 +150,7 @@ impl Spec {
         if let Some(best) = self.best_variant(v, types) {
             return self.check_type(v, &best, path);
         }
-        Err(format!(
-            "{path} must be {}, got {}",
-            types.join(" or "),
-            json_kind(v)
-        ))
+        Err(format!("{path} must be {}, got {}", types.join(" or "), json_kind(v)))
     }
 
     fn check_type(&self, v: &Value, ty: &str, path: &str) -> Result<(), String> {
@@ -182,9 +160,7 @@ impl Spec {
             "Float" => v.is_number().then_some(()).ok_or_else(wrong),
             "Boolean" | "True" => v.is_boolean().then_some(()).ok_or_else(wrong),
             "String" => v.is_string().then_some(()).ok_or_else(wrong),
-            "InputFile" => Err(format!(
-                "{path} must be uploaded as a file (multipart/form-data)"
-            )),
+            "InputFile" => Err(format!("{path} must be uploaded as a file (multipart/form-data)")),
             _ => {
                 if let Some(inner) = ty.strip_prefix("Array of ") {
                     let items = v.as_array().ok_or_else(wrong)?;
@@ -202,27 +178,15 @@ impl Spec {
         }
     }
 
-    fn check_object(
-        &self,
-        v: &Value,
-        ty: &str,
-        fields: &[FieldSpec],
-        path: &str,
-    ) -> Result<(), String> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| format!("{path} must be {ty}, got {}", json_kind(v)))?;
+    fn check_object(&self, v: &Value, ty: &str, fields: &[FieldSpec], path: &str) -> Result<(), String> {
+        let obj = v.as_object().ok_or_else(|| format!("{path} must be {ty}, got {}", json_kind(v)))?;
         for key in obj.keys() {
             if !fields.iter().any(|f| &f.name == key) {
                 return Err(format!("{path}: unknown field \"{key}\" in {ty}"));
             }
         }
         for f in fields {
-            let sub = if path.is_empty() {
-                f.name.clone()
-            } else {
-                format!("{path}.{}", f.name)
-            };
+            let sub = if path.is_empty() { f.name.clone() } else { format!("{path}.{}", f.name) };
             match obj.get(&f.name) {
                 None | Some(Value::Null) if f.required => {
                     return Err(format!("{sub}: required field of {ty} is missing"));
@@ -266,10 +230,7 @@ impl Spec {
             if mismatch {
                 continue;
             }
-            score += obj
-                .keys()
-                .filter(|k| fields.iter().any(|f| &f.name == *k))
-                .count();
+            score += obj.keys().filter(|k| fields.iter().any(|f| &f.name == *k)).count();
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
                 best = Some((score, name));
             }
@@ -324,18 +285,10 @@ pub(crate) fn generate(api_json: &str) -> Result<String, String> {
                 let types: Vec<String> = f
                     .get("types")
                     .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned)
-                            .collect()
-                    })
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
                     .unwrap_or_default();
-                let constant = if discriminated && types == ["String"] {
-                    discriminator(&str_of(f, "description"))
-                } else {
-                    None
-                };
+                let constant =
+                    if discriminated && types == ["String"] { discriminator(&str_of(f, "description")) } else { None };
                 FieldSpec {
                     name: str_of(f, "name"),
                     types,
@@ -356,32 +309,21 @@ pub(crate) fn generate(api_json: &str) -> Result<String, String> {
         license: "MIT, Copyright (c) 2020 Paul Larsen; full text in BOTAPI-LICENSE beside this \
                   file. Descriptions originate from Telegram's public Bot API documentation."
             .to_owned(),
-        regenerate: "cargo test emulator::spec::tests::regenerate_spec_table -- --ignored"
-            .to_owned(),
+        regenerate: "cargo test emulator::spec::tests::regenerate_spec_table -- --ignored".to_owned(),
         version: str_of(&api, "version"),
         release_date: str_of(&api, "release_date"),
         methods: BTreeMap::new(),
         types: BTreeMap::new(),
         unions: BTreeMap::new(),
     };
-    let methods = api
-        .get("methods")
-        .and_then(Value::as_object)
-        .ok_or("no methods")?;
+    let methods = api.get("methods").and_then(Value::as_object).ok_or("no methods")?;
     for (name, m) in methods {
         file.methods.insert(name.clone(), fields_of(m, false));
     }
-    let types = api
-        .get("types")
-        .and_then(Value::as_object)
-        .ok_or("no types")?;
+    let types = api.get("types").and_then(Value::as_object).ok_or("no types")?;
     for (name, t) in types {
         if let Some(subs) = t.get("subtypes").and_then(Value::as_array) {
-            let subs = subs
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect();
+            let subs = subs.iter().filter_map(Value::as_str).map(str::to_owned).collect();
             file.unions.insert(name.clone(), subs);
         } else {
             let discriminated = t.get("subtype_of").is_some();
@@ -394,31 +336,17 @@ pub(crate) fn generate(api_json: &str) -> Result<String, String> {
 /// `"…, must be photo"` / `"…, always \"creator\""` → the fixed value.
 #[cfg(test)]
 fn discriminator(description: &str) -> Option<String> {
-    let at = ["must be ", "always "]
-        .iter()
-        .filter_map(|m| description.rfind(m).map(|i| i + m.len()))
-        .max()?;
-    let value = description[at..]
-        .trim()
-        .trim_matches(|c| matches!(c, '"' | '“' | '”'));
-    (!value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        .then(|| value.to_owned())
+    let at = ["must be ", "always "].iter().filter_map(|m| description.rfind(m).map(|i| i + m.len())).max()?;
+    let value = description[at..].trim().trim_matches(|c| matches!(c, '"' | '“' | '”'));
+    (!value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then(|| value.to_owned())
 }
 
 #[cfg(test)]
 fn render_file(f: &SpecFile) -> String {
     let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let map = |m: &BTreeMap<String, Vec<String>>| -> String {
-        let lines: Vec<String> = m
-            .iter()
-            .map(|(k, v)| {
-                format!(
-                    "    {}: {}",
-                    q(k),
-                    serde_json::to_string(v).unwrap_or_default()
-                )
-            })
-            .collect();
+        let lines: Vec<String> =
+            m.iter().map(|(k, v)| format!("    {}: {}", q(k), serde_json::to_string(v).unwrap_or_default())).collect();
         lines.join(",\n")
     };
     format!(
@@ -461,8 +389,7 @@ mod tests {
     #[ignore]
     fn regenerate_spec_table() {
         let api = std::fs::read_to_string(api_json_path()).expect("read shared api.json");
-        let out =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/emulator/botapi_spec.json");
+        let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/emulator/botapi_spec.json");
         std::fs::write(out, generate(&api).expect("generate")).expect("write table");
     }
 
@@ -474,10 +401,7 @@ mod tests {
             while let Some(inner) = t.strip_prefix("Array of ") {
                 t = inner;
             }
-            matches!(
-                t,
-                "Integer" | "Float" | "Boolean" | "True" | "String" | "InputFile"
-            ) || spec.types.contains_key(t)
+            matches!(t, "Integer" | "Float" | "Boolean" | "True" | "String" | "InputFile") || spec.types.contains_key(t)
         };
         let mut missing = Vec::new();
         for m in spec.methods.values() {
@@ -496,31 +420,16 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "unresolved types: {missing:?}");
-        assert!(
-            spec.method("SENDMESSAGE")
-                .is_some_and(|m| m.name == "sendMessage")
-        );
+        assert!(spec.method("SENDMESSAGE").is_some_and(|m| m.name == "sendMessage"));
         assert!(spec.methods.len() > 150, "{}", spec.methods.len());
     }
 
     #[test]
     fn discriminators_are_extracted() {
-        assert_eq!(
-            discriminator("Scope type, must be default").as_deref(),
-            Some("default")
-        );
-        assert_eq!(
-            discriminator("The member's status in the chat, always \"creator\"").as_deref(),
-            Some("creator")
-        );
-        assert_eq!(
-            discriminator("Type of the result, must be mpeg4_gif").as_deref(),
-            Some("mpeg4_gif")
-        );
-        assert_eq!(
-            discriminator("Text of the message to be sent, 1-4096 characters"),
-            None
-        );
+        assert_eq!(discriminator("Scope type, must be default").as_deref(), Some("default"));
+        assert_eq!(discriminator("The member's status in the chat, always \"creator\"").as_deref(), Some("creator"));
+        assert_eq!(discriminator("Type of the result, must be mpeg4_gif").as_deref(), Some("mpeg4_gif"));
+        assert_eq!(discriminator("Text of the message to be sent, 1-4096 characters"), None);
     }
 
     #[test]
@@ -535,28 +444,16 @@ mod tests {
         let ok = json!({"inline_keyboard": [[{"text": "a", "callback_data": "x"}]]});
         assert_eq!(spec.check(&ok, &types, "reply_markup"), Ok(()));
         let bad = json!({"inline_keyboard": [[{"text": "a", "callback_dat": "x"}]]});
-        let err = spec
-            .check(&bad, &types, "reply_markup")
-            .expect_err("unknown field");
-        assert!(
-            err.contains("callback_dat") && err.contains("InlineKeyboardButton"),
-            "{err}"
-        );
+        let err = spec.check(&bad, &types, "reply_markup").expect_err("unknown field");
+        assert!(err.contains("callback_dat") && err.contains("InlineKeyboardButton"), "{err}");
         let remove = json!({"remove_keyboard": true});
         assert_eq!(spec.check(&remove, &types, "reply_markup"), Ok(()));
         // Abstract type with a discriminator.
         let scope = vec!["BotCommandScope".to_owned()];
-        assert_eq!(
-            spec.check(&json!({"type": "chat", "chat_id": 5}), &scope, "scope"),
-            Ok(())
-        );
-        let err = spec
-            .check(&json!({"type": "chat"}), &scope, "scope")
-            .expect_err("missing");
+        assert_eq!(spec.check(&json!({"type": "chat", "chat_id": 5}), &scope, "scope"), Ok(()));
+        let err = spec.check(&json!({"type": "chat"}), &scope, "scope").expect_err("missing");
         assert!(err.contains("chat_id"), "{err}");
-        let err = spec
-            .check(&json!({"type": "nope"}), &scope, "scope")
-            .expect_err("bad type");
+        let err = spec.check(&json!({"type": "nope"}), &scope, "scope").expect_err("bad type");
         assert!(err.contains("scope"), "{err}");
     }
 }

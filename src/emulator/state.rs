@@ -2,8 +2,8 @@
 //! records tests read. Plain data behind one `std::sync::Mutex`; nothing here awaits.
 
 use super::{
-    CallRecord, CallbackAnswer, ChatStatus, ControlUser, FloodRule, InlineAnswer, Rejection,
-    TranscriptDocument, TranscriptMessage, TranscriptPhoto,
+    CallRecord, CallbackAnswer, ChatStatus, ControlUser, FloodRule, InlineAnswer, Rejection, TranscriptDocument,
+    TranscriptMessage, TranscriptPhoto,
 };
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -108,10 +108,7 @@ pub(crate) struct State {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub(crate) fn now_s() -> i64 {
@@ -129,11 +126,7 @@ impl State {
 
     pub fn user_json(u: &ControlUser) -> Value {
         let mut v = json!({"id": u.id, "is_bot": false, "first_name": u.first_name});
-        for (k, x) in [
-            ("last_name", &u.last_name),
-            ("username", &u.username),
-            ("language_code", &u.language_code),
-        ] {
+        for (k, x) in [("last_name", &u.last_name), ("username", &u.username), ("language_code", &u.language_code)] {
             if let Some(x) = x {
                 v[k] = json!(x);
             }
@@ -172,10 +165,7 @@ impl State {
             FileKind::Photo => "AgAC",
             FileKind::Document => "BQAC",
         };
-        let file_id = format!(
-            "{prefix}emu{n:06}{}",
-            &hex::encode(rand::random::<[u8; 6]>())
-        );
+        let file_id = format!("{prefix}emu{n:06}{}", &hex::encode(rand::random::<[u8; 6]>()));
         let unique_id = format!("AQAD{}", &hex::encode(sha2::Sha256::digest(&bytes))[..16]);
         let folder = match kind {
             FileKind::Photo => "photos",
@@ -224,19 +214,11 @@ impl State {
     }
 
     pub fn message_mut(&mut self, chat_id: i64, id: i64) -> Option<&mut Msg> {
-        self.chats
-            .get_mut(&chat_id)?
-            .messages
-            .iter_mut()
-            .find(|m| m.id == id)
+        self.chats.get_mut(&chat_id)?.messages.iter_mut().find(|m| m.id == id)
     }
 
     pub fn message(&self, chat_id: i64, id: i64) -> Option<&Msg> {
-        self.chats
-            .get(&chat_id)?
-            .messages
-            .iter()
-            .find(|m| m.id == id)
+        self.chats.get(&chat_id)?.messages.iter().find(|m| m.id == id)
     }
 
     fn photo_size_json(&self, file_id: &str) -> Value {
@@ -271,10 +253,7 @@ impl State {
         let from = if m.from_bot {
             self.bot_user()
         } else {
-            self.users
-                .get(&chat_id)
-                .map(Self::user_json)
-                .unwrap_or(Value::Null)
+            self.users.get(&chat_id).map(Self::user_json).unwrap_or(Value::Null)
         };
         v.insert("from".into(), from);
         v.insert("chat".into(), self.chat_json(chat_id));
@@ -287,10 +266,7 @@ impl State {
         }
         if let (Some(r), true) = (m.reply_to, with_reply) {
             if let Some(orig) = self.message(chat_id, r) {
-                v.insert(
-                    "reply_to_message".into(),
-                    self.message_json(chat_id, orig, false),
-                );
+                v.insert("reply_to_message".into(), self.message_json(chat_id, orig, false));
             }
         }
         if let Some(t) = &m.text {
@@ -365,10 +341,7 @@ impl State {
 
     pub fn chat_status(&self, chat_id: i64) -> ChatStatus {
         let action = self.chats.get(&chat_id).and_then(|c| c.last_action.clone());
-        let lang = self
-            .users
-            .get(&chat_id)
-            .and_then(|u| u.language_code.clone());
+        let lang = self.users.get(&chat_id).and_then(|u| u.language_code.clone());
         ChatStatus {
             chat_id,
             known: self.users.contains_key(&chat_id),
@@ -406,18 +379,9 @@ impl State {
 
 /// Settings key of a command list: the scope (default when absent) and the language.
 pub(crate) fn commands_key(scope: Option<&Value>, lang: &str) -> String {
-    let field = |k: &str| {
-        scope
-            .and_then(|s| s.get(k))
-            .map(|v| v.to_string())
-            .unwrap_or_default()
-    };
+    let field = |k: &str| scope.and_then(|s| s.get(k)).map(|v| v.to_string()).unwrap_or_default();
     let kind = scope.and_then(|s| s["type"].as_str()).unwrap_or("default");
-    format!(
-        "commands|{kind}|{}|{}|{lang}",
-        field("chat_id"),
-        field("user_id")
-    )
+    format!("commands|{kind}|{}|{}|{lang}", field("chat_id"), field("user_id"))
 }
 
 pub(crate) fn file_url(file_id: &str) -> String {

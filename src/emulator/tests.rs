@@ -9,9 +9,7 @@ use teloxide::ApiError as TgApiError;
 use teloxide::RequestError;
 use teloxide::net::Download;
 use teloxide::prelude::*;
-use teloxide::types::{
-    FileId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, ParseMode, UpdateKind,
-};
+use teloxide::types::{FileId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, ParseMode, UpdateKind};
 
 const USER: i64 = 42;
 
@@ -23,17 +21,11 @@ struct Env {
 
 async fn start() -> Env {
     let emu = Emulator::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = emu.router();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Env {
-        emu,
-        base: format!("http://{addr}/"),
-        http: reqwest::Client::new(),
-    }
+    Env { emu, base: format!("http://{addr}/"), http: reqwest::Client::new() }
 }
 
 impl Env {
@@ -44,11 +36,7 @@ impl Env {
     /// A user writes `text` (making the chat known); returns the update id.
     fn say(&self, id: i64, text: &str) -> i64 {
         self.emu
-            .push_update(ControlUpdate {
-                user: user(id),
-                text: Some(text.into()),
-                ..ControlUpdate::default()
-            })
+            .push_update(ControlUpdate { user: user(id), text: Some(text.into()), ..ControlUpdate::default() })
             .expect("push text")
     }
 
@@ -68,34 +56,19 @@ impl Env {
     }
 
     async fn control_get(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("get");
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.expect("get");
         assert!(r.status().is_success(), "{path}: {}", r.status());
         r.json().await.expect("json")
     }
 
     async fn control_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("post");
+        let r = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.expect("post");
         let status = r.status().as_u16();
         (status, r.json().await.expect("json"))
     }
 
     fn last_rejection(&self) -> Rejection {
-        self.emu
-            .rejections()
-            .last()
-            .cloned()
-            .expect("a rejection was recorded")
+        self.emu.rejections().last().cloned().expect("a rejection was recorded")
     }
 }
 
@@ -110,9 +83,7 @@ fn user(id: i64) -> ControlUser {
 }
 
 fn test_photo(name: &str) -> (String, Vec<u8>) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata/photos")
-        .join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/photos").join(name);
     let bytes = std::fs::read(&path).expect("test photo");
     (path.to_string_lossy().into_owned(), bytes)
 }
@@ -120,8 +91,7 @@ fn test_photo(name: &str) -> (String, Vec<u8>) {
 fn png(width: u32, height: u32) -> Vec<u8> {
     let img = image::RgbImage::new(width, height);
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
-        .expect("encode png");
+    img.write_to(&mut out, image::ImageFormat::Png).expect("encode png");
     out.into_inner()
 }
 
@@ -141,18 +111,14 @@ async fn teloxide_talks_to_the_emulator() {
     assert_eq!(me.id.0, 123, "bot id comes from the token");
     assert_eq!(me.username(), state::BOT_USERNAME);
 
-    bot.set_my_commands([teloxide::types::BotCommand::new("start", "Start")])
-        .await
-        .expect("setMyCommands");
+    bot.set_my_commands([teloxide::types::BotCommand::new("start", "Start")]).await.expect("setMyCommands");
     let cmds = bot.get_my_commands().await.expect("getMyCommands");
     assert_eq!(cmds[0].command, "start");
 
     env.say(USER, "/start now");
     let updates = bot.get_updates().await.expect("getUpdates");
     assert_eq!(updates.len(), 1);
-    let UpdateKind::Message(m) = &updates[0].kind else {
-        panic!("not a message: {:?}", updates[0])
-    };
+    let UpdateKind::Message(m) = &updates[0].kind else { panic!("not a message: {:?}", updates[0]) };
     assert_eq!(m.text(), Some("/start now"));
     assert_eq!(m.from.as_ref().map(|u| u.id.0), Some(USER as u64));
     let entities = m.entities().expect("command entity");
@@ -172,9 +138,7 @@ async fn teloxide_talks_to_the_emulator() {
     assert_eq!(sent.reply_markup(), Some(&kb));
     assert_eq!(sent.from.as_ref().map(|u| u.id.0), Some(123));
 
-    bot.send_chat_action(ChatId(USER), teloxide::types::ChatAction::Typing)
-        .await
-        .expect("action");
+    bot.send_chat_action(ChatId(USER), teloxide::types::ChatAction::Typing).await.expect("action");
 
     let edited = bot
         .edit_message_text(ChatId(USER), sent.id, "Working… 50%")
@@ -201,107 +165,57 @@ async fn teloxide_talks_to_the_emulator() {
         .expect("push callback");
     let offset = updates[0].id.0 as i32 + 1;
     let updates = bot.get_updates().offset(offset).await.expect("getUpdates");
-    let UpdateKind::CallbackQuery(q) = &updates[0].kind else {
-        panic!("not a callback")
-    };
+    let UpdateKind::CallbackQuery(q) = &updates[0].kind else { panic!("not a callback") };
     assert_eq!(q.data.as_deref(), Some("go:1"));
     assert_eq!(q.regular_message().map(|m| m.id), Some(sent.id));
-    bot.answer_callback_query(q.id.clone())
-        .text("Started")
-        .await
-        .expect("answer");
+    bot.answer_callback_query(q.id.clone()).text("Started").await.expect("answer");
     let answers = env.emu.callback_answers();
     assert_eq!(answers[0].text.as_deref(), Some("Started"));
     assert_eq!(answers[0].message_id, i64::from(sent.id.0));
-    let again = bot
-        .answer_callback_query(q.id.clone())
-        .await
-        .expect_err("second answer");
+    let again = bot.answer_callback_query(q.id.clone()).await.expect_err("second answer");
     assert_eq!(api_error(again), TgApiError::InvalidQueryId);
 
     // Upload a photo, then download it back through getFile.
     let (_, jpeg) = test_photo("canon_sx60_orient6_gpsifd.jpg");
     let photo_msg = bot
-        .send_photo(
-            ChatId(USER),
-            InputFile::memory(jpeg.clone()).file_name("result.jpg"),
-        )
+        .send_photo(ChatId(USER), InputFile::memory(jpeg.clone()).file_name("result.jpg"))
         .caption("Your image")
         .await
         .expect("sendPhoto");
     let sizes = photo_msg.photo().expect("photo sizes");
     let largest = sizes.last().expect("largest");
     assert_eq!((largest.width, largest.height), (2048, 1536));
-    assert!(
-        sizes.len() == 2 && sizes[0].width <= 320,
-        "a thumbnail comes first: {sizes:?}"
-    );
+    assert!(sizes.len() == 2 && sizes[0].width <= 320, "a thumbnail comes first: {sizes:?}");
     assert_eq!(photo_msg.caption(), Some("Your image"));
-    let file = bot
-        .get_file(largest.file.id.clone())
-        .await
-        .expect("getFile");
+    let file = bot.get_file(largest.file.id.clone()).await.expect("getFile");
     let mut downloaded = Vec::new();
-    bot.download_file(&file.path, &mut downloaded)
-        .await
-        .expect("download");
+    bot.download_file(&file.path, &mut downloaded).await.expect("download");
     assert_eq!(downloaded, jpeg);
     assert_eq!(env.emu.file_bytes(&largest.file.id.0), Some(jpeg.clone()));
 
     // Re-send by file_id: no upload, flagged in the transcript.
-    let resent = bot
-        .send_photo(ChatId(USER), InputFile::file_id(largest.file.id.clone()))
-        .await
-        .expect("re-send by file_id");
-    assert_eq!(
-        resent
-            .photo()
-            .and_then(|p| p.last())
-            .map(|p| p.file.id.clone()),
-        Some(largest.file.id.clone())
-    );
+    let resent =
+        bot.send_photo(ChatId(USER), InputFile::file_id(largest.file.id.clone())).await.expect("re-send by file_id");
+    assert_eq!(resent.photo().and_then(|p| p.last()).map(|p| p.file.id.clone()), Some(largest.file.id.clone()));
 
     let doc = bot
-        .send_document(
-            ChatId(USER),
-            InputFile::memory(&b"%PDF-1.4 tiny"[..]).file_name("a.pdf"),
-        )
+        .send_document(ChatId(USER), InputFile::memory(&b"%PDF-1.4 tiny"[..]).file_name("a.pdf"))
         .await
         .expect("sendDocument");
     let d = doc.document().expect("document");
     assert_eq!(d.file_name.as_deref(), Some("a.pdf"));
-    assert_eq!(
-        d.mime_type
-            .as_ref()
-            .map(|m| m.essence_str().to_owned())
-            .as_deref(),
-        Some("application/pdf")
-    );
+    assert_eq!(d.mime_type.as_ref().map(|m| m.essence_str().to_owned()).as_deref(), Some("application/pdf"));
 
-    let cap = bot
-        .edit_message_caption(ChatId(USER), photo_msg.id)
-        .caption("Done")
-        .await
-        .expect("caption");
+    let cap = bot.edit_message_caption(ChatId(USER), photo_msg.id).caption("Done").await.expect("caption");
     assert_eq!(cap.caption(), Some("Done"));
-    bot.edit_message_reply_markup(ChatId(USER), sent.id)
-        .await
-        .expect("drop keyboard");
-    bot.delete_message(ChatId(USER), doc.id)
-        .await
-        .expect("delete");
-    let gone = bot
-        .delete_message(ChatId(USER), doc.id)
-        .await
-        .expect_err("twice");
+    bot.edit_message_reply_markup(ChatId(USER), sent.id).await.expect("drop keyboard");
+    bot.delete_message(ChatId(USER), doc.id).await.expect("delete");
+    let gone = bot.delete_message(ChatId(USER), doc.id).await.expect_err("twice");
     assert_eq!(api_error(gone), TgApiError::MessageToDeleteNotFound);
 
     let transcript = env.emu.messages(USER);
     let ids: Vec<i64> = transcript.iter().map(|m| m.message_id).collect();
-    assert!(
-        !ids.contains(&i64::from(doc.id.0)),
-        "deleted message is gone"
-    );
+    assert!(!ids.contains(&i64::from(doc.id.0)), "deleted message is gone");
     let first_bot = transcript.iter().find(|m| m.from_bot).expect("bot message");
     assert_eq!(first_bot.edit_count, 2, "text edit + keyboard removal");
     assert_eq!(first_bot.reply_markup, None);
@@ -319,11 +233,7 @@ async fn teloxide_talks_to_the_emulator() {
         ]
     );
     let calls = env.emu.calls();
-    assert!(
-        calls
-            .iter()
-            .any(|c| c.method == "editMessageText" && c.status == 400)
-    );
+    assert!(calls.iter().any(|c| c.method == "editMessageText" && c.status == 400));
     assert!(calls.iter().all(|c| !c.during_flood_wait));
 }
 
@@ -332,177 +242,70 @@ async fn spec_violations_are_rejected_and_recorded() {
     let env = start().await;
     env.say(USER, "hi");
 
-    let (status, body) = env
-        .raw("sendMessagee", json!({"chat_id": USER, "text": "x"}))
-        .await;
+    let (status, body) = env.raw("sendMessagee", json!({"chat_id": USER, "text": "x"})).await;
     assert_eq!((status, body["ok"].clone()), (400, json!(false)));
     assert_eq!(env.last_rejection().method, "sendMessagee");
 
-    let (status, body) = env
-        .raw(
-            "sendMessage",
-            json!({"chat_id": USER, "text": "x", "colour": 1}),
-        )
-        .await;
+    let (status, body) = env.raw("sendMessage", json!({"chat_id": USER, "text": "x", "colour": 1})).await;
     assert_eq!(status, 400);
-    assert!(
-        body["description"]
-            .as_str()
-            .expect("desc")
-            .contains("\"colour\""),
-        "{body}"
-    );
+    assert!(body["description"].as_str().expect("desc").contains("\"colour\""), "{body}");
     assert_eq!(env.last_rejection().method, "sendMessage");
     assert!(env.last_rejection().body.contains("colour"));
 
     let (status, _) = env.raw("sendMessage", json!({"chat_id": USER})).await;
     assert_eq!(status, 400);
-    assert!(
-        env.last_rejection().reason.contains("\"text\" is required"),
-        "{:?}",
-        env.last_rejection()
-    );
+    assert!(env.last_rejection().reason.contains("\"text\" is required"), "{:?}", env.last_rejection());
 
-    let (status, _) = env
-        .raw("sendMessage", json!({"chat_id": true, "text": "x"}))
-        .await;
+    let (status, _) = env.raw("sendMessage", json!({"chat_id": true, "text": "x"})).await;
     assert_eq!(status, 400);
-    assert!(
-        env.last_rejection()
-            .reason
-            .contains("chat_id must be Integer or String")
-    );
+    assert!(env.last_rejection().reason.contains("chat_id must be Integer or String"));
 
-    let (status, _) = env
-        .raw_form(
-            "sendMessage",
-            &[
-                ("chat_id", "42"),
-                ("text", "x"),
-                ("disable_notification", "maybe"),
-            ],
-        )
-        .await;
+    let (status, _) =
+        env.raw_form("sendMessage", &[("chat_id", "42"), ("text", "x"), ("disable_notification", "maybe")]).await;
     assert_eq!(status, 400);
     assert!(env.last_rejection().reason.contains("disable_notification"));
-    let (status, _) = env
-        .raw_form(
-            "sendMessage",
-            &[
-                ("chat_id", "42"),
-                ("text", "form ok"),
-                ("disable_notification", "true"),
-            ],
-        )
-        .await;
+    let (status, _) =
+        env.raw_form("sendMessage", &[("chat_id", "42"), ("text", "form ok"), ("disable_notification", "true")]).await;
     assert_eq!(status, 200, "form values are parsed like Telegram does");
 
-    let nested =
-        json!({"inline_keyboard": [[{"text": "a", "callback_data": "b", "colour": "red"}]]});
-    let (status, _) = env
-        .raw(
-            "sendMessage",
-            json!({"chat_id": USER, "text": "x", "reply_markup": nested}),
-        )
-        .await;
+    let nested = json!({"inline_keyboard": [[{"text": "a", "callback_data": "b", "colour": "red"}]]});
+    let (status, _) = env.raw("sendMessage", json!({"chat_id": USER, "text": "x", "reply_markup": nested})).await;
     assert_eq!(status, 400);
     let r = env.last_rejection().reason;
-    assert!(
-        r.contains("colour") && r.contains("InlineKeyboardButton"),
-        "{r}"
-    );
+    assert!(r.contains("colour") && r.contains("InlineKeyboardButton"), "{r}");
 
-    let wrong_scope =
-        json!({"commands": [{"command": "a", "description": "b"}], "scope": {"type": "chat"}});
+    let wrong_scope = json!({"commands": [{"command": "a", "description": "b"}], "scope": {"type": "chat"}});
     let (status, _) = env.raw("setMyCommands", wrong_scope).await;
-    assert_eq!(
-        status, 400,
-        "abstract BotCommandScope: the chat variant needs chat_id"
-    );
+    assert_eq!(status, 400, "abstract BotCommandScope: the chat variant needs chat_id");
 
     let kb = json!({"inline_keyboard": [[{"text": "a", "callback_data": "x".repeat(65)}]]});
-    let (status, body) = env
-        .raw(
-            "sendMessage",
-            json!({"chat_id": USER, "text": "x", "reply_markup": kb}),
-        )
-        .await;
-    assert_eq!(
-        (status, body["description"].clone()),
-        (400, json!("Bad Request: BUTTON_DATA_INVALID"))
-    );
+    let (status, body) = env.raw("sendMessage", json!({"chat_id": USER, "text": "x", "reply_markup": kb})).await;
+    assert_eq!((status, body["description"].clone()), (400, json!("Bad Request: BUTTON_DATA_INVALID")));
 
-    let (status, body) = env
-        .raw(
-            "sendMessage",
-            json!({"chat_id": USER, "text": "x".repeat(4097)}),
-        )
-        .await;
-    assert_eq!(
-        (status, body["description"].clone()),
-        (400, json!("Bad Request: message is too long"))
-    );
-    let (status, _) = env
-        .raw(
-            "sendMessage",
-            json!({"chat_id": USER, "text": "я".repeat(4096)}),
-        )
-        .await;
+    let (status, body) = env.raw("sendMessage", json!({"chat_id": USER, "text": "x".repeat(4097)})).await;
+    assert_eq!((status, body["description"].clone()), (400, json!("Bad Request: message is too long")));
+    let (status, _) = env.raw("sendMessage", json!({"chat_id": USER, "text": "я".repeat(4096)})).await;
     assert_eq!(status, 200, "4096 characters (not bytes) is fine");
 
-    let (status, _) = env
-        .raw("sendMessage", json!({"chat_id": 999, "text": "x"}))
-        .await;
+    let (status, _) = env.raw("sendMessage", json!({"chat_id": 999, "text": "x"})).await;
     assert_eq!(status, 400);
     assert_eq!(env.last_rejection().reason, "Bad Request: chat not found");
 
-    let (status, _) = env
-        .raw(
-            "editMessageText",
-            json!({"chat_id": USER, "message_id": 777, "text": "x"}),
-        )
-        .await;
+    let (status, _) = env.raw("editMessageText", json!({"chat_id": USER, "message_id": 777, "text": "x"})).await;
     assert_eq!(status, 400);
-    assert_eq!(
-        env.last_rejection().reason,
-        "Bad Request: message to edit not found"
-    );
+    assert_eq!(env.last_rejection().reason, "Bad Request: message to edit not found");
 
-    let (status, _) = env
-        .raw(
-            "sendMessage",
-            json!({"chat_id": USER, "text": "a < b", "parse_mode": "HTML"}),
-        )
-        .await;
+    let (status, _) = env.raw("sendMessage", json!({"chat_id": USER, "text": "a < b", "parse_mode": "HTML"})).await;
     assert_eq!(status, 400);
-    assert!(
-        env.last_rejection()
-            .reason
-            .starts_with("Bad Request: can't parse entities")
-    );
+    assert!(env.last_rejection().reason.starts_with("Bad Request: can't parse entities"));
 
-    let (status, body) = env
-        .raw(
-            "sendPhoto",
-            json!({"chat_id": USER, "photo": "https://example.com/a.jpg"}),
-        )
-        .await;
-    assert_eq!(
-        (status, body["description"].clone()),
-        (400, json!("Bad Request: failed to get HTTP URL content"))
-    );
+    let (status, body) = env.raw("sendPhoto", json!({"chat_id": USER, "photo": "https://example.com/a.jpg"})).await;
+    assert_eq!((status, body["description"].clone()), (400, json!("Bad Request: failed to get HTTP URL content")));
 
-    let (status, _) = env
-        .raw(
-            "sendChatAction",
-            json!({"chat_id": USER, "action": "dancing"}),
-        )
-        .await;
+    let (status, _) = env.raw("sendChatAction", json!({"chat_id": USER, "action": "dancing"})).await;
     assert_eq!(status, 400);
 
-    let (status, _) = env
-        .raw("getChatMemberCount", json!({"chat_id": USER}))
-        .await;
+    let (status, _) = env.raw("getChatMemberCount", json!({"chat_id": USER})).await;
     assert_eq!(status, 400);
     assert!(env.last_rejection().reason.contains("does not emulate"));
 
@@ -510,30 +313,17 @@ async fn spec_violations_are_rejected_and_recorded() {
     let bot = env.bot();
     for (w, h) in [(10_001, 20), (2100, 100)] {
         let err = bot
-            .send_photo(
-                ChatId(USER),
-                InputFile::memory(png(w, h)).file_name("wide.png"),
-            )
+            .send_photo(ChatId(USER), InputFile::memory(png(w, h)).file_name("wide.png"))
             .await
             .expect_err("bad dimensions");
-        assert!(
-            matches!(api_error(err), TgApiError::Unknown(ref s) if s == "Bad Request: PHOTO_INVALID_DIMENSIONS")
-        );
+        assert!(matches!(api_error(err), TgApiError::Unknown(ref s) if s == "Bad Request: PHOTO_INVALID_DIMENSIONS"));
     }
     let err = bot
-        .send_photo(
-            ChatId(USER),
-            InputFile::memory(&b"not an image"[..]).file_name("x.jpg"),
-        )
+        .send_photo(ChatId(USER), InputFile::memory(&b"not an image"[..]).file_name("x.jpg"))
         .await
         .expect_err("not an image");
     assert_eq!(api_error(err), TgApiError::ImageProcessFailed);
-    let ok = bot
-        .send_photo(
-            ChatId(USER),
-            InputFile::memory(png(400, 20)).file_name("ok.png"),
-        )
-        .await;
+    let ok = bot.send_photo(ChatId(USER), InputFile::memory(png(400, 20)).file_name("ok.png")).await;
     assert!(ok.is_ok(), "ratio 20 is allowed: {ok:?}");
 
     let all = env.emu.rejections();
@@ -566,8 +356,7 @@ async fn emulator_output_conforms_to_the_spec() {
         .raw("sendMessage", json!({"chat_id": USER, "text": "*hi*", "parse_mode": "MarkdownV2", "reply_markup": kb, "reply_parameters": {"message_id": 1}}))
         .await;
     let message = &sent["result"];
-    spec.check_named(message, "Message")
-        .expect("Message matches the spec");
+    spec.check_named(message, "Message").expect("Message matches the spec");
     assert_eq!(message["entities"][0]["type"], "bold");
     assert_eq!(message["reply_to_message"]["message_id"], 1);
     env.emu
@@ -579,48 +368,29 @@ async fn emulator_output_conforms_to_the_spec() {
         })
         .expect("callback");
     env.emu
-        .push_update(ControlUpdate {
-            user: user(USER),
-            inline_query: Some("cats".into()),
-            ..ControlUpdate::default()
-        })
+        .push_update(ControlUpdate { user: user(USER), inline_query: Some("cats".into()), ..ControlUpdate::default() })
         .expect("inline");
     let (_, updates) = env.raw("getUpdates", json!({})).await;
     let updates = updates["result"].as_array().expect("updates").clone();
     assert_eq!(updates.len(), 4);
     for u in &updates {
-        spec.check_named(u, "Update")
-            .expect("Update matches the spec");
+        spec.check_named(u, "Update").expect("Update matches the spec");
     }
     let (_, me) = env.raw("getMe", json!({})).await;
     spec.check_named(&me["result"], "User").expect("User");
-    let file_id = updates[1]["message"]["photo"][0]["file_id"]
-        .as_str()
-        .expect("file id");
+    let file_id = updates[1]["message"]["photo"][0]["file_id"].as_str().expect("file id");
     let (_, file) = env.raw("getFile", json!({"file_id": file_id})).await;
     spec.check_named(&file["result"], "File").expect("File");
     let (_, info) = env.raw("getWebhookInfo", json!({})).await;
-    spec.check_named(&info["result"], "WebhookInfo")
-        .expect("WebhookInfo");
+    spec.check_named(&info["result"], "WebhookInfo").expect("WebhookInfo");
 
-    let inline_id = updates[3]["inline_query"]["id"]
-        .as_str()
-        .expect("inline id");
-    let results = json!([{"type": "article", "id": "1", "title": "Cats", "input_message_content": {"message_text": "meow"}}]);
-    let (status, _) = env
-        .raw(
-            "answerInlineQuery",
-            json!({"inline_query_id": inline_id, "results": results}),
-        )
-        .await;
+    let inline_id = updates[3]["inline_query"]["id"].as_str().expect("inline id");
+    let results =
+        json!([{"type": "article", "id": "1", "title": "Cats", "input_message_content": {"message_text": "meow"}}]);
+    let (status, _) = env.raw("answerInlineQuery", json!({"inline_query_id": inline_id, "results": results})).await;
     assert_eq!(status, 200);
     let bad = json!([{"type": "article", "id": "1", "title": "Cats"}]);
-    let (status, body) = env
-        .raw(
-            "answerInlineQuery",
-            json!({"inline_query_id": inline_id, "results": bad}),
-        )
-        .await;
+    let (status, body) = env.raw("answerInlineQuery", json!({"inline_query_id": inline_id, "results": bad})).await;
     assert_eq!(status, 400, "article without input_message_content: {body}");
     assert_eq!(env.emu.inline_answers()[0].results, results);
 }
@@ -633,10 +403,7 @@ async fn long_poll_wakes_on_push_and_offset_confirms() {
     let started = Instant::now();
     let empty = bot.get_updates().timeout(1).await.expect("empty poll");
     assert!(empty.is_empty());
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "waited for the timeout"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(900), "waited for the timeout");
 
     let poller = {
         let bot = bot.clone();
@@ -646,34 +413,19 @@ async fn long_poll_wakes_on_push_and_offset_confirms() {
     let pushed_at = Instant::now();
     let id1 = env.say(USER, "one");
     let got = poller.await.expect("join").expect("poll");
-    assert!(
-        pushed_at.elapsed() < Duration::from_secs(2),
-        "woken by the push, not the timeout"
-    );
+    assert!(pushed_at.elapsed() < Duration::from_secs(2), "woken by the push, not the timeout");
     assert_eq!(got.len(), 1);
     assert_eq!(i64::from(got[0].id.0), id1);
 
     let id2 = env.say(USER, "two");
     let id3 = env.say(USER, "three");
     let all = bot.get_updates().await.expect("unconfirmed stay");
-    assert_eq!(
-        all.iter().map(|u| i64::from(u.id.0)).collect::<Vec<_>>(),
-        vec![id1, id2, id3]
-    );
+    assert_eq!(all.iter().map(|u| i64::from(u.id.0)).collect::<Vec<_>>(), vec![id1, id2, id3]);
     let rest = bot.get_updates().offset(id2 as i32).await.expect("offset");
     assert_eq!(rest.len(), 2, "offset confirms updates below it");
-    let limited = bot
-        .get_updates()
-        .offset(id2 as i32)
-        .limit(1)
-        .await
-        .expect("limit");
+    let limited = bot.get_updates().offset(id2 as i32).limit(1).await.expect("limit");
     assert_eq!(limited.len(), 1);
-    let none = bot
-        .get_updates()
-        .offset(id3 as i32 + 1)
-        .await
-        .expect("all confirmed");
+    let none = bot.get_updates().offset(id3 as i32 + 1).await.expect("all confirmed");
     assert!(none.is_empty());
     let again = bot.get_updates().await.expect("stay confirmed");
     assert!(again.is_empty());
@@ -711,15 +463,16 @@ async fn user_photo_round_trips_through_get_file() {
     let bot = env.bot();
     let (path, bytes) = test_photo("canon_sx60_orient6_gpsifd.jpg");
     let (status, body) = env
-        .control_post("emulator/control/updates", json!({"user": {"id": USER, "first_name": "Tess"}, "photo_path": path, "caption": "make it pop"}))
+        .control_post(
+            "emulator/control/updates",
+            json!({"user": {"id": USER, "first_name": "Tess"}, "photo_path": path, "caption": "make it pop"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["update_id"].as_i64().is_some());
 
     let updates = bot.get_updates().await.expect("getUpdates");
-    let UpdateKind::Message(m) = &updates[0].kind else {
-        panic!("message expected")
-    };
+    let UpdateKind::Message(m) = &updates[0].kind else { panic!("message expected") };
     assert_eq!(m.caption(), Some("make it pop"));
     let sizes = m.photo().expect("photo");
     let big = sizes.last().expect("largest");
@@ -728,31 +481,16 @@ async fn user_photo_round_trips_through_get_file() {
     let file = bot.get_file(big.file.id.clone()).await.expect("getFile");
     assert_eq!(file.size as usize, bytes.len());
     let mut got = Vec::new();
-    bot.download_file(&file.path, &mut got)
-        .await
-        .expect("download");
+    bot.download_file(&file.path, &mut got).await.expect("download");
     assert_eq!(got, bytes);
 
-    let bad = bot
-        .get_file(FileId("nope".into()))
-        .await
-        .expect_err("unknown file");
+    let bad = bot.get_file(FileId("nope".into())).await.expect_err("unknown file");
     assert!(matches!(api_error(bad), TgApiError::Unknown(_)));
 
     // The control API serves the same bytes for the sandbox page.
-    let transcript = env
-        .control_get(&format!("emulator/control/chats/{USER}/messages"))
-        .await;
-    let url = transcript[0]["photo"]["url"]
-        .as_str()
-        .expect("url")
-        .to_owned();
-    let r = env
-        .http
-        .get(format!("{}{}", env.base, &url[1..]))
-        .send()
-        .await
-        .expect("file");
+    let transcript = env.control_get(&format!("emulator/control/chats/{USER}/messages")).await;
+    let url = transcript[0]["photo"]["url"].as_str().expect("url").to_owned();
+    let r = env.http.get(format!("{}{}", env.base, &url[1..])).send().await.expect("file");
     assert_eq!(r.headers()[reqwest::header::CONTENT_TYPE], "image/jpeg");
     assert_eq!(r.bytes().await.expect("bytes").to_vec(), bytes);
 
@@ -761,11 +499,17 @@ async fn user_photo_round_trips_through_get_file() {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&png_bytes);
     let (status, _) = env
-        .control_post("emulator/control/updates", json!({"user": {"id": USER, "first_name": "Tess"}, "photo_base64": format!("data:image/png;base64,{b64}")}))
+        .control_post(
+            "emulator/control/updates",
+            json!({"user": {"id": USER, "first_name": "Tess"}, "photo_base64": format!("data:image/png;base64,{b64}")}),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, _) = env
-        .control_post("emulator/control/updates", json!({"user": {"id": USER, "first_name": "Tess"}, "document_base64": b64, "file_name": "dice.png"}))
+        .control_post(
+            "emulator/control/updates",
+            json!({"user": {"id": USER, "first_name": "Tess"}, "document_base64": b64, "file_name": "dice.png"}),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, body) = env
@@ -776,26 +520,11 @@ async fn user_photo_round_trips_through_get_file() {
         .await;
     assert_eq!(status, 400, "{body}");
     let msgs = env.emu.messages(USER);
-    assert_eq!(
-        msgs[1].photo.as_ref().map(|p| (p.width, p.height)),
-        Some((200, 150))
-    );
-    assert_eq!(
-        msgs[2].document.as_ref().map(|d| d.mime_type.as_str()),
-        Some("image/png")
-    );
-    let updates = bot
-        .get_updates()
-        .offset(updates[0].id.0 as i32 + 1)
-        .await
-        .expect("more");
-    let UpdateKind::Message(doc) = &updates[1].kind else {
-        panic!("message expected")
-    };
-    assert_eq!(
-        doc.document().and_then(|d| d.file_name.clone()).as_deref(),
-        Some("dice.png")
-    );
+    assert_eq!(msgs[1].photo.as_ref().map(|p| (p.width, p.height)), Some((200, 150)));
+    assert_eq!(msgs[2].document.as_ref().map(|d| d.mime_type.as_str()), Some("image/png"));
+    let updates = bot.get_updates().offset(updates[0].id.0 as i32 + 1).await.expect("more");
+    let UpdateKind::Message(doc) = &updates[1].kind else { panic!("message expected") };
+    assert_eq!(doc.document().and_then(|d| d.file_name.clone()).as_deref(), Some("dice.png"));
 }
 
 #[tokio::test]
@@ -803,10 +532,7 @@ async fn flood_control_answers_429_then_recovers() {
     let env = start().await;
     let bot = env.bot();
     env.say(USER, "hi");
-    let msg = bot
-        .send_message(ChatId(USER), "Queued")
-        .await
-        .expect("send");
+    let msg = bot.send_message(ChatId(USER), "Queued").await.expect("send");
     let (status, _) = env
         .control_post(
             "emulator/control/flood",
@@ -816,60 +542,27 @@ async fn flood_control_answers_429_then_recovers() {
     assert_eq!(status, 200);
 
     // Other methods are not affected by a method-specific rule.
-    bot.send_chat_action(ChatId(USER), teloxide::types::ChatAction::Typing)
-        .await
-        .expect("action");
-    let err = bot
-        .edit_message_text(ChatId(USER), msg.id, "10%")
-        .await
-        .expect_err("flood");
+    bot.send_chat_action(ChatId(USER), teloxide::types::ChatAction::Typing).await.expect("action");
+    let err = bot.edit_message_text(ChatId(USER), msg.id, "10%").await.expect_err("flood");
     match err {
         RequestError::RetryAfter(s) => assert_eq!(s.duration(), Duration::from_secs(1)),
         other => panic!("expected RetryAfter, got {other:?}"),
     }
     // Too early: accepted (the rule is used up) but marked as made during the wait.
-    bot.edit_message_text(ChatId(USER), msg.id, "20%")
-        .await
-        .expect("early edit");
+    bot.edit_message_text(ChatId(USER), msg.id, "20%").await.expect("early edit");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    bot.edit_message_text(ChatId(USER), msg.id, "30%")
-        .await
-        .expect("after the wait");
+    bot.edit_message_text(ChatId(USER), msg.id, "30%").await.expect("after the wait");
 
-    let edits: Vec<CallRecord> = env
-        .emu
-        .calls()
-        .into_iter()
-        .filter(|c| c.method == "editMessageText")
-        .collect();
-    assert_eq!(
-        edits.iter().map(|c| c.status).collect::<Vec<_>>(),
-        vec![429, 200, 200]
-    );
-    assert_eq!(
-        edits
-            .iter()
-            .map(|c| c.during_flood_wait)
-            .collect::<Vec<_>>(),
-        vec![false, true, false]
-    );
-    assert_eq!(
-        edits[0].description.as_deref(),
-        Some("Too Many Requests: retry after 1")
-    );
+    let edits: Vec<CallRecord> = env.emu.calls().into_iter().filter(|c| c.method == "editMessageText").collect();
+    assert_eq!(edits.iter().map(|c| c.status).collect::<Vec<_>>(), vec![429, 200, 200]);
+    assert_eq!(edits.iter().map(|c| c.during_flood_wait).collect::<Vec<_>>(), vec![false, true, false]);
+    assert_eq!(edits[0].description.as_deref(), Some("Too Many Requests: retry after 1"));
     assert!(env.emu.rejections().is_empty(), "429 is not a rejection");
     assert_eq!(env.emu.messages(USER)[1].text.as_deref(), Some("30%"));
 
     // A raw 429 carries parameters.retry_after.
-    env.emu.add_flood(FloodRule {
-        chat_id: None,
-        method: Some("sendMessage".into()),
-        retry_after: 3,
-        times: 1,
-    });
-    let (status, body) = env
-        .raw("sendMessage", json!({"chat_id": USER, "text": "x"}))
-        .await;
+    env.emu.add_flood(FloodRule { chat_id: None, method: Some("sendMessage".into()), retry_after: 3, times: 1 });
+    let (status, body) = env.raw("sendMessage", json!({"chat_id": USER, "text": "x"})).await;
     assert_eq!(status, 429);
     assert_eq!(body["parameters"]["retry_after"], 3);
     assert_eq!(body["error_code"], 429);
@@ -880,98 +573,43 @@ async fn blocked_user_gets_403() {
     let env = start().await;
     let bot = env.bot();
     env.say(USER, "hi");
-    let (status, _) = env
-        .control_post(&format!("emulator/control/users/{USER}/block"), json!({}))
-        .await;
+    let (status, _) = env.control_post(&format!("emulator/control/users/{USER}/block"), json!({})).await;
     assert_eq!(status, 200);
-    let err = bot
-        .send_message(ChatId(USER), "hello?")
-        .await
-        .expect_err("blocked");
+    let err = bot.send_message(ChatId(USER), "hello?").await.expect_err("blocked");
     assert_eq!(api_error(err), TgApiError::BotBlocked);
-    let status = env
-        .control_get(&format!("emulator/control/chats/{USER}"))
-        .await;
+    let status = env.control_get(&format!("emulator/control/chats/{USER}")).await;
     assert_eq!(status["blocked"], true);
     assert!(env.emu.rejections().is_empty(), "403 is not a rejection");
     assert_eq!(env.emu.calls().last().map(|c| c.status), Some(403));
 
-    env.control_post(&format!("emulator/control/users/{USER}/unblock"), json!({}))
-        .await;
-    bot.send_message(ChatId(USER), "back")
-        .await
-        .expect("unblocked");
+    env.control_post(&format!("emulator/control/users/{USER}/unblock"), json!({})).await;
+    bot.send_message(ChatId(USER), "back").await.expect("unblocked");
 }
 
 #[tokio::test]
 async fn sandbox_page_and_assets_are_served() {
     let env = start().await;
-    let r = env
-        .http
-        .get(format!("{}sandbox", env.base))
-        .send()
-        .await
-        .expect("page");
+    let r = env.http.get(format!("{}sandbox", env.base)).send().await.expect("page");
     assert_eq!(r.status(), 200);
-    assert!(
-        r.headers()[reqwest::header::CONTENT_TYPE]
-            .to_str()
-            .unwrap_or("")
-            .starts_with("text/html")
-    );
+    assert!(r.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap_or("").starts_with("text/html"));
     let html = r.text().await.expect("html");
-    for needle in [
-        "id=\"input\"",
-        "id=\"send\"",
-        "id=\"photo\"",
-        "data-user-id=\"10001\"",
-        "/static/sandbox.js?v=",
-    ] {
+    for needle in ["id=\"input\"", "id=\"send\"", "id=\"photo\"", "data-user-id=\"10001\"", "/static/sandbox.js?v="] {
         assert!(html.contains(needle), "missing {needle}");
     }
     // No inline script or style: every <script> has a src.
-    assert_eq!(
-        html.matches("<script").count(),
-        html.matches("<script src=").count()
-    );
+    assert_eq!(html.matches("<script").count(), html.matches("<script src=").count());
     assert!(!html.contains("<style") && !html.contains("style=\""));
 
-    let js = env
-        .http
-        .get(format!("{}static/sandbox.js", env.base))
-        .send()
-        .await
-        .expect("js");
+    let js = env.http.get(format!("{}static/sandbox.js", env.base)).send().await.expect("js");
     assert_eq!(js.status(), 200);
-    assert!(
-        js.headers()[reqwest::header::CONTENT_TYPE]
-            .to_str()
-            .unwrap_or("")
-            .contains("javascript")
-    );
+    assert!(js.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap_or("").contains("javascript"));
     let js = js.text().await.expect("js text");
-    for needle in [
-        "button",
-        "'kb'",
-        "'photo'",
-        "/emulator/control/updates",
-        "callback_data",
-    ] {
+    for needle in ["button", "'kb'", "'photo'", "/emulator/control/updates", "callback_data"] {
         assert!(js.contains(needle), "sandbox.js lacks {needle}");
     }
-    let css = env
-        .http
-        .get(format!("{}static/sandbox.css", env.base))
-        .send()
-        .await
-        .expect("css");
+    let css = env.http.get(format!("{}static/sandbox.css", env.base)).send().await.expect("css");
     assert_eq!(css.status(), 200);
-    let missing = env
-        .http
-        .get(format!("{}static/nope.js", env.base))
-        .send()
-        .await
-        .expect("404");
+    let missing = env.http.get(format!("{}static/nope.js", env.base)).send().await.expect("404");
     assert_eq!(missing.status(), 404);
 }
 
@@ -980,38 +618,19 @@ async fn reset_keeps_update_ids_growing() {
     let env = start().await;
     let first = env.say(USER, "a");
     let bot = env.bot();
-    bot.set_my_commands([teloxide::types::BotCommand::new("start", "Start")])
-        .await
-        .expect("commands");
-    bot.send_chat_action(ChatId(USER), teloxide::types::ChatAction::Typing)
-        .await
-        .expect("action");
-    let status = env
-        .control_get(&format!("emulator/control/chats/{USER}"))
-        .await;
-    assert_eq!(
-        (status["known"].clone(), status["last_action"].clone()),
-        (json!(true), json!("typing"))
-    );
+    bot.set_my_commands([teloxide::types::BotCommand::new("start", "Start")]).await.expect("commands");
+    bot.send_chat_action(ChatId(USER), teloxide::types::ChatAction::Typing).await.expect("action");
+    let status = env.control_get(&format!("emulator/control/chats/{USER}")).await;
+    assert_eq!((status["known"].clone(), status["last_action"].clone()), (json!(true), json!("typing")));
     bot.send_message(ChatId(USER), "done").await.expect("send");
-    let status = env
-        .control_get(&format!("emulator/control/chats/{USER}"))
-        .await;
-    assert!(
-        status.get("last_action").is_none(),
-        "a bot message clears the chat action"
-    );
+    let status = env.control_get(&format!("emulator/control/chats/{USER}")).await;
+    assert!(status.get("last_action").is_none(), "a bot message clears the chat action");
     let (status, _) = env.control_post("emulator/control/reset", json!({})).await;
     assert_eq!(status, 200);
     assert!(env.emu.messages(USER).is_empty());
-    let status = env
-        .control_get(&format!("emulator/control/chats/{USER}"))
-        .await;
+    let status = env.control_get(&format!("emulator/control/chats/{USER}")).await;
     assert_eq!(status["known"], false);
-    assert_eq!(
-        status["commands"][0]["command"], "start",
-        "bot configuration survives a reset"
-    );
+    assert_eq!(status["commands"][0]["command"], "start", "bot configuration survives a reset");
     assert!(env.emu.calls().is_empty());
     let second = env.say(USER, "b");
     assert!(second > first);
@@ -1031,39 +650,26 @@ async fn teloxide_dispatcher_runs_against_the_emulator() {
     use teloxide::types::{CallbackQuery, Message};
     let env = start().await;
     let handler = dptree::entry()
-        .branch(
-            Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
-                let kb =
-                    InlineKeyboardMarkup::new([[InlineKeyboardButton::callback("Again", "again")]]);
-                let text = format!("echo: {}", msg.text().unwrap_or_default());
-                bot.send_message(msg.chat.id, text).reply_markup(kb).await?;
-                respond(())
-            }),
-        )
-        .branch(Update::filter_callback_query().endpoint(
-            |bot: Bot, q: CallbackQuery| async move {
-                bot.answer_callback_query(q.id.clone()).text("ok").await?;
-                if let Some(m) = q.regular_message() {
-                    bot.edit_message_text(m.chat.id, m.id, "pressed").await?;
-                }
-                respond(())
-            },
-        ));
+        .branch(Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
+            let kb = InlineKeyboardMarkup::new([[InlineKeyboardButton::callback("Again", "again")]]);
+            let text = format!("echo: {}", msg.text().unwrap_or_default());
+            bot.send_message(msg.chat.id, text).reply_markup(kb).await?;
+            respond(())
+        }))
+        .branch(Update::filter_callback_query().endpoint(|bot: Bot, q: CallbackQuery| async move {
+            bot.answer_callback_query(q.id.clone()).text("ok").await?;
+            if let Some(m) = q.regular_message() {
+                bot.edit_message_text(m.chat.id, m.id, "pressed").await?;
+            }
+            respond(())
+        }));
     let mut dispatcher = Dispatcher::builder(env.bot(), handler).build();
     let shutdown = dispatcher.shutdown_token();
     let task = tokio::spawn(async move { dispatcher.dispatch().await });
 
     env.say(USER, "hello");
-    wait_for("the echo", || {
-        env.emu.messages(USER).iter().any(|m| m.from_bot)
-    })
-    .await;
-    let reply = env
-        .emu
-        .messages(USER)
-        .into_iter()
-        .find(|m| m.from_bot)
-        .expect("reply");
+    wait_for("the echo", || env.emu.messages(USER).iter().any(|m| m.from_bot)).await;
+    let reply = env.emu.messages(USER).into_iter().find(|m| m.from_bot).expect("reply");
     assert_eq!(reply.text.as_deref(), Some("echo: hello"));
     env.emu
         .push_update(ControlUpdate {
@@ -1073,24 +679,14 @@ async fn teloxide_dispatcher_runs_against_the_emulator() {
             ..ControlUpdate::default()
         })
         .expect("press");
-    wait_for("the edit", || {
-        env.emu.messages(USER).iter().any(|m| m.edit_count == 1)
-    })
-    .await;
+    wait_for("the edit", || env.emu.messages(USER).iter().any(|m| m.edit_count == 1)).await;
     assert_eq!(env.emu.callback_answers()[0].text.as_deref(), Some("ok"));
 
     shutdown.shutdown().expect("running").await;
     task.await.expect("dispatcher task");
-    assert!(
-        env.emu.rejections().is_empty(),
-        "{:?}",
-        env.emu.rejections()
-    );
+    assert!(env.emu.rejections().is_empty(), "{:?}", env.emu.rejections());
     let methods: Vec<String> = env.emu.calls().into_iter().map(|c| c.method).collect();
-    assert!(
-        methods.contains(&"getWebhookInfo".to_owned())
-            && methods.contains(&"getUpdates".to_owned())
-    );
+    assert!(methods.contains(&"getWebhookInfo".to_owned()) && methods.contains(&"getUpdates".to_owned()));
 }
 
 /// For trying the sandbox page by hand before the `sandbox` command exists: serves the
@@ -1102,10 +698,7 @@ async fn teloxide_dispatcher_runs_against_the_emulator() {
 async fn manual_sandbox() {
     use teloxide::types::{CallbackQuery, KeyboardButton, KeyboardMarkup, Message};
     let addr = std::env::var("EMULATOR_ADDR").unwrap_or_else(|_| "127.0.0.1:8089".into());
-    let secs: u64 = std::env::var("EMULATOR_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
+    let secs: u64 = std::env::var("EMULATOR_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
     let emu = Emulator::new();
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
     let app = emu.router();
@@ -1118,65 +711,42 @@ async fn manual_sandbox() {
     .await
     .expect("commands");
     let handler = dptree::entry()
-        .branch(
-            Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
-                bot.send_chat_action(msg.chat.id, teloxide::types::ChatAction::Typing)
+        .branch(Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
+            bot.send_chat_action(msg.chat.id, teloxide::types::ChatAction::Typing).await?;
+            if let Some(p) = msg.photo().and_then(|p| p.last()) {
+                bot.send_photo(msg.chat.id, InputFile::file_id(p.file.id.clone()))
+                    .caption(format!("got <b>{}×{}</b>", p.width, p.height))
+                    .parse_mode(ParseMode::Html)
                     .await?;
-                if let Some(p) = msg.photo().and_then(|p| p.last()) {
-                    bot.send_photo(msg.chat.id, InputFile::file_id(p.file.id.clone()))
-                        .caption(format!("got <b>{}×{}</b>", p.width, p.height))
-                        .parse_mode(ParseMode::Html)
-                        .await?;
-                } else if msg.text() == Some("/doc") {
-                    bot.send_document(
-                        msg.chat.id,
-                        InputFile::memory(&b"hello"[..]).file_name("hello.txt"),
-                    )
-                    .await?;
-                } else {
-                    let kb = InlineKeyboardMarkup::new([
-                        vec![
-                            InlineKeyboardButton::callback("Press me", "press"),
-                            InlineKeyboardButton::callback("Alert", "alert"),
-                        ],
-                        vec![InlineKeyboardButton::url(
-                            "Docs ↗",
-                            "https://core.telegram.org/bots/api".parse().expect("url"),
-                        )],
-                    ]);
-                    let text = format!(
-                        "echo: <i>{}</i>",
-                        msg.text().unwrap_or("(no text)").replace('<', "&lt;")
-                    );
-                    bot.send_message(msg.chat.id, text)
-                        .parse_mode(ParseMode::Html)
-                        .reply_markup(kb)
-                        .await?;
-                    let reply = KeyboardMarkup::new([[
-                        KeyboardButton::new("Hi"),
-                        KeyboardButton::new("/doc"),
-                    ]])
-                    .resize_keyboard();
-                    bot.send_message(msg.chat.id, "reply keyboard below")
-                        .reply_markup(reply)
-                        .await?;
-                }
-                respond(())
-            }),
-        )
-        .branch(Update::filter_callback_query().endpoint(
-            |bot: Bot, q: CallbackQuery| async move {
-                let alert = q.data.as_deref() == Some("alert");
-                bot.answer_callback_query(q.id.clone())
-                    .text("pressed!")
-                    .show_alert(alert)
-                    .await?;
-                if let Some(m) = q.regular_message() {
-                    bot.edit_message_text(m.chat.id, m.id, "pressed ✅").await?;
-                }
-                respond(())
-            },
-        ));
+            } else if msg.text() == Some("/doc") {
+                bot.send_document(msg.chat.id, InputFile::memory(&b"hello"[..]).file_name("hello.txt")).await?;
+            } else {
+                let kb = InlineKeyboardMarkup::new([
+                    vec![
+                        InlineKeyboardButton::callback("Press me", "press"),
+                        InlineKeyboardButton::callback("Alert", "alert"),
+                    ],
+                    vec![InlineKeyboardButton::url(
+                        "Docs ↗",
+                        "https://core.telegram.org/bots/api".parse().expect("url"),
+                    )],
+                ]);
+                let text = format!("echo: <i>{}</i>", msg.text().unwrap_or("(no text)").replace('<', "&lt;"));
+                bot.send_message(msg.chat.id, text).parse_mode(ParseMode::Html).reply_markup(kb).await?;
+                let reply =
+                    KeyboardMarkup::new([[KeyboardButton::new("Hi"), KeyboardButton::new("/doc")]]).resize_keyboard();
+                bot.send_message(msg.chat.id, "reply keyboard below").reply_markup(reply).await?;
+            }
+            respond(())
+        }))
+        .branch(Update::filter_callback_query().endpoint(|bot: Bot, q: CallbackQuery| async move {
+            let alert = q.data.as_deref() == Some("alert");
+            bot.answer_callback_query(q.id.clone()).text("pressed!").show_alert(alert).await?;
+            if let Some(m) = q.regular_message() {
+                bot.edit_message_text(m.chat.id, m.id, "pressed ✅").await?;
+            }
+            respond(())
+        }));
     let mut dispatcher = Dispatcher::builder(bot, handler).build();
     tokio::spawn(async move { dispatcher.dispatch().await });
     tracing::info!("sandbox at http://{addr}/sandbox");
@@ -1199,33 +769,19 @@ async fn albums_and_media_edits() {
                         .caption("<b>one</b>")
                         .parse_mode(ParseMode::Html),
                 ),
-                InputMedia::Photo(InputMediaPhoto::new(
-                    InputFile::memory(png(640, 480)).file_name("b.png"),
-                )),
+                InputMedia::Photo(InputMediaPhoto::new(InputFile::memory(png(640, 480)).file_name("b.png"))),
             ],
         )
         .await
         .expect("sendMediaGroup");
     assert_eq!(album.len(), 2);
-    assert!(
-        album[0].media_group_id().is_some()
-            && album[0].media_group_id() == album[1].media_group_id()
-    );
+    assert!(album[0].media_group_id().is_some() && album[0].media_group_id() == album[1].media_group_id());
     assert_eq!(album[0].caption(), Some("one"));
-    assert_eq!(
-        album[1]
-            .photo()
-            .and_then(|p| p.last())
-            .map(|p| (p.width, p.height)),
-        Some((640, 480))
-    );
+    assert_eq!(album[1].photo().and_then(|p| p.last()).map(|p| (p.width, p.height)), Some((640, 480)));
 
     // Swap a placeholder for the result, as the bot does when a job finishes.
     let placeholder = bot
-        .send_photo(
-            ChatId(USER),
-            InputFile::memory(png(64, 64)).file_name("wait.png"),
-        )
+        .send_photo(ChatId(USER), InputFile::memory(png(64, 64)).file_name("wait.png"))
         .caption("working…")
         .await
         .expect("placeholder");
@@ -1233,10 +789,7 @@ async fn albums_and_media_edits() {
         .edit_message_media(
             ChatId(USER),
             placeholder.id,
-            InputMedia::Photo(
-                InputMediaPhoto::new(InputFile::memory(jpeg.clone()).file_name("r.jpg"))
-                    .caption("done"),
-            ),
+            InputMedia::Photo(InputMediaPhoto::new(InputFile::memory(jpeg.clone()).file_name("r.jpg")).caption("done")),
         )
         .await
         .expect("editMessageMedia");
@@ -1248,9 +801,7 @@ async fn albums_and_media_edits() {
         .edit_message_media(
             ChatId(USER),
             placeholder.id,
-            InputMedia::Photo(
-                InputMediaPhoto::new(InputFile::file_id(big.file.id.clone())).caption("done"),
-            ),
+            InputMedia::Photo(InputMediaPhoto::new(InputFile::file_id(big.file.id.clone())).caption("done")),
         )
         .await
         .expect_err("unchanged");
@@ -1259,28 +810,15 @@ async fn albums_and_media_edits() {
         .edit_message_media(
             ChatId(USER),
             placeholder.id,
-            InputMedia::Document(InputMediaDocument::new(
-                InputFile::memory(jpeg.clone()).file_name("full.jpg"),
-            )),
+            InputMedia::Document(InputMediaDocument::new(InputFile::memory(jpeg.clone()).file_name("full.jpg"))),
         )
         .await
         .expect("photo → document");
-    assert_eq!(
-        as_doc
-            .document()
-            .and_then(|d| d.file_name.clone())
-            .as_deref(),
-        Some("full.jpg")
-    );
+    assert_eq!(as_doc.document().and_then(|d| d.file_name.clone()).as_deref(), Some("full.jpg"));
     assert!(as_doc.photo().is_none());
 
     let one = bot
-        .send_media_group(
-            ChatId(USER),
-            [InputMedia::Photo(InputMediaPhoto::new(InputFile::memory(
-                png(10, 10),
-            )))],
-        )
+        .send_media_group(ChatId(USER), [InputMedia::Photo(InputMediaPhoto::new(InputFile::memory(png(10, 10))))])
         .await;
     assert!(one.is_err(), "an album needs 2-10 items");
     let mixed = bot
@@ -1288,18 +826,13 @@ async fn albums_and_media_edits() {
             ChatId(USER),
             [
                 InputMedia::Photo(InputMediaPhoto::new(InputFile::memory(png(10, 10)))),
-                InputMedia::Document(InputMediaDocument::new(
-                    InputFile::memory(&b"x"[..]).file_name("x.txt"),
-                )),
+                InputMedia::Document(InputMediaDocument::new(InputFile::memory(&b"x"[..]).file_name("x.txt"))),
             ],
         )
         .await;
     assert!(mixed.is_err(), "documents don't mix with photos");
     let text = env.emu.messages(USER);
-    let last = text
-        .iter()
-        .find(|m| m.message_id == i64::from(placeholder.id.0))
-        .expect("edited");
+    let last = text.iter().find(|m| m.message_id == i64::from(placeholder.id.0)).expect("edited");
     assert_eq!(last.edit_count, 2);
     assert!(last.document.is_some() && last.photo.is_none());
     assert_eq!(env.emu.rejections().len(), 2, "{:?}", env.emu.rejections());
@@ -1309,41 +842,18 @@ async fn albums_and_media_edits() {
 async fn query_strings_and_method_case() {
     let env = start().await;
     env.say(USER, "hi");
-    let url = format!(
-        "{}bot1:X/SENDMESSAGE?chat_id={USER}&text=from%20a%20query",
-        env.base
-    );
-    let body: Value = env
-        .http
-        .get(url)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let url = format!("{}bot1:X/SENDMESSAGE?chat_id={USER}&text=from%20a%20query", env.base);
+    let body: Value = env.http.get(url).send().await.expect("get").json().await.expect("json");
     assert_eq!(body["ok"], true, "{body}");
     assert_eq!(body["result"]["text"], "from a query");
     assert_eq!(body["result"]["from"]["id"], 1, "bot id from the token");
     let call = env.emu.calls().pop().expect("call");
-    assert_eq!(
-        (call.method.as_str(), call.chat_id, call.message_id),
-        ("sendMessage", Some(USER), Some(2))
-    );
+    assert_eq!((call.method.as_str(), call.chat_id, call.message_id), ("sendMessage", Some(USER), Some(2)));
 
-    let missing = env
-        .http
-        .get(format!("{}file/bot1:X/photos/nope.jpg", env.base))
-        .send()
-        .await
-        .expect("get");
+    let missing = env.http.get(format!("{}file/bot1:X/photos/nope.jpg", env.base)).send().await.expect("get");
     assert_eq!(missing.status(), 404);
-    let (status, body) = env
-        .control_post(
-            "emulator/control/updates",
-            json!({"user": {"id": USER, "first_name": "T"}}),
-        )
-        .await;
+    let (status, body) =
+        env.control_post("emulator/control/updates", json!({"user": {"id": USER, "first_name": "T"}})).await;
     assert_eq!(status, 400, "no action: {body}");
     let (status, _) = env
         .control_post(

@@ -22,22 +22,13 @@ pub(super) struct Decoded {
 /// [`ImagingError::Corrupt`] when the header itself is broken.
 pub fn probe(bytes: &[u8]) -> Result<ImageInfo, ImagingError> {
     let format = supported_format(bytes)?;
-    let mut decoder = ImageReader::with_format(Cursor::new(bytes), format)
-        .into_decoder()
-        .map_err(|e| map_error(e, None, 0))?;
+    let mut decoder =
+        ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(|e| map_error(e, None, 0))?;
     let (width, height) = decoder.dimensions();
     // A broken EXIF block must not make an otherwise readable image unprobeable.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let (width, height) = if swaps_axes(orientation) {
-        (height, width)
-    } else {
-        (width, height)
-    };
-    Ok(ImageInfo {
-        width,
-        height,
-        mime: mime_for_format(format).unwrap_or("application/octet-stream"),
-    })
+    let (width, height) = if swaps_axes(orientation) { (height, width) } else { (width, height) };
+    Ok(ImageInfo { width, height, mime: mime_for_format(format).unwrap_or("application/octet-stream") })
 }
 
 /// Decodes untrusted bytes into upright pixels.
@@ -55,49 +46,32 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, ImagingErro
 
 pub(super) fn decode_full(bytes: &[u8], limits: &Limits) -> Result<Decoded, ImagingError> {
     if bytes.len() > limits.max_bytes {
-        return Err(ImagingError::TooLarge {
-            bytes: bytes.len(),
-            max: limits.max_bytes,
-        });
+        return Err(ImagingError::TooLarge { bytes: bytes.len(), max: limits.max_bytes });
     }
     let format = supported_format(bytes)?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decoder_limits(limits));
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| map_error(e, None, limits.max_pixels))?;
+    let mut decoder = reader.into_decoder().map_err(|e| map_error(e, None, limits.max_pixels))?;
 
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
         return Err(ImagingError::Corrupt(format!("{width}×{height} image")));
     }
     if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(ImagingError::TooManyPixels {
-            width,
-            height,
-            max: limits.max_pixels,
-        });
+        return Err(ImagingError::TooManyPixels { width, height, max: limits.max_pixels });
     }
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder)
-        .map_err(|e| map_error(e, Some((width, height)), limits.max_pixels))?;
+    let mut image =
+        DynamicImage::from_decoder(decoder).map_err(|e| map_error(e, Some((width, height)), limits.max_pixels))?;
     image.apply_orientation(orientation);
-    Ok(Decoded {
-        image,
-        format,
-        orientation,
-    })
+    Ok(Decoded { image, format, orientation })
 }
 
 /// The format from magic bytes, if it is one we handle.
 fn supported_format(bytes: &[u8]) -> Result<ImageFormat, ImagingError> {
-    let format = image::guess_format(bytes).map_err(|_| ImagingError::Unsupported {
-        format: "unknown".into(),
-    })?;
+    let format = image::guess_format(bytes).map_err(|_| ImagingError::Unsupported { format: "unknown".into() })?;
     if mime_for_format(format).is_none() {
-        return Err(ImagingError::Unsupported {
-            format: format!("{format:?}"),
-        });
+        return Err(ImagingError::Unsupported { format: format!("{format:?}") });
     }
     Ok(format)
 }
@@ -117,10 +91,7 @@ fn decoder_limits(limits: &Limits) -> image::Limits {
 fn swaps_axes(o: Orientation) -> bool {
     matches!(
         o,
-        Orientation::Rotate90
-            | Orientation::Rotate270
-            | Orientation::Rotate90FlipH
-            | Orientation::Rotate270FlipH
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
     )
 }
 
@@ -128,17 +99,11 @@ fn swaps_axes(o: Orientation) -> bool {
 fn map_error(e: ImageError, dims: Option<(u32, u32)>, max_pixels: u64) -> ImagingError {
     match e {
         ImageError::Limits(l) => match dims {
-            Some((width, height)) => ImagingError::TooManyPixels {
-                width,
-                height,
-                max: max_pixels,
-            },
+            Some((width, height)) => ImagingError::TooManyPixels { width, height, max: max_pixels },
             // Hit while reading headers (e.g. oversized PNG text chunks): no size to report.
             None => ImagingError::Corrupt(format!("refused by decoder limits: {l}")),
         },
-        ImageError::Unsupported(u) => ImagingError::Unsupported {
-            format: u.to_string(),
-        },
+        ImageError::Unsupported(u) => ImagingError::Unsupported { format: u.to_string() },
         ImageError::Encoding(e) => ImagingError::Encode(e.to_string()),
         // Truncated input surfaces as an unexpected EOF from the reader.
         ImageError::IoError(e) => ImagingError::Corrupt(e.to_string()),

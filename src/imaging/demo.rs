@@ -27,21 +27,12 @@ const EMPTY_PROMPT: &str = "(no prompt)";
 /// badge sits in the top-left corner.
 ///
 /// Errors: [`ImagingError::Encode`] if PNG encoding fails.
-pub fn render_demo(
-    prompt: &str,
-    width: u32,
-    height: u32,
-    seed: u64,
-) -> Result<Vec<u8>, ImagingError> {
+pub fn render_demo(prompt: &str, width: u32, height: u32, seed: u64) -> Result<Vec<u8>, ImagingError> {
     let width = width.clamp(MIN_SIDE, MAX_SIDE);
     let height = height.clamp(MIN_SIDE, MAX_SIDE);
-    let font = FontRef::try_from_slice(FONT)
-        .map_err(|e| ImagingError::Encode(format!("embedded font: {e}")))?;
+    let font = FontRef::try_from_slice(FONT).map_err(|e| ImagingError::Encode(format!("embedded font: {e}")))?;
 
-    let digest = Sha256::new()
-        .chain_update(seed.to_le_bytes())
-        .chain_update(prompt.as_bytes())
-        .finalize();
+    let digest = Sha256::new().chain_update(seed.to_le_bytes()).chain_update(prompt.as_bytes()).finalize();
     let (from, to) = palette(&digest);
     let mut img = gradient(width, height, from, to);
 
@@ -51,17 +42,12 @@ pub fn render_demo(
         text.truncate(text.trim_end().len());
         text.push('…');
     }
-    let text = if text.chars().any(|c| glyph(&font, c).is_some()) {
-        text
-    } else {
-        EMPTY_PROMPT.to_string()
-    };
+    let text = if text.chars().any(|c| glyph(&font, c).is_some()) { text } else { EMPTY_PROMPT.to_string() };
     draw_prompt(&mut img, &font, &text);
     draw_label(&mut img, &font);
 
     let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, ImageFormat::Png)
-        .map_err(|e| ImagingError::Encode(format!("PNG: {e}")))?;
+    img.write_to(&mut out, ImageFormat::Png).map_err(|e| ImagingError::Encode(format!("PNG: {e}")))?;
     Ok(out.into_inner())
 }
 
@@ -94,9 +80,7 @@ fn gradient(width: u32, height: u32, from: [f32; 3], to: [f32; 3]) -> RgbImage {
     RgbImage::from_fn(width, height, |x, y| {
         let t = 0.6 * x as f32 / wf + 0.4 * y as f32 / hf;
         let t = t * t * (3.0 - 2.0 * t);
-        Rgb(std::array::from_fn(|i| {
-            (from[i] + (to[i] - from[i]) * t).round().clamp(0.0, 255.0) as u8
-        }))
+        Rgb(std::array::from_fn(|i| (from[i] + (to[i] - from[i]) * t).round().clamp(0.0, 255.0) as u8))
     })
 }
 
@@ -131,11 +115,7 @@ fn wrap(font: &FontRef<'_>, scale: PxScale, text: &str, max_width: f32) -> Vec<S
     for paragraph in text.lines() {
         let mut line = String::new();
         for word in paragraph.split_whitespace() {
-            let candidate = if line.is_empty() {
-                word.to_string()
-            } else {
-                format!("{line} {word}")
-            };
+            let candidate = if line.is_empty() { word.to_string() } else { format!("{line} {word}") };
             if fits(&candidate) {
                 line = candidate;
                 continue;
@@ -188,20 +168,10 @@ fn draw_prompt(img: &mut RgbImage, font: &FontRef<'_>, text: &str) {
 
     let scaled = font.as_scaled(scale);
     let block_h = lines.len() as f32 * line_height;
-    let block_w = lines
-        .iter()
-        .map(|l| line_width(font, scale, l))
-        .fold(0.0f32, f32::max);
+    let block_w = lines.iter().map(|l| line_width(font, scale, l)).fold(0.0f32, f32::max);
     let pad = line_height * 0.6;
     let top = (h - block_h) / 2.0;
-    darken(
-        img,
-        (w - block_w) / 2.0 - pad,
-        top - pad,
-        (w + block_w) / 2.0 + pad,
-        top + block_h + pad,
-        0.45,
-    );
+    darken(img, (w - block_w) / 2.0 - pad, top - pad, (w + block_w) / 2.0 + pad, top + block_h + pad, 0.45);
     for (i, line) in lines.iter().enumerate() {
         let x = (w - line_width(font, scale, line)) / 2.0;
         let baseline = top + i as f32 * line_height + scaled.ascent();
@@ -217,20 +187,9 @@ fn draw_label(img: &mut RgbImage, font: &FontRef<'_>) {
     let pad = size * 0.35;
     let text_w = line_width(font, scale, LABEL);
     let (x0, y0) = (margin, margin);
-    let (x1, y1) = (
-        x0 + text_w + 2.0 * pad,
-        y0 + scaled.ascent() - scaled.descent() + 2.0 * pad,
-    );
+    let (x1, y1) = (x0 + text_w + 2.0 * pad, y0 + scaled.ascent() - scaled.descent() + 2.0 * pad);
     fill(img, x0, y0, x1, y1, [196, 32, 48]);
-    draw_text(
-        img,
-        font,
-        scale,
-        LABEL,
-        x0 + pad,
-        y0 + pad + scaled.ascent(),
-        [255, 255, 255],
-    );
+    draw_text(img, font, scale, LABEL, x0 + pad, y0 + pad + scaled.ascent(), [255, 255, 255]);
 }
 
 /// Pixel rectangle `[x0, x1) × [y0, y1)` clipped to the image.
@@ -303,9 +262,7 @@ mod tests {
 
     fn decode_png(bytes: &[u8]) -> RgbImage {
         assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
-        image::load_from_memory_with_format(bytes, ImageFormat::Png)
-            .expect("valid PNG")
-            .into_rgb8()
+        image::load_from_memory_with_format(bytes, ImageFormat::Png).expect("valid PNG").into_rgb8()
     }
 
     #[test]
@@ -333,10 +290,7 @@ mod tests {
     fn cyrillic_has_glyphs_and_is_drawn() {
         let font = FontRef::try_from_slice(FONT).expect("font");
         for c in ('\u{0400}'..='\u{045F}').chain("Привет, мир! Ёжик".chars()) {
-            assert!(
-                c.is_whitespace() || c.is_ascii_punctuation() || glyph(&font, c).is_some(),
-                "{c}"
-            );
+            assert!(c.is_whitespace() || c.is_ascii_punctuation() || glyph(&font, c).is_some(), "{c}");
         }
         // The text panel area must differ from the no-text rendering.
         let with_text = decode_png(&render_demo("Кот в сапогах", 512, 512, 3).expect("renders"));
@@ -344,25 +298,14 @@ mod tests {
             .flat_map(|y| (100..412).map(move |x| (x, y)))
             .filter(|&(x, y)| with_text.get_pixel(x, y).0 == [255, 255, 255])
             .count();
-        assert!(
-            centre_differs > 50,
-            "white text pixels in the centre: {centre_differs}"
-        );
+        assert!(centre_differs > 50, "white text pixels in the centre: {centre_differs}");
     }
 
     #[test]
     fn odd_prompts_do_not_panic() {
         let huge = "слово ".repeat(20_000);
         let long_word = "x".repeat(5_000);
-        for prompt in [
-            "",
-            "   ",
-            "🐱🚀",
-            "line one\nline two\n\n",
-            &huge,
-            &long_word,
-            "a\u{0}b\u{7}",
-        ] {
+        for prompt in ["", "   ", "🐱🚀", "line one\nline two\n\n", &huge, &long_word, "a\u{0}b\u{7}"] {
             for (w, h) in [(32, 32), (64, 2048), (2048, 64), (512, 512)] {
                 let img = decode_png(&render_demo(prompt, w, h, 42).expect("renders"));
                 assert_eq!(img.dimensions(), (w, h));

@@ -51,9 +51,7 @@ pub(super) fn strip_segments(bytes: &[u8]) -> Result<Vec<u8>, ImagingError> {
                 continue;
             }
             SOI | 0x00 => {
-                return Err(ImagingError::Corrupt(format!(
-                    "unexpected JPEG marker {marker:#04x} at byte {i}"
-                )));
+                return Err(ImagingError::Corrupt(format!("unexpected JPEG marker {marker:#04x} at byte {i}")));
             }
             _ => {}
         }
@@ -62,9 +60,7 @@ pub(super) fn strip_segments(bytes: &[u8]) -> Result<Vec<u8>, ImagingError> {
         };
         let len = usize::from(u16::from_be_bytes([len_bytes[0], len_bytes[1]]));
         if len < 2 {
-            return Err(ImagingError::Corrupt(format!(
-                "JPEG segment length {len} at byte {i}"
-            )));
+            return Err(ImagingError::Corrupt(format!("JPEG segment length {len} at byte {i}")));
         }
         let end = (i + 2 + len).min(bytes.len());
         let segment = &bytes[i..end];
@@ -171,9 +167,7 @@ mod tests {
         let scan = [0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56];
 
         let mut input = vec![0xFF, SOI];
-        for s in [
-            &app0, &exif, &xmp, &icc, &iptc, &adobe, &other14, &com, &dqt, &sos,
-        ] {
+        for s in [&app0, &exif, &xmp, &icc, &iptc, &adobe, &other14, &com, &dqt, &sos] {
             input.extend_from_slice(s);
         }
         input.extend_from_slice(&scan);
@@ -200,10 +194,7 @@ mod tests {
 
     #[test]
     fn rejects_non_jpeg_and_survives_truncation() {
-        assert!(matches!(
-            strip_segments(b"\x89PNG"),
-            Err(ImagingError::Corrupt(_))
-        ));
+        assert!(matches!(strip_segments(b"\x89PNG"), Err(ImagingError::Corrupt(_))));
         let mut input = vec![0xFF, SOI];
         input.extend_from_slice(&segment(0xE1, b"Exif\0\0abc"));
         input.truncate(input.len() - 2);

@@ -42,9 +42,7 @@ pub fn fit_for_telegram_photo(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, 
             return Ok(out);
         }
     }
-    Err(ImagingError::Encode(format!(
-        "{w}×{h} JPEG stays over {PHOTO_MAX_BYTES} bytes"
-    )))
+    Err(ImagingError::Encode(format!("{w}×{h} JPEG stays over {PHOTO_MAX_BYTES} bytes")))
 }
 
 /// A JPEG preview whose longest side is at most `max_side` px (a 0 is taken as 1; never
@@ -75,9 +73,7 @@ pub fn thumbnail(bytes: &[u8], max_side: u32, limits: &Limits) -> Result<Vec<u8>
 pub fn strip_metadata(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ImagingError> {
     let decoded = decode_full(bytes, limits)?;
     match decoded.format {
-        ImageFormat::Jpeg if decoded.orientation == Orientation::NoTransforms => {
-            jpeg::strip_segments(bytes)
-        }
+        ImageFormat::Jpeg if decoded.orientation == Orientation::NoTransforms => jpeg::strip_segments(bytes),
         ImageFormat::Jpeg => encode_jpeg(decoded.image, ROTATED_QUALITY),
         _ => encode_png(&decoded.image),
     }
@@ -139,12 +135,9 @@ fn resize(src: RgbImage, width: u32, height: u32) -> Result<RgbImage, ImagingErr
         return Ok(src);
     }
     let mut dst = RgbImage::new(width, height);
-    let options = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
-        .fit_into_destination(None);
-    Resizer::new()
-        .resize(&src, &mut dst, &options)
-        .map_err(|e| ImagingError::Encode(format!("resize: {e}")))?;
+    let options =
+        ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3)).fit_into_destination(None);
+    Resizer::new().resize(&src, &mut dst, &options).map_err(|e| ImagingError::Encode(format!("resize: {e}")))?;
     Ok(dst)
 }
 
@@ -191,9 +184,7 @@ fn encode_jpeg(image: DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError
 /// PNG with no ancillary chunks (the encoder writes none), keeping bit depth and alpha.
 fn encode_png(image: &DynamicImage) -> Result<Vec<u8>, ImagingError> {
     let mut out = Cursor::new(Vec::new());
-    image
-        .write_to(&mut out, ImageFormat::Png)
-        .map_err(|e| ImagingError::Encode(format!("PNG: {e}")))?;
+    image.write_to(&mut out, ImageFormat::Png).map_err(|e| ImagingError::Encode(format!("PNG: {e}")))?;
     Ok(out.into_inner())
 }
 

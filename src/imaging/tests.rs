@@ -17,10 +17,7 @@ fn all_photos() -> Vec<String> {
     for sub in ["", "orientation/"] {
         for entry in std::fs::read_dir(format!("{PHOTOS}/{sub}")).expect("testdata") {
             let path = entry.expect("entry").path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if path.is_file() && name != "SHA256SUMS" {
                 names.push(format!("{sub}{name}"));
             }
@@ -50,10 +47,7 @@ fn assert_telegram_photo(bytes: &[u8], what: &str) -> (u32, u32) {
 fn assert_no_metadata(bytes: &[u8], what: &str) {
     if bytes.starts_with(b"\x89PNG") {
         for chunk in [&b"eXIf"[..], b"tEXt", b"iTXt", b"zTXt"] {
-            assert!(
-                !bytes.windows(4).any(|w| w == chunk),
-                "{what}: PNG has {chunk:?}"
-            );
+            assert!(!bytes.windows(4).any(|w| w == chunk), "{what}: PNG has {chunk:?}");
         }
     } else {
         assert!(!jpeg::has_exif_segment(bytes), "{what}: EXIF left in");
@@ -139,42 +133,20 @@ fn check_file(name: &str) {
     if name.starts_with("bomb_") {
         let info = probed.expect("a bomb has a valid header");
         assert_eq!((info.width, info.height), (50_000, 50_000));
-        for result in [
-            decoded.map(|_| ()),
-            stripped.map(|_| ()),
-            fitted.map(|_| ()),
-        ] {
+        for result in [decoded.map(|_| ()), stripped.map(|_| ()), fitted.map(|_| ())] {
             assert!(
-                matches!(
-                    result,
-                    Err(ImagingError::TooManyPixels {
-                        width: 50_000,
-                        height: 50_000,
-                        ..
-                    })
-                ),
+                matches!(result, Err(ImagingError::TooManyPixels { width: 50_000, height: 50_000, .. })),
                 "{name}: {result:?}"
             );
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{name}: slow refusal"
-        );
+        assert!(started.elapsed() < Duration::from_secs(1), "{name}: slow refusal");
         return;
     }
     if name == "corrupt_truncated_in_exif.jpg" {
         // No SOF at all: nothing to be lenient about.
-        let results = [
-            probed.map(|_| ()),
-            decoded.map(|_| ()),
-            stripped.map(|_| ()),
-            fitted.map(|_| ()),
-        ];
+        let results = [probed.map(|_| ()), decoded.map(|_| ()), stripped.map(|_| ()), fitted.map(|_| ())];
         for result in results {
-            assert!(
-                matches!(result, Err(ImagingError::Corrupt(_))),
-                "{name}: {result:?}"
-            );
+            assert!(matches!(result, Err(ImagingError::Corrupt(_))), "{name}: {result:?}");
         }
         return;
     }
@@ -195,30 +167,17 @@ fn check_file(name: &str) {
 
     if name.ends_with(".jpg") {
         assert_eq!(info.mime, "image/jpeg");
-        assert!(
-            stripped.starts_with(&[0xFF, 0xD8]),
-            "{name}: JPEG stays JPEG"
-        );
+        assert!(stripped.starts_with(&[0xFF, 0xD8]), "{name}: JPEG stays JPEG");
     } else {
-        assert!(
-            stripped.starts_with(b"\x89PNG"),
-            "{name}: re-encoded as PNG"
-        );
+        assert!(stripped.starts_with(b"\x89PNG"), "{name}: re-encoded as PNG");
     }
     if name.contains("_gps") {
-        assert!(
-            jpeg::has_exif_segment(&bytes),
-            "{name}: the input should carry EXIF"
-        );
+        assert!(jpeg::has_exif_segment(&bytes), "{name}: the input should carry EXIF");
     }
     if name.starts_with("orientation/") {
         assert_eq!(image.dimensions(), (1800, 1200), "{name}");
         let reference = small(&decode(&read("orientation/Landscape_1.jpg"), &limits).expect("ref"));
-        for (what, img) in [
-            ("decode", &image),
-            ("strip", &stripped_image),
-            ("fit", &decode_output(&fitted)),
-        ] {
+        for (what, img) in [("decode", &image), ("strip", &stripped_image), ("fit", &decode_output(&fitted))] {
             let diff = mean_abs_diff(&small(img), &reference);
             // Same photo, another digit and JPEG generation: a few levels. A wrong rotation or
             // mirror is off by tens of levels (see `orientation_metric_detects_a_wrong_rotation`).
@@ -263,23 +222,13 @@ fn orientation_metric_detects_a_wrong_rotation() {
 
 #[test]
 fn bombs_are_refused_from_the_header() {
-    for name in [
-        "bomb_50000x50000_1bit.png",
-        "bomb_50000x50000_rgb_header_only.png",
-    ] {
+    for name in ["bomb_50000x50000_1bit.png", "bomb_50000x50000_rgb_header_only.png"] {
         let bytes = read(name);
         let started = Instant::now();
         let err = decode(&bytes, &Limits::default()).expect_err("refused");
         assert!(started.elapsed() < Duration::from_millis(500), "{name}");
         assert!(
-            matches!(
-                err,
-                ImagingError::TooManyPixels {
-                    width: 50_000,
-                    height: 50_000,
-                    max: 50_000_000
-                }
-            ),
+            matches!(err, ImagingError::TooManyPixels { width: 50_000, height: 50_000, max: 50_000_000 }),
             "{name}: {err:?}"
         );
         assert!(thumbnail(&bytes, 320, &Limits::default()).is_err());
@@ -289,97 +238,47 @@ fn bombs_are_refused_from_the_header() {
 #[test]
 fn limits_and_unknown_formats() {
     let tiny = read("tiny_1x1.jpg");
-    let small_bytes = Limits {
-        max_pixels: 10,
-        max_bytes: 100,
-    };
-    assert!(matches!(
-        decode(&tiny, &small_bytes),
-        Err(ImagingError::TooLarge {
-            bytes: 634,
-            max: 100
-        })
-    ));
-    let few_pixels = Limits {
-        max_pixels: 1_000_000,
-        max_bytes: 20_000_000,
-    };
+    let small_bytes = Limits { max_pixels: 10, max_bytes: 100 };
+    assert!(matches!(decode(&tiny, &small_bytes), Err(ImagingError::TooLarge { bytes: 634, max: 100 })));
+    let few_pixels = Limits { max_pixels: 1_000_000, max_bytes: 20_000_000 };
     assert!(matches!(
         fit_for_telegram_photo(&read("orientation/Landscape_6.jpg"), &few_pixels),
-        Err(ImagingError::TooManyPixels {
-            width: 1200,
-            height: 1800,
-            ..
-        })
+        Err(ImagingError::TooManyPixels { width: 1200, height: 1800, .. })
     ));
-    for junk in [
-        &b""[..],
-        b"hello world, not an image",
-        b"BM\x3e\0\0\0\0\0\0\0\x36\0\0\0",
-    ] {
-        assert!(
-            matches!(probe(junk), Err(ImagingError::Unsupported { .. })),
-            "{junk:?}"
-        );
-        assert!(matches!(
-            decode(junk, &Limits::default()),
-            Err(ImagingError::Unsupported { .. })
-        ));
-        assert!(matches!(
-            document_form(junk),
-            Err(ImagingError::Unsupported { .. })
-        ));
+    for junk in [&b""[..], b"hello world, not an image", b"BM\x3e\0\0\0\0\0\0\0\x36\0\0\0"] {
+        assert!(matches!(probe(junk), Err(ImagingError::Unsupported { .. })), "{junk:?}");
+        assert!(matches!(decode(junk, &Limits::default()), Err(ImagingError::Unsupported { .. })));
+        assert!(matches!(document_form(junk), Err(ImagingError::Unsupported { .. })));
     }
 }
 
 #[test]
 fn cmyk_jpeg_decodes_red_on_black() {
     let bytes = read("cmyk_adobe_ycck.jpg");
-    let rgb = decode(&bytes, &Limits::default())
-        .expect("CMYK decodes")
-        .to_rgb8();
+    let rgb = decode(&bytes, &Limits::default()).expect("CMYK decodes").to_rgb8();
     assert_eq!(rgb.dimensions(), (100, 100));
-    let red = rgb
-        .pixels()
-        .filter(|p| p[0] > 150 && p[1] < 90 && p[2] < 90)
-        .count();
+    let red = rgb.pixels().filter(|p| p[0] > 150 && p[1] < 90 && p[2] < 90).count();
     let dark = rgb.pixels().filter(|p| p.0.iter().all(|&c| c < 60)).count();
     assert!(red > 300, "red pixels: {red}");
     assert!(dark > 3000, "dark pixels: {dark}");
     // The lossless strip keeps the Adobe segment, so the colours survive it.
     let stripped = strip_metadata(&bytes, &Limits::default()).expect("strip");
     assert!(stripped.windows(5).any(|w| w == b"Adobe"));
-    assert_eq!(
-        decode(&stripped, &Limits::default())
-            .expect("decodes")
-            .to_rgb8(),
-        rgb
-    );
+    assert_eq!(decode(&stripped, &Limits::default()).expect("decodes").to_rgb8(), rgb);
 }
 
 #[test]
 fn alpha_is_flattened_on_white() {
     let bytes = read("alpha_dice_rgba.png");
-    let rgba = decode(&bytes, &Limits::default())
-        .expect("decode")
-        .to_rgba8();
+    let rgba = decode(&bytes, &Limits::default()).expect("decode").to_rgba8();
     assert_eq!(rgba.get_pixel(0, 0)[3], 0, "input corner is transparent");
     for (what, out) in [
-        (
-            "fit",
-            fit_for_telegram_photo(&bytes, &Limits::default()).expect("fit"),
-        ),
-        (
-            "thumbnail",
-            thumbnail(&bytes, 64, &Limits::default()).expect("thumbnail"),
-        ),
+        ("fit", fit_for_telegram_photo(&bytes, &Limits::default()).expect("fit")),
+        ("thumbnail", thumbnail(&bytes, 64, &Limits::default()).expect("thumbnail")),
     ] {
         let rgb = decode_output(&out).to_rgb8();
         let corner = rgb.get_pixel(0, 0).0;
-        assert!(
-            corner.iter().all(|&c| c >= 245),
-            "{what}: corner {corner:?}"
-        );
+        assert!(corner.iter().all(|&c| c >= 245), "{what}: corner {corner:?}");
         // The dice themselves are not washed out.
         assert!(rgb.pixels().any(|p| p.0.iter().any(|&c| c < 128)), "{what}");
     }
@@ -389,17 +288,8 @@ fn alpha_is_flattened_on_white() {
 fn tiny_image_works_everywhere() {
     let bytes = read("tiny_1x1.jpg");
     let limits = Limits::default();
-    assert_eq!(
-        decode(&bytes, &limits).expect("decode").dimensions(),
-        (1, 1)
-    );
-    assert_eq!(
-        assert_telegram_photo(
-            &fit_for_telegram_photo(&bytes, &limits).expect("fit"),
-            "fit"
-        ),
-        (1, 1)
-    );
+    assert_eq!(decode(&bytes, &limits).expect("decode").dimensions(), (1, 1));
+    assert_eq!(assert_telegram_photo(&fit_for_telegram_photo(&bytes, &limits).expect("fit"), "fit"), (1, 1));
     for side in [0, 1, 320] {
         let thumb = thumbnail(&bytes, side, &limits).expect("thumbnail");
         assert_eq!(decode_output(&thumb).dimensions(), (1, 1));
@@ -430,16 +320,10 @@ fn animations_give_their_first_frame() {
 }
 
 fn check_first_frame(what: &str, bytes: &[u8], frames: Vec<image::Frame>) {
-    let decoded = decode(bytes, &Limits::default())
-        .expect("decode")
-        .to_rgba8();
+    let decoded = decode(bytes, &Limits::default()).expect("decode").to_rgba8();
     assert_eq!(decoded.dimensions(), (360, 240), "{what}");
     assert_eq!(&decoded, frames[0].buffer(), "{what}: not frame 1");
-    assert_ne!(
-        &decoded,
-        frames[1].buffer(),
-        "{what}: frames 1 and 2 are equal"
-    );
+    assert_ne!(&decoded, frames[1].buffer(), "{what}: frames 1 and 2 are equal");
     let thumb = thumbnail(bytes, 90, &Limits::default()).expect("thumbnail");
     assert_eq!(decode_output(&thumb).dimensions(), (90, 60), "{what}");
 }
@@ -454,9 +338,7 @@ fn synthetic_png(width: u32, height: u32, band: u32) -> Vec<u8> {
         }
     });
     let mut out = Cursor::new(Vec::new());
-    DynamicImage::ImageRgb8(img)
-        .write_to(&mut out, image::ImageFormat::Png)
-        .expect("png");
+    DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Png).expect("png");
     out.into_inner()
 }
 
@@ -489,10 +371,7 @@ fn document_form_keeps_or_converts() {
         assert_eq!((e, m), (ext, mime), "{name}");
         assert!(doc == bytes, "{name}: bytes changed");
     }
-    for (name, dims) in [
-        ("webp_lossy_exif_flower.webp", (480, 360)),
-        ("animated_pan_16f.webp", (360, 240)),
-    ] {
+    for (name, dims) in [("webp_lossy_exif_flower.webp", (480, 360)), ("animated_pan_16f.webp", (360, 240))] {
         let (doc, ext, mime) = document_form(&read(name)).expect(name);
         assert_eq!((ext, mime), ("png", "image/png"), "{name}");
         assert_no_metadata(&doc, name);
@@ -502,10 +381,7 @@ fn document_form_keeps_or_converts() {
 
 #[test]
 fn hashes_and_extensions() {
-    assert_eq!(
-        sha256_hex(b"abc"),
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    );
+    assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     assert_eq!(sha256_hex(b"").len(), 64);
     for (mime, ext) in [
         ("image/jpeg", "jpg"),

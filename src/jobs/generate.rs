@@ -255,15 +255,16 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<Genera
     };
     let store = inner.store.clone();
     let limits = inner.limits.clone();
-    let prepared = tokio::task::spawn_blocking(move || -> Result<(String, String, u32, u32, GeneratedImage), String> {
-        let info = crate::imaging::probe(&image.bytes).map_err(|e| e.to_string())?;
-        crate::imaging::decode(&image.bytes, &limits).map_err(|e| e.to_string())?;
-        let sha = crate::imaging::sha256_hex(&image.bytes);
-        let ext = crate::imaging::extension_for_mime(info.mime).to_string();
-        store.put_media_file(&sha, &ext, &image.bytes).map_err(|e| e.to_string())?;
-        Ok((sha, ext, info.width, info.height, image))
-    })
-    .await;
+    let prepared =
+        tokio::task::spawn_blocking(move || -> Result<(String, String, u32, u32, GeneratedImage), String> {
+            let info = crate::imaging::probe(&image.bytes).map_err(|e| e.to_string())?;
+            crate::imaging::decode(&image.bytes, &limits).map_err(|e| e.to_string())?;
+            let sha = crate::imaging::sha256_hex(&image.bytes);
+            let ext = crate::imaging::extension_for_mime(info.mime).to_string();
+            store.put_media_file(&sha, &ext, &image.bytes).map_err(|e| e.to_string())?;
+            Ok((sha, ext, info.width, info.height, image))
+        })
+        .await;
     let (sha, ext, width, height, image) = match prepared {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {

@@ -96,7 +96,12 @@ pub trait Notifier: Send + Sync {
     /// Updates the job's progress message. Called at most once per `jobs.progress_interval_ms`.
     async fn progress(&self, job: &JobRecord, p: JobProgress);
     /// Sends the result. Called at most once per job.
-    async fn deliver(&self, job: &JobRecord, item: &LibraryItem, files: ResultFiles) -> Result<DeliveredFiles, NotifyError>;
+    async fn deliver(
+        &self,
+        job: &JobRecord,
+        item: &LibraryItem,
+        files: ResultFiles,
+    ) -> Result<DeliveredFiles, NotifyError>;
     /// Tells the user the job failed or was cancelled (`job.error` says why); the hold is
     /// already released. Called at most once per job.
     async fn failed(&self, job: &JobRecord) -> Result<(), NotifyError>;
@@ -194,14 +199,18 @@ impl JobEngine {
         config
             .models
             .iter()
-            .filter(|m| self.inner.models.get(&m.id).is_some_and(|x| x.enabled) && self.inner.providers.contains_key(&m.provider))
+            .filter(|m| {
+                self.inner.models.get(&m.id).is_some_and(|x| x.enabled)
+                    && self.inner.providers.contains_key(&m.provider)
+            })
             .cloned()
             .collect()
     }
 
     /// Creates a job and holds its price in one write transaction. Also consumes the draft.
     pub async fn submit(&self, new: NewJob) -> Result<Submitted, JobsError> {
-        let model = self.inner.models.get(&new.model_id).ok_or_else(|| JobsError::UnknownModel(new.model_id.clone()))?;
+        let model =
+            self.inner.models.get(&new.model_id).ok_or_else(|| JobsError::UnknownModel(new.model_id.clone()))?;
         if !model.enabled {
             return Err(JobsError::ModelDisabled(model.id.clone()));
         }
@@ -284,19 +293,9 @@ impl JobEngine {
         eta_from(&self.inner.store, model, format).await
     }
 
-    /// Sets the progress message id of a job (when it was sent after the job was created).
-    pub async fn set_progress_message(&self, job: JobId, message_id: i32) -> Result<(), JobsError> {
-        self.inner
-            .store
-            .write(move |tx| {
-                if let Some(mut j) = tx.get_job(job)? {
-                    j.progress_message_id = Some(message_id);
-                    tx.put_job(&j)?;
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(())
+    /// ETA for a model and format before a job exists (see [`Self::eta_secs`]).
+    pub async fn eta_for(&self, model: &str, format: Format) -> u64 {
+        eta_from(&self.inner.store, model.to_string(), format.as_str().to_string()).await
     }
 
     /// Saves a draft (a prompt waiting for buttons).

@@ -9,8 +9,7 @@
 
 use super::http::{self, HostResolver};
 use super::{
-    GenerateRequest, GeneratedImage, ImageProvider, InputImage, ProgressFn, ProviderError,
-    ProviderProgress, Submission,
+    GenerateRequest, GeneratedImage, ImageProvider, InputImage, ProgressFn, ProviderError, ProviderProgress, Submission,
 };
 use crate::config::ProviderConfig;
 use futures_util::StreamExt as _;
@@ -26,8 +25,7 @@ const MAX_POLL_FAILURES: u32 = 3;
 /// declared lost: a prompt that finishes between the two reads shows up in neither once.
 const ABSENT_CHECKS_FOR_LOST: u32 = 2;
 
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A ComfyUI server (`kind = "comfyui"`). The model's workflow (API format, with
 /// `{{placeholders}}`) comes in [`GenerateRequest::workflow`] (or, failing that, as JSON text
@@ -68,8 +66,7 @@ impl ComfyProvider {
     /// Errors: `Failed` for a base_url that is not an http(s) URL.
     pub fn new(cfg: &ProviderConfig) -> Result<ComfyProvider, ProviderError> {
         let base_url = cfg.base_url.trim_end_matches('/').to_string();
-        let bad =
-            |m: String| ProviderError::Failed(format!("provider {}: bad base_url: {m}", cfg.id));
+        let bad = |m: String| ProviderError::Failed(format!("provider {}: bad base_url: {m}", cfg.id));
         let u = url::Url::parse(&base_url).map_err(|e| bad(e.to_string()))?;
         let ws_scheme = match u.scheme() {
             "http" => "ws",
@@ -88,35 +85,22 @@ impl ComfyProvider {
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), ProviderError> {
-        let resp = rb
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| http::classify(&e))?;
+        let resp = rb.timeout(REQUEST_TIMEOUT).send().await.map_err(|e| http::classify(&e))?;
         let status = resp.status().as_u16();
         let body = http::read_limited(resp, 2 * http::MAX_DOWNLOAD_BYTES).await?;
         Ok((status, body))
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, ProviderError> {
-        let (status, body) = self
-            .send(self.http.get(format!("{}{path}", self.base_url)))
-            .await?;
+        let (status, body) = self.send(self.http.get(format!("{}{path}", self.base_url))).await?;
         if !(200..300).contains(&status) {
             return Err(http::status_error(status, &String::from_utf8_lossy(&body)));
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::Failed(format!("malformed response ({path}): {e}")))
+        serde_json::from_slice(&body).map_err(|e| ProviderError::Failed(format!("malformed response ({path}): {e}")))
     }
 
     async fn post_ok(&self, path: &str, body: &Value) -> Result<(), ProviderError> {
-        let (status, resp) = self
-            .send(
-                self.http
-                    .post(format!("{}{path}", self.base_url))
-                    .json(body),
-            )
-            .await?;
+        let (status, resp) = self.send(self.http.post(format!("{}{path}", self.base_url)).json(body)).await?;
         if !(200..300).contains(&status) {
             return Err(http::status_error(status, &String::from_utf8_lossy(&resp)));
         }
@@ -136,38 +120,23 @@ impl ComfyProvider {
         let part = reqwest::multipart::Part::bytes(img.bytes.clone())
             .file_name(format!("{stem}.{ext}"))
             .mime_str(&img.mime)
-            .map_err(|e| {
-                ProviderError::Rejected(format!("bad input image type {}: {e}", img.mime))
-            })?;
-        let form = reqwest::multipart::Form::new()
-            .part("image", part)
-            .text("overwrite", "true");
-        let (status, body) = self
-            .send(
-                self.http
-                    .post(format!("{}/upload/image", self.base_url))
-                    .multipart(form),
-            )
-            .await?;
+            .map_err(|e| ProviderError::Rejected(format!("bad input image type {}: {e}", img.mime)))?;
+        let form = reqwest::multipart::Form::new().part("image", part).text("overwrite", "true");
+        let (status, body) =
+            self.send(self.http.post(format!("{}/upload/image", self.base_url)).multipart(form)).await?;
         if !(200..300).contains(&status) {
             return Err(http::status_error(status, &String::from_utf8_lossy(&body)));
         }
-        let v: Value = serde_json::from_slice(&body).map_err(|e| {
-            ProviderError::Failed(format!("malformed response (/upload/image): {e}"))
-        })?;
-        let name = v.get("name").and_then(Value::as_str).ok_or_else(|| {
-            ProviderError::Failed("malformed response (/upload/image): no name".into())
-        })?;
-        Ok(
-            match v
-                .get("subfolder")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-            {
-                Some(sub) => format!("{sub}/{name}"),
-                None => name.to_string(),
-            },
-        )
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::Failed(format!("malformed response (/upload/image): {e}")))?;
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ProviderError::Failed("malformed response (/upload/image): no name".into()))?;
+        Ok(match v.get("subfolder").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            Some(sub) => format!("{sub}/{name}"),
+            None => name.to_string(),
+        })
     }
 
     async fn connect_ws(&self, client_id: &str) -> Result<WsStream, String> {
@@ -177,22 +146,12 @@ impl ComfyProvider {
         let port = u.port_or_known_default().ok_or("no port")?;
         let connect = async {
             // Resolve with hickory, not through tokio's getaddrinfo (NSS trap, build-notes.md).
-            let addrs = self
-                .resolver
-                .lookup(&host, port)
-                .await
-                .map_err(|e| e.to_string())?;
-            let tcp = tokio::net::TcpStream::connect(&addrs[..])
-                .await
-                .map_err(|e| e.to_string())?;
-            let (ws, _) = tokio_tungstenite::client_async_tls(u.as_str(), tcp)
-                .await
-                .map_err(|e| e.to_string())?;
+            let addrs = self.resolver.lookup(&host, port).await.map_err(|e| e.to_string())?;
+            let tcp = tokio::net::TcpStream::connect(&addrs[..]).await.map_err(|e| e.to_string())?;
+            let (ws, _) = tokio_tungstenite::client_async_tls(u.as_str(), tcp).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(ws)
         };
-        tokio::time::timeout(http::CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| "timed out".to_string())?
+        tokio::time::timeout(http::CONNECT_TIMEOUT, connect).await.map_err(|_| "timed out".to_string())?
     }
 
     /// One look at `/history/{id}` (and `/queue` while unfinished). `Ok(Some)` = done.
@@ -217,17 +176,11 @@ impl ComfyProvider {
                 match queue_state(&q, prompt_id) {
                     QueueState::Running => {
                         *absent = 0;
-                        progress(ProviderProgress {
-                            running: true,
-                            ..Default::default()
-                        });
+                        progress(ProviderProgress { running: true, ..Default::default() });
                     }
                     QueueState::Pending(pos) => {
                         *absent = 0;
-                        progress(ProviderProgress {
-                            queue_position: Some(pos),
-                            ..Default::default()
-                        });
+                        progress(ProviderProgress { queue_position: Some(pos), ..Default::default() });
                     }
                     QueueState::Absent => {
                         *absent += 1;
@@ -248,11 +201,7 @@ impl ComfyProvider {
         let rb = self
             .http
             .get(format!("{}/view", self.base_url))
-            .query(&[
-                ("filename", &f.filename),
-                ("subfolder", &f.subfolder),
-                ("type", &f.kind),
-            ])
+            .query(&[("filename", &f.filename), ("subfolder", &f.subfolder), ("type", &f.kind)])
             .timeout(http::DOWNLOAD_TIMEOUT);
         let resp = rb.send().await.map_err(|e| http::classify(&e))?;
         let status = resp.status().as_u16();
@@ -264,26 +213,16 @@ impl ComfyProvider {
                 _ => http::status_error(status, &body),
             });
         }
-        let header = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header =
+            resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
         let bytes = http::read_limited(resp, http::MAX_DOWNLOAD_BYTES).await?;
         let sniffed = super::sniff_mime(&bytes);
         let mime = if sniffed != "application/octet-stream" {
             sniffed.to_string()
         } else {
-            f.format
-                .clone()
-                .or(header)
-                .unwrap_or_else(|| sniffed.to_string())
+            f.format.clone().or(header).unwrap_or_else(|| sniffed.to_string())
         };
-        Ok(GeneratedImage {
-            bytes,
-            mime,
-            is_demo: false,
-        })
+        Ok(GeneratedImage { bytes, mime, is_demo: false })
     }
 }
 
@@ -297,9 +236,7 @@ async fn next_text(ws: &mut Option<WsStream>) -> Option<String> {
         match s.next().await {
             Some(Ok(Message::Text(t))) => return Some(t.to_string()),
             // Binary frames are live previews; pings are answered by tungstenite.
-            Some(Ok(
-                Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_),
-            )) => continue,
+            Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
         }
     }
@@ -320,28 +257,18 @@ impl ImageProvider for ComfyProvider {
         Some(uuid::Uuid::new_v4().to_string())
     }
 
-    async fn submit(
-        &self,
-        req: &GenerateRequest,
-        preassigned: Option<&str>,
-    ) -> Result<Submission, ProviderError> {
-        let prompt_id =
-            preassigned.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+    async fn submit(&self, req: &GenerateRequest, preassigned: Option<&str>) -> Result<Submission, ProviderError> {
+        let prompt_id = preassigned.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
         let workflow = req
             .workflow
             .clone()
             .or_else(|| serde_json::from_str::<Value>(&req.endpoint).ok())
             .filter(Value::is_object)
-            .ok_or_else(|| {
-                ProviderError::Failed(format!("model {}: no ComfyUI workflow", req.model_id))
-            })?;
+            .ok_or_else(|| ProviderError::Failed(format!("model {}: no ComfyUI workflow", req.model_id)))?;
         let mut inputs = Vec::with_capacity(req.input_images.len());
         for (i, img) in req.input_images.iter().enumerate() {
             // Named after the prompt: a retried submit overwrites instead of piling up files.
-            inputs.push(
-                self.upload(img, &format!("mediabot_{prompt_id}_{i}"))
-                    .await?,
-            );
+            inputs.push(self.upload(img, &format!("mediabot_{prompt_id}_{i}")).await?);
         }
         let vars = TemplateVars {
             prompt: &req.prompt,
@@ -354,43 +281,25 @@ impl ImageProvider for ComfyProvider {
         let graph = fill_template(&workflow, &vars);
         let client_id = uuid::Uuid::new_v4().to_string();
         let body = json!({"prompt": graph, "client_id": client_id, "prompt_id": prompt_id});
-        let (status, resp) = self
-            .send(
-                self.http
-                    .post(format!("{}/prompt", self.base_url))
-                    .json(&body),
-            )
-            .await?;
+        let (status, resp) = self.send(self.http.post(format!("{}/prompt", self.base_url)).json(&body)).await?;
         let text = String::from_utf8_lossy(&resp);
         if status == 400 {
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            return Err(ProviderError::Rejected(
-                summarize_rejection(&v).unwrap_or_else(|| http::error_detail(&text)),
-            ));
+            return Err(ProviderError::Rejected(summarize_rejection(&v).unwrap_or_else(|| http::error_detail(&text))));
         }
         if !(200..300).contains(&status) {
             return Err(http::status_error(status, &text));
         }
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| ProviderError::Failed(format!("malformed response (/prompt): {e}")))?;
-        let accepted = v
-            .get("prompt_id")
-            .and_then(Value::as_str)
-            .unwrap_or(&prompt_id)
-            .to_string();
+        let accepted = v.get("prompt_id").and_then(Value::as_str).unwrap_or(&prompt_id).to_string();
         if accepted != prompt_id {
             tracing::warn!(provider = %self.id, %prompt_id, %accepted, "ComfyUI ignored our prompt_id");
         }
-        if v.get("node_errors")
-            .and_then(Value::as_object)
-            .is_some_and(|o| !o.is_empty())
-        {
+        if v.get("node_errors").and_then(Value::as_object).is_some_and(|o| !o.is_empty()) {
             tracing::warn!(provider = %self.id, node_errors = %v["node_errors"], "ComfyUI dropped some outputs");
         }
-        Ok(Submission {
-            request_id: accepted,
-            data: json!({"client_id": client_id}),
-        })
+        Ok(Submission { request_id: accepted, data: json!({"client_id": client_id}) })
     }
 
     async fn is_known(&self, request_id: &str, _data: &Value) -> Result<bool, ProviderError> {
@@ -403,11 +312,7 @@ impl ImageProvider for ComfyProvider {
         Ok(queue_state(&q, request_id) != QueueState::Absent)
     }
 
-    async fn wait(
-        &self,
-        sub: &Submission,
-        progress: ProgressFn<'_>,
-    ) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {
         let prompt_id = sub.request_id.as_str();
         let client_id = match sub.data.get("client_id").and_then(Value::as_str) {
             Some(c) => c.to_string(),
@@ -450,10 +355,7 @@ impl ImageProvider for ComfyProvider {
                     continue;
                 }
                 Wake::Ws(Some(text)) => match parse_ws_event(&text, prompt_id) {
-                    WsEvent::Started => report(ProviderProgress {
-                        running: true,
-                        ..Default::default()
-                    }),
+                    WsEvent::Started => report(ProviderProgress { running: true, ..Default::default() }),
                     WsEvent::Progress { value, max } if max > 0.0 => report(ProviderProgress {
                         fraction: Some((value / max).clamp(0.0, 1.0) as f32),
                         running: true,
@@ -544,15 +446,11 @@ impl TemplateVars<'_> {
 /// so is an input placeholder without an uploaded image (ComfyUI then rejects the prompt).
 pub fn fill_template(v: &Value, vars: &TemplateVars<'_>) -> Value {
     match v {
-        Value::String(s) if s.contains("{{") => vars
-            .exact(s)
-            .unwrap_or_else(|| Value::String(vars.substitute(s))),
+        Value::String(s) if s.contains("{{") => vars.exact(s).unwrap_or_else(|| Value::String(vars.substitute(s))),
         Value::Array(a) => Value::Array(a.iter().map(|x| fill_template(x, vars)).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, x)| (k.clone(), fill_template(x, vars)))
-                .collect::<Map<_, _>>(),
-        ),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, x)| (k.clone(), fill_template(x, vars))).collect::<Map<_, _>>())
+        }
         other => other.clone(),
     }
 }
@@ -566,27 +464,16 @@ pub fn summarize_rejection(v: &Value) -> Option<String> {
     let mut out = match err {
         Some(Value::String(s)) => s.clone(),
         Some(e) => {
-            let msg = e
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("invalid prompt")
-                .to_string();
-            match e
-                .get("details")
-                .and_then(Value::as_str)
-                .filter(|d| !d.is_empty())
-            {
+            let msg = e.get("message").and_then(Value::as_str).unwrap_or("invalid prompt").to_string();
+            match e.get("details").and_then(Value::as_str).filter(|d| !d.is_empty()) {
                 Some(d) => format!("{msg} ({d})"),
                 None => msg,
             }
         }
         None => String::new(),
     };
-    let mut nodes: Vec<(&String, &Value)> = v
-        .get("node_errors")
-        .and_then(Value::as_object)
-        .map(|o| o.iter().collect())
-        .unwrap_or_default();
+    let mut nodes: Vec<(&String, &Value)> =
+        v.get("node_errors").and_then(Value::as_object).map(|o| o.iter().collect()).unwrap_or_default();
     nodes.sort_by_key(|(id, _)| (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string()));
     for (id, ne) in nodes {
         let class = ne.get("class_type").and_then(Value::as_str).unwrap_or("?");
@@ -597,11 +484,7 @@ pub fn summarize_rejection(v: &Value) -> Option<String> {
             .flatten()
             .map(|e| {
                 let m = e.get("message").and_then(Value::as_str).unwrap_or("error");
-                match e
-                    .get("details")
-                    .and_then(Value::as_str)
-                    .filter(|d| !d.is_empty())
-                {
+                match e.get("details").and_then(Value::as_str).filter(|d| !d.is_empty()) {
                     Some(d) => format!("{m} [{d}]"),
                     None => m.to_string(),
                 }
@@ -610,11 +493,7 @@ pub fn summarize_rejection(v: &Value) -> Option<String> {
         out.push_str(&format!("; node {id} ({class}): {}", errs.join(", ")));
     }
     let out = out.trim_start_matches("; ").to_string();
-    if out.is_empty() {
-        None
-    } else {
-        Some(out.chars().take(600).collect())
-    }
+    if out.is_empty() { None } else { Some(out.chars().take(600).collect()) }
 }
 
 /// One saved output file named by history.
@@ -650,20 +529,14 @@ pub fn parse_history(v: &Value, prompt_id: &str) -> Result<History, ProviderErro
     let Some(entry) = obj.get(prompt_id) else {
         return Ok(History::Pending);
     };
-    let status = entry
-        .get("status")
-        .and_then(|s| s.get("status_str"))
-        .and_then(Value::as_str);
+    let status = entry.get("status").and_then(|s| s.get("status_str")).and_then(Value::as_str);
     match status {
         Some("success") => {}
         Some("error") => return Ok(History::Error(history_error(entry))),
         _ => return Err(malformed("entry without status")),
     }
-    let mut nodes: Vec<(&String, &Value)> = entry
-        .get("outputs")
-        .and_then(Value::as_object)
-        .map(|o| o.iter().collect())
-        .unwrap_or_default();
+    let mut nodes: Vec<(&String, &Value)> =
+        entry.get("outputs").and_then(Value::as_object).map(|o| o.iter().collect()).unwrap_or_default();
     nodes.sort_by_key(|(id, _)| (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string()));
     let mut files = Vec::new();
     for (_, out) in nodes {
@@ -686,18 +559,13 @@ pub fn parse_history(v: &Value, prompt_id: &str) -> Result<History, ProviderErro
         }
     }
     if files.is_empty() {
-        return Err(ProviderError::Failed(
-            "the workflow saved no output images (needs a SaveImage node)".into(),
-        ));
+        return Err(ProviderError::Failed("the workflow saved no output images (needs a SaveImage node)".into()));
     }
     Ok(History::Success(files))
 }
 
 fn history_error(entry: &Value) -> String {
-    let messages = entry
-        .get("status")
-        .and_then(|s| s.get("messages"))
-        .and_then(Value::as_array);
+    let messages = entry.get("status").and_then(|s| s.get("messages")).and_then(Value::as_array);
     for m in messages.into_iter().flatten() {
         let (Some(kind), Some(data)) = (m.get(0).and_then(Value::as_str), m.get(1)) else {
             continue;
@@ -712,11 +580,7 @@ fn history_error(entry: &Value) -> String {
 }
 
 fn execution_error_text(data: &Value) -> String {
-    let msg = data
-        .get("exception_message")
-        .and_then(Value::as_str)
-        .unwrap_or("execution failed")
-        .trim();
+    let msg = data.get("exception_message").and_then(Value::as_str).unwrap_or("execution failed").trim();
     match data.get("node_type").and_then(Value::as_str) {
         Some(node) => format!("{node}: {msg}"),
         None => msg.to_string(),
@@ -734,17 +598,9 @@ pub enum QueueState {
 
 /// Reads `{"queue_running": [[number, prompt_id, …]], "queue_pending": [...]}` (§3.1).
 pub fn queue_state(v: &Value, prompt_id: &str) -> QueueState {
-    let items = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
+    let items = |k: &str| v.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
     let id_of = |item: &Value| item.get(1).and_then(Value::as_str).map(str::to_string);
-    if items("queue_running")
-        .iter()
-        .any(|i| id_of(i).as_deref() == Some(prompt_id))
-    {
+    if items("queue_running").iter().any(|i| id_of(i).as_deref() == Some(prompt_id)) {
         return QueueState::Running;
     }
     let mut pending = items("queue_pending");
@@ -752,10 +608,7 @@ pub fn queue_state(v: &Value, prompt_id: &str) -> QueueState {
         let n = |i: &Value| i.get(0).and_then(Value::as_f64).unwrap_or(f64::MAX);
         n(a).total_cmp(&n(b))
     });
-    match pending
-        .iter()
-        .position(|i| id_of(i).as_deref() == Some(prompt_id))
-    {
+    match pending.iter().position(|i| id_of(i).as_deref() == Some(prompt_id)) {
         Some(p) => QueueState::Pending(p as u32),
         None => QueueState::Absent,
     }
@@ -811,31 +664,18 @@ mod tests {
 
     /// The recorded ComfyUI 0.3.64 session (read at test time; outside the crate).
     fn recorded() -> Vec<Value> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/testdata/comfyui/recorded-0.3.64.json"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/comfyui/recorded-0.3.64.json");
         let text = std::fs::read_to_string(path).expect("recorded session");
         let v: Value = serde_json::from_str(&text).expect("json");
         v["transcript"].as_array().expect("transcript").clone()
     }
 
     fn exchange(t: &[Value], label: &str) -> Value {
-        t.iter()
-            .find(|e| e["label"] == label)
-            .unwrap_or_else(|| panic!("no exchange {label}"))
-            .clone()
+        t.iter().find(|e| e["label"] == label).unwrap_or_else(|| panic!("no exchange {label}")).clone()
     }
 
     fn vars<'a>(inputs: &'a [String]) -> TemplateVars<'a> {
-        TemplateVars {
-            prompt: "a \"red\" fox",
-            negative: "",
-            width: 832,
-            height: 1216,
-            seed: 7,
-            input_images: inputs,
-        }
+        TemplateVars { prompt: "a \"red\" fox", negative: "", width: 832, height: 1216, seed: 7, input_images: inputs }
     }
 
     #[test]
@@ -864,10 +704,8 @@ mod tests {
         let g = fill_template(&wf, &vars(&[]));
         assert_eq!(g["8"]["inputs"]["image"], json!("{{input_image}}"));
         let two = vec!["a.png".to_string(), "b.png".to_string()];
-        let g = fill_template(
-            &json!({"x": "{{input_image_2}}", "y": "{{input_image_1}}+{{input_image_2}}"}),
-            &vars(&two),
-        );
+        let g =
+            fill_template(&json!({"x": "{{input_image_2}}", "y": "{{input_image_1}}+{{input_image_2}}"}), &vars(&two));
         assert_eq!(g, json!({"x": "b.png", "y": "a.png+b.png"}));
     }
 
@@ -887,45 +725,26 @@ mod tests {
         );
         let h = exchange(&t, "GET /history/{id} (runtime_error)");
         assert_eq!(
-            parse_history(
-                &h["response"]["json"],
-                "9811cebf-2d31-4cf9-abf0-4abf6409f090"
-            )
-            .expect("ok"),
-            History::Error(
-                "ImageToMask: index 3 is out of bounds for dimension 3 with size 3".into()
-            )
+            parse_history(&h["response"]["json"], "9811cebf-2d31-4cf9-abf0-4abf6409f090").expect("ok"),
+            History::Error("ImageToMask: index 3 is out of bounds for dimension 3 with size 3".into())
         );
         let h = exchange(&t, "GET /history/{id} (interrupted)");
         assert_eq!(
-            parse_history(
-                &h["response"]["json"],
-                "616e490f-239e-4255-8229-e20c25c7b062"
-            )
-            .expect("ok"),
+            parse_history(&h["response"]["json"], "616e490f-239e-4255-8229-e20c25c7b062").expect("ok"),
             History::Error("execution interrupted".into())
         );
         let h = exchange(&t, "GET /history/{unknown id}");
         assert_eq!(
-            parse_history(
-                &h["response"]["json"],
-                "00000000-0000-0000-0000-000000000000"
-            )
-            .expect("ok"),
+            parse_history(&h["response"]["json"], "00000000-0000-0000-0000-000000000000").expect("ok"),
             History::Pending
         );
         // SaveImageWebsocket leaves `outputs: {}`: nothing to download.
         let h = exchange(&t, "GET /history/{id} (ws_progress)");
         assert!(matches!(
-            parse_history(
-                &h["response"]["json"],
-                "705aa6e1-bd2b-4801-9ab2-0b009f032073"
-            ),
+            parse_history(&h["response"]["json"], "705aa6e1-bd2b-4801-9ab2-0b009f032073"),
             Err(ProviderError::Failed(_))
         ));
-        assert!(
-            matches!(parse_history(&json!([1]), "x"), Err(ProviderError::Failed(m)) if m.contains("malformed"))
-        );
+        assert!(matches!(parse_history(&json!([1]), "x"), Err(ProviderError::Failed(m)) if m.contains("malformed")));
     }
 
     #[test]
@@ -934,14 +753,8 @@ mod tests {
         let r = exchange(&t, "POST /prompt (bad_input (bad combo + out of range))");
         assert_eq!(r["response"]["status"], 400);
         let s = summarize_rejection(&r["response"]["json"]).expect("summary");
-        assert!(
-            s.starts_with("Prompt outputs failed validation; node 2 (ImageScaleBy): "),
-            "{s}"
-        );
-        assert!(
-            s.contains("Value 100.0 bigger than max of 8.0 [scale_by]"),
-            "{s}"
-        );
+        assert!(s.starts_with("Prompt outputs failed validation; node 2 (ImageScaleBy): "), "{s}");
+        assert!(s.contains("Value 100.0 bigger than max of 8.0 [scale_by]"), "{s}");
         assert!(s.contains("upscale_method: 'bogus' not in"), "{s}");
         let r = exchange(&t, "POST /prompt (unknown class_type)");
         assert_eq!(
@@ -949,11 +762,7 @@ mod tests {
             "Cannot execute because node NoSuchNode does not exist. (Node ID '#1')"
         );
         for e in t.iter().filter(|e| e["response"]["status"] == 400) {
-            assert!(
-                summarize_rejection(&e["response"]["json"]).is_some(),
-                "{}",
-                e["label"]
-            );
+            assert!(summarize_rejection(&e["response"]["json"]).is_some(), "{}", e["label"]);
         }
     }
 
@@ -970,29 +779,14 @@ mod tests {
                 .filter(|e| *e != WsEvent::Other)
                 .collect()
         };
-        let ev = frames(
-            "WS messages (ws_progress)",
-            "705aa6e1-bd2b-4801-9ab2-0b009f032073",
-        );
-        assert!(
-            ev.contains(&WsEvent::Progress {
-                value: 2.0,
-                max: 3.0
-            }),
-            "{ev:?}"
-        );
+        let ev = frames("WS messages (ws_progress)", "705aa6e1-bd2b-4801-9ab2-0b009f032073");
+        assert!(ev.contains(&WsEvent::Progress { value: 2.0, max: 3.0 }), "{ev:?}");
         assert_eq!(ev.last(), Some(&WsEvent::Done));
-        let ev = frames(
-            "WS messages (runtime_error)",
-            "9811cebf-2d31-4cf9-abf0-4abf6409f090",
+        let ev = frames("WS messages (runtime_error)", "9811cebf-2d31-4cf9-abf0-4abf6409f090");
+        assert!(
+            ev.contains(&WsEvent::Error("ImageToMask: index 3 is out of bounds for dimension 3 with size 3".into()))
         );
-        assert!(ev.contains(&WsEvent::Error(
-            "ImageToMask: index 3 is out of bounds for dimension 3 with size 3".into()
-        )));
-        let ev = frames(
-            "WS messages (slow, after POST /interrupt)",
-            "616e490f-239e-4255-8229-e20c25c7b062",
-        );
+        let ev = frames("WS messages (slow, after POST /interrupt)", "616e490f-239e-4255-8229-e20c25c7b062");
         assert!(ev.contains(&WsEvent::Interrupted));
         // Another prompt's frames are ignored.
         assert!(frames("WS messages (invert)", "someone-else").is_empty());
@@ -1002,14 +796,8 @@ mod tests {
     fn recorded_queue_parses() {
         let t = recorded();
         let q = &exchange(&t, "GET /queue (1 running, 1 pending)")["response"]["json"];
-        assert_eq!(
-            queue_state(q, "616e490f-239e-4255-8229-e20c25c7b062"),
-            QueueState::Running
-        );
-        assert_eq!(
-            queue_state(q, "1661d829-d607-4d8d-bce3-3495d63ad426"),
-            QueueState::Pending(0)
-        );
+        assert_eq!(queue_state(q, "616e490f-239e-4255-8229-e20c25c7b062"), QueueState::Running);
+        assert_eq!(queue_state(q, "1661d829-d607-4d8d-bce3-3495d63ad426"), QueueState::Pending(0));
         assert_eq!(queue_state(q, "nope"), QueueState::Absent);
     }
 }

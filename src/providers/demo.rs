@@ -3,10 +3,7 @@
 //! Stateless across restarts: everything `wait` needs travels in [`Submission::data`], so a
 //! submission restored from the database renders the same picture.
 
-use super::{
-    GenerateRequest, GeneratedImage, ImageProvider, ProgressFn, ProviderError, ProviderProgress,
-    Submission,
-};
+use super::{GenerateRequest, GeneratedImage, ImageProvider, ProgressFn, ProviderError, ProviderProgress, Submission};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -33,10 +30,7 @@ impl DemoProvider {
     /// `id` is the provider id from config; `step_delay` is slept before each of the four
     /// progress reports (zero in tests).
     pub fn new(id: &str, step_delay: Duration) -> DemoProvider {
-        DemoProvider {
-            id: id.to_string(),
-            step_delay,
-        }
+        DemoProvider { id: id.to_string(), step_delay }
     }
 }
 
@@ -46,54 +40,26 @@ impl ImageProvider for DemoProvider {
         &self.id
     }
 
-    async fn submit(
-        &self,
-        req: &GenerateRequest,
-        preassigned: Option<&str>,
-    ) -> Result<Submission, ProviderError> {
-        let job = DemoJob {
-            prompt: req.prompt.clone(),
-            width: req.width,
-            height: req.height,
-            seed: req.seed,
-        };
-        let data = serde_json::to_value(&job)
-            .map_err(|e| ProviderError::Failed(format!("demo submission: {e}")))?;
+    async fn submit(&self, req: &GenerateRequest, preassigned: Option<&str>) -> Result<Submission, ProviderError> {
+        let job = DemoJob { prompt: req.prompt.clone(), width: req.width, height: req.height, seed: req.seed };
+        let data = serde_json::to_value(&job).map_err(|e| ProviderError::Failed(format!("demo submission: {e}")))?;
         Ok(Submission {
-            request_id: preassigned
-                .map(str::to_string)
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            request_id: preassigned.map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             data,
         })
     }
 
-    async fn is_known(
-        &self,
-        _request_id: &str,
-        _data: &serde_json::Value,
-    ) -> Result<bool, ProviderError> {
+    async fn is_known(&self, _request_id: &str, _data: &serde_json::Value) -> Result<bool, ProviderError> {
         // Nothing is held remotely: a stored submission is always enough to finish.
         Ok(true)
     }
 
-    async fn wait(
-        &self,
-        sub: &Submission,
-        progress: ProgressFn<'_>,
-    ) -> Result<Vec<GeneratedImage>, ProviderError> {
-        let job: DemoJob = serde_json::from_value(sub.data.clone()).map_err(|e| {
-            ProviderError::Failed(format!(
-                "demo submission {} unreadable: {e}",
-                sub.request_id
-            ))
-        })?;
+    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {
+        let job: DemoJob = serde_json::from_value(sub.data.clone())
+            .map_err(|e| ProviderError::Failed(format!("demo submission {} unreadable: {e}", sub.request_id)))?;
         for fraction in STEPS {
             tokio::time::sleep(self.step_delay).await;
-            progress(ProviderProgress {
-                fraction: Some(fraction),
-                queue_position: None,
-                running: true,
-            });
+            progress(ProviderProgress { fraction: Some(fraction), queue_position: None, running: true });
         }
         let bytes = tokio::task::spawn_blocking(move || {
             crate::imaging::render_demo(&job.prompt, job.width, job.height, job.seed)
@@ -101,11 +67,7 @@ impl ImageProvider for DemoProvider {
         .await
         .map_err(|e| ProviderError::Failed(format!("demo renderer panicked: {e}")))?
         .map_err(|e| ProviderError::Failed(format!("demo renderer: {e}")))?;
-        Ok(vec![GeneratedImage {
-            bytes,
-            mime: "image/png".into(),
-            is_demo: true,
-        }])
+        Ok(vec![GeneratedImage { bytes, mime: "image/png".into(), is_demo: true }])
     }
 }
 
@@ -139,10 +101,7 @@ mod tests {
     async fn submit_survives_serialization_and_renders() {
         let provider = DemoProvider::new("demo", Duration::from_millis(1));
         assert_eq!(provider.id(), "demo");
-        let sub = provider
-            .submit(&request("Кот в космосе, oil painting", 768, 1344), None)
-            .await
-            .expect("submit");
+        let sub = provider.submit(&request("Кот в космосе, oil painting", 768, 1344), None).await.expect("submit");
         assert!(uuid::Uuid::parse_str(&sub.request_id).is_ok());
 
         // The job engine stores the submission and a restarted process waits on the copy.
@@ -155,12 +114,7 @@ mod tests {
         let record = |p: ProviderProgress| reports.lock().expect("lock").push(p);
         let images = fresh.wait(&restored, &record).await.expect("wait");
 
-        let fractions: Vec<_> = reports
-            .into_inner()
-            .expect("lock")
-            .iter()
-            .map(|p| p.fraction)
-            .collect();
+        let fractions: Vec<_> = reports.into_inner().expect("lock").iter().map(|p| p.fraction).collect();
         assert_eq!(fractions, [Some(0.25), Some(0.5), Some(0.75), Some(1.0)]);
 
         assert_eq!(images.len(), 1);
@@ -169,25 +123,16 @@ mod tests {
         assert_eq!(image.mime, "image/png");
         assert_eq!(crate::providers::sniff_mime(&image.bytes), "image/png");
         let info = crate::imaging::probe(&image.bytes).expect("probe");
-        assert_eq!(
-            (info.width, info.height, info.mime),
-            (768, 1344, "image/png")
-        );
+        assert_eq!((info.width, info.height, info.mime), (768, 1344, "image/png"));
     }
 
     #[tokio::test]
     async fn preassigned_id_is_kept_and_bad_data_fails() {
         let provider = DemoProvider::new("demo", Duration::ZERO);
-        let sub = provider
-            .submit(&request("x", 64, 64), Some("fixed-id"))
-            .await
-            .expect("submit");
+        let sub = provider.submit(&request("x", 64, 64), Some("fixed-id")).await.expect("submit");
         assert_eq!(sub.request_id, "fixed-id");
 
-        let broken = Submission {
-            request_id: "r".into(),
-            data: serde_json::json!({"prompt": 5}),
-        };
+        let broken = Submission { request_id: "r".into(), data: serde_json::json!({"prompt": 5}) };
         let err = provider.wait(&broken, &|_| {}).await.expect_err("bad data");
         assert!(matches!(err, ProviderError::Failed(_)), "{err:?}");
     }

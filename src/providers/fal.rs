@@ -7,8 +7,7 @@
 
 use super::http::{self, AddressPolicy, Downloader};
 use super::{
-    GenerateRequest, GeneratedImage, ImageProvider, ProgressFn, ProviderError, ProviderProgress,
-    SizeParam, Submission,
+    GenerateRequest, GeneratedImage, ImageProvider, ProgressFn, ProviderError, ProviderProgress, SizeParam, Submission,
 };
 use crate::config::{ProviderConfig, Secret};
 use crate::domain::Task;
@@ -68,9 +67,8 @@ impl FalProvider {
             )));
         }
         let base_url = cfg.base_url.trim_end_matches('/').to_string();
-        url::Url::parse(&base_url).map_err(|e| {
-            ProviderError::Failed(format!("provider {}: bad base_url: {e}", cfg.id))
-        })?;
+        url::Url::parse(&base_url)
+            .map_err(|e| ProviderError::Failed(format!("provider {}: bad base_url: {e}", cfg.id)))?;
         Ok(FalProvider {
             id: cfg.id.clone(),
             http: http::client(Duration::from_secs(60))?,
@@ -99,15 +97,11 @@ impl FalProvider {
         if !status.is_success() {
             if status == reqwest::StatusCode::NOT_FOUND && what == "status" {
                 // The request id is unknown (expired or never accepted): the model may be fine.
-                return Err(ProviderError::Lost(format!(
-                    "fal status: {}",
-                    http::error_detail(&text)
-                )));
+                return Err(ProviderError::Lost(format!("fal status: {}", http::error_detail(&text))));
             }
             return Err(http::status_error(status.as_u16(), &text));
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::Failed(format!("malformed response ({what}): {e}")))
+        serde_json::from_slice(&body).map_err(|e| ProviderError::Failed(format!("malformed response ({what}): {e}")))
     }
 
     async fn fetch_result(&self, response_url: &str) -> Result<Vec<GeneratedImage>, ProviderError> {
@@ -120,15 +114,9 @@ impl FalProvider {
             let mime = if sniffed != "application/octet-stream" {
                 sniffed.to_string()
             } else {
-                out.content_type
-                    .or(file.content_type)
-                    .unwrap_or_else(|| sniffed.to_string())
+                out.content_type.or(file.content_type).unwrap_or_else(|| sniffed.to_string())
             };
-            images.push(GeneratedImage {
-                bytes: file.bytes,
-                mime,
-                is_demo: false,
-            });
+            images.push(GeneratedImage { bytes: file.bytes, mime, is_demo: false });
         }
         Ok(images)
     }
@@ -140,55 +128,32 @@ impl ImageProvider for FalProvider {
         &self.id
     }
 
-    async fn submit(
-        &self,
-        req: &GenerateRequest,
-        _preassigned: Option<&str>,
-    ) -> Result<Submission, ProviderError> {
+    async fn submit(&self, req: &GenerateRequest, _preassigned: Option<&str>) -> Result<Submission, ProviderError> {
         let endpoint = req.endpoint.trim_matches('/');
         if endpoint.is_empty() {
-            return Err(ProviderError::Failed(format!(
-                "model {}: no fal endpoint",
-                req.model_id
-            )));
+            return Err(ProviderError::Failed(format!("model {}: no fal endpoint", req.model_id)));
         }
         let body = build_input(req);
         let url = format!("{}/{endpoint}", self.base_url);
-        let v = self
-            .call(self.http.post(&url).json(&body), "submit")
-            .await?;
+        let v = self.call(self.http.post(&url).json(&body), "submit").await?;
         let sub = parse_accepted(&v, &self.base_url, endpoint)?;
         tracing::debug!(provider = %self.id, request_id = %sub.request_id, "fal request queued");
         Ok(sub)
     }
 
-    async fn wait(
-        &self,
-        sub: &Submission,
-        progress: ProgressFn<'_>,
-    ) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {
         let status_url = with_logs_off(sub_url(sub, "status_url")?)?;
         let response_url = sub_url(sub, "response_url")?;
         let mut failures = 0;
         loop {
-            match self
-                .call(self.http.get(status_url.clone()), "status")
-                .await
-                .and_then(|v| parse_status(&v))
-            {
+            match self.call(self.http.get(status_url.clone()), "status").await.and_then(|v| parse_status(&v)) {
                 Ok(FalStatus::InQueue(pos)) => {
                     failures = 0;
-                    progress(ProviderProgress {
-                        queue_position: pos,
-                        ..Default::default()
-                    });
+                    progress(ProviderProgress { queue_position: pos, ..Default::default() });
                 }
                 Ok(FalStatus::InProgress) => {
                     failures = 0;
-                    progress(ProviderProgress {
-                        running: true,
-                        ..Default::default()
-                    });
+                    progress(ProviderProgress { running: true, ..Default::default() });
                 }
                 Ok(FalStatus::Completed(Some(err))) => return Err(err),
                 Ok(FalStatus::Completed(None)) => return self.fetch_result(response_url).await,
@@ -218,10 +183,7 @@ impl ImageProvider for FalProvider {
         match resp.status().as_u16() {
             // 400 = already completed, 404 = unknown: nothing left to cancel either way.
             200..=299 | 400 | 404 => Ok(()),
-            s => Err(http::status_error(
-                s,
-                &resp.text().await.unwrap_or_default(),
-            )),
+            s => Err(http::status_error(s, &resp.text().await.unwrap_or_default())),
         }
     }
 }
@@ -237,27 +199,17 @@ pub fn build_input(req: &GenerateRequest) -> Map<String, Value> {
     }
     match req.size_param {
         SizeParam::ImageSize => {
-            m.insert(
-                "image_size".into(),
-                json!({"width": req.width, "height": req.height}),
-            );
+            m.insert("image_size".into(), json!({"width": req.width, "height": req.height}));
         }
         SizeParam::AspectRatio => {
-            let ar = req
-                .aspect_ratio
-                .clone()
-                .unwrap_or_else(|| req.format.aspect_ratio().to_string());
+            let ar = req.aspect_ratio.clone().unwrap_or_else(|| req.format.aspect_ratio().to_string());
             m.insert("aspect_ratio".into(), json!(ar));
         }
         SizeParam::None => {}
     }
     m.insert("seed".into(), json!(req.seed));
     m.insert("num_images".into(), json!(1));
-    let uris: Vec<String> = req
-        .input_images
-        .iter()
-        .map(|i| http::data_uri(&i.mime, &i.bytes))
-        .collect();
+    let uris: Vec<String> = req.input_images.iter().map(|i| http::data_uri(&i.mime, &i.bytes)).collect();
     if req.task == Task::Edit || uris.len() > 1 {
         if !uris.is_empty() {
             m.insert("image_urls".into(), json!(uris));
@@ -275,11 +227,7 @@ pub fn build_input(req: &GenerateRequest) -> Map<String, Value> {
 /// `<namespace>/owner/app` for `workflows/…` and `comfy/…` ids (the subpath is dropped, §2.2).
 pub fn app_root(endpoint: &str) -> String {
     let parts: Vec<&str> = endpoint.split('/').filter(|p| !p.is_empty()).collect();
-    let n = if matches!(parts.first(), Some(&"workflows") | Some(&"comfy")) {
-        3
-    } else {
-        2
-    };
+    let n = if matches!(parts.first(), Some(&"workflows") | Some(&"comfy")) { 3 } else { 2 };
     parts[..n.min(parts.len())].join("/")
 }
 
@@ -287,28 +235,15 @@ pub fn app_root(endpoint: &str) -> String {
 /// URLs are built from `base_url` and [`app_root`].
 ///
 /// Errors: `Failed("malformed response …")` without a `request_id`.
-pub fn parse_accepted(
-    v: &Value,
-    base_url: &str,
-    endpoint: &str,
-) -> Result<Submission, ProviderError> {
+pub fn parse_accepted(v: &Value, base_url: &str, endpoint: &str) -> Result<Submission, ProviderError> {
     let id = v
         .get("request_id")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            ProviderError::Failed("malformed response (submit): no request_id".into())
-        })?;
-    let root = format!(
-        "{}/{}/requests/{id}",
-        base_url.trim_end_matches('/'),
-        app_root(endpoint)
-    );
+        .ok_or_else(|| ProviderError::Failed("malformed response (submit): no request_id".into()))?;
+    let root = format!("{}/{}/requests/{id}", base_url.trim_end_matches('/'), app_root(endpoint));
     let url = |key: &str, fallback: String| {
-        v.get(key)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map_or(fallback, str::to_string)
+        v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map_or(fallback, str::to_string)
     };
     Ok(Submission {
         request_id: id.to_string(),
@@ -328,17 +263,10 @@ fn sub_url<'a>(sub: &'a Submission, key: &str) -> Result<&'a str, ProviderError>
 }
 
 fn with_logs_off(status_url: &str) -> Result<url::Url, ProviderError> {
-    let mut u = url::Url::parse(status_url)
-        .map_err(|e| ProviderError::Failed(format!("bad status_url: {e}")))?;
-    let rest: Vec<(String, String)> = u
-        .query_pairs()
-        .filter(|(k, _)| k != "logs")
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    u.query_pairs_mut()
-        .clear()
-        .extend_pairs(rest)
-        .append_pair("logs", "0");
+    let mut u = url::Url::parse(status_url).map_err(|e| ProviderError::Failed(format!("bad status_url: {e}")))?;
+    let rest: Vec<(String, String)> =
+        u.query_pairs().filter(|(k, _)| k != "logs").map(|(k, v)| (k.into(), v.into())).collect();
+    u.query_pairs_mut().clear().extend_pairs(rest).append_pair("logs", "0");
     Ok(u)
 }
 
@@ -364,11 +292,7 @@ pub fn parse_status(v: &Value) -> Result<FalStatus, ProviderError> {
         .and_then(Value::as_str)
         .ok_or_else(|| ProviderError::Failed("malformed response (status): no status".into()))?;
     Ok(match status {
-        "IN_QUEUE" => FalStatus::InQueue(
-            v.get("queue_position")
-                .and_then(Value::as_u64)
-                .map(|p| p as u32),
-        ),
+        "IN_QUEUE" => FalStatus::InQueue(v.get("queue_position").and_then(Value::as_u64).map(|p| p as u32)),
         "IN_PROGRESS" => FalStatus::InProgress,
         "COMPLETED" => FalStatus::Completed(completed_error(v)),
         other => FalStatus::Other(other.to_string()),
@@ -381,10 +305,7 @@ pub fn parse_status(v: &Value) -> Result<FalStatus, ProviderError> {
 /// as known, matched loosely.
 fn completed_error(v: &Value) -> Option<ProviderError> {
     let err = v.get("error").filter(|e| !e.is_null());
-    let etype = v
-        .get("error_type")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty());
+    let etype = v.get("error_type").and_then(Value::as_str).filter(|t| !t.is_empty());
     if err.is_none() && etype.is_none() {
         return None;
     }
@@ -399,16 +320,8 @@ fn completed_error(v: &Value) -> Option<ProviderError> {
         (false, _) => msg,
     };
     let t = etype.unwrap_or_default().to_ascii_lowercase();
-    const REJECTED: [&str; 8] = [
-        "content_policy",
-        "validation",
-        "nsfw",
-        "safety",
-        "image_too_",
-        "file_too_large",
-        "unsupported_",
-        "invalid_",
-    ];
+    const REJECTED: [&str; 8] =
+        ["content_policy", "validation", "nsfw", "safety", "image_too_", "file_too_large", "unsupported_", "invalid_"];
     if REJECTED.iter().any(|r| t.contains(r)) {
         Some(ProviderError::Rejected(msg))
     } else {
@@ -432,30 +345,16 @@ pub struct OutputRef {
 pub fn parse_outputs(v: &Value) -> Result<Vec<OutputRef>, ProviderError> {
     if let Some(flags) = v.get("has_nsfw_concepts").and_then(Value::as_array) {
         if !flags.is_empty() && flags.iter().all(|f| f.as_bool() == Some(true)) {
-            return Err(ProviderError::Rejected(
-                "the image was flagged by the provider's safety checker".into(),
-            ));
+            return Err(ProviderError::Rejected("the image was flagged by the provider's safety checker".into()));
         }
     }
     let file = |f: &Value| -> Option<OutputRef> {
         match f {
-            Value::String(s) if !s.is_empty() => Some(OutputRef {
-                url: s.clone(),
-                content_type: None,
-            }),
+            Value::String(s) if !s.is_empty() => Some(OutputRef { url: s.clone(), content_type: None }),
             Value::Object(o) => {
-                let url = o
-                    .get("url")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())?;
-                let ct = o
-                    .get("content_type")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                Some(OutputRef {
-                    url: url.to_string(),
-                    content_type: ct,
-                })
+                let url = o.get("url").and_then(Value::as_str).filter(|s| !s.is_empty())?;
+                let ct = o.get("content_type").and_then(Value::as_str).map(str::to_string);
+                Some(OutputRef { url: url.to_string(), content_type: ct })
             }
             _ => None,
         }
@@ -470,13 +369,8 @@ pub fn parse_outputs(v: &Value) -> Result<Vec<OutputRef>, ProviderError> {
         }
     }
     if out.is_empty() {
-        let keys: Vec<&str> = v
-            .as_object()
-            .map(|o| o.keys().map(String::as_str).collect())
-            .unwrap_or_default();
-        return Err(ProviderError::Failed(format!(
-            "malformed response (result): no output files (keys: {keys:?})"
-        )));
+        let keys: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+        return Err(ProviderError::Failed(format!("malformed response (result): no output files (keys: {keys:?})")));
     }
     Ok(out)
 }
@@ -539,10 +433,7 @@ mod tests {
     #[test]
     fn input_images_as_data_uris() {
         let mut r = req();
-        r.input_images = vec![InputImage {
-            bytes: vec![1, 2, 3],
-            mime: "image/jpeg".into(),
-        }];
+        r.input_images = vec![InputImage { bytes: vec![1, 2, 3], mime: "image/jpeg".into() }];
         assert_eq!(build_input(&r)["image_url"], "data:image/jpeg;base64,AQID");
         r.task = Task::Edit;
         let m = build_input(&r);
@@ -554,40 +445,19 @@ mod tests {
     fn app_roots() {
         assert_eq!(app_root("fal-ai/flux/dev"), "fal-ai/flux");
         assert_eq!(app_root("fal-ai/esrgan"), "fal-ai/esrgan");
-        assert_eq!(
-            app_root("fal-ai/kling-video/v2.1/standard/image-to-video"),
-            "fal-ai/kling-video"
-        );
+        assert_eq!(app_root("fal-ai/kling-video/v2.1/standard/image-to-video"), "fal-ai/kling-video");
         assert_eq!(app_root("workflows/me/app/sub"), "workflows/me/app");
     }
 
     #[test]
     fn accepted_urls_are_built_when_missing() {
-        let s = parse_accepted(
-            &json!({"request_id": "r1"}),
-            "https://queue.fal.run/",
-            "fal-ai/flux/dev",
-        )
-        .expect("ok");
+        let s = parse_accepted(&json!({"request_id": "r1"}), "https://queue.fal.run/", "fal-ai/flux/dev").expect("ok");
         assert_eq!(s.request_id, "r1");
-        assert_eq!(
-            s.data["status_url"],
-            "https://queue.fal.run/fal-ai/flux/requests/r1/status"
-        );
-        assert_eq!(
-            s.data["response_url"],
-            "https://queue.fal.run/fal-ai/flux/requests/r1"
-        );
-        assert_eq!(
-            s.data["cancel_url"],
-            "https://queue.fal.run/fal-ai/flux/requests/r1/cancel"
-        );
-        let s = parse_accepted(
-            &json!({"request_id": "r2", "status_url": "https://x/s"}),
-            "https://q",
-            "a/b",
-        )
-        .expect("ok");
+        assert_eq!(s.data["status_url"], "https://queue.fal.run/fal-ai/flux/requests/r1/status");
+        assert_eq!(s.data["response_url"], "https://queue.fal.run/fal-ai/flux/requests/r1");
+        assert_eq!(s.data["cancel_url"], "https://queue.fal.run/fal-ai/flux/requests/r1/cancel");
+        let s =
+            parse_accepted(&json!({"request_id": "r2", "status_url": "https://x/s"}), "https://q", "a/b").expect("ok");
         assert_eq!(s.data["status_url"], "https://x/s");
         assert!(matches!(
             parse_accepted(&json!({"status": "IN_QUEUE"}), "https://q", "a/b"),
@@ -601,27 +471,17 @@ mod tests {
             parse_status(&json!({"status": "IN_QUEUE", "queue_position": 3})),
             Ok(FalStatus::InQueue(Some(3)))
         ));
-        assert!(matches!(
-            parse_status(&json!({"status": "IN_PROGRESS", "logs": null})),
-            Ok(FalStatus::InProgress)
-        ));
-        assert!(matches!(
-            parse_status(&json!({"status": "COMPLETED", "error": null})),
-            Ok(FalStatus::Completed(None))
-        ));
+        assert!(matches!(parse_status(&json!({"status": "IN_PROGRESS", "logs": null})), Ok(FalStatus::InProgress)));
+        assert!(matches!(parse_status(&json!({"status": "COMPLETED", "error": null})), Ok(FalStatus::Completed(None))));
         assert!(matches!(
             parse_status(&json!({"status": "COMPLETED", "error": "CUDA out of memory"})),
             Ok(FalStatus::Completed(Some(ProviderError::Failed(m)))) if m == "CUDA out of memory"
         ));
         assert!(matches!(
-            parse_status(
-                &json!({"status": "COMPLETED", "error": "nsfw", "error_type": "content_policy_violation"})
-            ),
+            parse_status(&json!({"status": "COMPLETED", "error": "nsfw", "error_type": "content_policy_violation"})),
             Ok(FalStatus::Completed(Some(ProviderError::Rejected(_))))
         ));
-        assert!(
-            matches!(parse_status(&json!({"nope": 1})), Err(ProviderError::Failed(m)) if m.contains("malformed"))
-        );
+        assert!(matches!(parse_status(&json!({"nope": 1})), Err(ProviderError::Failed(m)) if m.contains("malformed")));
     }
 
     #[test]
@@ -629,22 +489,13 @@ mod tests {
         let v = json!({"images": [{"url": "https://v3.fal.media/a.jpg", "content_type": "image/jpeg"}], "seed": 1});
         assert_eq!(
             parse_outputs(&v).expect("images"),
-            vec![OutputRef {
-                url: "https://v3.fal.media/a.jpg".into(),
-                content_type: Some("image/jpeg".into())
-            }]
+            vec![OutputRef { url: "https://v3.fal.media/a.jpg".into(), content_type: Some("image/jpeg".into()) }]
         );
         let v = json!({"image": {"url": "https://x/up.png"}, "seed": 3});
         assert_eq!(parse_outputs(&v).expect("image")[0].url, "https://x/up.png");
         let v = json!({"video": {"url": "https://x/v.mp4", "content_type": "video/mp4"}});
-        assert_eq!(
-            parse_outputs(&v).expect("video")[0].content_type.as_deref(),
-            Some("video/mp4")
-        );
-        assert!(matches!(
-            parse_outputs(&json!({"images": []})),
-            Err(ProviderError::Failed(_))
-        ));
+        assert_eq!(parse_outputs(&v).expect("video")[0].content_type.as_deref(), Some("video/mp4"));
+        assert!(matches!(parse_outputs(&json!({"images": []})), Err(ProviderError::Failed(_))));
         let v = json!({"images": [{"url": "https://x/a.png"}], "has_nsfw_concepts": [true]});
         assert!(matches!(parse_outputs(&v), Err(ProviderError::Rejected(_))));
     }

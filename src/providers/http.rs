@@ -38,9 +38,7 @@ pub fn builder(read_timeout: Duration) -> reqwest::ClientBuilder {
 ///
 /// Errors: `Failed` if the TLS backend cannot be initialised (a build problem, not a network one).
 pub fn client(read_timeout: Duration) -> Result<reqwest::Client, ProviderError> {
-    builder(read_timeout)
-        .build()
-        .map_err(|e| ProviderError::Failed(format!("cannot build HTTP client: {e}")))
+    builder(read_timeout).build().map_err(|e| ProviderError::Failed(format!("cannot build HTTP client: {e}")))
 }
 
 /// Maps a transport error (no HTTP status) to a [`ProviderError`]: a refused address is final
@@ -68,15 +66,8 @@ fn describe(err: &reqwest::Error) -> String {
         out.push_str(&s.to_string());
         src = s.source();
     }
-    let url = err
-        .url()
-        .map(|u| redact_url(u.as_str()))
-        .unwrap_or_default();
-    if url.is_empty() {
-        out
-    } else {
-        format!("{out} ({url})")
-    }
+    let url = err.url().map(|u| redact_url(u.as_str())).unwrap_or_default();
+    if url.is_empty() { out } else { format!("{out} ({url})") }
 }
 
 fn find_blocked<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BlockedAddress> {
@@ -137,11 +128,7 @@ pub fn error_detail(body: &str) -> String {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    if loc.is_empty() {
-                        msg.to_string()
-                    } else {
-                        format!("{}: {msg}", loc.join("."))
-                    }
+                    if loc.is_empty() { msg.to_string() } else { format!("{}: {msg}", loc.join(".")) }
                 })
                 .collect();
             if !parts.is_empty() {
@@ -184,11 +171,7 @@ impl AddressPolicy {
             Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
             None => false,
         };
-        if private {
-            AddressPolicy::AllowPrivate
-        } else {
-            AddressPolicy::GlobalOnly
-        }
+        if private { AddressPolicy::AllowPrivate } else { AddressPolicy::GlobalOnly }
     }
 
     pub fn permits(self, ip: IpAddr) -> bool {
@@ -278,11 +261,7 @@ impl HostResolver {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        let lookup = self
-            .resolver()?
-            .lookup_ip(host)
-            .await
-            .map_err(std::io::Error::other)?;
+        let lookup = self.resolver()?.lookup_ip(host).await.map_err(std::io::Error::other)?;
         Ok(lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect())
     }
 }
@@ -301,15 +280,10 @@ impl reqwest::dns::Resolve for GuardedResolver {
         Box::pin(async move {
             let addrs = this.resolver.lookup(name.as_str(), 0).await?;
             let first = addrs.first().map(|a| a.ip());
-            let allowed: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| this.policy.permits(a.ip()))
-                .collect();
+            let allowed: Vec<SocketAddr> = addrs.into_iter().filter(|a| this.policy.permits(a.ip())).collect();
             match (allowed.is_empty(), first) {
                 (false, _) => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
-                (true, Some(ip)) => {
-                    Err(Box::new(BlockedAddress(ip)) as Box<dyn std::error::Error + Send + Sync>)
-                }
+                (true, Some(ip)) => Err(Box::new(BlockedAddress(ip)) as Box<dyn std::error::Error + Send + Sync>),
                 (true, None) => Err("no addresses".into()),
             }
         })
@@ -348,19 +322,11 @@ impl Downloader {
             }
         });
         let client = builder(Duration::from_secs(30))
-            .dns_resolver(Arc::new(GuardedResolver {
-                resolver: HostResolver::default(),
-                policy,
-            }))
+            .dns_resolver(Arc::new(GuardedResolver { resolver: HostResolver::default(), policy }))
             .redirect(redirect)
             .build()
             .map_err(|e| ProviderError::Failed(format!("cannot build HTTP client: {e}")))?;
-        Ok(Downloader {
-            client,
-            policy,
-            max_bytes: MAX_DOWNLOAD_BYTES,
-            timeout: DOWNLOAD_TIMEOUT,
-        })
+        Ok(Downloader { client, policy, max_bytes: MAX_DOWNLOAD_BYTES, timeout: DOWNLOAD_TIMEOUT })
     }
 
     /// Changes the size cap (bytes).
@@ -383,18 +349,12 @@ impl Downloader {
             if bytes.len() as u64 > self.max_bytes {
                 return Err(too_big(self.max_bytes));
             }
-            return Ok(Downloaded {
-                bytes,
-                content_type: Some(mime),
-            });
+            return Ok(Downloaded { bytes, content_type: Some(mime) });
         }
-        let parsed = url::Url::parse(url)
-            .map_err(|_| ProviderError::Failed(format!("bad result URL {}", redact_url(url))))?;
+        let parsed =
+            url::Url::parse(url).map_err(|_| ProviderError::Failed(format!("bad result URL {}", redact_url(url))))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ProviderError::Failed(format!(
-                "refusing {} URL",
-                parsed.scheme()
-            )));
+            return Err(ProviderError::Failed(format!("refusing {} URL", parsed.scheme())));
         }
         // hyper connects to IP-literal hosts without asking the resolver.
         if let Some(ip) = literal_ip(&parsed) {
@@ -402,35 +362,21 @@ impl Downloader {
                 return Err(ProviderError::Failed(BlockedAddress(ip).to_string()));
             }
         }
-        let resp = self
-            .client
-            .get(parsed)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| classify(&e))?;
+        let resp = self.client.get(parsed).timeout(self.timeout).send().await.map_err(|e| classify(&e))?;
         let status = resp.status();
         if !status.is_success() {
             // A result file is not a model: 404 means "gone", not "retired"; 401/403 from a
             // CDN means an expired link, not a bad key. Only overload is worth a retry.
             let s = status.as_u16();
             return Err(match s {
-                408 | 429 | 500..=599 => {
-                    ProviderError::Transient(format!("result download: HTTP {s}"))
-                }
+                408 | 429 | 500..=599 => ProviderError::Transient(format!("result download: HTTP {s}")),
                 _ => ProviderError::Failed(format!("result download: HTTP {s}")),
             });
         }
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let content_type =
+            resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
         let bytes = read_limited(resp, self.max_bytes).await?;
-        Ok(Downloaded {
-            bytes,
-            content_type,
-        })
+        Ok(Downloaded { bytes, content_type })
     }
 }
 
@@ -443,10 +389,7 @@ fn literal_ip(u: &url::Url) -> Option<IpAddr> {
 }
 
 fn too_big(max: u64) -> ProviderError {
-    ProviderError::Failed(format!(
-        "result file larger than {} MB",
-        max / (1024 * 1024)
-    ))
+    ProviderError::Failed(format!("result file larger than {} MB", max / (1024 * 1024)))
 }
 
 /// Reads a response body, failing as soon as it exceeds `max` bytes (the declared
@@ -476,19 +419,13 @@ pub fn decode_data_uri(uri: &str) -> Result<(String, Vec<u8>), ProviderError> {
     let rest = uri.strip_prefix("data:").ok_or_else(bad)?;
     let (meta, data) = rest.split_once(',').ok_or_else(bad)?;
     let mut parts = meta.split(';');
-    let mime = parts
-        .next()
-        .filter(|m| !m.is_empty())
-        .unwrap_or("text/plain")
-        .to_string();
+    let mime = parts.next().filter(|m| !m.is_empty()).unwrap_or("text/plain").to_string();
     let is_b64 = parts.any(|p| p.eq_ignore_ascii_case("base64"));
     let bytes = if is_b64 {
         let clean: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         base64::engine::general_purpose::STANDARD
             .decode(clean.as_bytes())
-            .or_else(|_| {
-                base64::engine::general_purpose::STANDARD_NO_PAD.decode(clean.trim_end_matches('='))
-            })
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(clean.trim_end_matches('=')))
             .map_err(|_| bad())?
     } else {
         percent_decode(data)
@@ -517,10 +454,7 @@ fn percent_decode(s: &str) -> Vec<u8> {
 
 /// Encodes bytes as a `data:<mime>;base64,…` URI (fal accepts these for image inputs, §2.4).
 pub fn data_uri(mime: &str, bytes: &[u8]) -> String {
-    format!(
-        "data:{mime};base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
+    format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 #[cfg(test)]
@@ -533,13 +467,7 @@ mod tests {
 
     #[test]
     fn global_addresses() {
-        for g in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "104.18.0.1",
-            "2606:4700::1111",
-            "2a00:1450:4001::200e",
-        ] {
+        for g in ["8.8.8.8", "1.1.1.1", "104.18.0.1", "2606:4700::1111", "2a00:1450:4001::200e"] {
             assert!(is_global(ip(g)), "{g} is global");
         }
         for p in [
@@ -574,26 +502,11 @@ mod tests {
     #[test]
     fn policy_follows_the_provider_base_url() {
         use AddressPolicy::*;
-        assert_eq!(
-            AddressPolicy::for_base_url("https://queue.fal.run"),
-            GlobalOnly
-        );
-        assert_eq!(
-            AddressPolicy::for_base_url("http://127.0.0.1:8188"),
-            AllowPrivate
-        );
-        assert_eq!(
-            AddressPolicy::for_base_url("http://192.168.1.20:8188/"),
-            AllowPrivate
-        );
-        assert_eq!(
-            AddressPolicy::for_base_url("http://[::1]:9000"),
-            AllowPrivate
-        );
-        assert_eq!(
-            AddressPolicy::for_base_url("http://localhost:8188"),
-            AllowPrivate
-        );
+        assert_eq!(AddressPolicy::for_base_url("https://queue.fal.run"), GlobalOnly);
+        assert_eq!(AddressPolicy::for_base_url("http://127.0.0.1:8188"), AllowPrivate);
+        assert_eq!(AddressPolicy::for_base_url("http://192.168.1.20:8188/"), AllowPrivate);
+        assert_eq!(AddressPolicy::for_base_url("http://[::1]:9000"), AllowPrivate);
+        assert_eq!(AddressPolicy::for_base_url("http://localhost:8188"), AllowPrivate);
         assert_eq!(AddressPolicy::for_base_url("http://8.8.8.8"), GlobalOnly);
         assert_eq!(AddressPolicy::for_base_url("not a url"), GlobalOnly);
         assert!(!GlobalOnly.permits(ip("127.0.0.1")));
@@ -604,22 +517,12 @@ mod tests {
     #[tokio::test]
     async fn downloader_refuses_private_literals_and_odd_schemes() {
         let d = Downloader::new(AddressPolicy::GlobalOnly).expect("client");
-        for url in [
-            "http://127.0.0.1:1/x.png",
-            "http://[::1]/x",
-            "http://169.254.169.254/latest",
-            "http://10.0.0.1/a",
-        ] {
+        for url in ["http://127.0.0.1:1/x.png", "http://[::1]/x", "http://169.254.169.254/latest", "http://10.0.0.1/a"]
+        {
             let e = d.fetch(url).await.expect_err("must refuse");
-            assert!(
-                matches!(e, ProviderError::Failed(ref m) if m.contains("non-global")),
-                "{url}: {e:?}"
-            );
+            assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("non-global")), "{url}: {e:?}");
         }
-        let e = d
-            .fetch("file:///etc/passwd")
-            .await
-            .expect_err("must refuse");
+        let e = d.fetch("file:///etc/passwd").await.expect_err("must refuse");
         assert!(matches!(e, ProviderError::Failed(_)), "{e:?}");
     }
 
@@ -627,10 +530,7 @@ mod tests {
     async fn downloader_refuses_names_resolving_to_loopback() {
         // "localhost" resolves through /etc/hosts to 127.0.0.1 / ::1.
         let d = Downloader::new(AddressPolicy::GlobalOnly).expect("client");
-        let e = d
-            .fetch("http://localhost:9/x.png")
-            .await
-            .expect_err("must refuse");
+        let e = d.fetch("http://localhost:9/x.png").await.expect_err("must refuse");
         match e {
             ProviderError::Failed(m) => assert!(m.contains("non-global"), "{m}"),
             // No /etc/hosts entry in some sandboxes: the lookup fails instead, also refused.
@@ -643,37 +543,18 @@ mod tests {
     async fn downloader_fetches_private_when_allowed_and_caps_size() {
         let fal = crate::tests::fakes::FakeFal::start().await;
         let url = format!("{}/files/x.png", fal.base_url());
-        assert_eq!(
-            AddressPolicy::for_base_url(&fal.base_url()),
-            AddressPolicy::AllowPrivate
-        );
+        assert_eq!(AddressPolicy::for_base_url(&fal.base_url()), AddressPolicy::AllowPrivate);
         let d = Downloader::new(AddressPolicy::AllowPrivate).expect("client");
         let got = d.fetch(&url).await.expect("download");
         assert_eq!(got.bytes, fal.result_png());
         assert_eq!(got.content_type.as_deref(), Some("image/png"));
         let small = d.clone().with_max_bytes(1000);
         let e = small.fetch(&url).await.expect_err("too big");
-        assert!(
-            matches!(e, ProviderError::Failed(ref m) if m.contains("larger than")),
-            "{e:?}"
-        );
-        let e = Downloader::new(AddressPolicy::GlobalOnly)
-            .expect("client")
-            .fetch(&url)
-            .await
-            .expect_err("refused");
-        assert!(
-            matches!(e, ProviderError::Failed(ref m) if m.contains("non-global")),
-            "{e:?}"
-        );
-        let e = d
-            .fetch(&format!("{}/files/", fal.base_url()))
-            .await
-            .expect_err("404");
-        assert!(
-            matches!(e, ProviderError::Failed(ref m) if m.contains("404")),
-            "{e:?}"
-        );
+        assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("larger than")), "{e:?}");
+        let e = Downloader::new(AddressPolicy::GlobalOnly).expect("client").fetch(&url).await.expect_err("refused");
+        assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("non-global")), "{e:?}");
+        let e = d.fetch(&format!("{}/files/", fal.base_url())).await.expect_err("404");
+        assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("404")), "{e:?}");
     }
 
     #[test]
@@ -683,20 +564,14 @@ mod tests {
         assert_eq!(mime, "image/png");
         assert_eq!(bytes, b"\x89PNGabc");
         let (mime, bytes) = decode_data_uri("data:,Hello%2C%20World").expect("decode");
-        assert_eq!(
-            (mime.as_str(), bytes.as_slice()),
-            ("text/plain", b"Hello, World".as_slice())
-        );
+        assert_eq!((mime.as_str(), bytes.as_slice()), ("text/plain", b"Hello, World".as_slice()));
         assert!(decode_data_uri("data:image/png;base64,***").is_err());
         assert!(decode_data_uri("data:image/png;base64").is_err());
     }
 
     #[test]
     fn error_details() {
-        assert_eq!(
-            error_detail(r#"{"detail":"Application not found"}"#),
-            "Application not found"
-        );
+        assert_eq!(error_detail(r#"{"detail":"Application not found"}"#), "Application not found");
         assert_eq!(
             error_detail(
                 r#"{"detail":[{"loc":["body","prompt"],"msg":"field required","type":"value_error.missing"}]}"#
@@ -705,16 +580,11 @@ mod tests {
         );
         assert_eq!(error_detail(r#"{"error":{"message":"bad"}}"#), "bad");
         assert_eq!(error_detail("  plain text "), "plain text");
-        assert!(
-            matches!(status_error(422, r#"{"detail":"nsfw"}"#), ProviderError::Rejected(m) if m == "nsfw")
-        );
+        assert!(matches!(status_error(422, r#"{"detail":"nsfw"}"#), ProviderError::Rejected(m) if m == "nsfw"));
     }
 
     #[test]
     fn redacts_query() {
-        assert_eq!(
-            redact_url("https://u:p@v3.fal.media/files/a.png?sig=secret"),
-            "https://v3.fal.media/files/a.png"
-        );
+        assert_eq!(redact_url("https://u:p@v3.fal.media/files/a.png?sig=secret"), "https://v3.fal.media/files/a.png");
     }
 }

@@ -154,11 +154,7 @@ pub trait ImageProvider: Send + Sync {
     }
 
     /// Sends the request. `preassigned` is the id from [`Self::preassign_id`], if any.
-    async fn submit(
-        &self,
-        req: &GenerateRequest,
-        preassigned: Option<&str>,
-    ) -> Result<Submission, ProviderError>;
+    async fn submit(&self, req: &GenerateRequest, preassigned: Option<&str>) -> Result<Submission, ProviderError>;
 
     /// Checks whether a request with a preassigned id reached the provider (used after a crash
     /// between persisting the id and learning the submit outcome). Default: unknown → `false`.
@@ -168,11 +164,7 @@ pub trait ImageProvider: Send + Sync {
 
     /// Waits for the result of a submitted request, reporting progress. Works on a submission
     /// restored from the database after a restart. The caller applies the overall timeout.
-    async fn wait(
-        &self,
-        sub: &Submission,
-        progress: ProgressFn<'_>,
-    ) -> Result<Vec<GeneratedImage>, ProviderError>;
+    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedImage>, ProviderError>;
 
     /// Best-effort cancel at the provider (fal `cancel_url`, ComfyUI queue delete / interrupt).
     async fn cancel(&self, _sub: &Submission) -> Result<(), ProviderError> {

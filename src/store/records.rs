@@ -249,6 +249,7 @@ impl Record for LibraryItem {
 /// transaction that creates the job, so a double tap cannot start two jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Draft {
+    #[serde(with = "u128_string")]
     pub id: u128,
     pub user_id: UserId,
     pub chat_id: i64,
@@ -304,6 +305,38 @@ mod tests {
     }
 
     #[test]
+    fn records_with_uuid_ids_round_trip() {
+        let op = Operation {
+            id: OperationId::new(),
+            user_id: UserId(1),
+            kind: OpKind::Hold,
+            amount: Credits(5),
+            delta: Credits(-5),
+            balance_after: Credits(95),
+            job_id: Some(JobId::new()),
+            hold_id: None,
+            actor: "user".into(),
+            reason: None,
+            created_at: 1,
+        };
+        assert_eq!(Operation::decode(&op.encode().expect("enc")).expect("dec"), op);
+        let d = Draft {
+            id: u128::MAX,
+            user_id: UserId(1),
+            chat_id: 1,
+            prompt: "p".into(),
+            negative: None,
+            model_id: None,
+            size: Some((64, 64)),
+            aspect_ratio: None,
+            inputs: vec![],
+            created_at: 0,
+            job_id: Some(JobId::new()),
+        };
+        assert_eq!(Draft::decode(&d.encode().expect("enc")).expect("dec"), d);
+    }
+
+    #[test]
     fn job_payload_is_tagged() {
         let p = JobPayload::Generate {
             prompt: "cat".into(),
@@ -317,5 +350,17 @@ mod tests {
         };
         let j = serde_json::to_value(&p).expect("json");
         assert_eq!(j["kind"], "generate");
+    }
+}
+
+/// u128 as a decimal string (JSON numbers stop at 64 bits).
+mod u128_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }

@@ -20,7 +20,8 @@ async fn demo_create_flow_delivers_photo_and_document() {
     let welcome = h.wait_text(501, "Welcome bonus").await;
     assert!(text_of(&welcome).contains("100 credits"), "{welcome}");
     let progress_id = h.create(501, "en", "a lighthouse at dusk", "Model demo2", "Square").await;
-    let msgs = h.wait_for(501, 30, "photo and document", |_| h.photos(501).len() == 1 && h.documents(501).len() == 1).await;
+    let msgs =
+        h.wait_for(501, 30, "photo and document", |_| h.photos(501).len() == 1 && h.documents(501).len() == 1).await;
     let photo = &h.photos(501)[0];
     assert!(text_of(photo).contains("DEMO"), "demo results are captioned as demo: {photo}");
     assert!(photo["reply_markup"].to_string().contains("Create more"));
@@ -96,8 +97,8 @@ async fn extended_syntax_picks_model_and_size_and_reports_unknown_parts() {
     h.assert_no_rejections();
 }
 
-use super::fakes::comfyui::{ComfyScenario, FakeComfy};
-use super::fakes::fal::{FalScenario, FakeFal};
+use super::fakes::comfyui::FakeComfy;
+use super::fakes::fal::{FakeFal, FalScenario};
 
 fn fal_config(base: String) -> impl FnOnce(&std::path::Path) -> crate::config::Config {
     move |dir| {

@@ -149,7 +149,10 @@ impl Harness {
                 return msgs;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; transcript:\n{}", serde_json::to_string_pretty(&msgs).unwrap_or_default());
+                panic!(
+                    "timed out waiting for {what}; transcript:\n{}",
+                    serde_json::to_string_pretty(&msgs).unwrap_or_default()
+                );
             }
             tokio::time::sleep(Duration::from_millis(30)).await;
         }

@@ -36,26 +36,32 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(),
                 Some(m) if d.size.is_some() || m.formats.len() == 1 => {
                     d.model_id = Some(m.id.clone());
                     let format = d.size.map(|(w, h)| crate::domain::Format::from_dims(w, h)).unwrap_or(m.formats[0]);
-                    if let Submitted::Duplicate(_) = start_job(&bot, chat, &ctx, lang, &d, &m, format, Some(mid)).await? {
+                    if let Submitted::Duplicate(_) =
+                        start_job(&bot, chat, &ctx, lang, &d, &m, format, Some(mid)).await?
+                    {
                         answer = Some((lang.t("already_started"), false));
                     }
                 }
                 Some(m) => show_formats(&bot, chat, &ctx, lang, &d, &m, Some(mid)).await?,
             },
         },
-        (Some(Callback::Format { draft, model, format }), Some((chat, mid))) => match ctx.jobs.get_draft(draft).await? {
-            None => answer = Some((lang.t("draft_gone"), true)),
-            Some(d) if d.user_id != user => answer = Some((lang.t("not_yours"), true)),
-            Some(d) if d.job_id.is_some() => answer = Some((lang.t("already_started"), false)),
-            Some(d) => match ctx.jobs.models(&ctx.config).into_iter().find(|m| m.id == model) {
-                None => answer = Some((lang.t("no_models"), true)),
-                Some(m) => {
-                    if let Submitted::Duplicate(_) = start_job(&bot, chat, &ctx, lang, &d, &m, format, Some(mid)).await? {
-                        answer = Some((lang.t("already_started"), false));
+        (Some(Callback::Format { draft, model, format }), Some((chat, mid))) => {
+            match ctx.jobs.get_draft(draft).await? {
+                None => answer = Some((lang.t("draft_gone"), true)),
+                Some(d) if d.user_id != user => answer = Some((lang.t("not_yours"), true)),
+                Some(d) if d.job_id.is_some() => answer = Some((lang.t("already_started"), false)),
+                Some(d) => match ctx.jobs.models(&ctx.config).into_iter().find(|m| m.id == model) {
+                    None => answer = Some((lang.t("no_models"), true)),
+                    Some(m) => {
+                        if let Submitted::Duplicate(_) =
+                            start_job(&bot, chat, &ctx, lang, &d, &m, format, Some(mid)).await?
+                        {
+                            answer = Some((lang.t("already_started"), false));
+                        }
                     }
-                }
-            },
-        },
+                },
+            }
+        }
         (Some(Callback::Star(id)), Some((chat, mid))) => match ctx.jobs.toggle_favourite(user, id).await? {
             None => answer = Some((lang.t("not_yours"), true)),
             Some(starred) => {

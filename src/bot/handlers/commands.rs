@@ -12,10 +12,13 @@ pub async fn run(bot: TgBot, msg: Message, cmd: Command, ctx: Arc<BotCtx>) -> Re
     let currency = ctx.billing.currency().to_string();
     match cmd {
         Command::Start => {
-            let mut text = lang.tf("welcome", &[("name", &rec.first_name), ("balance", &rec.balance), ("currency", &currency)]);
+            let mut text =
+                lang.tf("welcome", &[("name", &rec.first_name), ("balance", &rec.balance), ("currency", &currency)]);
             if new && ctx.config.billing.signup_bonus.0 > 0 {
                 text.push_str("\n\n");
-                text.push_str(&lang.tf("welcome_bonus", &[("bonus", &ctx.config.billing.signup_bonus), ("currency", &currency)]));
+                text.push_str(
+                    &lang.tf("welcome_bonus", &[("bonus", &ctx.config.billing.signup_bonus), ("currency", &currency)]),
+                );
             }
             bot.send_message(msg.chat.id, text).reply_markup(keyboards::main_menu(lang)).await?;
         }

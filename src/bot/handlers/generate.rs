@@ -155,6 +155,17 @@ pub async fn start_job(
     edit: Option<MessageId>,
 ) -> Result<Submitted, BotError> {
     let (width, height) = draft.size.unwrap_or_else(|| format.default_size());
+    // The progress message exists (showing "queued") before the job does, so the worker always
+    // knows its id and nothing here can overwrite the worker's later edits.
+    let eta = ctx.jobs.eta_for(&model.id, format).await;
+    let queued = lang.tf("queued", &[("position", &1), ("model", &model.display_name), ("eta", &eta)]);
+    let progress = match edit {
+        Some(id) => {
+            bot.edit_message_text(chat, id, queued).await?;
+            id
+        }
+        None => bot.send_message(chat, queued).await?.id,
+    };
     let payload = JobPayload::Generate {
         prompt: draft.prompt.clone(),
         negative: draft.negative.clone(),
@@ -173,31 +184,14 @@ pub async fn start_job(
             lang: lang.code().into(),
             model_id: model.id.clone(),
             payload,
-            progress_message_id: edit.map(|m| m.0),
+            progress_message_id: Some(progress.0),
             draft_id: Some(draft.id),
         })
         .await?;
-    let currency = ctx.billing.currency().to_string();
-    let text = match &outcome {
-        Submitted::Queued { eta_secs, .. } => lang.tf(
-            "queued",
-            &[("position", &1), ("model", &model.display_name), ("eta", eta_secs)],
-        ),
-        Submitted::InsufficientFunds { balance, price } => {
-            lang.tf("insufficient", &[("balance", balance), ("price", price), ("currency", &currency)])
-        }
-        Submitted::Duplicate(_) => return Ok(outcome),
-    };
-    match edit {
-        Some(id) => {
-            bot.edit_message_text(chat, id, text).await?;
-        }
-        None => {
-            let sent = bot.send_message(chat, text).await?;
-            if let Submitted::Queued { job, .. } = &outcome {
-                ctx.jobs.set_progress_message(job.id, sent.id.0).await?;
-            }
-        }
+    if let Submitted::InsufficientFunds { balance, price } = &outcome {
+        let currency = ctx.billing.currency().to_string();
+        let text = lang.tf("insufficient", &[("balance", balance), ("price", price), ("currency", &currency)]);
+        bot.edit_message_text(chat, progress, text).await?;
     }
     Ok(outcome)
 }
@@ -211,7 +205,8 @@ async fn on_image(
     size: u32,
 ) -> Result<(), BotError> {
     if size > MAX_DOWNLOAD {
-        bot.send_message(msg.chat.id, lang.tf("photo_too_big", &[("detail", &format!("{} MB", size / 1_048_576))])).await?;
+        bot.send_message(msg.chat.id, lang.tf("photo_too_big", &[("detail", &format!("{} MB", size / 1_048_576))]))
+            .await?;
         return Ok(());
     }
     let file = bot.get_file(file_id).await?;
@@ -231,7 +226,7 @@ async fn on_image(
         }
         Err(crate::jobs::InputError::Store(e)) => return Err(e.into()),
     };
-    let dims: [(&str, &dyn std::fmt::Display); 2] = [("width", &info.width), ("height", &info.height)];
+    let dims: [(&str, &(dyn std::fmt::Display + Sync)); 2] = [("width", &info.width), ("height", &info.height)];
     let models = models_for(ctx, Task::Edit);
     if models.is_empty() {
         bot.send_message(msg.chat.id, lang.tf("photo_no_edit_models", &dims)).await?;

@@ -190,14 +190,12 @@ impl FakeComfy {
         let router = routes
             .clone()
             .nest("/api", routes)
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            // Like the real services, accept request bodies of several MB (data URIs, uploads).
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024));
         let server = Server::start(router).await;
         let executor = tokio::spawn(executor(shared.clone()));
-        FakeComfy {
-            server,
-            shared,
-            executor,
-        }
+        FakeComfy { server, shared, executor }
     }
 
     /// `http://127.0.0.1:<port>`: use as the provider's `base_url`.
@@ -296,28 +294,17 @@ impl FakeComfy {
 
     /// True while the prompt is being executed (held or not).
     pub fn is_running(&self, prompt_id: &str) -> bool {
-        self.st()
-            .running
-            .as_ref()
-            .is_some_and(|p| p.id == prompt_id)
+        self.st().running.as_ref().is_some_and(|p| p.id == prompt_id)
     }
 
     /// A saved output file (`type` = output), as `/view` serves it.
     pub fn output_file(&self, subfolder: &str, filename: &str) -> Option<Vec<u8>> {
-        self.st()
-            .files
-            .get(&("output".into(), subfolder.into(), filename.into()))
-            .cloned()
+        self.st().files.get(&("output".into(), subfolder.into(), filename.into())).cloned()
     }
 }
 
 fn json_response(status: StatusCode, v: Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        v.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], v.to_string()).into_response()
 }
 
 fn rejection(kind: &str, message: &str, details: &str, node_errors: Value) -> Response {
@@ -328,18 +315,14 @@ fn rejection(kind: &str, message: &str, details: &str, node_errors: Value) -> Re
 }
 
 fn sorted_nodes(graph: &Value) -> Vec<(String, Value)> {
-    let mut nodes: Vec<(String, Value)> = graph
-        .as_object()
-        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+    let mut nodes: Vec<(String, Value)> =
+        graph.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     nodes.sort_by_key(|(id, _)| (id.parse::<u64>().unwrap_or(u64::MAX), id.clone()));
     nodes
 }
 
 fn class_of(node: &Value) -> &str {
-    node.get("class_type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+    node.get("class_type").and_then(Value::as_str).unwrap_or_default()
 }
 
 fn is_output_class(class: &str) -> bool {
@@ -368,18 +351,10 @@ fn validate(st: &ComfyState, graph: &Value) -> Result<Vec<String>, Box<Response>
             )));
         }
     }
-    let outputs: Vec<String> = nodes
-        .iter()
-        .filter(|(_, n)| is_output_class(class_of(n)))
-        .map(|(id, _)| id.clone())
-        .collect();
+    let outputs: Vec<String> =
+        nodes.iter().filter(|(_, n)| is_output_class(class_of(n))).map(|(id, _)| id.clone()).collect();
     if outputs.is_empty() {
-        return Err(Box::new(rejection(
-            "prompt_no_outputs",
-            "Prompt has no outputs",
-            "",
-            json!({}),
-        )));
+        return Err(Box::new(rejection("prompt_no_outputs", "Prompt has no outputs", "", json!({}))));
     }
     let mut node_errors = serde_json::Map::new();
     for (id, n) in &nodes {
@@ -387,8 +362,7 @@ fn validate(st: &ComfyState, graph: &Value) -> Result<Vec<String>, Box<Response>
         let mut errors = Vec::new();
         match class_of(n) {
             "ImageScaleBy" => {
-                const METHODS: [&str; 5] =
-                    ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"];
+                const METHODS: [&str; 5] = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"];
                 if let Some(s) = inputs["scale_by"].as_f64().filter(|s| *s > 8.0) {
                     errors.push(json!({
                         "type": "value_bigger_than_max",
@@ -399,10 +373,7 @@ fn validate(st: &ComfyState, graph: &Value) -> Result<Vec<String>, Box<Response>
                             "received_value": s}
                     }));
                 }
-                if let Some(m) = inputs["upscale_method"]
-                    .as_str()
-                    .filter(|m| !METHODS.contains(m))
-                {
+                if let Some(m) = inputs["upscale_method"].as_str().filter(|m| !METHODS.contains(m)) {
                     errors.push(json!({
                         "type": "value_not_in_list",
                         "message": "Value not in list",
@@ -414,10 +385,7 @@ fn validate(st: &ComfyState, graph: &Value) -> Result<Vec<String>, Box<Response>
             "LoadImage" => {
                 let name = inputs["image"].as_str().unwrap_or_default();
                 let (sub, file) = name.rsplit_once('/').unwrap_or(("", name));
-                if !st
-                    .files
-                    .contains_key(&("input".into(), sub.into(), file.into()))
-                {
+                if !st.files.contains_key(&("input".into(), sub.into(), file.into())) {
                     errors.push(json!({
                         "type": "custom_validation_failed",
                         "message": "Custom validation failed for node",
@@ -429,10 +397,8 @@ fn validate(st: &ComfyState, graph: &Value) -> Result<Vec<String>, Box<Response>
             _ => {}
         }
         if !errors.is_empty() {
-            node_errors.insert(
-                id.clone(),
-                json!({"errors": errors, "dependent_outputs": outputs, "class_type": class_of(n)}),
-            );
+            node_errors
+                .insert(id.clone(), json!({"errors": errors, "dependent_outputs": outputs, "class_type": class_of(n)}));
         }
     }
     if !node_errors.is_empty() {
@@ -459,12 +425,7 @@ async fn post_prompt(State(sh): State<Sh>, body: axum::body::Bytes) -> Response 
         return rejection("invalid_prompt", "Invalid JSON", "", json!({}));
     };
     let Some(graph) = body.get("prompt").filter(|g| g.is_object()).cloned() else {
-        return rejection(
-            "no_prompt",
-            "No prompt provided",
-            "No prompt provided",
-            json!({}),
-        );
+        return rejection("no_prompt", "No prompt provided", "No prompt provided", json!({}));
     };
     let remaining = {
         let mut st = sh.st();
@@ -476,25 +437,14 @@ async fn post_prompt(State(sh): State<Sh>, body: axum::body::Bytes) -> Response 
             .get("prompt_id")
             .and_then(Value::as_str)
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
-        let client_id = body
-            .get("client_id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let runtime_error_shape = sorted_nodes(&graph)
-            .iter()
-            .any(|(_, n)| class_of(n) == "ImageToMask" && n["inputs"]["channel"] == "alpha");
-        let scenario = st.queued.pop_front().unwrap_or(if runtime_error_shape {
-            ComfyScenario::RuntimeError
-        } else {
-            st.default
-        });
+        let client_id = body.get("client_id").and_then(Value::as_str).map(str::to_string);
+        let runtime_error_shape =
+            sorted_nodes(&graph).iter().any(|(_, n)| class_of(n) == "ImageToMask" && n["inputs"]["channel"] == "alpha");
+        let scenario =
+            st.queued.pop_front().unwrap_or(if runtime_error_shape { ComfyScenario::RuntimeError } else { st.default });
         let number = st.next_number;
         st.next_number += 1;
-        st.submits.push(ComfySubmit {
-            prompt_id: id.clone(),
-            client_id: client_id.clone(),
-            graph: graph.clone(),
-        });
+        st.submits.push(ComfySubmit { prompt_id: id.clone(), client_id: client_id.clone(), graph: graph.clone() });
         st.pending.push_back(Prompt {
             number,
             id: id.clone(),
@@ -511,10 +461,7 @@ async fn post_prompt(State(sh): State<Sh>, body: axum::body::Bytes) -> Response 
     sh.broadcast(status_frame(remaining));
     sh.broadcast(status_frame(remaining));
     sh.wake.notify_one();
-    json_response(
-        StatusCode::OK,
-        json!({"prompt_id": id, "number": number, "node_errors": {}}),
-    )
+    json_response(StatusCode::OK, json!({"prompt_id": id, "number": number, "node_errors": {}}))
 }
 
 async fn get_prompt(State(sh): State<Sh>) -> Response {
@@ -534,10 +481,7 @@ async fn get_queue(State(sh): State<Sh>) -> Response {
     let st = sh.st();
     let running: Vec<Value> = st.running.iter().map(queue_item).collect();
     let pending: Vec<Value> = st.pending.iter().map(queue_item).collect();
-    json_response(
-        StatusCode::OK,
-        json!({"queue_running": running, "queue_pending": pending}),
-    )
+    json_response(StatusCode::OK, json!({"queue_running": running, "queue_pending": pending}))
 }
 
 async fn post_queue(State(sh): State<Sh>, body: axum::body::Bytes) -> Response {
@@ -558,10 +502,7 @@ async fn post_queue(State(sh): State<Sh>, body: axum::body::Bytes) -> Response {
 
 async fn interrupt(State(sh): State<Sh>, body: axum::body::Bytes) -> Response {
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let target = v
-        .get("prompt_id")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let target = v.get("prompt_id").and_then(Value::as_str).map(str::to_string);
     let mut st = sh.st();
     st.interrupts.push(target.clone());
     if let Some(p) = st.running.as_mut() {
@@ -601,8 +542,7 @@ async fn view(State(sh): State<Sh>, Query(q): Query<HashMap<String, String>>) ->
 }
 
 async fn upload(State(sh): State<Sh>, mut form: Multipart) -> Response {
-    let (mut file, mut overwrite, mut subfolder, mut kind) =
-        (None, false, String::new(), "input".to_string());
+    let (mut file, mut overwrite, mut subfolder, mut kind) = (None, false, String::new(), "input".to_string());
     while let Ok(Some(field)) = form.next_field().await {
         match field.name().unwrap_or_default() {
             "image" => {
@@ -610,12 +550,7 @@ async fn upload(State(sh): State<Sh>, mut form: Multipart) -> Response {
                 let bytes = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
                 file = Some((name, bytes));
             }
-            "overwrite" => {
-                overwrite = matches!(
-                    field.text().await.unwrap_or_default().as_str(),
-                    "true" | "1"
-                )
-            }
+            "overwrite" => overwrite = matches!(field.text().await.unwrap_or_default().as_str(), "true" | "1"),
             "subfolder" => subfolder = field.text().await.unwrap_or_default(),
             "type" => kind = field.text().await.unwrap_or_default(),
             _ => {}
@@ -627,34 +562,17 @@ async fn upload(State(sh): State<Sh>, mut form: Multipart) -> Response {
     let mut st = sh.st();
     if !overwrite {
         // Same bytes reuse the name; a clash with other bytes becomes "stem (1).ext".
-        let (stem, ext) = name
-            .rsplit_once('.')
-            .map_or((name.clone(), String::new()), |(s, e)| {
-                (s.into(), format!(".{e}"))
-            });
+        let (stem, ext) =
+            name.rsplit_once('.').map_or((name.clone(), String::new()), |(s, e)| (s.into(), format!(".{e}")));
         let mut i = 1;
-        while st
-            .files
-            .get(&(kind.clone(), subfolder.clone(), name.clone()))
-            .is_some_and(|b| *b != bytes)
-        {
+        while st.files.get(&(kind.clone(), subfolder.clone(), name.clone())).is_some_and(|b| *b != bytes) {
             name = format!("{stem} ({i}){ext}");
             i += 1;
         }
     }
-    st.files.insert(
-        (kind.clone(), subfolder.clone(), name.clone()),
-        bytes.clone(),
-    );
-    st.uploads.push(ComfyUpload {
-        name: name.clone(),
-        bytes,
-        overwrite,
-    });
-    json_response(
-        StatusCode::OK,
-        json!({"name": name, "subfolder": subfolder, "type": kind}),
-    )
+    st.files.insert((kind.clone(), subfolder.clone(), name.clone()), bytes.clone());
+    st.uploads.push(ComfyUpload { name: name.clone(), bytes, overwrite });
+    json_response(StatusCode::OK, json!({"name": name, "subfolder": subfolder, "type": kind}))
 }
 
 async fn system_stats() -> Json<Value> {
@@ -666,18 +584,11 @@ async fn system_stats() -> Json<Value> {
     }))
 }
 
-async fn ws(
-    State(sh): State<Sh>,
-    Query(q): Query<HashMap<String, String>>,
-    upgrade: WebSocketUpgrade,
-) -> Response {
+async fn ws(State(sh): State<Sh>, Query(q): Query<HashMap<String, String>>, upgrade: WebSocketUpgrade) -> Response {
     if !sh.st().ws_enabled {
         return (StatusCode::FORBIDDEN, "websocket disabled").into_response();
     }
-    let client_id = q
-        .get("clientId")
-        .cloned()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let client_id = q.get("clientId").cloned().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     upgrade.on_upgrade(move |socket| serve_socket(sh, client_id, socket))
 }
 
@@ -692,12 +603,9 @@ async fn serve_socket(sh: Sh, client_id: String, mut socket: WebSocket) {
         st.ws_connects.push(client_id.clone());
         (conn, queue_remaining(&st))
     };
-    let hello = json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": remaining}}, "sid": client_id}});
-    if socket
-        .send(Message::Text(hello.to_string().into()))
-        .await
-        .is_ok()
-    {
+    let hello =
+        json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": remaining}}, "sid": client_id}});
+    if socket.send(Message::Text(hello.to_string().into())).await.is_ok() {
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
@@ -771,7 +679,8 @@ fn node_progress(prompt_id: &str, ids: &[String], current: usize, state: &str) -
         .iter()
         .enumerate()
         .map(|(i, id)| {
-            let (value, st) = if i < current { (1.0, "finished") } else { (if state == "finished" { 1.0 } else { 0.0 }, state) };
+            let (value, st) =
+                if i < current { (1.0, "finished") } else { (if state == "finished" { 1.0 } else { 0.0 }, state) };
             (
                 id.clone(),
                 json!({"value": value, "max": 1.0, "state": st, "node_id": id, "prompt_id": prompt_id,
@@ -785,10 +694,7 @@ fn node_progress(prompt_id: &str, ids: &[String], current: usize, state: &str) -
 /// Image size for the outputs: the graph's first node with integer `width` and `height`.
 fn output_size(graph: &Value) -> (u32, u32) {
     for (_, n) in sorted_nodes(graph) {
-        if let (Some(w), Some(h)) = (
-            n["inputs"]["width"].as_u64(),
-            n["inputs"]["height"].as_u64(),
-        ) {
+        if let (Some(w), Some(h)) = (n["inputs"]["width"].as_u64(), n["inputs"]["height"].as_u64()) {
             return (w.clamp(1, 2048) as u32, h.clamp(1, 2048) as u32);
         }
     }
@@ -805,21 +711,16 @@ async fn execute(sh: &Shared, p: Prompt) {
         json!(["execution_cached", {"nodes": [], "prompt_id": id, "timestamp": start_ts}]),
     ];
     send(json!({"type": "execution_start", "data": {"prompt_id": id, "timestamp": start_ts}}));
-    send(
-        json!({"type": "execution_cached", "data": {"nodes": [], "prompt_id": id, "timestamp": start_ts}}),
-    );
+    send(json!({"type": "execution_cached", "data": {"nodes": [], "prompt_id": id, "timestamp": start_ts}}));
     let nodes = sorted_nodes(&p.graph);
     let ids: Vec<String> = nodes.iter().map(|(i, _)| i.clone()).collect();
     let fail_at = match p.scenario {
         ComfyScenario::Success => None,
-        ComfyScenario::RuntimeError => nodes
-            .iter()
-            .position(|(_, n)| class_of(n) == "ImageToMask")
-            .or(Some(1.min(nodes.len().saturating_sub(1)))),
+        ComfyScenario::RuntimeError => {
+            nodes.iter().position(|(_, n)| class_of(n) == "ImageToMask").or(Some(1.min(nodes.len().saturating_sub(1))))
+        }
     };
-    let work_node = nodes
-        .iter()
-        .rposition(|(_, n)| !is_output_class(class_of(n)));
+    let work_node = nodes.iter().rposition(|(_, n)| !is_output_class(class_of(n)));
     let (steps, step_delay) = {
         let st = sh.st();
         (st.steps, st.step_delay)
@@ -828,23 +729,14 @@ async fn execute(sh: &Shared, p: Prompt) {
     let mut meta = serde_json::Map::new();
     for (i, (node_id, node)) in nodes.iter().enumerate() {
         send(node_progress(&id, &ids, i, "running"));
-        send(
-            json!({"type": "executing", "data": {"node": node_id, "display_node": node_id, "prompt_id": id}}),
-        );
+        send(json!({"type": "executing", "data": {"node": node_id, "display_node": node_id, "prompt_id": id}}));
         // Hold at the first node: the prompt is "running" and history stays `{}`.
         loop {
             let held = sh.st().held;
             match check(sh, &id) {
                 Check::Gone => return,
                 Check::Interrupted => {
-                    return finish_interrupted(
-                        sh,
-                        &p,
-                        node_id,
-                        class_of(node),
-                        &ids[..i],
-                        messages,
-                    );
+                    return finish_interrupted(sh, &p, node_id, class_of(node), &ids[..i], messages);
                 }
                 Check::Go if held => tokio::time::sleep(Duration::from_millis(5)).await,
                 Check::Go => break,
@@ -867,15 +759,7 @@ async fn execute(sh: &Shared, p: Prompt) {
             });
             send(json!({"type": "execution_error", "data": err}));
             messages.push(json!(["execution_error", err]));
-            return finish(
-                sh,
-                &p,
-                "error",
-                false,
-                serde_json::Map::new(),
-                serde_json::Map::new(),
-                messages,
-            );
+            return finish(sh, &p, "error", false, serde_json::Map::new(), serde_json::Map::new(), messages);
         }
         if work_node == Some(i) {
             for step in 1..=steps {
@@ -883,14 +767,7 @@ async fn execute(sh: &Shared, p: Prompt) {
                 match check(sh, &id) {
                     Check::Gone => return,
                     Check::Interrupted => {
-                        return finish_interrupted(
-                            sh,
-                            &p,
-                            node_id,
-                            class_of(node),
-                            &ids[..i],
-                            messages,
-                        );
+                        return finish_interrupted(sh, &p, node_id, class_of(node), &ids[..i], messages);
                     }
                     Check::Go => {}
                 }
@@ -901,41 +778,29 @@ async fn execute(sh: &Shared, p: Prompt) {
         }
         let class = class_of(node);
         if is_output_class(class) {
-            let kind = if class.starts_with("Save") {
-                "output"
-            } else {
-                "temp"
-            };
-            let prefix = node["inputs"]["filename_prefix"]
-                .as_str()
-                .unwrap_or("ComfyUI")
-                .to_string();
-            let (subfolder, base) = prefix
-                .rsplit_once('/')
-                .map_or((String::new(), prefix.clone()), |(s, b)| {
-                    (s.into(), b.into())
-                });
+            let kind = if class.starts_with("Save") { "output" } else { "temp" };
+            let prefix = node["inputs"]["filename_prefix"].as_str().unwrap_or("ComfyUI").to_string();
+            let (subfolder, base) =
+                prefix.rsplit_once('/').map_or((String::new(), prefix.clone()), |(s, b)| (s.into(), b.into()));
             let (w, h) = output_size(&p.graph);
             let png = super::gradient_png(w, h);
             let filename = {
                 let mut st = sh.st();
-                let n = st
-                    .counters
-                    .entry((subfolder.clone(), base.clone()))
-                    .or_insert(0);
+                let n = st.counters.entry((subfolder.clone(), base.clone())).or_insert(0);
                 *n += 1;
                 let filename = format!("{base}_{:05}_.png", *n);
-                st.files
-                    .insert((kind.into(), subfolder.clone(), filename.clone()), png);
+                st.files.insert((kind.into(), subfolder.clone(), filename.clone()), png);
                 filename
             };
-            let images =
-                json!({"images": [{"filename": filename, "subfolder": subfolder, "type": kind}]});
+            let images = json!({"images": [{"filename": filename, "subfolder": subfolder, "type": kind}]});
             send(
                 json!({"type": "executed", "data": {"node": node_id, "display_node": node_id, "output": images, "prompt_id": id}}),
             );
             outputs.insert(node_id.clone(), images);
-            meta.insert(node_id.clone(), json!({"node_id": node_id, "display_node": node_id, "parent_node": null, "real_node_id": node_id}));
+            meta.insert(
+                node_id.clone(),
+                json!({"node_id": node_id, "display_node": node_id, "parent_node": null, "real_node_id": node_id}),
+            );
         }
         send(node_progress(&id, &ids, i, "finished"));
     }
@@ -954,20 +819,9 @@ fn finish_interrupted(
     mut messages: Vec<Value>,
 ) {
     let data = json!({"prompt_id": p.id, "node_id": node_id, "node_type": node_type, "executed": executed, "timestamp": now_ms()});
-    sh.send_to(
-        p.client_id.as_deref(),
-        json!({"type": "execution_interrupted", "data": data}),
-    );
+    sh.send_to(p.client_id.as_deref(), json!({"type": "execution_interrupted", "data": data}));
     messages.push(json!(["execution_interrupted", data]));
-    finish(
-        sh,
-        p,
-        "error",
-        false,
-        serde_json::Map::new(),
-        serde_json::Map::new(),
-        messages,
-    );
+    finish(sh, p, "error", false, serde_json::Map::new(), serde_json::Map::new(), messages);
 }
 
 /// Writes history and leaves the queue (one step, like ComfyUI's `task_done`), then sends
@@ -997,10 +851,7 @@ fn finish(
         queue_remaining(&st)
     };
     sh.broadcast(status_frame(remaining));
-    sh.send_to(
-        p.client_id.as_deref(),
-        json!({"type": "executing", "data": {"node": null, "prompt_id": p.id}}),
-    );
+    sh.send_to(p.client_id.as_deref(), json!({"type": "executing", "data": {"node": null, "prompt_id": p.id}}));
     sh.wake.notify_one();
 }
 
@@ -1011,34 +862,23 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn recorded() -> Vec<Value> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/testdata/comfyui/recorded-0.3.64.json"
-        );
-        let v: Value =
-            serde_json::from_str(&std::fs::read_to_string(path).expect("recording")).expect("json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/comfyui/recorded-0.3.64.json");
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("recording")).expect("json");
         v["transcript"].as_array().expect("transcript").clone()
     }
 
     fn workflow(name: &str) -> Value {
-        let path = format!(
-            "{}/../shared/testdata/comfyui/workflows/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/../shared/testdata/comfyui/workflows/{name}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_str(&std::fs::read_to_string(path).expect("workflow")).expect("json")
     }
 
     /// Keys of a JSON object (recursively for `data` and history entries), to compare shapes.
     fn keys(v: &Value) -> BTreeSet<String> {
-        v.as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default()
+        v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
     }
 
     async fn frames_until_done(
-        ws: &mut tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
+        ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     ) -> Vec<Value> {
         let mut out = Vec::new();
         while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
@@ -1060,12 +900,9 @@ mod tests {
         let fake = FakeComfy::start().await;
         let http = reqwest::Client::new();
         let base = fake.base_url();
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!(
-            "{}/ws?clientId=c1",
-            base.replace("http", "ws")
-        ))
-        .await
-        .expect("ws");
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/ws?clientId=c1", base.replace("http", "ws")))
+            .await
+            .expect("ws");
         let hello = ws.next().await.expect("frame").expect("ok");
         let hello: Value = serde_json::from_str(hello.to_text().expect("text")).expect("json");
         assert_eq!(hello["data"]["sid"], "c1");
@@ -1083,12 +920,7 @@ mod tests {
         assert_eq!(r["prompt_id"], "p-1");
         assert_eq!(keys(&r), keys(&t[20]["response"]["json"]));
         let got = frames_until_done(&mut ws).await;
-        let rec: Vec<Value> = t[22]["ws"]
-            .as_array()
-            .expect("ws")
-            .iter()
-            .map(|f| f["text"].clone())
-            .collect();
+        let rec: Vec<Value> = t[22]["ws"].as_array().expect("ws").iter().map(|f| f["text"].clone()).collect();
         let types = |fs: &[Value]| -> Vec<String> {
             fs.iter()
                 .map(|f| f["type"].as_str().unwrap_or_default().to_string())
@@ -1097,45 +929,24 @@ mod tests {
         };
         let mut want = types(&rec);
         // The fake sends `progress` steps on the last non-output node; the recording had none.
-        let got_types: Vec<String> = types(&got)
-            .into_iter()
-            .filter(|t| t != "progress")
-            .collect();
+        let got_types: Vec<String> = types(&got).into_iter().filter(|t| t != "progress").collect();
         want.retain(|t| t != "progress");
         assert_eq!(got_types, want);
         for f in &got {
             // `executing` with `node: null` has no `display_node`: compare like with like.
-            let same = |r: &&Value| {
-                r["type"] == f["type"] && r["data"]["node"].is_null() == f["data"]["node"].is_null()
-            };
+            let same =
+                |r: &&Value| r["type"] == f["type"] && r["data"]["node"].is_null() == f["data"]["node"].is_null();
             if let Some(r) = rec.iter().find(same) {
-                assert_eq!(
-                    keys(&f["data"]),
-                    keys(&r["data"]),
-                    "data keys of {}",
-                    f["type"]
-                );
+                assert_eq!(keys(&f["data"]), keys(&r["data"]), "data keys of {}", f["type"]);
             }
         }
-        let h: Value = http
-            .get(format!("{base}/history/p-1"))
-            .send()
-            .await
-            .expect("h")
-            .json()
-            .await
-            .expect("json");
+        let h: Value = http.get(format!("{base}/history/p-1")).send().await.expect("h").json().await.expect("json");
         let rec_h = &t[21]["response"]["json"]["daec7bc2-8df1-4c72-8792-0ca8810ec3f8"];
         assert_eq!(keys(&h["p-1"]), keys(rec_h));
         assert_eq!(keys(&h["p-1"]["status"]), keys(&rec_h["status"]));
-        assert_eq!(
-            h["p-1"]["outputs"]["2"]["images"][0]["filename"],
-            "harness_empty_00001_.png"
-        );
+        assert_eq!(h["p-1"]["outputs"]["2"]["images"][0]["filename"], "harness_empty_00001_.png");
         let png = http
-            .get(format!(
-                "{base}/view?filename=harness_empty_00001_.png&subfolder=&type=output"
-            ))
+            .get(format!("{base}/view?filename=harness_empty_00001_.png&subfolder=&type=output"))
             .send()
             .await
             .expect("view")
@@ -1152,26 +963,12 @@ mod tests {
             .await
             .expect("post");
         let got = frames_until_done(&mut ws).await;
-        let err = got
-            .iter()
-            .find(|f| f["type"] == "execution_error")
-            .expect("execution_error");
-        let rec_err = t[33]["ws"]
-            .as_array()
-            .expect("ws")
-            .iter()
-            .find(|f| f["text"]["type"] == "execution_error")
-            .expect("rec");
+        let err = got.iter().find(|f| f["type"] == "execution_error").expect("execution_error");
+        let rec_err =
+            t[33]["ws"].as_array().expect("ws").iter().find(|f| f["text"]["type"] == "execution_error").expect("rec");
         assert_eq!(keys(&err["data"]), keys(&rec_err["text"]["data"]));
         assert_eq!(err["data"]["node_type"], "ImageToMask");
-        let h: Value = http
-            .get(format!("{base}/history/p-2"))
-            .send()
-            .await
-            .expect("h")
-            .json()
-            .await
-            .expect("json");
+        let h: Value = http.get(format!("{base}/history/p-2")).send().await.expect("h").json().await.expect("json");
         assert_eq!(h["p-2"]["status"]["status_str"], "error");
 
         // bad_input.json: the recorded 400, verbatim.
@@ -1187,10 +984,7 @@ mod tests {
         // Missing class_type, unknown class, no outputs, no prompt: recorded answers.
         for (i, prompt) in [
             (37, json!({"prompt": {"1": {"inputs": {}}}})),
-            (
-                36,
-                json!({"prompt": {"1": {"class_type": "NoSuchNode", "inputs": {}}}}),
-            ),
+            (36, json!({"prompt": {"1": {"class_type": "NoSuchNode", "inputs": {}}}})),
             (
                 38,
                 json!({"prompt": {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}}}),
@@ -1208,14 +1002,8 @@ mod tests {
                 .expect("json");
             assert_eq!(body, t[i]["response"]["json"], "{}", t[i]["label"]);
         }
-        let unknown: Value = http
-            .get(format!("{base}/history/nope"))
-            .send()
-            .await
-            .expect("h")
-            .json()
-            .await
-            .expect("json");
+        let unknown: Value =
+            http.get(format!("{base}/history/nope")).send().await.expect("h").json().await.expect("json");
         assert_eq!(unknown, json!({}));
     }
 
@@ -1226,10 +1014,7 @@ mod tests {
         let base = fake.base_url();
         let png = super::super::gradient_png(4, 4);
         let form = reqwest::multipart::Form::new()
-            .part(
-                "image",
-                reqwest::multipart::Part::bytes(png.clone()).file_name("harness_input.png"),
-            )
+            .part("image", reqwest::multipart::Part::bytes(png.clone()).file_name("harness_input.png"))
             .text("overwrite", "true");
         let up: Value = http
             .post(format!("{base}/upload/image"))
@@ -1240,18 +1025,13 @@ mod tests {
             .json()
             .await
             .expect("json");
-        assert_eq!(
-            up,
-            json!({"name": "harness_input.png", "subfolder": "", "type": "input"})
-        );
+        assert_eq!(up, json!({"name": "harness_input.png", "subfolder": "", "type": "input"}));
         assert_eq!(fake.uploads()[0].bytes, png);
 
         fake.hold();
         for id in ["slow", "queued"] {
             http.post(format!("{base}/prompt"))
-                .json(
-                    &json!({"prompt": workflow("invert.json"), "client_id": "c", "prompt_id": id}),
-                )
+                .json(&json!({"prompt": workflow("invert.json"), "client_id": "c", "prompt_id": id}))
                 .send()
                 .await
                 .expect("post")
@@ -1259,41 +1039,14 @@ mod tests {
                 .expect("200");
         }
         assert!(super::super::eventually(Duration::from_secs(2), || fake.is_running("slow")).await);
-        let q: Value = http
-            .get(format!("{base}/queue"))
-            .send()
-            .await
-            .expect("q")
-            .json()
-            .await
-            .expect("json");
+        let q: Value = http.get(format!("{base}/queue")).send().await.expect("q").json().await.expect("json");
         assert_eq!(q["queue_running"][0][1], "slow");
         assert_eq!(q["queue_pending"][0][1], "queued");
-        http.post(format!("{base}/queue"))
-            .json(&json!({"delete": ["queued"]}))
-            .send()
-            .await
-            .expect("del");
-        http.post(format!("{base}/interrupt"))
-            .json(&json!({"prompt_id": "slow"}))
-            .send()
-            .await
-            .expect("int");
-        assert!(
-            super::super::eventually(Duration::from_secs(2), || fake.is_finished("slow")).await
-        );
-        let h: Value = http
-            .get(format!("{base}/history/slow"))
-            .send()
-            .await
-            .expect("h")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(
-            h["slow"]["status"]["messages"][2][0],
-            "execution_interrupted"
-        );
+        http.post(format!("{base}/queue")).json(&json!({"delete": ["queued"]})).send().await.expect("del");
+        http.post(format!("{base}/interrupt")).json(&json!({"prompt_id": "slow"})).send().await.expect("int");
+        assert!(super::super::eventually(Duration::from_secs(2), || fake.is_finished("slow")).await);
+        let h: Value = http.get(format!("{base}/history/slow")).send().await.expect("h").json().await.expect("json");
+        assert_eq!(h["slow"]["status"]["messages"][2][0], "execution_interrupted");
         assert!(!fake.is_finished("queued"));
         assert_eq!(fake.deletes(), vec!["queued".to_string()]);
         assert_eq!(fake.interrupts(), vec![Some("slow".to_string())]);

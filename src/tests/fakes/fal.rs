@@ -36,10 +36,7 @@ pub enum FalScenario {
     /// `detail`). Still counted as a submit.
     SubmitError { status: u16, body: String },
     /// `COMPLETED` with `error` (and `error_type`, if given) in the status body.
-    CompletedWithError {
-        error: String,
-        error_type: Option<String>,
-    },
+    CompletedWithError { error: String, error_type: Option<String> },
     /// Completes, but the result endpoint answers this HTTP status and body.
     ResultError { status: u16, body: String },
     /// Completes, but the result endpoint returns truncated JSON.
@@ -108,7 +105,9 @@ impl FakeFal {
         }));
         let router = axum::Router::new()
             .fallback(handle)
-            .with_state(state.clone());
+            .with_state(state.clone())
+            // Like the real services, accept request bodies of several MB (data URIs, uploads).
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024));
         let server = Server::start(router).await;
         lock(&state).base_url = server.base_url();
         FakeFal { server, state }
@@ -152,11 +151,7 @@ impl FakeFal {
 
     /// Submits received for this endpoint id (`fal-ai/flux/dev`), failed ones included.
     pub fn submits(&self, endpoint: &str) -> usize {
-        self.st()
-            .submits
-            .get(endpoint.trim_matches('/'))
-            .copied()
-            .unwrap_or(0)
+        self.st().submits.get(endpoint.trim_matches('/')).copied().unwrap_or(0)
     }
 
     /// Submits received for all endpoints.
@@ -201,10 +196,7 @@ impl FakeFal {
 
     /// True once the request has reported `COMPLETED` to a status poll.
     pub fn is_completed(&self, request_id: &str) -> bool {
-        self.st()
-            .requests
-            .get(request_id)
-            .is_some_and(|r| r.completed)
+        self.st().requests.get(request_id).is_some_and(|r| r.completed)
     }
 
     /// The PNG served for every result file.
@@ -220,25 +212,14 @@ fn lock(s: &Shared) -> MutexGuard<'_, FalState> {
 
 fn json_response(status: u16, v: Value) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
-    )
-        .into_response()
+    (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
 fn not_found() -> Response {
     json_response(404, json!({"detail": "Request not found"}))
 }
 
-async fn handle(
-    State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().trim_matches('/').to_string();
     let mut st = lock(&state);
     if let Some(name) = path.strip_prefix("files/") {
@@ -274,21 +255,13 @@ fn urls(base: &str, root: &str, id: &str) -> Value {
 
 fn submit(st: &mut FalState, endpoint: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     *st.submits.entry(endpoint.to_string()).or_default() += 1;
-    st.last_auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    st.last_auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     let parsed: Result<Value, _> = serde_json::from_slice(body);
     st.last_body = parsed.as_ref().ok().cloned();
     let scenario = st.queued.pop_front().unwrap_or_else(|| st.default.clone());
     if let FalScenario::SubmitError { status, body } = &scenario {
         let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (
-            code,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.clone(),
-        )
-            .into_response();
+        return (code, [(header::CONTENT_TYPE, "application/json")], body.clone()).into_response();
     }
     let Ok(input) = parsed else {
         return json_response(
@@ -302,21 +275,12 @@ fn submit(st: &mut FalState, endpoint: &str, headers: &HeaderMap, body: &[u8]) -
     let seed = input.get("seed").cloned().unwrap_or(json!(42));
     st.requests.insert(
         id.clone(),
-        Request {
-            app_root: root.clone(),
-            scenario,
-            polls: 0,
-            completed: false,
-            cancelled: false,
-            seed,
-        },
+        Request { app_root: root.clone(), scenario, polls: 0, completed: false, cancelled: false, seed },
     );
     st.order.push(id.clone());
     let mut answer = json!({"request_id": id, "gateway_request_id": id, "status": "IN_QUEUE", "queue_position": 1});
     if !st.omit_urls {
-        if let (Some(a), Value::Object(u)) =
-            (answer.as_object_mut(), urls(&st.base_url, &root, &id))
-        {
+        if let (Some(a), Value::Object(u)) = (answer.as_object_mut(), urls(&st.base_url, &root, &id)) {
             a.extend(u);
         }
     }
@@ -371,24 +335,14 @@ fn result(st: &mut FalState, id: &str) -> Response {
         return json_response(400, json!({"detail": "Request is still in progress"}));
     }
     match &r.scenario {
-        FalScenario::MalformedResult => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"images": [{"url": "#,
-        )
-            .into_response(),
+        FalScenario::MalformedResult => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"images": [{"url": "#).into_response()
+        }
         FalScenario::ResultError { status, body } => {
             let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (
-                code,
-                [(header::CONTENT_TYPE, "application/json")],
-                body.clone(),
-            )
-                .into_response()
+            (code, [(header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
         }
-        FalScenario::CompletedWithError { error, .. } => {
-            json_response(500, json!({"detail": error}))
-        }
+        FalScenario::CompletedWithError { error, .. } => json_response(500, json!({"detail": error})),
         _ => json_response(
             200,
             json!({
@@ -440,32 +394,16 @@ mod tests {
         assert_eq!(sub["status"], "IN_QUEUE");
         assert_eq!(sub["queue_position"], 1);
         let status_url = sub["status_url"].as_str().expect("status_url").to_string();
-        let want = format!(
-            "/fal-ai/flux/requests/{}/status",
-            sub["request_id"].as_str().expect("id")
-        );
+        let want = format!("/fal-ai/flux/requests/{}/status", sub["request_id"].as_str().expect("id"));
         assert!(status_url.ends_with(&want), "{status_url}");
         let mut seen = Vec::new();
         for _ in 0..4 {
-            let s: Value = http
-                .get(&status_url)
-                .send()
-                .await
-                .expect("status")
-                .json()
-                .await
-                .expect("json");
+            let s: Value = http.get(&status_url).send().await.expect("status").json().await.expect("json");
             seen.push(s["status"].as_str().expect("status").to_string());
         }
         assert_eq!(seen, ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "COMPLETED"]);
-        let res: Value = http
-            .get(sub["response_url"].as_str().expect("url"))
-            .send()
-            .await
-            .expect("res")
-            .json()
-            .await
-            .expect("json");
+        let res: Value =
+            http.get(sub["response_url"].as_str().expect("url")).send().await.expect("res").json().await.expect("json");
         assert_eq!(res["seed"], 5);
         let png = http
             .get(res["images"][0]["url"].as_str().expect("url"))

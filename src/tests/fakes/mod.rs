@@ -29,9 +29,7 @@ pub(crate) struct Server {
 impl Server {
     /// Binds `127.0.0.1:0` and serves `router` in a background task.
     pub(crate) async fn start(router: axum::Router) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -59,8 +57,7 @@ pub fn gradient_png(width: u32, height: u32) -> Vec<u8> {
         image::Rgb([r, g, 128])
     });
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
-        .expect("encode png");
+    img.write_to(&mut out, image::ImageFormat::Png).expect("encode png");
     out.into_inner()
 }
 
