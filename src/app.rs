@@ -114,7 +114,18 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     };
     // hickory: a static glibc binary must not resolve names through NSS (build-notes.md).
     let client = teloxide::net::default_reqwest_settings().hickory_dns(true).build()?;
-    let tg: TgBot = teloxide::Bot::with_client(token, client).set_api_url(api_url.parse().context("telegram api url")?);
+    let raw = teloxide::Bot::with_client(token, client).set_api_url(api_url.parse().context("telegram api url")?);
+    let limits = if config.telegram.throttle {
+        teloxide::adaptors::throttle::Limits::default()
+    } else {
+        teloxide::adaptors::throttle::Limits {
+            messages_per_sec_chat: 1000,
+            messages_per_min_chat: 60_000,
+            messages_per_min_channel_or_supergroup: 60_000,
+            messages_per_sec_overall: 1000,
+        }
+    };
+    let tg: TgBot = teloxide::adaptors::Throttle::new_spawn(raw.clone(), limits);
 
     let providers = build_providers(&config)?;
     let notifier = Arc::new(BotNotifier::new(tg.clone(), &config));
@@ -135,7 +146,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         .default_handler(|_| async {})
         .error_handler(teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update handler failed"))
         .build();
-    let listener = teloxide::update_listeners::Polling::builder(tg)
+    let listener = teloxide::update_listeners::Polling::builder(raw)
         .timeout(Duration::from_secs(config.telegram.poll_timeout_secs.into()))
         .delete_webhook()
         .await

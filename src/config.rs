@@ -66,6 +66,9 @@ pub struct TelegramConfig {
     pub poll_timeout_secs: u32,
     /// Telegram user ids that receive admin alerts and may jump the queue.
     pub admins: Vec<i64>,
+    /// Pace sends with teloxide's Throttle (Telegram's per-chat and global message limits).
+    /// Turn off only for a local Bot API server without limits.
+    pub throttle: bool,
 }
 
 impl Default for TelegramConfig {
@@ -75,6 +78,7 @@ impl Default for TelegramConfig {
             api_url: "https://api.telegram.org".into(),
             poll_timeout_secs: 10,
             admins: Vec::new(),
+            throttle: true,
         }
     }
 }
@@ -130,11 +134,21 @@ pub struct JobsConfig {
     pub retry_base_ms: u64,
     /// Minimum interval between progress edits in one chat, milliseconds (Telegram flood limits).
     pub progress_interval_ms: u64,
+    /// Progress edits per second across all chats.
+    pub edits_per_sec: u32,
+    /// Jobs one user may have running at once (others wait in the queue).
+    pub per_user_running: u32,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { max_attempts: 3, retry_base_ms: 2000, progress_interval_ms: 3000 }
+        JobsConfig {
+            max_attempts: 3,
+            retry_base_ms: 2000,
+            progress_interval_ms: 3000,
+            edits_per_sec: 20,
+            per_user_running: 2,
+        }
     }
 }
 
@@ -172,6 +186,14 @@ pub struct ProviderConfig {
     /// Poll interval for status checks, milliseconds.
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
+    /// Requests in flight at once per API key, across every provider entry using that key
+    /// (fal documents 10 concurrent per key). Default: 10 for fal, unlimited otherwise.
+    #[serde(default)]
+    pub key_concurrency: Option<u32>,
+    /// HTTPS proxy for this provider only (`http://host:port`), for providers unreachable
+    /// from the host's country.
+    #[serde(default)]
+    pub proxy: Option<String>,
 }
 
 fn default_concurrency() -> u32 {
@@ -185,6 +207,14 @@ fn default_poll_ms() -> u64 {
 }
 
 impl ProviderConfig {
+    /// Concurrency limit shared by everything using this provider's key.
+    pub fn key_limit(&self) -> Option<u32> {
+        self.key_concurrency.or(match self.kind {
+            ProviderKind::Fal => Some(10),
+            _ => None,
+        })
+    }
+
     /// The API key, from `api_key_env` if set and present, else `api_key`.
     pub fn resolved_key(&self) -> Secret {
         if let Some(var) = &self.api_key_env {
@@ -305,6 +335,12 @@ impl Config {
         if self.billing.signup_bonus.is_negative() {
             return Err(bad("billing.signup_bonus", "must not be negative"));
         }
+        if self.jobs.per_user_running == 0 || self.jobs.edits_per_sec == 0 {
+            return Err(bad(
+                "jobs.per_user_running",
+                "jobs.per_user_running and jobs.edits_per_sec must be at least 1",
+            ));
+        }
         if self.jobs.max_attempts == 0 {
             return Err(bad("jobs.max_attempts", "must be at least 1"));
         }
@@ -322,6 +358,11 @@ impl Config {
             }
             if p.timeout_secs == 0 {
                 return Err(bad(k("timeout_secs"), "must be at least 1"));
+            }
+            if let Some(proxy) = &p.proxy {
+                if reqwest::Proxy::all(proxy.as_str()).is_err() {
+                    return Err(bad(k("proxy"), format!("not a proxy URL: {proxy:?}")));
+                }
             }
         }
         let mut mids = HashSet::new();
@@ -379,6 +420,8 @@ impl Config {
                 max_concurrency: 4,
                 timeout_secs: 60,
                 poll_interval_ms: 200,
+                key_concurrency: None,
+                proxy: None,
             });
             self.models.push(ModelConfig {
                 id: "demo".into(),

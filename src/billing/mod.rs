@@ -311,6 +311,10 @@ mod tests {
             finished_at: None,
             result: None,
             delivery: Delivery::Pending,
+            draft_id: None,
+            claimed_by: None,
+            heartbeat_at: None,
+            priority: false,
         }
     }
 

@@ -31,6 +31,10 @@ pub enum Callback {
     CreateMore,
     /// Toggle favourite on a library item.
     Star(ImageId),
+    /// Cancel the job made from a draft.
+    Cancel {
+        draft: u128,
+    },
 }
 
 const V: &str = "1";
@@ -62,6 +66,7 @@ impl Callback {
             Callback::Format { draft, model, format } => format!("{V}:f:{}:{model}:{}", b36(*draft), fmt_code(*format)),
             Callback::CreateMore => format!("{V}:n"),
             Callback::Star(id) => format!("{V}:s:{}", id.short()),
+            Callback::Cancel { draft } => format!("{V}:x:{}", b36(*draft)),
         }
     }
 
@@ -88,6 +93,7 @@ impl Callback {
                 },
             },
             ["s", id] => Callback::Star(ImageId::from_short(id)?),
+            ["x", d] => Callback::Cancel { draft: from_b36(d)? },
             _ => return None,
         })
     }
@@ -131,6 +137,11 @@ pub fn formats(lang: Lang, draft: u128, model: &ModelConfig) -> InlineKeyboardMa
     ])
 }
 
+/// Under a progress message: Cancel.
+pub fn cancel(lang: Lang, draft: u128) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(vec![vec![button(lang.t("cancel"), Callback::Cancel { draft })]])
+}
+
 /// Under a result: "Create more" and the favourite toggle.
 pub fn result(lang: Lang, item: ImageId, starred: bool) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(vec![vec![
@@ -152,6 +163,7 @@ mod tests {
             Callback::Model { draft: u128::MAX, model: "x".repeat(24) },
             Callback::Format { draft: u128::MAX, model: "y".repeat(24), format: Format::Horizontal },
             Callback::Star(ImageId(u128::MAX)),
+            Callback::Cancel { draft: u128::MAX },
         ]
     }
 
@@ -174,6 +186,7 @@ mod tests {
         );
         assert_eq!(Callback::decode("1:m:2s:flux-dev"), Some(Callback::Model { draft: 100, model: "flux-dev".into() }));
         assert_eq!(Callback::decode("1:s:2s"), Some(Callback::Star(ImageId(100))));
+        assert_eq!(Callback::decode("1:x:2s"), Some(Callback::Cancel { draft: 100 }));
         assert_eq!(Callback::decode("2:c"), None);
         assert_eq!(Callback::decode("1:f:zz:demo:q"), None);
     }

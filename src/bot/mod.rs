@@ -17,8 +17,10 @@ use teloxide::dispatching::UpdateHandler;
 use teloxide::prelude::*;
 use teloxide::utils::command::BotCommands;
 
-/// The Bot API client type used everywhere in the bot.
-pub type TgBot = teloxide::Bot;
+/// The Bot API client type used everywhere in the bot: sends go through teloxide's Throttle
+/// (per-chat and global message limits; protocols.md §1.10). Edits are limited separately by
+/// the notifier's `EditLimiter`.
+pub type TgBot = teloxide::adaptors::Throttle<teloxide::Bot>;
 
 /// Errors a handler can end with (logged by the dispatcher's error handler).
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +65,17 @@ pub enum Command {
 /// The handler tree (a function so tests build the same tree).
 pub fn schema() -> UpdateHandler<BotError> {
     let commands = dptree::entry().filter_command::<Command>().endpoint(handlers::commands::run);
+    // Telegram re-delivers updates it saw no confirmation for (after a crash): handle each once.
     dptree::entry()
+        .filter_async(|upd: Update, ctx: Arc<BotCtx>| async move {
+            match ctx.jobs.first_time_update(upd.id.0 as i64).await {
+                Ok(first) => first,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not record update id; handling it anyway");
+                    true
+                }
+            }
+        })
         .branch(Update::filter_message().branch(commands).endpoint(handlers::generate::on_message))
         .branch(Update::filter_callback_query().endpoint(handlers::callbacks::route))
 }

@@ -20,12 +20,84 @@ const SPINNER: [&str; 4] = ["◐", "◓", "◑", "◒"];
 pub struct BotNotifier {
     bot: TgBot,
     currency: String,
+    admins: Vec<i64>,
     model_names: HashMap<String, String>,
-    /// Minimum time between progress edits in one chat (flood control; Telegram publishes no
-    /// exact edit limit, ~1/s per chat is the documented message rate).
-    min_interval: Duration,
-    last_edit: Mutex<HashMap<i64, Instant>>,
+    edits: EditLimiter,
     ticks: Mutex<u64>,
+}
+
+/// Rate limit for progress edits, which teloxide's Throttle does not cover: at most one edit
+/// per `min_interval` per chat, a global budget per second, and a chat that got 429
+/// `retry_after` is left alone for that long — only that chat (Bot API FAQ: limits are per
+/// chat; protocols.md §1.9).
+pub struct EditLimiter {
+    min_interval: Duration,
+    per_sec: u32,
+    state: Mutex<EditState>,
+}
+
+#[derive(Default)]
+struct EditState {
+    next_allowed: HashMap<i64, Instant>,
+    window_start: Option<Instant>,
+    in_window: u32,
+}
+
+impl EditLimiter {
+    pub fn new(min_interval: Duration, per_sec: u32) -> EditLimiter {
+        EditLimiter { min_interval, per_sec: per_sec.max(1), state: Mutex::default() }
+    }
+
+    /// True if an edit in `chat` may go out now; records it.
+    pub fn try_acquire(&self, chat: i64) -> bool {
+        let Ok(mut st) = self.state.lock() else { return false };
+        let now = Instant::now();
+        if st.next_allowed.get(&chat).is_some_and(|t| now < *t) {
+            return false;
+        }
+        match st.window_start {
+            Some(w) if now.duration_since(w) < Duration::from_secs(1) => {
+                if st.in_window >= self.per_sec {
+                    return false;
+                }
+                st.in_window += 1;
+            }
+            _ => {
+                st.window_start = Some(now);
+                st.in_window = 1;
+            }
+        }
+        st.next_allowed.insert(chat, now + self.min_interval);
+        true
+    }
+
+    /// For edits that must happen (the final "done"/"failed" text): waits until the chat may
+    /// be edited again (interval and any 429 back-off; at most 30 s), then records the edit.
+    pub async fn acquire(&self, chat: i64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let wait = {
+                let Ok(mut st) = self.state.lock() else { return };
+                let now = Instant::now();
+                match st.next_allowed.get(&chat) {
+                    Some(t) if now < *t && now < deadline => *t - now,
+                    _ => {
+                        st.next_allowed.insert(chat, now + self.min_interval);
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
+    /// Telegram said 429 for this chat: hold its edits for `retry_after`.
+    pub fn back_off(&self, chat: i64, retry_after: Duration) {
+        if let Ok(mut st) = self.state.lock() {
+            let until = Instant::now() + retry_after.max(self.min_interval);
+            st.next_allowed.insert(chat, until);
+        }
+    }
 }
 
 impl BotNotifier {
@@ -33,28 +105,15 @@ impl BotNotifier {
         BotNotifier {
             bot,
             currency: config.billing.currency.clone(),
+            admins: config.telegram.admins.clone(),
             model_names: config.models.iter().map(|m| (m.id.clone(), m.display_name.clone())).collect(),
-            min_interval: Duration::from_millis(config.jobs.progress_interval_ms),
-            last_edit: Mutex::default(),
+            edits: EditLimiter::new(Duration::from_millis(config.jobs.progress_interval_ms), config.jobs.edits_per_sec),
             ticks: Mutex::default(),
         }
     }
 
     fn model_name<'a>(&'a self, job: &'a JobRecord) -> &'a str {
         self.model_names.get(&job.model_id).map(String::as_str).unwrap_or(&job.model_id)
-    }
-
-    /// True if an edit in this chat is allowed now (and records it).
-    fn may_edit(&self, chat: i64) -> bool {
-        let Ok(mut map) = self.last_edit.lock() else { return false };
-        let now = Instant::now();
-        match map.get(&chat) {
-            Some(t) if now.duration_since(*t) < self.min_interval => false,
-            _ => {
-                map.insert(chat, now);
-                true
-            }
-        }
     }
 }
 
@@ -83,7 +142,7 @@ fn secs(job: &JobRecord) -> i64 {
 impl Notifier for BotNotifier {
     async fn progress(&self, job: &JobRecord, p: JobProgress) {
         let Some(mid) = job.progress_message_id else { return };
-        if !self.may_edit(job.chat_id) {
+        if !self.edits.try_acquire(job.chat_id) {
             return;
         }
         let lang = Lang::from_code(Some(&job.lang));
@@ -111,9 +170,22 @@ impl Notifier for BotNotifier {
                 ],
             ),
         };
-        if let Err(e) = self.bot.edit_message_text(ChatId(job.chat_id), MessageId(mid), text).await {
-            if !is_not_modified(&e) {
-                tracing::debug!(error = %e, "progress edit failed");
+        let mut req = self.bot.edit_message_text(ChatId(job.chat_id), MessageId(mid), text);
+        if let Some(draft) = job.draft_id {
+            req = req.reply_markup(keyboards::cancel(lang, draft));
+        }
+        match req.await {
+            Ok(_) => {}
+            Err(e) if is_not_modified(&e) => {}
+            Err(RequestError::RetryAfter(secs)) => self.edits.back_off(job.chat_id, secs.duration()),
+            Err(e) => tracing::debug!(error = %e, "progress edit failed"),
+        }
+    }
+
+    async fn admin_alert(&self, text: &str) {
+        for admin in &self.admins {
+            if let Err(e) = self.bot.send_message(ChatId(*admin), text.to_string()).await {
+                tracing::warn!(error = %e, admin, "admin alert not delivered");
             }
         }
     }
@@ -165,12 +237,17 @@ impl Notifier for BotNotifier {
         let sent = doc.await.map_err(map_err)?;
         out.document_file_id = sent.document().map(|d| d.file.id.to_string());
         if let Some(mid) = job.progress_message_id {
-            let _ = self.bot.edit_message_text(chat, MessageId(mid), lang.tf("done", &[("secs", &s)])).await;
+            self.edits.acquire(job.chat_id).await;
+            if let Err(RequestError::RetryAfter(secs)) =
+                self.bot.edit_message_text(chat, MessageId(mid), lang.tf("done", &[("secs", &s)])).await
+            {
+                self.edits.back_off(job.chat_id, secs.duration());
+            }
         }
         Ok(out)
     }
 
-    async fn failed(&self, job: &JobRecord) -> Result<(), NotifyError> {
+    async fn failed(&self, job: &JobRecord, alternatives: &[crate::config::ModelConfig]) -> Result<(), NotifyError> {
         let lang = Lang::from_code(Some(&job.lang));
         let class = job.error.as_ref().map(|e| e.class).unwrap_or(ErrorClass::Failed);
         let detail = job.error.as_ref().map(|e| e.detail.clone()).unwrap_or_default();
@@ -184,16 +261,34 @@ impl Notifier for BotNotifier {
             ErrorClass::Cancelled => "cancelled",
             _ => "failed_generic",
         };
-        let text = lang.tf(key, &[("price", &job.price), ("currency", &self.currency), ("detail", &detail)]);
+        let mut text = lang.tf(key, &[("price", &job.price), ("currency", &self.currency), ("detail", &detail)]);
         let chat = ChatId(job.chat_id);
+        // A retired model or a disabled provider: offer what still works for the same task.
+        let offer = match (job.draft_id, alternatives.is_empty()) {
+            (Some(draft), false) => {
+                text.push_str("\n\n");
+                text.push_str(&lang.t("alternatives"));
+                Some(keyboards::models(draft, alternatives, &self.currency))
+            }
+            _ => None,
+        };
         if let Some(mid) = job.progress_message_id {
-            match self.bot.edit_message_text(chat, MessageId(mid), text.clone()).await {
+            self.edits.acquire(job.chat_id).await;
+            let mut req = self.bot.edit_message_text(chat, MessageId(mid), text.clone());
+            if let Some(kb) = offer.clone() {
+                req = req.reply_markup(kb);
+            }
+            match req.await {
                 Ok(_) => return Ok(()),
                 Err(e) if is_not_modified(&e) => return Ok(()),
                 Err(e) => tracing::debug!(error = %e, "could not edit; sending instead"),
             }
         }
-        self.bot.send_message(chat, text).await.map_err(map_err)?;
+        let mut req = self.bot.send_message(chat, text);
+        if let Some(kb) = offer {
+            req = req.reply_markup(kb);
+        }
+        req.await.map_err(map_err)?;
         Ok(())
     }
 }
@@ -201,6 +296,20 @@ impl Notifier for BotNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edit_limiter_per_chat_interval_global_budget_and_back_off() {
+        let l = EditLimiter::new(Duration::from_millis(200), 3);
+        assert!(l.try_acquire(1));
+        assert!(!l.try_acquire(1), "second edit in the same chat within the interval");
+        assert!(l.try_acquire(2));
+        assert!(l.try_acquire(3));
+        assert!(!l.try_acquire(4), "global budget of 3 per second spent");
+        l.back_off(2, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(1050));
+        assert!(l.try_acquire(1), "chat 1 free again");
+        assert!(!l.try_acquire(2), "chat 2 still inside its retry_after");
+    }
 
     #[test]
     fn progress_bar_has_ten_cells() {

@@ -42,7 +42,7 @@ async fn save(inner: &Inner, job: &JobRecord) -> Result<(), StoreError> {
 
 fn classify(e: &ProviderError) -> ErrorClass {
     match e {
-        ProviderError::Transient(_) => ErrorClass::Transient,
+        ProviderError::Transient(_) | ProviderError::RateLimited { .. } => ErrorClass::Transient,
         ProviderError::Rejected(_) => ErrorClass::Rejected,
         ProviderError::Retired(_) => ErrorClass::Retired,
         ProviderError::Unauthorized(_) => ErrorClass::Unauthorized,
@@ -148,7 +148,10 @@ async fn retry_or_fail(inner: &Arc<Inner>, mut job: JobRecord, e: ProviderError)
     tracing::warn!(error = %e, attempts = job.attempts, "provider error");
     if class == ErrorClass::Transient && job.attempts < inner.cfg.max_attempts {
         job.error = Some(JobError { class, detail: e.to_string() });
-        let delay = backoff(inner.cfg.retry_base_ms, job.attempts.max(1));
+        let mut delay = backoff(inner.cfg.retry_base_ms, job.attempts.max(1));
+        if let ProviderError::RateLimited { retry_after, .. } = &e {
+            delay = delay.max(*retry_after);
+        }
         // A job that failed to submit goes back to the queue; a submitted one keeps its id.
         if job.status == JobStatus::Submitting && job.preassigned_id.is_none() {
             job.status = JobStatus::Queued;
@@ -175,8 +178,13 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     let timeout_secs = inner
         .models
         .get(&job.model_id)
-        .and_then(|m| m.timeout_secs)
-        .or_else(|| inner.provider_cfg.get(&job.provider_id).map(|p| p.timeout_secs))
+        .map(|m| {
+            m.timeout_secs.unwrap_or(match m.task {
+                // Video models take minutes; images a minute or two.
+                crate::domain::Task::ImageToVideo => 900,
+                _ => inner.provider_cfg.get(&job.provider_id).map(|p| p.timeout_secs).unwrap_or(600),
+            })
+        })
         .unwrap_or(600);
     let started = job.submitted_at.unwrap_or_else(now_ms);
     let deadline_ms = started + (timeout_secs as i64) * 1000;
@@ -230,7 +238,11 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
             if save(inner, &job).await.is_err() {
                 return Step::Done;
             }
-            tokio::time::sleep(backoff(inner.cfg.retry_base_ms, job.attempts)).await;
+            let mut delay = backoff(inner.cfg.retry_base_ms, job.attempts);
+            if let ProviderError::RateLimited { retry_after, .. } = &e {
+                delay = delay.max(*retry_after);
+            }
+            tokio::time::sleep(delay).await;
             Step::Next(job)
         }
         Ok(Err(e)) => {
@@ -352,9 +364,32 @@ pub(crate) async fn fail(inner: &Arc<Inner>, mut job: JobRecord, class: ErrorCla
         })
         .await;
     match saved {
-        Ok(Some(j)) => finish_message(inner, j).await,
+        Ok(Some(j)) => {
+            disable_if_needed(inner, &j).await;
+            finish_message(inner, j).await
+        }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "could not record the failure"),
+    }
+}
+
+/// A retired model or a provider that refuses our key stays broken for every user: switch it
+/// off at runtime (persisted) and tell the admins once, when it flips.
+async fn disable_if_needed(inner: &Arc<Inner>, job: &JobRecord) {
+    let Some(err) = &job.error else { return };
+    let (key, what) = match err.class {
+        ErrorClass::Retired => {
+            (format!("model:{}", job.model_id), format!("Model «{}» was retired by its provider", job.model_id))
+        }
+        ErrorClass::Unauthorized => (
+            format!("provider:{}", job.provider_id),
+            format!("Provider «{}» refuses requests (key, balance or region)", job.provider_id),
+        ),
+        _ => return,
+    };
+    if inner.disable(key, err.detail.clone()).await {
+        tracing::error!(%what, detail = %err.detail, "disabled at runtime");
+        inner.notifier.admin_alert(&format!("⚠️ {what}; it is disabled until you fix it.\n{}", err.detail)).await;
     }
 }
 
@@ -388,7 +423,14 @@ async fn finish_message(inner: &Arc<Inner>, job: JobRecord) {
         if save(inner, &j).await.is_err() {
             return;
         }
-        let outcome = inner.notifier.failed(&j).await;
+        let model = inner.models.get(&j.model_id);
+        let alternatives = match (&j.error, model) {
+            (Some(e), Some(m)) if matches!(e.class, ErrorClass::Retired | ErrorClass::Unauthorized) => {
+                inner.alternatives(m.task, &m.id)
+            }
+            _ => vec![],
+        };
+        let outcome = inner.notifier.failed(&j, &alternatives).await;
         let d = if outcome.is_ok() { Delivery::Delivered } else { Delivery::Failed };
         mark_delivery(inner, j, d).await;
     }

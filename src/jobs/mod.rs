@@ -14,9 +14,10 @@ use crate::config::{Config, JobsConfig, ModelConfig, ProviderConfig};
 use crate::domain::{Format, ImageId, JobId, JobStatus, UserId, now_ms};
 use crate::imaging::Limits;
 use crate::providers::DynProvider;
-use crate::store::records::{Delivery, Draft, JobPayload, JobRecord, LibraryItem};
+use crate::store::records::{Delivery, Draft, ErrorClass, JobPayload, JobRecord, LibraryItem};
 use crate::store::{Store, StoreError};
 use std::collections::{HashMap, HashSet};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -103,8 +104,23 @@ pub trait Notifier: Send + Sync {
         files: ResultFiles,
     ) -> Result<DeliveredFiles, NotifyError>;
     /// Tells the user the job failed or was cancelled (`job.error` says why); the hold is
-    /// already released. Called at most once per job.
-    async fn failed(&self, job: &JobRecord) -> Result<(), NotifyError>;
+    /// already released. `alternatives` are enabled models for the same task (offered when the
+    /// model was retired). Called at most once per job.
+    async fn failed(&self, job: &JobRecord, alternatives: &[ModelConfig]) -> Result<(), NotifyError>;
+    /// Tells the admins (config `telegram.admins`) about something they must fix. Called once
+    /// per incident (when a model or provider gets disabled).
+    async fn admin_alert(&self, text: &str);
+}
+
+/// Result of [`JobEngine::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job is being cancelled; the user gets the "cancelled" message when it is done.
+    Cancelling,
+    /// Too late: it already finished (or was cancelled before).
+    AlreadyFinished,
+    /// No such job for this user.
+    NotFound,
 }
 
 /// A job to create.
@@ -118,6 +134,8 @@ pub struct NewJob {
     pub progress_message_id: Option<i32>,
     /// The draft this job comes from; consumed in the same transaction (double-tap guard).
     pub draft_id: Option<u128>,
+    /// Admin job: jumps the queue.
+    pub priority: bool,
 }
 
 /// Result of [`JobEngine::submit`].
@@ -142,7 +160,17 @@ pub(crate) struct Inner {
     pub cfg: JobsConfig,
     pub limits: Limits,
     pub wake: Notify,
-    pub in_flight: Mutex<HashSet<JobId>>,
+    /// Jobs with a running task, and their owners (per-user cap).
+    pub in_flight: Mutex<HashMap<JobId, UserId>>,
+    /// Cancel switches of running job tasks.
+    pub cancels: Mutex<HashMap<JobId, tokio_util::sync::CancellationToken>>,
+    /// Semaphores shared by providers with the same API key (fal: 10 per key).
+    pub key_permits: HashMap<String, Arc<Semaphore>>,
+    /// Disabled models/providers (`model:<id>`, `provider:<id>`), mirrored from the store.
+    pub disabled: Mutex<HashSet<String>>,
+    /// This process's worker id (claims).
+    pub worker_id: String,
+    pub admins: HashSet<i64>,
 }
 
 /// Handle to the job engine; cheap to clone.
@@ -177,6 +205,20 @@ impl JobEngine {
             .iter()
             .map(|p| (p.id.clone(), Arc::new(Semaphore::new(p.max_concurrency as usize))))
             .collect();
+        // Providers sharing a key share one semaphore; keyed by a hash so the key itself is
+        // never kept in another place.
+        let mut by_key: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let mut key_permits = HashMap::new();
+        for p in &config.providers {
+            let (Some(limit), key) = (p.key_limit(), p.resolved_key()) else { continue };
+            if key.is_empty() {
+                continue;
+            }
+            let h = crate::imaging::sha256_hex(key.expose().as_bytes());
+            let sem = by_key.entry(h).or_insert_with(|| Arc::new(Semaphore::new(limit as usize))).clone();
+            key_permits.insert(p.id.clone(), sem);
+        }
+        let disabled = store.read_blocking(|rx| rx.find_disabled())?.into_iter().map(|(k, _)| k).collect();
         Ok(JobEngine {
             inner: Arc::new(Inner {
                 store,
@@ -189,22 +231,62 @@ impl JobEngine {
                 cfg: config.jobs.clone(),
                 limits: Limits::default(),
                 wake: Notify::new(),
-                in_flight: Mutex::new(HashSet::new()),
+                in_flight: Mutex::new(HashMap::new()),
+                cancels: Mutex::new(HashMap::new()),
+                key_permits,
+                disabled: Mutex::new(disabled),
+                worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+                admins: config.telegram.admins.iter().copied().collect(),
             }),
         })
     }
 
-    /// Enabled models, in config order (for keyboards).
+    /// Enabled models, in config order (for keyboards): enabled in config, not disabled at
+    /// runtime, and on an enabled provider.
     pub fn models(&self, config: &Config) -> Vec<ModelConfig> {
-        config
-            .models
-            .iter()
-            .filter(|m| {
-                self.inner.models.get(&m.id).is_some_and(|x| x.enabled)
-                    && self.inner.providers.contains_key(&m.provider)
-            })
-            .cloned()
-            .collect()
+        config.models.iter().filter(|m| self.inner.model_usable(&m.id)).cloned().collect()
+    }
+
+    /// Whether this user's jobs jump the queue.
+    pub fn is_admin(&self, user: UserId) -> bool {
+        self.inner.admins.contains(&user.0)
+    }
+
+    /// Marks a Telegram update handled; false if it was handled before (re-delivery).
+    pub async fn first_time_update(&self, update_id: i64) -> Result<bool, JobsError> {
+        Ok(self.inner.store.write(move |tx| tx.mark_update(update_id)).await?)
+    }
+
+    /// Cancels a user's job: a queued one is released at once; a running one is told to stop
+    /// (the provider is asked to cancel) and released when its task ends. Idempotent.
+    pub async fn cancel(&self, user: UserId, job: JobId) -> Result<CancelOutcome, JobsError> {
+        let Some(record) = self.inner.store.read(move |rx| rx.get_job(job)).await? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        if record.user_id != user {
+            return Ok(CancelOutcome::NotFound);
+        }
+        if record.status.is_terminal() {
+            return Ok(CancelOutcome::AlreadyFinished);
+        }
+        // Running: its task owns the job; flip its switch and let it clean up.
+        if let Some(token) = self.inner.cancels.lock().ok().and_then(|c| c.get(&job).cloned()) {
+            token.cancel();
+            return Ok(CancelOutcome::Cancelling);
+        }
+        // Waiting: take it out of the scheduler's hands, then fail it as cancelled.
+        {
+            let Ok(mut f) = self.inner.in_flight.lock() else { return Ok(CancelOutcome::NotFound) };
+            if f.contains_key(&job) {
+                return Ok(CancelOutcome::Cancelling);
+            }
+            f.insert(job, user);
+        }
+        generate::fail(&self.inner, record, ErrorClass::Cancelled, "cancelled by the user".into()).await;
+        if let Ok(mut f) = self.inner.in_flight.lock() {
+            f.remove(&job);
+        }
+        Ok(CancelOutcome::Cancelling)
     }
 
     /// Creates a job and holds its price in one write transaction. Also consumes the draft.
@@ -237,6 +319,10 @@ impl JobEngine {
             finished_at: None,
             result: None,
             delivery: Delivery::Pending,
+            draft_id: new.draft_id,
+            claimed_by: None,
+            heartbeat_at: None,
+            priority: new.priority,
         };
         let draft_id = new.draft_id;
         let outcome = self
@@ -345,6 +431,42 @@ impl JobEngine {
     /// Wakes the scheduler (e.g. after a job was added by another path).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+}
+
+impl Inner {
+    /// A model can take jobs: enabled in config, not disabled at runtime, provider present
+    /// and not disabled.
+    pub fn model_usable(&self, id: &str) -> bool {
+        let Some(m) = self.models.get(id) else { return false };
+        let disabled = self
+            .disabled
+            .lock()
+            .map(|d| d.contains(&format!("model:{id}")) || d.contains(&format!("provider:{}", m.provider)))
+            .unwrap_or(true);
+        m.enabled && !disabled && self.providers.contains_key(&m.provider)
+    }
+
+    /// Enabled models for a task, excluding `except`.
+    pub fn alternatives(&self, task: crate::domain::Task, except: &str) -> Vec<ModelConfig> {
+        let mut v: Vec<ModelConfig> = self
+            .models
+            .values()
+            .filter(|m| m.task == task && m.id != except && self.model_usable(&m.id))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Disables a model or provider at runtime (persisted). Returns true if it was enabled.
+    pub async fn disable(&self, key: String, reason: String) -> bool {
+        let k = key.clone();
+        let changed = self.store.write(move |tx| tx.set_disabled(&k, Some(&reason))).await.unwrap_or(false);
+        if let Ok(mut d) = self.disabled.lock() {
+            d.insert(key);
+        }
+        changed
     }
 }
 

@@ -1,20 +1,42 @@
-//! The scheduler: scans the active-jobs table, starts one task per runnable job within the
-//! provider's concurrency cap, and keeps each task behind a panic boundary.
+//! The scheduler: scans the active-jobs table, orders runnable jobs fairly, and starts one task
+//! per job within the caps (per provider, per API key, per user), each behind a panic boundary.
 
 use super::{Inner, JobEngine, JobProgress, generate};
-use crate::domain::{JobId, JobStatus};
+use crate::domain::{JobId, JobStatus, UserId, now_ms};
 use crate::store::records::{ErrorClass, JobRecord};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+/// How often a running job refreshes its claim.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Orders waiting jobs: admins' first, then round-robin across users (each user's n-th job
+/// after everyone's (n−1)-th, counting jobs already running), oldest first within a round.
+/// One user's 50 jobs therefore never starve another user's one.
+pub fn fair_order(waiting: Vec<JobRecord>, running: &HashMap<UserId, u32>) -> Vec<JobRecord> {
+    let mut seen: HashMap<UserId, u32> = HashMap::new();
+    let mut keyed: Vec<(bool, u32, JobId, JobRecord)> = waiting
+        .into_iter()
+        .map(|j| {
+            let n = seen.entry(j.user_id).or_insert_with(|| running.get(&j.user_id).copied().unwrap_or(0));
+            let round = *n;
+            *n += 1;
+            (!j.priority, round, j.id, j)
+        })
+        .collect();
+    keyed.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    keyed.into_iter().map(|k| k.3).collect()
+}
 
 impl JobEngine {
     /// Runs until `shutdown` fires. Job tasks still running then are aborted: their state is
     /// already persisted and they resume on the next start.
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut announced: std::collections::HashMap<JobId, u32> = Default::default();
+        let mut announced: HashMap<JobId, u32> = HashMap::new();
         loop {
             if let Err(e) = self.schedule(&mut tasks, &mut announced).await {
                 tracing::error!(error = %e, "scheduler pass failed");
@@ -34,8 +56,9 @@ impl JobEngine {
     async fn schedule(
         &self,
         tasks: &mut JoinSet<()>,
-        announced: &mut std::collections::HashMap<JobId, u32>,
+        announced: &mut HashMap<JobId, u32>,
     ) -> Result<(), crate::store::StoreError> {
+        let me = self.inner.worker_id.clone();
         let jobs: Vec<JobRecord> = self
             .inner
             .store
@@ -50,76 +73,109 @@ impl JobEngine {
                 Ok(out)
             })
             .await?;
-        let mut waiting_per_provider: std::collections::HashMap<String, u32> = Default::default();
+        let (in_flight, mut running): (Vec<JobId>, HashMap<UserId, u32>) = {
+            let f = self.inner.in_flight.lock().map(|f| f.clone()).unwrap_or_default();
+            let mut per_user = HashMap::new();
+            for u in f.values() {
+                *per_user.entry(*u).or_insert(0) += 1;
+            }
+            (f.into_keys().collect(), per_user)
+        };
+        let mut waiting = Vec::new();
         for job in jobs {
-            if self.is_in_flight(job.id) {
+            if in_flight.contains(&job.id) {
                 continue;
             }
-            let permit = if job.status.is_terminal() {
-                None
+            // Claims are recorded (worker id + heartbeat) for operators. redb admits one
+            // process per database, so a claim not held by one of this engine's live tasks
+            // belongs to a dead process and is stale by construction: take it at once rather
+            // than wait for its heartbeat to age after a crash.
+            if job.claimed_by.as_deref().is_some_and(|by| by != me) {
+                tracing::info!(job = %job.id, previous = ?job.claimed_by, "taking over a stale claim");
+            }
+            if job.status.is_terminal() {
+                self.start(tasks, job, vec![]);
             } else {
-                let Some(sem) = self.inner.permits.get(&job.provider_id) else {
-                    // Provider removed from config: the job cannot run; release its hold.
-                    self.start(tasks, job, None, true);
-                    continue;
-                };
-                match sem.clone().try_acquire_owned() {
-                    Ok(p) => Some(p),
-                    Err(_) => {
-                        let n = waiting_per_provider.entry(job.provider_id.clone()).or_default();
-                        *n += 1;
-                        if announced.get(&job.id) != Some(n) {
-                            announced.insert(job.id, *n);
-                            let eta = self.eta_secs(&job).await;
-                            let p = JobProgress { running: false, percent: 0, queue_position: Some(*n), eta_secs: eta };
-                            let notifier = self.inner.notifier.clone();
-                            tokio::spawn(async move { notifier.progress(&job, p).await });
+                waiting.push(job);
+            }
+        }
+        let cap = self.inner.cfg.per_user_running;
+        let mut position: HashMap<String, u32> = HashMap::new();
+        for job in fair_order(waiting, &running) {
+            let Some(sem) = self.inner.permits.get(&job.provider_id) else {
+                self.start_orphan(tasks, job);
+                continue;
+            };
+            let user_running = running.get(&job.user_id).copied().unwrap_or(0);
+            let mut permits = Vec::new();
+            if user_running < cap {
+                if let Ok(p) = sem.clone().try_acquire_owned() {
+                    permits.push(p);
+                    if let Some(k) = self.inner.key_permits.get(&job.provider_id) {
+                        match k.clone().try_acquire_owned() {
+                            Ok(p) => permits.push(p),
+                            Err(_) => permits.clear(),
                         }
-                        continue;
                     }
                 }
-            };
+            }
+            if permits.is_empty() {
+                let n = position.entry(job.provider_id.clone()).or_default();
+                *n += 1;
+                if announced.get(&job.id) != Some(n) {
+                    announced.insert(job.id, *n);
+                    let eta = self.eta_secs(&job).await;
+                    let p = JobProgress { running: false, percent: 0, queue_position: Some(*n), eta_secs: eta };
+                    let notifier = self.inner.notifier.clone();
+                    tokio::spawn(async move { notifier.progress(&job, p).await });
+                }
+                continue;
+            }
             announced.remove(&job.id);
-            self.start(tasks, job, permit, false);
+            *running.entry(job.user_id).or_insert(0) += 1;
+            self.start(tasks, job, permits);
         }
         Ok(())
     }
 
-    fn is_in_flight(&self, id: JobId) -> bool {
-        self.inner.in_flight.lock().map(|s| s.contains(&id)).unwrap_or(true)
+    fn start_orphan(&self, tasks: &mut JoinSet<()>, job: JobRecord) {
+        let inner = self.inner.clone();
+        if let Ok(mut f) = inner.in_flight.lock() {
+            f.insert(job.id, job.user_id);
+        }
+        tasks.spawn(async move {
+            let id = job.id;
+            generate::fail(&inner, job, ErrorClass::Internal, "provider not configured".into()).await;
+            if let Ok(mut f) = inner.in_flight.lock() {
+                f.remove(&id);
+            }
+        });
     }
 
-    fn start(
-        &self,
-        tasks: &mut JoinSet<()>,
-        job: JobRecord,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
-        orphan: bool,
-    ) {
-        if let Ok(mut s) = self.inner.in_flight.lock() {
-            s.insert(job.id);
+    fn start(&self, tasks: &mut JoinSet<()>, job: JobRecord, permits: Vec<tokio::sync::OwnedSemaphorePermit>) {
+        let id = job.id;
+        let cancel = CancellationToken::new();
+        if let Ok(mut f) = self.inner.in_flight.lock() {
+            f.insert(id, job.user_id);
+        }
+        if let Ok(mut c) = self.inner.cancels.lock() {
+            c.insert(id, cancel.clone());
         }
         let inner = self.inner.clone();
-        let id = job.id;
         tasks.spawn(async move {
-            let span = tracing::info_span!("job", job = %id, model = %job.model_id);
+            let span = tracing::info_span!("job", job = %id, model = %job.model_id, worker = %inner.worker_id);
             let runner = {
                 let inner = inner.clone();
+                let cancel = cancel.clone();
                 // Aborting this outer task (shutdown) must abort the job too.
                 tokio_util::task::AbortOnDropHandle::new(tokio::spawn(tracing::Instrument::instrument(
-                    async move {
-                        if orphan {
-                            generate::fail(&inner, job, ErrorClass::Internal, "provider not configured".into()).await;
-                        } else {
-                            generate::drive(&inner, job).await;
-                        }
-                    },
+                    async move { run_claimed(&inner, job, cancel).await },
                     span,
                 )))
             };
             // The inner task is the panic boundary: a panic fails the job, never the engine.
             let result = runner.await;
-            drop(permit);
+            drop(permits);
             if let Err(e) = result {
                 if e.is_panic() {
                     tracing::error!(job = %id, "job task panicked");
@@ -130,20 +186,135 @@ impl JobEngine {
                     }
                 }
             }
-            if let Ok(mut s) = inner.in_flight.lock() {
-                s.remove(&id);
+            if let Ok(mut f) = inner.in_flight.lock() {
+                f.remove(&id);
+            }
+            if let Ok(mut c) = inner.cancels.lock() {
+                c.remove(&id);
             }
             inner.wake.notify_one();
         });
     }
 }
 
-/// Number of jobs running now (for tests and the dashboard).
-pub fn in_flight(inner: &Arc<Inner>) -> usize {
-    inner.in_flight.lock().map(|s| s.len()).unwrap_or(0)
+/// Claims the job for this worker, keeps the claim fresh, and drives the job; a cancel request
+/// stops the driving, tells the provider, and releases the hold.
+async fn run_claimed(inner: &Arc<Inner>, job: JobRecord, cancel: CancellationToken) {
+    let id = job.id;
+    let me = inner.worker_id.clone();
+    let claimed = inner
+        .store
+        .write(move |tx| {
+            let Some(mut j) = tx.get_job(id)? else { return Ok(None) };
+            j.claimed_by = Some(me);
+            j.heartbeat_at = Some(now_ms());
+            tx.put_job(&j)?;
+            Ok(Some(j))
+        })
+        .await;
+    let Ok(Some(job)) = claimed else { return };
+    let heartbeat = {
+        let inner = inner.clone();
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                let _ = inner
+                    .store
+                    .write(move |tx| {
+                        if let Some(mut j) = tx.get_job(id)? {
+                            if !j.status.is_terminal() {
+                                j.heartbeat_at = Some(now_ms());
+                                tx.put_job(&j)?;
+                            }
+                        }
+                        Ok(())
+                    })
+                    .await;
+            }
+        }))
+    };
+    tokio::select! {
+        _ = generate::drive(inner, job) => {}
+        _ = cancel.cancelled() => {
+            drop(heartbeat);
+            if let Ok(Some(j)) = inner.store.read(move |rx| rx.get_job(id)).await {
+                if !j.status.is_terminal() {
+                    if let (Some(sub), Some(p)) = (&j.submission, inner.providers.get(&j.provider_id)) {
+                        if let Err(e) = p.cancel(sub).await {
+                            tracing::warn!(error = %e, "provider cancel failed");
+                        }
+                    }
+                    generate::fail(inner, j, ErrorClass::Cancelled, "cancelled by the user".into()).await;
+                }
+            }
+        }
+    }
 }
 
-/// Marks a job cancelled if it is still unfinished (used by the bot's Cancel button later).
+/// Whether the job can still be cancelled.
 pub fn is_cancellable(job: &JobRecord) -> bool {
     matches!(job.status, JobStatus::Queued | JobStatus::Submitting | JobStatus::Submitted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Credits, Format};
+    use crate::store::records::{Delivery, JobPayload};
+
+    fn job(user: i64, priority: bool) -> JobRecord {
+        JobRecord {
+            id: JobId::new(),
+            user_id: UserId(user),
+            chat_id: user,
+            lang: "en".into(),
+            model_id: "m".into(),
+            provider_id: "p".into(),
+            price: Credits(1),
+            payload: JobPayload::Generate {
+                prompt: "x".into(),
+                negative: None,
+                format: Format::Square,
+                width: 1,
+                height: 1,
+                aspect_ratio: None,
+                seed: 1,
+                inputs: vec![],
+            },
+            status: JobStatus::Queued,
+            hold_id: None,
+            settlement: None,
+            preassigned_id: None,
+            submission: None,
+            progress_message_id: None,
+            attempts: 0,
+            error: None,
+            created_at: 0,
+            started_at: None,
+            submitted_at: None,
+            finished_at: None,
+            result: None,
+            delivery: Delivery::Pending,
+            draft_id: None,
+            claimed_by: None,
+            heartbeat_at: None,
+            priority,
+        }
+    }
+
+    #[test]
+    fn fair_order_interleaves_users_and_puts_admins_first() {
+        let mut waiting: Vec<JobRecord> = (0..20).map(|_| job(1, false)).collect();
+        waiting.push(job(2, false));
+        waiting.push(job(3, true));
+        let order = fair_order(waiting, &HashMap::from([(UserId(1), 2)]));
+        assert_eq!(order[0].user_id, UserId(3), "admin first");
+        assert_eq!(order[1].user_id, UserId(2), "user 2's only job before user 1's third");
+        assert!(order[2..].iter().all(|j| j.user_id == UserId(1)));
+        // Within a user, FIFO.
+        let ids: Vec<_> = order[2..].iter().map(|j| j.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
 }

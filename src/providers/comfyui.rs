@@ -76,7 +76,7 @@ impl ComfyProvider {
         let ws_url = format!("{ws_scheme}{}/ws", &base_url[u.scheme().len()..]);
         Ok(ComfyProvider {
             id: cfg.id.clone(),
-            http: http::client(Duration::from_secs(60))?,
+            http: http::client_for(cfg, Duration::from_secs(60))?,
             resolver: HostResolver::default(),
             base_url,
             ws_url,

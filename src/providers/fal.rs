@@ -71,7 +71,7 @@ impl FalProvider {
             .map_err(|e| ProviderError::Failed(format!("provider {}: bad base_url: {e}", cfg.id)))?;
         Ok(FalProvider {
             id: cfg.id.clone(),
-            http: http::client(Duration::from_secs(60))?,
+            http: http::client_for(cfg, Duration::from_secs(60))?,
             downloader: Downloader::new(AddressPolicy::for_base_url(&base_url))?,
             base_url,
             key,
@@ -92,8 +92,14 @@ impl FalProvider {
             .await
             .map_err(|e| http::classify(&e))?;
         let status = resp.status();
+        let wait = http::retry_after(resp.headers());
         let body = http::read_limited(resp, MAX_JSON_BYTES).await?;
         let text = String::from_utf8_lossy(&body);
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            if let Some(retry_after) = wait {
+                return Err(ProviderError::RateLimited { retry_after, detail: http::error_detail(&text) });
+            }
+        }
         if !status.is_success() {
             if status == reqwest::StatusCode::NOT_FOUND && what == "status" {
                 // The request id is unknown (expired or never accepted): the model may be fine.

@@ -41,6 +41,26 @@ pub fn client(read_timeout: Duration) -> Result<reqwest::Client, ProviderError> 
     builder(read_timeout).build().map_err(|e| ProviderError::Failed(format!("cannot build HTTP client: {e}")))
 }
 
+/// A client for one provider: [`builder`] plus the provider's own proxy, if configured.
+pub fn client_for(
+    cfg: &crate::config::ProviderConfig,
+    read_timeout: Duration,
+) -> Result<reqwest::Client, ProviderError> {
+    let mut b = builder(read_timeout);
+    if let Some(p) = &cfg.proxy {
+        let proxy = reqwest::Proxy::all(p.as_str()).map_err(|e| ProviderError::Failed(format!("proxy {p:?}: {e}")))?;
+        b = b.proxy(proxy);
+    }
+    b.build().map_err(|e| ProviderError::Failed(format!("cannot build HTTP client: {e}")))
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by these providers), capped at
+/// 10 minutes.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(600)))
+}
+
 /// Maps a transport error (no HTTP status) to a [`ProviderError`]: a refused address is final
 /// (`Failed`), a body that is not the expected JSON is `Failed("malformed response …")`, and
 /// everything else (connect, timeout, reset) is `Transient`.

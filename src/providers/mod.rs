@@ -105,6 +105,9 @@ pub enum ProviderError {
     /// Network failure, 5xx, 429, read timeout: may succeed later.
     #[error("provider temporarily unavailable: {0}")]
     Transient(String),
+    /// HTTP 429 with `Retry-After`: transient, and the next attempt waits at least that long.
+    #[error("provider rate limit: retry after {retry_after:?}: {detail}")]
+    RateLimited { retry_after: Duration, detail: String },
     /// Content policy or invalid input: retrying won't help; the text is safe to show a user.
     #[error("request rejected: {0}")]
     Rejected(String),
@@ -129,6 +132,13 @@ impl ProviderError {
         let detail: String = body.chars().take(300).collect();
         match status {
             401 | 402 | 403 => ProviderError::Unauthorized(format!("HTTP {status}: {detail}")),
+            // Gemini: region blocks answer 400 FAILED_PRECONDITION (protocols.md §5.3).
+            400 if detail.contains("FAILED_PRECONDITION")
+                || detail.contains("not available in your country")
+                || detail.contains("location is not supported") =>
+            {
+                ProviderError::Unauthorized(format!("HTTP 400: {detail}"))
+            }
             404 => ProviderError::Retired(format!("HTTP 404: {detail}")),
             408 | 409 | 425 | 429 | 500..=599 => ProviderError::Transient(format!("HTTP {status}: {detail}")),
             400 | 413 | 415 | 422 => ProviderError::Rejected(detail),

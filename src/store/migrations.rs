@@ -30,7 +30,9 @@ fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(MEDIA_REFS_TABLE)?;
     tx.open_table(DIALOGUES_TABLE)?;
     tx.open_table(DRAFTS_TABLE)?;
-    Ok(Outcome::Execute(10))
+    tx.open_table(UPDATES_TABLE)?;
+    tx.open_table(DISABLED_TABLE)?;
+    Ok(Outcome::Execute(12))
 }
 
 /// Reads the stored schema version (0 for a new file).

@@ -190,6 +190,20 @@ impl $t {
             .map(|r| Operation::decode(r?.1.value()))
             .collect()
     }
+    /// Disabled models/providers: `(key, reason)` with keys `model:<id>` / `provider:<id>`.
+    pub fn find_disabled(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let t = match self.tx.open_table(DISABLED_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        t.iter()?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().to_string(), v.value().to_string()))
+            })
+            .collect()
+    }
     /// Every user.
     pub fn find_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let t = self.tx.open_table(USERS_TABLE)?;
@@ -304,6 +318,35 @@ impl Tx {
         let mut t = self.tx.open_table(LIBRARY_TABLE)?;
         t.insert(item.id.0, item.encode()?.as_slice())?;
         Ok(())
+    }
+    /// Marks an update handled; returns false if it already was (a re-delivery). Keeps the
+    /// newest 10 000 ids.
+    pub fn mark_update(&mut self, update_id: i64) -> Result<bool, StoreError> {
+        let mut t = self.tx.open_table(UPDATES_TABLE)?;
+        if t.get(update_id)?.is_some() {
+            return Ok(false);
+        }
+        t.insert(update_id, crate::domain::now_ms())?;
+        if update_id % 1000 == 0 {
+            let cutoff = update_id - 10_000;
+            t.retain_in(..cutoff, |_, _| false)?;
+        }
+        Ok(true)
+    }
+    /// Disables (`Some(reason)`) or enables (`None`) a model or provider key. Returns true if
+    /// the state changed.
+    pub fn set_disabled(&mut self, key: &str, reason: Option<&str>) -> Result<bool, StoreError> {
+        let mut t = self.tx.open_table(DISABLED_TABLE)?;
+        let was = t.get(key)?.is_some();
+        match reason {
+            Some(r) => {
+                t.insert(key, r)?;
+            }
+            None => {
+                t.remove(key)?;
+            }
+        }
+        Ok(was != reason.is_some())
     }
     /// Records a finished job's duration for ETA estimates.
     pub fn insert_duration(&mut self, model: &str, format: &str, job: JobId, ms: u64) -> Result<(), StoreError> {

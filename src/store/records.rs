@@ -201,6 +201,18 @@ pub struct JobRecord {
     pub result: Option<ImageId>,
     #[serde(default)]
     pub delivery: Delivery,
+    /// The draft the job came from (its Cancel button refers to it).
+    #[serde(default, with = "opt_u128_string")]
+    pub draft_id: Option<u128>,
+    /// Worker (process) that runs the job and its last heartbeat. redb admits one process per
+    /// database, so a claim by another worker id is always from a dead process.
+    #[serde(default)]
+    pub claimed_by: Option<String>,
+    #[serde(default)]
+    pub heartbeat_at: Option<i64>,
+    /// Submitted by an admin: runs before everyone else's jobs.
+    #[serde(default)]
+    pub priority: bool,
 }
 impl Record for JobRecord {
     const VERSION: u32 = 1;
@@ -362,5 +374,20 @@ mod u128_string {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Option<u128> as an optional decimal string.
+mod opt_u128_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<u128>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
+        let s = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+        s.map(|s| s.parse().map_err(serde::de::Error::custom)).transpose()
     }
 }

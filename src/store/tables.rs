@@ -30,3 +30,9 @@ pub const MEDIA_REFS_TABLE: TableDefinition<&str, u64> = TableDefinition::new("m
 pub const DIALOGUES_TABLE: TableDefinition<i64, &[u8]> = TableDefinition::new("dialogues-1");
 /// drafts: key = draft id (u128) → value = `Draft` (a prompt waiting for model/format buttons).
 pub const DRAFTS_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("drafts-1");
+/// processed updates: key = Telegram update_id → value = when it was handled (ms). Telegram
+/// re-sends unconfirmed updates after a restart; this makes each one handled once.
+pub const UPDATES_TABLE: TableDefinition<i64, i64> = TableDefinition::new("updates-1");
+/// runtime switches: key = `model:<id>` / `provider:<id>` → value = reason it was disabled.
+/// Present = disabled; survives restarts.
+pub const DISABLED_TABLE: TableDefinition<&str, &str> = TableDefinition::new("disabled-1");

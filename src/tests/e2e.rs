@@ -20,8 +20,12 @@ async fn demo_create_flow_delivers_photo_and_document() {
     let welcome = h.wait_text(501, "Welcome bonus").await;
     assert!(text_of(&welcome).contains("100 credits"), "{welcome}");
     let progress_id = h.create(501, "en", "a lighthouse at dusk", "Model demo2", "Square").await;
-    let msgs =
-        h.wait_for(501, 30, "photo and document", |_| h.photos(501).len() == 1 && h.documents(501).len() == 1).await;
+    h.wait_for(501, 30, "photo and document", |_| h.photos(501).len() == 1 && h.documents(501).len() == 1).await;
+    let msgs = h
+        .wait_for(501, 10, "progress message ends as done", |m| {
+            m.iter().any(|x| x["message_id"].as_i64() == Some(progress_id) && text_of(x).contains("Done"))
+        })
+        .await;
     let photo = &h.photos(501)[0];
     assert!(text_of(photo).contains("DEMO"), "demo results are captioned as demo: {photo}");
     assert!(photo["reply_markup"].to_string().contains("Create more"));
@@ -84,7 +88,7 @@ async fn extended_syntax_picks_model_and_size_and_reports_unknown_parts() {
     h.wait_text(504, "Welcome").await;
     h.text(504, "en", "a tower | model=demo2 | size=640x960 | negative=fog | mood=calm");
     h.wait_text(504, "mood=calm").await;
-    h.wait_for(504, 30, "photo", |_| h.photos(504).len() == 1).await;
+    h.wait_for(504, 30, "photo and document", |_| h.photos(504).len() == 1 && h.documents(504).len() == 1).await;
     let jobs = h.store().read(|rx| rx.find_jobs()).await.expect("jobs");
     let job = jobs.iter().find(|j| j.user_id == UserId(504)).expect("job");
     assert_eq!(job.model_id, "demo2");
@@ -282,8 +286,11 @@ async fn restart_after_submit_polls_the_stored_request_id() {
     h.stop_app().await;
     fal.release();
     h.start_app().await;
-    h.wait_for(620, 30, "photo after restart", |_| h.photos(620).len() == 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    h.wait_for(620, 30, "photo and document after restart", |_| {
+        h.photos(620).len() == 1 && h.documents(620).len() == 1
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(fal.submits_total(), 1, "never resubmitted");
     assert_eq!(h.photos(620).len(), 1, "exactly one delivery");
     assert_eq!(h.documents(620).len(), 1);

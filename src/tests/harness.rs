@@ -48,6 +48,8 @@ pub fn provider(id: &str, kind: ProviderKind, base_url: &str) -> ProviderConfig 
         max_concurrency: 2,
         timeout_secs: 30,
         poll_interval_ms: 20,
+        key_concurrency: None,
+        proxy: None,
     }
 }
 

@@ -3,4 +3,5 @@
 
 mod e2e;
 pub mod fakes;
+mod faults;
 pub mod harness;

@@ -62,6 +62,18 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(),
                 },
             }
         }
+        (Some(Callback::Cancel { draft }), _) => {
+            let job = ctx.jobs.get_draft(draft).await?.filter(|d| d.user_id == user).and_then(|d| d.job_id);
+            let outcome = match job {
+                Some(job) => ctx.jobs.cancel(user, job).await?,
+                None => crate::jobs::CancelOutcome::NotFound,
+            };
+            answer = Some(match outcome {
+                crate::jobs::CancelOutcome::Cancelling => (lang.t("cancelling"), false),
+                crate::jobs::CancelOutcome::AlreadyFinished => (lang.t("cancel_too_late"), false),
+                crate::jobs::CancelOutcome::NotFound => (lang.t("not_yours"), true),
+            });
+        }
         (Some(Callback::Star(id)), Some((chat, mid))) => match ctx.jobs.toggle_favourite(user, id).await? {
             None => answer = Some((lang.t("not_yours"), true)),
             Some(starred) => {

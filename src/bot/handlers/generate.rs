@@ -159,12 +159,13 @@ pub async fn start_job(
     // knows its id and nothing here can overwrite the worker's later edits.
     let eta = ctx.jobs.eta_for(&model.id, format).await;
     let queued = lang.tf("queued", &[("position", &1), ("model", &model.display_name), ("eta", &eta)]);
+    let cancel = keyboards::cancel(lang, draft.id);
     let progress = match edit {
         Some(id) => {
-            bot.edit_message_text(chat, id, queued).await?;
+            bot.edit_message_text(chat, id, queued).reply_markup(cancel).await?;
             id
         }
-        None => bot.send_message(chat, queued).await?.id,
+        None => bot.send_message(chat, queued).reply_markup(cancel).await?.id,
     };
     let payload = JobPayload::Generate {
         prompt: draft.prompt.clone(),
@@ -186,6 +187,7 @@ pub async fn start_job(
             payload,
             progress_message_id: Some(progress.0),
             draft_id: Some(draft.id),
+            priority: ctx.jobs.is_admin(draft.user_id),
         })
         .await?;
     if let Submitted::InsufficientFunds { balance, price } = &outcome {

@@ -1,0 +1,244 @@
+//! Jobs and billing under faults (issue "nothing lost, nothing charged twice").
+
+use super::fakes::fal::{FakeFal, FalScenario};
+use super::harness::*;
+use crate::config::ProviderKind;
+use crate::domain::{Credits, JobStatus, UserId};
+use crate::store::records::{ErrorClass, OpKind};
+use std::time::Duration;
+
+const ADMIN: i64 = 900;
+
+fn two_models(base: String) -> impl FnOnce(&std::path::Path) -> crate::config::Config {
+    move |dir| {
+        let mut c = test_config(dir);
+        c.telegram.admins = vec![ADMIN];
+        c.providers.push(provider("fal", ProviderKind::Fal, &base));
+        c.providers.push(provider("demo", ProviderKind::Demo, ""));
+        c.models.push(model("flux", "fal", 30));
+        c.models.push(model("spare", "demo", 10));
+        c
+    }
+}
+
+/// Submits one job on model "flux" (Square) for `user`, returns the progress message id.
+async fn submit_flux(h: &Harness, user: i64, lang: &str) -> i64 {
+    h.text(user, lang, "/start");
+    h.wait_for(user, 20, "welcome", |m| m.iter().any(|x| x["from_bot"] == true)).await;
+    h.create(user, lang, "a ship", "Model flux", if lang == "ru" { "Квадрат" } else { "Square" }).await
+}
+
+async fn last_job(h: &Harness, user: i64) -> crate::store::records::JobRecord {
+    let jobs = h.store().read(|rx| rx.find_jobs()).await.expect("jobs");
+    jobs.into_iter().rev().find(|j| j.user_id == UserId(user)).expect("job")
+}
+
+/// Waits until the user's last job is terminal.
+async fn wait_terminal(h: &Harness, user: i64) -> crate::store::records::JobRecord {
+    for _ in 0..400 {
+        let j = last_job(h, user).await;
+        if j.status.is_terminal() {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job never finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejected_is_not_retried_and_says_why() {
+    let fal = FakeFal::start().await;
+    fal.set_scenario(FalScenario::SubmitError {
+        status: 422,
+        body:
+            r#"{"detail":[{"loc":["body","prompt"],"msg":"prompt violates the content policy","type":"value_error"}]}"#
+                .into(),
+    });
+    let h = Harness::start(two_models(fal.base_url())).await;
+    submit_flux(&h, 701, "en").await;
+    let m = h.wait_text(701, "refused this request").await;
+    assert!(super::harness::text_of(&m).contains("content policy"), "plain words from the provider: {m}");
+    assert_eq!(fal.submits_total(), 1, "no retry for a rejection");
+    assert_eq!(kinds(&h.ledger(701).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Release]);
+    assert_eq!(last_job(&h, 701).await.error.expect("error").class, ErrorClass::Rejected);
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retired_model_is_disabled_alternatives_offered_admins_alerted_once() {
+    let fal = FakeFal::start().await;
+    fal.set_scenario(FalScenario::SubmitError {
+        status: 404,
+        body: r#"{"detail":"models/imagen-3.0-capability-001 is not found for API version v1beta"}"#.into(),
+    });
+    let h = Harness::start(two_models(fal.base_url())).await;
+    h.text(ADMIN, "en", "/start");
+    h.wait_text(ADMIN, "Welcome").await;
+    submit_flux(&h, 702, "en").await;
+    let m = h.wait_text(702, "no longer available").await;
+    assert!(m["reply_markup"].to_string().contains("Model spare"), "enabled alternative offered: {m}");
+    assert!(!m["reply_markup"].to_string().contains("Model flux"));
+    assert_eq!(kinds(&h.ledger(702).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Release]);
+    let alerts = |h: &Harness| h.bot_messages(ADMIN).iter().filter(|x| text_of(x).contains("retired")).count();
+    h.wait_for(ADMIN, 10, "admin alert", |_| alerts(&h) == 1).await;
+    // The model is gone from the menu, and a second failure does not alert again.
+    h.text(703, "en", "/start");
+    h.wait_text(703, "Welcome").await;
+    h.text(703, "en", "another ship | model=flux");
+    let again = h.wait_text(703, "don't know the model").await;
+    assert!(again["reply_markup"].to_string().contains("Model spare"));
+    assert_eq!(fal.submits_total(), 1);
+    // Disabled state survives a restart.
+    let store = h.store();
+    let disabled = store.read(|rx| rx.find_disabled()).await.expect("read");
+    assert!(disabled.iter().any(|(k, _)| k == "model:flux"), "{disabled:?}");
+    assert_eq!(alerts(&h), 1, "admins alerted once");
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unauthorized_disables_the_provider_and_alerts_admins() {
+    for (status, body) in [(401, r#"{"detail":"Invalid key"}"#), (403, r#"{"detail":"Forbidden: locked account"}"#)] {
+        let fal = FakeFal::start().await;
+        fal.set_scenario(FalScenario::SubmitError { status, body: body.into() });
+        let mut h = Harness::start(two_models(fal.base_url())).await;
+        h.text(ADMIN, "en", "/start");
+        h.wait_text(ADMIN, "Welcome").await;
+        submit_flux(&h, 704, "ru").await;
+        h.wait_text(704, "Провайдер недоступен").await;
+        h.wait_text(ADMIN, "refuses requests").await;
+        assert_eq!(fal.submits_total(), 1, "no retry against a refusing provider");
+        assert_eq!(h.balance(704).await, Credits(100));
+        h.restart().await;
+        let disabled = h.store().read(|rx| rx.find_disabled()).await.expect("read");
+        assert!(disabled.iter().any(|(k, _)| k == "provider:fal"), "HTTP {status}: {disabled:?}");
+        h.verify_clean().await;
+        h.assert_no_rejections();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_while_running_tells_the_provider_and_releases_and_twice_is_harmless() {
+    let fal = FakeFal::start().await;
+    fal.set_scenario(FalScenario::NeverCompletes);
+    let h = Harness::start(two_models(fal.base_url())).await;
+    let progress = submit_flux(&h, 705, "en").await;
+    assert!(super::fakes::eventually(Duration::from_secs(10), || fal.submits_total() == 1).await);
+    let msg = h.wait_for_buttons(705, "Cancel").await;
+    assert_eq!(msg["message_id"].as_i64(), Some(progress));
+    let data = Harness::button(&msg, "Cancel");
+    h.press(705, "en", progress, &data);
+    h.wait_text(705, "Cancelled").await;
+    let j = wait_terminal(&h, 705).await;
+    assert_eq!(j.status, JobStatus::Cancelled);
+    assert_eq!(fal.cancels().len(), 1, "the provider was told");
+    h.press(705, "en", progress, &data);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(kinds(&h.ledger(705).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Release]);
+    assert_eq!(h.balance(705).await, Credits(100));
+    let answers = h.emu.callback_answers();
+    assert!(serde_json::to_string(&answers).expect("json").contains("nothing to cancel"), "{answers:?}");
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fair_queue_one_users_burst_does_not_starve_another() {
+    let fal = FakeFal::start().await;
+    fal.hold();
+    let base = fal.base_url();
+    let h = Harness::start(move |d| {
+        let mut c = two_models(base)(d);
+        c.providers[0].max_concurrency = 2;
+        c.jobs.per_user_running = 2;
+        // This test is about queue order; Telegram's per-chat send limit would only slow it.
+        c.telegram.throttle = false;
+        c
+    })
+    .await;
+    for u in [710, 711] {
+        h.text(u, "en", "/start");
+        h.wait_text(u, "Welcome").await;
+    }
+    for i in 0..20 {
+        h.text(710, "en", &format!("job {i} | model=flux | size=512x512"));
+    }
+    // All 20 of A's jobs exist before B asks.
+    for _ in 0..400 {
+        let n = h.store().read(|rx| rx.find_jobs()).await.expect("jobs").len();
+        if n == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.text(711, "en", "b's job | model=flux | size=512x512");
+    for _ in 0..400 {
+        let n = h.store().read(|rx| rx.find_jobs()).await.expect("jobs").len();
+        if n == 21 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fal.release();
+    // Wait until B's job has started, then count how many of A's started before it.
+    let mut b_start = None;
+    for _ in 0..600 {
+        let jobs = h.store().read(|rx| rx.find_jobs()).await.expect("jobs");
+        b_start = jobs.iter().find(|j| j.user_id == UserId(711)).and_then(|j| j.started_at);
+        if b_start.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b_start = b_start.expect("B's job started");
+    let jobs = h.store().read(|rx| rx.find_jobs()).await.expect("jobs");
+    let a_before_b =
+        jobs.iter().filter(|j| j.user_id == UserId(710)).filter_map(|j| j.started_at).filter(|t| *t < b_start).count();
+    assert!(a_before_b <= 2, "B's job started after {a_before_b} of A's jobs (must be before A's last 18)");
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flood_on_one_chat_does_not_delay_others_and_edits_respect_limits() {
+    let fal = FakeFal::start().await;
+    let base = fal.base_url();
+    let h = Harness::start(move |d| {
+        let mut c = two_models(base)(d);
+        c.providers[0].poll_interval_ms = 1500;
+        c.providers[0].max_concurrency = 4;
+        c.jobs.progress_interval_ms = 3000;
+        c
+    })
+    .await;
+    for u in [720, 721] {
+        h.text(u, "en", "/start");
+        h.wait_text(u, "Welcome").await;
+    }
+    let flood: crate::emulator::FloodRule = serde_json::from_value(serde_json::json!({
+        "chat_id": 720, "method": "editMessageText", "retry_after": 3, "times": 1000
+    }))
+    .expect("rule");
+    h.emu.add_flood(flood);
+    h.text(720, "en", "flooded | model=flux | size=512x512");
+    h.text(721, "en", "calm | model=flux | size=512x512");
+    h.wait_for(721, 30, "calm chat's photo", |_| h.photos(721).len() == 1).await;
+    h.wait_for(720, 30, "flooded chat's photo", |_| h.photos(720).len() == 1).await;
+    let calls = h.emu.calls();
+    let calls: Vec<serde_json::Value> = calls.iter().map(|c| serde_json::to_value(c).expect("json")).collect();
+    let edits = |chat: i64| -> Vec<&serde_json::Value> {
+        calls.iter().filter(|c| c["method"] == "editMessageText" && c["chat_id"] == chat).collect()
+    };
+    let during = edits(720).iter().filter(|c| c["during_flood_wait"] == true).count();
+    assert_eq!(during, 0, "no edit while Telegram asked us to wait");
+    for chat in [720, 721] {
+        // Progress edits (not counting the bot's own queued/done edits in the same second)
+        // never come closer than the per-chat interval.
+        let times: Vec<i64> = edits(chat).iter().filter_map(|c| c["at_ms"].as_i64()).collect();
+        let too_close = times.windows(2).filter(|w| w[1] - w[0] < 2900).count();
+        assert!(too_close <= 2, "chat {chat}: edits too close: {times:?}");
+    }
+    h.verify_clean().await;
+}
