@@ -88,7 +88,7 @@ fn decoder_limits(limits: &Limits) -> image::Limits {
     l
 }
 
-fn swaps_axes(o: Orientation) -> bool {
+pub(super) fn swaps_axes(o: Orientation) -> bool {
     matches!(
         o,
         Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH

@@ -1,10 +1,12 @@
 //! Pure functions over image bytes: probe, decode with limits, fit for Telegram, thumbnails,
-//! metadata stripping and the demo renderer. CPU only; callers run these on blocking threads
+//! metadata stripping, compression for provider uploads and the demo renderer. CPU only; callers run these on blocking threads
 //! (`tokio::task::spawn_blocking`).
 //!
 //! Every operation decodes its input at most once. Pixel and byte limits are checked from the
 //! header before any pixel buffer is allocated, so decompression bombs are refused cheaply.
 
+mod codec;
+mod compress;
 mod decode;
 mod demo;
 mod jpeg;
@@ -12,6 +14,7 @@ mod ops;
 #[cfg(test)]
 mod tests;
 
+pub use compress::{API_MAX_BYTES, compress_for_api};
 pub use decode::{decode, probe};
 pub use demo::render_demo;
 pub use ops::{document_form, fit_for_telegram_photo, strip_metadata, thumbnail};

@@ -2,9 +2,8 @@
 //! document form.
 
 use super::decode::{decode_full, probe};
-use super::{ImagingError, Limits, extension_for_mime, jpeg};
+use super::{ImagingError, Limits, codec, extension_for_mime, jpeg};
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
-use image::codecs::jpeg::JpegEncoder;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageFormat, RgbImage};
 use std::io::Cursor;
@@ -16,8 +15,9 @@ const PHOTO_MAX_SIDE_SUM: u32 = 10_000;
 const PHOTO_MAX_RATIO: u32 = 20;
 /// Telegram stores photos at most 2560 px on the longest side; sending more only wastes upload.
 const PHOTO_MAX_SIDE: u32 = 2560;
-/// Tried in order until the JPEG fits [`PHOTO_MAX_BYTES`].
-const PHOTO_QUALITIES: [u8; 5] = [87, 80, 72, 60, 45];
+/// Tried in order until the JPEG fits [`PHOTO_MAX_BYTES`]. 90 first, like the seed bot, so
+/// the photo is not visibly worse than what users had.
+const PHOTO_QUALITIES: [u8; 6] = [90, 85, 80, 72, 60, 45];
 const THUMB_QUALITY: u8 = 80;
 /// Re-encoding a rotated JPEG in `strip_metadata`: close to the source, it may be edited later.
 const ROTATED_QUALITY: u8 = 92;
@@ -32,7 +32,7 @@ const ROTATED_QUALITY: u8 = 92;
 ///
 /// Errors: those of [`super::decode`], or [`ImagingError::Encode`].
 pub fn fit_for_telegram_photo(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ImagingError> {
-    let decoded = decode_full(bytes, limits)?;
+    let decoded = codec::decode_at_least(bytes, limits, photo_size)?;
     let rgb = flatten_on_white(decoded.image);
     let (w, h) = photo_size(rgb.width(), rgb.height());
     let rgb = resize(rgb, w, h)?;
@@ -51,7 +51,7 @@ pub fn fit_for_telegram_photo(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, 
 ///
 /// Errors: those of [`super::decode`], or [`ImagingError::Encode`].
 pub fn thumbnail(bytes: &[u8], max_side: u32, limits: &Limits) -> Result<Vec<u8>, ImagingError> {
-    let decoded = decode_full(bytes, limits)?;
+    let decoded = codec::decode_at_least(bytes, limits, |w, h| fit_within(w, h, max_side.max(1)))?;
     let rgb = flatten_on_white(decoded.image);
     let (w, h) = fit_within(rgb.width(), rgb.height(), max_side.max(1));
     let rgb = resize(rgb, w, h)?;
@@ -134,16 +134,21 @@ fn resize(src: RgbImage, width: u32, height: u32) -> Result<RgbImage, ImagingErr
     if src.dimensions() == (width, height) {
         return Ok(src);
     }
+    resize_ref(&src, width, height)
+}
+
+/// [`resize`] without taking the source, for callers that resize one image several times.
+pub(super) fn resize_ref(src: &RgbImage, width: u32, height: u32) -> Result<RgbImage, ImagingError> {
     let mut dst = RgbImage::new(width, height);
     let options =
         ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3)).fit_into_destination(None);
-    Resizer::new().resize(&src, &mut dst, &options).map_err(|e| ImagingError::Encode(format!("resize: {e}")))?;
+    Resizer::new().resize(src, &mut dst, &options).map_err(|e| ImagingError::Encode(format!("resize: {e}")))?;
     Ok(dst)
 }
 
 /// 8-bit RGB with any alpha composited onto white (JPEG has no alpha, and Telegram would
 /// otherwise show transparent areas as black).
-fn flatten_on_white(image: DynamicImage) -> RgbImage {
+pub(super) fn flatten_on_white(image: DynamicImage) -> RgbImage {
     if !image.color().has_alpha() {
         return image.into_rgb8();
     }
@@ -160,29 +165,21 @@ fn flatten_on_white(image: DynamicImage) -> RgbImage {
     RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
 }
 
-/// Baseline JPEG with only a JFIF header.
-fn encode_jpeg_rgb(rgb: &RgbImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
-    let mut out = Vec::new();
-    JpegEncoder::new_with_quality(&mut out, quality)
-        .encode_image(rgb)
-        .map_err(|e| ImagingError::Encode(format!("JPEG: {e}")))?;
-    Ok(out)
+/// Baseline JPEG without metadata (see [`codec::encode_rgb`]).
+pub(super) fn encode_jpeg_rgb(rgb: &RgbImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
+    codec::encode_rgb(rgb, quality)
 }
 
 /// Like [`encode_jpeg_rgb`]; grey stays grey, anything else becomes RGB on white.
 fn encode_jpeg(image: DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
     if let DynamicImage::ImageLuma8(grey) = &image {
-        let mut out = Vec::new();
-        JpegEncoder::new_with_quality(&mut out, quality)
-            .encode_image(grey)
-            .map_err(|e| ImagingError::Encode(format!("JPEG: {e}")))?;
-        return Ok(out);
+        return codec::encode_grey(grey, quality);
     }
     encode_jpeg_rgb(&flatten_on_white(image), quality)
 }
 
 /// PNG with no ancillary chunks (the encoder writes none), keeping bit depth and alpha.
-fn encode_png(image: &DynamicImage) -> Result<Vec<u8>, ImagingError> {
+pub(super) fn encode_png(image: &DynamicImage) -> Result<Vec<u8>, ImagingError> {
     let mut out = Cursor::new(Vec::new());
     image.write_to(&mut out, ImageFormat::Png).map_err(|e| ImagingError::Encode(format!("PNG: {e}")))?;
     Ok(out.into_inner())

@@ -129,11 +129,12 @@ fn check_file(name: &str) {
     let decoded = decode(&bytes, &limits);
     let stripped = strip_metadata(&bytes, &limits);
     let fitted = fit_for_telegram_photo(&bytes, &limits);
+    let compressed = compress_for_api(&bytes, API_MAX_BYTES, &limits);
 
     if name.starts_with("bomb_") {
         let info = probed.expect("a bomb has a valid header");
         assert_eq!((info.width, info.height), (50_000, 50_000));
-        for result in [decoded.map(|_| ()), stripped.map(|_| ()), fitted.map(|_| ())] {
+        for result in [decoded.map(|_| ()), stripped.map(|_| ()), fitted.map(|_| ()), compressed.map(|_| ())] {
             assert!(
                 matches!(result, Err(ImagingError::TooManyPixels { width: 50_000, height: 50_000, .. })),
                 "{name}: {result:?}"
@@ -144,7 +145,8 @@ fn check_file(name: &str) {
     }
     if name == "corrupt_truncated_in_exif.jpg" {
         // No SOF at all: nothing to be lenient about.
-        let results = [probed.map(|_| ()), decoded.map(|_| ()), stripped.map(|_| ()), fitted.map(|_| ())];
+        let results =
+            [probed.map(|_| ()), decoded.map(|_| ()), stripped.map(|_| ()), fitted.map(|_| ()), compressed.map(|_| ())];
         for result in results {
             assert!(matches!(result, Err(ImagingError::Corrupt(_))), "{name}: {result:?}");
         }
@@ -158,7 +160,11 @@ fn check_file(name: &str) {
     assert_eq!((info.width, info.height), image.dimensions(), "{name}");
     let stripped = stripped.unwrap_or_else(|e| panic!("{name}: strip {e}"));
     let fitted = fitted.unwrap_or_else(|e| panic!("{name}: fit {e}"));
+    let compressed = compressed.unwrap_or_else(|e| panic!("{name}: compress {e}"));
     assert_no_metadata(&stripped, name);
+    assert_no_metadata(&compressed, name);
+    assert!(compressed.len() <= API_MAX_BYTES, "{name}");
+    assert_eq!(decode_output(&compressed).dimensions(), image.dimensions(), "{name}: under the limit, same size");
     let stripped_image = decode_output(&stripped);
     assert_eq!(stripped_image.dimensions(), image.dimensions(), "{name}");
     let (w, h) = assert_telegram_photo(&fitted, name);
@@ -177,7 +183,13 @@ fn check_file(name: &str) {
     if name.starts_with("orientation/") {
         assert_eq!(image.dimensions(), (1800, 1200), "{name}");
         let reference = small(&decode(&read("orientation/Landscape_1.jpg"), &limits).expect("ref"));
-        for (what, img) in [("decode", &image), ("strip", &stripped_image), ("fit", &decode_output(&fitted))] {
+        let compressed_image = decode_output(&compressed);
+        for (what, img) in [
+            ("decode", &image),
+            ("strip", &stripped_image),
+            ("fit", &decode_output(&fitted)),
+            ("compress", &compressed_image),
+        ] {
             let diff = mean_abs_diff(&small(img), &reference);
             // Same photo, another digit and JPEG generation: a few levels. A wrong rotation or
             // mirror is off by tens of levels (see `orientation_metric_detects_a_wrong_rotation`).
@@ -200,6 +212,24 @@ fn strip_is_lossless_for_upright_jpeg() {
         decode(&bytes, &limits).expect("decodes").into_bytes(),
         "scan data copied verbatim"
     );
+}
+
+#[test]
+fn compress_under_the_limit_is_the_lossless_strip() {
+    let bytes = read("large_nokia83_9mp_gps.jpg");
+    let limits = Limits::default();
+    let compressed = compress_for_api(&bytes, API_MAX_BYTES, &limits).expect("compress");
+    assert_eq!(compressed, strip_metadata(&bytes, &limits).expect("strip"), "no re-encode");
+    // Over the limit the same file is re-encoded, upright, within the limit, at full size first.
+    let limit = bytes.len() * 3 / 4;
+    let smaller = compress_for_api(&bytes, limit, &limits).expect("compress");
+    assert!(smaller.len() <= limit);
+    assert_eq!(probe(&smaller).expect("probe").width, 4608);
+    assert_no_metadata(&smaller, "re-encoded");
+    // Far too small: downscaled.
+    let tiny = compress_for_api(&bytes, 100_000, &limits).expect("compress");
+    assert!(tiny.len() <= 100_000);
+    assert!(probe(&tiny).expect("probe").width < 4608);
 }
 
 #[test]

@@ -60,7 +60,10 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
         let bytes = tokio::task::spawn_blocking(move || {
             for ext in ["jpg", "png", "webp"] {
                 if let Ok(b) = std::fs::read(dir.join(format!("{sha}.{ext}"))) {
-                    return Some(b);
+                    // Stored inputs are already stripped; this bounds the data URI / upload size
+                    // (a provider refusing a 15 MB photo would cost the user a retry).
+                    let limits = crate::imaging::Limits::default();
+                    return Some(crate::imaging::compress_for_api(&b, crate::imaging::API_MAX_BYTES, &limits));
                 }
             }
             None
@@ -68,7 +71,8 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
         .await
         .ok()
         .flatten()
-        .ok_or("input image missing")?;
+        .ok_or("input image missing")?
+        .map_err(|e| format!("input image: {e}"))?;
         let mime = crate::providers::sniff_mime(&bytes).to_string();
         input_images.push(InputImage { bytes, mime });
     }

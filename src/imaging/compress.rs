@@ -1,0 +1,174 @@
+//! `compress_for_api`: make an input image small enough for a provider's upload limit while
+//! changing as little as possible, and never leak metadata.
+
+use super::decode::decode_full;
+use super::ops::{encode_jpeg_rgb, encode_png, flatten_on_white, resize_ref};
+use super::{ImagingError, Limits, jpeg};
+use image::metadata::Orientation;
+use image::{ImageFormat, RgbImage};
+
+/// The seed bot's quality ladder, best first.
+const QUALITIES: [u8; 8] = [85, 80, 75, 70, 65, 60, 55, 50];
+/// Each downscale step keeps at most this fraction of each side (the seed's factor).
+const DOWNSCALE_STEP: f64 = 0.85;
+
+/// Default upload limit for provider inputs: 4 MiB, the seed bot's limit, which every provider
+/// we talk to accepts as a data URI.
+pub const API_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Makes `bytes` at most `max_bytes` long for sending to a provider, with no metadata.
+///
+/// - Input already within `max_bytes`: the same pixels. An upright, complete JPEG is copied
+///   without its metadata segments (lossless, no decode; see [`super::strip_metadata`]); PNG,
+///   WebP and GIF are decoded and written as PNG (first frame). If that PNG is too big, or the
+///   JPEG needs rotating, it continues as below.
+/// - Otherwise the image is decoded once, turned upright, flattened on white, and encoded as
+///   JPEG at the highest quality of 85, 80, …, 50 that fits. The ladder is binary-searched
+///   after 85, so at most 4 encodes. If even 50 is too big, the image is shrunk (Lanczos, from
+///   the full decode each time) to a size estimated from the last attempt, never more than
+///   0.85 per side, until it fits at quality 50.
+///
+/// Output: JPEG or PNG bytes; [`super::probe`] them for the MIME type.
+///
+/// Errors: those of [`super::decode`] (limits are checked before decoding), or
+/// [`ImagingError::Encode`] when not even a 1×1 JPEG fits `max_bytes`.
+pub fn compress_for_api(bytes: &[u8], max_bytes: usize, limits: &Limits) -> Result<Vec<u8>, ImagingError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(ImagingError::TooLarge { bytes: bytes.len(), max: limits.max_bytes });
+    }
+    if bytes.len() <= max_bytes {
+        if let Some(out) = lossless_jpeg(bytes, limits)? {
+            return Ok(out);
+        }
+    }
+    let decoded = decode_full(bytes, limits)?;
+    if bytes.len() <= max_bytes && decoded.format != ImageFormat::Jpeg {
+        let png = encode_png(&decoded.image)?;
+        if png.len() <= max_bytes {
+            return Ok(png);
+        }
+    }
+    shrink_to_fit(&flatten_on_white(decoded.image), max_bytes)
+}
+
+/// The metadata-free copy of an upright, complete JPEG within the pixel limit; `None` when the
+/// pixels must be decoded (rotation, truncation, a header the fast reader cannot parse).
+fn lossless_jpeg(bytes: &[u8], limits: &Limits) -> Result<Option<Vec<u8>>, ImagingError> {
+    if image::guess_format(bytes).ok() != Some(ImageFormat::Jpeg) {
+        return Ok(None);
+    }
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    if decoder.read_info().is_err() {
+        return Ok(None);
+    }
+    let Some(info) = decoder.info() else { return Ok(None) };
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ImagingError::TooManyPixels { width, height, max: limits.max_pixels });
+    }
+    let orientation = decoder.exif_data().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+    if orientation != Orientation::NoTransforms {
+        return Ok(None);
+    }
+    let out = jpeg::strip_segments(bytes)?;
+    // A file cut inside its scan has no EOI; the decoder path fills the rest in (as `decode`
+    // does) so the provider gets a whole picture.
+    Ok(out.ends_with(&[0xFF, 0xD9]).then_some(out))
+}
+
+/// JPEG of `rgb` within `max_bytes`: quality ladder first, then downscaling at the lowest
+/// quality.
+fn shrink_to_fit(rgb: &RgbImage, max_bytes: usize) -> Result<Vec<u8>, ImagingError> {
+    let smallest = match best_quality(rgb, max_bytes)? {
+        Ok(out) => return Ok(out),
+        Err(size) => size,
+    };
+    let lowest = QUALITIES[QUALITIES.len() - 1];
+    let (w, h) = (f64::from(rgb.width()), f64::from(rgb.height()));
+    let mut scale = 1.0;
+    let mut last = smallest;
+    loop {
+        // JPEG size grows roughly with the pixel count: aim a little under the limit so one
+        // step usually suffices, but never shrink less than the seed's 0.85 per step.
+        let estimate = (max_bytes as f64 / last as f64).sqrt() * 0.95;
+        scale *= estimate.min(DOWNSCALE_STEP);
+        let tw = ((w * scale).round() as u32).max(1);
+        let th = ((h * scale).round() as u32).max(1);
+        let out = encode_jpeg_rgb(&resize_ref(rgb, tw, th)?, lowest)?;
+        if out.len() <= max_bytes {
+            return Ok(out);
+        }
+        if tw == 1 && th == 1 {
+            return Err(ImagingError::Encode(format!("even a 1×1 JPEG is over {max_bytes} bytes")));
+        }
+        last = out.len();
+    }
+}
+
+/// The highest-quality encoding in [`QUALITIES`] that fits, or the size at the lowest quality.
+/// JPEG size falls monotonically with quality, so after trying 85 (which fits in the common
+/// "slightly too big" case) the rest is a binary search: at most 4 encodes instead of 8.
+fn best_quality(rgb: &RgbImage, max_bytes: usize) -> Result<Result<Vec<u8>, usize>, ImagingError> {
+    let first = encode_jpeg_rgb(rgb, QUALITIES[0])?;
+    if first.len() <= max_bytes {
+        return Ok(Ok(first));
+    }
+    let (mut lo, mut hi) = (1, QUALITIES.len() - 1);
+    let mut best = None;
+    let mut lowest_size = first.len();
+    while lo <= hi {
+        let mid = (lo + hi) / 2;
+        let out = encode_jpeg_rgb(rgb, QUALITIES[mid])?;
+        if out.len() <= max_bytes {
+            best = Some(out);
+            hi = mid - 1;
+        } else {
+            lowest_size = out.len();
+            lo = mid + 1;
+        }
+    }
+    Ok(best.ok_or(lowest_size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noisy(width: u32, height: u32) -> RgbImage {
+        // Deterministic high-entropy pixels so small limits force the ladder and downscaling.
+        let mut state = 0x1234_5678_u32;
+        RgbImage::from_fn(width, height, |_, _| {
+            let mut px = [0u8; 3];
+            for c in &mut px {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                *c = state.to_le_bytes()[0];
+            }
+            image::Rgb(px)
+        })
+    }
+
+    #[test]
+    fn ladder_picks_the_best_quality_that_fits() {
+        let rgb = noisy(128, 96);
+        let sizes: Vec<usize> = QUALITIES.iter().map(|&q| encode_jpeg_rgb(&rgb, q).expect("encodes").len()).collect();
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "sizes fall with quality: {sizes:?}");
+        for (i, &limit) in sizes.iter().enumerate() {
+            let out = best_quality(&rgb, limit).expect("encodes").expect("fits");
+            assert_eq!(out.len(), sizes[i], "limit {limit} should pick q{}", QUALITIES[i]);
+        }
+        assert_eq!(best_quality(&rgb, sizes[7] - 1).expect("encodes"), Err(sizes[7]));
+    }
+
+    #[test]
+    fn downscales_when_the_lowest_quality_is_too_big() {
+        let rgb = noisy(256, 256);
+        let q50 = encode_jpeg_rgb(&rgb, 50).expect("encodes").len();
+        let out = shrink_to_fit(&rgb, q50 / 3).expect("fits");
+        assert!(out.len() <= q50 / 3);
+        let img = image::load_from_memory(&out).expect("valid JPEG");
+        assert!(img.width() < 256 && img.width() > 64, "{}", img.width());
+        assert!(shrink_to_fit(&rgb, 10).is_err(), "nothing fits in 10 bytes");
+    }
+}
