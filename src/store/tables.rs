@@ -30,3 +30,5 @@ pub const MEDIA_REFS_TABLE: TableDefinition<&str, u64> = TableDefinition::new("m
 pub const DIALOGUES_TABLE: TableDefinition<i64, &[u8]> = TableDefinition::new("dialogues-1");
 /// drafts: key = draft id (u128) → value = `Draft` (a prompt waiting for model/format buttons).
 pub const DRAFTS_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("drafts-1");
+/// admin audit log: key = entry id (UUIDv7 u128, so key order is time order) → value = `AuditEntry`.
+pub const AUDIT_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("audit-1");

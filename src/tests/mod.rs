@@ -4,3 +4,4 @@
 mod e2e;
 pub mod fakes;
 pub mod harness;
+mod web;
