@@ -279,7 +279,8 @@ impl Record for Draft {
 /// One admin action, as the audit log shows it: who, what, on what, before → after.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
-    /// UUIDv7, so it carries the time too.
+    /// UUIDv7, so it carries the time too. A decimal string: JSON numbers stop at 64 bits.
+    #[serde(with = "u128_string")]
     pub id: u128,
     /// `admin:<name>`.
     pub actor: String,
