@@ -85,7 +85,15 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let emulator = matches!(mode, Mode::Sandbox).then(Emulator::new);
-    let mut router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    {
+        let (st, dir) = (store.clone(), config.storage.data_dir.clone());
+        let generated = tokio::task::spawn_blocking(move || crate::web::auth::ensure_password(&st, &dir)).await??;
+        if let Some(path) = generated {
+            tracing::warn!(path = %path.display(), "no admin password was set: generated one and wrote it to this file (mode 600); change it with `mediabot admin set-password`");
+        }
+    }
+    // The panel owns `/healthz`; the emulator (sandbox only) adds its routes beside it.
+    let mut router = crate::web::router(crate::web::WebState::new(store.clone(), config.clone()));
     if let Some(emu) = &emulator {
         router = router
             .merge(emu.router())
@@ -94,7 +102,9 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     {
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move { token.cancelled().await });
+            // Peer addresses feed the login limiter and the loopback check of /metrics.
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            let serve = axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "web listener failed");
             }

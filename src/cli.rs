@@ -62,6 +62,13 @@ pub enum AdminCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Set the admin panel password (Argon2 hash in the database). Reads one line from stdin,
+    /// so it never lands in the shell history: `printf '%s' "$PW" | mediabot admin set-password`.
+    SetPassword {
+        /// Accepted for scripts that say so explicitly; stdin is read either way.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 fn load(cli: &Cli, args: Option<&RunArgs>, data_dir: Option<&PathBuf>) -> Result<Config, ExitCode> {
@@ -186,6 +193,17 @@ fn admin(cfg: &Config, cmd: &AdminCommand) -> anyhow::Result<ExitCode> {
                     u.held
                 )?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::SetPassword { .. } => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("read the password from stdin")?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            crate::web::auth::set_password(&store, password).map_err(|e| anyhow::anyhow!("{e}"))?;
+            writeln!(
+                out,
+                "admin password set; sessions of a running server stay valid until they expire or it restarts"
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         AdminCommand::AddBalance { user, amount, reason } => {

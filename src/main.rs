@@ -17,6 +17,7 @@ mod store;
 mod telemetry;
 #[cfg(test)]
 mod tests;
+mod web;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -51,7 +51,7 @@
 //!
 //! # Sandbox
 //! `GET /sandbox` is a chat page with the bot as user 10001 ("Sandbox"); its script and style
-//! are `static/sandbox.{js,css}`, served at `/static/{path}`.
+//! are `static/sandbox.{js,css}`, served at `/emulator/static/{path}`.
 
 mod api;
 mod control;
@@ -100,7 +100,7 @@ impl Emulator {
         Emulator { inner: Arc::new(Inner { spec, state: Mutex::new(state::State::default()), wake }) }
     }
 
-    /// All routes: the Bot API, file downloads, the control API, `/sandbox` and `/static/*`.
+    /// All routes: the Bot API, file downloads, the control API, `/sandbox` and `/emulator/static/*`.
     /// Serve it at the root of a listener and give teloxide that listener's URL.
     pub fn router(&self) -> Router {
         Router::new()
@@ -119,7 +119,7 @@ impl Emulator {
             .route("/emulator/control/users/{id}/unblock", post(control::unblock))
             .route("/emulator/control/reset", post(control::reset))
             .route("/sandbox", get(sandbox::page))
-            .route("/static/{*path}", get(sandbox::asset))
+            .route("/emulator/static/{*path}", get(sandbox::asset))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self.clone())
     }

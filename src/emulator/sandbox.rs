@@ -26,10 +26,11 @@ pub(crate) struct SandboxPage {
     icon_url: String,
 }
 
-/// `/static/{path}?v={hash}`: the hash changes with the file, so browsers refetch edits.
+/// `/emulator/static/{path}?v={hash}`: the hash changes with the file, so browsers refetch
+/// edits. Under `/emulator/` so it never clashes with the admin panel's asset route.
 fn asset_url(path: &str) -> String {
     let v = Assets::get(path).map(|f| hex::encode(&f.metadata.sha256_hash()[..6])).unwrap_or_default();
-    format!("/static/{path}?v={v}")
+    format!("/emulator/static/{path}?v={v}")
 }
 
 /// `GET /sandbox`.
@@ -43,7 +44,7 @@ pub(crate) async fn page() -> SandboxPage {
     }
 }
 
-/// `GET /static/{*path}` from the embedded `static/` folder.
+/// `GET /emulator/static/{*path}` from the embedded `static/` folder.
 pub(crate) async fn asset(Path(path): Path<String>) -> Response {
     match Assets::get(&path) {
         Some(f) => (

@@ -593,23 +593,25 @@ async fn sandbox_page_and_assets_are_served() {
     assert_eq!(r.status(), 200);
     assert!(r.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap_or("").starts_with("text/html"));
     let html = r.text().await.expect("html");
-    for needle in ["id=\"input\"", "id=\"send\"", "id=\"photo\"", "data-user-id=\"10001\"", "/static/sandbox.js?v="] {
+    for needle in
+        ["id=\"input\"", "id=\"send\"", "id=\"photo\"", "data-user-id=\"10001\"", "/emulator/static/sandbox.js?v="]
+    {
         assert!(html.contains(needle), "missing {needle}");
     }
     // No inline script or style: every <script> has a src.
     assert_eq!(html.matches("<script").count(), html.matches("<script src=").count());
     assert!(!html.contains("<style") && !html.contains("style=\""));
 
-    let js = env.http.get(format!("{}static/sandbox.js", env.base)).send().await.expect("js");
+    let js = env.http.get(format!("{}emulator/static/sandbox.js", env.base)).send().await.expect("js");
     assert_eq!(js.status(), 200);
     assert!(js.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap_or("").contains("javascript"));
     let js = js.text().await.expect("js text");
     for needle in ["button", "'kb'", "'photo'", "/emulator/control/updates", "callback_data"] {
         assert!(js.contains(needle), "sandbox.js lacks {needle}");
     }
-    let css = env.http.get(format!("{}static/sandbox.css", env.base)).send().await.expect("css");
+    let css = env.http.get(format!("{}emulator/static/sandbox.css", env.base)).send().await.expect("css");
     assert_eq!(css.status(), 200);
-    let missing = env.http.get(format!("{}static/nope.js", env.base)).send().await.expect("404");
+    let missing = env.http.get(format!("{}emulator/static/nope.js", env.base)).send().await.expect("404");
     assert_eq!(missing.status(), 404);
 }
 

@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,7 +17,8 @@ pub enum Outcome {
 
 type Step = fn(&WriteTransaction) -> Result<Outcome, StoreError>;
 
-const STEPS: &[(u64, &str, Step)] = &[(1, "001_create_tables", m001_create_tables)];
+const STEPS: &[(u64, &str, Step)] =
+    &[(1, "001_create_tables", m001_create_tables), (2, "002_admin_audit", m002_admin_audit)];
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(USERS_TABLE)?;
@@ -33,6 +34,12 @@ fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(UPDATES_TABLE)?;
     tx.open_table(DISABLED_TABLE)?;
     Ok(Outcome::Execute(12))
+}
+
+/// The admin panel's audit log (the password hash lives in `meta`, no table needed).
+fn m002_admin_audit(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    tx.open_table(AUDIT_TABLE)?;
+    Ok(Outcome::Execute(1))
 }
 
 /// Reads the stored schema version (0 for a new file).
@@ -80,6 +87,28 @@ pub fn run(db: &Database) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_1_file_gains_the_audit_table() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("db.redb");
+        {
+            // What a v1 build left behind: the v1 tables and schema_version 1.
+            let db = Database::create(&path).expect("create");
+            let tx = db.begin_write().expect("w");
+            m001_create_tables(&tx).expect("m001");
+            tx.open_table(META_TABLE)
+                .expect("meta")
+                .insert("schema_version", 1u64.to_le_bytes().as_slice())
+                .expect("v");
+            tx.commit().expect("commit");
+        }
+        let db = Database::create(&path).expect("reopen");
+        run(&db).expect("migrate");
+        assert_eq!(schema_version(&db).expect("v"), 2);
+        let tx = db.begin_read().expect("r");
+        assert!(tx.open_table(AUDIT_TABLE).is_ok(), "002 created the audit table");
+    }
 
     #[test]
     fn migrations_are_idempotent_and_refuse_newer() {

@@ -146,6 +146,17 @@ impl Store {
     }
 }
 
+/// Smallest UUIDv7 (as u128) whose timestamp is `ms`: the 48-bit millisecond time sits in
+/// the top bits, so ids compare like their creation times.
+pub fn uuid7_floor(ms: i64) -> u128 {
+    (u128::from(ms.max(0) as u64) & 0xFFFF_FFFF_FFFF) << 80
+}
+
+/// Creation time (ms) of a UUIDv7 id.
+pub fn uuid7_ms(id: u128) -> i64 {
+    i64::try_from(id >> 80).unwrap_or(0)
+}
+
 /// A read transaction with typed getters.
 pub struct Rx {
     tx: ReadTransaction,
@@ -182,6 +193,53 @@ impl $t {
     pub fn get_meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
         let t = self.tx.open_table(META_TABLE)?;
         Ok(t.get(key)?.map(|v| migrations::le_u64(v.value())))
+    }
+    pub fn get_meta_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.tx.open_table(META_TABLE)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+    /// Jobs created at or after `since_ms`, oldest first. Job ids are UUIDv7, so this is a
+    /// range scan, not a full one.
+    pub fn find_jobs_since(&self, since_ms: i64) -> Result<Vec<JobRecord>, StoreError> {
+        let t = self.tx.open_table(JOBS_TABLE)?;
+        t.range(uuid7_floor(since_ms)..)?.map(|r| JobRecord::decode(r?.1.value())).collect()
+    }
+    /// Up to `limit` jobs, newest first, starting below `before` (a job id) when given.
+    pub fn find_jobs_page(&self, before: Option<u128>, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let t = self.tx.open_table(JOBS_TABLE)?;
+        let range = match before {
+            Some(b) => t.range(..b)?,
+            None => t.range(0u128..)?,
+        };
+        range.rev().take(limit).map(|r| JobRecord::decode(r?.1.value())).collect()
+    }
+    /// Up to `limit` library items across all users, newest first.
+    pub fn find_library_recent(&self, limit: usize) -> Result<Vec<LibraryItem>, StoreError> {
+        let t = self.tx.open_table(LIBRARY_TABLE)?;
+        t.iter()?.rev().take(limit).map(|r| LibraryItem::decode(r?.1.value())).collect()
+    }
+    /// Up to `limit` audit entries, newest first.
+    pub fn find_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let t = self.tx.open_table(AUDIT_TABLE)?;
+        t.iter()?.rev().take(limit).map(|r| AuditEntry::decode(r?.1.value())).collect()
+    }
+    /// Calls `f` with ledger rows (one user's, or everyone's in key order) until it returns false.
+    pub fn scan_operations(
+        &self,
+        user: Option<UserId>,
+        mut f: impl FnMut(Operation) -> bool,
+    ) -> Result<(), StoreError> {
+        let t = self.tx.open_table(LEDGER_TABLE)?;
+        let range = match user {
+            Some(u) => t.range((u.0, 0u128)..=(u.0, u128::MAX))?,
+            None => t.range((i64::MIN, 0u128)..)?,
+        };
+        for r in range {
+            if !f(Operation::decode(r?.1.value())?) {
+                break;
+            }
+        }
+        Ok(())
     }
     /// Every ledger row of one user, oldest first.
     pub fn find_operations(&self, user: UserId) -> Result<Vec<Operation>, StoreError> {
@@ -261,6 +319,17 @@ impl Tx {
     pub fn put_user(&mut self, u: &UserRecord) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(USERS_TABLE)?;
         t.insert(u.id.0, u.encode()?.as_slice())?;
+        Ok(())
+    }
+    pub fn put_meta_bytes(&mut self, key: &str, v: &[u8]) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(META_TABLE)?;
+        t.insert(key, v)?;
+        Ok(())
+    }
+    /// Appends an audit-log entry.
+    pub fn insert_audit(&mut self, e: &AuditEntry) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(AUDIT_TABLE)?;
+        t.insert(e.id, e.encode()?.as_slice())?;
         Ok(())
     }
     /// Appends a ledger row. Callers (billing) keep the balance in step in the same transaction.

@@ -288,6 +288,29 @@ impl Record for Draft {
     const VERSION: u32 = 1;
 }
 
+/// One admin action, as the audit log shows it: who, what, on what, before → after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// UUIDv7, so it carries the time too. A decimal string: JSON numbers stop at 64 bits.
+    #[serde(with = "u128_string")]
+    pub id: u128,
+    /// `admin:<name>`.
+    pub actor: String,
+    /// Short verb: `login`, `adjust_balance`, `ban`, `unban`, …
+    pub action: String,
+    /// What it was done to (`user:42`), empty for session actions.
+    #[serde(default)]
+    pub target: String,
+    #[serde(default)]
+    pub before: String,
+    #[serde(default)]
+    pub after: String,
+    pub created_at: i64,
+}
+impl Record for AuditEntry {
+    const VERSION: u32 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,3 +36,5 @@ pub const UPDATES_TABLE: TableDefinition<i64, i64> = TableDefinition::new("updat
 /// runtime switches: key = `model:<id>` / `provider:<id>` → value = reason it was disabled.
 /// Present = disabled; survives restarts.
 pub const DISABLED_TABLE: TableDefinition<&str, &str> = TableDefinition::new("disabled-1");
+/// admin audit log: key = entry id (UUIDv7 u128, so key order is time order) → value = `AuditEntry`.
+pub const AUDIT_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("audit-1");

@@ -5,3 +5,4 @@ mod e2e;
 pub mod fakes;
 mod faults;
 pub mod harness;
+mod web;

@@ -1,0 +1,59 @@
+//! One error type for the panel, mapped to a status code once. The body is a fixed, short
+//! text (never the raw input) and the detail goes to the log.
+
+use crate::billing::BillingError;
+use crate::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Everything a panel handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("too many attempts, try again later")]
+    TooManyRequests,
+    #[error(transparent)]
+    Billing(#[from] BillingError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl WebError {
+    fn status(&self) -> StatusCode {
+        match self {
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::NotFound | WebError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            WebError::Billing(BillingError::InsufficientFunds { .. } | BillingError::Overflow) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            WebError::Billing(BillingError::UnknownUser(_)) => StatusCode::NOT_FOUND,
+            WebError::Billing(BillingError::Store(_)) | WebError::Store(_) | WebError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // Internal detail stays in the log; the admin sees the class of the problem.
+        let text = if status.is_server_error() {
+            tracing::error!(error = %self, "admin panel request failed");
+            "internal error (see the server log)".to_string()
+        } else {
+            self.to_string()
+        };
+        // text/plain: whatever echoes user input here can never run as markup.
+        (status, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    }
+}

@@ -1,0 +1,188 @@
+//! `/admin`: counters for today, per-model durations and two 30-day bar charts (inline SVG).
+//!
+//! Only the jobs of the last 30 days are read (a range scan: job ids are UUIDv7), never the
+//! ledger: held / captured / released credits follow from the jobs' prices and settlements.
+
+use super::{Layout, status_name};
+use crate::domain::{JobStatus, now_ms};
+use crate::store::records::{JobRecord, Settlement, UserRecord};
+use crate::web::auth::AdminSession;
+use crate::web::error::WebError;
+use crate::web::{WebState, day_start, fmt_time};
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write;
+
+const DAY: i64 = 86_400_000;
+const CHART_DAYS: usize = 30;
+
+/// Per-model numbers over the window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelStats {
+    pub model: String,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub p50_ms: u64,
+    pub p95_ms: u64,
+}
+
+/// Everything the dashboard shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub users_total: usize,
+    pub users_new_today: usize,
+    pub users_active_7d: usize,
+    /// (status, count) for jobs created today.
+    pub jobs_today: Vec<(&'static str, usize)>,
+    /// Succeeded / finished today, in percent; `None` with nothing finished.
+    pub success_rate: Option<u64>,
+    pub held_today: i64,
+    pub captured_today: i64,
+    pub released_today: i64,
+    pub queue_depth: usize,
+    pub models: Vec<ModelStats>,
+    /// Jobs created per day, oldest first.
+    pub jobs_per_day: Vec<u64>,
+    /// Credits captured per day, oldest first.
+    pub credits_per_day: Vec<u64>,
+    pub first_day: String,
+}
+
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() - 1) * p / 100]
+}
+
+/// Pure summary over users and the last 30 days of jobs.
+pub fn summarize(users: &[UserRecord], jobs: &[JobRecord], queue_depth: usize, now: i64) -> Summary {
+    let today = day_start(now);
+    let first = today - (CHART_DAYS as i64 - 1) * DAY;
+    let active: HashSet<i64> = jobs.iter().filter(|j| j.created_at >= now - 7 * DAY).map(|j| j.user_id.0).collect();
+    let statuses = [
+        JobStatus::Queued,
+        JobStatus::Submitting,
+        JobStatus::Submitted,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+    let todays: Vec<&JobRecord> = jobs.iter().filter(|j| j.created_at >= today).collect();
+    let jobs_today =
+        statuses.iter().map(|s| (status_name(*s), todays.iter().filter(|j| j.status == *s).count())).collect();
+    let done: Vec<&&JobRecord> = todays.iter().filter(|j| j.status.is_terminal()).collect();
+    let ok = done.iter().filter(|j| j.status == JobStatus::Succeeded).count();
+    let success_rate = (!done.is_empty()).then(|| (ok * 100 / done.len()) as u64);
+    let settled_today = |j: &JobRecord| j.finished_at.unwrap_or(j.created_at) >= today;
+    let mut s = Summary {
+        users_total: users.len(),
+        users_new_today: users.iter().filter(|u| u.created_at >= today).count(),
+        users_active_7d: active.len(),
+        jobs_today,
+        success_rate,
+        held_today: todays.iter().filter(|j| j.hold_id.is_some()).map(|j| j.price.0).sum(),
+        captured_today: 0,
+        released_today: 0,
+        queue_depth,
+        models: Vec::new(),
+        jobs_per_day: vec![0; CHART_DAYS],
+        credits_per_day: vec![0; CHART_DAYS],
+        first_day: fmt_time(first)[..10].to_string(),
+    };
+    let mut durations: BTreeMap<&str, (u64, u64, Vec<u64>)> = BTreeMap::new();
+    for j in jobs {
+        let day = usize::try_from((j.created_at - first).div_euclid(DAY)).ok().filter(|d| *d < CHART_DAYS);
+        if let Some(d) = day {
+            s.jobs_per_day[d] += 1;
+        }
+        match j.settlement {
+            Some(Settlement::Captured(_)) => {
+                if settled_today(j) {
+                    s.captured_today += j.price.0;
+                }
+                if let Some(d) = day {
+                    s.credits_per_day[d] += u64::try_from(j.price.0).unwrap_or(0);
+                }
+            }
+            Some(Settlement::Released(_)) if settled_today(j) => s.released_today += j.price.0,
+            _ => {}
+        }
+        let e = durations.entry(j.model_id.as_str()).or_default();
+        match j.status {
+            JobStatus::Succeeded => {
+                e.0 += 1;
+                if let Some(f) = j.finished_at {
+                    e.2.push(u64::try_from(f - j.created_at).unwrap_or(0));
+                }
+            }
+            JobStatus::Failed => e.1 += 1,
+            _ => {}
+        }
+    }
+    s.models = durations
+        .into_iter()
+        .map(|(m, (ok, failed, mut d))| {
+            d.sort_unstable();
+            ModelStats {
+                model: m.into(),
+                succeeded: ok,
+                failed,
+                p50_ms: percentile(&d, 50),
+                p95_ms: percentile(&d, 95),
+            }
+        })
+        .collect();
+    s
+}
+
+/// A bar chart as SVG markup. Only numbers go into it, so it is safe to embed unescaped.
+pub fn bar_chart(values: &[u64], label: &str) -> String {
+    let (w, h) = (600u64, 120u64);
+    let max = values.iter().copied().max().unwrap_or(0).max(1);
+    let n = values.len().max(1) as u64;
+    let bw = w / n;
+    let mut out = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {w} {}\" role=\"img\" aria-label=\"{label}\" xmlns=\"http://www.w3.org/2000/svg\">",
+        h + 14
+    );
+    for (i, v) in values.iter().enumerate() {
+        let bh = v * h / max;
+        let x = i as u64 * bw;
+        let _ = write!(
+            out,
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{bh}\" fill=\"#3b6ea8\"><title>{v}</title></rect>",
+            x + 1,
+            h - bh,
+            bw.saturating_sub(2).max(1)
+        );
+    }
+    let _ = write!(out, "<text x=\"0\" y=\"{}\" font-size=\"11\">max {max}</text></svg>", h + 12);
+    out
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin/dashboard.html")]
+pub struct DashboardPage {
+    layout: Layout,
+    s: Summary,
+    jobs_chart: String,
+    credits_chart: String,
+}
+
+/// `GET /admin`.
+pub async fn get(State(st): State<WebState>, session: AdminSession) -> Result<DashboardPage, WebError> {
+    let now = now_ms();
+    let s = st
+        .store
+        .read(move |rx| {
+            let since = day_start(now) - (CHART_DAYS as i64 - 1) * DAY;
+            Ok(summarize(&rx.find_users()?, &rx.find_jobs_since(since)?, rx.find_active_jobs()?.len(), now))
+        })
+        .await?;
+    let jobs_chart = bar_chart(&s.jobs_per_day, "jobs per day");
+    let credits_chart = bar_chart(&s.credits_per_day, "credits captured per day");
+    Ok(DashboardPage { layout: Layout::new("Dashboard", Some(&session)), s, jobs_chart, credits_chart })
+}

@@ -1,0 +1,57 @@
+//! One module per page: an askama struct plus its handlers. Handlers stay thin: extract, call
+//! one store read/write (or a pure summary fn), render.
+
+pub mod audit;
+pub mod dashboard;
+pub mod jobs;
+pub mod ledger;
+pub mod library;
+pub mod login;
+pub mod models;
+pub mod ops;
+pub mod users;
+
+use super::assets;
+use super::auth::AdminSession;
+
+/// What `templates/admin/base.html` needs from every page.
+pub struct Layout {
+    pub title: &'static str,
+    pub css: String,
+    pub js: String,
+    /// Empty on the login page (no session yet).
+    pub csrf: String,
+    pub signed_in: bool,
+}
+
+impl Layout {
+    pub fn new(title: &'static str, session: Option<&AdminSession>) -> Self {
+        Layout {
+            title,
+            css: assets::url("admin.css"),
+            js: assets::url("admin.js"),
+            csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
+            signed_in: session.is_some(),
+        }
+    }
+}
+
+/// The body of every POST form: the CSRF token, checked by the handler through the session.
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// Lower-case name of a job status, as stored.
+pub fn status_name(s: crate::domain::JobStatus) -> &'static str {
+    use crate::domain::JobStatus::*;
+    match s {
+        Queued => "queued",
+        Submitting => "submitting",
+        Submitted => "submitted",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+}

@@ -1,0 +1,66 @@
+//! `/healthz` (no auth) and `/metrics` (Prometheus text; a session or a loopback peer).
+
+use crate::domain::{JobStatus, now_ms};
+use crate::web::WebState;
+use crate::web::auth::{self, AdminSession};
+use crate::web::error::WebError;
+use axum::extract::{FromRequestParts, State};
+use axum::http::{StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use std::fmt::Write;
+
+/// `GET /healthz`: 200 "ok" when the database answers a read.
+pub async fn healthz(State(st): State<WebState>) -> Response {
+    match st.store.read(|rx| rx.get_meta_u64("schema_version")).await {
+        Ok(_) => "ok".into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: store unreadable");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+        }
+    }
+}
+
+/// A scraper on the same host needs no session; anyone else must be signed in.
+pub struct MetricsAccess;
+impl FromRequestParts<WebState> for MetricsAccess {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, st: &WebState) -> Result<Self, Self::Rejection> {
+        if auth::peer_ip(parts).is_loopback() {
+            return Ok(MetricsAccess);
+        }
+        AdminSession::from_request_parts(parts, st)
+            .await
+            .map(|_| MetricsAccess)
+            .map_err(|_| (StatusCode::UNAUTHORIZED, "not signed in").into_response())
+    }
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(st): State<WebState>, _: MetricsAccess) -> Result<Response, WebError> {
+    let since = crate::web::day_start(now_ms());
+    let (users, queue, jobs) = st
+        .store
+        .read(move |rx| Ok((rx.find_users()?.len(), rx.find_active_jobs()?.len(), rx.find_jobs_since(since)?)))
+        .await?;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP mediabot_users Known Telegram users.\n# TYPE mediabot_users gauge");
+    let _ = writeln!(out, "mediabot_users {users}");
+    let _ = writeln!(out, "# HELP mediabot_queue_depth Unfinished jobs.\n# TYPE mediabot_queue_depth gauge");
+    let _ = writeln!(out, "mediabot_queue_depth {queue}");
+    let _ = writeln!(
+        out,
+        "# HELP mediabot_jobs_today Jobs created today (UTC) by status.\n# TYPE mediabot_jobs_today gauge"
+    );
+    for s in [
+        JobStatus::Queued,
+        JobStatus::Submitting,
+        JobStatus::Submitted,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ] {
+        let n = jobs.iter().filter(|j| j.status == s).count();
+        let _ = writeln!(out, "mediabot_jobs_today{{status=\"{}\"}} {n}", super::status_name(s));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response())
+}
