@@ -259,47 +259,9 @@ pub fn is_cancellable(job: &JobRecord) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Credits, Format};
-    use crate::store::records::{Delivery, JobPayload};
 
     fn job(user: i64, priority: bool) -> JobRecord {
-        JobRecord {
-            id: JobId::new(),
-            user_id: UserId(user),
-            chat_id: user,
-            lang: "en".into(),
-            model_id: "m".into(),
-            provider_id: "p".into(),
-            price: Credits(1),
-            payload: JobPayload::Generate {
-                prompt: "x".into(),
-                negative: None,
-                format: Format::Square,
-                width: 1,
-                height: 1,
-                aspect_ratio: None,
-                seed: 1,
-                inputs: vec![],
-            },
-            status: JobStatus::Queued,
-            hold_id: None,
-            settlement: None,
-            preassigned_id: None,
-            submission: None,
-            progress_message_id: None,
-            attempts: 0,
-            error: None,
-            created_at: 0,
-            started_at: None,
-            submitted_at: None,
-            finished_at: None,
-            result: None,
-            delivery: Delivery::Pending,
-            draft_id: None,
-            claimed_by: None,
-            heartbeat_at: None,
-            priority,
-        }
+        JobRecord { priority, created_at: 0, ..crate::store::records::test_job(UserId(user), 1) }
     }
 
     #[test]

@@ -311,6 +311,48 @@ impl Record for AuditEntry {
     const VERSION: u32 = 1;
 }
 
+/// A queued text→image job for tests (one fixture instead of a copy per module).
+#[cfg(test)]
+pub fn test_job(user: UserId, price: i64) -> JobRecord {
+    JobRecord {
+        id: JobId::new(),
+        user_id: user,
+        chat_id: user.0,
+        lang: "en".into(),
+        model_id: "m".into(),
+        provider_id: "p".into(),
+        price: Credits(price),
+        payload: JobPayload::Generate {
+            prompt: "x".into(),
+            negative: None,
+            format: Format::Square,
+            width: 1,
+            height: 1,
+            aspect_ratio: None,
+            seed: 1,
+            inputs: vec![],
+        },
+        status: JobStatus::Queued,
+        hold_id: None,
+        settlement: None,
+        preassigned_id: None,
+        submission: None,
+        progress_message_id: None,
+        attempts: 0,
+        error: None,
+        created_at: crate::domain::now_ms(),
+        started_at: None,
+        submitted_at: None,
+        finished_at: None,
+        result: None,
+        delivery: Delivery::Pending,
+        draft_id: None,
+        claimed_by: None,
+        heartbeat_at: None,
+        priority: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
