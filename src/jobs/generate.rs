@@ -131,7 +131,9 @@ async fn submit(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     if save(inner, &job).await.is_err() {
         return Step::Done;
     }
-    notify_progress(inner, &job, JobProgress { running: false, percent: 0, queue_position: None, eta_secs: 0 }).await;
+    let JobPayload::Generate { format, .. } = &job.payload;
+    let eta = eta_from(&inner.store, job.model_id.clone(), format.as_str().to_string()).await;
+    notify_progress(inner, &job, JobProgress { running: false, percent: 0, queue_position: None, eta_secs: eta }).await;
     match provider.submit(&req, job.preassigned_id.as_deref()).await {
         Ok(sub) => {
             tracing::info!(request_id = %sub.request_id, "submitted");
