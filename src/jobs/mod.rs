@@ -484,11 +484,6 @@ pub(crate) async fn eta_from(store: &Store, model: String, format: String) -> u6
     ms.div_ceil(1000).max(1)
 }
 
-/// Used by tests and keyboards: a format's default size.
-pub fn size_for(format: Format, explicit: Option<(u32, u32)>) -> (u32, u32) {
-    explicit.unwrap_or_else(|| format.default_size())
-}
-
 /// Backoff before retry number `attempt` (1-based): base·2^(attempt−1), ×[0.5, 1.5) jitter,
 /// capped at 60 s.
 pub fn backoff(base_ms: u64, attempt: u32) -> Duration {

@@ -2,7 +2,7 @@
 //! per job within the caps (per provider, per API key, per user), each behind a panic boundary.
 
 use super::{Inner, JobEngine, JobProgress, generate};
-use crate::domain::{JobId, JobStatus, UserId, now_ms};
+use crate::domain::{JobId, UserId, now_ms};
 use crate::store::records::{ErrorClass, JobRecord};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -249,11 +249,6 @@ async fn run_claimed(inner: &Arc<Inner>, job: JobRecord, cancel: CancellationTok
             }
         }
     }
-}
-
-/// Whether the job can still be cancelled.
-pub fn is_cancellable(job: &JobRecord) -> bool {
-    matches!(job.status, JobStatus::Queued | JobStatus::Submitting | JobStatus::Submitted)
 }
 
 #[cfg(test)]

@@ -62,14 +62,7 @@ pub fn summarize(users: &[UserRecord], jobs: &[JobRecord], queue_depth: usize, n
     let today = day_start(now);
     let first = today - (CHART_DAYS as i64 - 1) * DAY;
     let active: HashSet<i64> = jobs.iter().filter(|j| j.created_at >= now - 7 * DAY).map(|j| j.user_id.0).collect();
-    let statuses = [
-        JobStatus::Queued,
-        JobStatus::Submitting,
-        JobStatus::Submitted,
-        JobStatus::Succeeded,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ];
+    let statuses = JobStatus::ALL;
     let todays: Vec<&JobRecord> = jobs.iter().filter(|j| j.created_at >= today).collect();
     let jobs_today =
         statuses.iter().map(|s| (status_name(*s), todays.iter().filter(|j| j.status == *s).count())).collect();

@@ -51,14 +51,7 @@ pub async fn metrics(State(st): State<WebState>, _: MetricsAccess) -> Result<Res
         out,
         "# HELP mediabot_jobs_today Jobs created today (UTC) by status.\n# TYPE mediabot_jobs_today gauge"
     );
-    for s in [
-        JobStatus::Queued,
-        JobStatus::Submitting,
-        JobStatus::Submitted,
-        JobStatus::Succeeded,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ] {
+    for s in JobStatus::ALL {
         let n = jobs.iter().filter(|j| j.status == s).count();
         let _ = writeln!(out, "mediabot_jobs_today{{status=\"{}\"}} {n}", super::status_name(s));
     }
