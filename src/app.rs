@@ -156,11 +156,19 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         .default_handler(|_| async {})
         .error_handler(teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update handler failed"))
         .build();
-    let listener = teloxide::update_listeners::Polling::builder(raw)
-        .timeout(Duration::from_secs(config.telegram.poll_timeout_secs.into()))
-        .delete_webhook()
-        .await
-        .build();
+    // Long polling through the durable inbox (bot::inbox): received updates survive a crash.
+    if let Err(e) = raw.delete_webhook().await {
+        tracing::warn!(error = %e, "deleteWebhook failed");
+    }
+    let (update_tx, update_rx) = tokio::sync::mpsc::channel(256);
+    tasks.push(tokio::spawn(bot::inbox::run_poller(
+        raw,
+        store.clone(),
+        Duration::from_secs(config.telegram.poll_timeout_secs.into()),
+        update_tx,
+        shutdown.clone(),
+    )));
+    let listener = bot::inbox::listener(update_rx);
     let dtoken = dispatcher.shutdown_token();
     {
         let token = shutdown.clone();

@@ -36,6 +36,9 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Measure the job engine's overhead with a zero-latency provider (see BENCHMARKS.md).
+    #[command(hide = true)]
+    BenchQueue(crate::bench::QueueBench),
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,6 +106,22 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init();
     match &cli.command {
+        Command::BenchQueue(opts) => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(crate::bench::run(opts.clone())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::CheckConfig => match load(&cli, None, None) {
             Ok(cfg) => {
                 let mut out = std::io::stdout();

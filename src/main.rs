@@ -4,6 +4,7 @@
 //! web listener (sandbox page, Bot API emulator, later the admin panel) and local imaging.
 
 mod app;
+mod bench;
 mod billing;
 mod bot;
 mod cli;

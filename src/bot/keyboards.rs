@@ -35,6 +35,8 @@ pub enum Callback {
     Cancel {
         draft: u128,
     },
+    /// Send a library item (again) to its owner.
+    Resend(ImageId),
 }
 
 const V: &str = "1";
@@ -67,6 +69,7 @@ impl Callback {
             Callback::CreateMore => format!("{V}:n"),
             Callback::Star(id) => format!("{V}:s:{}", id.short()),
             Callback::Cancel { draft } => format!("{V}:x:{}", b36(*draft)),
+            Callback::Resend(id) => format!("{V}:r:{}", id.short()),
         }
     }
 
@@ -94,6 +97,7 @@ impl Callback {
             },
             ["s", id] => Callback::Star(ImageId::from_short(id)?),
             ["x", d] => Callback::Cancel { draft: from_b36(d)? },
+            ["r", id] => Callback::Resend(ImageId::from_short(id)?),
             _ => return None,
         })
     }
@@ -150,6 +154,11 @@ pub fn result(lang: Lang, item: ImageId, starred: bool) -> InlineKeyboardMarkup 
     ]])
 }
 
+/// Under the "delivery was cut off" notice.
+pub fn resend(lang: Lang, item: ImageId) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(vec![vec![button(lang.t("resend"), Callback::Resend(item))]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +173,7 @@ mod tests {
             Callback::Format { draft: u128::MAX, model: "y".repeat(24), format: Format::Horizontal },
             Callback::Star(ImageId(u128::MAX)),
             Callback::Cancel { draft: u128::MAX },
+            Callback::Resend(ImageId(u128::MAX)),
         ]
     }
 
@@ -187,6 +197,7 @@ mod tests {
         assert_eq!(Callback::decode("1:m:2s:flux-dev"), Some(Callback::Model { draft: 100, model: "flux-dev".into() }));
         assert_eq!(Callback::decode("1:s:2s"), Some(Callback::Star(ImageId(100))));
         assert_eq!(Callback::decode("1:x:2s"), Some(Callback::Cancel { draft: 100 }));
+        assert_eq!(Callback::decode("1:r:2s"), Some(Callback::Resend(ImageId(100))));
         assert_eq!(Callback::decode("2:c"), None);
         assert_eq!(Callback::decode("1:f:zz:demo:q"), None);
     }

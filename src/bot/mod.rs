@@ -4,6 +4,7 @@
 
 pub mod handlers;
 pub mod i18n;
+pub mod inbox;
 pub mod keyboards;
 pub mod notifier;
 pub mod prompt;
@@ -65,19 +66,61 @@ pub enum Command {
 /// The handler tree (a function so tests build the same tree).
 pub fn schema() -> UpdateHandler<BotError> {
     let commands = dptree::entry().filter_command::<Command>().endpoint(handlers::commands::run);
-    // Telegram re-delivers updates it saw no confirmation for (after a crash): handle each once.
     dptree::entry()
-        .filter_async(|upd: Update, ctx: Arc<BotCtx>| async move {
-            match ctx.jobs.first_time_update(upd.id.0 as i64).await {
-                Ok(first) => first,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not record update id; handling it anyway");
-                    true
-                }
-            }
-        })
+        .chain(once_per_update())
         .branch(Update::filter_message().branch(commands).endpoint(handlers::generate::on_message))
         .branch(Update::filter_callback_query().endpoint(handlers::callbacks::route))
+}
+
+/// Wraps the rest of the tree so each update is handled to completion once.
+///
+/// Telegram re-delivers every update whose offset was not confirmed, and after a crash that
+/// includes updates we were in the middle of. The update id is recorded as started before the
+/// handler runs and as finished after it: a finished one is skipped, an unfinished one is
+/// handled again (handlers that create jobs are idempotent per message, see
+/// `handlers::generate::draft_id_for`), and one that died [`crate::store::MAX_UPDATE_ATTEMPTS`]
+/// times is dropped so it cannot crash-loop the bot.
+fn once_per_update() -> UpdateHandler<BotError> {
+    use crate::store::UpdateStart;
+    use std::ops::ControlFlow;
+    use teloxide::dispatching::DpHandlerDescription;
+    dptree::from_fn_with_description(
+        <DpHandlerDescription as dptree::HandlerDescription>::filter_async(),
+        |deps: dptree::di::DependencyMap, cont| async move {
+            let (Some(upd), Some(ctx)) = (deps.try_get::<Update>(), deps.try_get::<Arc<BotCtx>>()) else {
+                return cont(deps).await;
+            };
+            let id = upd.id.0 as i64;
+            match ctx.jobs.begin_update(id).await {
+                Ok(UpdateStart::First) => {}
+                Ok(UpdateStart::Again(attempt)) => {
+                    tracing::info!(update_id = id, attempt, "handling an update again after a restart");
+                }
+                Ok(UpdateStart::Handled) => return ControlFlow::Continue(deps),
+                Ok(UpdateStart::GaveUp) => {
+                    tracing::error!(
+                        update_id = id,
+                        "update dropped: its handler died {} times",
+                        crate::store::MAX_UPDATE_ATTEMPTS
+                    );
+                    let _ = ctx.jobs.finish_update(id).await;
+                    return ControlFlow::Continue(deps);
+                }
+                Err(e) => tracing::error!(error = %e, "could not record update id; handling it anyway"),
+            }
+            let out = cont(deps).await;
+            if let Err(e) = ctx.jobs.finish_update(id).await {
+                tracing::error!(error = %e, update_id = id, "could not record the update as handled");
+            }
+            out
+        },
+        dptree::HandlerSignature::Other {
+            obligations: Default::default(),
+            guaranteed_outcomes: Default::default(),
+            conditional_outcomes: Default::default(),
+            continues: true,
+        },
+    )
 }
 
 /// Registers commands with Telegram (English and Russian descriptions).

@@ -23,6 +23,9 @@ pub struct BotNotifier {
     admins: Vec<i64>,
     model_names: HashMap<String, String>,
     edits: EditLimiter,
+    /// Pacing for result sends, which bypass teloxide's Throttle (its queue would sit between
+    /// our "attempted" marker and the actual request): one per second per chat.
+    sends: EditLimiter,
     ticks: Mutex<u64>,
 }
 
@@ -108,7 +111,28 @@ impl BotNotifier {
             admins: config.telegram.admins.clone(),
             model_names: config.models.iter().map(|m| (m.id.clone(), m.display_name.clone())).collect(),
             edits: EditLimiter::new(Duration::from_millis(config.jobs.progress_interval_ms), config.jobs.edits_per_sec),
+            sends: EditLimiter::new(Duration::from_secs(1), 25),
             ticks: Mutex::default(),
+        }
+    }
+
+    /// Sends a request built by `make`, retrying (up to 3 times) when Telegram answers 429:
+    /// a refused request was not delivered, so sending it again cannot duplicate it.
+    async fn paced<R, F>(&self, chat: ChatId, make: F) -> Result<teloxide::requests::Output<R>, RequestError>
+    where
+        F: Fn() -> R,
+        R: teloxide::requests::Request<Err = RequestError>,
+    {
+        let mut tries = 0;
+        loop {
+            match make().send().await {
+                Err(RequestError::RetryAfter(secs)) if tries < 3 => {
+                    tries += 1;
+                    self.sends.back_off(chat.0, secs.duration());
+                    self.sends.acquire(chat.0).await;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -140,6 +164,11 @@ fn secs(job: &JobRecord) -> i64 {
 
 #[async_trait::async_trait]
 impl Notifier for BotNotifier {
+    async fn before_delivery(&self, job: &JobRecord) {
+        let _ = self.bot.inner().send_chat_action(ChatId(job.chat_id), ChatAction::UploadPhoto).await;
+        self.sends.acquire(job.chat_id).await;
+    }
+
     async fn progress(&self, job: &JobRecord, p: JobProgress) {
         let Some(mid) = job.progress_message_id else { return };
         if !self.edits.try_acquire(job.chat_id) {
@@ -182,6 +211,17 @@ impl Notifier for BotNotifier {
         }
     }
 
+    async fn delivery_interrupted(&self, job: &JobRecord, item: &LibraryItem) -> Result<(), NotifyError> {
+        let lang = Lang::from_code(Some(&job.lang));
+        let prompt: String = item.prompt.chars().take(200).collect();
+        self.bot
+            .send_message(ChatId(job.chat_id), lang.tf("delivery_interrupted", &[("prompt", &prompt)]))
+            .reply_markup(keyboards::resend(lang, item.id))
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn admin_alert(&self, text: &str) {
         for admin in &self.admins {
             if let Err(e) = self.bot.send_message(ChatId(*admin), text.to_string()).await {
@@ -195,6 +235,7 @@ impl Notifier for BotNotifier {
         job: &JobRecord,
         item: &LibraryItem,
         files: ResultFiles,
+        photo_sent: tokio::sync::oneshot::Sender<String>,
     ) -> Result<DeliveredFiles, NotifyError> {
         let lang = Lang::from_code(Some(&job.lang));
         let chat = ChatId(job.chat_id);
@@ -204,20 +245,24 @@ impl Notifier for BotNotifier {
         } else {
             lang.tf("caption", &[("model", &self.model_name(job)), ("secs", &s)])
         };
-        let _ = self.bot.send_chat_action(chat, ChatAction::UploadPhoto).await;
+        let raw = self.bot.inner();
         let mut out = DeliveredFiles::default();
         let kb = keyboards::result(lang, item.id, item.favourite);
         let mut keyboard_placed = false;
         if let Some(photo) = files.photo {
             let sent = self
-                .bot
-                .send_photo(chat, InputFile::memory(photo).file_name("result.jpg"))
-                .caption(caption.clone())
-                .reply_markup(kb.clone())
+                .paced(chat, || {
+                    raw.send_photo(chat, InputFile::memory(photo.clone()).file_name("result.jpg"))
+                        .caption(caption.clone())
+                        .reply_markup(kb.clone())
+                })
                 .await;
             match sent {
                 Ok(m) => {
                     out.photo_file_id = m.photo().and_then(|p| p.last()).map(|p| p.file.id.to_string());
+                    if let Some(id) = &out.photo_file_id {
+                        let _ = photo_sent.send(id.clone());
+                    }
                     keyboard_placed = true;
                 }
                 // A photo Telegram refuses still reaches the user as a document below.
@@ -226,15 +271,19 @@ impl Notifier for BotNotifier {
                 }
                 Err(e) => return Err(map_err(e)),
             }
+            self.sends.acquire(chat.0).await;
         }
-        let mut doc = self
-            .bot
-            .send_document(chat, InputFile::memory(files.document).file_name(files.document_name))
-            .caption(caption);
-        if !keyboard_placed {
-            doc = doc.reply_markup(kb);
-        }
-        let sent = doc.await.map_err(map_err)?;
+        let document = files.document;
+        let name = files.document_name;
+        let sent = self
+            .paced(chat, || {
+                let doc = raw
+                    .send_document(chat, InputFile::memory(document.clone()).file_name(name.clone()))
+                    .caption(caption.clone());
+                if keyboard_placed { doc } else { doc.reply_markup(kb.clone()) }
+            })
+            .await
+            .map_err(map_err)?;
         out.document_file_id = sent.document().map(|d| d.file.id.to_string());
         if let Some(mid) = job.progress_message_id {
             self.edits.acquire(job.chat_id).await;

@@ -402,6 +402,9 @@ async fn disable_if_needed(inner: &Arc<Inner>, job: &JobRecord) {
 /// Sends the final message of a terminal job whose delivery is still pending (also used on
 /// restart). Marks the delivery attempted first so it is never sent twice.
 async fn finish_message(inner: &Arc<Inner>, job: JobRecord) {
+    if job.delivery == Delivery::Attempted {
+        return interrupted(inner, job).await;
+    }
     if job.delivery != Delivery::Pending {
         return;
     }
@@ -442,6 +445,33 @@ async fn finish_message(inner: &Arc<Inner>, job: JobRecord) {
     }
 }
 
+/// A send that a crash cut off (found `Attempted` at start). A result is not sent again
+/// unasked — it may have arrived — the user is told and gets a button instead; a failure
+/// notice is plain text, so it is simply sent (a rare duplicate beats a silent refund).
+async fn interrupted(inner: &Arc<Inner>, mut job: JobRecord) {
+    if job.status != JobStatus::Succeeded {
+        job.delivery = Delivery::Pending;
+        return Box::pin(finish_message(inner, job)).await;
+    }
+    let item = match job.result {
+        Some(id) => inner.store.read(move |rx| rx.get_library_item(id)).await.ok().flatten(),
+        None => None,
+    };
+    let Some(item) = item else {
+        return mark_delivery(inner, job, Delivery::Failed).await;
+    };
+    if item.photo_file_id.is_some() {
+        // The photo arrived (only the document was cut off): the user has the result.
+        return mark_delivery(inner, job, Delivery::Delivered).await;
+    }
+    tracing::warn!(job = %job.id, "result delivery was cut off by a restart; offering to resend");
+    let d = match inner.notifier.delivery_interrupted(&job, &item).await {
+        Ok(()) => Delivery::Interrupted,
+        Err(_) => Delivery::Failed,
+    };
+    mark_delivery(inner, job, d).await;
+}
+
 async fn mark_delivery(inner: &Arc<Inner>, mut job: JobRecord, d: Delivery) {
     job.delivery = d;
     if let Err(e) = save(inner, &job).await {
@@ -464,11 +494,26 @@ async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, mut item: LibraryItem, 
             return mark_delivery(inner, job, Delivery::Failed).await;
         }
     };
+    inner.notifier.before_delivery(&job).await;
     job.delivery = Delivery::Attempted;
     if save(inner, &job).await.is_err() {
         return;
     }
-    match inner.notifier.deliver(&job, &item, files).await {
+    let (photo_tx, photo_rx) = tokio::sync::oneshot::channel::<String>();
+    let record_photo = {
+        let mut it = item.clone();
+        async move {
+            // Once this is stored a restart knows the user has the result (no resend notice).
+            if let Ok(file_id) = photo_rx.await {
+                it.photo_file_id = Some(file_id);
+                if let Err(e) = inner.store.write(move |tx| tx.put_library_item(&it)).await {
+                    tracing::error!(error = %e, "could not record the sent photo");
+                }
+            }
+        }
+    };
+    let (sent, ()) = tokio::join!(inner.notifier.deliver(&job, &item, files, photo_tx), record_photo);
+    match sent {
         Ok(ids) => {
             item.photo_file_id = ids.photo_file_id;
             item.document_file_id = ids.document_file_id;

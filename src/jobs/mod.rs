@@ -96,17 +96,27 @@ pub enum NotifyError {
 pub trait Notifier: Send + Sync {
     /// Updates the job's progress message. Called at most once per `jobs.progress_interval_ms`.
     async fn progress(&self, job: &JobRecord, p: JobProgress);
-    /// Sends the result. Called at most once per job.
+    /// Waits until the result can go out at once (chat action shown, the chat's send slot free).
+    /// Called right before the job is marked `Delivery::Attempted`, so that marker covers only
+    /// the send itself and a crash rarely lands between the two.
+    async fn before_delivery(&self, job: &JobRecord);
+    /// Sends the result. Called at most once per job. The photo's file_id goes to `photo_sent`
+    /// as soon as Telegram accepted it, so the engine can record that the user has the result
+    /// before the document (the slower half) goes out.
     async fn deliver(
         &self,
         job: &JobRecord,
         item: &LibraryItem,
         files: ResultFiles,
+        photo_sent: tokio::sync::oneshot::Sender<String>,
     ) -> Result<DeliveredFiles, NotifyError>;
     /// Tells the user the job failed or was cancelled (`job.error` says why); the hold is
     /// already released. `alternatives` are enabled models for the same task (offered when the
     /// model was retired). Called at most once per job.
     async fn failed(&self, job: &JobRecord, alternatives: &[ModelConfig]) -> Result<(), NotifyError>;
+    /// Tells the user that sending `item` was cut off by a restart (it may or may not have
+    /// arrived) and offers to send it again. Called at most once per job.
+    async fn delivery_interrupted(&self, job: &JobRecord, item: &LibraryItem) -> Result<(), NotifyError>;
     /// Tells the admins (config `telegram.admins`) about something they must fix. Called once
     /// per incident (when a model or provider gets disabled).
     async fn admin_alert(&self, text: &str);
@@ -252,9 +262,14 @@ impl JobEngine {
         self.inner.admins.contains(&user.0)
     }
 
-    /// Marks a Telegram update handled; false if it was handled before (re-delivery).
-    pub async fn first_time_update(&self, update_id: i64) -> Result<bool, JobsError> {
-        Ok(self.inner.store.write(move |tx| tx.mark_update(update_id)).await?)
+    /// Starts handling a Telegram update (see [`crate::store::Tx::begin_update`]).
+    pub async fn begin_update(&self, update_id: i64) -> Result<crate::store::UpdateStart, JobsError> {
+        Ok(self.inner.store.write(move |tx| tx.begin_update(update_id)).await?)
+    }
+
+    /// Records that an update's handler finished, so a re-delivery is skipped.
+    pub async fn finish_update(&self, update_id: i64) -> Result<(), JobsError> {
+        Ok(self.inner.store.write(move |tx| tx.finish_update(update_id)).await?)
     }
 
     /// Cancels a user's job: a queued one is released at once; a running one is told to stop

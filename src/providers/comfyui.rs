@@ -372,7 +372,11 @@ impl ImageProvider for ComfyProvider {
                 Wake::Tick => {}
             }
             match self.check(prompt_id, &mut absent, &report).await {
-                Ok(Some(images)) => return Ok(images),
+                Ok(Some(images)) => {
+                    // History can say "done" before the socket's last progress frame was read.
+                    report(ProviderProgress { fraction: Some(1.0), running: true, ..Default::default() });
+                    return Ok(images);
+                }
                 Ok(None) => failures = 0,
                 Err(ProviderError::Transient(m)) if failures < MAX_POLL_FAILURES => {
                     failures += 1;

@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,8 +17,11 @@ pub enum Outcome {
 
 type Step = fn(&WriteTransaction) -> Result<Outcome, StoreError>;
 
-const STEPS: &[(u64, &str, Step)] =
-    &[(1, "001_create_tables", m001_create_tables), (2, "002_admin_audit", m002_admin_audit)];
+const STEPS: &[(u64, &str, Step)] = &[
+    (1, "001_create_tables", m001_create_tables),
+    (2, "002_admin_audit", m002_admin_audit),
+    (3, "003_update_inbox", m003_update_inbox),
+];
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(USERS_TABLE)?;
@@ -39,6 +42,12 @@ fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
 /// The admin panel's audit log (the password hash lives in `meta`, no table needed).
 fn m002_admin_audit(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(AUDIT_TABLE)?;
+    Ok(Outcome::Execute(1))
+}
+
+/// Telegram updates received but not yet handled, so a crash cannot lose them.
+fn m003_update_inbox(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    tx.open_table(INBOX_TABLE)?;
     Ok(Outcome::Execute(1))
 }
 
@@ -89,7 +98,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_version_1_file_gains_the_audit_table() {
+    fn a_version_1_file_gains_the_audit_and_inbox_tables() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("db.redb");
         {
@@ -105,9 +114,10 @@ mod tests {
         }
         let db = Database::create(&path).expect("reopen");
         run(&db).expect("migrate");
-        assert_eq!(schema_version(&db).expect("v"), 2);
+        assert_eq!(schema_version(&db).expect("v"), SCHEMA_VERSION);
         let tx = db.begin_read().expect("r");
         assert!(tx.open_table(AUDIT_TABLE).is_ok(), "002 created the audit table");
+        assert!(tx.open_table(INBOX_TABLE).is_ok(), "003 created the update inbox");
     }
 
     #[test]

@@ -47,6 +47,23 @@ macro_rules! from_redb {
 }
 from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
+/// How many times a re-delivered update is handled before it is skipped as poison.
+pub const MAX_UPDATE_ATTEMPTS: i64 = 5;
+
+/// Result of [`Tx::begin_update`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateStart {
+    /// Never seen: handle it.
+    First,
+    /// Seen, but its handler never finished (the process died): handle it again; the value is
+    /// this attempt's number (2 or more).
+    Again(i64),
+    /// Already handled: a re-delivery to skip.
+    Handled,
+    /// Its handler died [`MAX_UPDATE_ATTEMPTS`] times: skip it.
+    GaveUp,
+}
+
 /// Handle to the database and the media directory.
 #[derive(Clone)]
 pub struct Store {
@@ -263,6 +280,11 @@ impl $t {
             .collect()
     }
     /// Every user.
+    /// Updates received but not finished, oldest first: `(update_id, Bot API JSON)`.
+    pub fn inbox(&self) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let t = self.tx.open_table(INBOX_TABLE)?;
+        t.iter()?.map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())).map_err(StoreError::from)).collect()
+    }
     pub fn find_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let t = self.tx.open_table(USERS_TABLE)?;
         t.iter()?.map(|r| UserRecord::decode(r?.1.value())).collect()
@@ -339,23 +361,33 @@ impl Tx {
         Ok(())
     }
     /// Stores a job and keeps the active-jobs index in step: a job stays active while it is
-    /// not terminal or its final message (result or failure notice) is still to be sent.
+    /// not terminal or its final message (result or failure notice) is still to be sent or was
+    /// cut off mid-send (`Attempted`: the next start tells the user, see `Delivery::Interrupted`).
     pub fn put_job(&mut self, j: &JobRecord) -> Result<(), StoreError> {
         {
             let mut t = self.tx.open_table(JOBS_TABLE)?;
             t.insert(j.id.0, j.encode()?.as_slice())?;
         }
         let mut a = self.tx.open_table(ACTIVE_JOBS_TABLE)?;
-        if !j.status.is_terminal() || j.delivery == Delivery::Pending {
+        if !j.status.is_terminal() || matches!(j.delivery, Delivery::Pending | Delivery::Attempted) {
             a.insert(j.id.0, j.user_id.0)?;
         } else {
             a.remove(j.id.0)?;
         }
         Ok(())
     }
+    /// Saves a draft. A draft that already produced a job stays consumed: a re-delivered update
+    /// rebuilds the same draft (its id comes from the message) and must not free it again.
     pub fn put_draft(&mut self, d: &Draft) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(DRAFTS_TABLE)?;
-        t.insert(d.id, d.encode()?.as_slice())?;
+        let existing_job = t.get(d.id)?.map(|v| Draft::decode(v.value())).transpose()?.and_then(|old| old.job_id);
+        if d.job_id.is_none() && existing_job.is_some() {
+            let mut kept = d.clone();
+            kept.job_id = existing_job;
+            t.insert(d.id, kept.encode()?.as_slice())?;
+        } else {
+            t.insert(d.id, d.encode()?.as_slice())?;
+        }
         Ok(())
     }
     pub fn put_dialogue(&mut self, chat_id: i64, state: &[u8]) -> Result<(), StoreError> {
@@ -388,18 +420,47 @@ impl Tx {
         t.insert(item.id.0, item.encode()?.as_slice())?;
         Ok(())
     }
-    /// Marks an update handled; returns false if it already was (a re-delivery). Keeps the
-    /// newest 10 000 ids.
-    pub fn mark_update(&mut self, update_id: i64) -> Result<bool, StoreError> {
+    /// Starts handling a Telegram update. The row is `-attempts` while handling and the finish
+    /// time (ms) once [`Self::finish_update`] ran, so a crash mid-handling leaves a negative row
+    /// and the re-delivered update is handled again (at least once), while a handler that crashes
+    /// the process every time is given up after [`MAX_UPDATE_ATTEMPTS`] (no crash loop). Keeps
+    /// the newest 10 000 ids.
+    pub fn begin_update(&mut self, update_id: i64) -> Result<UpdateStart, StoreError> {
         let mut t = self.tx.open_table(UPDATES_TABLE)?;
-        if t.get(update_id)?.is_some() {
-            return Ok(false);
-        }
-        t.insert(update_id, crate::domain::now_ms())?;
+        let prev = t.get(update_id)?.map(|v| v.value());
+        let start = match prev {
+            Some(v) if v >= 0 => return Ok(UpdateStart::Handled),
+            Some(v) if -v >= MAX_UPDATE_ATTEMPTS => return Ok(UpdateStart::GaveUp),
+            Some(v) => UpdateStart::Again(-v + 1),
+            None => UpdateStart::First,
+        };
+        let attempts = match start {
+            UpdateStart::Again(n) => n,
+            _ => 1,
+        };
+        t.insert(update_id, -attempts)?;
         if update_id % 1000 == 0 {
             let cutoff = update_id - 10_000;
             t.retain_in(..cutoff, |_, _| false)?;
         }
+        Ok(start)
+    }
+    /// Records that an update's handler finished (successfully or with a logged error) and
+    /// drops it from the inbox.
+    pub fn finish_update(&mut self, update_id: i64) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(UPDATES_TABLE)?;
+        t.insert(update_id, crate::domain::now_ms())?;
+        self.tx.open_table(INBOX_TABLE)?.remove(update_id)?;
+        Ok(())
+    }
+    /// Keeps a received update (Bot API JSON) until [`Self::finish_update`]; one already handled
+    /// is not stored again.
+    pub fn inbox_put(&mut self, update_id: i64, json: &[u8]) -> Result<bool, StoreError> {
+        let done = self.tx.open_table(UPDATES_TABLE)?.get(update_id)?.is_some_and(|v| v.value() >= 0);
+        if done {
+            return Ok(false);
+        }
+        self.tx.open_table(INBOX_TABLE)?.insert(update_id, json)?;
         Ok(true)
     }
     /// Disables (`Some(reason)`) or enables (`None`) a model or provider key. Returns true if

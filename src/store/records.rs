@@ -158,6 +158,10 @@ pub enum Delivery {
     Attempted,
     Delivered,
     Failed,
+    /// The process died between `Attempted` and the end of the send, so nobody knows whether
+    /// the result arrived. Rather than risk a second copy the user was told and offered a
+    /// "send it" button.
+    Interrupted,
 }
 
 /// A durable job.

@@ -33,6 +33,8 @@ pub const DRAFTS_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("dra
 /// processed updates: key = Telegram update_id → value = when it was handled (ms). Telegram
 /// re-sends unconfirmed updates after a restart; this makes each one handled once.
 pub const UPDATES_TABLE: TableDefinition<i64, i64> = TableDefinition::new("updates-1");
+/// update_id → the update as Bot API JSON, from receipt until its handler finished.
+pub const INBOX_TABLE: TableDefinition<i64, &[u8]> = TableDefinition::new("inbox-1");
 /// runtime switches: key = `model:<id>` / `provider:<id>` → value = reason it was disabled.
 /// Present = disabled; survives restarts.
 pub const DISABLED_TABLE: TableDefinition<&str, &str> = TableDefinition::new("disabled-1");

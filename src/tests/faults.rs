@@ -33,8 +33,15 @@ async fn last_job(h: &Harness, user: i64) -> crate::store::records::JobRecord {
     jobs.into_iter().rev().find(|j| j.user_id == UserId(user)).expect("job")
 }
 
-/// Waits until the user's last job is terminal.
+/// Waits until the user's last job is terminal (and first, until it exists).
 async fn wait_terminal(h: &Harness, user: i64) -> crate::store::records::JobRecord {
+    for _ in 0..400 {
+        let jobs = h.store().read(|rx| rx.find_jobs()).await.expect("jobs");
+        if jobs.iter().any(|j| j.user_id == UserId(user)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for _ in 0..400 {
         let j = last_job(h, user).await;
         if j.status.is_terminal() {
@@ -240,5 +247,126 @@ async fn flood_on_one_chat_does_not_delay_others_and_edits_respect_limits() {
         let too_close = times.windows(2).filter(|w| w[1] - w[0] < 2900).count();
         assert!(too_close <= 2, "chat {chat}: edits too close: {times:?}");
     }
+    h.verify_clean().await;
+}
+
+/// A 429 from the provider is retried no sooner than its `Retry-After`, then succeeds once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limit_waits_for_retry_after_then_succeeds() {
+    let fal = FakeFal::start().await;
+    fal.push_scenario(FalScenario::RateLimited { retry_after_secs: 2 });
+    let h = Harness::start(two_models(fal.base_url())).await;
+    submit_flux(&h, 730, "en").await;
+    let job = wait_terminal(&h, 730).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let times = fal.submit_times();
+    assert_eq!(times.len(), 2, "one refused submit, one retry");
+    let gap = times[1].duration_since(times[0]);
+    // retry_base_ms is 10 in tests: only Retry-After can explain a 2 s pause.
+    assert!(gap >= Duration::from_secs(2), "retried after {gap:?}, before Retry-After: 2");
+    assert_eq!(kinds(&h.ledger(730).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture]);
+    h.wait_for(730, 20, "photo", |_| h.photos(730).len() == 1).await;
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+/// Two provider entries sharing one fal key with `key_concurrency = 1`: never two requests in
+/// flight on that key, and every job still finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_concurrency_is_shared_across_providers_with_the_same_key() {
+    let fal = FakeFal::start().await;
+    fal.hold();
+    let base = fal.base_url();
+    let h = Harness::start(move |dir| {
+        let mut c = test_config(dir);
+        for id in ["fal-a", "fal-b"] {
+            let mut p = provider(id, ProviderKind::Fal, &base);
+            p.key_concurrency = Some(1);
+            p.max_concurrency = 4;
+            c.providers.push(p);
+        }
+        c.jobs.per_user_running = 4;
+        let mut a = model("a", "fal-a", 5);
+        a.endpoint = "fal-ai/a".into();
+        let mut b = model("b", "fal-b", 5);
+        b.endpoint = "fal-ai/b".into();
+        c.models.push(a);
+        c.models.push(b);
+        c
+    })
+    .await;
+    h.text(740, "en", "/start");
+    h.wait_text(740, "Welcome").await;
+    for (i, m) in ["a", "b", "a"].iter().enumerate() {
+        h.text(740, "en", &format!("job {i} | model={m} | size=512x512"));
+    }
+    assert!(super::fakes::eventually(Duration::from_secs(20), || fal.submits_total() >= 1).await);
+    // While the first request is held in progress, nothing else may use the key.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(fal.submits_total(), 1, "a second request went out on a key limited to 1");
+    fal.release();
+    assert!(super::fakes::eventually(Duration::from_secs(30), || h.photos(740).len() == 3).await, "all three finished");
+    assert_eq!((fal.submits("fal-ai/a"), fal.submits("fal-ai/b")), (2, 1));
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+/// A provider with `proxy` set sends its requests through that proxy (and only that one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provider_proxy_carries_its_requests() {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use std::sync::{Arc, Mutex};
+    let fal = FakeFal::start().await;
+    // A minimal forward proxy for http:// targets: requests arrive in absolute form.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let proxy = {
+        let seen = seen.clone();
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        axum::Router::new().fallback(move |req: Request| {
+            let (seen, client) = (seen.clone(), client.clone());
+            async move {
+                let uri = req.uri().to_string();
+                seen.lock().expect("lock").push(format!("{} {uri}", req.method()));
+                let mut out = client.request(req.method().clone(), &uri);
+                for (k, v) in req.headers() {
+                    if k != axum::http::header::HOST {
+                        out = out.header(k, v);
+                    }
+                }
+                let body = axum::body::to_bytes(req.into_body(), 64 << 20).await.expect("body");
+                let resp = out.body(body).send().await.expect("upstream");
+                let mut b = axum::http::Response::builder().status(resp.status().as_u16());
+                for (k, v) in resp.headers() {
+                    b = b.header(k.as_str(), v.as_bytes());
+                }
+                b.body(Body::from(resp.bytes().await.expect("bytes"))).expect("response")
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let proxy_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let proxy_task = tokio::spawn(async move {
+        let _ = axum::serve(listener, proxy).await;
+    });
+    let base = fal.base_url();
+    let h = Harness::start(move |dir| {
+        let mut c = two_models(base)(dir);
+        c.providers[0].proxy = Some(proxy_url);
+        c
+    })
+    .await;
+    submit_flux(&h, 750, "en").await;
+    let job = wait_terminal(&h, 750).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let seen = seen.lock().expect("lock").clone();
+    let fal_host = fal.base_url();
+    assert!(
+        seen.iter().any(|l| l.starts_with("POST ") && l.contains(&fal_host)),
+        "submit went through the proxy: {seen:?}"
+    );
+    assert!(seen.iter().any(|l| l.contains("/status")), "status polls went through the proxy: {seen:?}");
+    assert_eq!(fal.submits_total(), 1);
+    proxy_task.abort();
     h.verify_clean().await;
 }

@@ -6,8 +6,7 @@ use crate::domain::{Format, Task};
 use crate::providers::comfyui::ComfyProvider;
 use crate::providers::fal::FalProvider;
 use crate::providers::{
-    GenerateRequest, GeneratedImage, ImageProvider, InputImage, ProviderError, ProviderProgress,
-    SizeParam, Submission,
+    GenerateRequest, GeneratedImage, ImageProvider, InputImage, ProviderError, ProviderProgress, SizeParam, Submission,
 };
 use crate::tests::fakes::{self, ComfyScenario, FakeComfy, FakeFal, FalScenario};
 use serde_json::{Value, json};
@@ -26,6 +25,8 @@ fn cfg(kind: ProviderKind, base_url: &str) -> ProviderConfig {
         max_concurrency: 2,
         timeout_secs: 30,
         poll_interval_ms: 20,
+        key_concurrency: None,
+        proxy: None,
     }
 }
 
@@ -49,12 +50,8 @@ fn request(endpoint: &str) -> GenerateRequest {
 }
 
 fn workflow(name: &str) -> Value {
-    let path = format!(
-        "{}/../shared/testdata/comfyui/workflows/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("workflow file"))
-        .expect("workflow json")
+    let path = format!("{}/../shared/testdata/comfyui/workflows/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).expect("workflow file")).expect("workflow json")
 }
 
 /// A text-to-image template: EmptyImage sized by placeholders → SaveImage.
@@ -77,9 +74,7 @@ async fn wait_recording(
 ) -> Result<Vec<GeneratedImage>, ProviderError> {
     let s = seen.clone();
     let cb = move |pr: ProviderProgress| s.lock().unwrap_or_else(|e| e.into_inner()).push(pr);
-    tokio::time::timeout(Duration::from_secs(10), p.wait(sub, &cb))
-        .await
-        .expect("wait finished in time")
+    tokio::time::timeout(Duration::from_secs(10), p.wait(sub, &cb)).await.expect("wait finished in time")
 }
 
 fn seen() -> Seen {
@@ -97,10 +92,7 @@ async fn providers_fal_success_with_progress() {
     let fal = FakeFal::start().await;
     let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
     assert_eq!(p.preassign_id(), None);
-    let sub = p
-        .submit(&request("fal-ai/flux/dev"), None)
-        .await
-        .expect("submit");
+    let sub = p.submit(&request("fal-ai/flux/dev"), None).await.expect("submit");
     let s = seen();
     let images = wait_recording(&p, &sub, &s).await.expect("result");
     assert_eq!(images.len(), 1);
@@ -108,18 +100,10 @@ async fn providers_fal_success_with_progress() {
     assert_eq!(images[0].bytes, fal.result_png());
     assert!(!images[0].is_demo);
     let progress = snapshot(&s);
-    assert!(
-        progress
-            .iter()
-            .any(|p| p.queue_position == Some(0) && !p.running),
-        "{progress:?}"
-    );
+    assert!(progress.iter().any(|p| p.queue_position == Some(0) && !p.running), "{progress:?}");
     assert!(progress.iter().any(|p| p.running), "{progress:?}");
 
-    assert_eq!(
-        fal.last_auth().as_deref(),
-        Some(format!("Key {KEY}").as_str())
-    );
+    assert_eq!(fal.last_auth().as_deref(), Some(format!("Key {KEY}").as_str()));
     assert_eq!(fal.submits("fal-ai/flux/dev"), 1);
     let body = fal.last_submit_body().expect("body");
     assert_eq!(body["prompt"], "a lighthouse at dusk");
@@ -128,12 +112,7 @@ async fn providers_fal_success_with_progress() {
     assert_eq!(body["seed"], 1234);
     assert_eq!(body["num_images"], 1);
     // Status and result URLs drop the endpoint subpath (protocols.md §2.2).
-    assert!(
-        sub.data["status_url"]
-            .as_str()
-            .expect("url")
-            .contains("/fal-ai/flux/requests/")
-    );
+    assert!(sub.data["status_url"].as_str().expect("url").contains("/fal-ai/flux/requests/"));
 }
 
 #[tokio::test]
@@ -144,20 +123,12 @@ async fn providers_fal_input_images_and_built_urls() {
     let mut req = request("fal-ai/nano-banana/edit");
     req.task = Task::Edit;
     req.size_param = SizeParam::AspectRatio;
-    req.input_images = vec![InputImage {
-        bytes: fakes::gradient_png(4, 4),
-        mime: "image/png".into(),
-    }];
+    req.input_images = vec![InputImage { bytes: fakes::gradient_png(4, 4), mime: "image/png".into() }];
     req.extra.insert("output_format".into(), json!("png"));
     let sub = p.submit(&req, None).await.expect("submit");
     assert!(p.wait(&sub, &|_| {}).await.is_ok());
     let body = fal.last_submit_body().expect("body");
-    assert!(
-        body["image_urls"][0]
-            .as_str()
-            .expect("uri")
-            .starts_with("data:image/png;base64,")
-    );
+    assert!(body["image_urls"][0].as_str().expect("uri").starts_with("data:image/png;base64,"));
     assert_eq!(body["aspect_ratio"], "9:16");
     assert_eq!(body["output_format"], "png");
 }
@@ -167,23 +138,13 @@ async fn providers_fal_submit_errors_classified() {
     let fal = FakeFal::start().await;
     let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
     let cases: [(u16, &str, IsExpected); 6] = [
-        (500, r#"{"detail":"Internal Server Error"}"#, |e| {
-            matches!(e, ProviderError::Transient(_))
-        }),
-        (429, r#"{"detail":"rate limited"}"#, |e| {
-            matches!(e, ProviderError::Transient(_))
-        }),
-        (404, r#"{"detail":"Application 'nope' not found"}"#, |e| {
-            matches!(e, ProviderError::Retired(_))
-        }),
-        (401, r#"{"detail":"Invalid key"}"#, |e| {
+        (500, r#"{"detail":"Internal Server Error"}"#, |e| matches!(e, ProviderError::Transient(_))),
+        (429, r#"{"detail":"rate limited"}"#, |e| matches!(e, ProviderError::Transient(_))),
+        (404, r#"{"detail":"Application 'nope' not found"}"#, |e| matches!(e, ProviderError::Retired(_))),
+        (401, r#"{"detail":"Invalid key"}"#, |e| matches!(e, ProviderError::Unauthorized(_))),
+        (403, r#"{"detail":"User is locked. Reason: Exhausted balance."}"#, |e| {
             matches!(e, ProviderError::Unauthorized(_))
         }),
-        (
-            403,
-            r#"{"detail":"User is locked. Reason: Exhausted balance."}"#,
-            |e| matches!(e, ProviderError::Unauthorized(_)),
-        ),
         (
             422,
             r#"{"detail":[{"loc":["body","prompt"],"msg":"field required","type":"value_error.missing"}]}"#,
@@ -191,14 +152,8 @@ async fn providers_fal_submit_errors_classified() {
         ),
     ];
     for (status, body, check) in cases {
-        fal.push_scenario(FalScenario::SubmitError {
-            status,
-            body: body.into(),
-        });
-        let e = p
-            .submit(&request("fal-ai/flux/dev"), None)
-            .await
-            .expect_err("must fail");
+        fal.push_scenario(FalScenario::SubmitError { status, body: body.into() });
+        let e = p.submit(&request("fal-ai/flux/dev"), None).await.expect_err("must fail");
         assert!(check(&e), "HTTP {status} → {e:?}");
     }
     assert_eq!(fal.submits("fal-ai/flux/dev"), 6);
@@ -206,10 +161,7 @@ async fn providers_fal_submit_errors_classified() {
 
 async fn run_failing(fal: &FakeFal, p: &FalProvider, s: FalScenario) -> ProviderError {
     fal.push_scenario(s);
-    let sub = p
-        .submit(&request("fal-ai/flux/dev"), None)
-        .await
-        .expect("submit");
+    let sub = p.submit(&request("fal-ai/flux/dev"), None).await.expect("submit");
     p.wait(&sub, &|_| {}).await.expect_err("must fail")
 }
 
@@ -217,19 +169,10 @@ async fn run_failing(fal: &FakeFal, p: &FalProvider, s: FalScenario) -> Provider
 async fn providers_fal_run_failures_classified() {
     let fal = FakeFal::start().await;
     let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
-    let e = run_failing(
-        &fal,
-        &p,
-        FalScenario::CompletedWithError {
-            error: "CUDA out of memory".into(),
-            error_type: None,
-        },
-    )
-    .await;
-    assert!(
-        matches!(e, ProviderError::Failed(ref m) if m == "CUDA out of memory"),
-        "{e:?}"
-    );
+    let e =
+        run_failing(&fal, &p, FalScenario::CompletedWithError { error: "CUDA out of memory".into(), error_type: None })
+            .await;
+    assert!(matches!(e, ProviderError::Failed(ref m) if m == "CUDA out of memory"), "{e:?}");
     let e = run_failing(
         &fal,
         &p,
@@ -239,37 +182,14 @@ async fn providers_fal_run_failures_classified() {
         },
     )
     .await;
-    assert!(
-        matches!(e, ProviderError::Rejected(ref m) if m == "Prompt flagged"),
-        "{e:?}"
-    );
+    assert!(matches!(e, ProviderError::Rejected(ref m) if m == "Prompt flagged"), "{e:?}");
     let e = run_failing(&fal, &p, FalScenario::MalformedResult).await;
-    assert!(
-        matches!(e, ProviderError::Failed(ref m) if m.contains("malformed")),
-        "{e:?}"
-    );
-    let e = run_failing(
-        &fal,
-        &p,
-        FalScenario::ResultError {
-            status: 422,
-            body: r#"{"detail":"Image too small"}"#.into(),
-        },
-    )
-    .await;
-    assert!(
-        matches!(e, ProviderError::Rejected(ref m) if m == "Image too small"),
-        "{e:?}"
-    );
-    let e = run_failing(
-        &fal,
-        &p,
-        FalScenario::ResultError {
-            status: 503,
-            body: "upstream".into(),
-        },
-    )
-    .await;
+    assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("malformed")), "{e:?}");
+    let e =
+        run_failing(&fal, &p, FalScenario::ResultError { status: 422, body: r#"{"detail":"Image too small"}"#.into() })
+            .await;
+    assert!(matches!(e, ProviderError::Rejected(ref m) if m == "Image too small"), "{e:?}");
+    let e = run_failing(&fal, &p, FalScenario::ResultError { status: 503, body: "upstream".into() }).await;
     assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
 }
 
@@ -282,19 +202,13 @@ async fn providers_fal_unknown_request_is_lost_and_dead_server_is_transient() {
         request_id: "nope".into(),
         data: json!({"status_url": format!("{r}/status"), "response_url": r, "cancel_url": format!("{r}/cancel")}),
     };
-    assert!(matches!(
-        p.wait(&sub, &|_| {}).await,
-        Err(ProviderError::Lost(_))
-    ));
+    assert!(matches!(p.wait(&sub, &|_| {}).await, Err(ProviderError::Lost(_))));
 
     let base = fal.base_url();
     drop(fal);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let p = FalProvider::new(&cfg(ProviderKind::Fal, &base)).expect("provider");
-    let e = p
-        .submit(&request("fal-ai/flux/dev"), None)
-        .await
-        .expect_err("connection refused");
+    let e = p.submit(&request("fal-ai/flux/dev"), None).await.expect_err("connection refused");
     assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
 }
 
@@ -303,16 +217,9 @@ async fn providers_fal_timeout_then_cancel() {
     let fal = FakeFal::start().await;
     fal.set_scenario(FalScenario::NeverCompletes);
     let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
-    let sub = p
-        .submit(&request("fal-ai/flux/dev"), None)
-        .await
-        .expect("submit");
+    let sub = p.submit(&request("fal-ai/flux/dev"), None).await.expect("submit");
     // The caller applies the overall timeout.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), p.wait(&sub, &|_| {}))
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(300), p.wait(&sub, &|_| {})).await.is_err());
     assert!(fal.status_polls() >= 3);
     p.cancel(&sub).await.expect("cancel");
     assert_eq!(fal.cancels(), vec![sub.request_id.clone()]);
@@ -323,27 +230,17 @@ async fn providers_fal_resume_after_restart() {
     let fal = FakeFal::start().await;
     fal.hold();
     let before = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
-    let sub = before
-        .submit(&request("fal-ai/flux/dev"), None)
-        .await
-        .expect("submit");
+    let sub = before.submit(&request("fal-ai/flux/dev"), None).await.expect("submit");
     let stored = serde_json::to_string(&sub).expect("persist");
     // The app waits a little, then "crashes" mid-wait.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(150), before.wait(&sub, &|_| {}))
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(150), before.wait(&sub, &|_| {})).await.is_err());
     drop(before);
 
     let after = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
     let restored: Submission = serde_json::from_str(&stored).expect("restore");
     assert_eq!(restored, sub);
     fal.release();
-    let images = after
-        .wait(&restored, &|_| {})
-        .await
-        .expect("result after restart");
+    let images = after.wait(&restored, &|_| {}).await.expect("result after restart");
     assert_eq!(images[0].bytes, fal.result_png());
     assert_eq!(fal.submits_total(), 1, "no second submit");
 }
@@ -356,10 +253,7 @@ async fn providers_fal_debug_hides_key() {
     assert!(dbg.contains("***"), "{dbg}");
     let mut no_key = cfg(ProviderKind::Fal, "https://queue.fal.run");
     no_key.api_key = Secret::default();
-    assert!(matches!(
-        FalProvider::new(&no_key),
-        Err(ProviderError::Unauthorized(_))
-    ));
+    assert!(matches!(FalProvider::new(&no_key), Err(ProviderError::Unauthorized(_))));
 }
 
 // ------------------------------------------------------------------------------------ ComfyUI
@@ -374,20 +268,12 @@ fn comfy_request(workflow: Value) -> GenerateRequest {
 async fn providers_comfy_success_with_progress_and_placeholders() {
     let comfy = FakeComfy::start().await;
     let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
-    let prompt_id = p
-        .preassign_id()
-        .expect("ComfyUI lets the client pick the id");
+    let prompt_id = p.preassign_id().expect("ComfyUI lets the client pick the id");
     assert!(uuid::Uuid::parse_str(&prompt_id).is_ok());
     comfy.hold(); // so the socket is surely connected before the progress frames
-    let sub = p
-        .submit(&comfy_request(template()), Some(&prompt_id))
-        .await
-        .expect("submit");
+    let sub = p.submit(&comfy_request(template()), Some(&prompt_id)).await.expect("submit");
     assert_eq!(sub.request_id, prompt_id);
-    let client_id = sub.data["client_id"]
-        .as_str()
-        .expect("client_id stored")
-        .to_string();
+    let client_id = sub.data["client_id"].as_str().expect("client_id stored").to_string();
 
     let submits = comfy.submits();
     assert_eq!(submits.len(), 1);
@@ -407,37 +293,17 @@ async fn providers_comfy_success_with_progress_and_placeholders() {
         let (p, sub, s) = (p.clone(), sub.clone(), s.clone());
         tokio::spawn(async move { wait_recording(p.as_ref(), &sub, &s).await })
     };
-    assert!(
-        fakes::eventually(Duration::from_secs(5), || comfy
-            .ws_connects()
-            .contains(&client_id))
-        .await
-    );
+    assert!(fakes::eventually(Duration::from_secs(5), || comfy.ws_connects().contains(&client_id)).await);
     comfy.release();
     let images = task.await.expect("join").expect("result");
     assert_eq!(images.len(), 1);
     assert_eq!(images[0].mime, "image/png");
     let img = image::load_from_memory(&images[0].bytes).expect("png");
-    assert_eq!(
-        (img.width(), img.height()),
-        (64, 96),
-        "the fake sized the output from the filled template"
-    );
-    assert_eq!(
-        Some(images[0].bytes.clone()),
-        comfy.output_file("bot", "1234_00001_.png")
-    );
+    assert_eq!((img.width(), img.height()), (64, 96), "the fake sized the output from the filled template");
+    assert_eq!(Some(images[0].bytes.clone()), comfy.output_file("bot", "1234_00001_.png"));
     let progress = snapshot(&s);
-    assert!(
-        progress.iter().any(|p| p.fraction == Some(1.0)),
-        "{progress:?}"
-    );
-    assert!(
-        progress
-            .iter()
-            .any(|p| p.fraction.is_some_and(|f| f > 0.0 && f < 1.0)),
-        "{progress:?}"
-    );
+    assert!(progress.iter().any(|p| p.fraction == Some(1.0)), "{progress:?}");
+    assert!(progress.iter().any(|p| p.fraction.is_some_and(|f| f > 0.0 && f < 1.0)), "{progress:?}");
     assert!(progress.iter().any(|p| p.running), "{progress:?}");
 }
 
@@ -450,20 +316,14 @@ async fn providers_comfy_uploads_input_image() {
     let mut req = comfy_request(wf);
     req.task = Task::Edit;
     let input = fakes::gradient_png(8, 6);
-    req.input_images = vec![InputImage {
-        bytes: input.clone(),
-        mime: "image/png".into(),
-    }];
+    req.input_images = vec![InputImage { bytes: input.clone(), mime: "image/png".into() }];
     let id = p.preassign_id().expect("id");
     let sub = p.submit(&req, Some(&id)).await.expect("submit");
     let ups = comfy.uploads();
     assert_eq!(ups.len(), 1);
     assert!(ups[0].overwrite);
     assert_eq!(ups[0].bytes, input);
-    assert_eq!(
-        comfy.submits()[0].graph["1"]["inputs"]["image"],
-        json!(ups[0].name)
-    );
+    assert_eq!(comfy.submits()[0].graph["1"]["inputs"]["image"], json!(ups[0].name));
     let images = p.wait(&sub, &|_| {}).await.expect("result");
     assert_eq!(images.len(), 1);
 }
@@ -473,10 +333,7 @@ async fn providers_comfy_failures_classified() {
     let comfy = FakeComfy::start().await;
     let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
 
-    let e = p
-        .submit(&comfy_request(workflow("bad_input.json")), None)
-        .await
-        .expect_err("400");
+    let e = p.submit(&comfy_request(workflow("bad_input.json")), None).await.expect_err("400");
     match e {
         ProviderError::Rejected(m) => {
             assert!(m.contains("Prompt outputs failed validation"), "{m}");
@@ -489,33 +346,18 @@ async fn providers_comfy_failures_classified() {
     let mut wf = workflow("invert.json");
     wf["1"]["inputs"]["image"] = json!("{{input_image}}");
     let e = p.submit(&comfy_request(wf), None).await.expect_err("400");
-    assert!(
-        matches!(e, ProviderError::Rejected(ref m) if m.contains("Invalid image file")),
-        "{e:?}"
-    );
+    assert!(matches!(e, ProviderError::Rejected(ref m) if m.contains("Invalid image file")), "{e:?}");
 
-    let sub = p
-        .submit(&comfy_request(workflow("runtime_error.json")), None)
-        .await
-        .expect("submit");
+    let sub = p.submit(&comfy_request(workflow("runtime_error.json")), None).await.expect("submit");
     let e = p.wait(&sub, &|_| {}).await.expect_err("runtime error");
-    assert!(
-        matches!(e, ProviderError::Failed(ref m) if m.contains("index 3 is out of bounds")),
-        "{e:?}"
-    );
+    assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("index 3 is out of bounds")), "{e:?}");
 
     // Same failure seen through /history only.
     comfy.set_websocket(false);
     comfy.push_scenario(ComfyScenario::RuntimeError);
-    let sub = p
-        .submit(&comfy_request(template()), None)
-        .await
-        .expect("submit");
+    let sub = p.submit(&comfy_request(template()), None).await.expect("submit");
     let e = p.wait(&sub, &|_| {}).await.expect_err("runtime error");
-    assert!(
-        matches!(e, ProviderError::Failed(ref m) if m.contains("index 3 is out of bounds")),
-        "{e:?}"
-    );
+    assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("index 3 is out of bounds")), "{e:?}");
 }
 
 #[tokio::test]
@@ -523,89 +365,48 @@ async fn providers_comfy_without_websocket_polls_history() {
     let comfy = FakeComfy::start().await;
     comfy.set_websocket(false);
     let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
-    let sub = p
-        .submit(&comfy_request(workflow("empty.json")), None)
-        .await
-        .expect("submit");
+    let sub = p.submit(&comfy_request(workflow("empty.json")), None).await.expect("submit");
     let s = seen();
-    let images = wait_recording(&p, &sub, &s)
-        .await
-        .expect("result via /history");
+    let images = wait_recording(&p, &sub, &s).await.expect("result via /history");
     assert_eq!(images.len(), 1);
     assert!(comfy.ws_connects().is_empty());
     assert!(comfy.history_polls() >= 2);
-    assert!(
-        snapshot(&s)
-            .iter()
-            .any(|p| p.running || p.queue_position.is_some())
-    );
+    assert!(snapshot(&s).iter().any(|p| p.running || p.queue_position.is_some()));
 }
 
 #[tokio::test]
 async fn providers_comfy_resume_after_restart() {
     let comfy = FakeComfy::start().await;
     comfy.hold();
-    let before =
-        ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let before = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
     let id = before.preassign_id().expect("id");
-    let sub = before
-        .submit(&comfy_request(template()), Some(&id))
-        .await
-        .expect("submit");
+    let sub = before.submit(&comfy_request(template()), Some(&id)).await.expect("submit");
     let stored = serde_json::to_string(&sub).expect("persist");
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), before.wait(&sub, &|_| {}))
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(200), before.wait(&sub, &|_| {})).await.is_err());
     drop(before);
 
-    let after =
-        ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let after = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
     let restored: Submission = serde_json::from_str(&stored).expect("restore");
-    assert!(
-        after
-            .is_known(&restored.request_id, &restored.data)
-            .await
-            .expect("is_known")
-    );
-    assert!(
-        !after
-            .is_known("00000000-0000-0000-0000-000000000000", &json!({}))
-            .await
-            .expect("is_known")
-    );
+    assert!(after.is_known(&restored.request_id, &restored.data).await.expect("is_known"));
+    assert!(!after.is_known("00000000-0000-0000-0000-000000000000", &json!({})).await.expect("is_known"));
     let after = Arc::new(after);
     let task = {
         let (p, sub) = (after.clone(), restored.clone());
         tokio::spawn(async move { p.wait(&sub, &|_| {}).await })
     };
-    let client_id = restored.data["client_id"]
-        .as_str()
-        .expect("client id")
-        .to_string();
+    let client_id = restored.data["client_id"].as_str().expect("client id").to_string();
     assert!(
-        fakes::eventually(Duration::from_secs(5), || comfy
-            .ws_connects()
-            .iter()
-            .filter(|c| **c == client_id)
-            .count()
+        fakes::eventually(Duration::from_secs(5), || comfy.ws_connects().iter().filter(|c| **c == client_id).count()
             == 2)
         .await,
         "reconnected with the stored clientId"
     );
     comfy.release();
-    let images = tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("in time")
-        .expect("join")
-        .expect("result");
+    let images =
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("in time").expect("join").expect("result");
     assert_eq!(images.len(), 1);
     assert_eq!(comfy.submits().len(), 1, "no second submit");
-    assert!(
-        after.is_known(&id, &json!({})).await.expect("is_known"),
-        "finished prompts are known too"
-    );
+    assert!(after.is_known(&id, &json!({})).await.expect("is_known"), "finished prompts are known too");
 }
 
 #[tokio::test]
@@ -613,15 +414,10 @@ async fn providers_comfy_forgotten_prompt_is_lost() {
     let comfy = FakeComfy::start().await;
     comfy.hold();
     let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
-    let sub = p
-        .submit(&comfy_request(template()), None)
-        .await
-        .expect("submit");
+    let sub = p.submit(&comfy_request(template()), None).await.expect("submit");
     comfy.forget_all(); // ComfyUI restarted: history and queue are gone
-    let e = tokio::time::timeout(Duration::from_secs(5), p.wait(&sub, &|_| {}))
-        .await
-        .expect("in time")
-        .expect_err("lost");
+    let e =
+        tokio::time::timeout(Duration::from_secs(5), p.wait(&sub, &|_| {})).await.expect("in time").expect_err("lost");
     assert!(matches!(e, ProviderError::Lost(_)), "{e:?}");
 }
 
@@ -630,19 +426,9 @@ async fn providers_comfy_cancel_deletes_and_interrupts() {
     let comfy = FakeComfy::start().await;
     comfy.hold();
     let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
-    let first = p
-        .submit(&comfy_request(template()), None)
-        .await
-        .expect("submit");
-    let second = p
-        .submit(&comfy_request(template()), None)
-        .await
-        .expect("submit");
-    assert!(
-        fakes::eventually(Duration::from_secs(2), || comfy
-            .is_running(&first.request_id))
-        .await
-    );
+    let first = p.submit(&comfy_request(template()), None).await.expect("submit");
+    let second = p.submit(&comfy_request(template()), None).await.expect("submit");
+    assert!(fakes::eventually(Duration::from_secs(2), || comfy.is_running(&first.request_id)).await);
 
     p.cancel(&second).await.expect("cancel pending");
     assert_eq!(comfy.deletes(), vec![second.request_id.clone()]);
@@ -655,10 +441,7 @@ async fn providers_comfy_cancel_deletes_and_interrupts() {
         .await
         .expect("in time")
         .expect_err("interrupted");
-    assert!(
-        matches!(e, ProviderError::Failed(ref m) if m.contains("interrupted")),
-        "{e:?}"
-    );
+    assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("interrupted")), "{e:?}");
 }
 
 #[tokio::test]
@@ -668,13 +451,7 @@ async fn providers_comfy_server_down_is_transient() {
     drop(comfy);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &base)).expect("provider");
-    let e = p
-        .submit(&comfy_request(template()), None)
-        .await
-        .expect_err("down");
+    let e = p.submit(&comfy_request(template()), None).await.expect_err("down");
     assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
-    assert!(matches!(
-        ComfyProvider::new(&cfg(ProviderKind::Comfyui, "ftp://x")),
-        Err(ProviderError::Failed(_))
-    ));
+    assert!(matches!(ComfyProvider::new(&cfg(ProviderKind::Comfyui, "ftp://x")), Err(ProviderError::Failed(_))));
 }

@@ -81,6 +81,9 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(),
                 bot.edit_message_reply_markup(chat, mid).reply_markup(keyboards::result(lang, id, starred)).await?;
             }
         },
+        (Some(Callback::Resend(id)), Some((chat, _))) => {
+            answer = resend(&bot, &ctx, lang, user, chat, id).await?;
+        }
         _ => {}
     }
     let mut req = bot.answer_callback_query(q.id.clone());
@@ -89,4 +92,41 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(),
     }
     req.await?;
     Ok(())
+}
+
+/// Sends the owner's library item again: the stored file as a photo (fitted for Telegram) and
+/// as the original document. Another user's item is refused as "not yours".
+async fn resend(
+    bot: &TgBot,
+    ctx: &BotCtx,
+    lang: crate::bot::i18n::Lang,
+    user: UserId,
+    chat: ChatId,
+    id: crate::domain::ImageId,
+) -> Result<Option<(String, bool)>, BotError> {
+    let item = ctx.store.read(move |rx| rx.get_library_item(id)).await?;
+    let Some(item) = item.filter(|i| i.owner == user) else {
+        return Ok(Some((lang.t("not_yours"), true)));
+    };
+    let Ok(bytes) = tokio::fs::read(ctx.store.media_path(&item.sha256, &item.ext)).await else {
+        return Ok(Some((lang.t("resend_missing"), true)));
+    };
+    let limits = crate::imaging::Limits::default();
+    let prepared = tokio::task::spawn_blocking(move || {
+        let photo = crate::imaging::fit_for_telegram_photo(&bytes, &limits).ok();
+        let doc = crate::imaging::document_form(&bytes).ok().map(|(d, ext, _)| (d, ext));
+        (photo, doc)
+    })
+    .await;
+    let Ok((photo, doc)) = prepared else { return Ok(Some((lang.t("resend_missing"), true))) };
+    let kb = keyboards::result(lang, item.id, item.favourite);
+    if let Some(photo) = photo {
+        bot.send_photo(chat, teloxide::types::InputFile::memory(photo).file_name("result.jpg"))
+            .reply_markup(kb.clone())
+            .await?;
+    }
+    if let Some((doc, ext)) = doc {
+        bot.send_document(chat, teloxide::types::InputFile::memory(doc).file_name(format!("mediabot.{ext}"))).await?;
+    }
+    Ok(None)
 }

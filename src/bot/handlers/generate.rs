@@ -58,7 +58,7 @@ async fn on_text(bot: &TgBot, msg: &Message, ctx: &BotCtx, lang: Lang, text: &st
     let models = models_for(ctx, Task::TextToImage);
     let size = spec.size.or_else(|| spec.aspect_ratio.as_deref().and_then(prompt::size_for_ratio));
     let draft = Draft {
-        id: uuid::Uuid::now_v7().as_u128(),
+        id: draft_id_for(msg),
         user_id: UserId(msg.from.as_ref().map(|u| u.id.0 as i64).unwrap_or(msg.chat.id.0)),
         chat_id: msg.chat.id.0,
         prompt: spec.prompt.clone(),
@@ -71,6 +71,16 @@ async fn on_text(bot: &TgBot, msg: &Message, ctx: &BotCtx, lang: Lang, text: &st
         job_id: None,
     };
     offer(bot, msg.chat.id, ctx, lang, draft, models, spec.model.as_deref()).await
+}
+
+/// The draft id of a message: chat id in the high 64 bits, message id in the low ones.
+///
+/// Derived rather than random so a message handled twice (Telegram re-delivers an update whose
+/// handler was cut off by a crash) rebuilds the same draft, and the draft's consumed marker
+/// (`Draft::job_id`) makes the second job submission a duplicate instead of a second charge.
+/// Ownership is still checked on every button press, so a guessable id grants nothing.
+pub fn draft_id_for(msg: &Message) -> u128 {
+    ((msg.chat.id.0 as u64 as u128) << 64) | (msg.id.0 as u32 as u128)
 }
 
 /// Stores the draft and shows the next step: model buttons, format buttons, or (when model and
@@ -154,6 +164,10 @@ pub async fn start_job(
     format: Format,
     edit: Option<MessageId>,
 ) -> Result<Submitted, BotError> {
+    // A re-handled message whose draft already became a job: say nothing more.
+    if let Some(existing) = ctx.jobs.get_draft(draft.id).await?.and_then(|d| d.job_id) {
+        return Ok(Submitted::Duplicate(existing));
+    }
     let (width, height) = draft.size.unwrap_or_else(|| format.default_size());
     // The progress message exists (showing "queued") before the job does, so the worker always
     // knows its id and nothing here can overwrite the worker's later edits.
@@ -240,7 +254,7 @@ async fn on_image(
     };
     let spec = prompt::parse(caption);
     let draft = Draft {
-        id: uuid::Uuid::now_v7().as_u128(),
+        id: draft_id_for(msg),
         user_id: UserId(msg.from.as_ref().map(|u| u.id.0 as i64).unwrap_or(msg.chat.id.0)),
         chat_id: msg.chat.id.0,
         prompt: spec.prompt,

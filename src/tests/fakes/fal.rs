@@ -43,6 +43,8 @@ pub enum FalScenario {
     MalformedResult,
     /// Stays `IN_PROGRESS` forever (for timeouts and cancel).
     NeverCompletes,
+    /// Submit answers 429 with `Retry-After: <secs>` (fal's rate limit). Counted as a submit.
+    RateLimited { retry_after_secs: u32 },
 }
 
 #[derive(Debug)]
@@ -65,6 +67,8 @@ struct FalState {
     requests: HashMap<String, Request>,
     order: Vec<String>,
     submits: HashMap<String, usize>,
+    /// When each submit arrived (any endpoint, in order).
+    submit_times: Vec<std::time::Instant>,
     last_body: Option<Value>,
     last_auth: Option<String>,
     status_polls: usize,
@@ -95,6 +99,7 @@ impl FakeFal {
             requests: HashMap::new(),
             order: Vec::new(),
             submits: HashMap::new(),
+            submit_times: Vec::new(),
             last_body: None,
             last_auth: None,
             status_polls: 0,
@@ -152,6 +157,11 @@ impl FakeFal {
     /// Submits received for this endpoint id (`fal-ai/flux/dev`), failed ones included.
     pub fn submits(&self, endpoint: &str) -> usize {
         self.st().submits.get(endpoint.trim_matches('/')).copied().unwrap_or(0)
+    }
+
+    /// Arrival times of all submits, in order.
+    pub fn submit_times(&self) -> Vec<std::time::Instant> {
+        self.st().submit_times.clone()
     }
 
     /// Submits received for all endpoints.
@@ -259,6 +269,19 @@ fn submit(st: &mut FalState, endpoint: &str, headers: &HeaderMap, body: &[u8]) -
     let parsed: Result<Value, _> = serde_json::from_slice(body);
     st.last_body = parsed.as_ref().ok().cloned();
     let scenario = st.queued.pop_front().unwrap_or_else(|| st.default.clone());
+    st.submit_times.push(std::time::Instant::now());
+    if let FalScenario::RateLimited { retry_after_secs } = &scenario {
+        let body = json!({"detail": "Rate limit exceeded"}).to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                (header::CONTENT_TYPE, "application/json".to_string()),
+                (header::RETRY_AFTER, retry_after_secs.to_string()),
+            ],
+            body,
+        )
+            .into_response();
+    }
     if let FalScenario::SubmitError { status, body } = &scenario {
         let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (code, [(header::CONTENT_TYPE, "application/json")], body.clone()).into_response();
