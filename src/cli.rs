@@ -1,4 +1,4 @@
-//! Command line: `serve`, `sandbox`, `check-config`, `admin …`.
+//! Command line: `serve`, `sandbox`, `check-config`, `admin …`, `image …`.
 
 use crate::app::{self, Mode, RunningApp};
 use crate::config::Config;
@@ -35,6 +35,38 @@ pub enum Command {
         data_dir: Option<PathBuf>,
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Image operations, the same code the bot runs (no config or database needed).
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Shrink IN to at most --max-bytes for a provider upload, without metadata.
+    CompressForApi {
+        input: PathBuf,
+        output: PathBuf,
+        /// Byte limit of the output (default 4 MiB).
+        #[arg(long, default_value_t = crate::imaging::API_MAX_BYTES)]
+        max_bytes: usize,
+    },
+    /// Make IN a Telegram photo: upright JPEG, ≤ 2560 px, ≤ 10 MB, no metadata.
+    Fit { input: PathBuf, output: PathBuf },
+    /// Remove all metadata (lossless for upright JPEGs).
+    Strip { input: PathBuf, output: PathBuf },
+    /// Draw a caption onto IN (JPEG out), styled like the bot's "📝 Add text".
+    Overlay {
+        input: PathBuf,
+        output: PathBuf,
+        /// Caption; `\n` in the argument is not special, pass real newlines.
+        #[arg(long)]
+        text: String,
+        /// Style wishes in Russian or English, e.g. "крупный белый текст снизу на чёрной плашке 50%".
+        #[arg(long, default_value = "")]
+        style: String,
     },
 }
 
@@ -131,6 +163,14 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Image { command } => match image(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                // One line, for scripts: no chain dump, no backtrace.
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Admin { data_dir, command } => {
             let cfg = match load(&cli, None, data_dir.as_ref()) {
                 Ok(c) => c,
@@ -145,6 +185,34 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn image(cmd: &ImageCommand) -> anyhow::Result<()> {
+    use crate::imaging;
+    let limits = imaging::Limits::default();
+    let (input, output) = match cmd {
+        ImageCommand::CompressForApi { input, output, .. }
+        | ImageCommand::Fit { input, output }
+        | ImageCommand::Strip { input, output }
+        | ImageCommand::Overlay { input, output, .. } => (input, output),
+    };
+    if let ImageCommand::Overlay { style, .. } = cmd {
+        let unknown = imaging::parse_wishes(style).unknown;
+        if !unknown.is_empty() {
+            anyhow::bail!("unknown style words: {}", unknown.join(", "));
+        }
+    }
+    let bytes = std::fs::read(input).with_context(|| format!("read {}", input.display()))?;
+    let out = match cmd {
+        ImageCommand::CompressForApi { max_bytes, .. } => imaging::compress_for_api(&bytes, *max_bytes, &limits),
+        ImageCommand::Fit { .. } => imaging::fit_for_telegram_photo(&bytes, &limits),
+        ImageCommand::Strip { .. } => imaging::strip_metadata(&bytes, &limits),
+        ImageCommand::Overlay { text, style, .. } => {
+            imaging::overlay_text(&bytes, text, &imaging::parse_wishes(style).style, &limits)
+        }
+    }
+    .with_context(|| input.display().to_string())?;
+    std::fs::write(output, out).with_context(|| format!("write {}", output.display()))
 }
 
 fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
 //! Pure functions over image bytes: probe, decode with limits, fit for Telegram, thumbnails,
-//! metadata stripping, compression for provider uploads and the demo renderer. CPU only; callers run these on blocking threads
+//! metadata stripping, compression for provider uploads, text overlay and the demo renderer. CPU only; callers run these on blocking threads
 //! (`tokio::task::spawn_blocking`).
 //!
 //! Every operation decodes its input at most once. Pixel and byte limits are checked from the
@@ -11,6 +11,7 @@ mod decode;
 mod demo;
 mod jpeg;
 mod ops;
+mod overlay;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +19,7 @@ pub use compress::{API_MAX_BYTES, compress_for_api};
 pub use decode::{decode, probe};
 pub use demo::render_demo;
 pub use ops::{document_form, fit_for_telegram_photo, strip_metadata, thumbnail};
+pub use overlay::{overlay_text, parse_wishes};
 
 use sha2::{Digest, Sha256};
 

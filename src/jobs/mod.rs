@@ -410,6 +410,38 @@ impl JobEngine {
         .map_err(|e| InputError::Store(StoreError::Join(e.to_string())))?
     }
 
+    /// "📝 Add text": draws `text` on a stored input image (see [`Self::accept_input`]), styled
+    /// by free-text `wishes` (Russian or English, see [`crate::imaging::parse_wishes`]), on a
+    /// blocking thread, and stores the JPEG result under `media/`. Returns the result and the
+    /// wish words that were not understood, which the caller must show to the user.
+    pub async fn add_text(
+        &self,
+        input_sha256: String,
+        text: String,
+        wishes: String,
+    ) -> Result<(InputInfo, Vec<String>), InputError> {
+        let store = self.inner.store.clone();
+        let limits = self.inner.limits.clone();
+        tokio::task::spawn_blocking(move || {
+            let dir = store.media_dir().to_path_buf();
+            let bytes = ["jpg", "png", "webp", "gif"]
+                .iter()
+                .find_map(|ext| std::fs::read(dir.join(format!("{input_sha256}.{ext}"))).ok())
+                .ok_or_else(|| {
+                    InputError::Imaging(crate::imaging::ImagingError::Corrupt("input image missing".into()))
+                })?;
+            let parsed = crate::imaging::parse_wishes(&wishes);
+            let out =
+                crate::imaging::overlay_text(&bytes, &text, &parsed.style, &limits).map_err(InputError::Imaging)?;
+            let info = crate::imaging::probe(&out).map_err(InputError::Imaging)?;
+            let sha256 = crate::imaging::sha256_hex(&out);
+            store.put_media_file(&sha256, "jpg", &out)?;
+            Ok((InputInfo { sha256, width: info.width, height: info.height, bytes: out.len() }, parsed.unknown))
+        })
+        .await
+        .map_err(|e| InputError::Store(StoreError::Join(e.to_string())))?
+    }
+
     /// Flips the favourite flag of a library item owned by `user`. `None` if the item does
     /// not exist or belongs to someone else (never reveals which).
     pub async fn toggle_favourite(&self, user: UserId, id: ImageId) -> Result<Option<bool>, JobsError> {
