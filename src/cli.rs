@@ -57,6 +57,14 @@ pub enum ImageCommand {
     Fit { input: PathBuf, output: PathBuf },
     /// Remove all metadata (lossless for upright JPEGs).
     Strip { input: PathBuf, output: PathBuf },
+    /// Enlarge IN 2× or 4× per side (Lanczos, local; not an AI upscale). JPEG out.
+    Resize {
+        input: PathBuf,
+        output: PathBuf,
+        /// 2 or 4.
+        #[arg(long, default_value_t = 2)]
+        factor: u32,
+    },
     /// Draw a caption onto IN (JPEG out), styled like the bot's "📝 Add text".
     Overlay {
         input: PathBuf,
@@ -158,7 +166,7 @@ pub fn main() -> ExitCode {
             match run(cfg, mode) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", format!("{e:#}").replace(['\n', '\r'], " "));
                     ExitCode::FAILURE
                 }
             }
@@ -167,7 +175,7 @@ pub fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 // One line, for scripts: no chain dump, no backtrace.
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", format!("{e:#}").replace(['\n', '\r'], " "));
                 ExitCode::from(2)
             }
         },
@@ -179,7 +187,7 @@ pub fn main() -> ExitCode {
             match admin(&cfg, command) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", format!("{e:#}").replace(['\n', '\r'], " "));
                     ExitCode::FAILURE
                 }
             }
@@ -194,6 +202,7 @@ fn image(cmd: &ImageCommand) -> anyhow::Result<()> {
         ImageCommand::CompressForApi { input, output, .. }
         | ImageCommand::Fit { input, output }
         | ImageCommand::Strip { input, output }
+        | ImageCommand::Resize { input, output, .. }
         | ImageCommand::Overlay { input, output, .. } => (input, output),
     };
     if let ImageCommand::Overlay { style, .. } = cmd {
@@ -202,11 +211,21 @@ fn image(cmd: &ImageCommand) -> anyhow::Result<()> {
             anyhow::bail!("unknown style words: {}", unknown.join(", "));
         }
     }
+    // Refuse an oversized file before reading it into memory, as the bot refuses a download.
+    let len = std::fs::metadata(input).with_context(|| format!("read {}", input.display()))?.len();
+    if len > limits.max_bytes as u64 {
+        let e = imaging::ImagingError::TooLarge {
+            bytes: usize::try_from(len).unwrap_or(usize::MAX),
+            max: limits.max_bytes,
+        };
+        return Err(anyhow::Error::new(e).context(input.display().to_string()));
+    }
     let bytes = std::fs::read(input).with_context(|| format!("read {}", input.display()))?;
     let out = match cmd {
         ImageCommand::CompressForApi { max_bytes, .. } => imaging::compress_for_api(&bytes, *max_bytes, &limits),
         ImageCommand::Fit { .. } => imaging::fit_for_telegram_photo(&bytes, &limits),
         ImageCommand::Strip { .. } => imaging::strip_metadata(&bytes, &limits),
+        ImageCommand::Resize { factor, .. } => imaging::enlarge(&bytes, *factor, &limits),
         ImageCommand::Overlay { text, style, .. } => {
             imaging::overlay_text(&bytes, text, &imaging::parse_wishes(style).style, &limits)
         }

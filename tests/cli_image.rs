@@ -71,3 +71,42 @@ fn overlay_draws_and_refuses_unknown_style_words() {
     assert_eq!(res.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&res.stderr).contains("sparkly"));
 }
+
+#[test]
+fn bombs_are_refused_before_allocating() {
+    // Under a 1 GB address-space limit a large allocation aborts the process (no exit code 2,
+    // no message); the 50000×50000 bombs need 2.5–10 GB decoded. A clean exit 2 naming the
+    // size therefore shows the refusal came from the header, before any pixel buffer.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = out_path(&dir, "bomb.jpg");
+    for name in ["bomb_50000x50000_1bit.png", "bomb_50000x50000_rgb_header_only.png"] {
+        for op in ["fit", "strip", "compress-for-api", "resize"] {
+            let res = Command::new("sh")
+                .arg("-c")
+                .arg(r#"ulimit -v 1000000 && exec "$0" image "$1" "$2" "$3""#)
+                .args([env!("CARGO_BIN_EXE_mediabot"), op, &photo(name), out.to_str().expect("utf-8")])
+                .env("RUST_LOG", "off")
+                .output()
+                .expect("runs");
+            let stderr = String::from_utf8_lossy(&res.stderr);
+            assert_eq!(res.status.code(), Some(2), "{name} {op}: {stderr}");
+            assert!(stderr.contains("50000×50000") || stderr.contains("100000×100000"), "{name} {op}: {stderr}");
+            assert!(!out.exists());
+        }
+    }
+}
+
+#[test]
+fn resize_enlarges_by_2_or_4_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = out_path(&dir, "big.jpg");
+    let res = mediabot(&["resize", &photo("alpha_dice_rgba.png"), out.to_str().expect("utf-8"), "--factor", "4"]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let img = image::load_from_memory(&std::fs::read(&out).expect("written")).expect("JPEG");
+    assert_eq!((img.width(), img.height()), (800, 600));
+    let bad = out_path(&dir, "bad.jpg");
+    let res = mediabot(&["resize", &photo("tiny_1x1.jpg"), bad.to_str().expect("utf-8"), "--factor", "3"]);
+    assert_eq!(res.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&res.stderr).trim_end().lines().count(), 1);
+    assert!(!bad.exists());
+}

@@ -663,72 +663,75 @@ mod tests {
         assert_eq!(parse_wishes("").unknown, Vec::<String>::new());
     }
 
+    /// Every backticked wish in README.md's table (between the `wishes:begin/end` markers).
+    fn documented_wishes() -> Vec<String> {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("<!-- wishes:begin").expect("README has the wish table");
+        let end = readme[start..].find("<!-- wishes:end -->").expect("table end") + start;
+        let table = &readme[start..end];
+        let words: Vec<String> = table.split('`').skip(1).step_by(2).map(String::from).collect();
+        assert!(words.len() > 50, "parsed the table: {words:?}");
+        words
+    }
+
     #[test]
-    fn each_wish_word_changes_the_output() {
+    fn each_documented_wish_is_understood_and_changes_the_output() {
         let render = |style: &OverlayStyle| {
             let mut img = gradient(320, 240);
             draw_caption(&mut img, "Привет 🔥", style).expect("draws");
             img
         };
-        let base = render(&OverlayStyle::default());
-        for wish in [
-            "small",
-            "мелкий",
-            "medium",
-            "средний",
-            "large",
-            "крупный",
-            "huge",
-            "огромный",
-            "40px",
-            "white",
-            "белый",
-            "black",
-            "чёрный",
-            "red",
-            "красный",
-            "green",
-            "зелёный",
-            "blue",
-            "синий",
-            "cyan",
-            "голубой",
-            "yellow",
-            "жёлтый",
-            "orange",
-            "оранжевый",
-            "purple",
-            "фиолетовый",
-            "pink",
-            "розовый",
-            "gray",
-            "серый",
-            "#00ff00",
-            "top",
-            "сверху",
-            "center",
-            "по центру",
-            "no plate",
-            "без плашки",
-            "white plate",
-            "белой плашке",
-            "фон красный",
-            "30%",
-            "blur",
-            "размытие 20",
-            "margin 20%",
-            "отступ 20%",
-        ] {
-            let w = parse_wishes(wish);
-            assert!(w.unknown.is_empty(), "{wish}: {:?}", w.unknown);
-            // Default text is automatic, which is white on the default black plate: compare
-            // white against black text instead.
-            let reference = if w.style.color == Some([255, 255, 255]) {
-                render(&OverlayStyle { color: Some([0, 0, 0]), ..OverlayStyle::default() })
-            } else {
-                base.clone()
-            };
-            assert!(render(&w.style) != reference, "{wish}: no visible change");
+        // A word that restates a default changes nothing on its own, so each word is also
+        // tried after settings that differ from it: it must change the picture in one of them.
+        let contexts = ["", "huge #123456 top no plate margin 30%", "small #654321 center white plate 10% blur 4"];
+        let before: Vec<RgbImage> = contexts.iter().map(|c| render(&parse_wishes(c).style)).collect();
+        for wish in documented_wishes() {
+            let alone = parse_wishes(&wish);
+            assert!(alone.unknown.is_empty(), "{wish}: {:?}", alone.unknown);
+            let changes = contexts.iter().zip(&before).any(|(c, img)| {
+                let w = parse_wishes(&format!("{c} {wish}"));
+                assert!(w.unknown.is_empty(), "{c} {wish}: {:?}", w.unknown);
+                render(&w.style) != *img
+            });
+            assert!(changes, "{wish}: no visible change in any context");
         }
+    }
+
+    #[test]
+    fn bot_help_words_are_documented_wishes() {
+        // The words the bot lists in its prompt must parse too (texts in src/bot/locales).
+        for text in [include_str!("../bot/locales/en.toml"), include_str!("../bot/locales/ru.toml")] {
+            let line = text.lines().find(|l| l.starts_with("add_text_send_wishes")).expect("key");
+            let list = line.split("\\n\\n").nth(1).expect("word list after the example");
+            for item in list.split("\\n").filter(|i| i.starts_with('•')) {
+                let words = item.split_once(": ").map(|(_, w)| w).unwrap_or("").trim_end_matches('"');
+                for wish in words.split(", ").map(|w| w.split(" (").next().unwrap_or(w)) {
+                    let w = parse_wishes(wish);
+                    assert!(w.unknown.is_empty() && !wish.is_empty(), "{item}: {wish:?} → {:?}", w.unknown);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_caption_block_is_touched() {
+        let original = gradient(400, 300);
+        let mut img = original.clone();
+        let style = OverlayStyle { blur_px: 12, ..OverlayStyle::default() };
+        draw_caption(&mut img, "Привет 🔥\nвторая строка", &style).expect("draws");
+        let changed: Vec<(u32, u32)> = img
+            .enumerate_pixels()
+            .filter(|(x, y, p)| original.get_pixel(*x, *y) != *p)
+            .map(|(x, y, _)| (x, y))
+            .collect();
+        let (ys, xs): (Vec<u32>, Vec<u32>) = changed.iter().map(|&(x, y)| (y, x)).unzip();
+        let (top, bottom) = (ys.iter().min().copied().unwrap_or(0), ys.iter().max().copied().unwrap_or(0));
+        let (left, right) = (xs.iter().min().copied().unwrap_or(0), xs.iter().max().copied().unwrap_or(0));
+        assert!(!changed.is_empty());
+        assert!(top > 150 && bottom < 300 - 10, "a bottom block with a 5 % margin: rows {top}..={bottom}");
+        assert!(left > 0 && right < 399, "centred, narrower than the picture: {left}..={right}");
+        // Everything in that bounding box changed (plate), nothing outside it did.
+        let area = ((bottom - top + 1) * (right - left + 1)) as usize;
+        assert!(changed.len() * 10 > area * 9, "{} of {area}", changed.len());
     }
 }
