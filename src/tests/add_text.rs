@@ -21,7 +21,7 @@ fn band_luma(img: &image::RgbImage, y0: u32, y1: u32) -> f64 {
 fn file_of(h: &Harness, msg: &serde_json::Value) -> Vec<u8> {
     let id = msg["document"]["file_id"]
         .as_str()
-        .or_else(|| msg["photo"].as_array().and_then(|p| p.last()).and_then(|p| p["file_id"].as_str()))
+        .or_else(|| msg["photo"]["file_id"].as_str())
         .unwrap_or_else(|| panic!("no file in {msg}"));
     h.emu.file_bytes(id).expect("stored file")
 }
