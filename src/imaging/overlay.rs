@@ -254,7 +254,8 @@ fn parse_hex(hex: &str) -> Option<[u8; 3]> {
 /// flattened on white). `text` is cut to [`MAX_TEXT_CHARS`]; newlines are kept; words wrap to
 /// 85 % of the width and over-long words break between characters. Emoji are drawn in colour
 /// from the embedded Twemoji (COLR v0 layers in their CPAL colours); ZWJ sequences are drawn
-/// as their parts. Lines that do not fit the height are dropped from the end.
+/// as their parts. A caption too tall for the picture is set in a smaller size (down to 6 px);
+/// lines that still do not fit are dropped from the end.
 ///
 /// Errors: those of [`super::decode`]; [`ImagingError::Encode`] if encoding fails.
 pub fn overlay_text(bytes: &[u8], text: &str, style: &OverlayStyle, limits: &Limits) -> Result<Vec<u8>, ImagingError> {
@@ -378,19 +379,40 @@ fn wrap(fonts: &Fonts<'_>, layout: &Layout, text: &str, max_width: f32) -> Vec<S
     lines
 }
 
+/// Font size, line height, padding, wrapped lines and how many lines fit, for a `w × h` picture.
+/// A caption taller than the picture is set smaller (15 % steps, down to 6 px) rather than
+/// losing lines; only at 6 px can `lines` be longer than the lines that fit.
+fn fit_caption(
+    fonts: &Fonts<'_>,
+    text: &str,
+    size: TextSize,
+    w: f32,
+    h: f32,
+) -> (Layout, f32, f32, Vec<String>, usize) {
+    let mut px = font_px(size, w as u32, h as u32);
+    loop {
+        let layout = Layout { text_scale: em_scale(&fonts.text, px), emoji_scale: em_scale(&fonts.emoji, px), em: px };
+        let scaled = fonts.text.as_scaled(layout.text_scale);
+        let line_h = (scaled.ascent() - scaled.descent()) * 1.15;
+        let pad = (px * 0.4).round();
+        let lines = wrap(fonts, &layout, text, (w * TEXT_WIDTH - 2.0 * pad).max(1.0));
+        let max_lines = (((h - 2.0 * pad) / line_h).floor() as usize).max(1);
+        if lines.len() <= max_lines || px <= 6.0 {
+            return (layout, line_h, pad, lines, max_lines);
+        }
+        px = (px * 0.85).max(6.0);
+    }
+}
+
 /// Draws the caption into `img` in place; only the caption block is read or written.
 fn draw_caption(img: &mut RgbImage, text: &str, style: &OverlayStyle) -> Result<(), ImagingError> {
     let text: String = text.chars().take(MAX_TEXT_CHARS).collect();
     let fonts = Fonts::load()?;
     let (iw, ih) = (img.width(), img.height());
-    let px = font_px(style.size, iw, ih);
-    let layout = Layout { text_scale: em_scale(&fonts.text, px), emoji_scale: em_scale(&fonts.emoji, px), em: px };
-    let scaled = fonts.text.as_scaled(layout.text_scale);
-    let line_h = (scaled.ascent() - scaled.descent()) * 1.15;
-    let pad = (px * 0.4).round();
     let (w, h) = (iw as f32, ih as f32);
-    let mut lines = wrap(&fonts, &layout, &text, (w * TEXT_WIDTH - 2.0 * pad).max(1.0));
-    let max_lines = (((h - 2.0 * pad) / line_h).floor() as usize).max(1);
+    let (layout, line_h, pad, mut lines, max_lines) = fit_caption(&fonts, &text, style.size, w, h);
+    let scaled = fonts.text.as_scaled(layout.text_scale);
+    let scaled = fonts.text.as_scaled(layout.text_scale);
     lines.truncate(max_lines);
     if lines.is_empty() {
         return Ok(());
@@ -722,6 +744,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_long_caption_shrinks_instead_of_losing_lines() {
+        let fonts = Fonts::load().expect("fonts");
+        let text = "один два три четыре пять шесть семь восемь девять десять одиннадцать двенадцать КОНЕЦ";
+        let px = font_px(TextSize::Huge, 600, 300);
+        let layout = Layout { text_scale: em_scale(&fonts.text, px), emoji_scale: em_scale(&fonts.emoji, px), em: px };
+        let at_huge = wrap(&fonts, &layout, text, 600.0 * TEXT_WIDTH).len();
+        let (fitted, _, _, lines, max_lines) = fit_caption(&fonts, text, TextSize::Huge, 600.0, 300.0);
+        assert!(at_huge > max_lines, "the huge size alone would lose lines: {at_huge}");
+        assert!(lines.len() <= max_lines && fitted.em < px, "{} lines, {max_lines} fit, {} px", lines.len(), fitted.em);
+        assert_eq!(lines.join(" "), text, "every word is kept");
     }
 
     #[test]
