@@ -412,7 +412,6 @@ fn draw_caption(img: &mut RgbImage, text: &str, style: &OverlayStyle) -> Result<
     let (w, h) = (iw as f32, ih as f32);
     let (layout, line_h, pad, mut lines, max_lines) = fit_caption(&fonts, &text, style.size, w, h);
     let scaled = fonts.text.as_scaled(layout.text_scale);
-    let scaled = fonts.text.as_scaled(layout.text_scale);
     lines.truncate(max_lines);
     if lines.is_empty() {
         return Ok(());
