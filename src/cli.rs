@@ -1,4 +1,4 @@
-//! Command line: `serve`, `sandbox`, `check-config`, `admin …`.
+//! Command line: `serve`, `sandbox`, `check-config`, `admin …`, `image …`.
 
 use crate::app::{self, Mode, RunningApp};
 use crate::config::Config;
@@ -39,6 +39,46 @@ pub enum Command {
     /// Measure the job engine's overhead with a zero-latency provider (see BENCHMARKS.md).
     #[command(hide = true)]
     BenchQueue(crate::bench::QueueBench),
+    /// Image operations, the same code the bot runs (no config or database needed).
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Shrink IN to at most --max-bytes for a provider upload, without metadata.
+    CompressForApi {
+        input: PathBuf,
+        output: PathBuf,
+        /// Byte limit of the output (default 4 MiB).
+        #[arg(long, default_value_t = crate::imaging::API_MAX_BYTES)]
+        max_bytes: usize,
+    },
+    /// Make IN a Telegram photo: upright JPEG, ≤ 2560 px, ≤ 10 MB, no metadata.
+    Fit { input: PathBuf, output: PathBuf },
+    /// Remove all metadata (lossless for upright JPEGs).
+    Strip { input: PathBuf, output: PathBuf },
+    /// Enlarge IN 2× or 4× per side (Lanczos, local; not an AI upscale). JPEG out.
+    Resize {
+        input: PathBuf,
+        output: PathBuf,
+        /// 2 or 4.
+        #[arg(long, default_value_t = 2)]
+        factor: u32,
+    },
+    /// Draw a caption onto IN (JPEG out), styled like the bot's "📝 Add text".
+    Overlay {
+        input: PathBuf,
+        output: PathBuf,
+        /// Caption; `\n` in the argument is not special, pass real newlines.
+        #[arg(long)]
+        text: String,
+        /// Style wishes in Russian or English, e.g. "крупный белый текст снизу на чёрной плашке 50%".
+        #[arg(long, default_value = "")]
+        style: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -145,11 +185,19 @@ pub fn main() -> ExitCode {
             match run(cfg, mode) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", format!("{e:#}").replace(['\n', '\r'], " "));
                     ExitCode::FAILURE
                 }
             }
         }
+        Command::Image { command } => match image(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                // One line, for scripts: no chain dump, no backtrace.
+                eprintln!("error: {}", format!("{e:#}").replace(['\n', '\r'], " "));
+                ExitCode::from(2)
+            }
+        },
         Command::Admin { data_dir, command } => {
             let cfg = match load(&cli, None, data_dir.as_ref()) {
                 Ok(c) => c,
@@ -158,12 +206,51 @@ pub fn main() -> ExitCode {
             match admin(&cfg, command) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", format!("{e:#}").replace(['\n', '\r'], " "));
                     ExitCode::FAILURE
                 }
             }
         }
     }
+}
+
+fn image(cmd: &ImageCommand) -> anyhow::Result<()> {
+    use crate::imaging;
+    let limits = imaging::Limits::default();
+    let (input, output) = match cmd {
+        ImageCommand::CompressForApi { input, output, .. }
+        | ImageCommand::Fit { input, output }
+        | ImageCommand::Strip { input, output }
+        | ImageCommand::Resize { input, output, .. }
+        | ImageCommand::Overlay { input, output, .. } => (input, output),
+    };
+    if let ImageCommand::Overlay { style, .. } = cmd {
+        let unknown = imaging::parse_wishes(style).unknown;
+        if !unknown.is_empty() {
+            anyhow::bail!("unknown style words: {}", unknown.join(", "));
+        }
+    }
+    // Refuse an oversized file before reading it into memory, as the bot refuses a download.
+    let len = std::fs::metadata(input).with_context(|| format!("read {}", input.display()))?.len();
+    if len > limits.max_bytes as u64 {
+        let e = imaging::ImagingError::TooLarge {
+            bytes: usize::try_from(len).unwrap_or(usize::MAX),
+            max: limits.max_bytes,
+        };
+        return Err(anyhow::Error::new(e).context(input.display().to_string()));
+    }
+    let bytes = std::fs::read(input).with_context(|| format!("read {}", input.display()))?;
+    let out = match cmd {
+        ImageCommand::CompressForApi { max_bytes, .. } => imaging::compress_for_api(&bytes, *max_bytes, &limits),
+        ImageCommand::Fit { .. } => imaging::fit_for_telegram_photo(&bytes, &limits),
+        ImageCommand::Strip { .. } => imaging::strip_metadata(&bytes, &limits),
+        ImageCommand::Resize { factor, .. } => imaging::enlarge(&bytes, *factor, &limits),
+        ImageCommand::Overlay { text, style, .. } => {
+            imaging::overlay_text(&bytes, text, &imaging::parse_wishes(style).style, &limits)
+        }
+    }
+    .with_context(|| input.display().to_string())?;
+    std::fs::write(output, out).with_context(|| format!("write {}", output.display()))
 }
 
 fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {

@@ -117,11 +117,13 @@ pub struct BillingConfig {
     pub currency: String,
     /// Credited once, when a user first sends /start.
     pub signup_bonus: Credits,
+    /// Price of one "📝 Add text" job (drawn locally, no provider). Free by default.
+    pub add_text_price: Credits,
 }
 
 impl Default for BillingConfig {
     fn default() -> Self {
-        BillingConfig { currency: "credits".into(), signup_bonus: Credits(100) }
+        BillingConfig { currency: "credits".into(), signup_bonus: Credits(100), add_text_price: Credits::ZERO }
     }
 }
 
@@ -335,6 +337,9 @@ impl Config {
         if self.billing.signup_bonus.is_negative() {
             return Err(bad("billing.signup_bonus", "must not be negative"));
         }
+        if self.billing.add_text_price.is_negative() {
+            return Err(bad("billing.add_text_price", "must not be negative"));
+        }
         if self.jobs.per_user_running == 0 || self.jobs.edits_per_sec == 0 {
             return Err(bad(
                 "jobs.per_user_running",
@@ -349,6 +354,9 @@ impl Config {
             let k = |f: &str| format!("providers[{i}].{f}");
             if p.id.is_empty() || !ids.insert(p.id.as_str()) {
                 return Err(bad(k("id"), format!("must be non-empty and unique (got {:?})", p.id)));
+            }
+            if p.id == crate::domain::LOCAL_PROVIDER {
+                return Err(bad(k("id"), "\"local\" is reserved for the built-in tools"));
             }
             if p.kind != ProviderKind::Demo && url::Url::parse(&p.base_url).is_err() {
                 return Err(bad(k("base_url"), format!("not a URL: {:?}", p.base_url)));
@@ -370,6 +378,9 @@ impl Config {
             let k = |f: &str| format!("models[{i}].{f}");
             if m.id.is_empty() || m.id.len() > 24 || !mids.insert(m.id.as_str()) {
                 return Err(bad(k("id"), "must be unique, 1–24 characters"));
+            }
+            if m.id == crate::domain::ADD_TEXT_MODEL {
+                return Err(bad(k("id"), "\"add-text\" is reserved for the built-in tool"));
             }
             let Some(p) = self.providers.iter().find(|p| p.id == m.provider) else {
                 return Err(bad(k("provider"), format!("no provider with id {:?}", m.provider)));

@@ -115,6 +115,12 @@ pub enum Task {
     ImageToVideo,
 }
 
+/// Provider id of jobs that run in this process (the built-in tools); no `[[providers]]` entry
+/// may use it.
+pub const LOCAL_PROVIDER: &str = "local";
+/// Model id of "📝 Add text" jobs (ledger, stats, admin panel); no `[[models]]` entry may use it.
+pub const ADD_TEXT_MODEL: &str = "add-text";
+
 /// Output framing the user picks under a prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

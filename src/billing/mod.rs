@@ -284,7 +284,10 @@ mod tests {
     async fn setup() -> (tempfile::TempDir, Store, Billing) {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(dir.path()).expect("open");
-        let b = Billing::new(store.clone(), BillingConfig { currency: "cr".into(), signup_bonus: Credits(100) });
+        let b = Billing::new(
+            store.clone(),
+            BillingConfig { currency: "cr".into(), signup_bonus: Credits(100), ..Default::default() },
+        );
         (dir, store, b)
     }
 

@@ -16,6 +16,8 @@ pub enum Callback {
     MenuCreate,
     MenuBalance,
     MenuHelp,
+    /// "📝 Add text" (the local caption tool).
+    MenuAddText,
     /// Model chosen for a draft.
     Model {
         draft: u128,
@@ -64,6 +66,7 @@ impl Callback {
             Callback::MenuCreate => format!("{V}:c"),
             Callback::MenuBalance => format!("{V}:b"),
             Callback::MenuHelp => format!("{V}:h"),
+            Callback::MenuAddText => format!("{V}:t"),
             Callback::Model { draft, model } => format!("{V}:m:{}:{model}", b36(*draft)),
             Callback::Format { draft, model, format } => format!("{V}:f:{}:{model}:{}", b36(*draft), fmt_code(*format)),
             Callback::CreateMore => format!("{V}:n"),
@@ -83,6 +86,7 @@ impl Callback {
             ["c"] => Callback::MenuCreate,
             ["b"] => Callback::MenuBalance,
             ["h"] => Callback::MenuHelp,
+            ["t"] => Callback::MenuAddText,
             ["n"] => Callback::CreateMore,
             ["m", d, m] => Callback::Model { draft: from_b36(d)?, model: m.to_string() },
             ["f", d, m, f] => Callback::Format {
@@ -111,6 +115,7 @@ fn button(text: String, cb: Callback) -> InlineKeyboardButton {
 pub fn main_menu(lang: Lang) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(vec![
         vec![button(lang.t("menu_create"), Callback::MenuCreate)],
+        vec![button(lang.t("menu_add_text"), Callback::MenuAddText)],
         vec![button(lang.t("menu_balance"), Callback::MenuBalance), button(lang.t("menu_help"), Callback::MenuHelp)],
     ])
 }
@@ -168,6 +173,7 @@ mod tests {
             Callback::MenuCreate,
             Callback::MenuBalance,
             Callback::MenuHelp,
+            Callback::MenuAddText,
             Callback::CreateMore,
             Callback::Model { draft: u128::MAX, model: "x".repeat(24) },
             Callback::Format { draft: u128::MAX, model: "y".repeat(24), format: Format::Horizontal },
@@ -190,6 +196,7 @@ mod tests {
     fn payloads_already_in_chat_history_still_decode() {
         // Literal strings as produced by version 1; never edit these, add new ones.
         assert_eq!(Callback::decode("1:c"), Some(Callback::MenuCreate));
+        assert_eq!(Callback::decode("1:t"), Some(Callback::MenuAddText));
         assert_eq!(
             Callback::decode("1:f:2s:demo:v"),
             Some(Callback::Format { draft: 100, model: "demo".into(), format: Format::Vertical })

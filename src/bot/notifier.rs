@@ -136,8 +136,12 @@ impl BotNotifier {
         }
     }
 
-    fn model_name<'a>(&'a self, job: &'a JobRecord) -> &'a str {
-        self.model_names.get(&job.model_id).map(String::as_str).unwrap_or(&job.model_id)
+    /// Display name of the job's model; built-in tools are named in the user's language.
+    fn model_name(&self, job: &JobRecord, lang: Lang) -> String {
+        if job.model_id == crate::domain::ADD_TEXT_MODEL {
+            return lang.t("add_text_name");
+        }
+        self.model_names.get(&job.model_id).cloned().unwrap_or_else(|| job.model_id.clone())
     }
 }
 
@@ -180,7 +184,7 @@ impl Notifier for BotNotifier {
             *t
         });
         let spinner = SPINNER[(tick.unwrap_or(0) % 4) as usize];
-        let model = self.model_name(job);
+        let model = self.model_name(job, lang);
         let text = match (p.running, p.queue_position) {
             (false, Some(pos)) if job.submission.is_none() => {
                 lang.tf("queued", &[("position", &pos), ("model", &model), ("eta", &p.eta_secs)])
@@ -243,7 +247,7 @@ impl Notifier for BotNotifier {
         let caption = if item.is_demo {
             lang.tf("caption_demo", &[("secs", &s)])
         } else {
-            lang.tf("caption", &[("model", &self.model_name(job)), ("secs", &s)])
+            lang.tf("caption", &[("model", &self.model_name(job, lang)), ("secs", &s)])
         };
         let raw = self.bot.inner();
         let mut out = DeliveredFiles::default();

@@ -167,7 +167,7 @@ mod tests {
         let scan = [0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56];
 
         let mut input = vec![0xFF, SOI];
-        for s in [&app0, &exif, &xmp, &icc, &iptc, &adobe, &other14, &com, &dqt, &sos] {
+        for s in [&app0_thumb, &jfxx, &exif, &xmp, &icc, &iptc, &adobe, &other14, &com, &dqt, &sos] {
             input.extend_from_slice(s);
         }
         input.extend_from_slice(&scan);

@@ -1,6 +1,6 @@
 //! Pure functions over image bytes: probe, decode with limits, fit for Telegram, thumbnails,
-//! metadata stripping, compression for provider uploads and the demo renderer. CPU only; callers run these on blocking threads
-//! (`tokio::task::spawn_blocking`).
+//! metadata stripping, compression for provider uploads, text overlay, 2×/4× enlargement and the
+//! demo renderer. CPU only; callers run these on blocking threads (`tokio::task::spawn_blocking`).
 //!
 //! Every operation decodes its input at most once. Pixel and byte limits are checked from the
 //! header before any pixel buffer is allocated, so decompression bombs are refused cheaply.
@@ -11,13 +11,18 @@ mod decode;
 mod demo;
 mod jpeg;
 mod ops;
+mod overlay;
 #[cfg(test)]
 mod tests;
 
 pub use compress::{API_MAX_BYTES, compress_for_api};
 pub use decode::{decode, probe};
 pub use demo::render_demo;
-pub use ops::{document_form, fit_for_telegram_photo, strip_metadata, thumbnail};
+pub use ops::{THUMBNAIL_SIDE, document_form, enlarge, fit_for_telegram_photo, strip_metadata, thumbnail};
+// The style types name what `parse_wishes` returns; the binary only passes them through, the
+// fuzz targets and tests look inside.
+#[allow(unused_imports)]
+pub use overlay::{MAX_TEXT_CHARS, OverlayStyle, Position, TextSize, Wishes, overlay_text, parse_wishes};
 
 use sha2::{Digest, Sha256};
 

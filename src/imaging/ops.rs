@@ -19,6 +19,11 @@ const PHOTO_MAX_SIDE: u32 = 2560;
 /// the photo is not visibly worse than what users had.
 const PHOTO_QUALITIES: [u8; 6] = [90, 85, 80, 72, 60, 45];
 const THUMB_QUALITY: u8 = 80;
+/// Output quality of [`enlarge`]: the result is the user's final file, so keep it close to lossless.
+const ENLARGE_QUALITY: u8 = 95;
+
+/// Longest side of library and admin-panel thumbnails, in pixels.
+pub const THUMBNAIL_SIDE: u32 = 320;
 /// Re-encoding a rotated JPEG in `strip_metadata`: close to the source, it may be edited later.
 const ROTATED_QUALITY: u8 = 92;
 
@@ -56,6 +61,29 @@ pub fn thumbnail(bytes: &[u8], max_side: u32, limits: &Limits) -> Result<Vec<u8>
     let (w, h) = fit_within(rgb.width(), rgb.height(), max_side.max(1));
     let rgb = resize(rgb, w, h)?;
     encode_jpeg_rgb(&rgb, THUMB_QUALITY)
+}
+
+/// The "Resize" tool: enlarges an image `factor` times on each side (2 or 4) with Lanczos3
+/// (`fast_image_resize`), upright, alpha flattened on white, as a JPEG (q95) without metadata.
+/// A local, deterministic interpolation, not an AI upscale: it adds pixels, not detail.
+///
+/// Errors: [`ImagingError::Encode`] for a factor other than 2 or 4 or when encoding fails;
+/// [`ImagingError::TooManyPixels`] (with the *output* size) when the result would exceed
+/// [`Limits::max_pixels`] or JPEG's 65535 px side, checked before anything is allocated for
+/// it; and those of [`super::decode`].
+pub fn enlarge(bytes: &[u8], factor: u32, limits: &Limits) -> Result<Vec<u8>, ImagingError> {
+    if !matches!(factor, 2 | 4) {
+        return Err(ImagingError::Encode(format!("resize factor must be 2 or 4, not {factor}")));
+    }
+    // Refuse from the header: a 12 MP photo ×4 is 192 MP, and nobody should wait for its decode.
+    let info = probe(bytes)?;
+    let (w, h) = (u64::from(info.width) * u64::from(factor), u64::from(info.height) * u64::from(factor));
+    if w * h > limits.max_pixels || w.max(h) > u64::from(u16::MAX) {
+        return Err(ImagingError::TooManyPixels { width: to_u32(w), height: to_u32(h), max: limits.max_pixels });
+    }
+    let rgb = flatten_on_white(decode_full(bytes, limits)?.image);
+    let out = resize_ref(&rgb, rgb.width() * factor, rgb.height() * factor)?;
+    encode_jpeg_rgb(&out, ENLARGE_QUALITY)
 }
 
 /// Removes EXIF, GPS, XMP, IPTC, ICC and comments, keeping the picture upright.

@@ -28,6 +28,22 @@ fn all_photos() -> Vec<String> {
     names
 }
 
+/// True if a JPEG has any APP1 segment (EXIF or XMP) before its first scan.
+fn has_app1(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= bytes.len() && bytes[i] == 0xFF {
+        let marker = bytes[i + 1];
+        if marker == 0xDA || marker == 0xD9 {
+            return false;
+        }
+        if marker == 0xE1 {
+            return true;
+        }
+        i += 2 + usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+    }
+    false
+}
+
 fn decode_output(bytes: &[u8]) -> DynamicImage {
     image::load_from_memory(bytes).expect("output decodes")
 }
@@ -141,6 +157,21 @@ fn check_file(name: &str) {
             );
         }
         assert!(started.elapsed() < Duration::from_secs(1), "{name}: slow refusal");
+        // Each operation on its own must refuse within 100 ms: from the header, before any
+        // pixel buffer (tests/cli_image.rs shows the same under a 1 GB address-space limit).
+        let ops: [(&str, &dyn Fn() -> bool); 6] = [
+            ("decode", &|| decode(&bytes, &limits).is_err()),
+            ("strip", &|| strip_metadata(&bytes, &limits).is_err()),
+            ("fit", &|| fit_for_telegram_photo(&bytes, &limits).is_err()),
+            ("compress", &|| compress_for_api(&bytes, API_MAX_BYTES, &limits).is_err()),
+            ("overlay", &|| overlay_text(&bytes, "x", &OverlayStyle::default(), &limits).is_err()),
+            ("enlarge", &|| enlarge(&bytes, 2, &limits).is_err()),
+        ];
+        for (op, run) in ops {
+            let t = Instant::now();
+            assert!(run(), "{name}: {op} accepted a bomb");
+            assert!(t.elapsed() < Duration::from_millis(100), "{name}: {op} took {:?}", t.elapsed());
+        }
         return;
     }
     if name == "corrupt_truncated_in_exif.jpg" {
@@ -177,8 +208,18 @@ fn check_file(name: &str) {
     } else {
         assert!(stripped.starts_with(b"\x89PNG"), "{name}: re-encoded as PNG");
     }
+    // The whole chain as a provider upload takes it: strip → compress → fit.
+    let chained = compress_for_api(&stripped, API_MAX_BYTES, &limits)
+        .and_then(|c| fit_for_telegram_photo(&c, &limits))
+        .unwrap_or_else(|e| panic!("{name}: chain {e}"));
+    assert_eq!(assert_telegram_photo(&chained, name), (w, h), "{name}: chain gives the same photo size");
     if name.contains("_gps") {
         assert!(jpeg::has_exif_segment(&bytes), "{name}: the input should carry EXIF");
+        for (what, out) in [("strip", &stripped), ("compress", &compressed), ("fit", &fitted), ("chain", &chained)] {
+            // No EXIF block at all (GPS lives inside it), not even an empty APP1.
+            assert!(!out.windows(4).any(|w| w == b"Exif"), "{name} {what}: EXIF left");
+            assert!(!has_app1(out), "{name} {what}: an APP1 segment is left");
+        }
     }
     if name.starts_with("orientation/") {
         assert_eq!(image.dimensions(), (1800, 1200), "{name}");
@@ -424,4 +465,51 @@ fn hashes_and_extensions() {
     ] {
         assert_eq!(extension_for_mime(mime), ext, "{mime}");
     }
+}
+
+#[test]
+fn enlarge_doubles_and_quadruples_upright() {
+    let limits = Limits::default();
+    let bytes = read("orientation/Landscape_6.jpg");
+    let out = enlarge(&bytes, 2, &limits).expect("2×");
+    assert!(!jpeg::has_exif_segment(&out));
+    let img = decode_output(&out);
+    assert_eq!(img.dimensions(), (3600, 2400), "upright, twice each side");
+    // Same picture as the upright reference once brought back to its size.
+    let back = DynamicImage::ImageRgb8(image::imageops::resize(&img.to_rgb8(), 1800, 1200, image::imageops::Triangle));
+    let reference = small(&decode(&read("orientation/Landscape_1.jpg"), &limits).expect("ref"));
+    assert!(mean_abs_diff(&small(&back), &reference) < 3.0);
+
+    let tiny = enlarge(&read("tiny_1x1.jpg"), 4, &limits).expect("4×");
+    assert_eq!(decode_output(&tiny).dimensions(), (4, 4));
+    let alpha = decode_output(&enlarge(&read("alpha_dice_rgba.png"), 2, &limits).expect("png")).to_rgb8();
+    assert_eq!(alpha.dimensions(), (400, 300));
+    assert!(alpha.get_pixel(0, 0).0.iter().all(|&c| c >= 245), "alpha flattened on white");
+}
+
+#[test]
+fn enlarge_refuses_bad_factors_and_huge_outputs_from_the_header() {
+    let limits = Limits::default();
+    let bytes = read("large_olympus_ep3_12mp.jpg");
+    for factor in [0, 1, 3, 8] {
+        assert!(matches!(enlarge(&bytes, factor, &limits), Err(ImagingError::Encode(_))), "{factor}");
+    }
+    let started = Instant::now();
+    let err = enlarge(&bytes, 4, &limits).expect_err("192 MP is over the limit");
+    assert!(matches!(err, ImagingError::TooManyPixels { width: 16_128, height: 12_096, .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(100), "refused from the header");
+}
+
+#[test]
+fn overlay_on_a_rotated_photo_is_upright_and_clean() {
+    let limits = Limits::default();
+    let bytes = read("canon_sx60_orient6_gpsifd.jpg");
+    let out = overlay_text(&bytes, "Привет 👋", &OverlayStyle::default(), &limits).expect("overlay");
+    assert!(!out.windows(4).any(|w| w == b"Exif"), "no metadata");
+    assert_eq!(decode_output(&out).dimensions(), (1536, 2048), "upright");
+    for name in ["corrupt_truncated_in_exif.jpg", "bomb_50000x50000_rgb_header_only.png"] {
+        assert!(overlay_text(&read(name), "x", &OverlayStyle::default(), &limits).is_err(), "{name}");
+    }
+    let tiny = overlay_text(&read("tiny_1x1.jpg"), "Очень длинный текст 🔥", &OverlayStyle::default(), &limits);
+    assert_eq!(decode_output(&tiny.expect("1×1 works")).dimensions(), (1, 1));
 }

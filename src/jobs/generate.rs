@@ -3,7 +3,7 @@
 //! outside call.
 
 use super::{Inner, JobProgress, ResultFiles, backoff, eta_from};
-use crate::domain::{ImageId, JobStatus, now_ms};
+use crate::domain::{Format, ImageId, JobStatus, now_ms};
 use crate::providers::{GenerateRequest, GeneratedImage, InputImage, ProviderError, ProviderProgress, Submission};
 use crate::store::StoreError;
 use crate::store::records::{Delivery, ErrorClass, JobError, JobPayload, JobRecord, LibraryItem};
@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 /// Drives a job until it is terminal and its final message is sent.
 pub(crate) async fn drive(inner: &Arc<Inner>, mut job: JobRecord) {
+    if matches!(job.payload, JobPayload::AddText { .. }) && !job.status.is_terminal() {
+        return run_local(inner, job).await;
+    }
     loop {
         match job.status {
             JobStatus::Queued | JobStatus::Submitting => match submit(inner, job).await {
@@ -52,7 +55,10 @@ fn classify(e: &ProviderError) -> ErrorClass {
 
 async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest, String> {
     let model = inner.models.get(&job.model_id).ok_or("model no longer configured")?;
-    let JobPayload::Generate { prompt, negative, format, width, height, aspect_ratio, seed, inputs } = &job.payload;
+    let JobPayload::Generate { prompt, negative, format, width, height, aspect_ratio, seed, inputs } = &job.payload
+    else {
+        return Err("not a provider job".into());
+    };
     let mut input_images = Vec::new();
     for sha in inputs {
         let dir = inner.store.media_dir().to_path_buf();
@@ -131,8 +137,7 @@ async fn submit(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     if save(inner, &job).await.is_err() {
         return Step::Done;
     }
-    let JobPayload::Generate { format, .. } = &job.payload;
-    let eta = eta_from(&inner.store, job.model_id.clone(), format.as_str().to_string()).await;
+    let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
     notify_progress(inner, &job, JobProgress { running: false, percent: 0, queue_position: None, eta_secs: eta }).await;
     match provider.submit(&req, job.preassigned_id.as_deref()).await {
         Ok(sub) => {
@@ -195,8 +200,7 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     let started = job.submitted_at.unwrap_or_else(now_ms);
     let deadline_ms = started + (timeout_secs as i64) * 1000;
     let left = Duration::from_millis((deadline_ms - now_ms()).max(0) as u64);
-    let JobPayload::Generate { format, .. } = &job.payload;
-    let eta = eta_from(&inner.store, job.model_id.clone(), format.as_str().to_string()).await;
+    let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
 
     // Progress from the provider callback is sampled by a ticker that applies the edit limit.
     let latest: Arc<Mutex<ProviderProgress>> = Arc::default();
@@ -264,6 +268,39 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     }
 }
 
+/// Runs a local tool job ("📝 Add text") on a blocking thread and stores its result like a
+/// provider's. Nothing external is called, so a job interrupted here simply runs again.
+async fn run_local(inner: &Arc<Inner>, mut job: JobRecord) {
+    let JobPayload::AddText { input, text, wishes } = job.payload.clone() else { return };
+    job.status = JobStatus::Submitting;
+    job.started_at.get_or_insert(now_ms());
+    job.attempts += 1;
+    if save(inner, &job).await.is_err() {
+        return;
+    }
+    let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
+    notify_progress(inner, &job, JobProgress { running: true, percent: 0, queue_position: None, eta_secs: eta }).await;
+    let dir = inner.store.media_dir().to_path_buf();
+    let limits = inner.limits.clone();
+    let drawn = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let bytes = ["jpg", "png", "webp", "gif"]
+            .iter()
+            .find_map(|ext| std::fs::read(dir.join(format!("{input}.{ext}"))).ok())
+            .ok_or("input image missing")?;
+        let style = crate::imaging::parse_wishes(&wishes).style;
+        crate::imaging::overlay_text(&bytes, &text, &style, &limits).map_err(|e| e.to_string())
+    })
+    .await;
+    match drawn {
+        Ok(Ok(bytes)) => {
+            let image = GeneratedImage { bytes, mime: "image/jpeg".into(), is_demo: false };
+            store_result(inner, job, vec![image]).await
+        }
+        Ok(Err(e)) => fail(inner, job, ErrorClass::Failed, e).await,
+        Err(e) => fail(inner, job, ErrorClass::Internal, e.to_string()).await,
+    }
+}
+
 /// Stores the first image in the library and captures the hold in one transaction, then
 /// delivers. Capture happens once the user's value exists, whatever happens to delivery.
 async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<GeneratedImage>) {
@@ -294,12 +331,15 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<Genera
             return;
         }
     };
-    let JobPayload::Generate { prompt, negative, format, seed, .. } = job.payload.clone();
+    let (kind, prompt, negative, format, seed) = match job.payload.clone() {
+        JobPayload::Generate { prompt, negative, format, seed, .. } => ("create", prompt, negative, format, seed),
+        JobPayload::AddText { text, .. } => ("add_text", text, None, Format::from_dims(width, height), 0),
+    };
     let item = LibraryItem {
         id: ImageId::new(),
         owner: job.user_id,
         job_id: Some(job.id),
-        kind: "create".into(),
+        kind: kind.into(),
         prompt,
         negative,
         model_id: job.model_id.clone(),
@@ -333,8 +373,7 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<Genera
             }
             tx.insert_library_item(&it)?;
             crate::billing::capture(tx, &mut j).map_err(|e| StoreError::Refused(e.to_string()))?;
-            let JobPayload::Generate { format, .. } = &j.payload;
-            tx.insert_duration(&j.model_id, format.as_str(), j.id, duration)?;
+            tx.insert_duration(&j.model_id, j.payload.stats_key(), j.id, duration)?;
             tx.put_job(&j)?;
             Ok(Some(j))
         })

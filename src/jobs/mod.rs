@@ -11,7 +11,7 @@ pub mod generate;
 pub mod worker;
 
 use crate::config::{Config, JobsConfig, ModelConfig, ProviderConfig};
-use crate::domain::{Format, ImageId, JobId, JobStatus, UserId, now_ms};
+use crate::domain::{ADD_TEXT_MODEL, Format, ImageId, JobId, JobStatus, LOCAL_PROVIDER, UserId, now_ms};
 use crate::imaging::Limits;
 use crate::providers::DynProvider;
 use crate::store::records::{Delivery, Draft, ErrorClass, JobPayload, JobRecord, LibraryItem};
@@ -169,6 +169,8 @@ pub(crate) struct Inner {
     pub notifier: Arc<dyn Notifier>,
     pub cfg: JobsConfig,
     pub limits: Limits,
+    /// Price of a "📝 Add text" job (`billing.add_text_price`).
+    pub add_text_price: crate::domain::Credits,
     pub wake: Notify,
     /// Jobs with a running task, and their owners (per-user cap).
     pub in_flight: Mutex<HashMap<JobId, UserId>>,
@@ -210,11 +212,14 @@ impl JobEngine {
             }
         }
         let provider_cfg: HashMap<_, _> = config.providers.iter().map(|p| (p.id.clone(), p.clone())).collect();
-        let permits = config
+        let mut permits: HashMap<String, Arc<Semaphore>> = config
             .providers
             .iter()
             .map(|p| (p.id.clone(), Arc::new(Semaphore::new(p.max_concurrency as usize))))
             .collect();
+        // Local tools are CPU-bound on a small machine: one at a time keeps the bot and the
+        // panel responsive, and each takes about a second.
+        permits.insert(LOCAL_PROVIDER.to_string(), Arc::new(Semaphore::new(1)));
         // Providers sharing a key share one semaphore; keyed by a hash so the key itself is
         // never kept in another place.
         let mut by_key: HashMap<String, Arc<Semaphore>> = HashMap::new();
@@ -240,6 +245,7 @@ impl JobEngine {
                 notifier,
                 cfg: config.jobs.clone(),
                 limits: Limits::default(),
+                add_text_price: config.billing.add_text_price,
                 wake: Notify::new(),
                 in_flight: Mutex::new(HashMap::new()),
                 cancels: Mutex::new(HashMap::new()),
@@ -305,20 +311,34 @@ impl JobEngine {
     }
 
     /// Creates a job and holds its price in one write transaction. Also consumes the draft.
+    ///
+    /// A [`JobPayload::AddText`] job runs locally: `new.model_id` is ignored, the job gets
+    /// [`ADD_TEXT_MODEL`] on [`LOCAL_PROVIDER`] at `billing.add_text_price`.
     pub async fn submit(&self, new: NewJob) -> Result<Submitted, JobsError> {
-        let model =
-            self.inner.models.get(&new.model_id).ok_or_else(|| JobsError::UnknownModel(new.model_id.clone()))?;
-        if !model.enabled {
-            return Err(JobsError::ModelDisabled(model.id.clone()));
-        }
+        let (model_id, provider_id, price) = match &new.payload {
+            JobPayload::AddText { .. } => {
+                (ADD_TEXT_MODEL.to_string(), LOCAL_PROVIDER.to_string(), self.inner.add_text_price)
+            }
+            JobPayload::Generate { .. } => {
+                let model = self
+                    .inner
+                    .models
+                    .get(&new.model_id)
+                    .ok_or_else(|| JobsError::UnknownModel(new.model_id.clone()))?;
+                if !model.enabled {
+                    return Err(JobsError::ModelDisabled(model.id.clone()));
+                }
+                (model.id.clone(), model.provider.clone(), model.price)
+            }
+        };
         let mut job = JobRecord {
             id: JobId::new(),
             user_id: new.user_id,
             chat_id: new.chat_id,
             lang: new.lang,
-            model_id: model.id.clone(),
-            provider_id: model.provider.clone(),
-            price: model.price,
+            model_id,
+            provider_id,
+            price,
             payload: new.payload,
             status: JobStatus::Queued,
             hold_id: None,
@@ -388,10 +408,7 @@ impl JobEngine {
     /// Expected duration for a job's (model, format): mean of the last 10 runs with those
     /// settings → mean of all runs of the model → [`DEFAULT_ETA_SECS`].
     pub async fn eta_secs(&self, job: &JobRecord) -> u64 {
-        let model = job.model_id.clone();
-        let JobPayload::Generate { format, .. } = &job.payload;
-        let format = format.as_str().to_string();
-        eta_from(&self.inner.store, model, format).await
+        eta_from(&self.inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await
     }
 
     /// ETA for a model and format before a job exists (see [`Self::eta_secs`]).

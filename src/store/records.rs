@@ -124,6 +124,35 @@ pub enum JobPayload {
         #[serde(default)]
         inputs: Vec<String>,
     },
+    /// "📝 Add text": a caption drawn locally onto one input image; no provider involved.
+    AddText {
+        /// sha256 of the input file under `media/` (already stripped of metadata).
+        input: String,
+        /// The caption, as the user typed it (newlines kept).
+        text: String,
+        /// Free-text style wishes in Russian or English; empty for the default style.
+        #[serde(default)]
+        wishes: String,
+    },
+}
+
+impl JobPayload {
+    /// The user's text for lists and captions: the prompt, or the caption to draw.
+    pub fn prompt(&self) -> &str {
+        match self {
+            JobPayload::Generate { prompt, .. } => prompt,
+            JobPayload::AddText { text, .. } => text,
+        }
+    }
+
+    /// Second key of the processing-time statistics (after the model id): the output format
+    /// for generations, `local` for local tools, whose time does not depend on a format.
+    pub fn stats_key(&self) -> &'static str {
+        match self {
+            JobPayload::Generate { format, .. } => format.as_str(),
+            JobPayload::AddText { .. } => "local",
+        }
+    }
 }
 
 /// Error classes, decided once per provider answer.
@@ -431,6 +460,14 @@ mod tests {
         };
         let j = serde_json::to_value(&p).expect("json");
         assert_eq!(j["kind"], "generate");
+        // Add-text jobs stored by this version; the literal must keep decoding.
+        let stored = r#"{"kind":"add_text","input":"ab12","text":"Привет\nмир"}"#;
+        let back: JobPayload = serde_json::from_str(stored).expect("decodes");
+        assert_eq!(
+            back,
+            JobPayload::AddText { input: "ab12".into(), text: "Привет\nмир".into(), wishes: String::new() }
+        );
+        assert_eq!((back.prompt(), back.stats_key(), p.stats_key()), ("Привет\nмир", "local", "square"));
     }
 }
 

@@ -294,7 +294,7 @@ async fn sigkill_twenty_times_loses_nothing_and_charges_once() {
             // Each attempt has its own prompt_id; none reached ComfyUI more than its attempts.
             let id = j.preassigned_id.as_deref().unwrap_or("");
             assert!(per_prompt_id.get(id).copied().unwrap_or(0) <= 1);
-            let JobPayload::Generate { width, .. } = &j.payload;
+            let JobPayload::Generate { width, .. } = &j.payload else { panic!("a generate job") };
             let sent = photos.iter().filter(|w| **w == *width as u64).count();
             assert!(sent <= 1, "job {} delivered {sent} times", j.id.short());
             if j.status == JobStatus::Succeeded {
@@ -311,7 +311,7 @@ async fn sigkill_twenty_times_loses_nothing_and_charges_once() {
                         j.delivery
                     );
                     in_window += 1;
-                    let JobPayload::Generate { prompt, .. } = &j.payload;
+                    let JobPayload::Generate { prompt, .. } = &j.payload else { panic!("a generate job") };
                     let told = emu.messages(user).iter().any(|m| {
                         m.from_bot
                             && m.text

@@ -92,7 +92,9 @@ async fn extended_syntax_picks_model_and_size_and_reports_unknown_parts() {
     let jobs = h.store().read(|rx| rx.find_jobs()).await.expect("jobs");
     let job = jobs.iter().find(|j| j.user_id == UserId(504)).expect("job");
     assert_eq!(job.model_id, "demo2");
-    let crate::store::records::JobPayload::Generate { width, height, negative, .. } = &job.payload;
+    let crate::store::records::JobPayload::Generate { width, height, negative, .. } = &job.payload else {
+        panic!("a generation job: {job:?}")
+    };
     assert_eq!((*width, *height), (640, 960));
     assert_eq!(negative.as_deref(), Some("fog"));
     assert_eq!(job.status, JobStatus::Succeeded);

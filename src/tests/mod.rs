@@ -1,6 +1,7 @@
 //! Cross-module tests (one test binary): end-to-end through the Bot API emulator with fake
 //! providers, plus shared helpers.
 
+mod add_text;
 mod crash;
 mod e2e;
 pub mod fakes;

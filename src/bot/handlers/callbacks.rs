@@ -19,8 +19,10 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(),
     let cb = q.data.as_deref().and_then(Callback::decode);
     match (cb, message) {
         (Some(Callback::MenuCreate | Callback::CreateMore), Some((chat, _))) => {
+            super::add_text::clear(&ctx, chat).await?;
             bot.send_message(chat, lang.t("create_hint")).await?;
         }
+        (Some(Callback::MenuAddText), Some((chat, _))) => super::add_text::start(&bot, chat, &ctx, lang).await?,
         (Some(Callback::MenuBalance), Some((chat, _))) => {
             bot.send_message(chat, balance_text(&rec, lang, ctx.billing.currency())).await?;
         }

@@ -10,6 +10,9 @@ pub async fn run(bot: TgBot, msg: Message, cmd: Command, ctx: Arc<BotCtx>) -> Re
     let Some(user) = msg.from.as_ref() else { return Ok(()) };
     let (rec, new, lang) = touch_user(&ctx, user).await?;
     let currency = ctx.billing.currency().to_string();
+    if matches!(cmd, Command::Start | Command::Menu) {
+        super::add_text::clear(&ctx, msg.chat.id).await?;
+    }
     match cmd {
         Command::Start => {
             let mut text =

@@ -19,15 +19,11 @@ const MAX_DOWNLOAD: u32 = 20 * 1024 * 1024;
 pub async fn on_message(bot: TgBot, msg: Message, ctx: Arc<BotCtx>) -> Result<(), BotError> {
     let Some(user) = msg.from.as_ref() else { return Ok(()) };
     let (_, _, lang) = touch_user(&ctx, user).await?;
-    if let Some(sizes) = msg.photo() {
-        if let Some(largest) = sizes.iter().max_by_key(|p| p.width * p.height) {
-            return on_image(&bot, &msg, &ctx, lang, largest.file.id.clone(), largest.file.size).await;
-        }
+    if let Some(step) = super::add_text::current(&ctx, msg.chat.id).await? {
+        return super::add_text::on_message(&bot, &msg, &ctx, lang, step).await;
     }
-    if let Some(doc) = msg.document() {
-        if doc.mime_type.as_ref().is_some_and(|m| m.type_() == mime::IMAGE) {
-            return on_image(&bot, &msg, &ctx, lang, doc.file.id.clone(), doc.file.size).await;
-        }
+    if let Some((file_id, size)) = image_file(&msg) {
+        return on_image(&bot, &msg, &ctx, lang, file_id, size).await;
     }
     match msg.text() {
         Some(text) => on_text(&bot, &msg, &ctx, lang, text).await,
@@ -212,6 +208,49 @@ pub async fn start_job(
     Ok(outcome)
 }
 
+/// The largest photo size or an image document of `msg`: (file id, size in bytes).
+pub(super) fn image_file(msg: &Message) -> Option<(teloxide::types::FileId, u32)> {
+    if let Some(largest) = msg.photo().and_then(|sizes| sizes.iter().max_by_key(|p| p.width * p.height)) {
+        return Some((largest.file.id.clone(), largest.file.size));
+    }
+    msg.document()
+        .filter(|doc| doc.mime_type.as_ref().is_some_and(|m| m.type_() == mime::IMAGE))
+        .map(|doc| (doc.file.id.clone(), doc.file.size))
+}
+
+/// Downloads a user's image and stores it as a job input (metadata stripped). When the image
+/// is refused, tells the user why and returns `None`.
+pub(super) async fn download_input(
+    bot: &TgBot,
+    chat: ChatId,
+    ctx: &BotCtx,
+    lang: Lang,
+    file_id: teloxide::types::FileId,
+    size: u32,
+) -> Result<Option<crate::jobs::InputInfo>, BotError> {
+    if size > MAX_DOWNLOAD {
+        bot.send_message(chat, lang.tf("photo_too_big", &[("detail", &format!("{} MB", size / 1_048_576))])).await?;
+        return Ok(None);
+    }
+    let file = bot.get_file(file_id).await?;
+    let mut bytes = Vec::with_capacity(file.size as usize);
+    bot.download_file(&file.path, &mut bytes).await?;
+    match ctx.jobs.accept_input(bytes).await {
+        Ok(info) => Ok(Some(info)),
+        Err(crate::jobs::InputError::Imaging(e)) => {
+            let text = match &e {
+                crate::imaging::ImagingError::TooLarge { .. } | crate::imaging::ImagingError::TooManyPixels { .. } => {
+                    lang.tf("photo_too_big", &[("detail", &e)])
+                }
+                _ => lang.tf("photo_bad", &[("reason", &e)]),
+            };
+            bot.send_message(chat, text).await?;
+            Ok(None)
+        }
+        Err(crate::jobs::InputError::Store(e)) => Err(e.into()),
+    }
+}
+
 async fn on_image(
     bot: &TgBot,
     msg: &Message,
@@ -220,28 +259,7 @@ async fn on_image(
     file_id: teloxide::types::FileId,
     size: u32,
 ) -> Result<(), BotError> {
-    if size > MAX_DOWNLOAD {
-        bot.send_message(msg.chat.id, lang.tf("photo_too_big", &[("detail", &format!("{} MB", size / 1_048_576))]))
-            .await?;
-        return Ok(());
-    }
-    let file = bot.get_file(file_id).await?;
-    let mut bytes = Vec::with_capacity(file.size as usize);
-    bot.download_file(&file.path, &mut bytes).await?;
-    let info = match ctx.jobs.accept_input(bytes).await {
-        Ok(info) => info,
-        Err(crate::jobs::InputError::Imaging(e)) => {
-            let text = match &e {
-                crate::imaging::ImagingError::TooLarge { .. } | crate::imaging::ImagingError::TooManyPixels { .. } => {
-                    lang.tf("photo_too_big", &[("detail", &e)])
-                }
-                _ => lang.tf("photo_bad", &[("reason", &e)]),
-            };
-            bot.send_message(msg.chat.id, text).await?;
-            return Ok(());
-        }
-        Err(crate::jobs::InputError::Store(e)) => return Err(e.into()),
-    };
+    let Some(info) = download_input(bot, msg.chat.id, ctx, lang, file_id, size).await? else { return Ok(()) };
     let dims: [(&str, &(dyn std::fmt::Display + Sync)); 2] = [("width", &info.width), ("height", &info.height)];
     let models = models_for(ctx, Task::Edit);
     if models.is_empty() {

@@ -1,5 +1,6 @@
 //! One file per flow.
 
+pub mod add_text;
 pub mod callbacks;
 pub mod commands;
 pub mod generate;

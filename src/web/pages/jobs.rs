@@ -98,7 +98,7 @@ pub async fn get(
     let id = uuid::Uuid::parse_str(&id).map_err(|_| WebError::NotFound)?.as_u128();
     let j = st.store.read(move |rx| rx.get_job(JobId(id))?.ok_or_else(|| StoreError::NotFound("job".into()))).await?;
     let t = |v: Option<i64>| v.map(fmt_time).unwrap_or_default();
-    let crate::store::records::JobPayload::Generate { prompt, .. } = &j.payload;
+    let prompt = j.payload.prompt();
     Ok(JobPage {
         layout: Layout::new("Job", Some(&session)),
         provider: j.provider_id.clone(),
@@ -112,7 +112,7 @@ pub async fn get(
         started: t(j.started_at),
         submitted: t(j.submitted_at),
         finished: t(j.finished_at),
-        prompt: prompt.clone(),
+        prompt: prompt.to_string(),
         j: JobRow::from(&j),
     })
 }

@@ -13,7 +13,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 const GALLERY_ITEMS: usize = 60;
-const THUMB_SIDE: u32 = 256;
+const THUMB_SIDE: u32 = crate::imaging::THUMBNAIL_SIDE;
 
 /// A gallery tile.
 pub struct Tile {
