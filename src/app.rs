@@ -111,14 +111,27 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         }));
     }
     tracing::info!(%addr, "web listener up");
+    {
+        let (store, dir, token) = (store.clone(), config.storage.data_dir.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::control::serve(store, dir, token).await {
+                tracing::error!(error = %e, "control socket failed; admin and backup need the service stopped");
+            }
+        }));
+    }
 
     let (api_url, token) = match &mode {
-        Mode::Serve => {
-            if config.telegram.token.is_empty() {
-                anyhow::bail!("no bot token: set telegram.token in the config or MEDIABOT_TELEGRAM__TOKEN");
-            }
-            (config.telegram.api_url.clone(), config.telegram.token.expose().to_string())
+        Mode::Serve if config.telegram.token.is_empty() => {
+            // A fresh package install starts the service before anyone has a token: stay up
+            // with the web listener (and later the admin panel) instead of crash-looping.
+            tracing::warn!(
+                "no bot token configured: running the web listener only. Get a token from @BotFather, \
+                 put it in /etc/mediabot/env as MEDIABOT_TELEGRAM__TOKEN=123456:ABC... (or telegram.token \
+                 in the config file), then restart: systemctl restart mediabot"
+            );
+            return Ok(RunningApp { addr, store, emulator, shutdown, tasks });
         }
+        Mode::Serve => (config.telegram.api_url.clone(), config.telegram.token.expose().to_string()),
         Mode::Sandbox => (format!("http://{addr}"), SANDBOX_TOKEN.to_string()),
         Mode::External { api_url } => (api_url.clone(), SANDBOX_TOKEN.to_string()),
     };

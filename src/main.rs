@@ -8,6 +8,7 @@ mod billing;
 mod bot;
 mod cli;
 mod config;
+mod control;
 mod domain;
 mod emulator;
 mod imaging;
