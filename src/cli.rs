@@ -65,6 +65,9 @@ pub struct RunArgs {
 pub enum AdminCommand {
     /// Recompute every balance from the ledger; exit 1 on any mismatch.
     VerifyLedger,
+    /// Check that every library item's file is present in media/ with the right sha256; exit 1
+    /// on any missing or damaged file.
+    VerifyMedia,
     /// List users with balances.
     ListUsers,
     /// Credit (or with a negative amount, debit) a user.

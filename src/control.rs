@@ -8,7 +8,7 @@
 
 use crate::cli::AdminCommand;
 use crate::domain::{Credits, UserId};
-use crate::store::backup::BackupSummary;
+use crate::store::backup::{BackupSummary, MediaCheck};
 use crate::store::{Store, StoreError};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,11 @@ pub fn exec_admin(store: &Store, cmd: &AdminCommand) -> anyhow::Result<(u8, Stri
                 Ok((1, out))
             }
         }
+        AdminCommand::VerifyMedia => {
+            let check = store.verify_media()?;
+            describe_media(&check, &mut out);
+            Ok((u8::from(!check.missing.is_empty() || !check.corrupt.is_empty()), out))
+        }
         AdminCommand::ListUsers => {
             for u in store.read_blocking(|rx| rx.find_users())? {
                 writeln!(
@@ -85,6 +90,25 @@ pub fn exec_admin(store: &Store, cmd: &AdminCommand) -> anyhow::Result<(u8, Stri
             writeln!(out, "user {user}: balance now {}", op.balance_after)?;
             Ok((0, out))
         }
+    }
+}
+
+fn describe_media(check: &MediaCheck, out: &mut String) {
+    for m in &check.missing {
+        out.push_str(&format!("missing: media/{m}\n"));
+    }
+    for m in &check.corrupt {
+        out.push_str(&format!("damaged (sha256 differs): media/{m}\n"));
+    }
+    if check.missing.is_empty() && check.corrupt.is_empty() {
+        out.push_str(&format!("media OK: {} library file(s) present with the right sha256\n", check.ok));
+    } else {
+        out.push_str(&format!(
+            "media PROBLEMS: {} missing, {} damaged, {} OK\n",
+            check.missing.len(),
+            check.corrupt.len(),
+            check.ok
+        ));
     }
 }
 
@@ -192,8 +216,22 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Refuses to create a database from an ops command: run as root, that would leave a root-owned
+/// file the service user cannot open (and a typo in `--data-dir` would go unnoticed).
+fn existing(data_dir: &Path) -> anyhow::Result<()> {
+    if data_dir.join(crate::store::backup::DB_FILE).is_file() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "no database in {} (wrong --data-dir or config? the service creates it at its first start)",
+            data_dir.display()
+        )
+    }
+}
+
 /// Runs `admin …` directly on the database or through the running service.
 pub fn admin(data_dir: &Path, cmd: AdminCommand) -> anyhow::Result<(u8, String)> {
+    existing(data_dir)?;
     match Store::open(data_dir) {
         Ok(store) => exec_admin(&store, &cmd),
         Err(StoreError::AlreadyOpen(_)) => {
@@ -209,6 +247,7 @@ pub fn backup(data_dir: &Path, to: &Path) -> anyhow::Result<(u8, String)> {
     if to.join(crate::store::backup::DB_FILE).exists() {
         anyhow::bail!("{} already holds a backup", to.display());
     }
+    existing(data_dir)?;
     match Store::open(data_dir) {
         Ok(store) => {
             let s = store.backup_to(to)?;
@@ -241,7 +280,11 @@ pub fn restore(data_dir: &Path, from: &Path) -> anyhow::Result<(u8, String)> {
     let meta = std::fs::metadata(data_dir)?;
     let (uid, gid) = (std::os::unix::fs::MetadataExt::uid(&meta), std::os::unix::fs::MetadataExt::gid(&meta));
     chown_tree(data_dir, uid, gid)?;
-    Ok((0, format!("restored {} user(s), {} media file(s) into {}\n", s.users, s.media_files, data_dir.display())))
+    let mut out =
+        format!("restored {} user(s), {} media file(s) into {}\n", s.users, s.media_files, data_dir.display());
+    let check = Store::open(data_dir)?.verify_media()?;
+    describe_media(&check, &mut out);
+    Ok((u8::from(!check.missing.is_empty() || !check.corrupt.is_empty()), out))
 }
 
 fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {

@@ -1,7 +1,8 @@
 //! mediabot: a self-hosted Telegram bot appliance for AI media generation.
 //!
 //! One binary: the teloxide bot, the redb store (users, ledger, durable jobs, library), the
-//! web listener (sandbox page, Bot API emulator, later the admin panel) and local imaging.
+//! web listener (admin panel, webhook route, sandbox page and Bot API emulator), the control
+//! socket for ops commands, and local imaging.
 
 mod app;
 mod billing;
@@ -19,6 +20,7 @@ mod telemetry;
 #[cfg(test)]
 mod tests;
 mod web;
+mod webhook;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -6,3 +6,4 @@ pub mod fakes;
 mod faults;
 pub mod harness;
 mod web;
+mod webhook;
