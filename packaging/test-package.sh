@@ -101,7 +101,8 @@ echo "security: $(systemd-analyze security --offline=true "$UNIT" 2>/dev/null | 
 # 3. Run the installed binary as the service would (systemd is not PID 1 here): as mediabot,
 # in its state directory, with the packaged config and no token -> admin panel only.
 install -d -o mediabot -g mediabot -m 750 $DATA
-as_service() { (cd $DATA && exec setpriv --reuid=mediabot --regid=mediabot --init-groups "$@"); }
+# Only ever run in the background (`as_service … &`): it execs, so $! is the service's pid.
+as_service() { cd $DATA || exit 1; exec setpriv --reuid=mediabot --regid=mediabot --init-groups "$@"; }
 wait_healthy() { for _ in $(seq 1 150); do mb healthcheck >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
 wait_http() { for _ in $(seq 1 150); do curl -sf "$1/healthz" >/dev/null && return 0; sleep 0.2; done; return 1; }
 stop() { kill -TERM "$1"; wait "$1"; }  # returns the process's exit code
@@ -120,13 +121,13 @@ check "serve stops cleanly on SIGTERM (exit $rc)" test $rc = 0
 check "healthcheck fails when stopped" sh -c "cd / && ! /usr/bin/mediabot healthcheck"
 
 # 4. Data with N installed. (a) The installed binary with the packaged config and a token
-# against a Bot API emulator (a separate static sandbox process) registers a user.
+# against a Bot API emulator (`mediabot emulator`: no bot of its own) registers a user.
 EMU=http://127.0.0.1:$((PORT + 1))
-"$BIN" sandbox --listen 127.0.0.1:$((PORT + 1)) --data-dir "$WORK/emu" > "$WORK/emu.log" 2>&1 &
+"$BIN" emulator 127.0.0.1:$((PORT + 1)) > "$WORK/emu.log" 2>&1 &
 emu=$!; pids="$emu"
 check "emulator up" wait_http "$EMU"
-MEDIABOT_TELEGRAM__TOKEN=123:CI MEDIABOT_TELEGRAM__API_URL=$EMU \
-  as_service /usr/bin/mediabot --config $CFG serve > "$WORK/serve-emu.log" 2>&1 &
+as_service env MEDIABOT_TELEGRAM__TOKEN=123:CI MEDIABOT_TELEGRAM__API_URL=$EMU \
+  /usr/bin/mediabot --config $CFG serve > "$WORK/serve-emu.log" 2>&1 &
 svc=$!; pids="$emu $svc"
 check "serve against the emulator: /healthz answers" wait_healthy
 curl -sf "$EMU/emulator/control/updates" -H 'content-type: application/json' \
@@ -134,7 +135,8 @@ curl -sf "$EMU/emulator/control/updates" -H 'content-type: application/json' \
 for _ in $(seq 1 100); do mb admin list-users 2>/dev/null | grep -q '^4242' && break; sleep 0.2; done
 check "user registered through the Bot API" sh -c "cd / && /usr/bin/mediabot admin list-users | grep -q '^4242'"
 check "add-balance through the running service" sh -c "cd / && /usr/bin/mediabot admin add-balance 4242 25 --reason ci | grep -q 'balance now 125'"
-stop $svc; pids=""
+stop $svc; rc=$?; pids=""
+check "serve against the emulator: exit 0 on SIGTERM (exit $rc)" test $rc = 0
 kill $emu; wait $emu
 # (b) The installed binary in sandbox mode (built-in emulator, demo renderer) on the packaged
 # data dir: a finished job leaves library items and media files; a backup while it runs.
@@ -176,7 +178,7 @@ check "restored users present" sh -c "cd / && /usr/bin/mediabot admin --data-dir
 # through NSS would crash in getaddrinfo). In a private mount namespace, the Bot API URL uses a
 # name from /etc/hosts and the provider URL a *.localhost name; both must resolve (hickory).
 EMU=http://127.0.0.1:$((PORT + 4))
-"$BIN" sandbox --listen 127.0.0.1:$((PORT + 4)) --data-dir "$WORK/emu2" > "$WORK/emu2.log" 2>&1 &
+"$BIN" emulator 127.0.0.1:$((PORT + 4)) > "$WORK/emu2.log" 2>&1 &
 emu=$!; pids="$emu"
 check "second emulator up" wait_http "$EMU"
 cp /etc/hosts "$WORK/hosts"; echo "127.0.0.1 botapi.mediabot-ci.test" >> "$WORK/hosts"

@@ -48,6 +48,10 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Only the Bot API emulator on ADDR (IP:PORT), with no bot of its own polling it: a fake
+    /// Telegram for package tests that run `serve` against it.
+    #[command(hide = true)]
+    Emulator { listen: std::net::SocketAddr },
 }
 
 #[derive(clap::Args, Debug)]
@@ -180,6 +184,13 @@ pub fn main() -> ExitCode {
             Ok(cfg) => report(crate::control::restore(&cfg.storage.data_dir, path)),
             Err(code) => code,
         },
+        Command::Emulator { listen } => match emulator(*listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -233,6 +244,17 @@ fn healthcheck(cfg: &Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn emulator(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        tracing::info!(addr = %listener.local_addr()?, "Bot API emulator up (no bot attached)");
+        let router = crate::emulator::Emulator::new().router().route("/healthz", axum::routing::get(|| async { "ok" }));
+        axum::serve(listener, router).with_graceful_shutdown(RunningApp::wait_for_signal()).await?;
+        Ok(())
+    })
 }
 
 fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
