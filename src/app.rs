@@ -92,8 +92,21 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
             tracing::warn!(path = %path.display(), "no admin password was set: generated one and wrote it to this file (mode 600); change it with `mediabot admin set-password`");
         }
     }
+    let bot_runs = match &mode {
+        Mode::Serve => !config.telegram.token.is_empty(),
+        Mode::Sandbox | Mode::External { .. } => true,
+    };
+    // The sandbox's built-in emulator is polled; elsewhere a configured URL means webhook mode.
+    let webhook = match mode {
+        Mode::Sandbox => None,
+        _ if !bot_runs => None,
+        _ => crate::webhook::Webhook::from_config(&config.telegram)?,
+    };
     // The panel owns `/healthz`; the emulator (sandbox only) adds its routes beside it.
     let mut router = crate::web::router(crate::web::WebState::new(store.clone(), config.clone()));
+    if let Some(w) = &webhook {
+        router = router.merge(w.router());
+    }
     if let Some(emu) = &emulator {
         router = router
             .merge(emu.router())
@@ -111,14 +124,31 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         }));
     }
     tracing::info!(%addr, "web listener up");
-
-    let (api_url, token) = match &mode {
-        Mode::Serve => {
-            if config.telegram.token.is_empty() {
-                anyhow::bail!("no bot token: set telegram.token in the config or MEDIABOT_TELEGRAM__TOKEN");
+    {
+        let (store, dir, token) = (store.clone(), config.storage.data_dir.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::control::serve(store, dir, token).await {
+                tracing::error!(error = %e, "control socket failed; admin and backup need the service stopped");
             }
-            (config.telegram.api_url.clone(), config.telegram.token.expose().to_string())
-        }
+        }));
+    }
+
+    if !bot_runs {
+        // A fresh package install starts the service before anyone has a token: stay up with
+        // the admin panel instead of exiting into a restart loop.
+        tracing::warn!(
+            panel = %format!("http://{addr}/admin"),
+            password_file = %config.storage.data_dir.join("admin-password").display(),
+            "no bot token configured: running the admin panel only. To start the bot: create one \
+             with @BotFather (/newbot), put its token in /etc/mediabot/env as \
+             MEDIABOT_TELEGRAM__TOKEN=123456789:AA... (or telegram.token in /etc/mediabot/config.toml), \
+             configure [[providers]] and [[models]] in /etc/mediabot/config.toml, check with \
+             `mediabot check-config`, then `systemctl restart mediabot`"
+        );
+        return Ok(RunningApp { addr, store, emulator, shutdown, tasks });
+    }
+    let (api_url, token) = match &mode {
+        Mode::Serve => (config.telegram.api_url.clone(), config.telegram.token.expose().to_string()),
         Mode::Sandbox => (format!("http://{addr}"), SANDBOX_TOKEN.to_string()),
         Mode::External { api_url } => (api_url.clone(), SANDBOX_TOKEN.to_string()),
     };
@@ -156,19 +186,6 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         .default_handler(|_| async {})
         .error_handler(teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update handler failed"))
         .build();
-    // Long polling through the durable inbox (bot::inbox): received updates survive a crash.
-    if let Err(e) = raw.delete_webhook().await {
-        tracing::warn!(error = %e, "deleteWebhook failed");
-    }
-    let (update_tx, update_rx) = tokio::sync::mpsc::channel(256);
-    tasks.push(tokio::spawn(bot::inbox::run_poller(
-        raw,
-        store.clone(),
-        Duration::from_secs(config.telegram.poll_timeout_secs.into()),
-        update_tx,
-        shutdown.clone(),
-    )));
-    let listener = bot::inbox::listener(update_rx);
     let dtoken = dispatcher.shutdown_token();
     {
         let token = shutdown.clone();
@@ -186,14 +203,36 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
             }
         }));
     }
-    tasks.push(tokio::spawn(async move {
-        dispatcher
-            .dispatch_with_listener(
-                listener,
-                teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update listener"),
-            )
-            .await;
-    }));
+    let listener_errors = teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update listener");
+    match webhook {
+        Some(webhook) => {
+            // Like a failed poll, an unreachable Bot API at start is retried, not fatal.
+            let (bot, token) = (raw.clone(), shutdown.clone());
+            let register = webhook.register_task(bot, token);
+            tasks.push(tokio::spawn(register));
+            tasks.push(tokio::spawn(async move {
+                dispatcher.dispatch_with_listener(webhook.listener(), listener_errors).await;
+            }));
+        }
+        None => {
+            // Long polling through the durable inbox (bot::inbox): received updates survive a crash.
+            if let Err(e) = raw.delete_webhook().await {
+                tracing::warn!(error = %e, "deleteWebhook failed");
+            }
+            let (update_tx, update_rx) = tokio::sync::mpsc::channel(256);
+            tasks.push(tokio::spawn(bot::inbox::run_poller(
+                raw,
+                store.clone(),
+                Duration::from_secs(config.telegram.poll_timeout_secs.into()),
+                update_tx,
+                shutdown.clone(),
+            )));
+            let listener = bot::inbox::listener(update_rx);
+            tasks.push(tokio::spawn(async move {
+                dispatcher.dispatch_with_listener(listener, listener_errors).await;
+            }));
+        }
+    }
     tracing::info!(mode = ?mode, "bot started");
     Ok(RunningApp { addr, store, emulator, shutdown, tasks })
 }

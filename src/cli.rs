@@ -1,10 +1,8 @@
-//! Command line: `serve`, `sandbox`, `check-config`, `admin …`, `image …`.
+//! Command line: `serve`, `sandbox`, `check-config`, `healthcheck`, `backup`, `restore`, `admin …`,
+//! `image …`.
 
 use crate::app::{self, Mode, RunningApp};
 use crate::config::Config;
-use crate::domain::{Credits, UserId};
-use crate::store::Store;
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,13 +27,32 @@ pub enum Command {
     Sandbox(RunArgs),
     /// Validate the configuration and exit (exit code 2 names the bad key).
     CheckConfig,
-    /// Operator commands on the database (run while the service is stopped).
+    /// Operator commands on the database (through the running service, or directly when it is stopped).
     Admin {
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// GET http://<web.listen>/healthz; exit 0 when the service answers "ok", 1 otherwise.
+    Healthcheck,
+    /// Write a consistent copy of the database and the media it references into PATH (a new
+    /// directory); works while the service runs.
+    Backup {
+        path: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Replace the data dir's database and media with the backup in PATH (stop the service first).
+    Restore {
+        path: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Only the Bot API emulator on ADDR (IP:PORT), with no bot of its own polling it: a fake
+    /// Telegram for package tests that run `serve` against it.
+    #[command(hide = true)]
+    Emulator { listen: std::net::SocketAddr },
     /// Measure the job engine's overhead with a zero-latency provider (see BENCHMARKS.md).
     #[command(hide = true)]
     BenchQueue(crate::bench::QueueBench),
@@ -91,10 +108,14 @@ pub struct RunArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-#[derive(Subcommand, Debug)]
+/// Database commands; serializable because the running service executes them for the CLI.
+#[derive(Subcommand, Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum AdminCommand {
     /// Recompute every balance from the ledger; exit 1 on any mismatch.
     VerifyLedger,
+    /// Check that every library item's file is present in media/ with the right sha256; exit 1
+    /// on any missing or damaged file.
+    VerifyMedia,
     /// List users with balances.
     ListUsers,
     /// Credit (or with a negative amount, debit) a user.
@@ -111,6 +132,11 @@ pub enum AdminCommand {
         /// Accepted for scripts that say so explicitly; stdin is read either way.
         #[arg(long)]
         password_stdin: bool,
+        /// The line read from stdin, filled in by the CLI before the command runs (locally or
+        /// in the service); never a command-line argument.
+        #[arg(skip)]
+        #[serde(default)]
+        password: crate::config::Secret,
     },
 }
 
@@ -203,19 +229,57 @@ pub fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match admin(&cfg, command) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("error: {}", format!("{e:#}").replace(['\n', '\r'], " "));
-                    ExitCode::FAILURE
+            let mut command = command.clone();
+            if let AdminCommand::SetPassword { password, .. } = &mut command {
+                let mut line = String::new();
+                if let Err(e) = std::io::stdin().read_line(&mut line) {
+                    eprintln!("error: read the password from stdin: {e}");
+                    return ExitCode::FAILURE;
                 }
+                *password = crate::config::Secret::new(line.trim_end_matches(['\n', '\r']));
             }
+            report(crate::control::admin(&cfg.storage.data_dir, command))
+        }
+        Command::Healthcheck => match load(&cli, None, None) {
+            Ok(cfg) => healthcheck(&cfg),
+            Err(code) => code,
+        },
+        Command::Backup { path, data_dir } => match load(&cli, None, data_dir.as_ref()) {
+            Ok(cfg) => report(crate::control::backup(&cfg.storage.data_dir, path)),
+            Err(code) => code,
+        },
+        Command::Restore { path, data_dir } => match load(&cli, None, data_dir.as_ref()) {
+            Ok(cfg) => report(crate::control::restore(&cfg.storage.data_dir, path)),
+            Err(code) => code,
+        },
+        Command::Emulator { listen } => match emulator(*listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Prints a command's output and turns its result into the exit code.
+fn report(result: anyhow::Result<(u8, String)>) -> ExitCode {
+    match result {
+        Ok((code, text)) => {
+            let mut out = std::io::stdout();
+            let _ = out.write_all(text.as_bytes());
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
 
 fn image(cmd: &ImageCommand) -> anyhow::Result<()> {
     use crate::imaging;
+    use anyhow::Context;
     let limits = imaging::Limits::default();
     let (input, output) = match cmd {
         ImageCommand::CompressForApi { input, output, .. }
@@ -253,6 +317,54 @@ fn image(cmd: &ImageCommand) -> anyhow::Result<()> {
     std::fs::write(output, out).with_context(|| format!("write {}", output.display()))
 }
 
+/// One plain HTTP/1.0 request to the configured listen address. No name resolution: the
+/// address is an IP literal, and a wildcard bind is reached on loopback.
+fn healthcheck(cfg: &Config) -> ExitCode {
+    use std::io::Read;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+    use std::time::Duration;
+    let Ok(mut addr) = cfg.web.listen.parse::<SocketAddr>() else {
+        eprintln!("healthcheck: web.listen is not IP:PORT");
+        return ExitCode::FAILURE;
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V6(Ipv6Addr::LOCALHOST) });
+    }
+    let probe = || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(format!("GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    };
+    match probe() {
+        Ok(resp) if resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200") => {
+            let _ = writeln!(std::io::stdout(), "healthy: http://{addr}/healthz");
+            ExitCode::SUCCESS
+        }
+        Ok(resp) => {
+            eprintln!("unhealthy: http://{addr}/healthz answered {}", resp.lines().next().unwrap_or(""));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: http://{addr}/healthz: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn emulator(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        tracing::info!(addr = %listener.local_addr()?, "Bot API emulator up (no bot attached)");
+        let router = crate::emulator::Emulator::new().router().route("/healthz", axum::routing::get(|| async { "ok" }));
+        axum::serve(listener, router).with_graceful_shutdown(RunningApp::wait_for_signal()).await?;
+        Ok(())
+    })
+}
+
 fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -267,58 +379,4 @@ fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
         running.stop().await;
         Ok(())
     })
-}
-
-fn admin(cfg: &Config, cmd: &AdminCommand) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&cfg.storage.data_dir).context("open the database")?;
-    let mut out = std::io::stdout();
-    match cmd {
-        AdminCommand::VerifyLedger => {
-            let problems = store.read_blocking(crate::billing::verify)?;
-            let users = store.read_blocking(|rx| rx.find_users())?.len();
-            if problems.is_empty() {
-                writeln!(out, "ledger OK: {users} user(s), every balance matches its ledger")?;
-                Ok(ExitCode::SUCCESS)
-            } else {
-                for p in &problems {
-                    writeln!(out, "user {}: {}", p.user.0, p.problem)?;
-                }
-                writeln!(out, "ledger MISMATCH: {} problem(s)", problems.len())?;
-                Ok(ExitCode::from(1))
-            }
-        }
-        AdminCommand::ListUsers => {
-            for u in store.read_blocking(|rx| rx.find_users())? {
-                writeln!(
-                    out,
-                    "{}\t@{}\t{}\tbalance={}\theld={}",
-                    u.id.0,
-                    u.username.as_deref().unwrap_or("-"),
-                    u.first_name,
-                    u.balance,
-                    u.held
-                )?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        AdminCommand::SetPassword { .. } => {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line).context("read the password from stdin")?;
-            let password = line.trim_end_matches(['\n', '\r']);
-            crate::web::auth::set_password(&store, password).map_err(|e| anyhow::anyhow!("{e}"))?;
-            writeln!(
-                out,
-                "admin password set; sessions of a running server stay valid until they expire or it restarts"
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
-        AdminCommand::AddBalance { user, amount, reason } => {
-            let op = store.write_blocking(|tx| {
-                crate::billing::adjust(tx, UserId(*user), Credits(*amount), "admin:cli", reason)
-                    .map_err(|e| crate::store::StoreError::Refused(e.to_string()))
-            })?;
-            writeln!(out, "user {user}: balance now {}", op.balance_after)?;
-            Ok(ExitCode::SUCCESS)
-        }
-    }
 }

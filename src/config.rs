@@ -69,6 +69,12 @@ pub struct TelegramConfig {
     /// Pace sends with teloxide's Throttle (Telegram's per-chat and global message limits).
     /// Turn off only for a local Bot API server without limits.
     pub throttle: bool,
+    /// Public HTTPS URL Telegram POSTs updates to (a reverse proxy forwarding to `web.listen`;
+    /// the URL's path is the route on the listener). Empty: long polling with getUpdates.
+    pub webhook_url: String,
+    /// Value Telegram sends in `X-Telegram-Bot-Api-Secret-Token` (1–256 of `A-Z a-z 0-9 _ -`).
+    /// Empty: a random one per start (setWebhook runs at every start, so that is enough).
+    pub webhook_secret: Secret,
 }
 
 impl Default for TelegramConfig {
@@ -79,7 +85,30 @@ impl Default for TelegramConfig {
             poll_timeout_secs: 10,
             admins: Vec::new(),
             throttle: true,
+            webhook_url: String::new(),
+            webhook_secret: Secret::default(),
         }
+    }
+}
+
+impl TelegramConfig {
+    /// The listener route for webhook updates: the path of `webhook_url` (so a reverse proxy
+    /// forwards the URL unchanged). `Ok(None)` in long-polling mode. Errors (the message for
+    /// the config error): not `https://`, no path, or a path the panel already uses.
+    pub fn webhook_route(&self) -> Result<Option<String>, String> {
+        if self.webhook_url.is_empty() {
+            return Ok(None);
+        }
+        let url = url::Url::parse(&self.webhook_url).map_err(|e| format!("not a URL: {e}"))?;
+        if url.scheme() != "https" {
+            return Err("Telegram delivers webhooks only to https:// URLs".into());
+        }
+        let path = url.path().to_string();
+        let taken = ["/admin", "/healthz", "/metrics", "/sandbox", "/emulator"];
+        if path == "/" || taken.iter().any(|t| path == *t || path.starts_with(&format!("{t}/"))) {
+            return Err(format!("use a path of its own, e.g. /telegram/webhook (got {path:?})"));
+        }
+        Ok(Some(path))
     }
 }
 
@@ -331,6 +360,13 @@ impl Config {
         if !self.telegram.api_url.starts_with("http://") && !self.telegram.api_url.starts_with("https://") {
             return Err(bad("telegram.api_url", "must be an http(s) URL"));
         }
+        if !self.telegram.webhook_url.is_empty() {
+            self.telegram.webhook_route().map_err(|m| bad("telegram.webhook_url", m))?;
+        }
+        let secret = self.telegram.webhook_secret.expose();
+        if secret.len() > 256 || !secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(bad("telegram.webhook_secret", "1-256 characters from A-Z a-z 0-9 _ - (Telegram's rule)"));
+        }
         if self.web.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(bad("web.listen", "must be IP:PORT (an IP literal, e.g. 127.0.0.1:8080)"));
         }
@@ -481,5 +517,18 @@ mod tests {
         std::fs::write(&p, "[[models]]\nid=\"x\"\nprovider=\"nope\"\ndisplay_name=\"X\"\nprice=1\n").expect("write");
         let e = Config::load(Some(&p)).expect_err("must fail");
         assert_eq!(e.key, "models[0].provider");
+        std::fs::write(&p, "[telegram]\nwebhook_url = \"http://bot.example.org/tg\"\n").expect("write");
+        let e = Config::load(Some(&p)).expect_err("plain http is refused");
+        assert_eq!(e.key, "telegram.webhook_url", "{e}");
+        std::fs::write(&p, "[telegram]\nwebhook_url = \"https://bot.example.org/admin/x\"\n").expect("write");
+        let e = Config::load(Some(&p)).expect_err("panel paths are refused");
+        assert_eq!(e.key, "telegram.webhook_url", "{e}");
+        std::fs::write(&p, "[telegram]\nwebhook_url = \"https://bot.example.org/tg\"\nwebhook_secret = \"a b\"\n")
+            .expect("write");
+        let e = Config::load(Some(&p)).expect_err("bad secret characters");
+        assert_eq!(e.key, "telegram.webhook_secret", "{e}");
+        std::fs::write(&p, "[telegram]\nwebhook_url = \"https://bot.example.org/tg\"\nwebhook_secret = \"ok_1-2\"\n")
+            .expect("write");
+        assert_eq!(Config::load(Some(&p)).expect("valid").telegram.webhook_url, "https://bot.example.org/tg");
     }
 }

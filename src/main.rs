@@ -1,7 +1,8 @@
 //! mediabot: a self-hosted Telegram bot appliance for AI media generation.
 //!
 //! One binary: the teloxide bot, the redb store (users, ledger, durable jobs, library), the
-//! web listener (sandbox page, Bot API emulator, later the admin panel) and local imaging.
+//! web listener (admin panel, webhook route, sandbox page and Bot API emulator), the control
+//! socket for ops commands, and local imaging.
 
 mod app;
 mod bench;
@@ -9,6 +10,7 @@ mod billing;
 mod bot;
 mod cli;
 mod config;
+mod control;
 mod domain;
 mod emulator;
 mod imaging;
@@ -19,6 +21,7 @@ mod telemetry;
 #[cfg(test)]
 mod tests;
 mod web;
+mod webhook;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -1,6 +1,7 @@
 //! The real `mediabot` binary, run the way an operator runs it.
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> Command {
@@ -41,34 +42,278 @@ fn check_config_names_the_bad_key_and_exits_2() {
     assert!(!all.contains("SECRET-TOKEN-VALUE"), "secrets never printed");
 }
 
+/// A loopback port nobody listens on right now (the OS picks it; the tiny window before the
+/// app binds it is acceptable in tests).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `mediabot` with the web listener on `port` (the env layer, so `healthcheck` sees it too)
+/// and no bot token from the caller's environment.
+fn bin_on(port: u16) -> Command {
+    let mut c = bin();
+    c.env("MEDIABOT_WEB__LISTEN", format!("127.0.0.1:{port}")).env_remove("MEDIABOT_TELEGRAM__TOKEN");
+    c
+}
+
+fn run(mut c: Command) -> (i32, String, String) {
+    let out = c.output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wait_healthy(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut hc = bin_on(port);
+        hc.arg("healthcheck");
+        if run(hc).0 == 0 {
+            return;
+        }
+        assert!(child.try_wait().expect("wait").is_none(), "the app exited before it became healthy");
+        assert!(Instant::now() < deadline, "not healthy in 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGTERM (what systemd sends), then the exit code.
+fn terminate(mut child: Child) -> Option<i32> {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    child.wait().expect("wait").code()
+}
+
+fn spawn_logged(mut c: Command, log: &Path) -> Child {
+    let f = std::fs::File::create(log).expect("log file");
+    c.stdout(Stdio::null()).stderr(f).spawn().expect("spawn")
+}
+
 #[test]
-fn admin_commands_and_single_process_lock() {
+fn serve_without_token_runs_the_panel_and_ops_commands_reach_it() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
     let d = data.to_str().expect("utf8");
-    // Start the appliance (sandbox: no token needed) and wait until it serves.
-    let mut child = bin()
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--data-dir", d])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !data.join("mediabot.redb").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let out = bin().args(["admin", "--data-dir", d, "list-users"]).output().expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already running") && err.contains(d), "clear error naming the data dir: {err}");
-    let _ = child.kill();
-    let _ = child.wait();
+    let port = free_port();
+    let log = dir.path().join("serve.log");
+    let mut serve = bin_on(port);
+    serve.args(["serve", "--data-dir", d]);
+    let mut child = spawn_logged(serve, &log);
+    wait_healthy(port, &mut child);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("no bot token") && text.contains("MEDIABOT_TELEGRAM__TOKEN") && text.contains("@BotFather"),
+        "says what to configure: {text}"
+    );
+    assert!(text.contains("admin-password"), "says where the admin password is: {text}");
+    assert!(!text.contains("\u{1b}["), "no ANSI colours when stderr is not a terminal");
 
-    let out =
-        bin().args(["admin", "--data-dir", d, "add-balance", "77", "5", "--reason", "test"]).output().expect("run");
-    assert!(!out.status.success(), "unknown user is refused: {out:?}");
-    let out = bin().args(["admin", "--data-dir", d, "verify-ledger"]).output().expect("run");
-    assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ledger OK"));
+    // The database is held by the service; admin commands go through its control socket.
+    let mut c = bin_on(port);
+    c.args(["admin", "--data-dir", d, "verify-ledger"]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ledger OK: 0 user(s)"), "{out}");
+    let mut c = bin_on(port);
+    c.args(["admin", "--data-dir", d, "add-balance", "77", "5", "--reason", "test"]);
+    let (code, out, err) = run(c);
+    assert_ne!(code, 0, "unknown user is refused: {out}{err}");
+    let mut c = bin_on(port);
+    c.args(["admin", "--data-dir", d, "set-password"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut sp = c.spawn().expect("spawn");
+    std::io::Write::write_all(&mut sp.stdin.take().expect("stdin"), b"correct horse battery\n").expect("write");
+    let out = sp.wait_with_output().expect("wait");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("password set"), "{out:?}");
+
+    // A second instance on the same data dir stops at once with a clear error.
+    let mut second = bin_on(free_port());
+    second.args(["serve", "--data-dir", d]);
+    let (code, _, err) = run(second);
+    assert_ne!(code, 0);
+    assert!(err.contains("already running") && err.contains(d), "clear error naming the data dir: {err}");
+
+    assert!(child.try_wait().expect("wait").is_none(), "still up: no crash loop without a token");
+    assert_eq!(terminate(child), Some(0), "clean exit on SIGTERM");
+    let mut hc = bin_on(port);
+    hc.arg("healthcheck");
+    assert_eq!(run(hc).0, 1, "healthcheck fails once the service is stopped");
+    assert!(!data.join("control.sock").exists(), "socket removed on shutdown");
+
+    // Stopped: the same commands open the database directly.
+    let mut c = bin_on(port);
+    c.args(["admin", "--data-dir", d, "verify-ledger"]);
+    let (code, out, _) = run(c);
+    assert_eq!(code, 0);
+    assert!(out.contains("ledger OK"), "{out}");
+}
+
+/// Talks to the sandbox's emulator control API as Telegram users.
+struct Chat {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Chat {
+    async fn send(&self, user: i64, body: serde_json::Value) {
+        let mut body = body;
+        body["user"] = serde_json::json!({"id": user, "first_name": format!("U{user}"), "language_code": "en"});
+        let r = self.http.post(format!("{}/emulator/control/updates", self.base)).json(&body).send().await;
+        assert!(r.expect("post").status().is_success());
+    }
+
+    async fn messages(&self, user: i64) -> Vec<serde_json::Value> {
+        let url = format!("{}/emulator/control/chats/{user}/messages", self.base);
+        self.http.get(url).send().await.expect("get").json().await.expect("json")
+    }
+
+    /// Waits for a bot message matching `pred`; returns the newest such message.
+    async fn wait(&self, user: i64, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let msgs = self.messages(user).await;
+            if let Some(m) = msgs.iter().rev().find(|m| m["from_bot"] == true && pred(m)) {
+                return m.clone();
+            }
+            assert!(Instant::now() < deadline, "no {what} for {user} in 60 s: {msgs:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Presses the inline button whose label contains `label` on the newest message offering
+    /// it, among messages newer than `after` (older ones may still show the same buttons).
+    async fn press(&self, user: i64, after: i64, label: &str) {
+        let m = self
+            .wait(user, label, |m| {
+                m["message_id"].as_i64().unwrap_or(0) > after && m["reply_markup"].to_string().contains(label)
+            })
+            .await;
+        let data = m["reply_markup"]["inline_keyboard"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|row| row.as_array().into_iter().flatten())
+            .find(|b| b["text"].as_str().unwrap_or("").contains(label))
+            .and_then(|b| b["callback_data"].as_str())
+            .expect("button")
+            .to_string();
+        self.send(user, serde_json::json!({"callback_data": data, "message_id": m["message_id"]})).await;
+    }
+
+    async fn photos(&self, user: i64) -> usize {
+        self.messages(user).await.iter().filter(|m| m["from_bot"] == true && !m["photo"].is_null()).count()
+    }
+
+    /// A prompt, then the format button: one job.
+    async fn create(&self, user: i64, prompt: &str) {
+        let last = self.messages(user).await.iter().filter_map(|m| m["message_id"].as_i64()).max().unwrap_or(0);
+        self.send(user, serde_json::json!({"text": prompt})).await;
+        // One model configured: the bot skips the model choice and asks for the format.
+        self.press(user, last, "Square").await;
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_taken_while_jobs_run_restores_clean() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let d = data.to_str().expect("utf8").to_string();
+    // A demo provider slow enough (4 steps × 1 s) that jobs are mid-flight during the backup.
+    let cfg = dir.path().join("mediabot.toml");
+    std::fs::write(
+        &cfg,
+        "[[providers]]\nid = \"slow\"\nkind = \"demo\"\npoll_interval_ms = 1000\n\n\
+         [[models]]\nid = \"slow\"\nprovider = \"slow\"\ndisplay_name = \"Slow demo\"\nprice = 10\n",
+    )
+    .expect("config");
+    let c = cfg.to_str().expect("utf8").to_string();
+    let port = free_port();
+    let mut sandbox = bin_on(port);
+    sandbox.args(["--config", &c, "sandbox", "--data-dir", &d]);
+    let mut child = spawn_logged(sandbox, &dir.path().join("sandbox.log"));
+    wait_healthy(port, &mut child);
+    let chat = Chat { http: reqwest::Client::new(), base: format!("http://127.0.0.1:{port}") };
+
+    let users = [801, 802, 803];
+    for u in users {
+        chat.send(u, serde_json::json!({"text": "/start"})).await;
+        chat.wait(u, "welcome", |m| m["text"].as_str().unwrap_or("").contains("Welcome")).await;
+    }
+    // One finished result so the backup has library files to carry ...
+    chat.create(801, "a lighthouse at dusk").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while chat.photos(801).await == 0 {
+        assert!(Instant::now() < deadline, "first job did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ... and more jobs running (credits held, nothing delivered yet) while it is taken.
+    for u in users {
+        chat.create(u, "two foxes in the snow").await;
+    }
+    let backup = dir.path().join("backup");
+    let mut b = bin_on(port);
+    b.args(["--config", &c, "backup", backup.to_str().expect("utf8"), "--data-dir", &d]);
+    let (code, out, err) = tokio::task::spawn_blocking(move || run(b)).await.expect("join");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 user(s)"), "{out}");
+    let delivered_during = [chat.photos(801).await, chat.photos(802).await, chat.photos(803).await];
+    assert_eq!(delivered_during, [1, 0, 0], "the backup ran while the second round of jobs was in flight");
+
+    // Let the jobs finish, then stop the service.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for u in users {
+        while chat.photos(u).await < if u == 801 { 2 } else { 1 } {
+            assert!(Instant::now() < deadline, "jobs did not finish");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(tokio::task::spawn_blocking(move || terminate(child)).await.expect("join"), Some(0));
+
+    // Restore into a fresh data dir: ledger clean, every library file present and intact.
+    let fresh = dir.path().join("fresh");
+    let f = fresh.to_str().expect("utf8").to_string();
+    let mut r = bin_on(port);
+    r.args(["--config", &c, "restore", backup.to_str().expect("utf8"), "--data-dir", &f]);
+    let (code, out, err) = run(r);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("media OK"), "{out}");
+    let mut v = bin_on(port);
+    v.args(["--config", &c, "admin", "--data-dir", &f, "verify-ledger"]);
+    let (code, out, err) = run(v);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ledger OK: 3 user(s)"), "{out}");
+    let mut v = bin_on(port);
+    v.args(["--config", &c, "admin", "--data-dir", &f, "verify-media"]);
+    let (code, out, err) = run(v);
+    assert_eq!(code, 0, "{out}{err}");
+    let ok: usize = out
+        .split("media OK: ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output: {out}"));
+    assert!(ok >= 1, "the finished job's files are in the backup: {out}");
+    // Independently of mediabot's own check: every file is named by its content's sha256.
+    let mut files = 0;
+    for entry in std::fs::read_dir(fresh.join("media")).expect("media dir") {
+        let p = entry.expect("entry").path();
+        let stem = p.file_stem().and_then(|s| s.to_str()).expect("name").to_string();
+        assert_eq!(sha256_hex(&std::fs::read(&p).expect("read")), stem, "{}", p.display());
+        files += 1;
+    }
+    assert!(files >= ok, "{files} files for {ok} library items");
+    // The restored users still have their balances (signup bonus minus held/charged jobs).
+    let mut l = bin_on(port);
+    l.args(["--config", &c, "admin", "--data-dir", &f, "list-users"]);
+    let (code, out, _) = run(l);
+    assert_eq!(code, 0);
+    for u in users {
+        assert!(out.lines().any(|line| line.starts_with(&format!("{u}\t"))), "{u} restored: {out}");
+    }
 }

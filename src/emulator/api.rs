@@ -544,6 +544,7 @@ impl Emulator {
             })),
             "setWebhook" => {
                 st.webhook_url = call.str("url").unwrap_or_default().to_owned();
+                st.webhook_secret = call.str("secret_token").unwrap_or_default().to_owned();
                 if call.flag("drop_pending_updates") {
                     st.queue.clear();
                 }
@@ -551,6 +552,7 @@ impl Emulator {
             }
             "deleteWebhook" => {
                 st.webhook_url.clear();
+                st.webhook_secret.clear();
                 if call.flag("drop_pending_updates") {
                     st.queue.clear();
                 }

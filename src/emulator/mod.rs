@@ -163,6 +163,18 @@ impl Emulator {
         self.lock().files.get(file_id).map(|f| f.bytes.to_vec())
     }
 
+    /// The webhook the bot set, as `(url, secret_token)`; `None` while it long-polls.
+    pub fn webhook_set(&self) -> Option<(String, String)> {
+        let st = self.lock();
+        (!st.webhook_url.is_empty()).then(|| (st.webhook_url.clone(), st.webhook_secret.clone()))
+    }
+
+    /// Removes and returns the queued updates as Bot API `Update` JSON: what Telegram would
+    /// POST to the webhook (the emulator does not connect out; the caller delivers them).
+    pub fn take_updates(&self) -> Vec<serde_json::Value> {
+        self.lock().queue.drain(..).map(|q| q.json).collect()
+    }
+
     /// Adds a flood-control rule (see the control API).
     pub fn add_flood(&self, rule: FloodRule) {
         self.lock().floods.push(rule);

@@ -85,6 +85,8 @@ pub(crate) struct State {
     pub queue: VecDeque<Queued>,
     pub allowed_updates: Option<Vec<String>>,
     pub webhook_url: String,
+    /// `secret_token` of the last setWebhook (sent back in `X-Telegram-Bot-Api-Secret-Token`).
+    pub webhook_secret: String,
     /// Bumped by every getUpdates; an older long poll that sees a newer value answers 409.
     pub poll_generation: u64,
     pub users: HashMap<i64, ControlUser>,

@@ -5,6 +5,7 @@
 //! closure gets a [`Tx`] with typed accessors; `billing` and `jobs` compose several of them so a
 //! ledger row, a balance and a job change commit together or not at all.
 
+pub mod backup;
 pub mod migrations;
 pub mod records;
 pub mod tables;

@@ -9,3 +9,4 @@ mod faults;
 pub mod harness;
 mod providers;
 mod web;
+mod webhook;
