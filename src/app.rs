@@ -152,6 +152,11 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         Mode::Sandbox => (format!("http://{addr}"), SANDBOX_TOKEN.to_string()),
         Mode::External { api_url } => (api_url.clone(), SANDBOX_TOKEN.to_string()),
     };
+    if let Some(bot_id) = token.split(':').next().and_then(|s| s.parse::<u64>().ok()) {
+        if store.write(move |tx| tx.bind_bot(bot_id)).await? {
+            tracing::warn!(bot_id, "bot token changed: forgot the previous bot's update ids");
+        }
+    }
     // hickory: a static glibc binary must not resolve names through NSS (build-notes.md).
     let client = teloxide::net::default_reqwest_settings().hickory_dns(true).build()?;
     let raw = teloxide::Bot::with_client(token, client).set_api_url(api_url.parse().context("telegram api url")?);

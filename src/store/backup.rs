@@ -83,6 +83,7 @@ impl Store {
             copy_table(&snapshot, &tx, DIALOGUES_TABLE)?,
             copy_table(&snapshot, &tx, DRAFTS_TABLE)?,
             copy_table(&snapshot, &tx, UPDATES_TABLE)?,
+            copy_table(&snapshot, &tx, INBOX_TABLE)?,
             copy_table(&snapshot, &tx, DISABLED_TABLE)?,
             copy_table(&snapshot, &tx, AUDIT_TABLE)?,
         ]

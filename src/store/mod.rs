@@ -446,6 +446,27 @@ impl Tx {
         }
         Ok(start)
     }
+    /// Ties the update bookkeeping to one bot (the numeric id before `:` in its token). Update
+    /// ids are per bot, so after a token change the old ids, inbox and offset are dropped —
+    /// otherwise the new bot's first updates would look like re-deliveries. Returns true if
+    /// anything was reset.
+    pub fn bind_bot(&mut self, bot_id: u64) -> Result<bool, StoreError> {
+        let previous = {
+            let meta = self.tx.open_table(META_TABLE)?;
+            meta.get("telegram_bot_id")?.map(|v| migrations::le_u64(v.value()))
+        };
+        if previous == Some(bot_id) {
+            return Ok(false);
+        }
+        let reset = previous.is_some();
+        if reset {
+            self.tx.open_table(UPDATES_TABLE)?.retain(|_, _| false)?;
+            self.tx.open_table(INBOX_TABLE)?.retain(|_, _| false)?;
+            self.tx.open_table(META_TABLE)?.remove("telegram_offset")?;
+        }
+        self.tx.open_table(META_TABLE)?.insert("telegram_bot_id", bot_id.to_le_bytes().as_slice())?;
+        Ok(reset)
+    }
     /// Records that an update's handler finished (successfully or with a logged error) and
     /// drops it from the inbox.
     pub fn finish_update(&mut self, update_id: i64) -> Result<(), StoreError> {
@@ -491,6 +512,36 @@ impl Tx {
 mod tests {
     use super::*;
     use crate::domain::{Credits, now_ms};
+
+    #[test]
+    fn updates_are_handled_once_and_forgotten_when_the_bot_token_changes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let w = |f: Box<dyn FnOnce(&mut Tx) -> Result<UpdateStart, StoreError> + Send>| {
+            store.write_blocking(f).expect("write")
+        };
+        assert!(!store.write_blocking(|tx| tx.bind_bot(111)).expect("bind"), "first bind resets nothing");
+        assert_eq!(w(Box::new(|tx| tx.begin_update(7))), UpdateStart::First);
+        // Cut off mid-handling: handled again, then skipped once finished.
+        assert_eq!(w(Box::new(|tx| tx.begin_update(7))), UpdateStart::Again(2));
+        store.write_blocking(|tx| tx.finish_update(7)).expect("finish");
+        assert_eq!(w(Box::new(|tx| tx.begin_update(7))), UpdateStart::Handled);
+        // A handler that keeps killing the process is given up.
+        for n in 1..=MAX_UPDATE_ATTEMPTS {
+            let got = w(Box::new(|tx| tx.begin_update(8)));
+            assert_eq!(got, if n == 1 { UpdateStart::First } else { UpdateStart::Again(n) });
+        }
+        assert_eq!(w(Box::new(|tx| tx.begin_update(8))), UpdateStart::GaveUp);
+        // The inbox keeps unfinished updates; a finished one is not stored again.
+        assert!(store.write_blocking(|tx| tx.inbox_put(9, b"{}")).expect("put"));
+        assert!(!store.write_blocking(|tx| tx.inbox_put(7, b"{}")).expect("put"));
+        assert_eq!(store.read_blocking(|rx| rx.inbox()).expect("inbox").len(), 1);
+        // Same bot: nothing forgotten. New token: update ids start over, so all is dropped.
+        assert!(!store.write_blocking(|tx| tx.bind_bot(111)).expect("bind"));
+        assert!(store.write_blocking(|tx| tx.bind_bot(222)).expect("bind"));
+        assert_eq!(w(Box::new(|tx| tx.begin_update(7))), UpdateStart::First);
+        assert!(store.read_blocking(|rx| rx.inbox()).expect("inbox").is_empty());
+    }
 
     #[tokio::test]
     async fn second_open_is_refused_with_a_clear_error() {

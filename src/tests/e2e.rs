@@ -145,7 +145,15 @@ async fn fal_end_to_end_photo_document_ledger_and_library() {
 
     assert_eq!(kinds(&h.ledger(601).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture]);
     assert_eq!(h.balance(601).await, Credits(70));
-    let lib = h.store().read(|rx| rx.find_library(UserId(601))).await.expect("library");
+    // The file_ids are recorded once the whole delivery (photo, document, "done" edit) ended.
+    let mut lib = vec![];
+    for _ in 0..200 {
+        lib = h.store().read(|rx| rx.find_library(UserId(601))).await.expect("library");
+        if lib.first().is_some_and(|i| i.document_file_id.is_some()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(lib.len(), 1);
     let item = &lib[0];
     let path = h.dir.path().join("media").join(format!("{}.{}", item.sha256, item.ext));
