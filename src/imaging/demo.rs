@@ -110,33 +110,7 @@ fn line_width(font: &FontRef<'_>, scale: PxScale, text: &str) -> f32 {
 /// Greedy word wrap; words wider than a line are broken between characters. Newlines in the
 /// prompt are kept as line breaks.
 fn wrap(font: &FontRef<'_>, scale: PxScale, text: &str, max_width: f32) -> Vec<String> {
-    let fits = |s: &str| line_width(font, scale, s) <= max_width;
-    let mut lines = Vec::new();
-    for paragraph in text.lines() {
-        let mut line = String::new();
-        for word in paragraph.split_whitespace() {
-            let candidate = if line.is_empty() { word.to_string() } else { format!("{line} {word}") };
-            if fits(&candidate) {
-                line = candidate;
-                continue;
-            }
-            if !line.is_empty() {
-                lines.push(std::mem::take(&mut line));
-            }
-            for c in word.chars() {
-                line.push(c);
-                if !fits(&line) && line.chars().count() > 1 {
-                    line.pop();
-                    lines.push(std::mem::take(&mut line));
-                    line.push(c);
-                }
-            }
-        }
-        if !line.is_empty() {
-            lines.push(line);
-        }
-    }
-    lines
+    super::wrap_words(text, |s: &str| line_width(font, scale, s) <= max_width)
 }
 
 fn draw_prompt(img: &mut RgbImage, font: &FontRef<'_>, text: &str) {

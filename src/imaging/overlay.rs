@@ -350,33 +350,7 @@ fn em_scale(font: &FontRef<'_>, px: f32) -> PxScale {
 
 /// Greedy word wrap to `max_width`, keeping the text's own line breaks.
 fn wrap(fonts: &Fonts<'_>, layout: &Layout, text: &str, max_width: f32) -> Vec<String> {
-    let fits = |s: &str| fonts.width(layout, s) <= max_width;
-    let mut lines = Vec::new();
-    for paragraph in text.lines() {
-        let mut line = String::new();
-        for word in paragraph.split_whitespace() {
-            let candidate = if line.is_empty() { word.to_string() } else { format!("{line} {word}") };
-            if fits(&candidate) {
-                line = candidate;
-                continue;
-            }
-            if !line.is_empty() {
-                lines.push(std::mem::take(&mut line));
-            }
-            for c in word.chars() {
-                line.push(c);
-                if !fits(&line) && line.chars().count() > 1 {
-                    line.pop();
-                    lines.push(std::mem::take(&mut line));
-                    line.push(c);
-                }
-            }
-        }
-        if !line.is_empty() {
-            lines.push(line);
-        }
-    }
-    lines
+    super::wrap_words(text, |s: &str| fonts.width(layout, s) <= max_width)
 }
 
 /// Font size, line height, padding, wrapped lines and how many lines fit, for a `w × h` picture.
