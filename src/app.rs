@@ -105,7 +105,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     // The panel owns `/healthz`; the emulator (sandbox only) adds its routes beside it.
     let mut router = crate::web::router(crate::web::WebState::new(store.clone(), config.clone()));
     if let Some(w) = &webhook {
-        router = router.merge(w.router());
+        router = router.merge(w.router(store.clone()));
     }
     if let Some(emu) = &emulator {
         router = router
@@ -213,6 +213,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         Some(webhook) => {
             // Like a failed poll, an unreachable Bot API at start is retried, not fatal.
             let (bot, token) = (raw.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(webhook.replay_task(store.clone())));
             let register = webhook.register_task(bot, token);
             tasks.push(tokio::spawn(register));
             tasks.push(tokio::spawn(async move {

@@ -40,6 +40,7 @@ pub struct Webhook {
 struct RouteState {
     secret: String,
     tx: mpsc::Sender<Update>,
+    store: crate::store::Store,
 }
 
 impl Webhook {
@@ -58,11 +59,22 @@ impl Webhook {
         Ok(Some(Webhook { url: cfg.webhook_url.parse()?, route, secret, tx, rx }))
     }
 
-    /// The POST route (at the URL's path) to merge into the web listener.
-    pub fn router(&self) -> Router {
-        Router::new()
-            .route(&self.route, post(receive))
-            .with_state(RouteState { secret: self.secret.clone(), tx: self.tx.clone() })
+    /// The POST route (at the URL's path) to merge into the web listener. Each accepted update
+    /// is stored in the durable inbox (`bot::inbox`) before Telegram gets its 200.
+    pub fn router(&self, store: crate::store::Store) -> Router {
+        Router::new().route(&self.route, post(receive)).with_state(RouteState {
+            secret: self.secret.clone(),
+            tx: self.tx.clone(),
+            store,
+        })
+    }
+
+    /// Sends the updates stored but not handled before the last stop to the dispatcher.
+    pub fn replay_task(&self, store: crate::store::Store) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let tx = self.tx.clone();
+        async move {
+            crate::bot::inbox::replay(&store, &tx).await;
+        }
     }
 
     /// A task that calls setWebhook with the URL and the secret, retrying every 10 s until it
@@ -133,6 +145,18 @@ async fn receive(State(st): State<RouteState>, headers: HeaderMap, body: axum::b
             return StatusCode::OK;
         }
     };
+    // Stored before the 200: after a crash the update is handled from the inbox. An update
+    // handled already (Telegram re-sent it) is acknowledged and dropped.
+    let id = update.id.0 as i64;
+    let json = body.to_vec();
+    match st.store.write(move |tx| tx.inbox_put(id, &json)).await {
+        Ok(true) => {}
+        Ok(false) => return StatusCode::OK,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook: could not store the update; asking Telegram to retry");
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
     match st.tx.try_send(update) {
         Ok(()) => StatusCode::OK,
         Err(mpsc::error::TrySendError::Full(_)) => {

@@ -58,28 +58,8 @@ pub async fn run_poller(
     tx: mpsc::Sender<Update>,
     shutdown: CancellationToken,
 ) {
-    let stored = match store.read(|rx| rx.inbox()).await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "could not read the update inbox");
-            vec![]
-        }
-    };
-    if !stored.is_empty() {
-        tracing::info!(count = stored.len(), "handling updates received before the restart");
-    }
-    for (id, json) in stored {
-        match serde_json::from_slice::<Update>(&json) {
-            Ok(u) => {
-                if tx.send(u).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::error!(update_id = id, error = %e, "stored update no longer parses; dropping it");
-                let _ = store.write(move |t| t.finish_update(id)).await;
-            }
-        }
+    if !replay(&store, &tx).await {
+        return;
     }
     let mut offset = store.read(|rx| rx.get_meta_u64(OFFSET_KEY)).await.ok().flatten().unwrap_or(0);
     let mut backoff = Duration::from_secs(1);
@@ -144,4 +124,33 @@ pub async fn run_poller(
             }
         }
     }
+}
+
+/// Sends the updates stored but not finished (oldest first) to the dispatcher; false if the
+/// dispatcher is gone. Used at start by the poller and in webhook mode.
+pub async fn replay(store: &Store, tx: &mpsc::Sender<Update>) -> bool {
+    let stored = match store.read(|rx| rx.inbox()).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "could not read the update inbox");
+            vec![]
+        }
+    };
+    if !stored.is_empty() {
+        tracing::info!(count = stored.len(), "handling updates received before the restart");
+    }
+    for (id, json) in stored {
+        match serde_json::from_slice::<Update>(&json) {
+            Ok(u) => {
+                if tx.send(u).await.is_err() {
+                    return false;
+                }
+            }
+            Err(e) => {
+                tracing::error!(update_id = id, error = %e, "stored update no longer parses; dropping it");
+                let _ = store.write(move |t| t.finish_update(id)).await;
+            }
+        }
+    }
+    true
 }

@@ -10,7 +10,7 @@ const URL: &str = "https://bot.example.test/telegram/webhook";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webhook_route_checks_the_secret_and_handles_an_update_once() {
-    let h = Harness::start(|dir| {
+    let mut h = Harness::start(|dir| {
         let mut c = test_config(dir);
         c.telegram.webhook_url = URL.into();
         c
@@ -64,5 +64,28 @@ async fn webhook_route_checks_the_secret_and_handles_an_update_once() {
     assert_eq!(h.bot_messages(7701).len(), answered, "handled once: {:?}", h.bot_messages(7701));
     assert_eq!(kinds(&h.ledger(7701).await), [crate::store::records::OpKind::SignupBonus], "one signup bonus");
     h.verify_clean().await;
+    let inbox = h.store().read(|rx| rx.inbox()).await.expect("inbox");
+    assert!(inbox.is_empty(), "a handled update leaves the inbox: {inbox:?}");
+
+    // An update that was acknowledged to Telegram but not handled when the process died is
+    // in the inbox; the next start handles it.
+    h.stop_app().await;
+    let before = h.bot_messages(7701).len();
+    {
+        let store = crate::store::Store::open(h.dir.path()).expect("open stopped store");
+        let update = serde_json::json!({"update_id": 900000, "message": {
+            "message_id": 900, "date": 1_700_000_000, "text": "/balance",
+            "chat": {"id": 7701, "type": "private", "first_name": "W"},
+            "from": {"id": 7701, "is_bot": false, "first_name": "W", "language_code": "en"},
+            "entities": [{"type": "bot_command", "offset": 0, "length": 8}]}});
+        let json = serde_json::to_vec(&update).expect("json");
+        assert!(store.write_blocking(|tx| tx.inbox_put(900000, &json)).expect("store"));
+    }
+    h.start_app().await;
+    h.wait_for(7701, 20, "the stored update handled after the restart", |m| {
+        m.iter().filter(|x| x["from_bot"] == true).count() > before
+    })
+    .await;
+    assert!(h.store().read(|rx| rx.inbox()).await.expect("inbox").is_empty());
     h.assert_no_rejections();
 }
