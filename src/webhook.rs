@@ -12,12 +12,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use futures_util::StreamExt;
 use std::convert::Infallible;
 use teloxide::prelude::*;
-use teloxide::stop::{StopFlag, StopToken, mk_stop_token};
 use teloxide::types::Update;
-use teloxide::update_listeners::{StatefulListener, UpdateListener};
+use teloxide::update_listeners::UpdateListener;
 use tokio::sync::mpsc;
 
 /// Header Telegram puts the `secret_token` of setWebhook in.
@@ -108,22 +106,11 @@ impl Webhook {
         }
     }
 
-    /// The update listener for the dispatcher; it ends when the dispatcher stops it.
+    /// The update listener for the dispatcher (the same channel listener long polling uses);
+    /// it ends when the dispatcher stops it.
     pub fn listener(self) -> impl UpdateListener<Err = Infallible> + Send {
-        let (token, flag) = mk_stop_token();
-        StatefulListener::new(Listening { rx: self.rx, token, flag }, stream, |st: &mut Listening| st.token.clone())
+        crate::bot::inbox::listener(self.rx)
     }
-}
-
-struct Listening {
-    rx: mpsc::Receiver<Update>,
-    token: StopToken,
-    flag: StopFlag,
-}
-
-fn stream(st: &mut Listening) -> impl futures_util::Stream<Item = Result<Update, Infallible>> + Send + '_ {
-    let flag = st.flag.clone();
-    futures_util::stream::poll_fn(move |cx| st.rx.poll_recv(cx).map(|u| u.map(Ok))).take_until(flag)
 }
 
 /// Compares without an early exit, so response timing does not reveal how much of a guess matched.

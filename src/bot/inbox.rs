@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 const OFFSET_KEY: &str = "telegram_offset";
 
 /// A teloxide update listener fed by [`run_poller`] through a channel.
-pub fn listener(rx: mpsc::Receiver<Update>) -> impl UpdateListener<Err = Infallible> {
+pub fn listener(rx: mpsc::Receiver<Update>) -> impl UpdateListener<Err = Infallible> + Send {
     let (token, flag) = mk_stop_token();
     StatefulListener::new(ListenerState { rx, token, flag: Some(flag) }, update_stream, |st: &mut ListenerState| {
         st.token.clone()

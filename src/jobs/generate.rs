@@ -518,16 +518,22 @@ async fn mark_delivery(inner: &Arc<Inner>, mut job: JobRecord, d: Delivery) {
     }
 }
 
-async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, mut item: LibraryItem, bytes: Vec<u8>) {
+/// The photo (fitted for sendPhoto; `None` if it cannot be one) and the document form of a
+/// stored result, prepared off the async runtime.
+pub(crate) async fn prepare_files(inner: &Inner, bytes: Vec<u8>) -> Result<ResultFiles, String> {
     let limits = inner.limits.clone();
-    let files = tokio::task::spawn_blocking(move || -> Result<ResultFiles, String> {
+    tokio::task::spawn_blocking(move || -> Result<ResultFiles, String> {
         let photo = crate::imaging::fit_for_telegram_photo(&bytes, &limits).ok();
         let (document, ext, mime) = crate::imaging::document_form(&bytes).map_err(|e| e.to_string())?;
         Ok(ResultFiles { photo, document, document_name: format!("mediabot.{ext}"), document_mime: mime.to_string() })
     })
-    .await;
-    let files = match files {
-        Ok(Ok(f)) => f,
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, mut item: LibraryItem, bytes: Vec<u8>) {
+    let files = match prepare_files(inner, bytes).await {
+        Ok(f) => f,
         other => {
             tracing::error!(?other, "could not prepare the result for Telegram");
             return mark_delivery(inner, job, Delivery::Failed).await;

@@ -133,6 +133,17 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+/// Result of [`JobEngine::result_files`].
+#[derive(Debug)]
+pub enum StoredResult {
+    /// No such item, or it belongs to someone else.
+    NotYours,
+    /// The item exists but its file is gone (or no longer decodes).
+    Missing,
+    /// The item and its files, ready to send.
+    Ready(LibraryItem, ResultFiles),
+}
+
 /// A job to create.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -414,6 +425,20 @@ impl JobEngine {
     /// ETA for a model and format before a job exists (see [`Self::eta_secs`]).
     pub async fn eta_for(&self, model: &str, format: Format) -> u64 {
         eta_from(&self.inner.store, model.to_string(), format.as_str().to_string()).await
+    }
+
+    /// A user's library item with its files prepared for Telegram (as a fresh delivery would
+    /// send them), for "📥 Send it".
+    pub async fn result_files(&self, user: UserId, id: crate::domain::ImageId) -> Result<StoredResult, JobsError> {
+        let item = self.inner.store.read(move |rx| rx.get_library_item(id)).await?;
+        let Some(item) = item.filter(|i| i.owner == user) else { return Ok(StoredResult::NotYours) };
+        let Ok(bytes) = tokio::fs::read(self.inner.store.media_path(&item.sha256, &item.ext)).await else {
+            return Ok(StoredResult::Missing);
+        };
+        Ok(match generate::prepare_files(&self.inner, bytes).await {
+            Ok(files) => StoredResult::Ready(item, files),
+            Err(_) => StoredResult::Missing,
+        })
     }
 
     /// Saves a draft (a prompt waiting for buttons).

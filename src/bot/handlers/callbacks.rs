@@ -106,29 +106,18 @@ async fn resend(
     chat: ChatId,
     id: crate::domain::ImageId,
 ) -> Result<Option<(String, bool)>, BotError> {
-    let item = ctx.store.read(move |rx| rx.get_library_item(id)).await?;
-    let Some(item) = item.filter(|i| i.owner == user) else {
-        return Ok(Some((lang.t("not_yours"), true)));
+    use crate::jobs::StoredResult;
+    let (item, files) = match ctx.jobs.result_files(user, id).await? {
+        StoredResult::NotYours => return Ok(Some((lang.t("not_yours"), true))),
+        StoredResult::Missing => return Ok(Some((lang.t("resend_missing"), true))),
+        StoredResult::Ready(item, files) => (item, files),
     };
-    let Ok(bytes) = tokio::fs::read(ctx.store.media_path(&item.sha256, &item.ext)).await else {
-        return Ok(Some((lang.t("resend_missing"), true)));
-    };
-    let limits = crate::imaging::Limits::default();
-    let prepared = tokio::task::spawn_blocking(move || {
-        let photo = crate::imaging::fit_for_telegram_photo(&bytes, &limits).ok();
-        let doc = crate::imaging::document_form(&bytes).ok().map(|(d, ext, _)| (d, ext));
-        (photo, doc)
-    })
-    .await;
-    let Ok((photo, doc)) = prepared else { return Ok(Some((lang.t("resend_missing"), true))) };
     let kb = keyboards::result(lang, item.id, item.favourite);
-    if let Some(photo) = photo {
+    if let Some(photo) = files.photo {
         bot.send_photo(chat, teloxide::types::InputFile::memory(photo).file_name("result.jpg"))
             .reply_markup(kb.clone())
             .await?;
     }
-    if let Some((doc, ext)) = doc {
-        bot.send_document(chat, teloxide::types::InputFile::memory(doc).file_name(format!("mediabot.{ext}"))).await?;
-    }
+    bot.send_document(chat, teloxide::types::InputFile::memory(files.document).file_name(files.document_name)).await?;
     Ok(None)
 }
