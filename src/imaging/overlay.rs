@@ -268,7 +268,10 @@ pub fn overlay_text(bytes: &[u8], text: &str, style: &OverlayStyle, limits: &Lim
 struct Fonts<'a> {
     text: FontRef<'a>,
     emoji: FontRef<'a>,
-    emoji_face: ttf_parser::Face<'a>,
+    /// The emoji font once more for shaping: Twemoji joins ZWJ sequences, flags (pairs of
+    /// regional indicators) and keycaps into one glyph through its GSUB `ccmp` ligatures, which
+    /// only a shaper applies. Derefs to the `ttf_parser::Face` that has the COLR table.
+    emoji_face: rustybuzz::Face<'a>,
 }
 
 /// One drawable unit: a glyph from the text font, or a colour emoji.
@@ -291,38 +294,72 @@ impl Fonts<'static> {
         Ok(Fonts {
             text: FontRef::try_from_slice(TEXT_FONT).map_err(|e| bad(e.to_string()))?,
             emoji: FontRef::try_from_slice(EMOJI_FONT).map_err(|e| bad(e.to_string()))?,
-            emoji_face: ttf_parser::Face::parse(EMOJI_FONT, 0).map_err(|e| bad(e.to_string()))?,
+            emoji_face: rustybuzz::Face::from_slice(EMOJI_FONT, 0).ok_or_else(|| bad("not a font".into()))?,
         })
     }
 }
 
+/// Joiners, presentation selectors, the keycap mark and tag characters (subdivision flags):
+/// no ink of their own, they only shape the emoji before them.
+fn is_emoji_modifier(c: char) -> bool {
+    matches!(c, '\u{200D}' | '\u{FE0E}' | '\u{FE0F}' | '\u{20E3}' | '\u{E0020}'..='\u{E007F}')
+}
+
 impl Fonts<'_> {
-    fn glyph(&self, c: char) -> Option<Glyph> {
-        // Joiners and presentation selectors have no ink; without shaping they are dropped.
-        if matches!(c, '\u{200D}' | '\u{FE0E}' | '\u{FE0F}') || c.is_control() {
-            return None;
-        }
-        // Plain letters and digits stay in the text font even where Twemoji has keycap bases.
-        if u32::from(c) >= 0x2000 {
-            if let Some(id) = self.emoji_face.glyph_index(c) {
-                if self.emoji_face.is_color_glyph(id) {
-                    return Some(Glyph::Emoji(id));
-                }
-            }
-        }
-        let id = self.text.glyph_id(c);
-        (id.0 != 0).then_some(Glyph::Text(id))
+    /// A character Twemoji draws in colour. Plain letters and digits stay in the text font
+    /// even where Twemoji has keycap bases.
+    fn is_colour_emoji(&self, c: char) -> bool {
+        u32::from(c) >= 0x2000 && self.emoji_face.glyph_index(c).is_some_and(|id| self.emoji_face.is_color_glyph(id))
     }
 
-    fn advance(&self, layout: &Layout, g: Glyph) -> f32 {
-        match g {
-            Glyph::Text(id) => self.text.as_scaled(layout.text_scale).h_advance(id),
-            Glyph::Emoji(id) => self.emoji.as_scaled(layout.emoji_scale).h_advance(GlyphId(id.0)),
+    /// The glyphs of one line with their advances in px: text-font characters one by one
+    /// (Latin and Cyrillic need no shaping), emoji clusters shaped as runs so that
+    /// 👨‍👩‍👧, 🇷🇺 and 1️⃣ come out as one glyph each rather than their parts.
+    fn shape(&self, layout: &Layout, line: &str) -> Vec<(Glyph, f32)> {
+        let mut out = Vec::new();
+        let mut run = String::new();
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            let keycap = matches!(c, '0'..='9' | '#' | '*')
+                && chars.peek().is_some_and(|&n| matches!(n, '\u{FE0F}' | '\u{20E3}'));
+            if self.is_colour_emoji(c) || keycap || (!run.is_empty() && is_emoji_modifier(c)) {
+                run.push(c);
+                continue;
+            }
+            self.shape_emoji(layout, &mut run, &mut out);
+            if is_emoji_modifier(c) || c.is_control() {
+                continue;
+            }
+            let id = self.text.glyph_id(c);
+            if id.0 != 0 {
+                out.push((Glyph::Text(id), self.text.as_scaled(layout.text_scale).h_advance(id)));
+            }
+        }
+        self.shape_emoji(layout, &mut run, &mut out);
+        out
+    }
+
+    /// Shapes and empties `run`. Glyphs without colour layers (a joiner left over from a
+    /// sequence the font has no ligature for) are dropped, as unshaped text would drop them.
+    fn shape_emoji(&self, layout: &Layout, run: &mut String, out: &mut Vec<(Glyph, f32)>) {
+        if run.is_empty() {
+            return;
+        }
+        let mut buffer = rustybuzz::UnicodeBuffer::new();
+        buffer.push_str(run);
+        run.clear();
+        let shaped = rustybuzz::shape(&self.emoji_face, &[], buffer);
+        let px_per_unit = layout.em / self.emoji_face.units_per_em() as f32;
+        for (info, pos) in shaped.glyph_infos().iter().zip(shaped.glyph_positions()) {
+            let id = ttf_parser::GlyphId(info.glyph_id as u16);
+            if self.emoji_face.is_color_glyph(id) {
+                out.push((Glyph::Emoji(id), pos.x_advance as f32 * px_per_unit));
+            }
         }
     }
 
     fn width(&self, layout: &Layout, s: &str) -> f32 {
-        s.chars().filter_map(|c| self.glyph(c)).map(|g| self.advance(layout, g)).sum()
+        self.shape(layout, s).iter().map(|(_, advance)| advance).sum()
     }
 }
 
@@ -414,7 +451,7 @@ fn draw_caption(img: &mut RgbImage, text: &str, style: &OverlayStyle) -> Result<
     for (i, (line, lw)) in lines.iter().zip(&widths).enumerate() {
         let mut x = (w - lw) / 2.0;
         let baseline = y0 + pad + i as f32 * line_h + scaled.ascent();
-        for g in line.chars().filter_map(|c| fonts.glyph(c)) {
+        for (g, advance) in fonts.shape(&layout, line) {
             match g {
                 Glyph::Text(id) => {
                     let glyph = id.with_scale_and_position(layout.text_scale, point(x, baseline));
@@ -424,7 +461,7 @@ fn draw_caption(img: &mut RgbImage, text: &str, style: &OverlayStyle) -> Result<
                 }
                 Glyph::Emoji(id) => draw_emoji(img, &fonts, &layout, id, x, baseline),
             }
-            x += fonts.advance(&layout, g);
+            x += advance;
         }
     }
     Ok(())
@@ -604,6 +641,32 @@ mod tests {
         let mut emoji = grey(400, 300, 128);
         draw_caption(&mut emoji, "Привет 👋🔥❤️", &bare()).expect("draws");
         assert!(coloured_pixels(&emoji) > 200, "emoji are coloured, not tofu: {}", coloured_pixels(&emoji));
+    }
+
+    #[test]
+    fn emoji_sequences_shape_into_one_glyph() {
+        let fonts = Fonts::load().expect("fonts");
+        let px = 40.0;
+        let layout = Layout { text_scale: em_scale(&fonts.text, px), emoji_scale: em_scale(&fonts.emoji, px), em: px };
+        let emoji_only = |s: &str| fonts.shape(&layout, s).iter().filter(|(g, _)| matches!(g, Glyph::Emoji(_))).count();
+        // Family (ZWJ), flag (regional indicators), keycap, skin tone, subdivision flag (tags).
+        for seq in [
+            "👨\u{200D}👩\u{200D}👧",
+            "🇷🇺",
+            "1\u{FE0F}\u{20E3}",
+            "👍🏽",
+            "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+        ] {
+            let glyphs = fonts.shape(&layout, seq);
+            assert_eq!(glyphs.len(), 1, "{seq:?} is one glyph, got {}", glyphs.len());
+            assert!(matches!(glyphs[0].0, Glyph::Emoji(_)), "{seq:?} is drawn in colour");
+            assert!(glyphs[0].1 > px * 0.5, "{seq:?} advances like one emoji");
+        }
+        assert_eq!(emoji_only("👨👩👧"), 3, "without joiners they stay three");
+        let mixed = fonts.shape(&layout, "Да 🇷🇺!");
+        assert_eq!(mixed.len(), 5, "Д, а, space, one flag, !");
+        assert_eq!(emoji_only("Да 🇷🇺!"), 1);
+        assert!(fonts.width(&layout, "🇷🇺") < fonts.width(&layout, "🇷 🇺"), "a flag is narrower than its letters apart");
     }
 
     #[test]
