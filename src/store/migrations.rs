@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,6 +21,7 @@ const STEPS: &[(u64, &str, Step)] = &[
     (1, "001_create_tables", m001_create_tables),
     (2, "002_admin_audit", m002_admin_audit),
     (3, "003_update_inbox", m003_update_inbox),
+    (4, "004_library_categories_presets_counters", m004_library),
 ];
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
@@ -49,6 +50,24 @@ fn m002_admin_audit(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
 fn m003_update_inbox(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(INBOX_TABLE)?;
     Ok(Outcome::Execute(1))
+}
+
+/// The image library's categories, presets and counters. `media_bytes` starts as the size of
+/// the distinct files existing items reference, so the disk budget holds from the first start.
+fn m004_library(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    use redb::ReadableTable;
+    tx.open_table(CATEGORIES_TABLE)?;
+    tx.open_table(PRESETS_TABLE)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0u64;
+    for row in tx.open_table(LIBRARY_TABLE)?.iter()? {
+        let item = <super::records::LibraryItem as super::records::Record>::decode(row?.1.value())?;
+        if seen.insert(item.sha256.clone()) {
+            bytes += item.bytes;
+        }
+    }
+    tx.open_table(COUNTERS_TABLE)?.insert(super::library::MEDIA_BYTES, bytes)?;
+    Ok(Outcome::Execute(3))
 }
 
 /// Reads the stored schema version (0 for a new file).
@@ -118,6 +137,9 @@ mod tests {
         let tx = db.begin_read().expect("r");
         assert!(tx.open_table(AUDIT_TABLE).is_ok(), "002 created the audit table");
         assert!(tx.open_table(INBOX_TABLE).is_ok(), "003 created the update inbox");
+        assert!(tx.open_table(PRESETS_TABLE).is_ok(), "004 created the presets");
+        let counters = tx.open_table(COUNTERS_TABLE).expect("004 created the counters");
+        assert_eq!(counters.get(super::super::library::MEDIA_BYTES).expect("get").map(|v| v.value()), Some(0));
     }
 
     #[test]
