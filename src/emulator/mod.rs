@@ -28,7 +28,9 @@
 //!   `"text"`, `"photo_path"`, `"photo_base64"`, `"document_path"`, `"document_base64"` (with
 //!   optional `"file_name"`; `"caption"` goes with photos and documents),
 //!   `"callback_data"` + `"message_id"` (a press on the inline button of that bot message), or
-//!   `"inline_query"`. Answer `{"update_id": N}` or 400 `{"error": "…"}`. Paths are read by the
+//!   `"inline_query"`, or `"chosen_inline_result": {"result_id", "query"}` (the user picked a
+//!   result the bot offered; Telegram sends it when inline feedback is on). Answer
+//!   `{"update_id": N}` or 400 `{"error": "…"}`. Paths are read by the
 //!   emulator from its own disk. A user who wrote once is a known chat (`chat_id` = user id).
 //! - `GET /emulator/control/chats/{chat_id}/messages` — the chat transcript in order, user's and
 //!   bot's, as [`TranscriptMessage`]s (deleted messages are gone, edits show the latest state).
@@ -256,6 +258,18 @@ pub struct ControlUpdate {
     /// An inline query typed as `@bot query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline_query: Option<String>,
+    /// A result the user picked from an inline answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_inline_result: Option<ChosenInline>,
+}
+
+/// `chosen_inline_result` of a [`ControlUpdate`] (Bot API `ChosenInlineResult`, without
+/// location or inline_message_id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChosenInline {
+    pub result_id: String,
+    #[serde(default)]
+    pub query: String,
 }
 
 /// One message of a chat as a person would see it (text after `parse_mode`, latest edit).
@@ -372,6 +386,12 @@ pub struct InlineAnswer {
     pub results: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_offset: Option<String>,
+    /// `is_personal` as sent (false when absent).
+    #[serde(default)]
+    pub is_personal: bool,
+    /// `cache_time` in seconds as sent (Telegram's default 300 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_time: Option<i64>,
     pub at_ms: u64,
 }
 

@@ -41,7 +41,12 @@ impl JobEngine {
     }
 
     /// Page `page` (0-based; past the end shows the last) of the items `filter` keeps.
-    pub async fn library_page(&self, user: UserId, filter: LibraryFilter, page: usize) -> Result<LibraryPage, JobsError> {
+    pub async fn library_page(
+        &self,
+        user: UserId,
+        filter: LibraryFilter,
+        page: usize,
+    ) -> Result<LibraryPage, JobsError> {
         Ok(self
             .inner
             .store
@@ -104,11 +109,6 @@ impl JobEngine {
                 Ok(Some(name))
             })
             .await?)
-    }
-
-    /// The name of a user's category number.
-    pub async fn category_name(&self, user: UserId, number: u32) -> Result<Option<String>, JobsError> {
-        Ok(self.categories(user).await?.into_iter().find(|(n, _)| *n == number).map(|(_, name)| name))
     }
 
     /// Runs a user's `create` item again with the same settings and a new seed (hold and

@@ -97,20 +97,12 @@ impl $t {
         let t = self.tx.open_table(COUNTERS_TABLE)?;
         Ok(t.get(name)?.map(|v| v.value()).unwrap_or(0))
     }
-    /// Number of items a user owns.
-    pub fn count_library(&self, user: UserId) -> Result<usize, StoreError> {
-        let idx = self.tx.open_table(LIBRARY_BY_USER_TABLE)?;
-        Ok(idx.range((user.0, 0u128)..=(user.0, u128::MAX))?.count())
-    }
 }
     )*};
 }
 library_getters!(Rx, Tx);
 
-fn next_number<V: redb::Value + 'static>(
-    t: &redb::Table<'_, (i64, u32), V>,
-    user: UserId,
-) -> Result<u32, StoreError> {
+fn next_number<V: redb::Value + 'static>(t: &redb::Table<'_, (i64, u32), V>, user: UserId) -> Result<u32, StoreError> {
     let last = t.range((user.0, 0u32)..=(user.0, u32::MAX))?.next_back().transpose()?.map(|(k, _)| k.value().1);
     Ok(last.unwrap_or(0) + 1)
 }
@@ -157,7 +149,8 @@ impl Tx {
         if name.is_empty() {
             return Err(StoreError::Refused("empty category name".into()));
         }
-        if let Some(found) = self.find_categories(user)?.into_iter().find(|(_, n)| n.to_lowercase() == name.to_lowercase())
+        if let Some(found) =
+            self.find_categories(user)?.into_iter().find(|(_, n)| n.to_lowercase() == name.to_lowercase())
         {
             return Ok(found);
         }
