@@ -209,6 +209,11 @@ impl $t {
         let t = self.tx.open_table(DIALOGUES_TABLE)?;
         Ok(t.get(chat_id)?.map(|v| v.value().to_vec()))
     }
+    /// Whether an update's handler finished (see [`Tx::begin_update`]).
+    pub fn update_finished(&self, update_id: i64) -> Result<bool, StoreError> {
+        let t = self.tx.open_table(UPDATES_TABLE)?;
+        Ok(t.get(update_id)?.is_some_and(|v| v.value() >= 0))
+    }
     pub fn get_meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
         let t = self.tx.open_table(META_TABLE)?;
         Ok(t.get(key)?.map(|v| migrations::le_u64(v.value())))

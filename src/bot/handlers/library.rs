@@ -306,9 +306,8 @@ pub async fn on_callback(
             }
         },
         Callback::CategoryNew(id) => {
-            if ctx.jobs.owned_item(user, id).await?.is_none() {
-                return refused();
-            }
+            let Some(item) = ctx.jobs.owned_item(user, id).await? else { return refused() };
+            restore_actions(bot, chat, mid, lang, &item).await?;
             dialogue::set(ctx, chat, &Step::CategoryName { item: id.short() }).await?;
             bot.send_message(chat, lang.t("category_ask_name")).await?;
             Ok(None)
