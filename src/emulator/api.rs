@@ -1091,7 +1091,7 @@ fn source_from(st: &State, call: &Call, upload: Option<&Upload>, s: &str, kind: 
     if s.starts_with("http://") || s.starts_with("https://") {
         return Err(ApiError::bad("Bad Request: failed to get HTTP URL content"));
     }
-    let f = st.files.get(s).ok_or_else(wrong)?;
+    let f = st.files.get(s).filter(|_| !st.forgotten.contains(s)).ok_or_else(wrong)?;
     if f.kind != kind {
         let name = |k: FileKind| {
             if k == FileKind::Photo { "Photo" } else { "Document" }

@@ -214,6 +214,15 @@ pub(crate) async fn file(AxState(emu): AxState<Emulator>, Path(file_id): Path<St
     }
 }
 
+/// `POST /emulator/control/files/{file_id}/forget`.
+pub(crate) async fn forget(AxState(emu): AxState<Emulator>, Path(file_id): Path<String>) -> Response {
+    if emu.forget_file(&file_id) {
+        Json(json!({"ok": true})).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "no such file")
+    }
+}
+
 /// `GET /emulator/control/rejections`.
 pub(crate) async fn rejections(AxState(emu): AxState<Emulator>) -> Response {
     Json(emu.rejections()).into_response()

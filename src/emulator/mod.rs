@@ -37,6 +37,8 @@
 //! - `GET /emulator/control/chats/{chat_id}` — [`ChatStatus`]: known, blocked, last chat action,
 //!   the bot's commands for the chat's language.
 //! - `GET /emulator/control/files/{file_id}` — the stored bytes with their content type.
+//! - `POST /emulator/control/files/{file_id}/forget` — Telegram forgets that file_id (see
+//!   [`Emulator::forget_file`]); 404 for an unknown id.
 //! - `GET /emulator/control/rejections` — [`Rejection`]s, oldest first.
 //! - `GET /emulator/control/calls` — every Bot API call as a [`CallRecord`], accepted or not.
 //! - `GET /emulator/control/callback_answers` — [`CallbackAnswer`]s (answerCallbackQuery).
@@ -112,6 +114,7 @@ impl Emulator {
             .route("/emulator/control/chats/{chat_id}", get(control::chat))
             .route("/emulator/control/chats/{chat_id}/messages", get(control::messages))
             .route("/emulator/control/files/{file_id}", get(control::file))
+            .route("/emulator/control/files/{file_id}/forget", post(control::forget))
             .route("/emulator/control/rejections", get(control::rejections))
             .route("/emulator/control/calls", get(control::calls))
             .route("/emulator/control/callback_answers", get(control::callback_answers))
@@ -163,6 +166,17 @@ impl Emulator {
     /// The bytes of a stored file (uploaded by the bot or by a user), by `file_id`.
     pub fn file_bytes(&self, file_id: &str) -> Option<Vec<u8>> {
         self.lock().files.get(file_id).map(|f| f.bytes.to_vec())
+    }
+
+    /// Makes Telegram forget a file_id (and the other sizes of its photo): sending by it then
+    /// fails with "wrong file identifier", as it does for ids of another bot or expired ones.
+    /// Returns false for an unknown id.
+    pub fn forget_file(&self, file_id: &str) -> bool {
+        let mut st = self.lock();
+        let Some(sizes) = st.files.get(file_id).map(|f| f.sizes.clone()) else { return false };
+        st.forgotten.insert(file_id.to_string());
+        st.forgotten.extend(sizes);
+        true
     }
 
     /// The webhook the bot set, as `(url, secret_token)`; `None` while it long-polls.

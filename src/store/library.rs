@@ -262,3 +262,160 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Format;
+
+    /// An item of `owner` whose file holds `bytes` (written to `media/` like a result).
+    fn item(store: &Store, owner: i64, bytes: &[u8], favourite: bool) -> LibraryItem {
+        let sha256 = crate::imaging::sha256_hex(bytes);
+        store.put_media_file(&sha256, "png", bytes).expect("file");
+        LibraryItem {
+            id: ImageId::new(),
+            owner: UserId(owner),
+            job_id: None,
+            kind: "create".into(),
+            prompt: format!("p{}", bytes.len()),
+            negative: None,
+            model_id: "m".into(),
+            format: Format::Square,
+            seed: 1,
+            width: 1,
+            height: 1,
+            bytes: bytes.len() as u64,
+            sha256,
+            ext: "png".into(),
+            mime: "image/png".into(),
+            created_at: 0,
+            favourite,
+            categories: vec![],
+            photo_file_id: None,
+            document_file_id: None,
+            is_demo: false,
+            source: None,
+        }
+    }
+
+    /// Inserts `it` and applies retention as `jobs::generate::store_result` does.
+    fn add(store: &Store, it: &LibraryItem, max_items: u32, budget: u64) -> Retention {
+        let it = it.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+        rt.block_on(store.write_pruning(move |tx| {
+            tx.insert_library_item(&it)?;
+            let r = tx.enforce_retention(it.owner, it.id, max_items, budget)?;
+            let orphans = r.orphans.clone();
+            Ok((r, orphans))
+        }))
+        .expect("write")
+    }
+
+    fn ids(store: &Store, owner: i64) -> Vec<ImageId> {
+        let mut v: Vec<ImageId> =
+            store.read_blocking(|rx| rx.find_library(UserId(owner))).expect("read").iter().map(|i| i.id).collect();
+        v.reverse();
+        v
+    }
+
+    #[test]
+    fn over_quota_the_oldest_non_favourites_go_and_shared_files_stay_until_the_last_reference() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let fav = item(&store, 1, b"favourite", true);
+        let shared_a = item(&store, 1, b"shared file", false);
+        let own = item(&store, 1, b"own file", false);
+        let shared_b = item(&store, 2, b"shared file", false);
+        for it in [&fav, &shared_a, &own, &shared_b] {
+            assert_eq!(add(&store, it, 0, 0), Retention::default(), "no limits, nothing removed");
+        }
+        assert_eq!(store.read_blocking(|rx| rx.media_refs(&shared_a.sha256)).expect("refs"), 2);
+        let counted = store.read_blocking(|rx| rx.get_counter(MEDIA_BYTES)).expect("bytes");
+        assert_eq!(counted, (b"favourite".len() + b"shared file".len() + b"own file".len()) as u64, "distinct files");
+
+        // User 1 at a quota of 2 adds a fourth: the two oldest non-favourites go, the star stays.
+        let newest = item(&store, 1, b"newest", false);
+        let r = add(&store, &newest, 2, 0);
+        assert_eq!(r.removed, [shared_a.id, own.id]);
+        assert!(!r.favourites_full);
+        assert_eq!(ids(&store, 1), [fav.id, newest.id]);
+        assert!(store.read_blocking(|rx| rx.get_library_item(own.id)).expect("r").is_none(), "row gone");
+        assert!(!store.media_path(&own.sha256, "png").exists(), "own file gone from disk");
+        // User 2 still references the shared file: it stays, with one reference left.
+        assert!(store.media_path(&shared_a.sha256, "png").exists(), "shared file survives");
+        assert_eq!(store.read_blocking(|rx| rx.media_refs(&shared_a.sha256)).expect("refs"), 1);
+        // The last reference goes → the file goes.
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+        let id = shared_b.id;
+        let removed = rt
+            .block_on(store.write_pruning(move |tx| {
+                let o = tx.delete_library_item(id)?;
+                Ok((o.clone(), o.into_iter().collect()))
+            }))
+            .expect("delete");
+        assert_eq!(removed, Some(Orphan { sha256: shared_b.sha256.clone(), ext: "png".into() }));
+        assert!(!store.media_path(&shared_b.sha256, "png").exists(), "last reference gone → file gone");
+
+        // A quota full of favourites: nothing is removed, and the caller is told.
+        let star2 = item(&store, 1, b"second star", true);
+        add(&store, &star2, 0, 0);
+        let r = add(&store, &item(&store, 1, b"one too many", false), 2, 0);
+        assert_eq!(r.removed, [newest.id], "the only non-favourite besides the new one");
+        let r = add(&store, &item(&store, 1, b"and another", false), 2, 0);
+        assert!(r.favourites_full, "{r:?}");
+        assert!(ids(&store, 1).contains(&fav.id) && ids(&store, 1).contains(&star2.id));
+    }
+
+    #[test]
+    fn over_the_disk_budget_the_oldest_non_favourites_of_anyone_go() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let old_fav = item(&store, 1, &[1u8; 100], true);
+        let old = item(&store, 2, &[2u8; 100], false);
+        let mid = item(&store, 1, &[3u8; 100], false);
+        for it in [&old_fav, &old, &mid] {
+            add(&store, it, 0, 0);
+        }
+        // 400 bytes against a budget of 250: the two oldest non-favourites go, oldest first.
+        let new = item(&store, 3, &[4u8; 100], false);
+        let r = add(&store, &new, 0, 250);
+        assert_eq!(r.removed, [old.id, mid.id]);
+        assert_eq!(store.read_blocking(|rx| rx.get_counter(MEDIA_BYTES)).expect("bytes"), 200);
+        assert!(!store.media_path(&old.sha256, "png").exists() && !store.media_path(&mid.sha256, "png").exists());
+        assert!(store.media_path(&old_fav.sha256, "png").exists(), "favourites are never purged");
+    }
+
+    #[test]
+    fn categories_and_presets_are_per_user_and_numbered() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .write_blocking(|tx| {
+                assert_eq!(tx.put_category(UserId(1), "  Cats   and dogs ")?, (1, "Cats and dogs".into()));
+                assert_eq!(tx.put_category(UserId(1), "cats AND dogs")?.0, 1, "same name, same number");
+                assert_eq!(tx.put_category(UserId(1), &"x".repeat(50))?, (2, "x".repeat(MAX_NAME_CHARS)));
+                assert_eq!(tx.put_category(UserId(2), "Birds")?.0, 1, "numbers are per user");
+                assert!(tx.put_category(UserId(1), "   ").is_err());
+                let p = Preset {
+                    owner: UserId(1),
+                    number: 0,
+                    name: "n".into(),
+                    model_id: "m".into(),
+                    format: Format::Vertical,
+                    negative: Some("blur".into()),
+                    size: Some((512, 768)),
+                    aspect_ratio: None,
+                    created_at: 0,
+                };
+                assert_eq!(tx.put_preset(&p)?, 1);
+                assert_eq!(tx.put_preset(&p)?, 2);
+                assert!(tx.get_preset(UserId(2), 1)?.is_none(), "another user's number finds nothing");
+                assert!(!tx.delete_preset(UserId(2), 1)?);
+                assert!(tx.delete_preset(UserId(1), 1)?);
+                assert_eq!(tx.find_presets(UserId(1))?.iter().map(|p| p.number).collect::<Vec<_>>(), [2]);
+                assert_eq!(Preset::decode(&p.encode()?)?, p, "record round-trips");
+                Ok(())
+            })
+            .expect("write");
+    }
+}

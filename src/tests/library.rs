@@ -416,3 +416,31 @@ async fn a_quota_full_of_favourites_is_told_not_purged() {
     h.verify_clean().await;
     h.assert_no_rejections();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_id_telegram_forgot_is_replaced_by_an_upload() {
+    let h = Harness::start(config).await;
+    let u = 831;
+    h.text(u, "en", "/start");
+    h.wait_text(u, "Welcome").await;
+    create(&h, u, "a forgotten harbour").await;
+    let item = library(&h, u).await.pop().expect("item");
+    let old = item.photo_file_id.clone().expect("file_id stored at delivery");
+    assert!(h.emu.forget_file(&old));
+    h.text(u, "en", "/my");
+    let list = h.wait_text(u, "page 1/1").await;
+    press(&h, u, &list, "1").await;
+    h.wait_for(u, 20, "the uploaded photo", |_| h.photos(u).len() == 2).await;
+    let sent = h.photos(u).pop().expect("photo");
+    assert_eq!(sent["sent_by_file_id"], false, "uploaded: {sent}");
+    let rejected = h.emu.rejections();
+    assert_eq!(rejected.len(), 1, "only the forgotten file_id: {rejected:?}");
+    assert_eq!(rejected[0].method, "sendPhoto");
+    let new = library(&h, u).await.pop().expect("item").photo_file_id.expect("new file_id");
+    assert_ne!(new, old);
+    assert_eq!(sent["photo"]["file_id"], new.as_str(), "the new file_id is kept");
+    // Next time it goes by the new file_id again.
+    press(&h, u, &list, "1").await;
+    h.wait_for(u, 20, "the re-sent photo", |_| h.photos(u).len() == 3).await;
+    assert_eq!(h.photos(u).pop().expect("photo")["sent_by_file_id"], true);
+}
