@@ -143,6 +143,44 @@ mod tests {
     }
 
     #[test]
+    fn a_version_3_library_gets_its_media_bytes_counted() {
+        use crate::store::records::{LibraryItem, Record};
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("db.redb");
+        {
+            // A v3 database with two items sharing one file and a third with its own.
+            let db = Database::create(&path).expect("create");
+            let tx = db.begin_write().expect("w");
+            m001_create_tables(&tx).expect("m001");
+            m002_admin_audit(&tx).expect("m002");
+            m003_update_inbox(&tx).expect("m003");
+            {
+                let mut lib = tx.open_table(LIBRARY_TABLE).expect("lib");
+                for (id, sha, bytes) in [(1u128, "aa", 100u64), (2, "aa", 100), (3, "bb", 30)] {
+                    let uuid = uuid::Uuid::from_u128(id);
+                    let stored = format!(
+                        r#"{{"v":1,"id":"{uuid}","owner":1,"kind":"create","prompt":"p","model_id":"m","format":"square","seed":1,"width":1,"height":1,"bytes":{bytes},"sha256":"{sha}","ext":"png","mime":"image/png","created_at":0}}"#
+                    );
+                    LibraryItem::decode(stored.as_bytes()).expect("a v3 item decodes");
+                    lib.insert(id, stored.as_bytes()).expect("insert");
+                }
+            }
+            tx.open_table(META_TABLE)
+                .expect("meta")
+                .insert("schema_version", 3u64.to_le_bytes().as_slice())
+                .expect("v");
+            tx.commit().expect("commit");
+        }
+        let db = Database::create(&path).expect("reopen");
+        run(&db).expect("migrate");
+        let tx = db.begin_read().expect("r");
+        let counters = tx.open_table(COUNTERS_TABLE).expect("counters");
+        let bytes = counters.get(super::super::library::MEDIA_BYTES).expect("get").map(|v| v.value());
+        assert_eq!(bytes, Some(130), "distinct files only");
+        assert!(tx.open_table(CATEGORIES_TABLE).is_ok() && tx.open_table(PRESETS_TABLE).is_ok());
+    }
+
+    #[test]
     fn migrations_are_idempotent_and_refuse_newer() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("db.redb");
