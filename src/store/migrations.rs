@@ -116,21 +116,24 @@ pub fn run(db: &Database) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    /// Writes what a build at `version` left behind: its steps' tables, `fill`'s rows and the
+    /// schema version.
+    fn old_file(path: &std::path::Path, version: u64, fill: impl FnOnce(&WriteTransaction)) {
+        let db = Database::create(path).expect("create");
+        let tx = db.begin_write().expect("w");
+        for (_, _, step) in STEPS.iter().filter(|(v, _, _)| *v <= version) {
+            step(&tx).expect("old step");
+        }
+        fill(&tx);
+        tx.open_table(META_TABLE).expect("meta").insert("schema_version", version.to_le_bytes().as_slice()).expect("v");
+        tx.commit().expect("commit");
+    }
+
     #[test]
     fn a_version_1_file_gains_the_audit_and_inbox_tables() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("db.redb");
-        {
-            // What a v1 build left behind: the v1 tables and schema_version 1.
-            let db = Database::create(&path).expect("create");
-            let tx = db.begin_write().expect("w");
-            m001_create_tables(&tx).expect("m001");
-            tx.open_table(META_TABLE)
-                .expect("meta")
-                .insert("schema_version", 1u64.to_le_bytes().as_slice())
-                .expect("v");
-            tx.commit().expect("commit");
-        }
+        old_file(&path, 1, |_| {});
         let db = Database::create(&path).expect("reopen");
         run(&db).expect("migrate");
         assert_eq!(schema_version(&db).expect("v"), SCHEMA_VERSION);
@@ -147,30 +150,18 @@ mod tests {
         use crate::store::records::{LibraryItem, Record};
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("db.redb");
-        {
-            // A v3 database with two items sharing one file and a third with its own.
-            let db = Database::create(&path).expect("create");
-            let tx = db.begin_write().expect("w");
-            m001_create_tables(&tx).expect("m001");
-            m002_admin_audit(&tx).expect("m002");
-            m003_update_inbox(&tx).expect("m003");
-            {
-                let mut lib = tx.open_table(LIBRARY_TABLE).expect("lib");
-                for (id, sha, bytes) in [(1u128, "aa", 100u64), (2, "aa", 100), (3, "bb", 30)] {
-                    let uuid = uuid::Uuid::from_u128(id);
-                    let stored = format!(
-                        r#"{{"v":1,"id":"{uuid}","owner":1,"kind":"create","prompt":"p","model_id":"m","format":"square","seed":1,"width":1,"height":1,"bytes":{bytes},"sha256":"{sha}","ext":"png","mime":"image/png","created_at":0}}"#
-                    );
-                    LibraryItem::decode(stored.as_bytes()).expect("a v3 item decodes");
-                    lib.insert(id, stored.as_bytes()).expect("insert");
-                }
+        // A v3 database with two items sharing one file and a third with its own.
+        old_file(&path, 3, |tx| {
+            let mut lib = tx.open_table(LIBRARY_TABLE).expect("lib");
+            for (id, sha, bytes) in [(1u128, "aa", 100u64), (2, "aa", 100), (3, "bb", 30)] {
+                let uuid = uuid::Uuid::from_u128(id);
+                let stored = format!(
+                    r#"{{"v":1,"id":"{uuid}","owner":1,"kind":"create","prompt":"p","model_id":"m","format":"square","seed":1,"width":1,"height":1,"bytes":{bytes},"sha256":"{sha}","ext":"png","mime":"image/png","created_at":0}}"#
+                );
+                LibraryItem::decode(stored.as_bytes()).expect("a v3 item decodes");
+                lib.insert(id, stored.as_bytes()).expect("insert");
             }
-            tx.open_table(META_TABLE)
-                .expect("meta")
-                .insert("schema_version", 3u64.to_le_bytes().as_slice())
-                .expect("v");
-            tx.commit().expect("commit");
-        }
+        });
         let db = Database::create(&path).expect("reopen");
         run(&db).expect("migrate");
         let tx = db.begin_read().expect("r");

@@ -19,6 +19,12 @@ fn config(dir: &std::path::Path) -> crate::config::Config {
     c
 }
 
+/// /start as `user`; returns the welcome message.
+async fn welcome(h: &Harness, user: i64) -> Value {
+    h.text(user, "en", "/start");
+    h.wait_text(user, "Welcome").await
+}
+
 /// Waits for the answer to the callback query carried by `update_id`.
 async fn answer(h: &Harness, update_id: i64) -> CallbackAnswer {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -92,8 +98,7 @@ async fn wait_counter(h: &Harness, name: &'static str, want: u64) {
 async fn library_actions_pages_resend_rerun_resize_presets_delete_and_inline() {
     let h = Harness::start(config).await;
     let u = 801;
-    h.text(u, "en", "/start");
-    h.wait_text(u, "Welcome").await;
+    welcome(&h, u).await;
     let fox = create(&h, u, "a red fox in snow").await;
     let owl = create(&h, u, "an owl at night").await;
     let cat = create(&h, u, "a cat on a roof").await;
@@ -280,8 +285,7 @@ async fn another_users_callback_data_is_refused_for_every_action() {
     use crate::bot::keyboards::{Callback, Shelf};
     let h = Harness::start(config).await;
     let (a, b) = (811, 812);
-    h.text(a, "en", "/start");
-    h.wait_text(a, "Welcome").await;
+    welcome(&h, a).await;
     let photo = create(&h, a, "a private lighthouse").await;
     let item = library(&h, a).await.pop().expect("item");
     // A has a category and a preset, so their numbers exist (for A).
@@ -318,9 +322,7 @@ async fn another_users_callback_data_is_refused_for_every_action() {
     };
     let before = snapshot(&h).await;
 
-    h.text(b, "en", "/start");
-    let welcome = h.wait_text(b, "Welcome").await;
-    let b_mid = welcome["message_id"].as_i64().expect("id");
+    let b_mid = welcome(&h, b).await["message_id"].as_i64().expect("id");
     // Every action A's keyboards carry, replayed by B on a message in B's chat.
     let mut payloads: Vec<String> = photo["reply_markup"]["inline_keyboard"]
         .as_array()
@@ -396,8 +398,7 @@ async fn a_quota_full_of_favourites_is_told_not_purged() {
     })
     .await;
     let u = 821;
-    h.text(u, "en", "/start");
-    h.wait_text(u, "Welcome").await;
+    welcome(&h, u).await;
     let first = create(&h, u, "a kept star").await;
     press(&h, u, &first, "⭐").await;
     create(&h, u, "one more").await;
@@ -421,8 +422,7 @@ async fn a_quota_full_of_favourites_is_told_not_purged() {
 async fn a_file_id_telegram_forgot_is_replaced_by_an_upload() {
     let h = Harness::start(config).await;
     let u = 831;
-    h.text(u, "en", "/start");
-    h.wait_text(u, "Welcome").await;
+    welcome(&h, u).await;
     create(&h, u, "a forgotten harbour").await;
     let item = library(&h, u).await.pop().expect("item");
     let old = item.photo_file_id.clone().expect("file_id stored at delivery");

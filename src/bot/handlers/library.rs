@@ -84,16 +84,25 @@ pub async fn show(
         )
     };
     let kb = keyboards::library(lang, &p.items, shelf, p.page, p.pages, &cats);
+    send_or_edit(bot, chat, edit, text, kb).await?;
+    Ok(None)
+}
+
+/// Edits message `edit` to `text` and `kb`, or sends them as a new message.
+async fn send_or_edit(
+    bot: &TgBot,
+    chat: ChatId,
+    edit: Option<MessageId>,
+    text: String,
+    kb: teloxide::types::InlineKeyboardMarkup,
+) -> Result<(), BotError> {
     match edit {
         Some(mid) => match bot.edit_message_text(chat, mid, text).reply_markup(kb).await {
-            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => {}
-            Err(e) => return Err(e.into()),
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(e.into()),
         },
-        None => {
-            bot.send_message(chat, text).reply_markup(kb).await?;
-        }
+        None => bot.send_message(chat, text).reply_markup(kb).await.map(|_| ()).map_err(Into::into),
     }
-    Ok(None)
 }
 
 /// Sends a user's item again with its actions: by the stored photo file_id (no upload); when
@@ -229,16 +238,7 @@ pub async fn show_presets(
             .collect();
         lang.tf("presets_title", &[("list", &lines.join("\n"))])
     };
-    let kb = keyboards::presets(lang, &presets);
-    match edit {
-        Some(mid) => match bot.edit_message_text(chat, mid, text).reply_markup(kb).await {
-            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => {}
-            Err(e) => return Err(e.into()),
-        },
-        None => {
-            bot.send_message(chat, text).reply_markup(kb).await?;
-        }
-    }
+    send_or_edit(bot, chat, edit, text, keyboards::presets(lang, &presets)).await?;
     Ok(())
 }
 
