@@ -350,6 +350,22 @@ async fn another_users_callback_data_is_refused_for_every_action() {
         ]
         .map(|c| c.encode()),
     );
+    // A's draft (its id comes from A's prompt message) with A's preset, and B's own draft with
+    // A's preset number, which B does not have.
+    let a_prompt = h
+        .messages(a)
+        .into_iter()
+        .find(|m| m["from_bot"] == false && text_of(m) == "a private lighthouse")
+        .expect("A's prompt");
+    let a_draft = (811u128 << 64) | a_prompt["message_id"].as_u64().map(u128::from).expect("id");
+    payloads.push(Callback::UsePreset { draft: a_draft, preset: 1 }.encode());
+    h.text(b, "en", "a lighthouse of my own");
+    let b_models = h.wait_for_buttons(b, "Model demo ·").await;
+    let b_draft = match Callback::decode(&Harness::button(&b_models, "Model demo ·")) {
+        Some(Callback::Model { draft, .. }) => draft,
+        other => panic!("model button: {other:?}"),
+    };
+    payloads.push(Callback::UsePreset { draft: b_draft, preset: 1 }.encode());
     for data in &payloads {
         let update = h.press(b, "en", b_mid, data);
         let ans = answer(&h, update).await;
