@@ -7,7 +7,7 @@ use crate::config::ProviderKind;
 use crate::domain::{Credits, ImageId, JobStatus, UserId};
 use crate::emulator::{CallbackAnswer, ChosenInline};
 use crate::store::library::INLINE_CHOSEN;
-use crate::store::records::{JobPayload, LibraryItem, OpKind};
+use crate::store::records::{Delivery, JobPayload, LibraryItem, OpKind};
 use serde_json::{Value, json};
 
 fn config(dir: &std::path::Path) -> crate::config::Config {
@@ -58,7 +58,23 @@ async fn create(h: &Harness, user: i64, prompt: &str) -> Value {
     let before = h.photos(user).len();
     h.create(user, "en", prompt, "Model demo ·", "Square").await;
     h.wait_for(user, 30, "the result photo", |_| h.photos(user).len() == before + 1).await;
+    settled(h, user).await;
     h.photos(user).pop().expect("photo")
+}
+
+/// Waits until every job of `user` has its delivery recorded (file_ids stored), which happens
+/// just after the emulator got the files.
+async fn settled(h: &Harness, user: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let jobs = h.store().read(|rx| rx.find_jobs()).await.expect("jobs");
+        let open = jobs.iter().filter(|j| j.user_id == UserId(user) && j.delivery != Delivery::Delivered).count();
+        if open == 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{open} deliveries of {user} not recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
 }
 
 /// Library items stored directly (same file as `like`), to have more than one page.
@@ -185,6 +201,7 @@ async fn library_actions_pages_resend_rerun_resize_presets_delete_and_inline() {
     let photos_before = h.photos(u).len();
     press(&h, u, &resent, "🔁 Again").await;
     h.wait_for(u, 30, "the re-run photo", |_| h.photos(u).len() == photos_before + 1).await;
+    settled(&h, u).await;
     let jobs = h.store().read(|rx| rx.find_jobs()).await.expect("jobs");
     assert_eq!(jobs.len(), jobs_before + 1);
     let rerun = jobs.last().expect("job");
@@ -207,6 +224,7 @@ async fn library_actions_pages_resend_rerun_resize_presets_delete_and_inline() {
     let sizes = message(&h, u, cat["message_id"].as_i64().expect("id"));
     press(&h, u, &sizes, "2×").await;
     h.wait_for(u, 60, "the resized photo", |_| h.photos(u).len() == photos_before + 1).await;
+    settled(&h, u).await;
     let resized = library(&h, u).await.into_iter().find(|i| i.kind == "resize").expect("resize item");
     assert_eq!((resized.width, resized.height), (cat_item.width * 2, cat_item.height * 2));
     assert_eq!((resized.source, resized.prompt.as_str()), (Some(cat_item.id), "a cat on a roof"));
@@ -225,6 +243,7 @@ async fn library_actions_pages_resend_rerun_resize_presets_delete_and_inline() {
     let a = press(&h, u, &offer, "💾 Owl style").await;
     assert_eq!(a.text.as_deref(), Some("Preset «Owl style» applied"));
     h.wait_for(u, 30, "the preset's photo", |_| h.photos(u).len() == photos_before + 1).await;
+    settled(&h, u).await;
     let heron = library(&h, u).await.into_iter().find(|i| i.prompt == "a heron by a lake").expect("heron");
     assert_eq!((heron.model_id.as_str(), heron.format), (owl_item.model_id.as_str(), owl_item.format));
     // Presets are renamed and deleted from /presets.
