@@ -571,11 +571,10 @@ async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, item: LibraryItem, byte
     }
     let (photo_tx, photo_rx) = tokio::sync::oneshot::channel::<String>();
     let record_photo = {
-        let it = item.clone();
+        let id = item.id;
         async move {
             // Once this is stored a restart knows the user has the result (no resend notice).
             if let Ok(file_id) = photo_rx.await {
-                let id = it.id;
                 if let Err(e) = inner.store.write(move |tx| tx.set_library_file_ids(id, Some(file_id), None)).await {
                     tracing::error!(error = %e, "could not record the sent photo");
                 }

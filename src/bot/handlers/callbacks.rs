@@ -82,7 +82,8 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(),
         (Some(Callback::UsePreset { draft, preset }), Some((chat, mid))) => {
             answer = use_preset(&bot, &ctx, lang, user, chat, mid, draft, preset).await?;
         }
-        (Some(cb), Some(at)) if is_library(&cb) => {
+        // Everything else is the library's: pages and the actions under pictures.
+        (Some(cb), Some(at)) => {
             answer = super::library::on_callback(&bot, &ctx, lang, user, at, cb).await?;
         }
         _ => {}
@@ -93,29 +94,6 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(),
     }
     req.await?;
     Ok(())
-}
-
-fn is_library(cb: &Callback) -> bool {
-    matches!(
-        cb,
-        Callback::MenuLibrary
-            | Callback::Library { .. }
-            | Callback::Open(_)
-            | Callback::Star(_)
-            | Callback::Rerun(_)
-            | Callback::ResizeMenu(_)
-            | Callback::Resize { .. }
-            | Callback::CategoryMenu(_)
-            | Callback::Categorise { .. }
-            | Callback::CategoryNew(_)
-            | Callback::Delete(_)
-            | Callback::DeleteYes(_)
-            | Callback::DeleteNo(_)
-            | Callback::SavePreset(_)
-            | Callback::Presets
-            | Callback::PresetRename(_)
-            | Callback::PresetDelete(_)
-    )
 }
 
 /// A preset pressed under a draft: its model, format, negative and size fill what the prompt
