@@ -51,6 +51,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub billing: BillingConfig,
     pub jobs: JobsConfig,
+    pub library: LibraryConfig,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
 }
@@ -148,11 +149,37 @@ pub struct BillingConfig {
     pub signup_bonus: Credits,
     /// Price of one "📝 Add text" job (drawn locally, no provider). Free by default.
     pub add_text_price: Credits,
+    /// Price of one "🔍 Resize" job (2×/4× enlargement, drawn locally). Free by default.
+    pub resize_price: Credits,
 }
 
 impl Default for BillingConfig {
     fn default() -> Self {
-        BillingConfig { currency: "credits".into(), signup_bonus: Credits(100), add_text_price: Credits::ZERO }
+        BillingConfig {
+            currency: "credits".into(),
+            signup_bonus: Credits(100),
+            add_text_price: Credits::ZERO,
+            resize_price: Credits::ZERO,
+        }
+    }
+}
+
+/// Retention of the image library (`[library]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LibraryConfig {
+    /// Items one user keeps; beyond it their oldest non-favourite items are removed (table row,
+    /// and the file once nothing else references it). Favourites are never removed: a user whose
+    /// quota is full of favourites is told. 0 = no limit.
+    pub max_items_per_user: u32,
+    /// Megabytes all result files may take under `media/`; beyond it the oldest non-favourite
+    /// items of anyone are removed. 0 = no limit.
+    pub disk_budget_mb: u64,
+}
+
+impl Default for LibraryConfig {
+    fn default() -> Self {
+        LibraryConfig { max_items_per_user: 500, disk_budget_mb: 10_240 }
     }
 }
 
@@ -376,6 +403,9 @@ impl Config {
         if self.billing.add_text_price.is_negative() {
             return Err(bad("billing.add_text_price", "must not be negative"));
         }
+        if self.billing.resize_price.is_negative() {
+            return Err(bad("billing.resize_price", "must not be negative"));
+        }
         if self.jobs.per_user_running == 0 || self.jobs.edits_per_sec == 0 {
             return Err(bad(
                 "jobs.per_user_running",
@@ -415,8 +445,8 @@ impl Config {
             if m.id.is_empty() || m.id.len() > 24 || !mids.insert(m.id.as_str()) {
                 return Err(bad(k("id"), "must be unique, 1–24 characters"));
             }
-            if m.id == crate::domain::ADD_TEXT_MODEL {
-                return Err(bad(k("id"), "\"add-text\" is reserved for the built-in tool"));
+            if m.id == crate::domain::ADD_TEXT_MODEL || m.id == crate::domain::RESIZE_MODEL {
+                return Err(bad(k("id"), format!("{:?} is reserved for a built-in tool", m.id)));
             }
             let Some(p) = self.providers.iter().find(|p| p.id == m.provider) else {
                 return Err(bad(k("provider"), format!("no provider with id {:?}", m.provider)));

@@ -120,6 +120,8 @@ pub enum Task {
 pub const LOCAL_PROVIDER: &str = "local";
 /// Model id of "📝 Add text" jobs (ledger, stats, admin panel); no `[[models]]` entry may use it.
 pub const ADD_TEXT_MODEL: &str = "add-text";
+/// Model id of "🔍 Resize" jobs (2×/4× enlargement of a library item); reserved like [`ADD_TEXT_MODEL`].
+pub const RESIZE_MODEL: &str = "resize";
 
 /// Output framing the user picks under a prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -91,7 +91,12 @@ impl Webhook {
         let (url, secret) = (self.url.clone(), self.secret.clone());
         async move {
             loop {
-                match bot.set_webhook(url.clone()).secret_token(secret.clone()).await {
+                match bot
+                    .set_webhook(url.clone())
+                    .secret_token(secret.clone())
+                    .allowed_updates(crate::bot::allowed_updates())
+                    .await
+                {
                     Ok(_) => {
                         tracing::info!(%url, "webhook set; updates arrive over HTTPS");
                         return;

@@ -64,7 +64,8 @@ pub async fn run_poller(
     let mut offset = store.read(|rx| rx.get_meta_u64(OFFSET_KEY)).await.ok().flatten().unwrap_or(0);
     let mut backoff = Duration::from_secs(1);
     loop {
-        let mut req = bot.get_updates().timeout(timeout.as_secs() as u32);
+        let mut req =
+            bot.get_updates().timeout(timeout.as_secs() as u32).allowed_updates(crate::bot::allowed_updates());
         if offset > 0 {
             req = req.offset(offset as i32);
         }

@@ -1,12 +1,13 @@
 //! Keyboards as pure functions, and the callback-data codec.
 //!
-//! Callback data lives in chat history forever, so it is versioned (`1:` prefix), compact
-//! (≤ 64 bytes, Bot API limit for `callback_data`) and every payload shape ever produced must
-//! still decode; see the tests.
+//! Callback data lives in chat history forever, so it is versioned (`2:` prefix since the
+//! library; `1:` before), compact (≤ 64 bytes, Bot API limit for `callback_data`) and every
+//! payload shape ever produced must still decode; see the tests.
 
 use super::i18n::Lang;
 use crate::config::ModelConfig;
 use crate::domain::{Format, ImageId};
+use crate::store::records::{LibraryItem, Preset};
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
 /// Decoded callback data.
@@ -39,9 +40,67 @@ pub enum Callback {
     },
     /// Send a library item (again) to its owner.
     Resend(ImageId),
+    /// "📚 Library" in the main menu (page 0, everything).
+    MenuLibrary,
+    /// A library page: which items, 0-based page.
+    Library {
+        filter: Shelf,
+        page: u16,
+    },
+    /// Open a library item: re-send it by file_id with its actions.
+    Open(ImageId),
+    /// "🔁" under an item: the same settings with a new seed.
+    Rerun(ImageId),
+    /// "🔍" under an item: offer 2× / 4×.
+    ResizeMenu(ImageId),
+    /// Enlarge an item by 2 or 4.
+    Resize {
+        item: ImageId,
+        factor: u8,
+    },
+    /// "🏷" under an item: offer the user's categories and "new".
+    CategoryMenu(ImageId),
+    /// Put an item into the user's category number `category`.
+    Categorise {
+        item: ImageId,
+        category: u32,
+    },
+    /// Ask for a new category's name for an item.
+    CategoryNew(ImageId),
+    /// "🗑" under an item: ask to confirm.
+    Delete(ImageId),
+    /// Confirmed deletion.
+    DeleteYes(ImageId),
+    /// Deletion called off: the actions again.
+    DeleteNo(ImageId),
+    /// "💾 Save as preset" under an item: ask for a name.
+    SavePreset(ImageId),
+    /// A preset picked for a draft (instead of a model).
+    UsePreset {
+        draft: u128,
+        preset: u32,
+    },
+    /// The user's presets with rename/delete buttons.
+    Presets,
+    /// Ask for a preset's new name.
+    PresetRename(u32),
+    /// Delete a preset.
+    PresetDelete(u32),
 }
 
-const V: &str = "1";
+/// Which library items a page lists (callback form of `store::library::LibraryFilter`, with a
+/// category by its number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shelf {
+    All,
+    Favourites,
+    Category(u32),
+}
+
+/// The version written now.
+const V: &str = "2";
+/// The first version: menu, draft, star, cancel and resend payloads only.
+const V1: &str = "1";
 
 fn fmt_code(f: Format) -> &'static str {
     match f {
@@ -73,16 +132,78 @@ impl Callback {
             Callback::Star(id) => format!("{V}:s:{}", id.short()),
             Callback::Cancel { draft } => format!("{V}:x:{}", b36(*draft)),
             Callback::Resend(id) => format!("{V}:r:{}", id.short()),
+            Callback::MenuLibrary => format!("{V}:L"),
+            Callback::Library { filter, page } => {
+                let f = match filter {
+                    Shelf::All => "a".to_string(),
+                    Shelf::Favourites => "s".to_string(),
+                    Shelf::Category(n) => format!("c{n}"),
+                };
+                format!("{V}:l:{f}:{page}")
+            }
+            Callback::Open(id) => format!("{V}:o:{}", id.short()),
+            Callback::Rerun(id) => format!("{V}:a:{}", id.short()),
+            Callback::ResizeMenu(id) => format!("{V}:z:{}", id.short()),
+            Callback::Resize { item, factor } => format!("{V}:z:{}:{factor}", item.short()),
+            Callback::CategoryMenu(id) => format!("{V}:k:{}", id.short()),
+            Callback::Categorise { item, category } => format!("{V}:k:{}:{category}", item.short()),
+            Callback::CategoryNew(id) => format!("{V}:kn:{}", id.short()),
+            Callback::Delete(id) => format!("{V}:d:{}", id.short()),
+            Callback::DeleteYes(id) => format!("{V}:dy:{}", id.short()),
+            Callback::DeleteNo(id) => format!("{V}:dn:{}", id.short()),
+            Callback::SavePreset(id) => format!("{V}:p:{}", id.short()),
+            Callback::UsePreset { draft, preset } => format!("{V}:u:{}:{preset}", b36(*draft)),
+            Callback::Presets => format!("{V}:P"),
+            Callback::PresetRename(n) => format!("{V}:pr:{n}"),
+            Callback::PresetDelete(n) => format!("{V}:pd:{n}"),
         }
     }
 
     /// Decodes any version this build understands; `None` for garbage.
     pub fn decode(s: &str) -> Option<Callback> {
         let parts: Vec<&str> = s.split(':').collect();
-        if parts.first() != Some(&V) {
-            return None;
+        match parts.first() {
+            Some(&V1) => Self::decode_v1(&parts[1..]),
+            Some(&V) => Self::decode_v1(&parts[1..]).or_else(|| Self::decode_v2(&parts[1..])),
+            _ => None,
         }
-        Some(match parts[1..] {
+    }
+
+    /// Shapes that version 2 added.
+    fn decode_v2(parts: &[&str]) -> Option<Callback> {
+        let id = |s: &str| ImageId::from_short(s);
+        Some(match *parts {
+            ["L"] => Callback::MenuLibrary,
+            ["l", f, page] => Callback::Library {
+                filter: match f {
+                    "a" => Shelf::All,
+                    "s" => Shelf::Favourites,
+                    c => Shelf::Category(c.strip_prefix('c')?.parse().ok()?),
+                },
+                page: page.parse().ok()?,
+            },
+            ["o", i] => Callback::Open(id(i)?),
+            ["a", i] => Callback::Rerun(id(i)?),
+            ["z", i] => Callback::ResizeMenu(id(i)?),
+            ["z", i, f @ ("2" | "4")] => Callback::Resize { item: id(i)?, factor: f.parse().ok()? },
+            ["k", i] => Callback::CategoryMenu(id(i)?),
+            ["k", i, n] => Callback::Categorise { item: id(i)?, category: n.parse().ok()? },
+            ["kn", i] => Callback::CategoryNew(id(i)?),
+            ["d", i] => Callback::Delete(id(i)?),
+            ["dy", i] => Callback::DeleteYes(id(i)?),
+            ["dn", i] => Callback::DeleteNo(id(i)?),
+            ["p", i] => Callback::SavePreset(id(i)?),
+            ["u", d, n] => Callback::UsePreset { draft: from_b36(d)?, preset: n.parse().ok()? },
+            ["P"] => Callback::Presets,
+            ["pr", n] => Callback::PresetRename(n.parse().ok()?),
+            ["pd", n] => Callback::PresetDelete(n.parse().ok()?),
+            _ => return None,
+        })
+    }
+
+    /// Shapes of version 1 (still written under `2:` too).
+    fn decode_v1(parts: &[&str]) -> Option<Callback> {
+        Some(match *parts {
             ["c"] => Callback::MenuCreate,
             ["b"] => Callback::MenuBalance,
             ["h"] => Callback::MenuHelp,
@@ -115,19 +236,25 @@ fn button(text: String, cb: Callback) -> InlineKeyboardButton {
 pub fn main_menu(lang: Lang) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(vec![
         vec![button(lang.t("menu_create"), Callback::MenuCreate)],
-        vec![button(lang.t("menu_add_text"), Callback::MenuAddText)],
+        vec![
+            button(lang.t("menu_add_text"), Callback::MenuAddText),
+            button(lang.t("menu_library"), Callback::MenuLibrary),
+        ],
         vec![button(lang.t("menu_balance"), Callback::MenuBalance), button(lang.t("menu_help"), Callback::MenuHelp)],
     ])
 }
 
-/// One button per model: "name · price".
-pub fn models(draft: u128, models: &[ModelConfig], currency: &str) -> InlineKeyboardMarkup {
-    InlineKeyboardMarkup::new(models.iter().map(|m| {
+/// One button per model: "name · price", then one per preset of the user ("💾 name").
+pub fn models(draft: u128, models: &[ModelConfig], presets: &[Preset], currency: &str) -> InlineKeyboardMarkup {
+    let models = models.iter().map(|m| {
         vec![button(
             format!("{} · {} {currency}", m.display_name, m.price),
             Callback::Model { draft, model: m.id.clone() },
         )]
-    }))
+    });
+    let presets =
+        presets.iter().map(|p| vec![button(format!("💾 {}", p.name), Callback::UsePreset { draft, preset: p.number })]);
+    InlineKeyboardMarkup::new(models.chain(presets))
 }
 
 /// Format buttons the model supports, in one row.
@@ -151,12 +278,121 @@ pub fn cancel(lang: Lang, draft: u128) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(vec![vec![button(lang.t("cancel"), Callback::Cancel { draft })]])
 }
 
-/// Under a result: "Create more" and the favourite toggle.
-pub fn result(lang: Lang, item: ImageId, starred: bool) -> InlineKeyboardMarkup {
+/// Under every result and opened library item: star, re-run, resize, category, preset,
+/// delete, and "Create more". Re-run and preset only for model-made items; ✏️ Edit joins when
+/// the Edit mode exists.
+pub fn actions(lang: Lang, item: &LibraryItem) -> InlineKeyboardMarkup {
+    let id = item.id;
+    let by_model = item.kind == "create";
+    let mut first = vec![button(lang.t(if item.favourite { "unstar" } else { "star" }), Callback::Star(id))];
+    if by_model {
+        first.push(button(lang.t("rerun"), Callback::Rerun(id)));
+    }
+    first.push(button(lang.t("resize"), Callback::ResizeMenu(id)));
+    let mut second = vec![button(lang.t("categorise"), Callback::CategoryMenu(id))];
+    if by_model {
+        second.push(button(lang.t("save_preset"), Callback::SavePreset(id)));
+    }
+    second.push(button(lang.t("delete"), Callback::Delete(id)));
+    InlineKeyboardMarkup::new(vec![first, second, vec![button(lang.t("create_more"), Callback::CreateMore)]])
+}
+
+/// "🔍": the two enlargement factors.
+pub fn resize(lang: Lang, item: ImageId) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(vec![vec![
-        button(lang.t("create_more"), Callback::CreateMore),
-        button(lang.t(if starred { "unstar" } else { "star" }), Callback::Star(item)),
+        button(lang.t("resize_2x"), Callback::Resize { item, factor: 2 }),
+        button(lang.t("resize_4x"), Callback::Resize { item, factor: 4 }),
+        button(lang.t("back"), Callback::DeleteNo(item)),
     ]])
+}
+
+/// "🗑": confirm or keep.
+pub fn confirm_delete(lang: Lang, item: ImageId) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(vec![vec![
+        button(lang.t("delete_yes"), Callback::DeleteYes(item)),
+        button(lang.t("delete_no"), Callback::DeleteNo(item)),
+    ]])
+}
+
+/// "🏷": the user's categories, two per row, then "new" and "back".
+pub fn categories(lang: Lang, item: ImageId, cats: &[(u32, String)]) -> InlineKeyboardMarkup {
+    let mut rows: Vec<Vec<InlineKeyboardButton>> = cats
+        .chunks(2)
+        .map(|pair| {
+            pair.iter()
+                .map(|(n, name)| button(format!("🏷 {name}"), Callback::Categorise { item, category: *n }))
+                .collect()
+        })
+        .collect();
+    rows.push(vec![
+        button(lang.t("category_new"), Callback::CategoryNew(item)),
+        button(lang.t("back"), Callback::DeleteNo(item)),
+    ]);
+    InlineKeyboardMarkup::new(rows)
+}
+
+/// A library page: numbered item buttons (4 per row), ◀ ▶, the filters, and presets.
+pub fn library(
+    lang: Lang,
+    items: &[LibraryItem],
+    filter: Shelf,
+    page: usize,
+    pages: usize,
+    cats: &[(u32, String)],
+) -> InlineKeyboardMarkup {
+    let first = page * crate::jobs::library::PAGE_SIZE;
+    let mut rows: Vec<Vec<InlineKeyboardButton>> = items
+        .chunks(4)
+        .enumerate()
+        .map(|(r, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(i, it)| {
+                    let star = if it.favourite { "⭐" } else { "" };
+                    button(format!("{}{star}", first + r * 4 + i + 1), Callback::Open(it.id))
+                })
+                .collect()
+        })
+        .collect();
+    let mut nav = Vec::new();
+    let to = |p: usize| Callback::Library { filter, page: u16::try_from(p).unwrap_or(u16::MAX) };
+    if page > 0 {
+        nav.push(button("◀".into(), to(page - 1)));
+    }
+    if page + 1 < pages {
+        nav.push(button("▶".into(), to(page + 1)));
+    }
+    if !nav.is_empty() {
+        rows.push(nav);
+    }
+    let mark = |f: Shelf, label: String| if f == filter { format!("• {label}") } else { label };
+    let mut filters = vec![
+        button(mark(Shelf::All, lang.t("library_all")), Callback::Library { filter: Shelf::All, page: 0 }),
+        button(
+            mark(Shelf::Favourites, lang.t("library_favourites")),
+            Callback::Library { filter: Shelf::Favourites, page: 0 },
+        ),
+    ];
+    filters.extend(cats.iter().map(|(n, name)| {
+        button(
+            mark(Shelf::Category(*n), format!("🏷 {name}")),
+            Callback::Library { filter: Shelf::Category(*n), page: 0 },
+        )
+    }));
+    rows.extend(filters.chunks(3).map(<[_]>::to_vec));
+    rows.push(vec![button(lang.t("presets_button"), Callback::Presets)]);
+    InlineKeyboardMarkup::new(rows)
+}
+
+/// The user's presets: name, rename, delete per row.
+pub fn presets(lang: Lang, presets: &[Preset]) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(presets.iter().map(|p| {
+        vec![
+            button(format!("✏️ {}", p.name), Callback::PresetRename(p.number)),
+            button(lang.t("delete"), Callback::PresetDelete(p.number)),
+        ]
+    }))
 }
 
 /// Under the "delivery was cut off" notice.
@@ -180,6 +416,26 @@ mod tests {
             Callback::Star(ImageId(u128::MAX)),
             Callback::Cancel { draft: u128::MAX },
             Callback::Resend(ImageId(u128::MAX)),
+            Callback::MenuLibrary,
+            Callback::Library { filter: Shelf::All, page: 0 },
+            Callback::Library { filter: Shelf::Favourites, page: u16::MAX },
+            Callback::Library { filter: Shelf::Category(u32::MAX), page: u16::MAX },
+            Callback::Open(ImageId(u128::MAX)),
+            Callback::Rerun(ImageId(u128::MAX)),
+            Callback::ResizeMenu(ImageId(u128::MAX)),
+            Callback::Resize { item: ImageId(u128::MAX), factor: 2 },
+            Callback::Resize { item: ImageId(u128::MAX), factor: 4 },
+            Callback::CategoryMenu(ImageId(u128::MAX)),
+            Callback::Categorise { item: ImageId(u128::MAX), category: u32::MAX },
+            Callback::CategoryNew(ImageId(u128::MAX)),
+            Callback::Delete(ImageId(u128::MAX)),
+            Callback::DeleteYes(ImageId(u128::MAX)),
+            Callback::DeleteNo(ImageId(u128::MAX)),
+            Callback::SavePreset(ImageId(u128::MAX)),
+            Callback::UsePreset { draft: u128::MAX, preset: u32::MAX },
+            Callback::Presets,
+            Callback::PresetRename(u32::MAX),
+            Callback::PresetDelete(u32::MAX),
         ]
     }
 
@@ -189,6 +445,53 @@ mod tests {
             let s = cb.encode();
             assert!(s.len() <= 64, "{s} is {} bytes", s.len());
             assert_eq!(Callback::decode(&s), Some(cb));
+        }
+    }
+
+    #[test]
+    fn current_payloads_are_version_2() {
+        for cb in all() {
+            assert!(cb.encode().starts_with("2:"), "{cb:?}");
+        }
+        // Version 1 knew none of the library shapes: a forged `1:` prefix does not reach them.
+        assert_eq!(Callback::decode("1:o:2s"), None);
+        assert_eq!(Callback::decode("1:L"), None);
+        assert_eq!(Callback::decode("2:z:2s:3"), None, "only 2× and 4×");
+        assert_eq!(Callback::decode("2:l:x:0"), None);
+        assert_eq!(Callback::decode("2:l:c:0"), None);
+    }
+
+    #[test]
+    fn version_2_payloads_keep_decoding() {
+        // Literal strings as produced by version 2; never edit these, add new ones.
+        let id = ImageId(100);
+        let cases = [
+            ("2:c", Callback::MenuCreate),
+            ("2:s:2s", Callback::Star(id)),
+            ("2:f:2s:demo:v", Callback::Format { draft: 100, model: "demo".into(), format: Format::Vertical }),
+            ("2:L", Callback::MenuLibrary),
+            ("2:l:a:0", Callback::Library { filter: Shelf::All, page: 0 }),
+            ("2:l:s:3", Callback::Library { filter: Shelf::Favourites, page: 3 }),
+            ("2:l:c7:1", Callback::Library { filter: Shelf::Category(7), page: 1 }),
+            ("2:o:2s", Callback::Open(id)),
+            ("2:a:2s", Callback::Rerun(id)),
+            ("2:z:2s", Callback::ResizeMenu(id)),
+            ("2:z:2s:4", Callback::Resize { item: id, factor: 4 }),
+            ("2:k:2s", Callback::CategoryMenu(id)),
+            ("2:k:2s:5", Callback::Categorise { item: id, category: 5 }),
+            ("2:kn:2s", Callback::CategoryNew(id)),
+            ("2:d:2s", Callback::Delete(id)),
+            ("2:dy:2s", Callback::DeleteYes(id)),
+            ("2:dn:2s", Callback::DeleteNo(id)),
+            ("2:p:2s", Callback::SavePreset(id)),
+            ("2:u:2s:1", Callback::UsePreset { draft: 100, preset: 1 }),
+            ("2:P", Callback::Presets),
+            ("2:pr:1", Callback::PresetRename(1)),
+            ("2:pd:1", Callback::PresetDelete(1)),
+        ];
+        for (stored, cb) in cases {
+            assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");
+            assert_eq!(cb.encode(), stored);
         }
     }
 
@@ -205,7 +508,10 @@ mod tests {
         assert_eq!(Callback::decode("1:s:2s"), Some(Callback::Star(ImageId(100))));
         assert_eq!(Callback::decode("1:x:2s"), Some(Callback::Cancel { draft: 100 }));
         assert_eq!(Callback::decode("1:r:2s"), Some(Callback::Resend(ImageId(100))));
-        assert_eq!(Callback::decode("2:c"), None);
+        assert_eq!(Callback::decode("1:b"), Some(Callback::MenuBalance));
+        assert_eq!(Callback::decode("1:h"), Some(Callback::MenuHelp));
+        assert_eq!(Callback::decode("1:n"), Some(Callback::CreateMore));
+        assert_eq!(Callback::decode("3:c"), None);
         assert_eq!(Callback::decode("1:f:zz:demo:q"), None);
     }
 }

@@ -2,6 +2,7 @@
 //! results. Handlers are thin: parse, call `billing`/`jobs`, render a text from `i18n` and a
 //! keyboard from `keyboards`.
 
+pub mod dialogue;
 pub mod handlers;
 pub mod i18n;
 pub mod inbox;
@@ -61,6 +62,10 @@ pub enum Command {
     Balance,
     #[command(description = "check the bot is alive")]
     Ping,
+    #[command(description = "your pictures")]
+    My,
+    #[command(description = "your presets")]
+    Presets,
 }
 
 /// The handler tree (a function so tests build the same tree).
@@ -70,6 +75,20 @@ pub fn schema() -> UpdateHandler<BotError> {
         .chain(once_per_update())
         .branch(Update::filter_message().branch(commands).endpoint(handlers::generate::on_message))
         .branch(Update::filter_callback_query().endpoint(handlers::callbacks::route))
+        .branch(Update::filter_inline_query().endpoint(handlers::inline::on_query))
+        .branch(Update::filter_chosen_inline_result().endpoint(handlers::inline::on_chosen))
+}
+
+/// Update kinds the bot asks Telegram for (`allowed_updates` of getUpdates and setWebhook):
+/// inline queries and chosen inline results are only sent when asked for by name.
+pub fn allowed_updates() -> Vec<teloxide::types::AllowedUpdate> {
+    use teloxide::types::AllowedUpdate;
+    vec![
+        AllowedUpdate::Message,
+        AllowedUpdate::CallbackQuery,
+        AllowedUpdate::InlineQuery,
+        AllowedUpdate::ChosenInlineResult,
+    ]
 }
 
 /// Wraps the rest of the tree so each update is handled to completion once.

@@ -226,6 +226,14 @@ impl Notifier for BotNotifier {
         Ok(())
     }
 
+    async fn library_full(&self, job: &JobRecord, max_items: u32) {
+        let lang = Lang::from_code(Some(&job.lang));
+        let text = lang.tf("library_full", &[("max", &max_items)]);
+        if let Err(e) = self.bot.send_message(ChatId(job.chat_id), text).await {
+            tracing::warn!(error = %e, "library-full notice not delivered");
+        }
+    }
+
     async fn admin_alert(&self, text: &str) {
         for admin in &self.admins {
             if let Err(e) = self.bot.send_message(ChatId(*admin), text.to_string()).await {
@@ -251,7 +259,7 @@ impl Notifier for BotNotifier {
         };
         let raw = self.bot.inner();
         let mut out = DeliveredFiles::default();
-        let kb = keyboards::result(lang, item.id, item.favourite);
+        let kb = keyboards::actions(lang, item);
         let mut keyboard_placed = false;
         if let Some(photo) = files.photo {
             let sent = self
@@ -321,7 +329,7 @@ impl Notifier for BotNotifier {
             (Some(draft), false) => {
                 text.push_str("\n\n");
                 text.push_str(&lang.t("alternatives"));
-                Some(keyboards::models(draft, alternatives, &self.currency))
+                Some(keyboards::models(draft, alternatives, &[], &self.currency))
             }
             _ => None,
         };

@@ -902,12 +902,27 @@ impl Emulator {
         if results.as_array().is_some_and(|r| r.len() > 50) {
             return Err(ApiError::bad("Bad Request: RESULTS_TOO_MUCH"));
         }
+        // Beyond the types: result ids are unique within an answer, and a cached photo must
+        // name a photo Telegram has.
+        let mut ids = std::collections::HashSet::new();
+        for r in results.as_array().into_iter().flatten() {
+            if !ids.insert(r.get("id").and_then(Value::as_str).unwrap_or_default().to_owned()) {
+                return Err(ApiError::bad("Bad Request: RESULT_ID_DUPLICATE"));
+            }
+            if let Some(fid) = r.get("photo_file_id").and_then(Value::as_str) {
+                if st.files.get(fid).is_none_or(|f| f.kind != FileKind::Photo) {
+                    return Err(ApiError::bad("Bad Request: wrong file identifier/HTTP URL specified"));
+                }
+            }
+        }
         st.inline_queries.remove(&id);
         st.inline_answers.push(InlineAnswer {
             inline_query_id: id,
             update_id,
             results,
             next_offset: call.str("next_offset").map(str::to_owned),
+            is_personal: call.flag("is_personal"),
+            cache_time: call.i64("cache_time"),
             at_ms: now_ms(),
         });
         Ok(json!(true))
@@ -1076,7 +1091,7 @@ fn source_from(st: &State, call: &Call, upload: Option<&Upload>, s: &str, kind: 
     if s.starts_with("http://") || s.starts_with("https://") {
         return Err(ApiError::bad("Bad Request: failed to get HTTP URL content"));
     }
-    let f = st.files.get(s).ok_or_else(wrong)?;
+    let f = st.files.get(s).filter(|_| !st.forgotten.contains(s)).ok_or_else(wrong)?;
     if f.kind != kind {
         let name = |k: FileKind| {
             if k == FileKind::Photo { "Photo" } else { "Document" }

@@ -18,6 +18,7 @@ enum Action {
     Document { bytes: Bytes, name: String },
     Callback { data: String, message_id: i64 },
     Inline(String),
+    Chosen(super::ChosenInline),
 }
 
 /// See [`Emulator::push_update`].
@@ -36,10 +37,11 @@ pub(crate) fn push_update(emu: &Emulator, u: ControlUpdate) -> Result<i64, Strin
         u.document_base64.is_some(),
         u.callback_data.is_some(),
         u.inline_query.is_some(),
+        u.chosen_inline_result.is_some(),
     ];
     if set.iter().filter(|x| **x).count() != 1 {
         return Err("set exactly one of text, photo_path, photo_base64, document_path, \
-                    document_base64, callback_data (with message_id), inline_query"
+                    document_base64, callback_data (with message_id), inline_query, chosen_inline_result"
             .into());
     }
     let action = load(&u)?;
@@ -97,6 +99,10 @@ pub(crate) fn push_update(emu: &Emulator, u: ControlUpdate) -> Result<i64, Strin
             st.inline_queries.insert(query_id, update_id);
             update_id
         }
+        Action::Chosen(c) => {
+            let r = json!({"result_id": c.result_id, "from": State::user_json(&user), "query": c.query});
+            st.enqueue("chosen_inline_result", r)
+        }
     };
     drop(st);
     emu.wake_pollers();
@@ -117,6 +123,12 @@ fn load(u: &ControlUpdate) -> Result<Action, String> {
     }
     if let Some(q) = &u.inline_query {
         return Ok(Action::Inline(q.clone()));
+    }
+    if let Some(c) = &u.chosen_inline_result {
+        if c.result_id.is_empty() || c.result_id.len() > 64 {
+            return Err("chosen_inline_result.result_id must be 1-64 bytes".into());
+        }
+        return Ok(Action::Chosen(c.clone()));
     }
     if u.photo_path.is_some() || u.photo_base64.is_some() {
         let bytes = bytes_of(u.photo_path.as_deref(), u.photo_base64.as_deref())?;
@@ -199,6 +211,15 @@ pub(crate) async fn file(AxState(emu): AxState<Emulator>, Path(file_id): Path<St
     match st.files.get(&file_id) {
         Some(f) => ([(header::CONTENT_TYPE, f.mime.clone())], f.bytes.clone()).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such file"),
+    }
+}
+
+/// `POST /emulator/control/files/{file_id}/forget`.
+pub(crate) async fn forget(AxState(emu): AxState<Emulator>, Path(file_id): Path<String>) -> Response {
+    if emu.forget_file(&file_id) {
+        Json(json!({"ok": true})).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "no such file")
     }
 }
 

@@ -28,13 +28,17 @@
 //!   `"text"`, `"photo_path"`, `"photo_base64"`, `"document_path"`, `"document_base64"` (with
 //!   optional `"file_name"`; `"caption"` goes with photos and documents),
 //!   `"callback_data"` + `"message_id"` (a press on the inline button of that bot message), or
-//!   `"inline_query"`. Answer `{"update_id": N}` or 400 `{"error": "…"}`. Paths are read by the
+//!   `"inline_query"`, or `"chosen_inline_result": {"result_id", "query"}` (the user picked a
+//!   result the bot offered; Telegram sends it when inline feedback is on). Answer
+//!   `{"update_id": N}` or 400 `{"error": "…"}`. Paths are read by the
 //!   emulator from its own disk. A user who wrote once is a known chat (`chat_id` = user id).
 //! - `GET /emulator/control/chats/{chat_id}/messages` — the chat transcript in order, user's and
 //!   bot's, as [`TranscriptMessage`]s (deleted messages are gone, edits show the latest state).
 //! - `GET /emulator/control/chats/{chat_id}` — [`ChatStatus`]: known, blocked, last chat action,
 //!   the bot's commands for the chat's language.
 //! - `GET /emulator/control/files/{file_id}` — the stored bytes with their content type.
+//! - `POST /emulator/control/files/{file_id}/forget` — Telegram forgets that file_id (see
+//!   [`Emulator::forget_file`]); 404 for an unknown id.
 //! - `GET /emulator/control/rejections` — [`Rejection`]s, oldest first.
 //! - `GET /emulator/control/calls` — every Bot API call as a [`CallRecord`], accepted or not.
 //! - `GET /emulator/control/callback_answers` — [`CallbackAnswer`]s (answerCallbackQuery).
@@ -110,6 +114,7 @@ impl Emulator {
             .route("/emulator/control/chats/{chat_id}", get(control::chat))
             .route("/emulator/control/chats/{chat_id}/messages", get(control::messages))
             .route("/emulator/control/files/{file_id}", get(control::file))
+            .route("/emulator/control/files/{file_id}/forget", post(control::forget))
             .route("/emulator/control/rejections", get(control::rejections))
             .route("/emulator/control/calls", get(control::calls))
             .route("/emulator/control/callback_answers", get(control::callback_answers))
@@ -161,6 +166,17 @@ impl Emulator {
     /// The bytes of a stored file (uploaded by the bot or by a user), by `file_id`.
     pub fn file_bytes(&self, file_id: &str) -> Option<Vec<u8>> {
         self.lock().files.get(file_id).map(|f| f.bytes.to_vec())
+    }
+
+    /// Makes Telegram forget a file_id (and the other sizes of its photo): sending by it then
+    /// fails with "wrong file identifier", as it does for ids of another bot or expired ones.
+    /// Returns false for an unknown id.
+    pub fn forget_file(&self, file_id: &str) -> bool {
+        let mut st = self.lock();
+        let Some(sizes) = st.files.get(file_id).map(|f| f.sizes.clone()) else { return false };
+        st.forgotten.insert(file_id.to_string());
+        st.forgotten.extend(sizes);
+        true
     }
 
     /// The webhook the bot set, as `(url, secret_token)`; `None` while it long-polls.
@@ -256,6 +272,18 @@ pub struct ControlUpdate {
     /// An inline query typed as `@bot query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline_query: Option<String>,
+    /// A result the user picked from an inline answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_inline_result: Option<ChosenInline>,
+}
+
+/// `chosen_inline_result` of a [`ControlUpdate`] (Bot API `ChosenInlineResult`, without
+/// location or inline_message_id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChosenInline {
+    pub result_id: String,
+    #[serde(default)]
+    pub query: String,
 }
 
 /// One message of a chat as a person would see it (text after `parse_mode`, latest edit).
@@ -372,6 +400,12 @@ pub struct InlineAnswer {
     pub results: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_offset: Option<String>,
+    /// `is_personal` as sent (false when absent).
+    #[serde(default)]
+    pub is_personal: bool,
+    /// `cache_time` in seconds as sent (Telegram's default 300 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_time: Option<i64>,
     pub at_ms: u64,
 }
 

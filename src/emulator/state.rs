@@ -99,6 +99,9 @@ pub(crate) struct State {
     pub inline_queries: HashMap<String, i64>,
     pub callback_answers: Vec<CallbackAnswer>,
     pub inline_answers: Vec<InlineAnswer>,
+    /// file_ids Telegram "forgot" (control API): sending by them fails like an unknown id,
+    /// while the messages that carry them stay readable.
+    pub forgotten: std::collections::HashSet<String>,
     pub rejections: Vec<Rejection>,
     pub calls: Vec<CallRecord>,
     pub floods: Vec<FloodRule>,

@@ -865,3 +865,53 @@ async fn query_strings_and_method_case() {
         .await;
     assert_eq!(status, 400, "message 1 is the user's, not the bot's");
 }
+
+#[tokio::test]
+async fn inline_answers_are_checked_and_chosen_results_can_be_injected() {
+    let env = start().await;
+    let spec = Spec::embedded().expect("spec");
+    let (path, _) = test_photo("alpha_dice_rgba.png");
+    env.emu
+        .push_update(ControlUpdate { user: user(USER), photo_path: Some(path), ..ControlUpdate::default() })
+        .expect("photo");
+    env.emu
+        .push_update(ControlUpdate { user: user(USER), inline_query: Some("dice".into()), ..ControlUpdate::default() })
+        .expect("inline");
+    let chosen = ChosenInline { result_id: "abc".into(), query: "dice".into() };
+    env.emu
+        .push_update(ControlUpdate { user: user(USER), chosen_inline_result: Some(chosen), ..ControlUpdate::default() })
+        .expect("chosen");
+    let (_, updates) = env.raw("getUpdates", json!({})).await;
+    let updates = updates["result"].as_array().expect("updates").clone();
+    assert_eq!(updates.len(), 3);
+    for u in &updates {
+        spec.check_named(u, "Update").expect("Update matches the spec");
+    }
+    assert_eq!(updates[2]["chosen_inline_result"]["result_id"], "abc");
+    let sizes = updates[0]["message"]["photo"].as_array().expect("sizes");
+    let photo_id = sizes.last().and_then(|p| p["file_id"].as_str()).expect("photo id");
+    let query_id = updates[1]["inline_query"]["id"].as_str().expect("inline id");
+
+    let unknown = json!([{"type": "photo", "id": "1", "photo_file_id": "nope"}]);
+    let (status, _) = env.raw("answerInlineQuery", json!({"inline_query_id": query_id, "results": unknown})).await;
+    assert_eq!(status, 400, "a cached photo Telegram does not have");
+    let twice = json!([
+        {"type": "photo", "id": "1", "photo_file_id": photo_id},
+        {"type": "photo", "id": "1", "photo_file_id": photo_id}
+    ]);
+    let (status, _) = env.raw("answerInlineQuery", json!({"inline_query_id": query_id, "results": twice})).await;
+    assert_eq!(status, 400, "duplicate result ids");
+    let good = json!([{"type": "photo", "id": "1", "photo_file_id": photo_id}]);
+    let body = json!({"inline_query_id": query_id, "results": good, "is_personal": true, "cache_time": 5});
+    let (status, _) = env.raw("answerInlineQuery", body).await;
+    assert_eq!(status, 200);
+    let answer = &env.emu.inline_answers()[0];
+    assert_eq!((answer.is_personal, answer.cache_time, &answer.results), (true, Some(5), &good));
+
+    let bad = ControlUpdate {
+        user: user(USER),
+        chosen_inline_result: Some(ChosenInline { result_id: String::new(), query: String::new() }),
+        ..ControlUpdate::default()
+    };
+    assert!(env.emu.push_update(bad).is_err(), "result_id must not be empty");
+}

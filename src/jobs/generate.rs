@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Drives a job until it is terminal and its final message is sent.
 pub(crate) async fn drive(inner: &Arc<Inner>, mut job: JobRecord) {
-    if matches!(job.payload, JobPayload::AddText { .. }) && !job.status.is_terminal() {
+    if matches!(job.payload, JobPayload::AddText { .. } | JobPayload::Resize { .. }) && !job.status.is_terminal() {
         return run_local(inner, job).await;
     }
     loop {
@@ -268,10 +268,10 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     }
 }
 
-/// Runs a local tool job ("📝 Add text") on a blocking thread and stores its result like a
-/// provider's. Nothing external is called, so a job interrupted here simply runs again.
+/// Runs a local tool job ("📝 Add text", "🔍 Resize") on a blocking thread and stores its
+/// result like a provider's. Nothing external is called, so a job interrupted here simply runs
+/// again.
 async fn run_local(inner: &Arc<Inner>, mut job: JobRecord) {
-    let JobPayload::AddText { input, text, wishes } = job.payload.clone() else { return };
     job.status = JobStatus::Submitting;
     job.started_at.get_or_insert(now_ms());
     job.attempts += 1;
@@ -282,13 +282,24 @@ async fn run_local(inner: &Arc<Inner>, mut job: JobRecord) {
     notify_progress(inner, &job, JobProgress { running: true, percent: 0, queue_position: None, eta_secs: eta }).await;
     let dir = inner.store.media_dir().to_path_buf();
     let limits = inner.limits.clone();
+    let payload = job.payload.clone();
     let drawn = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-        let bytes = ["jpg", "png", "webp", "gif"]
-            .iter()
-            .find_map(|ext| std::fs::read(dir.join(format!("{input}.{ext}"))).ok())
-            .ok_or("input image missing")?;
-        let style = crate::imaging::parse_wishes(&wishes).style;
-        crate::imaging::overlay_text(&bytes, &text, &style, &limits).map_err(|e| e.to_string())
+        let read = |input: &str| {
+            ["jpg", "png", "webp", "gif"]
+                .iter()
+                .find_map(|ext| std::fs::read(dir.join(format!("{input}.{ext}"))).ok())
+                .ok_or("input image missing")
+        };
+        match payload {
+            JobPayload::AddText { input, text, wishes } => {
+                let style = crate::imaging::parse_wishes(&wishes).style;
+                crate::imaging::overlay_text(&read(&input)?, &text, &style, &limits).map_err(|e| e.to_string())
+            }
+            JobPayload::Resize { input, factor, .. } => {
+                crate::imaging::enlarge(&read(&input)?, factor, &limits).map_err(|e| e.to_string())
+            }
+            JobPayload::Generate { .. } => Err("not a local job".into()),
+        }
     })
     .await;
     match drawn {
@@ -334,6 +345,7 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<Genera
     let (kind, prompt, negative, format, seed) = match job.payload.clone() {
         JobPayload::Generate { prompt, negative, format, seed, .. } => ("create", prompt, negative, format, seed),
         JobPayload::AddText { text, .. } => ("add_text", text, None, Format::from_dims(width, height), 0),
+        JobPayload::Resize { prompt, .. } => ("resize", prompt, None, Format::from_dims(width, height), 0),
     };
     let item = LibraryItem {
         id: ImageId::new(),
@@ -357,6 +369,10 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<Genera
         photo_file_id: None,
         document_file_id: None,
         is_demo: image.is_demo,
+        source: match &job.payload {
+            JobPayload::Resize { source, .. } => *source,
+            _ => None,
+        },
     };
     job.status = JobStatus::Succeeded;
     job.finished_at = Some(now_ms());
@@ -364,23 +380,32 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<Genera
     job.error = None;
     let duration = (job.finished_at.unwrap_or(0) - job.started_at.unwrap_or(job.created_at)).max(0) as u64;
     let (j, it) = (job.clone(), item.clone());
+    let (store, bytes) = (inner.store.clone(), image.bytes.clone());
+    let (max_items, budget) = (inner.library.max_items_per_user, inner.library.disk_budget_mb.saturating_mul(1 << 20));
     let saved = inner
         .store
-        .write(move |tx| {
+        .write_pruning(move |tx| {
             let mut j = j;
             if tx.get_job(j.id)?.is_some_and(|s| s.status.is_terminal()) {
-                return Ok(None); // cancelled or finished meanwhile: keep the stored outcome
+                return Ok((None, vec![])); // cancelled or finished meanwhile: keep the stored outcome
             }
+            // Again under the write lock: a deletion of the last item with these bytes may have
+            // removed the file since it was written above (a no-op when it is there).
+            store.put_media_file(&it.sha256, &it.ext, &bytes)?;
             tx.insert_library_item(&it)?;
             crate::billing::capture(tx, &mut j).map_err(|e| StoreError::Refused(e.to_string()))?;
             tx.insert_duration(&j.model_id, j.payload.stats_key(), j.id, duration)?;
             tx.put_job(&j)?;
-            Ok(Some(j))
+            let kept = tx.enforce_retention(j.user_id, it.id, max_items, budget)?;
+            Ok((Some((j, kept.favourites_full, kept.removed.len())), kept.orphans))
         })
         .await;
     match saved {
-        Ok(Some(j)) => {
-            tracing::info!(ms = duration, "job succeeded");
+        Ok(Some((j, favourites_full, removed))) => {
+            tracing::info!(ms = duration, removed, "job succeeded");
+            if favourites_full {
+                inner.notifier.library_full(&j, max_items).await;
+            }
             deliver(inner, j, item, image.bytes).await
         }
         Ok(None) => {}
@@ -531,7 +556,7 @@ pub(crate) async fn prepare_files(inner: &Inner, bytes: Vec<u8>) -> Result<Resul
     .map_err(|e| e.to_string())?
 }
 
-async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, mut item: LibraryItem, bytes: Vec<u8>) {
+async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, item: LibraryItem, bytes: Vec<u8>) {
     let files = match prepare_files(inner, bytes).await {
         Ok(f) => f,
         other => {
@@ -546,12 +571,11 @@ async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, mut item: LibraryItem, 
     }
     let (photo_tx, photo_rx) = tokio::sync::oneshot::channel::<String>();
     let record_photo = {
-        let mut it = item.clone();
+        let id = item.id;
         async move {
             // Once this is stored a restart knows the user has the result (no resend notice).
             if let Ok(file_id) = photo_rx.await {
-                it.photo_file_id = Some(file_id);
-                if let Err(e) = inner.store.write(move |tx| tx.put_library_item(&it)).await {
+                if let Err(e) = inner.store.write(move |tx| tx.set_library_file_ids(id, Some(file_id), None)).await {
                     tracing::error!(error = %e, "could not record the sent photo");
                 }
             }
@@ -560,14 +584,12 @@ async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, mut item: LibraryItem, 
     let (sent, ()) = tokio::join!(inner.notifier.deliver(&job, &item, files, photo_tx), record_photo);
     match sent {
         Ok(ids) => {
-            item.photo_file_id = ids.photo_file_id;
-            item.document_file_id = ids.document_file_id;
             job.delivery = Delivery::Delivered;
-            let (j, it) = (job, item);
+            let (j, id) = (job, item.id);
             if let Err(e) = inner
                 .store
                 .write(move |tx| {
-                    tx.put_library_item(&it)?;
+                    tx.set_library_file_ids(id, ids.photo_file_id, ids.document_file_id)?;
                     tx.put_job(&j)
                 })
                 .await

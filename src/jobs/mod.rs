@@ -8,10 +8,11 @@
 //! settled twice.
 
 pub mod generate;
+pub mod library;
 pub mod worker;
 
 use crate::config::{Config, JobsConfig, ModelConfig, ProviderConfig};
-use crate::domain::{ADD_TEXT_MODEL, Format, ImageId, JobId, JobStatus, LOCAL_PROVIDER, UserId, now_ms};
+use crate::domain::{ADD_TEXT_MODEL, Format, ImageId, JobId, JobStatus, LOCAL_PROVIDER, RESIZE_MODEL, UserId, now_ms};
 use crate::imaging::Limits;
 use crate::providers::DynProvider;
 use crate::store::records::{Delivery, Draft, ErrorClass, JobPayload, JobRecord, LibraryItem};
@@ -117,6 +118,9 @@ pub trait Notifier: Send + Sync {
     /// Tells the user that sending `item` was cut off by a restart (it may or may not have
     /// arrived) and offers to send it again. Called at most once per job.
     async fn delivery_interrupted(&self, job: &JobRecord, item: &LibraryItem) -> Result<(), NotifyError>;
+    /// Tells the owner their library is over `library.max_items_per_user` and only favourites
+    /// are left to remove (which never happens silently). Called after the result was stored.
+    async fn library_full(&self, _job: &JobRecord, _max_items: u32) {}
     /// Tells the admins (config `telegram.admins`) about something they must fix. Called once
     /// per incident (when a model or provider gets disabled).
     async fn admin_alert(&self, text: &str);
@@ -182,6 +186,10 @@ pub(crate) struct Inner {
     pub limits: Limits,
     /// Price of a "📝 Add text" job (`billing.add_text_price`).
     pub add_text_price: crate::domain::Credits,
+    /// Price of a "🔍 Resize" job (`billing.resize_price`).
+    pub resize_price: crate::domain::Credits,
+    /// Retention limits (`[library]`).
+    pub library: crate::config::LibraryConfig,
     pub wake: Notify,
     /// Jobs with a running task, and their owners (per-user cap).
     pub in_flight: Mutex<HashMap<JobId, UserId>>,
@@ -257,6 +265,8 @@ impl JobEngine {
                 cfg: config.jobs.clone(),
                 limits: Limits::default(),
                 add_text_price: config.billing.add_text_price,
+                resize_price: config.billing.resize_price,
+                library: config.library.clone(),
                 wake: Notify::new(),
                 in_flight: Mutex::new(HashMap::new()),
                 cancels: Mutex::new(HashMap::new()),
@@ -324,11 +334,15 @@ impl JobEngine {
     /// Creates a job and holds its price in one write transaction. Also consumes the draft.
     ///
     /// A [`JobPayload::AddText`] job runs locally: `new.model_id` is ignored, the job gets
-    /// [`ADD_TEXT_MODEL`] on [`LOCAL_PROVIDER`] at `billing.add_text_price`.
+    /// [`ADD_TEXT_MODEL`] on [`LOCAL_PROVIDER`] at `billing.add_text_price`; likewise
+    /// [`JobPayload::Resize`] gets [`RESIZE_MODEL`] at `billing.resize_price`.
     pub async fn submit(&self, new: NewJob) -> Result<Submitted, JobsError> {
         let (model_id, provider_id, price) = match &new.payload {
             JobPayload::AddText { .. } => {
                 (ADD_TEXT_MODEL.to_string(), LOCAL_PROVIDER.to_string(), self.inner.add_text_price)
+            }
+            JobPayload::Resize { .. } => {
+                (RESIZE_MODEL.to_string(), LOCAL_PROVIDER.to_string(), self.inner.resize_price)
             }
             JobPayload::Generate { .. } => {
                 let model = self

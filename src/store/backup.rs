@@ -86,6 +86,9 @@ impl Store {
             copy_table(&snapshot, &tx, INBOX_TABLE)?,
             copy_table(&snapshot, &tx, DISABLED_TABLE)?,
             copy_table(&snapshot, &tx, AUDIT_TABLE)?,
+            copy_table(&snapshot, &tx, CATEGORIES_TABLE)?,
+            copy_table(&snapshot, &tx, PRESETS_TABLE)?,
+            copy_table(&snapshot, &tx, COUNTERS_TABLE)?,
         ]
         .into_iter()
         .collect();
@@ -256,6 +259,7 @@ mod tests {
                 photo_file_id: None,
                 document_file_id: None,
                 is_demo: false,
+                source: None,
             });
         }
         store

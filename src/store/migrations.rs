@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,6 +21,7 @@ const STEPS: &[(u64, &str, Step)] = &[
     (1, "001_create_tables", m001_create_tables),
     (2, "002_admin_audit", m002_admin_audit),
     (3, "003_update_inbox", m003_update_inbox),
+    (4, "004_library_categories_presets_counters", m004_library),
 ];
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
@@ -49,6 +50,24 @@ fn m002_admin_audit(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
 fn m003_update_inbox(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(INBOX_TABLE)?;
     Ok(Outcome::Execute(1))
+}
+
+/// The image library's categories, presets and counters. `media_bytes` starts as the size of
+/// the distinct files existing items reference, so the disk budget holds from the first start.
+fn m004_library(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    use redb::ReadableTable;
+    tx.open_table(CATEGORIES_TABLE)?;
+    tx.open_table(PRESETS_TABLE)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0u64;
+    for row in tx.open_table(LIBRARY_TABLE)?.iter()? {
+        let item = <super::records::LibraryItem as super::records::Record>::decode(row?.1.value())?;
+        if seen.insert(item.sha256.clone()) {
+            bytes += item.bytes;
+        }
+    }
+    tx.open_table(COUNTERS_TABLE)?.insert(super::library::MEDIA_BYTES, bytes)?;
+    Ok(Outcome::Execute(3))
 }
 
 /// Reads the stored schema version (0 for a new file).
@@ -97,27 +116,59 @@ pub fn run(db: &Database) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    /// Writes what a build at `version` left behind: its steps' tables, `fill`'s rows and the
+    /// schema version.
+    fn old_file(path: &std::path::Path, version: u64, fill: impl FnOnce(&WriteTransaction)) {
+        let db = Database::create(path).expect("create");
+        let tx = db.begin_write().expect("w");
+        for (_, _, step) in STEPS.iter().filter(|(v, _, _)| *v <= version) {
+            step(&tx).expect("old step");
+        }
+        fill(&tx);
+        tx.open_table(META_TABLE).expect("meta").insert("schema_version", version.to_le_bytes().as_slice()).expect("v");
+        tx.commit().expect("commit");
+    }
+
     #[test]
     fn a_version_1_file_gains_the_audit_and_inbox_tables() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("db.redb");
-        {
-            // What a v1 build left behind: the v1 tables and schema_version 1.
-            let db = Database::create(&path).expect("create");
-            let tx = db.begin_write().expect("w");
-            m001_create_tables(&tx).expect("m001");
-            tx.open_table(META_TABLE)
-                .expect("meta")
-                .insert("schema_version", 1u64.to_le_bytes().as_slice())
-                .expect("v");
-            tx.commit().expect("commit");
-        }
+        old_file(&path, 1, |_| {});
         let db = Database::create(&path).expect("reopen");
         run(&db).expect("migrate");
         assert_eq!(schema_version(&db).expect("v"), SCHEMA_VERSION);
         let tx = db.begin_read().expect("r");
         assert!(tx.open_table(AUDIT_TABLE).is_ok(), "002 created the audit table");
         assert!(tx.open_table(INBOX_TABLE).is_ok(), "003 created the update inbox");
+        assert!(tx.open_table(PRESETS_TABLE).is_ok(), "004 created the presets");
+        let counters = tx.open_table(COUNTERS_TABLE).expect("004 created the counters");
+        assert_eq!(counters.get(super::super::library::MEDIA_BYTES).expect("get").map(|v| v.value()), Some(0));
+    }
+
+    #[test]
+    fn a_version_3_library_gets_its_media_bytes_counted() {
+        use crate::store::records::{LibraryItem, Record};
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("db.redb");
+        // A v3 database with two items sharing one file and a third with its own.
+        old_file(&path, 3, |tx| {
+            let mut lib = tx.open_table(LIBRARY_TABLE).expect("lib");
+            for (id, sha, bytes) in [(1u128, "aa", 100u64), (2, "aa", 100), (3, "bb", 30)] {
+                let uuid = uuid::Uuid::from_u128(id);
+                let stored = format!(
+                    r#"{{"v":1,"id":"{uuid}","owner":1,"kind":"create","prompt":"p","model_id":"m","format":"square","seed":1,"width":1,"height":1,"bytes":{bytes},"sha256":"{sha}","ext":"png","mime":"image/png","created_at":0}}"#
+                );
+                LibraryItem::decode(stored.as_bytes()).expect("a v3 item decodes");
+                lib.insert(id, stored.as_bytes()).expect("insert");
+            }
+        });
+        let db = Database::create(&path).expect("reopen");
+        run(&db).expect("migrate");
+        let tx = db.begin_read().expect("r");
+        let counters = tx.open_table(COUNTERS_TABLE).expect("counters");
+        let bytes = counters.get(super::super::library::MEDIA_BYTES).expect("get").map(|v| v.value());
+        assert_eq!(bytes, Some(130), "distinct files only");
+        assert!(tx.open_table(CATEGORIES_TABLE).is_ok() && tx.open_table(PRESETS_TABLE).is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! ledger row, a balance and a job change commit together or not at all.
 
 pub mod backup;
+pub mod library;
 pub mod migrations;
 pub mod records;
 pub mod tables;
@@ -207,6 +208,11 @@ impl $t {
     pub fn get_dialogue(&self, chat_id: i64) -> Result<Option<Vec<u8>>, StoreError> {
         let t = self.tx.open_table(DIALOGUES_TABLE)?;
         Ok(t.get(chat_id)?.map(|v| v.value().to_vec()))
+    }
+    /// Whether an update's handler finished (see [`Tx::begin_update`]).
+    pub fn update_finished(&self, update_id: i64) -> Result<bool, StoreError> {
+        let t = self.tx.open_table(UPDATES_TABLE)?;
+        Ok(t.get(update_id)?.is_some_and(|v| v.value() >= 0))
     }
     pub fn get_meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
         let t = self.tx.open_table(META_TABLE)?;
@@ -413,7 +419,28 @@ impl Tx {
         let mut refs = self.tx.open_table(MEDIA_REFS_TABLE)?;
         let n = refs.get(item.sha256.as_str())?.map(|v| v.value()).unwrap_or(0);
         refs.insert(item.sha256.as_str(), n + 1)?;
+        drop(refs);
+        if n == 0 {
+            self.bump_counter(library::MEDIA_BYTES, item.bytes)?;
+        }
         Ok(())
+    }
+    /// Records the Telegram file_ids of a sent item on the stored row (which may have been
+    /// starred or categorised meanwhile). A deleted item stays deleted.
+    pub fn set_library_file_ids(
+        &mut self,
+        id: ImageId,
+        photo: Option<String>,
+        document: Option<String>,
+    ) -> Result<(), StoreError> {
+        let Some(mut item) = self.get_library_item(id)? else { return Ok(()) };
+        if photo.is_some() {
+            item.photo_file_id = photo;
+        }
+        if document.is_some() {
+            item.document_file_id = document;
+        }
+        self.put_library_item(&item)
     }
     /// Updates an existing library item (file_ids, favourite…).
     pub fn put_library_item(&mut self, item: &LibraryItem) -> Result<(), StoreError> {

@@ -134,6 +134,19 @@ pub enum JobPayload {
         #[serde(default)]
         wishes: String,
     },
+    /// "🔍 Resize" of a library item: a local 2× or 4× Lanczos enlargement (`imaging::enlarge`).
+    Resize {
+        /// sha256 of the source item's file under `media/`.
+        input: String,
+        /// The source item's prompt, kept for the new item's caption and inline search.
+        #[serde(default)]
+        prompt: String,
+        /// 2 or 4.
+        factor: u32,
+        /// The library item resized.
+        #[serde(default)]
+        source: Option<ImageId>,
+    },
 }
 
 impl JobPayload {
@@ -142,6 +155,7 @@ impl JobPayload {
         match self {
             JobPayload::Generate { prompt, .. } => prompt,
             JobPayload::AddText { text, .. } => text,
+            JobPayload::Resize { prompt, .. } => prompt,
         }
     }
 
@@ -150,7 +164,7 @@ impl JobPayload {
     pub fn stats_key(&self) -> &'static str {
         match self {
             JobPayload::Generate { format, .. } => format.as_str(),
-            JobPayload::AddText { .. } => "local",
+            JobPayload::AddText { .. } | JobPayload::Resize { .. } => "local",
         }
     }
 }
@@ -258,7 +272,7 @@ pub struct LibraryItem {
     pub owner: UserId,
     #[serde(default)]
     pub job_id: Option<JobId>,
-    /// `create`, later `edit`, `overlay`, …
+    /// What made it: `create`, `add_text`, `resize`; later `edit`, …
     pub kind: String,
     pub prompt: String,
     #[serde(default)]
@@ -285,6 +299,9 @@ pub struct LibraryItem {
     pub document_file_id: Option<String>,
     #[serde(default)]
     pub is_demo: bool,
+    /// The library item this one was made from (a resize's source).
+    #[serde(default)]
+    pub source: Option<ImageId>,
 }
 impl Record for LibraryItem {
     const VERSION: u32 = 1;
@@ -318,6 +335,29 @@ pub struct Draft {
     pub job_id: Option<JobId>,
 }
 impl Record for Draft {
+    const VERSION: u32 = 1;
+}
+
+/// A named set of generation settings ("💾 Save as preset" under a result), offered beside the
+/// models when the user creates. Keyed by (owner, number) in `presets-1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preset {
+    pub owner: UserId,
+    /// 1-based per owner; what callback data carries.
+    pub number: u32,
+    pub name: String,
+    pub model_id: String,
+    pub format: Format,
+    #[serde(default)]
+    pub negative: Option<String>,
+    /// Explicit pixel size the source job asked for (`size=WxH`), if any.
+    #[serde(default)]
+    pub size: Option<(u32, u32)>,
+    #[serde(default)]
+    pub aspect_ratio: Option<String>,
+    pub created_at: i64,
+}
+impl Record for Preset {
     const VERSION: u32 = 1;
 }
 

@@ -40,3 +40,13 @@ pub const INBOX_TABLE: TableDefinition<i64, &[u8]> = TableDefinition::new("inbox
 pub const DISABLED_TABLE: TableDefinition<&str, &str> = TableDefinition::new("disabled-1");
 /// admin audit log: key = entry id (UUIDv7 u128, so key order is time order) → value = `AuditEntry`.
 pub const AUDIT_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("audit-1");
+/// library categories: key = (user id, category number, 1-based per user) → value = the name
+/// as the user typed it. Items keep category *names* (`LibraryItem::categories`); the number is
+/// what callback data carries (names may be long or contain `:`).
+pub const CATEGORIES_TABLE: TableDefinition<(i64, u32), &str> = TableDefinition::new("categories-1");
+/// generation presets: key = (user id, preset number, 1-based per user) → value = `Preset`.
+pub const PRESETS_TABLE: TableDefinition<(i64, u32), &[u8]> = TableDefinition::new("presets-1");
+/// counters: key = name → value = count. `media_bytes`: bytes of distinct files under `media/`
+/// that library items reference (the disk budget's measure); `inline_chosen`: inline results
+/// users picked (chosen_inline_result updates).
+pub const COUNTERS_TABLE: TableDefinition<&str, u64> = TableDefinition::new("counters-1");

@@ -7,6 +7,7 @@ mod e2e;
 pub mod fakes;
 mod faults;
 pub mod harness;
+mod library;
 mod providers;
 mod web;
 mod webhook;

@@ -131,6 +131,7 @@ async fn env() -> Env {
                 photo_file_id: None,
                 document_file_id: None,
                 is_demo: false,
+                source: None,
             })
         })
         .await

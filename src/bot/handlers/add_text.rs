@@ -8,39 +8,12 @@ use super::generate::{download_input, image_file};
 use crate::bot::i18n::Lang;
 use crate::bot::{BotCtx, BotError, TgBot};
 use crate::domain::UserId;
-use crate::jobs::{NewJob, Submitted};
+use crate::jobs::NewJob;
 use crate::store::records::JobPayload;
-use serde::{Deserialize, Serialize};
 use teloxide::prelude::*;
 
-/// Where a chat is in the flow. Stored as JSON under the chat id (dialogues table); the `flow`
-/// tag leaves room for other multi-step flows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "flow", rename_all = "snake_case")]
-pub enum Step {
-    AddTextPhoto,
-    AddTextText { input: String },
-    AddTextWishes { input: String, text: String },
-}
-
-/// The chat's current step, if it is in the flow. An unreadable stored state (written by a
-/// newer build) counts as none.
-pub async fn current(ctx: &BotCtx, chat: ChatId) -> Result<Option<Step>, BotError> {
-    let raw = ctx.store.read(move |rx| rx.get_dialogue(chat.0)).await?;
-    Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
-}
-
-async fn set(ctx: &BotCtx, chat: ChatId, step: &Step) -> Result<(), BotError> {
-    let bytes = serde_json::to_vec(step).map_err(|e| crate::store::StoreError::Codec(e.to_string()))?;
-    ctx.store.write(move |tx| tx.put_dialogue(chat.0, &bytes)).await?;
-    Ok(())
-}
-
-/// Leaves the flow (no-op when the chat is not in it).
-pub async fn clear(ctx: &BotCtx, chat: ChatId) -> Result<(), BotError> {
-    ctx.store.write(move |tx| tx.delete_dialogue(chat.0)).await?;
-    Ok(())
-}
+use crate::bot::dialogue::set;
+pub use crate::bot::dialogue::{Step, clear};
 
 /// The menu button: start the flow by asking for a photo.
 pub async fn start(bot: &TgBot, chat: ChatId, ctx: &BotCtx, lang: Lang) -> Result<(), BotError> {
@@ -96,6 +69,8 @@ pub async fn on_message(bot: &TgBot, msg: &Message, ctx: &BotCtx, lang: Lang, st
             let user = UserId(msg.from.as_ref().map(|u| u.id.0 as i64).unwrap_or(chat.0));
             submit(bot, chat, ctx, lang, user, JobPayload::AddText { input, text: caption, wishes }).await
         }
+        // Library steps are routed to `library::on_step` before this is called.
+        _ => Ok(()),
     }
 }
 
@@ -123,47 +98,20 @@ async fn submit(
     payload: JobPayload,
 ) -> Result<(), BotError> {
     let name = lang.t("add_text_name");
-    let queued = lang.tf("queued", &[("position", &1), ("model", &name), ("eta", &1)]);
-    let progress = bot.send_message(chat, queued).await?.id;
-    let outcome = ctx
-        .jobs
-        .submit(NewJob {
-            user_id: user,
-            chat_id: chat.0,
-            lang: lang.code().into(),
-            model_id: crate::domain::ADD_TEXT_MODEL.into(),
-            payload,
-            progress_message_id: Some(progress.0),
-            draft_id: None,
-            priority: ctx.jobs.is_admin(user),
-        })
-        .await?;
-    if let Submitted::InsufficientFunds { balance, price } = &outcome {
-        let currency = ctx.billing.currency().to_string();
-        let text = lang.tf("insufficient", &[("balance", balance), ("price", price), ("currency", &currency)]);
-        bot.edit_message_text(chat, progress, text).await?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stored_steps_keep_decoding() {
-        // Literal states as this version stores them; never edit these, add new ones.
-        let cases = [
-            (r#"{"flow":"add_text_photo"}"#, Step::AddTextPhoto),
-            (r#"{"flow":"add_text_text","input":"ab"}"#, Step::AddTextText { input: "ab".into() }),
-            (
-                r#"{"flow":"add_text_wishes","input":"ab","text":"hi"}"#,
-                Step::AddTextWishes { input: "ab".into(), text: "hi".into() },
-            ),
-        ];
-        for (stored, step) in cases {
-            assert_eq!(serde_json::from_str::<Step>(stored).expect(stored), step);
-            assert_eq!(serde_json::to_string(&step).expect("json"), stored);
-        }
-    }
+    super::library::submit_with_progress(bot, chat, ctx, lang, &name, |to| async move {
+        ctx.jobs
+            .submit(NewJob {
+                user_id: user,
+                chat_id: to.chat_id,
+                lang: to.lang,
+                model_id: crate::domain::ADD_TEXT_MODEL.into(),
+                payload,
+                progress_message_id: to.progress_message_id,
+                draft_id: None,
+                priority: ctx.jobs.is_admin(user),
+            })
+            .await
+            .map(Some)
+    })
+    .await
 }

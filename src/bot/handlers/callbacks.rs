@@ -76,15 +76,15 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(),
                 crate::jobs::CancelOutcome::NotFound => (lang.t("not_yours"), true),
             });
         }
-        (Some(Callback::Star(id)), Some((chat, mid))) => match ctx.jobs.toggle_favourite(user, id).await? {
-            None => answer = Some((lang.t("not_yours"), true)),
-            Some(starred) => {
-                answer = Some((lang.t(if starred { "starred" } else { "unstarred" }), false));
-                bot.edit_message_reply_markup(chat, mid).reply_markup(keyboards::result(lang, id, starred)).await?;
-            }
-        },
         (Some(Callback::Resend(id)), Some((chat, _))) => {
             answer = resend(&bot, &ctx, lang, user, chat, id).await?;
+        }
+        (Some(Callback::UsePreset { draft, preset }), Some((chat, mid))) => {
+            answer = use_preset(&bot, &ctx, lang, user, chat, mid, draft, preset).await?;
+        }
+        // Everything else is the library's: pages and the actions under pictures.
+        (Some(cb), Some(at)) => {
+            answer = super::library::on_callback(&bot, &ctx, lang, user, at, cb).await?;
         }
         _ => {}
     }
@@ -94,6 +94,45 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(),
     }
     req.await?;
     Ok(())
+}
+
+/// A preset pressed under a draft: its model, format, negative and size fill what the prompt
+/// left open, and the job starts.
+#[allow(clippy::too_many_arguments)]
+async fn use_preset(
+    bot: &TgBot,
+    ctx: &BotCtx,
+    lang: crate::bot::i18n::Lang,
+    user: UserId,
+    chat: ChatId,
+    mid: teloxide::types::MessageId,
+    draft: u128,
+    preset: u32,
+) -> Result<Option<(String, bool)>, BotError> {
+    let Some(mut d) = ctx.jobs.get_draft(draft).await? else { return Ok(Some((lang.t("draft_gone"), true))) };
+    if d.user_id != user {
+        return Ok(Some((lang.t("not_yours"), true)));
+    }
+    if d.job_id.is_some() {
+        return Ok(Some((lang.t("already_started"), false)));
+    }
+    let Some(p) = ctx.jobs.preset(user, preset).await? else { return Ok(Some((lang.t("not_yours"), true))) };
+    let Some(m) = ctx.jobs.models(&ctx.config).into_iter().find(|m| m.id == p.model_id) else {
+        return Ok(Some((lang.t("no_models"), true)));
+    };
+    d.model_id = Some(m.id.clone());
+    d.negative = d.negative.or(p.negative);
+    d.size = d.size.or(p.size);
+    d.aspect_ratio = d.aspect_ratio.or(p.aspect_ratio);
+    let format = match d.size {
+        Some((w, h)) => crate::domain::Format::from_dims(w, h),
+        None => crate::jobs::library::usable_format(p.format, &m.formats),
+    };
+    ctx.jobs.put_draft(d.clone()).await?;
+    Ok(match start_job(bot, chat, ctx, lang, &d, &m, format, Some(mid)).await? {
+        Submitted::Duplicate(_) => Some((lang.t("already_started"), false)),
+        _ => Some((lang.tf("preset_applied", &[("name", &p.name)]), false)),
+    })
 }
 
 /// Sends the owner's library item again: the stored file as a photo (fitted for Telegram) and
@@ -112,7 +151,7 @@ async fn resend(
         StoredResult::Missing => return Ok(Some((lang.t("resend_missing"), true))),
         StoredResult::Ready(item, files) => (item, files),
     };
-    let kb = keyboards::result(lang, item.id, item.favourite);
+    let kb = keyboards::actions(lang, &item);
     if let Some(photo) = files.photo {
         bot.send_photo(chat, teloxide::types::InputFile::memory(photo).file_name("result.jpg"))
             .reply_markup(kb.clone())

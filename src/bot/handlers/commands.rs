@@ -1,4 +1,4 @@
-//! /start, /menu, /help, /balance, /ping.
+//! /start, /menu, /help, /balance, /ping, /my, /presets.
 
 use super::touch_user;
 use crate::bot::i18n::Lang;
@@ -36,6 +36,13 @@ pub async fn run(bot: TgBot, msg: Message, cmd: Command, ctx: Arc<BotCtx>) -> Re
         }
         Command::Ping => {
             bot.send_message(msg.chat.id, lang.t("pong")).await?;
+        }
+        Command::My => {
+            let shelf = crate::bot::keyboards::Shelf::All;
+            super::library::show(&bot, msg.chat.id, &ctx, lang, rec.id, shelf, 0, None).await?;
+        }
+        Command::Presets => {
+            super::library::show_presets(&bot, msg.chat.id, &ctx, lang, rec.id, None).await?;
         }
     }
     Ok(())

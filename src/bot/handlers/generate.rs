@@ -19,8 +19,14 @@ const MAX_DOWNLOAD: u32 = 20 * 1024 * 1024;
 pub async fn on_message(bot: TgBot, msg: Message, ctx: Arc<BotCtx>) -> Result<(), BotError> {
     let Some(user) = msg.from.as_ref() else { return Ok(()) };
     let (_, _, lang) = touch_user(&ctx, user).await?;
-    if let Some(step) = super::add_text::current(&ctx, msg.chat.id).await? {
-        return super::add_text::on_message(&bot, &msg, &ctx, lang, step).await;
+    if let Some(step) = crate::bot::dialogue::current(&ctx, msg.chat.id).await? {
+        use crate::bot::dialogue::Step;
+        return match step {
+            Step::AddTextPhoto | Step::AddTextText { .. } | Step::AddTextWishes { .. } => {
+                super::add_text::on_message(&bot, &msg, &ctx, lang, step).await
+            }
+            other => super::library::on_step(&bot, &msg, &ctx, lang, other).await,
+        };
     }
     if let Some((file_id, size)) = image_file(&msg) {
         return on_image(&bot, &msg, &ctx, lang, file_id, size).await;
@@ -94,25 +100,28 @@ async fn offer(
         bot.send_message(chat, lang.t("no_models")).await?;
         return Ok(());
     }
+    let presets = ctx.jobs.presets(draft.user_id).await?;
     let chosen = match wanted {
         Some(name) => {
             let found = ctx.config.find_model(name).filter(|m| models.iter().any(|x| x.id == m.id)).cloned();
             if found.is_none() {
                 ctx.jobs.put_draft(draft.clone()).await?;
                 bot.send_message(chat, lang.tf("unknown_model", &[("model", &name)]))
-                    .reply_markup(keyboards::models(draft.id, &models, ctx.billing.currency()))
+                    .reply_markup(keyboards::models(draft.id, &models, &presets, ctx.billing.currency()))
                     .await?;
                 return Ok(());
             }
             found
         }
-        None if models.len() == 1 => models.first().cloned(),
+        // A user with presets always sees the list: the presets sit beside the models.
+        None if models.len() == 1 && presets.is_empty() => models.first().cloned(),
         None => None,
     };
     let Some(model) = chosen else {
         ctx.jobs.put_draft(draft.clone()).await?;
         let text = lang.tf("choose_model", &[("prompt", &draft.prompt)]);
-        bot.send_message(chat, text).reply_markup(keyboards::models(draft.id, &models, ctx.billing.currency())).await?;
+        let kb = keyboards::models(draft.id, &models, &presets, ctx.billing.currency());
+        bot.send_message(chat, text).reply_markup(kb).await?;
         return Ok(());
     };
     draft.model_id = Some(model.id.clone());

@@ -4,6 +4,8 @@ pub mod add_text;
 pub mod callbacks;
 pub mod commands;
 pub mod generate;
+pub mod inline;
+pub mod library;
 
 use super::BotCtx;
 use super::i18n::Lang;

@@ -1,0 +1,404 @@
+//! "📚 Library" and /my: pages of the user's results, opening one (sent again by file_id), and
+//! the actions under every result — star, re-run, resize, category, preset, delete — plus the
+//! preset list (/presets). Every action is checked against the pressing user by `jobs`.
+
+use crate::bot::dialogue::{self, Step};
+use crate::bot::i18n::Lang;
+use crate::bot::keyboards::{self, Callback, Shelf};
+use crate::bot::{BotCtx, BotError, TgBot};
+use crate::domain::{ImageId, UserId};
+use crate::jobs::library::JobTarget;
+use crate::jobs::{JobsError, Submitted};
+use crate::store::library::LibraryFilter;
+use crate::store::records::LibraryItem;
+use teloxide::prelude::*;
+use teloxide::types::{InputFile, MessageId};
+use teloxide::{ApiError, RequestError};
+
+/// Answer to a callback query: text and whether it is an alert.
+pub type Answer = Option<(String, bool)>;
+
+/// Longest prompt shown in a caption (Bot API captions stop at 1024 characters).
+const CAPTION_PROMPT_CHARS: usize = 900;
+
+/// Display name of a model id; built-in tools are named in the user's language.
+pub fn model_label(ctx: &BotCtx, lang: Lang, model_id: &str) -> String {
+    match model_id {
+        crate::domain::ADD_TEXT_MODEL => lang.t("add_text_name"),
+        crate::domain::RESIZE_MODEL => lang.t("resize_name"),
+        id => ctx.config.models.iter().find(|m| m.id == id).map_or_else(|| id.to_string(), |m| m.display_name.clone()),
+    }
+}
+
+/// The caption of an opened item: prompt and model.
+pub fn caption(ctx: &BotCtx, lang: Lang, item: &LibraryItem) -> String {
+    let prompt: String = item.prompt.chars().take(CAPTION_PROMPT_CHARS).collect();
+    lang.tf("library_caption", &[("prompt", &prompt), ("model", &model_label(ctx, lang, &item.model_id))])
+}
+
+/// Shows page `page` of `shelf`, editing `edit` when given (◀ ▶ and filters edit in place).
+#[allow(clippy::too_many_arguments)]
+pub async fn show(
+    bot: &TgBot,
+    chat: ChatId,
+    ctx: &BotCtx,
+    lang: Lang,
+    user: UserId,
+    shelf: Shelf,
+    page: usize,
+    edit: Option<MessageId>,
+) -> Result<Answer, BotError> {
+    let cats = ctx.jobs.categories(user).await?;
+    let (filter, label) = match shelf {
+        Shelf::All => (LibraryFilter::All, lang.t("library_all")),
+        Shelf::Favourites => (LibraryFilter::Favourites, lang.t("library_favourites")),
+        Shelf::Category(n) => match cats.iter().find(|(k, _)| *k == n) {
+            Some((_, name)) => (LibraryFilter::Category(name.clone()), format!("🏷 {name}")),
+            None => return Ok(Some((lang.t("not_yours"), true))),
+        },
+    };
+    let p = ctx.jobs.library_page(user, filter, page).await?;
+    let first = p.page * crate::jobs::library::PAGE_SIZE;
+    let list: Vec<String> = p
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| {
+            let prompt: String = it.prompt.chars().take(60).collect();
+            let star = if it.favourite { "⭐ " } else { "" };
+            format!("{}. {star}{prompt} · {}", first + i + 1, model_label(ctx, lang, &it.model_id))
+        })
+        .collect();
+    let text = if p.total == 0 {
+        lang.tf("library_empty", &[("filter", &label)])
+    } else {
+        lang.tf(
+            "library_title",
+            &[
+                ("filter", &label),
+                ("total", &p.total),
+                ("page", &(p.page + 1)),
+                ("pages", &p.pages),
+                ("list", &list.join("\n")),
+            ],
+        )
+    };
+    let kb = keyboards::library(lang, &p.items, shelf, p.page, p.pages, &cats);
+    send_or_edit(bot, chat, edit, text, kb).await?;
+    Ok(None)
+}
+
+/// Edits message `edit` to `text` and `kb`, or sends them as a new message.
+async fn send_or_edit(
+    bot: &TgBot,
+    chat: ChatId,
+    edit: Option<MessageId>,
+    text: String,
+    kb: teloxide::types::InlineKeyboardMarkup,
+) -> Result<(), BotError> {
+    match edit {
+        Some(mid) => match bot.edit_message_text(chat, mid, text).reply_markup(kb).await {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        None => bot.send_message(chat, text).reply_markup(kb).await.map(|_| ()).map_err(Into::into),
+    }
+}
+
+/// Sends a user's item again with its actions: by the stored photo file_id (no upload); when
+/// Telegram no longer knows that file_id, or there is none, the stored file is uploaded and
+/// its new file_id kept.
+async fn open(
+    bot: &TgBot,
+    ctx: &BotCtx,
+    lang: Lang,
+    user: UserId,
+    chat: ChatId,
+    id: ImageId,
+) -> Result<Answer, BotError> {
+    let Some(item) = ctx.jobs.owned_item(user, id).await? else { return Ok(Some((lang.t("not_yours"), true))) };
+    let (caption, kb) = (caption(ctx, lang, &item), keyboards::actions(lang, &item));
+    if let Some(file_id) = item.photo_file_id.clone() {
+        let sent = bot
+            .send_photo(chat, InputFile::file_id(file_id.into()))
+            .caption(caption.clone())
+            .reply_markup(kb.clone())
+            .await;
+        match sent {
+            Ok(_) => return Ok(None),
+            Err(RequestError::Api(e)) if !matches!(e, ApiError::BotBlocked | ApiError::UserDeactivated) => {
+                tracing::info!(error = %e, "stored file_id refused; uploading the file");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let files = match ctx.jobs.result_files(user, id).await? {
+        crate::jobs::StoredResult::Ready(_, files) => files,
+        crate::jobs::StoredResult::NotYours => return Ok(Some((lang.t("not_yours"), true))),
+        crate::jobs::StoredResult::Missing => return Ok(Some((lang.t("resend_missing"), true))),
+    };
+    match files.photo {
+        Some(photo) => {
+            let m = bot
+                .send_photo(chat, InputFile::memory(photo).file_name("result.jpg"))
+                .caption(caption)
+                .reply_markup(kb)
+                .await?;
+            if let Some(p) = m.photo().and_then(|p| p.last()) {
+                ctx.jobs.record_photo_file_id(id, p.file.id.to_string()).await?;
+            }
+        }
+        None => {
+            bot.send_document(chat, InputFile::memory(files.document).file_name(files.document_name))
+                .caption(caption)
+                .reply_markup(kb)
+                .await?;
+        }
+    }
+    Ok(None)
+}
+
+/// Sends the "queued" message a new job will edit with its progress, creates the job with
+/// `submit`, and reports a refusal (credits, model gone) on that message.
+pub(super) async fn submit_with_progress<F, Fut>(
+    bot: &TgBot,
+    chat: ChatId,
+    ctx: &BotCtx,
+    lang: Lang,
+    model_name: &str,
+    submit: F,
+) -> Result<(), BotError>
+where
+    F: FnOnce(JobTarget) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Submitted>, JobsError>>,
+{
+    let queued = lang.tf("queued", &[("position", &1), ("model", &model_name), ("eta", &1)]);
+    let progress = bot.send_message(chat, queued).await?.id;
+    let target = JobTarget { chat_id: chat.0, lang: lang.code().into(), progress_message_id: Some(progress.0) };
+    let text = match submit(target).await {
+        Ok(Some(Submitted::InsufficientFunds { balance, price })) => {
+            let currency = ctx.billing.currency().to_string();
+            lang.tf("insufficient", &[("balance", &balance), ("price", &price), ("currency", &currency)])
+        }
+        Ok(Some(_)) => return Ok(()),
+        Ok(None) => lang.t("not_yours"),
+        Err(JobsError::UnknownModel(_) | JobsError::ModelDisabled(_)) => lang.t("no_models"),
+        Err(e) => return Err(e.into()),
+    };
+    bot.edit_message_text(chat, progress, text).await?;
+    Ok(())
+}
+
+/// Restores an item's actions under the pressed message.
+async fn restore_actions(
+    bot: &TgBot,
+    chat: ChatId,
+    mid: MessageId,
+    lang: Lang,
+    item: &LibraryItem,
+) -> Result<(), BotError> {
+    match bot.edit_message_reply_markup(chat, mid).reply_markup(keyboards::actions(lang, item)).await {
+        Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replaces the keyboard under the pressed message.
+async fn set_keyboard(
+    bot: &TgBot,
+    chat: ChatId,
+    mid: MessageId,
+    kb: teloxide::types::InlineKeyboardMarkup,
+) -> Result<(), BotError> {
+    match bot.edit_message_reply_markup(chat, mid).reply_markup(kb).await {
+        Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Shows the user's presets with rename/delete buttons (editing `edit` when given).
+pub async fn show_presets(
+    bot: &TgBot,
+    chat: ChatId,
+    ctx: &BotCtx,
+    lang: Lang,
+    user: UserId,
+    edit: Option<MessageId>,
+) -> Result<(), BotError> {
+    let presets = ctx.jobs.presets(user).await?;
+    let text = if presets.is_empty() {
+        lang.t("presets_empty")
+    } else {
+        let lines: Vec<String> = presets
+            .iter()
+            .map(|p| {
+                let fmt = lang.t(&format!("format_{}", p.format.as_str()));
+                format!("💾 {} — {} · {fmt}", p.name, model_label(ctx, lang, &p.model_id))
+            })
+            .collect();
+        lang.tf("presets_title", &[("list", &lines.join("\n"))])
+    };
+    send_or_edit(bot, chat, edit, text, keyboards::presets(lang, &presets)).await?;
+    Ok(())
+}
+
+/// Handles a library callback query; returns the answer to show (refusals are alerts).
+pub async fn on_callback(
+    bot: &TgBot,
+    ctx: &BotCtx,
+    lang: Lang,
+    user: UserId,
+    (chat, mid): (ChatId, MessageId),
+    cb: Callback,
+) -> Result<Answer, BotError> {
+    let refused = || Ok(Some((lang.t("not_yours"), true)));
+    match cb {
+        Callback::MenuLibrary => show(bot, chat, ctx, lang, user, Shelf::All, 0, None).await,
+        Callback::Library { filter, page } => show(bot, chat, ctx, lang, user, filter, page.into(), Some(mid)).await,
+        Callback::Open(id) => open(bot, ctx, lang, user, chat, id).await,
+        Callback::Star(id) => match ctx.jobs.toggle_favourite(user, id).await? {
+            None => refused(),
+            Some(starred) => {
+                if let Some(item) = ctx.jobs.owned_item(user, id).await? {
+                    restore_actions(bot, chat, mid, lang, &item).await?;
+                }
+                Ok(Some((lang.t(if starred { "starred" } else { "unstarred" }), false)))
+            }
+        },
+        Callback::Rerun(id) => {
+            let Some(item) = ctx.jobs.owned_item(user, id).await?.filter(|i| i.kind == "create") else {
+                return refused();
+            };
+            let name = model_label(ctx, lang, &item.model_id);
+            submit_with_progress(bot, chat, ctx, lang, &name, |to| ctx.jobs.rerun(user, id, to)).await?;
+            Ok(None)
+        }
+        Callback::ResizeMenu(id) => {
+            if ctx.jobs.owned_item(user, id).await?.is_none() {
+                return refused();
+            }
+            set_keyboard(bot, chat, mid, keyboards::resize(lang, id)).await?;
+            Ok(None)
+        }
+        Callback::Resize { item, factor } => {
+            let Some(it) = ctx.jobs.owned_item(user, item).await? else { return refused() };
+            restore_actions(bot, chat, mid, lang, &it).await?;
+            let name = lang.t("resize_name");
+            submit_with_progress(bot, chat, ctx, lang, &name, |to| ctx.jobs.resize(user, item, factor.into(), to))
+                .await?;
+            Ok(None)
+        }
+        Callback::CategoryMenu(id) => {
+            if ctx.jobs.owned_item(user, id).await?.is_none() {
+                return refused();
+            }
+            let cats = ctx.jobs.categories(user).await?;
+            set_keyboard(bot, chat, mid, keyboards::categories(lang, id, &cats)).await?;
+            Ok(None)
+        }
+        Callback::Categorise { item, category } => match ctx.jobs.categorise(user, item, Ok(category)).await? {
+            None => refused(),
+            Some(name) => {
+                if let Some(it) = ctx.jobs.owned_item(user, item).await? {
+                    restore_actions(bot, chat, mid, lang, &it).await?;
+                }
+                Ok(Some((lang.tf("category_added", &[("name", &name)]), false)))
+            }
+        },
+        Callback::CategoryNew(id) => {
+            let Some(item) = ctx.jobs.owned_item(user, id).await? else { return refused() };
+            restore_actions(bot, chat, mid, lang, &item).await?;
+            dialogue::set(ctx, chat, &Step::CategoryName { item: id.short() }).await?;
+            bot.send_message(chat, lang.t("category_ask_name")).await?;
+            Ok(None)
+        }
+        Callback::Delete(id) => {
+            if ctx.jobs.owned_item(user, id).await?.is_none() {
+                return refused();
+            }
+            set_keyboard(bot, chat, mid, keyboards::confirm_delete(lang, id)).await?;
+            Ok(Some((lang.t("delete_confirm"), false)))
+        }
+        Callback::DeleteYes(id) => {
+            if !ctx.jobs.delete_item(user, id).await? {
+                return refused();
+            }
+            // Without reply_markup the edit also removes the keyboard (its buttons are dead now).
+            if let Err(e) = bot.edit_message_caption(chat, mid).caption(lang.t("deleted")).await {
+                tracing::debug!(error = %e, "could not mark the message deleted");
+            }
+            Ok(Some((lang.t("deleted"), false)))
+        }
+        Callback::DeleteNo(id) => {
+            let Some(item) = ctx.jobs.owned_item(user, id).await? else { return refused() };
+            restore_actions(bot, chat, mid, lang, &item).await?;
+            Ok(None)
+        }
+        Callback::SavePreset(id) => {
+            if ctx.jobs.owned_item(user, id).await?.is_none_or(|i| i.kind != "create") {
+                return refused();
+            }
+            dialogue::set(ctx, chat, &Step::PresetName { item: id.short() }).await?;
+            bot.send_message(chat, lang.t("preset_ask_name")).await?;
+            Ok(None)
+        }
+        Callback::Presets => {
+            show_presets(bot, chat, ctx, lang, user, None).await?;
+            Ok(None)
+        }
+        Callback::PresetRename(n) => {
+            if ctx.jobs.preset(user, n).await?.is_none() {
+                return refused();
+            }
+            dialogue::set(ctx, chat, &Step::PresetRename { number: n }).await?;
+            bot.send_message(chat, lang.t("preset_rename_ask")).await?;
+            Ok(None)
+        }
+        Callback::PresetDelete(n) => {
+            if !ctx.jobs.delete_preset(user, n).await? {
+                return refused();
+            }
+            show_presets(bot, chat, ctx, lang, user, Some(mid)).await?;
+            Ok(Some((lang.t("preset_deleted"), false)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A message while the chat waits for a category or preset name. /cancel leaves.
+pub async fn on_step(bot: &TgBot, msg: &Message, ctx: &BotCtx, lang: Lang, step: Step) -> Result<(), BotError> {
+    let chat = msg.chat.id;
+    let user = UserId(msg.from.as_ref().map(|u| u.id.0 as i64).unwrap_or(chat.0));
+    let Some(text) = msg.text().map(str::trim).filter(|t| !t.is_empty()) else {
+        bot.send_message(chat, lang.t("name_needed")).await?;
+        return Ok(());
+    };
+    dialogue::clear(ctx, chat).await?;
+    if text.eq_ignore_ascii_case("/cancel") {
+        bot.send_message(chat, lang.t("flow_cancelled")).await?;
+        return Ok(());
+    }
+    let reply = match step {
+        Step::CategoryName { item } => {
+            let id = ImageId::from_short(&item).unwrap_or(ImageId(0));
+            match ctx.jobs.categorise(user, id, Err(text.to_string())).await? {
+                Some(name) => lang.tf("category_added", &[("name", &name)]),
+                None => lang.t("not_yours"),
+            }
+        }
+        Step::PresetName { item } => {
+            let id = ImageId::from_short(&item).unwrap_or(ImageId(0));
+            match ctx.jobs.save_preset(user, id, text).await? {
+                Some(_) => lang.tf("preset_saved", &[("name", &crate::store::library::clean_name(text))]),
+                None => lang.t("not_yours"),
+            }
+        }
+        Step::PresetRename { number } => match ctx.jobs.rename_preset(user, number, text).await? {
+            true => lang.tf("preset_renamed", &[("name", &crate::store::library::clean_name(text))]),
+            false => lang.t("not_yours"),
+        },
+        _ => return Ok(()),
+    };
+    bot.send_message(chat, reply).await?;
+    Ok(())
+}
