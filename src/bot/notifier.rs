@@ -138,8 +138,10 @@ impl BotNotifier {
 
     /// Display name of the job's model; built-in tools are named in the user's language.
     fn model_name(&self, job: &JobRecord, lang: Lang) -> String {
-        if job.model_id == crate::domain::ADD_TEXT_MODEL {
-            return lang.t("add_text_name");
+        match job.model_id.as_str() {
+            crate::domain::ADD_TEXT_MODEL => return lang.t("add_text_name"),
+            crate::domain::RESIZE_MODEL => return lang.t("resize_name"),
+            _ => {}
         }
         self.model_names.get(&job.model_id).cloned().unwrap_or_else(|| job.model_id.clone())
     }

@@ -225,6 +225,8 @@ async fn library_actions_pages_resend_rerun_resize_presets_delete_and_inline() {
     press(&h, u, &sizes, "2×").await;
     h.wait_for(u, 60, "the resized photo", |_| h.photos(u).len() == photos_before + 1).await;
     settled(&h, u).await;
+    let delivered = h.photos(u).pop().expect("resized photo");
+    assert!(delivered["caption"].as_str().unwrap_or("").starts_with("🔍 Resize"), "named in the caption: {delivered}");
     let resized = library(&h, u).await.into_iter().find(|i| i.kind == "resize").expect("resize item");
     assert_eq!((resized.width, resized.height), (cat_item.width * 2, cat_item.height * 2));
     assert_eq!((resized.source, resized.prompt.as_str()), (Some(cat_item.id), "a cat on a roof"));
