@@ -7,6 +7,7 @@
 //! request id, a finished job with `Delivery::Pending` is delivered; nothing is submitted or
 //! settled twice.
 
+pub mod broadcast;
 pub mod generate;
 pub mod worker;
 
@@ -120,6 +121,13 @@ pub trait Notifier: Send + Sync {
     /// Tells the admins (config `telegram.admins`) about something they must fix. Called once
     /// per incident (when a model or provider gets disabled).
     async fn admin_alert(&self, text: &str);
+    /// Sends an admin broadcast to one chat: `text` alone, or `photo` (image bytes) with `text`
+    /// as its caption. [`NotifyError::Blocked`] when the user blocked the bot. Notifiers that
+    /// only serve jobs (benchmarks, some fakes) keep this default, which refuses.
+    async fn broadcast(&self, chat_id: i64, text: &str, photo: Option<Vec<u8>>) -> Result<(), NotifyError> {
+        let _ = (chat_id, text, photo);
+        Err(NotifyError::Other("this notifier cannot broadcast".into()))
+    }
 }
 
 /// Result of [`JobEngine::cancel`].
@@ -183,6 +191,8 @@ pub(crate) struct Inner {
     /// Price of a "📝 Add text" job (`billing.add_text_price`).
     pub add_text_price: crate::domain::Credits,
     pub wake: Notify,
+    /// Wakes the broadcast sender.
+    pub broadcast_wake: Notify,
     /// Jobs with a running task, and their owners (per-user cap).
     pub in_flight: Mutex<HashMap<JobId, UserId>>,
     /// Cancel switches of running job tasks.
@@ -258,6 +268,7 @@ impl JobEngine {
                 limits: Limits::default(),
                 add_text_price: config.billing.add_text_price,
                 wake: Notify::new(),
+                broadcast_wake: Notify::new(),
                 in_flight: Mutex::new(HashMap::new()),
                 cancels: Mutex::new(HashMap::new()),
                 key_permits,
@@ -483,6 +494,18 @@ impl JobEngine {
                 Ok(Some(item.favourite))
             })
             .await?)
+    }
+
+    /// Re-reads the disabled models/providers from the store (after the panel changed them),
+    /// so the next job and the next keyboard see the change without a restart.
+    pub async fn reload_disabled(&self) -> Result<(), JobsError> {
+        let keys: HashSet<String> =
+            self.inner.store.read(|rx| rx.find_disabled()).await?.into_iter().map(|(k, _)| k).collect();
+        if let Ok(mut d) = self.inner.disabled.lock() {
+            *d = keys;
+        }
+        self.inner.wake.notify_one();
+        Ok(())
     }
 
     /// Wakes the scheduler (e.g. after a job was added by another path).

@@ -86,6 +86,11 @@ impl Store {
             copy_table(&snapshot, &tx, INBOX_TABLE)?,
             copy_table(&snapshot, &tx, DISABLED_TABLE)?,
             copy_table(&snapshot, &tx, AUDIT_TABLE)?,
+            copy_table(&snapshot, &tx, DAILY_TABLE)?,
+            copy_table(&snapshot, &tx, ACTIVE_DAYS_TABLE)?,
+            copy_table(&snapshot, &tx, USER_NAMES_TABLE)?,
+            copy_table(&snapshot, &tx, BROADCASTS_TABLE)?,
+            copy_table(&snapshot, &tx, USER_JOBS_TABLE)?,
         ]
         .into_iter()
         .collect();

@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,6 +21,9 @@ const STEPS: &[(u64, &str, Step)] = &[
     (1, "001_create_tables", m001_create_tables),
     (2, "002_admin_audit", m002_admin_audit),
     (3, "003_update_inbox", m003_update_inbox),
+    // 4 belongs to the image library branch; a database at 3 runs 5 alone, which is fine:
+    // each step opens only its own tables.
+    (5, "005_admin_aggregates", m005_admin_aggregates),
 ];
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
@@ -49,6 +52,13 @@ fn m002_admin_audit(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
 fn m003_update_inbox(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(INBOX_TABLE)?;
     Ok(Outcome::Execute(1))
+}
+
+/// Dashboard counters, activity days, the user search index (built from existing rows) and
+/// the broadcasts table.
+fn m005_admin_aggregates(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    tx.open_table(BROADCASTS_TABLE)?;
+    Ok(Outcome::Execute(super::stats::rebuild(tx)?))
 }
 
 /// Reads the stored schema version (0 for a new file).
@@ -118,6 +128,7 @@ mod tests {
         let tx = db.begin_read().expect("r");
         assert!(tx.open_table(AUDIT_TABLE).is_ok(), "002 created the audit table");
         assert!(tx.open_table(INBOX_TABLE).is_ok(), "003 created the update inbox");
+        assert!(tx.open_table(BROADCASTS_TABLE).is_ok(), "005 created the broadcasts table");
     }
 
     #[test]

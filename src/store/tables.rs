@@ -40,3 +40,14 @@ pub const INBOX_TABLE: TableDefinition<i64, &[u8]> = TableDefinition::new("inbox
 pub const DISABLED_TABLE: TableDefinition<&str, &str> = TableDefinition::new("disabled-1");
 /// admin audit log: key = entry id (UUIDv7 u128, so key order is time order) → value = `AuditEntry`.
 pub const AUDIT_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("audit-1");
+/// per-day counters for the dashboard: key = (day number since 1970-01-01 UTC, counter name,
+/// see `stats::counter`) → value = count or credits. Kept in step by the write paths.
+pub const DAILY_TABLE: TableDefinition<(i64, &str), i64> = TableDefinition::new("daily-1");
+/// activity: key = (day number, user id) → unit; the user created a job that day.
+pub const ACTIVE_DAYS_TABLE: TableDefinition<(i64, i64), ()> = TableDefinition::new("active-days-1");
+/// user search index: key = (lower-case word of first name or username, user id) → unit.
+pub const USER_NAMES_TABLE: TableDefinition<(&str, i64), ()> = TableDefinition::new("user-names-1");
+/// admin broadcasts: key = broadcast id (UUIDv7 u128) → value = `Broadcast` (with its cursor).
+pub const BROADCASTS_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("broadcasts-1");
+/// jobs by owner: key = (user id, job id) → unit, for a user's job list without a scan.
+pub const USER_JOBS_TABLE: TableDefinition<(i64, u128), ()> = TableDefinition::new("user-jobs-1");

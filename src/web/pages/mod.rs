@@ -2,6 +2,7 @@
 //! one store read/write (or a pure summary fn), render.
 
 pub mod audit;
+pub mod broadcasts;
 pub mod dashboard;
 pub mod jobs;
 pub mod ledger;

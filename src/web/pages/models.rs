@@ -8,7 +8,8 @@ use crate::web::error::WebError;
 use crate::web::{WebState, day_start};
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::State;
+use axum::extract::{Form, Path, State};
+use axum::response::Redirect;
 
 /// A model row for display.
 pub struct ModelRow {
@@ -17,6 +18,8 @@ pub struct ModelRow {
     pub name: String,
     pub price: i64,
     pub enabled: bool,
+    /// Why it is disabled at runtime (by an admin or after a provider error); empty if not.
+    pub disabled: String,
     pub succeeded: u64,
     pub failed: u64,
     pub p50_ms: u64,
@@ -29,6 +32,7 @@ pub struct ProviderRow {
     pub kind: String,
     pub max_concurrency: u32,
     pub timeout_secs: u64,
+    pub disabled: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -42,10 +46,16 @@ pub struct ModelsPage {
 /// `GET /admin/models`.
 pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<ModelsPage, WebError> {
     let now = now_ms();
-    let stats = st
+    let (stats, disabled) = st
         .store
-        .read(move |rx| Ok(summarize(&[], &rx.find_jobs_since(day_start(now) - 29 * 86_400_000)?, 0, now).models))
+        .read(move |rx| {
+            Ok((
+                summarize(&[], &rx.find_jobs_since(day_start(now) - 29 * 86_400_000)?, 0, now).models,
+                rx.find_disabled()?,
+            ))
+        })
         .await?;
+    let reason = |key: String| disabled.iter().find(|(k, _)| *k == key).map(|(_, r)| r.clone()).unwrap_or_default();
     let find = |id: &str| stats.iter().find(|s| s.model == id).cloned();
     let models = st
         .config
@@ -65,6 +75,7 @@ pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<M
                 name: m.display_name.clone(),
                 price: m.price.0,
                 enabled: m.enabled,
+                disabled: reason(format!("model:{}", m.id)),
                 succeeded: s.succeeded,
                 failed: s.failed,
                 p50_ms: s.p50_ms,
@@ -81,7 +92,69 @@ pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<M
             kind: format!("{:?}", p.kind).to_lowercase(),
             max_concurrency: p.max_concurrency,
             timeout_secs: p.timeout_secs,
+            disabled: reason(format!("provider:{}", p.id)),
         })
         .collect();
     Ok(ModelsPage { layout: Layout::new("Models & providers", Some(&session)), providers, models })
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ToggleForm {
+    #[serde(default)]
+    csrf: String,
+    /// `enable` or `disable`.
+    #[serde(default)]
+    action: String,
+}
+
+/// Disables or enables a `model:<id>` / `provider:<id>` key: stored (so it survives a restart)
+/// with its audit entry in one transaction, then pushed to the running engine.
+async fn toggle(st: WebState, session: AdminSession, key: String, f: ToggleForm) -> Result<Redirect, WebError> {
+    session.check_csrf(&f.csrf)?;
+    let disable = match f.action.as_str() {
+        "disable" => true,
+        "enable" => false,
+        _ => return Err(WebError::BadRequest("action must be enable or disable".into())),
+    };
+    let reason = format!("disabled by {} in the panel", session.actor());
+    st.store
+        .write(move |tx| {
+            let changed = tx.set_disabled(&key, disable.then_some(reason.as_str()))?;
+            if changed {
+                let (before, after) = if disable { ("enabled", "disabled") } else { ("disabled", "enabled") };
+                tx.insert_audit(&session.audit("toggle", key, before.into(), after.into()))?;
+            }
+            Ok(())
+        })
+        .await?;
+    if let Ok(engine) = st.jobs() {
+        engine.reload_disabled().await.map_err(|e| WebError::Internal(e.to_string()))?;
+    }
+    Ok(Redirect::to("/admin/models"))
+}
+
+/// `POST /admin/models/{id}/toggle` (`action=enable|disable`); 404 for a model not in the config.
+pub async fn toggle_model(
+    State(st): State<WebState>,
+    session: AdminSession,
+    Path(id): Path<String>,
+    Form(f): Form<ToggleForm>,
+) -> Result<Redirect, WebError> {
+    if !st.config.models.iter().any(|m| m.id == id) {
+        return Err(WebError::NotFound);
+    }
+    toggle(st, session, format!("model:{id}"), f).await
+}
+
+/// `POST /admin/providers/{id}/toggle` (`action=enable|disable`); 404 for an unknown provider.
+pub async fn toggle_provider(
+    State(st): State<WebState>,
+    session: AdminSession,
+    Path(id): Path<String>,
+    Form(f): Form<ToggleForm>,
+) -> Result<Redirect, WebError> {
+    if !st.config.providers.iter().any(|p| p.id == id) {
+        return Err(WebError::NotFound);
+    }
+    toggle(st, session, format!("provider:{id}"), f).await
 }
