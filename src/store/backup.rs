@@ -91,6 +91,8 @@ impl Store {
             copy_table(&snapshot, &tx, USER_NAMES_TABLE)?,
             copy_table(&snapshot, &tx, BROADCASTS_TABLE)?,
             copy_table(&snapshot, &tx, USER_JOBS_TABLE)?,
+            copy_table(&snapshot, &tx, SETTINGS_TABLE)?,
+            copy_table(&snapshot, &tx, LAST_ACTIVE_TABLE)?,
         ]
         .into_iter()
         .collect();

@@ -54,10 +54,11 @@ fn m003_update_inbox(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     Ok(Outcome::Execute(1))
 }
 
-/// Dashboard counters, activity days, the user search index (built from existing rows) and
-/// the broadcasts table.
+/// Dashboard counters, activity days, the user search and per-user job indexes (built from
+/// existing rows), the broadcasts table and the runtime settings table.
 fn m005_admin_aggregates(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(BROADCASTS_TABLE)?;
+    tx.open_table(SETTINGS_TABLE)?;
     Ok(Outcome::Execute(super::stats::rebuild(tx)?))
 }
 

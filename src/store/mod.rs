@@ -310,22 +310,31 @@ impl $t {
         Ok(ids)
     }
     /// Ids of users with a name or username word starting with `prefix` (lower-case), ascending,
-    /// at most `limit`. Reads only the matching part of the index.
-    pub fn find_user_ids_by_word(&self, prefix: &str, limit: usize) -> Result<Vec<i64>, StoreError> {
+    /// from the first `limit` matching index entries. Reads only that part of the index.
+    /// The flag is true when the limit cut the walk short (there may be more).
+    pub fn find_user_ids_by_word(&self, prefix: &str, limit: usize) -> Result<(Vec<i64>, bool), StoreError> {
         let t = self.tx.open_table(USER_NAMES_TABLE)?;
         let mut ids = Vec::new();
+        // At most `limit` index entries are read: a broad prefix stops there (the panel says
+        // "refine the query") instead of walking a large part of the index.
+        let mut read = 0;
         for r in t.range((prefix, i64::MIN)..)? {
             let row = r?;
             let (word, id) = row.0.value();
             if !word.starts_with(prefix) {
                 break;
             }
+            if read == limit {
+                ids.sort_unstable();
+                ids.dedup();
+                return Ok((ids, true));
+            }
+            read += 1;
             ids.push(id);
         }
         ids.sort_unstable();
         ids.dedup();
-        ids.truncate(limit);
-        Ok(ids)
+        Ok((ids, false))
     }
     /// Users in id order after `after` (exclusive), at most `limit`.
     pub fn find_users_page(&self, after: Option<i64>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
@@ -335,6 +344,15 @@ impl $t {
             None => t.range(i64::MIN..)?,
         };
         range.take(limit).map(|r| UserRecord::decode(r?.1.value())).collect()
+    }
+    /// Admin runtime settings (`price:<model>`, `concurrency:<provider>`), in key order.
+    pub fn find_settings(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let t = match self.tx.open_table(SETTINGS_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        t.iter()?.map(|r| r.map(|(k, v)| (k.value().to_string(), v.value())).map_err(StoreError::from)).collect()
     }
     /// A user's newest `limit` ledger rows, newest first.
     pub fn find_recent_operations(&self, user: UserId, limit: usize) -> Result<Vec<Operation>, StoreError> {
@@ -595,6 +613,15 @@ impl Tx {
             }
         }
         Ok(was != reason.is_some())
+    }
+    /// Sets (`Some`) or removes (`None`) an admin runtime setting; returns the previous value.
+    pub fn set_setting(&mut self, key: &str, value: Option<i64>) -> Result<Option<i64>, StoreError> {
+        let mut t = self.tx.open_table(SETTINGS_TABLE)?;
+        let before = match value {
+            Some(v) => t.insert(key, v)?.map(|g| g.value()),
+            None => t.remove(key)?.map(|g| g.value()),
+        };
+        Ok(before)
     }
     /// Rebuilds the dashboard aggregates and the search index from the rows (as migration 005
     /// does); returns the rows read.

@@ -412,6 +412,30 @@ impl Record for Broadcast {
 }
 
 impl Broadcast {
+    /// A new draft with a fresh time-ordered id and zero counters.
+    pub fn draft(
+        actor: String,
+        text: String,
+        image: Option<(String, String)>,
+        target: BroadcastTarget,
+        now: i64,
+    ) -> Self {
+        Broadcast {
+            id: uuid::Uuid::now_v7().as_u128(),
+            actor,
+            text,
+            image,
+            target,
+            state: BroadcastState::Draft,
+            total: 0,
+            cursor: None,
+            sent: 0,
+            blocked: 0,
+            failed: 0,
+            created_at: now,
+            finished_at: None,
+        }
+    }
     /// Recipients handled so far.
     pub fn handled(&self) -> u64 {
         self.sent + self.blocked + self.failed

@@ -8,7 +8,7 @@
 
 use super::StoreError;
 use super::records::{JobRecord, OpKind, Operation, UserRecord};
-use super::tables::{ACTIVE_DAYS_TABLE, DAILY_TABLE, USER_JOBS_TABLE, USER_NAMES_TABLE};
+use super::tables::{ACTIVE_DAYS_TABLE, DAILY_TABLE, LAST_ACTIVE_TABLE, USER_JOBS_TABLE, USER_NAMES_TABLE};
 use crate::domain::JobStatus;
 use redb::{ReadableTable, WriteTransaction};
 
@@ -27,6 +27,9 @@ pub mod counter {
     pub const HELD: &str = "held";
     pub const CAPTURED: &str = "captured";
     pub const RELEASED: &str = "released";
+    /// Users whose newest job was created that day: summed over the last days, the number of
+    /// users active in that window.
+    pub const LAST_ACTIVE: &str = "last_active";
     /// `jobs:<status>`: jobs created that day, by their current status.
     pub fn jobs(status: &str) -> String {
         format!("jobs:{status}")
@@ -53,7 +56,8 @@ fn bump(tx: &WriteTransaction, day: i64, name: &str, by: i64) -> Result<(), Stor
 }
 
 /// Lower-case words of a user's name and username, the keys of the search index. Words are
-/// split on whitespace and punctuation other than `_`; the whole username is kept too.
+/// split on whitespace and punctuation other than `_`; the whole username is kept too (it may
+/// hold other punctuation).
 pub fn search_words(u: &UserRecord) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut add = |w: &str| {
@@ -62,8 +66,10 @@ pub fn search_words(u: &UserRecord) -> Vec<String> {
             out.push(w);
         }
     };
+    if let Some(username) = u.username.as_deref() {
+        add(username);
+    }
     for text in [Some(u.first_name.as_str()), u.username.as_deref()].into_iter().flatten() {
-        add(text);
         for w in text.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
             add(w);
         }
@@ -99,6 +105,20 @@ pub fn on_job(tx: &WriteTransaction, old: Option<&JobRecord>, new: &JobRecord) -
             bump(tx, day, &name(new.status), 1)?;
             tx.open_table(ACTIVE_DAYS_TABLE)?.insert((day, new.user_id.0), ())?;
             tx.open_table(USER_JOBS_TABLE)?.insert((new.user_id.0, new.id.0), ())?;
+            let prev = {
+                let mut last = tx.open_table(LAST_ACTIVE_TABLE)?;
+                let prev = last.get(new.user_id.0)?.map(|v| v.value());
+                if prev.is_none_or(|p| p < day) {
+                    last.insert(new.user_id.0, day)?;
+                }
+                prev
+            };
+            if prev.is_none_or(|p| p < day) {
+                if let Some(p) = prev {
+                    bump(tx, p, counter::LAST_ACTIVE, -1)?;
+                }
+                bump(tx, day, counter::LAST_ACTIVE, 1)?;
+            }
         }
         Some(o) if o.status != new.status => {
             bump(tx, day, &name(o.status), -1)?;
@@ -150,19 +170,14 @@ pub fn rebuild(tx: &WriteTransaction) -> Result<u64, StoreError> {
     tx.open_table(ACTIVE_DAYS_TABLE)?.retain(|_, _| false)?;
     tx.open_table(USER_NAMES_TABLE)?.retain(|_, _| false)?;
     tx.open_table(USER_JOBS_TABLE)?.retain(|_, _| false)?;
+    tx.open_table(LAST_ACTIVE_TABLE)?.retain(|_, _| false)?;
     let mut n = 0;
-    let users: Vec<UserRecord> = {
-        let t = tx.open_table(USERS_TABLE)?;
-        t.iter()?.map(|r| UserRecord::decode(r?.1.value())).collect::<Result<_, _>>()?
-    };
+    let users: Vec<UserRecord> = decode_all(tx, USERS_TABLE)?;
     for u in &users {
         on_user(tx, None, u)?;
         n += 1;
     }
-    let jobs: Vec<JobRecord> = {
-        let t = tx.open_table(JOBS_TABLE)?;
-        t.iter()?.map(|r| JobRecord::decode(r?.1.value())).collect::<Result<_, _>>()?
-    };
+    let jobs: Vec<JobRecord> = decode_all(tx, JOBS_TABLE)?;
     for j in &jobs {
         on_job(tx, None, j)?;
         n += 1;
@@ -187,4 +202,13 @@ pub fn rebuild(tx: &WriteTransaction) -> Result<u64, StoreError> {
         bump(tx, day, name, v)?;
     }
     Ok(n)
+}
+
+/// Every record of a table whose values are encoded records, in key order.
+fn decode_all<K: redb::Key + 'static, T: super::records::Record>(
+    tx: &WriteTransaction,
+    table: redb::TableDefinition<K, &[u8]>,
+) -> Result<Vec<T>, StoreError> {
+    let t = tx.open_table(table)?;
+    t.iter()?.map(|r| T::decode(r?.1.value())).collect()
 }

@@ -51,3 +51,9 @@ pub const USER_NAMES_TABLE: TableDefinition<(&str, i64), ()> = TableDefinition::
 pub const BROADCASTS_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("broadcasts-1");
 /// jobs by owner: key = (user id, job id) → unit, for a user's job list without a scan.
 pub const USER_JOBS_TABLE: TableDefinition<(i64, u128), ()> = TableDefinition::new("user-jobs-1");
+/// admin runtime settings: key = `price:<model id>` (credits) or `concurrency:<provider id>`
+/// (jobs at once) → value. Overrides the config file until removed; survives restarts.
+pub const SETTINGS_TABLE: TableDefinition<&str, i64> = TableDefinition::new("settings-1");
+/// last activity: key = user id → value = day number of the user's newest job; keeps the
+/// dashboard's `last_active` counters (users per last-active day) without a scan.
+pub const LAST_ACTIVE_TABLE: TableDefinition<i64, i64> = TableDefinition::new("last-active-1");

@@ -142,21 +142,14 @@ async fn env() -> Env {
         })
         .await
         .expect("seed");
-    let draft = Broadcast {
-        id: uuid::Uuid::now_v7().as_u128(),
-        actor: "admin:admin".into(),
-        text: "Hello <b>everyone</b>".into(),
-        image: Some((sha_for_draft, "png".into())),
-        target: BroadcastTarget::All,
-        state: BroadcastState::Draft,
-        total: 3,
-        cursor: None,
-        sent: 0,
-        blocked: 0,
-        failed: 0,
-        created_at: now_ms(),
-        finished_at: None,
-    };
+    let mut draft = Broadcast::draft(
+        "admin:admin".into(),
+        "Hello <b>everyone</b>".into(),
+        Some((sha_for_draft, "png".into())),
+        BroadcastTarget::All,
+        now_ms(),
+    );
+    draft.total = 3;
     let broadcast = uuid::Uuid::from_u128(draft.id).to_string();
     store.write(move |tx| tx.put_broadcast(&draft)).await.expect("broadcast");
     let state = WebState::new(store.clone(), Arc::new(Config::default().with_demo()));
@@ -285,6 +278,7 @@ fn routes(e: &Env) -> Vec<String> {
         "/admin/jobs/rows".into(),
         format!("/admin/jobs/{}", e.job),
         "/admin/library".into(),
+        "/admin/library?user=1&kind=create".into(),
         format!("/admin/library/{}/thumb", e.image),
         "/admin/audit".into(),
         "/admin/models".into(),
@@ -306,6 +300,8 @@ fn posts(e: &Env) -> Vec<(String, &'static str)> {
         (format!("/admin/jobs/{}/retry", e.job), ""),
         ("/admin/models/demo/toggle".into(), "action=disable"),
         ("/admin/providers/demo/toggle".into(), "action=disable"),
+        ("/admin/models/demo/price".into(), "value=25"),
+        ("/admin/providers/demo/concurrency".into(), "value=3"),
         (format!("/admin/broadcasts/{}/start", e.broadcast), ""),
         (format!("/admin/broadcasts/{}/cancel", e.broadcast), ""),
         ("/admin/logout".into(), ""),
@@ -477,6 +473,15 @@ async fn every_page_renders_for_a_signed_in_admin_with_security_headers() {
     );
     assert_eq!(send(&e.app, get("/admin/ledger?kind=steal", Some(&cookie))).await.status(), StatusCode::BAD_REQUEST);
 
+    let tiles = |uri: &'static str| {
+        let (app, cookie) = (e.app.clone(), cookie.clone());
+        async move { text(send(&app, get(uri, Some(&cookie))).await).await.matches("<figure>").count() }
+    };
+    assert_eq!(tiles("/admin/library?user=1").await, 1);
+    assert_eq!(tiles("/admin/library?user=2").await, 0);
+    assert_eq!(tiles("/admin/library?kind=create").await, 1);
+    assert_eq!(tiles("/admin/library?kind=edit").await, 0);
+    assert_eq!(send(&e.app, get("/admin/library?user=abc", Some(&cookie))).await.status(), StatusCode::BAD_REQUEST);
     let thumb = send(&e.app, get(&format!("/admin/library/{}/thumb", e.image), Some(&cookie))).await;
     assert_eq!(thumb.headers()[header::CONTENT_TYPE], "image/jpeg");
     let jpeg = axum::body::to_bytes(thumb.into_body(), 1 << 20).await.expect("jpeg");
@@ -542,6 +547,7 @@ async fn posts_without_a_valid_csrf_token_are_refused() {
     }
     assert_eq!(e.store.read(|rx| rx.find_broadcasts(10)).await.expect("b").len(), 1, "no broadcast was created");
     assert!(e.store.read(|rx| rx.find_disabled()).await.expect("d").is_empty(), "nothing was disabled");
+    assert!(e.store.read(|rx| rx.find_settings()).await.expect("s").is_empty(), "no setting changed");
     assert_eq!(balance(&e.store, 1).await, 90);
     let u = e.store.read(|rx| rx.get_user(UserId(1))).await.expect("r").expect("u");
     assert!(!u.banned);
@@ -925,7 +931,66 @@ async fn model_and_provider_switches_apply_at_once_and_survive_a_restart() {
     ] {
         assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status(), status, "{uri} {form}");
     }
+    // Price and concurrency: at once, in the next hold, and after a restart; empty = config.
+    let set = |what: &str, value: &str| {
+        (
+            format!("/admin/{what}/demo/{}", if what == "models" { "price" } else { "concurrency" }),
+            format!("csrf={csrf}&value={value}"),
+        )
+    };
+    let (uri, form) = set("models", "25");
+    assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(running.models(&config)[0].price, Credits(25));
+    let submitted = running
+        .submit(crate::jobs::NewJob {
+            user_id: UserId(1),
+            chat_id: 1,
+            lang: "en".into(),
+            model_id: "demo".into(),
+            payload: crate::store::records::test_job(UserId(1), 0).payload,
+            progress_message_id: None,
+            draft_id: None,
+            priority: false,
+        })
+        .await
+        .expect("submit");
+    assert!(
+        matches!(submitted, crate::jobs::Submitted::Queued { ref job, .. } if job.price == Credits(25)),
+        "{submitted:?}"
+    );
+    assert_eq!(balance(&e.store, 1).await, 65, "90 − the new price");
+    let (uri, form) = set("providers", "5");
+    assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(running.concurrency("demo"), Some(5));
+    let restarted = engine(&e, Arc::new(Recorder::default()));
+    assert_eq!((restarted.models(&config)[0].price, restarted.concurrency("demo")), (Credits(25), Some(5)));
+    let page = text(send(&e.app, get("/admin/models", Some(&cookie))).await).await;
+    assert!(page.contains("value=\"25\"") && page.contains("value=\"5\""), "{page}");
+    for (what, value) in [("models", ""), ("providers", "")] {
+        let (uri, form) = set(what, value);
+        assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status(), StatusCode::SEE_OTHER);
+    }
+    assert_eq!((running.models(&config)[0].price, running.concurrency("demo")), (Credits(10), Some(4)));
+    for (what, value, status) in
+        [("models", "-1", 400), ("models", "lots", 400), ("providers", "0", 400), ("providers", "65", 400)]
+    {
+        let (uri, form) = set(what, value);
+        assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status().as_u16(), status, "{uri} {form}");
+    }
+    let form = format!("csrf={csrf}&value=3");
+    assert_eq!(
+        send(&e.app, post("/admin/models/nope/price", Some(&cookie), &form)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&e.app, post("/admin/providers/nope/concurrency", Some(&cookie), &form)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
     let audit = e.store.read(|rx| rx.find_audit(20)).await.expect("audit");
+    assert!(
+        audit.iter().any(|a| a.action == "setting" && a.target == "price:demo" && a.before == "10" && a.after == "25")
+    );
     let toggles: Vec<String> = audit
         .iter()
         .filter(|a| a.action == "toggle")
@@ -1124,5 +1189,8 @@ async fn aggregates_follow_the_write_paths_and_match_a_rebuild() {
         .read(|rx| Ok((rx.find_user_ids_by_word("boris", 10)?, rx.find_user_ids_by_word("zin", 10)?)))
         .await
         .expect("index");
-    assert_eq!((old, new), (vec![], vec![3]));
+    assert_eq!((old, new), ((vec![], false), (vec![3], false)));
+    // A prefix with more index entries than the limit says so.
+    let (ids, cut) = e.store.read(|rx| rx.find_user_ids_by_word("", 2)).await.expect("index");
+    assert!(cut && ids.len() <= 2, "{ids:?}");
 }

@@ -65,6 +65,8 @@ pub fn router(state: WebState) -> Router {
         .route("/admin/models", get(models::list))
         .route("/admin/models/{id}/toggle", post(models::toggle_model))
         .route("/admin/providers/{id}/toggle", post(models::toggle_provider))
+        .route("/admin/models/{id}/price", post(models::set_price))
+        .route("/admin/providers/{id}/concurrency", post(models::set_concurrency))
         .route(
             "/admin/broadcasts",
             get(broadcasts::list)

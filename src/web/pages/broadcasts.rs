@@ -161,21 +161,7 @@ pub async fn create(State(st): State<WebState>, session: AdminSession, form: Mul
         })?),
         None => None,
     };
-    let mut b = Broadcast {
-        id: uuid::Uuid::now_v7().as_u128(),
-        actor: session.actor(),
-        text,
-        image,
-        target,
-        state: BroadcastState::Draft,
-        total: 0,
-        cursor: None,
-        sent: 0,
-        blocked: 0,
-        failed: 0,
-        created_at: now_ms(),
-        finished_at: None,
-    };
+    let mut b = Broadcast::draft(session.actor(), text, image, target, now_ms());
     let id = b.id;
     let probe = b.clone();
     b.total = st.store.read(move |rx| broadcast::count_recipients(rx, &probe)).await?;
@@ -193,12 +179,8 @@ fn target_name(id: u128) -> String {
     format!("broadcast:{}", uuid::Uuid::from_u128(id))
 }
 
-fn parse_id(id: &str) -> Result<u128, WebError> {
-    Ok(uuid::Uuid::parse_str(id).map_err(|_| WebError::NotFound)?.as_u128())
-}
-
 async fn load(st: &WebState, id: &str) -> Result<Broadcast, WebError> {
-    let id = parse_id(id)?;
+    let id = super::parse_uuid(id)?;
     Ok(st.store.read(move |rx| rx.get_broadcast(id)?.ok_or_else(|| StoreError::NotFound("broadcast".into()))).await?)
 }
 
@@ -268,7 +250,7 @@ async fn transition(
     from: &'static [BroadcastState],
     to: BroadcastState,
 ) -> Result<Redirect, WebError> {
-    let id = parse_id(id)?;
+    let id = super::parse_uuid(id)?;
     // Count again when starting: users joined or blocked the bot since the preview.
     let total = match to {
         BroadcastState::Sending => {

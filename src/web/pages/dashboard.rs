@@ -188,7 +188,11 @@ pub fn from_aggregates(rx: &Rx, now: i64) -> Result<Summary, StoreError> {
     let mut s = Summary {
         users_total: usize::try_from(rx.count_users()?).unwrap_or(usize::MAX),
         users_new_today: usize::try_from(get(today, counter::USERS_NEW)).unwrap_or(0),
-        users_active_7d: rx.find_active_users(day_of(now - 7 * DAY))?.len(),
+        users_active_7d: daily
+            .iter()
+            .filter(|(d, n, _)| *d >= day_of(now - 7 * DAY) && n == counter::LAST_ACTIVE)
+            .map(|(_, _, v)| usize::try_from(*v).unwrap_or(0))
+            .sum(),
         jobs_today,
         success_rate: (done > 0).then(|| (ok * 100 / done) as u64),
         held_today: get(today, counter::HELD),

@@ -93,12 +93,8 @@ pub struct JobPage {
     terminal: bool,
 }
 
-fn parse_id(id: &str) -> Result<JobId, WebError> {
-    Ok(JobId(uuid::Uuid::parse_str(id).map_err(|_| WebError::NotFound)?.as_u128()))
-}
-
 async fn load(st: &WebState, id: &str) -> Result<JobRecord, WebError> {
-    let id = parse_id(id)?;
+    let id = JobId(super::parse_uuid(id)?);
     Ok(st.store.read(move |rx| rx.get_job(id)?.ok_or_else(|| StoreError::NotFound("job".into()))).await?)
 }
 

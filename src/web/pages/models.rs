@@ -46,15 +46,14 @@ pub struct ModelsPage {
 /// `GET /admin/models`.
 pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<ModelsPage, WebError> {
     let now = now_ms();
-    let (stats, disabled) = st
+    let (stats, disabled, settings) = st
         .store
         .read(move |rx| {
-            Ok((
-                summarize(&[], &rx.find_jobs_since(day_start(now) - 29 * 86_400_000)?, 0, now).models,
-                rx.find_disabled()?,
-            ))
+            let since = day_start(now) - 29 * 86_400_000;
+            Ok((summarize(&[], &rx.find_jobs_since(since)?, 0, now).models, rx.find_disabled()?, rx.find_settings()?))
         })
         .await?;
+    let setting_of = |key: String| settings.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
     let reason = |key: String| disabled.iter().find(|(k, _)| *k == key).map(|(_, r)| r.clone()).unwrap_or_default();
     let find = |id: &str| stats.iter().find(|s| s.model == id).cloned();
     let models = st
@@ -73,7 +72,7 @@ pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<M
                 id: m.id.clone(),
                 provider: m.provider.clone(),
                 name: m.display_name.clone(),
-                price: m.price.0,
+                price: setting_of(format!("price:{}", m.id)).unwrap_or(m.price.0),
                 enabled: m.enabled,
                 disabled: reason(format!("model:{}", m.id)),
                 succeeded: s.succeeded,
@@ -90,7 +89,9 @@ pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<M
         .map(|p| ProviderRow {
             id: p.id.clone(),
             kind: format!("{:?}", p.kind).to_lowercase(),
-            max_concurrency: p.max_concurrency,
+            max_concurrency: setting_of(format!("concurrency:{}", p.id))
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(p.max_concurrency),
             timeout_secs: p.timeout_secs,
             disabled: reason(format!("provider:{}", p.id)),
         })
@@ -157,4 +158,66 @@ pub async fn toggle_provider(
         return Err(WebError::NotFound);
     }
     toggle(st, session, format!("provider:{id}"), f).await
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ValueForm {
+    #[serde(default)]
+    csrf: String,
+    /// The new value; empty = back to the config file's.
+    #[serde(default)]
+    value: String,
+}
+
+/// Stores (or clears) one runtime setting with its audit entry, then pushes it to the engine.
+async fn setting(
+    st: WebState,
+    session: AdminSession,
+    key: String,
+    f: ValueForm,
+    range: std::ops::RangeInclusive<i64>,
+    config_value: i64,
+) -> Result<Redirect, WebError> {
+    session.check_csrf(&f.csrf)?;
+    let value = match f.value.trim() {
+        "" => None,
+        v => Some(v.parse::<i64>().ok().filter(|v| range.contains(v)).ok_or_else(|| {
+            WebError::BadRequest(format!("a whole number from {} to {}", range.start(), range.end()))
+        })?),
+    };
+    st.store
+        .write(move |tx| {
+            let before = tx.set_setting(&key, value)?.unwrap_or(config_value);
+            let after = value.unwrap_or(config_value);
+            tx.insert_audit(&session.audit("setting", key, before.to_string(), after.to_string()))
+        })
+        .await?;
+    if let Ok(engine) = st.jobs() {
+        engine.reload_disabled().await.map_err(|e| WebError::Internal(e.to_string()))?;
+    }
+    Ok(Redirect::to("/admin/models"))
+}
+
+/// `POST /admin/models/{id}/price` (`value` = credits 0–1 000 000, empty = config): the next
+/// job and the next keyboard use it; stored, so it survives a restart.
+pub async fn set_price(
+    State(st): State<WebState>,
+    session: AdminSession,
+    Path(id): Path<String>,
+    Form(f): Form<ValueForm>,
+) -> Result<Redirect, WebError> {
+    let config_price = st.config.models.iter().find(|m| m.id == id).ok_or(WebError::NotFound)?.price.0;
+    setting(st, session, format!("price:{id}"), f, 0..=1_000_000, config_price).await
+}
+
+/// `POST /admin/providers/{id}/concurrency` (`value` = 1–64 jobs at once, empty = config):
+/// the provider's semaphore is resized at once (running jobs finish first when it shrinks).
+pub async fn set_concurrency(
+    State(st): State<WebState>,
+    session: AdminSession,
+    Path(id): Path<String>,
+    Form(f): Form<ValueForm>,
+) -> Result<Redirect, WebError> {
+    let config_value = st.config.providers.iter().find(|p| p.id == id).ok_or(WebError::NotFound)?.max_concurrency;
+    setting(st, session, format!("concurrency:{id}"), f, 1..=64, i64::from(config_value)).await
 }

@@ -27,8 +27,9 @@ pub struct UserQuery {
     pub page: usize,
 }
 
-/// Most index hits a search looks at; a query that broad should be narrowed.
-pub const SEARCH_CAP: usize = 5000;
+/// Most index entries a search reads; a query with more hits shows the first of them and asks
+/// to be narrowed.
+pub const SEARCH_CAP: usize = 1000;
 
 /// Search: a number matches the id, `@x` a username starting with `x`, anything else a word
 /// of the name or username starting with the query (case-insensitive).
@@ -58,16 +59,18 @@ fn sort_rows(users: &mut [UserRecord], sort: &str) {
     }
 }
 
-/// Filters, sorts and cuts one page; returns (page rows, total matches). A query goes
+/// Filters, sorts and cuts one page; returns (page rows, total matches, whether the index walk
+/// stopped at [`SEARCH_CAP`] so there may be more). A query goes
 /// through the id key or the name index; only an empty query with a sort other than by id
 /// reads every user.
-pub fn search(rx: &Rx, q: &UserQuery) -> Result<(Vec<UserRecord>, usize), StoreError> {
+pub fn search(rx: &Rx, q: &UserQuery) -> Result<(Vec<UserRecord>, usize, bool), StoreError> {
     let text = q.q.trim();
+    let mut capped = false;
     let mut users = if text.is_empty() {
         if matches!(q.sort.as_str(), "" | "id") {
             let total = usize::try_from(rx.count_users()?).unwrap_or(usize::MAX);
             let rows = rx.find_users_page(None, (q.page + 1) * PAGE_SIZE)?;
-            return Ok((rows.into_iter().skip(q.page * PAGE_SIZE).collect(), total));
+            return Ok((rows.into_iter().skip(q.page * PAGE_SIZE).collect(), total, false));
         }
         rx.find_users()?
     } else if let Ok(id) = text.parse::<i64>() {
@@ -75,7 +78,8 @@ pub fn search(rx: &Rx, q: &UserQuery) -> Result<(Vec<UserRecord>, usize), StoreE
     } else {
         let lower = text.to_lowercase();
         let first = lower.trim_start_matches('@').split_whitespace().next().unwrap_or("").to_string();
-        let ids = rx.find_user_ids_by_word(&first, SEARCH_CAP)?;
+        let (ids, cut) = rx.find_user_ids_by_word(&first, SEARCH_CAP)?;
+        capped = cut;
         // One plain word in id order: the index hits are exactly the matches (the index holds
         // the words `matches` compares), so only the page's users are read.
         if !lower.starts_with('@') && !lower.contains(char::is_whitespace) && matches!(q.sort.as_str(), "" | "id") {
@@ -83,7 +87,7 @@ pub fn search(rx: &Rx, q: &UserQuery) -> Result<(Vec<UserRecord>, usize), StoreE
             for id in ids.iter().skip(q.page * PAGE_SIZE).take(PAGE_SIZE) {
                 rows.extend(rx.get_user(UserId(*id))?);
             }
-            return Ok((rows, ids.len()));
+            return Ok((rows, ids.len(), cut));
         }
         let mut out = Vec::new();
         for id in ids {
@@ -96,7 +100,7 @@ pub fn search(rx: &Rx, q: &UserQuery) -> Result<(Vec<UserRecord>, usize), StoreE
     sort_rows(&mut users, &q.sort);
     let total = users.len();
     let rows = users.into_iter().skip(q.page * PAGE_SIZE).take(PAGE_SIZE).collect();
-    Ok((rows, total))
+    Ok((rows, total, capped))
 }
 
 /// A user row as the templates show it.
@@ -139,6 +143,8 @@ pub struct UsersPage {
     sort: String,
     page: usize,
     total: usize,
+    /// The index walk stopped early: more users may match; the admin should narrow the query.
+    capped: bool,
     has_prev: bool,
     has_next: bool,
     rows: Vec<UserRow>,
@@ -150,11 +156,11 @@ pub async fn list(
     session: AdminSession,
     Query(q): Query<UserQuery>,
 ) -> Result<UsersPage, WebError> {
-    let (rows, total, q) = st
+    let (rows, total, capped, q) = st
         .store
         .read(move |rx| {
-            let (rows, total) = search(rx, &q)?;
-            Ok((rows, total, q))
+            let (rows, total, capped) = search(rx, &q)?;
+            Ok((rows, total, capped, q))
         })
         .await?;
     Ok(UsersPage {
@@ -165,6 +171,7 @@ pub async fn list(
         sort: q.sort,
         page: q.page,
         total,
+        capped,
         rows: rows.iter().map(UserRow::from).collect(),
     })
 }
