@@ -26,11 +26,19 @@ pub struct WebState {
     /// The job engine, set by `app` once the bot runs. The panel starts before it (and runs
     /// alone without a bot token), so actions that need it answer 503 until then.
     pub jobs: Arc<OnceLock<JobEngine>>,
+    /// The dashboard's last summary (kept for `pages::dashboard::SUMMARY_TTL`).
+    pub summary: Arc<pages::dashboard::SummaryCache>,
 }
 
 impl WebState {
     pub fn new(store: Store, config: Arc<Config>) -> Self {
-        WebState { store, config, auth: Arc::new(auth::Auth::default()), jobs: Arc::new(OnceLock::new()) }
+        WebState {
+            store,
+            config,
+            auth: Arc::new(auth::Auth::default()),
+            jobs: Arc::new(OnceLock::new()),
+            summary: Arc::default(),
+        }
     }
 
     /// The running job engine. Errors: [`error::WebError::Unavailable`] without a bot.

@@ -170,7 +170,7 @@ pub struct DashboardPage {
 }
 
 /// Durations sampled per model for p50/p95.
-const DURATION_SAMPLE: usize = 1000;
+const DURATION_SAMPLE: usize = 500;
 
 /// The dashboard from maintained aggregates (see the module doc).
 pub fn from_aggregates(rx: &Rx, now: i64) -> Result<Summary, StoreError> {
@@ -226,10 +226,37 @@ pub fn from_aggregates(rx: &Rx, now: i64) -> Result<Summary, StoreError> {
     Ok(s)
 }
 
-/// `GET /admin`.
+/// How long one computed summary serves every admin's dashboard.
+pub const SUMMARY_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The last summary and when it was made; see [`SUMMARY_TTL`].
+#[derive(Default)]
+pub struct SummaryCache(std::sync::Mutex<Option<(std::time::Instant, Summary)>>);
+
+impl SummaryCache {
+    fn fresh(&self) -> Option<Summary> {
+        let g = self.0.lock().ok()?;
+        g.as_ref().filter(|(at, _)| at.elapsed() < SUMMARY_TTL).map(|(_, s)| s.clone())
+    }
+    fn put(&self, s: &Summary) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some((std::time::Instant::now(), s.clone()));
+        }
+    }
+}
+
+/// `GET /admin`. Numbers may be up to [`SUMMARY_TTL`] old: a wall of open dashboards (or a
+/// reload storm) then costs one aggregate read per second, not one per request.
 pub async fn get(State(st): State<WebState>, session: AdminSession) -> Result<DashboardPage, WebError> {
-    let now = now_ms();
-    let s = st.store.read(move |rx| from_aggregates(rx, now)).await?;
+    let s = match st.summary.fresh() {
+        Some(s) => s,
+        None => {
+            let now = now_ms();
+            let s = st.store.read(move |rx| from_aggregates(rx, now)).await?;
+            st.summary.put(&s);
+            s
+        }
+    };
     let jobs_chart = bar_chart(&s.jobs_per_day, "jobs per day");
     let credits_chart = bar_chart(&s.credits_per_day, "credits captured per day");
     Ok(DashboardPage { layout: Layout::new("Dashboard", Some(&session)), s, jobs_chart, credits_chart })
