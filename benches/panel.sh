@@ -25,7 +25,7 @@ curl -fsS -b "$jar" -c "$jar" -o /dev/null --data "csrf=$token&password=bench-pa
 session=$(awk '$6 == "mb_admin" { print $7 }' "$jar")
 [ -n "$session" ] || { echo "login failed" >&2; exit 1; }
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-for path in "/admin" "/admin/users?q=vera" "/admin/users?q=%40oleg_1235" "/admin/users/1054321"; do
+for path in "/admin" "/admin/users?q=vera" "/admin/users?q=%40oleg_1219" "/admin/users/1054321"; do
   echo "== GET $path"
   curl -fsS -o /dev/null -w "status %{http_code}, %{size_download} bytes\n" -H "Cookie: mb_admin=$session" "http://$addr$path"
   wrk -t2 -c50 -d"$duration" --latency -H "Cookie: mb_admin=$session" "http://$addr$path" | grep -E "Requests/sec|Latency|50%|75%|90%|99%|requests in|Non-2xx"
