@@ -103,7 +103,8 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         _ => crate::webhook::Webhook::from_config(&config.telegram)?,
     };
     // The panel owns `/healthz`; the emulator (sandbox only) adds its routes beside it.
-    let mut router = crate::web::router(crate::web::WebState::new(store.clone(), config.clone()));
+    let web_state = crate::web::WebState::new(store.clone(), config.clone());
+    let mut router = crate::web::router(web_state.clone());
     if let Some(w) = &webhook {
         router = router.merge(w.router(store.clone()));
     }
@@ -181,6 +182,14 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move { jobs.run(token).await }));
     }
+    {
+        // Started broadcasts (also those a restart interrupted) go out from here.
+        let jobs = jobs.clone();
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move { jobs.run_broadcasts(token).await }));
+    }
+    // The panel's cancel / retry / broadcast actions need the engine from now on.
+    let _ = web_state.jobs.set(jobs.clone());
 
     if let Err(e) = bot::set_commands(&tg).await {
         tracing::warn!(error = %e, "setMyCommands failed");

@@ -273,3 +273,129 @@ async fn run_in(dir: &std::path::Path, opts: &QueueBench) -> anyhow::Result<()> 
     println!("ledger verify: {}", if problems.is_empty() { "clean".to_string() } else { format!("{problems:?}") });
     Ok(())
 }
+
+/// `mediabot bench-panel-seed`: fills a data dir with a large, realistic database for the
+/// admin panel benchmark (BENCHMARKS.md), through the same write paths the bot uses, so the
+/// dashboard aggregates and the search index are built as in production.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PanelSeed {
+    /// Data dir to create (must not hold a database yet).
+    #[arg(long)]
+    pub data_dir: std::path::PathBuf,
+    #[arg(long, default_value_t = 100_000)]
+    pub users: i64,
+    /// Ledger rows per user: a signup bonus, one job's hold + capture, the rest admin adjustments.
+    #[arg(long, default_value_t = 10)]
+    pub rows_per_user: usize,
+    /// Admin password to set (the benchmark logs in with it).
+    #[arg(long, default_value = "bench-password")]
+    pub password: String,
+}
+
+const FIRST_NAMES: [&str; 16] = [
+    "Anna", "Boris", "Vera", "Oleg", "Maria", "Ivan", "Elena", "Pavel", "Olga", "Sergei", "Nina", "Dmitri", "Alex",
+    "Sofia", "Max", "Kira",
+];
+
+/// Seeds `opts.users` users and `users × rows_per_user` ledger rows, 10 000 users per write
+/// transaction; spreads creation times over the last 30 days.
+pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
+    use crate::domain::now_ms;
+    use crate::store::StoreError;
+    use crate::store::records::{Delivery, UserRecord};
+    anyhow::ensure!(opts.rows_per_user >= 3, "--rows-per-user must be at least 3");
+    anyhow::ensure!(
+        !opts.data_dir.join("mediabot.redb").exists(),
+        "{} already holds a database",
+        opts.data_dir.display()
+    );
+    let store = Store::open(&opts.data_dir)?;
+    crate::web::auth::set_password(&store, &opts.password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = Instant::now();
+    let now = now_ms();
+    let refuse = |e: crate::billing::BillingError| StoreError::Refused(e.to_string());
+    let chunk = 10_000i64;
+    let mut first = 1i64;
+    while first <= opts.users {
+        let last = (first + chunk - 1).min(opts.users);
+        store.write_blocking(|tx| {
+            for i in first..=last {
+                let name = FIRST_NAMES[(i as usize) % FIRST_NAMES.len()];
+                let created = now - (i % 30) * 86_400_000 - (i % 86_400) * 1000;
+                let id = UserId(1_000_000 + i);
+                tx.put_user(&UserRecord {
+                    id,
+                    first_name: format!("{name} {}", i % 977),
+                    username: (i % 5 != 0).then(|| format!("{}_{i}", name.to_lowercase())),
+                    language_code: Some(if i % 3 == 0 { "en" } else { "ru" }.into()),
+                    balance: Credits(0),
+                    held: Credits(0),
+                    created_at: created,
+                    updated_at: created,
+                    blocked: false,
+                    banned: i % 1000 == 0,
+                    level: String::new(),
+                })?;
+                crate::billing::adjust(tx, id, Credits(100), "system", "signup bonus").map_err(refuse)?;
+                let mut job = JobRecord {
+                    id: JobId::new(),
+                    user_id: id,
+                    chat_id: id.0,
+                    lang: "en".into(),
+                    model_id: "flux-dev".into(),
+                    provider_id: "fal".into(),
+                    price: Credits(10),
+                    payload: JobPayload::Generate {
+                        prompt: format!("a lighthouse at dusk #{i}"),
+                        negative: None,
+                        format: Format::Square,
+                        width: 1024,
+                        height: 1024,
+                        aspect_ratio: None,
+                        seed: i as u64,
+                        inputs: vec![],
+                    },
+                    status: crate::domain::JobStatus::Succeeded,
+                    hold_id: None,
+                    settlement: None,
+                    preassigned_id: None,
+                    submission: None,
+                    progress_message_id: None,
+                    attempts: 1,
+                    error: None,
+                    created_at: created,
+                    started_at: Some(created),
+                    submitted_at: Some(created),
+                    finished_at: Some(created + 8_000 + (i % 5000)),
+                    result: None,
+                    delivery: Delivery::Delivered,
+                    draft_id: None,
+                    claimed_by: None,
+                    heartbeat_at: None,
+                    priority: false,
+                };
+                crate::billing::hold(tx, &mut job).map_err(refuse)?;
+                crate::billing::capture(tx, &mut job).map_err(refuse)?;
+                tx.put_job(&job)?;
+                tx.insert_duration("flux-dev", "square", job.id, 8_000 + (i % 5000) as u64)?;
+                for k in 3..opts.rows_per_user {
+                    let delta = if k % 2 == 0 { Credits(7) } else { Credits(-3) };
+                    crate::billing::adjust(tx, id, delta, "admin:admin", "bench adjustment").map_err(refuse)?;
+                }
+            }
+            Ok(())
+        })?;
+        eprintln!("seeded users {first}..={last} ({:.0} s)", started.elapsed().as_secs_f64());
+        first = last + 1;
+    }
+    let (users, rows) = store.read_blocking(|rx| {
+        let mut rows = 0u64;
+        rx.scan_operations(None, |_| {
+            rows += 1;
+            true
+        })?;
+        Ok((rx.count_users()?, rows))
+    })?;
+    eprintln!("done: {users} users, {rows} ledger rows in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

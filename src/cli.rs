@@ -56,6 +56,9 @@ pub enum Command {
     /// Measure the job engine's overhead with a zero-latency provider (see BENCHMARKS.md).
     #[command(hide = true)]
     BenchQueue(crate::bench::QueueBench),
+    /// Seed a large database for the admin panel benchmark (see BENCHMARKS.md).
+    #[command(hide = true)]
+    BenchPanelSeed(crate::bench::PanelSeed),
     /// Image operations, the same code the bot runs (no config or database needed).
     Image {
         #[command(subcommand)]
@@ -188,6 +191,13 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::BenchPanelSeed(opts) => match crate::bench::seed_panel(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig => match load(&cli, None, None) {
             Ok(cfg) => {
                 let mut out = std::io::stdout();

@@ -151,6 +151,9 @@ pub struct BillingConfig {
     pub add_text_price: Credits,
     /// Price of one "🔍 Resize" job (2×/4× enlargement, drawn locally). Free by default.
     pub resize_price: Credits,
+    /// Access level ids an admin can give a user; the first is everyone's default. Rules per
+    /// level (daily limits, prices) will be keyed by these ids.
+    pub levels: Vec<String>,
 }
 
 impl Default for BillingConfig {
@@ -160,6 +163,7 @@ impl Default for BillingConfig {
             signup_bonus: Credits(100),
             add_text_price: Credits::ZERO,
             resize_price: Credits::ZERO,
+            levels: vec!["standard".into(), "vip".into()],
         }
     }
 }
@@ -384,6 +388,16 @@ impl Config {
 
     /// Checks cross-field rules serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.billing.levels.is_empty() {
+            return Err(bad("billing.levels", "needs at least one level (the first is the default)"));
+        }
+        for (i, l) in self.billing.levels.iter().enumerate() {
+            let ok = (1..=32).contains(&l.len())
+                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if !ok || self.billing.levels[..i].contains(l) {
+                return Err(bad("billing.levels", format!("{l:?}: 1–32 of a-z 0-9 _ -, each once")));
+            }
+        }
         if !self.telegram.api_url.starts_with("http://") && !self.telegram.api_url.starts_with("https://") {
             return Err(bad("telegram.api_url", "must be an http(s) URL"));
         }

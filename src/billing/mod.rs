@@ -238,6 +238,7 @@ impl Billing {
                     updated_at: now_ms(),
                     blocked: false,
                     banned: false,
+                    level: String::new(),
                 };
                 if bonus.0 > 0 {
                     if let Err(e) = apply(tx, &mut u, OpKind::SignupBonus, bonus, bonus, None, None, "system", None) {

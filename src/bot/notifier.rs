@@ -236,6 +236,28 @@ impl Notifier for BotNotifier {
         }
     }
 
+    async fn broadcast(&self, chat_id: i64, text: &str, photo: Option<Vec<u8>>) -> Result<(), NotifyError> {
+        let chat = ChatId(chat_id);
+        // The broadcast sender paces itself; the raw bot keeps Throttle's queue out of the way
+        // and `paced` waits out a RetryAfter.
+        let raw = self.bot.inner();
+        match photo {
+            Some(bytes) => {
+                let caption: String = text.chars().take(1024).collect();
+                self.paced(chat, || {
+                    raw.send_photo(chat, InputFile::memory(bytes.clone()).file_name("broadcast.jpg"))
+                        .caption(caption.clone())
+                })
+                .await
+                .map_err(map_err)?;
+            }
+            None => {
+                self.paced(chat, || raw.send_message(chat, text.to_string())).await.map_err(map_err)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn admin_alert(&self, text: &str) {
         for admin in &self.admins {
             if let Err(e) = self.bot.send_message(ChatId(*admin), text.to_string()).await {

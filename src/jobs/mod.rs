@@ -7,6 +7,7 @@
 //! request id, a finished job with `Delivery::Pending` is delivered; nothing is submitted or
 //! settled twice.
 
+pub mod broadcast;
 pub mod generate;
 pub mod library;
 pub mod worker;
@@ -124,6 +125,13 @@ pub trait Notifier: Send + Sync {
     /// Tells the admins (config `telegram.admins`) about something they must fix. Called once
     /// per incident (when a model or provider gets disabled).
     async fn admin_alert(&self, text: &str);
+    /// Sends an admin broadcast to one chat: `text` alone, or `photo` (image bytes) with `text`
+    /// as its caption. [`NotifyError::Blocked`] when the user blocked the bot. Notifiers that
+    /// only serve jobs (benchmarks, some fakes) keep this default, which refuses.
+    async fn broadcast(&self, chat_id: i64, text: &str, photo: Option<Vec<u8>>) -> Result<(), NotifyError> {
+        let _ = (chat_id, text, photo);
+        Err(NotifyError::Other("this notifier cannot broadcast".into()))
+    }
 }
 
 /// Result of [`JobEngine::cancel`].
@@ -191,6 +199,8 @@ pub(crate) struct Inner {
     /// Retention limits (`[library]`).
     pub library: crate::config::LibraryConfig,
     pub wake: Notify,
+    /// Wakes the broadcast sender.
+    pub broadcast_wake: Notify,
     /// Jobs with a running task, and their owners (per-user cap).
     pub in_flight: Mutex<HashMap<JobId, UserId>>,
     /// Cancel switches of running job tasks.
@@ -199,6 +209,10 @@ pub(crate) struct Inner {
     pub key_permits: HashMap<String, Arc<Semaphore>>,
     /// Disabled models/providers (`model:<id>`, `provider:<id>`), mirrored from the store.
     pub disabled: Mutex<HashSet<String>>,
+    /// Admin runtime settings (`price:<model>`, `concurrency:<provider>`), mirrored from the store.
+    pub settings: Mutex<HashMap<String, i64>>,
+    /// Permits each provider semaphore was sized to (config, then admin settings).
+    pub capacity: Mutex<HashMap<String, u32>>,
     /// This process's worker id (claims).
     pub worker_id: String,
     pub admins: HashSet<i64>,
@@ -253,6 +267,16 @@ impl JobEngine {
             key_permits.insert(p.id.clone(), sem);
         }
         let disabled = store.read_blocking(|rx| rx.find_disabled())?.into_iter().map(|(k, _)| k).collect();
+        let settings: HashMap<String, i64> = store.read_blocking(|rx| rx.find_settings())?.into_iter().collect();
+        let mut capacity: HashMap<String, u32> =
+            config.providers.iter().map(|p| (p.id.clone(), p.max_concurrency)).collect();
+        for (provider, cap) in capacity.iter_mut() {
+            if let (Some(sem), Some(want)) = (permits.get(provider), concurrency_setting(&settings, provider)) {
+                // Nothing holds a permit yet, so the change is immediate.
+                resize(sem, *cap, want);
+                *cap = want;
+            }
+        }
         Ok(JobEngine {
             inner: Arc::new(Inner {
                 store,
@@ -268,10 +292,13 @@ impl JobEngine {
                 resize_price: config.billing.resize_price,
                 library: config.library.clone(),
                 wake: Notify::new(),
+                broadcast_wake: Notify::new(),
                 in_flight: Mutex::new(HashMap::new()),
                 cancels: Mutex::new(HashMap::new()),
                 key_permits,
                 disabled: Mutex::new(disabled),
+                settings: Mutex::new(settings),
+                capacity: Mutex::new(capacity),
                 worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
                 admins: config.telegram.admins.iter().copied().collect(),
             }),
@@ -281,7 +308,12 @@ impl JobEngine {
     /// Enabled models, in config order (for keyboards): enabled in config, not disabled at
     /// runtime, and on an enabled provider.
     pub fn models(&self, config: &Config) -> Vec<ModelConfig> {
-        config.models.iter().filter(|m| self.inner.model_usable(&m.id)).cloned().collect()
+        config
+            .models
+            .iter()
+            .filter(|m| self.inner.model_usable(&m.id))
+            .map(|m| ModelConfig { price: self.inner.price_of(m), ..m.clone() })
+            .collect()
     }
 
     /// Whether this user's jobs jump the queue.
@@ -353,7 +385,7 @@ impl JobEngine {
                 if !model.enabled {
                     return Err(JobsError::ModelDisabled(model.id.clone()));
                 }
-                (model.id.clone(), model.provider.clone(), model.price)
+                (model.id.clone(), model.provider.clone(), self.inner.price_of(model))
             }
         };
         let mut job = JobRecord {
@@ -499,13 +531,73 @@ impl JobEngine {
             .await?)
     }
 
+    /// Re-reads the disabled models/providers from the store (after the panel changed them),
+    /// so the next job and the next keyboard see the change without a restart.
+    pub async fn reload_disabled(&self) -> Result<(), JobsError> {
+        let (keys, settings) = self.inner.store.read(|rx| Ok((rx.find_disabled()?, rx.find_settings()?))).await?;
+        if let Ok(mut d) = self.inner.disabled.lock() {
+            *d = keys.into_iter().map(|(k, _)| k).collect();
+        }
+        let settings: HashMap<String, i64> = settings.into_iter().collect();
+        if let Ok(mut cap) = self.inner.capacity.lock() {
+            for (provider, current) in cap.iter_mut() {
+                let config = self.inner.provider_cfg.get(provider).map_or(*current, |p| p.max_concurrency);
+                let want = concurrency_setting(&settings, provider).unwrap_or(config);
+                if let Some(sem) = self.inner.permits.get(provider) {
+                    resize(sem, *current, want);
+                }
+                *current = want;
+            }
+        }
+        if let Ok(mut s) = self.inner.settings.lock() {
+            *s = settings;
+        }
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Jobs a provider may run at once right now (config or admin setting).
+    pub fn concurrency(&self, provider: &str) -> Option<u32> {
+        self.inner.capacity.lock().ok()?.get(provider).copied()
+    }
+
     /// Wakes the scheduler (e.g. after a job was added by another path).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
     }
 }
 
+/// `concurrency:<provider>` from the settings, if set and at least 1.
+fn concurrency_setting(settings: &HashMap<String, i64>, provider: &str) -> Option<u32> {
+    settings.get(&format!("concurrency:{provider}")).and_then(|v| u32::try_from(*v).ok()).filter(|v| *v > 0)
+}
+
+/// Moves a semaphore from `from` to `to` permits. Growing is immediate; shrinking forgets free
+/// permits now and, for permits held by running jobs, takes them as those jobs finish.
+fn resize(sem: &Arc<Semaphore>, from: u32, to: u32) {
+    if to > from {
+        sem.add_permits((to - from) as usize);
+    } else if to < from {
+        let want = (from - to) as usize;
+        let gone = sem.forget_permits(want);
+        if gone < want {
+            let (sem, rest) = (sem.clone(), u32::try_from(want - gone).unwrap_or(u32::MAX));
+            tokio::spawn(async move {
+                if let Ok(p) = sem.acquire_many_owned(rest).await {
+                    p.forget();
+                }
+            });
+        }
+    }
+}
+
 impl Inner {
+    /// A model's price now: the admin's setting, else the config's.
+    pub fn price_of(&self, m: &ModelConfig) -> crate::domain::Credits {
+        let set = self.settings.lock().ok().and_then(|s| s.get(&format!("price:{}", m.id)).copied());
+        set.map_or(m.price, crate::domain::Credits)
+    }
+
     /// A model can take jobs: enabled in config, not disabled at runtime, provider present
     /// and not disabled.
     pub fn model_usable(&self, id: &str) -> bool {

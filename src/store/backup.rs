@@ -89,6 +89,13 @@ impl Store {
             copy_table(&snapshot, &tx, CATEGORIES_TABLE)?,
             copy_table(&snapshot, &tx, PRESETS_TABLE)?,
             copy_table(&snapshot, &tx, COUNTERS_TABLE)?,
+            copy_table(&snapshot, &tx, DAILY_TABLE)?,
+            copy_table(&snapshot, &tx, ACTIVE_DAYS_TABLE)?,
+            copy_table(&snapshot, &tx, USER_NAMES_TABLE)?,
+            copy_table(&snapshot, &tx, BROADCASTS_TABLE)?,
+            copy_table(&snapshot, &tx, USER_JOBS_TABLE)?,
+            copy_table(&snapshot, &tx, SETTINGS_TABLE)?,
+            copy_table(&snapshot, &tx, LAST_ACTIVE_TABLE)?,
         ]
         .into_iter()
         .collect();

@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,6 +22,9 @@ const STEPS: &[(u64, &str, Step)] = &[
     (2, "002_admin_audit", m002_admin_audit),
     (3, "003_update_inbox", m003_update_inbox),
     (4, "004_library_categories_presets_counters", m004_library),
+    // 4 belongs to the image library branch; a database at 3 runs 5 alone, which is fine:
+    // each step opens only its own tables.
+    (5, "005_admin_aggregates", m005_admin_aggregates),
 ];
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
@@ -68,6 +71,14 @@ fn m004_library(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     }
     tx.open_table(COUNTERS_TABLE)?.insert(super::library::MEDIA_BYTES, bytes)?;
     Ok(Outcome::Execute(3))
+}
+
+/// Dashboard counters, activity days, the user search and per-user job indexes (built from
+/// existing rows), the broadcasts table and the runtime settings table.
+fn m005_admin_aggregates(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    tx.open_table(BROADCASTS_TABLE)?;
+    tx.open_table(SETTINGS_TABLE)?;
+    Ok(Outcome::Execute(super::stats::rebuild(tx)?))
 }
 
 /// Reads the stored schema version (0 for a new file).
@@ -140,6 +151,7 @@ mod tests {
         let tx = db.begin_read().expect("r");
         assert!(tx.open_table(AUDIT_TABLE).is_ok(), "002 created the audit table");
         assert!(tx.open_table(INBOX_TABLE).is_ok(), "003 created the update inbox");
+        assert!(tx.open_table(BROADCASTS_TABLE).is_ok(), "005 created the broadcasts table");
         assert!(tx.open_table(PRESETS_TABLE).is_ok(), "004 created the presets");
         let counters = tx.open_table(COUNTERS_TABLE).expect("004 created the counters");
         assert_eq!(counters.get(super::super::library::MEDIA_BYTES).expect("get").map(|v| v.value()), Some(0));

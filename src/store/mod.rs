@@ -9,11 +9,12 @@ pub mod backup;
 pub mod library;
 pub mod migrations;
 pub mod records;
+pub mod stats;
 pub mod tables;
 
 use crate::domain::{ImageId, JobId, UserId};
 use records::*;
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tables::*;
@@ -286,6 +287,112 @@ impl $t {
             })
             .collect()
     }
+    /// Number of users (redb keeps table lengths, so no scan).
+    pub fn count_users(&self) -> Result<u64, StoreError> {
+        Ok(self.tx.open_table(USERS_TABLE)?.len()?)
+    }
+    /// Number of unfinished jobs (the queue depth), without a scan.
+    pub fn count_active_jobs(&self) -> Result<u64, StoreError> {
+        Ok(self.tx.open_table(ACTIVE_JOBS_TABLE)?.len()?)
+    }
+    /// Dashboard counters of days `from..=to` (day numbers, see [`stats::day_of`]):
+    /// `(day, counter name, value)` in key order.
+    pub fn find_daily(&self, from: i64, to: i64) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        let t = self.tx.open_table(DAILY_TABLE)?;
+        t.range((from, "")..(to.saturating_add(1), ""))?
+            .map(|r| {
+                let (k, v) = r?;
+                let (day, name) = k.value();
+                Ok((day, name.to_string(), v.value()))
+            })
+            .collect()
+    }
+    /// Ids of users who created a job on day `from` or later, ascending.
+    pub fn find_active_users(&self, from: i64) -> Result<Vec<i64>, StoreError> {
+        let t = self.tx.open_table(ACTIVE_DAYS_TABLE)?;
+        let mut ids = t.range((from, i64::MIN)..)?.map(|r| Ok(r?.0.value().1)).collect::<Result<Vec<_>, StoreError>>()?;
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+    /// Ids of users with a name or username word starting with `prefix` (lower-case), ascending,
+    /// from the first `limit` matching index entries. Reads only that part of the index.
+    /// The flag is true when the limit cut the walk short (there may be more).
+    pub fn find_user_ids_by_word(&self, prefix: &str, limit: usize) -> Result<(Vec<i64>, bool), StoreError> {
+        let t = self.tx.open_table(USER_NAMES_TABLE)?;
+        let mut ids = Vec::new();
+        // At most `limit` index entries are read: a broad prefix stops there (the panel says
+        // "refine the query") instead of walking a large part of the index.
+        let mut read = 0;
+        for r in t.range((prefix, i64::MIN)..)? {
+            let row = r?;
+            let (word, id) = row.0.value();
+            if !word.starts_with(prefix) {
+                break;
+            }
+            if read == limit {
+                ids.sort_unstable();
+                ids.dedup();
+                return Ok((ids, true));
+            }
+            read += 1;
+            ids.push(id);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok((ids, false))
+    }
+    /// Users in id order after `after` (exclusive), at most `limit`.
+    pub fn find_users_page(&self, after: Option<i64>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+        let t = self.tx.open_table(USERS_TABLE)?;
+        let range = match after {
+            Some(a) => t.range(a.saturating_add(1)..)?,
+            None => t.range(i64::MIN..)?,
+        };
+        range.take(limit).map(|r| UserRecord::decode(r?.1.value())).collect()
+    }
+    /// Admin runtime settings (`price:<model>`, `concurrency:<provider>`), in key order.
+    pub fn find_settings(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let t = match self.tx.open_table(SETTINGS_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        t.iter()?.map(|r| r.map(|(k, v)| (k.value().to_string(), v.value())).map_err(StoreError::from)).collect()
+    }
+    /// A user's newest `limit` ledger rows, newest first.
+    pub fn find_recent_operations(&self, user: UserId, limit: usize) -> Result<Vec<Operation>, StoreError> {
+        let t = self.tx.open_table(LEDGER_TABLE)?;
+        t.range((user.0, 0u128)..=(user.0, u128::MAX))?.rev().take(limit).map(|r| Operation::decode(r?.1.value())).collect()
+    }
+    /// A user's newest `limit` jobs, newest first (through the per-user index).
+    pub fn find_user_jobs(&self, user: UserId, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let idx = self.tx.open_table(USER_JOBS_TABLE)?;
+        let jobs = self.tx.open_table(JOBS_TABLE)?;
+        let mut out = Vec::new();
+        for r in idx.range((user.0, 0u128)..=(user.0, u128::MAX))?.rev().take(limit) {
+            let id = r?.0.value().1;
+            if let Some(v) = jobs.get(id)? {
+                out.push(JobRecord::decode(v.value())?);
+            }
+        }
+        Ok(out)
+    }
+    /// One broadcast.
+    pub fn get_broadcast(&self, id: u128) -> Result<Option<Broadcast>, StoreError> {
+        let t = self.tx.open_table(BROADCASTS_TABLE)?;
+        t.get(id)?.map(|v| Broadcast::decode(v.value())).transpose()
+    }
+    /// Up to `limit` broadcasts, newest first.
+    pub fn find_broadcasts(&self, limit: usize) -> Result<Vec<Broadcast>, StoreError> {
+        let t = self.tx.open_table(BROADCASTS_TABLE)?;
+        t.iter()?.rev().take(limit).map(|r| Broadcast::decode(r?.1.value())).collect()
+    }
+    /// Up to `n` most recent recorded durations (ms) of a model, all formats together.
+    pub fn find_recent_durations(&self, model: &str, n: usize) -> Result<Vec<u64>, StoreError> {
+        let t = self.tx.open_table(STATS_TABLE)?;
+        t.range((model, "", 0u128)..=(model, "\u{10FFFF}", u128::MAX))?.rev().take(n).map(|r| Ok(r?.1.value())).collect()
+    }
     /// Every user.
     /// Updates received but not finished, oldest first: `(update_id, Bot API JSON)`.
     pub fn inbox(&self) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
@@ -301,7 +408,8 @@ impl $t {
         let t = self.tx.open_table(ACTIVE_JOBS_TABLE)?;
         t.iter()?.map(|r| Ok(JobId(r?.0.value()))).collect()
     }
-    /// Every job, oldest first.
+    /// Every job, oldest first (a full scan: tests and repairs only).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn find_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
         let t = self.tx.open_table(JOBS_TABLE)?;
         t.iter()?.map(|r| JobRecord::decode(r?.1.value())).collect()
@@ -345,7 +453,10 @@ impl $t {
 getters!(Rx, Tx);
 
 impl Tx {
+    /// Stores a user and keeps the dashboard counters and the search index in step.
     pub fn put_user(&mut self, u: &UserRecord) -> Result<(), StoreError> {
+        let old = self.get_user(u.id)?;
+        stats::on_user(&self.tx, old.as_ref(), u)?;
         let mut t = self.tx.open_table(USERS_TABLE)?;
         t.insert(u.id.0, u.encode()?.as_slice())?;
         Ok(())
@@ -363,6 +474,7 @@ impl Tx {
     }
     /// Appends a ledger row. Callers (billing) keep the balance in step in the same transaction.
     pub fn insert_operation(&mut self, op: &Operation) -> Result<(), StoreError> {
+        stats::on_operation(&self.tx, op)?;
         let mut t = self.tx.open_table(LEDGER_TABLE)?;
         t.insert((op.user_id.0, op.id.0), op.encode()?.as_slice())?;
         Ok(())
@@ -371,6 +483,8 @@ impl Tx {
     /// not terminal or its final message (result or failure notice) is still to be sent or was
     /// cut off mid-send (`Attempted`: the next start tells the user, see `Delivery::Interrupted`).
     pub fn put_job(&mut self, j: &JobRecord) -> Result<(), StoreError> {
+        let old = self.get_job(j.id)?;
+        stats::on_job(&self.tx, old.as_ref(), j)?;
         {
             let mut t = self.tx.open_table(JOBS_TABLE)?;
             t.insert(j.id.0, j.encode()?.as_slice())?;
@@ -527,6 +641,26 @@ impl Tx {
         }
         Ok(was != reason.is_some())
     }
+    /// Sets (`Some`) or removes (`None`) an admin runtime setting; returns the previous value.
+    pub fn set_setting(&mut self, key: &str, value: Option<i64>) -> Result<Option<i64>, StoreError> {
+        let mut t = self.tx.open_table(SETTINGS_TABLE)?;
+        let before = match value {
+            Some(v) => t.insert(key, v)?.map(|g| g.value()),
+            None => t.remove(key)?.map(|g| g.value()),
+        };
+        Ok(before)
+    }
+    /// Rebuilds the dashboard aggregates and the search index from the rows (as migration 005
+    /// does); returns the rows read.
+    pub fn rebuild_aggregates(&mut self) -> Result<u64, StoreError> {
+        stats::rebuild(&self.tx)
+    }
+    /// Stores a broadcast (its text, target, state and cursor).
+    pub fn put_broadcast(&mut self, b: &Broadcast) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(BROADCASTS_TABLE)?;
+        t.insert(b.id, b.encode()?.as_slice())?;
+        Ok(())
+    }
     /// Records a finished job's duration for ETA estimates.
     pub fn insert_duration(&mut self, model: &str, format: &str, job: JobId, ms: u64) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(STATS_TABLE)?;
@@ -593,6 +727,7 @@ mod tests {
             updated_at: 0,
             blocked: false,
             banned: false,
+            level: String::new(),
         };
         let r: Result<(), _> = s
             .write(move |tx| {

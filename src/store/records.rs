@@ -47,6 +47,10 @@ pub struct UserRecord {
     pub blocked: bool,
     #[serde(default)]
     pub banned: bool,
+    /// Access level id from `billing.levels`; empty = the first (default) level. Per-level
+    /// rules such as daily limits hang off the level id, so they need no record change.
+    #[serde(default)]
+    pub level: String,
 }
 impl Record for UserRecord {
     const VERSION: u32 = 1;
@@ -384,6 +388,110 @@ impl Record for AuditEntry {
     const VERSION: u32 = 1;
 }
 
+/// Who a broadcast goes to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BroadcastTarget {
+    All,
+    /// Users whose level id is this (empty = the default level).
+    Level {
+        level: String,
+    },
+    /// Users who created a job on this day (day number since 1970-01-01 UTC) or later.
+    ActiveSince {
+        day: i64,
+    },
+}
+
+/// Where a broadcast is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BroadcastState {
+    /// Composed and previewed, not started.
+    Draft,
+    /// Being sent; resumed from `cursor` after a restart.
+    Sending,
+    Done,
+    Cancelled,
+}
+
+/// An admin message to many users, with its progress. The sender walks recipients in user id
+/// order and stores `cursor` (the last user id handled) with the counters after each send, so a
+/// restart resumes after the last user handled and sends nobody a second copy, except the one
+/// send that was in flight at the crash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Broadcast {
+    #[serde(with = "u128_string")]
+    pub id: u128,
+    /// `admin:<name>`.
+    pub actor: String,
+    pub text: String,
+    /// Optional photo: sha256 and extension of a file under `media/` (sent with `text` as caption).
+    #[serde(default)]
+    pub image: Option<(String, String)>,
+    pub target: BroadcastTarget,
+    pub state: BroadcastState,
+    /// Recipients counted when sending started.
+    #[serde(default)]
+    pub total: u64,
+    #[serde(default)]
+    pub cursor: Option<i64>,
+    #[serde(default)]
+    pub sent: u64,
+    /// Telegram answered 403 (the user blocked the bot); those users are marked blocked.
+    #[serde(default)]
+    pub blocked: u64,
+    #[serde(default)]
+    pub failed: u64,
+    pub created_at: i64,
+    #[serde(default)]
+    pub finished_at: Option<i64>,
+}
+impl Record for Broadcast {
+    const VERSION: u32 = 1;
+}
+
+impl Broadcast {
+    /// A new draft with a fresh time-ordered id and zero counters.
+    pub fn draft(
+        actor: String,
+        text: String,
+        image: Option<(String, String)>,
+        target: BroadcastTarget,
+        now: i64,
+    ) -> Self {
+        Broadcast {
+            id: uuid::Uuid::now_v7().as_u128(),
+            actor,
+            text,
+            image,
+            target,
+            state: BroadcastState::Draft,
+            total: 0,
+            cursor: None,
+            sent: 0,
+            blocked: 0,
+            failed: 0,
+            created_at: now,
+            finished_at: None,
+        }
+    }
+    /// Recipients handled so far.
+    pub fn handled(&self) -> u64 {
+        self.sent + self.blocked + self.failed
+    }
+    /// Whether `u` is a recipient (banned users and users known to have blocked the bot never are).
+    pub fn wants(&self, u: &UserRecord) -> bool {
+        if u.banned || u.blocked {
+            return false;
+        }
+        match &self.target {
+            BroadcastTarget::All | BroadcastTarget::ActiveSince { .. } => true,
+            BroadcastTarget::Level { level } => &u.level == level,
+        }
+    }
+}
+
 /// A queued text→image job for tests (one fixture instead of a copy per module).
 #[cfg(test)]
 pub fn test_job(user: UserId, price: i64) -> JobRecord {
@@ -443,6 +551,7 @@ mod tests {
             updated_at: 2,
             blocked: false,
             banned: false,
+            level: "vip".into(),
         };
         let bytes = u.encode().expect("encode");
         assert!(String::from_utf8_lossy(&bytes).contains("\"v\":1"));

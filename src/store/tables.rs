@@ -50,3 +50,20 @@ pub const PRESETS_TABLE: TableDefinition<(i64, u32), &[u8]> = TableDefinition::n
 /// that library items reference (the disk budget's measure); `inline_chosen`: inline results
 /// users picked (chosen_inline_result updates).
 pub const COUNTERS_TABLE: TableDefinition<&str, u64> = TableDefinition::new("counters-1");
+/// per-day counters for the dashboard: key = (day number since 1970-01-01 UTC, counter name,
+/// see `stats::counter`) → value = count or credits. Kept in step by the write paths.
+pub const DAILY_TABLE: TableDefinition<(i64, &str), i64> = TableDefinition::new("daily-1");
+/// activity: key = (day number, user id) → unit; the user created a job that day.
+pub const ACTIVE_DAYS_TABLE: TableDefinition<(i64, i64), ()> = TableDefinition::new("active-days-1");
+/// user search index: key = (lower-case word of first name or username, user id) → unit.
+pub const USER_NAMES_TABLE: TableDefinition<(&str, i64), ()> = TableDefinition::new("user-names-1");
+/// admin broadcasts: key = broadcast id (UUIDv7 u128) → value = `Broadcast` (with its cursor).
+pub const BROADCASTS_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("broadcasts-1");
+/// jobs by owner: key = (user id, job id) → unit, for a user's job list without a scan.
+pub const USER_JOBS_TABLE: TableDefinition<(i64, u128), ()> = TableDefinition::new("user-jobs-1");
+/// admin runtime settings: key = `price:<model id>` (credits) or `concurrency:<provider id>`
+/// (jobs at once) → value. Overrides the config file until removed; survives restarts.
+pub const SETTINGS_TABLE: TableDefinition<&str, i64> = TableDefinition::new("settings-1");
+/// last activity: key = user id → value = day number of the user's newest job; keeps the
+/// dashboard's `last_active` counters (users per last-active day) without a scan.
+pub const LAST_ACTIVE_TABLE: TableDefinition<i64, i64> = TableDefinition::new("last-active-1");

@@ -2,6 +2,7 @@
 //! providers, plus shared helpers.
 
 mod add_text;
+mod browser;
 mod crash;
 mod e2e;
 pub mod fakes;

@@ -15,6 +15,15 @@ pub enum WebError {
     NotFound,
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The action does not fit the current state (a finished job cancelled).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// Well-formed but refused by a business rule (a balance too low).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A part of the appliance the action needs is not running.
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str),
     #[error("too many attempts, try again later")]
     TooManyRequests,
     #[error(transparent)]
@@ -32,6 +41,9 @@ impl WebError {
             WebError::NotFound | WebError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Conflict(_) => StatusCode::CONFLICT,
+            WebError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             WebError::Billing(BillingError::InsufficientFunds { .. } | BillingError::Overflow) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

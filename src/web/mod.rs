@@ -7,6 +7,7 @@ pub mod error;
 pub mod pages;
 
 use crate::config::Config;
+use crate::jobs::JobEngine;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::Request;
@@ -14,7 +15,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{Next, from_fn};
 use axum::response::Response;
 use axum::routing::{get, post};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// What the panel's handlers get.
 #[derive(Clone)]
@@ -22,11 +23,27 @@ pub struct WebState {
     pub store: Store,
     pub config: Arc<Config>,
     pub auth: Arc<auth::Auth>,
+    /// The job engine, set by `app` once the bot runs. The panel starts before it (and runs
+    /// alone without a bot token), so actions that need it answer 503 until then.
+    pub jobs: Arc<OnceLock<JobEngine>>,
+    /// The dashboard's last summary (kept for `pages::dashboard::SUMMARY_TTL`).
+    pub summary: Arc<pages::dashboard::SummaryCache>,
 }
 
 impl WebState {
     pub fn new(store: Store, config: Arc<Config>) -> Self {
-        WebState { store, config, auth: Arc::new(auth::Auth::default()) }
+        WebState {
+            store,
+            config,
+            auth: Arc::new(auth::Auth::default()),
+            jobs: Arc::new(OnceLock::new()),
+            summary: Arc::default(),
+        }
+    }
+
+    /// The running job engine. Errors: [`error::WebError::Unavailable`] without a bot.
+    pub fn jobs(&self) -> Result<&JobEngine, error::WebError> {
+        self.jobs.get().ok_or(error::WebError::Unavailable("the bot is not running (no token configured)"))
     }
 }
 
@@ -42,15 +59,33 @@ pub fn router(state: WebState) -> Router {
         .route("/admin/users/{id}/balance", post(users::adjust))
         .route("/admin/users/{id}/ban", post(users::ban))
         .route("/admin/users/{id}/unban", post(users::unban))
+        .route("/admin/users/{id}/level", post(users::set_level))
         .route("/admin/ledger", get(ledger::list))
         .route("/admin/ledger.csv", get(ledger::csv))
         .route("/admin/jobs", get(jobs::list))
         .route("/admin/jobs/rows", get(jobs::rows))
         .route("/admin/jobs/{id}", get(jobs::get))
+        .route("/admin/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/admin/jobs/{id}/retry", post(jobs::retry))
         .route("/admin/library", get(library::list))
         .route("/admin/library/{id}/thumb", get(library::thumb))
         .route("/admin/audit", get(audit::list))
         .route("/admin/models", get(models::list))
+        .route("/admin/models/{id}/toggle", post(models::toggle_model))
+        .route("/admin/providers/{id}/toggle", post(models::toggle_provider))
+        .route("/admin/models/{id}/price", post(models::set_price))
+        .route("/admin/providers/{id}/concurrency", post(models::set_concurrency))
+        .route(
+            "/admin/broadcasts",
+            get(broadcasts::list)
+                .post(broadcasts::create)
+                .layer(axum::extract::DefaultBodyLimit::max(broadcasts::MAX_IMAGE_BYTES + (64 << 10))),
+        )
+        .route("/admin/broadcasts/{id}", get(broadcasts::get))
+        .route("/admin/broadcasts/{id}/progress", get(broadcasts::progress))
+        .route("/admin/broadcasts/{id}/image", get(broadcasts::image))
+        .route("/admin/broadcasts/{id}/start", post(broadcasts::start))
+        .route("/admin/broadcasts/{id}/cancel", post(broadcasts::cancel))
         .route("/admin/static/{hash}/{*path}", get(assets::get))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))

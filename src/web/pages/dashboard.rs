@@ -1,11 +1,15 @@
 //! `/admin`: counters for today, per-model durations and two 30-day bar charts (inline SVG).
 //!
-//! Only the jobs of the last 30 days are read (a range scan: job ids are UUIDv7), never the
-//! ledger: held / captured / released credits follow from the jobs' prices and settlements.
+//! The page reads maintained aggregates only (`store::stats`: per-day counters kept in step
+//! by the write paths, table lengths, the activity index and the newest recorded durations),
+//! so its cost does not grow with users, jobs or ledger rows. [`summarize`] computes the same
+//! numbers from raw jobs; the models page and the tests use it.
 
 use super::{Layout, status_name};
 use crate::domain::{JobStatus, now_ms};
 use crate::store::records::{JobRecord, Settlement, UserRecord};
+use crate::store::stats::{counter, day_of};
+use crate::store::{Rx, StoreError};
 use crate::web::auth::AdminSession;
 use crate::web::error::WebError;
 use crate::web::{WebState, day_start, fmt_time};
@@ -165,16 +169,94 @@ pub struct DashboardPage {
     credits_chart: String,
 }
 
-/// `GET /admin`.
+/// Durations sampled per model for p50/p95.
+const DURATION_SAMPLE: usize = 500;
+
+/// The dashboard from maintained aggregates (see the module doc).
+pub fn from_aggregates(rx: &Rx, now: i64) -> Result<Summary, StoreError> {
+    let today = day_of(now);
+    let first = today - (CHART_DAYS as i64 - 1);
+    let daily = rx.find_daily(first, today)?;
+    let get = |day: i64, name: &str| daily.iter().find(|(d, n, _)| *d == day && n == name).map_or(0, |(_, _, v)| *v);
+    let jobs_today: Vec<(&'static str, usize)> = JobStatus::ALL
+        .iter()
+        .map(|s| (status_name(*s), usize::try_from(get(today, &counter::jobs(status_name(*s)))).unwrap_or(0)))
+        .collect();
+    let count = |name: &str| jobs_today.iter().find(|(n, _)| *n == name).map_or(0, |(_, c)| *c);
+    let (ok, failed, cancelled) = (count("succeeded"), count("failed"), count("cancelled"));
+    let done = ok + failed + cancelled;
+    let mut s = Summary {
+        users_total: usize::try_from(rx.count_users()?).unwrap_or(usize::MAX),
+        users_new_today: usize::try_from(get(today, counter::USERS_NEW)).unwrap_or(0),
+        users_active_7d: daily
+            .iter()
+            .filter(|(d, n, _)| *d >= day_of(now - 7 * DAY) && n == counter::LAST_ACTIVE)
+            .map(|(_, _, v)| usize::try_from(*v).unwrap_or(0))
+            .sum(),
+        jobs_today,
+        success_rate: (done > 0).then(|| (ok * 100 / done) as u64),
+        held_today: get(today, counter::HELD),
+        captured_today: get(today, counter::CAPTURED),
+        released_today: get(today, counter::RELEASED),
+        queue_depth: usize::try_from(rx.count_active_jobs()?).unwrap_or(usize::MAX),
+        models: Vec::new(),
+        jobs_per_day: vec![0; CHART_DAYS],
+        credits_per_day: vec![0; CHART_DAYS],
+        first_day: fmt_time(first * DAY)[..10].to_string(),
+    };
+    let mut models: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (day, name, v) in &daily {
+        let Ok(i) = usize::try_from(day - first) else { continue };
+        let v = u64::try_from(*v).unwrap_or(0);
+        if name.starts_with("jobs:") {
+            s.jobs_per_day[i] += v;
+        } else if name == counter::CAPTURED {
+            s.credits_per_day[i] += v;
+        } else if let Some(m) = name.strip_prefix("model_ok:") {
+            models.entry(m.to_string()).or_default().0 += v;
+        } else if let Some(m) = name.strip_prefix("model_failed:") {
+            models.entry(m.to_string()).or_default().1 += v;
+        }
+    }
+    for (model, (succeeded, failed)) in models {
+        let mut d = rx.find_recent_durations(&model, DURATION_SAMPLE)?;
+        d.sort_unstable();
+        s.models.push(ModelStats { p50_ms: percentile(&d, 50), p95_ms: percentile(&d, 95), model, succeeded, failed });
+    }
+    Ok(s)
+}
+
+/// How long one computed summary serves every admin's dashboard.
+pub const SUMMARY_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The last summary and when it was made; see [`SUMMARY_TTL`].
+#[derive(Default)]
+pub struct SummaryCache(std::sync::Mutex<Option<(std::time::Instant, Summary)>>);
+
+impl SummaryCache {
+    fn fresh(&self) -> Option<Summary> {
+        let g = self.0.lock().ok()?;
+        g.as_ref().filter(|(at, _)| at.elapsed() < SUMMARY_TTL).map(|(_, s)| s.clone())
+    }
+    fn put(&self, s: &Summary) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some((std::time::Instant::now(), s.clone()));
+        }
+    }
+}
+
+/// `GET /admin`. Numbers may be up to [`SUMMARY_TTL`] old: a wall of open dashboards (or a
+/// reload storm) then costs one aggregate read per second, not one per request.
 pub async fn get(State(st): State<WebState>, session: AdminSession) -> Result<DashboardPage, WebError> {
-    let now = now_ms();
-    let s = st
-        .store
-        .read(move |rx| {
-            let since = day_start(now) - (CHART_DAYS as i64 - 1) * DAY;
-            Ok(summarize(&rx.find_users()?, &rx.find_jobs_since(since)?, rx.find_active_jobs()?.len(), now))
-        })
-        .await?;
+    let s = match st.summary.fresh() {
+        Some(s) => s,
+        None => {
+            let now = now_ms();
+            let s = st.store.read(move |rx| from_aggregates(rx, now)).await?;
+            st.summary.put(&s);
+            s
+        }
+    };
     let jobs_chart = bar_chart(&s.jobs_per_day, "jobs per day");
     let credits_chart = bar_chart(&s.credits_per_day, "credits captured per day");
     Ok(DashboardPage { layout: Layout::new("Dashboard", Some(&session)), s, jobs_chart, credits_chart })

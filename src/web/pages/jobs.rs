@@ -1,8 +1,9 @@
 //! `/admin/jobs`: the newest jobs, refreshed in place by `admin.js` from `/admin/jobs/rows`;
 //! `/admin/jobs/{id}`: one job's provider id, attempts, error and timings.
 
-use super::{Layout, status_name};
-use crate::domain::JobId;
+use super::{CsrfForm, Layout, status_name};
+use crate::domain::{JobId, JobStatus};
+use crate::jobs::{CancelOutcome, JobsError, NewJob, Submitted};
 use crate::store::StoreError;
 use crate::store::records::JobRecord;
 use crate::web::auth::AdminSession;
@@ -10,7 +11,8 @@ use crate::web::error::WebError;
 use crate::web::{WebState, fmt_time};
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::extract::{Form, Path, State};
+use axum::response::Redirect;
 
 const LIST_ROWS: usize = 100;
 
@@ -87,6 +89,13 @@ pub struct JobPage {
     submitted: String,
     finished: String,
     prompt: String,
+    /// Finished: offer retry instead of cancel.
+    terminal: bool,
+}
+
+async fn load(st: &WebState, id: &str) -> Result<JobRecord, WebError> {
+    let id = JobId(super::parse_uuid(id)?);
+    Ok(st.store.read(move |rx| rx.get_job(id)?.ok_or_else(|| StoreError::NotFound("job".into()))).await?)
 }
 
 /// `GET /admin/jobs/{id}` (id is the UUID).
@@ -95,8 +104,7 @@ pub async fn get(
     session: AdminSession,
     Path(id): Path<String>,
 ) -> Result<JobPage, WebError> {
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| WebError::NotFound)?.as_u128();
-    let j = st.store.read(move |rx| rx.get_job(JobId(id))?.ok_or_else(|| StoreError::NotFound("job".into()))).await?;
+    let j = load(&st, &id).await?;
     let t = |v: Option<i64>| v.map(fmt_time).unwrap_or_default();
     let prompt = j.payload.prompt();
     Ok(JobPage {
@@ -113,6 +121,90 @@ pub async fn get(
         submitted: t(j.submitted_at),
         finished: t(j.finished_at),
         prompt: prompt.to_string(),
+        terminal: j.status.is_terminal(),
         j: JobRow::from(&j),
     })
+}
+
+async fn audit(st: &WebState, entry: crate::store::records::AuditEntry) -> Result<(), WebError> {
+    Ok(st.store.write(move |tx| tx.insert_audit(&entry)).await?)
+}
+
+/// `POST /admin/jobs/{id}/cancel`: a queued job is failed as cancelled and its hold released
+/// at once; a running one is told to stop (the provider is asked to cancel) and released when
+/// its task ends. The user gets the usual "cancelled" message. 409 if it already finished.
+pub async fn cancel(
+    State(st): State<WebState>,
+    session: AdminSession,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Redirect, WebError> {
+    session.check_csrf(&f.csrf)?;
+    let j = load(&st, &id).await?;
+    let outcome = st.jobs()?.cancel(j.user_id, j.id).await.map_err(jobs_error)?;
+    match outcome {
+        CancelOutcome::Cancelling => {}
+        CancelOutcome::AlreadyFinished => return Err(WebError::Conflict("the job already finished")),
+        CancelOutcome::NotFound => return Err(WebError::NotFound),
+    }
+    let entry = session.audit(
+        "cancel_job",
+        format!("job:{}", j.id),
+        format!("status={}", status_name(j.status)),
+        "cancelling".into(),
+    );
+    audit(&st, entry).await?;
+    Ok(Redirect::to(&format!("/admin/jobs/{}", j.id)))
+}
+
+/// `POST /admin/jobs/{id}/retry`: a failed or cancelled job's payload submitted again as a new
+/// job for the same user, through the normal hold (so the user pays, and a low balance is
+/// refused with 422). 409 for a job that has not failed.
+pub async fn retry(
+    State(st): State<WebState>,
+    session: AdminSession,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Redirect, WebError> {
+    session.check_csrf(&f.csrf)?;
+    let j = load(&st, &id).await?;
+    if !matches!(j.status, JobStatus::Failed | JobStatus::Cancelled) {
+        return Err(WebError::Conflict("only failed or cancelled jobs can be retried"));
+    }
+    let new = NewJob {
+        user_id: j.user_id,
+        chat_id: j.chat_id,
+        lang: j.lang.clone(),
+        model_id: j.model_id.clone(),
+        payload: j.payload.clone(),
+        progress_message_id: None,
+        draft_id: None,
+        priority: j.priority,
+    };
+    let job = match st.jobs()?.submit(new).await.map_err(jobs_error)? {
+        Submitted::Queued { job, .. } => job,
+        Submitted::InsufficientFunds { balance, price } => {
+            return Err(WebError::Unprocessable(format!(
+                "the user has {} credits, the job costs {}",
+                balance.0, price.0
+            )));
+        }
+        Submitted::Duplicate(existing) => return Ok(Redirect::to(&format!("/admin/jobs/{existing}"))),
+    };
+    let entry = session.audit(
+        "retry_job",
+        format!("job:{}", j.id),
+        format!("status={}", status_name(j.status)),
+        format!("new job {}", job.id),
+    );
+    audit(&st, entry).await?;
+    Ok(Redirect::to(&format!("/admin/jobs/{}", job.id)))
+}
+
+fn jobs_error(e: JobsError) -> WebError {
+    match e {
+        JobsError::Store(s) => WebError::Store(s),
+        JobsError::UnknownModel(m) => WebError::BadRequest(format!("model {m} is no longer configured")),
+        JobsError::ModelDisabled(m) => WebError::BadRequest(format!("model {m} is disabled")),
+    }
 }

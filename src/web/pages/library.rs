@@ -1,14 +1,15 @@
-//! `/admin/library`: newest results across users as thumbnails made on the blocking pool.
+//! `/admin/library`: newest results across users (or one user's, or one kind) as thumbnails
+//! made on the blocking pool.
 
 use super::Layout;
-use crate::domain::ImageId;
+use crate::domain::{ImageId, UserId};
 use crate::store::StoreError;
 use crate::web::auth::AdminSession;
 use crate::web::error::WebError;
 use crate::web::{WebState, fmt_time};
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
@@ -29,11 +30,47 @@ pub struct Tile {
 pub struct LibraryPage {
     layout: Layout,
     tiles: Vec<Tile>,
+    user: String,
+    kind: String,
 }
 
-/// `GET /admin/library`.
-pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<LibraryPage, WebError> {
-    let items = st.store.read(|rx| rx.find_library_recent(GALLERY_ITEMS)).await?;
+/// Gallery filters: an owner (through the per-user index) and a kind (`create`, `edit`, …).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct LibraryQuery {
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// How far back a kind filter looks across all users, in items.
+const KIND_WINDOW: usize = 20 * GALLERY_ITEMS;
+
+/// `GET /admin/library?user=&kind=`.
+pub async fn list(
+    State(st): State<WebState>,
+    session: AdminSession,
+    Query(q): Query<LibraryQuery>,
+) -> Result<LibraryPage, WebError> {
+    let user = match q.user.trim() {
+        "" => None,
+        u => Some(UserId(u.parse().map_err(|_| WebError::BadRequest("user must be a numeric id".into()))?)),
+    };
+    let kind = q.kind.trim().to_string();
+    let filter_kind = kind.clone();
+    let items = st
+        .store
+        .read(move |rx| {
+            let mut items = match user {
+                Some(u) => rx.find_library(u)?,
+                None if filter_kind.is_empty() => rx.find_library_recent(GALLERY_ITEMS)?,
+                None => rx.find_library_recent(KIND_WINDOW)?,
+            };
+            items.retain(|i| filter_kind.is_empty() || i.kind == filter_kind);
+            items.truncate(GALLERY_ITEMS);
+            Ok(items)
+        })
+        .await?;
     let tiles = items
         .iter()
         .map(|i| Tile {
@@ -44,7 +81,12 @@ pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<L
             created: fmt_time(i.created_at),
         })
         .collect();
-    Ok(LibraryPage { layout: Layout::new("Library", Some(&session)), tiles })
+    Ok(LibraryPage {
+        layout: Layout::new("Library", Some(&session)),
+        tiles,
+        user: user.map(|u| u.0.to_string()).unwrap_or_default(),
+        kind,
+    })
 }
 
 /// `GET /admin/library/{id}/thumb`: a JPEG at most 256 px on its long side.

@@ -2,6 +2,7 @@
 //! one store read/write (or a pure summary fn), render.
 
 pub mod audit;
+pub mod broadcasts;
 pub mod dashboard;
 pub mod jobs;
 pub mod ledger;
@@ -44,14 +45,9 @@ pub struct CsrfForm {
 }
 
 /// Lower-case name of a job status, as stored.
-pub fn status_name(s: crate::domain::JobStatus) -> &'static str {
-    use crate::domain::JobStatus::*;
-    match s {
-        Queued => "queued",
-        Submitting => "submitting",
-        Submitted => "submitted",
-        Succeeded => "succeeded",
-        Failed => "failed",
-        Cancelled => "cancelled",
-    }
+pub use crate::store::stats::status_name;
+
+/// A UUID path segment (job, broadcast) as its u128; anything else is a 404.
+pub fn parse_uuid(id: &str) -> Result<u128, super::error::WebError> {
+    Ok(uuid::Uuid::parse_str(id).map_err(|_| super::error::WebError::NotFound)?.as_u128())
 }

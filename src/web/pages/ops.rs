@@ -37,11 +37,10 @@ impl FromRequestParts<WebState> for MetricsAccess {
 
 /// `GET /metrics`.
 pub async fn metrics(State(st): State<WebState>, _: MetricsAccess) -> Result<Response, WebError> {
-    let since = crate::web::day_start(now_ms());
-    let (users, queue, jobs) = st
-        .store
-        .read(move |rx| Ok((rx.find_users()?.len(), rx.find_active_jobs()?.len(), rx.find_jobs_since(since)?)))
-        .await?;
+    // Maintained counters only: a scrape every few seconds must not scan the database.
+    let today = crate::store::stats::day_of(now_ms());
+    let (users, queue, daily) =
+        st.store.read(move |rx| Ok((rx.count_users()?, rx.count_active_jobs()?, rx.find_daily(today, today)?))).await?;
     let mut out = String::new();
     let _ = writeln!(out, "# HELP mediabot_users Known Telegram users.\n# TYPE mediabot_users gauge");
     let _ = writeln!(out, "mediabot_users {users}");
@@ -52,7 +51,8 @@ pub async fn metrics(State(st): State<WebState>, _: MetricsAccess) -> Result<Res
         "# HELP mediabot_jobs_today Jobs created today (UTC) by status.\n# TYPE mediabot_jobs_today gauge"
     );
     for s in JobStatus::ALL {
-        let n = jobs.iter().filter(|j| j.status == s).count();
+        let name = crate::store::stats::counter::jobs(super::status_name(s));
+        let n = daily.iter().find(|(_, k, _)| *k == name).map_or(0, |(_, _, v)| *v);
         let _ = writeln!(out, "mediabot_jobs_today{{status=\"{}\"}} {n}", super::status_name(s));
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response())

@@ -3,8 +3,8 @@
 use super::{CsrfForm, Layout};
 use crate::billing;
 use crate::domain::{Credits, UserId};
-use crate::store::StoreError;
 use crate::store::records::{JobRecord, LibraryItem, Operation, UserRecord};
+use crate::store::{Rx, StoreError};
 use crate::web::auth::AdminSession;
 use crate::web::error::WebError;
 use crate::web::{WebState, fmt_time};
@@ -27,8 +27,12 @@ pub struct UserQuery {
     pub page: usize,
 }
 
-/// Search: a number matches the id, `@x` the username, anything else name or username
-/// (case-insensitive substring).
+/// Most index entries a search reads; a query with more hits shows the first of them and asks
+/// to be narrowed.
+pub const SEARCH_CAP: usize = 1000;
+
+/// Search: a number matches the id, `@x` a username starting with `x`, anything else a word
+/// of the name or username starting with the query (case-insensitive).
 pub fn matches(u: &UserRecord, q: &str) -> bool {
     let q = q.trim();
     if q.is_empty() {
@@ -38,25 +42,65 @@ pub fn matches(u: &UserRecord, q: &str) -> bool {
         return u.id.0 == id;
     }
     let lower = q.to_lowercase();
+    let words = crate::store::stats::search_words(u);
     if let Some(name) = lower.strip_prefix('@') {
-        return u.username.as_deref().is_some_and(|n| n.to_lowercase().contains(name));
+        return u.username.as_deref().is_some_and(|n| n.to_lowercase().starts_with(name));
     }
-    u.first_name.to_lowercase().contains(&lower)
-        || u.username.as_deref().is_some_and(|n| n.to_lowercase().contains(&lower))
+    // Every word of the query must start some word of the user's.
+    lower.split_whitespace().all(|q| words.iter().any(|w| w.starts_with(q)))
 }
 
-/// Filters, sorts and cuts one page; returns (page rows, total matches).
-pub fn search(mut users: Vec<UserRecord>, q: &UserQuery) -> (Vec<UserRecord>, usize) {
-    users.retain(|u| matches(u, &q.q));
-    match q.sort.as_str() {
+fn sort_rows(users: &mut [UserRecord], sort: &str) {
+    match sort {
         "balance" => users.sort_by(|a, b| b.balance.cmp(&a.balance).then(a.id.0.cmp(&b.id.0))),
         "created" => users.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.0.cmp(&b.id.0))),
         "name" => users.sort_by(|a, b| a.first_name.to_lowercase().cmp(&b.first_name.to_lowercase())),
-        _ => {} // key order = id order
+        _ => users.sort_by_key(|u| u.id.0),
     }
+}
+
+/// Filters, sorts and cuts one page; returns (page rows, total matches, whether the index walk
+/// stopped at [`SEARCH_CAP`] so there may be more). A query goes
+/// through the id key or the name index; only an empty query with a sort other than by id
+/// reads every user.
+pub fn search(rx: &Rx, q: &UserQuery) -> Result<(Vec<UserRecord>, usize, bool), StoreError> {
+    let text = q.q.trim();
+    let mut capped = false;
+    let mut users = if text.is_empty() {
+        if matches!(q.sort.as_str(), "" | "id") {
+            let total = usize::try_from(rx.count_users()?).unwrap_or(usize::MAX);
+            let rows = rx.find_users_page(None, (q.page + 1) * PAGE_SIZE)?;
+            return Ok((rows.into_iter().skip(q.page * PAGE_SIZE).collect(), total, false));
+        }
+        rx.find_users()?
+    } else if let Ok(id) = text.parse::<i64>() {
+        rx.get_user(UserId(id))?.into_iter().collect()
+    } else {
+        let lower = text.to_lowercase();
+        let first = lower.trim_start_matches('@').split_whitespace().next().unwrap_or("").to_string();
+        let (ids, cut) = rx.find_user_ids_by_word(&first, SEARCH_CAP)?;
+        capped = cut;
+        // One plain word in id order: the index hits are exactly the matches (the index holds
+        // the words `matches` compares), so only the page's users are read.
+        if !lower.starts_with('@') && !lower.contains(char::is_whitespace) && matches!(q.sort.as_str(), "" | "id") {
+            let mut rows = Vec::with_capacity(PAGE_SIZE);
+            for id in ids.iter().skip(q.page * PAGE_SIZE).take(PAGE_SIZE) {
+                rows.extend(rx.get_user(UserId(*id))?);
+            }
+            return Ok((rows, ids.len(), cut));
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(u) = rx.get_user(UserId(id))?.filter(|u| matches(u, text)) {
+                out.push(u);
+            }
+        }
+        out
+    };
+    sort_rows(&mut users, &q.sort);
     let total = users.len();
     let rows = users.into_iter().skip(q.page * PAGE_SIZE).take(PAGE_SIZE).collect();
-    (rows, total)
+    Ok((rows, total, capped))
 }
 
 /// A user row as the templates show it.
@@ -70,6 +114,8 @@ pub struct UserRow {
     pub banned: bool,
     pub blocked: bool,
     pub language: String,
+    /// Level id; empty = the default level.
+    pub level: String,
 }
 
 impl From<&UserRecord> for UserRow {
@@ -84,6 +130,7 @@ impl From<&UserRecord> for UserRow {
             banned: u.banned,
             blocked: u.blocked,
             language: u.language_code.clone().unwrap_or_default(),
+            level: u.level.clone(),
         }
     }
 }
@@ -96,6 +143,8 @@ pub struct UsersPage {
     sort: String,
     page: usize,
     total: usize,
+    /// The index walk stopped early: more users may match; the admin should narrow the query.
+    capped: bool,
     has_prev: bool,
     has_next: bool,
     rows: Vec<UserRow>,
@@ -107,11 +156,11 @@ pub async fn list(
     session: AdminSession,
     Query(q): Query<UserQuery>,
 ) -> Result<UsersPage, WebError> {
-    let (rows, total, q) = st
+    let (rows, total, capped, q) = st
         .store
         .read(move |rx| {
-            let (rows, total) = search(rx.find_users()?, &q);
-            Ok((rows, total, q))
+            let (rows, total, capped) = search(rx, &q)?;
+            Ok((rows, total, capped, q))
         })
         .await?;
     Ok(UsersPage {
@@ -122,6 +171,7 @@ pub async fn list(
         sort: q.sort,
         page: q.page,
         total,
+        capped,
         rows: rows.iter().map(UserRow::from).collect(),
     })
 }
@@ -159,6 +209,8 @@ pub struct UserPage {
     ops: Vec<OpRow>,
     jobs: Vec<super::jobs::JobRow>,
     images: Vec<String>,
+    /// Configured level ids (the first is the default).
+    levels: Vec<String>,
 }
 
 const DETAIL_ROWS: usize = 100;
@@ -170,11 +222,8 @@ pub async fn get(State(st): State<WebState>, session: AdminSession, Path(id): Pa
         .store
         .read(move |rx| {
             let u = rx.get_user(UserId(id))?.ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
-            let mut ops = rx.find_operations(UserId(id))?;
-            ops.reverse();
-            ops.truncate(DETAIL_ROWS);
-            // No per-user job index yet: the newest 5000 jobs are searched.
-            let jobs = rx.find_jobs_page(None, 5000)?.into_iter().filter(|j| j.user_id.0 == id).take(50).collect();
+            let ops = rx.find_recent_operations(UserId(id), DETAIL_ROWS)?;
+            let jobs = rx.find_user_jobs(UserId(id), 50)?;
             let mut lib = rx.find_library(UserId(id))?;
             lib.truncate(24);
             Ok((u, ops, jobs, lib))
@@ -186,6 +235,7 @@ pub async fn get(State(st): State<WebState>, session: AdminSession, Path(id): Pa
         ops: ops.iter().map(OpRow::from).collect(),
         jobs: jobs.iter().map(super::jobs::JobRow::from).collect(),
         images: lib.iter().map(|i| i.id.to_string()).collect(),
+        levels: st.config.billing.levels.clone(),
     })
 }
 
@@ -255,23 +305,30 @@ fn unrefuse(e: StoreError) -> WebError {
     }
 }
 
-async fn set_banned(st: WebState, session: AdminSession, id: i64, banned: bool) -> Result<Redirect, WebError> {
+/// Changes one user in one transaction with its audit entry. `change` edits the record and
+/// returns (action, before, after) for the audit log.
+async fn update_user(
+    st: WebState,
+    session: AdminSession,
+    id: i64,
+    change: impl FnOnce(&mut UserRecord) -> (&'static str, String, String) + Send + 'static,
+) -> Result<Redirect, WebError> {
     st.store
         .write(move |tx| {
             let mut u = tx.get_user(UserId(id))?.ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
-            let before = u.banned;
-            u.banned = banned;
+            let (action, before, after) = change(&mut u);
             tx.put_user(&u)?;
-            let entry = session.audit(
-                if banned { "ban" } else { "unban" },
-                format!("user:{id}"),
-                format!("banned={before}"),
-                format!("banned={banned}"),
-            );
-            tx.insert_audit(&entry)
+            tx.insert_audit(&session.audit(action, format!("user:{id}"), before, after))
         })
         .await?;
     Ok(Redirect::to(&format!("/admin/users/{id}")))
+}
+
+fn set_banned(banned: bool) -> impl FnOnce(&mut UserRecord) -> (&'static str, String, String) + Send + 'static {
+    move |u| {
+        let before = std::mem::replace(&mut u.banned, banned);
+        (if banned { "ban" } else { "unban" }, format!("banned={before}"), format!("banned={banned}"))
+    }
 }
 
 /// `POST /admin/users/{id}/ban`.
@@ -282,7 +339,7 @@ pub async fn ban(
     Form(f): Form<CsrfForm>,
 ) -> Result<Redirect, WebError> {
     session.check_csrf(&f.csrf)?;
-    set_banned(st, session, id, true).await
+    update_user(st, session, id, set_banned(true)).await
 }
 
 /// `POST /admin/users/{id}/unban`.
@@ -293,5 +350,36 @@ pub async fn unban(
     Form(f): Form<CsrfForm>,
 ) -> Result<Redirect, WebError> {
     session.check_csrf(&f.csrf)?;
-    set_banned(st, session, id, false).await
+    update_user(st, session, id, set_banned(false)).await
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LevelForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    level: String,
+}
+
+/// `POST /admin/users/{id}/level`: one of `billing.levels`; the first (default) level is
+/// stored as empty, so changing the default later moves those users with it.
+pub async fn set_level(
+    State(st): State<WebState>,
+    session: AdminSession,
+    Path(id): Path<i64>,
+    Form(f): Form<LevelForm>,
+) -> Result<Redirect, WebError> {
+    session.check_csrf(&f.csrf)?;
+    let levels = &st.config.billing.levels;
+    let Some(pos) = levels.iter().position(|l| *l == f.level) else {
+        return Err(WebError::BadRequest(format!("unknown level; one of: {}", levels.join(", "))));
+    };
+    let level = if pos == 0 { String::new() } else { f.level };
+    let default = levels[0].clone();
+    update_user(st, session, id, move |u| {
+        let shown = |l: &str| if l.is_empty() { default.clone() } else { l.to_string() };
+        let before = std::mem::replace(&mut u.level, level);
+        ("set_level", format!("level={}", shown(&before)), format!("level={}", shown(&u.level)))
+    })
+    .await
 }

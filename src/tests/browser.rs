@@ -1,0 +1,229 @@
+//! The admin panel in a real headless Chromium, driven over WebDriver (chromedriver): log in,
+//! find a user, top up 50 credits, see the balance and the ledger row, download the CSV, open
+//! the dashboard and keep a screenshot of it as a test artifact.
+//!
+//! The server is the real router on a real TCP listener over a real redb file. Chromium and
+//! chromedriver come from Debian (`chromium`, `chromium-driver`; `.ci/test` installs them); a
+//! missing chromedriver fails the test with a message saying so instead of skipping it.
+
+use crate::billing;
+use crate::config::Config;
+use crate::domain::{Credits, UserId, now_ms};
+use crate::store::records::UserRecord;
+use crate::store::{Store, StoreError};
+use crate::web::{WebState, auth, router};
+use fantoccini::{ClientBuilder, Locator};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+const PASSWORD: &str = "browser test password";
+
+/// Kills chromedriver (and with it the browser it started) however the test ends.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn find_program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in candidates {
+        for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/lib/chromium")]) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Where test artifacts go: `$MEDIABOT_TEST_ARTIFACTS`, else `target/test-artifacts` in the crate.
+fn artifacts_dir() -> PathBuf {
+    std::env::var_os("MEDIABOT_TEST_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts"))
+}
+
+async fn start_chromedriver() -> (Driver, String) {
+    let chromedriver = find_program("CHROMEDRIVER", &["chromedriver"]).unwrap_or_else(|| {
+        panic!(
+            "chromedriver not found: the browser test needs Debian's chromium and chromium-driver \
+             (apt-get install chromium chromium-driver; .ci/test installs them) or CHROMEDRIVER=/path"
+        )
+    });
+    let port = free_port();
+    let child = Command::new(&chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
+    let driver = Driver(child);
+    // chromedriver binds its port a moment after it starts.
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return (driver, format!("http://127.0.0.1:{port}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("chromedriver ({}) did not open port {port}", chromedriver.display());
+}
+
+async fn start_panel(dir: &std::path::Path) -> (Store, SocketAddr) {
+    let store = Store::open(dir).expect("open store");
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || auth::set_password(&s, PASSWORD)).await.expect("join").expect("password");
+    store
+        .write(|tx| {
+            for (id, name, username) in [(501, "Vera", "vera_k"), (502, "Oleg", "oleg")] {
+                tx.put_user(&UserRecord {
+                    id: UserId(id),
+                    first_name: name.into(),
+                    username: Some(username.into()),
+                    language_code: Some("en".into()),
+                    balance: Credits(0),
+                    held: Credits(0),
+                    created_at: now_ms(),
+                    updated_at: now_ms(),
+                    blocked: false,
+                    banned: false,
+                    level: String::new(),
+                })?;
+                billing::adjust(tx, UserId(id), Credits(20), "system", "signup")
+                    .map_err(|e| StoreError::Refused(e.to_string()))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("seed");
+    let app = router(WebState::new(store.clone(), Arc::new(Config::default().with_demo())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    (store, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_tops_up_a_user_in_headless_chromium() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, addr) = start_panel(dir.path()).await;
+    let (_driver, driver_url) = start_chromedriver().await;
+    let chromium = find_program("CHROMIUM", &["chromium", "chromium-browser"])
+        .unwrap_or_else(|| panic!("chromium not found: apt-get install chromium chromium-driver"));
+    let profile = tempfile::tempdir().expect("profile dir");
+    let caps = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        },
+    });
+    let caps = caps.as_object().cloned().expect("object");
+    let c = ClientBuilder::native().capabilities(caps).connect(&driver_url).await.expect("WebDriver session");
+    let base = format!("http://{addr}");
+
+    // Log in: /admin without a session lands on the login form.
+    c.goto(&format!("{base}/admin")).await.expect("open");
+    assert!(c.current_url().await.expect("url").path().ends_with("/admin/login"));
+    c.find(Locator::Css("input[name=password]"))
+        .await
+        .expect("password field")
+        .send_keys(PASSWORD)
+        .await
+        .expect("type");
+    c.find(Locator::Css("form button[type=submit]")).await.expect("sign in").click().await.expect("click");
+    c.wait().for_element(Locator::Css("svg.chart")).await.expect("dashboard after login");
+
+    // Find the user by @username from the search form.
+    c.goto(&format!("{base}/admin/users")).await.expect("users");
+    c.find(Locator::Css("input[name=q]")).await.expect("search").send_keys("@vera").await.expect("type");
+    c.find(Locator::Css("form.filters button")).await.expect("search button").click().await.expect("click");
+    let link = c.wait().for_element(Locator::Css("a[href='/admin/users/501']")).await.expect("result row");
+    let listed = c.source().await.expect("html");
+    assert!(listed.contains("1 match(es)") && !listed.contains("oleg"), "only Vera matches @vera");
+    link.click().await.expect("open user");
+    c.wait().for_element(Locator::Id("balance")).await.expect("user page");
+    assert_eq!(c.find(Locator::Id("balance")).await.expect("b").text().await.expect("t"), "20");
+
+    // Top up 50 credits with a reason.
+    let form = c.form(Locator::Css("form[action='/admin/users/501/balance']")).await.expect("form");
+    c.find(Locator::Css("select[name=direction]")).await.expect("dir").select_by_value("add").await.expect("add");
+    form.set_by_name("amount", "50").await.expect("amount");
+    form.set_by_name("reason", "browser top-up").await.expect("reason");
+    c.find(Locator::Css("form[action='/admin/users/501/balance'] button"))
+        .await
+        .expect("apply")
+        .click()
+        .await
+        .expect("apply");
+    c.wait()
+        .for_element(Locator::XPath("//b[@id='balance' and text()='70']"))
+        .await
+        .expect("the new balance 70 is shown");
+    let ledger = c.find(Locator::Id("ledger")).await.expect("ledger").text().await.expect("text");
+    assert!(ledger.contains("browser top-up") && ledger.contains("admin:admin") && ledger.contains("50"), "{ledger}");
+
+    // Download the user's CSV with the browser's own session (the link on the page).
+    let href = c
+        .find(Locator::Css("a[href^='/admin/ledger.csv']"))
+        .await
+        .expect("csv link")
+        .attr("href")
+        .await
+        .expect("attr")
+        .expect("href");
+    let csv = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(arguments[0], {credentials: 'same-origin'})
+               .then(r => r.text().then(t => done([r.status, r.headers.get('content-type'), t])))
+               .catch(e => done([0, '', String(e)]));",
+            vec![serde_json::Value::String(href)],
+        )
+        .await
+        .expect("fetch csv");
+    assert_eq!(csv[0], 200, "{csv}");
+    assert!(csv[1].as_str().unwrap_or("").starts_with("text/csv"), "{csv}");
+    let body = csv[2].as_str().unwrap_or("");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.first().copied(), Some("id,time,user,kind,amount,delta,balance_after,job,actor,reason"), "{body}");
+    assert_eq!(lines.len(), 3, "header + signup + top-up: {body}");
+    assert!(body.contains("browser top-up") && body.contains(",50,") && body.contains(",70,"), "{body}");
+    assert!(!body.contains(",502,"), "only Vera's rows: {body}");
+
+    // The dashboard, with a screenshot kept for people to look at.
+    c.goto(&format!("{base}/admin")).await.expect("dashboard");
+    c.wait().for_element(Locator::Css("svg.chart")).await.expect("charts");
+    let dash = c.source().await.expect("html");
+    assert!(dash.contains("<b>2</b> users"), "dashboard counts both users");
+    let png = c.screenshot().await.expect("screenshot");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let out = artifacts_dir();
+    std::fs::create_dir_all(&out).expect("artifact dir");
+    std::fs::write(out.join("admin-dashboard.png"), &png).expect("write screenshot");
+    c.close().await.expect("close session");
+
+    let u = store.read(|rx| rx.get_user(UserId(501))).await.expect("read").expect("user");
+    assert_eq!(u.balance, Credits(70));
+}
