@@ -140,7 +140,11 @@ async fn admin_tops_up_a_user_in_headless_chromium() {
         },
     });
     let caps = caps.as_object().cloned().expect("object");
-    let c = ClientBuilder::native().capabilities(caps).connect(&driver_url).await.expect("WebDriver session");
+    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver_url)
+        .await
+        .expect("WebDriver session");
     let base = format!("http://{addr}");
 
     // Log in: /admin without a session lands on the login form.

@@ -492,6 +492,9 @@ async fn every_page_renders_for_a_signed_in_admin_with_security_headers() {
     assert_eq!(m.status(), StatusCode::OK);
     let m = text(m).await;
     assert!(m.contains("mediabot_users 3") && m.contains("mediabot_jobs_today{status=\"succeeded\"} 1"), "{m}");
+    let item_bytes = e.store.read(|rx| rx.find_library_recent(1)).await.expect("items")[0].bytes;
+    assert!(m.contains(&format!("mediabot_library_bytes {item_bytes}\n")), "{m}");
+    assert!(m.contains("mediabot_inline_chosen_total 0\n"), "{m}");
     let models = text(send(&e.app, get("/admin/models", Some(&cookie))).await).await;
     assert!(models.contains("demo") && !models.contains("api_key"));
 }

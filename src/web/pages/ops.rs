@@ -39,8 +39,19 @@ impl FromRequestParts<WebState> for MetricsAccess {
 pub async fn metrics(State(st): State<WebState>, _: MetricsAccess) -> Result<Response, WebError> {
     // Maintained counters only: a scrape every few seconds must not scan the database.
     let today = crate::store::stats::day_of(now_ms());
-    let (users, queue, daily) =
-        st.store.read(move |rx| Ok((rx.count_users()?, rx.count_active_jobs()?, rx.find_daily(today, today)?))).await?;
+    let (users, queue, daily, media_bytes, inline_chosen) = st
+        .store
+        .read(move |rx| {
+            use crate::store::library::{INLINE_CHOSEN, MEDIA_BYTES};
+            Ok((
+                rx.count_users()?,
+                rx.count_active_jobs()?,
+                rx.find_daily(today, today)?,
+                rx.get_counter(MEDIA_BYTES)?,
+                rx.get_counter(INLINE_CHOSEN)?,
+            ))
+        })
+        .await?;
     let mut out = String::new();
     let _ = writeln!(out, "# HELP mediabot_users Known Telegram users.\n# TYPE mediabot_users gauge");
     let _ = writeln!(out, "mediabot_users {users}");
@@ -55,5 +66,15 @@ pub async fn metrics(State(st): State<WebState>, _: MetricsAccess) -> Result<Res
         let n = daily.iter().find(|(_, k, _)| *k == name).map_or(0, |(_, _, v)| *v);
         let _ = writeln!(out, "mediabot_jobs_today{{status=\"{}\"}} {n}", super::status_name(s));
     }
+    let _ = writeln!(
+        out,
+        "# HELP mediabot_library_bytes Bytes of the distinct result files library items reference (the disk budget's measure).\n# TYPE mediabot_library_bytes gauge"
+    );
+    let _ = writeln!(out, "mediabot_library_bytes {media_bytes}");
+    let _ = writeln!(
+        out,
+        "# HELP mediabot_inline_chosen_total Library pictures users shared through inline mode (chosen_inline_result).\n# TYPE mediabot_inline_chosen_total counter"
+    );
+    let _ = writeln!(out, "mediabot_inline_chosen_total {inline_chosen}");
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response())
 }
