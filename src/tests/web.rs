@@ -281,6 +281,7 @@ fn routes(e: &Env) -> Vec<String> {
         "/admin/library".into(),
         "/admin/library?user=1&kind=create".into(),
         format!("/admin/library/{}/thumb", e.image),
+        format!("/admin/library/{}/file", e.image),
         "/admin/audit".into(),
         "/admin/models".into(),
         "/admin/broadcasts".into(),
@@ -305,6 +306,7 @@ fn posts(e: &Env) -> Vec<(String, &'static str)> {
         ("/admin/providers/demo/concurrency".into(), "value=3"),
         (format!("/admin/broadcasts/{}/start", e.broadcast), ""),
         (format!("/admin/broadcasts/{}/cancel", e.broadcast), ""),
+        (format!("/admin/library/{}/delete", e.image), ""),
         ("/admin/logout".into(), ""),
     ]
 }
@@ -436,7 +438,7 @@ async fn crawl_without_a_session_redirects_or_401s() {
 #[tokio::test]
 async fn every_page_renders_for_a_signed_in_admin_with_security_headers() {
     let e = env().await;
-    let (cookie, _) = login(&e.app).await;
+    let (cookie, csrf) = login(&e.app).await;
     for uri in routes(&e) {
         let r = send(&e.app, get(&uri, Some(&cookie))).await;
         assert_eq!(r.status(), StatusCode::OK, "{uri}");
@@ -495,6 +497,32 @@ async fn every_page_renders_for_a_signed_in_admin_with_security_headers() {
     let item_bytes = e.store.read(|rx| rx.find_library_recent(1)).await.expect("items")[0].bytes;
     assert!(m.contains(&format!("mediabot_library_bytes {item_bytes}\n")), "{m}");
     assert!(m.contains("mediabot_inline_chosen_total 0\n"), "{m}");
+
+    // Open the original, then delete it: row, file and bytes counter go, the audit says who.
+    let original = send(&e.app, get(&format!("/admin/library/{}/file", e.image), Some(&cookie))).await;
+    assert_eq!(original.headers()[header::CONTENT_TYPE], "image/png");
+    let item = e.store.read(|rx| rx.find_library_recent(1)).await.expect("items").remove(0);
+    let path = e.store.media_path(&item.sha256, &item.ext);
+    assert!(path.exists());
+    let delete = format!("/admin/library/{}/delete", e.image);
+    let r = send(&e.app, post(&delete, Some(&cookie), &format!("csrf={csrf}"))).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "redirected to the owner's gallery");
+    let image = e.image;
+    assert!(e.store.read(move |rx| rx.get_library_item(image)).await.expect("r").is_none());
+    assert!(!path.exists(), "the only reference went, so the file did");
+    let m = text(send(&e.app, get("/metrics", Some(&cookie))).await).await;
+    assert!(m.contains("mediabot_library_bytes 0\n"), "{m}");
+    let audit = e.store.read(|rx| rx.find_audit(1)).await.expect("audit").remove(0);
+    assert_eq!((audit.action.as_str(), audit.after.as_str()), ("delete_image", "deleted"));
+    assert!(audit.before.contains("a red fox"), "{}", audit.before);
+    assert_eq!(
+        send(&e.app, post(&delete, Some(&cookie), &format!("csrf={csrf}"))).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&e.app, get(&format!("/admin/library/{}/file", e.image), Some(&cookie))).await.status(),
+        StatusCode::NOT_FOUND
+    );
     let models = text(send(&e.app, get("/admin/models", Some(&cookie))).await).await;
     assert!(models.contains("demo") && !models.contains("api_key"));
 }
@@ -555,6 +583,8 @@ async fn posts_without_a_valid_csrf_token_are_refused() {
     assert_eq!(balance(&e.store, 1).await, 90);
     let u = e.store.read(|rx| rx.get_user(UserId(1))).await.expect("r").expect("u");
     assert!(!u.banned);
+    let image = e.image;
+    assert!(e.store.read(move |rx| rx.get_library_item(image)).await.expect("r").is_some(), "the picture is kept");
     // Both sessions still work (logout was refused).
     assert_eq!(send(&e.app, get("/admin", Some(&cookie))).await.status(), StatusCode::OK);
     assert_eq!(send(&e.app, get("/admin", Some(&other_cookie))).await.status(), StatusCode::OK);

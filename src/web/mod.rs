@@ -69,6 +69,8 @@ pub fn router(state: WebState) -> Router {
         .route("/admin/jobs/{id}/retry", post(jobs::retry))
         .route("/admin/library", get(library::list))
         .route("/admin/library/{id}/thumb", get(library::thumb))
+        .route("/admin/library/{id}/file", get(library::file))
+        .route("/admin/library/{id}/delete", post(library::delete))
         .route("/admin/audit", get(audit::list))
         .route("/admin/models", get(models::list))
         .route("/admin/models/{id}/toggle", post(models::toggle_model))

@@ -1,5 +1,5 @@
 //! `/admin/library`: newest results across users (or one user's, or one kind) as thumbnails
-//! made on the blocking pool.
+//! made on the blocking pool; open the original file, delete an item.
 
 use super::Layout;
 use crate::domain::{ImageId, UserId};
@@ -9,9 +9,10 @@ use crate::web::error::WebError;
 use crate::web::{WebState, fmt_time};
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 
 const GALLERY_ITEMS: usize = 60;
 const THUMB_SIDE: u32 = crate::imaging::THUMBNAIL_SIDE;
@@ -89,13 +90,60 @@ pub async fn list(
     })
 }
 
+fn parse_image_id(id: &str) -> Result<ImageId, WebError> {
+    Ok(ImageId(uuid::Uuid::parse_str(id).map_err(|_| WebError::NotFound)?.as_u128()))
+}
+
+/// `GET /admin/library/{id}/file`: the stored result as it was delivered (its own MIME type).
+pub async fn file(
+    State(st): State<WebState>,
+    _session: AdminSession,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let id = parse_image_id(&id)?;
+    let item =
+        st.store.read(move |rx| rx.get_library_item(id)?.ok_or_else(|| StoreError::NotFound("image".into()))).await?;
+    let path = st.store.media_path(&item.sha256, &item.ext);
+    let bytes = tokio::fs::read(&path).await.map_err(|e| WebError::Internal(format!("{}: {e}", path.display())))?;
+    Ok(([(header::CONTENT_TYPE, item.mime.clone()), (header::CACHE_CONTROL, "private, max-age=3600".into())], bytes)
+        .into_response())
+}
+
+/// `POST /admin/library/{id}/delete`: removes the item for its owner too; the file goes with
+/// the last item that references it (the bot's own delete path). Audited with the owner,
+/// kind and prompt as "before".
+pub async fn delete(
+    State(st): State<WebState>,
+    session: AdminSession,
+    Path(id): Path<String>,
+    Form(f): Form<super::CsrfForm>,
+) -> Result<Redirect, WebError> {
+    session.check_csrf(&f.csrf)?;
+    let id = parse_image_id(&id)?;
+    let deleted = st
+        .store
+        .write_pruning(move |tx| {
+            let Some(item) = tx.get_library_item(id)? else { return Ok((None, vec![])) };
+            let orphan = tx.delete_library_item(id)?;
+            let before = format!("owner={} kind={} prompt={:?}", item.owner.0, item.kind, item.prompt);
+            let entry = session.audit("delete_image", format!("image:{id}"), before, "deleted".into());
+            tx.insert_audit(&entry)?;
+            Ok((Some(item.owner), orphan.into_iter().collect()))
+        })
+        .await?;
+    match deleted {
+        Some(owner) => Ok(Redirect::to(&format!("/admin/library?user={}", owner.0))),
+        None => Err(WebError::NotFound),
+    }
+}
+
 /// `GET /admin/library/{id}/thumb`: a JPEG at most 256 px on its long side.
 pub async fn thumb(
     State(st): State<WebState>,
     _session: AdminSession,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    let id = ImageId(uuid::Uuid::parse_str(&id).map_err(|_| WebError::NotFound)?.as_u128());
+    let id = parse_image_id(&id)?;
     let item =
         st.store.read(move |rx| rx.get_library_item(id)?.ok_or_else(|| StoreError::NotFound("image".into()))).await?;
     let path = st.store.media_path(&item.sha256, &item.ext);
