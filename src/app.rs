@@ -26,6 +26,7 @@ pub enum Mode {
     /// The built-in emulator on the web listener; no token, no internet.
     Sandbox,
     /// An emulator running elsewhere (tests keep one alive across app restarts).
+    #[allow(dead_code, reason = "tests point the bot at an emulator they own")]
     External { api_url: String },
 }
 
@@ -34,6 +35,7 @@ pub struct RunningApp {
     /// Address the web listener is bound to.
     pub addr: SocketAddr,
     pub store: Store,
+    #[allow(dead_code, reason = "kept alive for the app's lifetime; tests read it")]
     pub emulator: Option<Emulator>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,

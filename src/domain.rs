@@ -21,6 +21,7 @@ pub struct ImageId(pub u128);
 
 macro_rules! uuid_id {
     ($t:ident) => {
+        #[allow(dead_code, reason = "each id type gets the same helpers; not every type uses every one")]
         impl $t {
             /// A new time-ordered (UUIDv7) id.
             pub fn new() -> Self {
@@ -156,9 +157,6 @@ impl Format {
             Format::Square => "square",
             Format::Horizontal => "horizontal",
         }
-    }
-    pub fn parse(s: &str) -> Option<Format> {
-        Format::ALL.into_iter().find(|f| f.as_str() == s)
     }
     /// Best format for a free width/height request.
     pub fn from_dims(w: u32, h: u32) -> Format {

@@ -252,11 +252,13 @@ impl Billing {
     }
 
     /// Current user record.
+    #[cfg(test)]
     pub async fn user(&self, id: UserId) -> Result<Option<UserRecord>, BillingError> {
         Ok(self.store.read(move |rx| rx.get_user(id)).await?)
     }
 
     /// Admin top-up or deduction.
+    #[cfg(test)]
     pub async fn adjust(
         &self,
         user: UserId,
@@ -268,6 +270,7 @@ impl Billing {
     }
 
     /// See [`verify`].
+    #[cfg(test)]
     pub async fn verify(&self) -> Result<Vec<Mismatch>, BillingError> {
         Ok(self.store.read(verify).await?)
     }

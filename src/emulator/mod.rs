@@ -164,6 +164,7 @@ impl Emulator {
     }
 
     /// The bytes of a stored file (uploaded by the bot or by a user), by `file_id`.
+    #[cfg(test)]
     pub fn file_bytes(&self, file_id: &str) -> Option<Vec<u8>> {
         self.lock().files.get(file_id).map(|f| f.bytes.to_vec())
     }
@@ -180,6 +181,7 @@ impl Emulator {
     }
 
     /// The webhook the bot set, as `(url, secret_token)`; `None` while it long-polls.
+    #[cfg(test)]
     pub fn webhook_set(&self) -> Option<(String, String)> {
         let st = self.lock();
         (!st.webhook_url.is_empty()).then(|| (st.webhook_url.clone(), st.webhook_secret.clone()))
@@ -187,6 +189,7 @@ impl Emulator {
 
     /// Removes and returns the queued updates as Bot API `Update` JSON: what Telegram would
     /// POST to the webhook (the emulator does not connect out; the caller delivers them).
+    #[cfg(test)]
     pub fn take_updates(&self) -> Vec<serde_json::Value> {
         self.lock().queue.drain(..).map(|q| q.json).collect()
     }

@@ -59,6 +59,7 @@ impl FieldSpec {
         })
     }
 
+    #[cfg(test)]
     fn render(&self) -> String {
         let mut s = format!("{}{}: {}", self.name, if self.required { "" } else { "?" }, self.types.join(" | "));
         if let Some(c) = &self.constant {

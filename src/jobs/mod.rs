@@ -73,6 +73,7 @@ pub struct ResultFiles {
     pub photo: Option<Vec<u8>>,
     pub document: Vec<u8>,
     pub document_name: String,
+    #[allow(dead_code, reason = "the document's type, for callers that send it by other means")]
     pub document_mime: String,
 }
 
@@ -557,13 +558,9 @@ impl JobEngine {
     }
 
     /// Jobs a provider may run at once right now (config or admin setting).
+    #[cfg(test)]
     pub fn concurrency(&self, provider: &str) -> Option<u32> {
         self.inner.capacity.lock().ok()?.get(provider).copied()
-    }
-
-    /// Wakes the scheduler (e.g. after a job was added by another path).
-    pub fn wake(&self) {
-        self.inner.wake.notify_one();
     }
 }
 

@@ -22,6 +22,7 @@ struct DemoJob {
 /// A provider that pretends to generate: it reports a few progress steps, then returns
 /// [`crate::imaging::render_demo`] output as PNG with `is_demo: true`.
 pub struct DemoProvider {
+    #[allow(dead_code, reason = "the provider id from config, for logs and tests")]
     id: String,
     step_delay: Duration,
 }

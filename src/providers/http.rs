@@ -34,13 +34,6 @@ pub fn builder(read_timeout: Duration) -> reqwest::ClientBuilder {
         .user_agent(USER_AGENT)
 }
 
-/// Builds a client from [`builder`].
-///
-/// Errors: `Failed` if the TLS backend cannot be initialised (a build problem, not a network one).
-pub fn client(read_timeout: Duration) -> Result<reqwest::Client, ProviderError> {
-    builder(read_timeout).build().map_err(|e| ProviderError::Failed(format!("cannot build HTTP client: {e}")))
-}
-
 /// A client for one provider: [`builder`] plus the provider's own proxy, if configured.
 pub fn client_for(
     cfg: &crate::config::ProviderConfig,
@@ -350,13 +343,10 @@ impl Downloader {
     }
 
     /// Changes the size cap (bytes).
+    #[cfg(test)]
     pub fn with_max_bytes(mut self, max_bytes: u64) -> Downloader {
         self.max_bytes = max_bytes;
         self
-    }
-
-    pub fn policy(&self) -> AddressPolicy {
-        self.policy
     }
 
     /// Downloads `url` (or decodes it, for a `data:` URI).

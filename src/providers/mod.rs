@@ -155,6 +155,7 @@ pub type ProgressFn<'a> = &'a (dyn Fn(ProviderProgress) + Send + Sync);
 #[async_trait::async_trait]
 pub trait ImageProvider: Send + Sync {
     /// Provider id from config (`[[providers]] id`).
+    #[allow(dead_code, reason = "every provider names itself; tests and logs read it")]
     fn id(&self) -> &str;
 
     /// If the provider lets the client pick the request id, a fresh one (persisted by the
@@ -184,11 +185,6 @@ pub trait ImageProvider: Send + Sync {
 
 /// Shared handle to a provider.
 pub type DynProvider = Arc<dyn ImageProvider>;
-
-/// Poll interval used by polling providers; tests shorten it through config.
-pub fn default_poll_interval() -> Duration {
-    Duration::from_millis(1000)
-}
 
 /// Guesses a MIME type from magic bytes (PNG, JPEG, WebP, GIF); `application/octet-stream`
 /// otherwise.

@@ -58,6 +58,7 @@ pub struct Retention {
 
 macro_rules! library_getters {
     ($($t:ty),*) => {$(
+#[allow(dead_code, reason = "read accessors shared by Rx and Tx; not each is used from both")]
 impl $t {
     /// One page of a user's library, newest first: items `offset..offset + limit` among those
     /// `filter` keeps, and how many it keeps in all.

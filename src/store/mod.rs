@@ -172,11 +172,6 @@ pub fn uuid7_floor(ms: i64) -> u128 {
     (u128::from(ms.max(0) as u64) & 0xFFFF_FFFF_FFFF) << 80
 }
 
-/// Creation time (ms) of a UUIDv7 id.
-pub fn uuid7_ms(id: u128) -> i64 {
-    i64::try_from(id >> 80).unwrap_or(0)
-}
-
 /// A read transaction with typed getters.
 pub struct Rx {
     tx: ReadTransaction,
@@ -189,6 +184,7 @@ pub struct Tx {
 
 macro_rules! getters {
     ($($t:ty),*) => {$(
+#[allow(dead_code, reason = "read accessors shared by Rx and Tx; not each is used from both")]
 impl $t {
     pub fn get_user(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
         let t = self.tx.open_table(USERS_TABLE)?;
@@ -652,6 +648,7 @@ impl Tx {
     }
     /// Rebuilds the dashboard aggregates and the search index from the rows (as migration 005
     /// does); returns the rows read.
+    #[cfg(test)]
     pub fn rebuild_aggregates(&mut self) -> Result<u64, StoreError> {
         stats::rebuild(&self.tx)
     }

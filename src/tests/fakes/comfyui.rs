@@ -207,11 +207,6 @@ impl FakeComfy {
         self.shared.st()
     }
 
-    /// Scenario for later prompts without a one-shot.
-    pub fn set_scenario(&self, s: ComfyScenario) {
-        self.st().default = s;
-    }
-
     /// Scenario for the next single prompt (FIFO).
     pub fn push_scenario(&self, s: ComfyScenario) {
         self.st().queued.push_back(s);
@@ -280,11 +275,6 @@ impl FakeComfy {
     /// `GET /history/{id}` requests served.
     pub fn history_polls(&self) -> usize {
         self.st().history_polls
-    }
-
-    /// `GET /view` requests served.
-    pub fn view_fetches(&self) -> usize {
-        self.st().view_fetches
     }
 
     /// True once the prompt has a history entry (success or error).

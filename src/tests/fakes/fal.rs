@@ -184,11 +184,6 @@ impl FakeFal {
         self.st().status_polls
     }
 
-    /// Result (`response_url`) fetches received.
-    pub fn result_fetches(&self) -> usize {
-        self.st().result_fetches
-    }
-
     /// `/files/…` downloads received.
     pub fn file_fetches(&self) -> usize {
         self.st().file_fetches
@@ -197,16 +192,6 @@ impl FakeFal {
     /// Request ids cancelled (`PUT …/cancel`), in order.
     pub fn cancels(&self) -> Vec<String> {
         self.st().cancels.clone()
-    }
-
-    /// Ids of accepted requests, in submit order.
-    pub fn request_ids(&self) -> Vec<String> {
-        self.st().order.clone()
-    }
-
-    /// True once the request has reported `COMPLETED` to a status poll.
-    pub fn is_completed(&self, request_id: &str) -> bool {
-        self.st().requests.get(request_id).is_some_and(|r| r.completed)
     }
 
     /// The PNG served for every result file.
