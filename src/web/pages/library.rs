@@ -94,16 +94,25 @@ fn parse_image_id(id: &str) -> Result<ImageId, WebError> {
     Ok(ImageId(uuid::Uuid::parse_str(id).map_err(|_| WebError::NotFound)?.as_u128()))
 }
 
+/// The item `id` names and the path of its file under `media/`; 404 for a bad or unknown id.
+async fn item_file(
+    st: &WebState,
+    id: &str,
+) -> Result<(crate::store::records::LibraryItem, std::path::PathBuf), WebError> {
+    let id = parse_image_id(id)?;
+    let item =
+        st.store.read(move |rx| rx.get_library_item(id)?.ok_or_else(|| StoreError::NotFound("image".into()))).await?;
+    let path = st.store.media_path(&item.sha256, &item.ext);
+    Ok((item, path))
+}
+
 /// `GET /admin/library/{id}/file`: the stored result as it was delivered (its own MIME type).
 pub async fn file(
     State(st): State<WebState>,
     _session: AdminSession,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    let id = parse_image_id(&id)?;
-    let item =
-        st.store.read(move |rx| rx.get_library_item(id)?.ok_or_else(|| StoreError::NotFound("image".into()))).await?;
-    let path = st.store.media_path(&item.sha256, &item.ext);
+    let (item, path) = item_file(&st, &id).await?;
     let bytes = tokio::fs::read(&path).await.map_err(|e| WebError::Internal(format!("{}: {e}", path.display())))?;
     Ok(([(header::CONTENT_TYPE, item.mime.clone()), (header::CACHE_CONTROL, "private, max-age=3600".into())], bytes)
         .into_response())
@@ -143,10 +152,7 @@ pub async fn thumb(
     _session: AdminSession,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    let id = parse_image_id(&id)?;
-    let item =
-        st.store.read(move |rx| rx.get_library_item(id)?.ok_or_else(|| StoreError::NotFound("image".into()))).await?;
-    let path = st.store.media_path(&item.sha256, &item.ext);
+    let (_, path) = item_file(&st, &id).await?;
     let jpeg = tokio::task::spawn_blocking(move || {
         let bytes = std::fs::read(&path).map_err(|e| WebError::Internal(format!("{}: {e}", path.display())))?;
         crate::imaging::thumbnail(&bytes, THUMB_SIDE, &crate::imaging::Limits::default())
