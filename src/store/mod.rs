@@ -338,6 +338,35 @@ impl $t {
         ids.dedup();
         Ok((ids, false))
     }
+    /// One page of the users with a name or username word starting with `prefix`, in index
+    /// order (matched word, then id): `skip` distinct users are passed over, at most `limit`
+    /// returned, and the bool says whether more follow. Reads only as far as the page needs,
+    /// so a query matching thousands of users costs what one page costs.
+    pub fn find_user_ids_by_word_page(
+        &self,
+        prefix: &str,
+        skip: usize,
+        limit: usize,
+    ) -> Result<(Vec<i64>, bool), StoreError> {
+        let t = self.tx.open_table(USER_NAMES_TABLE)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut ids = Vec::with_capacity(limit);
+        for r in t.range((prefix, i64::MIN)..)? {
+            let row = r?;
+            let (word, id) = row.0.value();
+            if !word.starts_with(prefix) {
+                break;
+            }
+            if !seen.insert(id) || seen.len() <= skip {
+                continue;
+            }
+            if ids.len() == limit {
+                return Ok((ids, true));
+            }
+            ids.push(id);
+        }
+        Ok((ids, false))
+    }
     /// Users in id order after `after` (exclusive), at most `limit`.
     pub fn find_users_page(&self, after: Option<i64>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
         let t = self.tx.open_table(USERS_TABLE)?;

@@ -528,6 +528,45 @@ async fn every_page_renders_for_a_signed_in_admin_with_security_headers() {
 }
 
 #[tokio::test]
+async fn a_broad_name_search_pages_through_every_match_once() {
+    let e = env().await;
+    let (cookie, _) = login(&e.app).await;
+    // 120 users match "ver": 100 named "Vera N", 20 "Veronika N" with username "vera_N" (two
+    // index words for one user, listed once).
+    e.store
+        .write(|tx| {
+            for i in 0..120i64 {
+                let (name, username) = if i < 100 { ("Vera", None) } else { ("Veronika", Some(format!("vera_{i}"))) };
+                tx.put_user(&user(1000 + i, &format!("{name} {i}"), username.as_deref()))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("users");
+    let ids_on = |html: &str| -> Vec<i64> {
+        html.match_indices("<tr><td><a href=\"/admin/users/")
+            .filter_map(|(at, m)| html[at + m.len()..].split('"').next()?.parse().ok())
+            .collect()
+    };
+    let mut all = Vec::new();
+    for (page, shown, rows) in [(0, "50+ match(es)", 50), (1, "100+ match(es)", 50), (2, "120 match(es)", 20)] {
+        let html = text(send(&e.app, get(&format!("/admin/users?q=ver&page={page}"), Some(&cookie))).await).await;
+        assert!(
+            html.contains(shown),
+            "page {page}: {shown}: {}",
+            &html[html.find("match").unwrap_or(0).saturating_sub(40)..][..80]
+        );
+        let ids = ids_on(&html);
+        assert_eq!(ids.len(), rows, "page {page}");
+        assert_eq!(html.contains("next →"), page < 2, "page {page}: a next link while more follow");
+        all.extend(ids);
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all, (1000..1120).collect::<Vec<_>>(), "every match once across the pages");
+}
+
+#[tokio::test]
 async fn user_search_sorts_and_escapes_names() {
     let e = env().await;
     let (cookie, _) = login(&e.app).await;

@@ -59,18 +59,30 @@ fn sort_rows(users: &mut [UserRecord], sort: &str) {
     }
 }
 
-/// Filters, sorts and cuts one page; returns (page rows, total matches, whether the index walk
-/// stopped at [`SEARCH_CAP`] so there may be more). A query goes
-/// through the id key or the name index; only an empty query with a sort other than by id
-/// reads every user.
-pub fn search(rx: &Rx, q: &UserQuery) -> Result<(Vec<UserRecord>, usize, bool), StoreError> {
+/// One page of a user search, as [`search`] finds it.
+pub struct Found {
+    /// The page's users.
+    pub rows: Vec<UserRecord>,
+    /// Matches counted so far: all of them unless `capped`.
+    pub total: usize,
+    /// More users match than were counted (a one-word search counts only up to its page; other
+    /// searches stop at [`SEARCH_CAP`] index entries).
+    pub capped: bool,
+    /// A next page has rows.
+    pub has_next: bool,
+}
+
+/// Filters, sorts and cuts one page. A query goes through the id key or the name index; only
+/// an empty query with a sort other than by id reads every user.
+pub fn search(rx: &Rx, q: &UserQuery) -> Result<Found, StoreError> {
     let text = q.q.trim();
     let mut capped = false;
     let mut users = if text.is_empty() {
         if matches!(q.sort.as_str(), "" | "id") {
             let total = usize::try_from(rx.count_users()?).unwrap_or(usize::MAX);
             let rows = rx.find_users_page(None, (q.page + 1) * PAGE_SIZE)?;
-            return Ok((rows.into_iter().skip(q.page * PAGE_SIZE).collect(), total, false));
+            let rows = rows.into_iter().skip(q.page * PAGE_SIZE).collect();
+            return Ok(Found { rows, total, capped: false, has_next: (q.page + 1) * PAGE_SIZE < total });
         }
         rx.find_users()?
     } else if let Ok(id) = text.parse::<i64>() {
@@ -78,17 +90,21 @@ pub fn search(rx: &Rx, q: &UserQuery) -> Result<(Vec<UserRecord>, usize, bool), 
     } else {
         let lower = text.to_lowercase();
         let first = lower.trim_start_matches('@').split_whitespace().next().unwrap_or("").to_string();
-        let (ids, cut) = rx.find_user_ids_by_word(&first, SEARCH_CAP)?;
-        capped = cut;
-        // One plain word in id order: the index hits are exactly the matches (the index holds
-        // the words `matches` compares), so only the page's users are read.
+        // One plain word in the default order: the index hits are exactly the matches (the
+        // index holds the words `matches` compares), listed in index order (matched word, then
+        // id), so only this page's entries and users are read; the total is known up to here.
         if !lower.starts_with('@') && !lower.contains(char::is_whitespace) && matches!(q.sort.as_str(), "" | "id") {
+            let skip = q.page * PAGE_SIZE;
+            let (ids, more) = rx.find_user_ids_by_word_page(&first, skip, PAGE_SIZE)?;
             let mut rows = Vec::with_capacity(PAGE_SIZE);
-            for id in ids.iter().skip(q.page * PAGE_SIZE).take(PAGE_SIZE) {
+            for id in &ids {
                 rows.extend(rx.get_user(UserId(*id))?);
             }
-            return Ok((rows, ids.len(), cut));
+            let seen = if ids.is_empty() { 0 } else { skip + ids.len() };
+            return Ok(Found { rows, total: seen, capped: more, has_next: more });
         }
+        let (ids, cut) = rx.find_user_ids_by_word(&first, SEARCH_CAP)?;
+        capped = cut;
         let mut out = Vec::new();
         for id in ids {
             if let Some(u) = rx.get_user(UserId(id))?.filter(|u| matches(u, text)) {
@@ -100,7 +116,7 @@ pub fn search(rx: &Rx, q: &UserQuery) -> Result<(Vec<UserRecord>, usize, bool), 
     sort_rows(&mut users, &q.sort);
     let total = users.len();
     let rows = users.into_iter().skip(q.page * PAGE_SIZE).take(PAGE_SIZE).collect();
-    Ok((rows, total, capped))
+    Ok(Found { rows, total, capped, has_next: (q.page + 1) * PAGE_SIZE < total })
 }
 
 /// A user row as the templates show it.
@@ -156,23 +172,17 @@ pub async fn list(
     session: AdminSession,
     Query(q): Query<UserQuery>,
 ) -> Result<UsersPage, WebError> {
-    let (rows, total, capped, q) = st
-        .store
-        .read(move |rx| {
-            let (rows, total, capped) = search(rx, &q)?;
-            Ok((rows, total, capped, q))
-        })
-        .await?;
+    let (found, q) = st.store.read(move |rx| Ok((search(rx, &q)?, q))).await?;
     Ok(UsersPage {
         layout: Layout::new("Users", Some(&session)),
         has_prev: q.page > 0,
-        has_next: (q.page + 1) * PAGE_SIZE < total,
+        has_next: found.has_next,
         q: q.q,
         sort: q.sort,
         page: q.page,
-        total,
-        capped,
-        rows: rows.iter().map(UserRow::from).collect(),
+        total: found.total,
+        capped: found.capped,
+        rows: found.rows.iter().map(UserRow::from).collect(),
     })
 }
 
