@@ -124,13 +124,7 @@ fn log_tail(log: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_twenty_times_loses_nothing_and_charges_once() {
     let bin = mediabot_binary();
-    let emu = Emulator::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let emu_url = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = emu.router();
-    let emu_task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let (emu, emu_url, emu_task) = super::harness::serve_emulator().await;
     let comfy = FakeComfy::start().await;
     comfy.set_run_delay(Duration::from_millis(60));
     comfy.set_steps(3, Duration::from_millis(40));

@@ -71,17 +71,23 @@ pub fn model(id: &str, provider: &str, price: i64) -> ModelConfig {
     }
 }
 
+/// A fresh Bot API emulator on a free loopback port: (emulator, base URL, server task to abort).
+pub async fn serve_emulator() -> (Emulator, String, tokio::task::JoinHandle<()>) {
+    let emu = Emulator::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = emu.router();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (emu, url, task)
+}
+
 impl Harness {
     pub async fn start(config: impl FnOnce(&std::path::Path) -> Config) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = config(dir.path());
-        let emu = Emulator::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let emu_url = format!("http://{}", listener.local_addr().expect("addr"));
-        let router = emu.router();
-        let emu_task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let (emu, emu_url, emu_task) = serve_emulator().await;
         let mut h = Harness { emu, emu_url, dir, config, app: None, emu_task };
         h.start_app().await;
         h
