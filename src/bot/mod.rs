@@ -110,6 +110,14 @@ fn once_per_update() -> UpdateHandler<BotError> {
                 return cont(deps).await;
             };
             let id = upd.id.0 as i64;
+            // Updates cut off by a restart are handled again one at a time, so that a death
+            // during one counts against that update only, not against every update replayed
+            // beside it (a few quick restarts would otherwise drop innocent updates).
+            static REPLAYING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+            let _alone = match ctx.jobs.update_interrupted(id).await {
+                Ok(true) => Some(REPLAYING.lock().await),
+                _ => None,
+            };
             match ctx.jobs.begin_update(id).await {
                 Ok(UpdateStart::First) => {}
                 Ok(UpdateStart::Again(attempt)) => {

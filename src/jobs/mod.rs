@@ -323,6 +323,11 @@ impl JobEngine {
     }
 
     /// Starts handling a Telegram update (see [`crate::store::Tx::begin_update`]).
+    /// True if an earlier process began this update and died before finishing it.
+    pub async fn update_interrupted(&self, update_id: i64) -> Result<bool, JobsError> {
+        Ok(self.inner.store.read(move |rx| rx.update_interrupted(update_id)).await?)
+    }
+
     pub async fn begin_update(&self, update_id: i64) -> Result<crate::store::UpdateStart, JobsError> {
         Ok(self.inner.store.write(move |tx| tx.begin_update(update_id)).await?)
     }

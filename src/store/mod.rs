@@ -211,6 +211,11 @@ impl $t {
         let t = self.tx.open_table(UPDATES_TABLE)?;
         Ok(t.get(update_id)?.is_some_and(|v| v.value() >= 0))
     }
+    /// True if a handler began this update and never finished it (a process died meanwhile).
+    pub fn update_interrupted(&self, update_id: i64) -> Result<bool, StoreError> {
+        let t = self.tx.open_table(UPDATES_TABLE)?;
+        Ok(t.get(update_id)?.is_some_and(|v| v.value() < 0))
+    }
     pub fn get_meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
         let t = self.tx.open_table(META_TABLE)?;
         Ok(t.get(key)?.map(|v| migrations::le_u64(v.value())))
