@@ -163,6 +163,15 @@ async fn admin_tops_up_a_user_in_headless_chromium() {
     c.goto(&format!("{base}/admin/users")).await.expect("users");
     c.find(Locator::Css("input[name=q]")).await.expect("search").send_keys("@vera").await.expect("type");
     c.find(Locator::Css("form.filters button")).await.expect("search button").click().await.expect("click");
+    // The unfiltered list already shows user 501: wait for the results page itself, or the row
+    // found below belongs to the page being left.
+    for _ in 0..100 {
+        if c.current_url().await.expect("url").query().is_some_and(|q| q.contains("q=")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(c.current_url().await.expect("url").query().is_some_and(|q| q.contains("q=")), "the search was submitted");
     let link = c.wait().for_element(Locator::Css("a[href='/admin/users/501']")).await.expect("result row");
     let listed = c.source().await.expect("html");
     assert!(listed.contains("1 match(es)") && !listed.contains("oleg"), "only Vera matches @vera");
