@@ -1,96 +1,147 @@
-//! The fast paths around the generic decoder: a SIMD JPEG encoder (`jpeg-encoder`, several
-//! times faster than the `image` crate's) and DCT-scaled JPEG decoding (`jpeg-decoder`), which
-//! skips most of the IDCT and colour conversion work when the output will be shrunk anyway.
+//! The JPEG fast paths: libjpeg-turbo-rs (a pure-Rust port of libjpeg-turbo with SIMD kernels)
+//! encodes every JPEG we write and decodes every JPEG it can, optionally DCT-scaled (1/2, 1/4,
+//! 1/8) when the output will be shrunk anyway. Whatever it refuses (CMYK, 12-bit, truncated or
+//! corrupt streams) goes through the generic `image` decoder, which is more lenient and gives
+//! the precise error.
 
 use super::decode::{Decoded, decode_full, swaps_axes};
-use super::{ImagingError, Limits};
+use super::{ImagingError, Limits, strips};
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, ImageFormat, RgbImage};
-use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+use libjpeg_turbo_rs as ljt;
 
 /// Encodes 8-bit RGB as a baseline JPEG with 4:2:0 chroma (what libjpeg and Pillow use by
-/// default, so sizes compare) and no metadata segments.
+/// default, so sizes compare), the IJG quality-scaled Annex K tables, standard Huffman tables,
+/// and no metadata segments besides JFIF. Pictures of 2 MP and more are coded in strips on
+/// all cores and joined with restart markers (see `strips`); the coefficients are the same.
 ///
 /// Errors: [`ImagingError::Encode`] for images wider or taller than 65535 px (JPEG's limit).
 pub(super) fn encode_rgb(rgb: &RgbImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
-    encode_raw(rgb.as_raw(), rgb.width(), rgb.height(), ColorType::Rgb, quality)
+    encode_raw(rgb.as_raw(), rgb.width(), rgb.height(), ljt::PixelFormat::Rgb, quality)
 }
 
 /// Like [`encode_rgb`] for 8-bit grey.
 pub(super) fn encode_grey(grey: &GrayImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
-    encode_raw(grey.as_raw(), grey.width(), grey.height(), ColorType::Luma, quality)
+    encode_raw(grey.as_raw(), grey.width(), grey.height(), ljt::PixelFormat::Grayscale, quality)
 }
 
-fn encode_raw(data: &[u8], width: u32, height: u32, color: ColorType, quality: u8) -> Result<Vec<u8>, ImagingError> {
-    let too_big = || ImagingError::Encode(format!("{width}×{height} is too large for JPEG"));
-    let w = u16::try_from(width).map_err(|_| too_big())?;
-    let h = u16::try_from(height).map_err(|_| too_big())?;
-    // Compressed output is rarely above a bit per pixel at these qualities; avoid regrowing.
-    let mut out = Vec::with_capacity(data.len() / 8 + 1024);
-    let mut encoder = Encoder::new(&mut out, quality.clamp(1, 100));
-    encoder.set_sampling_factor(SamplingFactor::F_2_2);
-    encoder.encode(data, w, h, color).map_err(|e| ImagingError::Encode(format!("JPEG: {e}")))?;
-    Ok(out)
+fn encode_raw(
+    data: &[u8],
+    width: u32,
+    height: u32,
+    format: ljt::PixelFormat,
+    quality: u8,
+) -> Result<Vec<u8>, ImagingError> {
+    if width == 0 || height == 0 || width > u32::from(u16::MAX) || height > u32::from(u16::MAX) {
+        return Err(ImagingError::Encode(format!("{width}×{height} is not a valid JPEG size")));
+    }
+    let grey = format == ljt::PixelFormat::Grayscale;
+    let (subsampling, mcu) = if grey { (ljt::Subsampling::S444, 8) } else { (ljt::Subsampling::S420, 16) };
+    let quality = quality.clamp(1, 100);
+    let (w, h) = (width as usize, height as usize);
+    let ranges = strips::mcu_row_ranges(h.div_ceil(mcu), strips::strip_count(width, height));
+    if ranges.len() > 1 {
+        // Big pictures: strips coded on all cores, joined with restart markers.
+        let row_bytes = w * format.bytes_per_pixel();
+        let mcus_per_strip = ranges[0].len() * w.div_ceil(mcu);
+        let code = |rows: &std::ops::Range<usize>| {
+            let (top, bottom) = (rows.start * mcu, (rows.end * mcu).min(h));
+            let pixels = data.get(top * row_bytes..bottom * row_bytes)?;
+            ljt::compress(pixels, w, bottom - top, format, quality, subsampling).ok()
+        };
+        if let Some(out) = strips::code_in_parallel(&ranges, height as u16, mcus_per_strip, code) {
+            return Ok(out);
+        }
+    }
+    ljt::compress(data, w, h, format, quality, subsampling).map_err(|e| ImagingError::Encode(format!("JPEG: {e}")))
 }
 
 /// Decodes upright pixels, at least as many as `target(displayed_width, displayed_height)`
-/// returns (the output size the caller will resize to; never more than the source), using DCT scaling (1/2, 1/4, 1/8) for JPEGs where that still
-/// leaves enough pixels. Anything else, including every JPEG the scaled decoder cannot read
-/// (CMYK, truncated, arithmetic coding), goes through the generic [`decode_full`], so the
-/// result and the errors are the same as there, only the pixel count may be lower.
+/// returns (the output size the caller will resize to; never more than the source), using DCT
+/// scaling (1/2, 1/4, 1/8) for JPEGs where that still leaves enough pixels. Anything else goes
+/// through [`decode_full`], so the result and the errors are the same as there, only the pixel
+/// count may be lower.
 pub(super) fn decode_at_least(
     bytes: &[u8],
     limits: &Limits,
     target: impl Fn(u32, u32) -> (u32, u32),
 ) -> Result<Decoded, ImagingError> {
-    if image::guess_format(bytes).ok() == Some(ImageFormat::Jpeg) && bytes.len() <= limits.max_bytes {
-        if let Some(decoded) = decode_jpeg_scaled(bytes, limits, &target) {
+    if bytes.len() <= limits.max_bytes && image::guess_format(bytes).ok() == Some(ImageFormat::Jpeg) {
+        if let Some(decoded) = decode_jpeg(bytes, limits, Some(&target))? {
             return Ok(decoded);
         }
     }
     decode_full(bytes, limits)
 }
 
-/// `None` when scaling would not help or the scaled decoder fails; the caller then decodes
-/// fully (that decoder is more lenient and gives the precise error).
-fn decode_jpeg_scaled(bytes: &[u8], limits: &Limits, target: &dyn Fn(u32, u32) -> (u32, u32)) -> Option<Decoded> {
-    let mut decoder = jpeg_decoder::Decoder::new(bytes);
-    decoder.read_info().ok()?;
-    let info = decoder.info()?;
-    let (sw, sh) = (u32::from(info.width), u32::from(info.height));
-    if sw == 0 || sh == 0 || u64::from(sw) * u64::from(sh) > limits.max_pixels {
-        return None;
-    }
-    let orientation = decoder.exif_data().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
-    let swapped = swaps_axes(orientation);
-    let (tw, th) = if swapped { target(sh, sw) } else { target(sw, sh) };
-    // Requested size in stored orientation.
-    let (rw, rh) = if swapped { (th, tw) } else { (tw, th) };
-    // Only worth it when at least a factor 2 is possible on both axes.
-    if rw.saturating_mul(2) > sw || rh.saturating_mul(2) > sh {
-        return None;
-    }
-    // jpeg-decoder picks the smallest scale that reaches the request in *one* axis; ask for
-    // the larger relative size on both so that neither axis ends up below its minimum.
-    let need = (f64::from(rw) / f64::from(sw)).max(f64::from(rh) / f64::from(sh));
-    let req_w = u16::try_from(((f64::from(sw) * need).ceil() as u64).min(u64::from(u16::MAX))).ok()?;
-    let req_h = u16::try_from(((f64::from(sh) * need).ceil() as u64).min(u64::from(u16::MAX))).ok()?;
-    let (ow, oh) = decoder.scale(req_w, req_h).ok()?;
-    let (ow, oh) = (u32::from(ow), u32::from(oh));
-    if ow < rw || oh < rh {
-        return None;
-    }
-    decoder.set_max_decoding_buffer_size(usize::try_from(limits.max_pixels.saturating_mul(4)).ok()?);
-    let pixels = decoder.decode().ok()?;
-    let info = decoder.info()?;
-    let mut image = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => DynamicImage::ImageRgb8(RgbImage::from_raw(ow, oh, pixels)?),
-        jpeg_decoder::PixelFormat::L8 => DynamicImage::ImageLuma8(GrayImage::from_raw(ow, oh, pixels)?),
-        // CMYK needs the Adobe transform handling of the generic decoder; L16 is not baseline.
-        _ => return None,
+/// The libjpeg-turbo-rs decode of a JPEG, upright, at the smallest power-of-two DCT scale that
+/// still covers `target` (full size without one).
+///
+/// `Ok(None)` means "use the generic decoder": a colour space or precision this path does not
+/// take (CMYK, YCCK, 12-bit, lossless), or any decode error or warning (truncation, corrupt
+/// entropy data), so that lenient decoding and error wording stay the generic decoder's.
+///
+/// Errors: [`ImagingError::TooManyPixels`] from the header, before any pixel buffer exists.
+pub(super) fn decode_jpeg(
+    bytes: &[u8],
+    limits: &Limits,
+    target: Option<&dyn Fn(u32, u32) -> (u32, u32)>,
+) -> Result<Option<Decoded>, ImagingError> {
+    let decode_limits = ljt::DecodeLimits {
+        max_pixels: limits.max_pixels,
+        // Output buffer (RGB) plus the decoder's own working rows, with room to spare.
+        max_memory: Some(limits.max_pixels.saturating_mul(4).saturating_add(64 << 20)),
+        ..ljt::DecodeLimits::default()
     };
+    let Ok(mut decoder) = ljt::Decoder::new_with_limits(bytes, decode_limits) else {
+        return Ok(None);
+    };
+    let header = decoder.header();
+    let (sw, sh) = (u32::from(header.width), u32::from(header.height));
+    if sw == 0 || sh == 0 || header.precision != 8 || header.is_lossless {
+        return Ok(None);
+    }
+    if u64::from(sw) * u64::from(sh) > limits.max_pixels {
+        return Err(ImagingError::TooManyPixels { width: sw, height: sh, max: limits.max_pixels });
+    }
+    let format = match decoder.jpeg_color_space() {
+        ljt::ColorSpace::YCbCr | ljt::ColorSpace::Rgb => ljt::PixelFormat::Rgb,
+        ljt::ColorSpace::Grayscale => ljt::PixelFormat::Grayscale,
+        _ => return Ok(None),
+    };
+    let orientation = decoder.exif_orientation().and_then(Orientation::from_exif).unwrap_or(Orientation::NoTransforms);
+    if let Some(target) = target {
+        let swapped = swaps_axes(orientation);
+        let (tw, th) = if swapped { target(sh, sw) } else { target(sw, sh) };
+        // Requested size in stored orientation.
+        let (rw, rh) = if swapped { (th, tw) } else { (tw, th) };
+        // Power-of-two scales only: their reduced IDCTs are the cheap ones, while 3/4 or 5/8
+        // cost as much as a full decode here and save only part of the resize.
+        let denom = [8u32, 4, 2].into_iter().find(|&d| sw.div_ceil(d) >= rw && sh.div_ceil(d) >= rh);
+        if let Some(denom) = denom {
+            match ljt::ScalingFactor::try_new(1, denom) {
+                Ok(scale) => decoder.set_scale(scale),
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+    decoder.set_output_format(format);
+    decoder.set_stop_on_warning(true);
+    let Ok(decoded) = decoder.decode_image() else {
+        return Ok(None);
+    };
+    if !decoded.warnings.is_empty() {
+        return Ok(None);
+    }
+    let (w, h) = (u32::try_from(decoded.width), u32::try_from(decoded.height));
+    let (Ok(w), Ok(h)) = (w, h) else { return Ok(None) };
+    let image = match format {
+        ljt::PixelFormat::Grayscale => GrayImage::from_raw(w, h, decoded.data).map(DynamicImage::ImageLuma8),
+        _ => RgbImage::from_raw(w, h, decoded.data).map(DynamicImage::ImageRgb8),
+    };
+    let Some(mut image) = image else { return Ok(None) };
     image.apply_orientation(orientation);
-    Some(Decoded { image, format: ImageFormat::Jpeg, orientation })
+    Ok(Some(Decoded { image, format: ImageFormat::Jpeg, orientation }))
 }
 
 #[cfg(test)]

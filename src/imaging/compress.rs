@@ -3,7 +3,7 @@
 
 use super::decode::decode_full;
 use super::ops::{encode_jpeg_rgb, encode_png, flatten_on_white, resize_ref};
-use super::{ImagingError, Limits, jpeg};
+use super::{ImagingError, Limits, jpeg, requant};
 use image::metadata::Orientation;
 use image::{ImageFormat, RgbImage};
 
@@ -22,6 +22,9 @@ pub const API_MAX_BYTES: usize = 4 * 1024 * 1024;
 ///   without its metadata segments (lossless, no decode; see [`super::strip_metadata`]); PNG,
 ///   WebP and GIF are decoded and written as PNG (first frame). If that PNG is too big, or the
 ///   JPEG needs rotating, it continues as below.
+/// - An upright grey or YCbCr JPEG over the limit is requantised in the DCT domain to the
+///   highest quality of 85, 80, …, 50 that fits, with no pixel decode at all (see
+///   `requant::requantize_to_fit`); metadata goes as in the lossless copy.
 /// - Otherwise the image is decoded once, turned upright, flattened on white, and encoded as
 ///   JPEG at the highest quality of 85, 80, …, 50 that fits. The ladder is binary-searched
 ///   after 85, so at most 4 encodes. If even 50 is too big, the image is shrunk (Lanczos, from
@@ -41,6 +44,11 @@ pub fn compress_for_api(bytes: &[u8], max_bytes: usize, limits: &Limits) -> Resu
             return Ok(out);
         }
     }
+    if image::guess_format(bytes).ok() == Some(ImageFormat::Jpeg) {
+        if let Some(out) = requant::requantize_to_fit(bytes, max_bytes, &QUALITIES, limits)? {
+            return Ok(out);
+        }
+    }
     let decoded = decode_full(bytes, limits)?;
     if bytes.len() <= max_bytes && decoded.format != ImageFormat::Jpeg {
         let png = encode_png(&decoded.image)?;
@@ -57,16 +65,13 @@ fn lossless_jpeg(bytes: &[u8], limits: &Limits) -> Result<Option<Vec<u8>>, Imagi
     if image::guess_format(bytes).ok() != Some(ImageFormat::Jpeg) {
         return Ok(None);
     }
-    let mut decoder = jpeg_decoder::Decoder::new(bytes);
-    if decoder.read_info().is_err() {
-        return Ok(None);
-    }
-    let Some(info) = decoder.info() else { return Ok(None) };
-    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    let Ok(decoder) = libjpeg_turbo_rs::Decoder::new(bytes) else { return Ok(None) };
+    let header = decoder.header();
+    let (width, height) = (u32::from(header.width), u32::from(header.height));
     if u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(ImagingError::TooManyPixels { width, height, max: limits.max_pixels });
     }
-    let orientation = decoder.exif_data().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+    let orientation = decoder.exif_orientation().and_then(Orientation::from_exif).unwrap_or(Orientation::NoTransforms);
     if orientation != Orientation::NoTransforms {
         return Ok(None);
     }

@@ -49,6 +49,11 @@ pub(super) fn decode_full(bytes: &[u8], limits: &Limits) -> Result<Decoded, Imag
         return Err(ImagingError::TooLarge { bytes: bytes.len(), max: limits.max_bytes });
     }
     let format = supported_format(bytes)?;
+    if format == ImageFormat::Jpeg {
+        if let Some(decoded) = super::codec::decode_jpeg(bytes, limits, None)? {
+            return Ok(decoded);
+        }
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decoder_limits(limits));
     let mut decoder = reader.into_decoder().map_err(|e| map_error(e, None, limits.max_pixels))?;

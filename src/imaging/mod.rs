@@ -12,6 +12,8 @@ mod demo;
 mod jpeg;
 mod ops;
 mod overlay;
+mod requant;
+mod strips;
 #[cfg(test)]
 mod tests;
 

@@ -7,7 +7,7 @@
 
 use super::decode::decode_full;
 use super::ops::flatten_on_white;
-use super::{ImagingError, Limits, codec};
+use super::{ImagingError, Limits, codec, requant};
 use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont, point};
 use image::RgbImage;
 
@@ -259,9 +259,18 @@ fn parse_hex(hex: &str) -> Option<[u8; 3]> {
 ///
 /// Errors: those of [`super::decode`]; [`ImagingError::Encode`] if encoding fails.
 pub fn overlay_text(bytes: &[u8], text: &str, style: &OverlayStyle, limits: &Limits) -> Result<Vec<u8>, ImagingError> {
+    let text: String = text.chars().take(MAX_TEXT_CHARS).collect();
+    let fonts = Fonts::load()?;
+    // An upright baseline JPEG: only the MCU rows under the caption are decoded and encoded,
+    // the rest is requantised to the output quality without leaving the DCT domain.
+    let mut painter = CaptionPainter { fonts: &fonts, text: &text, style, plan: None };
+    let repainted = requant::repaint_rows(bytes, limits, QUALITY, &mut painter)?;
+    if let Some(out) = repainted {
+        return Ok(out);
+    }
     let decoded = decode_full(bytes, limits)?;
     let mut rgb = flatten_on_white(decoded.image);
-    draw_caption(&mut rgb, text, style)?;
+    draw_caption(&mut rgb, &text, style)?;
     codec::encode_rgb(&rgb, QUALITY)
 }
 
@@ -415,54 +424,115 @@ fn fit_caption(
     }
 }
 
+/// Where a caption goes on a picture, in that picture's pixel coordinates.
+struct CaptionPlan {
+    layout: Layout,
+    line_h: f32,
+    pad: f32,
+    lines: Vec<String>,
+    widths: Vec<f32>,
+    /// Picture width (the lines are centred on it).
+    w: f32,
+    /// The plate (or the text block without one): left, top, width, height.
+    x0: f32,
+    y0: f32,
+    plate_w: f32,
+    plate_h: f32,
+}
+
+impl CaptionPlan {
+    /// `None` when no line fits (an empty text).
+    fn new(fonts: &Fonts<'_>, text: &str, style: &OverlayStyle, width: u32, height: u32) -> Option<Self> {
+        let (w, h) = (width as f32, height as f32);
+        let (layout, line_h, pad, mut lines, max_lines) = fit_caption(fonts, text, style.size, w, h);
+        lines.truncate(max_lines);
+        if lines.is_empty() {
+            return None;
+        }
+        let widths: Vec<f32> = lines.iter().map(|l| fonts.width(&layout, l)).collect();
+        let block_w = widths.iter().copied().fold(0.0f32, f32::max);
+        let block_h = line_h * lines.len() as f32;
+        let margin = (h * f32::from(style.margin_pct.min(40)) / 100.0).round();
+        let (plate_w, plate_h) = ((block_w + 2.0 * pad).min(w), (block_h + 2.0 * pad).min(h));
+        let y0 = match style.position {
+            Position::Top => margin,
+            Position::Center => (h - plate_h) / 2.0,
+            Position::Bottom => h - margin - plate_h,
+        }
+        .clamp(0.0, (h - plate_h).max(0.0));
+        let x0 = ((w - plate_w) / 2.0).max(0.0);
+        Some(CaptionPlan { layout, line_h, pad, lines, widths, w, x0, y0, plate_w, plate_h })
+    }
+
+    /// The pixel rows `[top, bottom)` that drawing may read or write: the plate, plus a line
+    /// height either side for glyphs that overhang it (accents, emoji, a clipped plate).
+    fn rows(&self, height: u32) -> (u32, u32) {
+        let top = (self.y0 - self.line_h).floor().max(0.0) as u32;
+        let bottom = (self.y0 + self.plate_h + self.line_h).ceil().max(0.0) as u32;
+        (top.min(height), bottom.min(height))
+    }
+
+    /// Draws into `img`, which holds the picture's rows from `offset` on (the whole picture
+    /// when 0). Pixels outside [`Self::rows`] are never read.
+    fn paint(&self, img: &mut RgbImage, fonts: &Fonts<'_>, style: &OverlayStyle, offset: u32) {
+        let oy = offset as f32;
+        let (x0, y0) = (self.x0, self.y0 - oy);
+        let rect = clip(img, x0, y0, x0 + self.plate_w, y0 + self.plate_h);
+        if style.blur_px > 0 {
+            box_blur(img, rect, style.blur_px.min(64));
+        }
+        if let Some(color) = style.plate {
+            tint(img, rect, color, style.plate_opacity_pct.min(100));
+        }
+        let color = style.color.unwrap_or_else(|| contrasting(img, rect));
+        let scaled = fonts.text.as_scaled(self.layout.text_scale);
+        let layout = &self.layout;
+        for (i, (line, lw)) in self.lines.iter().zip(&self.widths).enumerate() {
+            let mut x = (self.w - lw) / 2.0;
+            let baseline = y0 + self.pad + i as f32 * self.line_h + scaled.ascent();
+            for (g, advance) in fonts.shape(layout, line) {
+                match g {
+                    Glyph::Text(id) => {
+                        let glyph = id.with_scale_and_position(layout.text_scale, point(x, baseline));
+                        if let Some(outline) = fonts.text.outline_glyph(glyph) {
+                            blend_coverage(img, &outline, color, 1.0);
+                        }
+                    }
+                    Glyph::Emoji(id) => draw_emoji(img, fonts, layout, id, x, baseline),
+                }
+                x += advance;
+            }
+        }
+    }
+}
+
+/// The caption as [`requant::repaint_rows`] asks for it: first where, then the drawing.
+struct CaptionPainter<'a> {
+    fonts: &'a Fonts<'a>,
+    text: &'a str,
+    style: &'a OverlayStyle,
+    plan: Option<CaptionPlan>,
+}
+
+impl requant::RowPainter for CaptionPainter<'_> {
+    fn rows(&mut self, width: u32, height: u32) -> (u32, u32) {
+        self.plan = CaptionPlan::new(self.fonts, self.text, self.style, width, height);
+        self.plan.as_ref().map_or((0, 0), |p| p.rows(height))
+    }
+
+    fn paint(&mut self, band: &mut RgbImage, offset: u32) {
+        if let Some(plan) = &self.plan {
+            plan.paint(band, self.fonts, self.style, offset);
+        }
+    }
+}
+
 /// Draws the caption into `img` in place; only the caption block is read or written.
 fn draw_caption(img: &mut RgbImage, text: &str, style: &OverlayStyle) -> Result<(), ImagingError> {
     let text: String = text.chars().take(MAX_TEXT_CHARS).collect();
     let fonts = Fonts::load()?;
-    let (iw, ih) = (img.width(), img.height());
-    let (w, h) = (iw as f32, ih as f32);
-    let (layout, line_h, pad, mut lines, max_lines) = fit_caption(&fonts, &text, style.size, w, h);
-    let scaled = fonts.text.as_scaled(layout.text_scale);
-    lines.truncate(max_lines);
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let widths: Vec<f32> = lines.iter().map(|l| fonts.width(&layout, l)).collect();
-    let block_w = widths.iter().copied().fold(0.0f32, f32::max);
-    let block_h = line_h * lines.len() as f32;
-    let margin = (h * f32::from(style.margin_pct.min(40)) / 100.0).round();
-    let (plate_w, plate_h) = ((block_w + 2.0 * pad).min(w), (block_h + 2.0 * pad).min(h));
-    let y0 = match style.position {
-        Position::Top => margin,
-        Position::Center => (h - plate_h) / 2.0,
-        Position::Bottom => h - margin - plate_h,
-    }
-    .clamp(0.0, (h - plate_h).max(0.0));
-    let x0 = ((w - plate_w) / 2.0).max(0.0);
-    let rect = clip(img, x0, y0, x0 + plate_w, y0 + plate_h);
-
-    if style.blur_px > 0 {
-        box_blur(img, rect, style.blur_px.min(64));
-    }
-    if let Some(color) = style.plate {
-        tint(img, rect, color, style.plate_opacity_pct.min(100));
-    }
-    let color = style.color.unwrap_or_else(|| contrasting(img, rect));
-    for (i, (line, lw)) in lines.iter().zip(&widths).enumerate() {
-        let mut x = (w - lw) / 2.0;
-        let baseline = y0 + pad + i as f32 * line_h + scaled.ascent();
-        for (g, advance) in fonts.shape(&layout, line) {
-            match g {
-                Glyph::Text(id) => {
-                    let glyph = id.with_scale_and_position(layout.text_scale, point(x, baseline));
-                    if let Some(outline) = fonts.text.outline_glyph(glyph) {
-                        blend_coverage(img, &outline, color, 1.0);
-                    }
-                }
-                Glyph::Emoji(id) => draw_emoji(img, &fonts, &layout, id, x, baseline),
-            }
-            x += advance;
-        }
+    if let Some(plan) = CaptionPlan::new(&fonts, &text, style, img.width(), img.height()) {
+        plan.paint(img, &fonts, style, 0);
     }
     Ok(())
 }

@@ -513,3 +513,74 @@ fn overlay_on_a_rotated_photo_is_upright_and_clean() {
     let tiny = overlay_text(&read("tiny_1x1.jpg"), "Очень длинный текст 🔥", &OverlayStyle::default(), &limits);
     assert_eq!(decode_output(&tiny.expect("1×1 works")).dimensions(), (1, 1));
 }
+
+/// Mean absolute difference per channel sample between two same-sized pictures.
+fn mean_abs_pixel_diff(a: &DynamicImage, b: &DynamicImage) -> f64 {
+    let (a, b) = (a.to_rgb8(), b.to_rgb8());
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| u64::from(x.abs_diff(y))).sum();
+    sum as f64 / a.as_raw().len() as f64
+}
+
+#[test]
+fn over_the_limit_an_upright_jpeg_is_requantised_in_the_dct_domain() {
+    let bytes = read("large_nokia83_9mp_gps.jpg");
+    let limits = Limits::default();
+    let source = libjpeg_turbo_rs::read_coefficients(&bytes).expect("coefficients");
+    for limit in [bytes.len() * 3 / 4, bytes.len() * 2 / 5] {
+        let out = compress_for_api(&bytes, limit, &limits).expect("compress");
+        assert!(out.len() <= limit, "{} > {limit}", out.len());
+        assert_no_metadata(&out, "requantised");
+        assert!(!has_app1(&out), "no XMP either");
+        // Same frame, and tables that are exactly one ladder step's IJG tables (never finer than
+        // the source's): the DCT path ran, not a pixel re-encode at some other setting.
+        let coefficients = libjpeg_turbo_rs::read_coefficients(&out).expect("output coefficients");
+        assert_eq!((coefficients.width, coefficients.height), (source.width, source.height));
+        let quality = [85u8, 80, 75, 70, 65, 60, 55, 50]
+            .into_iter()
+            .find(|&q| {
+                let luma = libjpeg_turbo_rs::encode::tables::quality_scale_quant_table(
+                    &libjpeg_turbo_rs::encode::tables::STD_LUMINANCE_QUANT_TABLE,
+                    q,
+                );
+                let expected: [u16; 64] = std::array::from_fn(|n| luma[n].max(source.quant_tables[0][n]));
+                coefficients.quant_tables[0] == expected
+            })
+            .expect("luma table is a ladder step");
+        assert!(quality <= 85);
+        // The picture is the same picture: close to the source everywhere.
+        let diff = mean_abs_pixel_diff(&decode(&bytes, &limits).expect("source"), &decode(&out, &limits).expect("out"));
+        assert!(diff < 3.0, "limit {limit}: q{quality} differs by {diff:.2} on average");
+    }
+    // A tighter limit makes the lower step (or the same one at most), never a better one.
+    let loose = compress_for_api(&bytes, bytes.len() * 3 / 4, &limits).expect("compress");
+    let tight = compress_for_api(&bytes, bytes.len() * 2 / 5, &limits).expect("compress");
+    assert!(tight.len() < loose.len());
+}
+
+#[test]
+fn the_fast_jpeg_decoder_takes_ordinary_jpegs_and_leaves_the_rest_to_the_generic_one() {
+    let limits = Limits::default();
+    for name in ["large_olympus_ep3_12mp.jpg", "progressive_nokia83_9mp_gps.jpg", "orientation/Landscape_6.jpg"] {
+        let bytes = read(name);
+        let fast = codec::decode_jpeg(&bytes, &limits, None).expect("no error").unwrap_or_else(|| panic!("{name}"));
+        // Same upright picture as the generic decoder (both are libjpeg-style IDCTs with fancy
+        // upsampling; they differ by rounding only).
+        let generic = image::load_from_memory(&bytes).expect("generic decode");
+        let mut generic = generic;
+        generic.apply_orientation(fast.orientation);
+        let diff = mean_abs_pixel_diff(&fast.image, &generic);
+        assert!(diff < 1.5, "{name}: {diff:.2}");
+    }
+    for name in ["cmyk_adobe_ycck.jpg", "corrupt_truncated_50pct.jpg", "corrupt_truncated_progressive_30pct.jpg"] {
+        assert!(codec::decode_jpeg(&read(name), &limits, None).expect("no error").is_none(), "{name}");
+    }
+    // DCT scaling: asking for at most a quarter of each side gives a 1/4-scale decode.
+    let bytes = read("large_olympus_ep3_12mp.jpg");
+    let info = probe(&bytes).expect("probe");
+    let quarter = |w: u32, h: u32| (w / 4, h / 4);
+    let scaled = codec::decode_jpeg(&bytes, &limits, Some(&quarter)).expect("no error").expect("decodes");
+    assert_eq!(scaled.image.width(), info.width.div_ceil(4));
+    let tight = Limits { max_pixels: 1_000_000, ..Limits::default() };
+    assert!(matches!(codec::decode_jpeg(&bytes, &tight, None), Err(ImagingError::TooManyPixels { .. })));
+}
