@@ -27,6 +27,7 @@ pub use ops::{THUMBNAIL_SIDE, document_form, enlarge, fit_for_telegram_photo, st
 pub use overlay::{MAX_TEXT_CHARS, OverlayStyle, Position, TextSize, Wishes, overlay_text, parse_wishes};
 
 use sha2::{Digest, Sha256};
+use unicode_segmentation::UnicodeSegmentation;
 
 /// Resource limits applied before decoding untrusted bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +105,8 @@ fn mime_for_format(format: image::ImageFormat) -> Option<&'static str> {
 }
 
 /// Greedy word wrap shared by the demo renderer and the text overlay: words are added while
-/// `fits` holds for the line; a word wider than a whole line is broken between characters.
+/// `fits` holds for the line; a word wider than a whole line is broken between grapheme
+/// clusters (UAX #29).
 /// The text's own line breaks are kept.
 pub(crate) fn wrap_words(text: &str, fits: impl Fn(&str) -> bool) -> Vec<String> {
     let mut lines = Vec::new();
@@ -119,12 +121,14 @@ pub(crate) fn wrap_words(text: &str, fits: impl Fn(&str) -> bool) -> Vec<String>
             if !line.is_empty() {
                 lines.push(std::mem::take(&mut line));
             }
-            for c in word.chars() {
-                line.push(c);
-                if !fits(&line) && line.chars().count() > 1 {
-                    line.pop();
+            // Between grapheme clusters, so a flag, a keycap or a ZWJ family is never cut in two.
+            for g in word.graphemes(true) {
+                let before = line.len();
+                line.push_str(g);
+                if !fits(&line) && before > 0 {
+                    line.truncate(before);
                     lines.push(std::mem::take(&mut line));
-                    line.push(c);
+                    line.push_str(g);
                 }
             }
         }

@@ -584,3 +584,20 @@ fn the_fast_jpeg_decoder_takes_ordinary_jpegs_and_leaves_the_rest_to_the_generic
     let tight = Limits { max_pixels: 1_000_000, ..Limits::default() };
     assert!(matches!(codec::decode_jpeg(&bytes, &tight, None), Err(ImagingError::TooManyPixels { .. })));
 }
+
+#[test]
+fn an_over_long_word_breaks_between_grapheme_clusters() {
+    // Ten flags (two regional indicators each) and a ZWJ family, as one word, with room for
+    // about three clusters per line (counted in chars, so a cut inside a cluster would show).
+    let family = "👨\u{200D}👩\u{200D}👧";
+    let word = format!("{}{family}", "🇺🇦".repeat(10));
+    let lines = wrap_words(&word, |s| s.chars().count() <= 6);
+    assert!(lines.len() >= 4, "{lines:?}");
+    assert_eq!(lines.concat(), word, "nothing lost or reordered");
+    for line in &lines {
+        let ri = line.chars().filter(|c| ('\u{1F1E6}'..='\u{1F1FF}').contains(c)).count();
+        assert_eq!(ri % 2, 0, "a flag was cut: {line:?}");
+        assert!(!line.starts_with('\u{200D}') && !line.ends_with('\u{200D}'), "a ZWJ sequence was cut: {line:?}");
+    }
+    assert!(lines.iter().any(|l| l.contains(family)), "the family stays whole: {lines:?}");
+}
