@@ -130,13 +130,12 @@ pub(super) fn repaint_rows(
     let Ok(mut coefficients) = ljt::read_coefficients(bytes) else { return Ok(None) };
     let Some(subsampling) = subsampling(&coefficients) else { return Ok(None) };
     let targets = target_tables(&coefficients, quality);
-    let band = if top < bottom {
-        let Some(band) = repainted_band(&coefficients, subsampling, quality, (top, bottom), painter) else {
-            return Ok(None);
-        };
-        Some(band)
-    } else {
-        None
+    let band = match top < bottom {
+        true => match repainted_band(&coefficients, subsampling, quality, (top, bottom), painter) {
+            Some(band) => Some(band),
+            None => return Ok(None),
+        },
+        false => None,
     };
     requantize(&mut coefficients, &targets);
     if let Some((first_mcu_row, mut band)) = band {
@@ -192,7 +191,7 @@ fn repainted_band(
     }
     let band_h = band_bottom - band_top;
     // The source's blocks for those rows, as a JPEG of their own, decoded to pixels.
-    let mut band = source.clone_header();
+    let mut band = header_only(source);
     band.height = u16::try_from(band_h).ok()?;
     for (dst, src) in band.components.iter_mut().zip(&source.components) {
         let v = usize::from(src.v_sampling);
@@ -266,29 +265,23 @@ fn requantize_blocks(blocks: &mut [[i16; 64]], old: &[u16; 64], new: &[u16; 64])
 }
 
 /// A copy of the frame description without the blocks.
-trait CloneHeader {
-    fn clone_header(&self) -> Self;
-}
-
-impl CloneHeader for ljt::JpegCoefficients {
-    fn clone_header(&self) -> Self {
-        ljt::JpegCoefficients {
-            components: self
-                .components
-                .iter()
-                .map(|c| ljt::ComponentCoefficients {
-                    blocks: Vec::new(),
-                    blocks_x: c.blocks_x,
-                    blocks_y: c.blocks_y,
-                    h_sampling: c.h_sampling,
-                    v_sampling: c.v_sampling,
-                    quant_table_index: c.quant_table_index,
-                    component_id: c.component_id,
-                })
-                .collect(),
-            quant_tables: self.quant_tables.clone(),
-            ..*self
-        }
+fn header_only(c: &ljt::JpegCoefficients) -> ljt::JpegCoefficients {
+    ljt::JpegCoefficients {
+        components: c
+            .components
+            .iter()
+            .map(|c| ljt::ComponentCoefficients {
+                blocks: Vec::new(),
+                blocks_x: c.blocks_x,
+                blocks_y: c.blocks_y,
+                h_sampling: c.h_sampling,
+                v_sampling: c.v_sampling,
+                quant_table_index: c.quant_table_index,
+                component_id: c.component_id,
+            })
+            .collect(),
+        quant_tables: c.quant_tables.clone(),
+        ..*c
     }
 }
 
