@@ -74,6 +74,31 @@ pub(super) fn decode_at_least(
     decode_full(bytes, limits)
 }
 
+/// A JPEG's header as libjpeg-turbo-rs reads it (markers only, no entropy data), with the
+/// pixel limit checked and the EXIF orientation (`NoTransforms` when absent or invalid).
+/// `Ok(None)` when that reader cannot parse the header.
+///
+/// Errors: [`ImagingError::TooManyPixels`], before any pixel buffer exists.
+pub(super) fn jpeg_header<'a>(
+    bytes: &'a [u8],
+    limits: &Limits,
+) -> Result<Option<(ljt::Decoder<'a>, Orientation)>, ImagingError> {
+    let decode_limits = ljt::DecodeLimits {
+        max_pixels: limits.max_pixels,
+        // Output buffer (RGB) plus the decoder's own working rows, with room to spare.
+        max_memory: Some(limits.max_pixels.saturating_mul(4).saturating_add(64 << 20)),
+        ..ljt::DecodeLimits::default()
+    };
+    let Ok(decoder) = ljt::Decoder::new_with_limits(bytes, decode_limits) else { return Ok(None) };
+    let header = decoder.header();
+    let (width, height) = (u32::from(header.width), u32::from(header.height));
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ImagingError::TooManyPixels { width, height, max: limits.max_pixels });
+    }
+    let orientation = decoder.exif_orientation().and_then(Orientation::from_exif).unwrap_or(Orientation::NoTransforms);
+    Ok(Some((decoder, orientation)))
+}
+
 /// The libjpeg-turbo-rs decode of a JPEG, upright, at the smallest power-of-two DCT scale that
 /// still covers `target` (full size without one).
 ///
@@ -87,29 +112,17 @@ pub(super) fn decode_jpeg(
     limits: &Limits,
     target: Option<&dyn Fn(u32, u32) -> (u32, u32)>,
 ) -> Result<Option<Decoded>, ImagingError> {
-    let decode_limits = ljt::DecodeLimits {
-        max_pixels: limits.max_pixels,
-        // Output buffer (RGB) plus the decoder's own working rows, with room to spare.
-        max_memory: Some(limits.max_pixels.saturating_mul(4).saturating_add(64 << 20)),
-        ..ljt::DecodeLimits::default()
-    };
-    let Ok(mut decoder) = ljt::Decoder::new_with_limits(bytes, decode_limits) else {
-        return Ok(None);
-    };
+    let Some((mut decoder, orientation)) = jpeg_header(bytes, limits)? else { return Ok(None) };
     let header = decoder.header();
     let (sw, sh) = (u32::from(header.width), u32::from(header.height));
     if sw == 0 || sh == 0 || header.precision != 8 || header.is_lossless {
         return Ok(None);
-    }
-    if u64::from(sw) * u64::from(sh) > limits.max_pixels {
-        return Err(ImagingError::TooManyPixels { width: sw, height: sh, max: limits.max_pixels });
     }
     let format = match decoder.jpeg_color_space() {
         ljt::ColorSpace::YCbCr | ljt::ColorSpace::Rgb => ljt::PixelFormat::Rgb,
         ljt::ColorSpace::Grayscale => ljt::PixelFormat::Grayscale,
         _ => return Ok(None),
     };
-    let orientation = decoder.exif_orientation().and_then(Orientation::from_exif).unwrap_or(Orientation::NoTransforms);
     if let Some(target) = target {
         let swapped = swaps_axes(orientation);
         let (tw, th) = if swapped { target(sh, sw) } else { target(sw, sh) };

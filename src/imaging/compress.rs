@@ -3,7 +3,7 @@
 
 use super::decode::decode_full;
 use super::ops::{encode_jpeg_rgb, encode_png, flatten_on_white, resize_ref};
-use super::{ImagingError, Limits, jpeg, requant};
+use super::{ImagingError, Limits, codec, jpeg, requant};
 use image::metadata::Orientation;
 use image::{ImageFormat, RgbImage};
 
@@ -65,13 +65,7 @@ fn lossless_jpeg(bytes: &[u8], limits: &Limits) -> Result<Option<Vec<u8>>, Imagi
     if image::guess_format(bytes).ok() != Some(ImageFormat::Jpeg) {
         return Ok(None);
     }
-    let Ok(decoder) = libjpeg_turbo_rs::Decoder::new(bytes) else { return Ok(None) };
-    let header = decoder.header();
-    let (width, height) = (u32::from(header.width), u32::from(header.height));
-    if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(ImagingError::TooManyPixels { width, height, max: limits.max_pixels });
-    }
-    let orientation = decoder.exif_orientation().and_then(Orientation::from_exif).unwrap_or(Orientation::NoTransforms);
+    let Some((_, orientation)) = codec::jpeg_header(bytes, limits)? else { return Ok(None) };
     if orientation != Orientation::NoTransforms {
         return Ok(None);
     }

@@ -57,13 +57,9 @@ pub(super) fn requantize_to_fit(
 ///
 /// Errors: [`ImagingError::TooManyPixels`] from the header.
 fn eligible(bytes: &[u8], limits: &Limits) -> Result<Option<(u32, u32)>, ImagingError> {
-    let Ok(decoder) = ljt::Decoder::new(bytes) else { return Ok(None) };
+    let Some((decoder, orientation)) = super::codec::jpeg_header(bytes, limits)? else { return Ok(None) };
     let header = decoder.header();
     let (width, height) = (u32::from(header.width), u32::from(header.height));
-    if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(ImagingError::TooManyPixels { width, height, max: limits.max_pixels });
-    }
-    let orientation = decoder.exif_orientation().and_then(Orientation::from_exif).unwrap_or(Orientation::NoTransforms);
     let ok = header.precision == 8
         && !header.is_lossless
         && matches!(decoder.jpeg_color_space(), ljt::ColorSpace::YCbCr | ljt::ColorSpace::Grayscale)
