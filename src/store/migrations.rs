@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,6 +26,7 @@ const STEPS: &[(u64, &str, Step)] = &[
     // 4 belongs to the image library branch; a database at 3 runs 5 alone, which is fine:
     // each step opens only its own tables.
     (5, "005_admin_aggregates", m005_admin_aggregates),
+    (6, "006_user_list_rows_in_name_index", m006_user_list_rows),
 ];
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
@@ -80,6 +81,16 @@ fn m005_admin_aggregates(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(BROADCASTS_TABLE)?;
     tx.open_table(SETTINGS_TABLE)?;
     Ok(Outcome::Execute(super::stats::rebuild(tx)?))
+}
+
+/// The name index before 006: key = (word, user id) → unit.
+const USER_NAMES_V1: redb::TableDefinition<(&str, i64), ()> = redb::TableDefinition::new("user-names-1");
+
+/// The user search index carries each user's list row (`user-names-2`), so a search page reads
+/// no user records; the unit-valued `user-names-1` goes.
+fn m006_user_list_rows(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    tx.delete_table(USER_NAMES_V1)?;
+    Ok(Outcome::Execute(super::stats::rebuild_names(tx)?))
 }
 
 /// Reads the stored schema version (0 for a new file).
@@ -182,6 +193,57 @@ mod tests {
         let bytes = counters.get(super::super::library::MEDIA_BYTES).expect("get").map(|v| v.value());
         assert_eq!(bytes, Some(130), "distinct files only");
         assert!(tx.open_table(CATEGORIES_TABLE).is_ok() && tx.open_table(PRESETS_TABLE).is_ok());
+    }
+
+    #[test]
+    fn a_version_5_name_index_gets_the_list_rows() {
+        use crate::domain::{Credits, UserId};
+        use crate::store::records::{Record, UserRecord, UserSummary};
+        use redb::ReadableTable;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("db.redb");
+        let user = |id: i64, name: &str, username: Option<&str>, balance: i64| UserRecord {
+            id: UserId(id),
+            first_name: name.into(),
+            username: username.map(Into::into),
+            language_code: None,
+            balance: Credits(balance),
+            held: Credits(0),
+            created_at: 1_764_000_000_000 + id,
+            updated_at: 0,
+            blocked: false,
+            banned: id == 2,
+            level: "free".into(),
+        };
+        let users = [user(1, "Vera", Some("vera_1"), 10), user(2, "Oleg Petrov", None, 0)];
+        // What a version-5 build left: the users and the unit-valued index `user-names-1`.
+        old_file(&path, 5, |tx| {
+            let mut t = tx.open_table(USERS_TABLE).expect("users");
+            let mut v1 = tx.open_table(USER_NAMES_V1).expect("user-names-1");
+            for u in &users {
+                t.insert(u.id.0, u.encode().expect("encode").as_slice()).expect("insert");
+                for w in crate::store::stats::search_words(u) {
+                    v1.insert((w.as_str(), u.id.0), ()).expect("index");
+                }
+            }
+        });
+        let db = Database::create(&path).expect("reopen");
+        run(&db).expect("migrate");
+        assert_eq!(schema_version(&db).expect("v"), SCHEMA_VERSION);
+        let tx = db.begin_read().expect("r");
+        assert!(tx.open_table(USER_NAMES_V1).is_err(), "006 dropped user-names-1");
+        let t = tx.open_table(USER_NAMES_TABLE).expect("user-names-2");
+        let mut got = Vec::new();
+        for r in t.iter().expect("iter") {
+            let (k, v) = r.expect("row");
+            let (word, id) = k.value();
+            got.push((word.to_string(), UserSummary::decode(id, v.value()).expect("a list row")));
+        }
+        let want: Vec<_> = [("oleg", 1usize), ("petrov", 1), ("vera", 0), ("vera_1", 0)]
+            .into_iter()
+            .map(|(w, i)| (w.to_string(), UserSummary::of(&users[i])))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

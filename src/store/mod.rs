@@ -344,33 +344,35 @@ impl $t {
         Ok((ids, false))
     }
     /// One page of the users with a name or username word starting with `prefix`, in index
-    /// order (matched word, then id): `skip` distinct users are passed over, at most `limit`
-    /// returned, and the bool says whether more follow. Reads only as far as the page needs,
-    /// so a query matching thousands of users costs what one page costs.
-    pub fn find_user_ids_by_word_page(
+    /// order (matched word, then id), as their list rows: `skip` distinct users are passed over,
+    /// at most `limit` returned, and the bool says whether more follow. Reads only as far as the
+    /// page needs and no user records (the index entries carry the rows), so a query matching
+    /// thousands of users costs what one page costs.
+    pub fn find_user_rows_by_word_page(
         &self,
         prefix: &str,
         skip: usize,
         limit: usize,
-    ) -> Result<(Vec<i64>, bool), StoreError> {
+    ) -> Result<(Vec<UserSummary>, bool), StoreError> {
         let t = self.tx.open_table(USER_NAMES_TABLE)?;
-        let mut seen = std::collections::HashSet::new();
-        let mut ids = Vec::with_capacity(limit);
+        // A user with two matching words (`Vera`, `vera_12`) has two entries: count them once.
+        let mut seen = std::collections::HashSet::with_capacity(skip.saturating_add(limit).saturating_add(1).min(1 << 16));
+        let mut rows = Vec::with_capacity(limit);
         for r in t.range((prefix, i64::MIN)..)? {
-            let row = r?;
-            let (word, id) = row.0.value();
+            let (k, v) = r?;
+            let (word, id) = k.value();
             if !word.starts_with(prefix) {
                 break;
             }
             if !seen.insert(id) || seen.len() <= skip {
                 continue;
             }
-            if ids.len() == limit {
-                return Ok((ids, true));
+            if rows.len() == limit {
+                return Ok((rows, true));
             }
-            ids.push(id);
+            rows.push(UserSummary::decode(id, v.value())?);
         }
-        Ok((ids, false))
+        Ok((rows, false))
     }
     /// Users in id order after `after` (exclusive), at most `limit`.
     pub fn find_users_page(&self, after: Option<i64>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
@@ -481,6 +483,21 @@ impl $t {
     )*};
 }
 getters!(Rx, Tx);
+
+#[cfg(test)]
+impl Rx {
+    /// Every entry of the user search index, `(word, user id, list row)` in key order.
+    pub fn find_name_entries(&self) -> Result<Vec<(String, i64, UserSummary)>, StoreError> {
+        let t = self.tx.open_table(USER_NAMES_TABLE)?;
+        t.iter()?
+            .map(|r| {
+                let (k, v) = r?;
+                let (word, id) = k.value();
+                Ok((word.to_string(), id, UserSummary::decode(id, v.value())?))
+            })
+            .collect()
+    }
+}
 
 impl Tx {
     /// Stores a user and keeps the dashboard counters and the search index in step.

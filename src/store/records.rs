@@ -56,6 +56,78 @@ impl Record for UserRecord {
     const VERSION: u32 = 1;
 }
 
+/// What a row of the panel's user list shows, kept as the value of every name-index entry of
+/// the user (`USER_NAMES_TABLE`), so a name search reads one page of rows in one index walk
+/// instead of looking up and decoding each user's record.
+///
+/// Not JSON like the records: it is derived (rebuilt from `UserRecord` by the write path, the
+/// rebuild and migration 006) and read 50 times per page, so it has a small fixed binary layout:
+/// balance, held, created_at (i64 little-endian), a flags byte (1 = banned, 2 = has a
+/// username), the name's length (u32 LE), the name, then the username (the rest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSummary {
+    pub id: UserId,
+    pub first_name: String,
+    pub username: Option<String>,
+    pub balance: Credits,
+    pub held: Credits,
+    pub created_at: i64,
+    pub banned: bool,
+}
+
+impl UserSummary {
+    const HEAD: usize = 8 * 3 + 1 + 4;
+
+    /// The summary of a user record.
+    pub fn of(u: &UserRecord) -> UserSummary {
+        UserSummary {
+            id: u.id,
+            first_name: u.first_name.clone(),
+            username: u.username.clone(),
+            balance: u.balance,
+            held: u.held,
+            created_at: u.created_at,
+            banned: u.banned,
+        }
+    }
+
+    /// The stored form of `u`'s summary (written without building the summary first).
+    pub fn encode(u: &UserRecord) -> Result<Vec<u8>, StoreError> {
+        let username = u.username.as_deref();
+        let name_len = u32::try_from(u.first_name.len()).map_err(|_| StoreError::Codec("name too long".into()))?;
+        let mut out = Vec::with_capacity(Self::HEAD + u.first_name.len() + username.map_or(0, str::len));
+        out.extend_from_slice(&u.balance.0.to_le_bytes());
+        out.extend_from_slice(&u.held.0.to_le_bytes());
+        out.extend_from_slice(&u.created_at.to_le_bytes());
+        out.push(u8::from(u.banned) | if username.is_some() { 2 } else { 0 });
+        out.extend_from_slice(&name_len.to_le_bytes());
+        out.extend_from_slice(u.first_name.as_bytes());
+        out.extend_from_slice(username.unwrap_or_default().as_bytes());
+        Ok(out)
+    }
+
+    /// Reads a stored summary of user `id`.
+    pub fn decode(id: i64, b: &[u8]) -> Result<UserSummary, StoreError> {
+        let bad = || StoreError::Codec(format!("user summary of {id}: {} bytes", b.len()));
+        let head = b.get(..Self::HEAD).ok_or_else(bad)?;
+        let i64_at = |at: usize| head.get(at..at + 8).and_then(|s| s.try_into().ok()).map(i64::from_le_bytes);
+        let flags = head[24];
+        let name_len: [u8; 4] = head[25..29].try_into().map_err(|_| bad())?;
+        let name_end = usize::try_from(u32::from_le_bytes(name_len)).map_err(|_| bad())?.saturating_add(Self::HEAD);
+        let name = b.get(Self::HEAD..name_end).ok_or_else(bad)?;
+        let text = |s: &[u8]| std::str::from_utf8(s).map(str::to_owned).map_err(|_| bad());
+        Ok(UserSummary {
+            id: UserId(id),
+            first_name: text(name)?,
+            username: if flags & 2 != 0 { Some(text(&b[name_end..])?) } else { None },
+            balance: Credits(i64_at(0).ok_or_else(bad)?),
+            held: Credits(i64_at(8).ok_or_else(bad)?),
+            created_at: i64_at(16).ok_or_else(bad)?,
+            banned: flags & 1 != 0,
+        })
+    }
+}
+
 /// Kinds of ledger operations. Payment kinds (top-up, refund by charge id) join later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -537,6 +609,41 @@ pub fn test_job(user: UserId, price: i64) -> JobRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_summaries_round_trip_and_refuse_damaged_bytes() {
+        let mut u = UserRecord {
+            id: UserId(-42),
+            first_name: "Вера <b>&".into(),
+            username: Some("vera_7".into()),
+            language_code: None,
+            balance: Credits(i64::MAX),
+            held: Credits(-1),
+            created_at: 1_764_000_000_123,
+            updated_at: 5,
+            blocked: true,
+            banned: true,
+            level: "vip".into(),
+        };
+        for (name, username, banned) in [("Вера <b>&", Some("vera_7"), true), ("", None, false), ("x", Some(""), false)]
+        {
+            u.first_name = name.into();
+            u.username = username.map(Into::into);
+            u.banned = banned;
+            let bytes = UserSummary::encode(&u).expect("encode");
+            assert_eq!(UserSummary::decode(-42, &bytes).expect("decode"), UserSummary::of(&u), "{name:?}");
+            for cut in 0..bytes.len() {
+                if let Ok(s) = UserSummary::decode(-42, &bytes[..cut]) {
+                    // Only the username (the tail) can be cut without the length noticing.
+                    assert_eq!((s.first_name.as_str(), s.banned), (name, banned), "cut at {cut}");
+                    assert_ne!(s.username.as_deref(), username, "cut at {cut}");
+                }
+            }
+        }
+        let mut bad = UserSummary::encode(&u).expect("encode");
+        bad.push(0xff);
+        assert!(UserSummary::decode(1, &bad).is_err(), "a username that is not UTF-8");
+    }
 
     #[test]
     fn records_round_trip_and_old_shapes_decode() {

@@ -7,7 +7,7 @@
 //! existing rows with the same functions.
 
 use super::StoreError;
-use super::records::{JobRecord, OpKind, Operation, UserRecord};
+use super::records::{JobRecord, OpKind, Operation, UserRecord, UserSummary};
 use super::tables::{ACTIVE_DAYS_TABLE, DAILY_TABLE, LAST_ACTIVE_TABLE, USER_JOBS_TABLE, USER_NAMES_TABLE};
 use crate::domain::JobStatus;
 use redb::{ReadableTable, WriteTransaction};
@@ -82,18 +82,42 @@ pub fn on_user(tx: &WriteTransaction, old: Option<&UserRecord>, new: &UserRecord
     if old.is_none() {
         bump(tx, day_of(new.created_at), counter::USERS_NEW, 1)?;
     }
+    index_names(tx, old, new)
+}
+
+/// Keeps the user's search index entries in step with the record.
+fn index_names(tx: &WriteTransaction, old: Option<&UserRecord>, new: &UserRecord) -> Result<(), StoreError> {
     let before = old.map(search_words).unwrap_or_default();
     let after = search_words(new);
-    if before != after {
+    // Every index entry carries the user's list row: a change of what the row shows (a balance,
+    // a ban) rewrites all of the user's entries, a rename only the words that changed.
+    let row = UserSummary::encode(new)?;
+    let row_changed = match old {
+        Some(o) => UserSummary::encode(o)? != row,
+        None => true,
+    };
+    if before != after || row_changed {
         let mut t = tx.open_table(USER_NAMES_TABLE)?;
         for w in before.iter().filter(|w| !after.contains(w)) {
             t.remove((w.as_str(), new.id.0))?;
         }
-        for w in after.iter().filter(|w| !before.contains(w)) {
-            t.insert((w.as_str(), new.id.0), ())?;
+        for w in after.iter().filter(|w| row_changed || !before.contains(w)) {
+            t.insert((w.as_str(), new.id.0), row.as_slice())?;
         }
     }
     Ok(())
+}
+
+/// Empties the user search index and fills it from the users (migration 006, which gave its
+/// entries their list rows). Returns the users read.
+pub fn rebuild_names(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    use super::tables::USERS_TABLE;
+    tx.open_table(USER_NAMES_TABLE)?.retain(|_, _| false)?;
+    let users: Vec<UserRecord> = decode_all(tx, USERS_TABLE)?;
+    for u in &users {
+        index_names(tx, None, u)?;
+    }
+    Ok(users.len() as u64)
 }
 
 /// A job row is about to be written over `old` (None: a new job).

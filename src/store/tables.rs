@@ -55,8 +55,10 @@ pub const COUNTERS_TABLE: TableDefinition<&str, u64> = TableDefinition::new("cou
 pub const DAILY_TABLE: TableDefinition<(i64, &str), i64> = TableDefinition::new("daily-1");
 /// activity: key = (day number, user id) → unit; the user created a job that day.
 pub const ACTIVE_DAYS_TABLE: TableDefinition<(i64, i64), ()> = TableDefinition::new("active-days-1");
-/// user search index: key = (lower-case word of first name or username, user id) → unit.
-pub const USER_NAMES_TABLE: TableDefinition<(&str, i64), ()> = TableDefinition::new("user-names-1");
+/// user search index: key = (lower-case word of first name or username, user id) → value =
+/// the user's list row, `UserSummary` (the same in each of the user's entries), so a search
+/// page is one index walk. Replaced `user-names-1` (value = unit) in migration 006.
+pub const USER_NAMES_TABLE: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("user-names-2");
 /// admin broadcasts: key = broadcast id (UUIDv7 u128) → value = `Broadcast` (with its cursor).
 pub const BROADCASTS_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("broadcasts-1");
 /// jobs by owner: key = (user id, job id) → unit, for a user's job list without a scan.

@@ -7,6 +7,7 @@ use crate::domain::{Credits, Format, ImageId, JobId, JobStatus, UserId, now_ms};
 use crate::store::Store;
 use crate::store::records::{
     Broadcast, BroadcastState, BroadcastTarget, JobPayload, JobRecord, LibraryItem, OpKind, Settlement, UserRecord,
+    UserSummary,
 };
 use crate::web::{WebState, auth, router};
 use axum::Router;
@@ -530,7 +531,7 @@ async fn every_page_renders_for_a_signed_in_admin_with_security_headers() {
 #[tokio::test]
 async fn a_broad_name_search_pages_through_every_match_once() {
     let e = env().await;
-    let (cookie, _) = login(&e.app).await;
+    let (cookie, csrf) = login(&e.app).await;
     // 120 users match "ver": 100 named "Vera N", 20 "Veronika N" with username "vera_N" (two
     // index words for one user, listed once).
     e.store
@@ -564,6 +565,19 @@ async fn a_broad_name_search_pages_through_every_match_once() {
     all.sort_unstable();
     all.dedup();
     assert_eq!(all, (1000..1120).collect::<Vec<_>>(), "every match once across the pages");
+    // The rows come from the name index: a balance change and a ban show there at once.
+    let form = format!("csrf={csrf}&direction=add&amount=37&reason=test");
+    assert_eq!(
+        send(&e.app, post("/admin/users/1000/balance", Some(&cookie), &form)).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let form = format!("csrf={csrf}");
+    assert_eq!(send(&e.app, post("/admin/users/1000/ban", Some(&cookie), &form)).await.status(), StatusCode::SEE_OTHER);
+    let html = text(send(&e.app, get("/admin/users?q=vera", Some(&cookie))).await).await;
+    let row = "<tr><td><a href=\"/admin/users/1000\">1000</a></td><td>Vera 0</td><td></td>\n<td>37</td><td>0</td><td>";
+    let at = html.find(row).unwrap_or_else(|| panic!("{html}"));
+    let rest = html[at + row.len()..].split("</tr>").next().unwrap_or_default();
+    assert!(rest.ends_with("</td><td>banned</td>"), "{rest}");
 }
 
 #[tokio::test]
@@ -1219,10 +1233,30 @@ async fn aggregates_follow_the_write_paths_and_match_a_rebuild() {
             tx.put_job(&j)?;
             let mut u = tx.get_user(UserId(3))?.expect("u3");
             u.first_name = "Zinaida".into();
+            tx.put_user(&u)?;
+            let mut u = tx.get_user(UserId(1))?.expect("u1");
+            u.banned = true;
+            u.username = Some("anna_b".into());
             tx.put_user(&u)
         })
         .await
         .expect("activity");
+    // The search index carries each user's list row in every entry: after holds, releases,
+    // a rename, a ban and a new username, each entry shows what the record says now.
+    let index_as_records_say = |rx: &crate::store::Rx| -> Result<_, crate::store::StoreError> {
+        let mut want = Vec::new();
+        for u in rx.find_users()? {
+            for w in crate::store::stats::search_words(&u) {
+                want.push((w, u.id.0, UserSummary::of(&u)));
+            }
+        }
+        want.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+        Ok((rx.find_name_entries()?, want))
+    };
+    let (index, want) = e.store.read(index_as_records_say).await.expect("index");
+    assert_eq!(index, want);
+    assert!(index.iter().any(|(w, id, row)| w == "anna_b" && *id == 1 && row.banned), "{index:?}");
+    assert!(index.iter().any(|(_, id, row)| *id == 2 && row.held.0 == 0 && row.balance.0 == 100), "{index:?}");
     let now = now_ms();
     let (fast, slow, daily) = e
         .store
@@ -1256,6 +1290,8 @@ async fn aggregates_follow_the_write_paths_and_match_a_rebuild() {
     rebuilt.expect("rebuild");
     let again = e.store.read(|rx| rx.find_daily(0, i64::MAX - 1)).await.expect("read");
     assert_eq!(daily, again);
+    let (rebuilt, _) = e.store.read(index_as_records_say).await.expect("index");
+    assert_eq!(rebuilt, index, "the rebuilt search index equals the one the write paths kept");
     // The search index followed the rename.
     let (old, new) = e
         .store

@@ -3,11 +3,11 @@
 use super::{CsrfForm, Layout};
 use crate::billing;
 use crate::domain::{Credits, UserId};
-use crate::store::records::{JobRecord, LibraryItem, Operation, UserRecord};
+use crate::store::records::{JobRecord, LibraryItem, Operation, UserRecord, UserSummary};
 use crate::store::{Rx, StoreError};
 use crate::web::auth::AdminSession;
 use crate::web::error::WebError;
-use crate::web::{WebState, fmt_time};
+use crate::web::{Time, WebState, fmt_time};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Form, Path, Query, State};
@@ -62,7 +62,7 @@ fn sort_rows(users: &mut [UserRecord], sort: &str) {
 /// One page of a user search, as [`search`] finds it.
 pub struct Found {
     /// The page's users.
-    pub rows: Vec<UserRecord>,
+    pub rows: Vec<ListRow>,
     /// Matches counted so far: all of them unless `capped`.
     pub total: usize,
     /// More users match than were counted (a one-word search counts only up to its page; other
@@ -81,7 +81,7 @@ pub fn search(rx: &Rx, q: &UserQuery) -> Result<Found, StoreError> {
         if matches!(q.sort.as_str(), "" | "id") {
             let total = usize::try_from(rx.count_users()?).unwrap_or(usize::MAX);
             let rows = rx.find_users_page(None, (q.page + 1) * PAGE_SIZE)?;
-            let rows = rows.into_iter().skip(q.page * PAGE_SIZE).collect();
+            let rows = rows.iter().skip(q.page * PAGE_SIZE).map(ListRow::from).collect();
             return Ok(Found { rows, total, capped: false, has_next: (q.page + 1) * PAGE_SIZE < total });
         }
         rx.find_users()?
@@ -92,15 +92,13 @@ pub fn search(rx: &Rx, q: &UserQuery) -> Result<Found, StoreError> {
         let first = lower.trim_start_matches('@').split_whitespace().next().unwrap_or("").to_string();
         // One plain word in the default order: the index hits are exactly the matches (the
         // index holds the words `matches` compares), listed in index order (matched word, then
-        // id), so only this page's entries and users are read; the total is known up to here.
+        // id), so only this page's entries are read, and they carry the rows: no user record
+        // is read. The total is known up to here.
         if !lower.starts_with('@') && !lower.contains(char::is_whitespace) && matches!(q.sort.as_str(), "" | "id") {
             let skip = q.page * PAGE_SIZE;
-            let (ids, more) = rx.find_user_ids_by_word_page(&first, skip, PAGE_SIZE)?;
-            let mut rows = Vec::with_capacity(PAGE_SIZE);
-            for id in &ids {
-                rows.extend(rx.get_user(UserId(*id))?);
-            }
-            let seen = if ids.is_empty() { 0 } else { skip + ids.len() };
+            let (found, more) = rx.find_user_rows_by_word_page(&first, skip, PAGE_SIZE)?;
+            let seen = if found.is_empty() { 0 } else { skip + found.len() };
+            let rows = found.into_iter().map(ListRow::from).collect();
             return Ok(Found { rows, total: seen, capped: more, has_next: more });
         }
         let (ids, cut) = rx.find_user_ids_by_word(&first, SEARCH_CAP)?;
@@ -115,11 +113,43 @@ pub fn search(rx: &Rx, q: &UserQuery) -> Result<Found, StoreError> {
     };
     sort_rows(&mut users, &q.sort);
     let total = users.len();
-    let rows = users.into_iter().skip(q.page * PAGE_SIZE).take(PAGE_SIZE).collect();
+    let rows = users.iter().skip(q.page * PAGE_SIZE).take(PAGE_SIZE).map(ListRow::from).collect();
     Ok(Found { rows, total, capped, has_next: (q.page + 1) * PAGE_SIZE < total })
 }
 
-/// A user row as the templates show it.
+/// A row of the user list (`users.html`).
+pub struct ListRow {
+    pub id: i64,
+    pub name: String,
+    /// Empty: none.
+    pub username: String,
+    pub balance: i64,
+    pub held: i64,
+    pub created: Time,
+    pub banned: bool,
+}
+
+impl From<UserSummary> for ListRow {
+    fn from(u: UserSummary) -> Self {
+        ListRow {
+            id: u.id.0,
+            name: u.first_name,
+            username: u.username.unwrap_or_default(),
+            balance: u.balance.0,
+            held: u.held.0,
+            created: Time(u.created_at),
+            banned: u.banned,
+        }
+    }
+}
+
+impl From<&UserRecord> for ListRow {
+    fn from(u: &UserRecord) -> Self {
+        ListRow::from(UserSummary::of(u))
+    }
+}
+
+/// A user as the detail page (`user.html`) shows them.
 pub struct UserRow {
     pub id: i64,
     pub name: String,
@@ -163,7 +193,7 @@ pub struct UsersPage {
     capped: bool,
     has_prev: bool,
     has_next: bool,
-    rows: Vec<UserRow>,
+    rows: Vec<ListRow>,
 }
 
 /// `GET /admin/users?q=&sort=&page=`.
@@ -182,7 +212,7 @@ pub async fn list(
         page: q.page,
         total: found.total,
         capped: found.capped,
-        rows: found.rows.iter().map(UserRow::from).collect(),
+        rows: found.rows,
     })
 }
 
