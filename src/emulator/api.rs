@@ -68,6 +68,12 @@ impl ApiError {
     pub fn bad(description: impl Into<String>) -> ApiError {
         ApiError { status: 400, description: description.into(), retry_after: None, reject: true }
     }
+    /// The request body stopped before its end: the client went away mid-request (a bot
+    /// killed while uploading). Telegram never sees such a call, so it is no rule broken; the
+    /// answer goes nowhere.
+    fn aborted(e: impl std::fmt::Display) -> ApiError {
+        ApiError::normal(400, format!("Bad Request: request body cut off: {e}"))
+    }
     /// An error Telegram gives in normal operation (not the bot's fault).
     fn normal(status: u16, description: impl Into<String>) -> ApiError {
         ApiError { status, description: description.into(), retry_after: None, reject: false }
@@ -167,8 +173,14 @@ async fn read_request(req: Request) -> Result<Incoming, ApiError> {
     }
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     if ct.starts_with("multipart/form-data") {
+        // A body that arrived whole but is malformed is answered 400 by multer; a failed read
+        // of the body stream (5xx) is a client that went away, and a length limit is 413.
         let unreadable = |e: axum::extract::multipart::MultipartError| {
-            ApiError::bad(format!("Bad Request: unreadable multipart/form-data body: {e}"))
+            if e.status().is_server_error() {
+                ApiError::aborted(e)
+            } else {
+                ApiError::bad(format!("Bad Request: unreadable multipart/form-data body: {e}"))
+            }
         };
         let mut form =
             Multipart::from_request(req, &()).await.map_err(|e| ApiError::bad(format!("Bad Request: {e}")))?;
@@ -184,9 +196,13 @@ async fn read_request(req: Request) -> Result<Incoming, ApiError> {
             params.push((name, raw));
         }
     } else {
-        let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
-            .await
-            .map_err(|_| ApiError::bad("Request Entity Too Large"))?;
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|e| {
+            if e.to_string().contains("length limit exceeded") {
+                ApiError::bad("Request Entity Too Large")
+            } else {
+                ApiError::aborted(e)
+            }
+        })?;
         if !body.is_empty() {
             if ct.starts_with("application/json") {
                 let v: Value = serde_json::from_slice(&body)

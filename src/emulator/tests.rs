@@ -915,3 +915,54 @@ async fn inline_answers_are_checked_and_chosen_results_can_be_injected() {
     };
     assert!(env.emu.push_update(bad).is_err(), "result_id must not be empty");
 }
+
+/// Sends `head` + `body` on a raw connection: with `close_early` the connection is dropped
+/// before the declared body length arrives (a bot killed mid-upload); otherwise the answer's
+/// status line is read back.
+async fn raw_http(base: &str, head: &str, body: &[u8], close_early: bool) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(body).await.expect("body");
+    if close_early {
+        drop(s);
+        return None;
+    }
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.expect("read");
+    String::from_utf8_lossy(&answer).lines().next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_body_cut_off_by_a_dying_client_is_no_rejection_but_a_malformed_one_is() {
+    let env = start().await;
+    env.say(USER, "hi");
+    let part = "--XX\r\nContent-Disposition: form-data; name=\"chat_id\"\r\n\r\n42\r\n--XX\r\n\
+                Content-Disposition: form-data; name=\"photo\"; filename=\"a.jpg\"\r\n\r\nJFIF-bytes";
+    let upload = |len: usize| {
+        format!(
+            "POST /bot123:TEST/sendPhoto HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+             Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    // Killed mid-upload: 100,000 bytes declared, a few hundred sent, the socket closed.
+    raw_http(&env.base, &upload(100_000), part.as_bytes(), true).await;
+    let json = "POST /bot123:TEST/sendMessage HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+                Content-Type: application/json\r\nContent-Length: 500\r\n\r\n";
+    raw_http(&env.base, json, br#"{"chat_id": 42, "te"#, true).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cut_off = |c: &CallRecord| c.description.as_deref().is_some_and(|d| d.contains("request body cut off"));
+    while env.emu.calls().iter().filter(|c| cut_off(c)).count() < 2 {
+        assert!(Instant::now() < deadline, "both cut-off calls are recorded: {:?}", env.emu.calls());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let methods: Vec<String> = env.emu.calls().into_iter().filter(cut_off).map(|c| c.method).collect();
+    assert_eq!(methods.len(), 2);
+    assert!(methods.contains(&"sendPhoto".to_owned()) && methods.contains(&"sendMessage".to_owned()), "{methods:?}");
+    assert!(env.emu.rejections().is_empty(), "{:?}", env.emu.rejections());
+    // The whole body arrived but the multipart has no closing boundary: the bot's fault.
+    let status = raw_http(&env.base, &upload(part.len()), part.as_bytes(), false).await;
+    assert!(status.as_deref().is_some_and(|s| s.contains(" 400 ")), "{status:?}");
+    assert!(env.last_rejection().reason.contains("unreadable multipart/form-data body"), "{:?}", env.last_rejection());
+}
