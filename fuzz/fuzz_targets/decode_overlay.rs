@@ -1,5 +1,5 @@
-//! Untrusted image bytes through probe → decode → overlay (the "📝 Add text" path), with a
-//! caption and style wishes taken from the input too.
+//! Untrusted image bytes through probe → decode → overlay (the "📝 Add text" path) and
+//! compress_for_api over its limit, with a caption and style wishes taken from the input too.
 //!
 //! Input layout: byte 0 = caption length `n`, then `n` bytes of caption (lossy UTF-8; its first
 //! line is also parsed as style wishes), then the image bytes.
@@ -31,6 +31,13 @@ fuzz_target!(|data: &[u8]| {
                 }
                 // JPEG cannot store a side over 65535 px; anything else decodable must work.
                 Err(e) => assert!(info.width.max(info.height) > 65_535, "{e}"),
+            }
+            // Over the limit a JPEG is requantised from its own coefficients (no pixel decode):
+            // the coefficient reader and writer see the same untrusted bytes.
+            let max = (image.len() / 2).max(2048);
+            if let Ok(out) = imaging::compress_for_api(image, max, &limits) {
+                assert!(out.len() <= max, "{} bytes over a limit of {max}", out.len());
+                imaging::probe(&out).expect("compress output is a valid image");
             }
         }
         Err(_) => {

@@ -1,6 +1,6 @@
 //! The JPEG fast paths: libjpeg-turbo-rs (a pure-Rust port of libjpeg-turbo with SIMD kernels)
-//! encodes every JPEG we write and decodes every JPEG it can, optionally DCT-scaled (1/2, 1/4,
-//! 1/8) when the output will be shrunk anyway. Whatever it refuses (CMYK, 12-bit, truncated or
+//! encodes every JPEG we write and decodes every JPEG it can, optionally DCT-scaled (1/8 … 7/8)
+//! when the output will be shrunk anyway. Whatever it refuses (CMYK, 12-bit, truncated or
 //! corrupt streams) goes through the generic `image` decoder, which is more lenient and gives
 //! the precise error.
 
@@ -56,9 +56,56 @@ fn encode_raw(
     ljt::compress(data, w, h, format, quality, subsampling).map_err(|e| ImagingError::Encode(format!("JPEG: {e}")))
 }
 
+/// Encodes a `width × height` RGB picture that is produced a band of rows at a time:
+/// `band(rows, out)` fills `out` (`rows.len() × width × 3` bytes) with those rows. Bands of
+/// [`BAND_MCU_ROWS`] MCU rows are made and coded on all cores, at most one per core at a time,
+/// and joined with restart markers ([`strips`]), so the whole picture never exists as pixels.
+///
+/// Errors: [`ImagingError::Encode`] for a size JPEG cannot hold or when a band fails.
+pub(super) fn encode_rgb_bands(
+    width: u32,
+    height: u32,
+    quality: u8,
+    band: impl Fn(std::ops::Range<u32>, &mut [u8]) -> Result<(), ImagingError> + Sync,
+) -> Result<Vec<u8>, ImagingError> {
+    if width == 0 || height == 0 || width > u32::from(u16::MAX) || height > u32::from(u16::MAX) {
+        return Err(ImagingError::Encode(format!("{width}×{height} is not a valid JPEG size")));
+    }
+    let (w, h) = (width as usize, height as usize);
+    // The restart interval (MCUs per band) must fit DRI's 16 bits.
+    let mcu_rows_per_band = (usize::from(u16::MAX) / w.div_ceil(16)).clamp(1, BAND_MCU_ROWS);
+    let ranges = strips::mcu_row_ranges(h.div_ceil(16), h.div_ceil(16).div_ceil(mcu_rows_per_band));
+    let mcus_per_strip = ranges[0].len() * w.div_ceil(16);
+    let failure = std::sync::Mutex::new(None);
+    let coded = strips::code_in_turn(ranges.len(), |i| {
+        let (top, bottom) = (ranges[i].start * 16, (ranges[i].end * 16).min(h));
+        let mut pixels = vec![0u8; (bottom - top) * w * 3];
+        let made = band(top as u32..bottom as u32, &mut pixels).and_then(|()| {
+            ljt::compress(
+                &pixels,
+                w,
+                bottom - top,
+                ljt::PixelFormat::Rgb,
+                quality.clamp(1, 100),
+                ljt::Subsampling::S420,
+            )
+            .map_err(|e| ImagingError::Encode(format!("JPEG: {e}")))
+        });
+        made.map_err(|e| failure.lock().map(|mut f| *f = Some(e))).ok()
+    });
+    let failed = || failure.lock().ok().and_then(|mut f| f.take());
+    let coded = coded.ok_or_else(|| failed().unwrap_or_else(|| ImagingError::Encode("a band failed".into())))?;
+    strips::join(&coded, height as u16, mcus_per_strip)
+        .ok_or_else(|| ImagingError::Encode("JPEG bands do not join".into()))
+}
+
+/// MCU rows (16 px each at 4:2:0) per band of [`encode_rgb_bands`]: 128 rows of a 2560 px
+/// picture are 1 MB of pixels, and 15 bands keep two cores evenly busy.
+pub(super) const BAND_MCU_ROWS: usize = 8;
+
 /// Decodes upright pixels, at least as many as `target(displayed_width, displayed_height)`
 /// returns (the output size the caller will resize to; never more than the source), using DCT
-/// scaling (1/2, 1/4, 1/8) for JPEGs where that still leaves enough pixels. Anything else goes
+/// scaling (M/8, M = 1…7) for JPEGs where that still leaves enough pixels. Anything else goes
 /// through [`decode_full`], so the result and the errors are the same as there, only the pixel
 /// count may be lower.
 pub(super) fn decode_at_least(
@@ -99,7 +146,7 @@ pub(super) fn jpeg_header<'a>(
     Ok(Some((decoder, orientation)))
 }
 
-/// The libjpeg-turbo-rs decode of a JPEG, upright, at the smallest power-of-two DCT scale that
+/// The libjpeg-turbo-rs decode of a JPEG, upright, at the smallest DCT scale M/8 that
 /// still covers `target` (full size without one).
 ///
 /// `Ok(None)` means "use the generic decoder": a colour space or precision this path does not
@@ -128,11 +175,19 @@ pub(super) fn decode_jpeg(
         let (tw, th) = if swapped { target(sh, sw) } else { target(sw, sh) };
         // Requested size in stored orientation.
         let (rw, rh) = if swapped { (th, tw) } else { (tw, th) };
-        // Power-of-two scales only: their reduced IDCTs are the cheap ones, while 3/4 or 5/8
-        // cost as much as a full decode here and save only part of the resize.
-        let denom = [8u32, 4, 2].into_iter().find(|&d| sw.div_ceil(d) >= rw && sh.div_ceil(d) >= rh);
-        if let Some(denom) = denom {
-            match ljt::ScalingFactor::try_new(1, denom) {
+        // The smallest M/8 scale that still covers the target. 3/4 or 7/8 take about as long
+        // as a full decode, but the decoder keeps whole component planes besides its output,
+        // so a scaled decode is what keeps a photo's fit under half of Pillow's memory (and
+        // the resize after it has fewer rows to read).
+        let num = (1..8u32).find(|&m| {
+            (u64::from(sw) * u64::from(m)).div_ceil(8) >= u64::from(rw)
+                && (u64::from(sh) * u64::from(m)).div_ceil(8) >= u64::from(rh)
+        });
+        if let Some(num) = num {
+            // In lowest terms: libjpeg-turbo-rs takes 4/8 as its own (slower, larger) case
+            // rather than as 1/2.
+            let common = [4u32, 2, 1].into_iter().find(|g| num % g == 0).unwrap_or(1);
+            match ljt::ScalingFactor::try_new(num / common, 8 / common) {
                 Ok(scale) => decoder.set_scale(scale),
                 Err(_) => return Ok(None),
             }

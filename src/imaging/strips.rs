@@ -43,6 +43,40 @@ pub(super) fn code_in_parallel<T: Sync>(
     join(&coded?, height, mcus_per_strip)
 }
 
+/// Runs `code(i)` for every `i` in `0..count` on up to [`strip_count`]'s worth of scoped
+/// threads pulling the next index in turn, so at most that many strips are being made at once
+/// (a strip's pixels exist only while it is coded). `None` if any strip fails.
+pub(super) fn code_in_turn(count: usize, code: impl Fn(usize) -> Option<Vec<u8>> + Sync) -> Option<Vec<Vec<u8>>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)).min(count.max(1));
+    let next = AtomicUsize::new(0);
+    let coded: Vec<Mutex<Option<Vec<u8>>>> = (0..count).map(|_| Mutex::new(None)).collect();
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= count {
+                return;
+            }
+            let Some(out) = code(i) else {
+                // Stop everyone: the result is refused anyway.
+                next.store(count, Ordering::Relaxed);
+                return;
+            };
+            if let Ok(mut slot) = coded[i].lock() {
+                *slot = Some(out);
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..workers {
+            scope.spawn(work);
+        }
+        work();
+    });
+    coded.into_iter().map(|m| m.into_inner().ok().flatten()).collect()
+}
+
 /// One JPEG from strips coded as separate baseline JPEGs with identical tables and sampling:
 /// the first strip's header with the frame height set to `height` and a DRI segment of
 /// `mcus_per_strip` added, then every strip's scan data separated by RST0…RST7 in turn.

@@ -581,6 +581,17 @@ fn the_fast_jpeg_decoder_takes_ordinary_jpegs_and_leaves_the_rest_to_the_generic
     let quarter = |w: u32, h: u32| (w / 4, h / 4);
     let scaled = codec::decode_jpeg(&bytes, &limits, Some(&quarter)).expect("no error").expect("decodes");
     assert_eq!(scaled.image.width(), info.width.div_ceil(4));
+    // Every M/8 is taken by the fast decoder (in lowest terms: 4/8 is 1/2), the smallest that
+    // covers the target: 0.6 of each side needs 5/8, 0.5 exactly 1/2, 0.7 needs 6/8 = 3/4.
+    for (fraction, eighths) in [(0.6, 5), (0.5, 4), (0.7, 6), (0.87, 7)] {
+        let target = |w: u32, h: u32| ((f64::from(w) * fraction) as u32, (f64::from(h) * fraction) as u32);
+        let scaled = codec::decode_jpeg(&bytes, &limits, Some(&target)).expect("no error").expect("decodes");
+        assert_eq!(
+            (scaled.image.width(), scaled.image.height()),
+            ((info.width * eighths).div_ceil(8), (info.height * eighths).div_ceil(8)),
+            "{fraction}"
+        );
+    }
     let tight = Limits { max_pixels: 1_000_000, ..Limits::default() };
     assert!(matches!(codec::decode_jpeg(&bytes, &tight, None), Err(ImagingError::TooManyPixels { .. })));
 }
