@@ -101,7 +101,7 @@ pub(super) fn encode_rgb_bands(
 
 /// MCU rows (16 px each at 4:2:0) per band of [`encode_rgb_bands`]: 128 rows of a 2560 px
 /// picture are 1 MB of pixels, and 15 bands keep two cores evenly busy.
-pub(super) const BAND_MCU_ROWS: usize = 8;
+const BAND_MCU_ROWS: usize = 8;
 
 /// Decodes upright pixels, at least as many as `target(displayed_width, displayed_height)`
 /// returns (the output size the caller will resize to; never more than the source), using DCT

@@ -24,23 +24,15 @@ pub(super) fn mcu_row_ranges(mcu_rows: usize, strips: usize) -> Vec<std::ops::Ra
     (0..mcu_rows).step_by(per).map(|start| start..(start + per).min(mcu_rows)).collect()
 }
 
-/// Runs `code` for every strip on scoped threads (the first on the calling thread) and joins
-/// the results with [`join`]. `None` if any strip fails or the strips do not join.
+/// Codes every strip with [`code_in_turn`] and joins the results with [`join`]. `None` if any
+/// strip fails or the strips do not join.
 pub(super) fn code_in_parallel<T: Sync>(
     strips: &[T],
     height: u16,
     mcus_per_strip: usize,
     code: impl Fn(&T) -> Option<Vec<u8>> + Sync,
 ) -> Option<Vec<u8>> {
-    let coded: Vec<Option<Vec<u8>>> = std::thread::scope(|scope| {
-        let code = &code;
-        let handles: Vec<_> = strips[1..].iter().map(|strip| scope.spawn(move || code(strip))).collect();
-        let mut coded = vec![code(&strips[0])];
-        coded.extend(handles.into_iter().map(|h| h.join().ok().flatten()));
-        coded
-    });
-    let coded: Option<Vec<Vec<u8>>> = coded.into_iter().collect();
-    join(&coded?, height, mcus_per_strip)
+    join(&code_in_turn(strips.len(), |i| code(&strips[i]))?, height, mcus_per_strip)
 }
 
 /// Runs `code(i)` for every `i` in `0..count` on up to [`strip_count`]'s worth of scoped
