@@ -148,10 +148,7 @@ const DAY_MS: i64 = 86_400_000;
 
 /// `YYYY-MM-DD HH:MM` in UTC.
 pub fn fmt_time(ms: i64) -> String {
-    match Time(ms).ascii() {
-        Some(b) => String::from_utf8_lossy(&b).into_owned(),
-        None => Time(ms).to_string(),
-    }
+    Time(ms).to_string()
 }
 
 /// A time (ms) shown as `YYYY-MM-DD HH:MM` in UTC; a template writes it without a `String`.
