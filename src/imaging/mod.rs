@@ -5,6 +5,7 @@
 //! Every operation decodes its input at most once. Pixel and byte limits are checked from the
 //! header before any pixel buffer is allocated, so decompression bombs are refused cheaply.
 
+mod band;
 mod codec;
 mod compress;
 mod decode;
@@ -13,6 +14,7 @@ mod jpeg;
 mod ops;
 mod overlay;
 mod requant;
+mod scan;
 mod strips;
 #[cfg(test)]
 mod tests;

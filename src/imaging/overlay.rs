@@ -7,7 +7,7 @@
 
 use super::decode::decode_full;
 use super::ops::flatten_on_white;
-use super::{ImagingError, Limits, codec, requant};
+use super::{ImagingError, Limits, band, codec, requant};
 use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont, point};
 use image::RgbImage;
 
@@ -261,9 +261,13 @@ fn parse_hex(hex: &str) -> Option<[u8; 3]> {
 pub fn overlay_text(bytes: &[u8], text: &str, style: &OverlayStyle, limits: &Limits) -> Result<Vec<u8>, ImagingError> {
     let text: String = text.chars().take(MAX_TEXT_CHARS).collect();
     let fonts = Fonts::load()?;
-    // An upright baseline JPEG: only the MCU rows under the caption are decoded and encoded,
-    // the rest is requantised to the output quality without leaving the DCT domain.
     let mut painter = CaptionPainter { fonts: &fonts, text: &text, style, plan: None };
+    // An upright baseline JPEG big enough to be worth it: decoded and coded on all cores.
+    if let Some(out) = band::paint_upright(bytes, limits, QUALITY, &mut painter)? {
+        return Ok(out);
+    }
+    // Other upright JPEGs: only the MCU rows under the caption are decoded and encoded, the
+    // rest is requantised to the output quality without leaving the DCT domain.
     let repainted = requant::repaint_rows(bytes, limits, QUALITY, &mut painter)?;
     if let Some(out) = repainted {
         return Ok(out);
@@ -585,9 +589,14 @@ fn blend_coverage(img: &mut RgbImage, outline: &ab_glyph::OutlinedGlyph, color: 
             return;
         }
         let a = (cov * alpha).clamp(0.0, 1.0);
+        // Most of a glyph's box is outside the glyph.
+        if a <= 0.0 {
+            return;
+        }
         let px = img.get_pixel_mut(x as u32, y as u32);
         for (dst, &src) in px.0.iter_mut().zip(&color) {
-            *dst = (f32::from(*dst) * (1.0 - a) + f32::from(src) * a).round() as u8;
+            // Non-negative, so + 0.5 and truncation round to nearest (without a libm call).
+            *dst = (f32::from(*dst) * (1.0 - a) + f32::from(src) * a + 0.5) as u8;
         }
     });
 }
@@ -601,12 +610,14 @@ fn clip(img: &RgbImage, x0: f32, y0: f32, x1: f32, y1: f32) -> (u32, u32, u32, u
 
 fn tint(img: &mut RgbImage, (x0, y0, x1, y1): (u32, u32, u32, u32), color: [u8; 3], opacity_pct: u8) {
     let a = u32::from(opacity_pct) * 255 / 100;
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let px = img.get_pixel_mut(x, y);
-            for (dst, &src) in px.0.iter_mut().zip(&color) {
-                let v = (u32::from(*dst) * (255 - a) + u32::from(src) * a + 127) / 255;
-                *dst = u8::try_from(v).unwrap_or(u8::MAX);
+    let width = img.width() as usize;
+    let raw: &mut [u8] = img;
+    for y in y0 as usize..y1 as usize {
+        let Some(row) = raw.get_mut((y * width + x0 as usize) * 3..(y * width + x1 as usize) * 3) else { return };
+        for px in row.chunks_exact_mut(3) {
+            for (dst, &src) in px.iter_mut().zip(&color) {
+                // At most (255 × 255 + 127) / 255 = 255.
+                *dst = ((u32::from(*dst) * (255 - a) + u32::from(src) * a + 127) / 255) as u8;
             }
         }
     }

@@ -4,7 +4,8 @@
 //! transcoders do). The result is what re-encoding at that quality would give, minus the
 //! rounding of a second IDCT/DCT pass, in about half the time of a decode plus encode.
 
-use super::{ImagingError, Limits};
+use super::scan::Scan;
+use super::{ImagingError, Limits, strips};
 use image::RgbImage;
 use image::metadata::Orientation;
 use libjpeg_turbo_rs as ljt;
@@ -20,10 +21,13 @@ use ljt::encode::tables::{STD_CHROMINANCE_QUANT_TABLE, STD_LUMINANCE_QUANT_TABLE
 /// at that quality), but never finer than the source's own table at any position: a finer
 /// step would spend bytes on precision the source never had.
 ///
-/// The coefficients are held once (2 bytes per coefficient: 36 MB for a 12 MP 4:2:0 photo) and
-/// requantised in place, so each lower quality starts from the previous one; the extra
-/// rounding this adds is at most half a step of the coarser table. The first quality fits in
-/// the common "slightly too big" case.
+/// The coefficients are held once (2 bytes per coefficient: 36 MB for a 12 MP 4:2:0 photo).
+/// A baseline JPEG that [`Scan::read`] takes (what cameras and encoders write) is read on all
+/// cores, and each quality is made from the source's coefficients in strips of a megabyte,
+/// requantised and entropy-coded on all cores and joined with restart markers. Any other is
+/// read by `ljt::read_coefficients` and requantised in place, each lower quality from the
+/// previous one (the extra rounding is at most half a step of the coarser table). The first
+/// quality fits in the common "slightly too big" case.
 ///
 /// `Ok(None)` when this path does not apply and the caller must decode pixels: not a JPEG the
 /// coefficient reader takes (arithmetic coding, 12-bit, corrupt or truncated data), a colour
@@ -40,6 +44,18 @@ pub(super) fn requantize_to_fit(
     if eligible(bytes, limits)?.is_none() {
         return Ok(None);
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if let Some(scan) = Scan::read(bytes, cores) {
+        // Every quality starts from the source's own coefficients.
+        for &quality in qualities {
+            let targets = target_tables(scan.template(), quality);
+            let Some(out) = write_requantized(&scan, &targets, cores) else { return Ok(None) };
+            if out.len() <= max_bytes {
+                return Ok(Some(out));
+            }
+        }
+        return Ok(None);
+    }
     let Ok(mut coefficients) = ljt::read_coefficients(bytes) else { return Ok(None) };
     for &quality in qualities {
         let targets = target_tables(&coefficients, quality);
@@ -50,6 +66,43 @@ pub(super) fn requantize_to_fit(
         }
     }
     Ok(None)
+}
+
+/// `scan` requantised to `targets` and entropy-coded in strips of whole MCU rows on `cores`
+/// cores, joined with restart markers ([`strips::join`]). `None` if coding fails.
+fn write_requantized(scan: &Scan, targets: &[[u16; 64]], cores: usize) -> Option<Vec<u8>> {
+    let (rows, count) = strip_layout(scan, cores);
+    let parts = strips::code_in_turn(count, |i| code_strip(scan, i * rows..(i + 1) * rows, targets))?;
+    strips::join(&parts, scan.template().height, rows * scan.mcus_per_row())
+}
+
+/// `(MCU rows per strip, strips)`: strips of about [`STRIP_BYTES`] of coefficients (a few
+/// per core at the least, so the cores finish together), each within the 16-bit restart
+/// interval.
+fn strip_layout(scan: &Scan, cores: usize) -> (usize, usize) {
+    let (mcu_rows, per_row) = (scan.mcu_rows(), scan.mcus_per_row().max(1));
+    let row_bytes = per_row * scan.blocks_per_mcu() * 128;
+    let rows =
+        (STRIP_BYTES / row_bytes.max(1)).min(mcu_rows.div_ceil(cores * 4)).min(usize::from(u16::MAX) / per_row).max(1);
+    (rows, mcu_rows.div_ceil(rows))
+}
+
+/// Coefficient bytes per strip of [`write_requantized`]: each coding thread holds one strip.
+const STRIP_BYTES: usize = 1 << 20;
+
+/// MCU rows `rows` of `scan` requantised to `targets`, as a JPEG.
+fn code_strip(scan: &Scan, rows: std::ops::Range<usize>, targets: &[[u16; 64]]) -> Option<Vec<u8>> {
+    thread_local! {
+        /// The strip buffer of this thread, reused from strip to strip.
+        static STRIP: std::cell::RefCell<Option<ljt::JpegCoefficients>> = const { std::cell::RefCell::new(None) };
+    }
+    STRIP.with(|cell| {
+        let mut held = cell.try_borrow_mut().ok()?;
+        let strip = held.get_or_insert_with(|| scan.template().clone());
+        scan.strip_into(rows, strip);
+        requantize(strip, targets);
+        ljt::write_coefficients(strip).ok()
+    })
 }
 
 /// The frame size (width, height) when the coefficient paths apply: an 8-bit DCT JPEG in grey
@@ -240,11 +293,20 @@ fn requantize_blocks(blocks: &mut [[i16; 64]], old: &[u16; 64], new: &[u16; 64])
     if ratio.iter().all(|&r| r == 1.0) {
         return;
     }
+    // Float-to-integer conversions are scalar instructions on baseline x86-64; rounding by
+    // adding 2^23 (which leaves the integer in the low mantissa bits) keeps every step a
+    // packed one. Exact for |v| < 2^22, and |v| <= 2047 × 255 for any pair of steps.
+    const MAGIC: f32 = 8_388_608.0;
     let run = |blocks: &mut [[i16; 64]]| {
         for block in blocks {
             for (c, r) in block.iter_mut().zip(&ratio) {
                 let v = f32::from(*c) * r;
-                *c = (v + 0.5f32.copysign(v)) as i16;
+                let a = v.abs() + 0.5;
+                let nearest = (a + MAGIC) - MAGIC;
+                let floor = nearest - if nearest > a { 1.0 } else { 0.0 };
+                let q = (floor + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+                // Saturating, like `as i16` (only a finer step could need it).
+                *c = (if v < 0.0 { -q } else { q }).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
             }
         }
     };

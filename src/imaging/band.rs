@@ -1,0 +1,330 @@
+//! Pixels from the quantised DCT coefficients that [`Scan`] read on all cores, with
+//! libjpeg-turbo-rs's own kernels and what its decoder does by default (ISLOW inverse DCT,
+//! "fancy" triangular chroma upsampling, YCbCr → RGB as JFIF defines it), so the pixels are
+//! a whole-picture decode's (within one level: the upsampling is the same filter, run on
+//! rows we hand it). Entropy decoding is most of a JPEG decode and libjpeg does it on one
+//! core; this way a picture that is drawn on and encoded again (the "Add text" tool) is
+//! decoded on all of them.
+//!
+//! Handled layouts: three components with chroma sampled once per MCU and luma 1×1 (4:4:4),
+//! 2×1 (4:2:2) or 2×2 (4:2:0), i.e. every camera and encoder default.
+
+use super::requant::RowPainter;
+use super::scan::Scan;
+use super::{ImagingError, Limits, codec, strips};
+use image::RgbImage;
+use image::metadata::Orientation;
+use libjpeg_turbo_rs as ljt;
+use ljt::common::quant_table::ZIGZAG_ORDER;
+use std::ops::Range;
+use std::sync::{Mutex, OnceLock};
+
+/// Luma (h, v) sampling when the layout is one [`decode_rows`] handles.
+pub(super) fn luma_sampling(template: &ljt::JpegCoefficients) -> Option<(usize, usize)> {
+    let [y, cb, cr] = template.components.as_slice() else { return None };
+    if (cb.h_sampling, cb.v_sampling, cr.h_sampling, cr.v_sampling) != (1, 1, 1, 1) {
+        return None;
+    }
+    matches!((y.h_sampling, y.v_sampling), (1, 1) | (2, 1) | (2, 2))
+        .then_some((usize::from(y.h_sampling), usize::from(y.v_sampling)))
+}
+
+/// An upright 8-bit YCbCr JPEG of a layout [`luma_sampling`] takes, with `painter`'s rows
+/// drawn on, encoded at `quality` (4:2:0, like [`codec::encode_rgb`]): the scan is read on all
+/// cores ([`Scan`]) and the picture made and coded in bands of 128 rows on all cores
+/// (joined with restart markers, [`strips`]). Bands clear of the painted rows are decoded
+/// and coded on their own, first; the painted rows are decoded as one region, painted once
+/// (a plate's blur and the automatic colour look at all of it) and coded last, so the other
+/// cores are coding while one paints. The whole picture never exists as pixels.
+///
+/// `Ok(None)` when this path does not apply (another format, colour space, layout, an EXIF
+/// orientation to apply, a JPEG [`Scan::read`] refuses, or damage): the caller decodes the
+/// usual way, which also words the errors.
+///
+/// Errors: [`ImagingError::TooLarge`] and [`ImagingError::TooManyPixels`] from the byte count
+/// and the header, before anything is decoded.
+pub(super) fn paint_upright(
+    bytes: &[u8],
+    limits: &Limits,
+    quality: u8,
+    painter: &mut (dyn RowPainter + Send),
+) -> Result<Option<Vec<u8>>, ImagingError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(ImagingError::TooLarge { bytes: bytes.len(), max: limits.max_bytes });
+    }
+    if image::guess_format(bytes).ok() != Some(image::ImageFormat::Jpeg) {
+        return Ok(None);
+    }
+    let Some((decoder, orientation)) = codec::jpeg_header(bytes, limits)? else { return Ok(None) };
+    let header = decoder.header();
+    let plain = header.precision == 8
+        && !header.is_lossless
+        && decoder.jpeg_color_space() == ljt::ColorSpace::YCbCr
+        && orientation == Orientation::NoTransforms;
+    if !plain {
+        return Ok(None);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let Some(scan) = Scan::read(bytes, cores).filter(|s| luma_sampling(s.template()).is_some()) else {
+        return Ok(None);
+    };
+    let (width, height) = (usize::from(scan.template().width), usize::from(scan.template().height));
+    let (top, bottom) = painter.rows(width as u32, height as u32);
+    let (top, bottom) = (top as usize, (bottom as usize).min(height));
+    // Output bands of whole 16-row MCUs (4:2:0), each within DRI's 16-bit interval. Source
+    // MCU rows are 8 or 16 pixels high, so every band is whole source MCU rows too.
+    let mcus_across = width.div_ceil(16);
+    let band_mcu_rows = (usize::from(u16::MAX) / mcus_across).clamp(1, 8);
+    let band_h = band_mcu_rows * 16;
+    let count = height.div_ceil(band_h);
+    let touches = |i: usize| top < bottom && i * band_h < bottom && top < (i + 1) * band_h;
+    let painted_bands: Vec<usize> = (0..count).filter(|&i| touches(i)).collect();
+    let region = match (painted_bands.first(), painted_bands.last()) {
+        (Some(&first), Some(&last)) => first * band_h..((last + 1) * band_h).min(height),
+        _ => 0..0,
+    };
+    let order: Vec<usize> = (0..count).filter(|&i| !touches(i)).chain(painted_bands.iter().copied()).collect();
+    let mcu_h = scan.mcu_height();
+    let painted: OnceLock<Option<RgbImage>> = OnceLock::new();
+    let painter = Mutex::new(painter);
+    let coded = strips::code_in_turn(count, |n| {
+        let i = *order.get(n)?;
+        let rows = i * band_h..((i + 1) * band_h).min(height);
+        let pixels = if touches(i) {
+            let region_pixels = painted
+                .get_or_init(|| {
+                    let mut rgb = decode_rows(&scan, region.start / mcu_h..region.end.div_ceil(mcu_h), cores)?;
+                    painter.lock().ok()?.paint(&mut rgb, u32::try_from(region.start).ok()?);
+                    Some(rgb)
+                })
+                .as_ref()?;
+            let row_bytes = width * 3;
+            region_pixels
+                .as_raw()
+                .get((rows.start - region.start) * row_bytes..(rows.end - region.start) * row_bytes)?
+                .to_vec()
+        } else {
+            let mut pixels = vec![0u8; rows.len() * width * 3];
+            decode_part(&scan, rows.start / mcu_h..rows.end.div_ceil(mcu_h), &mut pixels)?;
+            pixels
+        };
+        ljt::compress(&pixels, width, rows.len(), ljt::PixelFormat::Rgb, quality.clamp(1, 100), ljt::Subsampling::S420)
+            .ok()
+    });
+    let Some(coded) = coded else { return Ok(None) };
+    let mut parts = vec![Vec::new(); count];
+    for (n, part) in coded.into_iter().enumerate() {
+        parts[order[n]] = part;
+    }
+    Ok(strips::join(&parts, u16::try_from(height).unwrap_or(u16::MAX), band_mcu_rows * mcus_across))
+}
+
+/// The RGB pixels of MCU rows `rows` (full frame width; the frame's last MCU row only down
+/// to the frame's bottom), decoded on up to `cores` cores. Chroma is upsampled with the rows
+/// on either side of the band, so the pixels are a whole-picture decode's.
+///
+/// `None` for a layout [`luma_sampling`] refuses or an empty range.
+pub(super) fn decode_rows(scan: &Scan, rows: Range<usize>, cores: usize) -> Option<RgbImage> {
+    let t = scan.template();
+    luma_sampling(t)?;
+    let (width, height) = (usize::from(t.width), usize::from(t.height));
+    let mcu_h = scan.mcu_height();
+    let rows = rows.start..rows.end.min(scan.mcu_rows());
+    let top = rows.start * mcu_h;
+    let bottom = (rows.end * mcu_h).min(height);
+    if bottom <= top {
+        return None;
+    }
+    let mut rgb = vec![0u8; (bottom - top) * width * 3];
+    let per_part = rows.len().div_ceil(cores.max(1));
+    let ok = std::thread::scope(|scope| {
+        let handles: Vec<_> = rgb
+            .chunks_mut(per_part * mcu_h * width * 3)
+            .enumerate()
+            .map(|(i, out)| {
+                let first = rows.start + i * per_part;
+                scope.spawn(move || decode_part(scan, first..(first + per_part).min(rows.end), out))
+            })
+            .collect();
+        handles.into_iter().all(|h| h.join().ok().flatten().is_some())
+    });
+    if !ok {
+        return None;
+    }
+    RgbImage::from_raw(u32::try_from(width).ok()?, u32::try_from(bottom - top).ok()?, rgb)
+}
+
+/// [`decode_rows`] for one part, into `out` (its rows × width × 3 bytes), a few MCU rows at a
+/// time so the coefficients and samples in flight stay small and their buffers are reused.
+fn decode_part(scan: &Scan, rows: Range<usize>, out: &mut [u8]) -> Option<()> {
+    const AT_ONCE: usize = 8;
+    let t = scan.template();
+    let row_bytes = usize::from(t.width) * 3 * scan.mcu_height();
+    let mut strip = t.clone();
+    let mut planes = Vec::new();
+    for (piece, first) in out.chunks_mut(AT_ONCE * row_bytes).zip((rows.start..rows.end).step_by(AT_ONCE)) {
+        decode_piece(scan, first..(first + AT_ONCE).min(rows.end), piece, &mut strip, &mut planes)?;
+    }
+    Some(())
+}
+
+/// Decodes MCU rows `rows` into `out`, with `strip` and `planes` as scratch.
+fn decode_piece(
+    scan: &Scan,
+    rows: Range<usize>,
+    out: &mut [u8],
+    strip: &mut ljt::JpegCoefficients,
+    planes: &mut Vec<(Vec<u8>, usize)>,
+) -> Option<()> {
+    let t = scan.template();
+    let (h_max, v_max) = luma_sampling(t)?;
+    let (width, height) = (usize::from(t.width), usize::from(t.height));
+    let mcu_h = scan.mcu_height();
+    // One MCU row of context on either side, for the chroma upsampling at the band's edges.
+    let context = rows.start.saturating_sub(1)..(rows.end + 1).min(scan.mcu_rows());
+    scan.strip_into(context.clone(), strip);
+    let simd = ljt::simd::detect();
+    // Every component's samples over the context rows.
+    planes.resize_with(strip.components.len(), || (Vec::new(), 0));
+    for (c, (plane, stride)) in strip.components.iter().zip(planes.iter_mut()) {
+        let qt = t.quant_tables.get(usize::from(c.quant_table_index))?;
+        *stride = c.blocks_x * 8;
+        plane.resize(*stride * c.blocks_y * 8, 0);
+        let mut natural = [0i16; 64];
+        let mut pixels = [0u8; 64];
+        for (n, block) in c.blocks.iter().enumerate() {
+            for (z, &v) in block.iter().enumerate() {
+                natural[ZIGZAG_ORDER[z]] = v;
+            }
+            (simd.idct_islow)(&natural, qt, &mut pixels);
+            let (bx, by) = (n % c.blocks_x, n / c.blocks_x);
+            for (r, row) in pixels.chunks_exact(8).enumerate() {
+                let at = (by * 8 + r) * *stride + bx * 8;
+                plane.get_mut(at..at + 8)?.copy_from_slice(row);
+            }
+        }
+    }
+    let chroma_width = width.div_ceil(h_max);
+    // Chroma rows that hold picture (the rest of the last block row is padding).
+    let chroma_rows = height.div_ceil(v_max);
+    let context_top = context.start * mcu_h;
+    let mut cb_row = vec![0u8; chroma_width * 2 + 16];
+    let mut cr_row = vec![0u8; chroma_width * 2 + 16];
+    let first = rows.start * mcu_h;
+    for (i, rgb) in out.chunks_exact_mut(width * 3).enumerate() {
+        let y = first + i;
+        if y >= height {
+            break;
+        }
+        let local = y - context_top;
+        let (luma, luma_stride) = &planes[0];
+        let luma_row = luma.get(local * luma_stride..local * luma_stride + width)?;
+        for (component, dst) in [(1, &mut cb_row), (2, &mut cr_row)] {
+            let (plane, stride) = &planes[component];
+            let row_of =
+                |global: usize| plane.get((global - context_top / v_max) * stride..).map(|r| &r[..chroma_width]);
+            let cy = y / v_max;
+            let cur = row_of(cy)?;
+            match (h_max, v_max) {
+                (1, _) => dst[..width].copy_from_slice(&cur[..width]),
+                (2, 1) => simd.fancy_upsample_h2v1(cur, chroma_width, dst),
+                _ => {
+                    // The nearer of the chroma rows above and below (T.81 leaves upsampling
+                    // to the decoder; this is libjpeg's h2v2 "fancy" filter), the picture's
+                    // edge rows standing in for rows beyond it.
+                    let neighbour = if y % 2 == 0 { cy.saturating_sub(1) } else { (cy + 1).min(chroma_rows - 1) };
+                    ljt::decode::upsample::fancy_h2v2_row(cur, row_of(neighbour)?, dst, chroma_width);
+                }
+            }
+        }
+        simd.ycbcr_to_rgb_row(luma_row, &cb_row[..width], &cr_row[..width], rgb, width);
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn photo() -> Vec<u8> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/bench/heavy_4000x3000_q95.jpg");
+        std::fs::read(path).expect("bench photo")
+    }
+
+    fn reference_rows(bytes: &[u8], top: usize, bottom: usize) -> Vec<u8> {
+        let mut decoder = ljt::Decoder::new(bytes).expect("header");
+        decoder.set_output_format(ljt::PixelFormat::Rgb);
+        let image = decoder.decode_image().expect("decode");
+        image.data[top * image.width * 3..bottom * image.width * 3].to_vec()
+    }
+
+    #[test]
+    fn decoded_rows_are_the_whole_picture_decode() {
+        let bytes = photo();
+        let scan = Scan::read(&bytes, 2).expect("parallel read");
+        let mcu_h = scan.mcu_height();
+        for rows in [0..3, 40..77, scan.mcu_rows() - 5..scan.mcu_rows()] {
+            let band = decode_rows(&scan, rows.clone(), 2).expect("band");
+            let reference = reference_rows(&bytes, rows.start * mcu_h, rows.start * mcu_h + band.height() as usize);
+            let off = band.as_raw().iter().zip(&reference).filter(|(a, b)| a.abs_diff(**b) > 1).count();
+            assert_eq!(off, 0, "rows {rows:?}: {off} samples differ by more than 1");
+        }
+    }
+
+    /// Paints a bar over rows `[top, bottom)` in a colour no photo region has.
+    struct Bar(u32, u32);
+
+    impl RowPainter for Bar {
+        fn rows(&mut self, _width: u32, _height: u32) -> (u32, u32) {
+            (self.0, self.1)
+        }
+        fn paint(&mut self, band: &mut RgbImage, offset: u32) {
+            for y in self.0.max(offset)..self.1.min(offset + band.height()) {
+                for x in 0..band.width() {
+                    band.put_pixel(x, y - offset, image::Rgb([255, 0, 255]));
+                }
+            }
+        }
+    }
+
+    fn decoded(jpeg: &[u8]) -> Vec<u8> {
+        let mut decoder = ljt::Decoder::new(jpeg).expect("header");
+        decoder.set_output_format(ljt::PixelFormat::Rgb);
+        decoder.decode_image().expect("decode").data
+    }
+
+    #[test]
+    fn painting_in_bands_is_painting_the_whole_decode() {
+        let bytes = photo();
+        // Rows that start and end inside MCU rows and span several output bands.
+        let (top, bottom) = (1000, 1701);
+        let out = paint_upright(&bytes, &Limits::default(), 90, &mut Bar(top, bottom)).expect("ok").expect("this path");
+        // The reference: the whole picture decoded, painted, and encoded in one go.
+        let mut whole = RgbImage::from_raw(4000, 3000, decoded(&bytes)).expect("size");
+        Bar(top, bottom).paint(&mut whole, 0);
+        let reference = ljt::compress(whole.as_raw(), 4000, 3000, ljt::PixelFormat::Rgb, 90, ljt::Subsampling::S420)
+            .expect("encode");
+        let (ours, theirs) = (decoded(&out), decoded(&reference));
+        assert_eq!(ours.len(), theirs.len());
+        let total: u64 = ours.iter().zip(&theirs).map(|(a, b)| u64::from(a.abs_diff(*b))).sum();
+        let mean = total as f64 / ours.len() as f64;
+        assert!(mean < 0.3, "mean difference {mean}");
+        // The bar is there, and only there.
+        let at = |x: usize, y: usize| &ours[(y * 4000 + x) * 3..(y * 4000 + x) * 3 + 3];
+        for y in [1004, 1350, 1696] {
+            let p = at(2000, y);
+            assert!(p[0] > 230 && p[1] < 25 && p[2] > 230, "row {y}: {p:?}");
+        }
+        for y in [984, 1716] {
+            let p = at(2000, y);
+            assert!(!(p[0] > 230 && p[1] < 25 && p[2] > 230), "row {y}: {p:?}");
+        }
+        assert!(
+            (out.len() as f64 / reference.len() as f64 - 1.0).abs() < 0.01,
+            "{} vs {} bytes",
+            out.len(),
+            reference.len()
+        );
+    }
+}
