@@ -17,6 +17,7 @@ use image::metadata::Orientation;
 use libjpeg_turbo_rs as ljt;
 use ljt::common::quant_table::ZIGZAG_ORDER;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Luma (h, v) sampling when the layout is one [`decode_rows`] handles.
@@ -85,37 +86,70 @@ pub(super) fn paint_upright(
     };
     let order: Vec<usize> = (0..count).filter(|&i| !touches(i)).chain(painted_bands.iter().copied()).collect();
     let mcu_h = scan.mcu_height();
+    thread_local! {
+        /// This thread's band of pixels, reused from band to band.
+        static PIXELS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
     let painted: OnceLock<Option<RgbImage>> = OnceLock::new();
     let painter = Mutex::new(painter);
-    let coded = strips::code_in_turn(count, |n| {
-        let i = *order.get(n)?;
+    // The painted region: decoded on this thread's share of the cores and painted once.
+    let paint_region = || {
+        let mut rgb = decode_rows(&scan, region.start / mcu_h..region.end.div_ceil(mcu_h), 1)?;
+        painter.lock().ok()?.paint(&mut rgb, u32::try_from(region.start).ok()?);
+        Some(rgb)
+    };
+    let code_band = |i: usize| {
         let rows = i * band_h..((i + 1) * band_h).min(height);
-        let pixels = if touches(i) {
-            let region_pixels = painted
-                .get_or_init(|| {
-                    let mut rgb = decode_rows(&scan, region.start / mcu_h..region.end.div_ceil(mcu_h), cores)?;
-                    painter.lock().ok()?.paint(&mut rgb, u32::try_from(region.start).ok()?);
-                    Some(rgb)
-                })
-                .as_ref()?;
-            let row_bytes = width * 3;
-            region_pixels
-                .as_raw()
-                .get((rows.start - region.start) * row_bytes..(rows.end - region.start) * row_bytes)?
-                .to_vec()
-        } else {
-            let mut pixels = vec![0u8; rows.len() * width * 3];
-            decode_part(&scan, rows.start / mcu_h..rows.end.div_ceil(mcu_h), &mut pixels)?;
-            pixels
+        let code = |pixels: &[u8]| {
+            let quality = quality.clamp(1, 100);
+            ljt::compress(pixels, width, rows.len(), ljt::PixelFormat::Rgb, quality, ljt::Subsampling::S420).ok()
         };
-        ljt::compress(&pixels, width, rows.len(), ljt::PixelFormat::Rgb, quality.clamp(1, 100), ljt::Subsampling::S420)
-            .ok()
+        if touches(i) {
+            let region_pixels = painted.get_or_init(paint_region).as_ref()?;
+            let row_bytes = width * 3;
+            code(
+                region_pixels
+                    .as_raw()
+                    .get((rows.start - region.start) * row_bytes..(rows.end - region.start) * row_bytes)?,
+            )
+        } else {
+            // This thread's buffer from its last band, if any.
+            let mut pixels = PIXELS.with(|cell| cell.take());
+            pixels.resize(rows.len() * width * 3, 0);
+            let coded = decode_part(&scan, rows.start / mcu_h..rows.end.div_ceil(mcu_h), &mut pixels)
+                .and_then(|()| code(&pixels));
+            PIXELS.with(|cell| cell.replace(pixels));
+            coded
+        }
+    };
+    // Bands clear of the caption first, in turn on every core; this thread paints the region
+    // before it joins in, so painting overlaps coding.
+    let next = AtomicUsize::new(0);
+    let coded: Vec<Mutex<Option<Vec<u8>>>> = (0..count).map(|_| Mutex::new(None)).collect();
+    let pull = || {
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let Some(out) = code_band(i) else {
+                // The result is refused anyway: stop everyone.
+                next.store(count, Ordering::Relaxed);
+                return;
+            };
+            if let Ok(mut slot) = coded[i].lock() {
+                *slot = Some(out);
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..cores.max(2) {
+            scope.spawn(pull);
+        }
+        if !region.is_empty() {
+            painted.get_or_init(paint_region);
+        }
+        pull();
     });
-    let Some(coded) = coded else { return Ok(None) };
-    let mut parts = vec![Vec::new(); count];
-    for (n, part) in coded.into_iter().enumerate() {
-        parts[order[n]] = part;
-    }
+    let Some(parts) = coded.into_iter().map(|m| m.into_inner().ok().flatten()).collect::<Option<Vec<_>>>() else {
+        return Ok(None);
+    };
     Ok(strips::join(&parts, u16::try_from(height).unwrap_or(u16::MAX), band_mcu_rows * mcus_across))
 }
 
@@ -158,14 +192,23 @@ pub(super) fn decode_rows(scan: &Scan, rows: Range<usize>, cores: usize) -> Opti
 /// time so the coefficients and samples in flight stay small and their buffers are reused.
 fn decode_part(scan: &Scan, rows: Range<usize>, out: &mut [u8]) -> Option<()> {
     const AT_ONCE: usize = 8;
+    thread_local! {
+        /// Coefficients and samples of the rows in flight on this thread, reused: fresh pages
+        /// cost a page fault each.
+        static SCRATCH: std::cell::RefCell<(Option<ljt::JpegCoefficients>, Vec<(Vec<u8>, usize)>)> =
+            const { std::cell::RefCell::new((None, Vec::new())) };
+    }
     let t = scan.template();
     let row_bytes = usize::from(t.width) * 3 * scan.mcu_height();
-    let mut strip = t.clone();
-    let mut planes = Vec::new();
-    for (piece, first) in out.chunks_mut(AT_ONCE * row_bytes).zip((rows.start..rows.end).step_by(AT_ONCE)) {
-        decode_piece(scan, first..(first + AT_ONCE).min(rows.end), piece, &mut strip, &mut planes)?;
-    }
-    Some(())
+    SCRATCH.with(|cell| {
+        let mut scratch = cell.try_borrow_mut().ok()?;
+        let (strip, planes) = &mut *scratch;
+        let strip = strip.get_or_insert_with(|| t.clone());
+        for (piece, first) in out.chunks_mut(AT_ONCE * row_bytes).zip((rows.start..rows.end).step_by(AT_ONCE)) {
+            decode_piece(scan, first..(first + AT_ONCE).min(rows.end), piece, strip, planes)?;
+        }
+        Some(())
+    })
 }
 
 /// Decodes MCU rows `rows` into `out`, with `strip` and `planes` as scratch.

@@ -611,16 +611,35 @@ fn clip(img: &RgbImage, x0: f32, y0: f32, x1: f32, y1: f32) -> (u32, u32, u32, u
 fn tint(img: &mut RgbImage, (x0, y0, x1, y1): (u32, u32, u32, u32), color: [u8; 3], opacity_pct: u8) {
     let a = u32::from(opacity_pct) * 255 / 100;
     let width = img.width() as usize;
+    if x1 <= x0 || y1 <= y0 {
+        return;
+    }
     let raw: &mut [u8] = img;
-    for y in y0 as usize..y1 as usize {
-        let Some(row) = raw.get_mut((y * width + x0 as usize) * 3..(y * width + x1 as usize) * 3) else { return };
-        for px in row.chunks_exact_mut(3) {
-            for (dst, &src) in px.iter_mut().zip(&color) {
-                // At most (255 × 255 + 127) / 255 = 255.
-                *dst = ((u32::from(*dst) * (255 - a) + u32::from(src) * a + 127) / 255) as u8;
+    let Some(rows) = raw.get_mut(y0 as usize * width * 3..y1 as usize * width * 3) else { return };
+    let (left, right) = (x0 as usize * 3, x1 as usize * 3);
+    let blend = |rows: &mut [u8]| {
+        for row in rows.chunks_exact_mut(width * 3) {
+            for px in row[left..right].chunks_exact_mut(3) {
+                for (dst, &src) in px.iter_mut().zip(&color) {
+                    // At most (255 × 255 + 127) / 255 = 255.
+                    *dst = ((u32::from(*dst) * (255 - a) + u32::from(src) * a + 127) / 255) as u8;
+                }
             }
         }
-    }
+    };
+    // A plate under a big caption is millions of pixels: on all cores, rows split evenly.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let per = (y1 - y0).div_ceil(cores as u32) as usize * width * 3;
+    std::thread::scope(|scope| {
+        let mut parts = rows.chunks_mut(per.max(width * 3));
+        let first = parts.next();
+        for part in parts {
+            scope.spawn(move || blend(part));
+        }
+        if let Some(part) = first {
+            blend(part);
+        }
+    });
 }
 
 /// Black or white, whichever contrasts more with the mean luminance of the rectangle.
