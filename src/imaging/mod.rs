@@ -15,6 +15,8 @@ mod ops;
 mod overlay;
 mod requant;
 mod scan;
+#[cfg(fuzzing)]
+pub(crate) use scan::check_against_sequential as fuzz_scan;
 mod strips;
 #[cfg(test)]
 mod tests;

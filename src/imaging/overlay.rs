@@ -617,12 +617,15 @@ fn tint(img: &mut RgbImage, (x0, y0, x1, y1): (u32, u32, u32, u32), color: [u8; 
     let raw: &mut [u8] = img;
     let Some(rows) = raw.get_mut(y0 as usize * width * 3..y1 as usize * width * 3) else { return };
     let (left, right) = (x0 as usize * 3, x1 as usize * 3);
+    // Per channel, every input level's blended level: at most (255 × 255 + 127) / 255 = 255.
+    let table: [[u8; 256]; 3] = std::array::from_fn(|c| {
+        std::array::from_fn(|v| ((v as u32 * (255 - a) + u32::from(color[c]) * a + 127) / 255) as u8)
+    });
     let blend = |rows: &mut [u8]| {
         for row in rows.chunks_exact_mut(width * 3) {
             for px in row[left..right].chunks_exact_mut(3) {
-                for (dst, &src) in px.iter_mut().zip(&color) {
-                    // At most (255 × 255 + 127) / 255 = 255.
-                    *dst = ((u32::from(*dst) * (255 - a) + u32::from(src) * a + 127) / 255) as u8;
+                for (dst, t) in px.iter_mut().zip(&table) {
+                    *dst = t[usize::from(*dst)];
                 }
             }
         }

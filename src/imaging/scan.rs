@@ -72,6 +72,11 @@ impl Scan {
     /// is too short to be worth splitting, or the runs could not be joined exactly; the caller
     /// then reads it with `ljt::read_coefficients`, which also gives the precise error.
     pub(super) fn read(bytes: &[u8], threads: usize) -> Option<Self> {
+        Self::read_with(bytes, threads, MIN_PARALLEL_SCAN_BYTES)
+    }
+
+    /// [`Self::read`] for scans of at least `min_scan_bytes` (the fuzz target takes any).
+    fn read_with(bytes: &[u8], threads: usize, min_scan_bytes: usize) -> Option<Self> {
         let meta = MarkerReader::new(bytes).read_markers().ok()?;
         let frame = &meta.frame;
         let plain = !frame.is_progressive
@@ -89,7 +94,7 @@ impl Scan {
         let template = geometry.template(&meta)?;
         // The scan runs to the EOI marker; the runs stop where their decoder meets it.
         let scan = bytes.get(meta.entropy_data_offset..)?;
-        if scan.len() < MIN_PARALLEL_SCAN_BYTES {
+        if scan.len() < min_scan_bytes {
             return None;
         }
         let count = threads.min(8);
@@ -141,7 +146,7 @@ impl Scan {
     /// MCU rows `rows` as the coefficients of a JPEG of their own: the source's tables,
     /// components and density, the rows' own height, blocks in zigzag order exactly as
     /// `ljt::read_coefficients` gives them for those rows. Rows past the frame are left out.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub(super) fn strip(&self, rows: Range<usize>) -> ljt::JpegCoefficients {
         let mut strip = self.template.clone();
         self.strip_into(rows, &mut strip);
@@ -436,6 +441,18 @@ fn meet(runs: &[Run], total_mcus: usize) -> Option<(Vec<(Range<usize>, usize)>, 
         covered = end.max(covered);
     }
     Some((supplies, placed.iter().map(|p| p.2).collect()))
+}
+
+/// For the `scan` fuzz target: reads `bytes` on `threads` runs whatever the scan's size and,
+/// when that succeeds and so does the sequential reader, asserts that every block agrees.
+#[cfg(fuzzing)]
+pub(crate) fn check_against_sequential(bytes: &[u8], threads: usize) {
+    let Some(scan) = Scan::read_with(bytes, threads, 0) else { return };
+    let Ok(reference) = ljt::read_coefficients(bytes) else { return };
+    let strip = scan.strip(0..scan.mcu_rows());
+    for (c, (ours, theirs)) in strip.components.iter().zip(&reference.components).enumerate() {
+        assert!(ours.blocks == theirs.blocks, "component {c} differs from the sequential reader");
+    }
 }
 
 /// `(i, j)` with `a[i] == b[j]`, the first such in `a` (both strictly increasing apart from
