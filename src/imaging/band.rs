@@ -30,6 +30,26 @@ pub(super) fn luma_sampling(template: &ljt::JpegCoefficients) -> Option<(usize, 
         .then_some((usize::from(y.h_sampling), usize::from(y.v_sampling)))
 }
 
+thread_local! {
+    /// This thread's band of pixels, reused from band to band.
+    static PIXELS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Coefficients and samples of the rows in flight on this thread, reused: fresh pages
+    /// cost a page fault each.
+    static SCRATCH: std::cell::RefCell<(Option<ljt::JpegCoefficients>, Vec<(Vec<u8>, usize)>)> =
+        const { std::cell::RefCell::new((None, Vec::new())) };
+}
+
+/// Frees this thread's scratch buffers. The helper threads end with their work; the calling
+/// thread (a pool thread in the bot) would otherwise hold megabytes until it ends.
+fn release_scratch() {
+    PIXELS.with(|cell| drop(cell.take()));
+    SCRATCH.with(|cell| {
+        if let Ok(mut scratch) = cell.try_borrow_mut() {
+            *scratch = (None, Vec::new());
+        }
+    });
+}
+
 /// An upright 8-bit YCbCr JPEG of a layout [`luma_sampling`] takes, with `painter`'s rows
 /// drawn on, encoded at `quality` (4:2:0, like [`codec::encode_rgb`]): the scan is read on all
 /// cores ([`Scan`]) and the picture made and coded in bands of 128 rows on all cores
@@ -86,10 +106,6 @@ pub(super) fn paint_upright(
     };
     let order: Vec<usize> = (0..count).filter(|&i| !touches(i)).chain(painted_bands.iter().copied()).collect();
     let mcu_h = scan.mcu_height();
-    thread_local! {
-        /// This thread's band of pixels, reused from band to band.
-        static PIXELS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-    }
     let painted: OnceLock<Option<RgbImage>> = OnceLock::new();
     let painter = Mutex::new(painter);
     // The painted region: decoded on this thread's share of the cores and painted once.
@@ -147,6 +163,7 @@ pub(super) fn paint_upright(
         }
         pull();
     });
+    release_scratch();
     let Some(parts) = coded.into_iter().map(|m| m.into_inner().ok().flatten()).collect::<Option<Vec<_>>>() else {
         return Ok(None);
     };
@@ -192,12 +209,6 @@ pub(super) fn decode_rows(scan: &Scan, rows: Range<usize>, cores: usize) -> Opti
 /// time so the coefficients and samples in flight stay small and their buffers are reused.
 fn decode_part(scan: &Scan, rows: Range<usize>, out: &mut [u8]) -> Option<()> {
     const AT_ONCE: usize = 8;
-    thread_local! {
-        /// Coefficients and samples of the rows in flight on this thread, reused: fresh pages
-        /// cost a page fault each.
-        static SCRATCH: std::cell::RefCell<(Option<ljt::JpegCoefficients>, Vec<(Vec<u8>, usize)>)> =
-            const { std::cell::RefCell::new((None, Vec::new())) };
-    }
     let t = scan.template();
     let row_bytes = usize::from(t.width) * 3 * scan.mcu_height();
     SCRATCH.with(|cell| {

@@ -72,8 +72,10 @@ pub(super) fn requantize_to_fit(
 /// cores, joined with restart markers ([`strips::join`]). `None` if coding fails.
 fn write_requantized(scan: &Scan, targets: &[[u16; 64]], cores: usize) -> Option<Vec<u8>> {
     let (rows, count) = strip_layout(scan, cores);
-    let parts = strips::code_in_turn(count, |i| code_strip(scan, i * rows..(i + 1) * rows, targets))?;
-    strips::join(&parts, scan.template().height, rows * scan.mcus_per_row())
+    let parts = strips::code_in_turn(count, |i| code_strip(scan, i * rows..(i + 1) * rows, targets));
+    // The helper threads are gone; the calling thread's strip buffer goes too.
+    STRIP.with(|cell| cell.try_borrow_mut().map(|mut held| held.take()).ok());
+    strips::join(&parts?, scan.template().height, rows * scan.mcus_per_row())
 }
 
 /// `(MCU rows per strip, strips)`: strips of about [`STRIP_BYTES`] of coefficients (a few
@@ -90,12 +92,13 @@ fn strip_layout(scan: &Scan, cores: usize) -> (usize, usize) {
 /// Coefficient bytes per strip of [`write_requantized`]: each coding thread holds one strip.
 const STRIP_BYTES: usize = 1 << 20;
 
+thread_local! {
+    /// The strip buffer of this thread, reused from strip to strip.
+    static STRIP: std::cell::RefCell<Option<ljt::JpegCoefficients>> = const { std::cell::RefCell::new(None) };
+}
+
 /// MCU rows `rows` of `scan` requantised to `targets`, as a JPEG.
 fn code_strip(scan: &Scan, rows: std::ops::Range<usize>, targets: &[[u16; 64]]) -> Option<Vec<u8>> {
-    thread_local! {
-        /// The strip buffer of this thread, reused from strip to strip.
-        static STRIP: std::cell::RefCell<Option<ljt::JpegCoefficients>> = const { std::cell::RefCell::new(None) };
-    }
     STRIP.with(|cell| {
         let mut held = cell.try_borrow_mut().ok()?;
         let strip = held.get_or_insert_with(|| scan.template().clone());

@@ -41,15 +41,16 @@ const MIN_PARALLEL_SCAN_BYTES: usize = 1 << 20;
 /// data falls into step within a few hundred bits; 16 KiB leaves a wide margin and costs under
 /// 1 % of a multi-megabyte scan.
 const OVERLAP: usize = 16 * 1024;
-/// MCUs per storage chunk of a run that started mid-scan (about 0.75 MB at 4:2:0), freed as
-/// soon as they are copied into place so the coefficients are held once, not twice.
+/// MCUs per storage chunk of a run (about 0.75 MB at 4:2:0): a run does not know how many
+/// MCUs it will decode, and growing in chunks copies nothing. The chunks are the only copy of
+/// the coefficients; strips are gathered from them on demand.
 const CHUNK_MCUS: usize = 1024;
 /// Times a run that started mid-scan may restart a little further on after hitting a code
 /// that is no Huffman code (possible only in its first, out-of-step MCUs).
 const MAX_RESTARTS: usize = 64;
 
 /// A baseline JPEG's coefficients as read by [`Scan::read`], held MCU after MCU in the
-/// order the scan codes them; [`Scan::strip`] hands out any run of MCU rows as a JPEG's
+/// order the scan codes them; [`Scan::strip_into`] hands out any run of MCU rows as a JPEG's
 /// coefficients of its own.
 pub(super) struct Scan {
     geometry: Geometry,
