@@ -85,7 +85,7 @@ pub(super) fn paint_upright(
     if !plain {
         return Ok(None);
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let cores = strips::cores();
     let Some(scan) = Scan::read(bytes, cores).filter(|s| luma_sampling(s.template()).is_some()) else {
         return Ok(None);
     };

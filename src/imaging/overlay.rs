@@ -631,7 +631,7 @@ fn tint(img: &mut RgbImage, (x0, y0, x1, y1): (u32, u32, u32, u32), color: [u8; 
         }
     };
     // A plate under a big caption is millions of pixels: on all cores, rows split evenly.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let cores = super::strips::cores();
     let per = (y1 - y0).div_ceil(cores as u32) as usize * width * 3;
     std::thread::scope(|scope| {
         let mut parts = rows.chunks_mut(per.max(width * 3));

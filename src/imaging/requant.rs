@@ -44,7 +44,7 @@ pub(super) fn requantize_to_fit(
     if eligible(bytes, limits)?.is_none() {
         return Ok(None);
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let cores = strips::cores();
     if let Some(scan) = Scan::read(bytes, cores) {
         // Every quality starts from the source's own coefficients.
         for &quality in qualities {
@@ -74,7 +74,11 @@ fn write_requantized(scan: &Scan, targets: &[[u16; 64]], cores: usize) -> Option
     let (rows, count) = strip_layout(scan, cores);
     let parts = strips::code_in_turn(count, |i| code_strip(scan, i * rows..(i + 1) * rows, targets));
     // The helper threads are gone; the calling thread's strip buffer goes too.
-    STRIP.with(|cell| cell.try_borrow_mut().map(|mut held| held.take()).ok());
+    STRIP.with(|cell| {
+        if let Ok(mut held) = cell.try_borrow_mut() {
+            held.take();
+        }
+    });
     strips::join(&parts?, scan.template().height, rows * scan.mcus_per_row())
 }
 
@@ -296,24 +300,15 @@ fn requantize_blocks(blocks: &mut [[i16; 64]], old: &[u16; 64], new: &[u16; 64])
     if ratio.iter().all(|&r| r == 1.0) {
         return;
     }
-    // Float-to-integer conversions are scalar instructions on baseline x86-64; rounding by
-    // adding 2^23 (which leaves the integer in the low mantissa bits) keeps every step a
-    // packed one. Exact for |v| < 2^22, and |v| <= 2047 × 255 for any pair of steps.
-    const MAGIC: f32 = 8_388_608.0;
     let run = |blocks: &mut [[i16; 64]]| {
         for block in blocks {
             for (c, r) in block.iter_mut().zip(&ratio) {
                 let v = f32::from(*c) * r;
-                let a = v.abs() + 0.5;
-                let nearest = (a + MAGIC) - MAGIC;
-                let floor = nearest - if nearest > a { 1.0 } else { 0.0 };
-                let q = (floor + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
-                // Saturating, like `as i16` (only a finer step could need it).
-                *c = (if v < 0.0 { -q } else { q }).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+                *c = (v + 0.5f32.copysign(v)) as i16;
             }
         }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let threads = strips::cores();
     if threads < 2 || blocks.len() < 100_000 {
         run(blocks);
         return;

@@ -14,6 +14,12 @@ pub(super) fn strip_count(width: u32, height: u32) -> usize {
     if u64::from(width) * u64::from(height) < MIN_PIXELS {
         return 1;
     }
+    cores()
+}
+
+/// The cores the imaging code spreads one picture over: all of them, at most 4 (past that,
+/// memory bandwidth and the serial parts leave little to gain).
+pub(super) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
@@ -41,7 +47,7 @@ pub(super) fn code_in_parallel<T: Sync>(
 pub(super) fn code_in_turn(count: usize, code: impl Fn(usize) -> Option<Vec<u8>> + Sync) -> Option<Vec<Vec<u8>>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)).min(count.max(1));
+    let workers = cores().min(count.max(1));
     let next = AtomicUsize::new(0);
     let coded: Vec<Mutex<Option<Vec<u8>>>> = (0..count).map(|_| Mutex::new(None)).collect();
     let work = || {
