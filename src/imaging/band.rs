@@ -9,15 +9,13 @@
 //! Handled layouts: three components with chroma sampled once per MCU and luma 1×1 (4:4:4),
 //! 2×1 (4:2:2) or 2×2 (4:2:0), i.e. every camera and encoder default.
 
-use super::requant::RowPainter;
+use super::requant::{self, RowPainter};
 use super::scan::Scan;
-use super::{ImagingError, Limits, codec, strips};
+use super::{ImagingError, Limits, strips};
 use image::RgbImage;
-use image::metadata::Orientation;
 use libjpeg_turbo_rs as ljt;
 use ljt::common::quant_table::ZIGZAG_ORDER;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Luma (h, v) sampling when the layout is one [`decode_rows`] handles.
@@ -51,7 +49,7 @@ fn release_scratch() {
 }
 
 /// An upright 8-bit YCbCr JPEG of a layout [`luma_sampling`] takes, with `painter`'s rows
-/// drawn on, encoded at `quality` (4:2:0, like [`codec::encode_rgb`]): the scan is read on all
+/// drawn on, encoded at `quality` (4:2:0, like `codec::encode_rgb`): the scan is read on all
 /// cores ([`Scan`]) and the picture made and coded in bands of 128 rows on all cores
 /// (joined with restart markers, [`strips`]). Bands clear of the painted rows are decoded
 /// and coded on their own, first; the painted rows are decoded as one region, painted once
@@ -73,16 +71,8 @@ pub(super) fn paint_upright(
     if bytes.len() > limits.max_bytes {
         return Err(ImagingError::TooLarge { bytes: bytes.len(), max: limits.max_bytes });
     }
-    if image::guess_format(bytes).ok() != Some(image::ImageFormat::Jpeg) {
-        return Ok(None);
-    }
-    let Some((decoder, orientation)) = codec::jpeg_header(bytes, limits)? else { return Ok(None) };
-    let header = decoder.header();
-    let plain = header.precision == 8
-        && !header.is_lossless
-        && decoder.jpeg_color_space() == ljt::ColorSpace::YCbCr
-        && orientation == Orientation::NoTransforms;
-    if !plain {
+    if image::guess_format(bytes).ok() != Some(image::ImageFormat::Jpeg) || requant::eligible(bytes, limits)?.is_none()
+    {
         return Ok(None);
     }
     let cores = strips::cores();
@@ -140,33 +130,18 @@ pub(super) fn paint_upright(
     };
     // Bands clear of the caption first, in turn on every core; this thread paints the region
     // before it joins in, so painting overlaps coding.
-    let next = AtomicUsize::new(0);
-    let coded: Vec<Mutex<Option<Vec<u8>>>> = (0..count).map(|_| Mutex::new(None)).collect();
-    let pull = || {
-        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let Some(out) = code_band(i) else {
-                // The result is refused anyway: stop everyone.
-                next.store(count, Ordering::Relaxed);
-                return;
-            };
-            if let Ok(mut slot) = coded[i].lock() {
-                *slot = Some(out);
-            }
-        }
-    };
-    std::thread::scope(|scope| {
-        for _ in 1..cores.max(2) {
-            scope.spawn(pull);
-        }
+    let lead = || {
         if !region.is_empty() {
             painted.get_or_init(paint_region);
         }
-        pull();
-    });
-    release_scratch();
-    let Some(parts) = coded.into_iter().map(|m| m.into_inner().ok().flatten()).collect::<Option<Vec<_>>>() else {
-        return Ok(None);
     };
+    let coded = strips::code_in_turn_after(count, lead, |n| code_band(*order.get(n)?));
+    release_scratch();
+    let Some(coded) = coded else { return Ok(None) };
+    let mut parts = vec![Vec::new(); count];
+    for (part, &i) in coded.into_iter().zip(&order) {
+        parts[i] = part;
+    }
     Ok(strips::join(&parts, u16::try_from(height).unwrap_or(u16::MAX), band_mcu_rows * mcus_across))
 }
 

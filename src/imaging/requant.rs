@@ -116,7 +116,7 @@ fn code_strip(scan: &Scan, rows: std::ops::Range<usize>, targets: &[[u16; 64]]) 
 /// or YCbCr with no EXIF orientation to apply (they cannot rotate); `None` otherwise.
 ///
 /// Errors: [`ImagingError::TooManyPixels`] from the header.
-fn eligible(bytes: &[u8], limits: &Limits) -> Result<Option<(u32, u32)>, ImagingError> {
+pub(super) fn eligible(bytes: &[u8], limits: &Limits) -> Result<Option<(u32, u32)>, ImagingError> {
     let Some((decoder, orientation)) = super::codec::jpeg_header(bytes, limits)? else { return Ok(None) };
     let header = decoder.header();
     let (width, height) = (u32::from(header.width), u32::from(header.height));
