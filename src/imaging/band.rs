@@ -163,6 +163,11 @@ pub(super) fn decode_rows(scan: &Scan, rows: Range<usize>, cores: usize) -> Opti
     }
     let mut rgb = vec![0u8; (bottom - top) * width * 3];
     let per_part = rows.len().div_ceil(cores.max(1));
+    if per_part >= rows.len() {
+        // One part: on this thread, whose scratch buffers are warm (a new thread's are not).
+        decode_part(scan, rows, &mut rgb)?;
+        return RgbImage::from_raw(u32::try_from(width).ok()?, u32::try_from(bottom - top).ok()?, rgb);
+    }
     let ok = std::thread::scope(|scope| {
         let handles: Vec<_> = rgb
             .chunks_mut(per_part * mcu_h * width * 3)

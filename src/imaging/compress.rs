@@ -2,7 +2,7 @@
 //! changing as little as possible, and never leak metadata.
 
 use super::decode::decode_full;
-use super::ops::{encode_jpeg_rgb, encode_png, flatten_on_white, resize_ref};
+use super::ops::{encode_jpeg_rgb, encode_png, flatten_on_white, resize_encode};
 use super::{ImagingError, Limits, codec, jpeg, requant};
 use image::metadata::Orientation;
 use image::{ImageFormat, RgbImage};
@@ -93,7 +93,7 @@ fn shrink_to_fit(rgb: &RgbImage, max_bytes: usize) -> Result<Vec<u8>, ImagingErr
         scale *= estimate.min(DOWNSCALE_STEP);
         let tw = ((w * scale).round() as u32).max(1);
         let th = ((h * scale).round() as u32).max(1);
-        let out = encode_jpeg_rgb(&resize_ref(rgb, tw, th)?, lowest)?;
+        let out = resize_encode(rgb, tw, th, lowest)?;
         if out.len() <= max_bytes {
             return Ok(out);
         }

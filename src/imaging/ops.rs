@@ -2,7 +2,7 @@
 //! document form.
 
 use super::decode::{decode_full, probe};
-use super::{ImagingError, Limits, codec, extension_for_mime, jpeg};
+use super::{ImagingError, Limits, codec, extension_for_mime, jpeg, shrink};
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageFormat, RgbImage};
@@ -37,6 +37,12 @@ const ROTATED_QUALITY: u8 = 92;
 ///
 /// Errors: those of [`super::decode`], or [`ImagingError::Encode`].
 pub fn fit_for_telegram_photo(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ImagingError> {
+    // Big camera JPEGs: decoded on all cores and resized as YCbCr planes, never as RGB.
+    if let Some(out) = shrink::resize_jpeg(bytes, limits, photo_size, PHOTO_QUALITIES[0])? {
+        if out.len() <= PHOTO_MAX_BYTES {
+            return Ok(out);
+        }
+    }
     let decoded = codec::decode_at_least(bytes, limits, photo_size)?;
     let rgb = flatten_on_white(decoded.image);
     let (w, h) = photo_size(rgb.width(), rgb.height());
@@ -81,8 +87,7 @@ pub fn enlarge(bytes: &[u8], factor: u32, limits: &Limits) -> Result<Vec<u8>, Im
         return Err(ImagingError::TooManyPixels { width: to_u32(w), height: to_u32(h), max: limits.max_pixels });
     }
     let rgb = flatten_on_white(decode_full(bytes, limits)?.image);
-    let out = resize_ref(&rgb, rgb.width() * factor, rgb.height() * factor)?;
-    encode_jpeg_rgb(&out, ENLARGE_QUALITY)
+    resize_encode(&rgb, rgb.width() * factor, rgb.height() * factor, ENLARGE_QUALITY)
 }
 
 /// Removes EXIF, GPS, XMP, IPTC, ICC and comments, keeping the picture upright.

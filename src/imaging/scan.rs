@@ -49,6 +49,55 @@ const CHUNK_MCUS: usize = 1024;
 /// that is no Huffman code (possible only in its first, out-of-step MCUs).
 const MAX_RESTARTS: usize = 64;
 
+/// Which coefficients of each block a [`Scan`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kept {
+    /// All 64, in zigzag order, as `ljt::read_coefficients` gives them.
+    All,
+    /// The top-left n×n (n = 1…8) in natural (row-major) order: all that an n×n DCT-scaled
+    /// inverse transform needs, so a picture that will be shrunk n/8 anyway is held in n²/64
+    /// of the memory.
+    TopLeft(usize),
+}
+
+impl Kept {
+    /// Coefficients stored per block.
+    pub(super) fn per_block(self) -> usize {
+        match self {
+            Kept::All => 64,
+            Kept::TopLeft(n) => n * n,
+        }
+    }
+
+    /// The kept coefficients of `natural` (a decoded block) appended to `out`.
+    fn keep(self, natural: &[i16; 64], out: &mut Vec<i16>) {
+        match self {
+            Kept::All => out.extend_from_slice(&zigzag(natural)),
+            Kept::TopLeft(n) => {
+                // Gathered first, so the chunk grows by one copy per block, not one per row.
+                let mut corner = [0i16; 64];
+                for (row, dst) in natural.chunks_exact(8).zip(corner.chunks_exact_mut(n)).take(n) {
+                    for (d, &v) in dst.iter_mut().zip(row) {
+                        *d = v;
+                    }
+                }
+                out.extend_from_slice(&corner[..n * n]);
+            }
+        }
+    }
+
+    /// A kept block back in zigzag order with the dropped coefficients zero.
+    fn zigzag(self, kept: &[i16]) -> [i16; 64] {
+        match self {
+            Kept::All => std::array::from_fn(|z| kept.get(z).copied().unwrap_or(0)),
+            Kept::TopLeft(n) => std::array::from_fn(|z| {
+                let (row, col) = (ZIGZAG_ORDER[z] / 8, ZIGZAG_ORDER[z] % 8);
+                if row < n && col < n { kept.get(row * n + col).copied().unwrap_or(0) } else { 0 }
+            }),
+        }
+    }
+}
+
 /// A baseline JPEG's coefficients as read by [`Scan::read`], held MCU after MCU in the
 /// order the scan codes them; [`Scan::strip_into`] hands out any run of MCU rows as a JPEG's
 /// coefficients of its own.
@@ -73,11 +122,19 @@ impl Scan {
     /// is too short to be worth splitting, or the runs could not be joined exactly; the caller
     /// then reads it with `ljt::read_coefficients`, which also gives the precise error.
     pub(super) fn read(bytes: &[u8], threads: usize) -> Option<Self> {
-        Self::read_with(bytes, threads, MIN_PARALLEL_SCAN_BYTES)
+        Self::read_with(bytes, threads, MIN_PARALLEL_SCAN_BYTES, Kept::All)
+    }
+
+    /// [`Self::read`] keeping only the coefficients `kept` names (see [`Self::mcu`]).
+    pub(super) fn read_kept(bytes: &[u8], threads: usize, kept: Kept) -> Option<Self> {
+        if matches!(kept, Kept::TopLeft(n) if !(1..=8).contains(&n)) {
+            return None;
+        }
+        Self::read_with(bytes, threads, MIN_PARALLEL_SCAN_BYTES, kept)
     }
 
     /// [`Self::read`] for scans of at least `min_scan_bytes` (the fuzz target takes any).
-    fn read_with(bytes: &[u8], threads: usize, min_scan_bytes: usize) -> Option<Self> {
+    fn read_with(bytes: &[u8], threads: usize, min_scan_bytes: usize, kept: Kept) -> Option<Self> {
         let meta = MarkerReader::new(bytes).read_markers().ok()?;
         let frame = &meta.frame;
         let plain = !frame.is_progressive
@@ -91,7 +148,7 @@ impl Scan {
             return None;
         }
         let plan = resolve_mcu_plan(frame, &meta.scan, &meta.dc_huffman_tables, &meta.ac_huffman_tables).ok()?;
-        let geometry = Geometry::new(&meta, &plan)?;
+        let geometry = Geometry::new(&meta, &plan, kept)?;
         let template = geometry.template(&meta)?;
         // The scan runs to the EOI marker; the runs stop where their decoder meets it.
         let scan = bytes.get(meta.entropy_data_offset..)?;
@@ -137,6 +194,31 @@ impl Scan {
     /// Pixel rows per MCU row.
     pub(super) fn mcu_height(&self) -> usize {
         8 * self.geometry.sampling.iter().map(|s| s.1).max().unwrap_or(1)
+    }
+
+    /// The coefficients this scan keeps of each block.
+    pub(super) fn kept(&self) -> Kept {
+        self.geometry.kept
+    }
+
+    /// Per block of an MCU, in the order [`Self::mcu`] gives them: (component, block column,
+    /// block row) within the MCU.
+    pub(super) fn blocks_in_mcu(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        self.geometry.order.iter().map(|&(_, component, col, row)| (component, col, row))
+    }
+
+    /// Frame MCU `m` (row-major over the MCU grid): its blocks' kept coefficients, one after
+    /// the other ([`Kept::per_block`] each, in [`Self::blocks_in_mcu`] order), and the DC
+    /// correction per component to add to each block's first coefficient. `None` past the
+    /// frame.
+    pub(super) fn mcu(&self, m: usize) -> Option<(&[i16], [i16; 4])> {
+        let g = &self.geometry;
+        let (k, (range, first_local)) = self.supplies.iter().enumerate().find(|(_, (r, _))| r.contains(&m))?;
+        let t = m - range.start + first_local;
+        let size = g.blocks_per_mcu * g.kept.per_block();
+        let blocks =
+            self.runs[k].chunks.get(t / CHUNK_MCUS)?.get((t % CHUNK_MCUS) * size..(t % CHUNK_MCUS + 1) * size)?;
+        Some((blocks, self.dc_offsets[k]))
     }
 
     /// The frame description: size, tables, components (with no blocks).
@@ -188,24 +270,27 @@ impl Scan {
         (strip.density_unit, strip.x_density, strip.y_density) = (density_unit, x_density, y_density);
         (strip.saw_jfif_marker, strip.adobe_transform) = (saw_jfif_marker, adobe_transform);
         let wanted = rows.start * g.mcus_x..rows.end * g.mcus_x;
+        let per_block = g.kept.per_block();
+        let size = g.blocks_per_mcu * per_block;
         for (k, (range, first_local)) in self.supplies.iter().enumerate() {
             let (from, to) = (range.start.max(wanted.start), range.end.min(wanted.end));
             let offsets = self.dc_offsets[k];
             for m in from..to {
                 let t = m - range.start + first_local;
                 let Some(blocks) = self.runs[k].chunks.get(t / CHUNK_MCUS) else { break };
-                let Some(mcu) =
-                    blocks.get((t % CHUNK_MCUS) * g.blocks_per_mcu..(t % CHUNK_MCUS + 1) * g.blocks_per_mcu)
-                else {
+                let Some(mcu) = blocks.get((t % CHUNK_MCUS) * size..(t % CHUNK_MCUS + 1) * size) else {
                     break;
                 };
                 let (row, col) = (m / g.mcus_x - rows.start, m % g.mcus_x);
-                for (block, &(_, component, bc, br)) in mcu.iter().zip(&g.order) {
+                for (block, &(_, component, bc, br)) in mcu.chunks_exact(per_block).zip(&g.order) {
                     let (h, v) = g.sampling[component];
                     let plane = &mut strip.components[component];
                     let at = (row * v + br) * plane.blocks_x + col * h + bc;
                     if let Some(dst) = plane.blocks.get_mut(at) {
-                        *dst = *block;
+                        match g.kept {
+                            Kept::All => dst.copy_from_slice(block),
+                            kept => *dst = kept.zigzag(block),
+                        }
                         dst[0] = dst[0].wrapping_add(offsets[component]);
                     }
                 }
@@ -225,10 +310,11 @@ struct Geometry {
     /// Per MCU block (in scan order): (plan entry, component, block column, block row within
     /// the MCU).
     order: Vec<(usize, usize, usize, usize)>,
+    kept: Kept,
 }
 
 impl Geometry {
-    fn new(meta: &JpegMetadata, plan: &[McuComponentPlan<'_>]) -> Option<Self> {
+    fn new(meta: &JpegMetadata, plan: &[McuComponentPlan<'_>], kept: Kept) -> Option<Self> {
         let frame = &meta.frame;
         let sampling: Vec<(usize, usize)> = frame
             .components
@@ -256,6 +342,7 @@ impl Geometry {
             blocks_per_mcu: order.len(),
             sampling,
             order,
+            kept,
         })
     }
 
@@ -316,7 +403,8 @@ struct Run {
     starts: Vec<u64>,
     /// DC predictions per component at each MCU start.
     dc: Vec<[i16; 4]>,
-    chunks: Vec<Vec<[i16; 64]>>,
+    /// Kept coefficients ([`Kept`]), block after block.
+    chunks: Vec<Vec<i16>>,
     /// MCUs decoded in full.
     mcus: usize,
 }
@@ -360,8 +448,9 @@ impl Run {
         let mut run = Self { starts: Vec::new(), dc: Vec::new(), chunks: Vec::new(), mcus: 0 };
         let mut reader = BitReader::new(data);
         let mut decoder = McuDecoder::new(geometry.sampling.len());
-        let per_chunk = CHUNK_MCUS * geometry.blocks_per_mcu;
-        let mut chunk: Vec<[i16; 64]> = Vec::with_capacity(per_chunk);
+        let per_mcu = geometry.blocks_per_mcu * geometry.kept.per_block();
+        let per_chunk = CHUNK_MCUS * per_mcu;
+        let mut chunk: Vec<i16> = Vec::with_capacity(per_chunk);
         let mut block = [0i16; 64];
         // More MCUs than the frame has can only come from out-of-step data.
         let limit = geometry.total_mcus + CHUNK_MCUS;
@@ -386,11 +475,11 @@ impl Run {
                 if decoder.decode_block(&mut reader, p.comp_idx, p.dc_table, p.ac_table, &mut block).is_err() {
                     return Err(Some(from + reader.position()));
                 }
-                chunk.push(zigzag(&block));
+                geometry.kept.keep(&block, &mut chunk);
             }
             if reader.insufficient_data() {
                 // Ran into the end of the scan: this MCU was not in it.
-                chunk.truncate(chunk.len() - geometry.blocks_per_mcu);
+                chunk.truncate(chunk.len() - per_mcu);
                 run.starts.pop();
                 run.dc.pop();
                 break;
@@ -448,7 +537,7 @@ fn meet(runs: &[Run], total_mcus: usize) -> Option<(Vec<(Range<usize>, usize)>, 
 /// when that succeeds and so does the sequential reader, asserts that every block agrees.
 #[cfg(fuzzing)]
 pub(crate) fn check_against_sequential(bytes: &[u8], threads: usize) {
-    let Some(scan) = Scan::read_with(bytes, threads, 0) else { return };
+    let Some(scan) = Scan::read_with(bytes, threads, 0, Kept::All) else { return };
     let Ok(reference) = ljt::read_coefficients(bytes) else { return };
     let strip = scan.strip(0..scan.mcu_rows());
     for (c, (ours, theirs)) in strip.components.iter().zip(&reference.components).enumerate() {
@@ -622,6 +711,41 @@ mod tests {
         {
             let bytes = std::fs::read(dir.join(name)).expect("test photo");
             assert_same_as_sequential(&bytes, 8, 2);
+        }
+    }
+
+    #[test]
+    fn a_kept_corner_is_the_full_reads_corner() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata");
+        // 4:2:0 without restart markers, 4:2:2 with one every 4 MCUs.
+        for name in ["bench/heavy_4000x3000_q95.jpg", "photos/large_olympus_ep3_12mp.jpg"] {
+            let bytes = std::fs::read(dir.join(name)).expect("test photo");
+            let all = Scan::read(&bytes, 2).expect("parallel read");
+            for n in [1, 3, 6] {
+                let kept = Scan::read_kept(&bytes, 2, Kept::TopLeft(n)).expect("parallel read");
+                assert_eq!(kept.kept(), Kept::TopLeft(n));
+                let last = all.mcu_rows() - 2..all.mcu_rows();
+                for rows in [0..2, 90..93, last] {
+                    let (a, b) = (all.strip(rows.clone()), kept.strip(rows.clone()));
+                    for (ca, cb) in a.components.iter().zip(&b.components) {
+                        assert_eq!(ca.blocks.len(), cb.blocks.len());
+                        for (ba, bb) in ca.blocks.iter().zip(&cb.blocks) {
+                            let expected: [i16; 64] = std::array::from_fn(|z| {
+                                let (row, col) = (ZIGZAG_ORDER[z] / 8, ZIGZAG_ORDER[z] % 8);
+                                if row < n && col < n { ba[z] } else { 0 }
+                            });
+                            assert_eq!(*bb, expected, "{name}, {n}×{n}, MCU rows {rows:?}");
+                        }
+                    }
+                    // `mcu` hands out the same blocks, DC corrected by the caller: the second
+                    // MCU of the strip's first row starts with luma block column h.
+                    let (blocks, dc) = kept.mcu(rows.start * all.mcus_per_row() + 1).expect("in the frame");
+                    assert_eq!(kept.blocks_in_mcu().next(), Some((0, 0, 0)));
+                    let luma = &b.components[0];
+                    assert_eq!(blocks[0].wrapping_add(dc[0]), luma.blocks[usize::from(luma.h_sampling)][0]);
+                    assert_eq!(blocks.len(), all.blocks_per_mcu() * n * n);
+                }
+            }
         }
     }
 
