@@ -10,11 +10,11 @@
 //! 2×1 (4:2:2) or 2×2 (4:2:0), i.e. every camera and encoder default.
 
 use super::requant::{self, RowPainter};
-use super::scan::Scan;
+use super::scan::{Kept, Scan};
+use super::shrink::{self, Source};
 use super::{ImagingError, Limits, strips};
 use image::RgbImage;
 use libjpeg_turbo_rs as ljt;
-use ljt::common::quant_table::ZIGZAG_ORDER;
 use std::ops::Range;
 use std::sync::{Mutex, OnceLock};
 
@@ -29,21 +29,24 @@ pub(super) fn luma_sampling(template: &ljt::JpegCoefficients) -> Option<(usize, 
 }
 
 thread_local! {
-    /// This thread's band of pixels, reused from band to band.
-    static PIXELS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-    /// Coefficients and samples of the rows in flight on this thread, reused: fresh pages
-    /// cost a page fault each.
-    static SCRATCH: std::cell::RefCell<(Option<ljt::JpegCoefficients>, Vec<(Vec<u8>, usize)>)> =
-        const { std::cell::RefCell::new((None, Vec::new())) };
+    /// Y, Cb, Cr samples of a band coded from planes, and Cb, Cr brought to 4:2:0.
+    static PLANES: std::cell::RefCell<([Vec<u8>; 3], [Vec<u8>; 2])> = std::cell::RefCell::new(Default::default());
+    /// Y, Cb, Cr samples of the rows in flight on this thread, reused: fresh pages cost a page
+    /// fault each.
+    static SAMPLES: std::cell::RefCell<[Vec<u8>; 3]> = std::cell::RefCell::new(Default::default());
 }
 
 /// Frees this thread's scratch buffers. The helper threads end with their work; the calling
 /// thread (a pool thread in the bot) would otherwise hold megabytes until it ends.
 fn release_scratch() {
-    PIXELS.with(|cell| drop(cell.take()));
-    SCRATCH.with(|cell| {
-        if let Ok(mut scratch) = cell.try_borrow_mut() {
-            *scratch = (None, Vec::new());
+    PLANES.with(|cell| {
+        if let Ok(mut planes) = cell.try_borrow_mut() {
+            *planes = Default::default();
+        }
+    });
+    SAMPLES.with(|cell| {
+        if let Ok(mut samples) = cell.try_borrow_mut() {
+            *samples = Default::default();
         }
     });
 }
@@ -76,9 +79,12 @@ pub(super) fn paint_upright(
         return Ok(None);
     }
     let cores = strips::cores();
-    let Some(scan) = Scan::read(bytes, cores).filter(|s| luma_sampling(s.template()).is_some()) else {
+    // All 64 coefficients, in natural order: what the band coder's inverse DCT reads.
+    let Some(scan) = Scan::read_kept(bytes, cores, Kept::TopLeft(8)).filter(|s| luma_sampling(s.template()).is_some())
+    else {
         return Ok(None);
     };
+    let Some(sources) = shrink::sources(&scan, 8) else { return Ok(None) };
     let (width, height) = (usize::from(scan.template().width), usize::from(scan.template().height));
     let (top, bottom) = painter.rows(width as u32, height as u32);
     let (top, bottom) = (top as usize, (bottom as usize).min(height));
@@ -119,13 +125,7 @@ pub(super) fn paint_upright(
                     .get((rows.start - region.start) * row_bytes..(rows.end - region.start) * row_bytes)?,
             )
         } else {
-            // This thread's buffer from its last band, if any.
-            let mut pixels = PIXELS.with(|cell| cell.take());
-            pixels.resize(rows.len() * width * 3, 0);
-            let coded = decode_part(&scan, rows.start / mcu_h..rows.end.div_ceil(mcu_h), &mut pixels)
-                .and_then(|()| code(&pixels));
-            PIXELS.with(|cell| cell.replace(pixels));
-            coded
+            code_planes(&scan, &sources, rows, quality.clamp(1, 100))
         }
     };
     // Bands clear of the caption first, in turn on every core; this thread paints the region
@@ -143,6 +143,74 @@ pub(super) fn paint_upright(
         parts[i] = part;
     }
     Ok(strips::join(&parts, u16::try_from(height).unwrap_or(u16::MAX), band_mcu_rows * mcus_across))
+}
+
+/// Pixel rows `rows` (whole MCU rows of the source) coded from their Y, Cb and Cr samples as
+/// they are: no chroma upsampling, colour conversion and back, or chroma averaging, which for
+/// rows nothing is drawn on would only cost time and blur chroma a little. Chroma sampled at
+/// full resolution across or down (4:2:2, 4:4:4) is averaged 2:1 that way, to the 4:2:0 of
+/// `codec::encode_rgb`. The JPEG is `ljt::compress_raw`'s, whose header is `ljt::compress`'s
+/// (the painted bands), so the bands join.
+fn code_planes(scan: &Scan, sources: &[Source; 3], rows: Range<usize>, quality: u8) -> Option<Vec<u8>> {
+    let mcu_h = scan.mcu_height();
+    PLANES.with(|cell| {
+        let mut held = cell.try_borrow_mut().ok()?;
+        let (samples, halved) = &mut *held;
+        let counts = shrink::samples_of(scan, 8, sources, rows.start / mcu_h..rows.end.div_ceil(mcu_h), samples)?;
+        let width = sources[0].width;
+        if counts[0] != rows.len() {
+            return None;
+        }
+        let (cw, ch) = (width.div_ceil(2), rows.len().div_ceil(2));
+        // Source chroma samples per output chroma sample, across and down (1 or 2).
+        let (h_max, v_max) = (sources.iter().map(|s| s.h()).max()?, sources.iter().map(|s| s.v()).max()?);
+        for c in 1..3 {
+            let (fx, fy) = (2 * sources[c].h() / h_max, 2 * sources[c].v() / v_max);
+            if (fx, fy) == (1, 1) {
+                continue;
+            }
+            let (sw, sh) = (sources[c].width, counts[c]);
+            let (src, dst) = (&samples[c], &mut halved[c - 1]);
+            dst.resize(cw * ch, 0);
+            if (fx, fy) == (1, 2) && sw == cw {
+                // 4:2:2, every camera's other layout: pairs of rows, in a loop that vectorises.
+                for (y, out) in dst.chunks_exact_mut(cw).enumerate() {
+                    let (a, b) = (src.get(2 * y * sw..)?, src.get((2 * y + 1).min(sh - 1) * sw..)?);
+                    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                        *o = ((u16::from(a) + u16::from(b) + 1) >> 1) as u8;
+                    }
+                }
+                continue;
+            }
+            let n = (fx * fy) as u16;
+            for y in 0..ch {
+                for x in 0..cw {
+                    let mut sum = n / 2;
+                    for dy in 0..fy {
+                        let row = (y * fy + dy).min(sh - 1) * sw;
+                        for dx in 0..fx {
+                            sum += u16::from(src[row + (x * fx + dx).min(sw - 1)]);
+                        }
+                    }
+                    dst[y * cw + x] = (sum / n) as u8;
+                }
+            }
+        }
+        let plane = |c: usize| -> &[u8] {
+            let halving = (2 * sources[c].h() / h_max, 2 * sources[c].v() / v_max) != (1, 1);
+            if halving { &halved[c - 1] } else { &samples[c] }
+        };
+        ljt::compress_raw(
+            &[&samples[0], plane(1), plane(2)],
+            &[width, cw, cw],
+            &[rows.len(), ch, ch],
+            width,
+            rows.len(),
+            quality,
+            ljt::Subsampling::S420,
+        )
+        .ok()
+    })
 }
 
 /// The RGB pixels of MCU rows `rows` (full frame width; the frame's last MCU row only down
@@ -186,29 +254,28 @@ pub(super) fn decode_rows(scan: &Scan, rows: Range<usize>, cores: usize) -> Opti
 }
 
 /// [`decode_rows`] for one part, into `out` (its rows × width × 3 bytes), a few MCU rows at a
-/// time so the coefficients and samples in flight stay small and their buffers are reused.
+/// time so the samples in flight stay small and their buffers are reused.
 fn decode_part(scan: &Scan, rows: Range<usize>, out: &mut [u8]) -> Option<()> {
     const AT_ONCE: usize = 8;
     let t = scan.template();
+    let sources = shrink::sources(scan, 8)?;
     let row_bytes = usize::from(t.width) * 3 * scan.mcu_height();
-    SCRATCH.with(|cell| {
-        let mut scratch = cell.try_borrow_mut().ok()?;
-        let (strip, planes) = &mut *scratch;
-        let strip = strip.get_or_insert_with(|| t.clone());
+    SAMPLES.with(|cell| {
+        let mut samples = cell.try_borrow_mut().ok()?;
         for (piece, first) in out.chunks_mut(AT_ONCE * row_bytes).zip((rows.start..rows.end).step_by(AT_ONCE)) {
-            decode_piece(scan, first..(first + AT_ONCE).min(rows.end), piece, strip, planes)?;
+            decode_piece(scan, &sources, first..(first + AT_ONCE).min(rows.end), piece, &mut samples)?;
         }
         Some(())
     })
 }
 
-/// Decodes MCU rows `rows` into `out`, with `strip` and `planes` as scratch.
+/// Decodes MCU rows `rows` into `out`, with `samples` as scratch.
 fn decode_piece(
     scan: &Scan,
+    sources: &[Source; 3],
     rows: Range<usize>,
     out: &mut [u8],
-    strip: &mut ljt::JpegCoefficients,
-    planes: &mut Vec<(Vec<u8>, usize)>,
+    samples: &mut [Vec<u8>; 3],
 ) -> Option<()> {
     let t = scan.template();
     let (h_max, v_max) = luma_sampling(t)?;
@@ -216,28 +283,10 @@ fn decode_piece(
     let mcu_h = scan.mcu_height();
     // One MCU row of context on either side, for the chroma upsampling at the band's edges.
     let context = rows.start.saturating_sub(1)..(rows.end + 1).min(scan.mcu_rows());
-    scan.strip_into(context.clone(), strip);
+    // Every component's samples over the context rows, `sources[c].width` across.
+    shrink::samples_of(scan, 8, sources, context.clone(), samples)?;
+    let planes: [(&Vec<u8>, usize); 3] = [0, 1, 2].map(|c| (&samples[c], sources[c].width));
     let simd = ljt::simd::detect();
-    // Every component's samples over the context rows.
-    planes.resize_with(strip.components.len(), || (Vec::new(), 0));
-    for (c, (plane, stride)) in strip.components.iter().zip(planes.iter_mut()) {
-        let qt = t.quant_tables.get(usize::from(c.quant_table_index))?;
-        *stride = c.blocks_x * 8;
-        plane.resize(*stride * c.blocks_y * 8, 0);
-        let mut natural = [0i16; 64];
-        let mut pixels = [0u8; 64];
-        for (n, block) in c.blocks.iter().enumerate() {
-            for (z, &v) in block.iter().enumerate() {
-                natural[ZIGZAG_ORDER[z]] = v;
-            }
-            (simd.idct_islow)(&natural, qt, &mut pixels);
-            let (bx, by) = (n % c.blocks_x, n / c.blocks_x);
-            for (r, row) in pixels.chunks_exact(8).enumerate() {
-                let at = (by * 8 + r) * *stride + bx * 8;
-                plane.get_mut(at..at + 8)?.copy_from_slice(row);
-            }
-        }
-    }
     let chroma_width = width.div_ceil(h_max);
     // Chroma rows that hold picture (the rest of the last block row is padding).
     let chroma_rows = height.div_ceil(v_max);
@@ -255,8 +304,10 @@ fn decode_piece(
         let luma_row = luma.get(local * luma_stride..local * luma_stride + width)?;
         for (component, dst) in [(1, &mut cb_row), (2, &mut cr_row)] {
             let (plane, stride) = &planes[component];
-            let row_of =
-                |global: usize| plane.get((global - context_top / v_max) * stride..).map(|r| &r[..chroma_width]);
+            let row_of = |global: usize| {
+                let at = global.checked_sub(context_top / v_max)? * stride;
+                plane.get(at..at + chroma_width)
+            };
             let cy = y / v_max;
             let cur = row_of(cy)?;
             match (h_max, v_max) {
@@ -296,7 +347,7 @@ mod tests {
     #[test]
     fn decoded_rows_are_the_whole_picture_decode() {
         let bytes = photo();
-        let scan = Scan::read(&bytes, 2).expect("parallel read");
+        let scan = Scan::read_kept(&bytes, 2, Kept::TopLeft(8)).expect("parallel read");
         let mcu_h = scan.mcu_height();
         for rows in [0..3, 40..77, scan.mcu_rows() - 5..scan.mcu_rows()] {
             let band = decode_rows(&scan, rows.clone(), 2).expect("band");
@@ -330,22 +381,36 @@ mod tests {
 
     #[test]
     fn painting_in_bands_is_painting_the_whole_decode() {
-        let bytes = photo();
+        painted_in_bands_like_the_whole_decode(&photo(), 4000, 3000, 0.3);
+    }
+
+    #[test]
+    fn painting_in_bands_a_4_2_2_photo_with_restart_markers() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/testdata/photos/large_olympus_ep3_12mp.jpg");
+        // Its chroma is averaged 2:1 down from the source's own samples; the reference averages
+        // the horizontally upsampled ones, which blurs a little more.
+        painted_in_bands_like_the_whole_decode(&std::fs::read(path).expect("photo"), 4032, 3024, 0.5);
+    }
+
+    /// Paints a bar with [`paint_upright`] and checks the JPEG against decode → paint → one
+    /// encode of the whole picture: at most `max_mean` apart on average per sample.
+    fn painted_in_bands_like_the_whole_decode(bytes: &[u8], width: usize, height: usize, max_mean: f64) {
         // Rows that start and end inside MCU rows and span several output bands.
         let (top, bottom) = (1000, 1701);
-        let out = paint_upright(&bytes, &Limits::default(), 90, &mut Bar(top, bottom)).expect("ok").expect("this path");
+        let out = paint_upright(bytes, &Limits::default(), 90, &mut Bar(top, bottom)).expect("ok").expect("this path");
         // The reference: the whole picture decoded, painted, and encoded in one go.
-        let mut whole = RgbImage::from_raw(4000, 3000, decoded(&bytes)).expect("size");
+        let mut whole = RgbImage::from_raw(width as u32, height as u32, decoded(bytes)).expect("size");
         Bar(top, bottom).paint(&mut whole, 0);
-        let reference = ljt::compress(whole.as_raw(), 4000, 3000, ljt::PixelFormat::Rgb, 90, ljt::Subsampling::S420)
+        let reference = ljt::compress(whole.as_raw(), width, height, ljt::PixelFormat::Rgb, 90, ljt::Subsampling::S420)
             .expect("encode");
         let (ours, theirs) = (decoded(&out), decoded(&reference));
         assert_eq!(ours.len(), theirs.len());
         let total: u64 = ours.iter().zip(&theirs).map(|(a, b)| u64::from(a.abs_diff(*b))).sum();
         let mean = total as f64 / ours.len() as f64;
-        assert!(mean < 0.3, "mean difference {mean}");
+        assert!(mean < max_mean, "mean difference {mean}");
         // The bar is there, and only there.
-        let at = |x: usize, y: usize| &ours[(y * 4000 + x) * 3..(y * 4000 + x) * 3 + 3];
+        let at = |x: usize, y: usize| &ours[(y * width + x) * 3..(y * width + x) * 3 + 3];
         for y in [1004, 1350, 1696] {
             let p = at(2000, y);
             assert!(p[0] > 230 && p[1] < 25 && p[2] > 230, "row {y}: {p:?}");

@@ -90,6 +90,7 @@ impl Kept {
     fn zigzag(self, kept: &[i16]) -> [i16; 64] {
         match self {
             Kept::All => std::array::from_fn(|z| kept.get(z).copied().unwrap_or(0)),
+            Kept::TopLeft(8) => std::array::from_fn(|z| kept.get(ZIGZAG_ORDER[z]).copied().unwrap_or(0)),
             Kept::TopLeft(n) => std::array::from_fn(|z| {
                 let (row, col) = (ZIGZAG_ORDER[z] / 8, ZIGZAG_ORDER[z] % 8);
                 if row < n && col < n { kept.get(row * n + col).copied().unwrap_or(0) } else { 0 }

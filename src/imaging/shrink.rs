@@ -68,6 +68,44 @@ pub(super) fn resize_jpeg(
     Ok(coded)
 }
 
+impl Source {
+    /// Horizontal sampling factor (blocks per MCU across).
+    pub(super) fn h(&self) -> usize {
+        self.h
+    }
+
+    /// Vertical sampling factor (blocks per MCU down).
+    pub(super) fn v(&self) -> usize {
+        self.v
+    }
+}
+
+/// The three components of `scan` at DCT scale `scale`/8, which must be what the scan kept
+/// ([`Kept::TopLeft`]). `None` for layouts other than three components with sampling factors
+/// of 1 or 2.
+pub(super) fn sources(scan: &Scan, scale: usize) -> Option<[Source; 3]> {
+    let t = scan.template();
+    let [y, cb, cr] = t.components.as_slice() else { return None };
+    let factors = [y, cb, cr].map(|c| (usize::from(c.h_sampling), usize::from(c.v_sampling)));
+    if scan.kept() != Kept::TopLeft(scale)
+        || factors.iter().any(|&(h, v)| !(1..=2).contains(&h) || !(1..=2).contains(&v))
+    {
+        return None;
+    }
+    let (width, height) = (usize::from(t.width), usize::from(t.height));
+    let h_max = factors.iter().map(|f| f.0).max()?;
+    let v_max = factors.iter().map(|f| f.1).max()?;
+    // libjpeg's downsampled_width/height at DCT_scaled_size `scale`.
+    Some(factors.map(|(h, v)| Source {
+        width: (width * h * scale).div_ceil(h_max * 8),
+        height: (height * v * scale).div_ceil(v_max * 8),
+        h,
+        v,
+        unit_x: (h_max * 8) as f64 / (h * scale) as f64,
+        unit_y: (v_max * 8) as f64 / (v * scale) as f64,
+    }))
+}
+
 /// The part of a `width × height` picture an `out` output shows (its centre, at the output's
 /// aspect ratio), and the smallest DCT scale M/8 that leaves at least the output's pixels in it.
 fn crop_and_scale((width, height): (u32, u32), (out_w, out_h): (usize, usize)) -> (fir::CropBox, usize) {
@@ -78,13 +116,14 @@ fn crop_and_scale((width, height): (u32, u32), (out_w, out_h): (usize, usize)) -
     (crop, scale)
 }
 
-/// One source component at the chosen DCT scale.
+/// One source component at a DCT scale.
 #[derive(Clone, Copy, Debug)]
-struct Source {
+pub(super) struct Source {
     /// Samples across and down that hold picture (the rest of the last blocks is padding).
-    width: usize,
-    height: usize,
-    /// Vertical sampling factor (blocks per MCU down).
+    pub(super) width: usize,
+    pub(super) height: usize,
+    /// Sampling factors (blocks per MCU across and down).
+    h: usize,
     v: usize,
     /// Picture pixels per sample, across and down.
     unit_x: f64,
@@ -121,26 +160,8 @@ impl Layout {
     /// scan that did not keep the coefficients this scale needs.
     fn new(scan: &Scan, (out_w, out_h): (usize, usize)) -> Option<Self> {
         let t = scan.template();
-        let [y, cb, cr] = t.components.as_slice() else { return None };
-        let factors = [y, cb, cr].map(|c| (usize::from(c.h_sampling), usize::from(c.v_sampling)));
-        if factors.iter().any(|&(h, v)| !(1..=2).contains(&h) || !(1..=2).contains(&v)) {
-            return None;
-        }
-        let (width, height) = (usize::from(t.width), usize::from(t.height));
         let (crop, scale) = crop_and_scale((u32::from(t.width), u32::from(t.height)), (out_w, out_h));
-        if scan.kept() != Kept::TopLeft(scale) {
-            return None;
-        }
-        let h_max = factors.iter().map(|f| f.0).max()?;
-        let v_max = factors.iter().map(|f| f.1).max()?;
-        // libjpeg's downsampled_width/height at DCT_scaled_size `scale`.
-        let sources = factors.map(|(h, v)| Source {
-            width: (width * h * scale).div_ceil(h_max * 8),
-            height: (height * v * scale).div_ceil(v_max * 8),
-            v,
-            unit_x: (h_max * 8) as f64 / (h * scale) as f64,
-            unit_y: (v_max * 8) as f64 / (v * scale) as f64,
-        });
+        let sources = sources(scan, scale)?;
         Some(Self { scale, sources, crop, out_w, out_h })
     }
 
@@ -196,7 +217,7 @@ impl Layout {
             .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end))?;
         let mcu_rows = mcu_rows.start..mcu_rows.end.min(scan.mcu_rows());
         let Scratch { samples, resized, resizer } = scratch;
-        let local_rows = self.inverse_dct(scan, mcu_rows.clone(), samples)?;
+        let local_rows = samples_of(scan, s, &self.sources, mcu_rows.clone(), samples)?;
         for p in 0..3 {
             let src = self.sources[p];
             let first_row = mcu_rows.start * src.v * s;
@@ -238,82 +259,83 @@ impl Layout {
     }
 }
 
-impl Layout {
-    /// The samples of MCU rows `rows`, per component into `out` (the component's picture
-    /// width across), through the `scale`×`scale` inverse DCT of every block. Returns each
-    /// component's row count (the picture's part of the blocks).
-    fn inverse_dct(&self, scan: &Scan, rows: Range<usize>, out: &mut [Vec<u8>; 3]) -> Option<[usize; 3]> {
-        // One copy per scale, so the per-block copies have a constant length (a few moves,
-        // not a memcpy call per row).
-        match self.scale {
-            1 => self.inverse_dct_at::<1>(scan, rows, out),
-            2 => self.inverse_dct_at::<2>(scan, rows, out),
-            3 => self.inverse_dct_at::<3>(scan, rows, out),
-            4 => self.inverse_dct_at::<4>(scan, rows, out),
-            5 => self.inverse_dct_at::<5>(scan, rows, out),
-            6 => self.inverse_dct_at::<6>(scan, rows, out),
-            7 => self.inverse_dct_at::<7>(scan, rows, out),
-            _ => self.inverse_dct_at::<8>(scan, rows, out),
-        }
+/// The samples of MCU rows `rows` of `scan` (kept as [`Kept::TopLeft`]`(scale)`), per
+/// component into `out` (`sources[c].width` across), through the `scale`×`scale` inverse DCT
+/// of every block. Returns each component's row count (the picture's part of the blocks).
+pub(super) fn samples_of(
+    scan: &Scan,
+    scale: usize,
+    sources: &[Source; 3],
+    rows: Range<usize>,
+    out: &mut [Vec<u8>; 3],
+) -> Option<[usize; 3]> {
+    // One copy per scale, so the per-block copies have a constant length (a few moves, not a
+    // memcpy call per row).
+    match scale {
+        1 => samples_at::<1>(scan, sources, rows, out),
+        2 => samples_at::<2>(scan, sources, rows, out),
+        3 => samples_at::<3>(scan, sources, rows, out),
+        4 => samples_at::<4>(scan, sources, rows, out),
+        5 => samples_at::<5>(scan, sources, rows, out),
+        6 => samples_at::<6>(scan, sources, rows, out),
+        7 => samples_at::<7>(scan, sources, rows, out),
+        _ => samples_at::<8>(scan, sources, rows, out),
     }
+}
 
-    /// [`Self::inverse_dct`] at scale `S`.
-    fn inverse_dct_at<const S: usize>(
-        &self,
-        scan: &Scan,
-        rows: Range<usize>,
-        out: &mut [Vec<u8>; 3],
-    ) -> Option<[usize; 3]> {
-        let t = scan.template();
-        let s = S;
-        let counts = [0, 1, 2].map(|p| {
-            let src = self.sources[p];
-            (rows.end * src.v * s).min(src.height).saturating_sub(rows.start * src.v * s)
-        });
-        for p in 0..3 {
-            out[p].resize(self.sources[p].width * counts[p], 0);
-        }
-        let tables: Vec<&[u16; 64]> =
-            t.components.iter().map(|c| t.quant_tables.get(usize::from(c.quant_table_index))).collect::<Option<_>>()?;
-        let layout: Vec<(usize, usize, usize)> = scan.blocks_in_mcu().collect();
-        let h_of: Vec<usize> = t.components.iter().map(|c| usize::from(c.h_sampling)).collect();
-        let simd = ljt::simd::detect();
-        let kept = s * s;
-        let mut natural = [0i16; 64];
-        let mut block = [0u8; 64];
-        for row in rows.clone() {
-            for col in 0..scan.mcus_per_row() {
-                let (blocks, dc) = scan.mcu(row * scan.mcus_per_row() + col)?;
-                for (coefficients, &(c, bc, br)) in blocks.chunks_exact(kept).zip(&layout) {
-                    let (width, v) = (self.sources[c].width, self.sources[c].v);
-                    let x0 = (col * h_of[c] + bc) * s;
-                    let y0 = ((row - rows.start) * v + br) * s;
-                    if x0 >= width || y0 >= counts[c] {
-                        continue;
+/// [`samples_of`] at scale `S`.
+fn samples_at<const S: usize>(
+    scan: &Scan,
+    sources: &[Source; 3],
+    rows: Range<usize>,
+    out: &mut [Vec<u8>; 3],
+) -> Option<[usize; 3]> {
+    if scan.kept() != Kept::TopLeft(S) {
+        return None;
+    }
+    let t = scan.template();
+    let counts = sources.map(|src| (rows.end * src.v * S).min(src.height).saturating_sub(rows.start * src.v * S));
+    for p in 0..3 {
+        out[p].resize(sources[p].width * counts[p], 0);
+    }
+    let tables: Vec<&[u16; 64]> =
+        t.components.iter().map(|c| t.quant_tables.get(usize::from(c.quant_table_index))).collect::<Option<_>>()?;
+    let layout: Vec<(usize, usize, usize)> = scan.blocks_in_mcu().collect();
+    let simd = ljt::simd::detect();
+    let mut natural = [0i16; 64];
+    let mut block = [0u8; 64];
+    for row in rows.clone() {
+        for col in 0..scan.mcus_per_row() {
+            let (blocks, dc) = scan.mcu(row * scan.mcus_per_row() + col)?;
+            for (coefficients, &(c, bc, br)) in blocks.chunks_exact(S * S).zip(&layout) {
+                let Source { width, h, v, .. } = *sources.get(c)?;
+                let x0 = (col * h + bc) * S;
+                let y0 = ((row - rows.start) * v + br) * S;
+                if x0 >= width || y0 >= counts[c] {
+                    continue;
+                }
+                for (dst, src) in natural.chunks_exact_mut(8).zip(coefficients.chunks_exact(S)) {
+                    *dst.first_chunk_mut::<S>()? = *src.first_chunk::<S>()?;
+                }
+                natural[0] = natural[0].wrapping_add(dc[c]);
+                scaled_idct(&simd, S, &natural, tables[c], &mut block);
+                let plane = &mut out[c];
+                if x0 + S <= width {
+                    for r in 0..S.min(counts[c] - y0) {
+                        let at = (y0 + r) * width + x0;
+                        *plane.get_mut(at..)?.first_chunk_mut::<S>()? = *block.get(r * S..)?.first_chunk::<S>()?;
                     }
-                    for (dst, src) in natural.chunks_exact_mut(8).zip(coefficients.chunks_exact(S)) {
-                        *dst.first_chunk_mut::<S>()? = *src.first_chunk::<S>()?;
-                    }
-                    natural[0] = natural[0].wrapping_add(dc[c]);
-                    scaled_idct(&simd, S, &natural, tables[c], &mut block);
-                    let plane = &mut out[c];
-                    if x0 + S <= width {
-                        for r in 0..S.min(counts[c] - y0) {
-                            let at = (y0 + r) * width + x0;
-                            *plane.get_mut(at..)?.first_chunk_mut::<S>()? = *block.get(r * S..)?.first_chunk::<S>()?;
-                        }
-                    } else {
-                        let across = width - x0;
-                        for r in 0..S.min(counts[c] - y0) {
-                            let at = (y0 + r) * width + x0;
-                            plane.get_mut(at..at + across)?.copy_from_slice(&block[r * S..r * S + across]);
-                        }
+                } else {
+                    let across = width - x0;
+                    for r in 0..S.min(counts[c] - y0) {
+                        let at = (y0 + r) * width + x0;
+                        plane.get_mut(at..at + across)?.copy_from_slice(&block[r * S..r * S + across]);
                     }
                 }
             }
         }
-        Some(counts)
     }
+    Some(counts)
 }
 
 /// The inverse DCT of one block (natural order) to `scale`×`scale` samples, row by row in
