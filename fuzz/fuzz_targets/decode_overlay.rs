@@ -1,5 +1,7 @@
-//! Untrusted image bytes through probe → decode → overlay (the "📝 Add text" path) and
-//! compress_for_api over its limit, with a caption and style wishes taken from the input too.
+//! Untrusted image bytes through probe → decode → overlay (the "📝 Add text" path), the
+//! Telegram photo fit, and compress_for_api over its limit, with a caption and style wishes
+//! taken from the input too. Under `--cfg fuzzing` the parallel scan reader takes scans of any
+//! size, so the band, plane and requantising paths run on these small inputs as well.
 //!
 //! Input layout: byte 0 = caption length `n`, then `n` bytes of caption (lossy UTF-8; its first
 //! line is also parsed as style wishes), then the image bytes.
@@ -31,6 +33,12 @@ fuzz_target!(|data: &[u8]| {
                 }
                 // JPEG cannot store a side over 65535 px; anything else decodable must work.
                 Err(e) => assert!(info.width.max(info.height) > 65_535, "{e}"),
+            }
+            // The Telegram photo: a JPEG within the sendPhoto limits, never larger than the input.
+            if let Ok(out) = imaging::fit_for_telegram_photo(image, &limits) {
+                let back = imaging::probe(&out).expect("fit output is a valid image");
+                assert!(back.width.max(back.height) <= 2560 && back.width + back.height <= 10_000);
+                assert!(back.width <= info.width.max(1) && back.height <= info.height.max(1));
             }
             // Over the limit a JPEG is requantised from its own coefficients (no pixel decode):
             // the coefficient reader and writer see the same untrusted bytes.
