@@ -106,7 +106,7 @@ pub(super) fn paint_upright(
     let painter = Mutex::new(painter);
     // The painted region: decoded on this thread's share of the cores and painted once.
     let paint_region = || {
-        let mut rgb = decode_rows(&scan, region.start / mcu_h..region.end.div_ceil(mcu_h), 1)?;
+        let mut rgb = decode_rows(&scan, region.start / mcu_h..region.end.div_ceil(mcu_h), cores)?;
         painter.lock().ok()?.paint(&mut rgb, u32::try_from(region.start).ok()?);
         Some(rgb)
     };
