@@ -468,12 +468,47 @@ impl CaptionPlan {
         Some(CaptionPlan { layout, line_h, pad, lines, widths, w, x0, y0, plate_w, plate_h })
     }
 
-    /// The pixel rows `[top, bottom)` that drawing may read or write: the plate, plus a line
-    /// height either side for glyphs that overhang it (accents, emoji, a clipped plate).
-    fn rows(&self, height: u32) -> (u32, u32) {
-        let top = (self.y0 - self.line_h).floor().max(0.0) as u32;
-        let bottom = (self.y0 + self.plate_h + self.line_h).ceil().max(0.0) as u32;
+    /// The pixel rows `[top, bottom)` that drawing may read or write: the plate's, and those
+    /// of every glyph's pixel box (accents and emoji may overhang the plate). Each row kept out
+    /// is a row the band coders need not decode to pixels.
+    fn rows(&self, fonts: &Fonts<'_>, height: u32) -> (u32, u32) {
+        let (mut top, mut bottom) = (self.y0, self.y0 + self.plate_h);
+        self.for_each_ink(fonts, self.y0, |outline, _, _| {
+            let bounds = outline.px_bounds();
+            (top, bottom) = (top.min(bounds.min.y), bottom.max(bounds.max.y));
+        });
+        let top = top.floor().max(0.0) as u32;
+        let bottom = bottom.ceil().max(0.0) as u32;
         (top.min(height), bottom.min(height))
+    }
+
+    /// Every glyph outline of the caption, drawn with the plate's top at row `y0` of the
+    /// buffer: text glyphs (colour `None`: the text colour, opaque) and the layers of colour
+    /// emoji (their CPAL colour and alpha).
+    fn for_each_ink(
+        &self,
+        fonts: &Fonts<'_>,
+        y0: f32,
+        mut ink: impl FnMut(&ab_glyph::OutlinedGlyph, Option<[u8; 3]>, f32),
+    ) {
+        let scaled = fonts.text.as_scaled(self.layout.text_scale);
+        let layout = &self.layout;
+        for (i, (line, lw)) in self.lines.iter().zip(&self.widths).enumerate() {
+            let mut x = (self.w - lw) / 2.0;
+            let baseline = y0 + self.pad + i as f32 * self.line_h + scaled.ascent();
+            for (g, advance) in fonts.shape(layout, line) {
+                match g {
+                    Glyph::Text(id) => {
+                        let glyph = id.with_scale_and_position(layout.text_scale, point(x, baseline));
+                        if let Some(outline) = fonts.text.outline_glyph(glyph) {
+                            ink(&outline, None, 1.0);
+                        }
+                    }
+                    Glyph::Emoji(id) => emoji_layers(fonts, layout, id, x, baseline, &mut ink),
+                }
+                x += advance;
+            }
+        }
     }
 
     /// Draws into `img`, which holds the picture's rows from `offset` on (the whole picture
@@ -489,24 +524,7 @@ impl CaptionPlan {
             tint(img, rect, color, style.plate_opacity_pct.min(100));
         }
         let color = style.color.unwrap_or_else(|| contrasting(img, rect));
-        let scaled = fonts.text.as_scaled(self.layout.text_scale);
-        let layout = &self.layout;
-        for (i, (line, lw)) in self.lines.iter().zip(&self.widths).enumerate() {
-            let mut x = (self.w - lw) / 2.0;
-            let baseline = y0 + self.pad + i as f32 * self.line_h + scaled.ascent();
-            for (g, advance) in fonts.shape(layout, line) {
-                match g {
-                    Glyph::Text(id) => {
-                        let glyph = id.with_scale_and_position(layout.text_scale, point(x, baseline));
-                        if let Some(outline) = fonts.text.outline_glyph(glyph) {
-                            blend_coverage(img, &outline, color, 1.0);
-                        }
-                    }
-                    Glyph::Emoji(id) => draw_emoji(img, fonts, layout, id, x, baseline),
-                }
-                x += advance;
-            }
-        }
+        self.for_each_ink(fonts, y0, |outline, ink, alpha| blend_coverage(img, outline, ink.unwrap_or(color), alpha));
     }
 }
 
@@ -521,7 +539,7 @@ struct CaptionPainter<'a> {
 impl requant::RowPainter for CaptionPainter<'_> {
     fn rows(&mut self, width: u32, height: u32) -> (u32, u32) {
         self.plan = CaptionPlan::new(self.fonts, self.text, self.style, width, height);
-        self.plan.as_ref().map_or((0, 0), |p| p.rows(height))
+        self.plan.as_ref().map_or((0, 0), |p| p.rows(self.fonts, height))
     }
 
     fn paint(&mut self, band: &mut RgbImage, offset: u32) {
@@ -563,7 +581,16 @@ impl<'a> ttf_parser::colr::Painter<'a> for Layers {
     fn pop_transform(&mut self) {}
 }
 
-fn draw_emoji(img: &mut RgbImage, fonts: &Fonts<'_>, layout: &Layout, id: ttf_parser::GlyphId, x: f32, baseline: f32) {
+/// The layers of colour emoji `id` at pen position `x` on `baseline`, to `ink` with their
+/// colour and alpha.
+fn emoji_layers(
+    fonts: &Fonts<'_>,
+    layout: &Layout,
+    id: ttf_parser::GlyphId,
+    x: f32,
+    baseline: f32,
+    ink: &mut impl FnMut(&ab_glyph::OutlinedGlyph, Option<[u8; 3]>, f32),
+) {
     let mut layers = Layers(Vec::new(), None);
     let black = ttf_parser::RgbaColor::new(0, 0, 0, 255);
     if fonts.emoji_face.paint_color_glyph(id, 0, black, &mut layers).is_none() {
@@ -574,7 +601,7 @@ fn draw_emoji(img: &mut RgbImage, fonts: &Fonts<'_>, layout: &Layout, id: ttf_pa
     for (layer, c) in layers.0 {
         let glyph = GlyphId(layer).with_scale_and_position(layout.emoji_scale, point(x, baseline - lift));
         if let Some(outline) = fonts.emoji.outline_glyph(glyph) {
-            blend_coverage(img, &outline, [c.red, c.green, c.blue], f32::from(c.alpha) / 255.0);
+            ink(&outline, Some([c.red, c.green, c.blue]), f32::from(c.alpha) / 255.0);
         }
     }
 }
@@ -935,5 +962,12 @@ mod tests {
         // Everything in that bounding box changed (plate), nothing outside it did.
         let area = ((bottom - top + 1) * (right - left + 1)) as usize;
         assert!(changed.len() * 10 > area * 9, "{} of {area}", changed.len());
+        // The rows the band coders decode for the painter hold every changed pixel, and not
+        // much more (they are the plate and the glyph boxes).
+        let fonts = Fonts::load().expect("fonts");
+        let plan = CaptionPlan::new(&fonts, "Привет 🔥\nвторая строка", &style, 400, 300).expect("a caption");
+        let (first, end) = plan.rows(&fonts, 300);
+        assert!(first <= top && bottom < end, "rows {first}..{end} miss changed rows {top}..={bottom}");
+        assert!(end - first <= bottom - top + 1 + 4, "rows {first}..{end} for changed rows {top}..={bottom}");
     }
 }
