@@ -314,6 +314,13 @@ fn image(cmd: &ImageCommand) -> anyhow::Result<()> {
         return Err(anyhow::Error::new(e).context(input.display().to_string()));
     }
     let bytes = std::fs::read(input).with_context(|| format!("read {}", input.display()))?;
+    if let ImageCommand::CompressForApi { max_bytes, .. } = cmd {
+        // Streamed into the file: under the limit the metadata-free copy never exists in memory.
+        let mut file = FileOnFirstWrite { path: output, file: None };
+        imaging::compress_for_api_to(&bytes, *max_bytes, &limits, &mut file)
+            .with_context(|| input.display().to_string())?;
+        return file.finish().with_context(|| format!("write {}", output.display()));
+    }
     let out = match cmd {
         ImageCommand::CompressForApi { max_bytes, .. } => imaging::compress_for_api(&bytes, *max_bytes, &limits),
         ImageCommand::Fit { .. } => imaging::fit_for_telegram_photo(&bytes, &limits),
@@ -325,6 +332,37 @@ fn image(cmd: &ImageCommand) -> anyhow::Result<()> {
     }
     .with_context(|| input.display().to_string())?;
     std::fs::write(output, out).with_context(|| format!("write {}", output.display()))
+}
+
+/// A file created on the first write, so a command that fails before it has output leaves no
+/// file behind (scripts test for the output file).
+struct FileOnFirstWrite<'a> {
+    path: &'a std::path::Path,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl FileOnFirstWrite<'_> {
+    /// Flushes the file (creating it empty if nothing was written).
+    fn finish(mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.file.is_none() {
+            std::fs::File::create(self.path)?;
+        }
+        self.flush()
+    }
+}
+
+impl std::io::Write for FileOnFirstWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.file.is_none() {
+            self.file = Some(std::io::BufWriter::new(std::fs::File::create(self.path)?));
+        }
+        self.file.as_mut().map_or(Ok(0), |file| file.write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), std::io::Write::flush)
+    }
 }
 
 /// One plain HTTP/1.0 request to the configured listen address. No name resolution: the

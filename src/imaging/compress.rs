@@ -59,20 +59,56 @@ pub fn compress_for_api(bytes: &[u8], max_bytes: usize, limits: &Limits) -> Resu
     shrink_to_fit(&flatten_on_white(decoded.image), max_bytes)
 }
 
+/// [`compress_for_api`] written to `out`. When the answer is the metadata-free copy of the
+/// input (a JPEG under the limit), the copy is written as it is made and never exists in
+/// memory, so a caller writing a file holds only the input; otherwise the result is made by
+/// [`compress_for_api`] and then written.
+///
+/// Errors: those of [`compress_for_api`], before anything is written; [`ImagingError::Encode`]
+/// when `out` fails.
+pub fn compress_for_api_to(
+    bytes: &[u8],
+    max_bytes: usize,
+    limits: &Limits,
+    out: &mut impl std::io::Write,
+) -> Result<(), ImagingError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(ImagingError::TooLarge { bytes: bytes.len(), max: limits.max_bytes });
+    }
+    // A dry run first: only a complete file is copied (see `lossless_jpeg`).
+    if bytes.len() <= max_bytes
+        && lossless_candidate(bytes, limits)?
+        && jpeg::strip_segments_to(bytes, &mut std::io::sink())?
+    {
+        jpeg::strip_segments_to(bytes, out)?;
+        return Ok(());
+    }
+    let made = compress_for_api(bytes, max_bytes, limits)?;
+    out.write_all(&made).map_err(|e| ImagingError::Encode(format!("write: {e}")))
+}
+
 /// The metadata-free copy of an upright, complete JPEG within the pixel limit; `None` when the
 /// pixels must be decoded (rotation, truncation, a header the fast reader cannot parse).
 fn lossless_jpeg(bytes: &[u8], limits: &Limits) -> Result<Option<Vec<u8>>, ImagingError> {
-    if image::guess_format(bytes).ok() != Some(ImageFormat::Jpeg) {
+    if !lossless_candidate(bytes, limits)? {
         return Ok(None);
     }
-    let Some((_, orientation)) = codec::jpeg_header(bytes, limits)? else { return Ok(None) };
-    if orientation != Orientation::NoTransforms {
-        return Ok(None);
-    }
-    let out = jpeg::strip_segments(bytes)?;
+    let mut out = Vec::with_capacity(bytes.len());
     // A file cut inside its scan has no EOI; the decoder path fills the rest in (as `decode`
     // does) so the provider gets a whole picture.
-    Ok(out.ends_with(&[0xFF, 0xD9]).then_some(out))
+    let complete = jpeg::strip_segments_to(bytes, &mut out)?;
+    Ok(complete.then_some(out))
+}
+
+/// An upright JPEG whose header the fast reader parses, within the pixel limit.
+///
+/// Errors: [`ImagingError::TooManyPixels`] from the header.
+fn lossless_candidate(bytes: &[u8], limits: &Limits) -> Result<bool, ImagingError> {
+    if image::guess_format(bytes).ok() != Some(ImageFormat::Jpeg) {
+        return Ok(false);
+    }
+    let Some((_, orientation)) = codec::jpeg_header(bytes, limits)? else { return Ok(false) };
+    Ok(orientation == Orientation::NoTransforms)
 }
 
 /// JPEG of `rgb` within `max_bytes`: quality ladder first, then downscaling at the lowest
@@ -146,6 +182,34 @@ mod tests {
             }
             image::Rgb(px)
         })
+    }
+
+    #[test]
+    fn written_out_is_the_same_answer() {
+        let read = |rel: &str| {
+            std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/photos").join(rel))
+                .expect("test photo")
+        };
+        let limits = Limits::default();
+        // Under the limit (streamed copy), over it (requantised), cut short (decoded), rotated
+        // (decoded and turned), and not a JPEG.
+        for (rel, max) in [
+            ("iphone6_8mp_gps.jpg", API_MAX_BYTES),
+            ("iphone6_8mp_gps.jpg", 300_000),
+            ("corrupt_truncated_50pct.jpg", API_MAX_BYTES),
+            ("canon_sx60_orient6_gpsifd.jpg", API_MAX_BYTES),
+            ("alpha_dice_rgba.png", API_MAX_BYTES),
+        ] {
+            let bytes = read(rel);
+            let mut written = Vec::new();
+            compress_for_api_to(&bytes, max, &limits, &mut written).expect("compresses");
+            assert_eq!(written, compress_for_api(&bytes, max, &limits).expect("compresses"), "{rel} at {max}");
+        }
+        // Refused before anything is written.
+        let mut written = Vec::new();
+        let tiny = Limits { max_bytes: 10, ..Limits::default() };
+        assert!(compress_for_api_to(&read("iphone6_8mp_gps.jpg"), API_MAX_BYTES, &tiny, &mut written).is_err());
+        assert!(written.is_empty());
     }
 
     #[test]

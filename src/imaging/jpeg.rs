@@ -19,11 +19,22 @@ const TEM: u8 = 0x01;
 ///
 /// A file cut short is copied up to where it ends (the caller has already checked it decodes).
 pub(super) fn strip_segments(bytes: &[u8]) -> Result<Vec<u8>, ImagingError> {
+    let mut out = Vec::with_capacity(bytes.len());
+    strip_segments_to(bytes, &mut out)?;
+    Ok(out)
+}
+
+/// [`strip_segments`] written to `out` as it goes (the copy never exists in memory). Returns
+/// whether the copy ends with EOI, i.e. the file was not cut short.
+///
+/// Errors: [`ImagingError::Corrupt`] as [`strip_segments`]; [`ImagingError::Encode`] when
+/// `out` fails.
+pub(super) fn strip_segments_to(bytes: &[u8], out: &mut impl std::io::Write) -> Result<bool, ImagingError> {
+    let mut out = Sink(out);
     if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != SOI {
         return Err(ImagingError::Corrupt("JPEG does not start with SOI".into()));
     }
-    let mut out = Vec::with_capacity(bytes.len());
-    out.extend_from_slice(&bytes[..2]);
+    out.extend_from_slice(&bytes[..2])?;
     let mut i = 2;
     while i < bytes.len() {
         if bytes[i] != 0xFF {
@@ -42,11 +53,11 @@ pub(super) fn strip_segments(bytes: &[u8]) -> Result<Vec<u8>, ImagingError> {
         };
         match marker {
             EOI => {
-                out.extend_from_slice(&[0xFF, EOI]);
-                return Ok(out);
+                out.extend_from_slice(&[0xFF, EOI])?;
+                return Ok(true);
             }
             TEM | 0xD0..=0xD7 => {
-                out.extend_from_slice(&[0xFF, marker]);
+                out.extend_from_slice(&[0xFF, marker])?;
                 i += 2;
                 continue;
             }
@@ -66,18 +77,27 @@ pub(super) fn strip_segments(bytes: &[u8]) -> Result<Vec<u8>, ImagingError> {
         let segment = &bytes[i..end];
         let payload = &segment[4.min(segment.len())..];
         if marker == APP0 {
-            out.extend_from_slice(&jfif_without_thumbnail(payload).unwrap_or_default());
+            out.extend_from_slice(&jfif_without_thumbnail(payload).unwrap_or_default())?;
         } else if keep_segment(marker, payload) {
-            out.extend_from_slice(segment);
+            out.extend_from_slice(segment)?;
         }
         i = end;
         if marker == SOS {
             let scan_end = entropy_data_end(bytes, i);
-            out.extend_from_slice(&bytes[i..scan_end]);
+            out.extend_from_slice(&bytes[i..scan_end])?;
             i = scan_end;
         }
     }
-    Ok(out)
+    Ok(false)
+}
+
+/// A writer whose failures are [`ImagingError::Encode`].
+struct Sink<'a, W: std::io::Write>(&'a mut W);
+
+impl<W: std::io::Write> Sink<'_, W> {
+    fn extend_from_slice(&mut self, data: &[u8]) -> Result<(), ImagingError> {
+        self.0.write_all(data).map_err(|e| ImagingError::Encode(format!("write: {e}")))
+    }
 }
 
 fn keep_segment(marker: u8, payload: &[u8]) -> bool {

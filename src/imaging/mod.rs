@@ -22,7 +22,7 @@ mod strips;
 #[cfg(test)]
 mod tests;
 
-pub use compress::{API_MAX_BYTES, compress_for_api};
+pub use compress::{API_MAX_BYTES, compress_for_api, compress_for_api_to};
 pub use decode::{decode, probe};
 pub use demo::render_demo;
 pub use ops::{THUMBNAIL_SIDE, document_form, enlarge, fit_for_telegram_photo, strip_metadata, thumbnail};
