@@ -314,15 +314,15 @@ fn image(cmd: &ImageCommand) -> anyhow::Result<()> {
         return Err(anyhow::Error::new(e).context(input.display().to_string()));
     }
     let bytes = std::fs::read(input).with_context(|| format!("read {}", input.display()))?;
-    if let ImageCommand::CompressForApi { max_bytes, .. } = cmd {
-        // Streamed into the file: under the limit the metadata-free copy never exists in memory.
-        let mut file = FileOnFirstWrite { path: output, file: None };
-        imaging::compress_for_api_to(&bytes, *max_bytes, &limits, &mut file)
-            .with_context(|| input.display().to_string())?;
-        return file.finish().with_context(|| format!("write {}", output.display()));
-    }
     let out = match cmd {
-        ImageCommand::CompressForApi { max_bytes, .. } => imaging::compress_for_api(&bytes, *max_bytes, &limits),
+        ImageCommand::CompressForApi { max_bytes, .. } => {
+            // Streamed into the file: under the limit the metadata-free copy never exists in
+            // memory.
+            let mut file = FileOnFirstWrite { path: output, file: None };
+            imaging::compress_for_api_to(&bytes, *max_bytes, &limits, &mut file)
+                .with_context(|| input.display().to_string())?;
+            return file.finish().with_context(|| format!("write {}", output.display()));
+        }
         ImageCommand::Fit { .. } => imaging::fit_for_telegram_photo(&bytes, &limits),
         ImageCommand::Strip { .. } => imaging::strip_metadata(&bytes, &limits),
         ImageCommand::Resize { factor, .. } => imaging::enlarge(&bytes, *factor, &limits),
