@@ -104,7 +104,7 @@ pub(super) fn paint_upright(
     let mcu_h = scan.mcu_height();
     let painted: OnceLock<Option<RgbImage>> = OnceLock::new();
     let painter = Mutex::new(painter);
-    // The painted region: decoded on this thread's share of the cores and painted once.
+    // The painted region: decoded on all cores and painted once.
     let paint_region = || {
         let mut rgb = decode_rows(&scan, region.start / mcu_h..region.end.div_ceil(mcu_h), cores)?;
         painter.lock().ok()?.paint(&mut rgb, u32::try_from(region.start).ok()?);
@@ -163,9 +163,10 @@ fn code_planes(scan: &Scan, sources: &[Source; 3], rows: Range<usize>, quality: 
         }
         let (cw, ch) = (width.div_ceil(2), rows.len().div_ceil(2));
         // Source chroma samples per output chroma sample, across and down (1 or 2).
-        let (h_max, v_max) = (sources.iter().map(|s| s.h()).max()?, sources.iter().map(|s| s.v()).max()?);
+        let (h_max, v_max) = (sources.iter().map(|s| s.h).max()?, sources.iter().map(|s| s.v).max()?);
+        let factors = sources.map(|s| (2 * s.h / h_max, 2 * s.v / v_max));
         for c in 1..3 {
-            let (fx, fy) = (2 * sources[c].h() / h_max, 2 * sources[c].v() / v_max);
+            let (fx, fy) = factors[c];
             if (fx, fy) == (1, 1) {
                 continue;
             }
@@ -196,10 +197,7 @@ fn code_planes(scan: &Scan, sources: &[Source; 3], rows: Range<usize>, quality: 
                 }
             }
         }
-        let plane = |c: usize| -> &[u8] {
-            let halving = (2 * sources[c].h() / h_max, 2 * sources[c].v() / v_max) != (1, 1);
-            if halving { &halved[c - 1] } else { &samples[c] }
-        };
+        let plane = |c: usize| -> &[u8] { if factors[c] == (1, 1) { &samples[c] } else { &halved[c - 1] } };
         ljt::compress_raw(
             &[&samples[0], plane(1), plane(2)],
             &[width, cw, cw],

@@ -89,7 +89,7 @@ impl Kept {
     /// A kept block back in zigzag order with the dropped coefficients zero.
     fn zigzag(self, kept: &[i16]) -> [i16; 64] {
         match self {
-            Kept::All => std::array::from_fn(|z| kept.get(z).copied().unwrap_or(0)),
+            Kept::All => <[i16; 64]>::try_from(kept).unwrap_or([0; 64]),
             Kept::TopLeft(8) => std::array::from_fn(|z| kept.get(ZIGZAG_ORDER[z]).copied().unwrap_or(0)),
             Kept::TopLeft(n) => std::array::from_fn(|z| {
                 let (row, col) = (ZIGZAG_ORDER[z] / 8, ZIGZAG_ORDER[z] % 8);
@@ -288,10 +288,7 @@ impl Scan {
                     let plane = &mut strip.components[component];
                     let at = (row * v + br) * plane.blocks_x + col * h + bc;
                     if let Some(dst) = plane.blocks.get_mut(at) {
-                        match g.kept {
-                            Kept::All => dst.copy_from_slice(block),
-                            kept => *dst = kept.zigzag(block),
-                        }
+                        *dst = g.kept.zigzag(block);
                         dst[0] = dst[0].wrapping_add(offsets[component]);
                     }
                 }

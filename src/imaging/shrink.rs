@@ -68,18 +68,6 @@ pub(super) fn resize_jpeg(
     Ok(coded)
 }
 
-impl Source {
-    /// Horizontal sampling factor (blocks per MCU across).
-    pub(super) fn h(&self) -> usize {
-        self.h
-    }
-
-    /// Vertical sampling factor (blocks per MCU down).
-    pub(super) fn v(&self) -> usize {
-        self.v
-    }
-}
-
 /// The three components of `scan` at DCT scale `scale`/8, which must be what the scan kept
 /// ([`Kept::TopLeft`]). `None` for layouts other than three components with sampling factors
 /// of 1 or 2.
@@ -123,8 +111,8 @@ pub(super) struct Source {
     pub(super) width: usize,
     pub(super) height: usize,
     /// Sampling factors (blocks per MCU across and down).
-    h: usize,
-    v: usize,
+    pub(super) h: usize,
+    pub(super) v: usize,
     /// Picture pixels per sample, across and down.
     unit_x: f64,
     unit_y: f64,
