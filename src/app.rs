@@ -2,10 +2,13 @@
 //! web listener, and stops them all from one shutdown signal.
 
 use crate::billing::Billing;
+use crate::bot::dialogue::RedbDialogues;
 use crate::bot::{self, BotCtx, TgBot, notifier::BotNotifier};
+use crate::catalog::Catalog;
 use crate::config::{Config, ProviderKind};
 use crate::emulator::Emulator;
 use crate::jobs::JobEngine;
+use crate::library::Library;
 use crate::providers::{DynProvider, comfyui::ComfyProvider, demo::DemoProvider, fal::FalProvider};
 use crate::store::Store;
 use anyhow::Context;
@@ -104,8 +107,12 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         _ if !bot_runs => None,
         _ => crate::webhook::Webhook::from_config(&config.telegram)?,
     };
+    let catalog = {
+        let (st, cfg) = (store.clone(), config.clone());
+        tokio::task::spawn_blocking(move || Catalog::open(st, &cfg)).await??
+    };
     // The panel owns `/healthz`; the emulator (sandbox only) adds its routes beside it.
-    let web_state = crate::web::WebState::new(store.clone(), config.clone());
+    let web_state = crate::web::WebState::new(store.clone(), config.clone(), catalog.clone());
     let mut router = crate::web::router(web_state.clone());
     if let Some(w) = &webhook {
         router = router.merge(w.router(store.clone()));
@@ -128,9 +135,10 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     }
     tracing::info!(%addr, "web listener up");
     {
-        let (store, dir, token) = (store.clone(), config.storage.data_dir.clone(), shutdown.clone());
+        let (admin, store, dir, token) =
+            (web_state.admin.clone(), store.clone(), config.storage.data_dir.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::control::serve(store, dir, token).await {
+            if let Err(e) = crate::control::serve(admin, store, dir, token).await {
                 tracing::error!(error = %e, "control socket failed; admin and backup need the service stopped");
             }
         }));
@@ -177,7 +185,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
 
     let providers = build_providers(&config)?;
     let notifier = Arc::new(BotNotifier::new(tg.clone(), &config));
-    let jobs = JobEngine::new(store.clone(), &config, providers, notifier)?;
+    let jobs = JobEngine::new(store.clone(), &config, catalog.clone(), providers, notifier)?;
     let billing = Billing::new(store.clone(), config.billing.clone());
     {
         let jobs = jobs.clone();
@@ -196,9 +204,18 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     if let Err(e) = bot::set_commands(&tg).await {
         tracing::warn!(error = %e, "setMyCommands failed");
     }
-    let ctx = Arc::new(BotCtx { config: config.clone(), billing, jobs, store: store.clone() });
+    let dialogues = RedbDialogues::new(store.clone());
+    let ctx = Arc::new(BotCtx {
+        config: config.clone(),
+        billing,
+        jobs,
+        library: Library::new(store.clone()),
+        catalog,
+        store: store.clone(),
+        dialogues: dialogues.clone(),
+    });
     let mut dispatcher = Dispatcher::builder(tg.clone(), bot::schema())
-        .dependencies(dptree::deps![ctx])
+        .dependencies(dptree::deps![ctx, dialogues])
         .default_handler(|_| async {})
         .error_handler(teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update handler failed"))
         .build();

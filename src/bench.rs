@@ -13,7 +13,7 @@ use crate::config::{Config, ModelConfig, ProviderConfig, ProviderKind};
 use crate::domain::{Credits, Format, JobId, Task, UserId};
 use crate::jobs::{DeliveredFiles, JobEngine, JobProgress, NewJob, Notifier, NotifyError, ResultFiles, Submitted};
 use crate::providers::{
-    DynProvider, GenerateRequest, GeneratedImage, ImageProvider, ProgressFn, ProviderError, SizeParam, Submission,
+    DynProvider, GenerateRequest, GeneratedFile, ImageProvider, ProgressFn, ProviderError, SizeParam, Submission,
 };
 use crate::store::Store;
 use crate::store::records::{JobPayload, JobRecord, LibraryItem};
@@ -35,8 +35,8 @@ impl ImageProvider for NullProvider {
     async fn submit(&self, _req: &GenerateRequest, _preassigned: Option<&str>) -> Result<Submission, ProviderError> {
         Ok(Submission { request_id: uuid::Uuid::new_v4().to_string(), data: serde_json::Value::Null })
     }
-    async fn wait(&self, _sub: &Submission, _progress: ProgressFn<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {
-        Ok(vec![GeneratedImage { bytes: self.png.clone(), mime: "image/png".into(), is_demo: false }])
+    async fn wait(&self, _sub: &Submission, _progress: ProgressFn<'_>) -> Result<Vec<GeneratedFile>, ProviderError> {
+        Ok(vec![GeneratedFile { bytes: self.png.clone(), mime: "image/png".into(), is_demo: false }])
     }
     async fn cancel(&self, _sub: &Submission) -> Result<(), ProviderError> {
         Ok(())
@@ -335,6 +335,7 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
                     blocked: false,
                     banned: i % 1000 == 0,
                     level: String::new(),
+                    language: None,
                 })?;
                 crate::billing::adjust(tx, id, Credits(100), "system", "signup bonus").map_err(refuse)?;
                 let mut job = JobRecord {

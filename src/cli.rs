@@ -29,7 +29,8 @@ pub enum Command {
     CheckConfig,
     /// Operator commands on the database (through the running service, or directly when it is stopped).
     Admin {
-        #[arg(long)]
+        /// Data directory (accepted before or after the admin command).
+        #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
         #[command(subcommand)]
         command: AdminCommand,
@@ -54,9 +55,11 @@ pub enum Command {
     #[command(hide = true)]
     Emulator { listen: std::net::SocketAddr },
     /// Measure the job engine's overhead with a zero-latency provider (see BENCHMARKS.md).
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     BenchQueue(crate::bench::QueueBench),
     /// Seed a large database for the admin panel benchmark (see BENCHMARKS.md).
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     BenchPanelSeed(crate::bench::PanelSeed),
     /// Image operations, the same code the bot runs (no config or database needed).
@@ -129,6 +132,11 @@ pub enum AdminCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Ban a user: their messages, buttons and inline queries get one "access suspended"
+    /// answer and nothing else (no job, no hold).
+    Ban { user: i64 },
+    /// Lift a ban.
+    Unban { user: i64 },
     /// Set the admin panel password (Argon2 hash in the database). Reads one line from stdin,
     /// so it never lands in the shell history: `printf '%s' "$PW" | mediabot admin set-password`.
     SetPassword {
@@ -175,6 +183,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init();
     match &cli.command {
+        #[cfg(feature = "bench")]
         Command::BenchQueue(opts) => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -191,6 +200,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        #[cfg(feature = "bench")]
         Command::BenchPanelSeed(opts) => match crate::bench::seed_panel(opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -248,7 +258,7 @@ pub fn main() -> ExitCode {
                 }
                 *password = crate::config::Secret::new(line.trim_end_matches(['\n', '\r']));
             }
-            report(crate::control::admin(&cfg.storage.data_dir, command))
+            report(crate::control::admin(&cfg, command))
         }
         Command::Healthcheck => match load(&cli, None, None) {
             Ok(cfg) => healthcheck(&cfg),

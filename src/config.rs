@@ -140,11 +140,64 @@ impl Default for StorageConfig {
     }
 }
 
+/// The name of the bot's money per language, each either a plain label (`"⭐"`) or the
+/// noun's plural forms joined by `|` in CLDR order (`"credit|credits"`,
+/// `"кредит|кредита|кредитов"`: one|few|many). Config: `currency = "⭐"` for every language,
+/// or `currency = { en = "credit|credits", ru = "кредит|кредита|кредитов" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Currency(std::collections::BTreeMap<String, String>);
+
+impl Currency {
+    /// From `(language code, forms)` pairs.
+    pub fn from_forms<'a>(forms: impl IntoIterator<Item = (&'a str, &'a str)>) -> Currency {
+        Currency(forms.into_iter().map(|(l, f)| (l.to_string(), f.to_string())).collect())
+    }
+
+    /// The forms for language `code`: its own, else English's, else any.
+    pub fn label(&self, code: &str) -> &str {
+        self.0.get(code).or_else(|| self.0.get("en")).or_else(|| self.0.values().next()).map_or("", String::as_str)
+    }
+}
+
+impl From<&str> for Currency {
+    fn from(plain: &str) -> Currency {
+        Currency::from_forms([("en", plain)])
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Currency, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Plain(String),
+            ByLanguage(std::collections::BTreeMap<String, String>),
+        }
+        Ok(match Raw::deserialize(d)? {
+            // One label for every language: it must win over the default's Russian forms.
+            Raw::Plain(p) => Currency::from_forms([("en", p.as_str()), ("ru", p.as_str())]),
+            Raw::ByLanguage(m) => Currency(m),
+        })
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label("en"))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BillingConfig {
-    /// Label shown after amounts ("credits", "⭐", "монет").
-    pub currency: String,
+    /// The name of the money after amounts, per language with plural forms (see [`Currency`]).
+    pub currency: Currency,
     /// Credited once, when a user first sends /start.
     pub signup_bonus: Credits,
     /// Price of one "📝 Add text" job (drawn locally, no provider). Free by default.
@@ -159,7 +212,7 @@ pub struct BillingConfig {
 impl Default for BillingConfig {
     fn default() -> Self {
         BillingConfig {
-            currency: "credits".into(),
+            currency: Currency::from_forms([("en", "credit|credits"), ("ru", "кредит|кредита|кредитов")]),
             signup_bonus: Credits(100),
             add_text_price: Credits::ZERO,
             resize_price: Credits::ZERO,
@@ -324,6 +377,106 @@ pub struct ModelConfig {
     pub timeout_secs: Option<u64>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Input images the model takes: `images = 1` or `images = { min = 2, max = 4 }` (at most
+    /// [`MAX_INPUT_IMAGES`]). Unset: the task's default ([`Task::default_images`]).
+    #[serde(default)]
+    pub images: Option<ImageCount>,
+    /// The model needs a mask image (inpainting). No flow draws masks yet, so `check-config`
+    /// refuses it rather than offer a model nobody can use.
+    #[serde(default)]
+    pub mask: bool,
+    /// Choices the user makes after the format, asked in this order. The chosen value goes to
+    /// the provider under `name`; its `price` is added to the model's `price`.
+    #[serde(default)]
+    pub options: Vec<ModelOption>,
+}
+
+/// Most input images one job takes (a Telegram album holds 10).
+pub const MAX_INPUT_IMAGES: u8 = 10;
+
+/// How many images a model takes (`images = 2` or `images = { min = 1, max = 4 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ImageCount {
+    Exactly(u8),
+    Range { min: u8, max: u8 },
+}
+
+/// One declared option of a model (`[[models.options]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelOption {
+    /// Request field the chosen value is sent as (`duration`, `resolution`, `strength`); also
+    /// picks the question's text (`option_<name>` in the locales, else the name itself).
+    pub name: String,
+    /// The choices, in button order; the first is the default.
+    pub values: Vec<OptionValue>,
+}
+
+/// One choice of a [`ModelOption`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionValue {
+    /// Sent to the provider as is (a string, number or boolean).
+    pub value: serde_json::Value,
+    /// Button text; default: the value (`5`, `hd`).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Credits added to the model's price when this value is chosen (≥ 0).
+    #[serde(default)]
+    pub price: Credits,
+}
+
+impl OptionValue {
+    /// What the button shows.
+    pub fn label(&self) -> String {
+        match (&self.label, &self.value) {
+            (Some(l), _) => l.clone(),
+            (None, serde_json::Value::String(s)) => s.clone(),
+            (None, v) => v.to_string(),
+        }
+    }
+}
+
+/// Chosen option values of a job: option name → index into its `values`.
+pub type Choices = std::collections::BTreeMap<String, u8>;
+
+impl ModelConfig {
+    /// Inclusive range of input images the model takes.
+    pub fn image_range(&self) -> (u8, u8) {
+        match self.images {
+            Some(ImageCount::Exactly(n)) => (n, n),
+            Some(ImageCount::Range { min, max }) => (min, max),
+            None => self.task.default_images(),
+        }
+    }
+
+    /// Whether a job with `n` input images fits the model.
+    pub fn takes_images(&self, n: usize) -> bool {
+        let (min, max) = self.image_range();
+        (usize::from(min)..=usize::from(max)).contains(&n)
+    }
+
+    /// Price of a job: `base` (the model's price now) plus the price of each chosen value; an
+    /// option not chosen counts as its first value. `None` on overflow.
+    pub fn quote(&self, base: Credits, choices: &Choices) -> Option<Credits> {
+        self.options.iter().try_fold(base, |sum, o| {
+            let i = usize::from(choices.get(&o.name).copied().unwrap_or(0));
+            sum.checked_add(o.values.get(i).map_or(Credits::ZERO, |v| v.price))
+        })
+    }
+
+    /// The chosen values as request fields (`name → value`), first values for options not
+    /// chosen; for `GenerateRequest::extra`.
+    pub fn chosen_params(&self, choices: &Choices) -> serde_json::Map<String, serde_json::Value> {
+        self.options
+            .iter()
+            .filter_map(|o| {
+                let i = usize::from(choices.get(&o.name).copied().unwrap_or(0));
+                o.values.get(i).map(|v| (o.name.clone(), v.value.clone()))
+            })
+            .collect()
+    }
 }
 
 fn default_task() -> Task {
@@ -471,6 +624,46 @@ impl Config {
             if m.formats.is_empty() {
                 return Err(bad(k("formats"), "list at least one format"));
             }
+            if !Task::HANDLED.contains(&m.task) {
+                let handled: Vec<&str> = Task::HANDLED.iter().map(|t| t.as_str()).collect();
+                return Err(bad(
+                    k("task"),
+                    format!("no bot flow handles {:?} yet (handled: {})", m.task.as_str(), handled.join(", ")),
+                ));
+            }
+            if m.mask {
+                return Err(bad(k("mask"), "no bot flow draws a mask yet"));
+            }
+            let (min, max) = m.image_range();
+            if min > max || max > MAX_INPUT_IMAGES {
+                return Err(bad(k("images"), format!("min ≤ max ≤ {MAX_INPUT_IMAGES} (got {min}–{max})")));
+            }
+            match m.task {
+                Task::TextToImage if max > 0 => {
+                    return Err(bad(k("images"), "text_to_image models take no input images yet"));
+                }
+                Task::Edit if min == 0 => return Err(bad(k("images"), "edit models take at least 1 image")),
+                _ => {}
+            }
+            let mut names = HashSet::new();
+            for (j, o) in m.options.iter().enumerate() {
+                let ko = |f: &str| k(&format!("options[{j}].{f}"));
+                let ok = (1..=32).contains(&o.name.len())
+                    && o.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !ok || !names.insert(o.name.as_str()) {
+                    return Err(bad(ko("name"), "unique, 1–32 of a-z 0-9 _"));
+                }
+                // Callback data carries the chosen index in one byte (and buttons must fit a row).
+                if o.values.is_empty() || o.values.len() > 8 {
+                    return Err(bad(ko("values"), "list 1 to 8 values"));
+                }
+                if let Some(v) = o.values.iter().find(|v| v.price.is_negative()) {
+                    return Err(bad(ko("values"), format!("price of {} must not be negative", v.label())));
+                }
+            }
+            if m.options.len() > 6 {
+                return Err(bad(k("options"), "at most 6 options"));
+            }
             match p.kind {
                 ProviderKind::Fal if m.endpoint.is_empty() => {
                     return Err(bad(k("endpoint"), "fal models need an endpoint id like fal-ai/flux/dev"));
@@ -491,12 +684,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// The model with this id or alias (case-insensitive).
-    pub fn find_model(&self, name: &str) -> Option<&ModelConfig> {
-        let n = name.to_lowercase();
-        self.models.iter().find(|m| m.id.to_lowercase() == n || m.aliases.iter().any(|a| a.to_lowercase() == n))
     }
 
     /// Adds the built-in demo provider and model (used by `sandbox` when nothing is configured).
@@ -528,6 +715,9 @@ impl Config {
                 params: Default::default(),
                 timeout_secs: None,
                 enabled: true,
+                images: None,
+                mask: false,
+                options: vec![],
             });
         }
         self

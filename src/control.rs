@@ -6,7 +6,10 @@
 //! is authenticated twice: its mode lets only the service user (and root) connect, and the
 //! server checks the peer's uid (`SO_PEERCRED`) against its own and root.
 
+use crate::admin::{Actor, Admin};
+use crate::catalog::Catalog;
 use crate::cli::AdminCommand;
+use crate::config::Config;
 use crate::domain::{Credits, UserId};
 use crate::store::backup::{BackupSummary, MediaCheck};
 use crate::store::{Store, StoreError};
@@ -40,13 +43,14 @@ pub struct Reply {
 }
 
 /// Runs an admin command against an open store; returns the exit code and the text to print.
-pub fn exec_admin(store: &Store, cmd: &AdminCommand) -> anyhow::Result<(u8, String)> {
+/// Changes go through the admin service with actor `cli`, so each writes its audit entry.
+pub async fn exec_admin(admin: &Admin, store: &Store, cmd: &AdminCommand) -> anyhow::Result<(u8, String)> {
     use std::fmt::Write as _;
     let mut out = String::new();
     match cmd {
         AdminCommand::VerifyLedger => {
-            let problems = store.read_blocking(crate::billing::verify)?;
-            let users = store.read_blocking(|rx| rx.find_users())?.len();
+            let (problems, users) =
+                store.read(|rx| Ok::<_, StoreError>((crate::billing::verify(rx)?, rx.find_users()?.len()))).await?;
             if problems.is_empty() {
                 writeln!(out, "ledger OK: {users} user(s), every balance matches its ledger")?;
                 Ok((0, out))
@@ -59,15 +63,17 @@ pub fn exec_admin(store: &Store, cmd: &AdminCommand) -> anyhow::Result<(u8, Stri
             }
         }
         AdminCommand::VerifyMedia => {
-            let check = store.verify_media()?;
+            let st = store.clone();
+            let check = tokio::task::spawn_blocking(move || st.verify_media()).await??;
             describe_media(&check, &mut out);
             Ok((u8::from(!check.missing.is_empty() || !check.corrupt.is_empty()), out))
         }
         AdminCommand::ListUsers => {
-            for u in store.read_blocking(|rx| rx.find_users())? {
+            for u in store.read(|rx| rx.find_users()).await? {
+                let banned = if u.banned { "\tbanned" } else { "" };
                 writeln!(
                     out,
-                    "{}\t@{}\t{}\tbalance={}\theld={}",
+                    "{}\t@{}\t{}\tbalance={}\theld={}{banned}",
                     u.id.0,
                     u.username.as_deref().unwrap_or("-"),
                     u.first_name,
@@ -78,16 +84,21 @@ pub fn exec_admin(store: &Store, cmd: &AdminCommand) -> anyhow::Result<(u8, Stri
             Ok((0, out))
         }
         AdminCommand::SetPassword { password, .. } => {
-            crate::web::auth::set_password(store, password.expose()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            admin.set_password(Actor::Cli, password.clone()).await?;
             writeln!(out, "admin password set; panel sessions already open stay valid until they expire")?;
             Ok((0, out))
         }
-        AdminCommand::AddBalance { user, amount, reason } => {
-            let op = store.write_blocking(|tx| {
-                crate::billing::adjust(tx, UserId(*user), Credits(*amount), "admin:cli", reason)
-                    .map_err(|e| StoreError::Refused(e.to_string()))
-            })?;
+        AdminCommand::AddBalance { user, amount, reason, .. } => {
+            let op = admin.adjust_balance(Actor::Cli, UserId(*user), Credits(*amount), reason.clone()).await?;
             writeln!(out, "user {user}: balance now {}", op.balance_after)?;
+            Ok((0, out))
+        }
+        AdminCommand::Ban { user, .. } | AdminCommand::Unban { user, .. } => {
+            let ban = matches!(cmd, AdminCommand::Ban { .. });
+            let changed = admin.set_banned(Actor::Cli, UserId(*user), ban).await?;
+            let state = if ban { "banned" } else { "not banned" };
+            let already = if changed { "" } else { " (already)" };
+            writeln!(out, "user {user}: {state}{already}")?;
             Ok((0, out))
         }
     }
@@ -121,23 +132,29 @@ fn describe(s: &BackupSummary, to: &Path) -> String {
     text
 }
 
-fn handle(store: &Store, data_dir: &Path, req: Request) -> Reply {
+async fn handle(admin: &Admin, store: &Store, data_dir: &Path, req: Request) -> Reply {
     let result = match req {
-        Request::Admin(cmd) => exec_admin(store, &cmd).map(|(code, output)| Reply { code, output, staged: None }),
+        Request::Admin(cmd) => {
+            exec_admin(admin, store, &cmd).await.map(|(code, output)| Reply { code, output, staged: None })
+        }
         Request::Backup => {
             let dir = data_dir.join(format!("backup-{}", uuid::Uuid::now_v7()));
-            store.backup_to(&dir).map_err(anyhow::Error::from).map(|s| Reply {
-                code: 0,
-                output: describe(&s, &dir),
-                staged: Some(dir),
-            })
+            let (st, to) = (store.clone(), dir.clone());
+            match tokio::task::spawn_blocking(move || st.backup_to(&to)).await {
+                Ok(r) => r.map_err(anyhow::Error::from).map(|s| Reply {
+                    code: 0,
+                    output: describe(&s, &dir),
+                    staged: Some(dir),
+                }),
+                Err(e) => Err(e.into()),
+            }
         }
     };
     result.unwrap_or_else(|e| Reply { code: 1, output: format!("error: {e:#}\n"), staged: None })
 }
 
 /// Serves the control socket in `data_dir` until `shutdown`; the store stays open meanwhile.
-pub async fn serve(store: Store, data_dir: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(admin: Admin, store: Store, data_dir: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
     let path = data_dir.join(SOCKET);
     // We hold the database lock, so a socket file left here is from a dead instance.
     let _ = std::fs::remove_file(&path);
@@ -151,7 +168,7 @@ pub async fn serve(store: Store, data_dir: PathBuf, shutdown: CancellationToken)
         };
         let Ok((stream, _)) = conn else { continue };
         let allowed = stream.peer_cred().map(|c| c.uid() == 0 || c.uid() == me).unwrap_or(false);
-        let store = store.clone();
+        let (admin, store) = (admin.clone(), store.clone());
         let dir = data_dir.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
@@ -159,20 +176,17 @@ pub async fn serve(store: Store, data_dir: PathBuf, shutdown: CancellationToken)
             if tokio::io::BufReader::new(r).read_line(&mut line).await.is_err() {
                 return;
             }
-            let reply =
-                if !allowed {
-                    Reply { code: 1, output: "error: control socket: permission denied\n".into(), staged: None }
-                } else {
-                    match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => {
-                            tracing::info!(request = ?req, "control request");
-                            tokio::task::spawn_blocking(move || handle(&store, &dir, req))
-                                .await
-                                .unwrap_or_else(|e| Reply { code: 1, output: format!("error: {e}\n"), staged: None })
-                        }
-                        Err(e) => Reply { code: 1, output: format!("error: bad request: {e}\n"), staged: None },
+            let reply = if !allowed {
+                Reply { code: 1, output: "error: control socket: permission denied\n".into(), staged: None }
+            } else {
+                match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => {
+                        tracing::info!(request = ?req, "control request");
+                        handle(&admin, &store, &dir, req).await
                     }
-                };
+                    Err(e) => Reply { code: 1, output: format!("error: bad request: {e}\n"), staged: None },
+                }
+            };
             let mut bytes = serde_json::to_vec(&reply).unwrap_or_default();
             bytes.push(b'\n');
             let _ = w.write_all(&bytes).await;
@@ -230,10 +244,20 @@ fn existing(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs `admin …` directly on the database or through the running service.
-pub fn admin(data_dir: &Path, cmd: AdminCommand) -> anyhow::Result<(u8, String)> {
+pub fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<(u8, String)> {
+    let data_dir = config.storage.data_dir.as_path();
     existing(data_dir)?;
     match Store::open(data_dir) {
-        Ok(store) => exec_admin(&store, &cmd),
+        Ok(store) => {
+            let catalog = Catalog::open(store.clone(), config)?;
+            let admin = Admin::new(store.clone(), catalog, config);
+            let run = exec_admin(&admin, &store, &cmd);
+            // The CLI has no runtime; a caller on a blocking thread of one (tests) uses it.
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => handle.block_on(run),
+                Err(_) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run),
+            }
+        }
         Err(StoreError::AlreadyOpen(_)) => {
             let reply = ask(data_dir, &Request::Admin(cmd))?;
             Ok((reply.code, reply.output))
@@ -305,6 +329,17 @@ mod tests {
     use crate::billing::{Billing, Profile};
     use crate::config::BillingConfig;
 
+    fn config(dir: &Path) -> Config {
+        let mut c = Config::default();
+        c.storage.data_dir = dir.to_path_buf();
+        c
+    }
+
+    fn audit_actors(store: &Store) -> Vec<(String, String)> {
+        let entries = store.read_blocking(|rx| rx.find_audit(100)).expect("audit");
+        entries.into_iter().map(|e| (e.actor, e.action)).collect()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn admin_and_backup_go_through_the_socket_while_the_store_is_open() {
         let live = tempfile::tempdir().expect("tempdir");
@@ -314,7 +349,9 @@ mod tests {
         billing.register(profile).await.expect("register");
         store.put_media_file(&"ab".repeat(32), "png", b"not really a png").expect("media");
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(store.clone(), live.path().to_path_buf(), shutdown.clone()));
+        let cfg = config(live.path());
+        let admin_service = Admin::new(store.clone(), Catalog::open(store.clone(), &cfg).expect("catalog"), &cfg);
+        let server = tokio::spawn(serve(admin_service, store.clone(), live.path().to_path_buf(), shutdown.clone()));
         let sock = live.path().join(SOCKET);
         for _ in 0..100 {
             if sock.exists() {
@@ -327,28 +364,66 @@ mod tests {
         let dir = live.path().to_path_buf();
         let backup_dir = tempfile::tempdir().expect("tempdir");
         let target = backup_dir.path().join("b1");
-        let (add, verify, backed_up) = tokio::task::spawn_blocking(move || {
-            let add = admin(&dir, AdminCommand::AddBalance { user: 7, amount: 5, reason: "test".into() });
-            let verify = admin(&dir, AdminCommand::VerifyLedger);
+        let (add, ban, verify, backed_up) = tokio::task::spawn_blocking(move || {
+            let cfg = config(&dir);
+            let add = admin(&cfg, AdminCommand::AddBalance { user: 7, amount: 5, reason: "test".into() });
+            let ban = admin(&cfg, AdminCommand::Ban { user: 7 });
+            let verify = admin(&cfg, AdminCommand::VerifyLedger);
             let backed_up = backup(&dir, &target);
-            (add, verify, backed_up)
+            (add, ban, verify, backed_up)
         })
         .await
         .expect("join");
         assert!(add.expect("add").1.contains("balance now 105"));
+        assert!(ban.expect("ban").1.contains("banned"));
         assert_eq!(verify.expect("verify").0, 0);
         assert_eq!(backed_up.expect("backup").0, 0);
+        let actors = audit_actors(&store);
+        assert!(actors.contains(&("cli".into(), "adjust_balance".into())), "{actors:?}");
+        assert!(actors.contains(&("cli".into(), "ban".into())), "{actors:?}");
+        let op = store.read_blocking(|rx| rx.find_operations(UserId(7))).expect("ledger");
+        assert_eq!(op.last().map(|o| o.actor.as_str()), Some("cli"));
         shutdown.cancel();
         server.await.expect("join").expect("serve");
         drop(billing);
         drop(store);
 
-        let fresh = tempfile::tempdir().expect("tempdir");
-        let (code, text) = restore(fresh.path(), &backup_dir.path().join("b1")).expect("restore");
-        assert_eq!(code, 0, "{text}");
-        let (code, users) = admin(fresh.path(), AdminCommand::ListUsers).expect("list");
-        assert_eq!(code, 0);
-        assert!(users.contains("balance=105"), "{users}");
-        assert_eq!(admin(fresh.path(), AdminCommand::VerifyLedger).expect("verify").0, 0);
+        // As the CLI runs it: on a thread of its own, not inside the test's runtime.
+        tokio::task::spawn_blocking(move || {
+            let fresh = tempfile::tempdir().expect("tempdir");
+            let (code, text) = restore(fresh.path(), &backup_dir.path().join("b1")).expect("restore");
+            assert_eq!(code, 0, "{text}");
+            let cfg = config(fresh.path());
+            let (code, users) = admin(&cfg, AdminCommand::ListUsers).expect("list");
+            assert_eq!(code, 0);
+            assert!(users.contains("balance=105") && users.contains("banned"), "{users}");
+            assert_eq!(admin(&cfg, AdminCommand::VerifyLedger).expect("verify").0, 0);
+        })
+        .await
+        .expect("cli thread");
+    }
+
+    #[test]
+    fn the_cli_writes_an_audit_entry_with_actor_cli_when_the_service_is_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            let billing = Billing::new(store.clone(), BillingConfig::default());
+            let profile = Profile { id: UserId(9), first_name: "Bo".into(), username: None, language_code: None };
+            rt.block_on(billing.register(profile)).expect("register");
+        }
+        let cfg = config(dir.path());
+        let (code, out) =
+            admin(&cfg, AdminCommand::AddBalance { user: 9, amount: -30, reason: "chargeback".into() }).expect("add");
+        assert_eq!((code, out.trim()), (0, "user 9: balance now 70"));
+        let refused = admin(&cfg, AdminCommand::AddBalance { user: 9, amount: -500, reason: "too much".into() });
+        assert!(refused.is_err(), "a debit below zero is refused");
+        let store = Store::open(dir.path()).expect("reopen");
+        let entries = store.read_blocking(|rx| rx.find_audit(10)).expect("audit");
+        assert_eq!(entries.len(), 1, "one audit entry, for the change that happened: {entries:?}");
+        let e = &entries[0];
+        assert_eq!((e.actor.as_str(), e.action.as_str(), e.target.as_str()), ("cli", "adjust_balance", "user:9"));
+        assert!(e.before.contains("100") && e.after.contains("70") && e.after.contains("chargeback"), "{e:?}");
     }
 }

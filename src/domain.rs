@@ -116,6 +116,32 @@ pub enum Task {
     ImageToVideo,
 }
 
+impl Task {
+    /// Tasks a bot flow serves today: a model with any other task could never be reached by a
+    /// user, so `check-config` refuses it (`bot::flows_cover_every_handled_task` keeps this list
+    /// and the flows in step).
+    pub const HANDLED: [Task; 2] = [Task::TextToImage, Task::Edit];
+
+    /// The config word (`text_to_image`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::TextToImage => "text_to_image",
+            Task::Edit => "edit",
+            Task::Upscale => "upscale",
+            Task::ImageToVideo => "image_to_video",
+        }
+    }
+
+    /// Input images a model of this task takes unless it declares `images`: none to create,
+    /// one to edit, upscale or animate.
+    pub fn default_images(self) -> (u8, u8) {
+        match self {
+            Task::TextToImage => (0, 0),
+            Task::Edit | Task::Upscale | Task::ImageToVideo => (1, 1),
+        }
+    }
+}
+
 /// Provider id of jobs that run in this process (the built-in tools); no `[[providers]]` entry
 /// may use it.
 pub const LOCAL_PROVIDER: &str = "local";
@@ -123,6 +149,151 @@ pub const LOCAL_PROVIDER: &str = "local";
 pub const ADD_TEXT_MODEL: &str = "add-text";
 /// Model id of "🔍 Resize" jobs (2×/4× enlargement of a library item); reserved like [`ADD_TEXT_MODEL`].
 pub const RESIZE_MODEL: &str = "resize";
+
+/// Largest file the bot takes from Telegram, in bytes: the Bot API's `getFile` limit for
+/// downloads from the cloud server (protocols.md §1.4). Also the imaging input limit, so a file
+/// Telegram lets through is never refused later for its size alone.
+pub const MAX_DOWNLOAD_BYTES: usize = 20 * 1024 * 1024;
+
+/// Something an admin (or the engine, on a provider's verdict) can switch off at runtime.
+/// Stored in the `disabled-1` table under [`Switch::key`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Switch {
+    /// One `[[models]]` entry, by id.
+    Model(String),
+    /// A `[[providers]]` entry, by id: every model on it.
+    Provider(String),
+}
+
+/// A runtime override of a config value, set in the admin panel. Stored in `settings-1`
+/// under [`Setting::key`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Setting {
+    /// Base price of a model, credits.
+    Price(String),
+    /// Jobs a provider runs at once.
+    Concurrency(String),
+}
+
+impl Switch {
+    /// Stored key: `model:<id>` or `provider:<id>` (the form rows written by earlier versions
+    /// already have).
+    pub fn key(&self) -> String {
+        match self {
+            Switch::Model(id) => format!("model:{id}"),
+            Switch::Provider(id) => format!("provider:{id}"),
+        }
+    }
+    /// Parses [`Switch::key`]; `None` for anything else.
+    pub fn parse(key: &str) -> Option<Switch> {
+        match key.split_once(':')? {
+            ("model", id) => Some(Switch::Model(id.to_string())),
+            ("provider", id) => Some(Switch::Provider(id.to_string())),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+impl Setting {
+    /// Stored key: `price:<model id>` or `concurrency:<provider id>`.
+    pub fn key(&self) -> String {
+        match self {
+            Setting::Price(id) => format!("price:{id}"),
+            Setting::Concurrency(id) => format!("concurrency:{id}"),
+        }
+    }
+    /// Parses [`Setting::key`]; `None` for anything else.
+    pub fn parse(key: &str) -> Option<Setting> {
+        match key.split_once(':')? {
+            ("price", id) => Some(Setting::Price(id.to_string())),
+            ("concurrency", id) => Some(Setting::Concurrency(id.to_string())),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// What kind of file a result is, decided from its bytes (never from what a provider
+/// claims); each kind has its own Telegram delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// A still picture we can decode (JPEG, PNG, WebP): sendPhoto (fitted) + sendDocument.
+    #[default]
+    Image,
+    /// A GIF: sendAnimation.
+    Animation,
+    /// An MP4 / QuickTime video: sendVideo.
+    Video,
+    /// Anything else (WebM, animated PNG/WebP, archives): sendDocument as is.
+    File,
+}
+
+impl MediaKind {
+    /// Sniffs `bytes`: (kind, MIME type, file extension). Magic numbers from the formats'
+    /// specs: PNG signature (+ `acTL` before `IDAT` = animated), JPEG SOI, RIFF/WEBP (+ a VP8X
+    /// animation flag), GIF8, ISO-BMFF `ftyp` (MP4/MOV), EBML (WebM).
+    pub fn sniff(bytes: &[u8]) -> (MediaKind, &'static str, &'static str) {
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            return if png_is_animated(bytes) {
+                (MediaKind::File, "image/apng", "png")
+            } else {
+                (MediaKind::Image, "image/png", "png")
+            };
+        }
+        if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            return (MediaKind::Image, "image/jpeg", "jpg");
+        }
+        if bytes.len() > 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+            // VP8X flags byte, bit 1 (0x02) = animation (WebP container spec).
+            let animated = &bytes[12..16.min(bytes.len())] == b"VP8X" && bytes.get(20).is_some_and(|f| f & 0x02 != 0);
+            return if animated {
+                (MediaKind::File, "image/webp", "webp")
+            } else {
+                (MediaKind::Image, "image/webp", "webp")
+            };
+        }
+        if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+            return (MediaKind::Animation, "image/gif", "gif");
+        }
+        if bytes.len() > 12 && &bytes[4..8] == b"ftyp" {
+            return if &bytes[8..12] == b"qt  " {
+                (MediaKind::Video, "video/quicktime", "mov")
+            } else {
+                (MediaKind::Video, "video/mp4", "mp4")
+            };
+        }
+        if bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+            return (MediaKind::File, "video/webm", "webm");
+        }
+        (MediaKind::File, "application/octet-stream", "bin")
+    }
+}
+
+/// Whether a PNG has an `acTL` chunk before its first `IDAT` (APNG spec §4: animated).
+fn png_is_animated(bytes: &[u8]) -> bool {
+    let mut at = 8;
+    while let Some(head) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        match &head[4..8] {
+            b"acTL" => return true,
+            b"IDAT" | b"IEND" => return false,
+            _ => at = at.saturating_add(12).saturating_add(len),
+        }
+    }
+    false
+}
 
 /// Output framing the user picks under a prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -228,6 +399,45 @@ mod tests {
     fn credits_checked() {
         assert_eq!(Credits(i64::MAX).checked_add(Credits(1)), None);
         assert_eq!(Credits(5).checked_sub(Credits(7)), Some(Credits(-2)));
+    }
+    #[test]
+    fn switch_and_setting_keys_round_trip_in_their_stored_form() {
+        for (s, key) in [(Switch::Model("flux".into()), "model:flux"), (Switch::Provider("fal".into()), "provider:fal")]
+        {
+            assert_eq!(s.key(), key);
+            assert_eq!(Switch::parse(key), Some(s));
+        }
+        for (s, key) in
+            [(Setting::Price("flux".into()), "price:flux"), (Setting::Concurrency("fal".into()), "concurrency:fal")]
+        {
+            assert_eq!(s.key(), key);
+            assert_eq!(Setting::parse(key), Some(s));
+        }
+        assert_eq!(Switch::parse("price:x"), None);
+        assert_eq!(Setting::parse("nocolon"), None);
+    }
+    #[test]
+    fn media_kinds_come_from_the_bytes() {
+        let png = |chunks: &[&[u8; 4]]| {
+            let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+            for c in chunks {
+                b.extend_from_slice(&[0, 0, 0, 0]);
+                b.extend_from_slice(*c);
+                b.extend_from_slice(&[0; 4]);
+            }
+            b
+        };
+        assert_eq!(MediaKind::sniff(&png(&[b"IHDR", b"IDAT"])).0, MediaKind::Image);
+        assert_eq!(MediaKind::sniff(&png(&[b"IHDR", b"acTL", b"IDAT"])).0, MediaKind::File, "APNG");
+        assert_eq!(MediaKind::sniff(b"\0\0\0\x18ftypisom\0\0\x02\0").0, MediaKind::Video);
+        assert_eq!(MediaKind::sniff(b"\0\0\0\x14ftypqt  \0\0\0\0").1, "video/quicktime");
+        assert_eq!(MediaKind::sniff(b"GIF89a\x01\0\x01\0").0, MediaKind::Animation);
+        assert_eq!(MediaKind::sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).0, MediaKind::Image);
+        assert_eq!(MediaKind::sniff(b"RIFF\0\0\0\0WEBPVP8X\0\0\0\0\x02\0\0\0").0, MediaKind::File, "animated WebP");
+        assert_eq!(MediaKind::sniff(b"RIFF\0\0\0\0WEBPVP8 \0\0\0\0").0, MediaKind::Image);
+        assert_eq!(MediaKind::sniff(&[0x1A, 0x45, 0xDF, 0xA3, 0x01]).2, "webm");
+        assert_eq!(MediaKind::sniff(b"%PDF-1.7").0, MediaKind::File);
+        assert_eq!(MediaKind::sniff(b"").0, MediaKind::File);
     }
     #[test]
     fn format_from_dims() {

@@ -4,10 +4,13 @@
 //! web listener (admin panel, webhook route, sandbox page and Bot API emulator), the control
 //! socket for ops commands, and local imaging.
 
+mod admin;
 mod app;
+#[cfg(feature = "bench")]
 mod bench;
 mod billing;
 mod bot;
+mod catalog;
 mod cli;
 mod config;
 mod control;
@@ -15,6 +18,7 @@ mod domain;
 mod emulator;
 mod imaging;
 mod jobs;
+mod library;
 mod providers;
 mod store;
 mod telemetry;

@@ -206,9 +206,23 @@ impl Billing {
         Billing { store, cfg }
     }
 
-    /// Currency label for messages.
-    pub fn currency(&self) -> &str {
+    /// The currency's name per language (see [`crate::config::Currency`]).
+    pub fn currency(&self) -> &crate::config::Currency {
         &self.cfg.currency
+    }
+
+    /// Stores the interface language a user chose (`None`: follow the Telegram client).
+    /// Errors: [`BillingError::UnknownUser`].
+    pub async fn set_language(&self, user: UserId, language: Option<String>) -> Result<(), BillingError> {
+        self.store
+            .write(move |tx| {
+                let mut u = tx.get_user(user)?.ok_or(BillingError::UnknownUser(user))?;
+                u.language = language;
+                u.updated_at = now_ms();
+                tx.put_user(&u)?;
+                Ok(())
+            })
+            .await
     }
 
     /// Creates the user on first contact (crediting the signup bonus once) or refreshes their
@@ -225,7 +239,7 @@ impl Billing {
                         u.updated_at = now_ms();
                         tx.put_user(&u)?;
                     }
-                    return Ok(Ok((u, false)));
+                    return Ok((u, false));
                 }
                 let mut u = UserRecord {
                     id: p.id,
@@ -239,16 +253,15 @@ impl Billing {
                     blocked: false,
                     banned: false,
                     level: String::new(),
+                    language: None,
                 };
                 if bonus.0 > 0 {
-                    if let Err(e) = apply(tx, &mut u, OpKind::SignupBonus, bonus, bonus, None, None, "system", None) {
-                        return Ok(Err(e));
-                    }
+                    apply(tx, &mut u, OpKind::SignupBonus, bonus, bonus, None, None, "system", None)?;
                 }
                 tx.put_user(&u)?;
-                Ok(Ok((u, true)))
+                Ok((u, true))
             })
-            .await?
+            .await
     }
 
     /// Current user record.
@@ -266,7 +279,7 @@ impl Billing {
         actor: String,
         reason: String,
     ) -> Result<Operation, BillingError> {
-        self.store.write(move |tx| Ok(adjust(tx, user, delta, &actor, &reason))).await?
+        self.store.write(move |tx| adjust(tx, user, delta, &actor, &reason)).await
     }
 
     /// See [`verify`].
@@ -325,7 +338,7 @@ mod tests {
                 k.status = JobStatus::Failed;
                 assert!(release(tx, &mut k).expect("release"));
                 tx.put_job(&k)?;
-                Ok(j.id)
+                Ok::<_, crate::store::StoreError>(j.id)
             })
             .await
             .expect("tx");
@@ -346,14 +359,15 @@ mod tests {
         let r = store
             .write(|tx| {
                 let mut j = job(UserId(2), 500);
-                match hold(tx, &mut j) {
-                    Err(BillingError::InsufficientFunds { balance, price }) => Ok((balance, price)),
-                    other => Err(StoreError::Refused(format!("{other:?}"))),
-                }
+                hold(tx, &mut j)?;
+                tx.put_job(&j)?;
+                Ok::<_, BillingError>(())
             })
-            .await
-            .expect("tx");
-        assert_eq!(r, (Credits(100), Credits(500)));
+            .await;
+        assert!(
+            matches!(r, Err(BillingError::InsufficientFunds { balance: Credits(100), price: Credits(500) })),
+            "the typed error comes out of the transaction: {r:?}"
+        );
         let ops = store.read(|rx| rx.find_operations(UserId(2))).await.expect("ops");
         assert_eq!(ops.len(), 1, "only the bonus");
     }

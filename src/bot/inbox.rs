@@ -21,6 +21,33 @@ use tokio_util::sync::CancellationToken;
 /// `meta` key of the next `getUpdates` offset (u64; update ids are non-negative).
 const OFFSET_KEY: &str = "telegram_offset";
 
+/// Which updates were handled: the record behind "each update is handled to completion once"
+/// (`bot::once_per_update`), beside the inbox that feeds it.
+pub struct Updates {
+    store: Store,
+}
+
+impl Updates {
+    pub fn new(store: Store) -> Updates {
+        Updates { store }
+    }
+
+    /// True if an earlier process began this update and died before finishing it.
+    pub async fn interrupted(&self, update_id: i64) -> Result<bool, crate::store::StoreError> {
+        self.store.read(move |rx| rx.update_interrupted(update_id)).await
+    }
+
+    /// Records that handling starts (see [`crate::store::Tx::begin_update`]).
+    pub async fn begin(&self, update_id: i64) -> Result<crate::store::UpdateStart, crate::store::StoreError> {
+        self.store.write(move |tx| tx.begin_update(update_id)).await
+    }
+
+    /// Records that an update's handler finished, so a re-delivery is skipped.
+    pub async fn finish(&self, update_id: i64) -> Result<(), crate::store::StoreError> {
+        self.store.write(move |tx| tx.finish_update(update_id)).await
+    }
+}
+
 /// A teloxide update listener fed by [`run_poller`] through a channel.
 pub fn listener(rx: mpsc::Receiver<Update>) -> impl UpdateListener<Err = Infallible> + Send {
     let (token, flag) = mk_stop_token();
@@ -106,7 +133,7 @@ pub async fn run_poller(
                     }
                 }
                 t.put_meta_u64(OFFSET_KEY, next)?;
-                Ok(fresh)
+                Ok::<_, crate::store::StoreError>(fresh)
             })
             .await;
         let fresh = match fresh {

@@ -6,7 +6,7 @@
 
 use super::i18n::Lang;
 use crate::config::ModelConfig;
-use crate::domain::{Format, ImageId};
+use crate::domain::{Credits, Format, ImageId};
 use crate::store::records::{LibraryItem, Preset};
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
@@ -86,6 +86,15 @@ pub enum Callback {
     PresetRename(u32),
     /// Delete a preset.
     PresetDelete(u32),
+    /// A value chosen for a draft's model option: indices into `[[models.options]]` and its
+    /// `values` (config validation caps both, so a byte each is plenty).
+    Choice {
+        draft: u128,
+        option: u8,
+        value: u8,
+    },
+    /// /language: the interface language picked (`ru`, `en`).
+    Language(String),
 }
 
 /// Which library items a page lists (callback form of `store::library::LibraryFilter`, with a
@@ -156,6 +165,8 @@ impl Callback {
             Callback::Presets => format!("{V}:P"),
             Callback::PresetRename(n) => format!("{V}:pr:{n}"),
             Callback::PresetDelete(n) => format!("{V}:pd:{n}"),
+            Callback::Choice { draft, option, value } => format!("{V}:q:{}:{option}:{value}", b36(*draft)),
+            Callback::Language(code) => format!("{V}:g:{code}"),
         }
     }
 
@@ -197,6 +208,8 @@ impl Callback {
             ["P"] => Callback::Presets,
             ["pr", n] => Callback::PresetRename(n.parse().ok()?),
             ["pd", n] => Callback::PresetDelete(n.parse().ok()?),
+            ["q", d, o, v] => Callback::Choice { draft: from_b36(d)?, option: o.parse().ok()?, value: v.parse().ok()? },
+            ["g", code @ ("ru" | "en")] => Callback::Language(code.to_string()),
             _ => return None,
         })
     }
@@ -244,13 +257,16 @@ pub fn main_menu(lang: Lang) -> InlineKeyboardMarkup {
     ])
 }
 
-/// One button per model: "name · price", then one per preset of the user ("💾 name").
-pub fn models(draft: u128, models: &[ModelConfig], presets: &[Preset], currency: &str) -> InlineKeyboardMarkup {
+/// One button per model: "name · price" (the price as `price_of` says it, in the user's
+/// language), then one per preset of the user ("💾 name").
+pub fn models(
+    draft: u128,
+    models: &[ModelConfig],
+    presets: &[Preset],
+    price_of: impl Fn(&ModelConfig) -> String,
+) -> InlineKeyboardMarkup {
     let models = models.iter().map(|m| {
-        vec![button(
-            format!("{} · {} {currency}", m.display_name, m.price),
-            Callback::Model { draft, model: m.id.clone() },
-        )]
+        vec![button(format!("{} · {}", m.display_name, price_of(m)), Callback::Model { draft, model: m.id.clone() })]
     });
     let presets =
         presets.iter().map(|p| vec![button(format!("💾 {}", p.name), Callback::UsePreset { draft, preset: p.number })]);
@@ -271,6 +287,36 @@ pub fn formats(lang: Lang, draft: u128, model: &ModelConfig) -> InlineKeyboardMa
             })
             .collect::<Vec<_>>(),
     ])
+}
+
+/// The values of a model's option `index`, two per row; a value that costs more says how
+/// much (`extra` renders the amount).
+pub fn choices(
+    draft: u128,
+    model: &ModelConfig,
+    index: usize,
+    extra: impl Fn(Credits) -> String,
+) -> InlineKeyboardMarkup {
+    let Some(option) = model.options.get(index) else { return InlineKeyboardMarkup::default() };
+    let buttons: Vec<InlineKeyboardButton> = option
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let text =
+                if v.price > Credits::ZERO { format!("{} · +{}", v.label(), extra(v.price)) } else { v.label() };
+            let (option, value) = (u8::try_from(index).unwrap_or(u8::MAX), u8::try_from(i).unwrap_or(u8::MAX));
+            button(text, Callback::Choice { draft, option, value })
+        })
+        .collect();
+    InlineKeyboardMarkup::new(buttons.chunks(2).map(<[InlineKeyboardButton]>::to_vec))
+}
+
+/// /language: one button per language, in its own name.
+pub fn languages() -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(
+        Lang::ALL.iter().map(|l| vec![button(l.name().to_string(), Callback::Language(l.code().to_string()))]),
+    )
 }
 
 /// Under a progress message: Cancel.
@@ -340,7 +386,7 @@ pub fn library(
     pages: usize,
     cats: &[(u32, String)],
 ) -> InlineKeyboardMarkup {
-    let first = page * crate::jobs::library::PAGE_SIZE;
+    let first = page * crate::library::PAGE_SIZE;
     let mut rows: Vec<Vec<InlineKeyboardButton>> = items
         .chunks(4)
         .enumerate()
@@ -436,6 +482,9 @@ mod tests {
             Callback::Presets,
             Callback::PresetRename(u32::MAX),
             Callback::PresetDelete(u32::MAX),
+            Callback::Choice { draft: u128::MAX, option: u8::MAX, value: u8::MAX },
+            Callback::Language("ru".into()),
+            Callback::Language("en".into()),
         ]
     }
 
@@ -459,6 +508,7 @@ mod tests {
         assert_eq!(Callback::decode("2:z:2s:3"), None, "only 2× and 4×");
         assert_eq!(Callback::decode("2:l:x:0"), None);
         assert_eq!(Callback::decode("2:l:c:0"), None);
+        assert_eq!(Callback::decode("2:g:de"), None, "only languages the bot speaks");
     }
 
     #[test]
@@ -488,6 +538,8 @@ mod tests {
             ("2:P", Callback::Presets),
             ("2:pr:1", Callback::PresetRename(1)),
             ("2:pd:1", Callback::PresetDelete(1)),
+            ("2:q:2s:0:2", Callback::Choice { draft: 100, option: 0, value: 2 }),
+            ("2:g:ru", Callback::Language("ru".into())),
         ];
         for (stored, cb) in cases {
             assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");

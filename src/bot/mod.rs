@@ -1,6 +1,11 @@
 //! Telegram UI: the handler tree, and the `jobs::Notifier` that reports progress and delivers
-//! results. Handlers are thin: parse, call `billing`/`jobs`, render a text from `i18n` and a
-//! keyboard from `keyboards`.
+//! results. Handlers are thin: parse, call `jobs`/`library`/`billing`, render a text from
+//! `i18n` and a keyboard from `keyboards`.
+//!
+//! Every update passes the same gate first ([`schema`]): it is handled once
+//! ([`once_per_update`]), its user is registered and checked against bans, and the chat's
+//! stored dialogue step is loaded; then the step picks the message handler. A handler that
+//! fails still answers its user ([`answer_errors`]).
 
 pub mod dialogue;
 pub mod handlers;
@@ -11,12 +16,19 @@ pub mod notifier;
 pub mod prompt;
 
 use crate::billing::{Billing, BillingError};
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::jobs::{JobEngine, JobsError};
+use crate::library::Library;
 use crate::store::Store;
+use dialogue::{RedbDialogues, Step};
+use handlers::Caller;
+use i18n::Lang;
+use std::ops::ControlFlow;
 use std::sync::Arc;
-use teloxide::dispatching::UpdateHandler;
+use teloxide::dispatching::{DpHandlerDescription, UpdateHandler};
 use teloxide::prelude::*;
+use teloxide::types::{BotCommand, BotCommandScope};
 use teloxide::utils::command::BotCommands;
 
 /// The Bot API client type used everywhere in the bot: sends go through teloxide's Throttle
@@ -24,7 +36,11 @@ use teloxide::utils::command::BotCommands;
 /// the notifier's `EditLimiter`.
 pub type TgBot = teloxide::adaptors::Throttle<teloxide::Bot>;
 
-/// Errors a handler can end with (logged by the dispatcher's error handler).
+/// A chat's dialogue handle (its stored [`Step`]).
+pub type ChatDialogue = teloxide::dispatching::dialogue::Dialogue<Step, RedbDialogues>;
+
+/// Errors a handler can end with. Each is logged by the dispatcher and answered to the user
+/// with [`BotError::user_text`], so a failing handler never leaves a user without a reply.
 #[derive(Debug, thiserror::Error)]
 pub enum BotError {
     #[error("telegram: {0}")]
@@ -39,41 +55,91 @@ pub enum BotError {
     Store(#[from] crate::store::StoreError),
 }
 
+impl BotError {
+    /// The locale key of what the user is told. Nothing a failed handler started was charged:
+    /// holds are written in the job's own transaction, which either committed (and the job
+    /// settles it) or did not happen.
+    pub fn user_text(&self) -> &'static str {
+        match self {
+            BotError::Download(_) => "error_download",
+            BotError::Jobs(JobsError::UnknownModel(_) | JobsError::ModelDisabled(_)) => "no_models",
+            _ => "error_generic",
+        }
+    }
+}
+
 /// What handlers need, shared through `dptree::deps!`.
 #[derive(Clone)]
 pub struct BotCtx {
     pub config: Arc<Config>,
     pub billing: Billing,
     pub jobs: JobEngine,
+    pub library: Library,
+    pub catalog: Catalog,
     pub store: Store,
+    /// Dialogue steps and drafts (also in the dependency map as `Arc<RedbDialogues>`).
+    pub dialogues: Arc<RedbDialogues>,
 }
 
-/// Commands shown in the Telegram menu (`setMyCommands`).
+/// Commands shown in the Telegram menu (`setMyCommands`, in English and Russian: the texts
+/// are the `cmd_<name>` locale keys; the descriptions here are the fallback).
 #[derive(BotCommands, Clone, Debug, PartialEq)]
 #[command(rename_rule = "lowercase")]
 pub enum Command {
+    /// `/start` with an optional deep-link payload (`t.me/bot?start=…`), kept for referrals.
     #[command(description = "start and register")]
-    Start,
+    Start(String),
     #[command(description = "main menu")]
     Menu,
-    #[command(description = "how to use the bot")]
-    Help,
-    #[command(description = "your credits")]
-    Balance,
-    #[command(description = "check the bot is alive")]
-    Ping,
+    #[command(description = "create a picture from a description", alias = "new")]
+    Create,
     #[command(description = "your pictures")]
     My,
     #[command(description = "your presets")]
     Presets,
+    #[command(description = "your credits")]
+    Balance,
+    #[command(description = "interface language")]
+    Language,
+    #[command(description = "how to use the bot")]
+    Help,
+    #[command(description = "cancel the current action")]
+    Cancel,
+    #[command(description = "check the bot is alive")]
+    Ping,
+    /// Takes the default at a step that offers it ("📝 Add text" style wishes).
+    #[command(hide)]
+    Skip,
 }
 
 /// The handler tree (a function so tests build the same tree).
 pub fn schema() -> UpdateHandler<BotError> {
     let commands = dptree::entry().filter_command::<Command>().endpoint(handlers::commands::run);
+    let unknown_command = dptree::filter(|msg: Message| msg.text().is_some_and(|t| t.starts_with('/')))
+        .endpoint(handlers::commands::unknown);
+    let steps = dptree::entry()
+        .branch(dptree::case![Step::AddTextPhoto].endpoint(handlers::add_text::on_photo))
+        .branch(dptree::case![Step::AddTextText { input }].endpoint(handlers::add_text::on_text))
+        .branch(dptree::case![Step::AddTextWishes { input, text }].endpoint(handlers::add_text::on_wishes))
+        .branch(dptree::case![Step::CategoryName { item }].endpoint(handlers::library::on_category_name))
+        .branch(dptree::case![Step::PresetName { item }].endpoint(handlers::library::on_preset_name))
+        .branch(dptree::case![Step::PresetRename { number }].endpoint(handlers::library::on_preset_rename))
+        .branch(dptree::case![Step::Photos { inputs, caption }].endpoint(handlers::edit::on_message))
+        .branch(dptree::case![Step::Idle].endpoint(handlers::generate::on_message));
     dptree::entry()
         .chain(once_per_update())
-        .branch(Update::filter_message().branch(commands).endpoint(handlers::generate::on_message))
+        .chain(gate())
+        .chain(answer_errors())
+        .map(|c: Caller| c.step.clone())
+        .branch(
+            Update::filter_message()
+                .filter_map(|msg: Message, dialogues: Arc<RedbDialogues>| {
+                    Some(ChatDialogue::new(dialogues, msg.chat.id))
+                })
+                .branch(commands)
+                .branch(unknown_command)
+                .branch(steps),
+        )
         .branch(Update::filter_callback_query().endpoint(handlers::callbacks::route))
         .branch(Update::filter_inline_query().endpoint(handlers::inline::on_query))
         .branch(Update::filter_chosen_inline_result().endpoint(handlers::inline::on_chosen))
@@ -91,6 +157,82 @@ pub fn allowed_updates() -> Vec<teloxide::types::AllowedUpdate> {
     ]
 }
 
+/// Registers the user behind the update, refuses banned users with one "access suspended"
+/// answer, and loads the chat's dialogue step; passes a [`Caller`] on. Updates without a
+/// user (channel posts) stop here. A store failure is answered like a handler error.
+fn gate() -> UpdateHandler<BotError> {
+    dptree::filter_map_async(|upd: Update, bot: TgBot, ctx: Arc<BotCtx>| async move {
+        let from = upd.from()?.clone();
+        match handlers::caller(&ctx, &from, upd.chat().map(|c| c.id)).await {
+            Ok(c) if c.user.banned => {
+                tracing::info!(user = from.id.0, "update from a banned user refused");
+                answer(&bot, &upd, c.lang, c.lang.t("banned")).await;
+                None
+            }
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "could not register the user");
+                let lang = Lang::from_code(from.language_code.as_deref());
+                answer(&bot, &upd, lang, lang.t(e.user_text())).await;
+                None
+            }
+        }
+    })
+}
+
+/// Tells the user when the rest of the tree ends in an error (the dispatcher logs it too).
+fn answer_errors() -> UpdateHandler<BotError> {
+    dptree::from_fn_with_description(
+        <DpHandlerDescription as dptree::HandlerDescription>::filter_async(),
+        |deps: dptree::di::DependencyMap, cont| async move {
+            let who = (deps.try_get::<TgBot>(), deps.try_get::<Update>(), deps.try_get::<Caller>());
+            let out: ControlFlow<Result<(), BotError>, dptree::di::DependencyMap> = cont(deps).await;
+            if let (ControlFlow::Break(Err(e)), (Some(bot), Some(upd), Some(c))) = (&out, who) {
+                answer(&bot, &upd, c.lang, c.lang.t(e.user_text())).await;
+            }
+            out
+        },
+        dptree::HandlerSignature::Other {
+            obligations: Default::default(),
+            guaranteed_outcomes: Default::default(),
+            conditional_outcomes: Default::default(),
+            continues: true,
+        },
+    )
+}
+
+/// One short answer to whatever the update was: a message in its chat, a callback alert, or
+/// an empty inline answer whose button carries the text. Failures are only logged: this is
+/// the last word on an update.
+async fn answer(bot: &TgBot, upd: &Update, lang: Lang, text: String) {
+    use teloxide::types::{InlineQueryResultsButton, InlineQueryResultsButtonKind, UpdateKind};
+    let sent = match &upd.kind {
+        UpdateKind::CallbackQuery(q) => {
+            bot.answer_callback_query(q.id.clone()).text(text).show_alert(true).await.map(|_| ())
+        }
+        UpdateKind::InlineQuery(q) => {
+            let title: String = text.chars().take(64).collect();
+            let button = InlineQueryResultsButton {
+                text: title,
+                kind: InlineQueryResultsButtonKind::StartParameter(lang.code().to_string()),
+            };
+            bot.answer_inline_query(q.id.clone(), vec![])
+                .is_personal(true)
+                .cache_time(0)
+                .button(button)
+                .await
+                .map(|_| ())
+        }
+        _ => match upd.chat() {
+            Some(chat) => bot.send_message(chat.id, text).await.map(|_| ()),
+            None => Ok(()),
+        },
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not answer the user");
+    }
+}
+
 /// Wraps the rest of the tree so each update is handled to completion once.
 ///
 /// Telegram re-delivers every update whose offset was not confirmed, and after a crash that
@@ -101,24 +243,23 @@ pub fn allowed_updates() -> Vec<teloxide::types::AllowedUpdate> {
 /// times is dropped so it cannot crash-loop the bot.
 fn once_per_update() -> UpdateHandler<BotError> {
     use crate::store::UpdateStart;
-    use std::ops::ControlFlow;
-    use teloxide::dispatching::DpHandlerDescription;
     dptree::from_fn_with_description(
         <DpHandlerDescription as dptree::HandlerDescription>::filter_async(),
         |deps: dptree::di::DependencyMap, cont| async move {
             let (Some(upd), Some(ctx)) = (deps.try_get::<Update>(), deps.try_get::<Arc<BotCtx>>()) else {
                 return cont(deps).await;
             };
+            let updates = inbox::Updates::new(ctx.store.clone());
             let id = upd.id.0 as i64;
             // Updates cut off by a restart are handled again one at a time, so that a death
             // during one counts against that update only, not against every update replayed
             // beside it (a few quick restarts would otherwise drop innocent updates).
             static REPLAYING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-            let _alone = match ctx.jobs.update_interrupted(id).await {
+            let _alone = match updates.interrupted(id).await {
                 Ok(true) => Some(REPLAYING.lock().await),
                 _ => None,
             };
-            match ctx.jobs.begin_update(id).await {
+            match updates.begin(id).await {
                 Ok(UpdateStart::First) => {}
                 Ok(UpdateStart::Again(attempt)) => {
                     tracing::info!(update_id = id, attempt, "handling an update again after a restart");
@@ -130,13 +271,13 @@ fn once_per_update() -> UpdateHandler<BotError> {
                         "update dropped: its handler died {} times",
                         crate::store::MAX_UPDATE_ATTEMPTS
                     );
-                    let _ = ctx.jobs.finish_update(id).await;
+                    let _ = updates.finish(id).await;
                     return ControlFlow::Continue(deps);
                 }
                 Err(e) => tracing::error!(error = %e, "could not record update id; handling it anyway"),
             }
             let out = cont(deps).await;
-            if let Err(e) = ctx.jobs.finish_update(id).await {
+            if let Err(e) = updates.finish(id).await {
                 tracing::error!(error = %e, update_id = id, "could not record the update as handled");
             }
             out
@@ -150,16 +291,54 @@ fn once_per_update() -> UpdateHandler<BotError> {
     )
 }
 
-/// Registers commands with Telegram (English and Russian descriptions).
-pub async fn set_commands(bot: &TgBot) -> Result<(), teloxide::RequestError> {
+/// The command menu in `lang`: every visible command with its `cmd_<name>` description.
+pub fn command_list(lang: Lang) -> Vec<BotCommand> {
     // BotCommand.command is 1–32 chars of [a-z0-9_] (api.json): no leading slash.
-    let commands = Command::bot_commands()
+    Command::bot_commands()
         .into_iter()
-        .map(|mut c| {
-            c.command = c.command.trim_start_matches('/').to_string();
-            c
+        .map(|c| {
+            let name = c.command.trim_start_matches('/').to_string();
+            let description = lang.t(&format!("cmd_{name}"));
+            BotCommand::new(name, description)
         })
-        .collect::<Vec<_>>();
-    bot.set_my_commands(commands).await?;
+        .collect()
+}
+
+/// Registers the command menu with Telegram: English for everyone, Russian for Russian
+/// clients (`language_code`).
+pub async fn set_commands(bot: &TgBot) -> Result<(), teloxide::RequestError> {
+    bot.set_my_commands(command_list(Lang::En)).scope(BotCommandScope::Default).await?;
+    bot.set_my_commands(command_list(Lang::Ru)).scope(BotCommandScope::Default).language_code("ru").await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_has_a_description_in_every_language() {
+        for lang in Lang::ALL {
+            for c in command_list(lang) {
+                assert!(!c.description.starts_with("cmd_"), "{lang:?}: no text for /{}", c.command);
+                assert!((3..=256).contains(&c.description.chars().count()), "Bot API limit: {c:?}");
+            }
+        }
+        assert_ne!(command_list(Lang::Ru)[0].description, command_list(Lang::En)[0].description);
+    }
+
+    #[test]
+    fn new_is_create_and_start_keeps_its_payload() {
+        assert_eq!(Command::parse("/new", "bot").ok(), Some(Command::Create));
+        assert_eq!(Command::parse("/start ref_42", "bot").ok(), Some(Command::Start("ref_42".into())));
+        assert!(Command::parse("/status 12", "bot").is_err());
+    }
+
+    #[test]
+    fn every_handled_task_has_a_flow() {
+        // `Task::HANDLED` is what check-config accepts; each must be reachable from a flow here.
+        for task in crate::domain::Task::HANDLED {
+            assert!(handlers::flow_for(task).is_some(), "{task:?} has no flow");
+        }
+    }
 }

@@ -19,7 +19,7 @@ const SPINNER: [&str; 4] = ["◐", "◓", "◑", "◒"];
 /// Telegram side of job notifications.
 pub struct BotNotifier {
     bot: TgBot,
-    currency: String,
+    currency: crate::config::Currency,
     admins: Vec<i64>,
     model_names: HashMap<String, String>,
     edits: EditLimiter,
@@ -230,7 +230,7 @@ impl Notifier for BotNotifier {
 
     async fn library_full(&self, job: &JobRecord, max_items: u32) {
         let lang = Lang::from_code(Some(&job.lang));
-        let text = lang.tf("library_full", &[("max", &max_items)]);
+        let text = lang.tf("library_full", &[("max", &lang.counted(i64::from(max_items), "pictures"))]);
         if let Err(e) = self.bot.send_message(ChatId(job.chat_id), text).await {
             tracing::warn!(error = %e, "library-full notice not delivered");
         }
@@ -281,46 +281,82 @@ impl Notifier for BotNotifier {
         } else {
             lang.tf("caption", &[("model", &self.model_name(job, lang)), ("secs", &s)])
         };
+        // The raw bot: each send is paced here (and retried after a RetryAfter) instead of
+        // waiting in Throttle's queue behind other chats.
         let raw = self.bot.inner();
         let mut out = DeliveredFiles::default();
+        let mut photo_sent = Some(photo_sent);
         let kb = keyboards::actions(lang, item);
-        let mut keyboard_placed = false;
-        if let Some(photo) = files.photo {
-            let sent = self
-                .paced(chat, || {
-                    raw.send_photo(chat, InputFile::memory(photo.clone()).file_name("result.jpg"))
-                        .caption(caption.clone())
-                        .reply_markup(kb.clone())
-                })
-                .await;
-            match sent {
-                Ok(m) => {
-                    out.photo_file_id = m.photo().and_then(|p| p.last()).map(|p| p.file.id.to_string());
-                    if let Some(id) = &out.photo_file_id {
-                        let _ = photo_sent.send(id.clone());
+        let file = |bytes: &Vec<u8>, name: &String| InputFile::memory(bytes.clone()).file_name(name.clone());
+        match files {
+            ResultFiles::Image { photo, document, name } => {
+                let mut keyboard_placed = false;
+                if let Some(photo) = photo {
+                    let sent = self
+                        .paced(chat, || {
+                            raw.send_photo(chat, InputFile::memory(photo.clone()).file_name("result.jpg"))
+                                .caption(caption.clone())
+                                .reply_markup(kb.clone())
+                        })
+                        .await;
+                    match sent {
+                        Ok(m) => {
+                            out.photo_file_id = m.photo().and_then(|p| p.last()).map(|p| p.file.id.to_string());
+                            if let (Some(id), Some(tx)) = (&out.photo_file_id, photo_sent.take()) {
+                                let _ = tx.send(id.clone());
+                            }
+                            keyboard_placed = true;
+                        }
+                        // A photo Telegram refuses still reaches the user as a document below.
+                        Err(RequestError::Api(e)) if !matches!(e, ApiError::BotBlocked | ApiError::UserDeactivated) => {
+                            tracing::warn!(error = %e, "photo refused; sending as document only");
+                        }
+                        Err(e) => return Err(map_err(e)),
                     }
-                    keyboard_placed = true;
+                    self.sends.acquire(chat.0).await;
                 }
-                // A photo Telegram refuses still reaches the user as a document below.
-                Err(RequestError::Api(e)) if !matches!(e, ApiError::BotBlocked | ApiError::UserDeactivated) => {
-                    tracing::warn!(error = %e, "photo refused; sending as document only");
-                }
-                Err(e) => return Err(map_err(e)),
+                let sent = self
+                    .paced(chat, || {
+                        let doc = raw.send_document(chat, file(&document, &name)).caption(caption.clone());
+                        if keyboard_placed { doc } else { doc.reply_markup(kb.clone()) }
+                    })
+                    .await
+                    .map_err(map_err)?;
+                out.document_file_id = sent.document().map(|d| d.file.id.to_string());
             }
-            self.sends.acquire(chat.0).await;
+            ResultFiles::Video { bytes, name } => {
+                let sent = self
+                    .paced(chat, || {
+                        raw.send_video(chat, file(&bytes, &name)).caption(caption.clone()).reply_markup(kb.clone())
+                    })
+                    .await
+                    .map_err(map_err)?;
+                out.document_file_id = sent.video().map(|v| v.file.id.to_string());
+            }
+            ResultFiles::Animation { bytes, name } => {
+                let sent = self
+                    .paced(chat, || {
+                        raw.send_animation(chat, file(&bytes, &name)).caption(caption.clone()).reply_markup(kb.clone())
+                    })
+                    .await
+                    .map_err(map_err)?;
+                out.document_file_id = sent.animation().map(|a| a.file.id.to_string());
+            }
+            ResultFiles::File { bytes, name } => {
+                let sent = self
+                    .paced(chat, || {
+                        raw.send_document(chat, file(&bytes, &name)).caption(caption.clone()).reply_markup(kb.clone())
+                    })
+                    .await
+                    .map_err(map_err)?;
+                out.document_file_id = sent.document().map(|d| d.file.id.to_string());
+            }
         }
-        let document = files.document;
-        let name = files.document_name;
-        let sent = self
-            .paced(chat, || {
-                let doc = raw
-                    .send_document(chat, InputFile::memory(document.clone()).file_name(name.clone()))
-                    .caption(caption.clone());
-                if keyboard_placed { doc } else { doc.reply_markup(kb.clone()) }
-            })
-            .await
-            .map_err(map_err)?;
-        out.document_file_id = sent.document().map(|d| d.file.id.to_string());
+        if let (Some(id), Some(tx)) = (&out.document_file_id, photo_sent.take()) {
+            if out.photo_file_id.is_none() {
+                let _ = tx.send(id.clone());
+            }
+        }
         if let Some(mid) = job.progress_message_id {
             self.edits.acquire(job.chat_id).await;
             if let Err(RequestError::RetryAfter(secs)) =
@@ -346,14 +382,15 @@ impl Notifier for BotNotifier {
             ErrorClass::Cancelled => "cancelled",
             _ => "failed_generic",
         };
-        let mut text = lang.tf(key, &[("price", &job.price), ("currency", &self.currency), ("detail", &detail)]);
+        let price = lang.money(job.price, &self.currency);
+        let mut text = lang.tf(key, &[("price", &price), ("detail", &detail)]);
         let chat = ChatId(job.chat_id);
         // A retired model or a disabled provider: offer what still works for the same task.
         let offer = match (job.draft_id, alternatives.is_empty()) {
             (Some(draft), false) => {
                 text.push_str("\n\n");
                 text.push_str(&lang.t("alternatives"));
-                Some(keyboards::models(draft, alternatives, &[], &self.currency))
+                Some(keyboards::models(draft, alternatives, &[], |m| lang.money(m.price, &self.currency)))
             }
             _ => None,
         };
@@ -375,6 +412,77 @@ impl Notifier for BotNotifier {
         }
         req.await.map_err(map_err)?;
         Ok(())
+    }
+}
+
+/// Sends stored result files to `chat` with `keyboard` (on the first message): an image as a
+/// photo and a document, other kinds as their one message. For "📥 Send it" and re-opening a
+/// library item whose file_id Telegram no longer knows. Returns the photo's file_id, if one
+/// was sent.
+pub async fn send_files(
+    bot: &TgBot,
+    chat: ChatId,
+    files: ResultFiles,
+    caption: Option<String>,
+    keyboard: teloxide::types::InlineKeyboardMarkup,
+) -> Result<Option<String>, RequestError> {
+    let file = |bytes: Vec<u8>, name: String| InputFile::memory(bytes).file_name(name);
+    let caption = caption.unwrap_or_default();
+    // An empty caption is no caption: each request sets it only when there is one.
+    let has_caption = !caption.is_empty();
+    match files {
+        ResultFiles::Image { photo: Some(photo), document, name } => {
+            let mut req = bot.send_photo(chat, file(photo, "result.jpg".into())).reply_markup(keyboard);
+            if has_caption {
+                req = req.caption(caption);
+            }
+            let m = req.await?;
+            bot.send_document(chat, file(document, name)).await?;
+            return Ok(m.photo().and_then(|p| p.last()).map(|p| p.file.id.to_string()));
+        }
+        ResultFiles::Image { photo: None, document: bytes, name } | ResultFiles::File { bytes, name } => {
+            let mut req = bot.send_document(chat, file(bytes, name)).reply_markup(keyboard);
+            if has_caption {
+                req = req.caption(caption);
+            }
+            req.await?;
+        }
+        ResultFiles::Video { bytes, name } => {
+            let mut req = bot.send_video(chat, file(bytes, name)).reply_markup(keyboard);
+            if has_caption {
+                req = req.caption(caption);
+            }
+            req.await?;
+        }
+        ResultFiles::Animation { bytes, name } => {
+            let mut req = bot.send_animation(chat, file(bytes, name)).reply_markup(keyboard);
+            if has_caption {
+                req = req.caption(caption);
+            }
+            req.await?;
+        }
+    }
+    Ok(None)
+}
+
+/// Sends a file Telegram already has (by its file_id) the way its kind is sent.
+pub async fn send_by_file_id(
+    bot: &TgBot,
+    chat: ChatId,
+    media: crate::domain::MediaKind,
+    file_id: String,
+    caption: String,
+    keyboard: teloxide::types::InlineKeyboardMarkup,
+) -> Result<(), RequestError> {
+    use crate::domain::MediaKind;
+    let file = InputFile::file_id(file_id.into());
+    match media {
+        MediaKind::Image => bot.send_photo(chat, file).caption(caption).reply_markup(keyboard).await.map(|_| ()),
+        MediaKind::Video => bot.send_video(chat, file).caption(caption).reply_markup(keyboard).await.map(|_| ()),
+        MediaKind::Animation => {
+            bot.send_animation(chat, file).caption(caption).reply_markup(keyboard).await.map(|_| ())
+        }
+        MediaKind::File => bot.send_document(chat, file).caption(caption).reply_markup(keyboard).await.map(|_| ()),
     }
 }
 

@@ -125,7 +125,10 @@ impl JobEngine {
         let store = self.inner.store.clone();
         loop {
             let next = store
-                .read(|rx| Ok(rx.find_broadcasts(1000)?.into_iter().rev().find(|b| b.state == BroadcastState::Sending)))
+                .read(|rx| {
+                    let all = rx.find_broadcasts(1000)?;
+                    Ok::<_, StoreError>(all.into_iter().rev().find(|b| b.state == BroadcastState::Sending))
+                })
                 .await;
             match next {
                 Ok(Some(b)) => {

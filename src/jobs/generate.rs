@@ -3,8 +3,8 @@
 //! outside call.
 
 use super::{Inner, JobProgress, ResultFiles, backoff, eta_from};
-use crate::domain::{Format, ImageId, JobStatus, now_ms};
-use crate::providers::{GenerateRequest, GeneratedImage, InputImage, ProviderError, ProviderProgress, Submission};
+use crate::domain::{Format, ImageId, JobStatus, MediaKind, Switch, now_ms};
+use crate::providers::{GenerateRequest, GeneratedFile, InputImage, ProviderError, ProviderProgress, Submission};
 use crate::store::StoreError;
 use crate::store::records::{Delivery, ErrorClass, JobError, JobPayload, JobRecord, LibraryItem};
 use std::sync::{Arc, Mutex};
@@ -54,8 +54,9 @@ fn classify(e: &ProviderError) -> ErrorClass {
 }
 
 async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest, String> {
-    let model = inner.models.get(&job.model_id).ok_or("model no longer configured")?;
-    let JobPayload::Generate { prompt, negative, format, width, height, aspect_ratio, seed, inputs } = &job.payload
+    let model = inner.catalog.model(&job.model_id).ok_or("model no longer configured")?;
+    let JobPayload::Generate { prompt, negative, format, width, height, aspect_ratio, seed, inputs, options } =
+        &job.payload
     else {
         return Err("not a provider job".into());
     };
@@ -95,7 +96,8 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
         aspect_ratio: aspect_ratio.clone(),
         seed: *seed,
         size_param: model.size_param,
-        extra: model.params.clone(),
+        // The user's choices win over the model's fixed params of the same name.
+        extra: model.params.clone().into_iter().chain(model.chosen_params(options)).collect(),
         input_images,
     })
 }
@@ -187,8 +189,8 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
         return Step::Next(job);
     };
     let timeout_secs = inner
-        .models
-        .get(&job.model_id)
+        .catalog
+        .model(&job.model_id)
         .map(|m| {
             m.timeout_secs.unwrap_or(match m.task {
                 // Video models take minutes; images a minute or two.
@@ -304,37 +306,52 @@ async fn run_local(inner: &Arc<Inner>, mut job: JobRecord) {
     .await;
     match drawn {
         Ok(Ok(bytes)) => {
-            let image = GeneratedImage { bytes, mime: "image/jpeg".into(), is_demo: false };
-            store_result(inner, job, vec![image]).await
+            let file = GeneratedFile { bytes, mime: "image/jpeg".into(), is_demo: false };
+            store_result(inner, job, vec![file]).await
         }
         Ok(Err(e)) => fail(inner, job, ErrorClass::Failed, e).await,
         Err(e) => fail(inner, job, ErrorClass::Internal, e.to_string()).await,
     }
 }
 
-/// Stores the first image in the library and captures the hold in one transaction, then
-/// delivers. Capture happens once the user's value exists, whatever happens to delivery.
-async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<GeneratedImage>) {
-    let Some(image) = images.into_iter().next() else {
-        fail(inner, job, ErrorClass::Failed, "provider returned no image".into()).await;
+/// Largest result kept, bytes: what the Bot API takes in one multipart upload (sendVideo,
+/// sendDocument: 50 MB, protocols.md §1.4). A bigger file could never be delivered.
+const MAX_RESULT_BYTES: usize = 50 * 1000 * 1000;
+
+/// Stores the first result file in the library and captures the hold in one transaction, then
+/// delivers. Capture happens once the user's value exists, whatever happens to delivery. The
+/// file's kind comes from its bytes: a picture must decode, a video or another file is kept
+/// as it came.
+async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, files: Vec<GeneratedFile>) {
+    let Some(file) = files.into_iter().next() else {
+        fail(inner, job, ErrorClass::Failed, "provider returned no file".into()).await;
         return;
     };
     let store = inner.store.clone();
     let limits = inner.limits.clone();
-    let prepared =
-        tokio::task::spawn_blocking(move || -> Result<(String, String, u32, u32, GeneratedImage), String> {
-            let info = crate::imaging::probe(&image.bytes).map_err(|e| e.to_string())?;
-            crate::imaging::decode(&image.bytes, &limits).map_err(|e| e.to_string())?;
-            let sha = crate::imaging::sha256_hex(&image.bytes);
-            let ext = crate::imaging::extension_for_mime(info.mime).to_string();
-            store.put_media_file(&sha, &ext, &image.bytes).map_err(|e| e.to_string())?;
-            Ok((sha, ext, info.width, info.height, image))
-        })
-        .await;
-    let (sha, ext, width, height, image) = match prepared {
+    type Prepared = (String, &'static str, MediaKind, &'static str, u32, u32, GeneratedFile);
+    let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, String> {
+        if file.bytes.len() > MAX_RESULT_BYTES {
+            return Err(format!("{} bytes, more than Telegram takes", file.bytes.len()));
+        }
+        let (media, mime, ext) = MediaKind::sniff(&file.bytes);
+        let (width, height) = match media {
+            MediaKind::Image => {
+                let info = crate::imaging::probe(&file.bytes).map_err(|e| e.to_string())?;
+                crate::imaging::decode(&file.bytes, &limits).map_err(|e| e.to_string())?;
+                (info.width, info.height)
+            }
+            _ => (0, 0),
+        };
+        let sha = crate::imaging::sha256_hex(&file.bytes);
+        store.put_media_file(&sha, ext, &file.bytes).map_err(|e| e.to_string())?;
+        Ok((sha, ext, media, mime, width, height, file))
+    })
+    .await;
+    let (sha, ext, media, mime, width, height, file) = match prepared {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
-            fail(inner, job, ErrorClass::Failed, format!("unusable result image: {e}")).await;
+            fail(inner, job, ErrorClass::Failed, format!("unusable result: {e}")).await;
             return;
         }
         Err(e) => {
@@ -359,20 +376,21 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<Genera
         seed,
         width,
         height,
-        bytes: image.bytes.len() as u64,
+        bytes: file.bytes.len() as u64,
         sha256: sha,
-        ext,
-        mime: crate::providers::sniff_mime(&image.bytes).to_string(),
+        ext: ext.to_string(),
+        mime: mime.to_string(),
         created_at: now_ms(),
         favourite: false,
         categories: vec![],
         photo_file_id: None,
         document_file_id: None,
-        is_demo: image.is_demo,
+        is_demo: file.is_demo,
         source: match &job.payload {
             JobPayload::Resize { source, .. } => *source,
             _ => None,
         },
+        media,
     };
     job.status = JobStatus::Succeeded;
     job.finished_at = Some(now_ms());
@@ -380,7 +398,7 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<Genera
     job.error = None;
     let duration = (job.finished_at.unwrap_or(0) - job.started_at.unwrap_or(job.created_at)).max(0) as u64;
     let (j, it) = (job.clone(), item.clone());
-    let (store, bytes) = (inner.store.clone(), image.bytes.clone());
+    let (store, bytes) = (inner.store.clone(), file.bytes.clone());
     let (max_items, budget) = (inner.library.max_items_per_user, inner.library.disk_budget_mb.saturating_mul(1 << 20));
     let saved = inner
         .store
@@ -393,20 +411,20 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, images: Vec<Genera
             // removed the file since it was written above (a no-op when it is there).
             store.put_media_file(&it.sha256, &it.ext, &bytes)?;
             tx.insert_library_item(&it)?;
-            crate::billing::capture(tx, &mut j).map_err(|e| StoreError::Refused(e.to_string()))?;
+            crate::billing::capture(tx, &mut j)?;
             tx.insert_duration(&j.model_id, j.payload.stats_key(), j.id, duration)?;
             tx.put_job(&j)?;
             let kept = tx.enforce_retention(j.user_id, it.id, max_items, budget)?;
-            Ok((Some((j, kept.favourites_full, kept.removed.len())), kept.orphans))
+            Ok::<_, super::JobsError>((Some((j, kept.favourites_full, kept.removed.len())), kept.orphans))
         })
         .await;
     match saved {
         Ok(Some((j, favourites_full, removed))) => {
-            tracing::info!(ms = duration, removed, "job succeeded");
+            tracing::info!(ms = duration, removed, ?media, "job succeeded");
             if favourites_full {
                 inner.notifier.library_full(&j, max_items).await;
             }
-            deliver(inner, j, item, image.bytes).await
+            deliver(inner, j, item, file.bytes).await
         }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "could not store the result"),
@@ -428,9 +446,9 @@ pub(crate) async fn fail(inner: &Arc<Inner>, mut job: JobRecord, class: ErrorCla
             if tx.get_job(j.id)?.is_some_and(|s| s.status.is_terminal()) {
                 return Ok(None);
             }
-            crate::billing::release(tx, &mut j).map_err(|e| StoreError::Refused(e.to_string()))?;
+            crate::billing::release(tx, &mut j)?;
             tx.put_job(&j)?;
-            Ok(Some(j))
+            Ok::<_, super::JobsError>(Some(j))
         })
         .await;
     match saved {
@@ -447,17 +465,25 @@ pub(crate) async fn fail(inner: &Arc<Inner>, mut job: JobRecord, class: ErrorCla
 /// off at runtime (persisted) and tell the admins once, when it flips.
 async fn disable_if_needed(inner: &Arc<Inner>, job: &JobRecord) {
     let Some(err) = &job.error else { return };
-    let (key, what) = match err.class {
+    let (switch, what) = match err.class {
         ErrorClass::Retired => {
-            (format!("model:{}", job.model_id), format!("Model «{}» was retired by its provider", job.model_id))
+            (Switch::Model(job.model_id.clone()), format!("Model «{}» was retired by its provider", job.model_id))
         }
         ErrorClass::Unauthorized => (
-            format!("provider:{}", job.provider_id),
+            Switch::Provider(job.provider_id.clone()),
             format!("Provider «{}» refuses requests (key, balance or region)", job.provider_id),
         ),
         _ => return,
     };
-    if inner.disable(key, err.detail.clone()).await {
+    let flipped = match inner.catalog.disable(switch, err.detail.clone()).await {
+        Ok(flipped) => flipped,
+        Err(e) => {
+            // Still tell the admins: the model keeps failing until someone looks.
+            tracing::error!(error = %e, "could not store the switch-off");
+            true
+        }
+    };
+    if flipped {
         tracing::error!(%what, detail = %err.detail, "disabled at runtime");
         inner.notifier.admin_alert(&format!("⚠️ {what}; it is disabled until you fix it.\n{}", err.detail)).await;
     }
@@ -496,10 +522,10 @@ async fn finish_message(inner: &Arc<Inner>, job: JobRecord) {
         if save(inner, &j).await.is_err() {
             return;
         }
-        let model = inner.models.get(&j.model_id);
+        let model = inner.catalog.model(&j.model_id);
         let alternatives = match (&j.error, model) {
             (Some(e), Some(m)) if matches!(e.class, ErrorClass::Retired | ErrorClass::Unauthorized) => {
-                inner.alternatives(m.task, &m.id)
+                inner.catalog.alternatives(m.task, &m.id)
             }
             _ => vec![],
         };
@@ -524,8 +550,8 @@ async fn interrupted(inner: &Arc<Inner>, mut job: JobRecord) {
     let Some(item) = item else {
         return mark_delivery(inner, job, Delivery::Failed).await;
     };
-    if item.photo_file_id.is_some() {
-        // The photo arrived (only the document was cut off): the user has the result.
+    if item.photo_file_id.is_some() || (item.media != MediaKind::Image && item.document_file_id.is_some()) {
+        // The photo (or the file itself) arrived; at most an image's document was cut off.
         return mark_delivery(inner, job, Delivery::Delivered).await;
     }
     tracing::warn!(job = %job.id, "result delivery was cut off by a restart; offering to resend");
@@ -543,21 +569,31 @@ async fn mark_delivery(inner: &Arc<Inner>, mut job: JobRecord, d: Delivery) {
     }
 }
 
-/// The photo (fitted for sendPhoto; `None` if it cannot be one) and the document form of a
-/// stored result, prepared off the async runtime.
-pub(crate) async fn prepare_files(inner: &Inner, bytes: Vec<u8>) -> Result<ResultFiles, String> {
+/// What to send for a stored result of kind `media`: for a picture, the photo (fitted for
+/// sendPhoto; `None` if it cannot be one) and the document form; other kinds as they are.
+/// Prepared off the async runtime.
+pub(crate) async fn prepare_files(inner: &Inner, media: MediaKind, bytes: Vec<u8>) -> Result<ResultFiles, String> {
     let limits = inner.limits.clone();
     tokio::task::spawn_blocking(move || -> Result<ResultFiles, String> {
-        let photo = crate::imaging::fit_for_telegram_photo(&bytes, &limits).ok();
-        let (document, ext, mime) = crate::imaging::document_form(&bytes).map_err(|e| e.to_string())?;
-        Ok(ResultFiles { photo, document, document_name: format!("mediabot.{ext}"), document_mime: mime.to_string() })
+        let ext = MediaKind::sniff(&bytes).2;
+        let name = format!("mediabot.{ext}");
+        Ok(match media {
+            MediaKind::Image => {
+                let photo = crate::imaging::fit_for_telegram_photo(&bytes, &limits).ok();
+                let (document, ext, _) = crate::imaging::document_form(&bytes).map_err(|e| e.to_string())?;
+                ResultFiles::Image { photo, document, name: format!("mediabot.{ext}") }
+            }
+            MediaKind::Video => ResultFiles::Video { bytes, name },
+            MediaKind::Animation => ResultFiles::Animation { bytes, name },
+            MediaKind::File => ResultFiles::File { bytes, name },
+        })
     })
     .await
     .map_err(|e| e.to_string())?
 }
 
 async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, item: LibraryItem, bytes: Vec<u8>) {
-    let files = match prepare_files(inner, bytes).await {
+    let files = match prepare_files(inner, item.media, bytes).await {
         Ok(f) => f,
         other => {
             tracing::error!(?other, "could not prepare the result for Telegram");
@@ -571,11 +607,12 @@ async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, item: LibraryItem, byte
     }
     let (photo_tx, photo_rx) = tokio::sync::oneshot::channel::<String>();
     let record_photo = {
-        let id = item.id;
+        let (id, media) = (item.id, item.media);
         async move {
             // Once this is stored a restart knows the user has the result (no resend notice).
             if let Ok(file_id) = photo_rx.await {
-                if let Err(e) = inner.store.write(move |tx| tx.set_library_file_ids(id, Some(file_id), None)).await {
+                let ids = if media == MediaKind::Image { (Some(file_id), None) } else { (None, Some(file_id)) };
+                if let Err(e) = inner.store.write(move |tx| tx.set_library_file_ids(id, ids.0, ids.1)).await {
                     tracing::error!(error = %e, "could not record the sent photo");
                 }
             }
@@ -608,7 +645,7 @@ async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, item: LibraryItem, byte
                             u.blocked = true;
                             tx.put_user(&u)?;
                         }
-                        Ok(())
+                        Ok::<_, StoreError>(())
                     })
                     .await;
             }

@@ -12,11 +12,13 @@ pub mod generate;
 pub mod library;
 pub mod worker;
 
+use crate::billing::BillingError;
+use crate::catalog::Catalog;
 use crate::config::{Config, JobsConfig, ModelConfig, ProviderConfig};
-use crate::domain::{ADD_TEXT_MODEL, Format, ImageId, JobId, JobStatus, LOCAL_PROVIDER, RESIZE_MODEL, UserId, now_ms};
+use crate::domain::{ADD_TEXT_MODEL, Format, JobId, JobStatus, LOCAL_PROVIDER, RESIZE_MODEL, UserId, now_ms};
 use crate::imaging::Limits;
 use crate::providers::DynProvider;
-use crate::store::records::{Delivery, Draft, ErrorClass, JobPayload, JobRecord, LibraryItem};
+use crate::store::records::{Delivery, ErrorClass, JobPayload, JobRecord, LibraryItem};
 use crate::store::{Store, StoreError};
 use std::collections::{HashMap, HashSet};
 
@@ -33,6 +35,8 @@ pub enum JobsError {
     UnknownModel(String),
     #[error("model {0} is disabled")]
     ModelDisabled(String),
+    #[error(transparent)]
+    Billing(#[from] BillingError),
 }
 
 /// A user image accepted as job input.
@@ -66,21 +70,27 @@ pub struct JobProgress {
     pub eta_secs: u64,
 }
 
-/// What to send for a finished job: a photo Telegram accepts and the original as a document.
+/// What to send for a finished job, by the result's kind ([`crate::domain::MediaKind`]).
 #[derive(Debug, Clone)]
-pub struct ResultFiles {
-    /// JPEG fitted to sendPhoto limits; `None` if the image cannot be shown as a photo.
-    pub photo: Option<Vec<u8>>,
-    pub document: Vec<u8>,
-    pub document_name: String,
-    #[allow(dead_code, reason = "the document's type, for callers that send it by other means")]
-    pub document_mime: String,
+pub enum ResultFiles {
+    /// A picture: a photo Telegram accepts (JPEG fitted to sendPhoto's limits, transparency on a
+    /// checkerboard; `None` if it cannot be one) and the original as a document (PNG keeps its
+    /// alpha channel there).
+    Image { photo: Option<Vec<u8>>, document: Vec<u8>, name: String },
+    /// sendVideo.
+    Video { bytes: Vec<u8>, name: String },
+    /// sendAnimation.
+    Animation { bytes: Vec<u8>, name: String },
+    /// sendDocument, as is.
+    File { bytes: Vec<u8>, name: String },
 }
 
 /// Telegram file ids returned by a delivery.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeliveredFiles {
+    /// The photo of an image result.
     pub photo_file_id: Option<String>,
+    /// The document, or the video / animation itself.
     pub document_file_id: Option<String>,
 }
 
@@ -103,9 +113,10 @@ pub trait Notifier: Send + Sync {
     /// Called right before the job is marked `Delivery::Attempted`, so that marker covers only
     /// the send itself and a crash rarely lands between the two.
     async fn before_delivery(&self, job: &JobRecord);
-    /// Sends the result. Called at most once per job. The photo's file_id goes to `photo_sent`
-    /// as soon as Telegram accepted it, so the engine can record that the user has the result
-    /// before the document (the slower half) goes out.
+    /// Sends the result. Called at most once per job. The file_id of the first message that
+    /// gives the user the result (an image's photo, a video, an animation, a file) goes to
+    /// `photo_sent` as soon as Telegram accepted it, so the engine can record that the user has
+    /// the result before an image's document (the slower half) goes out.
     async fn deliver(
         &self,
         job: &JobRecord,
@@ -188,7 +199,8 @@ pub(crate) struct Inner {
     pub providers: HashMap<String, DynProvider>,
     pub provider_cfg: HashMap<String, ProviderConfig>,
     pub permits: HashMap<String, Arc<Semaphore>>,
-    pub models: HashMap<String, ModelConfig>,
+    /// Models with their runtime state (disabled, price, concurrency).
+    pub catalog: Catalog,
     pub workflows: HashMap<String, serde_json::Value>,
     pub notifier: Arc<dyn Notifier>,
     pub cfg: JobsConfig,
@@ -208,11 +220,8 @@ pub(crate) struct Inner {
     pub cancels: Mutex<HashMap<JobId, tokio_util::sync::CancellationToken>>,
     /// Semaphores shared by providers with the same API key (fal: 10 per key).
     pub key_permits: HashMap<String, Arc<Semaphore>>,
-    /// Disabled models/providers (`model:<id>`, `provider:<id>`), mirrored from the store.
-    pub disabled: Mutex<HashSet<String>>,
-    /// Admin runtime settings (`price:<model>`, `concurrency:<provider>`), mirrored from the store.
-    pub settings: Mutex<HashMap<String, i64>>,
-    /// Permits each provider semaphore was sized to (config, then admin settings).
+    /// Permits each provider semaphore is sized to now (the catalog's concurrency, applied by
+    /// [`JobEngine::apply_concurrency`]).
     pub capacity: Mutex<HashMap<String, u32>>,
     /// This process's worker id (claims).
     pub worker_id: String,
@@ -234,6 +243,7 @@ impl JobEngine {
     pub fn new(
         store: Store,
         config: &Config,
+        catalog: Catalog,
         providers: HashMap<String, DynProvider>,
         notifier: Arc<dyn Notifier>,
     ) -> Result<JobEngine, JobsError> {
@@ -246,11 +256,10 @@ impl JobEngine {
             }
         }
         let provider_cfg: HashMap<_, _> = config.providers.iter().map(|p| (p.id.clone(), p.clone())).collect();
-        let mut permits: HashMap<String, Arc<Semaphore>> = config
-            .providers
-            .iter()
-            .map(|p| (p.id.clone(), Arc::new(Semaphore::new(p.max_concurrency as usize))))
-            .collect();
+        let capacity: HashMap<String, u32> =
+            config.providers.iter().map(|p| (p.id.clone(), catalog.concurrency(&p.id).unwrap_or(1))).collect();
+        let mut permits: HashMap<String, Arc<Semaphore>> =
+            capacity.iter().map(|(id, n)| (id.clone(), Arc::new(Semaphore::new(*n as usize)))).collect();
         // Local tools are CPU-bound on a small machine: one at a time keeps the bot and the
         // panel responsive, and each takes about a second.
         permits.insert(LOCAL_PROVIDER.to_string(), Arc::new(Semaphore::new(1)));
@@ -267,24 +276,13 @@ impl JobEngine {
             let sem = by_key.entry(h).or_insert_with(|| Arc::new(Semaphore::new(limit as usize))).clone();
             key_permits.insert(p.id.clone(), sem);
         }
-        let disabled = store.read_blocking(|rx| rx.find_disabled())?.into_iter().map(|(k, _)| k).collect();
-        let settings: HashMap<String, i64> = store.read_blocking(|rx| rx.find_settings())?.into_iter().collect();
-        let mut capacity: HashMap<String, u32> =
-            config.providers.iter().map(|p| (p.id.clone(), p.max_concurrency)).collect();
-        for (provider, cap) in capacity.iter_mut() {
-            if let (Some(sem), Some(want)) = (permits.get(provider), concurrency_setting(&settings, provider)) {
-                // Nothing holds a permit yet, so the change is immediate.
-                resize(sem, *cap, want);
-                *cap = want;
-            }
-        }
-        Ok(JobEngine {
+        let engine = JobEngine {
             inner: Arc::new(Inner {
                 store,
                 providers,
                 provider_cfg,
                 permits,
-                models: config.models.iter().map(|m| (m.id.clone(), m.clone())).collect(),
+                catalog,
                 workflows,
                 notifier,
                 cfg: config.jobs.clone(),
@@ -297,24 +295,21 @@ impl JobEngine {
                 in_flight: Mutex::new(HashMap::new()),
                 cancels: Mutex::new(HashMap::new()),
                 key_permits,
-                disabled: Mutex::new(disabled),
-                settings: Mutex::new(settings),
                 capacity: Mutex::new(capacity),
                 worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
                 admins: config.telegram.admins.iter().copied().collect(),
             }),
-        })
-    }
-
-    /// Enabled models, in config order (for keyboards): enabled in config, not disabled at
-    /// runtime, and on an enabled provider.
-    pub fn models(&self, config: &Config) -> Vec<ModelConfig> {
-        config
-            .models
-            .iter()
-            .filter(|m| self.inner.model_usable(&m.id))
-            .map(|m| ModelConfig { price: self.inner.price_of(m), ..m.clone() })
-            .collect()
+        };
+        // An admin's change of a concurrency applies at once, running or not.
+        let weak = Arc::downgrade(&engine.inner);
+        engine.inner.catalog.on_change(move || match weak.upgrade() {
+            Some(inner) => {
+                JobEngine { inner }.apply_concurrency();
+                true
+            }
+            None => false,
+        });
+        Ok(engine)
     }
 
     /// Whether this user's jobs jump the queue.
@@ -322,19 +317,19 @@ impl JobEngine {
         self.inner.admins.contains(&user.0)
     }
 
-    /// Starts handling a Telegram update (see [`crate::store::Tx::begin_update`]).
-    /// True if an earlier process began this update and died before finishing it.
-    pub async fn update_interrupted(&self, update_id: i64) -> Result<bool, JobsError> {
-        Ok(self.inner.store.read(move |rx| rx.update_interrupted(update_id)).await?)
-    }
-
-    pub async fn begin_update(&self, update_id: i64) -> Result<crate::store::UpdateStart, JobsError> {
-        Ok(self.inner.store.write(move |tx| tx.begin_update(update_id)).await?)
-    }
-
-    /// Records that an update's handler finished, so a re-delivery is skipped.
-    pub async fn finish_update(&self, update_id: i64) -> Result<(), JobsError> {
-        Ok(self.inner.store.write(move |tx| tx.finish_update(update_id)).await?)
+    /// Resizes the provider semaphores to the catalog's concurrency (after an admin changed
+    /// it) and lets the scheduler look again.
+    pub fn apply_concurrency(&self) {
+        if let Ok(mut cap) = self.inner.capacity.lock() {
+            for (provider, current) in cap.iter_mut() {
+                let want = self.inner.catalog.concurrency(provider).unwrap_or(*current);
+                if let Some(sem) = self.inner.permits.get(provider) {
+                    resize(sem, *current, want);
+                }
+                *current = want;
+            }
+        }
+        self.inner.wake.notify_one();
     }
 
     /// Cancels a user's job: a queued one is released at once; a running one is told to stop
@@ -371,9 +366,12 @@ impl JobEngine {
 
     /// Creates a job and holds its price in one write transaction. Also consumes the draft.
     ///
+    /// A [`JobPayload::Generate`] job is priced by the catalog (base price + chosen options).
     /// A [`JobPayload::AddText`] job runs locally: `new.model_id` is ignored, the job gets
     /// [`ADD_TEXT_MODEL`] on [`LOCAL_PROVIDER`] at `billing.add_text_price`; likewise
     /// [`JobPayload::Resize`] gets [`RESIZE_MODEL`] at `billing.resize_price`.
+    /// Errors: [`JobsError::UnknownModel`], [`JobsError::ModelDisabled`]; a balance below the
+    /// price is not an error but [`Submitted::InsufficientFunds`], with nothing written.
     pub async fn submit(&self, new: NewJob) -> Result<Submitted, JobsError> {
         let (model_id, provider_id, price) = match &new.payload {
             JobPayload::AddText { .. } => {
@@ -382,16 +380,15 @@ impl JobEngine {
             JobPayload::Resize { .. } => {
                 (RESIZE_MODEL.to_string(), LOCAL_PROVIDER.to_string(), self.inner.resize_price)
             }
-            JobPayload::Generate { .. } => {
-                let model = self
-                    .inner
-                    .models
-                    .get(&new.model_id)
-                    .ok_or_else(|| JobsError::UnknownModel(new.model_id.clone()))?;
-                if !model.enabled {
+            JobPayload::Generate { options, .. } => {
+                let catalog = &self.inner.catalog;
+                let model =
+                    catalog.model(&new.model_id).ok_or_else(|| JobsError::UnknownModel(new.model_id.clone()))?;
+                if !catalog.is_usable(&model.id) {
                     return Err(JobsError::ModelDisabled(model.id.clone()));
                 }
-                (model.id.clone(), model.provider.clone(), self.inner.price_of(model))
+                let price = catalog.quote(&model.id, options).ok_or(BillingError::Overflow)?;
+                (model.id.clone(), model.provider.clone(), price)
             }
         };
         let mut job = JobRecord {
@@ -436,36 +433,23 @@ impl JobEngine {
                         tx.put_draft(&draft)?;
                     }
                 }
-                match crate::billing::hold(tx, &mut job) {
-                    Ok(_) => {}
-                    Err(crate::billing::BillingError::InsufficientFunds { balance, price }) => {
-                        // Returning Err drops the transaction: the draft stays usable.
-                        return Err(StoreError::Refused(format!("insufficient:{}:{}", balance.0, price.0)));
-                    }
-                    Err(crate::billing::BillingError::Store(e)) => return Err(e),
-                    Err(e) => return Err(StoreError::Refused(e.to_string())),
-                }
+                // An error here drops the whole transaction: the draft stays usable.
+                crate::billing::hold(tx, &mut job)?;
                 tx.put_job(&job)?;
-                Ok(Submitted::Queued { job, eta_secs: 0 })
+                Ok::<_, JobsError>(Submitted::Queued { job, eta_secs: 0 })
             })
             .await;
-        let outcome = match outcome {
-            Err(StoreError::Refused(s)) if s.starts_with("insufficient:") => {
-                let mut parts = s.split(':').skip(1).map(|x| x.parse::<i64>().unwrap_or(0));
-                let balance = crate::domain::Credits(parts.next().unwrap_or(0));
-                let price = crate::domain::Credits(parts.next().unwrap_or(0));
-                return Ok(Submitted::InsufficientFunds { balance, price });
-            }
-            other => other?,
-        };
-        Ok(match outcome {
-            Submitted::Queued { job, .. } => {
+        match outcome {
+            Ok(Submitted::Queued { job, .. }) => {
                 let eta = self.eta_secs(&job).await;
                 self.inner.wake.notify_one();
-                Submitted::Queued { job, eta_secs: eta }
+                Ok(Submitted::Queued { job, eta_secs: eta })
             }
-            o => o,
-        })
+            Err(JobsError::Billing(BillingError::InsufficientFunds { balance, price })) => {
+                Ok(Submitted::InsufficientFunds { balance, price })
+            }
+            other => other,
+        }
     }
 
     /// Expected duration for a job's (model, format): mean of the last 10 runs with those
@@ -487,20 +471,10 @@ impl JobEngine {
         let Ok(bytes) = tokio::fs::read(self.inner.store.media_path(&item.sha256, &item.ext)).await else {
             return Ok(StoredResult::Missing);
         };
-        Ok(match generate::prepare_files(&self.inner, bytes).await {
+        Ok(match generate::prepare_files(&self.inner, item.media, bytes).await {
             Ok(files) => StoredResult::Ready(item, files),
             Err(_) => StoredResult::Missing,
         })
-    }
-
-    /// Saves a draft (a prompt waiting for buttons).
-    pub async fn put_draft(&self, d: Draft) -> Result<(), JobsError> {
-        Ok(self.inner.store.write(move |tx| tx.put_draft(&d)).await?)
-    }
-
-    /// Loads a draft.
-    pub async fn get_draft(&self, id: u128) -> Result<Option<Draft>, JobsError> {
-        Ok(self.inner.store.read(move |rx| rx.get_draft(id)).await?)
     }
 
     /// Validates a user's image (size and pixel limits, decodable), strips its metadata and
@@ -519,59 +493,11 @@ impl JobEngine {
         .map_err(|e| InputError::Store(StoreError::Join(e.to_string())))?
     }
 
-    /// Flips the favourite flag of a library item owned by `user`. `None` if the item does
-    /// not exist or belongs to someone else (never reveals which).
-    pub async fn toggle_favourite(&self, user: UserId, id: ImageId) -> Result<Option<bool>, JobsError> {
-        Ok(self
-            .inner
-            .store
-            .write(move |tx| {
-                let Some(mut item) = tx.get_library_item(id)? else { return Ok(None) };
-                if item.owner != user {
-                    return Ok(None);
-                }
-                item.favourite = !item.favourite;
-                tx.put_library_item(&item)?;
-                Ok(Some(item.favourite))
-            })
-            .await?)
-    }
-
-    /// Re-reads the disabled models/providers from the store (after the panel changed them),
-    /// so the next job and the next keyboard see the change without a restart.
-    pub async fn reload_disabled(&self) -> Result<(), JobsError> {
-        let (keys, settings) = self.inner.store.read(|rx| Ok((rx.find_disabled()?, rx.find_settings()?))).await?;
-        if let Ok(mut d) = self.inner.disabled.lock() {
-            *d = keys.into_iter().map(|(k, _)| k).collect();
-        }
-        let settings: HashMap<String, i64> = settings.into_iter().collect();
-        if let Ok(mut cap) = self.inner.capacity.lock() {
-            for (provider, current) in cap.iter_mut() {
-                let config = self.inner.provider_cfg.get(provider).map_or(*current, |p| p.max_concurrency);
-                let want = concurrency_setting(&settings, provider).unwrap_or(config);
-                if let Some(sem) = self.inner.permits.get(provider) {
-                    resize(sem, *current, want);
-                }
-                *current = want;
-            }
-        }
-        if let Ok(mut s) = self.inner.settings.lock() {
-            *s = settings;
-        }
-        self.inner.wake.notify_one();
-        Ok(())
-    }
-
     /// Jobs a provider may run at once right now (config or admin setting).
     #[cfg(test)]
     pub fn concurrency(&self, provider: &str) -> Option<u32> {
         self.inner.capacity.lock().ok()?.get(provider).copied()
     }
-}
-
-/// `concurrency:<provider>` from the settings, if set and at least 1.
-fn concurrency_setting(settings: &HashMap<String, i64>, provider: &str) -> Option<u32> {
-    settings.get(&format!("concurrency:{provider}")).and_then(|v| u32::try_from(*v).ok()).filter(|v| *v > 0)
 }
 
 /// Moves a semaphore from `from` to `to` permits. Growing is immediate; shrinking forgets free
@@ -590,48 +516,6 @@ fn resize(sem: &Arc<Semaphore>, from: u32, to: u32) {
                 }
             });
         }
-    }
-}
-
-impl Inner {
-    /// A model's price now: the admin's setting, else the config's.
-    pub fn price_of(&self, m: &ModelConfig) -> crate::domain::Credits {
-        let set = self.settings.lock().ok().and_then(|s| s.get(&format!("price:{}", m.id)).copied());
-        set.map_or(m.price, crate::domain::Credits)
-    }
-
-    /// A model can take jobs: enabled in config, not disabled at runtime, provider present
-    /// and not disabled.
-    pub fn model_usable(&self, id: &str) -> bool {
-        let Some(m) = self.models.get(id) else { return false };
-        let disabled = self
-            .disabled
-            .lock()
-            .map(|d| d.contains(&format!("model:{id}")) || d.contains(&format!("provider:{}", m.provider)))
-            .unwrap_or(true);
-        m.enabled && !disabled && self.providers.contains_key(&m.provider)
-    }
-
-    /// Enabled models for a task, excluding `except`.
-    pub fn alternatives(&self, task: crate::domain::Task, except: &str) -> Vec<ModelConfig> {
-        let mut v: Vec<ModelConfig> = self
-            .models
-            .values()
-            .filter(|m| m.task == task && m.id != except && self.model_usable(&m.id))
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
-    }
-
-    /// Disables a model or provider at runtime (persisted). Returns true if it was enabled.
-    pub async fn disable(&self, key: String, reason: String) -> bool {
-        let k = key.clone();
-        let changed = self.store.write(move |tx| tx.set_disabled(&k, Some(&reason))).await.unwrap_or(false);
-        if let Ok(mut d) = self.disabled.lock() {
-            d.insert(key);
-        }
-        changed
     }
 }
 

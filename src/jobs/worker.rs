@@ -70,7 +70,7 @@ impl JobEngine {
                         out.push(j);
                     }
                 }
-                Ok(out)
+                Ok::<_, crate::store::StoreError>(out)
             })
             .await?;
         let (in_flight, mut running): (Vec<JobId>, HashMap<UserId, u32>) = {
@@ -209,7 +209,7 @@ async fn run_claimed(inner: &Arc<Inner>, job: JobRecord, cancel: CancellationTok
             j.claimed_by = Some(me);
             j.heartbeat_at = Some(now_ms());
             tx.put_job(&j)?;
-            Ok(Some(j))
+            Ok::<_, crate::store::StoreError>(Some(j))
         })
         .await;
     let Ok(Some(job)) = claimed else { return };
@@ -227,7 +227,7 @@ async fn run_claimed(inner: &Arc<Inner>, job: JobRecord, cancel: CancellationTok
                                 tx.put_job(&j)?;
                             }
                         }
-                        Ok(())
+                        Ok::<_, crate::store::StoreError>(())
                     })
                     .await;
             }

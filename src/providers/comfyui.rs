@@ -9,7 +9,7 @@
 
 use super::http::{self, HostResolver};
 use super::{
-    GenerateRequest, GeneratedImage, ImageProvider, InputImage, ProgressFn, ProviderError, ProviderProgress, Submission,
+    GenerateRequest, GeneratedFile, ImageProvider, InputImage, ProgressFn, ProviderError, ProviderProgress, Submission,
 };
 use crate::config::ProviderConfig;
 use futures_util::StreamExt as _;
@@ -160,7 +160,7 @@ impl ComfyProvider {
         prompt_id: &str,
         absent: &mut u32,
         progress: ProgressFn<'_>,
-    ) -> Result<Option<Vec<GeneratedImage>>, ProviderError> {
+    ) -> Result<Option<Vec<GeneratedFile>>, ProviderError> {
         let h = self.get_json(&format!("/history/{prompt_id}")).await?;
         match parse_history(&h, prompt_id)? {
             History::Success(files) => {
@@ -197,7 +197,7 @@ impl ComfyProvider {
     }
 
     /// `GET /view?filename=&subfolder=&type=` → the file.
-    async fn view(&self, f: &OutputFile) -> Result<GeneratedImage, ProviderError> {
+    async fn view(&self, f: &OutputFile) -> Result<GeneratedFile, ProviderError> {
         let rb = self
             .http
             .get(format!("{}/view", self.base_url))
@@ -222,7 +222,7 @@ impl ComfyProvider {
         } else {
             f.format.clone().or(header).unwrap_or_else(|| sniffed.to_string())
         };
-        Ok(GeneratedImage { bytes, mime, is_demo: false })
+        Ok(GeneratedFile { bytes, mime, is_demo: false })
     }
 }
 
@@ -312,7 +312,7 @@ impl ImageProvider for ComfyProvider {
         Ok(queue_state(&q, request_id) != QueueState::Absent)
     }
 
-    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedFile>, ProviderError> {
         let prompt_id = sub.request_id.as_str();
         let client_id = match sub.data.get("client_id").and_then(Value::as_str) {
             Some(c) => c.to_string(),

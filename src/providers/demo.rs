@@ -3,7 +3,7 @@
 //! Stateless across restarts: everything `wait` needs travels in [`Submission::data`], so a
 //! submission restored from the database renders the same picture.
 
-use super::{GenerateRequest, GeneratedImage, ImageProvider, ProgressFn, ProviderError, ProviderProgress, Submission};
+use super::{GenerateRequest, GeneratedFile, ImageProvider, ProgressFn, ProviderError, ProviderProgress, Submission};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ impl ImageProvider for DemoProvider {
         Ok(true)
     }
 
-    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedFile>, ProviderError> {
         let job: DemoJob = serde_json::from_value(sub.data.clone())
             .map_err(|e| ProviderError::Failed(format!("demo submission {} unreadable: {e}", sub.request_id)))?;
         for fraction in STEPS {
@@ -68,7 +68,7 @@ impl ImageProvider for DemoProvider {
         .await
         .map_err(|e| ProviderError::Failed(format!("demo renderer panicked: {e}")))?
         .map_err(|e| ProviderError::Failed(format!("demo renderer: {e}")))?;
-        Ok(vec![GeneratedImage { bytes, mime: "image/png".into(), is_demo: true }])
+        Ok(vec![GeneratedFile { bytes, mime: "image/png".into(), is_demo: true }])
     }
 }
 

@@ -7,7 +7,7 @@
 
 use super::http::{self, AddressPolicy, Downloader};
 use super::{
-    GenerateRequest, GeneratedImage, ImageProvider, ProgressFn, ProviderError, ProviderProgress, SizeParam, Submission,
+    GenerateRequest, GeneratedFile, ImageProvider, ProgressFn, ProviderError, ProviderProgress, SizeParam, Submission,
 };
 use crate::config::{ProviderConfig, Secret};
 use crate::domain::Task;
@@ -110,7 +110,7 @@ impl FalProvider {
         serde_json::from_slice(&body).map_err(|e| ProviderError::Failed(format!("malformed response ({what}): {e}")))
     }
 
-    async fn fetch_result(&self, response_url: &str) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn fetch_result(&self, response_url: &str) -> Result<Vec<GeneratedFile>, ProviderError> {
         let v = self.call(self.http.get(response_url), "result").await?;
         let outputs = parse_outputs(&v)?;
         let mut images = Vec::with_capacity(outputs.len());
@@ -122,7 +122,7 @@ impl FalProvider {
             } else {
                 out.content_type.or(file.content_type).unwrap_or_else(|| sniffed.to_string())
             };
-            images.push(GeneratedImage { bytes: file.bytes, mime, is_demo: false });
+            images.push(GeneratedFile { bytes: file.bytes, mime, is_demo: false });
         }
         Ok(images)
     }
@@ -147,7 +147,7 @@ impl ImageProvider for FalProvider {
         Ok(sub)
     }
 
-    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedFile>, ProviderError> {
         let status_url = with_logs_off(sub_url(sub, "status_url")?)?;
         let response_url = sub_url(sub, "response_url")?;
         let mut failures = 0;

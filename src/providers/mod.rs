@@ -88,11 +88,12 @@ pub struct ProviderProgress {
     pub running: bool,
 }
 
-/// One result file.
+/// One result file: a picture, a video, an animation or anything else — its kind is sniffed
+/// from the bytes when it is stored (`domain::MediaKind::sniff`), not taken from here.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GeneratedImage {
+pub struct GeneratedFile {
     pub bytes: Vec<u8>,
-    /// MIME type as the provider stated it or as sniffed from the bytes.
+    /// MIME type as the provider stated it (informational; logs).
     pub mime: String,
     /// Set by the demo provider: the image is a local rendering, not a model output.
     pub is_demo: bool,
@@ -175,7 +176,7 @@ pub trait ImageProvider: Send + Sync {
 
     /// Waits for the result of a submitted request, reporting progress. Works on a submission
     /// restored from the database after a restart. The caller applies the overall timeout.
-    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedImage>, ProviderError>;
+    async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedFile>, ProviderError>;
 
     /// Best-effort cancel at the provider (fal `cancel_url`, ComfyUI queue delete / interrupt).
     async fn cancel(&self, _sub: &Submission) -> Result<(), ProviderError> {
@@ -186,18 +187,8 @@ pub trait ImageProvider: Send + Sync {
 /// Shared handle to a provider.
 pub type DynProvider = Arc<dyn ImageProvider>;
 
-/// Guesses a MIME type from magic bytes (PNG, JPEG, WebP, GIF); `application/octet-stream`
-/// otherwise.
+/// The MIME type of `bytes` from their magic numbers (see [`crate::domain::MediaKind::sniff`]);
+/// `application/octet-stream` for anything unknown.
 pub fn sniff_mime(bytes: &[u8]) -> &'static str {
-    if bytes.starts_with(b"\x89PNG") {
-        "image/png"
-    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        "image/jpeg"
-    } else if bytes.len() > 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        "image/webp"
-    } else if bytes.starts_with(b"GIF8") {
-        "image/gif"
-    } else {
-        "application/octet-stream"
-    }
+    crate::domain::MediaKind::sniff(bytes).1
 }

@@ -153,7 +153,7 @@ impl Store {
             for row in t.iter()? {
                 out.push(super::records::LibraryItem::decode(row?.1.value())?);
             }
-            Ok(out)
+            Ok::<_, StoreError>(out)
         })?;
         let mut check = MediaCheck::default();
         for item in items {
@@ -267,6 +267,7 @@ mod tests {
                 document_file_id: None,
                 is_demo: false,
                 source: None,
+                media: crate::domain::MediaKind::Image,
             });
         }
         store
@@ -274,7 +275,7 @@ mod tests {
                 for it in &items {
                     tx.insert_library_item(it)?;
                 }
-                Ok(())
+                Ok::<_, crate::store::StoreError>(())
             })
             .expect("insert");
         assert_eq!(store.verify_media().expect("check").ok, 3);

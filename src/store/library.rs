@@ -239,10 +239,11 @@ impl Store {
     /// returns the orphans, which are removed from `media/` before the commit, while the write
     /// lock still keeps any insert of the same bytes out (it re-writes the file inside its own
     /// transaction, see `jobs::generate`).
-    pub async fn write_pruning<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub async fn write_pruning<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Tx) -> Result<(T, Vec<Orphan>), StoreError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx) -> Result<(T, Vec<Orphan>), E> + Send + 'static,
     {
         let store = self.clone();
         self.write(move |tx| {
@@ -296,6 +297,7 @@ mod tests {
             document_file_id: None,
             is_demo: false,
             source: None,
+            media: crate::domain::MediaKind::Image,
         }
     }
 
@@ -307,7 +309,7 @@ mod tests {
             tx.insert_library_item(&it)?;
             let r = tx.enforce_retention(it.owner, it.id, max_items, budget)?;
             let orphans = r.orphans.clone();
-            Ok((r, orphans))
+            Ok::<_, crate::store::StoreError>((r, orphans))
         }))
         .expect("write")
     }
@@ -351,7 +353,7 @@ mod tests {
         let removed = rt
             .block_on(store.write_pruning(move |tx| {
                 let o = tx.delete_library_item(id)?;
-                Ok((o.clone(), o.into_iter().collect()))
+                Ok::<_, crate::store::StoreError>((o.clone(), o.into_iter().collect()))
             }))
             .expect("delete");
         assert_eq!(removed, Some(Orphan { sha256: shared_b.sha256.clone(), ext: "png".into() }));
@@ -415,7 +417,7 @@ mod tests {
                 assert!(tx.delete_preset(UserId(1), 1)?);
                 assert_eq!(tx.find_presets(UserId(1))?.iter().map(|p| p.number).collect::<Vec<_>>(), [2]);
                 assert_eq!(Preset::decode(&p.encode()?)?, p, "record round-trips");
-                Ok(())
+                Ok::<_, crate::store::StoreError>(())
             })
             .expect("write");
     }

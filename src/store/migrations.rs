@@ -214,6 +214,7 @@ mod tests {
             blocked: false,
             banned: id == 2,
             level: "free".into(),
+            language: None,
         };
         let users = [user(1, "Vera", Some("vera_1"), 10), user(2, "Oleg Petrov", None, 0)];
         // What a version-5 build left: the users and the unit-valued index `user-names-1`.

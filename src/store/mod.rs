@@ -50,6 +50,9 @@ macro_rules! from_redb {
 }
 from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
+/// `meta` key of the admin panel's password hash.
+const PASSWORD_KEY: &str = "admin_password_argon2";
+
 /// How many times a re-delivered update is handled before it is skipped as poison.
 pub const MAX_UPDATE_ATTEMPTS: i64 = 5;
 
@@ -103,48 +106,58 @@ impl Store {
     }
 
     /// Runs a read-only closure on the blocking pool.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    ///
+    /// Generic over the caller's error `E` (anything a [`StoreError`] converts into), so a
+    /// service returns its own typed errors from inside the transaction.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Rx) -> Result<T, StoreError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Rx) -> Result<T, E> + Send + 'static,
     {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let tx = db.begin_read()?;
-            f(&Rx { tx })
-        })
-        .await
-        .map_err(|e| StoreError::Join(e.to_string()))?
+        tokio::task::spawn_blocking(move || Self::read_sync(&db, f))
+            .await
+            .map_err(|e| E::from(StoreError::Join(e.to_string())))?
     }
 
-    /// Runs a closure in one write transaction on the blocking pool; commits if it returns Ok.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs a closure in one write transaction on the blocking pool; commits if it returns Ok
+    /// and drops (rolls back) the transaction on any error.
+    ///
+    /// Generic over the caller's error like [`Store::read`]: `billing::hold` inside a job's
+    /// transaction returns `BillingError::InsufficientFunds` straight to the caller.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Tx) -> Result<T, StoreError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx) -> Result<T, E> + Send + 'static,
     {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || Self::write_sync(&db, f))
             .await
-            .map_err(|e| StoreError::Join(e.to_string()))?
+            .map_err(|e| E::from(StoreError::Join(e.to_string())))?
     }
 
     /// Synchronous write, for CLI paths that run without a runtime.
-    pub fn write_blocking<T>(&self, f: impl FnOnce(&mut Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn write_blocking<T, E: From<StoreError>>(&self, f: impl FnOnce(&mut Tx) -> Result<T, E>) -> Result<T, E> {
         Self::write_sync(&self.db, f)
     }
 
     /// Synchronous read, for CLI paths.
-    pub fn read_blocking<T>(&self, f: impl FnOnce(&Rx) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let tx = self.db.begin_read()?;
+    pub fn read_blocking<T, E: From<StoreError>>(&self, f: impl FnOnce(&Rx) -> Result<T, E>) -> Result<T, E> {
+        Self::read_sync(&self.db, f)
+    }
+
+    fn read_sync<T, E: From<StoreError>>(db: &Database, f: impl FnOnce(&Rx) -> Result<T, E>) -> Result<T, E> {
+        let tx = db.begin_read().map_err(|e| E::from(e.into()))?;
         f(&Rx { tx })
     }
 
-    fn write_sync<T>(db: &Database, f: impl FnOnce(&mut Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let tx = db.begin_write()?;
+    fn write_sync<T, E: From<StoreError>>(db: &Database, f: impl FnOnce(&mut Tx) -> Result<T, E>) -> Result<T, E> {
+        let tx = db.begin_write().map_err(|e| E::from(e.into()))?;
         let mut w = Tx { tx };
         let out = f(&mut w)?;
-        w.tx.commit()?;
+        w.tx.commit().map_err(|e| E::from(e.into()))?;
         Ok(out)
     }
 
@@ -220,6 +233,10 @@ impl $t {
         let t = self.tx.open_table(META_TABLE)?;
         Ok(t.get(key)?.map(|v| migrations::le_u64(v.value())))
     }
+    /// The admin panel's password hash (Argon2 PHC string), if one was ever set.
+    pub fn get_password_hash(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.get_meta_bytes(PASSWORD_KEY)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
     pub fn get_meta_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let t = self.tx.open_table(META_TABLE)?;
         Ok(t.get(key)?.map(|v| v.value().to_vec()))
@@ -274,19 +291,22 @@ impl $t {
             .map(|r| Operation::decode(r?.1.value()))
             .collect()
     }
-    /// Disabled models/providers: `(key, reason)` with keys `model:<id>` / `provider:<id>`.
-    pub fn find_disabled(&self) -> Result<Vec<(String, String)>, StoreError> {
+    /// Disabled models/providers with the reason each was switched off. Rows whose key no
+    /// longer parses are skipped.
+    pub fn find_disabled(&self) -> Result<Vec<(crate::domain::Switch, String)>, StoreError> {
         let t = match self.tx.open_table(DISABLED_TABLE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
             Err(e) => return Err(e.into()),
         };
-        t.iter()?
-            .map(|r| {
-                let (k, v) = r?;
-                Ok((k.value().to_string(), v.value().to_string()))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            if let Some(s) = crate::domain::Switch::parse(k.value()) {
+                out.push((s, v.value().to_string()));
+            }
+        }
+        Ok(out)
     }
     /// Number of users (redb keeps table lengths, so no scan).
     pub fn count_users(&self) -> Result<u64, StoreError> {
@@ -384,13 +404,21 @@ impl $t {
         range.take(limit).map(|r| UserRecord::decode(r?.1.value())).collect()
     }
     /// Admin runtime settings (`price:<model>`, `concurrency:<provider>`), in key order.
-    pub fn find_settings(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    /// Admin runtime settings; rows whose key no longer parses are skipped.
+    pub fn find_settings(&self) -> Result<Vec<(crate::domain::Setting, i64)>, StoreError> {
         let t = match self.tx.open_table(SETTINGS_TABLE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
             Err(e) => return Err(e.into()),
         };
-        t.iter()?.map(|r| r.map(|(k, v)| (k.value().to_string(), v.value())).map_err(StoreError::from)).collect()
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            if let Some(s) = crate::domain::Setting::parse(k.value()) {
+                out.push((s, v.value()));
+            }
+        }
+        Ok(out)
     }
     /// A user's newest `limit` ledger rows, newest first.
     pub fn find_recent_operations(&self, user: UserId, limit: usize) -> Result<Vec<Operation>, StoreError> {
@@ -507,6 +535,10 @@ impl Tx {
         let mut t = self.tx.open_table(USERS_TABLE)?;
         t.insert(u.id.0, u.encode()?.as_slice())?;
         Ok(())
+    }
+    /// Replaces the admin panel's password hash.
+    pub fn put_password_hash(&mut self, hash: &str) -> Result<(), StoreError> {
+        self.put_meta_bytes(PASSWORD_KEY, hash.as_bytes())
     }
     pub fn put_meta_bytes(&mut self, key: &str, v: &[u8]) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(META_TABLE)?;
@@ -675,7 +707,9 @@ impl Tx {
     }
     /// Disables (`Some(reason)`) or enables (`None`) a model or provider key. Returns true if
     /// the state changed.
-    pub fn set_disabled(&mut self, key: &str, reason: Option<&str>) -> Result<bool, StoreError> {
+    pub fn set_disabled(&mut self, switch: &crate::domain::Switch, reason: Option<&str>) -> Result<bool, StoreError> {
+        let key = switch.key();
+        let key = key.as_str();
         let mut t = self.tx.open_table(DISABLED_TABLE)?;
         let was = t.get(key)?.is_some();
         match reason {
@@ -689,7 +723,13 @@ impl Tx {
         Ok(was != reason.is_some())
     }
     /// Sets (`Some`) or removes (`None`) an admin runtime setting; returns the previous value.
-    pub fn set_setting(&mut self, key: &str, value: Option<i64>) -> Result<Option<i64>, StoreError> {
+    pub fn set_setting(
+        &mut self,
+        setting: &crate::domain::Setting,
+        value: Option<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        let key = setting.key();
+        let key = key.as_str();
         let mut t = self.tx.open_table(SETTINGS_TABLE)?;
         let before = match value {
             Some(v) => t.insert(key, v)?.map(|g| g.value()),
@@ -776,6 +816,7 @@ mod tests {
             blocked: false,
             banned: false,
             level: String::new(),
+            language: None,
         };
         let r: Result<(), _> = s
             .write(move |tx| {

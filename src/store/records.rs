@@ -51,6 +51,10 @@ pub struct UserRecord {
     /// rules such as daily limits hang off the level id, so they need no record change.
     #[serde(default)]
     pub level: String,
+    /// Interface language the user chose with /language (`ru`, `en`); `None` = follow the
+    /// Telegram client's `language_code`.
+    #[serde(default)]
+    pub language: Option<String>,
 }
 impl Record for UserRecord {
     const VERSION: u32 = 1;
@@ -199,6 +203,9 @@ pub enum JobPayload {
         /// sha256 of input files under `media/`.
         #[serde(default)]
         inputs: Vec<String>,
+        /// Declared options the user chose (`[[models.options]]` name → value index).
+        #[serde(default)]
+        options: crate::config::Choices,
     },
     /// "📝 Add text": a caption drawn locally onto one input image; no provider involved.
     AddText {
@@ -368,9 +375,10 @@ pub struct LibraryItem {
     pub favourite: bool,
     #[serde(default)]
     pub categories: Vec<String>,
-    /// Telegram file_id of the sent photo / document, once sent.
+    /// Telegram file_id of the sent photo (images), once sent.
     #[serde(default)]
     pub photo_file_id: Option<String>,
+    /// Telegram file_id of the sent document, or of the video / animation itself.
     #[serde(default)]
     pub document_file_id: Option<String>,
     #[serde(default)]
@@ -378,6 +386,10 @@ pub struct LibraryItem {
     /// The library item this one was made from (a resize's source).
     #[serde(default)]
     pub source: Option<ImageId>,
+    /// What kind of file it is (sniffed when stored); decides how it is sent. Items stored
+    /// before kinds existed are images.
+    #[serde(default)]
+    pub media: crate::domain::MediaKind,
 }
 impl Record for LibraryItem {
     const VERSION: u32 = 1;
@@ -405,6 +417,12 @@ pub struct Draft {
     /// sha256 of input images under `media/` (photo with a caption → edit).
     #[serde(default)]
     pub inputs: Vec<String>,
+    /// Declared options chosen so far (name → value index); the rest are still to ask.
+    #[serde(default)]
+    pub options: crate::config::Choices,
+    /// Format chosen by a button (before the options were asked).
+    #[serde(default)]
+    pub format: Option<Format>,
     pub created_at: i64,
     /// Set once a job was created from it.
     #[serde(default)]
@@ -584,6 +602,7 @@ pub fn test_job(user: UserId, price: i64) -> JobRecord {
             aspect_ratio: None,
             seed: 1,
             inputs: vec![],
+            options: Default::default(),
         },
         status: JobStatus::Queued,
         hold_id: None,
@@ -624,6 +643,7 @@ mod tests {
             blocked: true,
             banned: true,
             level: "vip".into(),
+            language: None,
         };
         for (name, username, banned) in [("Вера <b>&", Some("vera_7"), true), ("", None, false), ("x", Some(""), false)]
         {
@@ -659,6 +679,7 @@ mod tests {
             blocked: false,
             banned: false,
             level: "vip".into(),
+            language: None,
         };
         let bytes = u.encode().expect("encode");
         assert!(String::from_utf8_lossy(&bytes).contains("\"v\":1"));
@@ -696,6 +717,8 @@ mod tests {
             size: Some((64, 64)),
             aspect_ratio: None,
             inputs: vec![],
+            options: Default::default(),
+            format: None,
             created_at: 0,
             job_id: Some(JobId::new()),
         };
@@ -713,6 +736,7 @@ mod tests {
             aspect_ratio: None,
             seed: 3,
             inputs: vec![],
+            options: Default::default(),
         };
         let j = serde_json::to_value(&p).expect("json");
         assert_eq!(j["kind"], "generate");

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::domain::{Credits, UserId, now_ms};
 use crate::store::records::UserRecord;
 use crate::store::{Store, StoreError};
-use crate::web::{WebState, auth, router};
+use crate::web::{WebState, router};
 use fantoccini::{ClientBuilder, Locator};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,7 +86,10 @@ async fn start_chromedriver() -> (Driver, String) {
 async fn start_panel(dir: &std::path::Path) -> (Store, SocketAddr) {
     let store = Store::open(dir).expect("open store");
     let s = store.clone();
-    tokio::task::spawn_blocking(move || auth::set_password(&s, PASSWORD)).await.expect("join").expect("password");
+    tokio::task::spawn_blocking(move || crate::admin::set_password_blocking(&s, &crate::admin::Actor::Cli, PASSWORD))
+        .await
+        .expect("join")
+        .expect("password");
     store
         .write(|tx| {
             for (id, name, username) in [(501, "Vera", "vera_k"), (502, "Oleg", "oleg")] {
@@ -102,15 +105,18 @@ async fn start_panel(dir: &std::path::Path) -> (Store, SocketAddr) {
                     blocked: false,
                     banned: false,
                     level: String::new(),
+                    language: None,
                 })?;
                 billing::adjust(tx, UserId(id), Credits(20), "system", "signup")
                     .map_err(|e| StoreError::Refused(e.to_string()))?;
             }
-            Ok(())
+            Ok::<_, crate::store::StoreError>(())
         })
         .await
         .expect("seed");
-    let app = router(WebState::new(store.clone(), Arc::new(Config::default().with_demo())));
+    let config = Arc::new(Config::default().with_demo());
+    let catalog = crate::catalog::Catalog::open(store.clone(), &config).expect("catalog");
+    let app = router(WebState::new(store.clone(), config, catalog));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {

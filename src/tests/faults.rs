@@ -99,7 +99,7 @@ async fn retired_model_is_disabled_alternatives_offered_admins_alerted_once() {
     // Disabled state survives a restart.
     let store = h.store();
     let disabled = store.read(|rx| rx.find_disabled()).await.expect("read");
-    assert!(disabled.iter().any(|(k, _)| k == "model:flux"), "{disabled:?}");
+    assert!(disabled.iter().any(|(k, _)| *k == crate::domain::Switch::Model("flux".into())), "{disabled:?}");
     assert_eq!(alerts(&h), 1, "admins alerted once");
     h.verify_clean().await;
     h.assert_no_rejections();
@@ -120,7 +120,10 @@ async fn unauthorized_disables_the_provider_and_alerts_admins() {
         assert_eq!(h.balance(704).await, Credits(100));
         h.restart().await;
         let disabled = h.store().read(|rx| rx.find_disabled()).await.expect("read");
-        assert!(disabled.iter().any(|(k, _)| k == "provider:fal"), "HTTP {status}: {disabled:?}");
+        assert!(
+            disabled.iter().any(|(k, _)| *k == crate::domain::Switch::Provider("fal".into())),
+            "HTTP {status}: {disabled:?}"
+        );
         h.verify_clean().await;
         h.assert_no_rejections();
     }

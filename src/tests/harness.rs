@@ -68,6 +68,9 @@ pub fn model(id: &str, provider: &str, price: i64) -> ModelConfig {
         params: Default::default(),
         timeout_secs: None,
         enabled: true,
+        images: None,
+        mask: false,
+        options: vec![],
     }
 }
 

@@ -92,7 +92,7 @@ async fn seed_items(h: &Harness, like: &LibraryItem, n: usize) {
                 it.document_file_id = None;
                 tx.insert_library_item(&it)?;
             }
-            Ok(())
+            Ok::<_, crate::store::StoreError>(())
         })
         .await
         .expect("seed");
@@ -168,11 +168,11 @@ async fn library_actions_pages_resend_rerun_resize_presets_delete_and_inline() {
     let list = message(&h, u, page1["message_id"].as_i64().expect("id"));
     press(&h, u, &list, "⭐ Favourites").await;
     let favs = message(&h, u, page1["message_id"].as_i64().expect("id"));
-    assert!(text_of(&favs).contains("Favourites: 1 pictures"), "{favs}");
+    assert!(text_of(&favs).contains("Favourites: 1 picture ·"), "{favs}");
     assert!(text_of(&favs).contains("a red fox in snow") && !text_of(&favs).contains("owl"), "{favs}");
     press(&h, u, &favs, "🏷 Night birds").await;
     let birds = message(&h, u, page1["message_id"].as_i64().expect("id"));
-    assert!(text_of(&birds).contains("Night birds: 1 pictures") && text_of(&birds).contains("an owl at night"));
+    assert!(text_of(&birds).contains("Night birds: 1 picture ·") && text_of(&birds).contains("an owl at night"));
 
     // Re-send the starred fox from the favourites page: by file_id, prompt and model in the caption.
     press(&h, u, &birds, "⭐ Favourites").await;
@@ -313,7 +313,7 @@ async fn another_users_callback_data_is_refused_for_every_action() {
     h.store()
         .write(move |tx| {
             tx.put_category(UserId(811), "Mine")?;
-            Ok(())
+            Ok::<_, crate::store::StoreError>(())
         })
         .await
         .expect("category");
@@ -327,7 +327,7 @@ async fn another_users_callback_data_is_refused_for_every_action() {
         async move {
             store
                 .read(|rx| {
-                    Ok((
+                    Ok::<_, crate::store::StoreError>((
                         rx.find_library(UserId(811))?,
                         rx.find_presets(UserId(811))?,
                         rx.find_categories(UserId(811))?,
@@ -439,7 +439,7 @@ async fn a_quota_full_of_favourites_is_told_not_purged() {
     let first = create(&h, u, "a kept star").await;
     press(&h, u, &first, "⭐").await;
     create(&h, u, "one more").await;
-    h.wait_text(u, "Your library is full (1 pictures)").await;
+    h.wait_text(u, "Your library is full (1 picture)").await;
     let lib = library(&h, u).await;
     assert_eq!(lib.len(), 2, "the favourite stays, and so does the new picture");
     assert!(lib.iter().any(|i| i.favourite && i.prompt == "a kept star"));

@@ -6,7 +6,7 @@ use crate::domain::{Format, Task};
 use crate::providers::comfyui::ComfyProvider;
 use crate::providers::fal::FalProvider;
 use crate::providers::{
-    GenerateRequest, GeneratedImage, ImageProvider, InputImage, ProviderError, ProviderProgress, SizeParam, Submission,
+    GenerateRequest, GeneratedFile, ImageProvider, InputImage, ProviderError, ProviderProgress, SizeParam, Submission,
 };
 use crate::tests::fakes::{self, ComfyScenario, FakeComfy, FakeFal, FalScenario};
 use serde_json::{Value, json};
@@ -71,7 +71,7 @@ async fn wait_recording(
     p: &dyn ImageProvider,
     sub: &Submission,
     seen: &Seen,
-) -> Result<Vec<GeneratedImage>, ProviderError> {
+) -> Result<Vec<GeneratedFile>, ProviderError> {
     let s = seen.clone();
     let cb = move |pr: ProviderProgress| s.lock().unwrap_or_else(|e| e.into_inner()).push(pr);
     tokio::time::timeout(Duration::from_secs(10), p.wait(sub, &cb)).await.expect("wait finished in time")

@@ -43,6 +43,7 @@ fn user(id: i64, name: &str, username: Option<&str>) -> UserRecord {
         blocked: false,
         banned: false,
         level: String::new(),
+        language: None,
     }
 }
 
@@ -57,7 +58,10 @@ async fn env() -> Env {
     let dir = tempfile::tempdir().expect("tmp");
     let store = Store::open(dir.path()).expect("open");
     let s = store.clone();
-    tokio::task::spawn_blocking(move || auth::set_password(&s, PASSWORD)).await.expect("join").expect("set pw");
+    tokio::task::spawn_blocking(move || crate::admin::set_password_blocking(&s, &crate::admin::Actor::Cli, PASSWORD))
+        .await
+        .expect("join")
+        .expect("set pw");
     let job = JobId::new();
     let image = ImageId::new();
     let bytes = png();
@@ -91,6 +95,7 @@ async fn env() -> Env {
                     aspect_ratio: None,
                     seed: 1,
                     inputs: vec![],
+                    options: Default::default(),
                 },
                 status: JobStatus::Succeeded,
                 hold_id: None,
@@ -140,6 +145,7 @@ async fn env() -> Env {
                 document_file_id: None,
                 is_demo: false,
                 source: None,
+                media: crate::domain::MediaKind::Image,
             })
         })
         .await
@@ -154,7 +160,9 @@ async fn env() -> Env {
     draft.total = 3;
     let broadcast = uuid::Uuid::from_u128(draft.id).to_string();
     store.write(move |tx| tx.put_broadcast(&draft)).await.expect("broadcast");
-    let state = WebState::new(store.clone(), Arc::new(Config::default().with_demo()));
+    let config = Arc::new(Config::default().with_demo());
+    let catalog = crate::catalog::Catalog::open(store.clone(), &config).expect("catalog");
+    let state = WebState::new(store.clone(), config, catalog);
     let app = router(state.clone());
     Env { app, store, state, _dir: dir, job, image, broadcast }
 }
@@ -540,7 +548,7 @@ async fn a_broad_name_search_pages_through_every_match_once() {
                 let (name, username) = if i < 100 { ("Vera", None) } else { ("Veronika", Some(format!("vera_{i}"))) };
                 tx.put_user(&user(1000 + i, &format!("{name} {i}"), username.as_deref()))?;
             }
-            Ok(())
+            Ok::<_, crate::store::StoreError>(())
         })
         .await
         .expect("users");
@@ -762,6 +770,7 @@ fn dashboard_summary_counts_settlements_and_percentiles() {
             aspect_ratio: None,
             seed: 0,
             inputs: vec![],
+            options: Default::default(),
         },
         status,
         hold_id: Some(crate::domain::OperationId::new()),
@@ -850,15 +859,26 @@ impl crate::jobs::Notifier for Recorder {
     }
 }
 
-/// A job engine over the env's store (its scheduler is not started: queued jobs stay queued).
+/// A job engine over the env's store and the panel's catalog, as the running app wires them
+/// (its scheduler is not started: queued jobs stay queued).
 fn engine(e: &Env, notifier: Arc<Recorder>) -> crate::jobs::JobEngine {
+    engine_with(e, notifier, e.state.catalog.clone())
+}
+
+/// What a restart builds: a new catalog read from the store.
+fn restarted(e: &Env) -> (crate::jobs::JobEngine, crate::catalog::Catalog) {
+    let catalog = crate::catalog::Catalog::open(e.store.clone(), &Config::default().with_demo()).expect("catalog");
+    (engine_with(e, Arc::new(Recorder::default()), catalog.clone()), catalog)
+}
+
+fn engine_with(e: &Env, notifier: Arc<Recorder>, catalog: crate::catalog::Catalog) -> crate::jobs::JobEngine {
     let config = Config::default().with_demo();
     let mut providers: std::collections::HashMap<String, crate::providers::DynProvider> = Default::default();
     providers.insert(
         "demo".into(),
         Arc::new(crate::providers::demo::DemoProvider::new("demo", std::time::Duration::from_millis(1))),
     );
-    crate::jobs::JobEngine::new(e.store.clone(), &config, providers, notifier).expect("engine")
+    crate::jobs::JobEngine::new(e.store.clone(), &config, catalog, providers, notifier).expect("engine")
 }
 
 #[tokio::test]
@@ -908,7 +928,7 @@ async fn job_cancel_and_retry_go_through_the_engine_and_the_hold() {
             j.provider_id = "demo".into();
             billing::hold(tx, &mut j).map_err(|e| crate::store::StoreError::Refused(e.to_string()))?;
             tx.put_job(&j)?;
-            Ok(j.id)
+            Ok::<_, crate::store::StoreError>(j.id)
         })
         .await
         .expect("queued job");
@@ -967,7 +987,7 @@ async fn job_cancel_and_retry_go_through_the_engine_and_the_hold() {
             tx.put_job(&j)?;
             billing::adjust(tx, UserId(2), Credits(-100), "system", "drained")
                 .map_err(|e| crate::store::StoreError::Refused(e.to_string()))?;
-            Ok(j.id)
+            Ok::<_, crate::store::StoreError>(j.id)
         })
         .await
         .expect("failed job");
@@ -983,33 +1003,33 @@ async fn job_cancel_and_retry_go_through_the_engine_and_the_hold() {
 async fn model_and_provider_switches_apply_at_once_and_survive_a_restart() {
     let e = env().await;
     let (cookie, csrf) = login(&e.app).await;
-    let config = Config::default().with_demo();
     let running = engine(&e, Arc::new(Recorder::default()));
     assert!(e.state.jobs.set(running.clone()).is_ok());
-    let usable = |en: &crate::jobs::JobEngine| en.models(&config).iter().map(|m| m.id.clone()).collect::<Vec<_>>();
-    assert_eq!(usable(&running), vec!["demo".to_string()]);
+    let live = e.state.catalog.clone();
+    let usable = |c: &crate::catalog::Catalog| c.usable().iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    assert_eq!(usable(&live), vec!["demo".to_string()]);
     let toggle =
         |what: &str, action: &str| (format!("/admin/{what}/demo/toggle"), format!("csrf={csrf}&action={action}"));
 
     let (uri, form) = toggle("models", "disable");
     assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status(), StatusCode::SEE_OTHER);
-    assert!(usable(&running).is_empty(), "the running engine stops offering it at once");
+    assert!(usable(&live).is_empty(), "the running bot stops offering it at once");
     let page = text(send(&e.app, get("/admin/models", Some(&cookie))).await).await;
     assert!(page.contains("disabled: disabled by admin:admin"), "{page}");
     // A restart builds the engine from the store: still disabled.
-    assert!(usable(&engine(&e, Arc::new(Recorder::default()))).is_empty(), "survives a restart");
+    assert!(usable(&restarted(&e).1).is_empty(), "survives a restart");
     let (uri, form) = toggle("models", "enable");
     assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status(), StatusCode::SEE_OTHER);
-    assert_eq!(usable(&running), vec!["demo".to_string()]);
+    assert_eq!(usable(&live), vec!["demo".to_string()]);
 
     // A provider switch takes its models with it.
     let (uri, form) = toggle("providers", "disable");
     assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status(), StatusCode::SEE_OTHER);
-    assert!(usable(&running).is_empty());
-    assert!(usable(&engine(&e, Arc::new(Recorder::default()))).is_empty());
+    assert!(usable(&live).is_empty());
+    assert!(usable(&restarted(&e).1).is_empty());
     let (uri, form) = toggle("providers", "enable");
     assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status(), StatusCode::SEE_OTHER);
-    assert_eq!(usable(&running), vec!["demo".to_string()]);
+    assert_eq!(usable(&live), vec!["demo".to_string()]);
 
     for (uri, form, status) in [
         ("/admin/models/nope/toggle".to_string(), format!("csrf={csrf}&action=disable"), StatusCode::NOT_FOUND),
@@ -1027,7 +1047,7 @@ async fn model_and_provider_switches_apply_at_once_and_survive_a_restart() {
     };
     let (uri, form) = set("models", "25");
     assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status(), StatusCode::SEE_OTHER);
-    assert_eq!(running.models(&config)[0].price, Credits(25));
+    assert_eq!(live.usable()[0].price, Credits(25));
     let submitted = running
         .submit(crate::jobs::NewJob {
             user_id: UserId(1),
@@ -1049,15 +1069,15 @@ async fn model_and_provider_switches_apply_at_once_and_survive_a_restart() {
     let (uri, form) = set("providers", "5");
     assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status(), StatusCode::SEE_OTHER);
     assert_eq!(running.concurrency("demo"), Some(5));
-    let restarted = engine(&e, Arc::new(Recorder::default()));
-    assert_eq!((restarted.models(&config)[0].price, restarted.concurrency("demo")), (Credits(25), Some(5)));
+    let (again, again_catalog) = restarted(&e);
+    assert_eq!((again_catalog.usable()[0].price, again.concurrency("demo")), (Credits(25), Some(5)));
     let page = text(send(&e.app, get("/admin/models", Some(&cookie))).await).await;
     assert!(page.contains("value=\"25\"") && page.contains("value=\"5\""), "{page}");
     for (what, value) in [("models", ""), ("providers", "")] {
         let (uri, form) = set(what, value);
         assert_eq!(send(&e.app, post(&uri, Some(&cookie), &form)).await.status(), StatusCode::SEE_OTHER);
     }
-    assert_eq!((running.models(&config)[0].price, running.concurrency("demo")), (Credits(10), Some(4)));
+    assert_eq!((live.usable()[0].price, running.concurrency("demo")), (Credits(10), Some(4)));
     for (what, value, status) in
         [("models", "-1", 400), ("models", "lots", 400), ("providers", "0", 400), ("providers", "65", 400)]
     {
@@ -1262,7 +1282,7 @@ async fn aggregates_follow_the_write_paths_and_match_a_rebuild() {
         .store
         .read(move |rx| {
             let slow = summarize(&rx.find_users()?, &rx.find_jobs()?, rx.find_active_jobs()?.len(), now);
-            Ok((from_aggregates(rx, now)?, slow, rx.find_daily(0, i64::MAX - 1)?))
+            Ok::<_, crate::store::StoreError>((from_aggregates(rx, now)?, slow, rx.find_daily(0, i64::MAX - 1)?))
         })
         .await
         .expect("read");
@@ -1283,7 +1303,7 @@ async fn aggregates_follow_the_write_paths_and_match_a_rebuild() {
         .store
         .write(|tx| {
             tx.rebuild_aggregates()?;
-            Ok(())
+            Ok::<_, crate::store::StoreError>(())
         })
         .await
         .map(|_| ());
@@ -1295,7 +1315,12 @@ async fn aggregates_follow_the_write_paths_and_match_a_rebuild() {
     // The search index followed the rename.
     let (old, new) = e
         .store
-        .read(|rx| Ok((rx.find_user_ids_by_word("boris", 10)?, rx.find_user_ids_by_word("zin", 10)?)))
+        .read(|rx| {
+            Ok::<_, crate::store::StoreError>((
+                rx.find_user_ids_by_word("boris", 10)?,
+                rx.find_user_ids_by_word("zin", 10)?,
+            ))
+        })
         .await
         .expect("index");
     assert_eq!((old, new), ((vec![], false), (vec![3], false)));

@@ -6,7 +6,7 @@ use super::error::WebError;
 use crate::domain::now_ms;
 use crate::store::records::AuditEntry;
 use crate::store::{Store, StoreError};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -24,7 +24,6 @@ pub const SESSION_COOKIE: &str = "mb_admin";
 pub const LOGIN_COOKIE: &str = "mb_login";
 /// The single admin account's name (actor `admin:admin` in the ledger and audit log).
 pub const ADMIN_NAME: &str = "admin";
-const PASSWORD_KEY: &str = "admin_password_argon2";
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Failed logins allowed per IP per window before answering 429.
 pub const LOGIN_LIMIT: u32 = 5;
@@ -37,35 +36,14 @@ pub fn random_token() -> String {
     hex::encode(b)
 }
 
-/// Argon2id hash in PHC string form.
-pub fn hash_password(password: &str) -> Result<String, WebError> {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| WebError::Internal(e.to_string()))?;
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| WebError::Internal(e.to_string()))
-}
-
 /// Constant-time check of a password against a PHC hash; a malformed hash never matches.
 pub fn verify_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-/// Stores a new admin password hash (blocking; for the CLI and first start).
-pub fn set_password(store: &Store, password: &str) -> Result<(), WebError> {
-    if password.chars().count() < 8 {
-        return Err(WebError::BadRequest("the password needs at least 8 characters".into()));
-    }
-    let hash = hash_password(password)?;
-    store.write_blocking(|tx| tx.put_meta_bytes(PASSWORD_KEY, hash.as_bytes()))?;
-    Ok(())
-}
-
 /// The stored hash, if a password was ever set.
 pub fn password_hash(store: &Store) -> Result<Option<String>, StoreError> {
-    store.read_blocking(|rx| rx.get_meta_bytes(PASSWORD_KEY)).map(|v| v.map(|b| String::from_utf8_lossy(&b).into()))
+    store.read_blocking(|rx| rx.get_password_hash())
 }
 
 /// First start: with no password stored, generate one, write it to `data_dir/admin-password`
@@ -83,7 +61,8 @@ pub fn ensure_password(store: &Store, data_dir: &Path) -> Result<Option<PathBuf>
     let mut f = opts.open(&path).map_err(|e| WebError::Internal(format!("{}: {e}", path.display())))?;
     std::io::Write::write_all(&mut f, format!("{password}\n").as_bytes())
         .map_err(|e| WebError::Internal(e.to_string()))?;
-    set_password(store, &password)?;
+    crate::admin::set_password_blocking(store, &crate::admin::Actor::System, &password)
+        .map_err(|e| WebError::Internal(e.to_string()))?;
     Ok(Some(path))
 }
 
@@ -194,8 +173,8 @@ pub struct AdminSession {
 
 impl AdminSession {
     /// Ledger / audit actor: `admin:<name>`.
-    pub fn actor(&self) -> String {
-        format!("admin:{}", self.name)
+    pub fn actor(&self) -> crate::admin::Actor {
+        crate::admin::Actor::Panel(self.name.clone())
     }
 
     /// Refuses a POST whose form token is not this session's.
@@ -211,7 +190,7 @@ impl AdminSession {
     pub fn audit(&self, action: &str, target: String, before: String, after: String) -> AuditEntry {
         AuditEntry {
             id: uuid::Uuid::now_v7().as_u128(),
-            actor: self.actor(),
+            actor: self.actor().to_string(),
             action: action.into(),
             target,
             before,
@@ -260,7 +239,7 @@ mod tests {
 
     #[test]
     fn password_hash_verifies_only_the_right_password() {
-        let h = hash_password("correct horse").expect("hash");
+        let h = crate::admin::hash_password("correct horse").expect("hash");
         assert!(h.starts_with("$argon2id$"), "{h}");
         assert!(verify_password(&h, "correct horse"));
         assert!(!verify_password(&h, "correct hors"));
@@ -281,7 +260,8 @@ mod tests {
         let hash = password_hash(&store).expect("hash").expect("set");
         assert!(verify_password(&hash, pw.trim()));
         assert_eq!(ensure_password(&store, dir.path()).expect("again"), None, "no second password");
-        assert!(set_password(&store, "short").is_err(), "short passwords are refused");
+        let short = crate::admin::set_password_blocking(&store, &crate::admin::Actor::Cli, "short");
+        assert!(short.is_err(), "short passwords are refused");
     }
 
     #[test]

@@ -55,6 +55,19 @@ impl WebError {
     }
 }
 
+impl From<crate::admin::AdminError> for WebError {
+    fn from(e: crate::admin::AdminError) -> Self {
+        use crate::admin::AdminError;
+        match e {
+            AdminError::UnknownUser(_) | AdminError::UnknownTarget(_) => WebError::NotFound,
+            AdminError::Invalid(m) => WebError::BadRequest(m),
+            e @ AdminError::InsufficientFunds { .. } => WebError::BadRequest(e.to_string()),
+            AdminError::Billing(b) => WebError::Billing(b),
+            AdminError::Store(s) => WebError::Store(s),
+        }
+    }
+}
+
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod error;
 pub mod pages;
 
+use crate::admin::Admin;
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::jobs::JobEngine;
 use crate::store::Store;
@@ -22,6 +24,10 @@ use std::sync::{Arc, OnceLock};
 pub struct WebState {
     pub store: Store,
     pub config: Arc<Config>,
+    /// Models with their runtime state (the models page).
+    pub catalog: Catalog,
+    /// Every operator action goes through it (balance, ban, level, model state).
+    pub admin: Admin,
     pub auth: Arc<auth::Auth>,
     /// The job engine, set by `app` once the bot runs. The panel starts before it (and runs
     /// alone without a bot token), so actions that need it answer 503 until then.
@@ -31,8 +37,10 @@ pub struct WebState {
 }
 
 impl WebState {
-    pub fn new(store: Store, config: Arc<Config>) -> Self {
+    pub fn new(store: Store, config: Arc<Config>, catalog: Catalog) -> Self {
         WebState {
+            admin: Admin::new(store.clone(), catalog.clone(), &config),
+            catalog,
             store,
             config,
             auth: Arc::new(auth::Auth::default()),

@@ -1,104 +1,114 @@
 //! "📝 Add text": menu button → photo → text → style wishes or /skip → a local job that draws
 //! the caption (`imaging::overlay_text`) and delivers photo + document like any other job.
 //!
-//! The step the chat is at lives in the dialogues table, so a restart between messages does not
-//! lose it. /cancel, /start and /menu leave the flow.
+//! Each step is its own endpoint, picked in `bot::schema` by the chat's stored step, so a
+//! restart between messages does not lose the flow. /cancel, /start and /menu leave it.
 
-use super::generate::{download_input, image_file};
-use crate::bot::i18n::Lang;
-use crate::bot::{BotCtx, BotError, TgBot};
-use crate::domain::UserId;
+use super::{Caller, input};
+use crate::bot::dialogue::Step;
+use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot};
 use crate::jobs::NewJob;
 use crate::store::records::JobPayload;
+use std::sync::Arc;
 use teloxide::prelude::*;
 
-use crate::bot::dialogue::set;
-pub use crate::bot::dialogue::{Step, clear};
-
 /// The menu button: start the flow by asking for a photo.
-pub async fn start(bot: &TgBot, chat: ChatId, ctx: &BotCtx, lang: Lang) -> Result<(), BotError> {
-    set(ctx, chat, &Step::AddTextPhoto).await?;
-    bot.send_message(chat, lang.t("add_text_send_photo")).await?;
+pub async fn start(bot: &TgBot, dialogue: &ChatDialogue, me: &Caller) -> Result<(), BotError> {
+    dialogue.update(Step::AddTextPhoto).await?;
+    bot.send_message(dialogue.chat_id(), me.lang.t("add_text_send_photo")).await?;
     Ok(())
 }
 
-/// A message while the chat is in the flow.
-pub async fn on_message(bot: &TgBot, msg: &Message, ctx: &BotCtx, lang: Lang, step: Step) -> Result<(), BotError> {
-    let chat = msg.chat.id;
-    let text = msg.text().map(str::trim);
-    if text.is_some_and(|t| t.eq_ignore_ascii_case("/cancel")) {
-        clear(ctx, chat).await?;
-        bot.send_message(chat, lang.t("add_text_cancelled")).await?;
+/// Waiting for the photo. A caption on it is the text: one step fewer.
+pub async fn on_photo(
+    bot: TgBot,
+    msg: Message,
+    ctx: Arc<BotCtx>,
+    me: Caller,
+    dialogue: ChatDialogue,
+) -> Result<(), BotError> {
+    if input::image_file(&msg).is_none() {
+        bot.send_message(msg.chat.id, me.lang.t("add_text_need_photo")).await?;
         return Ok(());
     }
-    match step {
-        Step::AddTextPhoto => {
-            let Some((file_id, size)) = image_file(msg) else {
-                bot.send_message(chat, lang.t("add_text_need_photo")).await?;
-                return Ok(());
-            };
-            let Some(info) = download_input(bot, chat, ctx, lang, file_id, size).await? else { return Ok(()) };
-            // A caption on the photo is the text: one step fewer.
-            match msg.caption().map(str::trim).filter(|c| !c.is_empty()) {
-                Some(caption) => ask_wishes(bot, chat, ctx, lang, info.sha256, caption.to_string()).await,
-                None => {
-                    set(ctx, chat, &Step::AddTextText { input: info.sha256 }).await?;
-                    bot.send_message(chat, lang.t("add_text_send_text")).await?;
-                    Ok(())
-                }
-            }
+    let Some(info) = input::image_of(&bot, &msg, &ctx, &me).await? else { return Ok(()) };
+    match input::instruction(msg.caption()) {
+        Some(caption) => ask_wishes(&bot, &dialogue, &me, info.sha256, caption).await,
+        None => {
+            dialogue.update(Step::AddTextText { input: info.sha256 }).await?;
+            bot.send_message(msg.chat.id, me.lang.t("add_text_send_text")).await?;
+            Ok(())
         }
-        Step::AddTextText { input } => match text.filter(|t| !t.is_empty() && !t.starts_with('/')) {
-            Some(t) => ask_wishes(bot, chat, ctx, lang, input, t.to_string()).await,
-            None => {
-                bot.send_message(chat, lang.t("add_text_need_text")).await?;
-                Ok(())
-            }
-        },
-        Step::AddTextWishes { input, text: caption } => {
-            let Some(t) = text else {
-                bot.send_message(chat, lang.t("add_text_send_wishes")).await?;
-                return Ok(());
-            };
-            let wishes = if t.eq_ignore_ascii_case("/skip") { String::new() } else { t.to_string() };
-            let unknown = crate::imaging::parse_wishes(&wishes).unknown;
-            if !unknown.is_empty() {
-                bot.send_message(chat, lang.tf("add_text_unknown", &[("words", &unknown.join(", "))])).await?;
-            }
-            clear(ctx, chat).await?;
-            let user = UserId(msg.from.as_ref().map(|u| u.id.0 as i64).unwrap_or(chat.0));
-            submit(bot, chat, ctx, lang, user, JobPayload::AddText { input, text: caption, wishes }).await
-        }
-        // Library steps are routed to `library::on_step` before this is called.
-        _ => Ok(()),
     }
+}
+
+/// Waiting for the text to draw.
+pub async fn on_text(
+    bot: TgBot,
+    msg: Message,
+    me: Caller,
+    dialogue: ChatDialogue,
+    input: String,
+) -> Result<(), BotError> {
+    match input::instruction(msg.text()) {
+        Some(text) => ask_wishes(&bot, &dialogue, &me, input, text).await,
+        None => {
+            bot.send_message(msg.chat.id, me.lang.t("add_text_need_text")).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Waiting for style wishes (`/skip` arrives as a command and ends in [`finish`] too).
+pub async fn on_wishes(
+    bot: TgBot,
+    msg: Message,
+    ctx: Arc<BotCtx>,
+    me: Caller,
+    dialogue: ChatDialogue,
+    (input, text): (String, String),
+) -> Result<(), BotError> {
+    let Some(wishes) = msg.text().map(str::trim) else {
+        bot.send_message(msg.chat.id, me.lang.t("add_text_send_wishes")).await?;
+        return Ok(());
+    };
+    finish(&bot, &ctx, &me, &dialogue, input, text, wishes.to_string()).await
 }
 
 async fn ask_wishes(
     bot: &TgBot,
-    chat: ChatId,
-    ctx: &BotCtx,
-    lang: Lang,
+    dialogue: &ChatDialogue,
+    me: &Caller,
     input: String,
     text: String,
 ) -> Result<(), BotError> {
-    set(ctx, chat, &Step::AddTextWishes { input, text }).await?;
-    bot.send_message(chat, lang.t("add_text_send_wishes")).await?;
+    dialogue.update(Step::AddTextWishes { input, text }).await?;
+    bot.send_message(dialogue.chat_id(), me.lang.t("add_text_send_wishes")).await?;
     Ok(())
 }
 
-/// Creates the job (hold at `billing.add_text_price` + job in one transaction) with a progress
-/// message that the worker edits to "done".
-async fn submit(
+/// Leaves the flow and creates the job (hold at `billing.add_text_price` + job in one
+/// transaction) with a progress message that the worker edits to "done". Empty `wishes` is
+/// the default style.
+pub async fn finish(
     bot: &TgBot,
-    chat: ChatId,
     ctx: &BotCtx,
-    lang: Lang,
-    user: UserId,
-    payload: JobPayload,
+    me: &Caller,
+    dialogue: &ChatDialogue,
+    input: String,
+    text: String,
+    wishes: String,
 ) -> Result<(), BotError> {
+    let (lang, chat) = (me.lang, dialogue.chat_id());
+    let unknown = crate::imaging::parse_wishes(&wishes).unknown;
+    if !unknown.is_empty() {
+        bot.send_message(chat, lang.tf("add_text_unknown", &[("words", &unknown.join(", "))])).await?;
+    }
+    dialogue.exit().await?;
+    let user = me.id();
+    let payload = JobPayload::AddText { input, text, wishes };
     let name = lang.t("add_text_name");
-    super::library::submit_with_progress(bot, chat, ctx, lang, &name, |to| async move {
+    super::library::submit_with_progress(bot, chat, ctx, me, &name, |to| async move {
         ctx.jobs
             .submit(NewJob {
                 user_id: user,

@@ -1,71 +1,75 @@
 //! Inline button presses. Every query is answered (clients show a spinner until then), and
 //! every action checks that the pressing user owns what the button refers to.
 
-use super::touch_user;
-use crate::bot::handlers::commands::{balance_text, help_text};
-use crate::bot::handlers::generate::{show_formats, start_job};
+use super::Caller;
+use super::commands::{balance_text, help_text};
+use super::generate::advance;
 use crate::bot::keyboards::{self, Callback};
-use crate::bot::{BotCtx, BotError, TgBot};
-use crate::domain::UserId;
+use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot};
 use crate::jobs::Submitted;
+use crate::store::records::Draft;
 use std::sync::Arc;
 use teloxide::prelude::*;
+use teloxide::types::MessageId;
 
-pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(), BotError> {
-    let (rec, _, lang) = touch_user(&ctx, &q.from).await?;
-    let user = UserId(q.from.id.0 as i64);
+/// Answer to a callback query: text and whether it is an alert.
+type Answer = Option<(String, bool)>;
+
+pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -> Result<(), BotError> {
+    let lang = me.lang;
     let message = q.message.as_ref().map(|m| (m.chat().id, m.id()));
-    let mut answer: Option<(String, bool)> = None;
+    let mut answer: Answer = None;
     let cb = q.data.as_deref().and_then(Callback::decode);
     match (cb, message) {
         (Some(Callback::MenuCreate | Callback::CreateMore), Some((chat, _))) => {
-            super::add_text::clear(&ctx, chat).await?;
+            ChatDialogue::new(ctx.dialogues.clone(), chat).exit().await?;
             bot.send_message(chat, lang.t("create_hint")).await?;
         }
-        (Some(Callback::MenuAddText), Some((chat, _))) => super::add_text::start(&bot, chat, &ctx, lang).await?,
+        (Some(Callback::MenuAddText), Some((chat, _))) => {
+            super::add_text::start(&bot, &ChatDialogue::new(ctx.dialogues.clone(), chat), &me).await?;
+        }
         (Some(Callback::MenuBalance), Some((chat, _))) => {
-            bot.send_message(chat, balance_text(&rec, lang, ctx.billing.currency())).await?;
+            bot.send_message(chat, balance_text(&ctx, &me)).await?;
         }
         (Some(Callback::MenuHelp), Some((chat, _))) => {
             bot.send_message(chat, help_text(&ctx, lang)).await?;
         }
-        (Some(Callback::Model { draft, model }), Some((chat, mid))) => match ctx.jobs.get_draft(draft).await? {
-            None => answer = Some((lang.t("draft_gone"), true)),
-            Some(d) if d.user_id != user => answer = Some((lang.t("not_yours"), true)),
-            Some(d) if d.job_id.is_some() => answer = Some((lang.t("already_started"), false)),
-            Some(mut d) => match ctx.jobs.models(&ctx.config).into_iter().find(|m| m.id == model) {
-                None => answer = Some((lang.t("no_models"), true)),
-                Some(m) if d.size.is_some() || m.formats.len() == 1 => {
-                    d.model_id = Some(m.id.clone());
-                    let format = d.size.map(|(w, h)| crate::domain::Format::from_dims(w, h)).unwrap_or(m.formats[0]);
-                    if let Submitted::Duplicate(_) =
-                        start_job(&bot, chat, &ctx, lang, &d, &m, format, Some(mid)).await?
-                    {
-                        answer = Some((lang.t("already_started"), false));
-                    }
-                }
-                Some(m) => show_formats(&bot, chat, &ctx, lang, &d, &m, Some(mid)).await?,
-            },
-        },
-        (Some(Callback::Format { draft, model, format }), Some((chat, mid))) => {
-            match ctx.jobs.get_draft(draft).await? {
-                None => answer = Some((lang.t("draft_gone"), true)),
-                Some(d) if d.user_id != user => answer = Some((lang.t("not_yours"), true)),
-                Some(d) if d.job_id.is_some() => answer = Some((lang.t("already_started"), false)),
-                Some(d) => match ctx.jobs.models(&ctx.config).into_iter().find(|m| m.id == model) {
-                    None => answer = Some((lang.t("no_models"), true)),
+        (Some(Callback::Language(code)), Some((chat, _))) => {
+            let chosen = crate::bot::i18n::Lang::from_code(Some(&code));
+            ctx.billing.set_language(me.id(), Some(chosen.code().to_string())).await?;
+            bot.send_message(chat, chosen.t("language_set")).await?;
+        }
+        (Some(Callback::Model { draft, model }), Some((chat, mid))) => {
+            answer = match usable_draft(&ctx, &me, draft).await? {
+                Err(refusal) => Some(refusal),
+                Ok(mut d) => match ctx.catalog.model(&model).filter(|m| ctx.catalog.is_usable(&m.id)) {
+                    None => Some((lang.t("no_models"), true)),
                     Some(m) => {
-                        if let Submitted::Duplicate(_) =
-                            start_job(&bot, chat, &ctx, lang, &d, &m, format, Some(mid)).await?
-                        {
-                            answer = Some((lang.t("already_started"), false));
-                        }
+                        d.model_id = Some(m.id.clone());
+                        started(&lang, advance(&bot, chat, &ctx, &me, d, &m, Some(mid)).await?)
                     }
                 },
-            }
+            };
+        }
+        (Some(Callback::Format { draft, model, format }), Some((chat, mid))) => {
+            answer = match usable_draft(&ctx, &me, draft).await? {
+                Err(refusal) => Some(refusal),
+                Ok(mut d) => match ctx.catalog.model(&model).filter(|m| ctx.catalog.is_usable(&m.id)) {
+                    None => Some((lang.t("no_models"), true)),
+                    Some(m) => {
+                        d.model_id = Some(m.id.clone());
+                        d.format = Some(format);
+                        started(&lang, advance(&bot, chat, &ctx, &me, d, &m, Some(mid)).await?)
+                    }
+                },
+            };
+        }
+        (Some(Callback::Choice { draft, option, value }), Some((chat, mid))) => {
+            answer = choose(&bot, &ctx, &me, chat, mid, draft, option, value).await?;
         }
         (Some(Callback::Cancel { draft }), _) => {
-            let job = ctx.jobs.get_draft(draft).await?.filter(|d| d.user_id == user).and_then(|d| d.job_id);
+            let user = me.id();
+            let job = ctx.dialogues.draft(draft).await?.filter(|d| d.user_id == user).and_then(|d| d.job_id);
             let outcome = match job {
                 Some(job) => ctx.jobs.cancel(user, job).await?,
                 None => crate::jobs::CancelOutcome::NotFound,
@@ -77,14 +81,14 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(),
             });
         }
         (Some(Callback::Resend(id)), Some((chat, _))) => {
-            answer = resend(&bot, &ctx, lang, user, chat, id).await?;
+            answer = resend(&bot, &ctx, &me, chat, id).await?;
         }
         (Some(Callback::UsePreset { draft, preset }), Some((chat, mid))) => {
-            answer = use_preset(&bot, &ctx, lang, user, chat, mid, draft, preset).await?;
+            answer = use_preset(&bot, &ctx, &me, chat, mid, draft, preset).await?;
         }
         // Everything else is the library's: pages and the actions under pictures.
         (Some(cb), Some(at)) => {
-            answer = super::library::on_callback(&bot, &ctx, lang, user, at, cb).await?;
+            answer = super::library::on_callback(&bot, &ctx, &me, at, cb).await?;
         }
         _ => {}
     }
@@ -96,41 +100,80 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>) -> Result<(),
     Ok(())
 }
 
+/// The pressing user's draft that has not made a job yet, or the refusal to show.
+async fn usable_draft(ctx: &BotCtx, me: &Caller, id: u128) -> Result<Result<Draft, (String, bool)>, BotError> {
+    let lang = me.lang;
+    Ok(match ctx.dialogues.draft(id).await? {
+        None => Err((lang.t("draft_gone"), true)),
+        Some(d) if d.user_id != me.id() => Err((lang.t("not_yours"), true)),
+        Some(d) if d.job_id.is_some() => Err((lang.t("already_started"), false)),
+        Some(d) => Ok(d),
+    })
+}
+
+/// "Already started" for a press that found its job already made.
+fn started(lang: &crate::bot::i18n::Lang, outcome: Option<Submitted>) -> Answer {
+    matches!(outcome, Some(Submitted::Duplicate(_))).then(|| (lang.t("already_started"), false))
+}
+
+/// A value pressed for one of the draft's model options: recorded, then the next question (or
+/// the job).
+#[allow(clippy::too_many_arguments)]
+async fn choose(
+    bot: &TgBot,
+    ctx: &BotCtx,
+    me: &Caller,
+    chat: ChatId,
+    mid: MessageId,
+    draft: u128,
+    option: u8,
+    value: u8,
+) -> Result<Answer, BotError> {
+    let lang = me.lang;
+    let mut d = match usable_draft(ctx, me, draft).await? {
+        Err(refusal) => return Ok(Some(refusal)),
+        Ok(d) => d,
+    };
+    let model = d.model_id.as_deref().and_then(|id| ctx.catalog.model(id)).filter(|m| ctx.catalog.is_usable(&m.id));
+    let Some(model) = model else { return Ok(Some((lang.t("no_models"), true))) };
+    let Some(name) =
+        model.options.get(usize::from(option)).filter(|o| usize::from(value) < o.values.len()).map(|o| o.name.clone())
+    else {
+        return Ok(Some((lang.t("draft_gone"), true)));
+    };
+    d.options.insert(name, value);
+    Ok(started(&lang, advance(bot, chat, ctx, me, d, &model, Some(mid)).await?))
+}
+
 /// A preset pressed under a draft: its model, format, negative and size fill what the prompt
 /// left open, and the job starts.
-#[allow(clippy::too_many_arguments)]
 async fn use_preset(
     bot: &TgBot,
     ctx: &BotCtx,
-    lang: crate::bot::i18n::Lang,
-    user: UserId,
+    me: &Caller,
     chat: ChatId,
-    mid: teloxide::types::MessageId,
+    mid: MessageId,
     draft: u128,
     preset: u32,
-) -> Result<Option<(String, bool)>, BotError> {
-    let Some(mut d) = ctx.jobs.get_draft(draft).await? else { return Ok(Some((lang.t("draft_gone"), true))) };
-    if d.user_id != user {
-        return Ok(Some((lang.t("not_yours"), true)));
-    }
-    if d.job_id.is_some() {
-        return Ok(Some((lang.t("already_started"), false)));
-    }
-    let Some(p) = ctx.jobs.preset(user, preset).await? else { return Ok(Some((lang.t("not_yours"), true))) };
-    let Some(m) = ctx.jobs.models(&ctx.config).into_iter().find(|m| m.id == p.model_id) else {
+) -> Result<Answer, BotError> {
+    let lang = me.lang;
+    let mut d = match usable_draft(ctx, me, draft).await? {
+        Err(refusal) => return Ok(Some(refusal)),
+        Ok(d) => d,
+    };
+    let Some(p) = ctx.library.preset(me.id(), preset).await? else { return Ok(Some((lang.t("not_yours"), true))) };
+    let Some(m) = ctx.catalog.model(&p.model_id).filter(|m| ctx.catalog.is_usable(&m.id)) else {
         return Ok(Some((lang.t("no_models"), true)));
     };
     d.model_id = Some(m.id.clone());
     d.negative = d.negative.or(p.negative);
     d.size = d.size.or(p.size);
     d.aspect_ratio = d.aspect_ratio.or(p.aspect_ratio);
-    let format = match d.size {
-        Some((w, h)) => crate::domain::Format::from_dims(w, h),
-        None => crate::jobs::library::usable_format(p.format, &m.formats),
-    };
-    ctx.jobs.put_draft(d.clone()).await?;
-    Ok(match start_job(bot, chat, ctx, lang, &d, &m, format, Some(mid)).await? {
-        Submitted::Duplicate(_) => Some((lang.t("already_started"), false)),
+    if d.size.is_none() {
+        d.format = Some(crate::jobs::library::usable_format(p.format, &m.formats));
+    }
+    Ok(match advance(bot, chat, ctx, me, d, &m, Some(mid)).await? {
+        Some(Submitted::Duplicate(_)) => Some((lang.t("already_started"), false)),
         _ => Some((lang.tf("preset_applied", &[("name", &p.name)]), false)),
     })
 }
@@ -140,23 +183,18 @@ async fn use_preset(
 async fn resend(
     bot: &TgBot,
     ctx: &BotCtx,
-    lang: crate::bot::i18n::Lang,
-    user: UserId,
+    me: &Caller,
     chat: ChatId,
     id: crate::domain::ImageId,
-) -> Result<Option<(String, bool)>, BotError> {
+) -> Result<Answer, BotError> {
     use crate::jobs::StoredResult;
-    let (item, files) = match ctx.jobs.result_files(user, id).await? {
+    let lang = me.lang;
+    let (item, files) = match ctx.jobs.result_files(me.id(), id).await? {
         StoredResult::NotYours => return Ok(Some((lang.t("not_yours"), true))),
         StoredResult::Missing => return Ok(Some((lang.t("resend_missing"), true))),
         StoredResult::Ready(item, files) => (item, files),
     };
     let kb = keyboards::actions(lang, &item);
-    if let Some(photo) = files.photo {
-        bot.send_photo(chat, teloxide::types::InputFile::memory(photo).file_name("result.jpg"))
-            .reply_markup(kb.clone())
-            .await?;
-    }
-    bot.send_document(chat, teloxide::types::InputFile::memory(files.document).file_name(files.document_name)).await?;
+    crate::bot::notifier::send_files(bot, chat, files, None, kb).await?;
     Ok(None)
 }

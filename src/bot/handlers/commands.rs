@@ -1,63 +1,111 @@
-//! /start, /menu, /help, /balance, /ping, /my, /presets.
+//! Commands: /start, /menu, /create (/new), /my, /presets, /balance, /language, /help,
+//! /cancel, /ping, /skip — and every other `/word`, which is never taken for a prompt.
 
-use super::touch_user;
+use super::Caller;
+use crate::bot::dialogue::Step;
 use crate::bot::i18n::Lang;
-use crate::bot::{BotCtx, BotError, Command, TgBot, keyboards};
+use crate::bot::{BotCtx, BotError, ChatDialogue, Command, TgBot, command_list, keyboards};
 use std::sync::Arc;
 use teloxide::prelude::*;
 
-pub async fn run(bot: TgBot, msg: Message, cmd: Command, ctx: Arc<BotCtx>) -> Result<(), BotError> {
-    let Some(user) = msg.from.as_ref() else { return Ok(()) };
-    let (rec, new, lang) = touch_user(&ctx, user).await?;
-    let currency = ctx.billing.currency().to_string();
-    if matches!(cmd, Command::Start | Command::Menu) {
-        super::add_text::clear(&ctx, msg.chat.id).await?;
+pub async fn run(
+    bot: TgBot,
+    msg: Message,
+    cmd: Command,
+    ctx: Arc<BotCtx>,
+    me: Caller,
+    dialogue: ChatDialogue,
+) -> Result<(), BotError> {
+    let (chat, lang) = (msg.chat.id, me.lang);
+    match cmd {
+        Command::Start(_) | Command::Menu | Command::Create => dialogue.exit().await?,
+        _ => {}
     }
     match cmd {
-        Command::Start => {
+        Command::Start(_) => {
             let mut text =
-                lang.tf("welcome", &[("name", &rec.first_name), ("balance", &rec.balance), ("currency", &currency)]);
-            if new && ctx.config.billing.signup_bonus.0 > 0 {
+                lang.tf("welcome", &[("name", &me.user.first_name), ("balance", &me.money(&ctx, me.user.balance))]);
+            let bonus = ctx.config.billing.signup_bonus;
+            if me.new && bonus.0 > 0 {
                 text.push_str("\n\n");
-                text.push_str(
-                    &lang.tf("welcome_bonus", &[("bonus", &ctx.config.billing.signup_bonus), ("currency", &currency)]),
-                );
+                text.push_str(&lang.tf("welcome_bonus", &[("bonus", &me.money(&ctx, bonus))]));
             }
-            bot.send_message(msg.chat.id, text).reply_markup(keyboards::main_menu(lang)).await?;
+            bot.send_message(chat, text).reply_markup(keyboards::main_menu(lang)).await?;
         }
         Command::Menu => {
-            bot.send_message(msg.chat.id, lang.t("menu")).reply_markup(keyboards::main_menu(lang)).await?;
+            bot.send_message(chat, lang.t("menu")).reply_markup(keyboards::main_menu(lang)).await?;
+        }
+        Command::Create => {
+            bot.send_message(chat, lang.t("create_hint")).await?;
         }
         Command::Help => {
-            bot.send_message(msg.chat.id, help_text(&ctx, lang)).await?;
+            bot.send_message(chat, help_text(&ctx, lang)).await?;
         }
         Command::Balance => {
-            bot.send_message(msg.chat.id, balance_text(&rec, lang, &currency)).await?;
+            bot.send_message(chat, balance_text(&ctx, &me)).await?;
+        }
+        Command::Language => {
+            bot.send_message(chat, lang.t("language_choose")).reply_markup(keyboards::languages()).await?;
         }
         Command::Ping => {
-            bot.send_message(msg.chat.id, lang.t("pong")).await?;
+            bot.send_message(chat, lang.t("pong")).await?;
         }
         Command::My => {
-            let shelf = crate::bot::keyboards::Shelf::All;
-            super::library::show(&bot, msg.chat.id, &ctx, lang, rec.id, shelf, 0, None).await?;
+            let shelf = keyboards::Shelf::All;
+            super::library::show(&bot, chat, &ctx, lang, me.id(), shelf, 0, None).await?;
         }
         Command::Presets => {
-            super::library::show_presets(&bot, msg.chat.id, &ctx, lang, rec.id, None).await?;
+            super::library::show_presets(&bot, chat, &ctx, lang, me.id(), None).await?;
         }
+        Command::Cancel => {
+            let text = match &me.step {
+                Step::Idle => "nothing_to_cancel",
+                Step::AddTextPhoto | Step::AddTextText { .. } | Step::AddTextWishes { .. } => "add_text_cancelled",
+                _ => "flow_cancelled",
+            };
+            dialogue.exit().await?;
+            bot.send_message(chat, lang.t(text)).await?;
+        }
+        Command::Skip => match me.step.clone() {
+            Step::AddTextWishes { input, text } => {
+                super::add_text::finish(&bot, &ctx, &me, &dialogue, input, text, String::new()).await?;
+            }
+            _ => {
+                bot.send_message(chat, lang.t("nothing_to_skip")).await?;
+            }
+        },
     }
     Ok(())
 }
 
-pub fn help_text(ctx: &BotCtx, lang: Lang) -> String {
-    let models: Vec<String> = ctx
-        .jobs
-        .models(&ctx.config)
-        .iter()
-        .map(|m| format!("• {} (model={}) — {} {}", m.display_name, m.id, m.price, ctx.billing.currency()))
-        .collect();
-    lang.tf("help", &[("models", &models.join("\n"))])
+/// A `/word` the bot does not know: said so, with the command list. Never a prompt, never a
+/// draft, never a charge.
+pub async fn unknown(bot: TgBot, msg: Message, me: Caller) -> Result<(), BotError> {
+    let word = msg.text().unwrap_or_default().split_whitespace().next().unwrap_or_default();
+    let word: String = word.chars().take(40).collect();
+    let text = me.lang.tf("unknown_command", &[("command", &word), ("commands", &commands_text(me.lang))]);
+    bot.send_message(msg.chat.id, text).await?;
+    Ok(())
 }
 
-pub fn balance_text(rec: &crate::store::records::UserRecord, lang: Lang, currency: &str) -> String {
-    lang.tf("balance", &[("balance", &rec.balance), ("held", &rec.held), ("currency", &currency)])
+/// "/name — description" lines of every command in the menu.
+fn commands_text(lang: Lang) -> String {
+    command_list(lang).iter().map(|c| format!("/{} — {}", c.command, c.description)).collect::<Vec<_>>().join("\n")
+}
+
+/// Every command and flow, and the models a user can pick now with their prices.
+pub fn help_text(ctx: &BotCtx, lang: Lang) -> String {
+    let currency = ctx.billing.currency();
+    let models: Vec<String> = ctx
+        .catalog
+        .usable()
+        .iter()
+        .map(|m| format!("• {} (model={}) — {}", m.display_name, m.id, lang.money(m.price, currency)))
+        .collect();
+    let models = if models.is_empty() { lang.t("no_models") } else { models.join("\n") };
+    lang.tf("help", &[("commands", &commands_text(lang)), ("models", &models)])
+}
+
+pub fn balance_text(ctx: &BotCtx, me: &Caller) -> String {
+    me.lang.tf("balance", &[("balance", &me.money(ctx, me.user.balance)), ("held", &me.money(ctx, me.user.held))])
 }

@@ -5,9 +5,8 @@
 //! @BotFather (`/setinlinefeedback`), and both update kinds only when `allowed_updates` names
 //! them (`bot::allowed_updates`).
 
-use super::touch_user;
+use super::Caller;
 use crate::bot::{BotCtx, BotError, TgBot};
-use crate::domain::UserId;
 use std::sync::Arc;
 use teloxide::prelude::*;
 use teloxide::types::{ChosenInlineResult, InlineQueryResult, InlineQueryResultCachedPhoto};
@@ -19,9 +18,9 @@ const MAX_RESULTS: usize = 20;
 const CACHE_SECS: u32 = 5;
 
 /// An inline query: answers with the user's matching pictures.
-pub async fn on_query(bot: TgBot, q: InlineQuery, ctx: Arc<BotCtx>) -> Result<(), BotError> {
-    let (rec, _, lang) = touch_user(&ctx, &q.from).await?;
-    let items = ctx.jobs.inline_items(rec.id, &q.query, MAX_RESULTS).await?;
+pub async fn on_query(bot: TgBot, q: InlineQuery, ctx: Arc<BotCtx>, me: Caller) -> Result<(), BotError> {
+    let lang = me.lang;
+    let items = ctx.library.inline_items(me.id(), &q.query, MAX_RESULTS).await?;
     let results: Vec<InlineQueryResult> = items
         .iter()
         .filter_map(|it| {
@@ -38,9 +37,8 @@ pub async fn on_query(bot: TgBot, q: InlineQuery, ctx: Arc<BotCtx>) -> Result<()
 }
 
 /// A chosen_inline_result: counted (counter `inline_chosen`) when the picture is the user's.
-pub async fn on_chosen(r: ChosenInlineResult, ctx: Arc<BotCtx>) -> Result<(), BotError> {
-    let user = UserId(r.from.id.0 as i64);
-    if ctx.jobs.count_inline_chosen(user, &r.result_id).await?.is_none() {
+pub async fn on_chosen(r: ChosenInlineResult, ctx: Arc<BotCtx>, me: Caller) -> Result<(), BotError> {
+    if ctx.library.count_inline_chosen(me.id(), &r.result_id).await?.is_none() {
         tracing::debug!(result_id = %r.result_id, "chosen inline result not counted (not the user's item)");
     }
     Ok(())

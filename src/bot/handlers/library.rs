@@ -2,17 +2,19 @@
 //! the actions under every result — star, re-run, resize, category, preset, delete — plus the
 //! preset list (/presets). Every action is checked against the pressing user by `jobs`.
 
-use crate::bot::dialogue::{self, Step};
+use super::Caller;
+use crate::bot::dialogue::Step;
 use crate::bot::i18n::Lang;
 use crate::bot::keyboards::{self, Callback, Shelf};
-use crate::bot::{BotCtx, BotError, TgBot};
+use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot};
 use crate::domain::{ImageId, UserId};
 use crate::jobs::library::JobTarget;
 use crate::jobs::{JobsError, Submitted};
 use crate::store::library::LibraryFilter;
 use crate::store::records::LibraryItem;
+use std::sync::Arc;
 use teloxide::prelude::*;
-use teloxide::types::{InputFile, MessageId};
+use teloxide::types::MessageId;
 use teloxide::{ApiError, RequestError};
 
 /// Answer to a callback query: text and whether it is an alert.
@@ -26,7 +28,7 @@ pub fn model_label(ctx: &BotCtx, lang: Lang, model_id: &str) -> String {
     match model_id {
         crate::domain::ADD_TEXT_MODEL => lang.t("add_text_name"),
         crate::domain::RESIZE_MODEL => lang.t("resize_name"),
-        id => ctx.config.models.iter().find(|m| m.id == id).map_or_else(|| id.to_string(), |m| m.display_name.clone()),
+        id => ctx.catalog.configured(id).map_or_else(|| id.to_string(), |m| m.display_name.clone()),
     }
 }
 
@@ -48,7 +50,7 @@ pub async fn show(
     page: usize,
     edit: Option<MessageId>,
 ) -> Result<Answer, BotError> {
-    let cats = ctx.jobs.categories(user).await?;
+    let cats = ctx.library.categories(user).await?;
     let (filter, label) = match shelf {
         Shelf::All => (LibraryFilter::All, lang.t("library_all")),
         Shelf::Favourites => (LibraryFilter::Favourites, lang.t("library_favourites")),
@@ -57,8 +59,8 @@ pub async fn show(
             None => return Ok(Some((lang.t("not_yours"), true))),
         },
     };
-    let p = ctx.jobs.library_page(user, filter, page).await?;
-    let first = p.page * crate::jobs::library::PAGE_SIZE;
+    let p = ctx.library.library_page(user, filter, page).await?;
+    let first = p.page * crate::library::PAGE_SIZE;
     let list: Vec<String> = p
         .items
         .iter()
@@ -76,7 +78,7 @@ pub async fn show(
             "library_title",
             &[
                 ("filter", &label),
-                ("total", &p.total),
+                ("total", &lang.counted(p.total as i64, "pictures")),
                 ("page", &(p.page + 1)),
                 ("pages", &p.pages),
                 ("list", &list.join("\n")),
@@ -116,14 +118,15 @@ async fn open(
     chat: ChatId,
     id: ImageId,
 ) -> Result<Answer, BotError> {
-    let Some(item) = ctx.jobs.owned_item(user, id).await? else { return Ok(Some((lang.t("not_yours"), true))) };
+    let Some(item) = ctx.library.owned_item(user, id).await? else { return Ok(Some((lang.t("not_yours"), true))) };
     let (caption, kb) = (caption(ctx, lang, &item), keyboards::actions(lang, &item));
-    if let Some(file_id) = item.photo_file_id.clone() {
-        let sent = bot
-            .send_photo(chat, InputFile::file_id(file_id.into()))
-            .caption(caption.clone())
-            .reply_markup(kb.clone())
-            .await;
+    let known = match item.media {
+        crate::domain::MediaKind::Image => item.photo_file_id.clone(),
+        _ => item.document_file_id.clone(),
+    };
+    if let Some(file_id) = known {
+        let sent =
+            crate::bot::notifier::send_by_file_id(bot, chat, item.media, file_id, caption.clone(), kb.clone()).await;
         match sent {
             Ok(_) => return Ok(None),
             Err(RequestError::Api(e)) if !matches!(e, ApiError::BotBlocked | ApiError::UserDeactivated) => {
@@ -137,23 +140,8 @@ async fn open(
         crate::jobs::StoredResult::NotYours => return Ok(Some((lang.t("not_yours"), true))),
         crate::jobs::StoredResult::Missing => return Ok(Some((lang.t("resend_missing"), true))),
     };
-    match files.photo {
-        Some(photo) => {
-            let m = bot
-                .send_photo(chat, InputFile::memory(photo).file_name("result.jpg"))
-                .caption(caption)
-                .reply_markup(kb)
-                .await?;
-            if let Some(p) = m.photo().and_then(|p| p.last()) {
-                ctx.jobs.record_photo_file_id(id, p.file.id.to_string()).await?;
-            }
-        }
-        None => {
-            bot.send_document(chat, InputFile::memory(files.document).file_name(files.document_name))
-                .caption(caption)
-                .reply_markup(kb)
-                .await?;
-        }
+    if let Some(photo) = crate::bot::notifier::send_files(bot, chat, files, Some(caption), kb).await? {
+        ctx.library.record_photo_file_id(id, photo).await?;
     }
     Ok(None)
 }
@@ -164,7 +152,7 @@ pub(super) async fn submit_with_progress<F, Fut>(
     bot: &TgBot,
     chat: ChatId,
     ctx: &BotCtx,
-    lang: Lang,
+    me: &Caller,
     model_name: &str,
     submit: F,
 ) -> Result<(), BotError>
@@ -172,13 +160,13 @@ where
     F: FnOnce(JobTarget) -> Fut,
     Fut: std::future::Future<Output = Result<Option<Submitted>, JobsError>>,
 {
+    let lang = me.lang;
     let queued = lang.tf("queued", &[("position", &1), ("model", &model_name), ("eta", &1)]);
     let progress = bot.send_message(chat, queued).await?.id;
     let target = JobTarget { chat_id: chat.0, lang: lang.code().into(), progress_message_id: Some(progress.0) };
     let text = match submit(target).await {
         Ok(Some(Submitted::InsufficientFunds { balance, price })) => {
-            let currency = ctx.billing.currency().to_string();
-            lang.tf("insufficient", &[("balance", &balance), ("price", &price), ("currency", &currency)])
+            lang.tf("insufficient", &[("balance", &me.money(ctx, balance)), ("price", &me.money(ctx, price))])
         }
         Ok(Some(_)) => return Ok(()),
         Ok(None) => lang.t("not_yours"),
@@ -225,7 +213,7 @@ pub async fn show_presets(
     user: UserId,
     edit: Option<MessageId>,
 ) -> Result<(), BotError> {
-    let presets = ctx.jobs.presets(user).await?;
+    let presets = ctx.library.presets(user).await?;
     let text = if presets.is_empty() {
         lang.t("presets_empty")
     } else {
@@ -246,81 +234,82 @@ pub async fn show_presets(
 pub async fn on_callback(
     bot: &TgBot,
     ctx: &BotCtx,
-    lang: Lang,
-    user: UserId,
+    me: &Caller,
     (chat, mid): (ChatId, MessageId),
     cb: Callback,
 ) -> Result<Answer, BotError> {
+    let (lang, user) = (me.lang, me.id());
+    let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
     let refused = || Ok(Some((lang.t("not_yours"), true)));
     match cb {
         Callback::MenuLibrary => show(bot, chat, ctx, lang, user, Shelf::All, 0, None).await,
         Callback::Library { filter, page } => show(bot, chat, ctx, lang, user, filter, page.into(), Some(mid)).await,
         Callback::Open(id) => open(bot, ctx, lang, user, chat, id).await,
-        Callback::Star(id) => match ctx.jobs.toggle_favourite(user, id).await? {
+        Callback::Star(id) => match ctx.library.toggle_favourite(user, id).await? {
             None => refused(),
             Some(starred) => {
-                if let Some(item) = ctx.jobs.owned_item(user, id).await? {
+                if let Some(item) = ctx.library.owned_item(user, id).await? {
                     restore_actions(bot, chat, mid, lang, &item).await?;
                 }
                 Ok(Some((lang.t(if starred { "starred" } else { "unstarred" }), false)))
             }
         },
         Callback::Rerun(id) => {
-            let Some(item) = ctx.jobs.owned_item(user, id).await?.filter(|i| i.kind == "create") else {
+            let Some(item) = ctx.library.owned_item(user, id).await?.filter(|i| i.kind == "create") else {
                 return refused();
             };
             let name = model_label(ctx, lang, &item.model_id);
-            submit_with_progress(bot, chat, ctx, lang, &name, |to| ctx.jobs.rerun(user, id, to)).await?;
+            submit_with_progress(bot, chat, ctx, me, &name, |to| ctx.jobs.rerun(user, id, to)).await?;
             Ok(None)
         }
         Callback::ResizeMenu(id) => {
-            if ctx.jobs.owned_item(user, id).await?.is_none() {
+            if ctx.library.owned_item(user, id).await?.is_none() {
                 return refused();
             }
             set_keyboard(bot, chat, mid, keyboards::resize(lang, id)).await?;
             Ok(None)
         }
         Callback::Resize { item, factor } => {
-            let Some(it) = ctx.jobs.owned_item(user, item).await? else { return refused() };
+            let Some(it) = ctx.library.owned_item(user, item).await? else { return refused() };
             restore_actions(bot, chat, mid, lang, &it).await?;
             let name = lang.t("resize_name");
-            submit_with_progress(bot, chat, ctx, lang, &name, |to| ctx.jobs.resize(user, item, factor.into(), to))
+            submit_with_progress(bot, chat, ctx, me, &name, |to| ctx.jobs.resize(user, item, factor.into(), to))
                 .await?;
             Ok(None)
         }
         Callback::CategoryMenu(id) => {
-            if ctx.jobs.owned_item(user, id).await?.is_none() {
+            if ctx.library.owned_item(user, id).await?.is_none() {
                 return refused();
             }
-            let cats = ctx.jobs.categories(user).await?;
+            let cats = ctx.library.categories(user).await?;
             set_keyboard(bot, chat, mid, keyboards::categories(lang, id, &cats)).await?;
             Ok(None)
         }
-        Callback::Categorise { item, category } => match ctx.jobs.categorise(user, item, Ok(category)).await? {
+        Callback::Categorise { item, category } => match ctx.library.categorise(user, item, Ok(category)).await? {
             None => refused(),
             Some(name) => {
-                if let Some(it) = ctx.jobs.owned_item(user, item).await? {
+                if let Some(it) = ctx.library.owned_item(user, item).await? {
                     restore_actions(bot, chat, mid, lang, &it).await?;
                 }
                 Ok(Some((lang.tf("category_added", &[("name", &name)]), false)))
             }
         },
         Callback::CategoryNew(id) => {
-            let Some(item) = ctx.jobs.owned_item(user, id).await? else { return refused() };
+            let Some(item) = ctx.library.owned_item(user, id).await? else { return refused() };
             restore_actions(bot, chat, mid, lang, &item).await?;
-            dialogue::set(ctx, chat, &Step::CategoryName { item: id.short() }).await?;
+            dialogue.update(Step::CategoryName { item: id.short() }).await?;
             bot.send_message(chat, lang.t("category_ask_name")).await?;
             Ok(None)
         }
         Callback::Delete(id) => {
-            if ctx.jobs.owned_item(user, id).await?.is_none() {
+            if ctx.library.owned_item(user, id).await?.is_none() {
                 return refused();
             }
             set_keyboard(bot, chat, mid, keyboards::confirm_delete(lang, id)).await?;
             Ok(Some((lang.t("delete_confirm"), false)))
         }
         Callback::DeleteYes(id) => {
-            if !ctx.jobs.delete_item(user, id).await? {
+            if !ctx.library.delete_item(user, id).await? {
                 return refused();
             }
             // Without reply_markup the edit also removes the keyboard (its buttons are dead now).
@@ -330,15 +319,15 @@ pub async fn on_callback(
             Ok(Some((lang.t("deleted"), false)))
         }
         Callback::DeleteNo(id) => {
-            let Some(item) = ctx.jobs.owned_item(user, id).await? else { return refused() };
+            let Some(item) = ctx.library.owned_item(user, id).await? else { return refused() };
             restore_actions(bot, chat, mid, lang, &item).await?;
             Ok(None)
         }
         Callback::SavePreset(id) => {
-            if ctx.jobs.owned_item(user, id).await?.is_none_or(|i| i.kind != "create") {
+            if ctx.library.owned_item(user, id).await?.is_none_or(|i| i.kind != "create") {
                 return refused();
             }
-            dialogue::set(ctx, chat, &Step::PresetName { item: id.short() }).await?;
+            dialogue.update(Step::PresetName { item: id.short() }).await?;
             bot.send_message(chat, lang.t("preset_ask_name")).await?;
             Ok(None)
         }
@@ -347,15 +336,15 @@ pub async fn on_callback(
             Ok(None)
         }
         Callback::PresetRename(n) => {
-            if ctx.jobs.preset(user, n).await?.is_none() {
+            if ctx.library.preset(user, n).await?.is_none() {
                 return refused();
             }
-            dialogue::set(ctx, chat, &Step::PresetRename { number: n }).await?;
+            dialogue.update(Step::PresetRename { number: n }).await?;
             bot.send_message(chat, lang.t("preset_rename_ask")).await?;
             Ok(None)
         }
         Callback::PresetDelete(n) => {
-            if !ctx.jobs.delete_preset(user, n).await? {
+            if !ctx.library.delete_preset(user, n).await? {
                 return refused();
             }
             show_presets(bot, chat, ctx, lang, user, Some(mid)).await?;
@@ -365,40 +354,73 @@ pub async fn on_callback(
     }
 }
 
-/// A message while the chat waits for a category or preset name. /cancel leaves.
-pub async fn on_step(bot: &TgBot, msg: &Message, ctx: &BotCtx, lang: Lang, step: Step) -> Result<(), BotError> {
-    let chat = msg.chat.id;
-    let user = UserId(msg.from.as_ref().map(|u| u.id.0 as i64).unwrap_or(chat.0));
-    let Some(text) = msg.text().map(str::trim).filter(|t| !t.is_empty()) else {
-        bot.send_message(chat, lang.t("name_needed")).await?;
-        return Ok(());
-    };
-    dialogue::clear(ctx, chat).await?;
-    if text.eq_ignore_ascii_case("/cancel") {
-        bot.send_message(chat, lang.t("flow_cancelled")).await?;
-        return Ok(());
+/// The name a step asked for, or `None` after asking again (a photo, a sticker). Commands
+/// never get here (/cancel leaves the flow).
+async fn name_of(bot: &TgBot, msg: &Message, lang: Lang) -> Result<Option<String>, BotError> {
+    match msg.text().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => Ok(Some(t.to_string())),
+        None => {
+            bot.send_message(msg.chat.id, lang.t("name_needed")).await?;
+            Ok(None)
+        }
     }
-    let reply = match step {
-        Step::CategoryName { item } => {
-            let id = ImageId::from_short(&item).unwrap_or(ImageId(0));
-            match ctx.jobs.categorise(user, id, Err(text.to_string())).await? {
-                Some(name) => lang.tf("category_added", &[("name", &name)]),
-                None => lang.t("not_yours"),
-            }
-        }
-        Step::PresetName { item } => {
-            let id = ImageId::from_short(&item).unwrap_or(ImageId(0));
-            match ctx.jobs.save_preset(user, id, text).await? {
-                Some(_) => lang.tf("preset_saved", &[("name", &crate::store::library::clean_name(text))]),
-                None => lang.t("not_yours"),
-            }
-        }
-        Step::PresetRename { number } => match ctx.jobs.rename_preset(user, number, text).await? {
-            true => lang.tf("preset_renamed", &[("name", &crate::store::library::clean_name(text))]),
-            false => lang.t("not_yours"),
-        },
-        _ => return Ok(()),
+}
+
+/// The name of a new category for `item` (a short id).
+pub async fn on_category_name(
+    bot: TgBot,
+    msg: Message,
+    ctx: Arc<BotCtx>,
+    me: Caller,
+    dialogue: ChatDialogue,
+    item: String,
+) -> Result<(), BotError> {
+    let Some(text) = name_of(&bot, &msg, me.lang).await? else { return Ok(()) };
+    dialogue.exit().await?;
+    let id = ImageId::from_short(&item).unwrap_or(ImageId(0));
+    let reply = match ctx.library.categorise(me.id(), id, Err(text)).await? {
+        Some(name) => me.lang.tf("category_added", &[("name", &name)]),
+        None => me.lang.t("not_yours"),
     };
-    bot.send_message(chat, reply).await?;
+    bot.send_message(msg.chat.id, reply).await?;
+    Ok(())
+}
+
+/// The name of a preset saved from `item` (a short id).
+pub async fn on_preset_name(
+    bot: TgBot,
+    msg: Message,
+    ctx: Arc<BotCtx>,
+    me: Caller,
+    dialogue: ChatDialogue,
+    item: String,
+) -> Result<(), BotError> {
+    let Some(text) = name_of(&bot, &msg, me.lang).await? else { return Ok(()) };
+    dialogue.exit().await?;
+    let id = ImageId::from_short(&item).unwrap_or(ImageId(0));
+    let reply = match ctx.library.save_preset(me.id(), id, &text).await? {
+        Some(_) => me.lang.tf("preset_saved", &[("name", &crate::store::library::clean_name(&text))]),
+        None => me.lang.t("not_yours"),
+    };
+    bot.send_message(msg.chat.id, reply).await?;
+    Ok(())
+}
+
+/// A preset's new name.
+pub async fn on_preset_rename(
+    bot: TgBot,
+    msg: Message,
+    ctx: Arc<BotCtx>,
+    me: Caller,
+    dialogue: ChatDialogue,
+    number: u32,
+) -> Result<(), BotError> {
+    let Some(text) = name_of(&bot, &msg, me.lang).await? else { return Ok(()) };
+    dialogue.exit().await?;
+    let reply = match ctx.library.rename_preset(me.id(), number, &text).await? {
+        true => me.lang.tf("preset_renamed", &[("name", &crate::store::library::clean_name(&text))]),
+        false => me.lang.t("not_yours"),
+    };
+    bot.send_message(msg.chat.id, reply).await?;
     Ok(())
 }

@@ -1,22 +1,47 @@
-//! One file per flow.
+//! One file per flow; `input` holds what several flows share (photos from the user).
 
 pub mod add_text;
 pub mod callbacks;
 pub mod commands;
+pub mod edit;
 pub mod generate;
 pub mod inline;
+pub mod input;
 pub mod library;
 
-use super::BotCtx;
+use super::dialogue::Step;
 use super::i18n::Lang;
+use super::{BotCtx, BotError};
 use crate::billing::Profile;
-use crate::domain::UserId;
+use crate::domain::{Credits, UserId};
 use crate::store::records::UserRecord;
-use teloxide::types::User;
+use teloxide::types::{ChatId, User};
 
-/// Registers or refreshes the user behind an update; returns the record, whether it is new,
-/// and the language to answer in.
-pub async fn touch_user(ctx: &BotCtx, user: &User) -> Result<(UserRecord, bool, Lang), super::BotError> {
+/// The user behind an update, as the gate found them: registered (or refreshed), not banned,
+/// with the language to answer in and the chat's dialogue step.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: UserRecord,
+    /// Registered by this update (the signup bonus was just credited).
+    pub new: bool,
+    pub lang: Lang,
+    /// The chat's step; `Idle` for updates without a chat (inline queries).
+    pub step: Step,
+}
+
+impl Caller {
+    pub fn id(&self) -> UserId {
+        self.user.id
+    }
+
+    /// An amount in the configured currency, in the caller's language ("25 кредитов").
+    pub fn money(&self, ctx: &BotCtx, amount: Credits) -> String {
+        self.lang.money(amount, ctx.billing.currency())
+    }
+}
+
+/// Registers or refreshes `user` and loads the step of `chat`.
+pub async fn caller(ctx: &BotCtx, user: &User, chat: Option<ChatId>) -> Result<Caller, BotError> {
     let profile = Profile {
         id: UserId(user.id.0 as i64),
         first_name: user.first_name.clone(),
@@ -24,5 +49,22 @@ pub async fn touch_user(ctx: &BotCtx, user: &User) -> Result<(UserRecord, bool, 
         language_code: user.language_code.clone(),
     };
     let (rec, new) = ctx.billing.register(profile).await?;
-    Ok((rec, new, Lang::from_code(user.language_code.as_deref())))
+    let lang = Lang::from_code(rec.language.as_deref().or(user.language_code.as_deref()));
+    let step = match chat {
+        Some(chat) => ctx.dialogues.step(chat).await?,
+        None => Step::Idle,
+    };
+    Ok(Caller { user: rec, new, lang, step })
+}
+
+/// The flow that serves a task's models (for the check that every task `check-config` accepts
+/// is reachable: `bot::tests::every_handled_task_has_a_flow`).
+#[cfg(test)]
+pub fn flow_for(task: crate::domain::Task) -> Option<&'static str> {
+    use crate::domain::Task;
+    match task {
+        Task::TextToImage => Some("generate"),
+        Task::Edit => Some("edit"),
+        Task::Upscale | Task::ImageToVideo => None,
+    }
 }

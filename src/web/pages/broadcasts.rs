@@ -161,7 +161,7 @@ pub async fn create(State(st): State<WebState>, session: AdminSession, form: Mul
         })?),
         None => None,
     };
-    let mut b = Broadcast::draft(session.actor(), text, image, target, now_ms());
+    let mut b = Broadcast::draft(session.actor().to_string(), text, image, target, now_ms());
     let id = b.id;
     let probe = b.clone();
     b.total = st.store.read(move |rx| broadcast::count_recipients(rx, &probe)).await?;
@@ -275,7 +275,7 @@ async fn transition(
             tx.put_broadcast(&b)?;
             let after = format!("{} ({} of {} handled)", state_name(to), b.handled(), b.total);
             tx.insert_audit(&session.audit("broadcast", target_name(id), before.into(), after))?;
-            Ok(true)
+            Ok::<_, WebError>(true)
         })
         .await?;
     if !done {

@@ -62,7 +62,7 @@ pub struct JobsPage {
 
 /// `GET /admin/jobs`.
 pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<JobsPage, WebError> {
-    let queue_depth = st.store.read(|rx| Ok(rx.find_active_jobs()?.len())).await?;
+    let queue_depth = st.store.read(|rx| Ok::<_, WebError>(rx.find_active_jobs()?.len())).await?;
     Ok(JobsPage { layout: Layout::new("Jobs", Some(&session)), queue_depth, rows: newest(&st).await? })
 }
 
@@ -206,5 +206,6 @@ fn jobs_error(e: JobsError) -> WebError {
         JobsError::Store(s) => WebError::Store(s),
         JobsError::UnknownModel(m) => WebError::BadRequest(format!("model {m} is no longer configured")),
         JobsError::ModelDisabled(m) => WebError::BadRequest(format!("model {m} is disabled")),
+        JobsError::Billing(b) => WebError::Billing(b),
     }
 }

@@ -113,7 +113,7 @@ pub async fn list(
             })?;
             let truncated = out.len() > PAGE_ROWS;
             out.truncate(PAGE_ROWS);
-            Ok((out, truncated))
+            Ok::<_, WebError>((out, truncated))
         })
         .await?;
     let csv_query = serde_urlencoded(&q);

@@ -69,7 +69,7 @@ pub async fn list(
             };
             items.retain(|i| filter_kind.is_empty() || i.kind == filter_kind);
             items.truncate(GALLERY_ITEMS);
-            Ok(items)
+            Ok::<_, WebError>(items)
         })
         .await?;
     let tiles = items
@@ -137,7 +137,7 @@ pub async fn delete(
             let before = format!("owner={} kind={} prompt={:?}", item.owner.0, item.kind, item.prompt);
             let entry = session.audit("delete_image", format!("image:{id}"), before, "deleted".into());
             tx.insert_audit(&entry)?;
-            Ok((Some(item.owner), orphan.into_iter().collect()))
+            Ok::<_, WebError>((Some(item.owner), orphan.into_iter().collect()))
         })
         .await?;
     match deleted {

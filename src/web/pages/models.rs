@@ -2,7 +2,7 @@
 
 use super::Layout;
 use super::dashboard::{ModelStats, summarize};
-use crate::domain::now_ms;
+use crate::domain::{Setting, Switch, now_ms};
 use crate::web::auth::AdminSession;
 use crate::web::error::WebError;
 use crate::web::{WebState, day_start};
@@ -46,20 +46,19 @@ pub struct ModelsPage {
 /// `GET /admin/models`.
 pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<ModelsPage, WebError> {
     let now = now_ms();
-    let (stats, disabled, settings) = st
+    let stats = st
         .store
         .read(move |rx| {
             let since = day_start(now) - 29 * 86_400_000;
-            Ok((summarize(&[], &rx.find_jobs_since(since)?, 0, now).models, rx.find_disabled()?, rx.find_settings()?))
+            Ok::<_, WebError>(summarize(&[], &rx.find_jobs_since(since)?, 0, now).models)
         })
         .await?;
-    let setting_of = |key: String| settings.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
-    let reason = |key: String| disabled.iter().find(|(k, _)| *k == key).map(|(_, r)| r.clone()).unwrap_or_default();
+    let catalog = &st.catalog;
+    let reason = |s: Switch| catalog.disabled_reason(&s).unwrap_or_default();
     let find = |id: &str| stats.iter().find(|s| s.model == id).cloned();
-    let models = st
-        .config
-        .models
-        .iter()
+    let models = catalog
+        .all()
+        .into_iter()
         .map(|m| {
             let s = find(&m.id).unwrap_or(ModelStats {
                 model: m.id.clone(),
@@ -69,12 +68,12 @@ pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<M
                 p95_ms: 0,
             });
             ModelRow {
-                id: m.id.clone(),
-                provider: m.provider.clone(),
-                name: m.display_name.clone(),
-                price: setting_of(format!("price:{}", m.id)).unwrap_or(m.price.0),
+                disabled: reason(Switch::Model(m.id.clone())),
+                id: m.id,
+                provider: m.provider,
+                name: m.display_name,
+                price: m.price.0,
                 enabled: m.enabled,
-                disabled: reason(format!("model:{}", m.id)),
                 succeeded: s.succeeded,
                 failed: s.failed,
                 p50_ms: s.p50_ms,
@@ -89,11 +88,9 @@ pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<M
         .map(|p| ProviderRow {
             id: p.id.clone(),
             kind: format!("{:?}", p.kind).to_lowercase(),
-            max_concurrency: setting_of(format!("concurrency:{}", p.id))
-                .and_then(|v| u32::try_from(v).ok())
-                .unwrap_or(p.max_concurrency),
+            max_concurrency: catalog.concurrency(&p.id).unwrap_or(p.max_concurrency),
             timeout_secs: p.timeout_secs,
-            disabled: reason(format!("provider:{}", p.id)),
+            disabled: reason(Switch::Provider(p.id.clone())),
         })
         .collect();
     Ok(ModelsPage { layout: Layout::new("Models & providers", Some(&session)), providers, models })
@@ -108,29 +105,16 @@ pub struct ToggleForm {
     action: String,
 }
 
-/// Disables or enables a `model:<id>` / `provider:<id>` key: stored (so it survives a restart)
-/// with its audit entry in one transaction, then pushed to the running engine.
-async fn toggle(st: WebState, session: AdminSession, key: String, f: ToggleForm) -> Result<Redirect, WebError> {
+/// Disables or enables a model or provider through the admin service (stored with its audit
+/// entry; the running bot sees it at once).
+async fn toggle(st: WebState, session: AdminSession, switch: Switch, f: ToggleForm) -> Result<Redirect, WebError> {
     session.check_csrf(&f.csrf)?;
-    let disable = match f.action.as_str() {
-        "disable" => true,
-        "enable" => false,
+    let enabled = match f.action.as_str() {
+        "disable" => false,
+        "enable" => true,
         _ => return Err(WebError::BadRequest("action must be enable or disable".into())),
     };
-    let reason = format!("disabled by {} in the panel", session.actor());
-    st.store
-        .write(move |tx| {
-            let changed = tx.set_disabled(&key, disable.then_some(reason.as_str()))?;
-            if changed {
-                let (before, after) = if disable { ("enabled", "disabled") } else { ("disabled", "enabled") };
-                tx.insert_audit(&session.audit("toggle", key, before.into(), after.into()))?;
-            }
-            Ok(())
-        })
-        .await?;
-    if let Ok(engine) = st.jobs() {
-        engine.reload_disabled().await.map_err(|e| WebError::Internal(e.to_string()))?;
-    }
+    st.admin.set_enabled(session.actor(), switch, enabled).await?;
     Ok(Redirect::to("/admin/models"))
 }
 
@@ -141,10 +125,7 @@ pub async fn toggle_model(
     Path(id): Path<String>,
     Form(f): Form<ToggleForm>,
 ) -> Result<Redirect, WebError> {
-    if !st.config.models.iter().any(|m| m.id == id) {
-        return Err(WebError::NotFound);
-    }
-    toggle(st, session, format!("model:{id}"), f).await
+    toggle(st, session, Switch::Model(id), f).await
 }
 
 /// `POST /admin/providers/{id}/toggle` (`action=enable|disable`); 404 for an unknown provider.
@@ -154,10 +135,7 @@ pub async fn toggle_provider(
     Path(id): Path<String>,
     Form(f): Form<ToggleForm>,
 ) -> Result<Redirect, WebError> {
-    if !st.config.providers.iter().any(|p| p.id == id) {
-        return Err(WebError::NotFound);
-    }
-    toggle(st, session, format!("provider:{id}"), f).await
+    toggle(st, session, Switch::Provider(id), f).await
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -169,32 +147,14 @@ pub struct ValueForm {
     value: String,
 }
 
-/// Stores (or clears) one runtime setting with its audit entry, then pushes it to the engine.
-async fn setting(
-    st: WebState,
-    session: AdminSession,
-    key: String,
-    f: ValueForm,
-    range: std::ops::RangeInclusive<i64>,
-    config_value: i64,
-) -> Result<Redirect, WebError> {
+/// Stores (or clears) one runtime setting through the admin service.
+async fn setting(st: WebState, session: AdminSession, setting: Setting, f: ValueForm) -> Result<Redirect, WebError> {
     session.check_csrf(&f.csrf)?;
     let value = match f.value.trim() {
         "" => None,
-        v => Some(v.parse::<i64>().ok().filter(|v| range.contains(v)).ok_or_else(|| {
-            WebError::BadRequest(format!("a whole number from {} to {}", range.start(), range.end()))
-        })?),
+        v => Some(v.parse::<i64>().map_err(|_| WebError::BadRequest(format!("{v:?} is not a whole number")))?),
     };
-    st.store
-        .write(move |tx| {
-            let before = tx.set_setting(&key, value)?.unwrap_or(config_value);
-            let after = value.unwrap_or(config_value);
-            tx.insert_audit(&session.audit("setting", key, before.to_string(), after.to_string()))
-        })
-        .await?;
-    if let Ok(engine) = st.jobs() {
-        engine.reload_disabled().await.map_err(|e| WebError::Internal(e.to_string()))?;
-    }
+    st.admin.set_setting(session.actor(), setting, value).await?;
     Ok(Redirect::to("/admin/models"))
 }
 
@@ -206,8 +166,7 @@ pub async fn set_price(
     Path(id): Path<String>,
     Form(f): Form<ValueForm>,
 ) -> Result<Redirect, WebError> {
-    let config_price = st.config.models.iter().find(|m| m.id == id).ok_or(WebError::NotFound)?.price.0;
-    setting(st, session, format!("price:{id}"), f, 0..=1_000_000, config_price).await
+    setting(st, session, Setting::Price(id), f).await
 }
 
 /// `POST /admin/providers/{id}/concurrency` (`value` = 1–64 jobs at once, empty = config):
@@ -218,6 +177,5 @@ pub async fn set_concurrency(
     Path(id): Path<String>,
     Form(f): Form<ValueForm>,
 ) -> Result<Redirect, WebError> {
-    let config_value = st.config.providers.iter().find(|p| p.id == id).ok_or(WebError::NotFound)?.max_concurrency;
-    setting(st, session, format!("concurrency:{id}"), f, 1..=64, i64::from(config_value)).await
+    setting(st, session, Setting::Concurrency(id), f).await
 }

@@ -43,7 +43,7 @@ pub async fn metrics(State(st): State<WebState>, _: MetricsAccess) -> Result<Res
         .store
         .read(move |rx| {
             use crate::store::library::{INLINE_CHOSEN, MEDIA_BYTES};
-            Ok((
+            Ok::<_, WebError>((
                 rx.count_users()?,
                 rx.count_active_jobs()?,
                 rx.find_daily(today, today)?,

@@ -1,7 +1,6 @@
 //! `/admin/users`: search, sort, paginate; `/admin/users/{id}`: detail and actions.
 
 use super::{CsrfForm, Layout};
-use crate::billing;
 use crate::domain::{Credits, UserId};
 use crate::store::records::{JobRecord, LibraryItem, Operation, UserRecord, UserSummary};
 use crate::store::{Rx, StoreError};
@@ -202,7 +201,7 @@ pub async fn list(
     session: AdminSession,
     Query(q): Query<UserQuery>,
 ) -> Result<UsersPage, WebError> {
-    let (found, q) = st.store.read(move |rx| Ok((search(rx, &q)?, q))).await?;
+    let (found, q) = st.store.read(move |rx| Ok::<_, WebError>((search(rx, &q)?, q))).await?;
     Ok(UsersPage {
         layout: Layout::new("Users", Some(&session)),
         has_prev: q.page > 0,
@@ -266,7 +265,7 @@ pub async fn get(State(st): State<WebState>, session: AdminSession, Path(id): Pa
             let jobs = rx.find_user_jobs(UserId(id), 50)?;
             let mut lib = rx.find_library(UserId(id))?;
             lib.truncate(24);
-            Ok((u, ops, jobs, lib))
+            Ok::<_, WebError>((u, ops, jobs, lib))
         })
         .await?;
     Ok(UserPage {
@@ -290,8 +289,8 @@ pub struct AdjustForm {
     reason: String,
 }
 
-/// `POST /admin/users/{id}/balance`: a ledger row with actor `admin:<name>` and an audit entry,
-/// in one transaction.
+/// `POST /admin/users/{id}/balance`: through the admin service, a ledger row with actor
+/// `admin:<name>` and an audit entry in one transaction.
 pub async fn adjust(
     State(st): State<WebState>,
     session: AdminSession,
@@ -299,76 +298,16 @@ pub async fn adjust(
     Form(f): Form<AdjustForm>,
 ) -> Result<Redirect, WebError> {
     session.check_csrf(&f.csrf)?;
-    let reason = f.reason.trim().to_string();
-    if reason.is_empty() || reason.len() > 500 {
-        return Err(WebError::BadRequest("a reason (up to 500 bytes) is required".into()));
-    }
-    if f.amount <= 0 || f.amount > 1_000_000_000 {
-        return Err(WebError::BadRequest("amount must be between 1 and 1000000000".into()));
-    }
     let delta = match f.direction.as_str() {
         "add" => Credits(f.amount),
-        "deduct" => Credits(-f.amount),
+        "deduct" => Credits(f.amount.saturating_neg()),
         _ => return Err(WebError::BadRequest("direction must be add or deduct".into())),
     };
-    st.store
-        .write(move |tx| {
-            let before = tx.get_user(UserId(id))?.map(|u| u.balance.0);
-            let op = billing::adjust(tx, UserId(id), delta, &session.actor(), &reason).map_err(refused)?;
-            let entry = session.audit(
-                "adjust_balance",
-                format!("user:{id}"),
-                format!("balance {}", before.unwrap_or(0)),
-                format!("balance {} ({:+}, {reason})", op.balance_after, delta.0),
-            );
-            tx.insert_audit(&entry)
-        })
-        .await
-        .map_err(unrefuse)?;
+    if f.amount <= 0 {
+        return Err(WebError::BadRequest(format!("amount must be between 1 and {}", crate::admin::MAX_ADJUST)));
+    }
+    st.admin.adjust_balance(session.actor(), UserId(id), delta, f.reason).await?;
     Ok(Redirect::to(&format!("/admin/users/{id}")))
-}
-
-// Store::write wants StoreError; billing's errors ride through as Refused and are mapped back
-// to a 4xx here rather than a 500.
-fn refused(e: billing::BillingError) -> StoreError {
-    match e {
-        billing::BillingError::Store(s) => s,
-        billing::BillingError::UnknownUser(u) => StoreError::NotFound(format!("user {}", u.0)),
-        other => StoreError::Refused(other.to_string()),
-    }
-}
-
-fn unrefuse(e: StoreError) -> WebError {
-    match e {
-        StoreError::Refused(m) => WebError::BadRequest(m),
-        other => WebError::Store(other),
-    }
-}
-
-/// Changes one user in one transaction with its audit entry. `change` edits the record and
-/// returns (action, before, after) for the audit log.
-async fn update_user(
-    st: WebState,
-    session: AdminSession,
-    id: i64,
-    change: impl FnOnce(&mut UserRecord) -> (&'static str, String, String) + Send + 'static,
-) -> Result<Redirect, WebError> {
-    st.store
-        .write(move |tx| {
-            let mut u = tx.get_user(UserId(id))?.ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
-            let (action, before, after) = change(&mut u);
-            tx.put_user(&u)?;
-            tx.insert_audit(&session.audit(action, format!("user:{id}"), before, after))
-        })
-        .await?;
-    Ok(Redirect::to(&format!("/admin/users/{id}")))
-}
-
-fn set_banned(banned: bool) -> impl FnOnce(&mut UserRecord) -> (&'static str, String, String) + Send + 'static {
-    move |u| {
-        let before = std::mem::replace(&mut u.banned, banned);
-        (if banned { "ban" } else { "unban" }, format!("banned={before}"), format!("banned={banned}"))
-    }
 }
 
 /// `POST /admin/users/{id}/ban`.
@@ -379,7 +318,8 @@ pub async fn ban(
     Form(f): Form<CsrfForm>,
 ) -> Result<Redirect, WebError> {
     session.check_csrf(&f.csrf)?;
-    update_user(st, session, id, set_banned(true)).await
+    st.admin.set_banned(session.actor(), UserId(id), true).await?;
+    Ok(Redirect::to(&format!("/admin/users/{id}")))
 }
 
 /// `POST /admin/users/{id}/unban`.
@@ -390,7 +330,8 @@ pub async fn unban(
     Form(f): Form<CsrfForm>,
 ) -> Result<Redirect, WebError> {
     session.check_csrf(&f.csrf)?;
-    update_user(st, session, id, set_banned(false)).await
+    st.admin.set_banned(session.actor(), UserId(id), false).await?;
+    Ok(Redirect::to(&format!("/admin/users/{id}")))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -401,8 +342,7 @@ pub struct LevelForm {
     level: String,
 }
 
-/// `POST /admin/users/{id}/level`: one of `billing.levels`; the first (default) level is
-/// stored as empty, so changing the default later moves those users with it.
+/// `POST /admin/users/{id}/level`: one of `billing.levels`.
 pub async fn set_level(
     State(st): State<WebState>,
     session: AdminSession,
@@ -410,16 +350,6 @@ pub async fn set_level(
     Form(f): Form<LevelForm>,
 ) -> Result<Redirect, WebError> {
     session.check_csrf(&f.csrf)?;
-    let levels = &st.config.billing.levels;
-    let Some(pos) = levels.iter().position(|l| *l == f.level) else {
-        return Err(WebError::BadRequest(format!("unknown level; one of: {}", levels.join(", "))));
-    };
-    let level = if pos == 0 { String::new() } else { f.level };
-    let default = levels[0].clone();
-    update_user(st, session, id, move |u| {
-        let shown = |l: &str| if l.is_empty() { default.clone() } else { l.to_string() };
-        let before = std::mem::replace(&mut u.level, level);
-        ("set_level", format!("level={}", shown(&before)), format!("level={}", shown(&u.level)))
-    })
-    .await
+    st.admin.set_level(session.actor(), UserId(id), &f.level).await?;
+    Ok(Redirect::to(&format!("/admin/users/{id}")))
 }

@@ -1,0 +1,164 @@
+//! Edit flow: photos (one, several, or an album) plus an instruction → the edit models whose
+//! declared image count fits → the create flow's remaining steps with the photos as inputs.
+//!
+//! The photos gathered so far live in the chat's step ([`Step::Photos`]), so the set survives a
+//! restart and a model that takes 2–4 photos is offered once the second arrives. The photos of
+//! an album arrive as separate messages (same `media_group_id`, moments apart): the answer
+//! waits [`ALBUM_SETTLE`] after the last one, so an album gets one answer.
+
+use super::generate::{draft_id, offer};
+use super::{Caller, input};
+use crate::bot::dialogue::Step;
+use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot};
+use crate::domain::{Task, now_ms};
+use crate::jobs::InputInfo;
+use crate::store::records::Draft;
+use std::sync::Arc;
+use std::time::Duration;
+use teloxide::prelude::*;
+use teloxide::types::MessageId;
+
+/// How long after an album's last photo the bot answers.
+pub const ALBUM_SETTLE: Duration = Duration::from_millis(1500);
+
+/// A message while photos are being gathered: another photo joins the set; a text is the
+/// instruction when none was given yet, otherwise it starts over as a prompt to create from.
+pub async fn on_message(
+    bot: TgBot,
+    msg: Message,
+    ctx: Arc<BotCtx>,
+    me: Caller,
+    dialogue: ChatDialogue,
+    (inputs, caption): (Vec<String>, Option<String>),
+) -> Result<(), BotError> {
+    if input::image_file(&msg).is_some() {
+        return add_photo(&bot, &msg, &ctx, &me, &dialogue, inputs, caption).await;
+    }
+    match (caption, input::instruction(msg.text())) {
+        (None, Some(instruction)) => {
+            dialogue.update(Step::Photos { inputs: inputs.clone(), caption: Some(instruction.clone()) }).await?;
+            respond(&bot, &ctx, &me, &dialogue, msg.id, inputs, Some(instruction), None).await
+        }
+        (Some(_), Some(_)) => {
+            dialogue.exit().await?;
+            super::generate::on_text(&bot, &msg, &ctx, &me, msg.text().unwrap_or_default()).await
+        }
+        (_, None) => {
+            bot.send_message(msg.chat.id, me.lang.t("not_text")).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Adds the photo of `msg` to the chat's set and answers (at once, or after the album settles).
+pub async fn add_photo(
+    bot: &TgBot,
+    msg: &Message,
+    ctx: &Arc<BotCtx>,
+    me: &Caller,
+    dialogue: &ChatDialogue,
+    mut inputs: Vec<String>,
+    caption: Option<String>,
+) -> Result<(), BotError> {
+    let Some(info) = input::image_of(bot, msg, ctx, me).await? else { return Ok(()) };
+    inputs.push(info.sha256.clone());
+    let caption = caption.or_else(|| input::instruction(msg.caption()));
+    dialogue.update(Step::Photos { inputs: inputs.clone(), caption: caption.clone() }).await?;
+    if msg.media_group_id().is_none() {
+        return respond(bot, ctx, me, dialogue, msg.id, inputs, caption, Some(info)).await;
+    }
+    // The answer goes out once no newer photo joined the set for a moment: each photo's task
+    // checks, after the wait, that the stored set still ends with it.
+    let (bot, ctx, me, dialogue, mid, count) =
+        (bot.clone(), ctx.clone(), me.clone(), dialogue.clone(), msg.id, inputs.len());
+    tokio::spawn(async move {
+        tokio::time::sleep(ALBUM_SETTLE).await;
+        let settled = match ctx.dialogues.step(dialogue.chat_id()).await {
+            Ok(Step::Photos { inputs, caption }) if inputs.len() == count => Some((inputs, caption)),
+            _ => None,
+        };
+        if let Some((inputs, caption)) = settled {
+            if let Err(e) = respond(&bot, &ctx, &me, &dialogue, mid, inputs, caption, None).await {
+                tracing::warn!(error = %e, "could not answer an album");
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Offers the edit models that take this many photos, or says what is missing: the
+/// instruction, more photos, or that there are more than any model takes (the first ones are
+/// kept).
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    bot: &TgBot,
+    ctx: &BotCtx,
+    me: &Caller,
+    dialogue: &ChatDialogue,
+    last: MessageId,
+    mut inputs: Vec<String>,
+    caption: Option<String>,
+    single: Option<InputInfo>,
+) -> Result<(), BotError> {
+    let (lang, chat) = (me.lang, dialogue.chat_id());
+    let received = match &single {
+        Some(info) if inputs.len() == 1 => {
+            lang.tf("photo_received_one", &[("width", &info.width), ("height", &info.height)])
+        }
+        _ => lang.tf("photos_received", &[("count", &lang.counted(inputs.len() as i64, "photos"))]),
+    };
+    let models = ctx.catalog.for_task(Task::Edit);
+    let Some(most) = models.iter().map(|m| usize::from(m.image_range().1)).max() else {
+        dialogue.exit().await?;
+        bot.send_message(chat, lang.tf("photo_no_edit_models", &[("received", &received)])).await?;
+        return Ok(());
+    };
+    if inputs.len() > most {
+        inputs.truncate(most);
+        dialogue.update(Step::Photos { inputs: inputs.clone(), caption: caption.clone() }).await?;
+        bot.send_message(chat, lang.tf("photos_too_many", &[("count", &lang.counted(most as i64, "photos"))])).await?;
+    }
+    let fitting: Vec<_> = models.iter().filter(|m| m.takes_images(inputs.len())).cloned().collect();
+    if fitting.is_empty() {
+        let need = models.iter().map(|m| usize::from(m.image_range().0)).filter(|n| *n > inputs.len()).min();
+        let more = need.unwrap_or(1).saturating_sub(inputs.len()) as i64;
+        let text = lang.tf("photos_need_more", &[("received", &received), ("more", &lang.counted(more, "photos"))]);
+        bot.send_message(chat, text).await?;
+        return Ok(());
+    }
+    let Some(instruction) = caption else {
+        bot.send_message(chat, lang.tf("photo_need_caption", &[("received", &received)])).await?;
+        return Ok(());
+    };
+    let spec = crate::bot::prompt::parse(&instruction);
+    let draft = Draft {
+        id: draft_id(chat, last),
+        user_id: me.id(),
+        chat_id: chat.0,
+        prompt: spec.prompt,
+        negative: spec.negative,
+        model_id: None,
+        // One photo keeps its size; for several the model's formats are offered.
+        size: single.map(|i| (i.width, i.height)),
+        aspect_ratio: None,
+        inputs,
+        options: Default::default(),
+        format: None,
+        created_at: now_ms(),
+        job_id: None,
+    };
+    bot.send_message(chat, lang.tf("photo_received", &[("received", &received)])).await?;
+    offer(bot, chat, ctx, me, draft, fitting, spec.model.as_deref()).await
+}
+
+/// Ends the chat's photo set once a job was made from exactly these photos, so the next photo
+/// starts a new set (a photo set still being gathered for another draft is left alone).
+pub async fn used(ctx: &BotCtx, chat: ChatId, inputs: &[String]) -> Result<(), BotError> {
+    if let Step::Photos { inputs: gathered, .. } = ctx.dialogues.step(chat).await? {
+        if gathered == inputs {
+            use teloxide::dispatching::dialogue::Storage;
+            ctx.dialogues.clone().remove_dialogue(chat).await?;
+        }
+    }
+    Ok(())
+}
