@@ -765,4 +765,59 @@ mod tests {
             .expect("write");
         assert_eq!(Config::load(Some(&p)).expect("valid").telegram.webhook_url, "https://bot.example.org/tg");
     }
+
+    /// A `[[models]]` entry on a demo provider plus `extra` lines.
+    fn demo_model(extra: &str) -> String {
+        format!(
+            "[[providers]]\nid = \"d\"\nkind = \"demo\"\n\n[[models]]\nid = \"m\"\nprovider = \"d\"\n\
+             display_name = \"M\"\nprice = 10\n{extra}"
+        )
+    }
+
+    #[test]
+    fn model_declarations_are_checked_with_the_key_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        for (extra, key) in [
+            ("task = \"upscale\"\n", "models[0].task"),
+            ("task = \"image_to_video\"\n", "models[0].task"),
+            ("task = \"edit\"\nmask = true\n", "models[0].mask"),
+            ("task = \"edit\"\nimages = { min = 3, max = 2 }\n", "models[0].images"),
+            ("task = \"edit\"\nimages = 11\n", "models[0].images"),
+            ("task = \"edit\"\nimages = 0\n", "models[0].images"),
+            ("images = 1\n", "models[0].images"),
+            ("[[models.options]]\nname = \"Dur\"\nvalues = [{ value = 5 }]\n", "models[0].options[0].name"),
+            ("[[models.options]]\nname = \"d\"\nvalues = []\n", "models[0].options[0].values"),
+            ("[[models.options]]\nname = \"d\"\nvalues = [{ value = 5, price = -1 }]\n", "models[0].options[0].values"),
+        ] {
+            std::fs::write(&p, demo_model(extra)).expect("write");
+            let e = Config::load(Some(&p)).expect_err(extra);
+            assert_eq!(e.key, key, "{extra}: {e}");
+        }
+        let ok = "task = \"edit\"\nimages = { min = 2, max = 4 }\n\
+                  [[models.options]]\nname = \"duration\"\n\
+                  values = [{ value = 5, price = 5 }, { value = 10, label = \"10 s\", price = 10 }]\n";
+        std::fs::write(&p, demo_model(ok)).expect("write");
+        let c = Config::load(Some(&p)).expect("valid");
+        let m = &c.models[0];
+        assert_eq!((m.image_range(), m.takes_images(1), m.takes_images(4)), ((2, 4), false, true));
+        assert_eq!(m.options[0].values[1].label(), "10 s");
+        assert_eq!(m.options[0].values[0].label(), "5");
+        let choices = Choices::from([("duration".to_string(), 1)]);
+        assert_eq!(m.quote(Credits(10), &choices), Some(Credits(20)));
+        assert_eq!(m.chosen_params(&choices).get("duration"), Some(&serde_json::json!(10)));
+    }
+
+    #[test]
+    fn the_currency_is_one_label_or_forms_per_language() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[billing]\ncurrency = \"⭐\"\n").expect("write");
+        let c = Config::load(Some(&p)).expect("plain");
+        assert_eq!((c.billing.currency.label("ru"), c.billing.currency.label("en")), ("⭐", "⭐"));
+        std::fs::write(&p, "[billing]\ncurrency = { ru = \"монета|монеты|монет\" }\n").expect("write");
+        let c = Config::load(Some(&p)).expect("per language");
+        assert_eq!(c.billing.currency.label("ru"), "монета|монеты|монет");
+        assert_eq!(c.billing.currency.label("en"), "credit|credits", "the default fills the other languages");
+    }
 }

@@ -42,6 +42,27 @@ fn check_config_names_the_bad_key_and_exits_2() {
     assert!(!all.contains("SECRET-TOKEN-VALUE"), "secrets never printed");
 }
 
+#[test]
+fn check_config_refuses_a_task_no_flow_handles() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("c.toml");
+    let model = |task: &str| {
+        format!(
+            "[[providers]]\nid = \"fal\"\nkind = \"fal\"\nbase_url = \"https://queue.fal.run\"\n\n\
+             [[models]]\nid = \"up\"\nprovider = \"fal\"\ndisplay_name = \"Up\"\nendpoint = \"fal-ai/x\"\n\
+             price = 5\ntask = \"{task}\"\n"
+        )
+    };
+    std::fs::write(&cfg, model("upscale")).expect("write");
+    let out = bin().args(["--config", cfg.to_str().expect("utf8"), "check-config"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("models[0].task") && err.contains("upscale"), "{err}");
+    std::fs::write(&cfg, model("edit")).expect("write");
+    let out = bin().args(["--config", cfg.to_str().expect("utf8"), "check-config"]).output().expect("run");
+    assert!(out.status.success(), "an edit model is handled: {out:?}");
+}
+
 /// A loopback port nobody listens on right now (the OS picks it; the tiny window before the
 /// app binds it is acceptable in tests).
 fn free_port() -> u16 {

@@ -479,6 +479,8 @@ impl Emulator {
             "deleteMessage" | "deleteMessages" => self.delete(name, call),
             "sendPhoto" => self.send_file(FileKind::Photo, call).await,
             "sendDocument" => self.send_file(FileKind::Document, call).await,
+            "sendVideo" => self.send_file(FileKind::Video, call).await,
+            "sendAnimation" => self.send_file(FileKind::Animation, call).await,
             "sendMediaGroup" => self.send_media_group(call).await,
             "editMessageMedia" => self.edit_media(call).await,
             "sendChatAction" => self.chat_action(call),
@@ -737,6 +739,8 @@ impl Emulator {
         let field = match kind {
             FileKind::Photo => "photo",
             FileKind::Document => "document",
+            FileKind::Video => "video",
+            FileKind::Animation => "animation",
         };
         // 1. Everything cheap, under the lock: chat, text, keyboard, where the file comes from.
         let (chat, caption, markup, reply_to, source) = {
@@ -844,6 +848,8 @@ impl Emulator {
             let same_file = match kind {
                 FileKind::Photo => current.photo.as_ref() == Some(ids),
                 FileKind::Document => current.document.as_ref() == ids.last(),
+                FileKind::Video => current.video.as_ref() == ids.last(),
+                FileKind::Animation => current.animation.as_ref() == ids.last(),
             };
             if same_file
                 && current.caption == caption_text
@@ -939,6 +945,7 @@ impl Emulator {
             next_offset: call.str("next_offset").map(str::to_owned),
             is_personal: call.flag("is_personal"),
             cache_time: call.i64("cache_time"),
+            button: call.values.get("button").cloned(),
             at_ms: now_ms(),
         });
         Ok(json!(true))
@@ -1109,14 +1116,17 @@ fn source_from(st: &State, call: &Call, upload: Option<&Upload>, s: &str, kind: 
     }
     let f = st.files.get(s).filter(|_| !st.forgotten.contains(s)).ok_or_else(wrong)?;
     if f.kind != kind {
-        let name = |k: FileKind| {
-            if k == FileKind::Photo { "Photo" } else { "Document" }
+        let name = |k: FileKind| match k {
+            FileKind::Photo => "Photo",
+            FileKind::Document => "Document",
+            FileKind::Video => "Video",
+            FileKind::Animation => "Animation",
         };
         return Err(ApiError::bad(format!("Bad Request: can't use file of type {} as {}", name(f.kind), name(kind))));
     }
     Ok(Source::Existing(match kind {
         FileKind::Photo => f.sizes.clone(),
-        FileKind::Document => vec![f.file_id.clone()],
+        FileKind::Document | FileKind::Video | FileKind::Animation => vec![f.file_id.clone()],
     }))
 }
 
@@ -1157,6 +1167,8 @@ fn media_msg(kind: FileKind, ids: Vec<String>, by_file_id: bool, caption: Parsed
     match kind {
         FileKind::Photo => msg.photo = Some(ids),
         FileKind::Document => msg.document = ids.last().cloned(),
+        FileKind::Video => msg.video = ids.last().cloned(),
+        FileKind::Animation => msg.animation = ids.last().cloned(),
     }
     msg
 }
@@ -1196,7 +1208,15 @@ async fn check_upload(kind: FileKind, upload: Upload) -> Result<Ready, ApiError>
     if upload.bytes.is_empty() {
         return Err(ApiError::bad("Bad Request: file must be non-empty"));
     }
-    if kind == FileKind::Document {
+    if kind == FileKind::Video && !media::is_mp4(&upload.bytes) {
+        // Telegram takes other containers, but shows only MPEG-4 inline; the bot must send
+        // those as documents, so an emulated refusal keeps it honest.
+        return Err(ApiError::bad("Bad Request: the emulator takes only MPEG-4 (ftyp) videos"));
+    }
+    if kind == FileKind::Animation && !(upload.bytes.starts_with(b"GIF8") || media::is_mp4(&upload.bytes)) {
+        return Err(ApiError::bad("Bad Request: an animation must be a GIF or an MPEG-4 video"));
+    }
+    if kind != FileKind::Photo {
         if upload.bytes.len() > DOCUMENT_MAX_BYTES {
             return Err(ApiError { status: 413, ..ApiError::bad("Request Entity Too Large") });
         }

@@ -46,11 +46,19 @@ pub(crate) fn mime_type(file_name: Option<&str>, bytes: &[u8]) -> String {
     if let Some(m) = by_ext {
         return m.to_owned();
     }
+    if is_mp4(bytes) {
+        return "video/mp4".to_owned();
+    }
     match image::guess_format(bytes) {
         Ok(f) => f.to_mime_type().to_owned(),
         Err(_) if bytes.starts_with(b"%PDF") => "application/pdf".to_owned(),
         Err(_) => "application/octet-stream".to_owned(),
     }
+}
+
+/// An ISO-BMFF file (MP4, MOV): `ftyp` box at offset 4.
+pub(crate) fn is_mp4(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(b"ftyp")
 }
 
 /// The extension Telegram would give a stored file of this type.

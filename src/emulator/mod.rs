@@ -315,6 +315,12 @@ pub struct TranscriptMessage {
     pub photo: Option<TranscriptPhoto>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub document: Option<TranscriptDocument>,
+    /// A sendVideo message's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<TranscriptDocument>,
+    /// A sendAnimation message's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub animation: Option<TranscriptDocument>,
     /// How many accepted edits the message had.
     pub edit_count: u32,
     /// True when the bot sent it by re-using an existing `file_id` (no upload).
@@ -333,7 +339,7 @@ pub struct TranscriptPhoto {
     pub url: String,
 }
 
-/// A document message's file.
+/// A document, video or animation message's file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscriptDocument {
     pub file_id: String,
@@ -409,6 +415,9 @@ pub struct InlineAnswer {
     /// `cache_time` in seconds as sent (Telegram's default 300 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_time: Option<i64>,
+    /// The `InlineQueryResultsButton` shown above the results, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub button: Option<Value>,
     pub at_ms: u64,
 }
 

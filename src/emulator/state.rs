@@ -19,6 +19,10 @@ pub(crate) const BOT_USERNAME: &str = "mediabot_emulator_bot";
 pub(crate) enum FileKind {
     Photo,
     Document,
+    /// sendVideo: shown inline as a video.
+    Video,
+    /// sendAnimation: a GIF or a silent MP4.
+    Animation,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +53,8 @@ pub(crate) struct Msg {
     /// Photo sizes (file ids, smallest first).
     pub photo: Option<Vec<String>>,
     pub document: Option<String>,
+    pub video: Option<String>,
+    pub animation: Option<String>,
     pub reply_to: Option<i64>,
     pub media_group_id: Option<String>,
     pub edit_date: Option<i64>,
@@ -169,12 +175,16 @@ impl State {
         let prefix = match kind {
             FileKind::Photo => "AgAC",
             FileKind::Document => "BQAC",
+            FileKind::Video => "BAAC",
+            FileKind::Animation => "CgAC",
         };
         let file_id = format!("{prefix}emu{n:06}{}", &hex::encode(rand::random::<[u8; 6]>()));
         let unique_id = format!("AQAD{}", &hex::encode(sha2::Sha256::digest(&bytes))[..16]);
         let folder = match kind {
             FileKind::Photo => "photos",
             FileKind::Document => "documents",
+            FileKind::Video => "videos",
+            FileKind::Animation => "animations",
         };
         let file_path = format!("{folder}/file_{n}.{}", super::media::extension(&mime));
         self.paths.insert(file_path.clone(), file_id.clone());
@@ -287,6 +297,18 @@ impl State {
         if let Some(doc) = &m.document {
             v.insert("document".into(), self.document_json(doc));
         }
+        // Video and Animation objects: the document fields plus the required width, height
+        // and duration (the emulator does not parse video streams, so duration is 0).
+        for (key, id) in [("video", &m.video), ("animation", &m.animation)] {
+            if let Some(id) = id {
+                let mut f = self.document_json(id);
+                let (w, h) = self.files.get(id).map_or((0, 0), |f| (f.width, f.height));
+                f["width"] = json!(w);
+                f["height"] = json!(h);
+                f["duration"] = json!(0);
+                v.insert(key.into(), f);
+            }
+        }
         if let Some(c) = &m.caption {
             v.insert("caption".into(), json!(c));
             if !m.entities.is_empty() {
@@ -328,20 +350,24 @@ impl State {
                         url: file_url(&f.file_id),
                     })
                 }),
-                document: m.document.as_ref().and_then(|id| {
-                    let f = self.files.get(id)?;
-                    Some(TranscriptDocument {
-                        file_id: f.file_id.clone(),
-                        file_name: f.file_name.clone(),
-                        mime_type: f.mime.clone(),
-                        size: f.bytes.len() as u64,
-                        url: file_url(&f.file_id),
-                    })
-                }),
+                document: m.document.as_ref().and_then(|id| self.transcript_file(id)),
+                video: m.video.as_ref().and_then(|id| self.transcript_file(id)),
+                animation: m.animation.as_ref().and_then(|id| self.transcript_file(id)),
                 edit_count: m.edit_count,
                 sent_by_file_id: m.by_file_id,
             })
             .collect()
+    }
+
+    fn transcript_file(&self, id: &str) -> Option<TranscriptDocument> {
+        let f = self.files.get(id)?;
+        Some(TranscriptDocument {
+            file_id: f.file_id.clone(),
+            file_name: f.file_name.clone(),
+            mime_type: f.mime.clone(),
+            size: f.bytes.len() as u64,
+            url: file_url(&f.file_id),
+        })
     }
 
     pub fn chat_status(&self, chat_id: i64) -> ChatStatus {

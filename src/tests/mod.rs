@@ -10,5 +10,6 @@ mod faults;
 pub mod harness;
 mod library;
 mod providers;
+mod structure;
 mod web;
 mod webhook;

@@ -139,7 +139,7 @@ async fn respond(
         negative: spec.negative,
         model_id: None,
         // One photo keeps its size; for several the model's formats are offered.
-        size: single.map(|i| (i.width, i.height)),
+        size: single.filter(|_| inputs.len() == 1).map(|i| (i.width, i.height)),
         aspect_ratio: None,
         inputs,
         options: Default::default(),

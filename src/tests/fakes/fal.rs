@@ -76,6 +76,8 @@ struct FalState {
     file_fetches: usize,
     cancels: Vec<String>,
     png: Arc<Vec<u8>>,
+    /// A result file served instead of the PNG: (bytes, content type).
+    file: Option<(Arc<Vec<u8>>, String)>,
 }
 
 type Shared = Arc<Mutex<FalState>>;
@@ -107,6 +109,7 @@ impl FakeFal {
             file_fetches: 0,
             cancels: Vec::new(),
             png: Arc::new(super::gradient_png(w, h)),
+            file: None,
         }));
         let router = axum::Router::new()
             .fallback(handle)
@@ -194,6 +197,12 @@ impl FakeFal {
         self.st().cancels.clone()
     }
 
+    /// Serves `bytes` as every result from now on; a `video/*` type comes back in fal's video
+    /// shape (`{"video": {"url", "content_type", "file_size"}}`), anything else as `images`.
+    pub fn set_result_file(&self, bytes: Vec<u8>, content_type: &str) {
+        self.st().file = Some((Arc::new(bytes), content_type.to_string()));
+    }
+
     /// The PNG served for every result file.
     pub fn result_png(&self) -> Vec<u8> {
         self.st().png.as_ref().clone()
@@ -222,6 +231,9 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
             return not_found();
         }
         st.file_fetches += 1;
+        if let Some((bytes, ct)) = &st.file {
+            return ([(header::CONTENT_TYPE, ct.clone())], bytes.as_ref().clone()).into_response();
+        }
         let png = st.png.as_ref().clone();
         return ([(header::CONTENT_TYPE, "image/png")], png).into_response();
     }
@@ -335,6 +347,7 @@ fn status(st: &mut FalState, id: &str) -> Response {
 fn result(st: &mut FalState, id: &str) -> Response {
     st.result_fetches += 1;
     let base = st.base_url.clone();
+    let file = st.file.clone();
     let (w, h) = RESULT_SIZE;
     let Some(r) = st.requests.get(id) else {
         return not_found();
@@ -351,6 +364,24 @@ fn result(st: &mut FalState, id: &str) -> Response {
             (code, [(header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
         }
         FalScenario::CompletedWithError { error, .. } => json_response(500, json!({"detail": error})),
+        _ if file.as_ref().is_some_and(|f| f.1.starts_with("video/")) => json_response(
+            200,
+            json!({
+                "video": {
+                    "url": format!("{base}/files/{id}.mp4"),
+                    "content_type": file.as_ref().map(|f| f.1.clone()),
+                    "file_size": file.as_ref().map(|f| f.0.len()),
+                },
+                "seed": r.seed,
+            }),
+        ),
+        _ if file.is_some() => json_response(
+            200,
+            json!({
+                "images": [{"url": format!("{base}/files/{id}"), "content_type": file.as_ref().map(|f| f.1.clone())}],
+                "seed": r.seed,
+            }),
+        ),
         _ => json_response(
             200,
             json!({
