@@ -4,7 +4,8 @@
 # token: the panel alone) on that database, logs in with curl like a browser, then loads the
 # dashboard, a user search and a user page with wrk (50 connections) from this second process.
 #
-# Usage: benches/panel.sh [path/to/mediabot] [data dir]   (needs curl and wrk)
+# Usage: benches/panel.sh [path/to/mediabot] [data dir]   (needs curl and wrk; the binary from
+# `cargo build --release --features bench`: the seeding subcommand is not in the shipped one)
 set -euo pipefail
 bin=${1:-target/release/mediabot}
 data=${2:-/tmp/mediabot-panel-bench}

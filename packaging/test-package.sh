@@ -28,7 +28,7 @@ trap 'for p in $pids; do kill "$p" 2>/dev/null; done' EXIT
 export DEBIAN_FRONTEND=noninteractive CARGO_TERM_COLOR=never
 TRIPLE=x86_64-unknown-linux-gnu
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET_DIR/$TRIPLE/release/mediabot
+BIN=$TARGET_DIR/$TRIPLE/dist/mediabot
 WORK=$(mktemp -d /tmp/mediabot-pkg.XXXXXX)
 chmod 755 "$WORK"
 CFG=/etc/mediabot/config.toml
@@ -58,7 +58,7 @@ fi
 
 # 1. Static release binary (once) and packages N and N+1 (same binary, bumped version).
 t0=$(date +%s)
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --target $TRIPLE \
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --profile dist --target $TRIPLE \
   || { bad "static release build"; finish; }
 ok "static release build ($(( $(date +%s) - t0 ))s)"
 echo "ldd: $(ldd "$BIN" 2>&1 | head -n 1 | sed 's/^[[:space:]]*//')"
@@ -67,8 +67,8 @@ check "no openssl in the release tree" sh -c "! cargo tree --locked -e normal --
 size=$(stat -c %s "$BIN")
 echo "binary size: $size bytes"
 check "binary size <= 25 MB" test "$size" -le 26214400
-cargo deb --no-build --target $TRIPLE --deb-version 0.1.0-ci1 -o "$WORK/mediabot_N.deb" >/dev/null || { bad "cargo deb N"; finish; }
-cargo deb --no-build --target $TRIPLE --deb-version 0.1.1-ci2 -o "$WORK/mediabot_N1.deb" >/dev/null || { bad "cargo deb N+1"; finish; }
+cargo deb --no-build --profile dist --target $TRIPLE --deb-version 0.1.0-ci1 -o "$WORK/mediabot_N.deb" >/dev/null || { bad "cargo deb N"; finish; }
+cargo deb --no-build --profile dist --target $TRIPLE --deb-version 0.1.1-ci2 -o "$WORK/mediabot_N1.deb" >/dev/null || { bad "cargo deb N+1"; finish; }
 ok "packages built (.deb $(stat -c %s "$WORK/mediabot_N.deb") bytes)"
 check "one #DEBHELPER# per script" sh -c '[ "$(grep -c "^#DEBHELPER#" packaging/postinst)" = 1 ] && [ "$(grep -c "^#DEBHELPER#" packaging/postrm)" = 1 ]'
 

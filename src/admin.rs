@@ -14,6 +14,7 @@ use crate::store::{Store, StoreError, Tx};
 use argon2::password_hash::{PasswordHasher, SaltString};
 use rand::RngCore;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// Who did it; stored as text in the audit log and the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +256,24 @@ pub fn set_password_blocking(store: &Store, actor: &Actor, password: &str) -> Re
     })
 }
 
+/// First start: with no password stored, generate one, write it to `data_dir/admin-password`
+/// (mode 600, never overwritten) and return that path so the caller logs it once.
+pub fn ensure_password(store: &Store, data_dir: &Path) -> Result<Option<PathBuf>, AdminError> {
+    if store.read_blocking(|rx| rx.get_password_hash())?.is_some() {
+        return Ok(None);
+    }
+    let password = crate::domain::random_token()[..24].to_string();
+    let path = data_dir.join("admin-password");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&path).map_err(StoreError::Io)?;
+    std::io::Write::write_all(&mut f, format!("{password}\n").as_bytes()).map_err(StoreError::Io)?;
+    set_password_blocking(store, &Actor::System, &password)?;
+    Ok(Some(path))
+}
+
 /// Argon2id hash of `password` in PHC string form. Errors: [`AdminError::Invalid`] for a
 /// password under [`MIN_PASSWORD_CHARS`].
 pub fn hash_password(password: &str) -> Result<String, AdminError> {
@@ -272,4 +291,27 @@ pub fn hash_password(password: &str) -> Result<String, AdminError> {
 
 fn target(user: UserId) -> String {
     format!("user:{}", user.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_start_writes_a_private_password_file_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let path = ensure_password(&store, dir.path()).expect("ensure").expect("generated");
+        let pw = std::fs::read_to_string(&path).expect("read");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        }
+        let hash = store.read_blocking(|rx| rx.get_password_hash()).expect("hash").expect("set");
+        assert!(crate::web::auth::verify_password(&hash, pw.trim()));
+        assert_eq!(ensure_password(&store, dir.path()).expect("again"), None, "no second password");
+        let short = set_password_blocking(&store, &Actor::Cli, "short");
+        assert!(short.is_err(), "short passwords are refused");
+    }
 }

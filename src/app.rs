@@ -92,7 +92,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     let emulator = matches!(mode, Mode::Sandbox).then(Emulator::new);
     {
         let (st, dir) = (store.clone(), config.storage.data_dir.clone());
-        let generated = tokio::task::spawn_blocking(move || crate::web::auth::ensure_password(&st, &dir)).await??;
+        let generated = tokio::task::spawn_blocking(move || crate::admin::ensure_password(&st, &dir)).await??;
         if let Some(path) = generated {
             tracing::warn!(path = %path.display(), "no admin password was set: generated one and wrote it to this file (mode 600); change it with `mediabot admin set-password`");
         }

@@ -146,6 +146,9 @@ async fn run_in(dir: &std::path::Path, opts: &QueueBench) -> anyhow::Result<()> 
         params: Default::default(),
         timeout_secs: None,
         enabled: true,
+        images: None,
+        mask: false,
+        options: vec![],
     });
     let store = Store::open(dir)?;
     let billing = Billing::new(store.clone(), config.billing.clone());
@@ -168,7 +171,8 @@ async fn run_in(dir: &std::path::Path, opts: &QueueBench) -> anyhow::Result<()> 
     let providers: HashMap<String, DynProvider> =
         HashMap::from([("null".to_string(), Arc::new(NullProvider { png }) as DynProvider)]);
     let recorder = Arc::new(Recorder::default());
-    let engine = JobEngine::new(store.clone(), &config, providers, recorder.clone())?;
+    let catalog = crate::catalog::Catalog::open(store.clone(), &config)?;
+    let engine = JobEngine::new(store.clone(), &config, catalog, providers, recorder.clone())?;
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = {
         let (engine, stop) = (engine.clone(), stop.clone());
@@ -193,6 +197,7 @@ async fn run_in(dir: &std::path::Path, opts: &QueueBench) -> anyhow::Result<()> 
                     aspect_ratio: None,
                     seed: i as u64,
                     inputs: vec![],
+                    options: Default::default(),
                 },
                 progress_message_id: None,
                 draft_id: None,
@@ -301,7 +306,6 @@ const FIRST_NAMES: [&str; 16] = [
 /// transaction; spreads creation times over the last 30 days.
 pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
     use crate::domain::now_ms;
-    use crate::store::StoreError;
     use crate::store::records::{Delivery, UserRecord};
     anyhow::ensure!(opts.rows_per_user >= 3, "--rows-per-user must be at least 3");
     anyhow::ensure!(
@@ -310,10 +314,9 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
         opts.data_dir.display()
     );
     let store = Store::open(&opts.data_dir)?;
-    crate::web::auth::set_password(&store, &opts.password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::admin::set_password_blocking(&store, &crate::admin::Actor::Cli, &opts.password)?;
     let started = Instant::now();
     let now = now_ms();
-    let refuse = |e: crate::billing::BillingError| StoreError::Refused(e.to_string());
     let chunk = 10_000i64;
     let mut first = 1i64;
     while first <= opts.users {
@@ -337,7 +340,7 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
                     level: String::new(),
                     language: None,
                 })?;
-                crate::billing::adjust(tx, id, Credits(100), "system", "signup bonus").map_err(refuse)?;
+                crate::billing::adjust(tx, id, Credits(100), "system", "signup bonus")?;
                 let mut job = JobRecord {
                     id: JobId::new(),
                     user_id: id,
@@ -355,6 +358,7 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
                         aspect_ratio: None,
                         seed: i as u64,
                         inputs: vec![],
+                        options: Default::default(),
                     },
                     status: crate::domain::JobStatus::Succeeded,
                     hold_id: None,
@@ -375,16 +379,16 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
                     heartbeat_at: None,
                     priority: false,
                 };
-                crate::billing::hold(tx, &mut job).map_err(refuse)?;
-                crate::billing::capture(tx, &mut job).map_err(refuse)?;
+                crate::billing::hold(tx, &mut job)?;
+                crate::billing::capture(tx, &mut job)?;
                 tx.put_job(&job)?;
                 tx.insert_duration("flux-dev", "square", job.id, 8_000 + (i % 5000) as u64)?;
                 for k in 3..opts.rows_per_user {
                     let delta = if k % 2 == 0 { Credits(7) } else { Credits(-3) };
-                    crate::billing::adjust(tx, id, delta, "admin:admin", "bench adjustment").map_err(refuse)?;
+                    crate::billing::adjust(tx, id, delta, "admin:admin", "bench adjustment")?;
                 }
             }
-            Ok(())
+            Ok::<_, crate::billing::BillingError>(())
         })?;
         eprintln!("seeded users {first}..={last} ({:.0} s)", started.elapsed().as_secs_f64());
         first = last + 1;
@@ -395,7 +399,7 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
             rows += 1;
             true
         })?;
-        Ok((rx.count_users()?, rows))
+        Ok::<_, crate::store::StoreError>((rx.count_users()?, rows))
     })?;
     eprintln!("done: {users} users, {rows} ledger rows in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())

@@ -372,6 +372,11 @@ impl JobStatus {
     }
 }
 
+/// 32 random bytes as 64 hex characters: session tokens, CSRF tokens, generated secrets.
+pub fn random_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)

@@ -6,6 +6,7 @@
 
 mod admin;
 mod app;
+mod assets;
 #[cfg(feature = "bench")]
 mod bench;
 mod billing;

@@ -49,7 +49,7 @@ impl Webhook {
             return Ok(None);
         };
         let secret = if cfg.webhook_secret.is_empty() {
-            crate::web::auth::random_token()
+            crate::domain::random_token()
         } else {
             cfg.webhook_secret.expose().to_string()
         };
@@ -120,7 +120,8 @@ impl Webhook {
 
 /// Compares without an early exit, so response timing does not reveal how much of a guess matched.
 fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    use subtle::ConstantTimeEq;
+    given.ct_eq(expected).into()
 }
 
 async fn receive(State(st): State<RouteState>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {

@@ -1,20 +1,16 @@
 //! The sandbox chat page: talk to the bot as a test user through the control API.
 //! Script and style live in `static/` (no inline code, so a strict CSP can apply).
 
+use crate::assets::Static as Assets;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rust_embed::RustEmbed;
 
 /// The fixed sandbox user (also its private chat id).
 pub(crate) const SANDBOX_USER_ID: i64 = 10001;
 const SANDBOX_FIRST_NAME: &str = "Sandbox";
-
-#[derive(RustEmbed)]
-#[folder = "static/"]
-struct Assets;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "sandbox.html")]
@@ -29,7 +25,7 @@ pub(crate) struct SandboxPage {
 /// `/emulator/static/{path}?v={hash}`: the hash changes with the file, so browsers refetch
 /// edits. Under `/emulator/` so it never clashes with the admin panel's asset route.
 fn asset_url(path: &str) -> String {
-    let v = Assets::get(path).map(|f| hex::encode(&f.metadata.sha256_hash()[..6])).unwrap_or_default();
+    let v = crate::assets::hash(path, 6).unwrap_or_default();
     format!("/emulator/static/{path}?v={v}")
 }
 

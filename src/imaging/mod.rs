@@ -46,7 +46,7 @@ pub struct Limits {
 impl Default for Limits {
     /// 50 megapixels and 20 MB (the Bot API `getFile` download limit).
     fn default() -> Self {
-        Limits { max_pixels: 50_000_000, max_bytes: 20 * 1000 * 1000 }
+        Limits { max_pixels: 50_000_000, max_bytes: crate::domain::MAX_DOWNLOAD_BYTES }
     }
 }
 

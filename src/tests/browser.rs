@@ -9,8 +9,8 @@
 use crate::billing;
 use crate::config::Config;
 use crate::domain::{Credits, UserId, now_ms};
+use crate::store::Store;
 use crate::store::records::UserRecord;
-use crate::store::{Store, StoreError};
 use crate::web::{WebState, router};
 use fantoccini::{ClientBuilder, Locator};
 use std::net::SocketAddr;
@@ -107,10 +107,9 @@ async fn start_panel(dir: &std::path::Path) -> (Store, SocketAddr) {
                     level: String::new(),
                     language: None,
                 })?;
-                billing::adjust(tx, UserId(id), Credits(20), "system", "signup")
-                    .map_err(|e| StoreError::Refused(e.to_string()))?;
+                billing::adjust(tx, UserId(id), Credits(20), "system", "signup")?;
             }
-            Ok::<_, crate::store::StoreError>(())
+            Ok::<_, crate::billing::BillingError>(())
         })
         .await
         .expect("seed");

@@ -74,8 +74,7 @@ async fn env() -> Env {
             tx.put_user(&user(2, XSS, Some("evil")))?;
             tx.put_user(&user(3, "Boris", None))?;
             for id in 1..=3 {
-                billing::adjust(tx, UserId(id), Credits(100), "system", "seed")
-                    .map_err(|e| crate::store::StoreError::Refused(e.to_string()))?;
+                billing::adjust(tx, UserId(id), Credits(100), "system", "seed")?;
             }
             let now = now_ms();
             let mut j = JobRecord {
@@ -119,8 +118,8 @@ async fn env() -> Env {
                 heartbeat_at: None,
                 priority: false,
             };
-            billing::hold(tx, &mut j).map_err(|e| crate::store::StoreError::Refused(e.to_string()))?;
-            billing::capture(tx, &mut j).map_err(|e| crate::store::StoreError::Refused(e.to_string()))?;
+            billing::hold(tx, &mut j)?;
+            billing::capture(tx, &mut j)?;
             tx.put_job(&j)?;
             tx.insert_library_item(&LibraryItem {
                 id: image,
@@ -146,7 +145,8 @@ async fn env() -> Env {
                 is_demo: false,
                 source: None,
                 media: crate::domain::MediaKind::Image,
-            })
+            })?;
+            Ok::<_, crate::billing::BillingError>(())
         })
         .await
         .expect("seed");
@@ -926,9 +926,9 @@ async fn job_cancel_and_retry_go_through_the_engine_and_the_hold() {
             let mut j = crate::store::records::test_job(UserId(3), 10);
             j.model_id = "demo".into();
             j.provider_id = "demo".into();
-            billing::hold(tx, &mut j).map_err(|e| crate::store::StoreError::Refused(e.to_string()))?;
+            billing::hold(tx, &mut j)?;
             tx.put_job(&j)?;
-            Ok::<_, crate::store::StoreError>(j.id)
+            Ok::<_, crate::billing::BillingError>(j.id)
         })
         .await
         .expect("queued job");
@@ -985,9 +985,8 @@ async fn job_cancel_and_retry_go_through_the_engine_and_the_hold() {
             j.model_id = "demo".into();
             j.status = JobStatus::Failed;
             tx.put_job(&j)?;
-            billing::adjust(tx, UserId(2), Credits(-100), "system", "drained")
-                .map_err(|e| crate::store::StoreError::Refused(e.to_string()))?;
-            Ok::<_, crate::store::StoreError>(j.id)
+            billing::adjust(tx, UserId(2), Credits(-100), "system", "drained")?;
+            Ok::<_, crate::billing::BillingError>(j.id)
         })
         .await
         .expect("failed job");
@@ -1245,11 +1244,11 @@ async fn aggregates_follow_the_write_paths_and_match_a_rebuild() {
     e.store
         .write(|tx| {
             let mut j = crate::store::records::test_job(UserId(2), 7);
-            billing::hold(tx, &mut j).map_err(|e| crate::store::StoreError::Refused(e.to_string()))?;
+            billing::hold(tx, &mut j)?;
             tx.put_job(&j)?;
             j.status = JobStatus::Failed;
             j.finished_at = Some(now_ms());
-            billing::release(tx, &mut j).map_err(|e| crate::store::StoreError::Refused(e.to_string()))?;
+            billing::release(tx, &mut j)?;
             tx.put_job(&j)?;
             let mut u = tx.get_user(UserId(3))?.expect("u3");
             u.first_name = "Zinaida".into();
@@ -1257,7 +1256,8 @@ async fn aggregates_follow_the_write_paths_and_match_a_rebuild() {
             let mut u = tx.get_user(UserId(1))?.expect("u1");
             u.banned = true;
             u.username = Some("anna_b".into());
-            tx.put_user(&u)
+            tx.put_user(&u)?;
+            Ok::<_, crate::billing::BillingError>(())
         })
         .await
         .expect("activity");

@@ -1,18 +1,14 @@
 //! Embedded `static/` files under content-hashed URLs: `/admin/static/{hash}/{file}`. The hash
 //! changes with the bytes, so the response can be cached forever (`immutable`).
 
+use crate::assets::Static;
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rust_embed::RustEmbed;
-
-#[derive(RustEmbed)]
-#[folder = "static/"]
-struct Static;
 
 /// First 8 bytes of the file's sha256, hex; `None` for an unknown file.
 fn hash(path: &str) -> Option<String> {
-    Static::get(path).map(|f| hex::encode(&f.metadata.sha256_hash()[..8]))
+    crate::assets::hash(path, 8)
 }
 
 /// Fingerprinted URL of an embedded file (a template calls this for every asset link).

@@ -11,10 +11,9 @@ use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use rand::RngCore;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,12 +28,7 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 pub const LOGIN_LIMIT: u32 = 5;
 const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 
-/// 32 random bytes, hex.
-pub fn random_token() -> String {
-    let mut b = [0u8; 32];
-    rand::rng().fill_bytes(&mut b);
-    hex::encode(b)
-}
+pub use crate::domain::random_token;
 
 /// Constant-time check of a password against a PHC hash; a malformed hash never matches.
 pub fn verify_password(hash: &str, password: &str) -> bool {
@@ -44,26 +38,6 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
 /// The stored hash, if a password was ever set.
 pub fn password_hash(store: &Store) -> Result<Option<String>, StoreError> {
     store.read_blocking(|rx| rx.get_password_hash())
-}
-
-/// First start: with no password stored, generate one, write it to `data_dir/admin-password`
-/// (mode 600, never overwritten) and return that path so the caller logs it once.
-pub fn ensure_password(store: &Store, data_dir: &Path) -> Result<Option<PathBuf>, WebError> {
-    if password_hash(store)?.is_some() {
-        return Ok(None);
-    }
-    let password = random_token()[..24].to_string();
-    let path = data_dir.join("admin-password");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&path).map_err(|e| WebError::Internal(format!("{}: {e}", path.display())))?;
-    std::io::Write::write_all(&mut f, format!("{password}\n").as_bytes())
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    crate::admin::set_password_blocking(store, &crate::admin::Actor::System, &password)
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    Ok(Some(path))
 }
 
 #[derive(Clone)]
@@ -202,7 +176,8 @@ impl AdminSession {
 
 /// Byte comparison whose time does not depend on where the inputs differ.
 pub fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Why a request has no session: pages redirect to the login form, everything else gets 401.
@@ -244,24 +219,6 @@ mod tests {
         assert!(verify_password(&h, "correct horse"));
         assert!(!verify_password(&h, "correct hors"));
         assert!(!verify_password("garbage", "correct horse"));
-    }
-
-    #[test]
-    fn first_start_writes_a_private_password_file_once() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(dir.path()).expect("open");
-        let path = ensure_password(&store, dir.path()).expect("ensure").expect("generated");
-        let pw = std::fs::read_to_string(&path).expect("read");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
-        }
-        let hash = password_hash(&store).expect("hash").expect("set");
-        assert!(verify_password(&hash, pw.trim()));
-        assert_eq!(ensure_password(&store, dir.path()).expect("again"), None, "no second password");
-        let short = crate::admin::set_password_blocking(&store, &crate::admin::Actor::Cli, "short");
-        assert!(short.is_err(), "short passwords are refused");
     }
 
     #[test]

@@ -55,6 +55,9 @@ impl WebState {
     }
 }
 
+/// Longest time a panel request may take (a CSV export streams its body after this).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The panel's routes with their security headers. Merge it into the listener's router.
 pub fn router(state: WebState) -> Router {
     use pages::*;
@@ -100,6 +103,13 @@ pub fn router(state: WebState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .layer(from_fn(security_headers))
+        // Every panel request is logged (method, path, status, latency) and none runs longer
+        // than REQUEST_TIMEOUT: a stuck handler answers 408 instead of holding the connection.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
@@ -202,7 +212,17 @@ pub fn parse_date(s: &str) -> Option<i64> {
     let y: i64 = it.next()?.parse().ok()?;
     let m: u32 = it.next()?.parse().ok()?;
     let d: u32 = it.next()?.parse().ok()?;
-    ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| days_from_civil(y, m, d) * DAY_MS)
+    ((1..=12).contains(&m) && (1..=days_in_month(y, m)).contains(&d)).then(|| days_from_civil(y, m, d) * DAY_MS)
+}
+
+/// Days in month `m` of year `y` (proleptic Gregorian calendar).
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Midnight UTC of the day containing `ms`.
@@ -221,6 +241,11 @@ mod tests {
         let ms = parse_date("2026-11-22").expect("date") + 3_723_000;
         assert_eq!(fmt_time(ms), "2026-11-22 01:02");
         assert_eq!(parse_date("2026-13-01"), None);
+        assert_eq!(parse_date("2026-02-31"), None, "no 31st of February");
+        assert_eq!(parse_date("2026-02-29"), None, "2026 is not a leap year");
+        assert_eq!(parse_date("2000-02-29"), Some(days_from_civil(2000, 2, 29) * DAY_MS));
+        assert_eq!(parse_date("1900-02-29"), None);
+        assert_eq!(parse_date("2026-04-31"), None);
         assert_eq!(day_start(ms), parse_date("2026-11-22").expect("d"));
     }
 
