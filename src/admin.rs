@@ -274,6 +274,12 @@ pub fn ensure_password(store: &Store, data_dir: &Path) -> Result<Option<PathBuf>
     Ok(Some(path))
 }
 
+/// Constant-time check of a password against a PHC hash; a malformed hash never matches.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
 /// Argon2id hash of `password` in PHC string form. Errors: [`AdminError::Invalid`] for a
 /// password under [`MIN_PASSWORD_CHARS`].
 pub fn hash_password(password: &str) -> Result<String, AdminError> {
@@ -309,7 +315,7 @@ mod tests {
             assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
         }
         let hash = store.read_blocking(|rx| rx.get_password_hash()).expect("hash").expect("set");
-        assert!(crate::web::auth::verify_password(&hash, pw.trim()));
+        assert!(verify_password(&hash, pw.trim()));
         assert_eq!(ensure_password(&store, dir.path()).expect("again"), None, "no second password");
         let short = set_password_blocking(&store, &Actor::Cli, "short");
         assert!(short.is_err(), "short passwords are refused");

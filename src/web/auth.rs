@@ -6,7 +6,6 @@ use super::error::WebError;
 use crate::domain::now_ms;
 use crate::store::records::AuditEntry;
 use crate::store::{Store, StoreError};
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -30,10 +29,7 @@ const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 pub use crate::domain::random_token;
 
-/// Constant-time check of a password against a PHC hash; a malformed hash never matches.
-pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-}
+pub use crate::admin::verify_password;
 
 /// The stored hash, if a password was ever set.
 pub fn password_hash(store: &Store) -> Result<Option<String>, StoreError> {

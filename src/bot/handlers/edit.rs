@@ -2,9 +2,8 @@
 //! declared image count fits → the create flow's remaining steps with the photos as inputs.
 //!
 //! The photos gathered so far live in the chat's step ([`Step::Photos`]), so the set survives a
-//! restart and a model that takes 2–4 photos is offered once the second arrives. The photos of
-//! an album arrive as separate messages (same `media_group_id`, moments apart): the answer
-//! waits [`ALBUM_SETTLE`] after the last one, so an album gets one answer.
+//! restart and a model that takes 2–4 photos is offered once the second arrives. An album gets
+//! one answer, after its last photo ([`input::after_album`]).
 
 use super::generate::{draft_id, offer};
 use super::{Caller, input};
@@ -14,12 +13,8 @@ use crate::domain::{Task, now_ms};
 use crate::jobs::InputInfo;
 use crate::store::records::Draft;
 use std::sync::Arc;
-use std::time::Duration;
 use teloxide::prelude::*;
 use teloxide::types::MessageId;
-
-/// How long after an album's last photo the bot answers.
-pub const ALBUM_SETTLE: Duration = Duration::from_millis(1500);
 
 /// A message while photos are being gathered: another photo joins the set; a text is the
 /// instruction when none was given yet, otherwise it starts over as a prompt to create from.
@@ -67,21 +62,9 @@ pub async fn add_photo(
     if msg.media_group_id().is_none() {
         return respond(bot, ctx, me, dialogue, msg.id, inputs, caption, Some(info)).await;
     }
-    // The answer goes out once no newer photo joined the set for a moment: each photo's task
-    // checks, after the wait, that the stored set still ends with it.
-    let (bot, ctx, me, dialogue, mid, count) =
-        (bot.clone(), ctx.clone(), me.clone(), dialogue.clone(), msg.id, inputs.len());
-    tokio::spawn(async move {
-        tokio::time::sleep(ALBUM_SETTLE).await;
-        let settled = match ctx.dialogues.step(dialogue.chat_id()).await {
-            Ok(Step::Photos { inputs, caption }) if inputs.len() == count => Some((inputs, caption)),
-            _ => None,
-        };
-        if let Some((inputs, caption)) = settled {
-            if let Err(e) = respond(&bot, &ctx, &me, &dialogue, mid, inputs, caption, None).await {
-                tracing::warn!(error = %e, "could not answer an album");
-            }
-        }
+    let (bot, ctx2, me, dialogue, mid) = (bot.clone(), ctx.clone(), me.clone(), dialogue.clone(), msg.id);
+    input::after_album(ctx.clone(), dialogue.chat_id(), inputs.len(), move |inputs, caption| async move {
+        respond(&bot, &ctx2, &me, &dialogue, mid, inputs, caption, None).await
     });
     Ok(())
 }

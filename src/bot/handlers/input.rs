@@ -3,6 +3,7 @@
 //! (validated, metadata stripped, stored) — with the refusal told in the user's language.
 
 use super::Caller;
+use crate::bot::dialogue::Step;
 use crate::bot::i18n::Lang;
 use crate::bot::{BotCtx, BotError, TgBot};
 use crate::domain::MAX_DOWNLOAD_BYTES;
@@ -87,6 +88,33 @@ pub fn refusal(lang: Lang, e: &ImagingError) -> String {
             lang.tf("photo_bad", &[("reason", &lang.t("image_corrupt"))])
         }
     }
+}
+
+/// How long after an album's last photo the bot answers.
+pub const ALBUM_SETTLE: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Answers an album once: the photos of an album arrive as separate messages (same
+/// `media_group_id`, moments apart) and each joins the chat's photo set ([`Step::Photos`]).
+/// Called for each, this waits [`ALBUM_SETTLE`] and then calls `answer` with the set only if
+/// it still holds `count` photos — i.e. no newer photo joined meanwhile, so only the last
+/// photo's call answers.
+pub fn after_album<F, Fut>(ctx: std::sync::Arc<BotCtx>, chat: ChatId, count: usize, answer: F)
+where
+    F: FnOnce(Vec<String>, Option<String>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), BotError>> + Send,
+{
+    tokio::spawn(async move {
+        tokio::time::sleep(ALBUM_SETTLE).await;
+        let settled = match ctx.dialogues.step(chat).await {
+            Ok(Step::Photos { inputs, caption }) if inputs.len() == count => Some((inputs, caption)),
+            _ => None,
+        };
+        if let Some((inputs, caption)) = settled {
+            if let Err(e) = answer(inputs, caption).await {
+                tracing::warn!(error = %e, "could not answer an album");
+            }
+        }
+    });
 }
 
 /// Whether a caption or text is an instruction (not empty, not a command).
