@@ -372,7 +372,7 @@ impl Notifier for BotNotifier {
         let lang = Lang::from_code(Some(&job.lang));
         let class = job.error.as_ref().map(|e| e.class).unwrap_or(ErrorClass::Failed);
         let detail = job.error.as_ref().map(|e| e.detail.clone()).unwrap_or_default();
-        let detail = detail.strip_prefix("request rejected: ").unwrap_or(&detail).to_string();
+        let detail = refusal(lang, detail.strip_prefix("request rejected: ").unwrap_or(&detail));
         let key = match class {
             ErrorClass::Transient => "failed_transient",
             ErrorClass::Rejected => "failed_rejected",
@@ -412,6 +412,23 @@ impl Notifier for BotNotifier {
         }
         req.await.map_err(map_err)?;
         Ok(())
+    }
+}
+
+/// A provider's reason for refusing a request, in the user's language: the kinds we recognise
+/// are said in our words; anything else is quoted as the provider said it.
+pub fn refusal(lang: Lang, detail: &str) -> String {
+    let d = detail.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| d.contains(w));
+    let detail: String = detail.chars().take(300).collect();
+    if has(&["content policy", "nsfw", "safety", "moderation", "inappropriate", "not allowed", "prohibited"]) {
+        lang.t("refusal_policy")
+    } else if has(&["no face", "face not", "faces not", "could not detect", "no faces"]) {
+        lang.t("refusal_no_face")
+    } else if has(&["too long", "too many characters", "maximum length"]) {
+        lang.t("refusal_too_long")
+    } else {
+        lang.tf("refusal_other", &[("detail", &detail)])
     }
 }
 
@@ -502,6 +519,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1050));
         assert!(l.try_acquire(1), "chat 1 free again");
         assert!(!l.try_acquire(2), "chat 2 still inside its retry_after");
+    }
+
+    #[test]
+    fn refusals_are_said_in_the_users_language() {
+        let policy = "prompt violates the content policy";
+        assert!(refusal(Lang::Ru, policy).contains("правила"), "{}", refusal(Lang::Ru, policy));
+        assert!(refusal(Lang::En, policy).contains("content policy"));
+        assert!(refusal(Lang::Ru, "No face detected in the image").contains("лицо"));
+        let other = refusal(Lang::Ru, "image_size must be a multiple of 8");
+        assert!(other.contains("провайдер") && other.contains("«image_size must be a multiple of 8»"), "{other}");
     }
 
     #[test]
