@@ -60,6 +60,11 @@ async fn unknown_commands_are_never_prompts() {
     for m in h.messages(ru).iter().filter(|m| m["from_bot"] == false) {
         nothing_started(&h, ru, m["message_id"].as_i64().expect("id")).await;
     }
+    // Help lists the commands and the flows that have a model: no edit model here.
+    h.text(ru, "ru", "/help");
+    let help = h.wait_text(ru, "Что я умею").await;
+    assert!(text_of(&help).contains("🎨 Создать") && text_of(&help).contains("/language — язык интерфейса"), "{help}");
+    assert!(!text_of(&help).contains("✏️ Изменить"), "no edit model, no edit flow: {help}");
     // /new is /create; /cancel outside a flow says there is nothing to cancel.
     h.text(ru, "ru", "/new");
     h.wait_text(ru, "Пришлите описание картинки").await;

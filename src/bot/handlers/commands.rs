@@ -5,6 +5,7 @@ use super::Caller;
 use crate::bot::dialogue::Step;
 use crate::bot::i18n::Lang;
 use crate::bot::{BotCtx, BotError, ChatDialogue, Command, TgBot, command_list, keyboards};
+use crate::domain::Task;
 use std::sync::Arc;
 use teloxide::prelude::*;
 
@@ -103,7 +104,19 @@ pub fn help_text(ctx: &BotCtx, lang: Lang) -> String {
         .map(|m| format!("• {} (model={}) — {}", m.display_name, m.id, lang.money(m.price, currency)))
         .collect();
     let models = if models.is_empty() { lang.t("no_models") } else { models.join("\n") };
-    lang.tf("help", &[("commands", &commands_text(lang)), ("models", &models)])
+    // Only the flows a user can reach now: a flow whose task has no usable model is left out.
+    let flows: Vec<String> = [
+        (Some(Task::TextToImage), "help_create"),
+        (Some(Task::Edit), "help_edit"),
+        (None, "help_add_text"),
+        (None, "help_library"),
+        (None, "help_resize"),
+    ]
+    .into_iter()
+    .filter(|(task, _)| task.is_none_or(|t| !ctx.catalog.for_task(t).is_empty()))
+    .map(|(_, key)| lang.t(key))
+    .collect();
+    lang.tf("help", &[("flows", &flows.join("\n")), ("commands", &commands_text(lang)), ("models", &models)])
 }
 
 pub fn balance_text(ctx: &BotCtx, me: &Caller) -> String {
