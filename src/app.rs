@@ -8,6 +8,7 @@ use crate::catalog::Catalog;
 use crate::config::{Config, ProviderKind};
 use crate::emulator::Emulator;
 use crate::jobs::JobEngine;
+use crate::health::{BotState, Health};
 use crate::library::Library;
 use crate::providers::{DynProvider, comfyui::ComfyProvider, demo::DemoProvider, fal::FalProvider};
 use crate::store::Store;
@@ -41,6 +42,8 @@ pub struct RunningApp {
     #[allow(dead_code, reason = "kept alive for the app's lifetime; tests read it")]
     pub emulator: Option<Emulator>,
     shutdown: CancellationToken,
+    /// What `/healthz` reports; its fatal switch ends `serve`.
+    pub health: Arc<Health>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -112,7 +115,8 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         tokio::task::spawn_blocking(move || Catalog::open(st, &cfg)).await??
     };
     // The panel owns `/healthz`; the emulator (sandbox only) adds its routes beside it.
-    let web_state = crate::web::WebState::new(store.clone(), config.clone(), catalog.clone());
+    let health = Arc::new(Health::new(if bot_runs { BotState::Connecting } else { BotState::NoToken }));
+    let web_state = crate::web::WebState::new(store.clone(), config.clone(), catalog.clone(), health.clone());
     let mut router = crate::web::router(web_state.clone());
     if let Some(w) = &webhook {
         router = router.merge(w.router(store.clone()));
@@ -156,7 +160,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
              configure [[providers]] and [[models]] in /etc/mediabot/config.toml, check with \
              `mediabot check-config`, then `systemctl restart mediabot`"
         );
-        return Ok(RunningApp { addr, store, emulator, shutdown, tasks });
+        return Ok(RunningApp { addr, store, emulator, shutdown, health, tasks });
     }
     let (api_url, token) = match &mode {
         Mode::Serve => (config.telegram.api_url.clone(), config.telegram.token.expose().to_string()),
@@ -201,9 +205,6 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     // The panel's cancel / retry / broadcast actions need the engine from now on.
     let _ = web_state.jobs.set(jobs.clone());
 
-    if let Err(e) = bot::set_commands(&tg).await {
-        tracing::warn!(error = %e, "setMyCommands failed");
-    }
     let dialogues = RedbDialogues::new(store.clone());
     let ctx = Arc::new(BotCtx {
         config: config.clone(),
@@ -214,61 +215,123 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         store: store.clone(),
         dialogues: dialogues.clone(),
     });
-    let mut dispatcher = Dispatcher::builder(tg.clone(), bot::schema())
+    let dispatcher = Dispatcher::builder(tg.clone(), bot::schema())
         .dependencies(dptree::deps![ctx, dialogues])
         .default_handler(|_| async {})
         .error_handler(teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update handler failed"))
         .build();
-    let dtoken = dispatcher.shutdown_token();
-    {
-        let token = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            token.cancelled().await;
-            // The dispatcher may still be starting; retry until it accepts the shutdown.
-            loop {
-                match dtoken.shutdown() {
-                    Ok(f) => {
-                        f.await;
-                        break;
+    let updates = match webhook {
+        Some(webhook) => {
+            tasks.push(tokio::spawn(webhook.replay_task(store.clone())));
+            Updates::Webhook(webhook)
+        }
+        None => Updates::Polling { timeout: Duration::from_secs(config.telegram.poll_timeout_secs.into()) },
+    };
+    let run = BotRun { raw, tg, store: store.clone(), health: health.clone(), shutdown: shutdown.clone() };
+    tasks.push(tokio::spawn(run.run(dispatcher, updates)));
+    tracing::info!(mode = ?mode, "bot starting");
+    Ok(RunningApp { addr, store, emulator, shutdown, health, tasks })
+}
+
+/// Where updates come from.
+enum Updates {
+    Polling { timeout: Duration },
+    Webhook(crate::webhook::Webhook),
+}
+
+/// The bot's life after `start` returned: connect to the Bot API, then dispatch until shutdown.
+struct BotRun {
+    raw: teloxide::Bot,
+    tg: TgBot,
+    store: Store,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+}
+
+/// Longest wait between two `getMe` attempts while the Bot API is unreachable.
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+impl BotRun {
+    /// Waits for the Bot API, then runs the dispatcher on `updates`. The dispatcher (or the
+    /// poller feeding it) ending while no shutdown was asked for is fatal ([`Health::fail`]):
+    /// a process that stays up without a bot would never be restarted.
+    async fn run(self, mut dispatcher: Dispatcher<TgBot, bot::BotError, teloxide::dispatching::DefaultKey>, updates: Updates) {
+        if !self.connect().await {
+            return;
+        }
+        if let Err(e) = bot::set_commands(&self.tg).await {
+            tracing::warn!(error = %e, "setMyCommands failed");
+        }
+        let errors = teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update listener");
+        let dispatched = match updates {
+            Updates::Webhook(webhook) => {
+                // Like a failed poll, a failed setWebhook is retried, not fatal.
+                tokio::spawn(webhook.register_task(self.raw.clone(), self.shutdown.clone()));
+                self.health.set_bot(BotState::Webhook);
+                dispatcher.try_dispatch_with_listener(webhook.listener(), errors).await
+            }
+            Updates::Polling { timeout } => {
+                // Long polling through the durable inbox (bot::inbox): received updates survive a crash.
+                if let Err(e) = self.raw.delete_webhook().await {
+                    tracing::warn!(error = %e, "deleteWebhook failed");
+                }
+                let (update_tx, update_rx) = tokio::sync::mpsc::channel(256);
+                let (store, shutdown, health, raw) =
+                    (self.store.clone(), self.shutdown.clone(), self.health.clone(), self.raw.clone());
+                tokio::spawn(async move {
+                    bot::inbox::run_poller(raw, store, timeout, update_tx, shutdown.clone()).await;
+                    if !shutdown.is_cancelled() {
+                        health.fail("the getUpdates poller stopped");
                     }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                });
+                self.health.set_bot(BotState::Polling);
+                // The poller ends at shutdown, which closes the channel: the dispatcher's
+                // stream ends and it returns by itself (no shutdown token to race with).
+                dispatcher.try_dispatch_with_listener(bot::inbox::listener(update_rx), errors).await
+            }
+        };
+        if let Err(e) = dispatched {
+            tracing::error!(error = %e, "the dispatcher could not start");
+        }
+        if !self.shutdown.is_cancelled() {
+            self.health.fail("the update dispatcher stopped");
+        }
+    }
+
+    /// Calls `getMe` until the Bot API answers: 1 s, 2 s, 4 s … at most [`CONNECT_BACKOFF_MAX`]
+    /// apart, each failure logged once with the wait that follows. False when shutdown came
+    /// first or Telegram refused the token (a config error no retry can fix).
+    async fn connect(&self) -> bool {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            let attempt = tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                r = self.raw.get_me().send() => r,
+            };
+            match attempt {
+                Ok(me) => {
+                    tracing::info!(username = %me.username(), "connected to the Bot API");
+                    return true;
+                }
+                Err(teloxide::RequestError::Api(teloxide::ApiError::InvalidToken)) => {
+                    tracing::error!(
+                        "the Bot API refused telegram.token (401): fix MEDIABOT_TELEGRAM__TOKEN and restart; \
+                         the admin panel keeps running"
+                    );
+                    self.health.set_bot(BotState::Down);
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "the Bot API is unreachable; retrying");
                 }
             }
-        }));
-    }
-    let listener_errors = teloxide::error_handlers::LoggingErrorHandler::with_custom_text("update listener");
-    match webhook {
-        Some(webhook) => {
-            // Like a failed poll, an unreachable Bot API at start is retried, not fatal.
-            let (bot, token) = (raw.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(webhook.replay_task(store.clone())));
-            let register = webhook.register_task(bot, token);
-            tasks.push(tokio::spawn(register));
-            tasks.push(tokio::spawn(async move {
-                dispatcher.dispatch_with_listener(webhook.listener(), listener_errors).await;
-            }));
-        }
-        None => {
-            // Long polling through the durable inbox (bot::inbox): received updates survive a crash.
-            if let Err(e) = raw.delete_webhook().await {
-                tracing::warn!(error = %e, "deleteWebhook failed");
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
             }
-            let (update_tx, update_rx) = tokio::sync::mpsc::channel(256);
-            tasks.push(tokio::spawn(bot::inbox::run_poller(
-                raw,
-                store.clone(),
-                Duration::from_secs(config.telegram.poll_timeout_secs.into()),
-                update_tx,
-                shutdown.clone(),
-            )));
-            let listener = bot::inbox::listener(update_rx);
-            tasks.push(tokio::spawn(async move {
-                dispatcher.dispatch_with_listener(listener, listener_errors).await;
-            }));
+            wait = (wait * 2).min(CONNECT_BACKOFF_MAX);
         }
     }
-    tracing::info!(mode = ?mode, "bot started");
-    Ok(RunningApp { addr, store, emulator, shutdown, tasks })
 }
 
 impl RunningApp {

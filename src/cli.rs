@@ -432,9 +432,15 @@ fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
             let mut err = std::io::stderr();
             let _ = writeln!(err, "\n  mediabot sandbox: open http://{}/sandbox to chat with the bot\n", running.addr);
         }
-        RunningApp::wait_for_signal().await;
+        let fatal = running.health.fatal();
+        let failed = tokio::select! {
+            _ = RunningApp::wait_for_signal() => false,
+            _ = fatal.cancelled() => true,
+        };
         tracing::info!("shutting down");
         running.stop().await;
+        // Non-zero: systemd's Restart=on-failure starts a fresh process.
+        if failed { anyhow::bail!("the bot stopped working (see the log above); exiting for a restart") }
         Ok(())
     })
 }

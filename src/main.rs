@@ -17,6 +17,7 @@ mod config;
 mod control;
 mod domain;
 mod emulator;
+mod health;
 mod imaging;
 mod jobs;
 mod library;

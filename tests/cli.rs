@@ -338,3 +338,83 @@ async fn backup_taken_while_jobs_run_restores_clean() {
         assert!(out.lines().any(|line| line.starts_with(&format!("{u}\t"))), "{u} restored: {out}");
     }
 }
+
+/// `serve` started while the Bot API is unreachable keeps trying and answers once it is up
+/// (issue 17, item 1): before, the dispatcher's startup getMe panicked and the bot never came
+/// back while the process looked healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_connects_when_the_bot_api_comes_up_later() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let (web, api) = (free_port(), free_port());
+    let mut serve = bin_on(web);
+    serve
+        .args(["serve", "--data-dir", data.to_str().expect("utf8")])
+        .env("MEDIABOT_TELEGRAM__TOKEN", "123456:TEST")
+        .env("MEDIABOT_TELEGRAM__API_URL", format!("http://127.0.0.1:{api}"))
+        .env("MEDIABOT_TELEGRAM__POLL_TIMEOUT_SECS", "1");
+    let log = dir.path().join("serve.log");
+    let mut child = spawn_logged(serve, &log);
+    wait_healthy(web, &mut child);
+    let http = reqwest::Client::new();
+    let health = |http: reqwest::Client| async move {
+        let r = http.get(format!("http://127.0.0.1:{web}/healthz")).send().await.expect("healthz");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    };
+    assert_eq!(health(http.clone()).await, (200, r#"{"bot":"connecting","db":"ok"}"#.to_string()));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(child.try_wait().expect("wait").is_none(), "still up while the API is down");
+    let mut emulator = bin_on(api);
+    emulator.args(["emulator", &format!("127.0.0.1:{api}")]);
+    let emu = spawn_logged(emulator, &dir.path().join("emulator.log"));
+    let chat = Chat { http: http.clone(), base: format!("http://127.0.0.1:{api}") };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{}/healthz", chat.base)).send().await.is_err() {
+        assert!(Instant::now() < deadline, "emulator did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    chat.send(901, serde_json::json!({"text": "/start"})).await;
+    chat.wait(901, "the welcome", |m| m["text"].as_str().unwrap_or("").contains("Welcome")).await;
+    assert_eq!(health(http.clone()).await, (200, r#"{"bot":"polling","db":"ok"}"#.to_string()));
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("the Bot API is unreachable; retrying") && text.contains("retry_in_s"), "{text}");
+    // An idle bot stops at once on SIGTERM (it used to wait out 25 s now and then).
+    let t = Instant::now();
+    assert_eq!(terminate(child), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(10), "stopped in {:?}", t.elapsed());
+    terminate(emu);
+}
+
+/// The dispatcher stopping by itself is fatal: the process exits non-zero so systemd restarts
+/// it (the Bot API answering getMe and then refusing every getUpdates forever is not, and is
+/// retried; what is fatal is the update channel dying). Here the token is refused: the panel
+/// stays up, `/healthz` says the bot is down with 503.
+#[test]
+fn a_refused_token_marks_the_bot_down() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (web, api) = (free_port(), free_port());
+    let mut emulator = bin_on(api);
+    emulator.args(["emulator", &format!("127.0.0.1:{api}")]);
+    let emu = spawn_logged(emulator, &dir.path().join("emulator.log"));
+    let mut serve = bin_on(web);
+    serve
+        .args(["serve", "--data-dir", dir.path().join("data").to_str().expect("utf8")])
+        // The emulator answers 401 to a token that is not `<digits>:<text>`.
+        .env("MEDIABOT_TELEGRAM__TOKEN", "not-a-token")
+        .env("MEDIABOT_TELEGRAM__API_URL", format!("http://127.0.0.1:{api}"));
+    let mut child = spawn_logged(serve, &dir.path().join("serve.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut hc = bin_on(web);
+        hc.arg("healthcheck");
+        let (code, out, err) = run(hc);
+        if code == 1 && err.contains("503") {
+            break;
+        }
+        assert!(child.try_wait().expect("wait").is_none(), "the panel stays up: {out}{err}");
+        assert!(Instant::now() < deadline, "never reported down: {out}{err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(terminate(child), Some(0));
+    terminate(emu);
+}

@@ -128,6 +128,11 @@ impl Call {
     }
 }
 
+fn unauthorized() -> Response {
+    let body = json!({"ok": false, "error_code": 401, "description": "Unauthorized"});
+    (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+}
+
 /// `GET|POST /bot{token}/{method}`.
 pub(crate) async fn call(
     AxState(emu): AxState<Emulator>,
@@ -135,9 +140,14 @@ pub(crate) async fn call(
     req: Request,
 ) -> Response {
     let at_ms = now_ms();
-    if let Some(id) = token.split(':').next().and_then(|s| s.parse::<i64>().ok()) {
-        emu.lock().bot_id = Some(id);
+    // Telegram answers 401 "Unauthorized" to anything that is not `<bot id>:<secret>`.
+    let Some((id, secret)) = token.split_once(':').and_then(|(id, s)| Some((id.parse::<i64>().ok()?, s))) else {
+        return unauthorized();
+    };
+    if secret.is_empty() || !secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return unauthorized();
     }
+    emu.lock().bot_id = Some(id);
     let incoming = match read_request(req).await {
         Ok(i) => i,
         Err(e) => {

@@ -115,7 +115,8 @@ async fn start_panel(dir: &std::path::Path) -> (Store, SocketAddr) {
         .expect("seed");
     let config = Arc::new(Config::default().with_demo());
     let catalog = crate::catalog::Catalog::open(store.clone(), &config).expect("catalog");
-    let app = router(WebState::new(store.clone(), config, catalog));
+    let health = Arc::new(crate::health::Health::new(crate::health::BotState::NoToken));
+    let app = router(WebState::new(store.clone(), config, catalog, health));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {

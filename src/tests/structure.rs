@@ -305,3 +305,20 @@ async fn a_transparent_png_result_keeps_its_alpha_in_the_document() {
     h.verify_clean().await;
     h.assert_no_rejections();
 }
+
+/// Stopping an idle bot never waits out the 25 s shutdown budget (issue 17, item 27): the
+/// dispatcher used to be told to stop in a loop that never ended once the poller had already
+/// closed its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_bot_stops_at_once_every_time() {
+    let mut h = Harness::start(demo_config).await;
+    for round in 0..5 {
+        h.text(610, "en", "/ping");
+        h.wait_for(610, 20, "pong", |m| m.iter().filter(|x| text_of(x).contains("pong")).count() > round).await;
+        let t = std::time::Instant::now();
+        h.stop_app().await;
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "round {round}: stopped in {:?}", t.elapsed());
+        h.start_app().await;
+    }
+    h.assert_no_rejections();
+}

@@ -162,7 +162,8 @@ async fn env() -> Env {
     store.write(move |tx| tx.put_broadcast(&draft)).await.expect("broadcast");
     let config = Arc::new(Config::default().with_demo());
     let catalog = crate::catalog::Catalog::open(store.clone(), &config).expect("catalog");
-    let state = WebState::new(store.clone(), config, catalog);
+    let health = Arc::new(crate::health::Health::new(crate::health::BotState::NoToken));
+    let state = WebState::new(store.clone(), config, catalog, health);
     let app = router(state.clone());
     Env { app, store, state, _dir: dir, job, image, broadcast }
 }
@@ -430,7 +431,11 @@ async fn crawl_without_a_session_redirects_or_401s() {
     assert_eq!(send(&e.app, get("/admin/login", None)).await.status(), StatusCode::OK);
     let r = send(&e.app, get("/healthz", None)).await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(text(r).await, "ok");
+    assert_eq!(text(r).await, r#"{"bot":"no_token","db":"ok"}"#);
+    e.state.health.set_db(crate::health::DbState::ReadOnly);
+    let r = send(&e.app, get("/healthz", None)).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "a database refusing writes is unhealthy");
+    e.state.health.set_db(crate::health::DbState::Ok);
     let css = crate::web::assets::url("admin.css");
     let r = send(&e.app, get(&css, None)).await;
     assert_eq!(r.status(), StatusCode::OK);

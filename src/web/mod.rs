@@ -32,13 +32,16 @@ pub struct WebState {
     /// The job engine, set by `app` once the bot runs. The panel starts before it (and runs
     /// alone without a bot token), so actions that need it answer 503 until then.
     pub jobs: Arc<OnceLock<JobEngine>>,
+    /// What `/healthz` reports.
+    pub health: Arc<crate::health::Health>,
     /// The dashboard's last summary (kept for `pages::dashboard::SUMMARY_TTL`).
     pub summary: Arc<pages::dashboard::SummaryCache>,
 }
 
 impl WebState {
-    pub fn new(store: Store, config: Arc<Config>, catalog: Catalog) -> Self {
+    pub fn new(store: Store, config: Arc<Config>, catalog: Catalog, health: Arc<crate::health::Health>) -> Self {
         WebState {
+            health,
             admin: Admin::new(store.clone(), catalog.clone(), &config),
             catalog,
             store,

@@ -9,15 +9,17 @@ use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use std::fmt::Write;
 
-/// `GET /healthz`: 200 "ok" when the database answers a read.
+/// `GET /healthz`: `{"bot": "connecting"|"polling"|"webhook"|"no_token"|"down", "db":
+/// "ok"|"read_only"}` ([`crate::health::Report`]); 200 when healthy, 503 when the bot is down,
+/// the database refuses writes, or it does not even answer a read.
 pub async fn healthz(State(st): State<WebState>) -> Response {
-    match st.store.read(|rx| rx.get_meta_u64("schema_version")).await {
-        Ok(_) => "ok".into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "health check: store unreadable");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
-        }
+    let mut report = st.health.report();
+    if let Err(e) = st.store.read(|rx| rx.get_meta_u64("schema_version")).await {
+        tracing::error!(error = %e, "health check: store unreadable");
+        report.db = crate::health::DbState::ReadOnly;
     }
+    let status = if report.healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(report)).into_response()
 }
 
 /// A scraper on the same host needs no session; anyone else must be signed in.
