@@ -7,8 +7,8 @@ use crate::bot::{self, BotCtx, TgBot, notifier::BotNotifier};
 use crate::catalog::Catalog;
 use crate::config::{Config, ProviderKind};
 use crate::emulator::Emulator;
-use crate::jobs::JobEngine;
 use crate::health::{BotState, Health};
+use crate::jobs::JobEngine;
 use crate::library::Library;
 use crate::providers::{DynProvider, comfyui::ComfyProvider, demo::DemoProvider, fal::FalProvider};
 use crate::store::Store;
@@ -255,7 +255,11 @@ impl BotRun {
     /// Waits for the Bot API, then runs the dispatcher on `updates`. The dispatcher (or the
     /// poller feeding it) ending while no shutdown was asked for is fatal ([`Health::fail`]):
     /// a process that stays up without a bot would never be restarted.
-    async fn run(self, mut dispatcher: Dispatcher<TgBot, bot::BotError, teloxide::dispatching::DefaultKey>, updates: Updates) {
+    async fn run(
+        self,
+        mut dispatcher: Dispatcher<TgBot, bot::BotError, teloxide::dispatching::DefaultKey>,
+        updates: Updates,
+    ) {
         if !self.connect().await {
             return;
         }

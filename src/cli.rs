@@ -440,7 +440,9 @@ fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         running.stop().await;
         // Non-zero: systemd's Restart=on-failure starts a fresh process.
-        if failed { anyhow::bail!("the bot stopped working (see the log above); exiting for a restart") }
+        if failed {
+            anyhow::bail!("the bot stopped working (see the log above); exiting for a restart")
+        }
         Ok(())
     })
 }

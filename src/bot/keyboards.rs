@@ -95,6 +95,12 @@ pub enum Callback {
     },
     /// /language: the interface language picked (`ru`, `en`).
     Language(String),
+    /// An alternative model pressed under a failed job (its model retired or its provider
+    /// refusing): the same request again, on `model`, as a new job.
+    Alternative {
+        draft: u128,
+        model: String,
+    },
 }
 
 /// Which library items a page lists (callback form of `store::library::LibraryFilter`, with a
@@ -167,6 +173,7 @@ impl Callback {
             Callback::PresetDelete(n) => format!("{V}:pd:{n}"),
             Callback::Choice { draft, option, value } => format!("{V}:q:{}:{option}:{value}", b36(*draft)),
             Callback::Language(code) => format!("{V}:g:{code}"),
+            Callback::Alternative { draft, model } => format!("{V}:y:{}:{model}", b36(*draft)),
         }
     }
 
@@ -210,6 +217,7 @@ impl Callback {
             ["pd", n] => Callback::PresetDelete(n.parse().ok()?),
             ["q", d, o, v] => Callback::Choice { draft: from_b36(d)?, option: o.parse().ok()?, value: v.parse().ok()? },
             ["g", code @ ("ru" | "en")] => Callback::Language(code.to_string()),
+            ["y", d, m] => Callback::Alternative { draft: from_b36(d)?, model: m.to_string() },
             _ => return None,
         })
     }
@@ -287,6 +295,21 @@ pub fn formats(lang: Lang, draft: u128, model: &ModelConfig) -> InlineKeyboardMa
             })
             .collect::<Vec<_>>(),
     ])
+}
+
+/// Under a job that failed because its model or provider stopped working: one button per
+/// model that can do the same task ("name · price"); a press runs the request on it.
+pub fn alternatives(
+    draft: u128,
+    models: &[ModelConfig],
+    price_of: impl Fn(&ModelConfig) -> String,
+) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(models.iter().map(|m| {
+        vec![button(
+            format!("{} · {}", m.display_name, price_of(m)),
+            Callback::Alternative { draft, model: m.id.clone() },
+        )]
+    }))
 }
 
 /// The values of a model's option `index`, two per row; a value that costs more says how
@@ -485,6 +508,7 @@ mod tests {
             Callback::Choice { draft: u128::MAX, option: u8::MAX, value: u8::MAX },
             Callback::Language("ru".into()),
             Callback::Language("en".into()),
+            Callback::Alternative { draft: u128::MAX, model: "z".repeat(24) },
         ]
     }
 
@@ -540,6 +564,7 @@ mod tests {
             ("2:pd:1", Callback::PresetDelete(1)),
             ("2:q:2s:0:2", Callback::Choice { draft: 100, option: 0, value: 2 }),
             ("2:g:ru", Callback::Language("ru".into())),
+            ("2:y:2s:spare", Callback::Alternative { draft: 100, model: "spare".into() }),
         ];
         for (stored, cb) in cases {
             assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");

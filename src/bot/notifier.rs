@@ -390,7 +390,7 @@ impl Notifier for BotNotifier {
             (Some(draft), false) => {
                 text.push_str("\n\n");
                 text.push_str(&lang.t("alternatives"));
-                Some(keyboards::models(draft, alternatives, &[], |m| lang.money(m.price, &self.currency)))
+                Some(keyboards::alternatives(draft, alternatives, |m| lang.money(m.price, &self.currency)))
             }
             _ => None,
         };

@@ -101,6 +101,26 @@ async fn retired_model_is_disabled_alternatives_offered_admins_alerted_once() {
     let disabled = store.read(|rx| rx.find_disabled()).await.expect("read");
     assert!(disabled.iter().any(|(k, _)| *k == crate::domain::Switch::Model("flux".into())), "{disabled:?}");
     assert_eq!(alerts(&h), 1, "admins alerted once");
+    // The offered alternative runs the same request on that model (issue 17, item 16): a new
+    // job, a new hold at its price, the picture.
+    let data = Harness::button(&m, "Model spare");
+    let mid = m["message_id"].as_i64().expect("id");
+    h.press(702, "en", mid, &data);
+    let f = h.wait_for_buttons(702, "Square").await;
+    h.press(702, "en", f["message_id"].as_i64().expect("id"), &Harness::button(&f, "Square"));
+    h.wait_for(702, 30, "the picture from the alternative", |_| h.photos(702).len() == 1).await;
+    h.press(702, "en", mid, &data);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let ops = kinds(&h.ledger(702).await);
+    assert_eq!(
+        ops,
+        [OpKind::SignupBonus, OpKind::Hold, OpKind::Release, OpKind::Hold, OpKind::Capture],
+        "one more job"
+    );
+    let holds: Vec<_> = h.ledger(702).await.into_iter().filter(|o| o.kind == OpKind::Hold).map(|o| o.amount).collect();
+    assert_eq!(holds, [Credits(30), Credits(10)], "the alternative's own price");
+    let job = last_job(&h, 702).await;
+    assert_eq!((job.model_id.as_str(), job.payload.prompt()), ("spare", "a ship"));
     h.verify_clean().await;
     h.assert_no_rejections();
 }

@@ -64,6 +64,9 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
                 },
             };
         }
+        (Some(Callback::Alternative { draft, model }), Some((chat, mid))) => {
+            answer = alternative(&bot, &ctx, &me, chat, mid, draft, &model).await?;
+        }
         (Some(Callback::Choice { draft, option, value }), Some((chat, mid))) => {
             answer = choose(&bot, &ctx, &me, chat, mid, draft, option, value).await?;
         }
@@ -114,6 +117,35 @@ async fn usable_draft(ctx: &BotCtx, me: &Caller, id: u128) -> Result<Result<Draf
 /// "Already started" for a press that found its job already made.
 fn started(lang: &crate::bot::i18n::Lang, outcome: Option<Submitted>) -> Answer {
     matches!(outcome, Some(Submitted::Duplicate(_))).then(|| (lang.t("already_started"), false))
+}
+
+/// An alternative model pressed under a failed job: the failed job's request (its draft, now
+/// consumed) is copied into a new draft keyed by the pressed message, and runs on `model` —
+/// a new job with a new hold at that model's price. Pressing twice makes one job.
+async fn alternative(
+    bot: &TgBot,
+    ctx: &BotCtx,
+    me: &Caller,
+    chat: ChatId,
+    mid: MessageId,
+    draft: u128,
+    model: &str,
+) -> Result<Answer, BotError> {
+    let lang = me.lang;
+    let Some(old) = ctx.dialogues.draft(draft).await?.filter(|d| d.user_id == me.id()) else {
+        return Ok(Some((lang.t("draft_gone"), true)));
+    };
+    let id = super::generate::draft_id(chat, mid);
+    let fresh = match ctx.dialogues.draft(id).await? {
+        Some(d) if d.job_id.is_some() => return Ok(Some((lang.t("already_started"), false))),
+        Some(d) => d,
+        None => Draft { id, job_id: None, model_id: None, options: Default::default(), format: None, ..old },
+    };
+    let Some(m) = ctx.catalog.model(model).filter(|m| ctx.catalog.is_usable(&m.id)) else {
+        return Ok(Some((lang.t("no_models"), true)));
+    };
+    let d = Draft { model_id: Some(m.id.clone()), created_at: crate::domain::now_ms(), ..fresh };
+    Ok(started(&lang, advance(bot, chat, ctx, me, d, &m, Some(mid)).await?))
 }
 
 /// A value pressed for one of the draft's model options: recorded, then the next question (or
