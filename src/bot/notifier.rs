@@ -137,6 +137,29 @@ impl BotNotifier {
     }
 
     /// Display name of the job's model; built-in tools are named in the user's language.
+    /// The last edit of a progress message (done, failed, cancelled). It goes out as soon as
+    /// Telegram's per-chat pace allows (the send limiter, ~1 s) rather than after the
+    /// progress-edit interval (the job's progress ticker has stopped by then).
+    async fn final_edit(
+        &self,
+        chat: ChatId,
+        mid: MessageId,
+        text: String,
+        keyboard: Option<teloxide::types::InlineKeyboardMarkup>,
+    ) -> Result<(), RequestError> {
+        self.sends.acquire(chat.0).await;
+        let raw = self.bot.inner();
+        self.paced(chat, || {
+            let req = raw.edit_message_text(chat, mid, text.clone());
+            match &keyboard {
+                Some(kb) => req.reply_markup(kb.clone()),
+                None => req,
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
     fn model_name(&self, job: &JobRecord, lang: Lang) -> String {
         match job.model_id.as_str() {
             crate::domain::ADD_TEXT_MODEL => return lang.t("add_text_name"),
@@ -358,11 +381,9 @@ impl Notifier for BotNotifier {
             }
         }
         if let Some(mid) = job.progress_message_id {
-            self.edits.acquire(job.chat_id).await;
-            if let Err(RequestError::RetryAfter(secs)) =
-                self.bot.edit_message_text(chat, MessageId(mid), lang.tf("done", &[("secs", &s)])).await
-            {
-                self.edits.back_off(job.chat_id, secs.duration());
+            let done = lang.tf("done", &[("secs", &s)]);
+            if let Err(e) = self.final_edit(chat, MessageId(mid), done, None).await {
+                tracing::debug!(error = %e, "could not mark the progress message done");
             }
         }
         Ok(out)
@@ -395,13 +416,8 @@ impl Notifier for BotNotifier {
             _ => None,
         };
         if let Some(mid) = job.progress_message_id {
-            self.edits.acquire(job.chat_id).await;
-            let mut req = self.bot.edit_message_text(chat, MessageId(mid), text.clone());
-            if let Some(kb) = offer.clone() {
-                req = req.reply_markup(kb);
-            }
-            match req.await {
-                Ok(_) => return Ok(()),
+            match self.final_edit(chat, MessageId(mid), text.clone(), offer.clone()).await {
+                Ok(()) => return Ok(()),
                 Err(e) if is_not_modified(&e) => return Ok(()),
                 Err(e) => tracing::debug!(error = %e, "could not edit; sending instead"),
             }

@@ -393,3 +393,33 @@ async fn provider_proxy_carries_its_requests() {
     proxy_task.abort();
     h.verify_clean().await;
 }
+
+/// The final "🚫 Cancelled" edit goes out at once, not after the progress-edit interval
+/// (issue 17, item 25): with progress edits 30 s apart, the cancel is shown within seconds of
+/// the press even right after a progress edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_final_edit_does_not_wait_for_the_progress_interval() {
+    let fal = FakeFal::start().await;
+    fal.set_scenario(FalScenario::NeverCompletes);
+    let h = Harness::start(|d| {
+        let mut c = two_models(fal.base_url())(d);
+        c.jobs.progress_interval_ms = 30_000;
+        c
+    })
+    .await;
+    let progress = submit_flux(&h, 712, "ru").await;
+    // The job's first progress edit (status running) has used the chat's progress slot.
+    h.wait_for(712, 20, "a progress edit", |m| {
+        m.iter().any(|x| x["message_id"].as_i64() == Some(progress) && x["edit_count"].as_u64() >= Some(2))
+    })
+    .await;
+    let msg = h.wait_for_buttons(712, "Отменить").await;
+    let pressed = std::time::Instant::now();
+    h.press(712, "ru", progress, &Harness::button(&msg, "Отменить"));
+    h.wait_for(712, 20, "the cancel", |m| {
+        m.iter().any(|x| x["message_id"].as_i64() == Some(progress) && text_of(x).contains("Отменено"))
+    })
+    .await;
+    assert!(pressed.elapsed() < Duration::from_secs(10), "shown after {:?}", pressed.elapsed());
+    h.assert_no_rejections();
+}

@@ -3,7 +3,7 @@
 
 use super::Caller;
 use super::commands::{balance_text, help_text};
-use super::generate::advance;
+use super::generate::{Reply, advance};
 use crate::bot::keyboards::{self, Callback};
 use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot};
 use crate::jobs::Submitted;
@@ -46,7 +46,7 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
                     None => Some((lang.t("no_models"), true)),
                     Some(m) => {
                         d.model_id = Some(m.id.clone());
-                        started(&lang, advance(&bot, chat, &ctx, &me, d, &m, Some(mid)).await?)
+                        started(&lang, advance(&bot, chat, &ctx, &me, d, &m, Reply::Edit(mid)).await?)
                     }
                 },
             };
@@ -59,7 +59,7 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
                     Some(m) => {
                         d.model_id = Some(m.id.clone());
                         d.format = Some(format);
-                        started(&lang, advance(&bot, chat, &ctx, &me, d, &m, Some(mid)).await?)
+                        started(&lang, advance(&bot, chat, &ctx, &me, d, &m, Reply::Edit(mid)).await?)
                     }
                 },
             };
@@ -145,7 +145,7 @@ async fn alternative(
         return Ok(Some((lang.t("no_models"), true)));
     };
     let d = Draft { model_id: Some(m.id.clone()), created_at: crate::domain::now_ms(), ..fresh };
-    Ok(started(&lang, advance(bot, chat, ctx, me, d, &m, Some(mid)).await?))
+    Ok(started(&lang, advance(bot, chat, ctx, me, d, &m, Reply::Edit(mid)).await?))
 }
 
 /// A value pressed for one of the draft's model options: recorded, then the next question (or
@@ -174,7 +174,7 @@ async fn choose(
         return Ok(Some((lang.t("draft_gone"), true)));
     };
     d.options.insert(name, value);
-    Ok(started(&lang, advance(bot, chat, ctx, me, d, &model, Some(mid)).await?))
+    Ok(started(&lang, advance(bot, chat, ctx, me, d, &model, Reply::Edit(mid)).await?))
 }
 
 /// A preset pressed under a draft: its model, format, negative and size fill what the prompt
@@ -204,7 +204,7 @@ async fn use_preset(
     if d.size.is_none() {
         d.format = Some(crate::jobs::library::usable_format(p.format, &m.formats));
     }
-    Ok(match advance(bot, chat, ctx, me, d, &m, Some(mid)).await? {
+    Ok(match advance(bot, chat, ctx, me, d, &m, Reply::Edit(mid)).await? {
         Some(Submitted::Duplicate(_)) => Some((lang.t("already_started"), false)),
         _ => Some((lang.tf("preset_applied", &[("name", &p.name)]), false)),
     })

@@ -5,7 +5,7 @@
 //! restart and a model that takes 2–4 photos is offered once the second arrives. An album gets
 //! one answer, after its last photo ([`input::after_album`]).
 
-use super::generate::{draft_id, offer};
+use super::generate::{Reply, draft_id, offer};
 use super::{Caller, input};
 use crate::bot::dialogue::Step;
 use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot};
@@ -130,8 +130,10 @@ async fn respond(
         created_at: now_ms(),
         job_id: None,
     };
-    bot.send_message(chat, lang.tf("photo_received", &[("received", &received)])).await?;
-    offer(bot, chat, ctx, me, draft, fitting, spec.model.as_deref()).await
+    // One message: the receipt leads whatever comes next (the model buttons, or the progress
+    // message of a job that needs nothing more).
+    let reply = Reply::New(Some(received));
+    offer(bot, chat, ctx, me, draft, fitting, spec.model.as_deref(), reply).await
 }
 
 /// Ends the chat's photo set once a job was made from exactly these photos, so the next photo

@@ -65,7 +65,7 @@ pub async fn on_text(bot: &TgBot, msg: &Message, ctx: &BotCtx, me: &Caller, text
         created_at: now_ms(),
         job_id: None,
     };
-    offer(bot, msg.chat.id, ctx, me, draft, models, spec.model.as_deref()).await
+    offer(bot, msg.chat.id, ctx, me, draft, models, spec.model.as_deref(), Reply::New(None)).await
 }
 
 /// The draft id of a message: chat id in the high 64 bits, message id in the low ones.
@@ -83,8 +83,28 @@ pub fn draft_id(chat: ChatId, message: MessageId) -> u128 {
     ((chat.0 as u64 as u128) << 64) | (message.0 as u32 as u128)
 }
 
+/// Where the next step's message goes.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A new message, after this line when given (one message instead of two: Telegram paces a
+    /// chat to about one message a second, so a second message would start the job late).
+    New(Option<String>),
+    /// An edit of the message whose button was pressed.
+    Edit(MessageId),
+}
+
+impl Reply {
+    fn text(&self, text: String) -> String {
+        match self {
+            Reply::New(Some(intro)) => format!("{intro}\n\n{text}"),
+            _ => text,
+        }
+    }
+}
+
 /// Stores the draft and shows the next step: model buttons, or (when the model is already
 /// known) what that model still needs.
+#[allow(clippy::too_many_arguments)]
 pub async fn offer(
     bot: &TgBot,
     chat: ChatId,
@@ -93,10 +113,11 @@ pub async fn offer(
     mut draft: Draft,
     models: Vec<ModelConfig>,
     wanted: Option<&str>,
+    reply: Reply,
 ) -> Result<(), BotError> {
     let lang = me.lang;
     if models.is_empty() {
-        bot.send_message(chat, lang.t("no_models")).await?;
+        bot.send_message(chat, reply.text(lang.t("no_models"))).await?;
         return Ok(());
     }
     let presets = if draft.inputs.is_empty() { ctx.library.presets(draft.user_id).await? } else { vec![] };
@@ -106,9 +127,8 @@ pub async fn offer(
             let found = ctx.catalog.find(name).filter(|m| models.iter().any(|x| x.id == m.id));
             if found.is_none() {
                 ctx.dialogues.put_draft(draft.clone()).await?;
-                bot.send_message(chat, lang.tf("unknown_model", &[("model", &name)]))
-                    .reply_markup(keyboards::models(draft.id, &models, &presets, price))
-                    .await?;
+                let text = reply.text(lang.tf("unknown_model", &[("model", &name)]));
+                send_or_edit(bot, chat, &reply, text, keyboards::models(draft.id, &models, &presets, price)).await?;
                 return Ok(());
             }
             found
@@ -119,19 +139,18 @@ pub async fn offer(
     };
     let Some(model) = chosen else {
         ctx.dialogues.put_draft(draft.clone()).await?;
-        let text = lang.tf("choose_model", &[("prompt", &draft.prompt)]);
+        let text = reply.text(lang.tf("choose_model", &[("prompt", &draft.prompt)]));
         let kb = keyboards::models(draft.id, &models, &presets, price);
-        bot.send_message(chat, text).reply_markup(kb).await?;
+        send_or_edit(bot, chat, &reply, text, kb).await?;
         return Ok(());
     };
     draft.model_id = Some(model.id.clone());
-    advance(bot, chat, ctx, me, draft, &model, None).await.map(|_| ())
+    advance(bot, chat, ctx, me, draft, &model, reply).await.map(|_| ())
 }
 
 /// Asks for the next thing `model` declares that the draft lacks — the format, then each
-/// option with more than one value — or, when nothing is missing, starts the job. Edits
-/// `edit` (the message whose button was pressed) when given. Returns the job outcome when one
-/// was submitted.
+/// option with more than one value — or, when nothing is missing, starts the job, its
+/// message going where `reply` says. Returns the job outcome when one was submitted.
 pub async fn advance(
     bot: &TgBot,
     chat: ChatId,
@@ -139,7 +158,7 @@ pub async fn advance(
     me: &Caller,
     draft: Draft,
     model: &ModelConfig,
-    edit: Option<MessageId>,
+    reply: Reply,
 ) -> Result<Option<Submitted>, BotError> {
     let lang = me.lang;
     ctx.dialogues.put_draft(draft.clone()).await?;
@@ -150,7 +169,7 @@ pub async fn advance(
         (None, None) => {
             let price = ctx.catalog.quote(&model.id, &draft.options).unwrap_or(model.price);
             let text = lang.tf("choose_format", &[("model", &model.display_name), ("price", &me.money(ctx, price))]);
-            send_or_edit(bot, chat, edit, text, keyboards::formats(lang, draft.id, model)).await?;
+            send_or_edit(bot, chat, &reply, reply.text(text), keyboards::formats(lang, draft.id, model)).await?;
             return Ok(None);
         }
     };
@@ -163,28 +182,31 @@ pub async fn advance(
         };
         let text = lang.tf("choose_option", &[("option", &title), ("model", &model.display_name)]);
         let kb = keyboards::choices(draft.id, model, index, |c| me.money(ctx, c));
-        send_or_edit(bot, chat, edit, text, kb).await?;
+        send_or_edit(bot, chat, &reply, reply.text(text), kb).await?;
         return Ok(None);
     }
-    start_job(bot, chat, ctx, me, &draft, model, format, edit).await.map(Some)
+    start_job(bot, chat, ctx, me, &draft, model, format, reply).await.map(Some)
 }
 
+/// Sends `text` with `kb`, or edits the pressed message to them; returns the message id.
 async fn send_or_edit(
     bot: &TgBot,
     chat: ChatId,
-    edit: Option<MessageId>,
+    reply: &Reply,
     text: String,
     kb: teloxide::types::InlineKeyboardMarkup,
-) -> Result<(), BotError> {
-    match edit {
-        Some(id) => bot.edit_message_text(chat, id, text).reply_markup(kb).await.map(|_| ())?,
-        None => bot.send_message(chat, text).reply_markup(kb).await.map(|_| ())?,
-    }
-    Ok(())
+) -> Result<MessageId, BotError> {
+    Ok(match reply {
+        Reply::Edit(id) => {
+            bot.edit_message_text(chat, *id, text).reply_markup(kb).await?;
+            *id
+        }
+        Reply::New(_) => bot.send_message(chat, text).reply_markup(kb).await?.id,
+    })
 }
 
-/// Creates the job (hold + job in one transaction) and turns `edit` (or a new message) into
-/// its progress message. Returns the outcome so a repeated press can be answered.
+/// Creates the job (hold + job in one transaction) with its progress message (the pressed
+/// message edited, or a new one). Returns the outcome so a repeated press can be answered.
 #[allow(clippy::too_many_arguments)]
 pub async fn start_job(
     bot: &TgBot,
@@ -194,7 +216,7 @@ pub async fn start_job(
     draft: &Draft,
     model: &ModelConfig,
     format: Format,
-    edit: Option<MessageId>,
+    reply: Reply,
 ) -> Result<Submitted, BotError> {
     let lang = me.lang;
     // A re-handled message whose draft already became a job: say nothing more.
@@ -206,14 +228,7 @@ pub async fn start_job(
     // knows its id and nothing here can overwrite the worker's later edits.
     let eta = ctx.jobs.eta_for(&model.id, format).await;
     let queued = lang.tf("queued", &[("position", &1), ("model", &model.display_name), ("eta", &eta)]);
-    let cancel = keyboards::cancel(lang, draft.id);
-    let progress = match edit {
-        Some(id) => {
-            bot.edit_message_text(chat, id, queued).reply_markup(cancel).await?;
-            id
-        }
-        None => bot.send_message(chat, queued).reply_markup(cancel).await?.id,
-    };
+    let progress = send_or_edit(bot, chat, &reply, reply.text(queued), keyboards::cancel(lang, draft.id)).await?;
     let payload = JobPayload::Generate {
         prompt: draft.prompt.clone(),
         negative: draft.negative.clone(),

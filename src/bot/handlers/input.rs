@@ -42,17 +42,15 @@ pub async fn download_input(
         return Ok(None);
     }
     let file = bot.get_file(file_id).await?;
-    // The stated size is the sender's word: count what actually arrives, and stop at the cap.
-    let mut bytes = Vec::new();
-    let mut stream = bot.download_file_stream(&file.path);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| BotError::Download(teloxide::DownloadError::Network(std::sync::Arc::new(e))))?;
-        if bytes.len() + chunk.len() > limit {
-            bot.send_message(chat, too_big(lang, bytes.len() + chunk.len())).await?;
+    let stream = bot.download_file_stream(&file.path);
+    let bytes = match read_capped(stream, limit).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(seen)) => {
+            bot.send_message(chat, too_big(lang, seen)).await?;
             return Ok(None);
         }
-        bytes.extend_from_slice(&chunk);
-    }
+        Err(e) => return Err(BotError::Download(teloxide::DownloadError::Network(std::sync::Arc::new(e)))),
+    };
     match ctx.jobs.accept_input(bytes).await {
         Ok(info) => Ok(Some(info)),
         Err(InputError::Imaging(e)) => {
@@ -61,6 +59,26 @@ pub async fn download_input(
         }
         Err(InputError::Store(e)) => Err(e.into()),
     }
+}
+
+/// Collects a download, refusing it as soon as it passes `limit` bytes: `Ok(Err(n))` with the
+/// bytes seen by then. Nothing is pre-sized from the size Telegram states (the sender's word),
+/// so a lying size cannot make us allocate, and a stream longer than stated is cut.
+pub async fn read_capped<S, B, E>(mut stream: S, limit: usize) -> Result<Result<Vec<u8>, usize>, E>
+where
+    S: futures_util::Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        let chunk = chunk.as_ref();
+        if bytes.len() + chunk.len() > limit {
+            return Ok(Err(bytes.len() + chunk.len()));
+        }
+        bytes.extend_from_slice(chunk);
+    }
+    Ok(Ok(bytes))
 }
 
 fn too_big(lang: Lang, bytes: usize) -> String {
@@ -134,6 +152,18 @@ pub async fn image_of(bot: &TgBot, msg: &Message, ctx: &BotCtx, me: &Caller) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn downloads_are_capped_while_streaming() {
+        let chunks = |n: usize| futures_util::stream::iter((0..n).map(|_| Ok::<_, ()>(vec![7u8; 1000])));
+        assert_eq!(read_capped(chunks(3), 3000).await, Ok(Ok(vec![7u8; 3000])), "exactly the limit is fine");
+        // A stream that goes on past the cap stops at the first chunk over it, whatever the
+        // stated size was.
+        let endless = futures_util::stream::repeat_with(|| Ok::<_, ()>(vec![0u8; 64 * 1024]));
+        assert_eq!(read_capped(endless, 1 << 20).await, Ok(Err((1 << 20) + 64 * 1024)));
+        let failing = futures_util::stream::iter([Ok(vec![1u8]), Err("reset")]);
+        assert_eq!(read_capped(failing, 10).await, Err("reset"));
+    }
 
     #[test]
     fn refusals_are_in_the_users_language() {
