@@ -192,13 +192,19 @@ fn answer_errors() -> UpdateHandler<BotError> {
             }
             out
         },
-        dptree::HandlerSignature::Other {
-            obligations: Default::default(),
-            guaranteed_outcomes: Default::default(),
-            conditional_outcomes: Default::default(),
-            continues: true,
-        },
+        wrapper(),
     )
+}
+
+/// The signature of a handler that wraps the rest of the tree: it needs nothing from the
+/// dependency map by type (it looks things up itself) and adds nothing to it.
+fn wrapper() -> dptree::HandlerSignature {
+    dptree::HandlerSignature::Other {
+        obligations: Default::default(),
+        guaranteed_outcomes: Default::default(),
+        conditional_outcomes: Default::default(),
+        continues: true,
+    }
 }
 
 /// One short answer to whatever the update was: a message in its chat, a callback alert, or
@@ -282,12 +288,7 @@ fn once_per_update() -> UpdateHandler<BotError> {
             }
             out
         },
-        dptree::HandlerSignature::Other {
-            obligations: Default::default(),
-            guaranteed_outcomes: Default::default(),
-            conditional_outcomes: Default::default(),
-            continues: true,
-        },
+        wrapper(),
     )
 }
 

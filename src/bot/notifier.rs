@@ -311,7 +311,7 @@ impl Notifier for BotNotifier {
         let mut photo_sent = Some(photo_sent);
         let kb = keyboards::actions(lang, item);
         let file = |bytes: &Vec<u8>, name: &String| InputFile::memory(bytes.clone()).file_name(name.clone());
-        match files {
+        let sent = match files {
             ResultFiles::Image { photo, document, name } => {
                 let mut keyboard_placed = false;
                 if let Some(photo) = photo {
@@ -338,43 +338,32 @@ impl Notifier for BotNotifier {
                     }
                     self.sends.acquire(chat.0).await;
                 }
-                let sent = self
-                    .paced(chat, || {
-                        let doc = raw.send_document(chat, file(&document, &name)).caption(caption.clone());
-                        if keyboard_placed { doc } else { doc.reply_markup(kb.clone()) }
-                    })
-                    .await
-                    .map_err(map_err)?;
-                out.document_file_id = sent.document().map(|d| d.file.id.to_string());
+                self.paced(chat, || {
+                    let doc = raw.send_document(chat, file(&document, &name)).caption(caption.clone());
+                    if keyboard_placed { doc } else { doc.reply_markup(kb.clone()) }
+                })
+                .await
             }
             ResultFiles::Video { bytes, name } => {
-                let sent = self
-                    .paced(chat, || {
-                        raw.send_video(chat, file(&bytes, &name)).caption(caption.clone()).reply_markup(kb.clone())
-                    })
-                    .await
-                    .map_err(map_err)?;
-                out.document_file_id = sent.video().map(|v| v.file.id.to_string());
+                self.paced(chat, || {
+                    raw.send_video(chat, file(&bytes, &name)).caption(caption.clone()).reply_markup(kb.clone())
+                })
+                .await
             }
             ResultFiles::Animation { bytes, name } => {
-                let sent = self
-                    .paced(chat, || {
-                        raw.send_animation(chat, file(&bytes, &name)).caption(caption.clone()).reply_markup(kb.clone())
-                    })
-                    .await
-                    .map_err(map_err)?;
-                out.document_file_id = sent.animation().map(|a| a.file.id.to_string());
+                self.paced(chat, || {
+                    raw.send_animation(chat, file(&bytes, &name)).caption(caption.clone()).reply_markup(kb.clone())
+                })
+                .await
             }
             ResultFiles::File { bytes, name } => {
-                let sent = self
-                    .paced(chat, || {
-                        raw.send_document(chat, file(&bytes, &name)).caption(caption.clone()).reply_markup(kb.clone())
-                    })
-                    .await
-                    .map_err(map_err)?;
-                out.document_file_id = sent.document().map(|d| d.file.id.to_string());
+                self.paced(chat, || {
+                    raw.send_document(chat, file(&bytes, &name)).caption(caption.clone()).reply_markup(kb.clone())
+                })
+                .await
             }
-        }
+        };
+        out.document_file_id = file_id_of(&sent.map_err(map_err)?);
         if let (Some(id), Some(tx)) = (&out.document_file_id, photo_sent.take()) {
             if out.photo_file_id.is_none() {
                 let _ = tx.send(id.clone());
@@ -460,42 +449,32 @@ pub async fn send_files(
     keyboard: teloxide::types::InlineKeyboardMarkup,
 ) -> Result<Option<String>, RequestError> {
     let file = |bytes: Vec<u8>, name: String| InputFile::memory(bytes).file_name(name);
+    // An empty caption is no caption.
     let caption = caption.unwrap_or_default();
-    // An empty caption is no caption: each request sets it only when there is one.
-    let has_caption = !caption.is_empty();
     match files {
         ResultFiles::Image { photo: Some(photo), document, name } => {
-            let mut req = bot.send_photo(chat, file(photo, "result.jpg".into())).reply_markup(keyboard);
-            if has_caption {
-                req = req.caption(caption);
-            }
-            let m = req.await?;
+            let m =
+                bot.send_photo(chat, file(photo, "result.jpg".into())).caption(caption).reply_markup(keyboard).await?;
             bot.send_document(chat, file(document, name)).await?;
             return Ok(m.photo().and_then(|p| p.last()).map(|p| p.file.id.to_string()));
         }
         ResultFiles::Image { photo: None, document: bytes, name } | ResultFiles::File { bytes, name } => {
-            let mut req = bot.send_document(chat, file(bytes, name)).reply_markup(keyboard);
-            if has_caption {
-                req = req.caption(caption);
-            }
-            req.await?;
+            bot.send_document(chat, file(bytes, name)).caption(caption).reply_markup(keyboard).await?;
         }
         ResultFiles::Video { bytes, name } => {
-            let mut req = bot.send_video(chat, file(bytes, name)).reply_markup(keyboard);
-            if has_caption {
-                req = req.caption(caption);
-            }
-            req.await?;
+            bot.send_video(chat, file(bytes, name)).caption(caption).reply_markup(keyboard).await?;
         }
         ResultFiles::Animation { bytes, name } => {
-            let mut req = bot.send_animation(chat, file(bytes, name)).reply_markup(keyboard);
-            if has_caption {
-                req = req.caption(caption);
-            }
-            req.await?;
+            bot.send_animation(chat, file(bytes, name)).caption(caption).reply_markup(keyboard).await?;
         }
     }
     Ok(None)
+}
+
+/// The file_id of a sent document, video or animation message.
+fn file_id_of(m: &teloxide::types::Message) -> Option<String> {
+    let id = m.video().map(|v| &v.file.id).or(m.animation().map(|a| &a.file.id)).or(m.document().map(|d| &d.file.id));
+    id.map(ToString::to_string)
 }
 
 /// Sends a file Telegram already has (by its file_id) the way its kind is sent.

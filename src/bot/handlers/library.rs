@@ -354,16 +354,27 @@ pub async fn on_callback(
     }
 }
 
-/// The name a step asked for, or `None` after asking again (a photo, a sticker). Commands
-/// never get here (/cancel leaves the flow).
-async fn name_of(bot: &TgBot, msg: &Message, lang: Lang) -> Result<Option<String>, BotError> {
-    match msg.text().map(str::trim).filter(|t| !t.is_empty()) {
-        Some(t) => Ok(Some(t.to_string())),
-        None => {
-            bot.send_message(msg.chat.id, lang.t("name_needed")).await?;
-            Ok(None)
-        }
-    }
+/// Answers a message that should be a name (a category, a preset): `act` turns the name into
+/// the reply. Anything but text is asked again; commands never get here (/cancel leaves).
+async fn on_name<F, Fut>(
+    bot: &TgBot,
+    msg: &Message,
+    me: &Caller,
+    dialogue: &ChatDialogue,
+    act: F,
+) -> Result<(), BotError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<String, BotError>>,
+{
+    let Some(text) = msg.text().map(str::trim).filter(|t| !t.is_empty()) else {
+        bot.send_message(msg.chat.id, me.lang.t("name_needed")).await?;
+        return Ok(());
+    };
+    dialogue.exit().await?;
+    let reply = act(text.to_string()).await?;
+    bot.send_message(msg.chat.id, reply).await?;
+    Ok(())
 }
 
 /// The name of a new category for `item` (a short id).
@@ -375,15 +386,14 @@ pub async fn on_category_name(
     dialogue: ChatDialogue,
     item: String,
 ) -> Result<(), BotError> {
-    let Some(text) = name_of(&bot, &msg, me.lang).await? else { return Ok(()) };
-    dialogue.exit().await?;
     let id = ImageId::from_short(&item).unwrap_or(ImageId(0));
-    let reply = match ctx.library.categorise(me.id(), id, Err(text)).await? {
-        Some(name) => me.lang.tf("category_added", &[("name", &name)]),
-        None => me.lang.t("not_yours"),
-    };
-    bot.send_message(msg.chat.id, reply).await?;
-    Ok(())
+    on_name(&bot, &msg, &me, &dialogue, |text| async {
+        Ok(match ctx.library.categorise(me.id(), id, Err(text)).await? {
+            Some(name) => me.lang.tf("category_added", &[("name", &name)]),
+            None => me.lang.t("not_yours"),
+        })
+    })
+    .await
 }
 
 /// The name of a preset saved from `item` (a short id).
@@ -395,15 +405,14 @@ pub async fn on_preset_name(
     dialogue: ChatDialogue,
     item: String,
 ) -> Result<(), BotError> {
-    let Some(text) = name_of(&bot, &msg, me.lang).await? else { return Ok(()) };
-    dialogue.exit().await?;
-    let id = ImageId::from_short(&item).unwrap_or(ImageId(0));
-    let reply = match ctx.library.save_preset(me.id(), id, &text).await? {
-        Some(_) => me.lang.tf("preset_saved", &[("name", &crate::store::library::clean_name(&text))]),
-        None => me.lang.t("not_yours"),
-    };
-    bot.send_message(msg.chat.id, reply).await?;
-    Ok(())
+    let (id, lang, user) = (ImageId::from_short(&item).unwrap_or(ImageId(0)), me.lang, me.id());
+    on_name(&bot, &msg, &me, &dialogue, |text| async move {
+        Ok(match ctx.library.save_preset(user, id, &text).await? {
+            Some(_) => lang.tf("preset_saved", &[("name", &crate::store::library::clean_name(&text))]),
+            None => lang.t("not_yours"),
+        })
+    })
+    .await
 }
 
 /// A preset's new name.
@@ -415,12 +424,12 @@ pub async fn on_preset_rename(
     dialogue: ChatDialogue,
     number: u32,
 ) -> Result<(), BotError> {
-    let Some(text) = name_of(&bot, &msg, me.lang).await? else { return Ok(()) };
-    dialogue.exit().await?;
-    let reply = match ctx.library.rename_preset(me.id(), number, &text).await? {
-        true => me.lang.tf("preset_renamed", &[("name", &crate::store::library::clean_name(&text))]),
-        false => me.lang.t("not_yours"),
-    };
-    bot.send_message(msg.chat.id, reply).await?;
-    Ok(())
+    let (lang, user) = (me.lang, me.id());
+    on_name(&bot, &msg, &me, &dialogue, |text| async move {
+        Ok(match ctx.library.rename_preset(user, number, &text).await? {
+            true => lang.tf("preset_renamed", &[("name", &crate::store::library::clean_name(&text))]),
+            false => lang.t("not_yours"),
+        })
+    })
+    .await
 }
