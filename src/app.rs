@@ -115,17 +115,8 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
             .merge(emu.router())
             .route("/", axum::routing::get(|| async { axum::response::Redirect::temporary("/sandbox") }));
     }
-    {
-        let token = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            // Peer addresses feed the login limiter and the loopback check of /metrics.
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            let serve = axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "web listener failed");
-            }
-        }));
-    }
+    let limits = crate::web::listener::ListenerLimits::default();
+    tasks.push(tokio::spawn(crate::web::listener::serve(listener, router, limits, shutdown.clone())));
     tracing::info!(%addr, "web listener up");
     {
         let (store, dir, token) = (store.clone(), config.storage.data_dir.clone(), shutdown.clone());

@@ -317,3 +317,106 @@ async fn backup_taken_while_jobs_run_restores_clean() {
         assert!(out.lines().any(|line| line.starts_with(&format!("{u}\t"))), "{u} restored: {out}");
     }
 }
+
+/// `VmHWM` (peak resident set) of a process, in KiB, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmHWM")
+}
+
+/// Open descriptors of a process (sockets included), from /proc.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Figures for BENCHMARKS.md ("Reliability"): 1500 connections that each send half a request
+/// and stall, opened at once against `serve`. Reports the most the server held at once (its
+/// open descriptors, sampled every 100 ms), how long a /healthz sent once it was full waited,
+/// and when the server had closed them all.
+/// `cargo test --test cli slow_header_flood -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark (about a minute); its figures are in BENCHMARKS.md"]
+async fn slow_header_flood_figures() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CONNECTIONS: usize = 1500;
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().join("data");
+    let port = free_port();
+    let mut serve = bin_on(port);
+    serve.args(["serve", "--data-dir", d.to_str().expect("utf8")]);
+    let mut child = spawn_logged(serve, &dir.path().join("serve.log"));
+    let pid = child.id();
+    let child = tokio::task::spawn_blocking(move || {
+        wait_healthy(port, &mut child);
+        child
+    })
+    .await
+    .expect("join");
+    let idle_fds = open_fds(pid);
+    let (most, done) = (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicBool::new(false)));
+    let sampler = {
+        let (most, done) = (most.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                most.fetch_max(open_fds(pid).saturating_sub(idle_fds), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let stalls: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.ok()?;
+                let mut buf = Vec::new();
+                // An end of stream or a reset (the server closed with our bytes unread): closed.
+                let _ = tokio::time::timeout(Duration::from_secs(180), s.read_to_end(&mut buf)).await.ok()?;
+                Some(started.elapsed())
+            })
+        })
+        .collect();
+    // Probe once the server is full (or after 10 s).
+    let full = Instant::now();
+    while most.load(Ordering::Relaxed) < 1024 && full.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let saturated_after = started.elapsed();
+    let probe = Instant::now();
+    let answer = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.ok()?;
+        Some(answer.lines().next().unwrap_or_default().to_string())
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(120), answer).await.ok().flatten();
+    let healthz_wait = probe.elapsed();
+    let closed: Vec<Duration> = futures_util::future::join_all(stalls).await.into_iter().flatten().flatten().collect();
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.await;
+    let last = closed.iter().max().copied().unwrap_or_default();
+    let first = closed.iter().min().copied().unwrap_or_default();
+    eprintln!(
+        "slow headers: {CONNECTIONS} stalled connections; most held by the server at once: {} (reached after \
+         {:.1} s); a /healthz sent then: {:?} after {:.1} s; closed by the server: {}/{CONNECTIONS}, the first after \
+         {:.1} s, the last after {:.1} s; peak RSS {:.1} MiB",
+        most.load(Ordering::Relaxed),
+        saturated_after.as_secs_f64(),
+        answer.as_deref().unwrap_or("no answer"),
+        healthz_wait.as_secs_f64(),
+        closed.len(),
+        first.as_secs_f64(),
+        last.as_secs_f64(),
+        peak_rss_kib(pid) as f64 / 1024.0
+    );
+    assert!(most.load(Ordering::Relaxed) <= 1024 + 8, "the connection cap holds");
+    assert_eq!(closed.len(), CONNECTIONS, "every stalled connection is closed by the server");
+    assert_eq!(tokio::task::spawn_blocking(move || terminate(child)).await.expect("join"), Some(0));
+}

@@ -9,6 +9,7 @@ pub mod fakes;
 mod faults;
 pub mod harness;
 mod library;
+mod packaging;
 mod providers;
 mod web;
 mod webhook;

@@ -4,6 +4,7 @@
 pub mod assets;
 pub mod auth;
 pub mod error;
+pub mod listener;
 pub mod pages;
 
 use crate::config::Config;
