@@ -119,11 +119,32 @@ pub struct WebConfig {
     /// Listen address of the web panel (and, in sandbox mode, the emulator). An IP literal:
     /// a static binary must not resolve names through glibc NSS.
     pub listen: String,
+    /// Reverse proxies (IP literals or CIDR blocks, e.g. `127.0.0.1`, `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` / `X-Real-IP` name the real client. From any other peer those headers
+    /// are ignored. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { listen: "127.0.0.1:8080".into() }
+        WebConfig { listen: "127.0.0.1:8080".into(), trusted_proxies: Vec::new() }
+    }
+}
+
+impl WebConfig {
+    /// `trusted_proxies` parsed; a bare IP is a one-address block. Errors: the entry's index
+    /// (config validation reports it first).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, usize> {
+        self.trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = s.trim();
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| i)
+            })
+            .collect()
     }
 }
 
@@ -411,6 +432,12 @@ impl Config {
         if self.web.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(bad("web.listen", "must be IP:PORT (an IP literal, e.g. 127.0.0.1:8080)"));
         }
+        if let Err(i) = self.web.trusted_proxy_nets() {
+            return Err(bad(
+                format!("web.trusted_proxies[{i}]"),
+                "must be an IP address or a CIDR block (e.g. 127.0.0.1 or 10.0.0.0/8)",
+            ));
+        }
         if self.billing.signup_bonus.is_negative() {
             return Err(bad("billing.signup_bonus", "must not be negative"));
         }
@@ -546,6 +573,16 @@ mod tests {
         let mut c = Config::default();
         c.telegram.token = s;
         assert!(!format!("{c:?}").contains("ABCDEF"));
+    }
+
+    #[test]
+    fn trusted_proxies_parse_and_bad_entries_are_named() {
+        let mut c = Config::default();
+        c.web.trusted_proxies = vec!["127.0.0.1".into(), "10.0.0.0/8".into(), "::1".into()];
+        assert_eq!(c.web.trusted_proxy_nets().expect("nets").len(), 3);
+        c.validate().expect("valid");
+        c.web.trusted_proxies.push("nginx.local".into());
+        assert_eq!(c.validate().expect_err("a name is no address").key, "web.trusted_proxies[3]");
     }
 
     #[test]

@@ -329,6 +329,64 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM")
 }
 
+/// 100 wrong passwords at once from one address: the limiter counts each attempt before any
+/// hashing, so at most LOGIN_LIMIT (5) are checked (401) and the rest get 429; Argon2 runs at
+/// most two at a time, so the process's peak RSS stays far below what 100 parallel hashes
+/// (~19 MiB each) would take. Figures go to stderr for BENCHMARKS.md (`--nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_flood_is_refused_early_and_memory_stays_bounded() {
+    const ATTEMPTS: usize = 100;
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf8").to_string();
+    let port = free_port();
+    let mut serve = bin_on(port);
+    serve.args(["serve", "--data-dir", &d]);
+    let mut child = spawn_logged(serve, &dir.path().join("serve.log"));
+    let pid = child.id();
+    let child = tokio::task::spawn_blocking(move || {
+        wait_healthy(port, &mut child);
+        child
+    })
+    .await
+    .expect("join");
+    let before = peak_rss_kib(pid);
+
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    let url = format!("http://127.0.0.1:{port}/admin/login");
+    let started = Instant::now();
+    let answers = futures_util::future::join_all((0..ATTEMPTS).map(|i| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            // The double-submit token is whatever the client puts in both places.
+            let r = http
+                .post(url)
+                .header("cookie", format!("mb_login=t{i}"))
+                .form(&[("csrf", format!("t{i}")), ("password", format!("wrong guess {i}"))])
+                .send()
+                .await
+                .expect("answer");
+            r.status().as_u16()
+        }
+    }))
+    .await;
+    let took = started.elapsed();
+    let peak = peak_rss_kib(pid);
+    let count = |s: u16| answers.iter().filter(|a| **a == s).count();
+    let (unauthorized, limited) = (count(401), count(429));
+    eprintln!(
+        "login flood: {ATTEMPTS} attempts, {unauthorized}×401, {limited}×429, in {:.2} s; peak RSS {:.1} MiB \
+         (before the flood {:.1} MiB)",
+        took.as_secs_f64(),
+        peak as f64 / 1024.0,
+        before as f64 / 1024.0
+    );
+    assert!((1..=5).contains(&unauthorized), "at most the limit is checked: {answers:?}");
+    assert_eq!(unauthorized + limited, ATTEMPTS, "everything else is refused: {answers:?}");
+    assert!(peak < 200 * 1024, "peak RSS {peak} KiB");
+    assert_eq!(tokio::task::spawn_blocking(move || terminate(child)).await.expect("join"), Some(0));
+}
+
 /// Open descriptors of a process (sockets included), from /proc.
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)

@@ -29,17 +29,27 @@ pub struct WebState {
     pub jobs: Arc<OnceLock<JobEngine>>,
     /// The dashboard's last summary (kept for `pages::dashboard::SUMMARY_TTL`).
     pub summary: Arc<pages::dashboard::SummaryCache>,
+    /// `web.trusted_proxies`, parsed (see [`auth::client_ip`]).
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl WebState {
     pub fn new(store: Store, config: Arc<Config>) -> Self {
+        // Validated with the config; an entry that still does not parse trusts nobody.
+        let trusted_proxies = config.web.trusted_proxy_nets().unwrap_or_default().into();
         WebState {
             store,
             config,
             auth: Arc::new(auth::Auth::default()),
             jobs: Arc::new(OnceLock::new()),
             summary: Arc::default(),
+            trusted_proxies,
         }
+    }
+
+    /// The client's address for a request (see [`auth::client_ip`]).
+    pub fn client_ip(&self, parts: &axum::http::request::Parts) -> std::net::IpAddr {
+        auth::client_ip(parts, &self.trusted_proxies)
     }
 
     /// The running job engine. Errors: [`error::WebError::Unavailable`] without a bot.
