@@ -318,6 +318,20 @@ async fn backup_taken_while_jobs_run_restores_clean() {
     }
 }
 
+#[test]
+fn unrelated_mediabot_variables_are_not_config() {
+    let mut c = bin_on(free_port());
+    c.arg("check-config")
+        .env("MEDIABOT_CHECKOUT", "1")
+        .env("MEDIABOT_TEST_ARTIFACTS", "/tmp/x")
+        .env("MEDIABOT_BILLING__SIGNUP_BONUS", "7");
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut c = bin_on(free_port());
+    c.arg("check-config").env("MEDIABOT_BILLING__SIGNUP_BONUS", "-1");
+    assert_eq!(run(c).0, 2, "a real config variable is still read and checked");
+}
+
 /// `VmHWM` (peak resident set) of a process, in KiB, from /proc.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
