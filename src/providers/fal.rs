@@ -72,7 +72,7 @@ impl FalProvider {
         Ok(FalProvider {
             id: cfg.id.clone(),
             http: http::client_for(cfg, Duration::from_secs(60))?,
-            downloader: Downloader::new(AddressPolicy::for_base_url(&base_url))?,
+            downloader: Downloader::new(AddressPolicy::for_base_url(&base_url), cfg.proxy.as_deref())?,
             base_url,
             key,
             poll: Duration::from_millis(cfg.poll_interval_ms.max(10)),
