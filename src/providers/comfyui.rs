@@ -409,10 +409,10 @@ pub struct TemplateVars<'a> {
 }
 
 impl TemplateVars<'_> {
-    /// The value a whole-string placeholder becomes (numbers stay numbers).
-    fn exact(&self, s: &str) -> Option<Value> {
-        let inner = s.strip_prefix("{{")?.strip_suffix("}}")?;
-        Some(match inner {
+    /// The value of placeholder `name` (without braces; numbers stay numbers); `None` for an
+    /// unknown name or an input image that was not uploaded.
+    fn value(&self, name: &str) -> Option<Value> {
+        Some(match name {
             "prompt" => json!(self.prompt),
             "negative" => json!(self.negative),
             "width" => json!(self.width),
@@ -420,25 +420,41 @@ impl TemplateVars<'_> {
             "seed" => json!(self.seed),
             "input_image" => json!(self.input_images.first()?),
             _ => {
-                let n: usize = inner.strip_prefix("input_image_")?.parse().ok()?;
+                let n: usize = name.strip_prefix("input_image_")?.parse().ok()?;
                 json!(self.input_images.get(n.checked_sub(1)?)?)
             }
         })
     }
 
+    /// The value a whole-string placeholder becomes.
+    fn exact(&self, s: &str) -> Option<Value> {
+        self.value(s.strip_prefix("{{")?.strip_suffix("}}")?)
+    }
+
+    /// Fills placeholders inside a longer string in one pass over the template: a value is
+    /// copied as is and never scanned again, so `{{seed}}` typed in a prompt stays text.
     fn substitute(&self, s: &str) -> String {
-        let mut out = s
-            .replace("{{prompt}}", self.prompt)
-            .replace("{{negative}}", self.negative)
-            .replace("{{width}}", &self.width.to_string())
-            .replace("{{height}}", &self.height.to_string())
-            .replace("{{seed}}", &self.seed.to_string());
-        for (i, name) in self.input_images.iter().enumerate().rev() {
-            out = out.replace(&format!("{{{{input_image_{}}}}}", i + 1), name);
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(open) = rest.find("{{") {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 2..];
+            let filled = after.find("}}").and_then(|close| Some((close, self.value(&after[..close])?)));
+            match filled {
+                Some((close, v)) => {
+                    match v {
+                        Value::String(text) => out.push_str(&text),
+                        other => out.push_str(&other.to_string()),
+                    }
+                    rest = &after[close + 2..];
+                }
+                None => {
+                    out.push_str("{{");
+                    rest = after;
+                }
+            }
         }
-        if let Some(first) = self.input_images.first() {
-            out = out.replace("{{input_image}}", first);
-        }
+        out.push_str(rest);
         out
     }
 }
@@ -711,6 +727,30 @@ mod tests {
         let g =
             fill_template(&json!({"x": "{{input_image_2}}", "y": "{{input_image_1}}+{{input_image_2}}"}), &vars(&two));
         assert_eq!(g, json!({"x": "b.png", "y": "a.png+b.png"}));
+    }
+
+    #[test]
+    fn placeholders_in_user_text_are_not_filled() {
+        let inputs = vec!["mediabot_x_0.png".to_string()];
+        let vars = TemplateVars {
+            prompt: "a cat {{seed}} {{width}}x{{height}} {{negative}}",
+            negative: "{{input_image}} {{prompt}}",
+            ..vars(&inputs)
+        };
+        let wf = json!({
+            "6": {"inputs": {"text": "masterpiece, {{prompt}}, seed {{seed}}"}},
+            "7": {"inputs": {"text": "ugly, {{negative}}"}},
+            "8": {"inputs": {"text": "{{prompt}}"}},
+            "9": {"inputs": {"text": "{{nope}} {{{{seed}} {{seed"}},
+        });
+        let g = fill_template(&wf, &vars);
+        assert_eq!(
+            g["6"]["inputs"]["text"],
+            json!("masterpiece, a cat {{seed}} {{width}}x{{height}} {{negative}}, seed 7")
+        );
+        assert_eq!(g["7"]["inputs"]["text"], json!("ugly, {{input_image}} {{prompt}}"));
+        assert_eq!(g["8"]["inputs"]["text"], json!("a cat {{seed}} {{width}}x{{height}} {{negative}}"));
+        assert_eq!(g["9"]["inputs"]["text"], json!("{{nope}} {{7 {{seed"));
     }
 
     #[test]
