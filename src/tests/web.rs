@@ -319,6 +319,20 @@ async fn proxied_metrics_need_a_session() {
     assert_eq!(metrics(Some("198.51.100.7")).await.status(), StatusCode::UNAUTHORIZED, "through a proxy on this host");
 }
 
+#[tokio::test]
+async fn page_numbers_never_wrap() {
+    let e = env().await;
+    let (cookie, _) = login(&e.app).await;
+    for page in [usize::MAX.to_string(), (usize::MAX / 50).to_string(), "1000001".into()] {
+        let r = send(&e.app, get(&format!("/admin/users?page={page}"), Some(&cookie))).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "page={page}");
+    }
+    for q in ["", "&sort=balance", "&q=anna"] {
+        let r = send(&e.app, get(&format!("/admin/users?page=1000000{q}"), Some(&cookie))).await;
+        assert_eq!(r.status(), StatusCode::OK, "the last page allowed{q}");
+    }
+}
+
 fn routes(e: &Env) -> Vec<String> {
     vec![
         "/admin".into(),
