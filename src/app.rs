@@ -87,6 +87,9 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let emulator = matches!(mode, Mode::Sandbox).then(Emulator::new);
+    if let Some(emu) = emulator.as_ref().filter(|_| !addr.ip().is_loopback()) {
+        emu.allow_any_host(); // `sandbox` refuses such an address without --i-know-this-is-public
+    }
     {
         let (st, dir) = (store.clone(), config.storage.data_dir.clone());
         let generated = tokio::task::spawn_blocking(move || crate::web::auth::ensure_password(&st, &dir)).await??;

@@ -332,6 +332,38 @@ fn unrelated_mediabot_variables_are_not_config() {
     assert_eq!(run(c).0, 2, "a real config variable is still read and checked");
 }
 
+#[test]
+fn sandbox_refuses_a_public_address_and_never_reads_the_services_config() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (code, _, err) = run({
+        let mut c = bin_on(free_port());
+        c.current_dir(dir.path()).args(["sandbox", "--listen", &format!("0.0.0.0:{}", free_port())]);
+        c
+    });
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--i-know-this-is-public"), "says how to insist: {err}");
+
+    // A config in the working directory (as in a checkout or next to a service's data) is
+    // what `serve` uses; `sandbox` ignores it unless --config names it.
+    let elsewhere = dir.path().join("service-data");
+    std::fs::write(
+        dir.path().join("mediabot.toml"),
+        format!("[storage]\ndata_dir = \"{}\"\n[billing]\nsignup_bonus = -5\n", elsewhere.display()),
+    )
+    .expect("config");
+    let mut serve = bin_on(free_port());
+    serve.current_dir(dir.path()).arg("check-config");
+    assert_eq!(run(serve).0, 2, "serve and check-config do read ./mediabot.toml");
+    let port = free_port();
+    let mut sandbox = bin_on(port);
+    sandbox.current_dir(dir.path()).arg("sandbox");
+    let mut child = spawn_logged(sandbox, &dir.path().join("sandbox.log"));
+    wait_healthy(port, &mut child);
+    assert!(dir.path().join("mediabot-sandbox/mediabot.redb").exists(), "its own data dir");
+    assert!(!elsewhere.exists(), "the configured data dir is untouched");
+    assert_eq!(terminate(child), Some(0));
+}
+
 /// `VmHWM` (peak resident set) of a process, in KiB, from /proc.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");

@@ -82,10 +82,12 @@ fn user(id: i64) -> ControlUser {
     }
 }
 
+/// A test photo as (base64 for the control API, bytes).
 fn test_photo(name: &str) -> (String, Vec<u8>) {
+    use base64::Engine;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/photos").join(name);
     let bytes = std::fs::read(&path).expect("test photo");
-    (path.to_string_lossy().into_owned(), bytes)
+    (base64::engine::general_purpose::STANDARD.encode(&bytes), bytes)
 }
 
 fn png(width: u32, height: u32) -> Vec<u8> {
@@ -341,12 +343,12 @@ async fn spec_violations_are_rejected_and_recorded() {
 async fn emulator_output_conforms_to_the_spec() {
     let env = start().await;
     let spec = Spec::embedded().expect("spec");
-    let (path, _) = test_photo("alpha_dice_rgba.png");
+    let (b64, _) = test_photo("alpha_dice_rgba.png");
     env.say(USER, "/start");
     env.emu
         .push_update(ControlUpdate {
             user: user(USER),
-            photo_path: Some(path),
+            photo_base64: Some(b64),
             caption: Some("c".into()),
             ..ControlUpdate::default()
         })
@@ -461,11 +463,11 @@ async fn long_poll_wakes_on_push_and_offset_confirms() {
 async fn user_photo_round_trips_through_get_file() {
     let env = start().await;
     let bot = env.bot();
-    let (path, bytes) = test_photo("canon_sx60_orient6_gpsifd.jpg");
+    let (b64, bytes) = test_photo("canon_sx60_orient6_gpsifd.jpg");
     let (status, body) = env
         .control_post(
             "emulator/control/updates",
-            json!({"user": {"id": USER, "first_name": "Tess"}, "photo_path": path, "caption": "make it pop"}),
+            json!({"user": {"id": USER, "first_name": "Tess"}, "photo_base64": b64, "caption": "make it pop"}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -870,9 +872,9 @@ async fn query_strings_and_method_case() {
 async fn inline_answers_are_checked_and_chosen_results_can_be_injected() {
     let env = start().await;
     let spec = Spec::embedded().expect("spec");
-    let (path, _) = test_photo("alpha_dice_rgba.png");
+    let (b64, _) = test_photo("alpha_dice_rgba.png");
     env.emu
-        .push_update(ControlUpdate { user: user(USER), photo_path: Some(path), ..ControlUpdate::default() })
+        .push_update(ControlUpdate { user: user(USER), photo_base64: Some(b64), ..ControlUpdate::default() })
         .expect("photo");
     env.emu
         .push_update(ControlUpdate { user: user(USER), inline_query: Some("dice".into()), ..ControlUpdate::default() })

@@ -11,5 +11,6 @@ pub mod harness;
 mod library;
 mod packaging;
 mod providers;
+mod sandbox;
 mod web;
 mod webhook;

@@ -1,0 +1,76 @@
+//! `sandbox` mode as `app` wires it (built-in emulator on the web listener, demo renderer): the
+//! control API takes no file paths, no cross-site requests and no foreign `Host`.
+
+use super::harness::test_config;
+use crate::app::{self, Mode, RunningApp};
+use crate::emulator::Emulator;
+use reqwest::StatusCode;
+use serde_json::json;
+
+const USER: i64 = 4101;
+
+async fn start(dir: &std::path::Path) -> RunningApp {
+    app::start(test_config(dir), Mode::Sandbox).await.expect("sandbox starts")
+}
+
+fn emulator(app: &RunningApp) -> &Emulator {
+    app.emulator.as_ref().expect("sandbox mode has an emulator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_api_takes_no_paths_no_cross_site_posts_and_no_foreign_host() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = start(dir.path()).await;
+    let base = format!("http://{}", app.addr);
+    let http = reqwest::Client::new();
+    let secret_file = dir.path().join("admin-password");
+    assert!(secret_file.exists(), "the app wrote its admin password");
+
+    // A path is not a way to send a file: nothing is read, nothing reaches the chat.
+    for field in ["document_path", "photo_path"] {
+        let body = json!({"user": {"id": USER, "first_name": "Sam"}, field: secret_file.to_string_lossy()});
+        let r = http.post(format!("{base}/emulator/control/updates")).json(&body).send().await.expect("post");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{field}");
+    }
+    let messages = emulator(&app).messages(USER);
+    assert!(messages.iter().all(|m| m.document.is_none() && m.photo.is_none()), "{messages:?}");
+
+    // A page on another site can POST text/plain or a form without a preflight: refused.
+    let update = json!({"user": {"id": USER, "first_name": "Sam"}, "text": "/start"}).to_string();
+    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let r = http
+            .post(format!("{base}/emulator/control/updates"))
+            .header("content-type", ct)
+            .body(update.clone())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+    }
+    let r = http.post(format!("{base}/emulator/control/reset")).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "a body-less control POST needs the header too");
+    assert!(emulator(&app).messages(USER).is_empty(), "nothing was queued");
+    let r = http
+        .post(format!("{base}/emulator/control/updates"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(update)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // DNS rebinding: a foreign name pointed at 127.0.0.1 arrives with its own Host.
+    let port = app.addr.port();
+    for path in ["/emulator/control/chats/4101/messages", "/sandbox", "/emulator/static/sandbox.js"] {
+        let r = http.get(format!("{base}{path}")).header("host", format!("rebind.example:{port}")).send().await;
+        assert_eq!(r.expect("get").status(), StatusCode::MISDIRECTED_REQUEST, "{path}");
+        for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+            let r = http.get(format!("{base}{path}")).header("host", host.as_str()).send().await.expect("get");
+            assert_eq!(r.status(), StatusCode::OK, "{path} with Host {host}");
+        }
+    }
+    // The Bot API itself answers any name (a bot reaches Telegram by whatever name it is given).
+    let r = http.get(format!("{base}/bot1:X/getMe")).header("host", "api.example").send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    app.stop().await;
+}
