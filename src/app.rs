@@ -115,7 +115,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     }
     if let Some(emu) = &emulator {
         router = router
-            .merge(emu.router())
+            .merge(emu.router().layer(axum::middleware::from_fn(crate::web::security_headers)))
             .route("/", axum::routing::get(|| async { axum::response::Redirect::temporary("/sandbox") }));
     }
     let limits = crate::web::listener::ListenerLimits::default();

@@ -448,7 +448,10 @@ fn emulator(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         tracing::info!(addr = %listener.local_addr()?, "Bot API emulator up (no bot attached)");
-        let router = crate::emulator::Emulator::new().router().route("/healthz", axum::routing::get(|| async { "ok" }));
+        let router = crate::emulator::Emulator::new()
+            .router()
+            .layer(axum::middleware::from_fn(crate::web::security_headers))
+            .route("/healthz", axum::routing::get(|| async { "ok" }));
         axum::serve(listener, router).with_graceful_shutdown(RunningApp::wait_for_signal()).await?;
         Ok(())
     })

@@ -1,5 +1,6 @@
 //! `sandbox` mode as `app` wires it (built-in emulator on the web listener, demo renderer): the
-//! control API takes no file paths, no cross-site requests and no foreign `Host`.
+//! control API takes no file paths, no cross-site requests and no foreign `Host`, and `/sandbox`
+//! gets the panel's security headers.
 
 use super::harness::test_config;
 use crate::app::{self, Mode, RunningApp};
@@ -72,5 +73,19 @@ async fn control_api_takes_no_paths_no_cross_site_posts_and_no_foreign_host() {
     // The Bot API itself answers any name (a bot reaches Telegram by whatever name it is given).
     let r = http.get(format!("{base}/bot1:X/getMe")).header("host", "api.example").send().await.expect("get");
     assert_eq!(r.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_page_has_the_panels_csp_and_no_framing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = start(dir.path()).await;
+    let r = reqwest::get(format!("http://{}/sandbox", app.addr)).await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let h = r.headers();
+    let csp = h.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp:?}");
+    assert_eq!(h.get("x-frame-options").and_then(|v| v.to_str().ok()), Some("DENY"));
+    assert_eq!(h.get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"));
     app.stop().await;
 }

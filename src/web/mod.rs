@@ -106,9 +106,10 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// Headers for every panel response. The CSP allows scripts and styles from our own origin
-/// only (no inline code anywhere in the templates), and no framing.
-async fn security_headers(req: Request, next: Next) -> Response {
+/// Headers for every panel response (and, wired by `app`, the sandbox page's). The CSP allows
+/// scripts and styles from our own origin only (no inline code anywhere in the templates), and
+/// no framing.
+pub async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     let fixed: [(&str, &str); 6] = [
