@@ -86,7 +86,11 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     let addr: SocketAddr = config.web.listen.parse().context("web.listen")?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
-    let emulator = matches!(mode, Mode::Sandbox).then(Emulator::new);
+    let emulator = match &mode {
+        // Continues the ids of earlier sandboxes on this data dir: the bot remembers them.
+        Mode::Sandbox => Some(Emulator::persistent(&config.storage.data_dir).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
     if let Some(emu) = emulator.as_ref().filter(|_| !addr.ip().is_loopback()) {
         emu.allow_any_host(); // `sandbox` refuses such an address without --i-know-this-is-public
     }

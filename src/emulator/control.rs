@@ -308,12 +308,15 @@ pub(crate) async fn unblock(AxState(emu): AxState<Emulator>, Path(id): Path<i64>
 
 /// `POST /emulator/control/reset`. Forgets users, chats, files and records, but keeps what
 /// the bot configured at start-up (commands, name, webhook, allowed updates), and update ids
-/// keep growing so a running bot's offset stays valid.
+/// and message ids keep growing so a running bot's offset and drafts stay valid.
 pub(crate) async fn reset(AxState(emu): AxState<Emulator>) -> Response {
     let mut st = emu.lock();
+    let highest_message = st.chats.values().map(|c| c.next_message_id).max().unwrap_or(0);
     let fresh = State {
         bot_id: st.bot_id,
         next_update_id: st.next_update_id,
+        message_id_floor: st.message_id_floor.max(highest_message),
+        counters: std::mem::take(&mut st.counters),
         poll_generation: st.poll_generation,
         allowed_updates: st.allowed_updates.take(),
         webhook_url: std::mem::take(&mut st.webhook_url),

@@ -118,6 +118,16 @@ impl Emulator {
         Emulator { inner: Arc::new(inner) }
     }
 
+    /// An emulator whose update ids and message ids continue after those handed out by any
+    /// earlier emulator on the same `data_dir` (a bot on that data dir remembers them: it
+    /// would skip a reused update id as handled, and its drafts are keyed by message id).
+    /// The ids are reserved in blocks in `data_dir/emulator-ids.json`, so a crash loses none.
+    /// Errors: the file exists but cannot be read or parsed (the message names it).
+    pub fn persistent(data_dir: &std::path::Path) -> Result<Emulator, String> {
+        let counters = state::Counters::load(data_dir.join(state::COUNTERS_FILE))?;
+        Ok(Emulator::with_state(state::State::continuing(counters)))
+    }
+
     /// Lets the control API and `/sandbox` answer any `Host`, for a sandbox its operator
     /// serves on a non-loopback address on purpose (`--i-know-this-is-public`).
     pub fn allow_any_host(&self) {

@@ -968,3 +968,31 @@ async fn a_body_cut_off_by_a_dying_client_is_no_rejection_but_a_malformed_one_is
     assert!(status.as_deref().is_some_and(|s| s.contains(" 400 ")), "{status:?}");
     assert!(env.last_rejection().reason.contains("unreadable multipart/form-data body"), "{:?}", env.last_rejection());
 }
+
+#[test]
+fn a_persistent_emulator_continues_the_ids_of_the_last_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let first = Emulator::persistent(dir.path()).expect("fresh dir");
+    let push = |emu: &Emulator, text: &str| {
+        emu.push_update(ControlUpdate { user: user(USER), text: Some(text.into()), ..ControlUpdate::default() })
+            .expect("push")
+    };
+    let u1 = push(&first, "a");
+    let m1 = first.messages(USER).last().expect("message").message_id;
+    let u2 = push(&first, "b");
+    drop(first);
+    // A crash or restart: nothing but the file carries over.
+    let second = Emulator::persistent(dir.path()).expect("same dir");
+    let u3 = push(&second, "c");
+    let m3 = second.messages(USER).last().expect("message").message_id;
+    assert!(u3 > u2 && u2 > u1, "{u1} {u2} {u3}");
+    assert!(m3 > m1 + 1, "message ids continue too: {m1} then {m3}");
+    // A reset keeps message ids growing as it keeps update ids growing.
+    let before_reset = second.messages(USER).last().expect("message").message_id;
+    let reset = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+    reset.block_on(super::control::reset(axum::extract::State(second.clone())));
+    push(&second, "d");
+    assert!(second.messages(USER).last().expect("message").message_id > before_reset);
+    std::fs::write(dir.path().join("emulator-ids.json"), "not json").expect("write");
+    assert!(Emulator::persistent(dir.path()).is_err(), "a damaged file is reported, not guessed past");
+}

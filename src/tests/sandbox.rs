@@ -1,12 +1,14 @@
 //! `sandbox` mode as `app` wires it (built-in emulator on the web listener, demo renderer): the
-//! control API takes no file paths, no cross-site requests and no foreign `Host`, and `/sandbox`
-//! gets the panel's security headers.
+//! control API takes no file paths, no cross-site requests and no foreign `Host`, `/sandbox`
+//! gets the panel's security headers, and a sandbox restarted on its data dir keeps numbering
+//! updates and messages past what the bot has seen.
 
-use super::harness::test_config;
+use super::harness::{test_config, text_of};
 use crate::app::{self, Mode, RunningApp};
 use crate::emulator::Emulator;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 const USER: i64 = 4101;
 
@@ -16,6 +18,29 @@ async fn start(dir: &std::path::Path) -> RunningApp {
 
 fn emulator(app: &RunningApp) -> &Emulator {
     app.emulator.as_ref().expect("sandbox mode has an emulator")
+}
+
+fn say(emu: &Emulator, text: &str) -> i64 {
+    let u = json!({"user": {"id": USER, "first_name": "Sam", "language_code": "en"}, "text": text});
+    emu.push_update(serde_json::from_value(u).expect("update")).expect("accepted")
+}
+
+/// Waits until the bot has sent more than `after` messages to `USER`; returns them all.
+async fn bot_messages_beyond(emu: &Emulator, after: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let msgs: Vec<Value> = emu
+            .messages(USER)
+            .iter()
+            .map(|m| serde_json::to_value(m).expect("json"))
+            .filter(|m| m["from_bot"] == true)
+            .collect();
+        if msgs.len() > after {
+            return msgs;
+        }
+        assert!(Instant::now() < deadline, "the bot did not answer; transcript: {:?}", emu.messages(USER));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,5 +112,29 @@ async fn sandbox_page_has_the_panels_csp_and_no_framing() {
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp:?}");
     assert_eq!(h.get("x-frame-options").and_then(|v| v.to_str().ok()), Some("DENY"));
     assert_eq!(h.get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_restarted_on_its_data_dir_continues_update_and_message_ids() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = start(dir.path()).await;
+    let first_update = say(emulator(&app), "/start");
+    let before = bot_messages_beyond(emulator(&app), 0).await;
+    let first_ids: Vec<i64> = before.iter().filter_map(|m| m["message_id"].as_i64()).collect();
+    app.stop().await;
+
+    // A new emulator, the same bot database: before the fix it numbered from 1 again, the bot
+    // skipped update 1 as handled and never answered.
+    let app = start(dir.path()).await;
+    let again = say(emulator(&app), "/start");
+    assert!(again > first_update, "update ids continue: {again} after {first_update}");
+    let after = bot_messages_beyond(emulator(&app), 0).await;
+    assert!(after.iter().any(|m| !text_of(m).is_empty()), "the bot answered: {after:?}");
+    let max_before = first_ids.iter().max().copied().unwrap_or(0);
+    assert!(
+        after.iter().filter_map(|m| m["message_id"].as_i64()).all(|id| id > max_before),
+        "message ids continue past {max_before}: {after:?}"
+    );
     app.stop().await;
 }
