@@ -335,12 +335,20 @@ fn unrelated_mediabot_variables_are_not_config() {
 #[test]
 fn sandbox_refuses_a_public_address_and_never_reads_the_services_config() {
     let dir = tempfile::tempdir().expect("tmp");
-    let (code, _, err) = run({
-        let mut c = bin_on(free_port());
-        c.current_dir(dir.path()).args(["sandbox", "--listen", &format!("0.0.0.0:{}", free_port())]);
-        c
-    });
-    assert_eq!(code, 2, "{err}");
+    let log = dir.path().join("public.log");
+    let mut public = bin_on(free_port());
+    public.current_dir(dir.path()).args(["sandbox", "--listen", &format!("0.0.0.0:{}", free_port())]);
+    let mut public = Service(Some(spawn_logged(public, &log)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = public.0.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "the sandbox started on 0.0.0.0 instead of refusing");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--i-know-this-is-public"), "says how to insist: {err}");
 
     // A config in the working directory (as in a checkout or next to a service's data) is
@@ -357,11 +365,58 @@ fn sandbox_refuses_a_public_address_and_never_reads_the_services_config() {
     let port = free_port();
     let mut sandbox = bin_on(port);
     sandbox.current_dir(dir.path()).arg("sandbox");
-    let mut child = spawn_logged(sandbox, &dir.path().join("sandbox.log"));
-    wait_healthy(port, &mut child);
+    let mut sandbox = Service(Some(spawn_logged(sandbox, &dir.path().join("sandbox.log"))));
+    wait_healthy(port, sandbox.0.as_mut().expect("running"));
     assert!(dir.path().join("mediabot-sandbox/mediabot.redb").exists(), "its own data dir");
     assert!(!elsewhere.exists(), "the configured data dir is untouched");
-    assert_eq!(terminate(child), Some(0));
+    assert_eq!(sandbox.0.take().map(terminate), Some(Some(0)));
+}
+
+/// A service process that is killed if the test ends early (a failed assertion), so no
+/// `serve` outlives its test.
+struct Service(Option<Child>);
+
+impl Service {
+    /// SIGTERM and the exit code (see [`terminate`]).
+    async fn stop(mut self) -> Option<i32> {
+        let child = self.0.take().expect("running");
+        tokio::task::spawn_blocking(move || terminate(child)).await.expect("join")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `serve` without a token (the admin panel only) on a free port with its data in `dir`,
+/// once healthy: (process, pid, port). `MEDIABOT_BENCH_BIN` runs another build instead (to
+/// measure the figures in BENCHMARKS.md against an older binary).
+async fn serve_without_token(dir: &Path) -> (Service, u32, u16) {
+    let port = free_port();
+    let mut serve = bin_on(port);
+    if let Some(other) = std::env::var_os("MEDIABOT_BENCH_BIN") {
+        let mut c = Command::new(other);
+        // Older builds took every MEDIABOT_* variable for config (issue 17, item 29).
+        c.env_remove("RUST_LOG")
+            .env_remove("MEDIABOT_BENCH_BIN")
+            .env("MEDIABOT_WEB__LISTEN", format!("127.0.0.1:{port}"));
+        serve = c;
+    }
+    serve.args(["serve", "--data-dir", dir.join("data").to_str().expect("utf8")]);
+    let mut child = spawn_logged(serve, &dir.join("serve.log"));
+    let pid = child.id();
+    let child = tokio::task::spawn_blocking(move || {
+        wait_healthy(port, &mut child);
+        child
+    })
+    .await
+    .expect("join");
+    (Service(Some(child)), pid, port)
 }
 
 /// `VmHWM` (peak resident set) of a process, in KiB, from /proc.
@@ -383,19 +438,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 async fn login_flood_is_refused_early_and_memory_stays_bounded() {
     const ATTEMPTS: usize = 100;
     let dir = tempfile::tempdir().expect("tmp");
-    let d = dir.path().join("data");
-    let d = d.to_str().expect("utf8").to_string();
-    let port = free_port();
-    let mut serve = bin_on(port);
-    serve.args(["serve", "--data-dir", &d]);
-    let mut child = spawn_logged(serve, &dir.path().join("serve.log"));
-    let pid = child.id();
-    let child = tokio::task::spawn_blocking(move || {
-        wait_healthy(port, &mut child);
-        child
-    })
-    .await
-    .expect("join");
+    let (child, pid, port) = serve_without_token(dir.path()).await;
     let before = peak_rss_kib(pid);
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
@@ -430,7 +473,7 @@ async fn login_flood_is_refused_early_and_memory_stays_bounded() {
     assert!((1..=5).contains(&unauthorized), "at most the limit is checked: {answers:?}");
     assert_eq!(unauthorized + limited, ATTEMPTS, "everything else is refused: {answers:?}");
     assert!(peak < 200 * 1024, "peak RSS {peak} KiB");
-    assert_eq!(tokio::task::spawn_blocking(move || terminate(child)).await.expect("join"), Some(0));
+    assert_eq!(child.stop().await, Some(0));
 }
 
 /// Open descriptors of a process (sockets included), from /proc.
@@ -450,18 +493,7 @@ async fn slow_header_flood_figures() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const CONNECTIONS: usize = 1500;
     let dir = tempfile::tempdir().expect("tmp");
-    let d = dir.path().join("data");
-    let port = free_port();
-    let mut serve = bin_on(port);
-    serve.args(["serve", "--data-dir", d.to_str().expect("utf8")]);
-    let mut child = spawn_logged(serve, &dir.path().join("serve.log"));
-    let pid = child.id();
-    let child = tokio::task::spawn_blocking(move || {
-        wait_healthy(port, &mut child);
-        child
-    })
-    .await
-    .expect("join");
+    let (child, pid, port) = serve_without_token(dir.path()).await;
     let idle_fds = open_fds(pid);
     let (most, done) = (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicBool::new(false)));
     let sampler = {
@@ -522,5 +554,5 @@ async fn slow_header_flood_figures() {
     );
     assert!(most.load(Ordering::Relaxed) <= 1024 + 8, "the connection cap holds");
     assert_eq!(closed.len(), CONNECTIONS, "every stalled connection is closed by the server");
-    assert_eq!(tokio::task::spawn_blocking(move || terminate(child)).await.expect("join"), Some(0));
+    assert_eq!(child.stop().await, Some(0));
 }

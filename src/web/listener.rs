@@ -126,6 +126,19 @@ mod tests {
         (addr, token, task)
     }
 
+    /// A connection that has sent `bytes`.
+    async fn open(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(bytes).await.expect("write");
+        s
+    }
+
+    /// Shuts the listener down; it must return promptly.
+    async fn stop(token: CancellationToken, task: tokio::task::JoinHandle<()>) {
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops").expect("join");
+    }
+
     /// Reads until the server closes; `None` if it is still open after `secs`.
     async fn read_to_close(s: &mut TcpStream, secs: u64) -> Option<String> {
         let mut buf = Vec::new();
@@ -140,19 +153,16 @@ mod tests {
         let limits = ListenerLimits { header_timeout: Duration::from_millis(500), ..ListenerLimits::default() };
         let (addr, token, task) = start(limits).await;
         // Half a request line and one header, then nothing: before the fix this waited forever.
-        let mut slow = TcpStream::connect(addr).await.expect("connect");
-        slow.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n").await.expect("write");
-        let mut idle = TcpStream::connect(addr).await.expect("connect");
+        let mut slow = open(addr, b"GET /ok HTTP/1.1\r\nHost: x\r\n").await;
+        let mut idle = open(addr, b"").await;
         assert!(read_to_close(&mut slow, 20).await.is_some(), "slow-header connection closed");
         assert_eq!(read_to_close(&mut idle, 20).await.as_deref(), Some(""), "silent connection closed too");
         // The listener still serves, with the peer address attached.
-        let mut ok = TcpStream::connect(addr).await.expect("connect");
-        ok.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+        let mut ok = open(addr, b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         let answer = read_to_close(&mut ok, 20).await.expect("answered");
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains("127.0.0.1:"), "{answer}");
-        token.cancel();
-        tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops").expect("join");
+        stop(token, task).await;
     }
 
     #[tokio::test]
@@ -160,35 +170,26 @@ mod tests {
         let limits =
             ListenerLimits { max_connections: 2, header_timeout: Duration::from_secs(2), ..ListenerLimits::default() };
         let (addr, token, task) = start(limits).await;
-        let mut held = Vec::new();
-        for _ in 0..2 {
-            let mut s = TcpStream::connect(addr).await.expect("connect");
-            s.write_all(b"GET /ok HTTP/1.1\r\n").await.expect("write");
-            held.push(s);
-        }
+        let _held = [open(addr, b"GET /ok HTTP/1.1\r\n").await, open(addr, b"GET /ok HTTP/1.1\r\n").await];
         // Give the listener time to accept the two; the third then sits in the backlog.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut third = TcpStream::connect(addr).await.expect("the kernel queues it");
-        third.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
-        let mut first = [0u8; 1];
-        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut first)).await;
+        // The kernel completes the handshake and queues it.
+        let mut third = open(addr, b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut [0u8; 1])).await;
         assert!(early.is_err(), "not served while both slots are taken");
         // The held connections time out (header timeout), which frees slots.
         let answer = read_to_close(&mut third, 30).await.expect("served once a slot is free");
-        assert!(format!("{}{answer}", first[0] as char).contains("200 OK"), "{answer}");
-        token.cancel();
-        tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops").expect("join");
+        assert!(answer.contains("200 OK"), "{answer}");
+        stop(token, task).await;
     }
 
     #[tokio::test]
     async fn slow_requests_get_408() {
         let limits = ListenerLimits { request_timeout: Duration::from_millis(300), ..ListenerLimits::default() };
         let (addr, token, task) = start(limits).await;
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+        let mut s = open(addr, b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         let answer = read_to_close(&mut s, 20).await.expect("answered");
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-        token.cancel();
-        tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops").expect("join");
+        stop(token, task).await;
     }
 }
