@@ -94,6 +94,8 @@ check "unit enabled" test -L /etc/systemd/system/multi-user.target.wants/mediabo
 check "every config key is commented (but data_dir)" sh -c "! grep -Ev '^(#|\[|$|data_dir)' $CFG | grep -q ."
 check "mediabot --version" sh -c "/usr/bin/mediabot --version | grep -q '^mediabot '"
 check "check-config on the packaged config" sh -c "cd / && /usr/bin/mediabot check-config | grep -q 'config OK'"
+check "unit stops restarting a broken install (StartLimit* in [Unit])" sh -c "sed -n '/^\[Unit\]/,/^\[/p' $UNIT | grep -q '^StartLimitIntervalSec=' && sed -n '/^\[Unit\]/,/^\[/p' $UNIT | grep -q '^StartLimitBurst='"
+check "unit raises LimitNOFILE" grep -q '^LimitNOFILE=' "$UNIT"
 systemd-analyze verify "$UNIT" > "$WORK/verify.out" 2> "$WORK/verify.err"
 if [ -s "$WORK/verify.err" ]; then bad "systemd-analyze verify (stderr empty)"; cat "$WORK/verify.err"; else ok "systemd-analyze verify (stderr empty)"; fi
 echo "security: $(systemd-analyze security --offline=true "$UNIT" 2>/dev/null | tail -n 1)"

@@ -257,7 +257,9 @@ pub fn set_password_blocking(store: &Store, actor: &Actor, password: &str) -> Re
 }
 
 /// First start: with no password stored, generate one, write it to `data_dir/admin-password`
-/// (mode 600, never overwritten) and return that path so the caller logs it once.
+/// and return that path so the caller logs it once. The file is created new, mode 600: an
+/// existing file (or a symlink planted in its place) is never followed, truncated or
+/// overwritten; then no password is generated and a warning says what to do.
 pub fn ensure_password(store: &Store, data_dir: &Path) -> Result<Option<PathBuf>, AdminError> {
     if store.read_blocking(|rx| rx.get_password_hash())?.is_some() {
         return Ok(None);
@@ -265,10 +267,22 @@ pub fn ensure_password(store: &Store, data_dir: &Path) -> Result<Option<PathBuf>
     let password = crate::domain::random_token()[..24].to_string();
     let path = data_dir.join("admin-password");
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    // create_new is O_CREAT|O_EXCL: it fails on any existing name, symlinks included.
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&path).map_err(StoreError::Io)?;
+    let mut f = match opts.open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            tracing::warn!(
+                path = %path.display(),
+                "no admin password is set, but this file already exists: not touching it, so the panel has no \
+                 password yet; set one with `mediabot admin set-password` (or remove the file and restart)"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(StoreError::Io(e).into()),
+    };
     std::io::Write::write_all(&mut f, format!("{password}\n").as_bytes()).map_err(StoreError::Io)?;
     set_password_blocking(store, &Actor::System, &password)?;
     Ok(Some(path))
@@ -319,5 +333,25 @@ mod tests {
         assert_eq!(ensure_password(&store, dir.path()).expect("again"), None, "no second password");
         let short = set_password_blocking(&store, &Actor::Cli, "short");
         assert!(short.is_err(), "short passwords are refused");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn password_file_is_never_followed_or_truncated() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let hash = |s: &Store| s.read_blocking(|rx| rx.get_password_hash()).expect("hash");
+        // A symlink planted where the file goes: the target must stay as it is.
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "precious\n").expect("write");
+        std::os::unix::fs::symlink(&target, dir.path().join("admin-password")).expect("symlink");
+        assert_eq!(ensure_password(&store, dir.path()).expect("ensure"), None);
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "precious\n", "symlink not followed");
+        assert!(hash(&store).is_none(), "no password whose text nobody can read");
+        // A plain file left from before keeps its content too.
+        std::fs::remove_file(dir.path().join("admin-password")).expect("rm");
+        std::fs::write(dir.path().join("admin-password"), "old\n").expect("write");
+        assert_eq!(ensure_password(&store, dir.path()).expect("ensure"), None);
+        assert_eq!(std::fs::read_to_string(dir.path().join("admin-password")).expect("read"), "old\n");
     }
 }

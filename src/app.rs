@@ -92,7 +92,14 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     let addr: SocketAddr = config.web.listen.parse().context("web.listen")?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
-    let emulator = matches!(mode, Mode::Sandbox).then(Emulator::new);
+    let emulator = match &mode {
+        // Continues the ids of earlier sandboxes on this data dir: the bot remembers them.
+        Mode::Sandbox => Some(Emulator::persistent(&config.storage.data_dir).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
+    if let Some(emu) = emulator.as_ref().filter(|_| !addr.ip().is_loopback()) {
+        emu.allow_any_host(); // `sandbox` refuses such an address without --i-know-this-is-public
+    }
     {
         let (st, dir) = (store.clone(), config.storage.data_dir.clone());
         let generated = tokio::task::spawn_blocking(move || crate::admin::ensure_password(&st, &dir)).await??;
@@ -123,20 +130,11 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     }
     if let Some(emu) = &emulator {
         router = router
-            .merge(emu.router())
+            .merge(emu.router().layer(axum::middleware::from_fn(crate::web::security_headers)))
             .route("/", axum::routing::get(|| async { axum::response::Redirect::temporary("/sandbox") }));
     }
-    {
-        let token = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            // Peer addresses feed the login limiter and the loopback check of /metrics.
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            let serve = axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "web listener failed");
-            }
-        }));
-    }
+    let limits = crate::web::listener::ListenerLimits::default();
+    tasks.push(tokio::spawn(crate::web::listener::serve(listener, router, limits, shutdown.clone())));
     tracing::info!(%addr, "web listener up");
     {
         let (admin, store, dir, token) =

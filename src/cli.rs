@@ -24,7 +24,9 @@ pub enum Command {
     /// Run the bot against real Telegram.
     Serve(RunArgs),
     /// Run the bot against the built-in Telegram emulator; chat with it at http://ADDR/sandbox.
-    Sandbox(RunArgs),
+    /// Reads a config file only when `--config` names one (never ./mediabot.toml or
+    /// /etc/mediabot): demo models and its own data dir (./mediabot-sandbox) otherwise.
+    Sandbox(SandboxArgs),
     /// Validate the configuration and exit (exit code 2 names the bad key).
     CheckConfig,
     /// Operator commands on the database (through the running service, or directly when it is stopped).
@@ -114,6 +116,33 @@ pub struct RunArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct SandboxArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Allow a listen address other than loopback. The emulator's control API has no
+    /// authentication: whoever reaches the address talks as any user and reads every chat.
+    #[arg(long)]
+    pub i_know_this_is_public: bool,
+}
+
+/// Data dir of a sandbox without `--config`: never the service's (or a `serve` run's) data.
+pub const SANDBOX_DATA_DIR: &str = "./mediabot-sandbox";
+
+/// Refuses a sandbox listen address that is not loopback unless the operator said otherwise.
+/// Errors: the message to print (exit 2).
+pub fn check_sandbox_listen(listen: &str, public_ok: bool) -> Result<(), String> {
+    let addr: std::net::SocketAddr = listen.parse().map_err(|_| format!("web.listen {listen:?} is not IP:PORT"))?;
+    if addr.ip().is_loopback() || public_ok {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to start the sandbox on {addr}: its emulator control API has no authentication, so anyone \
+         who reaches it can act as any user and read every chat. Use a loopback address (127.0.0.1), or pass \
+         --i-know-this-is-public"
+    ))
+}
+
 /// Database commands; serializable because the running service executes them for the CLI.
 #[derive(Subcommand, Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum AdminCommand {
@@ -152,7 +181,10 @@ pub enum AdminCommand {
 }
 
 fn load(cli: &Cli, args: Option<&RunArgs>, data_dir: Option<&PathBuf>) -> Result<Config, ExitCode> {
-    let file = Config::locate(cli.config.as_deref());
+    let sandbox = matches!(cli.command, Command::Sandbox(_));
+    // A sandbox run on a server must not pick up the service's config (its token, providers
+    // and data dir): it reads a file only when told to.
+    let file = if sandbox { cli.config.clone() } else { Config::locate(cli.config.as_deref()) };
     let mut cfg = match Config::load(file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -160,6 +192,9 @@ fn load(cli: &Cli, args: Option<&RunArgs>, data_dir: Option<&PathBuf>) -> Result
             return Err(ExitCode::from(2));
         }
     };
+    if sandbox && file.is_none() {
+        cfg.storage.data_dir = PathBuf::from(SANDBOX_DATA_DIR);
+    }
     if let Some(a) = args {
         if let Some(l) = &a.listen {
             cfg.web.listen = l.clone();
@@ -222,11 +257,17 @@ pub fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Serve(a) | Command::Sandbox(a) => {
+        Command::Serve(a) | Command::Sandbox(SandboxArgs { run: a, .. }) => {
             let cfg = match load(&cli, Some(a), None) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if let Command::Sandbox(s) = &cli.command {
+                if let Err(e) = check_sandbox_listen(&cfg.web.listen, s.i_know_this_is_public) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             let mode = if matches!(cli.command, Command::Sandbox(_)) { Mode::Sandbox } else { Mode::Serve };
             match run(cfg, mode) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -417,7 +458,10 @@ fn emulator(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         tracing::info!(addr = %listener.local_addr()?, "Bot API emulator up (no bot attached)");
-        let router = crate::emulator::Emulator::new().router().route("/healthz", axum::routing::get(|| async { "ok" }));
+        let router = crate::emulator::Emulator::new()
+            .router()
+            .layer(axum::middleware::from_fn(crate::web::security_headers))
+            .route("/healthz", axum::routing::get(|| async { "ok" }));
         axum::serve(listener, router).with_graceful_shutdown(RunningApp::wait_for_signal()).await?;
         Ok(())
     })

@@ -7,7 +7,7 @@
 use crate::domain::{Credits, Format, Task};
 use crate::providers::SizeParam;
 use figment::Figment;
-use figment::providers::{Env, Format as _, Serialized, Toml};
+use figment::providers::{Env, Serialized};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
@@ -119,11 +119,32 @@ pub struct WebConfig {
     /// Listen address of the web panel (and, in sandbox mode, the emulator). An IP literal:
     /// a static binary must not resolve names through glibc NSS.
     pub listen: String,
+    /// Reverse proxies (IP literals or CIDR blocks, e.g. `127.0.0.1`, `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` / `X-Real-IP` name the real client. From any other peer those headers
+    /// are ignored. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { listen: "127.0.0.1:8080".into() }
+        WebConfig { listen: "127.0.0.1:8080".into(), trusted_proxies: Vec::new() }
+    }
+}
+
+impl WebConfig {
+    /// `trusted_proxies` parsed; a bare IP is a one-address block. Errors: the entry's index
+    /// (config validation reports it first).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, usize> {
+        self.trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = s.trim();
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| i)
+            })
+            .collect()
     }
 }
 
@@ -489,6 +510,59 @@ fn yes() -> bool {
     true
 }
 
+/// `SECTION__KEY` (what follows `MEDIABOT_`): a config variable. Anything without the double
+/// underscore (`MEDIABOT_CHECKOUT`) belongs to someone else.
+fn is_config_var(name: &str) -> bool {
+    name.split_once("__").is_some_and(|(section, key)| !section.is_empty() && !key.is_empty())
+}
+
+/// Keys whose values may be or contain a secret: the bot token, the webhook secret, provider
+/// keys, and URLs (a proxy or base URL can carry `user:password@`). `key` is a dotted path
+/// (`providers.0.api_key`).
+pub fn is_secret_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    matches!(last, "token" | "webhook_secret" | "api_key" | "proxy" | "base_url" | "api_url")
+}
+
+/// A deserialization error without the offending value (serde's messages quote it).
+fn value_free(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) => {
+            format!("invalid value (not shown: it may be secret); expected {expected}")
+        }
+        _ => "invalid value (not shown: it may be secret)".into(),
+    }
+}
+
+/// Reads the config file. A syntax error is reported by line and key only: the parser's own
+/// message quotes the offending line, which may hold a token.
+fn read_toml(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| bad("--config", format!("{}: {e}", path.display())))?;
+    let e = match toml::from_str::<toml::Table>(&text) {
+        Ok(table) => return Ok(table),
+        Err(e) => e,
+    };
+    let at = e.span().map_or(0, |s| s.start).min(text.len());
+    let line_no = text[..at].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default();
+    let section = text[..at]
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').map(|h| h.trim_matches(|c| c == '[' || c == ']' || c == ' ')))
+        .filter(|h| !h.is_empty());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"".contains(c)))
+        .map(|k| match section {
+            Some(sec) => format!("{sec}.{}", k.trim_matches('"')),
+            None => k.trim_matches('"').to_string(),
+        });
+    let message = format!("{}: TOML syntax error on line {line_no}: {}", path.display(), e.message().trim());
+    Err(bad(key.unwrap_or_else(|| "config".into()), message))
+}
+
 /// A configuration problem, naming the offending key.
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {message}")]
@@ -511,20 +585,23 @@ impl Config {
         ["./mediabot.toml", "/etc/mediabot/config.toml"].iter().map(PathBuf::from).find(|p| p.exists())
     }
 
-    /// Loads defaults → file → `MEDIABOT_*` env, then validates.
+    /// Loads defaults → file → `MEDIABOT_<SECTION>__<KEY>` env, then validates. Other
+    /// `MEDIABOT_*` variables are not config and are ignored. Errors name the key; for keys
+    /// that may hold a secret ([`is_secret_key`]) the value is never part of the message.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
                 return Err(bad("--config", format!("file {} does not exist", path.display())));
             }
-            fig = fig.merge(Toml::file_exact(path));
+            // Parsed here rather than by figment's Toml provider, whose syntax errors quote the line.
+            fig = fig.merge(Serialized::from(read_toml(path)?, figment::Profile::Default));
         }
-        fig = fig.merge(Env::prefixed("MEDIABOT_").split("__"));
+        fig = fig.merge(Env::prefixed("MEDIABOT_").filter(|k| is_config_var(k.as_str())).split("__"));
         let mut cfg: Config = fig.extract().map_err(|e| {
             let key = e.path.join(".");
-            let key = if key.is_empty() { "config".to_string() } else { key };
-            bad(key, e.kind.to_string())
+            let message = if is_secret_key(&key) { value_free(&e.kind) } else { e.kind.to_string() };
+            bad(if key.is_empty() { "config".to_string() } else { key }, message)
         })?;
         if let Some(dir) = file.and_then(|p| p.parent()) {
             for m in &mut cfg.models {
@@ -564,6 +641,12 @@ impl Config {
         if self.web.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(bad("web.listen", "must be IP:PORT (an IP literal, e.g. 127.0.0.1:8080)"));
         }
+        if let Err(i) = self.web.trusted_proxy_nets() {
+            return Err(bad(
+                format!("web.trusted_proxies[{i}]"),
+                "must be an IP address or a CIDR block (e.g. 127.0.0.1 or 10.0.0.0/8)",
+            ));
+        }
         if self.billing.signup_bonus.is_negative() {
             return Err(bad("billing.signup_bonus", "must not be negative"));
         }
@@ -592,7 +675,7 @@ impl Config {
                 return Err(bad(k("id"), "\"local\" is reserved for the built-in tools"));
             }
             if p.kind != ProviderKind::Demo && url::Url::parse(&p.base_url).is_err() {
-                return Err(bad(k("base_url"), format!("not a URL: {:?}", p.base_url)));
+                return Err(bad(k("base_url"), "not a URL"));
             }
             if p.max_concurrency == 0 {
                 return Err(bad(k("max_concurrency"), "must be at least 1"));
@@ -602,7 +685,7 @@ impl Config {
             }
             if let Some(proxy) = &p.proxy {
                 if reqwest::Proxy::all(proxy.as_str()).is_err() {
-                    return Err(bad(k("proxy"), format!("not a proxy URL: {proxy:?}")));
+                    return Err(bad(k("proxy"), "not a proxy URL (value not shown: it may hold credentials)"));
                 }
             }
         }
@@ -736,6 +819,64 @@ mod tests {
         let mut c = Config::default();
         c.telegram.token = s;
         assert!(!format!("{c:?}").contains("ABCDEF"));
+    }
+
+    #[test]
+    fn errors_on_secret_keys_name_the_key_never_the_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        let cases = [
+            // Wrong types: serde's message would quote the value.
+            ("[telegram]\ntoken = 987654321\n", "telegram.token", "987654321"),
+            ("[telegram]\nwebhook_secret = 555123555\n", "telegram.webhook_secret", "555123555"),
+            (
+                "[[providers]]\nid = \"f\"\nkind = \"fal\"\nbase_url = \"https://queue.fal.run\"\napi_key = 424242424242\n",
+                "providers.0.api_key",
+                "424242424242",
+            ),
+            // A syntax error: the TOML parser's message quotes the line.
+            ("[telegram]\ntoken = 123456:AAsecretTokenPart\n", "telegram.token", "AAsecretTokenPart"),
+            // Validation of a proxy URL with credentials.
+            (
+                "[[providers]]\nid = \"f\"\nkind = \"fal\"\nbase_url = \"https://queue.fal.run\"\nproxy = \"http://user:hunter2pass@[bad\"\n",
+                "providers[0].proxy",
+                "hunter2pass",
+            ),
+            (
+                "[[providers]]\nid = \"f\"\nkind = \"fal\"\nbase_url = \"https://user:s3cretpw@ bad host\"\n",
+                "providers[0].base_url",
+                "s3cretpw",
+            ),
+        ];
+        for (toml, key, secret) in cases {
+            std::fs::write(&p, toml).expect("write");
+            let e = Config::load(Some(&p)).expect_err(toml);
+            assert_eq!(e.key, key, "{e}");
+            assert!(!e.to_string().contains(secret), "{key}: the value leaked: {e}");
+        }
+        // Keys that hold no secret keep the helpful message with the value.
+        std::fs::write(&p, "[billing]\nsignup_bonus = \"lots\"\n").expect("write");
+        assert!(Config::load(Some(&p)).expect_err("type").to_string().contains("lots"));
+    }
+
+    #[test]
+    fn only_double_underscore_env_names_are_config() {
+        assert!(is_config_var("TELEGRAM__TOKEN"));
+        assert!(is_config_var("web__trusted_proxies"));
+        assert!(!is_config_var("CHECKOUT"));
+        assert!(!is_config_var("TEST_ARTIFACTS"));
+        assert!(!is_config_var("__TOKEN"));
+        assert!(!is_config_var("TELEGRAM__"));
+    }
+
+    #[test]
+    fn trusted_proxies_parse_and_bad_entries_are_named() {
+        let mut c = Config::default();
+        c.web.trusted_proxies = vec!["127.0.0.1".into(), "10.0.0.0/8".into(), "::1".into()];
+        assert_eq!(c.web.trusted_proxy_nets().expect("nets").len(), 3);
+        c.validate().expect("valid");
+        c.web.trusted_proxies.push("nginx.local".into());
+        assert_eq!(c.validate().expect_err("a name is no address").key, "web.trusted_proxies[3]");
     }
 
     #[test]

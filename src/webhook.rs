@@ -10,7 +10,7 @@
 use crate::config::TelegramConfig;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::post;
 use std::convert::Infallible;
 use teloxide::prelude::*;
@@ -34,11 +34,40 @@ pub struct Webhook {
     rx: mpsc::Receiver<Update>,
 }
 
+/// The largest update body read (Telegram's updates are a few KiB; axum's default limit).
+const MAX_UPDATE_BYTES: usize = 2 * 1024 * 1024;
+/// At most one WARN line per this interval about refused requests; the rest are counted.
+const REFUSED_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Clone)]
 struct RouteState {
     secret: String,
     tx: mpsc::Sender<Update>,
     store: crate::store::Store,
+    refused: std::sync::Arc<RefusedLog>,
+}
+
+/// Rate limit for the "wrong secret" log line: anyone can send such requests, and a line each
+/// would flood the journal.
+#[derive(Default)]
+struct RefusedLog {
+    /// When the last line was written, and how many refusals were not logged since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl RefusedLog {
+    /// Counts a refusal; returns how many (this one included) the line to write now stands
+    /// for, or `None` while inside the interval.
+    fn note(&self, now: std::time::Instant) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.1 += 1;
+        if st.0.is_some_and(|at| now.duration_since(at) < REFUSED_LOG_INTERVAL) {
+            return None;
+        }
+        let n = st.1;
+        *st = (Some(now), 0);
+        Some(n)
+    }
 }
 
 impl Webhook {
@@ -64,6 +93,7 @@ impl Webhook {
             secret: self.secret.clone(),
             tx: self.tx.clone(),
             store,
+            refused: Default::default(),
         })
     }
 
@@ -124,12 +154,26 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     given.ct_eq(expected).into()
 }
 
-async fn receive(State(st): State<RouteState>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
-    let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+/// The body is read only after the secret header checked out: a stranger's request costs no
+/// buffering, and a stranger's slow body holds nothing.
+async fn receive(State(st): State<RouteState>, req: axum::extract::Request) -> StatusCode {
+    let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if !same_secret(given, st.secret.as_bytes()) {
-        tracing::warn!("webhook request without the right secret header: refused");
+        if let Some(n) = st.refused.note(std::time::Instant::now()) {
+            tracing::warn!(
+                refused = n,
+                "webhook requests without the right secret header refused (logged once a minute)"
+            );
+        }
         return StatusCode::UNAUTHORIZED;
     }
+    let body = match axum::body::to_bytes(req.into_body(), MAX_UPDATE_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook: update body unreadable or too large");
+            return StatusCode::PAYLOAD_TOO_LARGE;
+        }
+    };
     let update: Update = match serde_json::from_slice(&body) {
         Ok(u) => u,
         Err(e) => {
@@ -163,6 +207,38 @@ async fn receive(State(st): State<RouteState>, headers: HeaderMap, body: axum::b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_requests_are_logged_once_per_interval() {
+        let log = RefusedLog::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(log.note(t0), Some(1));
+        let logged = (0..1000).filter(|_| log.note(t0).is_some()).count();
+        assert_eq!(logged, 0, "a flood writes no further lines inside the interval");
+        assert_eq!(log.note(t0 + REFUSED_LOG_INTERVAL), Some(1001), "the next line counts the quiet ones");
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_is_refused_before_the_body_is_read() {
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = crate::store::Store::open(dir.path()).expect("store");
+        let cfg = TelegramConfig {
+            webhook_url: "https://bot.example.test/tg".into(),
+            webhook_secret: crate::config::Secret::new("right"),
+            ..TelegramConfig::default()
+        };
+        let hook = Webhook::from_config(&cfg).expect("config").expect("webhook mode");
+        // A body that never arrives: buffering it first would hang this request forever.
+        let never =
+            axum::body::Body::from_stream(futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>());
+        let req = axum::http::Request::post("/tg").header(SECRET_HEADER, "wrong").body(never).expect("request");
+        let res = tokio::time::timeout(std::time::Duration::from_secs(10), hook.router(store).oneshot(req))
+            .await
+            .expect("answered without reading the body")
+            .expect("infallible");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
 
     #[test]
     fn secret_comparison() {

@@ -93,13 +93,32 @@
     return frag;
   }
 
+  // Links the bot sends become clickable only for http(s) and tg: URLs; anything else
+  // (javascript:, data:, file:) stays plain text.
+  function safeHref(url) {
+    try {
+      const u = new URL(url);
+      return ['http:', 'https:', 'tg:'].includes(u.protocol) ? u.href : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
   function wrap(child, e, text) {
     let el;
+    let href = null;
+    if (e.type === 'text_link') {
+      href = safeHref(e.url);
+    } else if (e.type === 'url') {
+      // Telegram links a bare "example.org" as http.
+      const shown = text.substr(e.offset, e.length);
+      href = safeHref(/^[a-z][a-z0-9+.-]*:/i.test(shown) ? shown : `http://${shown}`);
+    }
     if (TAGS[e.type]) {
       el = document.createElement(TAGS[e.type]);
-    } else if (e.type === 'text_link' || e.type === 'url') {
+    } else if (href) {
       el = document.createElement('a');
-      el.href = e.type === 'url' ? text.substr(e.offset, e.length) : e.url;
+      el.href = href;
       el.target = '_blank';
       el.rel = 'noopener noreferrer';
     } else if (e.type === 'spoiler') {
@@ -193,10 +212,10 @@
   }
 
   function inlineButton(b, messageId) {
-    if (b.url) {
+    if (b.url && safeHref(b.url)) {
       const a = document.createElement('a');
       a.className = 'kb';
-      a.href = b.url;
+      a.href = safeHref(b.url);
       a.target = '_blank';
       a.rel = 'noopener noreferrer';
       a.textContent = `${b.text} ↗`;

@@ -418,3 +418,242 @@ fn a_refused_token_marks_the_bot_down() {
     assert_eq!(terminate(child), Some(0));
     terminate(emu);
 }
+
+#[test]
+fn unrelated_mediabot_variables_are_not_config() {
+    let mut c = bin_on(free_port());
+    c.arg("check-config")
+        .env("MEDIABOT_CHECKOUT", "1")
+        .env("MEDIABOT_TEST_ARTIFACTS", "/tmp/x")
+        .env("MEDIABOT_BILLING__SIGNUP_BONUS", "7");
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut c = bin_on(free_port());
+    c.arg("check-config").env("MEDIABOT_BILLING__SIGNUP_BONUS", "-1");
+    assert_eq!(run(c).0, 2, "a real config variable is still read and checked");
+}
+
+#[test]
+fn sandbox_refuses_a_public_address_and_never_reads_the_services_config() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = dir.path().join("public.log");
+    let mut public = bin_on(free_port());
+    public.current_dir(dir.path()).args(["sandbox", "--listen", &format!("0.0.0.0:{}", free_port())]);
+    let mut public = Service(Some(spawn_logged(public, &log)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = public.0.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "the sandbox started on 0.0.0.0 instead of refusing");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--i-know-this-is-public"), "says how to insist: {err}");
+
+    // A config in the working directory (as in a checkout or next to a service's data) is
+    // what `serve` uses; `sandbox` ignores it unless --config names it.
+    let elsewhere = dir.path().join("service-data");
+    std::fs::write(
+        dir.path().join("mediabot.toml"),
+        format!("[storage]\ndata_dir = \"{}\"\n[billing]\nsignup_bonus = -5\n", elsewhere.display()),
+    )
+    .expect("config");
+    let mut serve = bin_on(free_port());
+    serve.current_dir(dir.path()).arg("check-config");
+    assert_eq!(run(serve).0, 2, "serve and check-config do read ./mediabot.toml");
+    let port = free_port();
+    let mut sandbox = bin_on(port);
+    sandbox.current_dir(dir.path()).arg("sandbox");
+    let mut sandbox = Service(Some(spawn_logged(sandbox, &dir.path().join("sandbox.log"))));
+    wait_healthy(port, sandbox.0.as_mut().expect("running"));
+    assert!(dir.path().join("mediabot-sandbox/mediabot.redb").exists(), "its own data dir");
+    assert!(!elsewhere.exists(), "the configured data dir is untouched");
+    assert_eq!(sandbox.0.take().map(terminate), Some(Some(0)));
+}
+
+/// A service process that is killed if the test ends early (a failed assertion), so no
+/// `serve` outlives its test.
+struct Service(Option<Child>);
+
+impl Service {
+    /// SIGTERM and the exit code (see [`terminate`]).
+    async fn stop(mut self) -> Option<i32> {
+        let child = self.0.take().expect("running");
+        tokio::task::spawn_blocking(move || terminate(child)).await.expect("join")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `serve` without a token (the admin panel only) on a free port with its data in `dir`,
+/// once healthy: (process, pid, port). `MEDIABOT_BENCH_BIN` runs another build instead (to
+/// measure the figures in BENCHMARKS.md against an older binary).
+async fn serve_without_token(dir: &Path) -> (Service, u32, u16) {
+    let port = free_port();
+    let mut serve = bin_on(port);
+    if let Some(other) = std::env::var_os("MEDIABOT_BENCH_BIN") {
+        let mut c = Command::new(other);
+        // Older builds took every MEDIABOT_* variable for config (issue 17, item 29).
+        c.env_remove("RUST_LOG")
+            .env_remove("MEDIABOT_BENCH_BIN")
+            .env("MEDIABOT_WEB__LISTEN", format!("127.0.0.1:{port}"));
+        serve = c;
+    }
+    serve.args(["serve", "--data-dir", dir.join("data").to_str().expect("utf8")]);
+    let mut child = spawn_logged(serve, &dir.join("serve.log"));
+    let pid = child.id();
+    let child = tokio::task::spawn_blocking(move || {
+        wait_healthy(port, &mut child);
+        child
+    })
+    .await
+    .expect("join");
+    (Service(Some(child)), pid, port)
+}
+
+/// `VmHWM` (peak resident set) of a process, in KiB, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmHWM")
+}
+
+/// 100 wrong passwords at once from one address: the limiter counts each attempt before any
+/// hashing, so at most LOGIN_LIMIT (5) are checked (401) and the rest get 429; Argon2 runs at
+/// most two at a time, so the process's peak RSS stays far below what 100 parallel hashes
+/// (~19 MiB each) would take. Figures go to stderr for BENCHMARKS.md (`--nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_flood_is_refused_early_and_memory_stays_bounded() {
+    const ATTEMPTS: usize = 100;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (child, pid, port) = serve_without_token(dir.path()).await;
+    let before = peak_rss_kib(pid);
+
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    let url = format!("http://127.0.0.1:{port}/admin/login");
+    let started = Instant::now();
+    let answers = futures_util::future::join_all((0..ATTEMPTS).map(|i| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            // The double-submit token is whatever the client puts in both places.
+            let r = http
+                .post(url)
+                .header("cookie", format!("mb_login=t{i}"))
+                .form(&[("csrf", format!("t{i}")), ("password", format!("wrong guess {i}"))])
+                .send()
+                .await
+                .expect("answer");
+            r.status().as_u16()
+        }
+    }))
+    .await;
+    let took = started.elapsed();
+    let peak = peak_rss_kib(pid);
+    let count = |s: u16| answers.iter().filter(|a| **a == s).count();
+    let (unauthorized, limited) = (count(401), count(429));
+    eprintln!(
+        "login flood: {ATTEMPTS} attempts, {unauthorized}×401, {limited}×429, in {:.2} s; peak RSS {:.1} MiB \
+         (before the flood {:.1} MiB)",
+        took.as_secs_f64(),
+        peak as f64 / 1024.0,
+        before as f64 / 1024.0
+    );
+    assert!((1..=5).contains(&unauthorized), "at most the limit is checked: {answers:?}");
+    assert_eq!(unauthorized + limited, ATTEMPTS, "everything else is refused: {answers:?}");
+    assert!(peak < 200 * 1024, "peak RSS {peak} KiB");
+    assert_eq!(child.stop().await, Some(0));
+}
+
+/// Open descriptors of a process (sockets included), from /proc.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Figures for BENCHMARKS.md ("Reliability"): 1500 connections that each send half a request
+/// and stall, opened at once against `serve`. Reports the most the server held at once (its
+/// open descriptors, sampled every 100 ms), how long a /healthz sent once it was full waited,
+/// and when the server had closed them all.
+/// `cargo test --test cli slow_header_flood -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark (about a minute); its figures are in BENCHMARKS.md"]
+async fn slow_header_flood_figures() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CONNECTIONS: usize = 1500;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (child, pid, port) = serve_without_token(dir.path()).await;
+    let idle_fds = open_fds(pid);
+    let (most, done) = (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicBool::new(false)));
+    let sampler = {
+        let (most, done) = (most.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                most.fetch_max(open_fds(pid).saturating_sub(idle_fds), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let stalls: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.ok()?;
+                let mut buf = Vec::new();
+                // An end of stream or a reset (the server closed with our bytes unread): closed.
+                let _ = tokio::time::timeout(Duration::from_secs(180), s.read_to_end(&mut buf)).await.ok()?;
+                Some(started.elapsed())
+            })
+        })
+        .collect();
+    // Probe once the server is full (or after 10 s).
+    let full = Instant::now();
+    while most.load(Ordering::Relaxed) < 1024 && full.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let saturated_after = started.elapsed();
+    let probe = Instant::now();
+    let answer = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.ok()?;
+        Some(answer.lines().next().unwrap_or_default().to_string())
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(120), answer).await.ok().flatten();
+    let healthz_wait = probe.elapsed();
+    let closed: Vec<Duration> = futures_util::future::join_all(stalls).await.into_iter().flatten().flatten().collect();
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.await;
+    let last = closed.iter().max().copied().unwrap_or_default();
+    let first = closed.iter().min().copied().unwrap_or_default();
+    eprintln!(
+        "slow headers: {CONNECTIONS} stalled connections; most held by the server at once: {} (reached after \
+         {:.1} s); a /healthz sent then: {:?} after {:.1} s; closed by the server: {}/{CONNECTIONS}, the first after \
+         {:.1} s, the last after {:.1} s; peak RSS {:.1} MiB",
+        most.load(Ordering::Relaxed),
+        saturated_after.as_secs_f64(),
+        answer.as_deref().unwrap_or("no answer"),
+        healthz_wait.as_secs_f64(),
+        closed.len(),
+        first.as_secs_f64(),
+        last.as_secs_f64(),
+        peak_rss_kib(pid) as f64 / 1024.0
+    );
+    assert!(most.load(Ordering::Relaxed) <= 1024 + 8, "the connection cap holds");
+    assert_eq!(closed.len(), CONNECTIONS, "every stalled connection is closed by the server");
+    assert_eq!(child.stop().await, Some(0));
+}

@@ -31,17 +31,15 @@ pub(crate) fn push_update(emu: &Emulator, u: ControlUpdate) -> Result<i64, Strin
     }
     let set = [
         u.text.is_some(),
-        u.photo_path.is_some(),
         u.photo_base64.is_some(),
-        u.document_path.is_some(),
         u.document_base64.is_some(),
         u.callback_data.is_some(),
         u.inline_query.is_some(),
         u.chosen_inline_result.is_some(),
     ];
     if set.iter().filter(|x| **x).count() != 1 {
-        return Err("set exactly one of text, photo_path, photo_base64, document_path, \
-                    document_base64, callback_data (with message_id), inline_query, chosen_inline_result"
+        return Err("set exactly one of text, photo_base64, document_base64, callback_data (with message_id), \
+                    inline_query, chosen_inline_result"
             .into());
     }
     let action = load(&u)?;
@@ -109,7 +107,7 @@ pub(crate) fn push_update(emu: &Emulator, u: ControlUpdate) -> Result<i64, Strin
     Ok(update_id)
 }
 
-/// Reads and checks the payload outside the state lock (file reads, decoding, thumbnails).
+/// Reads and checks the payload outside the state lock (decoding, thumbnails).
 fn load(u: &ControlUpdate) -> Result<Action, String> {
     if let Some(t) = &u.text {
         if t.trim().is_empty() {
@@ -130,31 +128,23 @@ fn load(u: &ControlUpdate) -> Result<Action, String> {
         }
         return Ok(Action::Chosen(c.clone()));
     }
-    if u.photo_path.is_some() || u.photo_base64.is_some() {
-        let bytes = bytes_of(u.photo_path.as_deref(), u.photo_base64.as_deref())?;
+    if let Some(b64) = &u.photo_base64 {
+        let bytes = decode_base64(b64)?;
         let dims = media::dimensions(&bytes).ok_or("the photo is not an image the emulator can read")?;
         let thumb = media::thumbnail(&bytes, dims.0, dims.1);
         return Ok(Action::Photo { bytes, dims, thumb });
     }
-    let bytes = bytes_of(u.document_path.as_deref(), u.document_base64.as_deref())?;
-    let from_path = u
-        .document_path
-        .as_deref()
-        .and_then(|p| std::path::Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()));
-    let name = u.file_name.clone().or(from_path).unwrap_or_else(|| "file".into());
+    let bytes = decode_base64(u.document_base64.as_deref().ok_or("no file given")?)?;
+    let name = u.file_name.clone().unwrap_or_else(|| "file".into());
     Ok(Action::Document { bytes, name })
 }
 
-fn bytes_of(path: Option<&str>, b64: Option<&str>) -> Result<Bytes, String> {
-    let bytes = match (path, b64) {
-        (Some(p), _) => std::fs::read(p).map_err(|e| format!("cannot read {p}: {e}"))?,
-        (None, Some(s)) => {
-            let s = s.split_once(";base64,").map_or(s, |(_, data)| data);
-            let clean: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-            base64::engine::general_purpose::STANDARD.decode(clean).map_err(|e| format!("bad base64: {e}"))?
-        }
-        (None, None) => return Err("no file given".into()),
-    };
+/// Files come as bytes only: the emulator never reads a path it is given (anyone who reaches
+/// the control API could read the process's files back through `/emulator/control/files`).
+fn decode_base64(s: &str) -> Result<Bytes, String> {
+    let s = s.split_once(";base64,").map_or(s, |(_, data)| data);
+    let clean: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(clean).map_err(|e| format!("bad base64: {e}"))?;
     if bytes.is_empty() {
         return Err("the file is empty".into());
     }
@@ -186,13 +176,62 @@ pub(crate) async fn push(AxState(emu): AxState<Emulator>, body: Bytes) -> Respon
         Ok(u) => u,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad update: {e}")),
     };
-    // File reads and thumbnails are blocking work.
+    // Decoding and thumbnails are blocking work.
     let res = tokio::task::spawn_blocking(move || emu.push_update(u)).await;
     match res {
         Ok(Ok(update_id)) => Json(json!({"update_id": update_id})).into_response(),
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// Refuses a control POST whose body is not declared JSON (415): a web page elsewhere can
+/// POST `text/plain` or a form across sites without a preflight, but not JSON.
+pub(crate) async fn require_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() == axum::http::Method::POST {
+        let essence = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime::Mime>().ok())
+            .map(|m| m.essence_str().to_ascii_lowercase());
+        if essence.as_deref() != Some("application/json") {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "control requests must be Content-Type: application/json",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// Refuses a request whose `Host` is not loopback (`localhost`, 127.0.0.0/8, `::1`) with 421,
+/// unless the emulator was started for public use: a page on another site whose name is
+/// re-pointed at 127.0.0.1 (DNS rebinding) reaches this listener with its own name as `Host`.
+pub(crate) async fn require_loopback_host(
+    AxState(emu): AxState<Emulator>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+    if !emu.inner.any_host.load(std::sync::atomic::Ordering::Relaxed) && !host.is_none_or(is_loopback_host) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the emulator answers only on loopback (Host: 127.0.0.1 or localhost)",
+        );
+    }
+    next.run(req).await
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.chars().all(|c| c.is_ascii_digit()) { name } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `GET /emulator/control/chats/{chat_id}`.
@@ -269,12 +308,15 @@ pub(crate) async fn unblock(AxState(emu): AxState<Emulator>, Path(id): Path<i64>
 
 /// `POST /emulator/control/reset`. Forgets users, chats, files and records, but keeps what
 /// the bot configured at start-up (commands, name, webhook, allowed updates), and update ids
-/// keep growing so a running bot's offset stays valid.
+/// and message ids keep growing so a running bot's offset and drafts stay valid.
 pub(crate) async fn reset(AxState(emu): AxState<Emulator>) -> Response {
     let mut st = emu.lock();
+    let highest_message = st.chats.values().map(|c| c.next_message_id).max().unwrap_or(0);
     let fresh = State {
         bot_id: st.bot_id,
         next_update_id: st.next_update_id,
+        message_id_floor: st.message_id_floor.max(highest_message),
+        counters: std::mem::take(&mut st.counters),
         poll_generation: st.poll_generation,
         allowed_updates: st.allowed_updates.take(),
         webhook_url: std::mem::take(&mut st.webhook_url),

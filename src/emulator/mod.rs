@@ -23,15 +23,19 @@
 //! - `GET /file/bot{token}/{file_path}` — downloads a file found with getFile.
 //!
 //! # Control API (JSON; for tests and the sandbox page — no auth, mount it only in sandbox/tests)
+//! The control routes, `/sandbox` and its assets answer only requests whose `Host` is loopback
+//! (421 otherwise; DNS rebinding) unless the emulator was made public
+//! ([`Emulator::allow_any_host`]), and every control POST must be `Content-Type:
+//! application/json` (415 otherwise; a cross-site form or `text/plain` POST cannot be).
 //! - `POST /emulator/control/updates` — a user does something. Body: a [`ControlUpdate`]:
 //!   `{"user": {"id", "first_name", "username"?, "language_code"?}` plus exactly one of
-//!   `"text"`, `"photo_path"`, `"photo_base64"`, `"document_path"`, `"document_base64"` (with
-//!   optional `"file_name"`; `"caption"` goes with photos and documents),
+//!   `"text"`, `"photo_base64"`, `"document_base64"` (with optional `"file_name"`;
+//!   `"caption"` goes with photos and documents),
 //!   `"callback_data"` + `"message_id"` (a press on the inline button of that bot message), or
 //!   `"inline_query"`, or `"chosen_inline_result": {"result_id", "query"}` (the user picked a
 //!   result the bot offered; Telegram sends it when inline feedback is on). Answer
-//!   `{"update_id": N}` or 400 `{"error": "…"}`. Paths are read by the
-//!   emulator from its own disk. A user who wrote once is a known chat (`chat_id` = user id).
+//!   `{"update_id": N}` or 400 `{"error": "…"}`. Files are sent as bytes (base64), never as a
+//!   path. A user who wrote once is a known chat (`chat_id` = user id).
 //! - `GET /emulator/control/chats/{chat_id}/messages` — the chat transcript in order, user's and
 //!   bot's, as [`TranscriptMessage`]s (deleted messages are gone, edits show the latest state).
 //! - `GET /emulator/control/chats/{chat_id}` — [`ChatStatus`]: known, blocked, last chat action,
@@ -69,9 +73,11 @@ mod tests;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
@@ -89,11 +95,18 @@ struct Inner {
     state: Mutex<state::State>,
     /// Bumped on every new update (and on a competing getUpdates) to wake long pollers.
     wake: watch::Sender<u64>,
+    /// The control API and the sandbox page accept any `Host` (a sandbox deliberately served
+    /// on a public address); otherwise loopback names only.
+    any_host: AtomicBool,
 }
 
 impl Emulator {
     /// An empty emulator (no users, no messages) validating against the embedded spec table.
     pub fn new() -> Emulator {
+        Emulator::with_state(state::State::default())
+    }
+
+    fn with_state(state: state::State) -> Emulator {
         // The table is generated and checked by a test, so this cannot fail in a built binary;
         // an empty spec would refuse every call loudly rather than crash the appliance.
         let spec = spec::Spec::embedded().unwrap_or_else(|e| {
@@ -101,15 +114,32 @@ impl Emulator {
             spec::Spec::empty()
         });
         let (wake, _) = watch::channel(0);
-        Emulator { inner: Arc::new(Inner { spec, state: Mutex::new(state::State::default()), wake }) }
+        let inner = Inner { spec, state: Mutex::new(state), wake, any_host: AtomicBool::new(false) };
+        Emulator { inner: Arc::new(inner) }
+    }
+
+    /// An emulator whose update ids and message ids continue after those handed out by any
+    /// earlier emulator on the same `data_dir` (a bot on that data dir remembers them: it
+    /// would skip a reused update id as handled, and its drafts are keyed by message id).
+    /// The ids are reserved in blocks in `data_dir/emulator-ids.json`, so a crash loses none.
+    /// Errors: the file exists but cannot be read or parsed (the message names it).
+    pub fn persistent(data_dir: &std::path::Path) -> Result<Emulator, String> {
+        let counters = state::Counters::load(data_dir.join(state::COUNTERS_FILE))?;
+        Ok(Emulator::with_state(state::State::continuing(counters)))
+    }
+
+    /// Lets the control API and `/sandbox` answer any `Host`, for a sandbox its operator
+    /// serves on a non-loopback address on purpose (`--i-know-this-is-public`).
+    pub fn allow_any_host(&self) {
+        self.inner.any_host.store(true, Ordering::Relaxed);
     }
 
     /// All routes: the Bot API, file downloads, the control API, `/sandbox` and `/emulator/static/*`.
     /// Serve it at the root of a listener and give teloxide that listener's URL.
+    /// The Bot API routes answer any `Host` (a bot reaches Telegram by any name); the control
+    /// API and the sandbox page check it (see the module docs).
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/bot{token}/{method}", get(api::call).post(api::call))
-            .route("/file/bot{token}/{*file_path}", get(api::download))
+        let control = Router::new()
             .route("/emulator/control/updates", post(control::push))
             .route("/emulator/control/chats/{chat_id}", get(control::chat))
             .route("/emulator/control/chats/{chat_id}/messages", get(control::messages))
@@ -123,16 +153,22 @@ impl Emulator {
             .route("/emulator/control/users/{id}/block", post(control::block))
             .route("/emulator/control/users/{id}/unblock", post(control::unblock))
             .route("/emulator/control/reset", post(control::reset))
+            .route_layer(from_fn(control::require_json))
             .route("/sandbox", get(sandbox::page))
             .route("/emulator/static/{*path}", get(sandbox::asset))
+            .route_layer(from_fn_with_state(self.clone(), control::require_loopback_host));
+        Router::new()
+            .route("/bot{token}/{method}", get(api::call).post(api::call))
+            .route("/file/bot{token}/{*file_path}", get(api::download))
+            .merge(control)
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self.clone())
     }
 
     /// Queues what a user did as a Bot API `Update` and wakes waiting `getUpdates` calls.
-    /// Reads `photo_path`/`document_path` from disk (blocking: call it off the async runtime
-    /// when the file may be large). Errors: no or several actions, unreadable file, photo that
-    /// is not an image, `callback_data` without a bot `message_id` of that chat.
+    /// Decodes and thumbnails photos (blocking: call it off the async runtime when the file
+    /// may be large). Errors: no or several actions, bad base64, photo that is not an image,
+    /// `callback_data` without a bot `message_id` of that chat.
     pub fn push_update(&self, u: ControlUpdate) -> Result<i64, String> {
         control::push_update(self, u)
     }
@@ -240,27 +276,21 @@ pub struct ControlUser {
 }
 
 /// Something a user does, turned into one Bot API `Update` by [`Emulator::push_update`].
-/// Set exactly one action: `text`, `photo_path`, `photo_base64`, `document_path`,
-/// `document_base64`, `callback_data` (with `message_id`) or `inline_query`.
+/// Set exactly one action: `text`, `photo_base64`, `document_base64`, `callback_data` (with
+/// `message_id`), `inline_query` or `chosen_inline_result`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ControlUpdate {
     pub user: ControlUser,
     /// A text message; one starting with `/` gets a `bot_command` entity like in Telegram.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    /// A photo read from this path on the emulator's disk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub photo_path: Option<String>,
-    /// A photo given inline (standard base64; a `data:…;base64,` prefix is accepted).
+    /// A photo (standard base64; a `data:…;base64,` prefix is accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub photo_base64: Option<String>,
-    /// A file sent "as document", read from this path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub document_path: Option<String>,
-    /// A file sent "as document", given inline.
+    /// A file sent "as document" (base64, like `photo_base64`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub document_base64: Option<String>,
-    /// Document name (defaults to the path's file name, or `file`).
+    /// Document name (default `file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_name: Option<String>,
     /// Caption of a photo or document.

@@ -84,10 +84,71 @@ pub(crate) struct CallbackRec {
     pub answered: bool,
 }
 
+/// File in the data dir that holds the emulator's id reservations.
+pub(crate) const COUNTERS_FILE: &str = "emulator-ids.json";
+/// Ids reserved per write of [`COUNTERS_FILE`]: the file is written once per this many new
+/// update ids (or message ids), and a restart skips at most this many.
+const RESERVE_BLOCK: i64 = 1000;
+
+/// Update and message ids reserved on disk: every id handed out is at most the reserved one,
+/// so an emulator started from the file continues above anything a bot has seen.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Counters {
+    #[serde(skip)]
+    path: Option<std::path::PathBuf>,
+    /// Highest update id that may have been handed out.
+    update_id: i64,
+    /// Highest message id (in any chat) that may have been handed out.
+    message_id: i64,
+}
+
+impl Counters {
+    /// Reads `path` (zeros when it does not exist yet).
+    pub fn load(path: std::path::PathBuf) -> Result<Counters, String> {
+        let mut c = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Counters>(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Counters::default(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        c.path = Some(path);
+        Ok(c)
+    }
+
+    /// Makes sure `update_id` and `message_id` are reserved, writing the next block to the
+    /// file when either is not (rarely: once per [`RESERVE_BLOCK`] ids).
+    fn reserve(&mut self, update_id: i64, message_id: i64) {
+        let Some(path) = &self.path else { return };
+        if update_id <= self.update_id && message_id <= self.message_id {
+            return;
+        }
+        let next = Counters {
+            path: None,
+            update_id: self.update_id.max(update_id.saturating_add(RESERVE_BLOCK)),
+            message_id: self.message_id.max(message_id.saturating_add(RESERVE_BLOCK)),
+        };
+        // Written beside and renamed over, so a crash leaves the old or the new file.
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&next)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        match written {
+            Ok(()) => (self.update_id, self.message_id) = (next.update_id, next.message_id),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "emulator ids not saved; a restart may reuse them")
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub bot_id: Option<i64>,
     pub next_update_id: i64,
+    /// New chats number their messages after this (kept across `reset` and, with
+    /// [`Counters`], across restarts).
+    pub message_id_floor: i64,
+    pub counters: Counters,
     pub queue: VecDeque<Queued>,
     pub allowed_updates: Option<Vec<String>>,
     pub webhook_url: String,
@@ -127,6 +188,16 @@ pub(crate) fn now_s() -> i64 {
 }
 
 impl State {
+    /// A fresh state numbering updates and messages after everything `counters` reserved.
+    pub fn continuing(counters: Counters) -> State {
+        State {
+            next_update_id: counters.update_id,
+            message_id_floor: counters.message_id,
+            counters,
+            ..State::default()
+        }
+    }
+
     pub fn bot_id(&self) -> i64 {
         self.bot_id.unwrap_or(DEFAULT_BOT_ID)
     }
@@ -221,10 +292,11 @@ impl State {
             // Telegram clears the chat action when the bot's message arrives.
             chat.last_action = None;
         }
-        chat.next_message_id += 1;
+        chat.next_message_id = chat.next_message_id.max(self.message_id_floor) + 1;
         msg.id = chat.next_message_id;
         msg.date = now_s();
         chat.messages.push(msg.clone());
+        self.counters.reserve(self.next_update_id, msg.id);
         msg
     }
 
@@ -401,6 +473,7 @@ impl State {
     pub fn enqueue(&mut self, kind: &'static str, payload: Value) -> i64 {
         self.next_update_id += 1;
         let id = self.next_update_id;
+        self.counters.reserve(id, 0);
         let mut json = json!({"update_id": id});
         json[kind] = payload;
         self.queue.push_back(Queued { id, kind, json });

@@ -82,10 +82,12 @@ fn user(id: i64) -> ControlUser {
     }
 }
 
+/// A test photo as (base64 for the control API, bytes).
 fn test_photo(name: &str) -> (String, Vec<u8>) {
+    use base64::Engine;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/photos").join(name);
     let bytes = std::fs::read(&path).expect("test photo");
-    (path.to_string_lossy().into_owned(), bytes)
+    (base64::engine::general_purpose::STANDARD.encode(&bytes), bytes)
 }
 
 fn png(width: u32, height: u32) -> Vec<u8> {
@@ -341,12 +343,12 @@ async fn spec_violations_are_rejected_and_recorded() {
 async fn emulator_output_conforms_to_the_spec() {
     let env = start().await;
     let spec = Spec::embedded().expect("spec");
-    let (path, _) = test_photo("alpha_dice_rgba.png");
+    let (b64, _) = test_photo("alpha_dice_rgba.png");
     env.say(USER, "/start");
     env.emu
         .push_update(ControlUpdate {
             user: user(USER),
-            photo_path: Some(path),
+            photo_base64: Some(b64),
             caption: Some("c".into()),
             ..ControlUpdate::default()
         })
@@ -461,11 +463,11 @@ async fn long_poll_wakes_on_push_and_offset_confirms() {
 async fn user_photo_round_trips_through_get_file() {
     let env = start().await;
     let bot = env.bot();
-    let (path, bytes) = test_photo("canon_sx60_orient6_gpsifd.jpg");
+    let (b64, bytes) = test_photo("canon_sx60_orient6_gpsifd.jpg");
     let (status, body) = env
         .control_post(
             "emulator/control/updates",
-            json!({"user": {"id": USER, "first_name": "Tess"}, "photo_path": path, "caption": "make it pop"}),
+            json!({"user": {"id": USER, "first_name": "Tess"}, "photo_base64": b64, "caption": "make it pop"}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -870,9 +872,9 @@ async fn query_strings_and_method_case() {
 async fn inline_answers_are_checked_and_chosen_results_can_be_injected() {
     let env = start().await;
     let spec = Spec::embedded().expect("spec");
-    let (path, _) = test_photo("alpha_dice_rgba.png");
+    let (b64, _) = test_photo("alpha_dice_rgba.png");
     env.emu
-        .push_update(ControlUpdate { user: user(USER), photo_path: Some(path), ..ControlUpdate::default() })
+        .push_update(ControlUpdate { user: user(USER), photo_base64: Some(b64), ..ControlUpdate::default() })
         .expect("photo");
     env.emu
         .push_update(ControlUpdate { user: user(USER), inline_query: Some("dice".into()), ..ControlUpdate::default() })
@@ -965,4 +967,32 @@ async fn a_body_cut_off_by_a_dying_client_is_no_rejection_but_a_malformed_one_is
     let status = raw_http(&env.base, &upload(part.len()), part.as_bytes(), false).await;
     assert!(status.as_deref().is_some_and(|s| s.contains(" 400 ")), "{status:?}");
     assert!(env.last_rejection().reason.contains("unreadable multipart/form-data body"), "{:?}", env.last_rejection());
+}
+
+#[test]
+fn a_persistent_emulator_continues_the_ids_of_the_last_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let first = Emulator::persistent(dir.path()).expect("fresh dir");
+    let push = |emu: &Emulator, text: &str| {
+        emu.push_update(ControlUpdate { user: user(USER), text: Some(text.into()), ..ControlUpdate::default() })
+            .expect("push")
+    };
+    let u1 = push(&first, "a");
+    let m1 = first.messages(USER).last().expect("message").message_id;
+    let u2 = push(&first, "b");
+    drop(first);
+    // A crash or restart: nothing but the file carries over.
+    let second = Emulator::persistent(dir.path()).expect("same dir");
+    let u3 = push(&second, "c");
+    let m3 = second.messages(USER).last().expect("message").message_id;
+    assert!(u3 > u2 && u2 > u1, "{u1} {u2} {u3}");
+    assert!(m3 > m1 + 1, "message ids continue too: {m1} then {m3}");
+    // A reset keeps message ids growing as it keeps update ids growing.
+    let before_reset = second.messages(USER).last().expect("message").message_id;
+    let reset = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+    reset.block_on(super::control::reset(axum::extract::State(second.clone())));
+    push(&second, "d");
+    assert!(second.messages(USER).last().expect("message").message_id > before_reset);
+    std::fs::write(dir.path().join("emulator-ids.json"), "not json").expect("write");
+    assert!(Emulator::persistent(dir.path()).is_err(), "a damaged file is reported, not guessed past");
 }

@@ -34,11 +34,15 @@ type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsSt
 /// - `preassign_id`: a UUID v4, used as `prompt_id`.
 /// - `submit`: uploads input images (`POST /upload/image`, named `mediabot_<prompt_id>_<i>`),
 ///   fills the template ([`fill_template`]), `POST /prompt {prompt, client_id, prompt_id}`;
-///   `data = {"client_id"}`. 400 → `Rejected` ([`summarize_rejection`]).
+///   `data = {"client_id", "prompt"}` (the filled graph, for a resubmit). 400 → `Rejected`
+///   ([`summarize_rejection`]).
 /// - `wait`: WebSocket `/ws?clientId=` for progress and end signals, plus `/history/{id}`
-///   every poll interval and at once; `/history` `{}` and absent from `/queue` twice → `Lost`.
+///   every poll interval and at once. `/history` `{}` and absent from `/queue` twice means
+///   ComfyUI restarted and forgot the prompt: it is posted again once, same `prompt_id` and
+///   graph (the uploaded inputs stay on its disk); forgotten again → `Lost`.
 /// - `is_known`: a `/history` entry exists or `/queue` lists the id.
-/// - `cancel`: `POST /queue {"delete": [id]}`, then `POST /interrupt {"prompt_id": id}`.
+/// - `cancel`: `POST /queue {"delete": [id]}`, then `POST /interrupt {"prompt_id": id}`; a
+///   prompt cancelled here is never resubmitted.
 pub struct ComfyProvider {
     id: String,
     base_url: String,
@@ -46,7 +50,12 @@ pub struct ComfyProvider {
     http: reqwest::Client,
     resolver: HostResolver,
     poll: Duration,
+    /// Prompt ids this provider cancelled (the newest [`CANCELLED_KEPT`]).
+    cancelled: std::sync::Mutex<std::collections::VecDeque<String>>,
 }
+
+/// Cancelled prompt ids remembered so that a wait still running never resubmits one.
+const CANCELLED_KEPT: usize = 256;
 
 impl std::fmt::Debug for ComfyProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,7 +90,45 @@ impl ComfyProvider {
             base_url,
             ws_url,
             poll: Duration::from_millis(cfg.poll_interval_ms.max(10)),
+            cancelled: Default::default(),
         })
+    }
+
+    /// `POST /prompt`; returns the id ComfyUI accepted. 400 → `Rejected`.
+    async fn post_prompt(&self, graph: &Value, client_id: &str, prompt_id: &str) -> Result<String, ProviderError> {
+        let body = json!({"prompt": graph, "client_id": client_id, "prompt_id": prompt_id});
+        let (status, resp) = self.send(self.http.post(format!("{}/prompt", self.base_url)).json(&body)).await?;
+        let text = String::from_utf8_lossy(&resp);
+        if status == 400 {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(ProviderError::Rejected(summarize_rejection(&v).unwrap_or_else(|| http::error_detail(&text))));
+        }
+        if !(200..300).contains(&status) {
+            return Err(http::status_error(status, &text));
+        }
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| ProviderError::Failed(format!("malformed response (/prompt): {e}")))?;
+        let accepted = v.get("prompt_id").and_then(Value::as_str).unwrap_or(prompt_id).to_string();
+        if accepted != prompt_id {
+            tracing::warn!(provider = %self.id, %prompt_id, %accepted, "ComfyUI ignored our prompt_id");
+        }
+        if v.get("node_errors").and_then(Value::as_object).is_some_and(|o| !o.is_empty()) {
+            tracing::warn!(provider = %self.id, node_errors = %v["node_errors"], "ComfyUI dropped some outputs");
+        }
+        Ok(accepted)
+    }
+
+    /// Posts a forgotten prompt again (same id, client id and graph), unless it has no stored
+    /// graph or was cancelled here. Returns whether it was posted.
+    async fn resubmit(&self, sub: &Submission, client_id: &str) -> Result<bool, ProviderError> {
+        let Some(graph) = sub.data.get("prompt").filter(|g| g.is_object()) else { return Ok(false) };
+        let prompt_id = sub.request_id.as_str();
+        if self.cancelled.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|c| c == prompt_id) {
+            return Ok(false);
+        }
+        self.post_prompt(graph, client_id, prompt_id).await?;
+        tracing::warn!(provider = %self.id, %prompt_id, "ComfyUI had forgotten the prompt (restarted?); submitted it again");
+        Ok(true)
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), ProviderError> {
@@ -280,26 +327,8 @@ impl ImageProvider for ComfyProvider {
         };
         let graph = fill_template(&workflow, &vars);
         let client_id = uuid::Uuid::new_v4().to_string();
-        let body = json!({"prompt": graph, "client_id": client_id, "prompt_id": prompt_id});
-        let (status, resp) = self.send(self.http.post(format!("{}/prompt", self.base_url)).json(&body)).await?;
-        let text = String::from_utf8_lossy(&resp);
-        if status == 400 {
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            return Err(ProviderError::Rejected(summarize_rejection(&v).unwrap_or_else(|| http::error_detail(&text))));
-        }
-        if !(200..300).contains(&status) {
-            return Err(http::status_error(status, &text));
-        }
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| ProviderError::Failed(format!("malformed response (/prompt): {e}")))?;
-        let accepted = v.get("prompt_id").and_then(Value::as_str).unwrap_or(&prompt_id).to_string();
-        if accepted != prompt_id {
-            tracing::warn!(provider = %self.id, %prompt_id, %accepted, "ComfyUI ignored our prompt_id");
-        }
-        if v.get("node_errors").and_then(Value::as_object).is_some_and(|o| !o.is_empty()) {
-            tracing::warn!(provider = %self.id, node_errors = %v["node_errors"], "ComfyUI dropped some outputs");
-        }
-        Ok(Submission { request_id: accepted, data: json!({"client_id": client_id}) })
+        let accepted = self.post_prompt(&graph, &client_id, &prompt_id).await?;
+        Ok(Submission { request_id: accepted, data: json!({"client_id": client_id, "prompt": graph}) })
     }
 
     async fn is_known(&self, request_id: &str, _data: &Value) -> Result<bool, ProviderError> {
@@ -342,7 +371,7 @@ impl ImageProvider for ComfyProvider {
         // The first tick fires at once: the prompt may have finished before we connected.
         let mut ticker = tokio::time::interval(self.poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut absent, mut failures) = (0u32, 0u32);
+        let (mut absent, mut failures, mut resubmitted) = (0u32, 0u32, false);
         loop {
             let wake = tokio::select! {
                 _ = ticker.tick() => Wake::Tick,
@@ -382,6 +411,19 @@ impl ImageProvider for ComfyProvider {
                     failures += 1;
                     tracing::warn!(provider = %self.id, attempt = failures, "ComfyUI poll failed: {m}");
                 }
+                // Confirmed absent (history and queue, twice): nothing of it runs, so posting
+                // it again cannot run it twice.
+                Err(ProviderError::Lost(m)) if !resubmitted => match self.resubmit(sub, &client_id).await {
+                    Ok(true) => {
+                        (resubmitted, absent) = (true, 0);
+                        if ws.is_none() {
+                            ws = self.connect_ws(&client_id).await.ok();
+                        }
+                    }
+                    Ok(false) => return Err(ProviderError::Lost(m)),
+                    Err(e @ (ProviderError::Transient(_) | ProviderError::RateLimited { .. })) => return Err(e),
+                    Err(e) => return Err(ProviderError::Lost(format!("{m}; submitting it again failed: {e}"))),
+                },
                 Err(e) => return Err(e),
             }
         }
@@ -389,6 +431,13 @@ impl ImageProvider for ComfyProvider {
 
     async fn cancel(&self, sub: &Submission) -> Result<(), ProviderError> {
         let id = &sub.request_id;
+        {
+            let mut cancelled = self.cancelled.lock().unwrap_or_else(|e| e.into_inner());
+            if cancelled.len() >= CANCELLED_KEPT {
+                cancelled.pop_front();
+            }
+            cancelled.push_back(id.clone());
+        }
         // Delete only removes pending items; interrupt with our id only stops it if running.
         self.post_ok("/queue", &json!({"delete": [id]})).await?;
         self.post_ok("/interrupt", &json!({"prompt_id": id})).await
@@ -409,10 +458,10 @@ pub struct TemplateVars<'a> {
 }
 
 impl TemplateVars<'_> {
-    /// The value a whole-string placeholder becomes (numbers stay numbers).
-    fn exact(&self, s: &str) -> Option<Value> {
-        let inner = s.strip_prefix("{{")?.strip_suffix("}}")?;
-        Some(match inner {
+    /// The value of placeholder `name` (without braces; numbers stay numbers); `None` for an
+    /// unknown name or an input image that was not uploaded.
+    fn value(&self, name: &str) -> Option<Value> {
+        Some(match name {
             "prompt" => json!(self.prompt),
             "negative" => json!(self.negative),
             "width" => json!(self.width),
@@ -420,25 +469,41 @@ impl TemplateVars<'_> {
             "seed" => json!(self.seed),
             "input_image" => json!(self.input_images.first()?),
             _ => {
-                let n: usize = inner.strip_prefix("input_image_")?.parse().ok()?;
+                let n: usize = name.strip_prefix("input_image_")?.parse().ok()?;
                 json!(self.input_images.get(n.checked_sub(1)?)?)
             }
         })
     }
 
+    /// The value a whole-string placeholder becomes.
+    fn exact(&self, s: &str) -> Option<Value> {
+        self.value(s.strip_prefix("{{")?.strip_suffix("}}")?)
+    }
+
+    /// Fills placeholders inside a longer string in one pass over the template: a value is
+    /// copied as is and never scanned again, so `{{seed}}` typed in a prompt stays text.
     fn substitute(&self, s: &str) -> String {
-        let mut out = s
-            .replace("{{prompt}}", self.prompt)
-            .replace("{{negative}}", self.negative)
-            .replace("{{width}}", &self.width.to_string())
-            .replace("{{height}}", &self.height.to_string())
-            .replace("{{seed}}", &self.seed.to_string());
-        for (i, name) in self.input_images.iter().enumerate().rev() {
-            out = out.replace(&format!("{{{{input_image_{}}}}}", i + 1), name);
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(open) = rest.find("{{") {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 2..];
+            let filled = after.find("}}").and_then(|close| Some((close, self.value(&after[..close])?)));
+            match filled {
+                Some((close, v)) => {
+                    match v {
+                        Value::String(text) => out.push_str(&text),
+                        other => out.push_str(&other.to_string()),
+                    }
+                    rest = &after[close + 2..];
+                }
+                None => {
+                    out.push_str("{{");
+                    rest = after;
+                }
+            }
         }
-        if let Some(first) = self.input_images.first() {
-            out = out.replace("{{input_image}}", first);
-        }
+        out.push_str(rest);
         out
     }
 }
@@ -711,6 +776,30 @@ mod tests {
         let g =
             fill_template(&json!({"x": "{{input_image_2}}", "y": "{{input_image_1}}+{{input_image_2}}"}), &vars(&two));
         assert_eq!(g, json!({"x": "b.png", "y": "a.png+b.png"}));
+    }
+
+    #[test]
+    fn placeholders_in_user_text_are_not_filled() {
+        let inputs = vec!["mediabot_x_0.png".to_string()];
+        let vars = TemplateVars {
+            prompt: "a cat {{seed}} {{width}}x{{height}} {{negative}}",
+            negative: "{{input_image}} {{prompt}}",
+            ..vars(&inputs)
+        };
+        let wf = json!({
+            "6": {"inputs": {"text": "masterpiece, {{prompt}}, seed {{seed}}"}},
+            "7": {"inputs": {"text": "ugly, {{negative}}"}},
+            "8": {"inputs": {"text": "{{prompt}}"}},
+            "9": {"inputs": {"text": "{{nope}} {{{{seed}} {{seed"}},
+        });
+        let g = fill_template(&wf, &vars);
+        assert_eq!(
+            g["6"]["inputs"]["text"],
+            json!("masterpiece, a cat {{seed}} {{width}}x{{height}} {{negative}}, seed 7")
+        );
+        assert_eq!(g["7"]["inputs"]["text"], json!("ugly, {{input_image}} {{prompt}}"));
+        assert_eq!(g["8"]["inputs"]["text"], json!("a cat {{seed}} {{width}}x{{height}} {{negative}}"));
+        assert_eq!(g["9"]["inputs"]["text"], json!("{{nope}} {{7 {{seed"));
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl FalProvider {
         Ok(FalProvider {
             id: cfg.id.clone(),
             http: http::client_for(cfg, Duration::from_secs(60))?,
-            downloader: Downloader::new(AddressPolicy::for_base_url(&base_url))?,
+            downloader: Downloader::new(AddressPolicy::for_base_url(&base_url), cfg.proxy.as_deref())?,
             base_url,
             key,
             poll: Duration::from_millis(cfg.poll_interval_ms.max(10)),
@@ -148,8 +148,8 @@ impl ImageProvider for FalProvider {
     }
 
     async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedFile>, ProviderError> {
-        let status_url = with_logs_off(sub_url(sub, "status_url")?)?;
-        let response_url = sub_url(sub, "response_url")?;
+        let status_url = with_logs_off(sub_url(sub, "status_url", &self.base_url)?)?;
+        let response_url = sub_url(sub, "response_url", &self.base_url)?;
         let mut failures = 0;
         loop {
             match self.call(self.http.get(status_url.clone()), "status").await.and_then(|v| parse_status(&v)) {
@@ -177,7 +177,7 @@ impl ImageProvider for FalProvider {
     }
 
     async fn cancel(&self, sub: &Submission) -> Result<(), ProviderError> {
-        let url = sub_url(sub, "cancel_url")?;
+        let url = sub_url(sub, "cancel_url", &self.base_url)?;
         let resp = self
             .http
             .put(url)
@@ -237,8 +237,23 @@ pub fn app_root(endpoint: &str) -> String {
     parts[..n.min(parts.len())].join("/")
 }
 
+/// True when `url` has the scheme, host and port (explicit or the scheme's default) of
+/// `base_url`: only such URLs are sent the API key.
+pub fn same_origin(url: &str, base_url: &str) -> bool {
+    match (url::Url::parse(url), url::Url::parse(base_url)) {
+        (Ok(u), Ok(b)) => {
+            u.scheme() == b.scheme()
+                && u.host_str().is_some()
+                && u.host_str() == b.host_str()
+                && u.port_or_known_default() == b.port_or_known_default()
+        }
+        _ => false,
+    }
+}
+
 /// Reads the submit answer `{request_id, status_url, response_url, cancel_url, …}`; missing
-/// URLs are built from `base_url` and [`app_root`].
+/// URLs, and URLs on another origin than `base_url` (they would get the API key), are built
+/// from `base_url` and [`app_root`].
 ///
 /// Errors: `Failed("malformed response …")` without a `request_id`.
 pub fn parse_accepted(v: &Value, base_url: &str, endpoint: &str) -> Result<Submission, ProviderError> {
@@ -248,8 +263,13 @@ pub fn parse_accepted(v: &Value, base_url: &str, endpoint: &str) -> Result<Submi
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ProviderError::Failed("malformed response (submit): no request_id".into()))?;
     let root = format!("{}/{}/requests/{id}", base_url.trim_end_matches('/'), app_root(endpoint));
-    let url = |key: &str, fallback: String| {
-        v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map_or(fallback, str::to_string)
+    let url = |key: &str, fallback: String| match v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        Some(u) if same_origin(u, base_url) => u.to_string(),
+        Some(u) => {
+            tracing::warn!(key, url = %http::redact_url(u), "fal answered a URL off the base_url's origin; using the documented one");
+            fallback
+        }
+        None => fallback,
     };
     Ok(Submission {
         request_id: id.to_string(),
@@ -261,11 +281,20 @@ pub fn parse_accepted(v: &Value, base_url: &str, endpoint: &str) -> Result<Submi
     })
 }
 
-fn sub_url<'a>(sub: &'a Submission, key: &str) -> Result<&'a str, ProviderError> {
-    sub.data
+/// A stored URL of a submission, checked again (it may predate the origin check, or the
+/// base_url may have changed since): the API key goes only to the base_url's origin.
+fn sub_url<'a>(sub: &'a Submission, key: &str, base_url: &str) -> Result<&'a str, ProviderError> {
+    let url = sub
+        .data
         .get(key)
         .and_then(Value::as_str)
-        .ok_or_else(|| ProviderError::Failed(format!("stored fal submission has no {key}")))
+        .ok_or_else(|| ProviderError::Failed(format!("stored fal submission has no {key}")))?;
+    if !same_origin(url, base_url) {
+        return Err(ProviderError::Failed(format!(
+            "stored fal {key} is not on the provider's base_url; not sending the key there"
+        )));
+    }
+    Ok(url)
 }
 
 fn with_logs_off(status_url: &str) -> Result<url::Url, ProviderError> {
@@ -462,13 +491,39 @@ mod tests {
         assert_eq!(s.data["status_url"], "https://queue.fal.run/fal-ai/flux/requests/r1/status");
         assert_eq!(s.data["response_url"], "https://queue.fal.run/fal-ai/flux/requests/r1");
         assert_eq!(s.data["cancel_url"], "https://queue.fal.run/fal-ai/flux/requests/r1/cancel");
-        let s =
-            parse_accepted(&json!({"request_id": "r2", "status_url": "https://x/s"}), "https://q", "a/b").expect("ok");
-        assert_eq!(s.data["status_url"], "https://x/s");
+        let s = parse_accepted(
+            &json!({"request_id": "r2", "status_url": "https://q/a/b/requests/r2/status"}),
+            "https://q",
+            "a/b",
+        )
+        .expect("ok");
+        assert_eq!(s.data["status_url"], "https://q/a/b/requests/r2/status");
         assert!(matches!(
             parse_accepted(&json!({"status": "IN_QUEUE"}), "https://q", "a/b"),
             Err(ProviderError::Failed(_))
         ));
+    }
+
+    #[test]
+    fn urls_off_the_base_origin_are_never_used() {
+        let answer = json!({
+            "request_id": "r3",
+            "status_url": "https://evil.example/steal",
+            "response_url": "http://queue.fal.run/fal-ai/flux/requests/r3",
+            "cancel_url": "https://queue.fal.run:8443/fal-ai/flux/requests/r3/cancel",
+        });
+        let s = parse_accepted(&answer, "https://queue.fal.run", "fal-ai/flux/dev").expect("ok");
+        assert_eq!(s.data["status_url"], "https://queue.fal.run/fal-ai/flux/requests/r3/status", "other host");
+        assert_eq!(s.data["response_url"], "https://queue.fal.run/fal-ai/flux/requests/r3", "other scheme");
+        assert_eq!(s.data["cancel_url"], "https://queue.fal.run/fal-ai/flux/requests/r3/cancel", "other port");
+        assert!(same_origin("https://queue.fal.run:443/x", "https://queue.fal.run"));
+        assert!(same_origin("http://127.0.0.1:8000/a", "http://127.0.0.1:8000"));
+        assert!(!same_origin("http://127.0.0.1:8001/a", "http://127.0.0.1:8000"));
+        assert!(!same_origin("https://queue.fal.run.evil.example/x", "https://queue.fal.run"));
+        assert!(!same_origin("https://user@evil.example/x", "https://queue.fal.run"));
+        // A stored submission (say, from before this check) is refused before any request.
+        let stored = Submission { request_id: "r4".into(), data: json!({"status_url": "https://evil.example/s"}) };
+        assert!(matches!(sub_url(&stored, "status_url", "https://queue.fal.run"), Err(ProviderError::Failed(_))));
     }
 
     #[test]

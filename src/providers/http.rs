@@ -41,10 +41,14 @@ pub fn client_for(
 ) -> Result<reqwest::Client, ProviderError> {
     let mut b = builder(read_timeout);
     if let Some(p) = &cfg.proxy {
-        let proxy = reqwest::Proxy::all(p.as_str()).map_err(|e| ProviderError::Failed(format!("proxy {p:?}: {e}")))?;
-        b = b.proxy(proxy);
+        b = b.proxy(proxy(p)?);
     }
     b.build().map_err(|e| ProviderError::Failed(format!("cannot build HTTP client: {e}")))
+}
+
+/// A provider's configured proxy. The URL may carry credentials, so errors never quote it.
+fn proxy(url: &str) -> Result<reqwest::Proxy, ProviderError> {
+    reqwest::Proxy::all(url).map_err(|_| ProviderError::Failed("the provider's proxy is not a proxy URL".into()))
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by these providers), capped at
@@ -323,8 +327,12 @@ pub struct Downloader {
 }
 
 impl Downloader {
-    /// Errors: `Failed` if the HTTP client cannot be built.
-    pub fn new(policy: AddressPolicy) -> Result<Downloader, ProviderError> {
+    /// A downloader that connects directly, or through `proxy` (the provider's own `proxy`
+    /// setting) when given. The system proxy (`HTTP_PROXY` and friends) is never used: a
+    /// proxy resolves and connects for us, past the address filter.
+    ///
+    /// Errors: `Failed` if the proxy URL or the HTTP client is unusable.
+    pub fn new(policy: AddressPolicy, proxy: Option<&str>) -> Result<Downloader, ProviderError> {
         let redirect = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= 5 {
                 return attempt.error("too many redirects");
@@ -334,11 +342,14 @@ impl Downloader {
                 _ => attempt.follow(),
             }
         });
-        let client = builder(Duration::from_secs(30))
+        let mut b = builder(Duration::from_secs(30))
+            .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver { resolver: HostResolver::default(), policy }))
-            .redirect(redirect)
-            .build()
-            .map_err(|e| ProviderError::Failed(format!("cannot build HTTP client: {e}")))?;
+            .redirect(redirect);
+        if let Some(p) = proxy {
+            b = b.proxy(self::proxy(p)?);
+        }
+        let client = b.build().map_err(|e| ProviderError::Failed(format!("cannot build HTTP client: {e}")))?;
         Ok(Downloader { client, policy, max_bytes: MAX_DOWNLOAD_BYTES, timeout: DOWNLOAD_TIMEOUT })
     }
 
@@ -526,7 +537,7 @@ mod tests {
 
     #[tokio::test]
     async fn downloader_refuses_private_literals_and_odd_schemes() {
-        let d = Downloader::new(AddressPolicy::GlobalOnly).expect("client");
+        let d = Downloader::new(AddressPolicy::GlobalOnly, None).expect("client");
         for url in ["http://127.0.0.1:1/x.png", "http://[::1]/x", "http://169.254.169.254/latest", "http://10.0.0.1/a"]
         {
             let e = d.fetch(url).await.expect_err("must refuse");
@@ -539,7 +550,7 @@ mod tests {
     #[tokio::test]
     async fn downloader_refuses_names_resolving_to_loopback() {
         // "localhost" resolves through /etc/hosts to 127.0.0.1 / ::1.
-        let d = Downloader::new(AddressPolicy::GlobalOnly).expect("client");
+        let d = Downloader::new(AddressPolicy::GlobalOnly, None).expect("client");
         let e = d.fetch("http://localhost:9/x.png").await.expect_err("must refuse");
         match e {
             ProviderError::Failed(m) => assert!(m.contains("non-global"), "{m}"),
@@ -554,17 +565,78 @@ mod tests {
         let fal = crate::tests::fakes::FakeFal::start().await;
         let url = format!("{}/files/x.png", fal.base_url());
         assert_eq!(AddressPolicy::for_base_url(&fal.base_url()), AddressPolicy::AllowPrivate);
-        let d = Downloader::new(AddressPolicy::AllowPrivate).expect("client");
+        let d = Downloader::new(AddressPolicy::AllowPrivate, None).expect("client");
         let got = d.fetch(&url).await.expect("download");
         assert_eq!(got.bytes, fal.result_png());
         assert_eq!(got.content_type.as_deref(), Some("image/png"));
         let small = d.clone().with_max_bytes(1000);
         let e = small.fetch(&url).await.expect_err("too big");
         assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("larger than")), "{e:?}");
-        let e = Downloader::new(AddressPolicy::GlobalOnly).expect("client").fetch(&url).await.expect_err("refused");
+        let e =
+            Downloader::new(AddressPolicy::GlobalOnly, None).expect("client").fetch(&url).await.expect_err("refused");
         assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("non-global")), "{e:?}");
         let e = d.fetch(&format!("{}/files/", fal.base_url())).await.expect_err("404");
         assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("404")), "{e:?}");
+    }
+
+    /// A fake HTTP proxy on loopback: counts connections and answers every request with a
+    /// 3-byte body `via`.
+    fn fake_proxy() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nvia");
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn downloader_uses_the_providers_own_proxy() {
+        let (proxy, seen) = fake_proxy();
+        let d = Downloader::new(AddressPolicy::AllowPrivate, Some(&format!("http://{proxy}"))).expect("client");
+        let got = d.fetch("http://127.0.0.1:9/x.png").await.expect("through the proxy");
+        assert_eq!(got.bytes, b"via");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn downloader_ignores_the_system_proxy() {
+        // reqwest reads HTTP_PROXY when a client is built, and this process's environment
+        // must not change under other tests: the check runs in a child with the variables set.
+        let (proxy, seen) = fake_proxy();
+        let exe = std::env::current_exe().expect("test binary");
+        let url = format!("http://{proxy}");
+        let out = std::process::Command::new(exe)
+            .args(["--exact", "providers::http::tests::system_proxy_child", "--ignored", "--test-threads=1"])
+            .env("HTTP_PROXY", &url)
+            .env("http_proxy", &url)
+            .env("ALL_PROXY", &url)
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output()
+            .expect("run the child test");
+        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && log.contains("1 passed"), "{log}");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0, "the system proxy was used: {log}");
+    }
+
+    /// Run by `downloader_ignores_the_system_proxy` with `HTTP_PROXY` set.
+    #[tokio::test]
+    #[ignore = "runs in a child process of downloader_ignores_the_system_proxy"]
+    async fn system_proxy_child() {
+        assert!(std::env::var_os("HTTP_PROXY").is_some(), "started by downloader_ignores_the_system_proxy");
+        let fal = crate::tests::fakes::FakeFal::start().await;
+        let d = Downloader::new(AddressPolicy::AllowPrivate, None).expect("client");
+        let got = d.fetch(&format!("{}/files/x.png", fal.base_url())).await.expect("direct download");
+        assert_eq!(got.bytes, fal.result_png());
     }
 
     #[test]

@@ -61,13 +61,20 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
 impl Store {
     /// Writes a consistent copy of the database and the media files it references into `dir`
     /// (created; must not already hold a database). Safe while the bot and workers run.
+    /// The directory is created 0700 and the database copy 0600, whatever the umask: a backup
+    /// holds everything the live data dir does.
     pub fn backup_to(&self, dir: &Path) -> Result<BackupSummary, StoreError> {
-        std::fs::create_dir_all(dir.join("media"))?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir.join("media"))?;
         let target = dir.join(DB_FILE);
         if target.exists() {
             return Err(StoreError::Refused(format!("{} already exists", target.display())));
         }
         let snapshot = self.db.begin_read()?;
+        super::private_file(&target, true)?;
         let out = Database::create(&target)?;
         let tx = out.begin_write()?;
         let copied: HashSet<String> = [
@@ -131,7 +138,10 @@ impl Store {
             let name = entry.file_name().to_string_lossy().into_owned();
             let stem = name.split('.').next().unwrap_or_default().to_string();
             if !name.starts_with('.') && referenced.contains(&stem) {
-                std::fs::copy(entry.path(), dir.join("media").join(&name))?;
+                let copy = dir.join("media").join(&name);
+                std::fs::copy(entry.path(), &copy)?;
+                #[cfg(unix)]
+                std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
                 found.insert(stem);
                 summary.media_files += 1;
             }
@@ -218,6 +228,26 @@ mod tests {
         let copy = Database::open(out.path().join("b").join(DB_FILE)).expect("open copy");
         assert_eq!(table_names(&copy), table_names(&store.db));
         assert!(table_names(&copy).len() >= 14, "{:?}", table_names(&copy));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn database_and_backups_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        let live = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(live.path()).expect("open");
+        assert_eq!(mode(&live.path().join(DB_FILE)), 0o600, "new database");
+        let out = tempfile::tempdir().expect("tempdir");
+        let dir = out.path().join("b");
+        store.backup_to(&dir).expect("backup");
+        assert_eq!(mode(&dir.join(DB_FILE)), 0o600, "backup database");
+        assert_eq!(mode(&dir) & 0o077, 0, "backup directory");
+        drop(store);
+        // A database created readable by others (older build, umask 022) is tightened on open.
+        std::fs::set_permissions(live.path().join(DB_FILE), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(Store::open(live.path()).expect("reopen"));
+        assert_eq!(mode(&live.path().join(DB_FILE)), 0o600, "existing database");
     }
 
     #[test]

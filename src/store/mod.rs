@@ -89,6 +89,7 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir.join("media"))?;
         let path = data_dir.join("mediabot.redb");
+        private_file(&path, false)?;
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
@@ -177,6 +178,31 @@ impl Store {
     pub fn media_path(&self, sha256: &str, ext: &str) -> PathBuf {
         self.media_dir.join(format!("{sha256}.{ext}"))
     }
+}
+
+/// Creates `path` empty with mode 0600 (whatever the umask) if it does not exist, and takes
+/// group and other access away from an existing one (a database written by an older build or
+/// by hand under umask 022). `new_only`: fail if it exists. redb then opens the file as is
+/// (an empty file becomes a new database).
+pub(crate) fn private_file(path: &Path, new_only: bool) -> Result<(), StoreError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if new_only {
+        opts.create_new(true);
+    } else {
+        opts.create(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let file = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 /// Smallest UUIDv7 (as u128) whose timestamp is `ms`: the 48-bit millisecond time sits in

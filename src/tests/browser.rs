@@ -125,11 +125,10 @@ async fn start_panel(dir: &std::path::Path) -> (Store, SocketAddr) {
     (store, addr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_tops_up_a_user_in_headless_chromium() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let (store, addr) = start_panel(dir.path()).await;
-    let (_driver, driver_url) = start_chromedriver().await;
+/// A headless Chromium session: (chromedriver, WebDriver client, profile dir). Keep all three
+/// alive for the test's length.
+async fn headless_chromium() -> (Driver, fantoccini::Client, tempfile::TempDir) {
+    let (driver, driver_url) = start_chromedriver().await;
     let chromium = find_program("CHROMIUM", &["chromium", "chromium-browser"])
         .unwrap_or_else(|| panic!("chromium not found: apt-get install chromium chromium-driver"));
     let profile = tempfile::tempdir().expect("profile dir");
@@ -151,6 +150,14 @@ async fn admin_tops_up_a_user_in_headless_chromium() {
         .connect(&driver_url)
         .await
         .expect("WebDriver session");
+    (driver, c, profile)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_tops_up_a_user_in_headless_chromium() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, addr) = start_panel(dir.path()).await;
+    let (_driver, c, _profile) = headless_chromium().await;
     let base = format!("http://{addr}");
 
     // Log in: /admin without a session lands on the login form.
@@ -245,4 +252,62 @@ async fn admin_tops_up_a_user_in_headless_chromium() {
 
     let u = store.read(|rx| rx.get_user(UserId(501))).await.expect("read").expect("user");
     assert_eq!(u.balance, Credits(70));
+}
+
+/// The sandbox page under the panel's CSP, as `sandbox` serves it: a bot message with
+/// `javascript:` and `data:` links shows them as plain text; http(s) and tg: links stay links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_page_links_only_safe_urls_in_headless_chromium() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = crate::app::start(crate::tests::harness::test_config(dir.path()), crate::app::Mode::Sandbox)
+        .await
+        .expect("sandbox");
+    let base = format!("http://{}", app.addr);
+    let user = 10001; // the sandbox page's user (emulator::sandbox::SANDBOX_USER_ID)
+    let emu = app.emulator.as_ref().expect("emulator");
+    let hello = serde_json::json!({"user": {"id": user, "first_name": "Sandbox"}, "text": "hello"});
+    emu.push_update(serde_json::from_value(hello).expect("update")).expect("known chat");
+    // As the bot: one message with every kind of link, through the emulator's Bot API.
+    let text = "evil data safe tg bare";
+    let link = |offset: usize, length: usize, url: &str| serde_json::json!({"type": "text_link", "offset": offset, "length": length, "url": url});
+    let sent: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/bot1000000:SANDBOX/sendMessage"))
+        .json(&serde_json::json!({
+            "chat_id": user,
+            "text": text,
+            "entities": [
+                link(0, 4, "javascript:alert(document.domain)"),
+                link(5, 4, "data:text/html,<script>alert(1)</script>"),
+                link(10, 4, "https://example.org/safe"),
+                link(15, 2, "tg://resolve?domain=mediabot"),
+                {"type": "url", "offset": 18, "length": 4},
+            ],
+        }))
+        .send()
+        .await
+        .expect("sendMessage")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(sent["ok"], true, "{sent}");
+
+    let (_driver, c, _profile) = headless_chromium().await;
+    c.goto(&format!("{base}/sandbox")).await.expect("open");
+    c.wait().for_element(Locator::Css("a[href='https://example.org/safe']")).await.expect("the https link renders");
+    let hrefs = c
+        .execute("return [...document.querySelectorAll('#chat a')].map(a => a.getAttribute('href'));", vec![])
+        .await
+        .expect("links");
+    let hrefs: Vec<String> =
+        hrefs.as_array().expect("array").iter().filter_map(|h| h.as_str().map(str::to_string)).collect();
+    assert!(hrefs.iter().any(|h| h.starts_with("tg://")), "{hrefs:?}");
+    assert!(hrefs.iter().any(|h| h == "http://bare/"), "a bare url entity is an http link: {hrefs:?}");
+    assert!(
+        !hrefs.iter().any(|h| h.to_ascii_lowercase().starts_with("javascript:") || h.starts_with("data:")),
+        "{hrefs:?}"
+    );
+    let shown = c.find(Locator::Css("#chat")).await.expect("chat").text().await.expect("text");
+    assert!(shown.contains("evil") && shown.contains("data"), "unsafe links stay as text: {shown}");
+    c.close().await.expect("close session");
+    app.stop().await;
 }

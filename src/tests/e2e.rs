@@ -389,10 +389,12 @@ async fn broken_and_bomb_uploads_get_clear_messages() {
     let h = Harness::start(fal_config(fal.base_url())).await;
     start_user(&h, 631, "en").await;
     h.push(serde_json::json!({"user": {"id": 631, "first_name": "U", "language_code": "en"},
-        "document_path": testdata("photos/corrupt_truncated_in_exif.jpg").to_string_lossy()}));
+        "document_base64": base64_file(&testdata("photos/corrupt_truncated_in_exif.jpg")),
+        "file_name": "corrupt_truncated_in_exif.jpg"}));
     h.wait_text(631, "couldn't read this image").await;
     h.push(serde_json::json!({"user": {"id": 631, "first_name": "U", "language_code": "en"},
-        "document_path": testdata("photos/bomb_50000x50000_1bit.png").to_string_lossy()}));
+        "document_base64": base64_file(&testdata("photos/bomb_50000x50000_1bit.png")),
+        "file_name": "bomb_50000x50000_1bit.png"}));
     h.wait_text(631, "too large").await;
     // A good photo without an edit model configured is accepted and explained.
     h.photo(631, "en", &testdata("photos/orientation/Landscape_6.jpg"), None);

@@ -135,7 +135,7 @@ impl Harness {
     }
 
     pub fn photo(&self, user: i64, lang: &str, path: &std::path::Path, caption: Option<&str>) -> i64 {
-        let mut v = json!({"user": Self::user(user, lang), "photo_path": path.to_string_lossy()});
+        let mut v = json!({"user": Self::user(user, lang), "photo_base64": base64_file(path)});
         if let Some(c) = caption {
             v["caption"] = json!(c);
         }
@@ -241,6 +241,12 @@ impl Drop for Harness {
     fn drop(&mut self) {
         self.emu_task.abort();
     }
+}
+
+/// A file's bytes in base64, as the control API takes files.
+pub fn base64_file(path: &std::path::Path) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).expect("test file"))
 }
 
 pub fn text_of(m: &Value) -> String {

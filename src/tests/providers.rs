@@ -409,16 +409,52 @@ async fn providers_comfy_resume_after_restart() {
     assert!(after.is_known(&id, &json!({})).await.expect("is_known"), "finished prompts are known too");
 }
 
-#[tokio::test]
-async fn providers_comfy_forgotten_prompt_is_lost() {
-    let comfy = FakeComfy::start().await;
+/// Submits a held prompt, lets ComfyUI "restart" (forget everything) and starts waiting;
+/// returns once the provider has posted the prompt a second time.
+async fn comfy_restarted_mid_job(
+    comfy: &FakeComfy,
+) -> (Submission, tokio::task::JoinHandle<Result<Vec<GeneratedFile>, ProviderError>>) {
     comfy.hold();
-    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
-    let sub = p.submit(&comfy_request(template()), None).await.expect("submit");
+    let p = Arc::new(ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider"));
+    let sub = p.submit(&comfy_request(template()), Some("5c1e0a9e-0000-4000-8000-000000000026")).await.expect("submit");
+    assert!(fakes::eventually(Duration::from_secs(5), || comfy.is_running(&sub.request_id)).await);
     comfy.forget_all(); // ComfyUI restarted: history and queue are gone
+    let task = {
+        let (p, sub) = (p.clone(), sub.clone());
+        tokio::spawn(async move { p.wait(&sub, &|_| {}).await })
+    };
+    assert!(
+        fakes::eventually(Duration::from_secs(10), || comfy.submits().len() == 2).await,
+        "the forgotten prompt is submitted again"
+    );
+    let submits = comfy.submits();
+    assert_eq!(submits[1].prompt_id, sub.request_id, "same prompt_id");
+    assert_eq!(submits[1].client_id, submits[0].client_id, "same client_id (progress keeps flowing)");
+    assert_eq!(submits[1].graph, submits[0].graph, "same graph");
+    (sub, task)
+}
+
+#[tokio::test]
+async fn providers_comfy_restart_mid_job_resubmits_once_with_the_same_id() {
+    let comfy = FakeComfy::start().await;
+    let (_, task) = comfy_restarted_mid_job(&comfy).await;
+    comfy.release();
+    let images =
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("in time").expect("join").expect("result");
+    assert_eq!(images.len(), 1);
+    assert_eq!(comfy.submits().len(), 2);
+}
+
+#[tokio::test]
+async fn providers_comfy_forgotten_twice_is_lost() {
+    let comfy = FakeComfy::start().await;
+    let (sub, task) = comfy_restarted_mid_job(&comfy).await;
+    assert!(fakes::eventually(Duration::from_secs(5), || comfy.is_running(&sub.request_id)).await);
+    comfy.forget_all();
     let e =
-        tokio::time::timeout(Duration::from_secs(5), p.wait(&sub, &|_| {})).await.expect("in time").expect_err("lost");
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("in time").expect("join").expect_err("lost");
     assert!(matches!(e, ProviderError::Lost(_)), "{e:?}");
+    assert_eq!(comfy.submits().len(), 2, "resubmitted once only");
 }
 
 #[tokio::test]
@@ -435,6 +471,7 @@ async fn providers_comfy_cancel_deletes_and_interrupts() {
     assert_eq!(comfy.interrupts(), vec![Some(second.request_id.clone())]);
     let e = p.wait(&second, &|_| {}).await.expect_err("deleted prompt");
     assert!(matches!(e, ProviderError::Lost(_)), "{e:?}");
+    assert_eq!(comfy.submits().len(), 2, "a cancelled prompt is not submitted again");
 
     p.cancel(&first).await.expect("cancel running");
     let e = tokio::time::timeout(Duration::from_secs(5), p.wait(&first, &|_| {}))

@@ -276,6 +276,79 @@ async fn login_rate_limit_trips_per_ip() {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "even the right password waits out the window");
 }
 
+/// `try_login` as if from `peer`, with an optional `X-Forwarded-For`.
+async fn login_from(app: &Router, peer: &str, forwarded_for: Option<&str>, password: &str) -> StatusCode {
+    let r = send(app, get("/admin/login", None)).await;
+    let token = cookie_value(&set_cookies(&r), auth::LOGIN_COOKIE).expect("login cookie");
+    let form = format!(
+        "csrf={token}&password={}",
+        url::form_urlencoded::byte_serialize(password.as_bytes()).collect::<String>()
+    );
+    let mut req = post("/admin/login", Some(&format!("{}={token}", auth::LOGIN_COOKIE)), &form);
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(peer.parse().expect("ip"), 50000)));
+    if let Some(xff) = forwarded_for {
+        req.headers_mut().insert("x-forwarded-for", xff.parse().expect("hv"));
+    }
+    send(app, req).await.status()
+}
+
+/// The panel's state over `store` with `config`, as `app` builds it.
+fn web_state(store: &crate::store::Store, config: Config) -> WebState {
+    let catalog = crate::catalog::Catalog::open(store.clone(), &config).expect("catalog");
+    let health = Arc::new(crate::health::Health::new(crate::health::BotState::NoToken));
+    WebState::new(store.clone(), Arc::new(config), catalog, health)
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_limit() {
+    let e = env().await;
+    let mut config = Config::default().with_demo();
+    config.web.trusted_proxies = vec!["127.0.0.1".into()];
+    let app = router(web_state(&e.store, config));
+    for _ in 0..auth::LOGIN_LIMIT {
+        assert_eq!(login_from(&app, "127.0.0.1", Some("198.51.100.1"), "guess").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login_from(&app, "127.0.0.1", Some("198.51.100.1"), "guess").await, StatusCode::TOO_MANY_REQUESTS);
+    // The guesser is held back; the real admin behind the same proxy is not.
+    assert_eq!(login_from(&app, "127.0.0.1", Some("198.51.100.2"), PASSWORD).await, StatusCode::SEE_OTHER);
+    // A direct peer cannot pick its address with the header: all its guesses count as one client.
+    for i in 0..auth::LOGIN_LIMIT {
+        let xff = format!("203.0.113.{i}");
+        assert_eq!(login_from(&app, "192.0.2.9", Some(&xff), "guess").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login_from(&app, "192.0.2.9", Some("203.0.113.99"), "guess").await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn proxied_metrics_need_a_session() {
+    let e = env().await;
+    let metrics = |forwarded: Option<&str>| {
+        let mut req = get("/metrics", None);
+        req.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 50000))));
+        if let Some(f) = forwarded {
+            req.headers_mut().insert("x-forwarded-for", f.parse().expect("hv"));
+        }
+        send(&e.app, req)
+    };
+    assert_eq!(metrics(None).await.status(), StatusCode::OK, "a scraper on this host");
+    assert_eq!(metrics(Some("198.51.100.7")).await.status(), StatusCode::UNAUTHORIZED, "through a proxy on this host");
+}
+
+#[tokio::test]
+async fn page_numbers_never_wrap() {
+    let e = env().await;
+    let (cookie, _) = login(&e.app).await;
+    for page in [usize::MAX.to_string(), (usize::MAX / 50).to_string(), "1000001".into()] {
+        let r = send(&e.app, get(&format!("/admin/users?page={page}"), Some(&cookie))).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "page={page}");
+    }
+    for q in ["", "&sort=balance", "&q=anna"] {
+        let r = send(&e.app, get(&format!("/admin/users?page=1000000{q}"), Some(&cookie))).await;
+        assert_eq!(r.status(), StatusCode::OK, "the last page allowed{q}");
+    }
+}
+
 fn routes(e: &Env) -> Vec<String> {
     vec![
         "/admin".into(),

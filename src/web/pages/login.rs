@@ -38,38 +38,43 @@ pub struct LoginForm {
     password: String,
 }
 
-/// Peer address for the limiter, as an extractor so the handler stays a plain fn.
-pub struct PeerIp(std::net::IpAddr);
-impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
+/// Client address for the limiter (see [`WebState::client_ip`]), as an extractor so the
+/// handler stays a plain fn.
+pub struct ClientIp(std::net::IpAddr);
+impl FromRequestParts<WebState> for ClientIp {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(PeerIp(auth::peer_ip(parts)))
+    async fn from_request_parts(parts: &mut Parts, st: &WebState) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(st.client_ip(parts)))
     }
 }
 
-/// `POST /admin/login`: limiter first (before any hashing work), then the form token, then
-/// the password (Argon2 on the blocking pool).
+/// `POST /admin/login`: the limiter counts the attempt first (before any hashing work), then
+/// the form token, then the password (Argon2 on the blocking pool, at most
+/// [`auth::MAX_VERIFIES`] at once).
 pub async fn post(
     State(st): State<WebState>,
-    PeerIp(ip): PeerIp,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Result<Response, WebError> {
-    if !st.auth.login_allowed(ip) {
+    if st.auth.begin_login(ip).is_err() {
         return Err(WebError::TooManyRequests);
     }
     let cookie_token = auth::cookie(&headers, LOGIN_COOKIE).unwrap_or("");
     if cookie_token.is_empty() || !auth::constant_eq(cookie_token.as_bytes(), f.csrf.as_bytes()) {
         return Err(WebError::Forbidden("invalid form token; reload the login page"));
     }
+    // The permit moves into the blocking task: a client that hangs up does not free it while
+    // its hash is still being computed.
+    let slot = st.auth.verify_slots.clone().acquire_owned().await.map_err(|e| WebError::Internal(e.to_string()))?;
     let store = st.store.clone();
     let ok = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         auth::password_hash(&store).map(|h| h.is_some_and(|h| auth::verify_password(&h, &f.password)))
     })
     .await
     .map_err(|e| WebError::Internal(e.to_string()))??;
     if !ok {
-        st.auth.login_failed(ip);
         tracing::warn!(%ip, "admin login failed");
         return Ok(page(&headers, StatusCode::UNAUTHORIZED, "Wrong password."));
     }

@@ -47,6 +47,19 @@ pub struct CsrfForm {
 /// Lower-case name of a job status, as stored.
 pub use crate::store::stats::status_name;
 
+/// The highest `?page=` a list accepts: far beyond any real list, and low enough that
+/// `(page + 1) * rows_per_page` cannot overflow, so page arithmetic never wraps.
+pub const MAX_PAGE: usize = 1_000_000;
+
+/// Serde `deserialize_with` for a `?page=` number: refuses (400) anything above [`MAX_PAGE`].
+pub fn page_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let page = <usize as serde::Deserialize>::deserialize(d)?;
+    if page > MAX_PAGE {
+        return Err(serde::de::Error::custom(format_args!("page must be at most {MAX_PAGE}")));
+    }
+    Ok(page)
+}
+
 /// A UUID path segment (job, broadcast) as its u128; anything else is a 404.
 pub fn parse_uuid(id: &str) -> Result<u128, super::error::WebError> {
     Ok(uuid::Uuid::parse_str(id).map_err(|_| super::error::WebError::NotFound)?.as_u128())

@@ -22,12 +22,14 @@ pub async fn healthz(State(st): State<WebState>) -> Response {
     (status, axum::Json(report)).into_response()
 }
 
-/// A scraper on the same host needs no session; anyone else must be signed in.
+/// A scraper on the same host needs no session; anyone else must be signed in. A request
+/// that came through a proxy (a forwarding header, or a client address from a trusted proxy)
+/// is not "on the same host", even though the proxy connects from loopback.
 pub struct MetricsAccess;
 impl FromRequestParts<WebState> for MetricsAccess {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, st: &WebState) -> Result<Self, Self::Rejection> {
-        if auth::peer_ip(parts).is_loopback() {
+        if st.client_ip(parts).is_loopback() && !auth::is_forwarded(&parts.headers) {
             return Ok(MetricsAccess);
         }
         AdminSession::from_request_parts(parts, st)

@@ -22,7 +22,7 @@ pub struct UserQuery {
     /// `id`, `balance`, `created` (newest first) or `name`.
     #[serde(default)]
     pub sort: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::page_number")]
     pub page: usize,
 }
 
