@@ -5,7 +5,6 @@
 //! Every operation decodes its input at most once. Pixel and byte limits are checked from the
 //! header before any pixel buffer is allocated, so decompression bombs are refused cheaply.
 
-mod band;
 mod codec;
 mod compress;
 mod decode;

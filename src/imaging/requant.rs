@@ -6,7 +6,6 @@
 
 use super::scan::Scan;
 use super::{ImagingError, Limits, strips};
-use image::RgbImage;
 use image::metadata::Orientation;
 use libjpeg_turbo_rs as ljt;
 use ljt::common::quant_table::ZIGZAG_ORDER;
@@ -144,135 +143,6 @@ fn target_tables(coefficients: &ljt::JpegCoefficients, quality: u8) -> Vec<[u16;
         .collect()
 }
 
-/// What [`repaint_rows`] draws: it first asks which rows will change, then hands over those
-/// rows as pixels.
-pub(super) trait RowPainter {
-    /// The pixel rows `[top, bottom)` of a `width × height` picture that [`Self::paint`] will
-    /// read or write; an empty range when nothing will be drawn.
-    fn rows(&mut self, width: u32, height: u32) -> (u32, u32);
-    /// Draws into `band`, the full-width picture rows from `offset` on (a superset of the rows
-    /// announced, aligned to the JPEG's MCU rows).
-    fn paint(&mut self, band: &mut RgbImage, offset: u32);
-}
-
-/// A JPEG at `quality` where only the rows `painter` announces are decoded, painted and
-/// encoded again; every other block is requantised to `quality`'s tables (see
-/// [`requantize_to_fit`] for the tables) without leaving the DCT domain. Output: a baseline
-/// JPEG with the source's size and chroma subsampling and no metadata segments.
-///
-/// Compared with decoding and re-encoding the whole picture this skips the IDCT, upsampling,
-/// colour conversion, DCT and quantisation of every block outside the band, which for a
-/// caption is most of the picture. At the band's edges chroma is upsampled from the band's
-/// own rows only, a difference of at most one chroma sample's interpolation.
-///
-/// `Ok(None)` when the caller must take the pixel path: what [`requantize_to_fit`] refuses,
-/// grey JPEGs (the caption is in colour), and chroma layouts other than 4:4:4, 4:2:2, 4:2:0
-/// and 4:4:0 with single-sampled chroma.
-///
-/// Errors: [`ImagingError::TooManyPixels`] from the header.
-pub(super) fn repaint_rows(
-    bytes: &[u8],
-    limits: &Limits,
-    quality: u8,
-    painter: &mut dyn RowPainter,
-) -> Result<Option<Vec<u8>>, ImagingError> {
-    let Some((width, height)) = eligible(bytes, limits)? else { return Ok(None) };
-    let (top, bottom) = painter.rows(width, height);
-    // Each band pixel costs a decode and an encode on top of the entropy passes everyone pays,
-    // so past about a third of the picture the plain pixel path is as fast.
-    if u64::from(bottom.saturating_sub(top)) * 3 > u64::from(height) {
-        return Ok(None);
-    }
-    let Ok(mut coefficients) = ljt::read_coefficients(bytes) else { return Ok(None) };
-    let Some(subsampling) = subsampling(&coefficients) else { return Ok(None) };
-    let targets = target_tables(&coefficients, quality);
-    let band = match top < bottom {
-        true => match repainted_band(&coefficients, subsampling, quality, (top, bottom), painter) {
-            Some(band) => Some(band),
-            None => return Ok(None),
-        },
-        false => None,
-    };
-    requantize(&mut coefficients, &targets);
-    if let Some((first_mcu_row, mut band)) = band {
-        // The band was encoded with plain IJG tables; bring it to the same tables as the rest.
-        for (component, target) in band.components.iter_mut().zip(&coefficients.components) {
-            let from = band.quant_tables[usize::from(component.quant_table_index)];
-            let to = targets[usize::from(target.quant_table_index)];
-            requantize_blocks(&mut component.blocks, &from, &to);
-        }
-        for (dst, src) in coefficients.components.iter_mut().zip(&band.components) {
-            let start = first_mcu_row * usize::from(dst.v_sampling) * dst.blocks_x;
-            let Some(slot) = dst.blocks.get_mut(start..start + src.blocks.len()) else { return Ok(None) };
-            slot.copy_from_slice(&src.blocks);
-        }
-    }
-    let Ok(out) = ljt::write_coefficients(&coefficients) else { return Ok(None) };
-    Ok(Some(out))
-}
-
-/// The chroma subsampling of a 3-component JPEG whose chroma is sampled once per MCU.
-fn subsampling(c: &ljt::JpegCoefficients) -> Option<ljt::Subsampling> {
-    let [y, cb, cr] = c.components.as_slice() else { return None };
-    if (cb.h_sampling, cb.v_sampling, cr.h_sampling, cr.v_sampling) != (1, 1, 1, 1) {
-        return None;
-    }
-    match (y.h_sampling, y.v_sampling) {
-        (1, 1) => Some(ljt::Subsampling::S444),
-        (2, 1) => Some(ljt::Subsampling::S422),
-        (2, 2) => Some(ljt::Subsampling::S420),
-        (1, 2) => Some(ljt::Subsampling::S440),
-        _ => None,
-    }
-}
-
-/// Decodes the MCU rows covering `rows`, lets `painter` draw on them, and encodes them at
-/// `quality` with the same subsampling: `(first MCU row, the band's coefficients)`, block rows
-/// matching the source's for that range. `None` if any step fails or the shapes disagree.
-fn repainted_band(
-    source: &ljt::JpegCoefficients,
-    subsampling: ljt::Subsampling,
-    quality: u8,
-    (top, bottom): (u32, u32),
-    painter: &mut dyn RowPainter,
-) -> Option<(usize, ljt::JpegCoefficients)> {
-    let v_max = source.components.iter().map(|c| usize::from(c.v_sampling)).max()?;
-    let mcu_h = 8 * v_max;
-    let height = usize::from(source.height);
-    let first_mcu_row = top as usize / mcu_h;
-    let band_top = first_mcu_row * mcu_h;
-    let band_bottom = (bottom as usize).div_ceil(mcu_h).saturating_mul(mcu_h).min(height);
-    if band_bottom <= band_top {
-        return None;
-    }
-    let band_h = band_bottom - band_top;
-    // The source's blocks for those rows, as a JPEG of their own, decoded to pixels.
-    let mut band = header_only(source);
-    band.height = u16::try_from(band_h).ok()?;
-    for (dst, src) in band.components.iter_mut().zip(&source.components) {
-        let v = usize::from(src.v_sampling);
-        let first = first_mcu_row * v;
-        let rows = (band_h.div_ceil(mcu_h) * v).min(src.blocks_y.checked_sub(first)?);
-        dst.blocks = src.blocks.get(first * src.blocks_x..(first + rows) * src.blocks_x)?.to_vec();
-        dst.blocks_y = rows;
-    }
-    let band_jpeg = ljt::write_coefficients(&band).ok()?;
-    let mut decoder = ljt::Decoder::new(&band_jpeg).ok()?;
-    decoder.set_output_format(ljt::PixelFormat::Rgb);
-    let pixels = decoder.decode_image().ok()?;
-    let mut rgb = RgbImage::from_raw(u32::from(source.width), u32::try_from(band_h).ok()?, pixels.data)?;
-    painter.paint(&mut rgb, u32::try_from(band_top).ok()?);
-    let encoded =
-        ljt::compress(rgb.as_raw(), rgb.width() as usize, band_h, ljt::PixelFormat::Rgb, quality, subsampling).ok()?;
-    let painted = ljt::read_coefficients(&encoded).ok()?;
-    let shapes_match = painted.components.len() == band.components.len()
-        && painted.components.iter().zip(&band.components).all(|(p, b)| {
-            (p.blocks_x, p.blocks.len(), p.h_sampling, p.v_sampling)
-                == (b.blocks_x, b.blocks.len(), b.h_sampling, b.v_sampling)
-        });
-    shapes_match.then_some((first_mcu_row, painted))
-}
-
 /// Rescales every block from `coefficients.quant_tables` to `targets` (natural order, one per
 /// table slot) and installs `targets` as the new tables. Rounds to nearest, halves away from
 /// zero, like libjpeg's quantiser.
@@ -320,88 +190,9 @@ fn requantize_blocks(blocks: &mut [[i16; 64]], old: &[u16; 64], new: &[u16; 64])
     });
 }
 
-/// A copy of the frame description without the blocks.
-fn header_only(c: &ljt::JpegCoefficients) -> ljt::JpegCoefficients {
-    ljt::JpegCoefficients {
-        components: c
-            .components
-            .iter()
-            .map(|c| ljt::ComponentCoefficients {
-                blocks: Vec::new(),
-                blocks_x: c.blocks_x,
-                blocks_y: c.blocks_y,
-                h_sampling: c.h_sampling,
-                v_sampling: c.v_sampling,
-                quant_table_index: c.quant_table_index,
-                component_id: c.component_id,
-            })
-            .collect(),
-        quant_tables: c.quant_tables.clone(),
-        ..*c
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Paints a solid red bar over rows `[top, bottom)`.
-    struct Bar(u32, u32, Option<u32>);
-
-    impl RowPainter for Bar {
-        fn rows(&mut self, _width: u32, _height: u32) -> (u32, u32) {
-            (self.0, self.1)
-        }
-        fn paint(&mut self, band: &mut RgbImage, offset: u32) {
-            self.2 = Some(offset);
-            for y in self.0.max(offset)..self.1.min(offset + band.height()) {
-                for x in 0..band.width() {
-                    band.put_pixel(x, y - offset, image::Rgb([255, 0, 0]));
-                }
-            }
-        }
-    }
-
-    fn mean_diff(a: &RgbImage, b: &RgbImage, rows: std::ops::Range<u32>) -> f64 {
-        let (mut sum, mut n) = (0u64, 0u64);
-        for y in rows {
-            for x in 0..a.width() {
-                for c in 0..3 {
-                    sum += u64::from(a.get_pixel(x, y).0[c].abs_diff(b.get_pixel(x, y).0[c]));
-                    n += 1;
-                }
-            }
-        }
-        sum as f64 / n as f64
-    }
-
-    #[test]
-    fn repainting_rows_changes_those_rows_and_keeps_the_rest() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/photos/large_olympus_ep3_12mp.jpg");
-        let bytes = std::fs::read(path).expect("testdata");
-        let limits = Limits::default();
-        let source = image::load_from_memory(&bytes).expect("decodes").to_rgb8();
-        let (w, h) = source.dimensions();
-        let mut bar = Bar(1000, 1100, None);
-        let out = repaint_rows(&bytes, &limits, 90, &mut bar).expect("no error").expect("coefficient path");
-        // The band starts on an MCU row at or above the bar (4:2:2 here: 8 px MCU rows).
-        let offset = bar.2.expect("painted");
-        assert!(offset <= 1000 && 1000 - offset < 16, "{offset}");
-        let result = image::load_from_memory(&out).expect("output decodes").to_rgb8();
-        assert_eq!(result.dimensions(), (w, h));
-        assert!(!super::super::jpeg::has_exif_segment(&out));
-        let red = result.get_pixel(w / 2, 1050).0;
-        assert!(red[0] > 230 && red[1] < 30 && red[2] < 30, "{red:?}");
-        // Everywhere else: the same picture at quality 90.
-        assert!(mean_diff(&source, &result, 0..990) < 2.5);
-        assert!(mean_diff(&source, &result, 1110..h) < 2.5);
-        let tables = ljt::read_coefficients(&out).expect("coefficients").quant_tables;
-        assert_eq!(tables[0], quality_scale_quant_table(&STD_LUMINANCE_QUANT_TABLE, 90));
-        // A bar over most of the picture: the pixel path is cheaper, so none here.
-        assert!(repaint_rows(&bytes, &limits, 90, &mut Bar(0, h / 2, None)).expect("no error").is_none());
-        // Nothing to paint: requantised only.
-        assert!(repaint_rows(&bytes, &limits, 90, &mut Bar(0, 0, None)).expect("no error").is_some());
-    }
 
     #[test]
     fn float_requantising_matches_exact_integer_rounding_away_from_ties() {

@@ -41,20 +41,10 @@ pub(super) fn code_in_parallel<T: Sync>(
     join(&code_in_turn(strips.len(), |i| code(&strips[i]))?, height, mcus_per_strip)
 }
 
-/// Runs `code(i)` for every `i` in `0..count` on up to [`strip_count`]'s worth of scoped
-/// threads pulling the next index in turn, so at most that many strips are being made at once
-/// (a strip's pixels exist only while it is coded). `None` if any strip fails.
+/// Runs `code(i)` for every `i` in `0..count` on up to [`cores`] scoped threads (the calling
+/// thread one of them) pulling the next index in turn, so at most that many strips are being
+/// made at once (a strip's pixels exist only while it is coded). `None` if any strip fails.
 pub(super) fn code_in_turn(count: usize, code: impl Fn(usize) -> Option<Vec<u8>> + Sync) -> Option<Vec<Vec<u8>>> {
-    code_in_turn_after(count, || {}, code)
-}
-
-/// [`code_in_turn`], with the calling thread running `lead` before it starts pulling strips
-/// (the other threads start at once), so work the late strips need overlaps the early ones.
-pub(super) fn code_in_turn_after(
-    count: usize,
-    lead: impl FnOnce(),
-    code: impl Fn(usize) -> Option<Vec<u8>> + Sync,
-) -> Option<Vec<Vec<u8>>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let workers = cores().min(count.max(1));
@@ -80,7 +70,6 @@ pub(super) fn code_in_turn_after(
         for _ in 1..workers {
             scope.spawn(work);
         }
-        lead();
         work();
     });
     coded.into_iter().map(|m| m.into_inner().ok().flatten()).collect()
