@@ -13,10 +13,6 @@ mod jpeg;
 mod ops;
 mod overlay;
 mod requant;
-mod scan;
-mod shrink;
-#[cfg(fuzzing)]
-pub(crate) use scan::check_against_sequential as fuzz_scan;
 mod strips;
 #[cfg(test)]
 mod tests;

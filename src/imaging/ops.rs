@@ -1,8 +1,9 @@
 //! Operations built on one decode each: Telegram photo fitting, thumbnails, metadata removal,
 //! document form.
 
+use super::codec::decode_at_least;
 use super::decode::{decode_full, probe};
-use super::{ImagingError, Limits, codec, extension_for_mime, jpeg, shrink};
+use super::{ImagingError, Limits, codec, extension_for_mime, jpeg};
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageFormat, RgbImage};
@@ -37,15 +38,8 @@ const ROTATED_QUALITY: u8 = 92;
 ///
 /// Errors: those of [`super::decode`], or [`ImagingError::Encode`].
 pub fn fit_for_telegram_photo(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ImagingError> {
-    // Big camera JPEGs: decoded on all cores and resized as YCbCr planes, never as RGB.
-    if let Some(out) = shrink::resize_jpeg(bytes, limits, photo_size, PHOTO_QUALITIES[0])? {
-        if out.len() <= PHOTO_MAX_BYTES {
-            return Ok(out);
-        }
-    }
-    let decoded = codec::decode_at_least(bytes, limits, photo_size)?;
+    let (decoded, (w, h)) = decode_at_least(bytes, limits, photo_size)?;
     let rgb = flatten_on_white(decoded.image);
-    let (w, h) = photo_size(rgb.width(), rgb.height());
     for quality in PHOTO_QUALITIES {
         let out = resize_encode(&rgb, w, h, quality)?;
         if out.len() <= PHOTO_MAX_BYTES {
@@ -61,9 +55,8 @@ pub fn fit_for_telegram_photo(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, 
 ///
 /// Errors: those of [`super::decode`], or [`ImagingError::Encode`].
 pub fn thumbnail(bytes: &[u8], max_side: u32, limits: &Limits) -> Result<Vec<u8>, ImagingError> {
-    let decoded = codec::decode_at_least(bytes, limits, |w, h| fit_within(w, h, max_side.max(1)))?;
+    let (decoded, (w, h)) = decode_at_least(bytes, limits, |w, h| fit_within(w, h, max_side.max(1)))?;
     let rgb = flatten_on_white(decoded.image);
-    let (w, h) = fit_within(rgb.width(), rgb.height(), max_side.max(1));
     let rgb = resize(rgb, w, h)?;
     encode_jpeg_rgb(&rgb, THUMB_QUALITY)
 }
