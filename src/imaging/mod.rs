@@ -5,10 +5,10 @@
 //! Every operation decodes its input at most once. Pixel and byte limits are checked from the
 //! header before any pixel buffer is allocated, so decompression bombs are refused cheaply.
 
-mod codec;
 mod compress;
 mod decode;
 mod demo;
+mod encode;
 mod jpeg;
 mod ops;
 mod overlay;

@@ -7,7 +7,7 @@
 
 use super::decode::decode_full;
 use super::ops::flatten_on_white;
-use super::{ImagingError, Limits, codec};
+use super::{ImagingError, Limits, encode};
 use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont, point};
 use image::RgbImage;
 
@@ -262,7 +262,7 @@ pub fn overlay_text(bytes: &[u8], text: &str, style: &OverlayStyle, limits: &Lim
     let decoded = decode_full(bytes, limits)?;
     let mut rgb = flatten_on_white(decoded.image);
     draw_caption(&mut rgb, text, style)?;
-    codec::encode_rgb(&rgb, QUALITY)
+    encode::encode_rgb(&rgb, QUALITY)
 }
 
 struct Fonts<'a> {

@@ -5,7 +5,7 @@
 //! is what re-encoding at that quality would give, minus the rounding of a second IDCT/DCT
 //! pass, in about half the time of a decode plus encode.
 
-use super::codec::jpeg_header;
+use super::decode::jpeg_header;
 use super::{ImagingError, Limits, strips};
 use image::metadata::Orientation;
 use libjpeg_turbo_rs as ljt;
