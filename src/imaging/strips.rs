@@ -9,12 +9,15 @@
 /// the gain.
 const MIN_PIXELS: u64 = 2_000_000;
 
-/// How many strips to cut a `width × height` picture into (1 means: do not split).
+/// How many strips to cut a `width × height` picture into (1 means: do not split): a few
+/// per core, pulled in turn ([`code_in_turn`]), so that when another process slows one core
+/// the others take more strips instead of waiting for its half.
 pub(super) fn strip_count(width: u32, height: u32) -> usize {
-    if u64::from(width) * u64::from(height) < MIN_PIXELS {
+    let cores = cores();
+    if cores < 2 || u64::from(width) * u64::from(height) < MIN_PIXELS {
         return 1;
     }
-    cores()
+    cores * 4
 }
 
 /// The cores the imaging code spreads one picture over: all of them, at most 4 (past that,
