@@ -585,7 +585,7 @@ fn the_fast_jpeg_decoder_takes_ordinary_jpegs_and_leaves_the_rest_to_the_generic
     // covers the target: 0.6 of each side needs 5/8, 0.5 exactly 1/2, 0.7 needs 6/8 = 3/4.
     for (fraction, eighths) in [(0.6, 5), (0.5, 4), (0.7, 6), (0.87, 7)] {
         let target = |w: u32, h: u32| ((f64::from(w) * fraction) as u32, (f64::from(h) * fraction) as u32);
-        let (scaled, size) = decode::decode_at_least(&bytes, &limits, &target).expect("decodes");
+        let (scaled, size) = decode::decode_at_least(&bytes, &limits, target).expect("decodes");
         assert_eq!(
             (scaled.image.width(), scaled.image.height()),
             ((info.width * eighths).div_ceil(8), (info.height * eighths).div_ceil(8)),
