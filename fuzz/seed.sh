@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 photos=../../shared/testdata/photos
-mkdir -p corpus/decode_overlay corpus/wishes corpus/scan
+mkdir -p corpus/decode_overlay corpus/wishes
 captions=("Привет 🔥" "Hello, world" "крупный белый текст снизу на чёрной плашке 50%")
 i=0
 grep -v '^#' seeds.txt | while read -r name; do
@@ -13,13 +13,6 @@ grep -v '^#' seeds.txt | while read -r name; do
     { printf "\\$(printf '%03o' "$len")"; printf '%s' "$caption"; cat "$photos/$name"; } > "corpus/decode_overlay/seed-$i"
     i=$((i + 1))
   done
-done
-# The scan reader: the small JPEGs (the seeds' and the orientation set), each with a byte
-# choosing 2, 3 or 4 runs.
-k=0
-{ grep -v '^#' seeds.txt | grep -i '\.jpe\?g$'; (cd "$photos" && ls orientation/*.jpg); } | while read -r name; do
-  { printf "\\$(printf '%03o' "$((k % 256))")"; cat "$photos/$name"; } > "corpus/scan/seed-$k"
-  k=$((k + 1))
 done
 j=0
 while IFS= read -r wish; do

@@ -1,7 +1,7 @@
 //! Untrusted image bytes through probe → decode → overlay (the "📝 Add text" path), the
-//! Telegram photo fit, and compress_for_api over its limit, with a caption and style wishes
-//! taken from the input too. Under `--cfg fuzzing` the parallel scan reader takes scans of any
-//! size, so the band, plane and requantising paths run on these small inputs as well.
+//! Telegram photo fit (DCT-scaled decode, banded resize), and compress_for_api over its limit
+//! (a JPEG's coefficients read, requantised in strips on all cores and written again), with a
+//! caption and style wishes taken from the input too.
 //!
 //! Input layout: byte 0 = caption length `n`, then `n` bytes of caption (lossy UTF-8; its first
 //! line is also parsed as style wishes), then the image bytes.

@@ -1,9 +1,9 @@
 //! `compress_for_api`: make an input image small enough for a provider's upload limit while
 //! changing as little as possible, and never leak metadata.
 
-use super::decode::decode_full;
+use super::decode::{decode_full, jpeg_header};
 use super::ops::{encode_jpeg_rgb, encode_png, flatten_on_white, resize_encode};
-use super::{ImagingError, Limits, codec, jpeg, requant};
+use super::{ImagingError, Limits, jpeg, requant};
 use image::metadata::Orientation;
 use image::{ImageFormat, RgbImage};
 
@@ -107,7 +107,7 @@ fn lossless_candidate(bytes: &[u8], limits: &Limits) -> Result<bool, ImagingErro
     if image::guess_format(bytes).ok() != Some(ImageFormat::Jpeg) {
         return Ok(false);
     }
-    let Some((_, orientation)) = codec::jpeg_header(bytes, limits)? else { return Ok(false) };
+    let Some((_, orientation)) = jpeg_header(bytes, limits)? else { return Ok(false) };
     Ok(orientation == Orientation::NoTransforms)
 }
 

@@ -5,19 +5,14 @@
 //! Every operation decodes its input at most once. Pixel and byte limits are checked from the
 //! header before any pixel buffer is allocated, so decompression bombs are refused cheaply.
 
-mod band;
-mod codec;
 mod compress;
 mod decode;
 mod demo;
+mod encode;
 mod jpeg;
 mod ops;
 mod overlay;
 mod requant;
-mod scan;
-mod shrink;
-#[cfg(fuzzing)]
-pub(crate) use scan::check_against_sequential as fuzz_scan;
 mod strips;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,8 @@
 //! Operations built on one decode each: Telegram photo fitting, thumbnails, metadata removal,
 //! document form.
 
-use super::decode::{decode_full, probe};
-use super::{ImagingError, Limits, codec, extension_for_mime, jpeg, shrink};
+use super::decode::{decode_at_least, decode_full, probe};
+use super::{ImagingError, Limits, encode, extension_for_mime, jpeg};
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageFormat, RgbImage};
@@ -37,15 +37,8 @@ const ROTATED_QUALITY: u8 = 92;
 ///
 /// Errors: those of [`super::decode`], or [`ImagingError::Encode`].
 pub fn fit_for_telegram_photo(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ImagingError> {
-    // Big camera JPEGs: decoded on all cores and resized as YCbCr planes, never as RGB.
-    if let Some(out) = shrink::resize_jpeg(bytes, limits, photo_size, PHOTO_QUALITIES[0])? {
-        if out.len() <= PHOTO_MAX_BYTES {
-            return Ok(out);
-        }
-    }
-    let decoded = codec::decode_at_least(bytes, limits, photo_size)?;
+    let (decoded, (w, h)) = decode_at_least(bytes, limits, photo_size)?;
     let rgb = flatten_on_white(decoded.image);
-    let (w, h) = photo_size(rgb.width(), rgb.height());
     for quality in PHOTO_QUALITIES {
         let out = resize_encode(&rgb, w, h, quality)?;
         if out.len() <= PHOTO_MAX_BYTES {
@@ -61,9 +54,8 @@ pub fn fit_for_telegram_photo(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, 
 ///
 /// Errors: those of [`super::decode`], or [`ImagingError::Encode`].
 pub fn thumbnail(bytes: &[u8], max_side: u32, limits: &Limits) -> Result<Vec<u8>, ImagingError> {
-    let decoded = codec::decode_at_least(bytes, limits, |w, h| fit_within(w, h, max_side.max(1)))?;
+    let (decoded, (w, h)) = decode_at_least(bytes, limits, |w, h| fit_within(w, h, max_side.max(1)))?;
     let rgb = flatten_on_white(decoded.image);
-    let (w, h) = fit_within(rgb.width(), rgb.height(), max_side.max(1));
     let rgb = resize(rgb, w, h)?;
     encode_jpeg_rgb(&rgb, THUMB_QUALITY)
 }
@@ -174,14 +166,14 @@ fn resize(src: RgbImage, width: u32, height: u32) -> Result<RgbImage, ImagingErr
 /// From 2 MP up the result is made in bands of rows, each resized from its own crop of the
 /// source (the crop box is fractional and the filter reads past it into the whole source, so
 /// the coefficients are those of a one-pass resize) and coded as it is made
-/// ([`codec::encode_rgb_bands`]): neither the resized picture nor the resizer's
+/// ([`encode::encode_rgb_bands`]): neither the resized picture nor the resizer's
 /// source-width × output-height intermediate ever exists whole. For a 12 MP photo going to
 /// 2560 px those two were 38 MB on top of the decoded source.
 pub(super) fn resize_encode(src: &RgbImage, width: u32, height: u32, quality: u8) -> Result<Vec<u8>, ImagingError> {
     if u64::from(width) * u64::from(height) < 2_000_000 || src.dimensions() == (width, height) {
         return encode_jpeg_rgb(&resize_ref(src, width, height)?, quality);
     }
-    codec::encode_rgb_bands(width, height, quality, |rows, out| resize_rows(src, width, height, rows, out))
+    encode::encode_rgb_bands(width, height, quality, |rows, out| resize_rows(src, width, height, rows, out))
 }
 
 /// Rows `rows` of the Lanczos3 resize of `src` to `width × height`, written to `out`
@@ -239,15 +231,15 @@ pub(super) fn flatten_on_white(image: DynamicImage) -> RgbImage {
     RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
 }
 
-/// Baseline JPEG without metadata (see [`codec::encode_rgb`]).
+/// Baseline JPEG without metadata (see [`encode::encode_rgb`]).
 pub(super) fn encode_jpeg_rgb(rgb: &RgbImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
-    codec::encode_rgb(rgb, quality)
+    encode::encode_rgb(rgb, quality)
 }
 
 /// Like [`encode_jpeg_rgb`]; grey stays grey, anything else becomes RGB on white.
 fn encode_jpeg(image: DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
     if let DynamicImage::ImageLuma8(grey) = &image {
-        return codec::encode_grey(grey, quality);
+        return encode::encode_grey(grey, quality);
     }
     encode_jpeg_rgb(&flatten_on_white(image), quality)
 }

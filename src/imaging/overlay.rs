@@ -7,7 +7,7 @@
 
 use super::decode::decode_full;
 use super::ops::flatten_on_white;
-use super::{ImagingError, Limits, band, codec, requant};
+use super::{ImagingError, Limits, encode};
 use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont, point};
 use image::RgbImage;
 
@@ -259,23 +259,10 @@ fn parse_hex(hex: &str) -> Option<[u8; 3]> {
 ///
 /// Errors: those of [`super::decode`]; [`ImagingError::Encode`] if encoding fails.
 pub fn overlay_text(bytes: &[u8], text: &str, style: &OverlayStyle, limits: &Limits) -> Result<Vec<u8>, ImagingError> {
-    let text: String = text.chars().take(MAX_TEXT_CHARS).collect();
-    let fonts = Fonts::load()?;
-    let mut painter = CaptionPainter { fonts: &fonts, text: &text, style, plan: None };
-    // An upright baseline JPEG big enough to be worth it: decoded and coded on all cores.
-    if let Some(out) = band::paint_upright(bytes, limits, QUALITY, &mut painter)? {
-        return Ok(out);
-    }
-    // Other upright JPEGs: only the MCU rows under the caption are decoded and encoded, the
-    // rest is requantised to the output quality without leaving the DCT domain.
-    let repainted = requant::repaint_rows(bytes, limits, QUALITY, &mut painter)?;
-    if let Some(out) = repainted {
-        return Ok(out);
-    }
     let decoded = decode_full(bytes, limits)?;
     let mut rgb = flatten_on_white(decoded.image);
-    draw_caption(&mut rgb, &text, style)?;
-    codec::encode_rgb(&rgb, QUALITY)
+    draw_caption(&mut rgb, text, style)?;
+    encode::encode_rgb(&rgb, QUALITY)
 }
 
 struct Fonts<'a> {
@@ -468,34 +455,14 @@ impl CaptionPlan {
         Some(CaptionPlan { layout, line_h, pad, lines, widths, w, x0, y0, plate_w, plate_h })
     }
 
-    /// The pixel rows `[top, bottom)` that drawing may read or write: the plate's, and those
-    /// of every glyph's pixel box (accents and emoji may overhang the plate). Each row kept out
-    /// is a row the band coders need not decode to pixels.
-    fn rows(&self, fonts: &Fonts<'_>, height: u32) -> (u32, u32) {
-        let (mut top, mut bottom) = (self.y0, self.y0 + self.plate_h);
-        self.for_each_ink(fonts, self.y0, |outline, _, _| {
-            let bounds = outline.px_bounds();
-            (top, bottom) = (top.min(bounds.min.y), bottom.max(bounds.max.y));
-        });
-        let top = top.floor().max(0.0) as u32;
-        let bottom = bottom.ceil().max(0.0) as u32;
-        (top.min(height), bottom.min(height))
-    }
-
-    /// Every glyph outline of the caption, drawn with the plate's top at row `y0` of the
-    /// buffer: text glyphs (colour `None`: the text colour, opaque) and the layers of colour
-    /// emoji (their CPAL colour and alpha).
-    fn for_each_ink(
-        &self,
-        fonts: &Fonts<'_>,
-        y0: f32,
-        mut ink: impl FnMut(&ab_glyph::OutlinedGlyph, Option<[u8; 3]>, f32),
-    ) {
+    /// Every glyph outline of the caption: text glyphs (colour `None`: the text colour,
+    /// opaque) and the layers of colour emoji (their CPAL colour and alpha).
+    fn for_each_ink(&self, fonts: &Fonts<'_>, mut ink: impl FnMut(&ab_glyph::OutlinedGlyph, Option<[u8; 3]>, f32)) {
         let scaled = fonts.text.as_scaled(self.layout.text_scale);
         let layout = &self.layout;
         for (i, (line, lw)) in self.lines.iter().zip(&self.widths).enumerate() {
             let mut x = (self.w - lw) / 2.0;
-            let baseline = y0 + self.pad + i as f32 * self.line_h + scaled.ascent();
+            let baseline = self.y0 + self.pad + i as f32 * self.line_h + scaled.ascent();
             for (g, advance) in fonts.shape(layout, line) {
                 match g {
                     Glyph::Text(id) => {
@@ -511,12 +478,9 @@ impl CaptionPlan {
         }
     }
 
-    /// Draws into `img`, which holds the picture's rows from `offset` on (the whole picture
-    /// when 0). Pixels outside [`Self::rows`] are never read.
-    fn paint(&self, img: &mut RgbImage, fonts: &Fonts<'_>, style: &OverlayStyle, offset: u32) {
-        let oy = offset as f32;
-        let (x0, y0) = (self.x0, self.y0 - oy);
-        let rect = clip(img, x0, y0, x0 + self.plate_w, y0 + self.plate_h);
+    /// Draws into `img`, the whole picture.
+    fn paint(&self, img: &mut RgbImage, fonts: &Fonts<'_>, style: &OverlayStyle) {
+        let rect = clip(img, self.x0, self.y0, self.x0 + self.plate_w, self.y0 + self.plate_h);
         if style.blur_px > 0 {
             box_blur(img, rect, style.blur_px.min(64));
         }
@@ -524,28 +488,7 @@ impl CaptionPlan {
             tint(img, rect, color, style.plate_opacity_pct.min(100));
         }
         let color = style.color.unwrap_or_else(|| contrasting(img, rect));
-        self.for_each_ink(fonts, y0, |outline, ink, alpha| blend_coverage(img, outline, ink.unwrap_or(color), alpha));
-    }
-}
-
-/// The caption as [`requant::repaint_rows`] asks for it: first where, then the drawing.
-struct CaptionPainter<'a> {
-    fonts: &'a Fonts<'a>,
-    text: &'a str,
-    style: &'a OverlayStyle,
-    plan: Option<CaptionPlan>,
-}
-
-impl requant::RowPainter for CaptionPainter<'_> {
-    fn rows(&mut self, width: u32, height: u32) -> (u32, u32) {
-        self.plan = CaptionPlan::new(self.fonts, self.text, self.style, width, height);
-        self.plan.as_ref().map_or((0, 0), |p| p.rows(self.fonts, height))
-    }
-
-    fn paint(&mut self, band: &mut RgbImage, offset: u32) {
-        if let Some(plan) = &self.plan {
-            plan.paint(band, self.fonts, self.style, offset);
-        }
+        self.for_each_ink(fonts, |outline, ink, alpha| blend_coverage(img, outline, ink.unwrap_or(color), alpha));
     }
 }
 
@@ -554,7 +497,7 @@ fn draw_caption(img: &mut RgbImage, text: &str, style: &OverlayStyle) -> Result<
     let text: String = text.chars().take(MAX_TEXT_CHARS).collect();
     let fonts = Fonts::load()?;
     if let Some(plan) = CaptionPlan::new(&fonts, &text, style, img.width(), img.height()) {
-        plan.paint(img, &fonts, style, 0);
+        plan.paint(img, &fonts, style);
     }
     Ok(())
 }
@@ -962,12 +905,5 @@ mod tests {
         // Everything in that bounding box changed (plate), nothing outside it did.
         let area = ((bottom - top + 1) * (right - left + 1)) as usize;
         assert!(changed.len() * 10 > area * 9, "{} of {area}", changed.len());
-        // The rows the band coders decode for the painter hold every changed pixel, and not
-        // much more (they are the plate and the glyph boxes).
-        let fonts = Fonts::load().expect("fonts");
-        let plan = CaptionPlan::new(&fonts, "Привет 🔥\nвторая строка", &style, 400, 300).expect("a caption");
-        let (first, end) = plan.rows(&fonts, 300);
-        assert!(first <= top && bottom < end, "rows {first}..{end} miss changed rows {top}..={bottom}");
-        assert!(end - first <= bottom - top + 1 + 4, "rows {first}..{end} for changed rows {top}..={bottom}");
     }
 }

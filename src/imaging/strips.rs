@@ -9,12 +9,15 @@
 /// the gain.
 const MIN_PIXELS: u64 = 2_000_000;
 
-/// How many strips to cut a `width × height` picture into (1 means: do not split).
+/// How many strips to cut a `width × height` picture into (1 means: do not split): a few
+/// per core, pulled in turn ([`code_in_turn`]), so that when another process slows one core
+/// the others take more strips instead of waiting for its half.
 pub(super) fn strip_count(width: u32, height: u32) -> usize {
-    if u64::from(width) * u64::from(height) < MIN_PIXELS {
+    let cores = cores();
+    if cores < 2 || u64::from(width) * u64::from(height) < MIN_PIXELS {
         return 1;
     }
-    cores()
+    cores * 4
 }
 
 /// The cores the imaging code spreads one picture over: all of them, at most 4 (past that,
@@ -41,20 +44,10 @@ pub(super) fn code_in_parallel<T: Sync>(
     join(&code_in_turn(strips.len(), |i| code(&strips[i]))?, height, mcus_per_strip)
 }
 
-/// Runs `code(i)` for every `i` in `0..count` on up to [`strip_count`]'s worth of scoped
-/// threads pulling the next index in turn, so at most that many strips are being made at once
-/// (a strip's pixels exist only while it is coded). `None` if any strip fails.
+/// Runs `code(i)` for every `i` in `0..count` on up to [`cores`] scoped threads (the calling
+/// thread one of them) pulling the next index in turn, so at most that many strips are being
+/// made at once (a strip's pixels exist only while it is coded). `None` if any strip fails.
 pub(super) fn code_in_turn(count: usize, code: impl Fn(usize) -> Option<Vec<u8>> + Sync) -> Option<Vec<Vec<u8>>> {
-    code_in_turn_after(count, || {}, code)
-}
-
-/// [`code_in_turn`], with the calling thread running `lead` before it starts pulling strips
-/// (the other threads start at once), so work the late strips need overlaps the early ones.
-pub(super) fn code_in_turn_after(
-    count: usize,
-    lead: impl FnOnce(),
-    code: impl Fn(usize) -> Option<Vec<u8>> + Sync,
-) -> Option<Vec<Vec<u8>>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let workers = cores().min(count.max(1));
@@ -80,7 +73,6 @@ pub(super) fn code_in_turn_after(
         for _ in 1..workers {
             scope.spawn(work);
         }
-        lead();
         work();
     });
     coded.into_iter().map(|m| m.into_inner().ok().flatten()).collect()

@@ -2,6 +2,7 @@
 
 use super::*;
 use image::{AnimationDecoder, DynamicImage, GenericImageView, RgbImage};
+use libjpeg_turbo_rs::{PixelFormat, Subsampling};
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
@@ -539,10 +540,9 @@ fn over_the_limit_an_upright_jpeg_is_requantised_in_the_dct_domain() {
         let quality = [85u8, 80, 75, 70, 65, 60, 55, 50]
             .into_iter()
             .find(|&q| {
-                let luma = libjpeg_turbo_rs::encode::tables::quality_scale_quant_table(
-                    &libjpeg_turbo_rs::encode::tables::STD_LUMINANCE_QUANT_TABLE,
-                    q,
-                );
+                // The pixel encoder's luma table at q, read back from a JPEG it wrote.
+                let grey = libjpeg_turbo_rs::compress(&[0; 64], 8, 8, PixelFormat::Grayscale, q, Subsampling::S444);
+                let luma = libjpeg_turbo_rs::read_coefficients(&grey.expect("encodes")).expect("reads").quant_tables[0];
                 let expected: [u16; 64] = std::array::from_fn(|n| luma[n].max(source.quant_tables[0][n]));
                 coefficients.quant_tables[0] == expected
             })
@@ -563,7 +563,7 @@ fn the_fast_jpeg_decoder_takes_ordinary_jpegs_and_leaves_the_rest_to_the_generic
     let limits = Limits::default();
     for name in ["large_olympus_ep3_12mp.jpg", "progressive_nokia83_9mp_gps.jpg", "orientation/Landscape_6.jpg"] {
         let bytes = read(name);
-        let fast = codec::decode_jpeg(&bytes, &limits, None).expect("no error").unwrap_or_else(|| panic!("{name}"));
+        let fast = decode::decode_jpeg(&bytes, &limits, None).expect("no error").unwrap_or_else(|| panic!("{name}"));
         // Same upright picture as the generic decoder (both are libjpeg-style IDCTs with fancy
         // upsampling; they differ by rounding only).
         let generic = image::load_from_memory(&bytes).expect("generic decode");
@@ -573,27 +573,29 @@ fn the_fast_jpeg_decoder_takes_ordinary_jpegs_and_leaves_the_rest_to_the_generic
         assert!(diff < 1.5, "{name}: {diff:.2}");
     }
     for name in ["cmyk_adobe_ycck.jpg", "corrupt_truncated_50pct.jpg", "corrupt_truncated_progressive_30pct.jpg"] {
-        assert!(codec::decode_jpeg(&read(name), &limits, None).expect("no error").is_none(), "{name}");
+        assert!(decode::decode_jpeg(&read(name), &limits, None).expect("no error").is_none(), "{name}");
     }
     // DCT scaling: asking for at most a quarter of each side gives a 1/4-scale decode.
     let bytes = read("large_olympus_ep3_12mp.jpg");
     let info = probe(&bytes).expect("probe");
     let quarter = |w: u32, h: u32| (w / 4, h / 4);
-    let scaled = codec::decode_jpeg(&bytes, &limits, Some(&quarter)).expect("no error").expect("decodes");
+    let scaled = decode::decode_jpeg(&bytes, &limits, Some(&quarter)).expect("no error").expect("decodes");
     assert_eq!(scaled.image.width(), info.width.div_ceil(4));
     // Every M/8 is taken by the fast decoder (in lowest terms: 4/8 is 1/2), the smallest that
     // covers the target: 0.6 of each side needs 5/8, 0.5 exactly 1/2, 0.7 needs 6/8 = 3/4.
     for (fraction, eighths) in [(0.6, 5), (0.5, 4), (0.7, 6), (0.87, 7)] {
         let target = |w: u32, h: u32| ((f64::from(w) * fraction) as u32, (f64::from(h) * fraction) as u32);
-        let scaled = codec::decode_jpeg(&bytes, &limits, Some(&target)).expect("no error").expect("decodes");
+        let (scaled, size) = decode::decode_at_least(&bytes, &limits, target).expect("decodes");
         assert_eq!(
             (scaled.image.width(), scaled.image.height()),
             ((info.width * eighths).div_ceil(8), (info.height * eighths).div_ceil(8)),
             "{fraction}"
         );
+        // The size to resize to is the target of the full picture, whatever the scale taken.
+        assert_eq!(size, target(info.width, info.height), "{fraction}");
     }
     let tight = Limits { max_pixels: 1_000_000, ..Limits::default() };
-    assert!(matches!(codec::decode_jpeg(&bytes, &tight, None), Err(ImagingError::TooManyPixels { .. })));
+    assert!(matches!(decode::decode_jpeg(&bytes, &tight, None), Err(ImagingError::TooManyPixels { .. })));
 }
 
 #[test]
