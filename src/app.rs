@@ -158,6 +158,8 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
              configure [[providers]] and [[models]] in /etc/mediabot/config.toml, check with \
              `mediabot check-config`, then `systemctl restart mediabot`"
         );
+        let dir = config.storage.data_dir.clone();
+        tasks.push(tokio::spawn(storage_watchdog(store.clone(), dir, health.clone(), None, shutdown.clone())));
         return Ok(RunningApp { addr, store, emulator, shutdown, health, tasks });
     }
     let (api_url, token) = match &mode {
@@ -187,6 +189,10 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
 
     let providers = build_providers(&config)?;
     let notifier = Arc::new(BotNotifier::new(tg.clone(), &config));
+    {
+        let (alerts, dir): (Arc<dyn crate::jobs::Notifier>, _) = (notifier.clone(), config.storage.data_dir.clone());
+        tasks.push(tokio::spawn(storage_watchdog(store.clone(), dir, health.clone(), Some(alerts), shutdown.clone())));
+    }
     let jobs = JobEngine::new(store.clone(), &config, catalog.clone(), providers, notifier)?;
     let billing = Billing::new(store.clone(), config.billing.clone());
     {
@@ -229,6 +235,59 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     tasks.push(tokio::spawn(run.run(dispatcher, updates)));
     tracing::info!(mode = ?mode, "bot starting");
     Ok(RunningApp { addr, store, emulator, shutdown, health, tasks })
+}
+
+/// How often a read-only store checks whether the data dir takes writes again.
+const SPACE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// After a failed database write (a full disk): `/healthz` says `read_only`, the admins get
+/// one alert, and once the data dir takes a test write again the process exits non-zero
+/// ([`Health::fail`]) so systemd restarts it with the database opened afresh — redb refuses
+/// every write after an I/O error until then. Waiting for room first avoids a restart loop.
+async fn storage_watchdog(
+    store: Store,
+    data_dir: std::path::PathBuf,
+    health: Arc<Health>,
+    alerts: Option<Arc<dyn crate::jobs::Notifier>>,
+    shutdown: CancellationToken,
+) {
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = store.io_watch().wait() => {}
+    }
+    health.set_db(crate::health::DbState::ReadOnly);
+    if let Some(n) = alerts {
+        n.admin_alert(
+            "⚠️ mediabot: a database write failed (is the disk full?). The bot tells users it is out of storage and \
+             charges nothing; it restarts by itself once the data directory has room again.",
+        )
+        .await;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SPACE_CHECK_EVERY) => {}
+        }
+        let dir = data_dir.clone();
+        if tokio::task::spawn_blocking(move || can_write(&dir)).await.unwrap_or(false) {
+            health.fail("the data directory takes writes again: restarting to reopen the database");
+            return;
+        }
+    }
+}
+
+/// Whether `dir` takes a 1 MiB write that reaches the disk (then removed).
+fn can_write(dir: &std::path::Path) -> bool {
+    use std::io::Write;
+    let path = dir.join(".space-check");
+    let ok = std::fs::File::create(&path)
+        .and_then(|mut f| {
+            f.write_all(&vec![0u8; 1 << 20])?;
+            f.sync_all()
+        })
+        .is_ok();
+    let _ = std::fs::remove_file(&path);
+    ok
 }
 
 /// Where updates come from.

@@ -90,6 +90,7 @@ pub async fn run_poller(
     }
     let mut offset = store.read(|rx| rx.get_meta_u64(OFFSET_KEY)).await.ok().flatten().unwrap_or(0);
     let mut backoff = Duration::from_secs(1);
+    let mut degraded = false;
     loop {
         let mut req =
             bot.get_updates().timeout(timeout.as_secs() as u32).allowed_updates(crate::bot::allowed_updates());
@@ -138,6 +139,16 @@ pub async fn run_poller(
             .await;
         let fresh = match fresh {
             Ok(f) => f,
+            // The database takes no writes (a full disk) until a restart: hand the batch on
+            // undurably, so each user is told the bot is out of storage, rather than leave
+            // everyone without an answer. The offset moves on in memory only.
+            Err(e) if store.io_watch().failed() => {
+                if !degraded {
+                    tracing::error!(error = %e, "updates are handled without being stored until mediabot restarts");
+                    degraded = true;
+                }
+                updates.iter().map(|u| u.id.0 as i64).collect()
+            }
             Err(e) => {
                 // Not stored, so not confirmed either: Telegram sends the batch again.
                 tracing::error!(error = %e, "could not store updates; retrying");

@@ -173,7 +173,7 @@ fn gate() -> UpdateHandler<BotError> {
             Err(e) => {
                 tracing::error!(error = %e, "could not register the user");
                 let lang = Lang::from_code(from.language_code.as_deref());
-                answer(&bot, &upd, lang, lang.t(e.user_text())).await;
+                answer(&bot, &upd, lang, lang.t(error_text(&ctx, &e))).await;
                 None
             }
         }
@@ -186,14 +186,21 @@ fn answer_errors() -> UpdateHandler<BotError> {
         <DpHandlerDescription as dptree::HandlerDescription>::filter_async(),
         |deps: dptree::di::DependencyMap, cont| async move {
             let who = (deps.try_get::<TgBot>(), deps.try_get::<Update>(), deps.try_get::<Caller>());
+            let ctx = deps.try_get::<Arc<BotCtx>>();
             let out: ControlFlow<Result<(), BotError>, dptree::di::DependencyMap> = cont(deps).await;
-            if let (ControlFlow::Break(Err(e)), (Some(bot), Some(upd), Some(c))) = (&out, who) {
-                answer(&bot, &upd, c.lang, c.lang.t(e.user_text())).await;
+            if let (ControlFlow::Break(Err(e)), (Some(bot), Some(upd), Some(c)), Some(ctx)) = (&out, who, ctx) {
+                answer(&bot, &upd, c.lang, c.lang.t(error_text(&ctx, e))).await;
             }
             out
         },
         wrapper(),
     )
+}
+
+/// The locale key of what a failed handler tells its user: once a database write failed (a
+/// full disk) every error is that one, whatever form it reached the handler in.
+fn error_text(ctx: &BotCtx, e: &BotError) -> &'static str {
+    if ctx.store.io_watch().failed() { "error_storage" } else { e.user_text() }
 }
 
 /// The signature of a handler that wraps the rest of the tree: it needs nothing from the

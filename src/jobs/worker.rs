@@ -38,8 +38,12 @@ impl JobEngine {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut announced: HashMap<JobId, u32> = HashMap::new();
         loop {
-            if let Err(e) = self.schedule(&mut tasks, &mut announced).await {
-                tracing::error!(error = %e, "scheduler pass failed");
+            // After a failed database write nothing new starts (its first write would fail);
+            // the storage watchdog restarts the process once the disk has room.
+            if !self.inner.store.io_watch().failed() {
+                if let Err(e) = self.schedule(&mut tasks, &mut announced).await {
+                    tracing::error!(error = %e, "scheduler pass failed");
+                }
             }
             while tasks.try_join_next().is_some() {}
             tokio::select! {

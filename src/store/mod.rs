@@ -11,6 +11,7 @@ pub mod migrations;
 pub mod records;
 pub mod stats;
 pub mod tables;
+pub mod watch;
 
 use crate::domain::{ImageId, JobId, UserId};
 use records::*;
@@ -75,6 +76,7 @@ pub enum UpdateStart {
 pub struct Store {
     db: Arc<Database>,
     media_dir: PathBuf,
+    io: Arc<watch::IoWatch>,
 }
 
 impl std::fmt::Debug for Store {
@@ -90,7 +92,11 @@ impl Store {
         std::fs::create_dir_all(data_dir.join("media"))?;
         let path = data_dir.join("mediabot.redb");
         private_file(&path, false)?;
-        let db = match Database::create(&path) {
+        // What redb's `Database::create` opens, behind the backend that reports failed writes.
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let io = Arc::new(watch::IoWatch::default());
+        let backend = watch::WatchedBackend::new(redb::backends::FileBackend::new(file)?, io.clone());
+        let db = match redb::Builder::new().create_with_backend(backend) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::AlreadyOpen(data_dir.to_path_buf()));
@@ -98,7 +104,13 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         migrations::run(&db)?;
-        Ok(Store { db: Arc::new(db), media_dir: data_dir.join("media") })
+        Ok(Store { db: Arc::new(db), media_dir: data_dir.join("media"), io })
+    }
+
+    /// Raised once a write to the database file failed (a full disk): from then on every
+    /// write fails until the process restarts (see [`watch`]).
+    pub fn io_watch(&self) -> &watch::IoWatch {
+        &self.io
     }
 
     /// Directory holding result files named by sha256.
