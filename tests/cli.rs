@@ -368,6 +368,7 @@ async fn serve_connects_when_the_bot_api_comes_up_later() {
     emulator.args(["emulator", &format!("127.0.0.1:{api}")]);
     let emu = spawn_logged(emulator, &dir.path().join("emulator.log"));
     let chat = Chat { http: http.clone(), base: format!("http://127.0.0.1:{api}") };
+    let up = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(30);
     while http.get(format!("{}/healthz", chat.base)).send().await.is_err() {
         assert!(Instant::now() < deadline, "emulator did not start");
@@ -375,6 +376,7 @@ async fn serve_connects_when_the_bot_api_comes_up_later() {
     }
     chat.send(901, serde_json::json!({"text": "/start"})).await;
     chat.wait(901, "the welcome", |m| m["text"].as_str().unwrap_or("").contains("Welcome")).await;
+    eprintln!("Bot API down at start: first reply {:?} after the API came up", up.elapsed());
     assert_eq!(health(http.clone()).await, (200, r#"{"bot":"polling","db":"ok"}"#.to_string()));
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.contains("the Bot API is unreachable; retrying") && text.contains("retry_in_s"), "{text}");
@@ -759,8 +761,16 @@ async fn a_full_disk_is_told_to_users_and_the_service_restarts_once_there_is_roo
     // ... and the restarted service works and the ledger is whole.
     let mut child = serve("serve2.log");
     wait_healthy(web, &mut child);
-    let r = http.get(format!("http://127.0.0.1:{web}/healthz")).send().await.expect("healthz");
-    assert_eq!(r.text().await.expect("body"), r#"{"bot":"polling","db":"ok"}"#);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http.get(format!("http://127.0.0.1:{web}/healthz")).send().await.expect("healthz");
+        let body = r.text().await.expect("body");
+        if body == r#"{"bot":"polling","db":"ok"}"# {
+            break;
+        }
+        assert!(Instant::now() < deadline && body.contains(r#""db":"ok""#), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     chat.send(user, serde_json::json!({"text": "/start"})).await;
     chat.wait(user, "the welcome", |m| m["text"].as_str().unwrap_or("").contains("Welcome")).await;
     let mut c = bin_on(web);
