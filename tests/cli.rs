@@ -162,9 +162,10 @@ fn serve_without_token_runs_the_panel_and_ops_commands_reach_it() {
     assert_eq!(run(hc).0, 1, "healthcheck fails once the service is stopped");
     assert!(!data.join("control.sock").exists(), "socket removed on shutdown");
 
-    // Stopped: the same commands open the database directly.
+    // Stopped: the same commands open the database directly; --data-dir may also follow the
+    // admin command.
     let mut c = bin_on(port);
-    c.args(["admin", "--data-dir", d, "verify-ledger"]);
+    c.args(["admin", "verify-ledger", "--data-dir", d]);
     let (code, out, _) = run(c);
     assert_eq!(code, 0);
     assert!(out.contains("ledger OK"), "{out}");

@@ -194,6 +194,12 @@ impl Emulator {
         self.lock().callback_answers.clone()
     }
 
+    /// What a chat looks like to its user (known, blocked, last action, the command menu).
+    #[cfg(test)]
+    pub fn chat_status(&self, chat_id: i64) -> ChatStatus {
+        self.lock().chat_status(chat_id)
+    }
+
     /// Every answerInlineQuery accepted, oldest first.
     pub fn inline_answers(&self) -> Vec<InlineAnswer> {
         self.lock().inline_answers.clone()

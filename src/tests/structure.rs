@@ -78,6 +78,21 @@ async fn unknown_commands_are_never_prompts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_command_menu_is_registered_in_russian_too() {
+    let h = Harness::start(demo_config).await;
+    for (user, lang, help) in [(620, "ru", "как пользоваться ботом"), (621, "en", "how to use the bot")]
+    {
+        h.text(user, lang, "/ping");
+        h.wait_for(user, 20, "pong", |m| m.iter().any(|x| text_of(x).contains("🏓"))).await;
+        let menu = h.emu.chat_status(user).commands;
+        assert!(menu.iter().any(|c| c["command"] == "help" && c["description"] == help), "{lang}: {menu:?}");
+        assert!(menu.iter().any(|c| c["command"] == "language"), "{menu:?}");
+        assert!(!menu.iter().any(|c| c["command"] == "skip"), "hidden commands stay hidden: {menu:?}");
+    }
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_ends_any_flow() {
     let h = Harness::start(demo_config).await;
     let u = 603;
