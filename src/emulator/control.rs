@@ -62,14 +62,24 @@ pub(crate) fn push_update(emu: &Emulator, u: ControlUpdate) -> Result<i64, Strin
             }
             ids.push(st.add_file(bytes, FileKind::Photo, mime, None, dims));
             st.link_sizes(&ids);
-            let msg = Msg { photo: Some(ids), caption: u.caption.clone(), ..Msg::default() };
+            let msg = Msg {
+                photo: Some(ids),
+                caption: u.caption.clone(),
+                media_group_id: u.media_group_id.clone(),
+                ..Msg::default()
+            };
             user_message(&mut st, chat_id, msg)
         }
         Action::Document { bytes, name } => {
             let mime = media::mime_type(Some(&name), &bytes);
             let dims = media::dimensions(&bytes).unwrap_or((0, 0));
             let id = st.add_file(bytes, FileKind::Document, mime, Some(name), dims);
-            let msg = Msg { document: Some(id), caption: u.caption.clone(), ..Msg::default() };
+            let msg = Msg {
+                document: Some(id),
+                caption: u.caption.clone(),
+                media_group_id: u.media_group_id.clone(),
+                ..Msg::default()
+            };
             user_message(&mut st, chat_id, msg)
         }
         Action::Callback { data, message_id } => {

@@ -302,6 +302,10 @@ pub struct ControlUpdate {
     /// Caption of a photo or document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
+    /// Makes a photo or document part of an album: every message of one album carries the same
+    /// `media_group_id` (as Telegram sends an album: one message per file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_group_id: Option<String>,
     /// Data of the pressed inline button; needs `message_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_data: Option<String>,

@@ -7,7 +7,7 @@ use super::harness::*;
 use crate::config::{ImageCount, ModelOption, OptionValue, ProviderKind};
 use crate::domain::{Credits, MediaKind, Task, UserId};
 use crate::store::records::OpKind;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn demo_config(dir: &std::path::Path) -> crate::config::Config {
     let mut c = test_config(dir);
@@ -335,5 +335,49 @@ async fn an_idle_bot_stops_at_once_every_time() {
         assert!(t.elapsed() < std::time::Duration::from_secs(5), "round {round}: stopped in {:?}", t.elapsed());
         h.start_app().await;
     }
+    h.assert_no_rejections();
+}
+
+/// An album is one input set: three photos with the caption on the second reach the model as
+/// three inputs in order, with one answer after the last photo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_album_is_one_input_set_in_order() {
+    let h = Harness::start(|d| {
+        let mut c = edit_config(d);
+        c.models.last_mut().map(|m| m.formats = vec![crate::domain::Format::Square]);
+        c
+    })
+    .await;
+    let u = 611;
+    h.text(u, "ru", "/start");
+    h.wait_text(u, "бонус").await;
+    let photos = ["photos/orientation/Landscape_1.jpg", "photos/tiny_1x1.jpg", "photos/orientation/Landscape_6.jpg"];
+    for (i, p) in photos.iter().enumerate() {
+        let mut v = json!({"user": {"id": u, "first_name": "U", "language_code": "ru"},
+            "photo_base64": base64_file(&testdata(p)), "media_group_id": "album-1"});
+        if i == 1 {
+            v["caption"] = json!("сделай коллаж");
+        }
+        h.push(v);
+    }
+    h.wait_for(u, 30, "the edit", |_| h.photos(u).len() == 1).await;
+    // The welcome, then one message for the album (its receipt, turned into the progress
+    // message), then the result: no answer per photo.
+    let texts: Vec<Value> = h.bot_messages(u).into_iter().filter(|m| m["photo"].is_null()).collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[1]["reply_markup"].to_string().contains("Отменить"), "{texts:?}");
+    let jobs = h.store().read(|rx| rx.find_jobs()).await.expect("jobs");
+    let crate::store::records::JobPayload::Generate { inputs, prompt, .. } = &jobs[0].payload else { panic!() };
+    let expected: Vec<String> = photos
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(testdata(p)).expect("photo");
+            let clean = crate::imaging::strip_metadata(&bytes, &crate::imaging::Limits::default()).expect("strip");
+            crate::imaging::sha256_hex(&clean)
+        })
+        .collect();
+    assert_eq!(inputs, &expected, "the three photos, in the order sent");
+    assert_eq!(prompt, "сделай коллаж");
+    h.verify_clean().await;
     h.assert_no_rejections();
 }
