@@ -123,9 +123,20 @@ async fn submit(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
                     return Step::Next(job);
                 }
                 Ok(false) => {}
-                Err(e) => return retry_or_fail(inner, job, e).await,
+                Err(_) if past_submit_deadline(inner, &job) => return submit_timed_out(inner, job, &provider).await,
+                Err(e) => {
+                    // Asking is an attempt too: uncounted, a provider that stays down would be
+                    // asked forever at the first backoff step.
+                    job.attempts += 1;
+                    return retry_or_fail(inner, job, e).await;
+                }
             }
         }
+    }
+    // A job that began submitting and never got through (the provider down or unreachable)
+    // ends at the model's timeout like a submitted one, whatever attempts are left.
+    if past_submit_deadline(inner, &job) {
+        return submit_timed_out(inner, job, &provider).await;
     }
     let req = match build_request(inner, &job).await {
         Ok(r) => r,
@@ -158,6 +169,9 @@ async fn submit(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     }
 }
 
+/// Retries a transient failure to submit (`job.attempts` already counts this one) after the
+/// backoff, or fails the job: not transient, `jobs.max_attempts` reached. The sleep never
+/// runs past the submit deadline, where [`submit`] fails the job as timed out.
 async fn retry_or_fail(inner: &Arc<Inner>, mut job: JobRecord, e: ProviderError) -> Step {
     let class = classify(&e);
     tracing::warn!(error = %e, attempts = job.attempts, "provider error");
@@ -166,6 +180,9 @@ async fn retry_or_fail(inner: &Arc<Inner>, mut job: JobRecord, e: ProviderError)
         let mut delay = backoff(inner.cfg.retry_base_ms, job.attempts.max(1));
         if let ProviderError::RateLimited { retry_after, .. } = &e {
             delay = delay.max(*retry_after);
+        }
+        if let Some(deadline) = submit_deadline(inner, &job) {
+            delay = delay.min(Duration::from_millis((deadline - now_ms()).max(0) as u64));
         }
         // A job that failed to submit goes back to the queue; a submitted one keeps its id.
         if job.status == JobStatus::Submitting && job.preassigned_id.is_none() {
@@ -190,17 +207,7 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
         job.status = JobStatus::Queued;
         return Step::Next(job);
     };
-    let timeout_secs = inner
-        .catalog
-        .model(&job.model_id)
-        .map(|m| {
-            m.timeout_secs.unwrap_or(match m.task {
-                // Video models take minutes; images a minute or two.
-                crate::domain::Task::ImageToVideo => 900,
-                _ => inner.provider_cfg.get(&job.provider_id).map(|p| p.timeout_secs).unwrap_or(600),
-            })
-        })
-        .unwrap_or(600);
+    let timeout_secs = job_timeout_secs(inner, &job);
     let started = job.submitted_at.unwrap_or_else(now_ms);
     let deadline_ms = started + (timeout_secs as i64) * 1000;
     let left = Duration::from_millis((deadline_ms - now_ms()).max(0) as u64);
@@ -270,6 +277,45 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
             Step::Done
         }
     }
+}
+
+/// Seconds a job may wait for its result once submitted (and may spend getting submitted):
+/// the model's `timeout_secs`, else 900 for video and the provider's `timeout_secs` for the rest.
+fn job_timeout_secs(inner: &Inner, job: &JobRecord) -> u64 {
+    inner
+        .catalog
+        .model(&job.model_id)
+        .map(|m| {
+            m.timeout_secs.unwrap_or(match m.task {
+                // Video models take minutes; images a minute or two.
+                crate::domain::Task::ImageToVideo => 900,
+                _ => inner.provider_cfg.get(&job.provider_id).map(|p| p.timeout_secs).unwrap_or(600),
+            })
+        })
+        .unwrap_or(600)
+}
+
+/// When a job that began submitting (`started_at`) and is not yet submitted fails as timed
+/// out (ms since the epoch); `None` before its first attempt.
+fn submit_deadline(inner: &Inner, job: &JobRecord) -> Option<i64> {
+    let started = job.started_at.filter(|_| job.submission.is_none())?;
+    Some(started.saturating_add(i64::try_from(job_timeout_secs(inner, job)).unwrap_or(i64::MAX / 1000) * 1000))
+}
+
+fn past_submit_deadline(inner: &Inner, job: &JobRecord) -> bool {
+    submit_deadline(inner, job).is_some_and(|d| now_ms() >= d)
+}
+
+/// Fails a job that could not be submitted within its timeout; a preassigned id may have
+/// arrived unseen, so the provider is asked to drop it (best effort, after the user was told).
+async fn submit_timed_out(inner: &Arc<Inner>, job: JobRecord, provider: &crate::providers::DynProvider) -> Step {
+    let limit = job_timeout_secs(inner, &job);
+    let asked = job.preassigned_id.clone();
+    fail(inner, job, ErrorClass::Timeout, format!("not submitted within {limit} s")).await;
+    if let Some(id) = asked {
+        let _ = provider.cancel(&Submission { request_id: id, data: serde_json::Value::Null }).await;
+    }
+    Step::Done
 }
 
 /// Runs a local tool job ("📝 Add text", "🔍 Resize") on a blocking thread and stores its

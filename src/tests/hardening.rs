@@ -5,7 +5,7 @@
 use super::fakes::{FakeComfy, FakeFal, FalScenario};
 use super::harness::*;
 use crate::config::{Config, ProviderKind};
-use crate::domain::{Credits, Switch, UserId};
+use crate::domain::{Credits, JobStatus, Switch, UserId};
 use crate::store::records::{ErrorClass, JobRecord, OpKind};
 use std::time::Duration;
 
@@ -47,6 +47,15 @@ fn comfy_config(base: String, workflow: &'static str) -> impl FnOnce(&std::path:
         c.models.push(model("spare", "demo", 10));
         c
     }
+}
+
+const EMPTY_WORKFLOW: &str = r#"{"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 255}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "mb"}}}"#;
+
+/// `http://127.0.0.1:<port>` with nobody listening: ComfyUI stopped.
+fn stopped_server() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("http://{}", l.local_addr().expect("addr"))
 }
 
 /// Item 17: a 402 for one model switches that model off; the provider's other models go on.
@@ -94,6 +103,47 @@ async fn payment_required_switches_off_the_model_not_its_provider() {
     assert_eq!(alerts(&h, "needs a payment"), 1, "admins alerted once");
     h.verify_clean().await;
     h.assert_no_rejections();
+}
+
+/// Item 20: with ComfyUI stopped, every check counts as an attempt and the job ends after
+/// `jobs.max_attempts`, released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn comfyui_down_fails_after_max_attempts_and_releases() {
+    let h = Harness::start(comfy_config(stopped_server(), EMPTY_WORKFLOW)).await;
+    start_ru(&h, 1702).await;
+    h.create(1702, "ru", "хижина", "Model local", "Квадрат").await;
+    h.wait_text(1702, "Провайдер сейчас не отвечает").await;
+    let job = last_job(&h, 1702).await;
+    assert_eq!((job.status, job.error.expect("error").class), (JobStatus::Failed, ErrorClass::Transient));
+    assert_eq!(job.attempts, h.config.jobs.max_attempts, "the submit and each failed check count");
+    assert_eq!(kinds(&h.ledger(1702).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Release]);
+    assert_eq!(h.balance(1702).await, Credits(100));
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+/// Item 20: attempts to spare do not outlive the model's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn comfyui_down_fails_at_the_timeout_whatever_attempts_are_left() {
+    let base = stopped_server();
+    let h = Harness::start(move |dir| {
+        let mut c = comfy_config(base, EMPTY_WORKFLOW)(dir);
+        c.jobs.max_attempts = 1000;
+        c.jobs.retry_base_ms = 300;
+        c.models[0].timeout_secs = Some(2);
+        c
+    })
+    .await;
+    start_ru(&h, 1703).await;
+    h.create(1703, "ru", "хижина", "Model local", "Квадрат").await;
+    h.wait_text(1703, "Провайдер не успел ответить").await;
+    let job = last_job(&h, 1703).await;
+    assert_eq!(job.error.as_ref().expect("error").class, ErrorClass::Timeout, "{job:?}");
+    assert!(job.attempts < 20, "backed off, not hammered: {}", job.attempts);
+    let took = job.finished_at.expect("finished") - job.started_at.expect("started");
+    assert!((2000..15_000).contains(&took), "ended at the 2 s timeout: {took} ms");
+    assert_eq!(h.balance(1703).await, Credits(100));
+    h.verify_clean().await;
 }
 
 /// Item 23: a workflow ComfyUI's validation refuses is the operator's fault: the model goes
