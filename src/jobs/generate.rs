@@ -382,6 +382,10 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, files: Vec<Generat
         if file.bytes.len() > MAX_RESULT_BYTES {
             return Err(format!("{} bytes, more than Telegram takes", file.bytes.len()));
         }
+        // What is stored is what every later send uses: the workflow (ComfyUI's `prompt`
+        // chunk), the seed and file names never reach the user.
+        let stripped = crate::imaging::strip_result_metadata(&file.bytes, &limits).map_err(|e| e.to_string())?;
+        let file = GeneratedFile { bytes: stripped, ..file };
         let (media, mime, ext) = MediaKind::sniff(&file.bytes);
         let (width, height) = match media {
             MediaKind::Image => {

@@ -180,3 +180,37 @@ async fn a_workflow_comfyui_refuses_switches_the_model_off_and_tells_the_admins(
     h.verify_clean().await;
     h.assert_no_rejections();
 }
+
+/// PNG chunk types in file order.
+fn png_chunks(png: &[u8]) -> Vec<String> {
+    let (mut at, mut out) = (8, Vec::new());
+    while let Some(head) = png.get(at..at + 8) {
+        out.push(String::from_utf8_lossy(&head[4..8]).into_owned());
+        at += 12 + u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    }
+    out
+}
+
+/// Item 22: ComfyUI's PNG carries the whole graph in a `prompt` chunk; what is stored and
+/// sent has the same pixels and no text chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn comfyui_results_reach_the_user_without_the_workflow() {
+    let comfy = FakeComfy::start().await;
+    let h = Harness::start(comfy_config(comfy.base_url(), EMPTY_WORKFLOW)).await;
+    start_ru(&h, 1706).await;
+    h.create(1706, "ru", "секретный промпт", "Model local", "Квадрат").await;
+    h.wait_for(1706, 30, "photo and document", |_| h.photos(1706).len() == 1 && h.documents(1706).len() == 1).await;
+    let original = comfy.output_file("", "mb_00001_.png").expect("ComfyUI's output");
+    assert!(png_chunks(&original).contains(&"tEXt".to_string()), "the fake writes the graph like ComfyUI");
+    let doc = &h.documents(1706)[0]["document"];
+    let sent = h.emu.file_bytes(doc["file_id"].as_str().expect("file id")).expect("document bytes");
+    assert_eq!(png_chunks(&sent), ["IHDR", "IDAT", "IEND"], "no text chunks in what the user got");
+    assert!(!sent.windows(9).any(|w| w == b"EmptyImage"), "no trace of the graph");
+    let decode = |b: &[u8]| image::load_from_memory(b).expect("png").to_rgba8();
+    assert_eq!(decode(&sent), decode(&original), "same pixels");
+    let item = h.store().read(|rx| rx.find_library(UserId(1706))).await.expect("library").remove(0);
+    let stored = std::fs::read(h.dir.path().join("media").join(format!("{}.{}", item.sha256, item.ext))).expect("file");
+    assert_eq!(stored, sent, "stored as sent");
+    assert_eq!(item.sha256, crate::imaging::sha256_hex(&stored));
+    h.assert_no_rejections();
+}

@@ -12,7 +12,8 @@
 //!   connected are dropped, as on the real server). `feature_flags` is answered.
 //! - `GET /history/{id}` — `{}` until finished, then the recorded entry shape.
 //! - `GET /view?filename&subfolder&type` — the saved PNG (a real gradient, sized from the
-//!   graph's first `width`/`height` inputs, else 512×512); 404 when missing.
+//!   graph's first `width`/`height` inputs, else 512×512, carrying the graph in a `prompt`
+//!   tEXt chunk as SaveImage writes it); 404 when missing.
 //! - `POST /upload/image` — multipart `image` (+ `overwrite`, `subfolder`, `type`) →
 //!   `{name, subfolder, type}`.
 //! - `GET /queue`, `POST /queue {"delete": [..]} | {"clear": true}`, `POST /interrupt`,
@@ -773,7 +774,9 @@ async fn execute(sh: &Shared, p: Prompt) {
             let (subfolder, base) =
                 prefix.rsplit_once('/').map_or((String::new(), prefix.clone()), |(s, b)| (s.into(), b.into()));
             let (w, h) = output_size(&p.graph);
-            let png = super::gradient_png(w, h);
+            // SaveImage writes the graph into every PNG (seen on the real server).
+            let text = [b"prompt\0".as_slice(), p.graph.to_string().as_bytes()].concat();
+            let png = super::png_with_chunk(&super::gradient_png(w, h), b"tEXt", &text);
             let filename = {
                 let mut st = sh.st();
                 let n = st.counters.entry((subfolder.clone(), base.clone())).or_insert(0);
