@@ -64,18 +64,14 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
     };
     let mut input_images = Vec::new();
     for sha in inputs {
-        let dir = inner.store.media_dir().to_path_buf();
+        let store = inner.store.clone();
         let sha = sha.clone();
         let bytes = tokio::task::spawn_blocking(move || {
-            for ext in ["jpg", "png", "webp"] {
-                if let Ok(b) = std::fs::read(dir.join(format!("{sha}.{ext}"))) {
-                    // Stored inputs are already stripped; this bounds the data URI / upload size
-                    // (a provider refusing a 15 MB photo would cost the user a retry).
-                    let limits = crate::imaging::Limits::default();
-                    return Some(crate::imaging::compress_for_api(&b, crate::imaging::API_MAX_BYTES, &limits));
-                }
-            }
-            None
+            let b = std::fs::read(store.find_media_file(&sha)?.0).ok()?;
+            // Stored inputs are already stripped; this bounds the data URI / upload size
+            // (a provider refusing a 15 MB photo would cost the user a retry).
+            let limits = crate::imaging::Limits::default();
+            Some(crate::imaging::compress_for_api(&b, crate::imaging::API_MAX_BYTES, &limits))
         })
         .await
         .ok()
@@ -330,15 +326,12 @@ async fn run_local(inner: &Arc<Inner>, mut job: JobRecord) {
     }
     let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
     notify_progress(inner, &job, JobProgress { running: true, percent: 0, queue_position: None, eta_secs: eta }).await;
-    let dir = inner.store.media_dir().to_path_buf();
+    let store = inner.store.clone();
     let limits = inner.limits.clone();
     let payload = job.payload.clone();
     let drawn = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         let read = |input: &str| {
-            ["jpg", "png", "webp", "gif"]
-                .iter()
-                .find_map(|ext| std::fs::read(dir.join(format!("{input}.{ext}"))).ok())
-                .ok_or("input image missing")
+            store.find_media_file(input).and_then(|(path, _)| std::fs::read(path).ok()).ok_or("input image missing")
         };
         match payload {
             JobPayload::AddText { input, text, wishes } => {

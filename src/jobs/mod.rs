@@ -37,6 +37,10 @@ pub enum JobsError {
     ModelDisabled(String),
     #[error(transparent)]
     Billing(#[from] BillingError),
+    /// The uploaded photos a library item was made from were pruned
+    /// (`library.input_retention_days`): it cannot be made again.
+    #[error("the input photos are no longer stored")]
+    InputsGone,
 }
 
 /// A user image accepted as job input.
@@ -370,9 +374,19 @@ impl JobEngine {
     /// A [`JobPayload::AddText`] job runs locally: `new.model_id` is ignored, the job gets
     /// [`ADD_TEXT_MODEL`] on [`LOCAL_PROVIDER`] at `billing.add_text_price`; likewise
     /// [`JobPayload::Resize`] gets [`RESIZE_MODEL`] at `billing.resize_price`.
-    /// Errors: [`JobsError::UnknownModel`], [`JobsError::ModelDisabled`]; a balance below the
-    /// price is not an error but [`Submitted::InsufficientFunds`], with nothing written.
+    /// Errors: [`JobsError::UnknownModel`], [`JobsError::ModelDisabled`],
+    /// [`JobsError::InputsGone`] when an input file was pruned (a rerun of an old edit); a
+    /// balance below the price is not an error but [`Submitted::InsufficientFunds`], with
+    /// nothing written.
     pub async fn submit(&self, new: NewJob) -> Result<Submitted, JobsError> {
+        let (store, files) =
+            (self.inner.store.clone(), new.payload.input_files().map(str::to_string).collect::<Vec<_>>());
+        let missing = tokio::task::spawn_blocking(move || files.iter().any(|f| store.find_media_file(f).is_none()))
+            .await
+            .map_err(|e| JobsError::Store(StoreError::Join(e.to_string())))?;
+        if missing {
+            return Err(JobsError::InputsGone);
+        }
         let (model_id, provider_id, price) = match &new.payload {
             JobPayload::AddText { .. } => {
                 (ADD_TEXT_MODEL.to_string(), LOCAL_PROVIDER.to_string(), self.inner.add_text_price)
@@ -478,7 +492,8 @@ impl JobEngine {
     }
 
     /// Validates a user's image (size and pixel limits, decodable), strips its metadata and
-    /// stores it under `media/` for use as a job input.
+    /// stores it under `media/` for use as a job input, recorded as a live input (kept
+    /// `library.input_retention_days` after its last use).
     pub async fn accept_input(&self, bytes: Vec<u8>) -> Result<InputInfo, InputError> {
         let store = self.inner.store.clone();
         let limits = self.inner.limits.clone();
@@ -486,11 +501,48 @@ impl JobEngine {
             let clean = crate::imaging::strip_metadata(&bytes, &limits).map_err(InputError::Imaging)?;
             let info = crate::imaging::probe(&clean).map_err(InputError::Imaging)?;
             let sha256 = crate::imaging::sha256_hex(&clean);
-            store.put_media_file(&sha256, crate::imaging::extension_for_mime(info.mime), &clean)?;
+            let ext = crate::imaging::extension_for_mime(info.mime);
+            // The heavy write outside the write lock; `put_input_file` only checks it is there.
+            store.put_media_file(&sha256, ext, &clean)?;
+            store.put_input_file(&sha256, ext, &clean, now_ms())?;
             Ok(InputInfo { sha256, width: info.width, height: info.height, bytes: clean.len() })
         })
         .await
         .map_err(|e| InputError::Store(StoreError::Join(e.to_string())))?
+    }
+
+    /// Drops uploaded inputs and drafts unused for `library.input_retention_days` (files
+    /// only when nothing references them any more); adopts the inputs of jobs written before
+    /// inputs had records, once. `now` in ms since the epoch. Errors are logged.
+    pub async fn prune_inputs(&self, now: i64) {
+        let days = self.inner.library.input_retention_days;
+        if days == 0 {
+            return;
+        }
+        let store = self.inner.store.clone();
+        match tokio::task::spawn_blocking(move || store.adopt_inputs(now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(inputs = n, "inputs of older jobs now have a retention"),
+            Ok(Err(e)) => tracing::error!(error = %e, "could not adopt older inputs"),
+            Err(e) => tracing::error!(error = %e, "could not adopt older inputs"),
+        }
+        let max_age = i64::from(days) * 86_400_000;
+        let pruned = self
+            .inner
+            .store
+            .write_pruning(move |tx| {
+                let p = tx.prune_inputs(now, max_age)?;
+                let orphans = p.orphans.clone();
+                Ok::<_, StoreError>((p, orphans))
+            })
+            .await;
+        match pruned {
+            Ok(p) if p.inputs + p.drafts > 0 => {
+                tracing::info!(inputs = p.inputs, files = p.orphans.len(), drafts = p.drafts, "pruned old uploads")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not prune old uploads"),
+        }
     }
 
     /// Jobs a provider may run at once right now (config or admin setting).

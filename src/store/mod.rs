@@ -6,6 +6,7 @@
 //! ledger row, a balance and a job change commit together or not at all.
 
 pub mod backup;
+pub mod inputs;
 pub mod library;
 pub mod migrations;
 pub mod records;
@@ -99,11 +100,6 @@ impl Store {
         };
         migrations::run(&db)?;
         Ok(Store { db: Arc::new(db), media_dir: data_dir.join("media") })
-    }
-
-    /// Directory holding result files named by sha256.
-    pub fn media_dir(&self) -> &Path {
-        &self.media_dir
     }
 
     /// Runs a read-only closure on the blocking pool.
@@ -587,7 +583,9 @@ impl Tx {
     /// Stores a job and keeps the active-jobs index in step: a job stays active while it is
     /// not terminal or its final message (result or failure notice) is still to be sent or was
     /// cut off mid-send (`Attempted`: the next start tells the user, see `Delivery::Interrupted`).
+    /// The uploaded inputs it reads start their retention time again (`inputs`).
     pub fn put_job(&mut self, j: &JobRecord) -> Result<(), StoreError> {
+        self.touch_inputs(j.payload.input_files(), crate::domain::now_ms())?;
         let old = self.get_job(j.id)?;
         stats::on_job(&self.tx, old.as_ref(), j)?;
         {
@@ -604,7 +602,9 @@ impl Tx {
     }
     /// Saves a draft. A draft that already produced a job stays consumed: a re-delivered update
     /// rebuilds the same draft (its id comes from the message) and must not free it again.
+    /// The uploaded inputs it names start their retention time again (`inputs`).
     pub fn put_draft(&mut self, d: &Draft) -> Result<(), StoreError> {
+        self.touch_inputs(d.inputs.iter().map(String::as_str), crate::domain::now_ms())?;
         let mut t = self.tx.open_table(DRAFTS_TABLE)?;
         let existing_job = t.get(d.id)?.map(|v| Draft::decode(v.value())).transpose()?.and_then(|old| old.job_id);
         if d.job_id.is_none() && existing_job.is_some() {

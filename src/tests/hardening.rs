@@ -22,6 +22,18 @@ async fn last_job(h: &Harness, user: i64) -> JobRecord {
     jobs.into_iter().rev().find(|j| j.user_id == UserId(user)).expect("job")
 }
 
+/// Waits until the user's last job has its final message recorded (the job's last write).
+async fn settled(h: &Harness, user: i64) -> JobRecord {
+    for _ in 0..400 {
+        let job = last_job(h, user).await;
+        if job.delivery == crate::store::records::Delivery::Delivered {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the job of {user} never settled");
+}
+
 async fn disabled(h: &Harness) -> Vec<Switch> {
     h.store().read(|rx| rx.find_disabled()).await.expect("read").into_iter().map(|(s, _)| s).collect()
 }
@@ -212,5 +224,53 @@ async fn comfyui_results_reach_the_user_without_the_workflow() {
     let stored = std::fs::read(h.dir.path().join("media").join(format!("{}.{}", item.sha256, item.ext))).expect("file");
     assert_eq!(stored, sent, "stored as sent");
     assert_eq!(item.sha256, crate::imaging::sha256_hex(&stored));
+    h.assert_no_rejections();
+}
+
+/// Item 18: an edit's uploaded photo is pruned a retention time after its job, the result
+/// stays, and "🔁 Ещё раз" then says why it cannot run (nothing held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_are_pruned_after_the_retention_and_a_rerun_says_so() {
+    let fal = FakeFal::start().await;
+    let base = fal.base_url();
+    let mut h = Harness::start(move |dir| {
+        let mut c = test_config(dir);
+        c.providers.push(provider("fal", ProviderKind::Fal, &base));
+        let mut m = model("banana-edit", "fal", 20);
+        m.task = crate::domain::Task::Edit;
+        m.endpoint = "fal-ai/nano-banana/edit".into();
+        m.size_param = crate::providers::SizeParam::None;
+        c.models.push(m);
+        c
+    })
+    .await;
+    start_ru(&h, 1707).await;
+    h.photo(1707, "ru", &testdata("photos/orientation/Landscape_1.jpg"), Some("сделай зиму"));
+    h.wait_for(1707, 30, "edited photo", |_| h.photos(1707).len() == 1 && h.documents(1707).len() == 1).await;
+    let job = settled(&h, 1707).await;
+    let input = job.payload.input_files().next().expect("an input").to_string();
+    let store = h.store();
+    let sha = input.clone();
+    let rec = store.read(move |rx| rx.get_input(&sha)).await.expect("read").expect("a live input");
+    assert!(store.find_media_file(&input).is_some());
+    // Eight days pass.
+    let (sha, ext, bytes) = (input.clone(), rec.ext.clone(), rec.bytes);
+    let eight_days_ago = crate::domain::now_ms() - 8 * 86_400_000;
+    store.write(move |tx| tx.put_input(&sha, &ext, bytes, eight_days_ago)).await.expect("age");
+    // The app is restarted below: no handle of ours may keep the database open.
+    drop(store);
+    h.restart().await;
+    let store = h.store();
+    let gone = super::fakes::eventually(Duration::from_secs(10), || store.find_media_file(&input).is_none()).await;
+    assert!(gone, "the upload is pruned at start");
+    let item = store.read(|rx| rx.find_library(UserId(1707))).await.expect("library").remove(0);
+    assert!(store.media_path(&item.sha256, &item.ext).exists(), "the result stays");
+    assert!(store.read(move |rx| rx.get_input(&input)).await.expect("read").is_none());
+
+    let photo = h.photos(1707).remove(0);
+    h.press(1707, "ru", photo["message_id"].as_i64().expect("id"), &Harness::button(&photo, "Ещё раз"));
+    h.wait_text(1707, "Фото, из которых это сделано, больше не хранятся").await;
+    assert_eq!(kinds(&h.ledger(1707).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture], "nothing held");
+    assert_eq!(fal.submits_total(), 1);
     h.assert_no_rejections();
 }

@@ -171,6 +171,7 @@ where
         Ok(Some(_)) => return Ok(()),
         Ok(None) => lang.t("not_yours"),
         Err(JobsError::UnknownModel(_) | JobsError::ModelDisabled(_)) => lang.t("no_models"),
+        Err(JobsError::InputsGone) => lang.t("inputs_gone"),
         Err(e) => return Err(e.into()),
     };
     bot.edit_message_text(chat, progress, text).await?;
