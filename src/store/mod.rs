@@ -470,10 +470,31 @@ impl $t {
         let t = self.tx.open_table(BROADCASTS_TABLE)?;
         t.iter()?.rev().take(limit).map(|r| Broadcast::decode(r?.1.value())).collect()
     }
-    /// Up to `n` most recent recorded durations (ms) of a model, all formats together.
+    /// Up to `n` most recent recorded durations (ms) of a model, all formats together, newest
+    /// first. Keys sort by format before job id, so this reads the newest `n` of each format
+    /// (a few formats: at most a few × `n` rows, however many are stored) and keeps the
+    /// newest `n` by job id (UUIDv7, creation order).
     pub fn find_recent_durations(&self, model: &str, n: usize) -> Result<Vec<u64>, StoreError> {
+        use std::ops::Bound;
         let t = self.tx.open_table(STATS_TABLE)?;
-        t.range((model, "", 0u128)..=(model, "\u{10FFFF}", u128::MAX))?.rev().take(n).map(|r| Ok(r?.1.value())).collect()
+        let end = Bound::Included((model, "\u{10FFFF}", u128::MAX));
+        let mut newest: Vec<(u128, u64)> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let start = match &after {
+                None => Bound::Included((model, "", 0u128)),
+                Some(f) => Bound::Excluded((model, f.as_str(), u128::MAX)),
+            };
+            let Some(first) = t.range::<(&str, &str, u128)>((start, end))?.next() else { break };
+            let format = first?.0.value().1.to_string();
+            for r in t.range((model, format.as_str(), 0u128)..=(model, format.as_str(), u128::MAX))?.rev().take(n) {
+                let (k, v) = r?;
+                newest.push((k.value().2, v.value()));
+            }
+            after = Some(format);
+        }
+        newest.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        Ok(newest.into_iter().take(n).map(|(_, ms)| ms).collect())
     }
     /// Every user.
     /// Updates received but not finished, oldest first: `(update_id, Bot API JSON)`.
@@ -514,20 +535,11 @@ impl $t {
         let t = self.tx.open_table(MEDIA_REFS_TABLE)?;
         Ok(t.get(sha256)?.map(|v| v.value()).unwrap_or(0))
     }
-    /// Durations (ms) recorded for a model: the last `n` for `format` (newest first) and all.
-    pub fn find_durations(&self, model: &str, format: &str, n: usize) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
+    /// Up to `n` most recent durations (ms) recorded for a model with `format` (a
+    /// `JobPayload::stats_key`), newest first.
+    pub fn find_durations(&self, model: &str, format: &str, n: usize) -> Result<Vec<u64>, StoreError> {
         let t = self.tx.open_table(STATS_TABLE)?;
-        let recent = t
-            .range((model, format, 0u128)..=(model, format, u128::MAX))?
-            .rev()
-            .take(n)
-            .map(|r| Ok(r?.1.value()))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let all = t
-            .range((model, "", 0u128)..=(model, "\u{10FFFF}", u128::MAX))?
-            .map(|r| Ok(r?.1.value()))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok((recent, all))
+        t.range((model, format, 0u128)..=(model, format, u128::MAX))?.rev().take(n).map(|r| Ok(r?.1.value())).collect()
     }
 }
     )*};

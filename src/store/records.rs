@@ -256,10 +256,13 @@ impl JobPayload {
     pub fn stats_key(&self) -> &'static str {
         match self {
             JobPayload::Generate { format, .. } => format.as_str(),
-            JobPayload::AddText { .. } | JobPayload::Resize { .. } => "local",
+            JobPayload::AddText { .. } | JobPayload::Resize { .. } => LOCAL_STATS_KEY,
         }
     }
 }
+
+/// [`JobPayload::stats_key`] of local tool jobs.
+pub const LOCAL_STATS_KEY: &str = "local";
 
 /// Error classes, decided once per provider answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ use super::harness::*;
 use crate::config::{Config, ProviderKind};
 use crate::domain::{Credits, JobStatus, Switch, UserId};
 use crate::store::records::{ErrorClass, JobRecord, OpKind};
+use serde_json::Value;
 use std::time::Duration;
 
 const ADMIN: i64 = 900;
@@ -32,6 +33,13 @@ async fn settled(h: &Harness, user: i64) -> JobRecord {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the job of {user} never settled");
+}
+
+/// Sends `prompt` and presses "Квадрат" (one model configured: no model question).
+async fn create_square(h: &Harness, user: i64, prompt: &str) {
+    h.text(user, "ru", prompt);
+    let f = h.wait_for_buttons(user, "Квадрат").await;
+    h.press(user, "ru", f["message_id"].as_i64().expect("id"), &Harness::button(&f, "Квадрат"));
 }
 
 async fn disabled(h: &Harness) -> Vec<Switch> {
@@ -272,5 +280,52 @@ async fn uploads_are_pruned_after_the_retention_and_a_rerun_says_so() {
     h.wait_text(1707, "Фото, из которых это сделано, больше не хранятся").await;
     assert_eq!(kinds(&h.ledger(1707).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture], "nothing held");
     assert_eq!(fal.submits_total(), 1);
+    h.assert_no_rejections();
+}
+
+/// Item 19: "🔁 Ещё раз" shows the model's expected time from the start, not "about 1 s".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rerun_from_the_library_shows_the_models_eta() {
+    let fal = FakeFal::start().await;
+    let base = fal.base_url();
+    let h = Harness::start(move |dir| {
+        let mut c = test_config(dir);
+        c.providers.push(provider("fal", ProviderKind::Fal, &base));
+        c.providers[0].max_concurrency = 1;
+        c.models.push(model("flux", "fal", 10));
+        c
+    })
+    .await;
+    start_ru(&h, 1708).await;
+    create_square(&h, 1708, "маяк").await;
+    h.wait_for(1708, 30, "the picture", |_| h.photos(1708).len() == 1).await;
+    settled(&h, 1708).await;
+    h.store()
+        .write(|tx| {
+            for _ in 0..crate::jobs::ETA_SAME_SETTINGS {
+                tx.insert_duration("flux", "square", crate::domain::JobId::new(), 40_000)?;
+            }
+            Ok::<_, crate::store::StoreError>(())
+        })
+        .await
+        .expect("durations");
+    // Another user's job holds fal's only slot, so the rerun waits in our queue and its
+    // first message stays what the user reads.
+    fal.hold();
+    start_ru(&h, 1709).await;
+    create_square(&h, 1709, "другой маяк").await;
+    assert!(super::fakes::eventually(Duration::from_secs(20), || fal.submits_total() == 2).await);
+    let photo = h.photos(1708).remove(0);
+    h.press(1708, "ru", photo["message_id"].as_i64().expect("id"), &Harness::button(&photo, "Ещё раз"));
+    let queued = h.wait_text(1708, "В очереди").await;
+    assert!(text_of(&queued).contains("примерно 40 с"), "{queued}");
+    // The scheduler's own "in queue" edit finds nothing to correct.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let id = queued["message_id"].as_i64();
+    let now: Value = h.messages(1708).into_iter().find(|m| m["message_id"].as_i64() == id).expect("message");
+    assert!(text_of(&now).contains("примерно 40 с"), "{now}");
+    assert_eq!(now["edit_count"].as_u64(), Some(0), "{now}");
+    fal.release();
+    h.wait_for(1708, 30, "the rerun's picture", |_| h.photos(1708).len() == 2).await;
     h.assert_no_rejections();
 }
