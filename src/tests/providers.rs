@@ -504,3 +504,58 @@ async fn providers_comfy_server_down_is_transient() {
     assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
     assert!(matches!(ComfyProvider::new(&cfg(ProviderKind::Comfyui, "ftp://x")), Err(ProviderError::Failed(_))));
 }
+
+/// A config with one ComfyUI provider at `base` and one model per workflow (written to `dir`).
+fn comfy_config(dir: &std::path::Path, base: &str, workflows: &[Value]) -> crate::config::Config {
+    let mut c = crate::config::Config::default();
+    c.providers.push(cfg(ProviderKind::Comfyui, base));
+    for (i, wf) in workflows.iter().enumerate() {
+        let path = dir.join(format!("wf{i}.json"));
+        std::fs::write(&path, wf.to_string()).expect("workflow");
+        let mut m = crate::tests::harness::model(&format!("m{i}"), "comfyui", 5);
+        m.workflow = Some(path);
+        c.models.push(m);
+    }
+    c.validate().expect("valid otherwise");
+    c
+}
+
+#[tokio::test]
+async fn check_config_names_unknown_placeholders_and_asks_the_server_online() {
+    let comfy = FakeComfy::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut good = workflow("invert.json");
+    good["1"]["inputs"]["image"] = json!("{{input_image}}");
+    good["2"]["inputs"]["scale_by"] = json!("{{seed}}");
+    let mut bad = workflow("video_from_image.json");
+    bad["3"]["class_type"] = json!("ImageInvertPlus");
+    bad["2"]["inputs"]["mode"] = json!("fast");
+    let c = comfy_config(dir.path(), &comfy.base_url(), &[good, bad]);
+
+    let offline = crate::cli::check_workflows(&c, false).await;
+    assert_eq!(offline.len(), 3, "{offline:#?}");
+    assert!(offline.iter().all(|p| p.starts_with("models[1].workflow (m1): ")), "{offline:#?}");
+    assert!(
+        offline.iter().any(|p| p.contains("node 5 (RepeatImageBatch) input amount: unknown placeholder {{frames}}"))
+    );
+    assert!(offline.iter().any(|p| p.contains("node 7 (CreateVideo) input fps: unknown placeholder {{fps}}")));
+
+    let online = crate::cli::check_workflows(&c, true).await;
+    let extra: Vec<&String> = online.iter().filter(|p| !offline.contains(p)).collect();
+    assert_eq!(
+        extra,
+        [
+            "models[1].workflow (m1): node 2 (ImageScale): unknown input mode",
+            "models[1].workflow (m1): node 3: unknown class_type ImageInvertPlus (not on this server)",
+        ],
+        "{online:#?}"
+    );
+
+    let base = comfy.base_url();
+    drop(comfy);
+    let down = comfy_config(dir.path(), &base, &[workflow("empty.json")]);
+    let problems = crate::cli::check_workflows(&down, true).await;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("providers[0] (comfyui): GET /object_info failed"), "{problems:?}");
+    assert!(crate::cli::check_workflows(&down, false).await.is_empty(), "offline, a good workflow passes");
+}
