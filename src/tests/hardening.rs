@@ -4,7 +4,7 @@
 
 use super::fakes::{FakeComfy, FakeFal, FalScenario};
 use super::harness::*;
-use crate::config::{Config, ProviderKind};
+use crate::config::{Config, ModelConfig, ProviderKind};
 use crate::domain::{Credits, JobStatus, Switch, UserId};
 use crate::store::records::{ErrorClass, JobRecord, OpKind};
 use serde_json::Value;
@@ -69,6 +69,17 @@ fn comfy_config(base: String, workflow: &'static str) -> impl FnOnce(&std::path:
     }
 }
 
+/// A fal provider at `base` with `models` on it; admins as everywhere here.
+fn fal_config(base: String, models: Vec<ModelConfig>) -> impl FnOnce(&std::path::Path) -> Config {
+    move |dir| {
+        let mut c = test_config(dir);
+        c.telegram.admins = vec![ADMIN];
+        c.providers.push(provider("fal", ProviderKind::Fal, &base));
+        c.models.extend(models);
+        c
+    }
+}
+
 const EMPTY_WORKFLOW: &str = r#"{"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 255}},
     "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "mb"}}}"#;
 
@@ -86,16 +97,8 @@ async fn payment_required_switches_off_the_model_not_its_provider() {
         status: 402,
         body: r#"{"detail":"Payment required: this model is not in your plan"}"#.into(),
     });
-    let base = fal.base_url();
-    let h = Harness::start(move |dir| {
-        let mut c = test_config(dir);
-        c.telegram.admins = vec![ADMIN];
-        c.providers.push(provider("fal", ProviderKind::Fal, &base));
-        c.models.push(model("flux", "fal", 30));
-        c.models.push(model("schnell", "fal", 10));
-        c
-    })
-    .await;
+    let h =
+        Harness::start(fal_config(fal.base_url(), vec![model("flux", "fal", 30), model("schnell", "fal", 10)])).await;
     h.text(ADMIN, "en", "/start");
     h.wait_text(ADMIN, "Welcome").await;
     start_ru(&h, 1701).await;
@@ -240,18 +243,11 @@ async fn comfyui_results_reach_the_user_without_the_workflow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uploads_are_pruned_after_the_retention_and_a_rerun_says_so() {
     let fal = FakeFal::start().await;
-    let base = fal.base_url();
-    let mut h = Harness::start(move |dir| {
-        let mut c = test_config(dir);
-        c.providers.push(provider("fal", ProviderKind::Fal, &base));
-        let mut m = model("banana-edit", "fal", 20);
-        m.task = crate::domain::Task::Edit;
-        m.endpoint = "fal-ai/nano-banana/edit".into();
-        m.size_param = crate::providers::SizeParam::None;
-        c.models.push(m);
-        c
-    })
-    .await;
+    let mut edit = model("banana-edit", "fal", 20);
+    edit.task = crate::domain::Task::Edit;
+    edit.endpoint = "fal-ai/nano-banana/edit".into();
+    edit.size_param = crate::providers::SizeParam::None;
+    let mut h = Harness::start(fal_config(fal.base_url(), vec![edit])).await;
     start_ru(&h, 1707).await;
     h.photo(1707, "ru", &testdata("photos/orientation/Landscape_1.jpg"), Some("сделай зиму"));
     h.wait_for(1707, 30, "edited photo", |_| h.photos(1707).len() == 1 && h.documents(1707).len() == 1).await;
@@ -269,11 +265,20 @@ async fn uploads_are_pruned_after_the_retention_and_a_rerun_says_so() {
     drop(store);
     h.restart().await;
     let store = h.store();
-    let gone = super::fakes::eventually(Duration::from_secs(10), || store.find_media_file(&input).is_none()).await;
-    assert!(gone, "the upload is pruned at start");
+    // The prune commits after removing the file: wait for the record to go.
+    let mut pruned = false;
+    for _ in 0..200 {
+        let sha = input.clone();
+        pruned = store.read(move |rx| rx.get_input(&sha)).await.expect("read").is_none();
+        if pruned {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(pruned, "the upload's record is pruned at start");
+    assert!(store.find_media_file(&input).is_none(), "and its file");
     let item = store.read(|rx| rx.find_library(UserId(1707))).await.expect("library").remove(0);
     assert!(store.media_path(&item.sha256, &item.ext).exists(), "the result stays");
-    assert!(store.read(move |rx| rx.get_input(&input)).await.expect("read").is_none());
 
     let photo = h.photos(1707).remove(0);
     h.press(1707, "ru", photo["message_id"].as_i64().expect("id"), &Harness::button(&photo, "Ещё раз"));
@@ -287,12 +292,10 @@ async fn uploads_are_pruned_after_the_retention_and_a_rerun_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rerun_from_the_library_shows_the_models_eta() {
     let fal = FakeFal::start().await;
-    let base = fal.base_url();
+    let fal_config = fal_config(fal.base_url(), vec![model("flux", "fal", 10)]);
     let h = Harness::start(move |dir| {
-        let mut c = test_config(dir);
-        c.providers.push(provider("fal", ProviderKind::Fal, &base));
+        let mut c = fal_config(dir);
         c.providers[0].max_concurrency = 1;
-        c.models.push(model("flux", "fal", 10));
         c
     })
     .await;
