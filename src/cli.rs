@@ -27,8 +27,14 @@ pub enum Command {
     /// Reads a config file only when `--config` names one (never ./mediabot.toml or
     /// /etc/mediabot): demo models and its own data dir (./mediabot-sandbox) otherwise.
     Sandbox(SandboxArgs),
-    /// Validate the configuration and exit (exit code 2 names the bad key).
-    CheckConfig,
+    /// Validate the configuration and exit (exit code 2 names the bad key). ComfyUI workflows
+    /// are checked for placeholders the bot does not fill.
+    CheckConfig {
+        /// Also ask each ComfyUI server (`GET /object_info`) whether it has every node class
+        /// and input the workflows use.
+        #[arg(long)]
+        online: bool,
+    },
     /// Operator commands on the database (through the running service, or directly when it is stopped).
     Admin {
         /// Data directory (accepted before or after the admin command).
@@ -213,6 +219,53 @@ fn load(cli: &Cli, args: Option<&RunArgs>, data_dir: Option<&PathBuf>) -> Result
     Ok(cfg)
 }
 
+/// What `check-config` finds in the ComfyUI models' workflows beyond `Config::validate`:
+/// placeholders the bot does not fill and, `online`, node classes and inputs the model's
+/// server lacks (`GET /object_info`, asked once per provider). One line per problem, led by
+/// the config key (`models[i].workflow`, or `providers[i]` when a server cannot be asked).
+pub async fn check_workflows(cfg: &Config, online: bool) -> Vec<String> {
+    use crate::config::ProviderKind;
+    use crate::providers::comfyui::{self, ComfyProvider};
+    let mut problems = Vec::new();
+    let mut servers: std::collections::HashMap<&str, Option<serde_json::Value>> = Default::default();
+    for (i, m) in cfg.models.iter().enumerate() {
+        let Some((pi, p)) = cfg.providers.iter().enumerate().find(|(_, p)| p.id == m.provider) else { continue };
+        if p.kind != ProviderKind::Comfyui {
+            continue;
+        }
+        let key = format!("models[{i}].workflow ({})", m.id);
+        // validate() has read and parsed it already; a failure here is a race with an edit.
+        let workflow = m
+            .workflow
+            .as_ref()
+            .and_then(|w| std::fs::read_to_string(w).ok())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let Some(workflow) = workflow else {
+            problems.push(format!("{key}: cannot be read"));
+            continue;
+        };
+        problems.extend(comfyui::unknown_placeholders(&workflow).into_iter().map(|e| format!("{key}: {e}")));
+        if !online {
+            continue;
+        }
+        if !servers.contains_key(p.id.as_str()) {
+            let info = match ComfyProvider::new(p) {
+                Ok(client) => client.object_info().await,
+                Err(e) => Err(e),
+            };
+            let info = info
+                .map_err(|e| problems.push(format!("providers[{pi}] ({}): GET /object_info failed: {e}", p.id)))
+                .ok();
+            servers.insert(p.id.as_str(), info);
+        }
+        if let Some(Some(info)) = servers.get(p.id.as_str()) {
+            problems
+                .extend(comfyui::object_info_mismatches(&workflow, info).into_iter().map(|e| format!("{key}: {e}")));
+        }
+    }
+    problems
+}
+
 /// Entry point; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -243,8 +296,18 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::CheckConfig => match load(&cli, None, None) {
+        Command::CheckConfig { online } => match load(&cli, None, None) {
             Ok(cfg) => {
+                let problems = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(check_workflows(&cfg, *online)),
+                    Err(e) => vec![format!("cannot start the checks: {e}")],
+                };
+                if !problems.is_empty() {
+                    for p in &problems {
+                        eprintln!("config error: {p}");
+                    }
+                    return ExitCode::from(2);
+                }
                 let mut out = std::io::stdout();
                 let _ = writeln!(
                     out,

@@ -250,14 +250,18 @@ pub struct LibraryConfig {
     /// and the file once nothing else references it). Favourites are never removed: a user whose
     /// quota is full of favourites is told. 0 = no limit.
     pub max_items_per_user: u32,
-    /// Megabytes all result files may take under `media/`; beyond it the oldest non-favourite
-    /// items of anyone are removed. 0 = no limit.
+    /// Megabytes all result files and live uploaded photos may take under `media/`; beyond it
+    /// the oldest non-favourite items of anyone are removed. 0 = no limit.
     pub disk_budget_mb: u64,
+    /// Days an uploaded photo (an edit's input) and an unanswered prompt (a draft) are kept
+    /// after their last use; a photo a library item or a running job still uses stays.
+    /// "🔁 Again" on an edit needs its photos. 0 = kept forever.
+    pub input_retention_days: u32,
 }
 
 impl Default for LibraryConfig {
     fn default() -> Self {
-        LibraryConfig { max_items_per_user: 500, disk_budget_mb: 10_240 }
+        LibraryConfig { max_items_per_user: 500, disk_budget_mb: 10_240, input_retention_days: 7 }
     }
 }
 

@@ -63,6 +63,32 @@ fn check_config_refuses_a_task_no_flow_handles() {
     assert!(out.status.success(), "an edit model is handled: {out:?}");
 }
 
+#[test]
+fn check_config_names_a_workflow_placeholder_the_bot_does_not_fill() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("c.toml");
+    let wf = dir.path().join("wf.json");
+    std::fs::write(
+        &wf,
+        r#"{"1": {"class_type": "EmptyImage", "inputs": {"width": "{{width}}", "height": "{{heigth}}", "batch_size": 1, "color": 0}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}"#,
+    )
+    .expect("workflow");
+    std::fs::write(
+        &cfg,
+        "[[providers]]\nid = \"comfy\"\nkind = \"comfyui\"\nbase_url = \"http://127.0.0.1:9\"\n\n\
+         [[models]]\nid = \"local\"\nprovider = \"comfy\"\ndisplay_name = \"Local\"\nworkflow = \"wf.json\"\nprice = 1\n",
+    )
+    .expect("write");
+    let out = bin().args(["--config", cfg.to_str().expect("utf8"), "check-config"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("models[0].workflow") && err.contains("{{heigth}}"), "{err}");
+    std::fs::write(&wf, std::fs::read_to_string(&wf).expect("read").replace("heigth", "height")).expect("fix");
+    let out = bin().args(["--config", cfg.to_str().expect("utf8"), "check-config"]).output().expect("run");
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// A loopback port nobody listens on right now (the OS picks it; the tiny window before the
 /// app binds it is acceptable in tests).
 fn free_port() -> u16 {

@@ -388,6 +388,7 @@ impl Notifier for BotNotifier {
             ErrorClass::Rejected => "failed_rejected",
             ErrorClass::Retired => "failed_retired",
             ErrorClass::Unauthorized => "failed_unauthorized",
+            ErrorClass::PaymentRequired | ErrorClass::Misconfigured => "failed_model_unavailable",
             ErrorClass::Timeout => "failed_timeout",
             ErrorClass::Cancelled => "cancelled",
             _ => "failed_generic",
@@ -395,7 +396,7 @@ impl Notifier for BotNotifier {
         let price = lang.money(job.price, &self.currency);
         let mut text = lang.tf(key, &[("price", &price), ("detail", &detail)]);
         let chat = ChatId(job.chat_id);
-        // A retired model or a disabled provider: offer what still works for the same task.
+        // A model or provider switched off: offer what still works for the same task.
         let offer = match (job.draft_id, alternatives.is_empty()) {
             (Some(draft), false) => {
                 text.push_str("\n\n");

@@ -37,6 +37,17 @@ pub fn probe(bytes: &[u8]) -> Result<ImageInfo, ImagingError> {
     Ok(ImageInfo { width, height, mime: mime_for_format(format).unwrap_or("application/octet-stream") })
 }
 
+/// The EXIF orientation a header declares (`NoTransforms` when absent or invalid), read
+/// without decoding pixels.
+///
+/// Errors: those of [`probe`].
+pub(super) fn stored_orientation(bytes: &[u8]) -> Result<Orientation, ImagingError> {
+    let format = supported_format(bytes)?;
+    let mut decoder =
+        ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(|e| map_error(e, None, 0))?;
+    Ok(decoder.orientation().unwrap_or(Orientation::NoTransforms))
+}
+
 /// Decodes untrusted bytes into upright pixels.
 ///
 /// The byte size and the stored `width × height` are checked against `limits` from the header

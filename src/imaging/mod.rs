@@ -5,6 +5,7 @@
 //! Every operation decodes its input at most once. Pixel and byte limits are checked from the
 //! header before any pixel buffer is allocated, so decompression bombs are refused cheaply.
 
+mod chunks;
 mod compress;
 mod decode;
 mod demo;
@@ -20,7 +21,9 @@ mod tests;
 pub use compress::{API_MAX_BYTES, compress_for_api, compress_for_api_to};
 pub use decode::{decode, probe};
 pub use demo::render_demo;
-pub use ops::{THUMBNAIL_SIDE, document_form, enlarge, fit_for_telegram_photo, strip_metadata, thumbnail};
+pub use ops::{
+    THUMBNAIL_SIDE, document_form, enlarge, fit_for_telegram_photo, strip_metadata, strip_result_metadata, thumbnail,
+};
 // The style types name what `parse_wishes` returns; the binary only passes them through, the
 // fuzz targets and tests look inside.
 #[allow(unused_imports)]

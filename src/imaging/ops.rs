@@ -2,7 +2,7 @@
 //! document form.
 
 use super::decode::{decode_at_least, decode_full, probe};
-use super::{ImagingError, Limits, encode, extension_for_mime, jpeg};
+use super::{ImagingError, Limits, chunks, encode, extension_for_mime, jpeg};
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageFormat, RgbImage};
@@ -101,6 +101,37 @@ pub fn strip_metadata(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ImagingE
         ImageFormat::Jpeg => encode_jpeg(decoded.image, ROTATED_QUALITY),
         _ => encode_png(&decoded.image),
     }
+}
+
+/// Removes the metadata of a provider's result (ComfyUI writes its whole workflow into it)
+/// while keeping the picture exactly where the format allows:
+///
+/// - PNG (also animated): metadata chunks dropped, the rest copied byte for byte (pixels,
+///   alpha, palette and frames untouched; see `chunks::strip_png` for what is kept).
+/// - WebP (also animated): `EXIF` and `XMP ` chunks dropped, byte for byte otherwise.
+/// - JPEG: APPn (but JFIF and Adobe) and COM segments dropped, losslessly.
+/// - Anything else (GIF, video, unknown): returned as it came.
+///
+/// Only when the dropped EXIF held an orientation other than 1 is the picture decoded and
+/// re-encoded upright, as [`strip_metadata`] does (without the tag it would show sideways).
+///
+/// Errors: [`ImagingError::Corrupt`] for a PNG or WebP whose chunks run past the end, and
+/// those of [`strip_metadata`] in the rotated case.
+pub fn strip_result_metadata(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ImagingError> {
+    let (out, had_exif) = if bytes.starts_with(chunks::PNG_SIGNATURE) {
+        chunks::strip_png(bytes)?
+    } else if bytes.len() > 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        chunks::strip_webp(bytes)?
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        // The header reader below finds EXIF however it is laid out.
+        (jpeg::strip_segments(bytes)?, true)
+    } else {
+        return Ok(bytes.to_vec());
+    };
+    if had_exif && super::decode::stored_orientation(bytes).is_ok_and(|o| o != Orientation::NoTransforms) {
+        return strip_metadata(bytes, limits);
+    }
+    Ok(out)
 }
 
 /// The form in which to send an image as a document: `(bytes, extension, mime)`.

@@ -257,6 +257,37 @@ fn strip_is_lossless_for_upright_jpeg() {
 }
 
 #[test]
+fn result_metadata_goes_and_the_picture_stays_exactly() {
+    use crate::tests::fakes::png_with_chunk;
+    let limits = Limits::default();
+    // PNG with alpha: ComfyUI's text chunks go, the rest is the encoder's output byte for byte.
+    let rgba =
+        image::RgbaImage::from_fn(37, 23, |x, y| image::Rgba([(x * 7) as u8, (y * 11) as u8, 99, (x * y) as u8]));
+    let mut clean = Cursor::new(Vec::new());
+    DynamicImage::ImageRgba8(rgba.clone()).write_to(&mut clean, image::ImageFormat::Png).expect("png");
+    let clean = clean.into_inner();
+    let mut tagged = png_with_chunk(&clean, b"tEXt", b"prompt\0{\"3\": {\"class_type\": \"KSampler\"}}");
+    tagged = png_with_chunk(&tagged, b"iTXt", b"workflow\0\0\0\0\0{\"nodes\": []}");
+    tagged = png_with_chunk(&tagged, b"zTXt", b"Comment\0\0x\x9c\x03\0\0\0\0\x01");
+    let stripped = strip_result_metadata(&tagged, &limits).expect("strip");
+    assert_eq!(stripped, clean, "only the metadata chunks went");
+    assert_eq!(decode(&stripped, &limits).expect("decodes").to_rgba8(), rgba, "pixels and alpha exactly");
+    // An EXIF orientation in a PNG turns into upright pixels rather than being lost.
+    let exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
+    let rotated = strip_result_metadata(&png_with_chunk(&clean, b"eXIf", exif), &limits).expect("strip");
+    assert!(!rotated.windows(4).any(|w| w == b"eXIf"));
+    assert_eq!(probe(&rotated).expect("probe").width, 23, "applied, not dropped");
+    // JPEG: segments dropped, scan data kept; a rotated one is made upright.
+    let jpeg = read("large_nokia83_9mp_gps.jpg");
+    assert_eq!(strip_result_metadata(&jpeg, &limits).expect("strip"), strip_metadata(&jpeg, &limits).expect("strip"));
+    let turned = strip_result_metadata(&read("canon_sx60_orient6_gpsifd.jpg"), &limits).expect("strip");
+    assert!(!turned.windows(6).any(|w| w == b"Exif\0\0"));
+    assert_eq!(probe(&turned).expect("probe").width, 1536);
+    // Not a picture: untouched.
+    assert_eq!(strip_result_metadata(b"\x1a\x45\xdf\xa3webm", &limits).expect("as is"), b"\x1a\x45\xdf\xa3webm");
+}
+
+#[test]
 fn compress_under_the_limit_is_the_lossless_strip() {
     let bytes = read("large_nokia83_9mp_gps.jpg");
     let limits = Limits::default();

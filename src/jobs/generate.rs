@@ -49,6 +49,8 @@ fn classify(e: &ProviderError) -> ErrorClass {
         ProviderError::Rejected(_) => ErrorClass::Rejected,
         ProviderError::Retired(_) => ErrorClass::Retired,
         ProviderError::Unauthorized(_) => ErrorClass::Unauthorized,
+        ProviderError::PaymentRequired(_) => ErrorClass::PaymentRequired,
+        ProviderError::Misconfigured(_) => ErrorClass::Misconfigured,
         ProviderError::Failed(_) | ProviderError::Lost(_) => ErrorClass::Failed,
     }
 }
@@ -62,18 +64,14 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
     };
     let mut input_images = Vec::new();
     for sha in inputs {
-        let dir = inner.store.media_dir().to_path_buf();
+        let store = inner.store.clone();
         let sha = sha.clone();
         let bytes = tokio::task::spawn_blocking(move || {
-            for ext in ["jpg", "png", "webp"] {
-                if let Ok(b) = std::fs::read(dir.join(format!("{sha}.{ext}"))) {
-                    // Stored inputs are already stripped; this bounds the data URI / upload size
-                    // (a provider refusing a 15 MB photo would cost the user a retry).
-                    let limits = crate::imaging::Limits::default();
-                    return Some(crate::imaging::compress_for_api(&b, crate::imaging::API_MAX_BYTES, &limits));
-                }
-            }
-            None
+            let b = std::fs::read(store.find_media_file(&sha)?.0).ok()?;
+            // Stored inputs are already stripped; this bounds the data URI / upload size
+            // (a provider refusing a 15 MB photo would cost the user a retry).
+            let limits = crate::imaging::Limits::default();
+            Some(crate::imaging::compress_for_api(&b, crate::imaging::API_MAX_BYTES, &limits))
         })
         .await
         .ok()
@@ -121,9 +119,20 @@ async fn submit(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
                     return Step::Next(job);
                 }
                 Ok(false) => {}
-                Err(e) => return retry_or_fail(inner, job, e).await,
+                Err(_) if past_submit_deadline(inner, &job) => return submit_timed_out(inner, job, &provider).await,
+                Err(e) => {
+                    // Asking is an attempt too: uncounted, a provider that stays down would be
+                    // asked forever at the first backoff step.
+                    job.attempts += 1;
+                    return retry_or_fail(inner, job, e).await;
+                }
             }
         }
+    }
+    // A job that began submitting and never got through (the provider down or unreachable)
+    // ends at the model's timeout like a submitted one, whatever attempts are left.
+    if past_submit_deadline(inner, &job) {
+        return submit_timed_out(inner, job, &provider).await;
     }
     let req = match build_request(inner, &job).await {
         Ok(r) => r,
@@ -156,6 +165,9 @@ async fn submit(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     }
 }
 
+/// Retries a transient failure to submit (`job.attempts` already counts this one) after the
+/// backoff, or fails the job: not transient, `jobs.max_attempts` reached. The sleep never
+/// runs past the submit deadline, where [`submit`] fails the job as timed out.
 async fn retry_or_fail(inner: &Arc<Inner>, mut job: JobRecord, e: ProviderError) -> Step {
     let class = classify(&e);
     tracing::warn!(error = %e, attempts = job.attempts, "provider error");
@@ -164,6 +176,9 @@ async fn retry_or_fail(inner: &Arc<Inner>, mut job: JobRecord, e: ProviderError)
         let mut delay = backoff(inner.cfg.retry_base_ms, job.attempts.max(1));
         if let ProviderError::RateLimited { retry_after, .. } = &e {
             delay = delay.max(*retry_after);
+        }
+        if let Some(deadline) = submit_deadline(inner, &job) {
+            delay = delay.min(Duration::from_millis((deadline - now_ms()).max(0) as u64));
         }
         // A job that failed to submit goes back to the queue; a submitted one keeps its id.
         if job.status == JobStatus::Submitting && job.preassigned_id.is_none() {
@@ -188,17 +203,7 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
         job.status = JobStatus::Queued;
         return Step::Next(job);
     };
-    let timeout_secs = inner
-        .catalog
-        .model(&job.model_id)
-        .map(|m| {
-            m.timeout_secs.unwrap_or(match m.task {
-                // Video models take minutes; images a minute or two.
-                crate::domain::Task::ImageToVideo => 900,
-                _ => inner.provider_cfg.get(&job.provider_id).map(|p| p.timeout_secs).unwrap_or(600),
-            })
-        })
-        .unwrap_or(600);
+    let timeout_secs = job_timeout_secs(inner, &job);
     let started = job.submitted_at.unwrap_or_else(now_ms);
     let deadline_ms = started + (timeout_secs as i64) * 1000;
     let left = Duration::from_millis((deadline_ms - now_ms()).max(0) as u64);
@@ -270,6 +275,45 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     }
 }
 
+/// Seconds a job may wait for its result once submitted (and may spend getting submitted):
+/// the model's `timeout_secs`, else 900 for video and the provider's `timeout_secs` for the rest.
+fn job_timeout_secs(inner: &Inner, job: &JobRecord) -> u64 {
+    inner
+        .catalog
+        .model(&job.model_id)
+        .map(|m| {
+            m.timeout_secs.unwrap_or(match m.task {
+                // Video models take minutes; images a minute or two.
+                crate::domain::Task::ImageToVideo => 900,
+                _ => inner.provider_cfg.get(&job.provider_id).map(|p| p.timeout_secs).unwrap_or(600),
+            })
+        })
+        .unwrap_or(600)
+}
+
+/// When a job that began submitting (`started_at`) and is not yet submitted fails as timed
+/// out (ms since the epoch); `None` before its first attempt.
+fn submit_deadline(inner: &Inner, job: &JobRecord) -> Option<i64> {
+    let started = job.started_at.filter(|_| job.submission.is_none())?;
+    Some(started.saturating_add(i64::try_from(job_timeout_secs(inner, job)).unwrap_or(i64::MAX / 1000) * 1000))
+}
+
+fn past_submit_deadline(inner: &Inner, job: &JobRecord) -> bool {
+    submit_deadline(inner, job).is_some_and(|d| now_ms() >= d)
+}
+
+/// Fails a job that could not be submitted within its timeout; a preassigned id may have
+/// arrived unseen, so the provider is asked to drop it (best effort, after the user was told).
+async fn submit_timed_out(inner: &Arc<Inner>, job: JobRecord, provider: &crate::providers::DynProvider) -> Step {
+    let limit = job_timeout_secs(inner, &job);
+    let asked = job.preassigned_id.clone();
+    fail(inner, job, ErrorClass::Timeout, format!("not submitted within {limit} s")).await;
+    if let Some(id) = asked {
+        let _ = provider.cancel(&Submission { request_id: id, data: serde_json::Value::Null }).await;
+    }
+    Step::Done
+}
+
 /// Runs a local tool job ("📝 Add text", "🔍 Resize") on a blocking thread and stores its
 /// result like a provider's. Nothing external is called, so a job interrupted here simply runs
 /// again.
@@ -282,15 +326,12 @@ async fn run_local(inner: &Arc<Inner>, mut job: JobRecord) {
     }
     let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
     notify_progress(inner, &job, JobProgress { running: true, percent: 0, queue_position: None, eta_secs: eta }).await;
-    let dir = inner.store.media_dir().to_path_buf();
+    let store = inner.store.clone();
     let limits = inner.limits.clone();
     let payload = job.payload.clone();
     let drawn = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         let read = |input: &str| {
-            ["jpg", "png", "webp", "gif"]
-                .iter()
-                .find_map(|ext| std::fs::read(dir.join(format!("{input}.{ext}"))).ok())
-                .ok_or("input image missing")
+            store.find_media_file(input).and_then(|(path, _)| std::fs::read(path).ok()).ok_or("input image missing")
         };
         match payload {
             JobPayload::AddText { input, text, wishes } => {
@@ -334,6 +375,10 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, files: Vec<Generat
         if file.bytes.len() > MAX_RESULT_BYTES {
             return Err(format!("{} bytes, more than Telegram takes", file.bytes.len()));
         }
+        // What is stored is what every later send uses: the workflow (ComfyUI's `prompt`
+        // chunk), the seed and file names never reach the user.
+        let stripped = crate::imaging::strip_result_metadata(&file.bytes, &limits).map_err(|e| e.to_string())?;
+        let file = GeneratedFile { bytes: stripped, ..file };
         let (media, mime, ext) = MediaKind::sniff(&file.bytes);
         let (width, height) = match media {
             MediaKind::Image => {
@@ -461,14 +506,30 @@ pub(crate) async fn fail(inner: &Arc<Inner>, mut job: JobRecord, class: ErrorCla
     }
 }
 
-/// A retired model or a provider that refuses our key stays broken for every user: switch it
-/// off at runtime (persisted) and tell the admins once, when it flips.
+/// Classes after which the model (or its provider) is switched off for everyone, so the
+/// user is offered the other models of the same task.
+fn switches_off(class: ErrorClass) -> bool {
+    matches!(
+        class,
+        ErrorClass::Retired | ErrorClass::Unauthorized | ErrorClass::PaymentRequired | ErrorClass::Misconfigured
+    )
+}
+
+/// A retired, unpaid or misconfigured model, or a provider that refuses our key, stays broken
+/// for every user: switch it off at runtime (persisted) and tell the admins once, when it flips.
 async fn disable_if_needed(inner: &Arc<Inner>, job: &JobRecord) {
     let Some(err) = &job.error else { return };
+    let model = |what: String| (Switch::Model(job.model_id.clone()), what);
     let (switch, what) = match err.class {
-        ErrorClass::Retired => {
-            (Switch::Model(job.model_id.clone()), format!("Model «{}» was retired by its provider", job.model_id))
-        }
+        ErrorClass::Retired => model(format!("Model «{}» was retired by its provider", job.model_id)),
+        ErrorClass::PaymentRequired => model(format!(
+            "Model «{}» needs a payment at provider «{}» (HTTP 402); its other models keep running",
+            job.model_id, job.provider_id
+        )),
+        ErrorClass::Misconfigured => model(format!(
+            "Model «{}» is misconfigured: provider «{}» refuses its workflow",
+            job.model_id, job.provider_id
+        )),
         ErrorClass::Unauthorized => (
             Switch::Provider(job.provider_id.clone()),
             format!("Provider «{}» refuses requests (key, balance or region)", job.provider_id),
@@ -524,9 +585,7 @@ async fn finish_message(inner: &Arc<Inner>, job: JobRecord) {
         }
         let model = inner.catalog.model(&j.model_id);
         let alternatives = match (&j.error, model) {
-            (Some(e), Some(m)) if matches!(e.class, ErrorClass::Retired | ErrorClass::Unauthorized) => {
-                inner.catalog.alternatives(m.task, &m.id)
-            }
+            (Some(e), Some(m)) if switches_off(e.class) => inner.catalog.alternatives(m.task, &m.id),
             _ => vec![],
         };
         let outcome = inner.notifier.failed(&j, &alternatives).await;

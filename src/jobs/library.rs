@@ -19,7 +19,8 @@ impl JobEngine {
     }
 
     /// Runs a user's `create` item again with the same settings and a new seed (hold and
-    /// capture like any job). `None` if refused or the item was not made by a model.
+    /// capture like any job). `None` if refused or the item was not made by a model;
+    /// [`JobsError::InputsGone`] for an edit whose uploaded photos were pruned.
     pub async fn rerun(&self, user: UserId, id: ImageId, to: JobTarget) -> Result<Option<Submitted>, JobsError> {
         let Some(item) = self.owned_item(user, id).await?.filter(|i| i.kind == "create") else { return Ok(None) };
         let job = match item.job_id {

@@ -18,7 +18,7 @@ use crate::config::{Config, JobsConfig, ModelConfig, ProviderConfig};
 use crate::domain::{ADD_TEXT_MODEL, Format, JobId, JobStatus, LOCAL_PROVIDER, RESIZE_MODEL, UserId, now_ms};
 use crate::imaging::Limits;
 use crate::providers::DynProvider;
-use crate::store::records::{Delivery, ErrorClass, JobPayload, JobRecord, LibraryItem};
+use crate::store::records::{Delivery, ErrorClass, JobPayload, JobRecord, LOCAL_STATS_KEY, LibraryItem};
 use crate::store::{Store, StoreError};
 use std::collections::{HashMap, HashSet};
 
@@ -37,6 +37,10 @@ pub enum JobsError {
     ModelDisabled(String),
     #[error(transparent)]
     Billing(#[from] BillingError),
+    /// The uploaded photos a library item was made from were pruned
+    /// (`library.input_retention_days`): it cannot be made again.
+    #[error("the input photos are no longer stored")]
+    InputsGone,
 }
 
 /// A user image accepted as job input.
@@ -236,6 +240,10 @@ pub struct JobEngine {
 
 /// Default ETA when nothing is known, seconds.
 pub const DEFAULT_ETA_SECS: u64 = 120;
+/// Runs with the same (model, format) an ETA averages.
+pub const ETA_SAME_SETTINGS: usize = 20;
+/// Runs of the model in any format an ETA averages when none had the same settings.
+pub const ETA_ALL_SETTINGS: usize = 100;
 
 impl JobEngine {
     /// Builds the engine. `providers` maps provider id → implementation. Workflow files of
@@ -370,9 +378,19 @@ impl JobEngine {
     /// A [`JobPayload::AddText`] job runs locally: `new.model_id` is ignored, the job gets
     /// [`ADD_TEXT_MODEL`] on [`LOCAL_PROVIDER`] at `billing.add_text_price`; likewise
     /// [`JobPayload::Resize`] gets [`RESIZE_MODEL`] at `billing.resize_price`.
-    /// Errors: [`JobsError::UnknownModel`], [`JobsError::ModelDisabled`]; a balance below the
-    /// price is not an error but [`Submitted::InsufficientFunds`], with nothing written.
+    /// Errors: [`JobsError::UnknownModel`], [`JobsError::ModelDisabled`],
+    /// [`JobsError::InputsGone`] when an input file was pruned (a rerun of an old edit); a
+    /// balance below the price is not an error but [`Submitted::InsufficientFunds`], with
+    /// nothing written.
     pub async fn submit(&self, new: NewJob) -> Result<Submitted, JobsError> {
+        let (store, files) =
+            (self.inner.store.clone(), new.payload.input_files().map(str::to_string).collect::<Vec<_>>());
+        let missing = tokio::task::spawn_blocking(move || files.iter().any(|f| store.find_media_file(f).is_none()))
+            .await
+            .map_err(|e| JobsError::Store(StoreError::Join(e.to_string())))?;
+        if missing {
+            return Err(JobsError::InputsGone);
+        }
         let (model_id, provider_id, price) = match &new.payload {
             JobPayload::AddText { .. } => {
                 (ADD_TEXT_MODEL.to_string(), LOCAL_PROVIDER.to_string(), self.inner.add_text_price)
@@ -452,8 +470,9 @@ impl JobEngine {
         }
     }
 
-    /// Expected duration for a job's (model, format): mean of the last 10 runs with those
-    /// settings → mean of all runs of the model → [`DEFAULT_ETA_SECS`].
+    /// Expected duration for a job's (model, format), seconds: mean of the last
+    /// [`ETA_SAME_SETTINGS`] runs with those settings → mean of the model's last
+    /// [`ETA_ALL_SETTINGS`] runs → [`DEFAULT_ETA_SECS`]. Reads at most those rows.
     pub async fn eta_secs(&self, job: &JobRecord) -> u64 {
         eta_from(&self.inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await
     }
@@ -461,6 +480,12 @@ impl JobEngine {
     /// ETA for a model and format before a job exists (see [`Self::eta_secs`]).
     pub async fn eta_for(&self, model: &str, format: Format) -> u64 {
         eta_from(&self.inner.store, model.to_string(), format.as_str().to_string()).await
+    }
+
+    /// ETA of a local tool job (`ADD_TEXT_MODEL`, `RESIZE_MODEL`) before it exists; its time
+    /// does not depend on a format (see [`JobPayload::stats_key`]).
+    pub async fn eta_for_tool(&self, model: &str) -> u64 {
+        eta_from(&self.inner.store, model.to_string(), LOCAL_STATS_KEY.to_string()).await
     }
 
     /// A user's library item with its files prepared for Telegram (as a fresh delivery would
@@ -478,7 +503,8 @@ impl JobEngine {
     }
 
     /// Validates a user's image (size and pixel limits, decodable), strips its metadata and
-    /// stores it under `media/` for use as a job input.
+    /// stores it under `media/` for use as a job input, recorded as a live input (kept
+    /// `library.input_retention_days` after its last use).
     pub async fn accept_input(&self, bytes: Vec<u8>) -> Result<InputInfo, InputError> {
         let store = self.inner.store.clone();
         let limits = self.inner.limits.clone();
@@ -486,11 +512,48 @@ impl JobEngine {
             let clean = crate::imaging::strip_metadata(&bytes, &limits).map_err(InputError::Imaging)?;
             let info = crate::imaging::probe(&clean).map_err(InputError::Imaging)?;
             let sha256 = crate::imaging::sha256_hex(&clean);
-            store.put_media_file(&sha256, crate::imaging::extension_for_mime(info.mime), &clean)?;
+            let ext = crate::imaging::extension_for_mime(info.mime);
+            // The heavy write outside the write lock; `put_input_file` only checks it is there.
+            store.put_media_file(&sha256, ext, &clean)?;
+            store.put_input_file(&sha256, ext, &clean, now_ms())?;
             Ok(InputInfo { sha256, width: info.width, height: info.height, bytes: clean.len() })
         })
         .await
         .map_err(|e| InputError::Store(StoreError::Join(e.to_string())))?
+    }
+
+    /// Drops uploaded inputs and drafts unused for `library.input_retention_days` (files
+    /// only when nothing references them any more); adopts the inputs of jobs written before
+    /// inputs had records, once. `now` in ms since the epoch. Errors are logged.
+    pub async fn prune_inputs(&self, now: i64) {
+        let days = self.inner.library.input_retention_days;
+        if days == 0 {
+            return;
+        }
+        let store = self.inner.store.clone();
+        match tokio::task::spawn_blocking(move || store.adopt_inputs(now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(inputs = n, "inputs of older jobs now have a retention"),
+            Ok(Err(e)) => tracing::error!(error = %e, "could not adopt older inputs"),
+            Err(e) => tracing::error!(error = %e, "could not adopt older inputs"),
+        }
+        let max_age = i64::from(days) * 86_400_000;
+        let pruned = self
+            .inner
+            .store
+            .write_pruning(move |tx| {
+                let p = tx.prune_inputs(now, max_age)?;
+                let orphans = p.orphans.clone();
+                Ok::<_, StoreError>((p, orphans))
+            })
+            .await;
+        match pruned {
+            Ok(p) if p.inputs + p.drafts > 0 => {
+                tracing::info!(inputs = p.inputs, files = p.orphans.len(), drafts = p.drafts, "pruned old uploads")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not prune old uploads"),
+        }
     }
 
     /// Jobs a provider may run at once right now (config or admin setting).
@@ -520,17 +583,19 @@ fn resize(sem: &Arc<Semaphore>, from: u32, to: u32) {
 }
 
 pub(crate) async fn eta_from(store: &Store, model: String, format: String) -> u64 {
-    let r = store.read(move |rx| rx.find_durations(&model, &format, 10)).await;
-    let Ok((recent, all)) = r else { return DEFAULT_ETA_SECS };
-    let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len() as u64;
-    let ms = if !recent.is_empty() {
-        mean(&recent)
-    } else if !all.is_empty() {
-        mean(&all)
-    } else {
-        return DEFAULT_ETA_SECS;
-    };
-    ms.div_ceil(1000).max(1)
+    let r = store
+        .read(move |rx| {
+            let same = rx.find_durations(&model, &format, ETA_SAME_SETTINGS)?;
+            if !same.is_empty() {
+                return Ok::<_, StoreError>(same);
+            }
+            rx.find_recent_durations(&model, ETA_ALL_SETTINGS)
+        })
+        .await;
+    match r {
+        Ok(runs) if !runs.is_empty() => (runs.iter().sum::<u64>() / runs.len() as u64).div_ceil(1000).max(1),
+        _ => DEFAULT_ETA_SECS,
+    }
 }
 
 /// Backoff before retry number `attempt` (1-based): base·2^(attempt−1), ×[0.5, 1.5) jitter,
@@ -570,14 +635,40 @@ mod tests {
         assert_eq!(eta_from(&store, "m".into(), "square".into()).await, 40);
         store
             .write(|tx| {
-                for _ in 0..12 {
+                for _ in 0..22 {
                     tx.insert_duration("m", "square", JobId::new(), 1_000)?;
                 }
-                tx.insert_duration("m", "square", JobId::new(), 91_000)
+                tx.insert_duration("m", "square", JobId::new(), 181_000)
             })
             .await
             .expect("w");
-        // Last 10 square runs: nine of 1 s and the newest 91 s → 10 s.
+        // Last 20 square runs: nineteen of 1 s and the newest 181 s → 10 s.
         assert_eq!(eta_from(&store, "m".into(), "square".into()).await, 10);
+    }
+
+    #[tokio::test]
+    async fn eta_reads_a_bounded_window_of_the_newest_runs() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        // 500 old runs of 100 s in a format that sorts last, then 100 newer ones of 10 s.
+        store
+            .write(|tx| {
+                for _ in 0..500 {
+                    tx.insert_duration("m", "vertical", JobId::new(), 100_000)?;
+                }
+                for _ in 0..ETA_ALL_SETTINGS {
+                    tx.insert_duration("m", "horizontal", JobId::new(), 10_000)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .expect("w");
+        // No square runs: the model's newest 100 runs, whatever their format → 10 s (all 600
+        // would say 86 s; the key order, by format, would pick the old vertical ones).
+        assert_eq!(eta_from(&store, "m".into(), "square".into()).await, 10);
+        assert_eq!(eta_from(&store, "m".into(), "vertical".into()).await, 100, "same settings first");
+        let recent = store.read(|rx| rx.find_recent_durations("m", 150)).await.expect("r");
+        assert_eq!(recent.len(), 150);
+        assert!(recent[..100].iter().all(|ms| *ms == 10_000) && recent[100..].iter().all(|ms| *ms == 100_000));
     }
 }

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often a running job refreshes its claim.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How often old uploads and drafts are pruned (also once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Orders waiting jobs: admins' first, then round-robin across users (each user's n-th job
 /// after everyone's (n−1)-th, counting jobs already running), oldest first within a round.
@@ -37,6 +39,7 @@ impl JobEngine {
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut announced: HashMap<JobId, u32> = HashMap::new();
+        let mut next_prune = tokio::time::Instant::now();
         loop {
             // After a failed database write nothing new starts (its first write would fail);
             // the storage watchdog restarts the process once the disk has room.
@@ -44,6 +47,10 @@ impl JobEngine {
                 if let Err(e) = self.schedule(&mut tasks, &mut announced).await {
                     tracing::error!(error = %e, "scheduler pass failed");
                 }
+            }
+            if tokio::time::Instant::now() >= next_prune {
+                self.prune_inputs(now_ms()).await;
+                next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
             }
             while tasks.try_join_next().is_some() {}
             tokio::select! {

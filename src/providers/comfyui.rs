@@ -34,8 +34,8 @@ type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsSt
 /// - `preassign_id`: a UUID v4, used as `prompt_id`.
 /// - `submit`: uploads input images (`POST /upload/image`, named `mediabot_<prompt_id>_<i>`),
 ///   fills the template ([`fill_template`]), `POST /prompt {prompt, client_id, prompt_id}`;
-///   `data = {"client_id", "prompt"}` (the filled graph, for a resubmit). 400 → `Rejected`
-///   ([`summarize_rejection`]).
+///   `data = {"client_id", "prompt"}` (the filled graph, for a resubmit). 400 → `Misconfigured`
+///   ([`summarize_rejection`]): a workflow ComfyUI refuses is the operator's to fix.
 /// - `wait`: WebSocket `/ws?clientId=` for progress and end signals, plus `/history/{id}`
 ///   every poll interval and at once. `/history` `{}` and absent from `/queue` twice means
 ///   ComfyUI restarted and forgot the prompt: it is posted again once, same `prompt_id` and
@@ -94,14 +94,18 @@ impl ComfyProvider {
         })
     }
 
-    /// `POST /prompt`; returns the id ComfyUI accepted. 400 → `Rejected`.
+    /// `POST /prompt`; returns the id ComfyUI accepted. 400 → `Misconfigured`: ComfyUI
+    /// validates the graph (node classes, links, input values and ranges, output nodes), and
+    /// the graph is the operator's workflow; the user's text only fills string inputs, which
+    /// validation does not judge.
     async fn post_prompt(&self, graph: &Value, client_id: &str, prompt_id: &str) -> Result<String, ProviderError> {
         let body = json!({"prompt": graph, "client_id": client_id, "prompt_id": prompt_id});
         let (status, resp) = self.send(self.http.post(format!("{}/prompt", self.base_url)).json(&body)).await?;
         let text = String::from_utf8_lossy(&resp);
         if status == 400 {
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            return Err(ProviderError::Rejected(summarize_rejection(&v).unwrap_or_else(|| http::error_detail(&text))));
+            let summary = summarize_rejection(&v).unwrap_or_else(|| http::error_detail(&text));
+            return Err(ProviderError::Misconfigured(summary));
         }
         if !(200..300).contains(&status) {
             return Err(http::status_error(status, &text));
@@ -136,6 +140,15 @@ impl ComfyProvider {
         let status = resp.status().as_u16();
         let body = http::read_limited(resp, 2 * http::MAX_DOWNLOAD_BYTES).await?;
         Ok((status, body))
+    }
+
+    /// `GET /object_info`: every node class the server has, with its inputs (for
+    /// [`object_info_mismatches`]).
+    ///
+    /// Errors: `Transient` when the server is unreachable, the status classes of
+    /// [`ProviderError::from_status`], `Failed` for a body that is not JSON.
+    pub async fn object_info(&self) -> Result<Value, ProviderError> {
+        self.get_json("/object_info").await
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, ProviderError> {
@@ -457,7 +470,16 @@ pub struct TemplateVars<'a> {
     pub input_images: &'a [String],
 }
 
+/// Placeholder names [`TemplateVars`] fills, besides `input_image_N` (N ≥ 1).
+const PLACEHOLDERS: [&str; 6] = ["prompt", "negative", "width", "height", "seed", "input_image"];
+
 impl TemplateVars<'_> {
+    /// Whether `name` (without braces) is a placeholder this client fills.
+    fn knows(name: &str) -> bool {
+        PLACEHOLDERS.contains(&name)
+            || name.strip_prefix("input_image_").and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n >= 1)
+    }
+
     /// The value of placeholder `name` (without braces; numbers stay numbers); `None` for an
     /// unknown name or an input image that was not uploaded.
     fn value(&self, name: &str) -> Option<Value> {
@@ -524,6 +546,101 @@ pub fn fill_template(v: &Value, vars: &TemplateVars<'_>) -> Value {
     }
 }
 
+/// The nodes of an API-format workflow in id order (numeric ids numerically).
+fn nodes_in_order(workflow: &Value) -> Vec<(&String, &Value)> {
+    let mut nodes: Vec<(&String, &Value)> = workflow.as_object().map(|o| o.iter().collect()).unwrap_or_default();
+    nodes.sort_by_key(|(id, _)| (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string()));
+    nodes
+}
+
+/// `node 2 (ImageScaleBy)`, as problems and ComfyUI's errors name a node.
+fn node_name(id: &str, node: &Value) -> String {
+    match node.get("class_type").and_then(Value::as_str) {
+        Some(class) => format!("node {id} ({class})"),
+        None => format!("node {id}"),
+    }
+}
+
+/// Placeholders of a workflow template that this client does not fill (`{{name}}` in any
+/// string value; keys are never filled): one problem per use, naming the node, the input
+/// and the placeholder, e.g. `node 5 (RepeatImageBatch) input amount: unknown placeholder
+/// {{frames}}`. Empty when every placeholder is known ([`TemplateVars`]; `check-config`).
+pub fn unknown_placeholders(workflow: &Value) -> Vec<String> {
+    fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    for (id, node) in nodes_in_order(workflow) {
+        let inputs = node.get("inputs").and_then(Value::as_object).into_iter().flatten();
+        for (input, value) in inputs {
+            let mut texts = Vec::new();
+            strings(value, &mut texts);
+            for text in texts {
+                let mut rest = text;
+                while let Some(open) = rest.find("{{") {
+                    let after = &rest[open + 2..];
+                    let Some(close) = after.find("}}") else { break };
+                    let name = &after[..close];
+                    // Scanned like `TemplateVars::substitute`: a `{{` that opens nothing is text.
+                    if name.contains('{') {
+                        rest = after;
+                        continue;
+                    }
+                    if !TemplateVars::knows(name) {
+                        problems.push(format!(
+                            "{} input {input}: unknown placeholder {{{{{name}}}}} (known: {}, input_image_N)",
+                            node_name(id, node),
+                            PLACEHOLDERS.join(", ")
+                        ));
+                    }
+                    rest = &after[close + 2..];
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Mismatches between a workflow and what a ComfyUI server offers (`GET /object_info`:
+/// `{"<Class>": {"input": {"required": {..}, "optional": {..}, "hidden": {..}}, ..}}`,
+/// protocols.md §3.1): a node without `class_type`, a class the server does not have, an
+/// input name the class does not take, a required input that is missing. One problem per
+/// finding, naming the node (`check-config --online`).
+pub fn object_info_mismatches(workflow: &Value, object_info: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (id, node) in nodes_in_order(workflow) {
+        let Some(class) = node.get("class_type").and_then(Value::as_str) else {
+            problems.push(format!("node {id}: no class_type"));
+            continue;
+        };
+        let Some(spec) = object_info.get(class) else {
+            problems.push(format!("node {id}: unknown class_type {class} (not on this server)"));
+            continue;
+        };
+        let group = |g: &str| spec.get("input").and_then(|i| i.get(g)).and_then(Value::as_object);
+        let takes = |name: &str| {
+            ["required", "optional", "hidden"].iter().any(|g| group(g).is_some_and(|m| m.contains_key(name)))
+        };
+        let given = node.get("inputs").and_then(Value::as_object);
+        for name in given.into_iter().flat_map(|m| m.keys()) {
+            if !takes(name) {
+                problems.push(format!("node {id} ({class}): unknown input {name}"));
+            }
+        }
+        for name in group("required").into_iter().flat_map(|m| m.keys()) {
+            if !given.is_some_and(|m| m.contains_key(name)) {
+                problems.push(format!("node {id} ({class}): required input {name} is missing"));
+            }
+        }
+    }
+    problems
+}
+
 /// A readable one-line summary of a `POST /prompt` 400 answer
 /// (`{"error": {type, message, details}, "node_errors": {id: {errors: [..], class_type}}}`,
 /// §3.1), e.g. `Prompt outputs failed validation: node 2 (ImageScaleBy): Value 100.0 bigger
@@ -541,10 +658,7 @@ pub fn summarize_rejection(v: &Value) -> Option<String> {
         }
         None => String::new(),
     };
-    let mut nodes: Vec<(&String, &Value)> =
-        v.get("node_errors").and_then(Value::as_object).map(|o| o.iter().collect()).unwrap_or_default();
-    nodes.sort_by_key(|(id, _)| (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string()));
-    for (id, ne) in nodes {
+    for (id, ne) in nodes_in_order(v.get("node_errors").unwrap_or(&Value::Null)) {
         let class = ne.get("class_type").and_then(Value::as_str).unwrap_or("?");
         let errs: Vec<String> = ne
             .get("errors")
@@ -800,6 +914,56 @@ mod tests {
         assert_eq!(g["7"]["inputs"]["text"], json!("ugly, {{input_image}} {{prompt}}"));
         assert_eq!(g["8"]["inputs"]["text"], json!("a cat {{seed}} {{width}}x{{height}} {{negative}}"));
         assert_eq!(g["9"]["inputs"]["text"], json!("{{nope}} {{7 {{seed"));
+    }
+
+    #[test]
+    fn unknown_placeholders_are_named_and_known_ones_are_filled() {
+        let wf = json!({
+            "1": {"class_type": "LoadImage", "inputs": {"image": "{{input_image}}"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": "{{input_image_2}}"}},
+            "5": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": "{{frames}}"}},
+            "6": {"class_type": "Note", "inputs": {"text": "{{prompt}}, {{negative}} {{seed}} {{width}}x{{height}} {{ {{input_image_0}}"}},
+            "7": {"class_type": "CreateVideo", "inputs": {"fps": ["{{fps}}"], "{{key}}": "keys are never filled"}},
+        });
+        assert_eq!(
+            unknown_placeholders(&wf),
+            [
+                "node 5 (RepeatImageBatch) input amount: unknown placeholder {{frames}} (known: prompt, negative, width, height, seed, input_image, input_image_N)",
+                "node 6 (Note) input text: unknown placeholder {{input_image_0}} (known: prompt, negative, width, height, seed, input_image, input_image_N)",
+                "node 7 (CreateVideo) input fps: unknown placeholder {{fps}} (known: prompt, negative, width, height, seed, input_image, input_image_N)",
+            ]
+        );
+        // Every name the check accepts is one the template fills.
+        let inputs = vec!["a.png".to_string(), "b.png".to_string()];
+        for name in PLACEHOLDERS.iter().copied().chain(["input_image_1", "input_image_2"]) {
+            assert!(TemplateVars::knows(name) && vars(&inputs).value(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn workflows_are_checked_against_object_info() {
+        let info = json!({
+            "EmptyImage": {"input": {"required": {"width": ["INT", {}], "height": ["INT", {}], "batch_size": ["INT", {}], "color": ["INT", {}]}}},
+            "SaveImage": {"input": {"required": {"images": ["IMAGE"], "filename_prefix": ["STRING", {}]},
+                                    "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}},
+            "CreateVideo": {"input": {"required": {"images": ["IMAGE"], "fps": ["FLOAT", {}]}, "optional": {"audio": ["AUDIO"]}}},
+        });
+        let wf = json!({
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "colour": 0}},
+            "2": {"class_type": "ImageSharpenPlus", "inputs": {"image": ["1", 0]}},
+            "3": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 8, "audio": ["9", 0]}},
+            "4": {"inputs": {}},
+            "10": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+        });
+        assert_eq!(
+            object_info_mismatches(&wf, &info),
+            [
+                "node 1 (EmptyImage): unknown input colour",
+                "node 1 (EmptyImage): required input color is missing",
+                "node 2: unknown class_type ImageSharpenPlus (not on this server)",
+                "node 4: no class_type",
+            ]
+        );
     }
 
     #[test]

@@ -115,9 +115,20 @@ pub enum ProviderError {
     /// The model is gone (404 model not found).
     #[error("model retired: {0}")]
     Retired(String),
-    /// Bad key, no balance, region blocked (401/402/403, Gemini FAILED_PRECONDITION).
+    /// Bad key, locked account, region blocked (401/403, Gemini FAILED_PRECONDITION): every
+    /// model of the provider is affected.
     #[error("provider unauthorized: {0}")]
     Unauthorized(String),
+    /// HTTP 402 Payment Required for one model: that model needs a payment (a paid model on an
+    /// account whose other models are free, exhausted credits for it); the provider's other
+    /// models may still work.
+    #[error("payment required: {0}")]
+    PaymentRequired(String),
+    /// The request as configured cannot work, whatever the user typed: ComfyUI's validation of
+    /// the workflow (HTTP 400 with `node_errors`, an unknown node class, no output node). The
+    /// operator must fix the model; the text (node errors) is for admins.
+    #[error("model misconfigured: {0}")]
+    Misconfigured(String),
     /// The provider ran the request but it failed (fal COMPLETED with error, ComfyUI
     /// execution_error), or answered with something we cannot parse.
     #[error("generation failed: {0}")]
@@ -132,7 +143,12 @@ impl ProviderError {
     pub fn from_status(status: u16, body: &str) -> ProviderError {
         let detail: String = body.chars().take(300).collect();
         match status {
-            401 | 402 | 403 => ProviderError::Unauthorized(format!("HTTP {status}: {detail}")),
+            401 | 403 => ProviderError::Unauthorized(format!("HTTP {status}: {detail}")),
+            402 => ProviderError::PaymentRequired(format!("HTTP 402: {detail}")),
+            // Some APIs say it in a 400 body rather than with the status.
+            400 if detail.to_ascii_lowercase().contains("payment required") => {
+                ProviderError::PaymentRequired(format!("HTTP 400: {detail}"))
+            }
             // Gemini: region blocks answer 400 FAILED_PRECONDITION (protocols.md §5.3).
             400 if detail.contains("FAILED_PRECONDITION")
                 || detail.contains("not available in your country")

@@ -2,7 +2,8 @@
 //!
 //! redb allows one process per file and a plain file copy of a live database can catch a torn
 //! commit header, so a backup copies every table row by row from one read transaction (a
-//! snapshot) into a fresh database, then copies the media files that snapshot references.
+//! snapshot) into a fresh database, then copies the media files that snapshot references:
+//! library items' files, live uploaded inputs, and whatever an active job reads.
 
 use super::records::Record;
 use super::tables::*;
@@ -59,7 +60,8 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
 }
 
 impl Store {
-    /// Writes a consistent copy of the database and the media files it references into `dir`
+    /// Writes a consistent copy of the database and the media files it references (library
+    /// items, live inputs, active jobs' inputs) into `dir`
     /// (created; must not already hold a database). Safe while the bot and workers run.
     /// The directory is created 0700 and the database copy 0600, whatever the umask: a backup
     /// holds everything the live data dir does.
@@ -73,36 +75,38 @@ impl Store {
         if target.exists() {
             return Err(StoreError::Refused(format!("{} already exists", target.display())));
         }
-        let snapshot = self.db.begin_read()?;
+        let rx = super::Rx { tx: self.db.begin_read()? };
+        let snapshot = &rx.tx;
         super::private_file(&target, true)?;
         let out = Database::create(&target)?;
         let tx = out.begin_write()?;
         let copied: HashSet<String> = [
-            copy_table(&snapshot, &tx, META_TABLE)?,
-            copy_table(&snapshot, &tx, USERS_TABLE)?,
-            copy_table(&snapshot, &tx, LEDGER_TABLE)?,
-            copy_table(&snapshot, &tx, JOBS_TABLE)?,
-            copy_table(&snapshot, &tx, ACTIVE_JOBS_TABLE)?,
-            copy_table(&snapshot, &tx, STATS_TABLE)?,
-            copy_table(&snapshot, &tx, LIBRARY_TABLE)?,
-            copy_table(&snapshot, &tx, LIBRARY_BY_USER_TABLE)?,
-            copy_table(&snapshot, &tx, MEDIA_REFS_TABLE)?,
-            copy_table(&snapshot, &tx, DIALOGUES_TABLE)?,
-            copy_table(&snapshot, &tx, DRAFTS_TABLE)?,
-            copy_table(&snapshot, &tx, UPDATES_TABLE)?,
-            copy_table(&snapshot, &tx, INBOX_TABLE)?,
-            copy_table(&snapshot, &tx, DISABLED_TABLE)?,
-            copy_table(&snapshot, &tx, AUDIT_TABLE)?,
-            copy_table(&snapshot, &tx, CATEGORIES_TABLE)?,
-            copy_table(&snapshot, &tx, PRESETS_TABLE)?,
-            copy_table(&snapshot, &tx, COUNTERS_TABLE)?,
-            copy_table(&snapshot, &tx, DAILY_TABLE)?,
-            copy_table(&snapshot, &tx, ACTIVE_DAYS_TABLE)?,
-            copy_table(&snapshot, &tx, USER_NAMES_TABLE)?,
-            copy_table(&snapshot, &tx, BROADCASTS_TABLE)?,
-            copy_table(&snapshot, &tx, USER_JOBS_TABLE)?,
-            copy_table(&snapshot, &tx, SETTINGS_TABLE)?,
-            copy_table(&snapshot, &tx, LAST_ACTIVE_TABLE)?,
+            copy_table(snapshot, &tx, META_TABLE)?,
+            copy_table(snapshot, &tx, USERS_TABLE)?,
+            copy_table(snapshot, &tx, LEDGER_TABLE)?,
+            copy_table(snapshot, &tx, JOBS_TABLE)?,
+            copy_table(snapshot, &tx, ACTIVE_JOBS_TABLE)?,
+            copy_table(snapshot, &tx, STATS_TABLE)?,
+            copy_table(snapshot, &tx, LIBRARY_TABLE)?,
+            copy_table(snapshot, &tx, LIBRARY_BY_USER_TABLE)?,
+            copy_table(snapshot, &tx, MEDIA_REFS_TABLE)?,
+            copy_table(snapshot, &tx, DIALOGUES_TABLE)?,
+            copy_table(snapshot, &tx, DRAFTS_TABLE)?,
+            copy_table(snapshot, &tx, UPDATES_TABLE)?,
+            copy_table(snapshot, &tx, INBOX_TABLE)?,
+            copy_table(snapshot, &tx, DISABLED_TABLE)?,
+            copy_table(snapshot, &tx, AUDIT_TABLE)?,
+            copy_table(snapshot, &tx, CATEGORIES_TABLE)?,
+            copy_table(snapshot, &tx, PRESETS_TABLE)?,
+            copy_table(snapshot, &tx, COUNTERS_TABLE)?,
+            copy_table(snapshot, &tx, DAILY_TABLE)?,
+            copy_table(snapshot, &tx, ACTIVE_DAYS_TABLE)?,
+            copy_table(snapshot, &tx, USER_NAMES_TABLE)?,
+            copy_table(snapshot, &tx, BROADCASTS_TABLE)?,
+            copy_table(snapshot, &tx, USER_JOBS_TABLE)?,
+            copy_table(snapshot, &tx, SETTINGS_TABLE)?,
+            copy_table(snapshot, &tx, LAST_ACTIVE_TABLE)?,
+            copy_table(snapshot, &tx, INPUTS_TABLE)?,
         ]
         .into_iter()
         .collect();
@@ -129,8 +133,10 @@ impl Store {
         for row in snapshot.open_table(LIBRARY_TABLE)?.iter()? {
             referenced.insert(super::records::LibraryItem::decode(row?.1.value())?.sha256);
         }
+        referenced.extend(rx.find_inputs()?.into_iter().map(|(sha, _)| sha));
+        referenced.extend(rx.find_active_job_files()?);
         let users = snapshot.open_table(USERS_TABLE)?.len()?;
-        drop(snapshot);
+        drop(rx);
         let mut summary = BackupSummary { users: usize::try_from(users).unwrap_or(usize::MAX), ..Default::default() };
         let mut found = HashSet::new();
         for entry in std::fs::read_dir(&self.media_dir)? {

@@ -42,6 +42,8 @@ impl LibraryFilter {
 pub struct Orphan {
     pub sha256: String,
     pub ext: String,
+    /// Its size, should it have to stay as an input (see [`Store::write_pruning`]).
+    pub bytes: u64,
 }
 
 /// What [`Tx::enforce_retention`] did.
@@ -93,6 +95,11 @@ impl $t {
         let t = self.tx.open_table(PRESETS_TABLE)?;
         t.get((user.0, number))?.map(|v| Preset::decode(v.value())).transpose()
     }
+    /// Bytes the disk budget counts: the distinct files library items reference and the
+    /// live uploaded inputs (a file that is both counts twice, which errs on the safe side).
+    pub fn counted_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.get_counter(MEDIA_BYTES)?.saturating_add(self.get_counter(super::inputs::INPUT_BYTES)?))
+    }
     /// A counter's value (0 when never bumped).
     pub fn get_counter(&self, name: &str) -> Result<u64, StoreError> {
         let t = self.tx.open_table(COUNTERS_TABLE)?;
@@ -132,7 +139,7 @@ impl Tx {
         let mut counters = self.tx.open_table(COUNTERS_TABLE)?;
         let total = counters.get(MEDIA_BYTES)?.map(|v| v.value()).unwrap_or(0);
         counters.insert(MEDIA_BYTES, total.saturating_sub(item.bytes))?;
-        Ok(Some(Orphan { sha256: item.sha256, ext: item.ext }))
+        Ok(Some(Orphan { sha256: item.sha256, ext: item.ext, bytes: item.bytes }))
     }
 
     /// Adds `by` to a counter.
@@ -180,8 +187,9 @@ impl Tx {
     /// Applies the retention limits after `keep` (the item just stored) was added.
     ///
     /// `max_items` (0 = no limit) caps each owner's item count: `user`'s oldest non-favourite
-    /// items go first. `budget_bytes` (0 = no limit) caps the bytes of all referenced files:
-    /// the oldest non-favourite items of anyone go until the total fits (an item whose file
+    /// items go first. `budget_bytes` (0 = no limit) caps the bytes of all referenced files and
+    /// live inputs ([`Tx::counted_bytes`]): the oldest non-favourite items of anyone go until
+    /// the total fits (an item whose file
     /// is shared frees nothing until its last sibling goes). Favourites and `keep` are never
     /// removed; `favourites_full` says the user's cap could not be met.
     pub fn enforce_retention(
@@ -213,7 +221,7 @@ impl Tx {
             }
             out.favourites_full = excess > 0;
         }
-        if budget_bytes > 0 && self.get_counter(MEDIA_BYTES)? > budget_bytes {
+        if budget_bytes > 0 && self.counted_bytes()? > budget_bytes {
             // Oldest first across everyone: library ids are UUIDv7.
             let candidates: Vec<LibraryItem> = {
                 let t = self.tx.open_table(LIBRARY_TABLE)?;
@@ -223,7 +231,7 @@ impl Tx {
                     .collect::<Result<_, StoreError>>()?
             };
             for item in candidates {
-                if self.get_counter(MEDIA_BYTES)? <= budget_bytes {
+                if self.counted_bytes()? <= budget_bytes {
                     break;
                 }
                 out.orphans.extend(self.delete_library_item(item.id)?);
@@ -238,7 +246,8 @@ impl Store {
     /// [`Store::write`] for changes that may drop the last reference to files: the closure
     /// returns the orphans, which are removed from `media/` before the commit, while the write
     /// lock still keeps any insert of the same bytes out (it re-writes the file inside its own
-    /// transaction, see `jobs::generate`).
+    /// transaction, see `jobs::generate`). Files are content-addressed, so an orphan's file
+    /// stays when it is also a live input or an active job reads it.
     pub async fn write_pruning<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -248,8 +257,14 @@ impl Store {
         let store = self.clone();
         self.write(move |tx| {
             let (out, orphans) = f(tx)?;
-            for o in orphans {
-                store.remove_media_file(&o)?;
+            if !orphans.is_empty() {
+                let live = tx.find_active_job_files()?;
+                let now = crate::domain::now_ms();
+                for o in orphans {
+                    if !tx.keeps_file(&o, &live, now)? {
+                        store.remove_media_file(&o)?;
+                    }
+                }
             }
             Ok(out)
         })
@@ -266,12 +281,12 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::domain::Format;
 
     /// An item of `owner` whose file holds `bytes` (written to `media/` like a result).
-    fn item(store: &Store, owner: i64, bytes: &[u8], favourite: bool) -> LibraryItem {
+    pub(in crate::store) fn item(store: &Store, owner: i64, bytes: &[u8], favourite: bool) -> LibraryItem {
         let sha256 = crate::imaging::sha256_hex(bytes);
         store.put_media_file(&sha256, "png", bytes).expect("file");
         LibraryItem {
@@ -302,7 +317,7 @@ mod tests {
     }
 
     /// Inserts `it` and applies retention as `jobs::generate::store_result` does.
-    fn add(store: &Store, it: &LibraryItem, max_items: u32, budget: u64) -> Retention {
+    pub(in crate::store) fn add(store: &Store, it: &LibraryItem, max_items: u32, budget: u64) -> Retention {
         let it = it.clone();
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
         rt.block_on(store.write_pruning(move |tx| {
@@ -356,7 +371,7 @@ mod tests {
                 Ok::<_, crate::store::StoreError>((o.clone(), o.into_iter().collect()))
             }))
             .expect("delete");
-        assert_eq!(removed, Some(Orphan { sha256: shared_b.sha256.clone(), ext: "png".into() }));
+        assert_eq!(removed, Some(Orphan { sha256: shared_b.sha256.clone(), ext: "png".into(), bytes: 11 }));
         assert!(!store.media_path(&shared_b.sha256, "png").exists(), "last reference gone → file gone");
 
         // A quota full of favourites: nothing is removed, and the caller is told.

@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 6;
+pub const SCHEMA_VERSION: u64 = 7;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,6 +27,7 @@ const STEPS: &[(u64, &str, Step)] = &[
     // each step opens only its own tables.
     (5, "005_admin_aggregates", m005_admin_aggregates),
     (6, "006_user_list_rows_in_name_index", m006_user_list_rows),
+    (7, "007_uploaded_inputs", m007_inputs),
 ];
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
@@ -91,6 +92,13 @@ const USER_NAMES_V1: redb::TableDefinition<(&str, i64), ()> = redb::TableDefinit
 fn m006_user_list_rows(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.delete_table(USER_NAMES_V1)?;
     Ok(Outcome::Execute(super::stats::rebuild_names(tx)?))
+}
+
+/// Uploaded input photos get records (and a retention); the inputs of older jobs are adopted
+/// by the job engine's first prune, which can look at the files (`Store::adopt_inputs`).
+fn m007_inputs(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    tx.open_table(INPUTS_TABLE)?;
+    Ok(Outcome::Execute(1))
 }
 
 /// Reads the stored schema version (0 for a new file).

@@ -6,6 +6,7 @@
 //! ledger row, a balance and a job change commit together or not at all.
 
 pub mod backup;
+pub mod inputs;
 pub mod library;
 pub mod migrations;
 pub mod records;
@@ -111,11 +112,6 @@ impl Store {
     /// write fails until the process restarts (see [`watch`]).
     pub fn io_watch(&self) -> &watch::IoWatch {
         &self.io
-    }
-
-    /// Directory holding result files named by sha256.
-    pub fn media_dir(&self) -> &Path {
-        &self.media_dir
     }
 
     /// Runs a read-only closure on the blocking pool.
@@ -486,10 +482,31 @@ impl $t {
         let t = self.tx.open_table(BROADCASTS_TABLE)?;
         t.iter()?.rev().take(limit).map(|r| Broadcast::decode(r?.1.value())).collect()
     }
-    /// Up to `n` most recent recorded durations (ms) of a model, all formats together.
+    /// Up to `n` most recent recorded durations (ms) of a model, all formats together, newest
+    /// first. Keys sort by format before job id, so this reads the newest `n` of each format
+    /// (a few formats: at most a few × `n` rows, however many are stored) and keeps the
+    /// newest `n` by job id (UUIDv7, creation order).
     pub fn find_recent_durations(&self, model: &str, n: usize) -> Result<Vec<u64>, StoreError> {
+        use std::ops::Bound;
         let t = self.tx.open_table(STATS_TABLE)?;
-        t.range((model, "", 0u128)..=(model, "\u{10FFFF}", u128::MAX))?.rev().take(n).map(|r| Ok(r?.1.value())).collect()
+        let end = Bound::Included((model, "\u{10FFFF}", u128::MAX));
+        let mut newest: Vec<(u128, u64)> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let start = match &after {
+                None => Bound::Included((model, "", 0u128)),
+                Some(f) => Bound::Excluded((model, f.as_str(), u128::MAX)),
+            };
+            let Some(first) = t.range::<(&str, &str, u128)>((start, end))?.next() else { break };
+            let format = first?.0.value().1.to_string();
+            for r in t.range((model, format.as_str(), 0u128)..=(model, format.as_str(), u128::MAX))?.rev().take(n) {
+                let (k, v) = r?;
+                newest.push((k.value().2, v.value()));
+            }
+            after = Some(format);
+        }
+        newest.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        Ok(newest.into_iter().take(n).map(|(_, ms)| ms).collect())
     }
     /// Every user.
     /// Updates received but not finished, oldest first: `(update_id, Bot API JSON)`.
@@ -530,20 +547,11 @@ impl $t {
         let t = self.tx.open_table(MEDIA_REFS_TABLE)?;
         Ok(t.get(sha256)?.map(|v| v.value()).unwrap_or(0))
     }
-    /// Durations (ms) recorded for a model: the last `n` for `format` (newest first) and all.
-    pub fn find_durations(&self, model: &str, format: &str, n: usize) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
+    /// Up to `n` most recent durations (ms) recorded for a model with `format` (a
+    /// `JobPayload::stats_key`), newest first.
+    pub fn find_durations(&self, model: &str, format: &str, n: usize) -> Result<Vec<u64>, StoreError> {
         let t = self.tx.open_table(STATS_TABLE)?;
-        let recent = t
-            .range((model, format, 0u128)..=(model, format, u128::MAX))?
-            .rev()
-            .take(n)
-            .map(|r| Ok(r?.1.value()))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let all = t
-            .range((model, "", 0u128)..=(model, "\u{10FFFF}", u128::MAX))?
-            .map(|r| Ok(r?.1.value()))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok((recent, all))
+        t.range((model, format, 0u128)..=(model, format, u128::MAX))?.rev().take(n).map(|r| Ok(r?.1.value())).collect()
     }
 }
     )*};
@@ -599,7 +607,9 @@ impl Tx {
     /// Stores a job and keeps the active-jobs index in step: a job stays active while it is
     /// not terminal or its final message (result or failure notice) is still to be sent or was
     /// cut off mid-send (`Attempted`: the next start tells the user, see `Delivery::Interrupted`).
+    /// The uploaded inputs it reads start their retention time again (`inputs`).
     pub fn put_job(&mut self, j: &JobRecord) -> Result<(), StoreError> {
+        self.touch_inputs(j.payload.input_files(), crate::domain::now_ms())?;
         let old = self.get_job(j.id)?;
         stats::on_job(&self.tx, old.as_ref(), j)?;
         {
@@ -616,7 +626,9 @@ impl Tx {
     }
     /// Saves a draft. A draft that already produced a job stays consumed: a re-delivered update
     /// rebuilds the same draft (its id comes from the message) and must not free it again.
+    /// The uploaded inputs it names start their retention time again (`inputs`).
     pub fn put_draft(&mut self, d: &Draft) -> Result<(), StoreError> {
+        self.touch_inputs(d.inputs.iter().map(String::as_str), crate::domain::now_ms())?;
         let mut t = self.tx.open_table(DRAFTS_TABLE)?;
         let existing_job = t.get(d.id)?.map(|v| Draft::decode(v.value())).transpose()?.and_then(|old| old.job_id);
         if d.job_id.is_none() && existing_job.is_some() {

@@ -242,15 +242,27 @@ impl JobPayload {
         }
     }
 
+    /// The media files (sha256) the job reads: edit inputs, the photo to caption or enlarge.
+    pub fn input_files(&self) -> impl Iterator<Item = &str> {
+        let files: &[String] = match self {
+            JobPayload::Generate { inputs, .. } => inputs,
+            JobPayload::AddText { input, .. } | JobPayload::Resize { input, .. } => std::slice::from_ref(input),
+        };
+        files.iter().map(String::as_str)
+    }
+
     /// Second key of the processing-time statistics (after the model id): the output format
     /// for generations, `local` for local tools, whose time does not depend on a format.
     pub fn stats_key(&self) -> &'static str {
         match self {
             JobPayload::Generate { format, .. } => format.as_str(),
-            JobPayload::AddText { .. } | JobPayload::Resize { .. } => "local",
+            JobPayload::AddText { .. } | JobPayload::Resize { .. } => LOCAL_STATS_KEY,
         }
     }
 }
+
+/// [`JobPayload::stats_key`] of local tool jobs.
+pub const LOCAL_STATS_KEY: &str = "local";
 
 /// Error classes, decided once per provider answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,6 +272,11 @@ pub enum ErrorClass {
     Rejected,
     Retired,
     Unauthorized,
+    /// HTTP 402 for one model: that model is switched off, not its provider.
+    PaymentRequired,
+    /// The provider refused the model's configuration (a ComfyUI workflow that fails
+    /// validation): the model is switched off until an admin fixes it.
+    Misconfigured,
     Failed,
     Timeout,
     Internal,
@@ -429,6 +446,22 @@ pub struct Draft {
     pub job_id: Option<JobId>,
 }
 impl Record for Draft {
+    const VERSION: u32 = 1;
+}
+
+/// An uploaded input photo under `media/<sha256>.<ext>` (`inputs-1`, keyed by the sha256):
+/// kept while a job or a draft uses it, and for `library.input_retention_days` after its last
+/// use; never removed while a library item or an active job references the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputRecord {
+    /// File extension (`jpg`, `png`, `webp`, `gif`).
+    pub ext: String,
+    /// File size in bytes (counted in `library.disk_budget_mb`).
+    pub bytes: u64,
+    /// When it was last accepted, or written in a job or a draft (ms since the epoch).
+    pub last_used_at: i64,
+}
+impl Record for InputRecord {
     const VERSION: u32 = 1;
 }
 

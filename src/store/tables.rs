@@ -69,3 +69,8 @@ pub const SETTINGS_TABLE: TableDefinition<&str, i64> = TableDefinition::new("set
 /// last activity: key = user id → value = day number of the user's newest job; keeps the
 /// dashboard's `last_active` counters (users per last-active day) without a scan.
 pub const LAST_ACTIVE_TABLE: TableDefinition<i64, i64> = TableDefinition::new("last-active-1");
+/// uploaded inputs: key = sha256 hex of a file under `media/` that a user sent as a job input
+/// → value = `InputRecord` (extension, size, last use). Present = live: pruned
+/// `library.input_retention_days` after the last use (the file only when no library item and
+/// no active job references it).
+pub const INPUTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("inputs-1");

@@ -7,6 +7,7 @@ mod crash;
 mod e2e;
 pub mod fakes;
 mod faults;
+mod hardening;
 pub mod harness;
 mod library;
 mod packaging;

@@ -137,13 +137,22 @@ async fn providers_fal_input_images_and_built_urls() {
 async fn providers_fal_submit_errors_classified() {
     let fal = FakeFal::start().await;
     let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
-    let cases: [(u16, &str, IsExpected); 6] = [
+    let cases: [(u16, &str, IsExpected); 8] = [
         (500, r#"{"detail":"Internal Server Error"}"#, |e| matches!(e, ProviderError::Transient(_))),
         (429, r#"{"detail":"rate limited"}"#, |e| matches!(e, ProviderError::Transient(_))),
         (404, r#"{"detail":"Application 'nope' not found"}"#, |e| matches!(e, ProviderError::Retired(_))),
         (401, r#"{"detail":"Invalid key"}"#, |e| matches!(e, ProviderError::Unauthorized(_))),
         (403, r#"{"detail":"User is locked. Reason: Exhausted balance."}"#, |e| {
             matches!(e, ProviderError::Unauthorized(_))
+        }),
+        // One model's payment, not the account: the model goes, the provider stays.
+        (
+            402,
+            r#"{"detail":"Payment required to use this model"}"#,
+            |e| matches!(e, ProviderError::PaymentRequired(m) if m.contains("Payment required to use this model")),
+        ),
+        (400, r#"{"detail":"Payment Required: this endpoint is billed per image"}"#, |e| {
+            matches!(e, ProviderError::PaymentRequired(_))
         }),
         (
             422,
@@ -156,7 +165,7 @@ async fn providers_fal_submit_errors_classified() {
         let e = p.submit(&request("fal-ai/flux/dev"), None).await.expect_err("must fail");
         assert!(check(&e), "HTTP {status} → {e:?}");
     }
-    assert_eq!(fal.submits("fal-ai/flux/dev"), 6);
+    assert_eq!(fal.submits("fal-ai/flux/dev"), 8);
 }
 
 async fn run_failing(fal: &FakeFal, p: &FalProvider, s: FalScenario) -> ProviderError {
@@ -333,20 +342,23 @@ async fn providers_comfy_failures_classified() {
     let comfy = FakeComfy::start().await;
     let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
 
+    // A workflow ComfyUI's validation refuses is the operator's to fix, not the user's.
     let e = p.submit(&comfy_request(workflow("bad_input.json")), None).await.expect_err("400");
     match e {
-        ProviderError::Rejected(m) => {
+        ProviderError::Misconfigured(m) => {
             assert!(m.contains("Prompt outputs failed validation"), "{m}");
             assert!(m.contains("node 2 (ImageScaleBy)"), "{m}");
             assert!(m.contains("bigger than max of 8.0"), "{m}");
         }
-        other => panic!("expected Rejected, got {other:?}"),
+        other => panic!("expected Misconfigured, got {other:?}"),
     }
     // An input placeholder without an uploaded image reaches ComfyUI, which rejects it.
     let mut wf = workflow("invert.json");
     wf["1"]["inputs"]["image"] = json!("{{input_image}}");
     let e = p.submit(&comfy_request(wf), None).await.expect_err("400");
-    assert!(matches!(e, ProviderError::Rejected(ref m) if m.contains("Invalid image file")), "{e:?}");
+    assert!(matches!(e, ProviderError::Misconfigured(ref m) if m.contains("Invalid image file")), "{e:?}");
+    let e = p.submit(&comfy_request(json!({"1": {"class_type": "NoSuchNode", "inputs": {}}})), None).await;
+    assert!(matches!(e, Err(ProviderError::Misconfigured(ref m)) if m.contains("NoSuchNode")), "{e:?}");
 
     let sub = p.submit(&comfy_request(workflow("runtime_error.json")), None).await.expect("submit");
     let e = p.wait(&sub, &|_| {}).await.expect_err("runtime error");
@@ -491,4 +503,59 @@ async fn providers_comfy_server_down_is_transient() {
     let e = p.submit(&comfy_request(template()), None).await.expect_err("down");
     assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
     assert!(matches!(ComfyProvider::new(&cfg(ProviderKind::Comfyui, "ftp://x")), Err(ProviderError::Failed(_))));
+}
+
+/// A config with one ComfyUI provider at `base` and one model per workflow (written to `dir`).
+fn comfy_config(dir: &std::path::Path, base: &str, workflows: &[Value]) -> crate::config::Config {
+    let mut c = crate::config::Config::default();
+    c.providers.push(cfg(ProviderKind::Comfyui, base));
+    for (i, wf) in workflows.iter().enumerate() {
+        let path = dir.join(format!("wf{i}.json"));
+        std::fs::write(&path, wf.to_string()).expect("workflow");
+        let mut m = crate::tests::harness::model(&format!("m{i}"), "comfyui", 5);
+        m.workflow = Some(path);
+        c.models.push(m);
+    }
+    c.validate().expect("valid otherwise");
+    c
+}
+
+#[tokio::test]
+async fn check_config_names_unknown_placeholders_and_asks_the_server_online() {
+    let comfy = FakeComfy::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut good = workflow("invert.json");
+    good["1"]["inputs"]["image"] = json!("{{input_image}}");
+    good["2"]["inputs"]["scale_by"] = json!("{{seed}}");
+    let mut bad = workflow("video_from_image.json");
+    bad["3"]["class_type"] = json!("ImageInvertPlus");
+    bad["2"]["inputs"]["mode"] = json!("fast");
+    let c = comfy_config(dir.path(), &comfy.base_url(), &[good, bad]);
+
+    let offline = crate::cli::check_workflows(&c, false).await;
+    assert_eq!(offline.len(), 3, "{offline:#?}");
+    assert!(offline.iter().all(|p| p.starts_with("models[1].workflow (m1): ")), "{offline:#?}");
+    assert!(
+        offline.iter().any(|p| p.contains("node 5 (RepeatImageBatch) input amount: unknown placeholder {{frames}}"))
+    );
+    assert!(offline.iter().any(|p| p.contains("node 7 (CreateVideo) input fps: unknown placeholder {{fps}}")));
+
+    let online = crate::cli::check_workflows(&c, true).await;
+    let extra: Vec<&String> = online.iter().filter(|p| !offline.contains(p)).collect();
+    assert_eq!(
+        extra,
+        [
+            "models[1].workflow (m1): node 2 (ImageScale): unknown input mode",
+            "models[1].workflow (m1): node 3: unknown class_type ImageInvertPlus (not on this server)",
+        ],
+        "{online:#?}"
+    );
+
+    let base = comfy.base_url();
+    drop(comfy);
+    let down = comfy_config(dir.path(), &base, &[workflow("empty.json")]);
+    let problems = crate::cli::check_workflows(&down, true).await;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("providers[0] (comfyui): GET /object_info failed"), "{problems:?}");
+    assert!(crate::cli::check_workflows(&down, false).await.is_empty(), "offline, a good workflow passes");
 }

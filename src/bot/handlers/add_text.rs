@@ -108,7 +108,8 @@ pub async fn finish(
     let user = me.id();
     let payload = JobPayload::AddText { input, text, wishes };
     let name = lang.t("add_text_name");
-    super::library::submit_with_progress(bot, chat, ctx, me, &name, |to| async move {
+    let eta = ctx.jobs.eta_for_tool(crate::domain::ADD_TEXT_MODEL).await;
+    super::library::submit_with_progress(bot, chat, ctx, me, (&name, eta), |to| async move {
         ctx.jobs
             .submit(NewJob {
                 user_id: user,

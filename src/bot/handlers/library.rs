@@ -146,14 +146,15 @@ async fn open(
     Ok(None)
 }
 
-/// Sends the "queued" message a new job will edit with its progress, creates the job with
-/// `submit`, and reports a refusal (credits, model gone) on that message.
+/// Sends the "queued" message (with the job's expected duration, `eta` seconds) a new job
+/// will edit with its progress, creates the job with `submit`, and reports a refusal
+/// (credits, model gone, photos pruned) on that message.
 pub(super) async fn submit_with_progress<F, Fut>(
     bot: &TgBot,
     chat: ChatId,
     ctx: &BotCtx,
     me: &Caller,
-    model_name: &str,
+    (model_name, eta): (&str, u64),
     submit: F,
 ) -> Result<(), BotError>
 where
@@ -161,7 +162,7 @@ where
     Fut: std::future::Future<Output = Result<Option<Submitted>, JobsError>>,
 {
     let lang = me.lang;
-    let queued = lang.tf("queued", &[("position", &1), ("model", &model_name), ("eta", &1)]);
+    let queued = lang.tf("queued", &[("position", &1), ("model", &model_name), ("eta", &eta)]);
     let progress = bot.send_message(chat, queued).await?.id;
     let target = JobTarget { chat_id: chat.0, lang: lang.code().into(), progress_message_id: Some(progress.0) };
     let text = match submit(target).await {
@@ -171,6 +172,7 @@ where
         Ok(Some(_)) => return Ok(()),
         Ok(None) => lang.t("not_yours"),
         Err(JobsError::UnknownModel(_) | JobsError::ModelDisabled(_)) => lang.t("no_models"),
+        Err(JobsError::InputsGone) => lang.t("inputs_gone"),
         Err(e) => return Err(e.into()),
     };
     bot.edit_message_text(chat, progress, text).await?;
@@ -259,7 +261,8 @@ pub async fn on_callback(
                 return refused();
             };
             let name = model_label(ctx, lang, &item.model_id);
-            submit_with_progress(bot, chat, ctx, me, &name, |to| ctx.jobs.rerun(user, id, to)).await?;
+            let eta = ctx.jobs.eta_for(&item.model_id, item.format).await;
+            submit_with_progress(bot, chat, ctx, me, (&name, eta), |to| ctx.jobs.rerun(user, id, to)).await?;
             Ok(None)
         }
         Callback::ResizeMenu(id) => {
@@ -273,7 +276,8 @@ pub async fn on_callback(
             let Some(it) = ctx.library.owned_item(user, item).await? else { return refused() };
             restore_actions(bot, chat, mid, lang, &it).await?;
             let name = lang.t("resize_name");
-            submit_with_progress(bot, chat, ctx, me, &name, |to| ctx.jobs.resize(user, item, factor.into(), to))
+            let eta = ctx.jobs.eta_for_tool(crate::domain::RESIZE_MODEL).await;
+            submit_with_progress(bot, chat, ctx, me, (&name, eta), |to| ctx.jobs.resize(user, item, factor.into(), to))
                 .await?;
             Ok(None)
         }

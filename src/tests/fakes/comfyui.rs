@@ -12,11 +12,16 @@
 //!   connected are dropped, as on the real server). `feature_flags` is answered.
 //! - `GET /history/{id}` — `{}` until finished, then the recorded entry shape.
 //! - `GET /view?filename&subfolder&type` — the saved PNG (a real gradient, sized from the
-//!   graph's first `width`/`height` inputs, else 512×512); 404 when missing.
+//!   graph's first `width`/`height` inputs, else 512×512, carrying the graph in a `prompt`
+//!   tEXt chunk as SaveImage writes it); 404 when missing.
 //! - `POST /upload/image` — multipart `image` (+ `overwrite`, `subfolder`, `type`) →
 //!   `{name, subfolder, type}`.
 //! - `GET /queue`, `POST /queue {"delete": [..]} | {"clear": true}`, `POST /interrupt`,
 //!   `GET /prompt`, `GET /system_stats`.
+//! - `GET /object_info`, `GET /object_info/{class}` — node definitions in the recorded shape:
+//!   the core weight-free nodes of protocols.md §3.3 and those the recorded workflows use
+//!   (the video nodes copied from `recorded-video-0.3.64.json`); `LoadImage` lists the
+//!   uploaded files; an unknown class answers `{}`.
 //!
 //! Prompts run one at a time in a background executor: `run_delay` after submit (default
 //! 100 ms, so a client can connect its socket), then node by node with `progress` steps on the
@@ -186,7 +191,9 @@ impl FakeComfy {
             .route("/upload/image", post(upload))
             .route("/queue", get(get_queue).post(post_queue))
             .route("/interrupt", post(interrupt))
-            .route("/system_stats", get(system_stats));
+            .route("/system_stats", get(system_stats))
+            .route("/object_info", get(all_object_info))
+            .route("/object_info/{class}", get(one_object_info));
         let router = routes
             .clone()
             .nest("/api", routes)
@@ -574,6 +581,214 @@ async fn system_stats() -> Json<Value> {
     }))
 }
 
+/// One `/object_info` entry in the server's shape.
+struct NodeDef {
+    class: &'static str,
+    display: &'static str,
+    category: &'static str,
+    module: &'static str,
+    required: Vec<(&'static str, Value)>,
+    outputs: &'static [&'static str],
+    /// Output nodes take the hidden `prompt` / `extra_pnginfo` inputs.
+    output_node: bool,
+}
+
+impl NodeDef {
+    fn json(&self) -> Value {
+        let mut input = json!({"required": self.required.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<serde_json::Map<_, _>>()});
+        let mut order = json!({"required": self.required.iter().map(|(k, _)| *k).collect::<Vec<_>>()});
+        if self.output_node {
+            input["hidden"] = json!({"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"});
+            order["hidden"] = json!(["prompt", "extra_pnginfo"]);
+        }
+        json!({
+            "input": input, "input_order": order,
+            "output": self.outputs, "output_is_list": self.outputs.iter().map(|_| false).collect::<Vec<_>>(),
+            "output_name": self.outputs, "name": self.class, "display_name": self.display, "description": "",
+            "python_module": self.module, "category": self.category, "output_node": self.output_node,
+        })
+    }
+}
+
+/// The node definitions this fake serves: core weight-free nodes (protocols.md §3.3, ranges
+/// as ComfyUI 0.3.64 declares them) and the recorded video nodes. `inputs` are the uploaded
+/// files `LoadImage` offers.
+fn node_defs(inputs: Vec<String>) -> serde_json::Map<String, Value> {
+    const METHODS: [&str; 5] = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"];
+    let image = || json!(["IMAGE"]);
+    let int =
+        |default: i64, min: i64, max: i64| json!(["INT", {"default": default, "min": min, "max": max, "step": 1}]);
+    let float =
+        |default: f64, min: f64, max: f64| json!(["FLOAT", {"default": default, "min": min, "max": max, "step": 0.01}]);
+    let save = |class, display| NodeDef {
+        class,
+        display,
+        category: "image",
+        module: "nodes",
+        required: vec![("images", image()), ("filename_prefix", json!(["STRING", {"default": "ComfyUI"}]))],
+        outputs: &[],
+        output_node: true,
+    };
+    let node = |class, display, category, module, required, outputs| NodeDef {
+        class,
+        display,
+        category,
+        module,
+        required,
+        outputs,
+        output_node: false,
+    };
+    let defs = [
+        node(
+            "LoadImage",
+            "Load Image",
+            "image",
+            "nodes",
+            vec![("image", json!([inputs, {"image_upload": true}]))],
+            &["IMAGE", "MASK"],
+        ),
+        save("SaveImage", "Save Image"),
+        save("PreviewImage", "Preview Image"),
+        NodeDef {
+            required: vec![("images", image())],
+            ..node(
+                "SaveImageWebsocket",
+                "SaveImageWebsocket",
+                "api node/image",
+                "custom_nodes.websocket_image_save",
+                vec![],
+                &[],
+            )
+        },
+        node(
+            "EmptyImage",
+            "EmptyImage",
+            "image",
+            "nodes",
+            vec![
+                ("width", int(512, 1, 16384)),
+                ("height", int(512, 1, 16384)),
+                ("batch_size", int(1, 1, 4096)),
+                ("color", json!(["INT", {"default": 0, "min": 0, "max": 16777215, "step": 1, "display": "color"}])),
+            ],
+            &["IMAGE"],
+        ),
+        node(
+            "ImageScale",
+            "Upscale Image",
+            "image/upscaling",
+            "nodes",
+            vec![
+                ("image", image()),
+                ("upscale_method", json!([METHODS])),
+                ("width", int(512, 0, 16384)),
+                ("height", int(512, 0, 16384)),
+                ("crop", json!([["disabled", "center"]])),
+            ],
+            &["IMAGE"],
+        ),
+        node(
+            "ImageScaleBy",
+            "Upscale Image By",
+            "image/upscaling",
+            "nodes",
+            vec![("image", image()), ("upscale_method", json!([METHODS])), ("scale_by", float(1.0, 0.01, 8.0))],
+            &["IMAGE"],
+        ),
+        node("ImageInvert", "Invert Image", "image", "nodes", vec![("image", image())], &["IMAGE"]),
+        node(
+            "ImageBlur",
+            "Image Blur",
+            "image/postprocessing",
+            "comfy_extras.nodes_post_processing",
+            vec![("image", image()), ("blur_radius", int(1, 1, 31)), ("sigma", float(1.0, 0.1, 10.0))],
+            &["IMAGE"],
+        ),
+        node(
+            "ImageToMask",
+            "Convert Image to Mask",
+            "mask",
+            "comfy_extras.nodes_mask",
+            vec![("image", image()), ("channel", json!([["red", "green", "blue", "alpha"]]))],
+            &["MASK"],
+        ),
+        node(
+            "MaskToImage",
+            "Convert Mask to Image",
+            "mask",
+            "comfy_extras.nodes_mask",
+            vec![("mask", json!(["MASK"]))],
+            &["IMAGE"],
+        ),
+        node(
+            "ImageBatch",
+            "Batch Images",
+            "image",
+            "nodes",
+            vec![("image1", image()), ("image2", image())],
+            &["IMAGE"],
+        ),
+        node(
+            "RepeatImageBatch",
+            "RepeatImageBatch",
+            "image/batch",
+            "comfy_extras.nodes_images",
+            vec![("image", image()), ("amount", int(1, 1, 4096))],
+            &["IMAGE"],
+        ),
+        node(
+            "ImageFromBatch",
+            "ImageFromBatch",
+            "image/batch",
+            "comfy_extras.nodes_images",
+            vec![("image", image()), ("batch_index", int(0, 0, 4095)), ("length", int(1, 1, 4096))],
+            &["IMAGE"],
+        ),
+    ];
+    let mut out: serde_json::Map<String, Value> = defs.iter().map(|d| (d.class.to_string(), d.json())).collect();
+    out.extend(recorded_video_nodes());
+    out
+}
+
+/// The video nodes exactly as the recorded server described them (`GET /object_info/{class}`
+/// in `recorded-video-0.3.64.json`).
+fn recorded_video_nodes() -> serde_json::Map<String, Value> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/comfyui/recorded-video-0.3.64.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("video recording")).expect("json");
+    let mut out = serde_json::Map::new();
+    for e in v["transcript"].as_array().into_iter().flatten() {
+        if e["label"].as_str().is_some_and(|l| l.starts_with("GET /object_info/")) {
+            out.extend(e["response"]["json"].as_object().cloned().unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn uploaded_inputs(st: &ComfyState) -> Vec<String> {
+    let mut names: Vec<String> = st
+        .files
+        .keys()
+        .filter(|(kind, _, _)| kind == "input")
+        .map(|(_, sub, name)| if sub.is_empty() { name.clone() } else { format!("{sub}/{name}") })
+        .collect();
+    names.sort();
+    names
+}
+
+async fn all_object_info(State(sh): State<Sh>) -> Response {
+    let inputs = uploaded_inputs(&sh.st());
+    json_response(StatusCode::OK, Value::Object(node_defs(inputs)))
+}
+
+async fn one_object_info(State(sh): State<Sh>, Path(class): Path<String>) -> Response {
+    let inputs = uploaded_inputs(&sh.st());
+    let body = match node_defs(inputs).remove(&class) {
+        Some(def) => json!({ class: def }),
+        None => json!({}),
+    };
+    json_response(StatusCode::OK, body)
+}
+
 async fn ws(State(sh): State<Sh>, Query(q): Query<HashMap<String, String>>, upgrade: WebSocketUpgrade) -> Response {
     if !sh.st().ws_enabled {
         return (StatusCode::FORBIDDEN, "websocket disabled").into_response();
@@ -773,7 +988,9 @@ async fn execute(sh: &Shared, p: Prompt) {
             let (subfolder, base) =
                 prefix.rsplit_once('/').map_or((String::new(), prefix.clone()), |(s, b)| (s.into(), b.into()));
             let (w, h) = output_size(&p.graph);
-            let png = super::gradient_png(w, h);
+            // SaveImage writes the graph into every PNG (seen on the real server).
+            let text = [b"prompt\0".as_slice(), p.graph.to_string().as_bytes()].concat();
+            let png = super::png_with_chunk(&super::gradient_png(w, h), b"tEXt", &text);
             let filename = {
                 let mut st = sh.st();
                 let n = st.counters.entry((subfolder.clone(), base.clone())).or_insert(0);
@@ -995,6 +1212,54 @@ mod tests {
         let unknown: Value =
             http.get(format!("{base}/history/nope")).send().await.expect("h").json().await.expect("json");
         assert_eq!(unknown, json!({}));
+    }
+
+    #[tokio::test]
+    async fn fake_comfy_object_info_has_the_recorded_shape() {
+        let t = recorded();
+        let fake = FakeComfy::start().await;
+        let http = reqwest::Client::new();
+        let base = fake.base_url();
+        let one: Value =
+            http.get(format!("{base}/object_info/ImageInvert")).send().await.expect("get").json().await.expect("json");
+        assert_eq!(one, exchange_json(&t, "GET /object_info/ImageInvert"), "our table writes what the server wrote");
+        let all: Value =
+            http.get(format!("{base}/api/object_info")).send().await.expect("get").json().await.expect("json");
+        for (class, def) in all.as_object().expect("object") {
+            assert!(keys(&one["ImageInvert"]).is_subset(&keys(def)), "{class}: {def}");
+            assert_eq!(def["name"], json!(class));
+        }
+        // Every node of the recorded workflows is known, and LoadImage offers the uploads.
+        for wf in [
+            "empty.json",
+            "invert.json",
+            "runtime_error.json",
+            "slow.json",
+            "ws_progress.json",
+            "video_from_image.json",
+        ] {
+            for (_, node) in workflow(wf).as_object().expect("nodes") {
+                assert!(all.get(class_of(node)).is_some(), "{wf}: {}", class_of(node));
+            }
+        }
+        assert_eq!(
+            all["SaveWEBM"]["input"]["required"]["codec"][1]["options"],
+            json!(["vp9", "av1"]),
+            "recorded entry"
+        );
+        let form = reqwest::multipart::Form::new()
+            .part("image", reqwest::multipart::Part::bytes(super::super::gradient_png(2, 2)).file_name("in.png"));
+        http.post(format!("{base}/upload/image")).multipart(form).send().await.expect("upload");
+        let load: Value =
+            http.get(format!("{base}/object_info/LoadImage")).send().await.expect("get").json().await.expect("json");
+        assert_eq!(load["LoadImage"]["input"]["required"]["image"][0], json!(["in.png"]));
+        let none: Value =
+            http.get(format!("{base}/object_info/NoSuchNode")).send().await.expect("get").json().await.expect("json");
+        assert_eq!(none, json!({}));
+    }
+
+    fn exchange_json(t: &[Value], label: &str) -> Value {
+        t.iter().find(|e| e["label"] == label).map(|e| e["response"]["json"].clone()).expect("recorded exchange")
     }
 
     #[tokio::test]

@@ -61,6 +61,30 @@ pub fn gradient_png(width: u32, height: u32) -> Vec<u8> {
     out.into_inner()
 }
 
+/// `png` with one more chunk (`kind`, `data`, a valid CRC) right after IHDR, where encoders
+/// put text and EXIF chunks.
+pub fn png_with_chunk(png: &[u8], kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+    let mut chunk = u32::try_from(data.len()).expect("chunk size").to_be_bytes().to_vec();
+    chunk.extend_from_slice(&body);
+    chunk.extend_from_slice(&crc32(&body).to_be_bytes());
+    // Signature (8) + IHDR (length 4, type 4, 13 data bytes, CRC 4).
+    let after_ihdr = 8 + 25;
+    [&png[..after_ihdr], &chunk, &png[after_ihdr..]].concat()
+}
+
+/// CRC-32 (ISO-HDLC, as PNG uses), bit by bit: test images are small.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for b in bytes {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
 /// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
 /// For end-to-end tests waiting on a fake's counters.
 pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -207,5 +207,6 @@ fn jobs_error(e: JobsError) -> WebError {
         JobsError::UnknownModel(m) => WebError::BadRequest(format!("model {m} is no longer configured")),
         JobsError::ModelDisabled(m) => WebError::BadRequest(format!("model {m} is disabled")),
         JobsError::Billing(b) => WebError::Billing(b),
+        JobsError::InputsGone => WebError::BadRequest("the job's input photos are no longer stored".into()),
     }
 }
