@@ -409,24 +409,32 @@ impl RunningApp {
         tracing::info!("stopped");
     }
 
-    /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
-    pub async fn wait_for_signal() {
-        let ctrl_c = tokio::signal::ctrl_c();
+    /// Installs the SIGTERM and SIGINT handlers now and returns what resolves on either.
+    /// Call it before starting anything: a signal that arrives before the handler exists
+    /// kills the process (the default action) instead of stopping it cleanly.
+    pub fn signals() -> impl std::future::Future<Output = ()> + Send {
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate());
+            let int = signal(SignalKind::interrupt());
+            async move {
+                match (term, int) {
+                    (Ok(mut t), Ok(mut i)) => {
+                        tokio::select! {
+                            _ = t.recv() => {}
+                            _ = i.recv() => {}
+                        }
+                    }
+                    _ => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
                 }
-            };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
             }
         }
         #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

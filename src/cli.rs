@@ -525,7 +525,7 @@ fn emulator(listen: std::net::SocketAddr) -> anyhow::Result<()> {
             .router()
             .layer(axum::middleware::from_fn(crate::web::security_headers))
             .route("/healthz", axum::routing::get(|| async { "ok" }));
-        axum::serve(listener, router).with_graceful_shutdown(RunningApp::wait_for_signal()).await?;
+        axum::serve(listener, router).with_graceful_shutdown(RunningApp::signals()).await?;
         Ok(())
     })
 }
@@ -534,6 +534,7 @@ fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let sandbox = matches!(mode, Mode::Sandbox);
+        let signals = RunningApp::signals();
         let running = app::start(cfg, mode).await?;
         if sandbox {
             let mut err = std::io::stderr();
@@ -541,7 +542,7 @@ fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
         }
         let fatal = running.health.fatal();
         let failed = tokio::select! {
-            _ = RunningApp::wait_for_signal() => false,
+            _ = signals => false,
             _ = fatal.cancelled() => true,
         };
         tracing::info!("shutting down");
