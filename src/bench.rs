@@ -149,6 +149,8 @@ async fn run_in(dir: &std::path::Path, opts: &QueueBench) -> anyhow::Result<()> 
         images: None,
         mask: false,
         options: vec![],
+        image_fields: vec![],
+        instruction: None,
     });
     let store = Store::open(dir)?;
     let billing = Billing::new(store.clone(), config.billing.clone());

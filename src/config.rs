@@ -414,6 +414,17 @@ pub struct ModelConfig {
     /// the provider under `name`; its `price` is added to the model's `price`.
     #[serde(default)]
     pub options: Vec<ModelOption>,
+    /// The request field of each input photo, in the order the task asks for them
+    /// ([`Task::slots`]): `image_fields = ["swap_image_url", "base_image_url"]` for fal's
+    /// face swap (the face, then the photo to change). One name takes every photo (a list when
+    /// there are several). Unset: the provider's default (fal: `image_urls` for edits and
+    /// several photos, else `image_url`).
+    #[serde(default)]
+    pub image_fields: Vec<String>,
+    /// A fixed instruction sent as the prompt, before the user's own words if any (the seed's
+    /// "Усилить черты" retouch: an edit model told to keep age, lips and structure).
+    #[serde(default)]
+    pub instruction: Option<String>,
 }
 
 /// Most input images one job takes (a Telegram album holds 10).
@@ -729,8 +740,30 @@ impl Config {
                 Task::TextToImage if max > 0 => {
                     return Err(bad(k("images"), "text_to_image models take no input images yet"));
                 }
-                Task::Edit if min == 0 => return Err(bad(k("images"), "edit models take at least 1 image")),
+                Task::TextToImage | Task::ImageToVideo => {}
+                _ if min == 0 => {
+                    return Err(bad(k("images"), format!("{} models take at least 1 image", m.task.as_str())));
+                }
+                t if t.slots().is_some() && (min, max) != (2, 2) => {
+                    return Err(bad(k("images"), format!("{} models take exactly 2 images", t.as_str())));
+                }
                 _ => {}
+            }
+            let field_ok =
+                |f: &String| (1..=64).contains(&f.len()) && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if m.image_fields.iter().any(|f| !field_ok(f))
+                || (m.image_fields.len() > 1 && m.image_fields.len() != usize::from(max))
+            {
+                return Err(bad(k("image_fields"), format!("one field name (a-z 0-9 _) or one per image ({max})")));
+            }
+            if m.task.slots().is_some() && p.kind == ProviderKind::Fal && m.image_fields.len() != 2 {
+                return Err(bad(
+                    k("image_fields"),
+                    format!("name the request field of each of the 2 photos of {}, in order", m.task.as_str()),
+                ));
+            }
+            if m.instruction.as_deref().is_some_and(|i| i.trim().is_empty() || i.len() > 4000) {
+                return Err(bad(k("instruction"), "1–4000 characters"));
             }
             let mut names = HashSet::new();
             for (j, o) in m.options.iter().enumerate() {
@@ -805,7 +838,30 @@ impl Config {
                 images: None,
                 mask: false,
                 options: vec![],
+                image_fields: vec![],
+                instruction: None,
             });
+            // One demo model per photo mode, so every flow can be tried in the sandbox.
+            let demo = self.models.last().cloned().expect("just pushed");
+            for (task, id, label) in [
+                (Task::Edit, "demo-edit", "Demo ✏️"),
+                (Task::Upscale, "demo-upscale", "Demo ⬆️ ×2"),
+                (Task::RemoveBackground, "demo-cutout", "Demo ✂️"),
+                (Task::Retouch, "demo-retouch", "Demo ✨"),
+                (Task::FaceSwap, "demo-faceswap", "Demo 🔄"),
+                (Task::Variations, "demo-variations", "Demo 🎲"),
+                (Task::StyleTransfer, "demo-style", "Demo 🖼"),
+                (Task::Sketch, "demo-sketch", "Demo ✍️"),
+            ] {
+                self.models.push(ModelConfig {
+                    id: id.into(),
+                    display_name: label.into(),
+                    task,
+                    aliases: vec![],
+                    images: (task == Task::Edit).then_some(ImageCount::Range { min: 1, max: 4 }),
+                    ..demo.clone()
+                });
+            }
         }
         self
     }

@@ -106,21 +106,100 @@ impl fmt::Display for Credits {
     }
 }
 
-/// What a job is for. Later modes (edit, upscale, face swap, video…) add variants here.
+/// What a job is for: the model's `task` in config (`text_to_image`, `edit`, `upscale`, …).
+/// Each task has its inputs ([`Task::slots`]), whether it takes an instruction
+/// ([`Task::instruction`]) and a bot flow that asks for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
     TextToImage,
     Edit,
+    /// AI enlargement (fal `fal-ai/recraft/upscale/crisp`, `fal-ai/esrgan`): one photo, no text.
     Upscale,
     ImageToVideo,
+    /// Background removal (fal `fal-ai/birefnet`): one photo → a PNG with alpha.
+    RemoveBackground,
+    /// Skin retouch (fal `fal-ai/retoucher`), or an edit model with a fixed instruction
+    /// (`instruction` in config); the user may add to it.
+    Retouch,
+    /// Face swap: the face first, then the photo whose face is replaced (fal `fal-ai/face-swap`,
+    /// WaveSpeed `wavespeed-ai/image-face-swap`).
+    FaceSwap,
+    /// Variations of one photo.
+    Variations,
+    /// The content photo redrawn in the style photo's style.
+    StyleTransfer,
+    /// A sketch or drawing made into a picture, with a description.
+    Sketch,
+}
+
+/// Whether a task's job takes a text from the user besides its photos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instruction {
+    /// Never asked (upscale, remove background, face swap, variations).
+    None,
+    /// Asked, with "Skip" (retouch, style transfer).
+    Optional,
+    /// Needed: the job is made of it (create, edit, sketch).
+    Required,
+}
+
+/// What one input photo of a task is; the bot asks for each by its role, in this order, and
+/// providers send each under its field (`image_fields` in config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Any photo (edit, upscale…).
+    Photo,
+    /// The face to put in (face swap, first).
+    Face,
+    /// The photo whose face is replaced (face swap, second).
+    Target,
+    /// The photo whose content is kept (style transfer, first).
+    Content,
+    /// The photo whose style is taken (style transfer, second).
+    Style,
+}
+
+impl Slot {
+    /// The locale key of the request for this photo (`slot_face` …).
+    pub fn key(self) -> &'static str {
+        match self {
+            Slot::Photo => "slot_photo",
+            Slot::Face => "slot_face",
+            Slot::Target => "slot_target",
+            Slot::Content => "slot_content",
+            Slot::Style => "slot_style",
+        }
+    }
 }
 
 impl Task {
     /// Tasks a bot flow serves today: a model with any other task could never be reached by a
     /// user, so `check-config` refuses it (`bot::flows_cover_every_handled_task` keeps this list
     /// and the flows in step).
-    pub const HANDLED: [Task; 2] = [Task::TextToImage, Task::Edit];
+    pub const HANDLED: [Task; 9] = [
+        Task::TextToImage,
+        Task::Edit,
+        Task::Upscale,
+        Task::RemoveBackground,
+        Task::Retouch,
+        Task::FaceSwap,
+        Task::Variations,
+        Task::StyleTransfer,
+        Task::Sketch,
+    ];
+
+    /// The photo tools, in menu order: one photo set (in [`Task::slots`] order) and, where
+    /// [`Task::instruction`] says so, a text.
+    pub const TOOLS: [Task; 7] = [
+        Task::Upscale,
+        Task::RemoveBackground,
+        Task::Retouch,
+        Task::FaceSwap,
+        Task::Variations,
+        Task::StyleTransfer,
+        Task::Sketch,
+    ];
 
     /// The config word (`text_to_image`, …).
     pub fn as_str(self) -> &'static str {
@@ -129,16 +208,53 @@ impl Task {
             Task::Edit => "edit",
             Task::Upscale => "upscale",
             Task::ImageToVideo => "image_to_video",
+            Task::RemoveBackground => "remove_background",
+            Task::Retouch => "retouch",
+            Task::FaceSwap => "face_swap",
+            Task::Variations => "variations",
+            Task::StyleTransfer => "style_transfer",
+            Task::Sketch => "sketch",
         }
     }
 
     /// Input images a model of this task takes unless it declares `images`: none to create,
-    /// one to edit, upscale or animate.
+    /// two for face swap and style transfer, one otherwise.
     pub fn default_images(self) -> (u8, u8) {
         match self {
             Task::TextToImage => (0, 0),
-            Task::Edit | Task::Upscale | Task::ImageToVideo => (1, 1),
+            Task::FaceSwap | Task::StyleTransfer => (2, 2),
+            _ => (1, 1),
         }
+    }
+
+    /// What the photos of this task are, in the order they are asked for and sent; `None`
+    /// when they are interchangeable ([`Slot::Photo`] each).
+    pub fn slots(self) -> Option<[Slot; 2]> {
+        match self {
+            Task::FaceSwap => Some([Slot::Face, Slot::Target]),
+            Task::StyleTransfer => Some([Slot::Content, Slot::Style]),
+            _ => None,
+        }
+    }
+
+    /// The role of input photo number `index` (0-based).
+    pub fn slot(self, index: usize) -> Slot {
+        self.slots().and_then(|s| s.get(index).copied()).unwrap_or(Slot::Photo)
+    }
+
+    /// Whether the user gives a text besides the photos.
+    pub fn instruction(self) -> Instruction {
+        match self {
+            Task::TextToImage | Task::Edit | Task::Sketch | Task::ImageToVideo => Instruction::Required,
+            Task::Retouch | Task::StyleTransfer => Instruction::Optional,
+            Task::Upscale | Task::RemoveBackground | Task::FaceSwap | Task::Variations => Instruction::None,
+        }
+    }
+
+    /// Whether the result keeps the input's size (no format is asked): tools change a photo,
+    /// they do not compose a new one.
+    pub fn keeps_size(self) -> bool {
+        !matches!(self, Task::TextToImage | Task::Edit | Task::Sketch | Task::ImageToVideo)
     }
 }
 

@@ -2,6 +2,7 @@
 //! dialogues table through teloxide's [`Storage`] trait, so a restart between two messages does
 //! not lose it; and drafts, the prompts waiting for their buttons.
 
+use crate::domain::Task;
 use crate::store::records::Draft;
 use crate::store::{Store, StoreError};
 use futures_util::future::BoxFuture;
@@ -46,6 +47,25 @@ pub enum Step {
         #[serde(default)]
         caption: Option<String>,
     },
+    /// A photo mode ([`Task::TOOLS`]): the photos received so far in its slot order, and
+    /// its instruction once given (empty when skipped).
+    Tool {
+        task: Task,
+        inputs: Vec<String>,
+        #[serde(default)]
+        caption: Option<String>,
+    },
+}
+
+impl Step {
+    /// The photos gathered by a step that gathers them (an edit's or a photo mode's), and
+    /// the instruction given with them.
+    pub fn photo_set(self) -> Option<(Vec<String>, Option<String>)> {
+        match self {
+            Step::Photos { inputs, caption } | Step::Tool { inputs, caption, .. } => Some((inputs, caption)),
+            _ => None,
+        }
+    }
 }
 
 /// The dialogues and drafts tables as teloxide's dialogue storage.
@@ -118,6 +138,10 @@ mod tests {
             (
                 r#"{"flow":"photos","inputs":["ab","cd"],"caption":"make it blue"}"#,
                 Step::Photos { inputs: vec!["ab".into(), "cd".into()], caption: Some("make it blue".into()) },
+            ),
+            (
+                r#"{"flow":"tool","task":"face_swap","inputs":["ab"],"caption":null}"#,
+                Step::Tool { task: Task::FaceSwap, inputs: vec!["ab".into()], caption: None },
             ),
         ];
         for (stored, step) in cases {

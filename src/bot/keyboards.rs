@@ -6,7 +6,7 @@
 
 use super::i18n::Lang;
 use crate::config::ModelConfig;
-use crate::domain::{Credits, Format, ImageId};
+use crate::domain::{Credits, Format, ImageId, Task};
 use crate::store::records::{LibraryItem, Preset};
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
@@ -101,6 +101,42 @@ pub enum Callback {
         draft: u128,
         model: String,
     },
+    /// "🧰 Photo tools" in the main menu.
+    MenuTools,
+    /// A photo mode chosen (from the tools menu, or under a received photo, which then
+    /// becomes its first input).
+    Tool(Task),
+    /// "⏭ Skip" at a mode's optional instruction.
+    ToolSkip,
+    /// "✖ Cancel" at any step of a photo mode: the flow ends.
+    FlowCancel,
+    /// "✏️ Edit this" under a result: the item becomes the first photo of an edit.
+    EditThis(ImageId),
+    /// "⬆️ Upscale" under a result: the item goes to an AI upscale model (or, with none, to
+    /// the local 2×/4× resize).
+    UpscaleThis(ImageId),
+    /// "📝 Add text" under a received photo: the photo gets a caption drawn on it.
+    TextOnPhoto,
+}
+
+/// The callback code of a photo mode (one letter; every code ever written must keep decoding).
+fn task_code(t: Task) -> &'static str {
+    match t {
+        Task::TextToImage => "c",
+        Task::Edit => "e",
+        Task::Upscale => "u",
+        Task::ImageToVideo => "i",
+        Task::RemoveBackground => "b",
+        Task::Retouch => "r",
+        Task::FaceSwap => "f",
+        Task::Variations => "v",
+        Task::StyleTransfer => "s",
+        Task::Sketch => "k",
+    }
+}
+
+fn task_of(code: &str) -> Option<Task> {
+    [Task::TextToImage, Task::ImageToVideo].into_iter().chain(Task::HANDLED).find(|t| task_code(*t) == code)
 }
 
 /// Which library items a page lists (callback form of `store::library::LibraryFilter`, with a
@@ -174,6 +210,13 @@ impl Callback {
             Callback::Choice { draft, option, value } => format!("{V}:q:{}:{option}:{value}", b36(*draft)),
             Callback::Language(code) => format!("{V}:g:{code}"),
             Callback::Alternative { draft, model } => format!("{V}:y:{}:{model}", b36(*draft)),
+            Callback::MenuTools => format!("{V}:T"),
+            Callback::Tool(task) => format!("{V}:w:{}", task_code(*task)),
+            Callback::ToolSkip => format!("{V}:ws"),
+            Callback::FlowCancel => format!("{V}:X"),
+            Callback::EditThis(id) => format!("{V}:e:{}", id.short()),
+            Callback::UpscaleThis(id) => format!("{V}:U:{}", id.short()),
+            Callback::TextOnPhoto => format!("{V}:wt"),
         }
     }
 
@@ -218,6 +261,13 @@ impl Callback {
             ["q", d, o, v] => Callback::Choice { draft: from_b36(d)?, option: o.parse().ok()?, value: v.parse().ok()? },
             ["g", code @ ("ru" | "en")] => Callback::Language(code.to_string()),
             ["y", d, m] => Callback::Alternative { draft: from_b36(d)?, model: m.to_string() },
+            ["T"] => Callback::MenuTools,
+            ["w", code] => Callback::Tool(task_of(code)?),
+            ["ws"] => Callback::ToolSkip,
+            ["wt"] => Callback::TextOnPhoto,
+            ["X"] => Callback::FlowCancel,
+            ["e", i] => Callback::EditThis(id(i)?),
+            ["U", i] => Callback::UpscaleThis(id(i)?),
             _ => return None,
         })
     }
@@ -253,10 +303,47 @@ fn button(text: String, cb: Callback) -> InlineKeyboardButton {
     InlineKeyboardButton::callback(text, cb.encode())
 }
 
+/// The button of a photo mode ("⬆️ Улучшить" …): locale key `tool_<task>`.
+fn tool_button(lang: Lang, task: Task) -> InlineKeyboardButton {
+    button(lang.t(&format!("tool_{}", task.as_str())), Callback::Tool(task))
+}
+
+/// Photo modes two per row (the ones with a usable model; the caller picks them), then
+/// "✖ Cancel".
+pub fn tools(lang: Lang, tasks: &[Task]) -> InlineKeyboardMarkup {
+    let mut rows: Vec<Vec<InlineKeyboardButton>> =
+        tasks.chunks(2).map(|pair| pair.iter().map(|t| tool_button(lang, *t)).collect()).collect();
+    rows.push(vec![button(lang.t("cancel"), Callback::FlowCancel)]);
+    InlineKeyboardMarkup::new(rows)
+}
+
+/// Under a photo received with no flow open: what can be done with it besides the edit
+/// (the modes whose first input is a photo, and "📝 Add text"), and "✖ Cancel".
+pub fn photo_actions(lang: Lang, tasks: &[Task]) -> InlineKeyboardMarkup {
+    let mut buttons: Vec<InlineKeyboardButton> = tasks.iter().map(|t| tool_button(lang, *t)).collect();
+    buttons.push(button(lang.t("menu_add_text"), Callback::TextOnPhoto));
+    let mut rows: Vec<Vec<InlineKeyboardButton>> = buttons.chunks(2).map(<[_]>::to_vec).collect();
+    rows.push(vec![button(lang.t("cancel"), Callback::FlowCancel)]);
+    InlineKeyboardMarkup::new(rows)
+}
+
+/// "✖ Cancel" for a step that waits for a message.
+pub fn flow_cancel(lang: Lang) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(vec![vec![button(lang.t("cancel"), Callback::FlowCancel)]])
+}
+
+/// "⏭ Skip" and "✖ Cancel", for an optional instruction.
+pub fn skip_or_cancel(lang: Lang) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(vec![vec![
+        button(lang.t("skip"), Callback::ToolSkip),
+        button(lang.t("cancel"), Callback::FlowCancel),
+    ]])
+}
+
 /// Main menu under /start and /menu.
 pub fn main_menu(lang: Lang) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(vec![
-        vec![button(lang.t("menu_create"), Callback::MenuCreate)],
+        vec![button(lang.t("menu_create"), Callback::MenuCreate), button(lang.t("menu_tools"), Callback::MenuTools)],
         vec![
             button(lang.t("menu_add_text"), Callback::MenuAddText),
             button(lang.t("menu_library"), Callback::MenuLibrary),
@@ -348,8 +435,8 @@ pub fn cancel(lang: Lang, draft: u128) -> InlineKeyboardMarkup {
 }
 
 /// Under every result and opened library item: star, re-run, resize, category, preset,
-/// delete, and "Create more". Re-run and preset only for model-made items; ✏️ Edit joins when
-/// the Edit mode exists.
+/// delete, "✏️ Edit this" and "⬆️ Upscale" (pictures only), and "Create more". Re-run and
+/// preset only for model-made items.
 pub fn actions(lang: Lang, item: &LibraryItem) -> InlineKeyboardMarkup {
     let id = item.id;
     let by_model = item.kind == "create";
@@ -363,7 +450,15 @@ pub fn actions(lang: Lang, item: &LibraryItem) -> InlineKeyboardMarkup {
         second.push(button(lang.t("save_preset"), Callback::SavePreset(id)));
     }
     second.push(button(lang.t("delete"), Callback::Delete(id)));
-    InlineKeyboardMarkup::new(vec![first, second, vec![button(lang.t("create_more"), Callback::CreateMore)]])
+    let mut rows = vec![first, second];
+    if item.media == crate::domain::MediaKind::Image {
+        rows.push(vec![
+            button(lang.t("edit_this"), Callback::EditThis(id)),
+            button(lang.t("upscale_this"), Callback::UpscaleThis(id)),
+        ]);
+    }
+    rows.push(vec![button(lang.t("create_more"), Callback::CreateMore)]);
+    InlineKeyboardMarkup::new(rows)
 }
 
 /// "🔍": the two enlargement factors.
@@ -509,7 +604,16 @@ mod tests {
             Callback::Language("ru".into()),
             Callback::Language("en".into()),
             Callback::Alternative { draft: u128::MAX, model: "z".repeat(24) },
+            Callback::MenuTools,
+            Callback::ToolSkip,
+            Callback::FlowCancel,
+            Callback::TextOnPhoto,
+            Callback::EditThis(ImageId(u128::MAX)),
+            Callback::UpscaleThis(ImageId(u128::MAX)),
         ]
+        .into_iter()
+        .chain([Task::TextToImage, Task::ImageToVideo].into_iter().chain(Task::HANDLED).map(Callback::Tool))
+        .collect()
     }
 
     #[test]
@@ -565,6 +669,20 @@ mod tests {
             ("2:q:2s:0:2", Callback::Choice { draft: 100, option: 0, value: 2 }),
             ("2:g:ru", Callback::Language("ru".into())),
             ("2:y:2s:spare", Callback::Alternative { draft: 100, model: "spare".into() }),
+            ("2:T", Callback::MenuTools),
+            ("2:w:u", Callback::Tool(Task::Upscale)),
+            ("2:w:b", Callback::Tool(Task::RemoveBackground)),
+            ("2:w:r", Callback::Tool(Task::Retouch)),
+            ("2:w:f", Callback::Tool(Task::FaceSwap)),
+            ("2:w:v", Callback::Tool(Task::Variations)),
+            ("2:w:s", Callback::Tool(Task::StyleTransfer)),
+            ("2:w:k", Callback::Tool(Task::Sketch)),
+            ("2:w:e", Callback::Tool(Task::Edit)),
+            ("2:ws", Callback::ToolSkip),
+            ("2:wt", Callback::TextOnPhoto),
+            ("2:X", Callback::FlowCancel),
+            ("2:e:2s", Callback::EditThis(id)),
+            ("2:U:2s", Callback::UpscaleThis(id)),
         ];
         for (stored, cb) in cases {
             assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");

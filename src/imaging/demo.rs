@@ -51,6 +51,28 @@ pub fn render_demo(prompt: &str, width: u32, height: u32, seed: u64) -> Result<V
     Ok(out.into_inner())
 }
 
+/// [`render_demo`] cut out: the picture inside a centred ellipse, fully transparent outside it
+/// (8-bit RGBA PNG), so the demo's "remove background" result exercises the same delivery as a
+/// real cut-out (a document keeping the alpha, a preview on a checkerboard).
+///
+/// Errors: as [`render_demo`], and [`ImagingError::Encode`] if its PNG cannot be read back.
+pub fn render_demo_cutout(prompt: &str, width: u32, height: u32, seed: u64) -> Result<Vec<u8>, ImagingError> {
+    let png = render_demo(prompt, width, height, seed)?;
+    let mut img = image::load_from_memory_with_format(&png, ImageFormat::Png)
+        .map_err(|e| ImagingError::Encode(format!("PNG: {e}")))?
+        .to_rgba8();
+    let (cx, cy) = (img.width() as f32 / 2.0, img.height() as f32 / 2.0);
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        let (dx, dy) = ((x as f32 + 0.5 - cx) / (cx * 0.8), (y as f32 + 0.5 - cy) / (cy * 0.9));
+        if dx * dx + dy * dy > 1.0 {
+            p.0[3] = 0;
+        }
+    }
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Png).map_err(|e| ImagingError::Encode(format!("PNG: {e}")))?;
+    Ok(out.into_inner())
+}
+
 /// Two colours from the hash: hues 60–180° apart, so the gradient is visible but not garish.
 fn palette(digest: &[u8]) -> ([f32; 3], [f32; 3]) {
     let hue = f32::from(u16::from_le_bytes([digest[0], digest[1]])) / 65536.0 * 360.0;

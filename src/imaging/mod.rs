@@ -20,7 +20,7 @@ mod tests;
 
 pub use compress::{API_MAX_BYTES, compress_for_api, compress_for_api_to};
 pub use decode::{decode, probe};
-pub use demo::render_demo;
+pub use demo::{render_demo, render_demo_cutout};
 pub use ops::{
     THUMBNAIL_SIDE, document_form, enlarge, fit_for_telegram_photo, strip_metadata, strip_result_metadata, thumbnail,
 };

@@ -28,7 +28,8 @@ pub const THUMBNAIL_SIDE: u32 = 320;
 const ROTATED_QUALITY: u8 = 92;
 
 /// Prepares any supported image for `sendPhoto`: a baseline JPEG without metadata, upright,
-/// alpha flattened onto white, longest side ≤ 2560 px (never upscaled), width + height ≤ 10000,
+/// transparency shown as a light checkerboard (a cut-out on white would look like a white
+/// background, and the document beside it keeps the real alpha), longest side ≤ 2560 px (never upscaled), width + height ≤ 10000,
 /// at most 10 MB.
 ///
 /// An image more elongated than 20:1 is cropped around its centre to exactly 20:1 (Telegram
@@ -38,7 +39,7 @@ const ROTATED_QUALITY: u8 = 92;
 /// Errors: those of [`super::decode`], or [`ImagingError::Encode`].
 pub fn fit_for_telegram_photo(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ImagingError> {
     let (decoded, (w, h)) = decode_at_least(bytes, limits, photo_size)?;
-    let rgb = flatten_on_white(decoded.image);
+    let rgb = flatten_on_checkerboard(decoded.image);
     for quality in PHOTO_QUALITIES {
         let out = resize_encode(&rgb, w, h, quality)?;
         if out.len() <= PHOTO_MAX_BYTES {
@@ -262,6 +263,27 @@ pub(super) fn flatten_on_white(image: DynamicImage) -> RgbImage {
     RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
 }
 
+/// Side of a checkerboard square behind transparent pixels, in pixels of the decoded image.
+const CHECKER: u32 = 16;
+
+/// 8-bit RGB with any alpha composited onto a white and light-grey checkerboard, the usual
+/// picture of "transparent here". Opaque images pass unchanged.
+pub(super) fn flatten_on_checkerboard(image: DynamicImage) -> RgbImage {
+    if !image.color().has_alpha() {
+        return image.into_rgb8();
+    }
+    let rgba = image.into_rgba8();
+    RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let px = rgba.get_pixel(x, y).0;
+        let back: u32 = if (x / CHECKER + y / CHECKER) % 2 == 0 { 255 } else { 204 };
+        let a = u32::from(px[3]);
+        image::Rgb(std::array::from_fn(|i| {
+            let v = (u32::from(px[i]) * a + back * (255 - a) + 127) / 255;
+            u8::try_from(v).unwrap_or(u8::MAX)
+        }))
+    })
+}
+
 /// Baseline JPEG without metadata (see [`encode::encode_rgb`]).
 pub(super) fn encode_jpeg_rgb(rgb: &RgbImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
     encode::encode_rgb(rgb, quality)
@@ -356,6 +378,17 @@ mod tests {
         assert_eq!(photo_size(3000, 3000), (2560, 2560));
         assert_eq!(photo_size(100, 2500), (100, 2000));
         assert_eq!(photo_size(1800, 1200), (1800, 1200));
+    }
+
+    #[test]
+    fn transparency_shows_as_a_checkerboard_and_opaque_pixels_stay() {
+        let mut rgba = image::RgbaImage::from_pixel(64, 64, image::Rgba([0, 0, 0, 0]));
+        rgba.put_pixel(40, 40, image::Rgba([10, 200, 30, 255]));
+        let rgb = flatten_on_checkerboard(DynamicImage::ImageRgba8(rgba));
+        assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255], "first square white");
+        assert_eq!(rgb.get_pixel(16, 0).0, [204, 204, 204], "next square grey");
+        assert_eq!(rgb.get_pixel(16, 16).0, [255, 255, 255]);
+        assert_eq!(rgb.get_pixel(40, 40).0, [10, 200, 30], "opaque pixel kept");
     }
 
     #[test]

@@ -86,7 +86,12 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
         task: model.task,
         endpoint: model.endpoint.clone(),
         workflow: inner.workflows.get(&model.id).cloned(),
-        prompt: prompt.clone(),
+        // A model's fixed instruction leads; the user's words (if any) follow it.
+        prompt: match (model.instruction.as_deref(), prompt.trim()) {
+            (Some(fixed), "") => fixed.to_string(),
+            (Some(fixed), own) => format!("{fixed}\n{own}"),
+            (None, _) => prompt.clone(),
+        },
         negative: negative.clone(),
         format: *format,
         width: *width,
@@ -97,6 +102,7 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
         // The user's choices win over the model's fixed params of the same name.
         extra: model.params.clone().into_iter().chain(model.chosen_params(options)).collect(),
         input_images,
+        image_fields: model.image_fields.clone(),
     })
 }
 

@@ -4,6 +4,7 @@
 //! submission restored from the database renders the same picture.
 
 use super::{GenerateRequest, GeneratedFile, ImageProvider, ProgressFn, ProviderError, ProviderProgress, Submission};
+use crate::domain::Task;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -17,6 +18,44 @@ struct DemoJob {
     width: u32,
     height: u32,
     seed: u64,
+    /// Absent in submissions stored before the photo tools: text to image.
+    #[serde(default)]
+    cutout: bool,
+}
+
+/// The text a demo picture shows: the prompt, or for a tool without one what it stands for
+/// (the picture is labelled "DEMO" either way).
+fn demo_text(req: &GenerateRequest) -> String {
+    let tool = match req.task {
+        Task::TextToImage => return req.prompt.clone(),
+        Task::Edit => "edit",
+        Task::Upscale => "upscale ×2",
+        Task::ImageToVideo => "video",
+        Task::RemoveBackground => "background removed",
+        Task::Retouch => "retouch",
+        Task::FaceSwap => "face swap",
+        Task::Variations => "variation",
+        Task::StyleTransfer => "style transfer",
+        Task::Sketch => "sketch",
+    };
+    let photos = req.input_images.len();
+    match req.prompt.trim() {
+        "" => format!("{tool} · {photos} 📷"),
+        p => format!("{tool} · {photos} 📷 · {p}"),
+    }
+}
+
+/// The demo picture's size: the request's, or for a tool the first photo's (doubled to
+/// upscale), within what the renderer draws.
+fn demo_size(req: &GenerateRequest) -> (u32, u32) {
+    let first = req.input_images.first().and_then(|i| crate::imaging::probe(&i.bytes).ok());
+    match (req.task.keeps_size(), first) {
+        (true, Some(info)) => {
+            let k = if req.task == Task::Upscale { 2 } else { 1 };
+            (info.width.saturating_mul(k).min(2048), info.height.saturating_mul(k).min(2048))
+        }
+        _ => (req.width, req.height),
+    }
 }
 
 /// A provider that pretends to generate: it reports a few progress steps, then returns
@@ -42,7 +81,9 @@ impl ImageProvider for DemoProvider {
     }
 
     async fn submit(&self, req: &GenerateRequest, preassigned: Option<&str>) -> Result<Submission, ProviderError> {
-        let job = DemoJob { prompt: req.prompt.clone(), width: req.width, height: req.height, seed: req.seed };
+        let (width, height) = demo_size(req);
+        let cutout = req.task == Task::RemoveBackground;
+        let job = DemoJob { prompt: demo_text(req), width, height, seed: req.seed, cutout };
         let data = serde_json::to_value(&job).map_err(|e| ProviderError::Failed(format!("demo submission: {e}")))?;
         Ok(Submission {
             request_id: preassigned.map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -63,7 +104,8 @@ impl ImageProvider for DemoProvider {
             progress(ProviderProgress { fraction: Some(fraction), queue_position: None, running: true });
         }
         let bytes = tokio::task::spawn_blocking(move || {
-            crate::imaging::render_demo(&job.prompt, job.width, job.height, job.seed)
+            let render = if job.cutout { crate::imaging::render_demo_cutout } else { crate::imaging::render_demo };
+            render(&job.prompt, job.width, job.height, job.seed)
         })
         .await
         .map_err(|e| ProviderError::Failed(format!("demo renderer panicked: {e}")))?
@@ -75,7 +117,7 @@ impl ImageProvider for DemoProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Format, Task};
+    use crate::domain::Format;
     use crate::providers::SizeParam;
     use std::sync::Mutex;
 
@@ -95,6 +137,7 @@ mod tests {
             size_param: SizeParam::ImageSize,
             extra: serde_json::Map::new(),
             input_images: Vec::new(),
+            image_fields: vec![],
         }
     }
 

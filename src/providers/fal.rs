@@ -194,12 +194,18 @@ impl ImageProvider for FalProvider {
     }
 }
 
-/// The model input (protocols.md §2.4): `prompt`, `negative_prompt`, the size per
-/// [`SizeParam`], `seed`, `num_images: 1`, input images as data URIs (`image_urls` for
-/// [`Task::Edit`], else `image_url`), then the model's `extra` fields on top.
+/// The model input (protocols.md §2.4): `prompt` (left out when empty: tools such as
+/// `fal-ai/birefnet` take none), `negative_prompt`, the size per [`SizeParam`], `seed`,
+/// `num_images: 1`, input images as data URIs, then the model's `extra` fields on top.
+///
+/// Images go under the model's `image_fields` — one field per image in order, or one field
+/// for all (a list when several) — else under `image_urls` for [`Task::Edit`] or several
+/// images, `image_url` for one.
 pub fn build_input(req: &GenerateRequest) -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert("prompt".into(), json!(req.prompt));
+    if !req.prompt.is_empty() {
+        m.insert("prompt".into(), json!(req.prompt));
+    }
     if let Some(neg) = req.negative.as_deref().filter(|n| !n.trim().is_empty()) {
         m.insert("negative_prompt".into(), json!(neg));
     }
@@ -216,7 +222,17 @@ pub fn build_input(req: &GenerateRequest) -> Map<String, Value> {
     m.insert("seed".into(), json!(req.seed));
     m.insert("num_images".into(), json!(1));
     let uris: Vec<String> = req.input_images.iter().map(|i| http::data_uri(&i.mime, &i.bytes)).collect();
-    if req.task == Task::Edit || uris.len() > 1 {
+    if let [field] = req.image_fields.as_slice() {
+        if uris.len() > 1 {
+            m.insert(field.clone(), json!(uris));
+        } else if let Some(first) = uris.into_iter().next() {
+            m.insert(field.clone(), json!(first));
+        }
+    } else if !req.image_fields.is_empty() {
+        for (field, uri) in req.image_fields.iter().zip(uris) {
+            m.insert(field.clone(), json!(uri));
+        }
+    } else if req.task == Task::Edit || uris.len() > 1 {
         if !uris.is_empty() {
             m.insert("image_urls".into(), json!(uris));
         }
@@ -432,6 +448,7 @@ mod tests {
             size_param: SizeParam::ImageSize,
             extra: Map::new(),
             input_images: vec![],
+            image_fields: vec![],
         }
     }
 

@@ -42,6 +42,10 @@ pub struct GenerateRequest {
     pub extra: serde_json::Map<String, serde_json::Value>,
     /// Input images (already stripped of metadata), for edit/upscale tasks.
     pub input_images: Vec<InputImage>,
+    /// The request field of each input image, from the model's `image_fields` (empty: the
+    /// provider's default).
+    #[serde(default)]
+    pub image_fields: Vec<String>,
 }
 
 /// How a model receives the requested size.

@@ -71,6 +71,8 @@ pub fn model(id: &str, provider: &str, price: i64) -> ModelConfig {
         images: None,
         mask: false,
         options: vec![],
+        image_fields: vec![],
+        instruction: None,
     }
 }
 

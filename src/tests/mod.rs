@@ -14,5 +14,6 @@ mod packaging;
 mod providers;
 mod sandbox;
 mod structure;
+mod tools;
 mod web;
 mod webhook;

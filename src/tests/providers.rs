@@ -46,6 +46,7 @@ fn request(endpoint: &str) -> GenerateRequest {
         size_param: SizeParam::ImageSize,
         extra: Default::default(),
         input_images: vec![],
+        image_fields: vec![],
     }
 }
 

@@ -19,6 +19,13 @@ pub async fn start(bot: &TgBot, dialogue: &ChatDialogue, me: &Caller) -> Result<
     Ok(())
 }
 
+/// "📝 Add text" pressed under a photo already received: that photo, and the text is next.
+pub async fn with_photo(bot: &TgBot, dialogue: &ChatDialogue, me: &Caller, input: String) -> Result<(), BotError> {
+    dialogue.update(Step::AddTextText { input }).await?;
+    bot.send_message(dialogue.chat_id(), me.lang.t("add_text_send_text")).await?;
+    Ok(())
+}
+
 /// Waiting for the photo. A caption on it is the text: one step fewer.
 pub async fn on_photo(
     bot: TgBot,

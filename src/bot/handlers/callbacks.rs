@@ -89,6 +89,69 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
         (Some(Callback::UsePreset { draft, preset }), Some((chat, mid))) => {
             answer = use_preset(&bot, &ctx, &me, chat, mid, draft, preset).await?;
         }
+        (Some(Callback::MenuTools), Some((chat, _))) => {
+            super::tools::menu(&bot, chat, &ctx, &me).await?;
+        }
+        (Some(Callback::Tool(task)), Some((chat, mid))) => {
+            let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
+            // Pressed under a received photo (or album): those photos are the mode's first.
+            let carried = match ctx.dialogues.step(chat).await? {
+                crate::bot::dialogue::Step::Photos { inputs, .. } => inputs,
+                _ => vec![],
+            };
+            match task {
+                crate::domain::Task::Edit => super::edit::with_photos(&bot, &ctx, &me, &dialogue, carried, mid).await?,
+                _ => super::tools::start(&bot, &ctx, &me, &dialogue, task, carried, mid).await?,
+            }
+        }
+        (Some(Callback::ToolSkip), Some((chat, mid))) => {
+            let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
+            if !super::tools::skip(&bot, &ctx, &me, &dialogue, mid).await? {
+                answer = Some((lang.t("nothing_to_skip"), false));
+            }
+        }
+        (Some(Callback::FlowCancel), Some((chat, mid))) => {
+            let step = ctx.dialogues.step(chat).await?;
+            ChatDialogue::new(ctx.dialogues.clone(), chat).exit().await?;
+            let key = if step == crate::bot::dialogue::Step::Idle { "nothing_to_cancel" } else { "flow_cancelled" };
+            // The buttons go with the step they belonged to.
+            let _ = bot.edit_message_reply_markup(chat, mid).await;
+            answer = Some((lang.t(key), false));
+        }
+        (Some(Callback::TextOnPhoto), Some((chat, _))) => {
+            let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
+            match ctx.dialogues.step(chat).await? {
+                crate::bot::dialogue::Step::Photos { inputs, .. } if !inputs.is_empty() => {
+                    super::add_text::with_photo(&bot, &dialogue, &me, inputs[0].clone()).await?
+                }
+                _ => super::add_text::start(&bot, &dialogue, &me).await?,
+            }
+        }
+        (Some(Callback::EditThis(id)), Some((chat, mid))) => {
+            answer = match photo_of_item(&ctx, &me, id).await? {
+                Err(refusal) => Some(refusal),
+                Ok(sha) => {
+                    let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
+                    super::edit::with_photos(&bot, &ctx, &me, &dialogue, vec![sha], mid).await?;
+                    None
+                }
+            };
+        }
+        (Some(Callback::UpscaleThis(id)), Some((chat, mid))) => {
+            let upscale = crate::domain::Task::Upscale;
+            answer = match photo_of_item(&ctx, &me, id).await? {
+                Err(refusal) => Some(refusal),
+                // No AI upscale model: the local 2×/4× resize instead.
+                Ok(_) if ctx.catalog.for_task(upscale).is_empty() => {
+                    super::library::on_callback(&bot, &ctx, &me, (chat, mid), Callback::ResizeMenu(id)).await?
+                }
+                Ok(sha) => {
+                    let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
+                    super::tools::start(&bot, &ctx, &me, &dialogue, upscale, vec![sha], mid).await?;
+                    None
+                }
+            };
+        }
         // Everything else is the library's: pages and the actions under pictures.
         (Some(cb), Some(at)) => {
             answer = super::library::on_callback(&bot, &ctx, &me, at, cb).await?;
@@ -101,6 +164,21 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
     }
     req.await?;
     Ok(())
+}
+
+/// The stored file of the pressing user's picture, to use as an input photo; the refusal to
+/// show for someone else's item or one that is not a picture.
+async fn photo_of_item(
+    ctx: &BotCtx,
+    me: &Caller,
+    id: crate::domain::ImageId,
+) -> Result<Result<String, (String, bool)>, BotError> {
+    let lang = me.lang;
+    Ok(match ctx.library.owned_item(me.id(), id).await? {
+        None => Err((lang.t("not_yours"), true)),
+        Some(item) if item.media != crate::domain::MediaKind::Image => Err((lang.t("not_a_picture"), true)),
+        Some(item) => Ok(item.sha256),
+    })
 }
 
 /// The pressing user's draft that has not made a job yet, or the refusal to show.

@@ -71,6 +71,7 @@ pub async fn run(
             Step::AddTextWishes { input, text } => {
                 super::add_text::finish(&bot, &ctx, &me, &dialogue, input, text, String::new()).await?;
             }
+            Step::Tool { .. } if super::tools::skip(&bot, &ctx, &me, &dialogue, msg.id).await? => {}
             _ => {
                 bot.send_message(chat, lang.t("nothing_to_skip")).await?;
             }
@@ -108,6 +109,13 @@ pub fn help_text(ctx: &BotCtx, lang: Lang) -> String {
     let flows: Vec<String> = [
         (Some(Task::TextToImage), "help_create"),
         (Some(Task::Edit), "help_edit"),
+        (Some(Task::Upscale), "help_upscale"),
+        (Some(Task::RemoveBackground), "help_remove_background"),
+        (Some(Task::Retouch), "help_retouch"),
+        (Some(Task::FaceSwap), "help_face_swap"),
+        (Some(Task::Variations), "help_variations"),
+        (Some(Task::StyleTransfer), "help_style_transfer"),
+        (Some(Task::Sketch), "help_sketch"),
         (None, "help_add_text"),
         (None, "help_library"),
         (None, "help_resize"),

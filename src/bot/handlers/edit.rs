@@ -8,7 +8,7 @@
 use super::generate::{Reply, draft_id, offer};
 use super::{Caller, input};
 use crate::bot::dialogue::Step;
-use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot};
+use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot, keyboards};
 use crate::domain::{Task, now_ms};
 use crate::jobs::InputInfo;
 use crate::store::records::Draft;
@@ -29,12 +29,13 @@ pub async fn on_message(
     if input::image_file(&msg).is_some() {
         return add_photo(&bot, &msg, &ctx, &me, &dialogue, inputs, caption).await;
     }
+    let editable = !ctx.catalog.for_task(Task::Edit).is_empty();
     match (caption, input::instruction(msg.text())) {
-        (None, Some(instruction)) => {
+        (None, Some(instruction)) if editable => {
             dialogue.update(Step::Photos { inputs: inputs.clone(), caption: Some(instruction.clone()) }).await?;
             respond(&bot, &ctx, &me, &dialogue, msg.id, inputs, Some(instruction), None).await
         }
-        (Some(_), Some(_)) => {
+        (_, Some(_)) => {
             dialogue.exit().await?;
             super::generate::on_text(&bot, &msg, &ctx, &me, msg.text().unwrap_or_default()).await
         }
@@ -69,6 +70,26 @@ pub async fn add_photo(
     Ok(())
 }
 
+/// "✏️ Edit" with photos already there (a result's "Edit this", or photos received before
+/// the mode was picked): the set is these photos, and the instruction is asked for. With none,
+/// asks for the photos.
+pub async fn with_photos(
+    bot: &TgBot,
+    ctx: &BotCtx,
+    me: &Caller,
+    dialogue: &ChatDialogue,
+    inputs: Vec<String>,
+    pressed: MessageId,
+) -> Result<(), BotError> {
+    dialogue.update(Step::Photos { inputs: inputs.clone(), caption: None }).await?;
+    if inputs.is_empty() {
+        let kb = crate::bot::keyboards::flow_cancel(me.lang);
+        bot.send_message(dialogue.chat_id(), me.lang.t("tool_edit_intro")).reply_markup(kb).await?;
+        return Ok(());
+    }
+    respond(bot, ctx, me, dialogue, pressed, inputs, None, None).await
+}
+
 /// Offers the edit models that take this many photos, or says what is missing: the
 /// instruction, more photos, or that there are more than any model takes (the first ones are
 /// kept).
@@ -91,9 +112,13 @@ async fn respond(
         _ => lang.tf("photos_received", &[("count", &lang.counted(inputs.len() as i64, "photos"))]),
     };
     let models = ctx.catalog.for_task(Task::Edit);
+    // What else can be done with the photos: the photo modes and "📝 Add text".
+    let others = keyboards::photo_actions(lang, &super::tools::available(ctx));
     let Some(most) = models.iter().map(|m| usize::from(m.image_range().1)).max() else {
-        dialogue.exit().await?;
-        bot.send_message(chat, lang.tf("photo_no_edit_models", &[("received", &received)])).await?;
+        // The photos stay in the step for the buttons.
+        bot.send_message(chat, lang.tf("photo_no_edit_models", &[("received", &received)]))
+            .reply_markup(others)
+            .await?;
         return Ok(());
     };
     if inputs.len() > most {
@@ -110,7 +135,7 @@ async fn respond(
         return Ok(());
     }
     let Some(instruction) = caption else {
-        bot.send_message(chat, lang.tf("photo_need_caption", &[("received", &received)])).await?;
+        bot.send_message(chat, lang.tf("photo_need_caption", &[("received", &received)])).reply_markup(others).await?;
         return Ok(());
     };
     let spec = crate::bot::prompt::parse(&instruction);

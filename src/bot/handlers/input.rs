@@ -3,7 +3,6 @@
 //! (validated, metadata stripped, stored) — with the refusal told in the user's language.
 
 use super::Caller;
-use crate::bot::dialogue::Step;
 use crate::bot::i18n::Lang;
 use crate::bot::{BotCtx, BotError, TgBot};
 use crate::domain::MAX_DOWNLOAD_BYTES;
@@ -112,7 +111,8 @@ pub fn refusal(lang: Lang, e: &ImagingError) -> String {
 pub const ALBUM_SETTLE: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// Answers an album once: the photos of an album arrive as separate messages (same
-/// `media_group_id`, moments apart) and each joins the chat's photo set ([`Step::Photos`]).
+/// `media_group_id`, moments apart) and each joins the chat's photo set (the edit's or a photo
+/// mode's step, [`crate::bot::dialogue::Step::photo_set`]).
 /// Called for each, this waits [`ALBUM_SETTLE`] and then calls `answer` with the set only if
 /// it still holds `count` photos — i.e. no newer photo joined meanwhile, so only the last
 /// photo's call answers.
@@ -124,8 +124,8 @@ where
     tokio::spawn(async move {
         tokio::time::sleep(ALBUM_SETTLE).await;
         let settled = match ctx.dialogues.step(chat).await {
-            Ok(Step::Photos { inputs, caption }) if inputs.len() == count => Some((inputs, caption)),
-            _ => None,
+            Ok(step) => step.photo_set().filter(|(inputs, _)| inputs.len() == count),
+            Err(_) => None,
         };
         if let Some((inputs, caption)) = settled {
             if let Err(e) = answer(inputs, caption).await {

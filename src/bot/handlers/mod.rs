@@ -8,6 +8,7 @@ pub mod generate;
 pub mod inline;
 pub mod input;
 pub mod library;
+pub mod tools;
 
 use super::dialogue::Step;
 use super::i18n::Lang;
@@ -65,6 +66,13 @@ pub fn flow_for(task: crate::domain::Task) -> Option<&'static str> {
     match task {
         Task::TextToImage => Some("generate"),
         Task::Edit => Some("edit"),
-        Task::Upscale | Task::ImageToVideo => None,
+        Task::Upscale
+        | Task::RemoveBackground
+        | Task::Retouch
+        | Task::FaceSwap
+        | Task::Variations
+        | Task::StyleTransfer
+        | Task::Sketch => Some("tools"),
+        Task::ImageToVideo => None,
     }
 }

@@ -1,0 +1,340 @@
+//! Photo modes end to end in Russian (issue 19): the tools menu, photos asked for by role,
+//! optional and required instructions, the request shapes fal receives, the ledger on success
+//! and on a provider refusal, the cut-out's delivery, and the buttons under a result.
+
+use super::fakes::fal::FakeFal;
+use super::harness::*;
+use crate::config::ProviderKind;
+use crate::domain::{Credits, Task, UserId};
+use crate::providers::SizeParam;
+use crate::store::records::{JobPayload, OpKind};
+use serde_json::Value;
+
+/// fal plus one model per `(id, task, price)`, each with no size parameter (tools keep the
+/// photo's size).
+async fn tools_harness(fal: &FakeFal, models: Vec<crate::config::ModelConfig>) -> Harness {
+    let base = fal.base_url();
+    Harness::start(move |d| {
+        let mut c = test_config(d);
+        c.billing.currency = crate::config::BillingConfig::default().currency;
+        c.providers.push(provider("fal", ProviderKind::Fal, &base));
+        c.models.extend(models);
+        c
+    })
+    .await
+}
+
+fn tool(id: &str, task: Task, price: i64, endpoint: &str) -> crate::config::ModelConfig {
+    let mut m = model(id, "fal", price);
+    m.task = task;
+    m.endpoint = endpoint.into();
+    m.size_param = SizeParam::None;
+    m.display_name = format!("Модель {id}");
+    m
+}
+
+/// /start, then "🧰 Фото-инструменты" → the tool's button; returns the tool's first prompt.
+async fn open_tool(h: &Harness, u: i64, label: &str, first_prompt: &str) -> Value {
+    h.text(u, "ru", "/start");
+    let menu = h.wait_for_buttons(u, "Фото-инструменты").await;
+    h.press(u, "ru", menu["message_id"].as_i64().expect("id"), &Harness::button(&menu, "Фото-инструменты"));
+    let tools = h.wait_for_buttons(u, label).await;
+    h.press(u, "ru", tools["message_id"].as_i64().expect("id"), &Harness::button(&tools, label));
+    h.wait_text(u, first_prompt).await
+}
+
+/// The image a data URI in a request body carries.
+fn data_uri_image(v: &Value) -> image::DynamicImage {
+    use base64::Engine;
+    let uri = v.as_str().unwrap_or_else(|| panic!("a data URI, got {v}"));
+    let b64 = uri.split_once(";base64,").map(|(_, b)| b).expect("data:<mime>;base64,");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
+    image::load_from_memory(&bytes).expect("an image")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upscale_in_russian_captures_on_success_and_releases_on_a_refusal() {
+    let fal = FakeFal::start().await;
+    let h = tools_harness(&fal, vec![tool("crisp", Task::Upscale, 7, "fal-ai/recraft/upscale/crisp")]).await;
+    let u = 901;
+    let ask = open_tool(&h, u, "⬆️ Улучшить", "Пришлите фото").await;
+    assert!(text_of(&ask).contains("нейросеть увеличит"), "the mode says what it does: {ask}");
+    assert!(ask["reply_markup"].to_string().contains("Отменить"), "every step has Cancel: {ask}");
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+    h.wait_for(u, 30, "the upscaled picture", |_| h.photos(u).len() == 1).await;
+    let body = fal.last_submit_body().expect("submitted");
+    assert!(body.get("prompt").is_none(), "an upscale takes no prompt: {body}");
+    assert!(body.get("image_size").is_none() && body.get("aspect_ratio").is_none(), "{body}");
+    let sent = data_uri_image(&body["image_url"]);
+    assert_eq!((sent.width(), sent.height()), (1800, 1200), "the upright photo");
+    assert_eq!(fal.submits("fal-ai/recraft/upscale/crisp"), 1);
+    assert_eq!(kinds(&h.ledger(u).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture]);
+    assert_eq!(h.balance(u).await, Credits(93));
+
+    // A refusal (422): a plain message and the hold released.
+    fal.push_scenario(super::fakes::fal::FalScenario::SubmitError {
+        status: 422,
+        body: r#"{"detail":[{"loc":["body","image_url"],"msg":"Image too small","type":"value_error"}]}"#.into(),
+    });
+    open_tool(&h, u, "⬆️ Улучшить", "Пришлите фото").await;
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+    h.wait_text(u, "Image too small").await;
+    assert_eq!(
+        kinds(&h.ledger(u).await),
+        [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture, OpKind::Hold, OpKind::Release]
+    );
+    assert_eq!(h.balance(u).await, Credits(93));
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn face_swap_asks_for_the_face_then_the_photo_and_sends_them_in_that_order() {
+    let fal = FakeFal::start().await;
+    let mut swap = tool("swap", Task::FaceSwap, 5, "fal-ai/face-swap");
+    swap.image_fields = vec!["swap_image_url".into(), "base_image_url".into()];
+    let h = tools_harness(&fal, vec![swap]).await;
+    let u = 902;
+    let ask = open_tool(&h, u, "🔄 Заменить лицо", "фото лица").await;
+    assert!(text_of(&ask).contains("(фото 1 из 2)"), "{ask}");
+    // The face (a landscape photo), then the photo to change (upright, a portrait one: its
+    // EXIF orientation turns it).
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+    let second = h.wait_text(u, "на котором заменить лицо").await;
+    assert!(text_of(&second).contains("(фото 2 из 2)"), "{second}");
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_6.jpg"), None);
+    h.wait_for(u, 30, "the swapped picture", |_| h.photos(u).len() == 1).await;
+    let body = fal.last_submit_body().expect("submitted");
+    let (face, target) = (data_uri_image(&body["swap_image_url"]), data_uri_image(&body["base_image_url"]));
+    assert!(face.width() > face.height(), "the face is the first photo sent");
+    assert!(target.height() > target.width(), "the photo to change is the second");
+    assert!(body.get("image_url").is_none() && body.get("image_urls").is_none(), "{body:?}");
+    assert_eq!(kinds(&h.ledger(u).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture]);
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remove_background_sends_the_cut_out_as_a_png_with_a_checkerboard_preview() {
+    let png = std::fs::read(testdata("photos/alpha_dice_rgba.png")).expect("testdata");
+    let fal = FakeFal::start().await;
+    fal.set_result_file(png, "image/png");
+    let h = tools_harness(&fal, vec![tool("birefnet", Task::RemoveBackground, 3, "fal-ai/birefnet")]).await;
+    let u = 903;
+    open_tool(&h, u, "✂️ Убрать фон", "Пришлите фото").await;
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+    h.wait_for(u, 30, "preview and file", |_| h.photos(u).len() == 1 && h.documents(u).len() == 1).await;
+    let doc = &h.documents(u)[0];
+    assert_eq!(doc["document"]["mime_type"], "image/png", "{doc}");
+    let bytes = h.emu.file_bytes(doc["document"]["file_id"].as_str().expect("id")).expect("bytes");
+    let cut = image::load_from_memory(&bytes).expect("PNG").to_rgba8();
+    assert!(cut.pixels().any(|p| p.0[3] == 0), "transparent pixels in the document");
+    // The preview shows the transparent corner as a checkerboard, not as white.
+    let sizes = h.photos(u)[0]["photo"].as_array().cloned().unwrap_or_default();
+    let largest = sizes.last().and_then(|s| s["file_id"].as_str()).expect("a photo size");
+    let preview = image::load_from_memory(&h.emu.file_bytes(largest).expect("bytes")).expect("JPEG").to_rgb8();
+    assert_eq!(preview.dimensions(), cut.dimensions(), "the preview keeps the size");
+    assert!(cut.get_pixel(0, 0).0[3] == 0 && cut.get_pixel(24, 8).0[3] == 0, "the corner is transparent");
+    let grey = |x: u32, y: u32| preview.get_pixel(x, y).0.iter().map(|c| i32::from(*c)).sum::<i32>() / 3;
+    assert!(grey(8, 8) > 245, "a white square: {}", grey(8, 8));
+    assert!((195..=213).contains(&grey(24, 8)), "then a grey one: {}", grey(24, 8));
+    assert_eq!(kinds(&h.ledger(u).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture]);
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retouch_takes_an_optional_wish_after_the_models_own_instruction() {
+    let fal = FakeFal::start().await;
+    let soft = tool("soft", Task::Retouch, 5, "fal-ai/retoucher");
+    let mut enhance = tool("enhance", Task::Retouch, 10, "fal-ai/nano-banana/edit");
+    enhance.display_name = "Усилить черты".into();
+    enhance.instruction = Some("Keep the age, lips and structure; add nothing.".into());
+    let h = tools_harness(&fal, vec![soft, enhance]).await;
+    let u = 904;
+    open_tool(&h, u, "✨ Ретушь", "Пришлите фото").await;
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+    let wish = h.wait_for_buttons(u, "Пропустить").await;
+    assert!(text_of(&wish).contains("оставить веснушки"), "{wish}");
+    h.press(u, "ru", wish["message_id"].as_i64().expect("id"), &Harness::button(&wish, "Пропустить"));
+    let models = h.wait_for_buttons(u, "Усилить черты").await;
+    h.press(u, "ru", models["message_id"].as_i64().expect("id"), &Harness::button(&models, "Усилить черты"));
+    h.wait_for(u, 30, "the retouched picture", |_| h.photos(u).len() == 1).await;
+    let body = fal.last_submit_body().expect("submitted");
+    assert_eq!(body["prompt"], "Keep the age, lips and structure; add nothing.", "skipped: the model's own");
+    assert_eq!(data_uri_image(&body["image_url"]).width(), 1800, "one photo: image_url");
+
+    // With a wish, it follows the model's instruction.
+    open_tool(&h, u, "✨ Ретушь", "Пришлите фото").await;
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+    h.wait_for(u, 20, "the wish question", |m| {
+        m.iter().filter(|x| x["reply_markup"].to_string().contains("Пропустить")).count() == 2
+    })
+    .await;
+    h.text(u, "ru", "оставь веснушки");
+    let models = h
+        .wait_for(u, 20, "the models again", |m| {
+            m.iter().filter(|x| x["reply_markup"].to_string().contains("Усилить черты")).count() == 2
+        })
+        .await;
+    let last = models.iter().rev().find(|x| x["reply_markup"].to_string().contains("Усилить черты")).expect("models");
+    h.press(u, "ru", last["message_id"].as_i64().expect("id"), &Harness::button(last, "Усилить черты"));
+    h.wait_for(u, 30, "the second picture", |_| h.photos(u).len() == 2).await;
+    let body = fal.last_submit_body().expect("submitted");
+    assert_eq!(body["prompt"], "Keep the age, lips and structure; add nothing.\nоставь веснушки");
+    let ops = kinds(&h.ledger(u).await);
+    assert_eq!(ops.iter().filter(|k| **k == OpKind::Capture).count(), 2, "{ops:?}");
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sketch_needs_a_description_and_asks_for_the_format() {
+    let fal = FakeFal::start().await;
+    let mut sketch = tool("sketch", Task::Sketch, 10, "fal-ai/nano-banana/edit");
+    sketch.size_param = SizeParam::AspectRatio;
+    sketch.instruction = Some("Turn this sketch into a finished picture of:".into());
+    let h = tools_harness(&fal, vec![sketch]).await;
+    let u = 905;
+    open_tool(&h, u, "✍️ Из наброска", "Пришлите фото").await;
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+    let ask = h.wait_text(u, "опишите, чем должен стать набросок").await;
+    assert!(!ask["reply_markup"].to_string().contains("Пропустить"), "a description is needed: {ask}");
+    h.text(u, "ru", "красная машина на закате");
+    let formats = h.wait_for_buttons(u, "Квадрат").await;
+    h.press(u, "ru", formats["message_id"].as_i64().expect("id"), &Harness::button(&formats, "Квадрат"));
+    h.wait_for(u, 30, "the picture", |_| h.photos(u).len() == 1).await;
+    let body = fal.last_submit_body().expect("submitted");
+    assert_eq!(body["prompt"], "Turn this sketch into a finished picture of:\nкрасная машина на закате");
+    assert_eq!(body["aspect_ratio"], "1:1");
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_photo_sent_with_no_flow_offers_the_tools_and_a_result_can_be_edited_or_upscaled() {
+    let fal = FakeFal::start().await;
+    let mut edit = tool("edit", Task::Edit, 10, "fal-ai/nano-banana/edit");
+    edit.display_name = "Правка".into();
+    let h = tools_harness(&fal, vec![tool("crisp", Task::Upscale, 7, "fal-ai/recraft/upscale/crisp"), edit]).await;
+    let u = 906;
+    h.text(u, "ru", "/start");
+    h.wait_text(u, "бонус").await;
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+    let offer = h.wait_for_buttons(u, "⬆️ Улучшить").await;
+    assert!(text_of(&offer).contains("напишите, что изменить"), "{offer}");
+    assert!(offer["reply_markup"].to_string().contains("Добавить текст"), "{offer}");
+    h.press(u, "ru", offer["message_id"].as_i64().expect("id"), &Harness::button(&offer, "⬆️ Улучшить"));
+    h.wait_for(u, 30, "the upscaled photo", |_| h.photos(u).len() == 1).await;
+    assert_eq!(fal.submits("fal-ai/recraft/upscale/crisp"), 1, "the photo already sent was used");
+
+    // Under the result: "✏️ Редактировать" makes it the first photo of an edit.
+    let result = h.photos(u).remove(0);
+    h.press(u, "ru", result["message_id"].as_i64().expect("id"), &Harness::button(&result, "✏️ Редактировать"));
+    h.wait_text(u, "напишите, что изменить").await;
+    h.text(u, "ru", "добавь радугу");
+    h.wait_for(u, 30, "the edited result", |_| h.photos(u).len() == 2).await;
+    let jobs = h.store().read(|rx| rx.find_jobs()).await.expect("jobs");
+    let edit_job = jobs.iter().find(|j| j.model_id == "edit").expect("the edit job");
+    let lib = h.store().read(move |rx| rx.find_library(UserId(u))).await.expect("library");
+    let first = lib.iter().find(|i| i.model_id == "crisp").expect("the upscale result");
+    let JobPayload::Generate { inputs, prompt, .. } = &edit_job.payload else { panic!("{edit_job:?}") };
+    assert_eq!((inputs.as_slice(), prompt.as_str()), (std::slice::from_ref(&first.sha256), "добавь радугу"));
+
+    // "⬆️ Улучшить" under a result runs the AI upscale on it.
+    let second = h.photos(u).remove(1);
+    h.press(u, "ru", second["message_id"].as_i64().expect("id"), &Harness::button(&second, "⬆️ Улучшить"));
+    h.wait_for(u, 30, "the third result", |_| h.photos(u).len() == 3).await;
+    assert_eq!(fal.submits("fal-ai/recraft/upscale/crisp"), 2);
+    assert_eq!(kinds(&h.ledger(u).await).iter().filter(|k| **k == OpKind::Capture).count(), 3);
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_ends_a_photo_mode_and_a_text_is_a_prompt_again() {
+    let fal = FakeFal::start().await;
+    let mut swap = tool("swap", Task::FaceSwap, 5, "fal-ai/face-swap");
+    swap.image_fields = vec!["swap_image_url".into(), "base_image_url".into()];
+    let mut create = model("flux", "fal", 10);
+    create.formats = vec![crate::domain::Format::Square];
+    let h = tools_harness(&fal, vec![swap, create]).await;
+    let u = 907;
+    let ask = open_tool(&h, u, "🔄 Заменить лицо", "фото лица").await;
+    h.press(u, "ru", ask["message_id"].as_i64().expect("id"), &Harness::button(&ask, "Отменить"));
+    // The step is gone: a text makes a picture, it is not taken as a wish.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.store().read(move |rx| rx.get_dialogue(u)).await.expect("step").is_some() {
+        assert!(std::time::Instant::now() < deadline, "the step stays");
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    h.text(u, "ru", "маяк");
+    h.wait_for(u, 30, "the picture", |_| h.photos(u).len() == 1).await;
+    assert_eq!(fal.submits("fal-ai/face-swap"), 0);
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sandbox_demo_serves_every_photo_mode() {
+    // `sandbox` with nothing configured: the demo provider and one demo model per mode.
+    let h = Harness::start(|d| test_config(d).with_demo()).await;
+    let u = 908;
+    for (label, photos, wish) in [
+        ("⬆️ Улучшить", 1, None),
+        ("✂️ Убрать фон", 1, None),
+        ("✨ Ретушь", 1, Some("Пропустить")),
+        ("🔄 Заменить лицо", 2, None),
+        ("🎲 Вариации", 1, None),
+        ("🖼 Перенос стиля", 2, Some("Пропустить")),
+        ("✍️ Из наброска", 1, Some("кот")),
+    ] {
+        let before = h.photos(u).len();
+        open_tool(&h, u, label, "Пришлите фото").await;
+        for _ in 0..photos {
+            h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+        }
+        match wish {
+            Some("Пропустить") => {
+                let m = h.wait_for_buttons(u, "Пропустить").await;
+                h.press(u, "ru", m["message_id"].as_i64().expect("id"), &Harness::button(&m, "Пропустить"));
+            }
+            Some(text) => {
+                h.wait_text(u, "опишите").await;
+                h.text(u, "ru", text);
+                let f = h.wait_for_buttons(u, "Квадрат").await;
+                h.press(u, "ru", f["message_id"].as_i64().expect("id"), &Harness::button(&f, "Квадрат"));
+            }
+            None => {}
+        }
+        h.wait_for(u, 30, label, |_| h.photos(u).len() == before + 1).await;
+        let last = h.photos(u).pop().expect("result");
+        assert!(text_of(&last).contains("демо") || text_of(&last).to_lowercase().contains("demo"), "{label}: {last}");
+    }
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[test]
+fn the_shipped_catalog_passes_check_config_once_uncommented() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml")).expect("config");
+    let (_, rest) = text.split_once("# catalog:begin\n").expect("catalog start");
+    let (block, _) = rest.split_once("# catalog:end").expect("catalog end");
+    let toml: String = block
+        .lines()
+        .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.toml");
+    let data = dir.path().join("data");
+    std::fs::write(&path, format!("[storage]\ndata_dir = {:?}\n\n{toml}\n", data.display().to_string()))
+        .expect("write");
+    let config = crate::config::Config::load(Some(&path)).expect("the catalog parses");
+    config.validate().expect("the catalog validates");
+    let tasks: std::collections::HashSet<Task> = config.models.iter().map(|m| m.task).collect();
+    for task in Task::HANDLED {
+        assert!(tasks.contains(&task), "the catalog has a {} model", task.as_str());
+    }
+    let swap = config.models.iter().find(|m| m.task == Task::FaceSwap).expect("face swap");
+    assert_eq!(swap.image_fields, ["swap_image_url", "base_image_url"], "the face first");
+}
