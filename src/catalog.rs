@@ -186,6 +186,7 @@ mod tests {
 
     fn config() -> Config {
         let mut c = Config::default().with_demo();
+        c.models.truncate(1);
         let mut video = c.models[0].clone();
         video.id = "video".into();
         video.price = Credits(0);

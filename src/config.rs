@@ -756,7 +756,9 @@ impl Config {
             {
                 return Err(bad(k("image_fields"), format!("one field name (a-z 0-9 _) or one per image ({max})")));
             }
-            if m.task.slots().is_some() && p.kind == ProviderKind::Fal && m.image_fields.len() != 2 {
+            // fal has no default field for "the face" or "the style": the model must say where
+            // each photo goes (or one list field that takes both, in order).
+            if m.task.slots().is_some() && p.kind == ProviderKind::Fal && m.image_fields.is_empty() {
                 return Err(bad(
                     k("image_fields"),
                     format!("name the request field of each of the 2 photos of {}, in order", m.task.as_str()),
@@ -980,12 +982,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("c.toml");
         for (extra, key) in [
-            ("task = \"upscale\"\n", "models[0].task"),
             ("task = \"image_to_video\"\n", "models[0].task"),
             ("task = \"edit\"\nmask = true\n", "models[0].mask"),
             ("task = \"edit\"\nimages = { min = 3, max = 2 }\n", "models[0].images"),
             ("task = \"edit\"\nimages = 11\n", "models[0].images"),
             ("task = \"edit\"\nimages = 0\n", "models[0].images"),
+            ("task = \"upscale\"\nimages = 0\n", "models[0].images"),
+            ("task = \"face_swap\"\nimages = 1\n", "models[0].images"),
+            ("task = \"retouch\"\nimage_fields = [\"a b\"]\n", "models[0].image_fields"),
+            ("task = \"retouch\"\ninstruction = \"  \"\n", "models[0].instruction"),
             ("images = 1\n", "models[0].images"),
             ("[[models.options]]\nname = \"Dur\"\nvalues = [{ value = 5 }]\n", "models[0].options[0].name"),
             ("[[models.options]]\nname = \"d\"\nvalues = []\n", "models[0].options[0].values"),

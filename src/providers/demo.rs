@@ -51,8 +51,10 @@ fn demo_size(req: &GenerateRequest) -> (u32, u32) {
     let first = req.input_images.first().and_then(|i| crate::imaging::probe(&i.bytes).ok());
     match (req.task.keeps_size(), first) {
         (true, Some(info)) => {
-            let k = if req.task == Task::Upscale { 2 } else { 1 };
-            (info.width.saturating_mul(k).min(2048), info.height.saturating_mul(k).min(2048))
+            // Twice the size to upscale, within the renderer's 2048 px and the same shape.
+            let side = info.width.max(info.height).max(1) as f64;
+            let k = if req.task == Task::Upscale { 2.0_f64.min(2048.0 / side) } else { 1.0_f64.min(2048.0 / side) };
+            ((info.width as f64 * k).round() as u32, (info.height as f64 * k).round() as u32)
         }
         _ => (req.width, req.height),
     }

@@ -160,7 +160,7 @@ async fn env() -> Env {
     draft.total = 3;
     let broadcast = uuid::Uuid::from_u128(draft.id).to_string();
     store.write(move |tx| tx.put_broadcast(&draft)).await.expect("broadcast");
-    let config = Arc::new(Config::default().with_demo());
+    let config = Arc::new(demo_config());
     let catalog = crate::catalog::Catalog::open(store.clone(), &config).expect("catalog");
     let health = Arc::new(crate::health::Health::new(crate::health::BotState::NoToken));
     let state = WebState::new(store.clone(), config, catalog, health);
@@ -303,7 +303,7 @@ fn web_state(store: &crate::store::Store, config: Config) -> WebState {
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_has_its_own_limit() {
     let e = env().await;
-    let mut config = Config::default().with_demo();
+    let mut config = demo_config();
     config.web.trusted_proxies = vec!["127.0.0.1".into()];
     let app = router(web_state(&e.store, config));
     for _ in 0..auth::LOGIN_LIMIT {
@@ -945,12 +945,12 @@ fn engine(e: &Env, notifier: Arc<Recorder>) -> crate::jobs::JobEngine {
 
 /// What a restart builds: a new catalog read from the store.
 fn restarted(e: &Env) -> (crate::jobs::JobEngine, crate::catalog::Catalog) {
-    let catalog = crate::catalog::Catalog::open(e.store.clone(), &Config::default().with_demo()).expect("catalog");
+    let catalog = crate::catalog::Catalog::open(e.store.clone(), &demo_config()).expect("catalog");
     (engine_with(e, Arc::new(Recorder::default()), catalog.clone()), catalog)
 }
 
 fn engine_with(e: &Env, notifier: Arc<Recorder>, catalog: crate::catalog::Catalog) -> crate::jobs::JobEngine {
-    let config = Config::default().with_demo();
+    let config = demo_config();
     let mut providers: std::collections::HashMap<String, crate::providers::DynProvider> = Default::default();
     providers.insert(
         "demo".into(),
@@ -1405,4 +1405,12 @@ async fn aggregates_follow_the_write_paths_and_match_a_rebuild() {
     // A prefix with more index entries than the limit says so.
     let (ids, cut) = e.store.read(|rx| rx.find_user_ids_by_word("", 2)).await.expect("index");
     assert!(cut && ids.len() <= 2, "{ids:?}");
+}
+
+/// The sandbox's demo provider with only its create model (not one per photo mode): what the
+/// panel tests count and switch.
+fn demo_config() -> Config {
+    let mut c = Config::default().with_demo();
+    c.models.truncate(1);
+    c
 }

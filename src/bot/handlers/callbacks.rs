@@ -99,6 +99,10 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
                 crate::bot::dialogue::Step::Photos { inputs, .. } => inputs,
                 _ => vec![],
             };
+            if !carried.is_empty() {
+                // The offer under the photos is used up: its buttons go.
+                let _ = bot.edit_message_reply_markup(chat, mid).await;
+            }
             match task {
                 crate::domain::Task::Edit => super::edit::with_photos(&bot, &ctx, &me, &dialogue, carried, mid).await?,
                 _ => super::tools::start(&bot, &ctx, &me, &dialogue, task, carried, mid).await?,

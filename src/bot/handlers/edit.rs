@@ -33,7 +33,8 @@ pub async fn on_message(
     match (caption, input::instruction(msg.text())) {
         (None, Some(instruction)) if editable => {
             dialogue.update(Step::Photos { inputs: inputs.clone(), caption: Some(instruction.clone()) }).await?;
-            respond(&bot, &ctx, &me, &dialogue, msg.id, inputs, Some(instruction), None).await
+            let single = single(&ctx, &inputs).await;
+            respond(&bot, &ctx, &me, &dialogue, msg.id, inputs, Some(instruction), single).await
         }
         (_, Some(_)) => {
             dialogue.exit().await?;
@@ -87,7 +88,16 @@ pub async fn with_photos(
         bot.send_message(dialogue.chat_id(), me.lang.t("tool_edit_intro")).reply_markup(kb).await?;
         return Ok(());
     }
-    respond(bot, ctx, me, dialogue, pressed, inputs, None, None).await
+    let single = single(ctx, &inputs).await;
+    respond(bot, ctx, me, dialogue, pressed, inputs, None, single).await
+}
+
+/// The one photo of a set of one, with its size: an edit of one photo keeps its size (no
+/// format is asked), however the instruction came.
+async fn single(ctx: &BotCtx, inputs: &[String]) -> Option<InputInfo> {
+    let [one] = inputs else { return None };
+    let (width, height) = super::tools::input_size(ctx, one).await?;
+    Some(InputInfo { sha256: one.clone(), width, height, bytes: 0 })
 }
 
 /// Offers the edit models that take this many photos, or says what is missing: the

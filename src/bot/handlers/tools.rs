@@ -217,7 +217,7 @@ async fn next(
 }
 
 /// Width and height of a stored input photo (the provider's size for a tool that keeps it).
-async fn input_size(ctx: &BotCtx, sha256: &str) -> Option<(u32, u32)> {
+pub(super) async fn input_size(ctx: &BotCtx, sha256: &str) -> Option<(u32, u32)> {
     let (store, sha) = (ctx.store.clone(), sha256.to_string());
     tokio::task::spawn_blocking(move || {
         let (path, _) = store.find_media_file(&sha)?;
