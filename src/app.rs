@@ -10,7 +10,9 @@ use crate::emulator::Emulator;
 use crate::health::{BotState, Health};
 use crate::jobs::JobEngine;
 use crate::library::Library;
-use crate::providers::{DynProvider, comfyui::ComfyProvider, demo::DemoProvider, fal::FalProvider};
+use crate::providers::{
+    DynProvider, comfyui::ComfyProvider, demo::DemoProvider, fal::FalProvider, wavespeed::WavespeedProvider,
+};
 use crate::store::Store;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -56,6 +58,9 @@ fn build_providers(config: &Config) -> anyhow::Result<HashMap<String, DynProvide
         let provider: DynProvider = match p.kind {
             ProviderKind::Fal => Arc::new(FalProvider::new(p).with_context(|| format!("provider {}", p.id))?),
             ProviderKind::Comfyui => Arc::new(ComfyProvider::new(p).with_context(|| format!("provider {}", p.id))?),
+            ProviderKind::Wavespeed => {
+                Arc::new(WavespeedProvider::new(p).with_context(|| format!("provider {}", p.id))?)
+            }
             ProviderKind::Demo => Arc::new(DemoProvider::new(&p.id, Duration::from_millis(p.poll_interval_ms))),
         };
         out.insert(p.id.clone(), provider);

@@ -230,6 +230,8 @@ pub async fn check_workflows(cfg: &Config, online: bool) -> Vec<String> {
     let mut servers: std::collections::HashMap<&str, Option<serde_json::Value>> = Default::default();
     for (i, m) in cfg.models.iter().enumerate() {
         let Some((pi, p)) = cfg.providers.iter().enumerate().find(|(_, p)| p.id == m.provider) else { continue };
+        // fal and WaveSpeed models are checked by validate() only: asking them online would
+        // need a paid or vendor-specific call per model (WaveSpeed has no schema endpoint in §8).
         if p.kind != ProviderKind::Comfyui {
             continue;
         }

@@ -300,6 +300,8 @@ pub enum ProviderKind {
     Fal,
     /// ComfyUI native HTTP + WebSocket API (protocols.md §3).
     Comfyui,
+    /// WaveSpeed AI task API (protocols.md §8), e.g. its face swap.
+    Wavespeed,
     /// Local renderer used by `sandbox` when nothing real is configured.
     Demo,
 }
@@ -309,7 +311,8 @@ pub enum ProviderKind {
 pub struct ProviderConfig {
     pub id: String,
     pub kind: ProviderKind,
-    /// fal: `https://queue.fal.run`; ComfyUI: `http://127.0.0.1:8188`.
+    /// fal: `https://queue.fal.run`; ComfyUI: `http://127.0.0.1:8188`; WaveSpeed:
+    /// `https://api.wavespeed.ai/api/v3`.
     #[serde(default)]
     pub base_url: String,
     #[serde(default)]
@@ -377,7 +380,7 @@ pub struct ModelConfig {
     pub display_name: String,
     #[serde(default = "default_task")]
     pub task: Task,
-    /// fal endpoint id (`fal-ai/flux/dev`).
+    /// fal endpoint id (`fal-ai/flux/dev`) or WaveSpeed model id (`wavespeed-ai/image-face-swap`).
     #[serde(default)]
     pub endpoint: String,
     /// ComfyUI API-format workflow file with `{{prompt}}`, `{{negative}}`, `{{width}}`,
@@ -416,9 +419,10 @@ pub struct ModelConfig {
     pub options: Vec<ModelOption>,
     /// The request field of each input photo, in the order the task asks for them
     /// ([`Task::slots`]): `image_fields = ["swap_image_url", "base_image_url"]` for fal's
-    /// face swap (the face, then the photo to change). One name takes every photo (a list when
-    /// there are several). Unset: the provider's default (fal: `image_urls` for edits and
-    /// several photos, else `image_url`).
+    /// face swap (the face, then the photo to change), `["face_image", "image"]` for
+    /// WaveSpeed's. One name takes every photo (a list when there are several). Unset: the
+    /// provider's default (fal: `image_urls` for edits and several photos, else `image_url`;
+    /// WaveSpeed: `image`, or `images` for several).
     #[serde(default)]
     pub image_fields: Vec<String>,
     /// A fixed instruction sent as the prompt, before the user's own words if any (the seed's
@@ -756,9 +760,15 @@ impl Config {
             {
                 return Err(bad(k("image_fields"), format!("one field name (a-z 0-9 _) or one per image ({max})")));
             }
-            // fal has no default field for "the face" or "the style": the model must say where
-            // each photo goes (or one list field that takes both, in order).
-            if m.task.slots().is_some() && p.kind == ProviderKind::Fal && m.image_fields.is_empty() {
+            // Neither API has a default field for "the face" or "the style": the model says where
+            // each photo goes, or (fal) names one list field that takes both in order. Guessing
+            // would swap the face and the photo.
+            let named = match p.kind {
+                ProviderKind::Fal => !m.image_fields.is_empty(),
+                ProviderKind::Wavespeed => m.image_fields.len() == 2,
+                _ => true,
+            };
+            if m.task.slots().is_some() && !named {
                 return Err(bad(
                     k("image_fields"),
                     format!("name the request field of each of the 2 photos of {}, in order", m.task.as_str()),
@@ -789,6 +799,12 @@ impl Config {
             match p.kind {
                 ProviderKind::Fal if m.endpoint.is_empty() => {
                     return Err(bad(k("endpoint"), "fal models need an endpoint id like fal-ai/flux/dev"));
+                }
+                ProviderKind::Wavespeed if m.endpoint.is_empty() => {
+                    return Err(bad(
+                        k("endpoint"),
+                        "WaveSpeed models need a model id like wavespeed-ai/image-face-swap",
+                    ));
                 }
                 ProviderKind::Comfyui => {
                     let Some(w) = &m.workflow else {
@@ -1012,6 +1028,34 @@ mod tests {
         let choices = Choices::from([("duration".to_string(), 1)]);
         assert_eq!(m.quote(Credits(10), &choices), Some(Credits(20)));
         assert_eq!(m.chosen_params(&choices).get("duration"), Some(&serde_json::json!(10)));
+    }
+
+    #[test]
+    fn wavespeed_models_need_a_model_id_and_face_swap_names_both_photo_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        let ws = |extra: &str| {
+            format!(
+                "[[providers]]\nid = \"ws\"\nkind = \"wavespeed\"\nbase_url = \"https://api.wavespeed.ai/api/v3\"\n\n\
+                 [[models]]\nid = \"swap\"\nprovider = \"ws\"\ndisplay_name = \"S\"\nprice = 5\ntask = \"face_swap\"\n{extra}"
+            )
+        };
+        for (extra, key) in [
+            ("image_fields = [\"face_image\", \"image\"]\n", "models[0].endpoint"),
+            ("endpoint = \"wavespeed-ai/image-face-swap\"\n", "models[0].image_fields"),
+            ("endpoint = \"wavespeed-ai/image-face-swap\"\nimage_fields = [\"image\"]\n", "models[0].image_fields"),
+        ] {
+            std::fs::write(&p, ws(extra)).expect("write");
+            let e = Config::load(Some(&p)).expect_err(extra);
+            assert_eq!(e.key, key, "{extra}: {e}");
+        }
+        std::fs::write(
+            &p,
+            ws("endpoint = \"wavespeed-ai/image-face-swap\"\nimage_fields = [\"face_image\", \"image\"]\n"),
+        )
+        .expect("write");
+        let c = Config::load(Some(&p)).expect("valid");
+        assert_eq!((c.providers[0].kind, c.providers[0].key_limit()), (ProviderKind::Wavespeed, None));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod comfyui;
 pub mod demo;
 pub mod fal;
 pub mod http;
+pub mod wavespeed;
 
 use crate::domain::{Format, Task};
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,8 @@ pub struct GenerateRequest {
     /// Model id from config (`[[models]] id`), for logs.
     pub model_id: String,
     pub task: Task,
-    /// Provider-side model address: a fal endpoint id (`fal-ai/flux/dev`), or for ComfyUI the
+    /// Provider-side model address: a fal endpoint id (`fal-ai/flux/dev`), a WaveSpeed model id
+    /// (`wavespeed-ai/image-face-swap`), or for ComfyUI the
     /// API-format workflow JSON (already loaded from the model's workflow file).
     pub endpoint: String,
     pub workflow: Option<serde_json::Value>,
@@ -74,7 +76,7 @@ pub struct InputImage {
 /// `client_id`). Persisted verbatim in the job record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Submission {
-    /// fal `request_id`, ComfyUI `prompt_id`, demo: a local id.
+    /// fal `request_id`, ComfyUI `prompt_id`, WaveSpeed `data.id`, demo: a local id.
     pub request_id: String,
     #[serde(default)]
     pub data: serde_json::Value,
@@ -172,7 +174,7 @@ impl ProviderError {
 pub type ProgressFn<'a> = &'a (dyn Fn(ProviderProgress) + Send + Sync);
 
 /// A generation backend. Implementations: [`fal::FalProvider`], [`comfyui::ComfyProvider`],
-/// [`demo::DemoProvider`].
+/// [`wavespeed::WavespeedProvider`], [`demo::DemoProvider`].
 #[async_trait::async_trait]
 pub trait ImageProvider: Send + Sync {
     /// Provider id from config (`[[providers]] id`).

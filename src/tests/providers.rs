@@ -5,10 +5,11 @@ use crate::config::{ProviderConfig, ProviderKind, Secret};
 use crate::domain::{Format, Task};
 use crate::providers::comfyui::ComfyProvider;
 use crate::providers::fal::FalProvider;
+use crate::providers::wavespeed::WavespeedProvider;
 use crate::providers::{
     GenerateRequest, GeneratedFile, ImageProvider, InputImage, ProviderError, ProviderProgress, SizeParam, Submission,
 };
-use crate::tests::fakes::{self, ComfyScenario, FakeComfy, FakeFal, FalScenario};
+use crate::tests::fakes::{self, ComfyScenario, FakeComfy, FakeFal, FakeWavespeed, FalScenario, WavespeedScenario};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -559,4 +560,110 @@ async fn check_config_names_unknown_placeholders_and_asks_the_server_online() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].starts_with("providers[0] (comfyui): GET /object_info failed"), "{problems:?}");
     assert!(crate::cli::check_workflows(&down, false).await.is_empty(), "offline, a good workflow passes");
+}
+
+// ---------------------------------------------------------------------------------- WaveSpeed
+
+/// A face swap request: the face photo (4×2), then the photo to change (2×4).
+fn face_swap_request() -> GenerateRequest {
+    let mut r = request("wavespeed-ai/image-face-swap");
+    r.task = Task::FaceSwap;
+    r.prompt = String::new();
+    r.negative = None;
+    r.size_param = SizeParam::None;
+    r.image_fields = vec!["face_image".into(), "image".into()];
+    r.input_images = vec![
+        InputImage { bytes: fakes::gradient_png(4, 2), mime: "image/png".into() },
+        InputImage { bytes: fakes::gradient_png(2, 4), mime: "image/png".into() },
+    ];
+    r
+}
+
+fn data_uri_size(v: &Value) -> (u32, u32) {
+    let (mime, bytes) = crate::providers::http::decode_data_uri(v.as_str().expect("a data URI")).expect("data URI");
+    assert_eq!(mime, "image/png");
+    let img = image::load_from_memory(&bytes).expect("an image");
+    (img.width(), img.height())
+}
+
+#[tokio::test]
+async fn providers_wavespeed_face_swap_submits_polls_and_downloads() {
+    let ws = FakeWavespeed::start().await;
+    let p = WavespeedProvider::new(&cfg(ProviderKind::Wavespeed, &ws.base_url())).expect("provider");
+    let sub = p.submit(&face_swap_request(), None).await.expect("submit");
+    assert!(sub.data["get_url"].as_str().expect("get_url").starts_with(&ws.base_url()), "{sub:?}");
+    let s = seen();
+    let files = wait_recording(&p, &sub, &s).await.expect("result");
+    assert_eq!(files.len(), 1);
+    assert_eq!((files[0].bytes.clone(), files[0].mime.as_str()), (ws.result_jpeg(), "image/jpeg"));
+    assert!(snapshot(&s).iter().any(|p| p.running), "processing reported as running");
+
+    let body = ws.last_submit_body().expect("body");
+    assert_eq!(data_uri_size(&body["face_image"]), (4, 2), "the face is the first photo");
+    assert_eq!(data_uri_size(&body["image"]), (2, 4), "the photo to change is the second");
+    assert_eq!((&body["enable_sync_mode"], &body["output_format"]), (&json!(false), &json!("jpeg")));
+    assert!(body.get("prompt").is_none() && body.get("image_url").is_none(), "{body}");
+    let bearer = format!("Bearer {KEY}");
+    assert_eq!(ws.last_auth().as_deref(), Some(bearer.as_str()));
+    let polls = ws.poll_auths();
+    assert_eq!(polls.len(), 4, "created, processing ×2, completed");
+    assert!(polls.iter().all(|a| a.as_deref() == Some(bearer.as_str())), "{polls:?}");
+    assert_eq!((ws.submits(), ws.file_fetches()), (1, 1));
+
+    // A restored submission resumes without a second submit.
+    let restored: Submission = serde_json::from_str(&serde_json::to_string(&sub).expect("persist")).expect("restore");
+    assert_eq!(p.wait(&restored, &|_| {}).await.expect("again")[0].bytes, ws.result_jpeg());
+    assert_eq!(ws.submits(), 1);
+}
+
+#[tokio::test]
+async fn providers_wavespeed_no_face_is_a_rejection_and_http_errors_are_classified() {
+    let ws = FakeWavespeed::start().await;
+    let p = WavespeedProvider::new(&cfg(ProviderKind::Wavespeed, &ws.base_url())).expect("provider");
+    ws.push_scenario(WavespeedScenario::Failed { error: "no face detected in face_image".into() });
+    let sub = p.submit(&face_swap_request(), None).await.expect("submit");
+    let e = p.wait(&sub, &|_| {}).await.expect_err("failed task");
+    assert!(matches!(&e, ProviderError::Rejected(m) if m.contains("no face detected")), "{e:?}");
+    assert_eq!(ws.file_fetches(), 0);
+    ws.push_scenario(WavespeedScenario::Failed { error: "internal worker error".into() });
+    let sub = p.submit(&face_swap_request(), None).await.expect("submit");
+    let e = p.wait(&sub, &|_| {}).await.expect_err("failed task");
+    assert!(matches!(&e, ProviderError::Failed(m) if m == "internal worker error"), "{e:?}");
+
+    ws.push_scenario(WavespeedScenario::SubmitError {
+        status: 401,
+        body: r#"{"code":401,"message":"Unauthorized: invalid API key","data":null}"#.into(),
+    });
+    let e = p.submit(&face_swap_request(), None).await.expect_err("401");
+    assert!(matches!(&e, ProviderError::Unauthorized(m) if m.contains("invalid API key")), "{e:?}");
+    assert!(!e.to_string().contains(KEY), "the key is never echoed: {e}");
+    ws.push_scenario(WavespeedScenario::SubmitError {
+        status: 422,
+        body: r#"{"code":422,"message":"image: invalid image format","data":null}"#.into(),
+    });
+    let e = p.submit(&face_swap_request(), None).await.expect_err("422");
+    assert!(matches!(&e, ProviderError::Rejected(m) if m == "image: invalid image format"), "{e:?}");
+    assert_eq!(ws.submits(), 4);
+
+    let unknown = Submission { request_id: "nope".into(), data: json!({}) };
+    assert!(matches!(p.wait(&unknown, &|_| {}).await, Err(ProviderError::Lost(_))));
+}
+
+#[tokio::test]
+async fn providers_wavespeed_never_polls_a_foreign_get_url() {
+    let ws = FakeWavespeed::start().await;
+    ws.push_scenario(WavespeedScenario::ForeignPollUrl);
+    let p = WavespeedProvider::new(&cfg(ProviderKind::Wavespeed, &ws.base_url())).expect("provider");
+    let sub = p.submit(&face_swap_request(), None).await.expect("submit");
+    let want = format!("{}/predictions/{}/result", ws.base_url(), sub.request_id);
+    assert_eq!(sub.data["get_url"], json!(want), "the documented URL instead");
+    let files = p.wait(&sub, &|_| {}).await.expect("result via the documented URL");
+    assert_eq!(files[0].bytes, ws.result_jpeg());
+    // A stored submission pointing elsewhere (older data, a changed base_url) is not followed.
+    let stored = Submission { request_id: sub.request_id.clone(), data: json!({"get_url": "http://evil.example/x"}) };
+    assert!(p.wait(&stored, &|_| {}).await.is_ok());
+    assert_eq!(ws.foreign_hits(), 0, "the key never went to another host");
+
+    let dbg = format!("{p:?}");
+    assert!(!dbg.contains("fal-key-secret") && dbg.contains("***"), "{dbg}");
 }

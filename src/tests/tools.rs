@@ -355,3 +355,67 @@ fn the_shipped_catalog_passes_check_config_once_uncommented() {
     let swap = config.models.iter().find(|m| m.task == Task::FaceSwap).expect("face swap");
     assert_eq!(swap.image_fields, ["swap_image_url", "base_image_url"], "the face first");
 }
+
+/// The WaveSpeed fake plus its face swap model, configured as the shipped catalog does.
+async fn wavespeed_harness(ws: &super::fakes::FakeWavespeed) -> Harness {
+    let base = ws.base_url();
+    Harness::start(move |d| {
+        let mut c = test_config(d);
+        c.billing.currency = crate::config::BillingConfig::default().currency;
+        c.providers.push(provider("wavespeed", ProviderKind::Wavespeed, &base));
+        let mut swap = model("ws-swap", "wavespeed", 5);
+        swap.task = Task::FaceSwap;
+        swap.endpoint = "wavespeed-ai/image-face-swap".into();
+        swap.image_fields = vec!["face_image".into(), "image".into()];
+        swap.size_param = SizeParam::None;
+        swap.display_name = "WaveSpeed".into();
+        c.models.push(swap);
+        c
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn face_swap_on_wavespeed_sends_the_face_then_the_photo_and_delivers_the_result() {
+    let ws = super::fakes::FakeWavespeed::start().await;
+    let h = wavespeed_harness(&ws).await;
+    let u = 911;
+    open_tool(&h, u, "🔄 Заменить лицо", "фото лица").await;
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+    h.wait_text(u, "на котором заменить лицо").await;
+    // A portrait photo once upright (stored 2048×1536 with EXIF orientation 6).
+    h.photo(u, "ru", &testdata("photos/canon_sx60_orient6_gpsifd.jpg"), None);
+    h.wait_for(u, 30, "the swapped picture", |_| h.photos(u).len() == 1).await;
+    let body = ws.last_submit_body().expect("submitted");
+    let (face, target) = (data_uri_image(&body["face_image"]), data_uri_image(&body["image"]));
+    assert!(face.width() > face.height(), "the face is the first photo sent");
+    assert!(target.height() > target.width(), "the photo to change is the second");
+    assert_eq!(ws.last_auth().as_deref(), Some("Bearer test-key-123"));
+    assert_eq!((ws.submits(), ws.file_fetches()), (1, 1));
+    assert_eq!(kinds(&h.ledger(u).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture]);
+    assert_eq!(h.balance(u).await, Credits(95));
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn face_swap_on_wavespeed_without_a_face_is_refused_in_russian_and_the_hold_released() {
+    let ws = super::fakes::FakeWavespeed::start().await;
+    ws.set_scenario(super::fakes::WavespeedScenario::Failed { error: "no face detected".into() });
+    let h = wavespeed_harness(&ws).await;
+    let u = 912;
+    open_tool(&h, u, "🔄 Заменить лицо", "фото лица").await;
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+    h.wait_text(u, "на котором заменить лицо").await;
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_6.jpg"), None);
+    let refusal = h.wait_text(u, "не найдено лицо").await;
+    let text = text_of(&refusal);
+    assert!(text.contains("Провайдер отклонил запрос"), "the bot's own refusal sentence: {text}");
+    assert!(!text.contains("detected"), "no English provider text: {text}");
+    assert!(h.photos(u).is_empty());
+    assert_eq!(ws.submits(), 1, "a refusal is not retried");
+    assert_eq!(kinds(&h.ledger(u).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Release]);
+    assert_eq!(h.balance(u).await, Credits(100));
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}

@@ -5,17 +5,21 @@
 //! - [`FakeFal`]: the fal.ai queue API (protocols.md §2), scenario-driven.
 //! - [`FakeComfy`]: a ComfyUI server (protocols.md §3) answering in the shapes of the recorded
 //!   0.3.64 session, with a WebSocket and a one-at-a-time executor.
+//! - [`FakeWavespeed`]: the WaveSpeed AI task API (protocols.md §8) under `/api/v3`, with a
+//!   second listener standing for a foreign host.
 //!
-//! Both record what they were asked (submits, auth headers, cancels…) for assertions, and both
-//! have a `hold()` / `release()` switch that keeps work "running" — e.g. to stop and restart
+//! They record what they were asked (submits, auth headers, cancels…) for assertions, and fal and
+//! ComfyUI have a `hold()` / `release()` switch that keeps work "running" — e.g. to stop and restart
 //! the app while a job is at the provider. Each fake stops when dropped.
 
 pub mod comfyui;
 pub mod fal;
+pub mod wavespeed;
 
 #[allow(unused_imports)] // the record types are for end-to-end tests
 pub use comfyui::{ComfyScenario, ComfySubmit, ComfyUpload, FakeComfy};
 pub use fal::{FakeFal, FalScenario};
+pub use wavespeed::{FakeWavespeed, WavespeedScenario};
 
 use std::net::SocketAddr;
 use std::time::Duration;
