@@ -54,6 +54,9 @@ pub struct Config {
     pub library: LibraryConfig,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
+    /// Optional language model for prompt writing and translation ([`LlmConfig`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -339,6 +342,127 @@ pub struct ProviderConfig {
     pub proxy: Option<String>,
 }
 
+/// Which API the `[llm]` section speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmKind {
+    /// Any OpenAI-compatible chat completions server: OpenAI, OpenRouter, llama.cpp, vLLM,
+    /// Ollama (protocols.md §4.4).
+    Openai,
+    /// fal's `fal-ai/any-llm` through the queue API (protocols.md §2).
+    Fal,
+}
+
+/// `[llm]`: a language model that turns a short idea into an image prompt and translates
+/// prompts into English (used by the "✍️ Написать" flow).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    pub kind: LlmKind,
+    /// openai: the API root including `/v1` (`https://api.openai.com/v1`,
+    /// `http://127.0.0.1:8080/v1`); fal: the queue host, default `https://queue.fal.run`.
+    #[serde(default)]
+    pub base_url: String,
+    /// openai: the model name (`gpt-4o-mini`; single-model servers such as llama.cpp ignore
+    /// it); fal: the model any-llm routes to (`google/gemini-flash-1.5`).
+    pub model: String,
+    /// Optional for local servers (no `Authorization` header is sent without a key).
+    #[serde(default)]
+    pub api_key: Secret,
+    /// Name of an environment variable holding the key (`FAL_KEY`; wins over `api_key`).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Bound on one whole exchange (request, queue polls, answer), seconds, 1–300.
+    #[serde(default = "default_llm_timeout")]
+    pub timeout_secs: u64,
+    /// System prompt of `write_prompt`, ≤ 4000 characters.
+    #[serde(default = "default_writer_prompt")]
+    pub writer_system_prompt: String,
+    /// System prompt of `translate`, ≤ 4000 characters.
+    #[serde(default = "default_translate_prompt")]
+    pub translate_system_prompt: String,
+}
+
+/// fal's queue host, the `[llm]` default for `kind = "fal"`.
+pub const FAL_QUEUE_URL: &str = "https://queue.fal.run";
+
+fn default_llm_timeout() -> u64 {
+    30
+}
+
+/// Default `writer_system_prompt`.
+pub fn default_writer_prompt() -> String {
+    "You write prompts for an image generation model. The user gives a short idea, in any \
+     language. Turn it into one detailed image prompt in English, in this order: the subject; \
+     its appearance; the setting; the light; the style or medium. Keep everything consistent: \
+     no details that contradict each other or the idea. Do not add technical parameters \
+     (resolution, aspect ratio, seeds, model names, weights or flags). Answer with the prompt \
+     only: no introduction, no quotes, no explanations."
+        .into()
+}
+
+/// Default `translate_system_prompt`.
+pub fn default_translate_prompt() -> String {
+    "Translate the user's image generation prompt into English. Keep its meaning, details and \
+     order; do not add, drop or explain anything. If it is already in English, return it \
+     unchanged. Answer with the translation only."
+        .into()
+}
+
+impl LlmConfig {
+    /// `base_url` without a trailing slash; for fal, the queue host when none is given.
+    pub fn effective_base_url(&self) -> String {
+        let base = self.base_url.trim().trim_end_matches('/');
+        match (self.kind, base.is_empty()) {
+            (LlmKind::Fal, true) => FAL_QUEUE_URL.to_string(),
+            _ => base.to_string(),
+        }
+    }
+
+    /// The API key, from `api_key_env` if set and present, else `api_key` (may be empty).
+    pub fn resolved_key(&self) -> Secret {
+        resolve_key(&self.api_key, self.api_key_env.as_deref())
+    }
+
+    /// The section's own rules; errors name the key (`llm.timeout_secs`).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let base = self.effective_base_url();
+        let url_ok = url::Url::parse(&base).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+        if !url_ok {
+            let what = match self.kind {
+                LlmKind::Openai => "must be the http(s) API root, e.g. https://api.openai.com/v1",
+                LlmKind::Fal => "must be an http(s) URL (default https://queue.fal.run)",
+            };
+            return Err(bad("llm.base_url", what));
+        }
+        if self.model.trim().is_empty() || self.model.len() > 200 {
+            return Err(bad("llm.model", "1–200 characters (e.g. gpt-4o-mini, google/gemini-flash-1.5)"));
+        }
+        if !(1..=300).contains(&self.timeout_secs) {
+            return Err(bad("llm.timeout_secs", "1–300 seconds"));
+        }
+        for (key, prompt) in [
+            ("llm.writer_system_prompt", &self.writer_system_prompt),
+            ("llm.translate_system_prompt", &self.translate_system_prompt),
+        ] {
+            if prompt.trim().is_empty() || prompt.chars().count() > 4000 {
+                return Err(bad(key, "1–4000 characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `api_key_env`'s variable when set and present, else `api_key`.
+fn resolve_key(api_key: &Secret, api_key_env: Option<&str>) -> Secret {
+    if let Some(var) = api_key_env {
+        if let Ok(v) = std::env::var(var) {
+            return Secret::new(v);
+        }
+    }
+    api_key.clone()
+}
+
 fn default_concurrency() -> u32 {
     2
 }
@@ -360,12 +484,7 @@ impl ProviderConfig {
 
     /// The API key, from `api_key_env` if set and present, else `api_key`.
     pub fn resolved_key(&self) -> Secret {
-        if let Some(var) = &self.api_key_env {
-            if let Ok(v) = std::env::var(var) {
-                return Secret::new(v);
-            }
-        }
-        self.api_key.clone()
+        resolve_key(&self.api_key, self.api_key_env.as_deref())
     }
 }
 
@@ -707,6 +826,9 @@ impl Config {
                     return Err(bad(k("proxy"), "not a proxy URL (value not shown: it may hold credentials)"));
                 }
             }
+        }
+        if let Some(llm) = &self.llm {
+            llm.validate()?;
         }
         let mut mids = HashSet::new();
         for (i, m) in self.models.iter().enumerate() {

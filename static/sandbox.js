@@ -395,26 +395,45 @@
     });
   }
 
-  async function sendFile(el, kind) {
-    const file = el.files && el.files[0];
+  // Telegram clients send at most 10 files as one album and split a larger pick into several.
+  const ALBUM_MAX = 10;
+
+  // Like Telegram's (a long decimal string), unique enough for one page's albums.
+  function newMediaGroupId() {
+    const rnd = new Uint32Array(1);
+    crypto.getRandomValues(rnd);
+    return `${Date.now()}${String(rnd[0] % 1000000).padStart(6, '0')}`;
+  }
+
+  // One file is one message; several are albums: one update per file, in the order chosen,
+  // sharing a media_group_id, with the caption on the first (as Telegram clients send them).
+  async function sendFiles(el, kind) {
+    const files = Array.from(el.files || []);
     el.value = '';
-    if (!file) return;
+    if (!files.length) return;
     const caption = input.value.trim();
     input.value = '';
     try {
-      const data = await readAsDataUrl(file);
-      const action = kind === 'photo'
-        ? { photo_base64: data }
-        : { document_base64: data, file_name: file.name };
-      if (caption) action.caption = caption;
-      await push(action);
+      const data = await Promise.all(files.map(readAsDataUrl));
+      for (let start = 0; start < files.length; start += ALBUM_MAX) {
+        const group = files.length - start > 1 ? newMediaGroupId() : null;
+        for (let i = start; i < Math.min(start + ALBUM_MAX, files.length); i++) {
+          const action = kind === 'photo'
+            ? { photo_base64: data[i] }
+            : { document_base64: data[i], file_name: files[i].name };
+          if (caption && i === 0) action.caption = caption;
+          if (group) action.media_group_id = group;
+          // Sequential, so the bot sees the album's messages in the order chosen.
+          await push(action);
+        }
+      }
     } catch (e) {
       showError(`Upload failed: ${e.message}`);
     }
   }
 
-  $('photo').addEventListener('change', (ev) => sendFile(ev.target, 'photo'));
-  $('document').addEventListener('change', (ev) => sendFile(ev.target, 'document'));
+  $('photo').addEventListener('change', (ev) => sendFiles(ev.target, 'photo'));
+  $('document').addEventListener('change', (ev) => sendFiles(ev.target, 'document'));
 
   $('menu').addEventListener('click', () => {
     commandsBox.textContent = '';

@@ -53,11 +53,11 @@ fn check_config_refuses_a_task_no_flow_handles() {
              price = 5\ntask = \"{task}\"\n"
         )
     };
-    std::fs::write(&cfg, model("upscale")).expect("write");
+    std::fs::write(&cfg, model("image_to_video")).expect("write");
     let out = bin().args(["--config", cfg.to_str().expect("utf8"), "check-config"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("models[0].task") && err.contains("upscale"), "{err}");
+    assert!(err.contains("models[0].task") && err.contains("image_to_video"), "{err}");
     std::fs::write(&cfg, model("edit")).expect("write");
     let out = bin().args(["--config", cfg.to_str().expect("utf8"), "check-config"]).output().expect("run");
     assert!(out.status.success(), "an edit model is handled: {out:?}");

@@ -180,11 +180,25 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
+/// 400 for a control body that is not the documented shape. An unknown field is named alone
+/// (`unknown field `foo``): serde's list of expected fields and the byte position only bury
+/// the name a caller has to fix.
+fn bad_body(what: &str, e: &serde_json::Error) -> Response {
+    let text = e.to_string();
+    // serde_json writes `unknown field `name`, expected …`; the name may hold any character.
+    let name = text.strip_prefix("unknown field `").and_then(|rest| rest.find('`').map(|end| &rest[..end]));
+    let message = match name {
+        Some(name) => format!("unknown field `{name}`"),
+        None => format!("bad {what}: {text}"),
+    };
+    error(StatusCode::BAD_REQUEST, message)
+}
+
 /// `POST /emulator/control/updates`.
 pub(crate) async fn push(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
     let u: ControlUpdate = match serde_json::from_slice(&body) {
         Ok(u) => u,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad update: {e}")),
+        Err(e) => return bad_body("update", &e),
     };
     // Decoding and thumbnails are blocking work.
     let res = tokio::task::spawn_blocking(move || emu.push_update(u)).await;
@@ -300,7 +314,7 @@ pub(crate) async fn flood(AxState(emu): AxState<Emulator>, body: Bytes) -> Respo
             Json(json!({"ok": true})).into_response()
         }
         Ok(_) => error(StatusCode::BAD_REQUEST, "times must be at least 1"),
-        Err(e) => error(StatusCode::BAD_REQUEST, format!("bad flood rule: {e}")),
+        Err(e) => bad_body("flood rule", &e),
     }
 }
 

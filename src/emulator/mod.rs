@@ -27,10 +27,14 @@
 //! (421 otherwise; DNS rebinding) unless the emulator was made public
 //! ([`Emulator::allow_any_host`]), and every control POST must be `Content-Type:
 //! application/json` (415 otherwise; a cross-site form or `text/plain` POST cannot be).
+//! Control bodies take only the fields documented here: an unknown one (a typo, or a field
+//! this emulator does not have, like a file path) is refused with 400 `{"error": "unknown
+//! field `name`"}` rather than dropped, so a test never passes by ignoring what it sent.
 //! - `POST /emulator/control/updates` — a user does something. Body: a [`ControlUpdate`]:
 //!   `{"user": {"id", "first_name", "username"?, "language_code"?}` plus exactly one of
 //!   `"text"`, `"photo_base64"`, `"document_base64"` (with optional `"file_name"`;
-//!   `"caption"` goes with photos and documents),
+//!   `"caption"` and `"media_group_id"` go with photos and documents: the messages of one
+//!   album share a `media_group_id`, one update per file, in order),
 //!   `"callback_data"` + `"message_id"` (a press on the inline button of that bot message), or
 //!   `"inline_query"`, or `"chosen_inline_result": {"result_id", "query"}` (the user picked a
 //!   result the bot offered; Telegram sends it when inline feedback is on). Answer
@@ -59,7 +63,8 @@
 //!
 //! # Sandbox
 //! `GET /sandbox` is a chat page with the bot as user 10001 ("Sandbox"); its script and style
-//! are `static/sandbox.{js,css}`, served at `/emulator/static/{path}`.
+//! are `static/sandbox.{js,css}`, served at `/emulator/static/{path}`. Choosing several files
+//! at once posts them as albums of up to 10 (one update per file, a shared `media_group_id`).
 
 mod api;
 mod control;
@@ -269,6 +274,7 @@ impl Default for Emulator {
 
 /// A Telegram user as the control API describes them (`User` in the spec, minus bot flags).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ControlUser {
     pub id: i64,
     pub first_name: String,
@@ -285,6 +291,7 @@ pub struct ControlUser {
 /// Set exactly one action: `text`, `photo_base64`, `document_base64`, `callback_data` (with
 /// `message_id`), `inline_query` or `chosen_inline_result`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ControlUpdate {
     pub user: ControlUser,
     /// A text message; one starting with `/` gets a `bot_command` entity like in Telegram.
@@ -323,6 +330,7 @@ pub struct ControlUpdate {
 /// `chosen_inline_result` of a [`ControlUpdate`] (Bot API `ChosenInlineResult`, without
 /// location or inline_message_id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChosenInline {
     pub result_id: String,
     #[serde(default)]
@@ -464,6 +472,7 @@ pub struct InlineAnswer {
 /// Flood control to inject: the next `times` calls matching `chat_id` and `method` (both
 /// optional) answer 429 with `retry_after` seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FloodRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat_id: Option<i64>,

@@ -529,6 +529,82 @@ async fn user_photo_round_trips_through_get_file() {
     assert_eq!(doc.document().and_then(|d| d.file_name.clone()).as_deref(), Some("dice.png"));
 }
 
+/// A control body with a field the API does not have is refused and the field is named,
+/// wherever it sits (update, user, chosen result, flood rule); nothing reaches the bot.
+#[tokio::test]
+async fn control_posts_with_unknown_fields_are_refused_naming_the_field() {
+    let env = start().await;
+    let tess = json!({"id": USER, "first_name": "Tess"});
+    let cases = [
+        ("emulator/control/updates", json!({"user": tess, "text": "hi", "foo": 1}), "foo"),
+        (
+            "emulator/control/updates",
+            json!({"user": {"id": USER, "first_name": "Tess", "nick": "t"}, "text": "hi"}),
+            "nick",
+        ),
+        ("emulator/control/updates", json!({"user": tess, "photo_path": "/etc/passwd"}), "photo_path"),
+        (
+            "emulator/control/updates",
+            json!({"user": tess, "chosen_inline_result": {"result_id": "a", "offset": "1"}}),
+            "offset",
+        ),
+        ("emulator/control/flood", json!({"method": "sendMessage", "retries": 2}), "retries"),
+    ];
+    for (path, body, field) in cases {
+        let (status, answer) = env.control_post(path, body).await;
+        assert_eq!(status, 400, "{path} {field}: {answer}");
+        assert_eq!(answer["error"], format!("unknown field `{field}`"), "{path}");
+    }
+    assert!(env.emu.messages(USER).is_empty());
+    assert!(env.emu.calls().is_empty());
+    // Other shape errors keep serde's detail.
+    let (status, answer) = env.control_post("emulator/control/updates", json!({"user": tess, "text": 5})).await;
+    assert_eq!(status, 400);
+    assert!(answer["error"].as_str().is_some_and(|e| e.starts_with("bad update: invalid type")), "{answer}");
+}
+
+/// The album shape the sandbox page posts when several files are chosen: one update per file,
+/// all with the same `media_group_id`, in order; the bot gets one message per file.
+#[tokio::test]
+async fn an_album_posted_through_the_control_api_shares_one_media_group_id() {
+    use base64::Engine;
+    let env = start().await;
+    let bot = env.bot();
+    let b64 =
+        |bytes: &[u8]| format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes));
+    let tess = json!({"id": USER, "first_name": "Tess"});
+    for (i, side) in [30u32, 40, 50].into_iter().enumerate() {
+        let mut body = json!({"user": tess, "photo_base64": b64(&png(side, side)), "media_group_id": "sb-1"});
+        if i == 0 {
+            body["caption"] = json!("three cats");
+        }
+        let (status, answer) = env.control_post("emulator/control/updates", body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, _) = env
+        .control_post(
+            "emulator/control/updates",
+            json!({"user": tess, "document_base64": b64(&png(8, 8)), "file_name": "a.png", "media_group_id": "sb-2"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let updates = bot.get_updates().await.expect("getUpdates");
+    let messages: Vec<_> = updates
+        .iter()
+        .map(|u| match &u.kind {
+            UpdateKind::Message(m) => m.clone(),
+            other => panic!("message expected, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(messages.len(), 4);
+    let sides: Vec<_> = messages[..3].iter().map(|m| m.photo().and_then(|p| p.last()).map(|p| p.width)).collect();
+    assert_eq!(sides, [Some(30), Some(40), Some(50)], "in the order posted");
+    assert!(messages[..3].iter().all(|m| m.media_group_id().map(|g| g.0.as_str()) == Some("sb-1")));
+    assert_eq!(messages[0].caption(), Some("three cats"));
+    assert_eq!(messages[3].media_group_id().map(|g| g.0.as_str()), Some("sb-2"));
+    assert!(messages[3].document().is_some());
+}
+
 #[tokio::test]
 async fn flood_control_answers_429_then_recovers() {
     let env = start().await;
@@ -600,6 +676,11 @@ async fn sandbox_page_and_assets_are_served() {
     {
         assert!(html.contains(needle), "missing {needle}");
     }
+    // Both file pickers take several files (an album).
+    for id in ["photo", "document"] {
+        let tag = html.split(&format!("id=\"{id}\"")).nth(1).and_then(|t| t.split('>').next()).unwrap_or("");
+        assert!(tag.contains("multiple"), "#{id} lacks multiple: {tag}");
+    }
     // No inline script or style: every <script> has a src.
     assert_eq!(html.matches("<script").count(), html.matches("<script src=").count());
     assert!(!html.contains("<style") && !html.contains("style=\""));
@@ -608,7 +689,7 @@ async fn sandbox_page_and_assets_are_served() {
     assert_eq!(js.status(), 200);
     assert!(js.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap_or("").contains("javascript"));
     let js = js.text().await.expect("js text");
-    for needle in ["button", "'kb'", "'photo'", "/emulator/control/updates", "callback_data"] {
+    for needle in ["button", "'kb'", "'photo'", "/emulator/control/updates", "callback_data", "media_group_id"] {
         assert!(js.contains(needle), "sandbox.js lacks {needle}");
     }
     let css = env.http.get(format!("{}emulator/static/sandbox.css", env.base)).send().await.expect("css");

@@ -313,7 +313,10 @@ fn sub_url<'a>(sub: &'a Submission, key: &str, base_url: &str) -> Result<&'a str
     Ok(url)
 }
 
-fn with_logs_off(status_url: &str) -> Result<url::Url, ProviderError> {
+/// `status_url` with `logs=0` (any `logs` it had replaced): polls need no log lines.
+///
+/// Errors: `Failed("bad status_url …")` when it is not a URL.
+pub fn with_logs_off(status_url: &str) -> Result<url::Url, ProviderError> {
     let mut u = url::Url::parse(status_url).map_err(|e| ProviderError::Failed(format!("bad status_url: {e}")))?;
     let rest: Vec<(String, String)> =
         u.query_pairs().filter(|(k, _)| k != "logs").map(|(k, v)| (k.into(), v.into())).collect();

@@ -75,7 +75,7 @@ pub fn classify(err: &reqwest::Error) -> ProviderError {
 }
 
 /// reqwest's `Display` omits the cause ("error sending request"); keep the chain for logs.
-fn describe(err: &reqwest::Error) -> String {
+pub fn describe(err: &reqwest::Error) -> String {
     let mut out = err.to_string();
     let mut src = std::error::Error::source(err);
     while let Some(s) = src {

@@ -255,7 +255,8 @@ async fn admin_tops_up_a_user_in_headless_chromium() {
 }
 
 /// The sandbox page under the panel's CSP, as `sandbox` serves it: a bot message with
-/// `javascript:` and `data:` links shows them as plain text; http(s) and tg: links stay links.
+/// `javascript:` and `data:` links shows them as plain text; http(s) and tg: links stay links;
+/// two photos chosen at once arrive as one album.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_page_links_only_safe_urls_in_headless_chromium() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -308,6 +309,33 @@ async fn sandbox_page_links_only_safe_urls_in_headless_chromium() {
     );
     let shown = c.find(Locator::Css("#chat")).await.expect("chat").text().await.expect("text");
     assert!(shown.contains("evil") && shown.contains("data"), "unsafe links stay as text: {shown}");
+
+    // Several photos chosen at once go as one album, in order, the caption on the first.
+    let before = emu.messages(user).len();
+    let mut paths = Vec::new();
+    for (i, side) in [24u32, 32].into_iter().enumerate() {
+        let path = dir.path().join(format!("album-{i}.png"));
+        image::RgbImage::new(side, side).save(&path).expect("write png");
+        paths.push(path.display().to_string());
+    }
+    c.find(Locator::Id("input")).await.expect("input").send_keys("two squares").await.expect("caption");
+    // chromedriver sets several files on a `multiple` input from newline-separated paths.
+    c.find(Locator::Id("photo")).await.expect("photo input").send_keys(&paths.join("\n")).await.expect("choose");
+    let mut album = Vec::new();
+    for _ in 0..200 {
+        album = emu.messages(user).into_iter().skip(before).filter(|m| m.photo.is_some()).collect::<Vec<_>>();
+        if album.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(album.len(), 2, "{album:?}");
+    let group = album[0].media_group_id.clone();
+    assert!(group.is_some() && album[1].media_group_id == group, "{album:?}");
+    let widths: Vec<_> = album.iter().filter_map(|m| m.photo.as_ref().map(|p| p.width)).collect();
+    assert_eq!(widths, [24, 32]);
+    assert_eq!(album[0].caption.as_deref(), Some("two squares"));
+    assert_eq!(album[1].caption, None);
     c.close().await.expect("close session");
     app.stop().await;
 }

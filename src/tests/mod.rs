@@ -10,6 +10,7 @@ mod faults;
 mod hardening;
 pub mod harness;
 mod library;
+mod llm;
 mod packaging;
 mod providers;
 mod sandbox;

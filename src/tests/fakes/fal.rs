@@ -45,6 +45,9 @@ pub enum FalScenario {
     NeverCompletes,
     /// Submit answers 429 with `Retry-After: <secs>` (fal's rate limit). Counted as a submit.
     RateLimited { retry_after_secs: u32 },
+    /// Completes, and the result is this JSON (a text model such as `fal-ai/any-llm`:
+    /// `{"output": "…"}`).
+    ResultJson(Value),
 }
 
 #[derive(Debug)]
@@ -364,6 +367,7 @@ fn result(st: &mut FalState, id: &str) -> Response {
             (code, [(header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
         }
         FalScenario::CompletedWithError { error, .. } => json_response(500, json!({"detail": error})),
+        FalScenario::ResultJson(v) => json_response(200, v.clone()),
         _ if file.as_ref().is_some_and(|f| f.1.starts_with("video/")) => json_response(
             200,
             json!({

@@ -3,6 +3,7 @@
 //! `base_url()`).
 //!
 //! - [`FakeFal`]: the fal.ai queue API (protocols.md §2), scenario-driven.
+//! - [`FakeChat`]: an OpenAI-compatible chat completions server (protocols.md §4.4).
 //! - [`FakeComfy`]: a ComfyUI server (protocols.md §3) answering in the shapes of the recorded
 //!   0.3.64 session, with a WebSocket and a one-at-a-time executor.
 //! - [`FakeWavespeed`]: the WaveSpeed AI task API (protocols.md §8) under `/api/v3`, with a
@@ -14,11 +15,13 @@
 
 pub mod comfyui;
 pub mod fal;
+pub mod openai;
 pub mod wavespeed;
 
 #[allow(unused_imports)] // the record types are for end-to-end tests
 pub use comfyui::{ComfyScenario, ComfySubmit, ComfyUpload, FakeComfy};
 pub use fal::{FakeFal, FalScenario};
+pub use openai::{ChatScenario, FakeChat};
 pub use wavespeed::{FakeWavespeed, WavespeedScenario};
 
 use std::net::SocketAddr;
