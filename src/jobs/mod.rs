@@ -229,6 +229,8 @@ pub(crate) struct Inner {
     pub capacity: Mutex<HashMap<String, u32>>,
     /// This process's worker id (claims).
     pub worker_id: String,
+    /// The language model of `[llm]`, when configured: prompt writing and translation.
+    pub llm: Option<Arc<crate::llm::Llm>>,
     pub admins: HashSet<i64>,
 }
 
@@ -246,6 +248,11 @@ pub const ETA_SAME_SETTINGS: usize = 20;
 pub const ETA_ALL_SETTINGS: usize = 100;
 
 impl JobEngine {
+    /// The configured language model (`[llm]`), if any.
+    pub fn llm(&self) -> Option<Arc<crate::llm::Llm>> {
+        self.inner.llm.clone()
+    }
+
     /// Builds the engine. `providers` maps provider id → implementation. Workflow files of
     /// ComfyUI models are read here, once.
     pub fn new(
@@ -284,8 +291,17 @@ impl JobEngine {
             let sem = by_key.entry(h).or_insert_with(|| Arc::new(Semaphore::new(limit as usize))).clone();
             key_permits.insert(p.id.clone(), sem);
         }
+        // Validated with the config; what is left is a missing fal key or a client that
+        // cannot be built, which the operator must fix before the bot starts.
+        let llm = match &config.llm {
+            Some(c) => Some(Arc::new(
+                crate::llm::Llm::new(c).map_err(|e| StoreError::Codec(format!("[llm]: {e}")))?,
+            )),
+            None => None,
+        };
         let engine = JobEngine {
             inner: Arc::new(Inner {
+                llm,
                 store,
                 providers,
                 provider_cfg,
