@@ -228,6 +228,9 @@ pub struct BillingConfig {
     pub add_text_price: Credits,
     /// Price of one "🔍 Resize" job (2×/4× enlargement, drawn locally). Free by default.
     pub resize_price: Credits,
+    /// Price of one "✍️ Write" job (a prompt written by the `[llm]` language model). Free by
+    /// default; held when the job is made and captured only when the prompt is delivered.
+    pub write_price: Credits,
     /// Access level ids an admin can give a user; the first is everyone's default. Rules per
     /// level (daily limits, prices) will be keyed by these ids.
     pub levels: Vec<String>,
@@ -240,6 +243,7 @@ impl Default for BillingConfig {
             signup_bonus: Credits(100),
             add_text_price: Credits::ZERO,
             resize_price: Credits::ZERO,
+            write_price: Credits::ZERO,
             levels: vec!["standard".into(), "vip".into()],
         }
     }
@@ -791,6 +795,9 @@ impl Config {
         if self.billing.add_text_price.is_negative() {
             return Err(bad("billing.add_text_price", "must not be negative"));
         }
+        if self.billing.write_price.is_negative() {
+            return Err(bad("billing.write_price", "must not be negative"));
+        }
         if self.billing.resize_price.is_negative() {
             return Err(bad("billing.resize_price", "must not be negative"));
         }
@@ -809,8 +816,8 @@ impl Config {
             if p.id.is_empty() || !ids.insert(p.id.as_str()) {
                 return Err(bad(k("id"), format!("must be non-empty and unique (got {:?})", p.id)));
             }
-            if p.id == crate::domain::LOCAL_PROVIDER {
-                return Err(bad(k("id"), "\"local\" is reserved for the built-in tools"));
+            if p.id == crate::domain::LOCAL_PROVIDER || p.id == crate::domain::LLM_PROVIDER {
+                return Err(bad(k("id"), format!("{:?} is reserved for the built-in tools", p.id)));
             }
             if p.kind != ProviderKind::Demo && url::Url::parse(&p.base_url).is_err() {
                 return Err(bad(k("base_url"), "not a URL"));
@@ -836,7 +843,9 @@ impl Config {
             if m.id.is_empty() || m.id.len() > 24 || !mids.insert(m.id.as_str()) {
                 return Err(bad(k("id"), "must be unique, 1–24 characters"));
             }
-            if m.id == crate::domain::ADD_TEXT_MODEL || m.id == crate::domain::RESIZE_MODEL {
+            if [crate::domain::ADD_TEXT_MODEL, crate::domain::RESIZE_MODEL, crate::domain::WRITE_MODEL]
+                .contains(&m.id.as_str())
+            {
                 return Err(bad(k("id"), format!("{:?} is reserved for a built-in tool", m.id)));
             }
             let Some(p) = self.providers.iter().find(|p| p.id == m.provider) else {

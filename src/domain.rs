@@ -263,6 +263,11 @@ impl Task {
 pub const LOCAL_PROVIDER: &str = "local";
 /// Model id of "📝 Add text" jobs (ledger, stats, admin panel); no `[[models]]` entry may use it.
 pub const ADD_TEXT_MODEL: &str = "add-text";
+/// Model id of "✍️ Write" jobs (a prompt written by the language model); reserved like
+/// [`ADD_TEXT_MODEL`].
+pub const WRITE_MODEL: &str = "write";
+/// Provider id of "✍️ Write" jobs: the `[llm]` language model.
+pub const LLM_PROVIDER: &str = "llm";
 /// Model id of "🔍 Resize" jobs (2×/4× enlargement of a library item); reserved like [`ADD_TEXT_MODEL`].
 pub const RESIZE_MODEL: &str = "resize";
 

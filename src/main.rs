@@ -21,8 +21,6 @@ mod health;
 mod imaging;
 mod jobs;
 mod library;
-// The "✍️ Написать" flow (issue 19) will call it; until then only tests do.
-#[cfg_attr(not(test), allow(dead_code))]
 mod llm;
 mod providers;
 mod store;

@@ -47,6 +47,8 @@ pub enum Step {
         #[serde(default)]
         caption: Option<String>,
     },
+    /// "✍️ Write": waiting for the idea the language model makes a prompt of.
+    Write,
     /// A photo mode ([`Task::TOOLS`]): the photos received so far in its slot order, and
     /// its instruction once given (empty when skipped).
     Tool {
@@ -139,6 +141,7 @@ mod tests {
                 r#"{"flow":"photos","inputs":["ab","cd"],"caption":"make it blue"}"#,
                 Step::Photos { inputs: vec!["ab".into(), "cd".into()], caption: Some("make it blue".into()) },
             ),
+            (r#"{"flow":"write"}"#, Step::Write),
             (
                 r#"{"flow":"tool","task":"face_swap","inputs":["ab"],"caption":null}"#,
                 Step::Tool { task: Task::FaceSwap, inputs: vec!["ab".into()], caption: None },

@@ -117,6 +117,11 @@ pub enum Callback {
     UpscaleThis(ImageId),
     /// "📝 Add text" under a received photo: the photo gets a caption drawn on it.
     TextOnPhoto,
+    /// "🎨 Create" / "✏️ Edit" with the prompt a "✍️ Write" job wrote.
+    UseWritten {
+        job: crate::domain::JobId,
+        edit: bool,
+    },
 }
 
 /// The callback code of a photo mode (one letter; every code ever written must keep decoding).
@@ -217,6 +222,7 @@ impl Callback {
             Callback::EditThis(id) => format!("{V}:e:{}", id.short()),
             Callback::UpscaleThis(id) => format!("{V}:U:{}", id.short()),
             Callback::TextOnPhoto => format!("{V}:wt"),
+            Callback::UseWritten { job, edit } => format!("{V}:W:{}:{}", b36(job.0), if *edit { "e" } else { "c" }),
         }
     }
 
@@ -268,6 +274,9 @@ impl Callback {
             ["X"] => Callback::FlowCancel,
             ["e", i] => Callback::EditThis(id(i)?),
             ["U", i] => Callback::UpscaleThis(id(i)?),
+            ["W", j, m @ ("c" | "e")] => {
+                Callback::UseWritten { job: crate::domain::JobId(from_b36(j)?), edit: m == "e" }
+            }
             _ => return None,
         })
     }
@@ -325,6 +334,14 @@ pub fn photo_actions(lang: Lang, tasks: &[Task]) -> InlineKeyboardMarkup {
     let mut rows: Vec<Vec<InlineKeyboardButton>> = buttons.chunks(2).map(<[_]>::to_vec).collect();
     rows.push(vec![button(lang.t("cancel"), Callback::FlowCancel)]);
     InlineKeyboardMarkup::new(rows)
+}
+
+/// Under a written prompt: create a picture from it, or edit photos with it.
+pub fn use_written(lang: Lang, job: crate::domain::JobId) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(vec![
+        vec![button(lang.t("write_create"), Callback::UseWritten { job, edit: false })],
+        vec![button(lang.t("write_edit"), Callback::UseWritten { job, edit: true })],
+    ])
 }
 
 /// "✖ Cancel" for a step that waits for a message.
@@ -610,6 +627,8 @@ mod tests {
             Callback::TextOnPhoto,
             Callback::EditThis(ImageId(u128::MAX)),
             Callback::UpscaleThis(ImageId(u128::MAX)),
+            Callback::UseWritten { job: crate::domain::JobId(u128::MAX), edit: true },
+            Callback::UseWritten { job: crate::domain::JobId(1), edit: false },
         ]
         .into_iter()
         .chain([Task::TextToImage, Task::ImageToVideo].into_iter().chain(Task::HANDLED).map(Callback::Tool))
@@ -683,6 +702,8 @@ mod tests {
             ("2:X", Callback::FlowCancel),
             ("2:e:2s", Callback::EditThis(id)),
             ("2:U:2s", Callback::UpscaleThis(id)),
+            ("2:W:2s:c", Callback::UseWritten { job: crate::domain::JobId(100), edit: false }),
+            ("2:W:2s:e", Callback::UseWritten { job: crate::domain::JobId(100), edit: true }),
         ];
         for (stored, cb) in cases {
             assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");

@@ -93,6 +93,8 @@ pub enum Command {
     Menu,
     #[command(description = "create a picture from a description", alias = "new")]
     Create,
+    #[command(description = "a detailed prompt from your idea")]
+    Write,
     #[command(description = "your pictures")]
     My,
     #[command(description = "your presets")]
@@ -126,6 +128,7 @@ pub fn schema() -> UpdateHandler<BotError> {
         .branch(dptree::case![Step::PresetRename { number }].endpoint(handlers::library::on_preset_rename))
         .branch(dptree::case![Step::Photos { inputs, caption }].endpoint(handlers::edit::on_message))
         .branch(dptree::case![Step::Tool { task, inputs, caption }].endpoint(handlers::tools::on_message))
+        .branch(dptree::case![Step::Write].endpoint(handlers::write::on_idea))
         .branch(dptree::case![Step::Idle].endpoint(handlers::generate::on_message));
     dptree::entry()
         .chain(once_per_update())
@@ -253,7 +256,7 @@ async fn answer(bot: &TgBot, upd: &Update, lang: Lang, text: String) {
 /// includes updates we were in the middle of. The update id is recorded as started before the
 /// handler runs and as finished after it: a finished one is skipped, an unfinished one is
 /// handled again (handlers that create jobs are idempotent per message, see
-/// `handlers::generate::draft_id_for`), and one that died [`crate::store::MAX_UPDATE_ATTEMPTS`]
+/// `handlers::generate::draft_id`), and one that died [`crate::store::MAX_UPDATE_ATTEMPTS`]
 /// times is dropped so it cannot crash-loop the bot.
 fn once_per_update() -> UpdateHandler<BotError> {
     use crate::store::UpdateStart;

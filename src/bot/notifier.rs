@@ -378,6 +378,30 @@ impl Notifier for BotNotifier {
         Ok(out)
     }
 
+    async fn deliver_text(&self, job: &JobRecord, text: &str) -> Result<(), NotifyError> {
+        let lang = Lang::from_code(Some(&job.lang));
+        let chat = ChatId(job.chat_id);
+        let pieces = crate::llm::split_for_telegram(text, crate::llm::TELEGRAM_TEXT_LIMIT);
+        let last = pieces.len().saturating_sub(1);
+        for (i, piece) in pieces.into_iter().enumerate() {
+            // The written prompt is sent as plain text (no parse mode): nothing in it is markup.
+            let sent = self
+                .paced(chat, || {
+                    let req = self.bot.inner().send_message(chat, piece.clone());
+                    if i == last { req.reply_markup(keyboards::use_written(lang, job.id)) } else { req }
+                })
+                .await;
+            sent.map_err(map_err)?;
+        }
+        if let Some(mid) = job.progress_message_id {
+            let done = lang.tf("write_done", &[("secs", &secs(job))]);
+            if let Err(e) = self.final_edit(chat, MessageId(mid), done, None).await {
+                tracing::debug!(error = %e, "could not mark the progress message done");
+            }
+        }
+        Ok(())
+    }
+
     async fn failed(&self, job: &JobRecord, alternatives: &[crate::config::ModelConfig]) -> Result<(), NotifyError> {
         let lang = Lang::from_code(Some(&job.lang));
         let class = job.error.as_ref().map(|e| e.class).unwrap_or(ErrorClass::Failed);

@@ -15,6 +15,9 @@ pub(crate) async fn drive(inner: &Arc<Inner>, mut job: JobRecord) {
     if matches!(job.payload, JobPayload::AddText { .. } | JobPayload::Resize { .. }) && !job.status.is_terminal() {
         return run_local(inner, job).await;
     }
+    if matches!(job.payload, JobPayload::WritePrompt { .. }) && !job.status.is_terminal() {
+        return run_write(inner, job).await;
+    }
     loop {
         match job.status {
             JobStatus::Queued | JobStatus::Submitting => match submit(inner, job).await {
@@ -347,7 +350,7 @@ async fn run_local(inner: &Arc<Inner>, mut job: JobRecord) {
             JobPayload::Resize { input, factor, .. } => {
                 crate::imaging::enlarge(&read(&input)?, factor, &limits).map_err(|e| e.to_string())
             }
-            JobPayload::Generate { .. } => Err("not a local job".into()),
+            JobPayload::Generate { .. } | JobPayload::WritePrompt { .. } => Err("not a local job".into()),
         }
     })
     .await;
@@ -358,6 +361,62 @@ async fn run_local(inner: &Arc<Inner>, mut job: JobRecord) {
         }
         Ok(Err(e)) => fail(inner, job, ErrorClass::Failed, e).await,
         Err(e) => fail(inner, job, ErrorClass::Internal, e.to_string()).await,
+    }
+}
+
+/// Runs a "✍️ Write" job: the language model writes the prompt (bounded by `llm.timeout_secs`),
+/// which is kept in the job's payload in the transaction that captures the hold, then sent.
+/// A failure or a timeout releases the hold: nothing is charged, and the user is told. The
+/// call is not retried (a model that did not answer in time would keep the user waiting).
+/// Interrupted by a crash before the capture, the job simply runs again.
+async fn run_write(inner: &Arc<Inner>, mut job: JobRecord) {
+    let JobPayload::WritePrompt { idea, .. } = job.payload.clone() else { return };
+    job.status = JobStatus::Submitting;
+    job.started_at.get_or_insert(now_ms());
+    job.attempts += 1;
+    if save(inner, &job).await.is_err() {
+        return;
+    }
+    let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
+    notify_progress(inner, &job, JobProgress { running: true, percent: 0, queue_position: None, eta_secs: eta }).await;
+    let Some(llm) = inner.llm.clone() else {
+        return fail(inner, job, ErrorClass::Misconfigured, "no [llm] language model is configured".into()).await;
+    };
+    let text = match llm.write_prompt(&idea).await {
+        Ok(text) => text,
+        Err(e) => {
+            let class = match &e {
+                crate::llm::LlmError::Timeout => ErrorClass::Timeout,
+                crate::llm::LlmError::Refused(_) => ErrorClass::Rejected,
+                crate::llm::LlmError::Unavailable(_) => ErrorClass::Transient,
+                _ => ErrorClass::Failed,
+            };
+            return fail(inner, job, class, e.to_string()).await;
+        }
+    };
+    job.status = JobStatus::Succeeded;
+    job.finished_at = Some(now_ms());
+    job.error = None;
+    job.payload = JobPayload::WritePrompt { idea, written: Some(text) };
+    let duration = (job.finished_at.unwrap_or(0) - job.started_at.unwrap_or(job.created_at)).max(0) as u64;
+    let j = job.clone();
+    let saved = inner
+        .store
+        .write(move |tx| {
+            let mut j = j;
+            if tx.get_job(j.id)?.is_some_and(|s| s.status.is_terminal()) {
+                return Ok(None); // cancelled meanwhile: keep the stored outcome
+            }
+            crate::billing::capture(tx, &mut j)?;
+            tx.insert_duration(&j.model_id, j.payload.stats_key(), j.id, duration)?;
+            tx.put_job(&j)?;
+            Ok::<_, super::JobsError>(Some(j))
+        })
+        .await;
+    match saved {
+        Ok(Some(j)) => finish_message(inner, j).await,
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "could not record the written prompt"),
     }
 }
 
@@ -414,6 +473,7 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, files: Vec<Generat
         JobPayload::Generate { prompt, negative, format, seed, .. } => ("create", prompt, negative, format, seed),
         JobPayload::AddText { text, .. } => ("add_text", text, None, Format::from_dims(width, height), 0),
         JobPayload::Resize { prompt, .. } => ("resize", prompt, None, Format::from_dims(width, height), 0),
+        JobPayload::WritePrompt { idea, .. } => ("write", idea, None, Format::from_dims(width, height), 0),
     };
     let item = LibraryItem {
         id: ImageId::new(),
@@ -565,6 +625,17 @@ async fn finish_message(inner: &Arc<Inner>, job: JobRecord) {
     if job.delivery != Delivery::Pending {
         return;
     }
+    if let (JobStatus::Succeeded, JobPayload::WritePrompt { written: Some(text), .. }) = (job.status, &job.payload) {
+        let text = text.clone();
+        let mut j = job;
+        j.delivery = Delivery::Attempted;
+        if save(inner, &j).await.is_err() {
+            return;
+        }
+        let d =
+            if inner.notifier.deliver_text(&j, &text).await.is_ok() { Delivery::Delivered } else { Delivery::Failed };
+        return mark_delivery(inner, j, d).await;
+    }
     if job.status == JobStatus::Succeeded {
         let item_id = job.result;
         let item = match item_id {
@@ -604,7 +675,7 @@ async fn finish_message(inner: &Arc<Inner>, job: JobRecord) {
 /// unasked — it may have arrived — the user is told and gets a button instead; a failure
 /// notice is plain text, so it is simply sent (a rare duplicate beats a silent refund).
 async fn interrupted(inner: &Arc<Inner>, mut job: JobRecord) {
-    if job.status != JobStatus::Succeeded {
+    if job.status != JobStatus::Succeeded || matches!(job.payload, JobPayload::WritePrompt { .. }) {
         job.delivery = Delivery::Pending;
         return Box::pin(finish_message(inner, job)).await;
     }

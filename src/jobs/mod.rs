@@ -128,6 +128,13 @@ pub trait Notifier: Send + Sync {
         files: ResultFiles,
         photo_sent: tokio::sync::oneshot::Sender<String>,
     ) -> Result<DeliveredFiles, NotifyError>;
+    /// Sends a written prompt (a "✍️ Write" job's result) with the buttons that use it; the
+    /// hold is already captured. Called at most once per job (a restart that cut the send off
+    /// sends it again: it is text). Notifiers that deliver only files keep this default.
+    async fn deliver_text(&self, job: &JobRecord, text: &str) -> Result<(), NotifyError> {
+        let _ = (job, text);
+        Err(NotifyError::Other("this notifier cannot send texts".into()))
+    }
     /// Tells the user the job failed or was cancelled (`job.error` says why); the hold is
     /// already released. `alternatives` are enabled models for the same task (offered when the
     /// model was retired). Called at most once per job.
@@ -213,6 +220,8 @@ pub(crate) struct Inner {
     pub add_text_price: crate::domain::Credits,
     /// Price of a "🔍 Resize" job (`billing.resize_price`).
     pub resize_price: crate::domain::Credits,
+    /// Price of a "✍️ Write" job (`billing.write_price`).
+    pub write_price: crate::domain::Credits,
     /// Retention limits (`[library]`).
     pub library: crate::config::LibraryConfig,
     pub wake: Notify,
@@ -278,6 +287,8 @@ impl JobEngine {
         // Local tools are CPU-bound on a small machine: one at a time keeps the bot and the
         // panel responsive, and each takes about a second.
         permits.insert(LOCAL_PROVIDER.to_string(), Arc::new(Semaphore::new(1)));
+        // Prompt writing waits on the network, not the CPU: a few at once.
+        permits.insert(crate::domain::LLM_PROVIDER.to_string(), Arc::new(Semaphore::new(4)));
         // Providers sharing a key share one semaphore; keyed by a hash so the key itself is
         // never kept in another place.
         let mut by_key: HashMap<String, Arc<Semaphore>> = HashMap::new();
@@ -294,9 +305,7 @@ impl JobEngine {
         // Validated with the config; what is left is a missing fal key or a client that
         // cannot be built, which the operator must fix before the bot starts.
         let llm = match &config.llm {
-            Some(c) => Some(Arc::new(
-                crate::llm::Llm::new(c).map_err(|e| StoreError::Codec(format!("[llm]: {e}")))?,
-            )),
+            Some(c) => Some(Arc::new(crate::llm::Llm::new(c).map_err(|e| StoreError::Codec(format!("[llm]: {e}")))?)),
             None => None,
         };
         let engine = JobEngine {
@@ -313,6 +322,7 @@ impl JobEngine {
                 limits: Limits::default(),
                 add_text_price: config.billing.add_text_price,
                 resize_price: config.billing.resize_price,
+                write_price: config.billing.write_price,
                 library: config.library.clone(),
                 wake: Notify::new(),
                 broadcast_wake: Notify::new(),
@@ -393,7 +403,9 @@ impl JobEngine {
     /// A [`JobPayload::Generate`] job is priced by the catalog (base price + chosen options).
     /// A [`JobPayload::AddText`] job runs locally: `new.model_id` is ignored, the job gets
     /// [`ADD_TEXT_MODEL`] on [`LOCAL_PROVIDER`] at `billing.add_text_price`; likewise
-    /// [`JobPayload::Resize`] gets [`RESIZE_MODEL`] at `billing.resize_price`.
+    /// [`JobPayload::Resize`] gets [`RESIZE_MODEL`] at `billing.resize_price`, and
+    /// [`JobPayload::WritePrompt`] [`crate::domain::WRITE_MODEL`] on the language model at
+    /// `billing.write_price` ([`JobsError::ModelDisabled`] when no `[llm]` is configured).
     /// Errors: [`JobsError::UnknownModel`], [`JobsError::ModelDisabled`],
     /// [`JobsError::InputsGone`] when an input file was pruned (a rerun of an old edit); a
     /// balance below the price is not an error but [`Submitted::InsufficientFunds`], with
@@ -413,6 +425,12 @@ impl JobEngine {
             }
             JobPayload::Resize { .. } => {
                 (RESIZE_MODEL.to_string(), LOCAL_PROVIDER.to_string(), self.inner.resize_price)
+            }
+            JobPayload::WritePrompt { .. } if self.inner.llm.is_none() => {
+                return Err(JobsError::ModelDisabled(crate::domain::WRITE_MODEL.into()));
+            }
+            JobPayload::WritePrompt { .. } => {
+                (crate::domain::WRITE_MODEL.into(), crate::domain::LLM_PROVIDER.into(), self.inner.write_price)
             }
             JobPayload::Generate { options, .. } => {
                 let catalog = &self.inner.catalog;

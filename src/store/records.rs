@@ -230,6 +230,15 @@ pub enum JobPayload {
         #[serde(default)]
         source: Option<ImageId>,
     },
+    /// "✍️ Write": the language model (`[llm]`) turns a short idea into a detailed image
+    /// prompt; the result is text, kept here once written (no library item, no file).
+    WritePrompt {
+        /// The user's idea, as typed.
+        idea: String,
+        /// The prompt the model wrote; set in the transaction that captures the hold.
+        #[serde(default)]
+        written: Option<String>,
+    },
 }
 
 impl JobPayload {
@@ -239,6 +248,7 @@ impl JobPayload {
             JobPayload::Generate { prompt, .. } => prompt,
             JobPayload::AddText { text, .. } => text,
             JobPayload::Resize { prompt, .. } => prompt,
+            JobPayload::WritePrompt { idea, .. } => idea,
         }
     }
 
@@ -247,6 +257,7 @@ impl JobPayload {
         let files: &[String] = match self {
             JobPayload::Generate { inputs, .. } => inputs,
             JobPayload::AddText { input, .. } | JobPayload::Resize { input, .. } => std::slice::from_ref(input),
+            JobPayload::WritePrompt { .. } => &[],
         };
         files.iter().map(String::as_str)
     }
@@ -256,7 +267,7 @@ impl JobPayload {
     pub fn stats_key(&self) -> &'static str {
         match self {
             JobPayload::Generate { format, .. } => format.as_str(),
-            JobPayload::AddText { .. } | JobPayload::Resize { .. } => LOCAL_STATS_KEY,
+            JobPayload::AddText { .. } | JobPayload::Resize { .. } | JobPayload::WritePrompt { .. } => LOCAL_STATS_KEY,
         }
     }
 }

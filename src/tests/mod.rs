@@ -18,3 +18,4 @@ mod structure;
 mod tools;
 mod web;
 mod webhook;
+mod write;

@@ -89,6 +89,9 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
         (Some(Callback::UsePreset { draft, preset }), Some((chat, mid))) => {
             answer = use_preset(&bot, &ctx, &me, chat, mid, draft, preset).await?;
         }
+        (Some(Callback::UseWritten { job, edit }), Some(at)) => {
+            answer = super::write::use_written(&bot, &ctx, &me, at, job, edit).await?;
+        }
         (Some(Callback::MenuTools), Some((chat, _))) => {
             super::tools::menu(&bot, chat, &ctx, &me).await?;
         }

@@ -48,6 +48,9 @@ pub async fn run(
         Command::Language => {
             bot.send_message(chat, lang.t("language_choose")).reply_markup(keyboards::languages()).await?;
         }
+        Command::Write => {
+            super::write::start(&bot, &ctx, &me, &dialogue).await?;
+        }
         Command::Ping => {
             bot.send_message(chat, lang.t("pong")).await?;
         }
@@ -123,6 +126,7 @@ pub fn help_text(ctx: &BotCtx, lang: Lang) -> String {
     .into_iter()
     .filter(|(task, _)| task.is_none_or(|t| !ctx.catalog.for_task(t).is_empty()))
     .map(|(_, key)| lang.t(key))
+    .chain(ctx.jobs.llm().map(|_| lang.t("help_write")))
     .collect();
     lang.tf("help", &[("flows", &flows.join("\n")), ("commands", &commands_text(lang)), ("models", &models)])
 }

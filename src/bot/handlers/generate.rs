@@ -35,25 +35,38 @@ pub async fn on_message(
 
 /// A prompt (with the extended syntax `| model=… | size=…`): a draft and the model buttons.
 pub async fn on_text(bot: &TgBot, msg: &Message, ctx: &BotCtx, me: &Caller, text: &str) -> Result<(), BotError> {
+    create(bot, msg.chat.id, msg.id, ctx, me, text).await
+}
+
+/// [`on_text`] for a prompt that came by `message` in `chat` (typed, or a written prompt's
+/// button): the draft is keyed by that message.
+pub async fn create(
+    bot: &TgBot,
+    chat: ChatId,
+    message: MessageId,
+    ctx: &BotCtx,
+    me: &Caller,
+    text: &str,
+) -> Result<(), BotError> {
     let lang = me.lang;
     let spec = prompt::parse(text);
     if spec.prompt.is_empty() {
-        bot.send_message(msg.chat.id, lang.t("create_hint")).await?;
+        bot.send_message(chat, lang.t("create_hint")).await?;
         return Ok(());
     }
     if let Some(bad) = &spec.bad_size {
-        bot.send_message(msg.chat.id, lang.tf("bad_size", &[("size", bad)])).await?;
+        bot.send_message(chat, lang.tf("bad_size", &[("size", bad)])).await?;
         return Ok(());
     }
     if !spec.unknown.is_empty() {
-        bot.send_message(msg.chat.id, lang.tf("unknown_options", &[("parts", &spec.unknown.join(" | "))])).await?;
+        bot.send_message(chat, lang.tf("unknown_options", &[("parts", &spec.unknown.join(" | "))])).await?;
     }
     let models = ctx.catalog.for_task(Task::TextToImage);
     let size = spec.size.or_else(|| spec.aspect_ratio.as_deref().and_then(prompt::size_for_ratio));
     let draft = Draft {
-        id: draft_id_for(msg),
+        id: draft_id(chat, message),
         user_id: me.id(),
-        chat_id: msg.chat.id.0,
+        chat_id: chat.0,
         prompt: spec.prompt.clone(),
         negative: spec.negative.clone(),
         model_id: None,
@@ -65,7 +78,7 @@ pub async fn on_text(bot: &TgBot, msg: &Message, ctx: &BotCtx, me: &Caller, text
         created_at: now_ms(),
         job_id: None,
     };
-    offer(bot, msg.chat.id, ctx, me, draft, models, spec.model.as_deref(), Reply::New(None)).await
+    offer(bot, chat, ctx, me, draft, models, spec.model.as_deref(), Reply::New(None)).await
 }
 
 /// The draft id of a message: chat id in the high 64 bits, message id in the low ones.
@@ -74,11 +87,6 @@ pub async fn on_text(bot: &TgBot, msg: &Message, ctx: &BotCtx, me: &Caller, text
 /// handler was cut off by a crash) rebuilds the same draft, and the draft's consumed marker
 /// (`Draft::job_id`) makes the second job submission a duplicate instead of a second charge.
 /// Ownership is still checked on every button press, so a guessable id grants nothing.
-pub fn draft_id_for(msg: &Message) -> u128 {
-    draft_id(msg.chat.id, msg.id)
-}
-
-/// [`draft_id_for`] from its parts.
 pub fn draft_id(chat: ChatId, message: MessageId) -> u128 {
     ((chat.0 as u64 as u128) << 64) | (message.0 as u32 as u128)
 }

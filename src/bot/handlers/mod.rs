@@ -9,6 +9,7 @@ pub mod inline;
 pub mod input;
 pub mod library;
 pub mod tools;
+pub mod write;
 
 use super::dialogue::Step;
 use super::i18n::Lang;
