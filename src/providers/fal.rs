@@ -5,22 +5,15 @@
 //! restored submission without knowing the endpoint. `wait` polls `status_url?logs=0` until
 //! `COMPLETED`, then reads `response_url` and downloads every output file.
 
-use super::http::{self, AddressPolicy, Downloader};
+use super::http;
 use super::{
     GenerateRequest, GeneratedFile, ImageProvider, ProgressFn, ProviderError, ProviderProgress, SizeParam, Submission,
 };
-use crate::config::{ProviderConfig, Secret};
+use crate::config::ProviderConfig;
 use crate::domain::Task;
 use serde_json::{Map, Value, json};
-use std::time::Duration;
 
-/// Bound on one API exchange (submit, status, result JSON); downloads have their own.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// Consecutive transient status-poll failures tolerated inside one `wait` (a blip should not
-/// cost a job attempt).
-const MAX_POLL_FAILURES: u32 = 3;
-/// Cap on a JSON answer; `sync_mode` results inline the images as data URIs.
-const MAX_JSON_BYTES: u64 = 2 * http::MAX_DOWNLOAD_BYTES;
+use http::{MAX_JSON_BYTES, MAX_POLL_FAILURES, REQUEST_TIMEOUT};
 
 /// A fal.ai provider (`kind = "fal"`): one account key, any number of endpoints (the model's
 /// `endpoint`, e.g. `fal-ai/flux/dev`).
@@ -29,26 +22,16 @@ const MAX_JSON_BYTES: u64 = 2 * http::MAX_DOWNLOAD_BYTES;
 ///   [`ProviderError::from_status`] with the FastAPI `detail` as text.
 /// - `wait`: status polls (404 → `Lost`; up to 3 transient failures in a row are retried),
 ///   `COMPLETED` with `error` → `Failed`/`Rejected`, else the result JSON ([`parse_outputs`])
-///   and each file through the guarded [`Downloader`] (no key is sent to file hosts).
+///   and each file through the guarded [`http::Downloader`] (no key is sent to file hosts).
 /// - `cancel`: `PUT cancel_url` (400 already-completed and 404 count as done).
 /// - No `preassign_id` (fal assigns ids), so `is_known` keeps the default.
 pub struct FalProvider {
-    id: String,
-    base_url: String,
-    key: Secret,
-    http: reqwest::Client,
-    downloader: Downloader,
-    poll: Duration,
+    acct: http::Account,
 }
 
 impl std::fmt::Debug for FalProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FalProvider")
-            .field("id", &self.id)
-            .field("base_url", &self.base_url)
-            .field("key", &self.key) // Secret prints "***"
-            .field("poll", &self.poll)
-            .finish_non_exhaustive()
+        f.debug_tuple("FalProvider").field(&self.acct).finish()
     }
 }
 
@@ -59,28 +42,11 @@ impl FalProvider {
     /// Errors: `Unauthorized` when no key is configured; `Failed` for a base_url that is not a
     /// URL or an HTTP client that cannot be built.
     pub fn new(cfg: &ProviderConfig) -> Result<FalProvider, ProviderError> {
-        let key = cfg.resolved_key();
-        if key.is_empty() {
-            return Err(ProviderError::Unauthorized(format!(
-                "provider {}: no API key (set api_key or api_key_env)",
-                cfg.id
-            )));
-        }
-        let base_url = cfg.base_url.trim_end_matches('/').to_string();
-        url::Url::parse(&base_url)
-            .map_err(|e| ProviderError::Failed(format!("provider {}: bad base_url: {e}", cfg.id)))?;
-        Ok(FalProvider {
-            id: cfg.id.clone(),
-            http: http::client_for(cfg, Duration::from_secs(60))?,
-            downloader: Downloader::new(AddressPolicy::for_base_url(&base_url), cfg.proxy.as_deref())?,
-            base_url,
-            key,
-            poll: Duration::from_millis(cfg.poll_interval_ms.max(10)),
-        })
+        Ok(FalProvider { acct: http::Account::new(cfg)? })
     }
 
     fn auth(&self) -> String {
-        format!("Key {}", self.key.expose())
+        format!("Key {}", self.acct.key.expose())
     }
 
     /// Sends an authorized request and parses the JSON answer.
@@ -111,11 +77,11 @@ impl FalProvider {
     }
 
     async fn fetch_result(&self, response_url: &str) -> Result<Vec<GeneratedFile>, ProviderError> {
-        let v = self.call(self.http.get(response_url), "result").await?;
+        let v = self.call(self.acct.http.get(response_url), "result").await?;
         let outputs = parse_outputs(&v)?;
         let mut images = Vec::with_capacity(outputs.len());
         for out in outputs {
-            let file = self.downloader.fetch(&out.url).await?;
+            let file = self.acct.downloader.fetch(&out.url).await?;
             let sniffed = super::sniff_mime(&file.bytes);
             let mime = if sniffed != "application/octet-stream" {
                 sniffed.to_string()
@@ -131,7 +97,7 @@ impl FalProvider {
 #[async_trait::async_trait]
 impl ImageProvider for FalProvider {
     fn id(&self) -> &str {
-        &self.id
+        &self.acct.id
     }
 
     async fn submit(&self, req: &GenerateRequest, _preassigned: Option<&str>) -> Result<Submission, ProviderError> {
@@ -140,19 +106,19 @@ impl ImageProvider for FalProvider {
             return Err(ProviderError::Failed(format!("model {}: no fal endpoint", req.model_id)));
         }
         let body = build_input(req);
-        let url = format!("{}/{endpoint}", self.base_url);
-        let v = self.call(self.http.post(&url).json(&body), "submit").await?;
-        let sub = parse_accepted(&v, &self.base_url, endpoint)?;
-        tracing::debug!(provider = %self.id, request_id = %sub.request_id, "fal request queued");
+        let url = format!("{}/{endpoint}", self.acct.base_url);
+        let v = self.call(self.acct.http.post(&url).json(&body), "submit").await?;
+        let sub = parse_accepted(&v, &self.acct.base_url, endpoint)?;
+        tracing::debug!(provider = %self.acct.id, request_id = %sub.request_id, "fal request queued");
         Ok(sub)
     }
 
     async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedFile>, ProviderError> {
-        let status_url = with_logs_off(sub_url(sub, "status_url", &self.base_url)?)?;
-        let response_url = sub_url(sub, "response_url", &self.base_url)?;
+        let status_url = with_logs_off(sub_url(sub, "status_url", &self.acct.base_url)?)?;
+        let response_url = sub_url(sub, "response_url", &self.acct.base_url)?;
         let mut failures = 0;
         loop {
-            match self.call(self.http.get(status_url.clone()), "status").await.and_then(|v| parse_status(&v)) {
+            match self.call(self.acct.http.get(status_url.clone()), "status").await.and_then(|v| parse_status(&v)) {
                 Ok(FalStatus::InQueue(pos)) => {
                     failures = 0;
                     progress(ProviderProgress { queue_position: pos, ..Default::default() });
@@ -164,21 +130,22 @@ impl ImageProvider for FalProvider {
                 Ok(FalStatus::Completed(Some(err))) => return Err(err),
                 Ok(FalStatus::Completed(None)) => return self.fetch_result(response_url).await,
                 Ok(FalStatus::Other(s)) => {
-                    tracing::debug!(provider = %self.id, status = %s, "unknown fal status")
+                    tracing::debug!(provider = %self.acct.id, status = %s, "unknown fal status")
                 }
                 Err(ProviderError::Transient(m)) if failures < MAX_POLL_FAILURES => {
                     failures += 1;
-                    tracing::warn!(provider = %self.id, attempt = failures, "fal status poll failed: {m}");
+                    tracing::warn!(provider = %self.acct.id, attempt = failures, "fal status poll failed: {m}");
                 }
                 Err(e) => return Err(e),
             }
-            tokio::time::sleep(self.poll).await;
+            tokio::time::sleep(self.acct.poll).await;
         }
     }
 
     async fn cancel(&self, sub: &Submission) -> Result<(), ProviderError> {
-        let url = sub_url(sub, "cancel_url", &self.base_url)?;
+        let url = sub_url(sub, "cancel_url", &self.acct.base_url)?;
         let resp = self
+            .acct
             .http
             .put(url)
             .header(reqwest::header::AUTHORIZATION, self.auth())

@@ -670,3 +670,66 @@ mod tests {
         assert_eq!(redact_url("https://u:p@v3.fal.media/files/a.png?sig=secret"), "https://v3.fal.media/files/a.png");
     }
 }
+
+/// Bound on one API exchange of a queue-style provider (submit, status, result JSON);
+/// downloads have their own.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Consecutive transient status-poll failures tolerated inside one `wait` (a blip should not
+/// cost a job attempt).
+pub const MAX_POLL_FAILURES: u32 = 3;
+/// Cap on a provider's JSON answer: results may inline their files as data URIs (fal
+/// `sync_mode`, WaveSpeed `enable_base64_output`).
+pub const MAX_JSON_BYTES: u64 = 2 * MAX_DOWNLOAD_BYTES;
+
+/// What a keyed queue-style provider (fal, WaveSpeed) holds: its id, base URL, key, API client,
+/// guarded file downloader and poll interval, built the same way for each from `[[providers]]`.
+pub struct Account {
+    pub id: String,
+    /// `base_url` without a trailing slash.
+    pub base_url: String,
+    pub key: crate::config::Secret,
+    pub http: reqwest::Client,
+    pub downloader: Downloader,
+    pub poll: Duration,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("id", &self.id)
+            .field("base_url", &self.base_url)
+            .field("key", &self.key) // Secret prints "***"
+            .field("poll", &self.poll)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Account {
+    /// Builds it from `[[providers]]` config: `base_url`, the key from `resolved_key()`,
+    /// `poll_interval_ms` (at least 10 ms), the provider's `proxy` for API calls; the
+    /// downloader never uses a system proxy and refuses private addresses unless `base_url`
+    /// is one.
+    ///
+    /// Errors: `Unauthorized` when no key is configured; `Failed` for a base_url that is not a
+    /// URL or an HTTP client that cannot be built.
+    pub fn new(cfg: &crate::config::ProviderConfig) -> Result<Account, ProviderError> {
+        let key = cfg.resolved_key();
+        if key.is_empty() {
+            return Err(ProviderError::Unauthorized(format!(
+                "provider {}: no API key (set api_key or api_key_env)",
+                cfg.id
+            )));
+        }
+        let base_url = cfg.base_url.trim_end_matches('/').to_string();
+        url::Url::parse(&base_url)
+            .map_err(|e| ProviderError::Failed(format!("provider {}: bad base_url: {e}", cfg.id)))?;
+        Ok(Account {
+            id: cfg.id.clone(),
+            http: client_for(cfg, Duration::from_secs(60))?,
+            downloader: Downloader::new(AddressPolicy::for_base_url(&base_url), cfg.proxy.as_deref())?,
+            base_url,
+            key,
+            poll: Duration::from_millis(cfg.poll_interval_ms.max(10)),
+        })
+    }
+}

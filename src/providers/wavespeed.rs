@@ -6,19 +6,13 @@
 //! submission; `wait` polls it until `completed` (download `data.outputs`) or `failed`.
 
 use super::fal::same_origin;
-use super::http::{self, AddressPolicy, Downloader};
+use super::http;
 use super::{GenerateRequest, GeneratedFile, ImageProvider, ProgressFn, ProviderError, ProviderProgress, Submission};
-use crate::config::{ProviderConfig, Secret};
+use crate::config::ProviderConfig;
 use base64::Engine;
 use serde_json::{Map, Value, json};
-use std::time::Duration;
 
-/// Bound on one API exchange (submit, poll); downloads have their own.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// Consecutive transient poll failures tolerated inside one `wait`.
-const MAX_POLL_FAILURES: u32 = 3;
-/// Cap on a JSON answer; with `enable_base64_output` the outputs are inlined.
-const MAX_JSON_BYTES: u64 = 2 * http::MAX_DOWNLOAD_BYTES;
+use http::{MAX_JSON_BYTES, MAX_POLL_FAILURES, REQUEST_TIMEOUT};
 
 /// A WaveSpeed AI provider (`kind = "wavespeed"`): one account key, any number of models (the
 /// model's `endpoint`, e.g. `wavespeed-ai/image-face-swap`).
@@ -27,26 +21,16 @@ const MAX_JSON_BYTES: u64 = 2 * http::MAX_DOWNLOAD_BYTES;
 ///   [`ProviderError::from_status`] with the envelope's `message` as text.
 /// - `wait`: polls the stored `get_url` (404 → `Lost`; up to 3 transient failures in a row are
 ///   retried); `failed` → [`failure`]; `completed` → each of `data.outputs` through the
-///   guarded [`Downloader`] (no key is sent to file hosts).
+///   guarded [`http::Downloader`] (no key is sent to file hosts).
 /// - `cancel`: the trait's no-op — WaveSpeed documents no cancel; the task runs out and the
 ///   job's hold is released by the engine anyway.
 pub struct WavespeedProvider {
-    id: String,
-    base_url: String,
-    key: Secret,
-    http: reqwest::Client,
-    downloader: Downloader,
-    poll: Duration,
+    acct: http::Account,
 }
 
 impl std::fmt::Debug for WavespeedProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WavespeedProvider")
-            .field("id", &self.id)
-            .field("base_url", &self.base_url)
-            .field("key", &self.key) // Secret prints "***"
-            .field("poll", &self.poll)
-            .finish_non_exhaustive()
+        f.debug_tuple("WavespeedProvider").field(&self.acct).finish()
     }
 }
 
@@ -58,30 +42,13 @@ impl WavespeedProvider {
     /// Errors: `Unauthorized` when no key is configured; `Failed` for a base_url that is not a
     /// URL or an HTTP client that cannot be built.
     pub fn new(cfg: &ProviderConfig) -> Result<WavespeedProvider, ProviderError> {
-        let key = cfg.resolved_key();
-        if key.is_empty() {
-            return Err(ProviderError::Unauthorized(format!(
-                "provider {}: no API key (set api_key or api_key_env)",
-                cfg.id
-            )));
-        }
-        let base_url = cfg.base_url.trim_end_matches('/').to_string();
-        url::Url::parse(&base_url)
-            .map_err(|e| ProviderError::Failed(format!("provider {}: bad base_url: {e}", cfg.id)))?;
-        Ok(WavespeedProvider {
-            id: cfg.id.clone(),
-            http: http::client_for(cfg, Duration::from_secs(60))?,
-            downloader: Downloader::new(AddressPolicy::for_base_url(&base_url), cfg.proxy.as_deref())?,
-            base_url,
-            key,
-            poll: Duration::from_millis(cfg.poll_interval_ms.max(10)),
-        })
+        Ok(WavespeedProvider { acct: http::Account::new(cfg)? })
     }
 
     /// Sends an authorized request and returns the envelope's `data`.
     async fn call(&self, rb: reqwest::RequestBuilder, what: &str) -> Result<Map<String, Value>, ProviderError> {
         let resp = rb
-            .header(reqwest::header::AUTHORIZATION, format!("Bearer {}", self.key.expose()))
+            .header(reqwest::header::AUTHORIZATION, format!("Bearer {}", self.acct.key.expose()))
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await
@@ -111,8 +78,8 @@ impl WavespeedProvider {
     /// was stored): the API key goes only to the base_url's origin.
     fn poll_url(&self, sub: &Submission) -> String {
         match sub.data.get("get_url").and_then(Value::as_str) {
-            Some(u) if same_origin(u, &self.base_url) => u.to_string(),
-            _ => fallback_poll_url(&self.base_url, &sub.request_id),
+            Some(u) if same_origin(u, &self.acct.base_url) => u.to_string(),
+            _ => fallback_poll_url(&self.acct.base_url, &sub.request_id),
         }
     }
 
@@ -121,7 +88,7 @@ impl WavespeedProvider {
         for out in outputs {
             let (bytes, stated) =
                 if out.starts_with("data:") || out.starts_with("http://") || out.starts_with("https://") {
-                    let file = self.downloader.fetch(&out).await?;
+                    let file = self.acct.downloader.fetch(&out).await?;
                     (file.bytes, file.content_type)
                 } else {
                     // `enable_base64_output` may give bare base64 (no data: prefix); UNVERIFIED, so
@@ -150,7 +117,7 @@ impl WavespeedProvider {
 #[async_trait::async_trait]
 impl ImageProvider for WavespeedProvider {
     fn id(&self) -> &str {
-        &self.id
+        &self.acct.id
     }
 
     async fn submit(&self, req: &GenerateRequest, _preassigned: Option<&str>) -> Result<Submission, ProviderError> {
@@ -159,10 +126,10 @@ impl ImageProvider for WavespeedProvider {
             return Err(ProviderError::Failed(format!("model {}: no wavespeed model id", req.model_id)));
         }
         let body = build_input(req);
-        let url = format!("{}/{endpoint}", self.base_url);
-        let data = self.call(self.http.post(&url).json(&body), "submit").await?;
-        let sub = parse_submitted(&data, &self.base_url)?;
-        tracing::debug!(provider = %self.id, request_id = %sub.request_id, "wavespeed task created");
+        let url = format!("{}/{endpoint}", self.acct.base_url);
+        let data = self.call(self.acct.http.post(&url).json(&body), "submit").await?;
+        let sub = parse_submitted(&data, &self.acct.base_url)?;
+        tracing::debug!(provider = %self.acct.id, request_id = %sub.request_id, "wavespeed task created");
         Ok(sub)
     }
 
@@ -170,7 +137,7 @@ impl ImageProvider for WavespeedProvider {
         let url = self.poll_url(sub);
         let mut failures = 0;
         loop {
-            match self.call(self.http.get(&url), "poll").await.and_then(|d| parse_status(&d)) {
+            match self.call(self.acct.http.get(&url), "poll").await.and_then(|d| parse_status(&d)) {
                 Ok(TaskStatus::Created) => {
                     failures = 0;
                     progress(ProviderProgress::default());
@@ -182,15 +149,15 @@ impl ImageProvider for WavespeedProvider {
                 Ok(TaskStatus::Completed(outputs)) => return self.download(outputs).await,
                 Ok(TaskStatus::Failed(err)) => return Err(err),
                 Ok(TaskStatus::Other(s)) => {
-                    tracing::debug!(provider = %self.id, status = %s, "unknown wavespeed status")
+                    tracing::debug!(provider = %self.acct.id, status = %s, "unknown wavespeed status")
                 }
                 Err(ProviderError::Transient(m)) if failures < MAX_POLL_FAILURES => {
                     failures += 1;
-                    tracing::warn!(provider = %self.id, attempt = failures, "wavespeed poll failed: {m}");
+                    tracing::warn!(provider = %self.acct.id, attempt = failures, "wavespeed poll failed: {m}");
                 }
                 Err(e) => return Err(e),
             }
-            tokio::time::sleep(self.poll).await;
+            tokio::time::sleep(self.acct.poll).await;
         }
     }
 }

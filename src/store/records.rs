@@ -456,6 +456,34 @@ pub struct Draft {
     #[serde(default)]
     pub job_id: Option<JobId>,
 }
+impl Draft {
+    /// A fresh draft of `user` in `chat` (a Telegram chat id) keyed `id`: the prompt and
+    /// photos (sha256 of stored inputs) given, everything the buttons choose still open,
+    /// created now.
+    pub fn new(
+        id: u128,
+        (user_id, chat_id): (UserId, i64),
+        (prompt, negative): (String, Option<String>),
+        inputs: Vec<String>,
+    ) -> Draft {
+        Draft {
+            id,
+            user_id,
+            chat_id,
+            prompt,
+            negative,
+            model_id: None,
+            size: None,
+            aspect_ratio: None,
+            inputs,
+            options: Default::default(),
+            format: None,
+            created_at: crate::domain::now_ms(),
+            job_id: None,
+        }
+    }
+}
+
 impl Record for Draft {
     const VERSION: u32 = 1;
 }

@@ -9,7 +9,7 @@ use super::generate::{Reply, draft_id, offer};
 use super::{Caller, input};
 use crate::bot::dialogue::Step;
 use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot, keyboards};
-use crate::domain::{Task, now_ms};
+use crate::domain::Task;
 use crate::jobs::InputInfo;
 use crate::store::records::Draft;
 use std::sync::Arc;
@@ -149,22 +149,10 @@ async fn respond(
         return Ok(());
     };
     let spec = crate::bot::prompt::parse(&instruction);
-    let draft = Draft {
-        id: draft_id(chat, last),
-        user_id: me.id(),
-        chat_id: chat.0,
-        prompt: spec.prompt,
-        negative: spec.negative,
-        model_id: None,
-        // One photo keeps its size; for several the model's formats are offered.
-        size: single.filter(|_| inputs.len() == 1).map(|i| (i.width, i.height)),
-        aspect_ratio: None,
-        inputs,
-        options: Default::default(),
-        format: None,
-        created_at: now_ms(),
-        job_id: None,
-    };
+    // One photo keeps its size; for several the model's formats are offered.
+    let size = single.filter(|_| inputs.len() == 1).map(|i| (i.width, i.height));
+    let draft =
+        Draft { size, ..Draft::new(draft_id(chat, last), (me.id(), chat.0), (spec.prompt, spec.negative), inputs) };
     // One message: the receipt leads whatever comes next (the model buttons, or the progress
     // message of a job that needs nothing more).
     let reply = Reply::New(Some(received));

@@ -6,7 +6,7 @@
 use super::{Caller, edit, input};
 use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot, keyboards, prompt};
 use crate::config::ModelConfig;
-use crate::domain::{Format, Task, now_ms};
+use crate::domain::{Format, Task};
 use crate::jobs::{NewJob, Submitted};
 use crate::store::records::{Draft, JobPayload};
 use std::sync::Arc;
@@ -64,19 +64,9 @@ pub async fn create(
     let models = ctx.catalog.for_task(Task::TextToImage);
     let size = spec.size.or_else(|| spec.aspect_ratio.as_deref().and_then(prompt::size_for_ratio));
     let draft = Draft {
-        id: draft_id(chat, message),
-        user_id: me.id(),
-        chat_id: chat.0,
-        prompt: spec.prompt.clone(),
-        negative: spec.negative.clone(),
-        model_id: None,
         size,
         aspect_ratio: spec.aspect_ratio.clone(),
-        inputs: vec![],
-        options: Default::default(),
-        format: None,
-        created_at: now_ms(),
-        job_id: None,
+        ..Draft::new(draft_id(chat, message), (me.id(), chat.0), (spec.prompt.clone(), spec.negative.clone()), vec![])
     };
     offer(bot, chat, ctx, me, draft, models, spec.model.as_deref(), Reply::New(None)).await
 }

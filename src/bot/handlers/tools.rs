@@ -11,7 +11,7 @@ use super::generate::{self, Reply, draft_id};
 use super::{Caller, input};
 use crate::bot::dialogue::Step;
 use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot, keyboards};
-use crate::domain::{Format, Instruction, Task, now_ms};
+use crate::domain::{Format, Instruction, Task};
 use crate::store::records::Draft;
 use std::sync::Arc;
 use teloxide::prelude::*;
@@ -198,19 +198,9 @@ async fn next(
         false => None,
     };
     let draft = Draft {
-        id: draft_id(chat, last),
-        user_id: me.id(),
-        chat_id: chat.0,
-        prompt: spec.prompt,
-        negative: spec.negative,
-        model_id: None,
         size,
-        aspect_ratio: None,
-        inputs,
-        options: Default::default(),
         format: task.keeps_size().then_some(Format::Square).filter(|_| size.is_none()),
-        created_at: now_ms(),
-        job_id: None,
+        ..Draft::new(draft_id(chat, last), (me.id(), chat.0), (spec.prompt, spec.negative), inputs)
     };
     let received = lang.tf("tool_ready", &[("tool", &lang.t(&format!("tool_{}", task.as_str())))]);
     generate::offer(bot, chat, ctx, me, draft, fitting, spec.model.as_deref(), Reply::New(Some(received))).await
