@@ -108,6 +108,12 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
                 _ => super::tools::start(&bot, &ctx, &me, &dialogue, task, carried, mid).await?,
             }
         }
+        (Some(Callback::Subject(subject)), Some((chat, mid))) => {
+            let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
+            if !super::tools::subject(&bot, &ctx, &me, &dialogue, subject, mid).await? {
+                answer = Some((lang.t("flow_gone"), false));
+            }
+        }
         (Some(Callback::ToolSkip), Some((chat, mid))) => {
             let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
             if !super::tools::skip(&bot, &ctx, &me, &dialogue, mid).await? {
