@@ -1001,13 +1001,15 @@ impl Config {
                 (Task::Variations, "demo-variations", "Demo 🎲"),
                 (Task::StyleTransfer, "demo-style", "Demo 🖼"),
                 (Task::Sketch, "demo-sketch", "Demo ✍️"),
+                (Task::Reference, "demo-reference", "Demo 🧬"),
             ] {
                 self.models.push(ModelConfig {
                     id: id.into(),
                     display_name: label.into(),
                     task,
                     aliases: vec![],
-                    images: (task == Task::Edit).then_some(ImageCount::Range { min: 1, max: 4 }),
+                    images: matches!(task, Task::Edit | Task::Reference)
+                        .then_some(ImageCount::Range { min: 1, max: 4 }),
                     ..demo.clone()
                 });
             }

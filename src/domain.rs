@@ -131,6 +131,74 @@ pub enum Task {
     StyleTransfer,
     /// A sketch or drawing made into a picture, with a description.
     Sketch,
+    /// A new picture of what 1–4 reference photos show (Imagen-custom style): the user picks
+    /// the [`Subject`] type, sends the photos, and writes a prompt where `[1]`…`[4]` name them.
+    Reference,
+}
+
+/// What the photos of a [`Task::Reference`] job show. It reaches the provider as a short
+/// English phrase leading the prompt ([`Subject::phrase`]): the edit endpoints these models
+/// run on (fal `nano-banana/edit`, `seedream/edit`) have no subject-type field, and a phrase
+/// works on every one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subject {
+    Person,
+    Animal,
+    Product,
+    Default,
+}
+
+impl Subject {
+    pub const ALL: [Subject; 4] = [Subject::Person, Subject::Animal, Subject::Product, Subject::Default];
+
+    /// The stored and callback word (`person`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subject::Person => "person",
+            Subject::Animal => "animal",
+            Subject::Product => "product",
+            Subject::Default => "default",
+        }
+    }
+
+    /// Parses [`Subject::as_str`].
+    pub fn parse(s: &str) -> Option<Subject> {
+        Subject::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// The sentence put before the user's prompt: what the references show, and what the
+    /// `[n]` markers mean.
+    pub fn phrase(self) -> &'static str {
+        match self {
+            Subject::Person => "Reference images show a person; keep their identity.",
+            Subject::Animal => "Reference images show an animal; keep its look.",
+            Subject::Product => "Reference images show a product; keep its design.",
+            Subject::Default => "Reference images show the subject; keep its look.",
+        }
+    }
+
+    /// The prompt sent to the provider: [`Subject::phrase`], the marker legend, then the
+    /// user's words.
+    pub fn prompt(self, own: &str) -> String {
+        format!("{} [n] is reference image n. {own}", self.phrase())
+    }
+}
+
+/// The `[n]` markers of a reference prompt, in order of appearance (`[1]`…`[9]`, and any
+/// bracketed whole number; other brackets are text).
+pub fn reference_markers(prompt: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut rest = prompt;
+    while let Some(open) = rest.find('[') {
+        rest = &rest[open + 1..];
+        let Some(close) = rest.find(']') else { break };
+        let inner = &rest[..close];
+        if !inner.is_empty() && inner.chars().all(|c| c.is_ascii_digit()) {
+            out.push(inner.parse().unwrap_or(u32::MAX));
+        }
+    }
+    out
 }
 
 /// Whether a task's job takes a text from the user besides its photos.
@@ -177,7 +245,7 @@ impl Task {
     /// Tasks a bot flow serves today: a model with any other task could never be reached by a
     /// user, so `check-config` refuses it (`bot::flows_cover_every_handled_task` keeps this list
     /// and the flows in step).
-    pub const HANDLED: [Task; 9] = [
+    pub const HANDLED: [Task; 10] = [
         Task::TextToImage,
         Task::Edit,
         Task::Upscale,
@@ -187,11 +255,12 @@ impl Task {
         Task::Variations,
         Task::StyleTransfer,
         Task::Sketch,
+        Task::Reference,
     ];
 
     /// The photo tools, in menu order: one photo set (in [`Task::slots`] order) and, where
     /// [`Task::instruction`] says so, a text.
-    pub const TOOLS: [Task; 7] = [
+    pub const TOOLS: [Task; 8] = [
         Task::Upscale,
         Task::RemoveBackground,
         Task::Retouch,
@@ -199,6 +268,7 @@ impl Task {
         Task::Variations,
         Task::StyleTransfer,
         Task::Sketch,
+        Task::Reference,
     ];
 
     /// The config word (`text_to_image`, …).
@@ -214,6 +284,7 @@ impl Task {
             Task::Variations => "variations",
             Task::StyleTransfer => "style_transfer",
             Task::Sketch => "sketch",
+            Task::Reference => "reference",
         }
     }
 
@@ -223,6 +294,7 @@ impl Task {
         match self {
             Task::TextToImage => (0, 0),
             Task::FaceSwap | Task::StyleTransfer => (2, 2),
+            Task::Reference => (1, 4),
             _ => (1, 1),
         }
     }
@@ -245,7 +317,9 @@ impl Task {
     /// Whether the user gives a text besides the photos.
     pub fn instruction(self) -> Instruction {
         match self {
-            Task::TextToImage | Task::Edit | Task::Sketch | Task::ImageToVideo => Instruction::Required,
+            Task::TextToImage | Task::Edit | Task::Sketch | Task::ImageToVideo | Task::Reference => {
+                Instruction::Required
+            }
             Task::Retouch | Task::StyleTransfer => Instruction::Optional,
             Task::Upscale | Task::RemoveBackground | Task::FaceSwap | Task::Variations => Instruction::None,
         }
@@ -254,7 +328,7 @@ impl Task {
     /// Whether the result keeps the input's size (no format is asked): tools change a photo,
     /// they do not compose a new one.
     pub fn keeps_size(self) -> bool {
-        !matches!(self, Task::TextToImage | Task::Edit | Task::Sketch | Task::ImageToVideo)
+        !matches!(self, Task::TextToImage | Task::Edit | Task::Sketch | Task::ImageToVideo | Task::Reference)
     }
 }
 
@@ -506,6 +580,17 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn reference_markers_are_bracketed_numbers_in_order() {
+        assert_eq!(reference_markers("[1] и [3] в кафе"), [1, 3]);
+        assert_eq!(reference_markers("[5] на пляже [2]"), [5, 2]);
+        assert_eq!(reference_markers("no markers [a] [] [ 1] [12"), Vec::<u32>::new());
+        assert_eq!(reference_markers("[99999999999]"), [u32::MAX], "too big is still beyond any count");
+        for s in Subject::ALL {
+            assert_eq!(Subject::parse(s.as_str()), Some(s));
+            assert!(s.prompt("[1] x").ends_with("[n] is reference image n. [1] x"));
+        }
+    }
     #[test]
     fn short_ids_round_trip() {
         let id = JobId::new();

@@ -2,7 +2,7 @@
 //! dialogues table through teloxide's [`Storage`] trait, so a restart between two messages does
 //! not lose it; and drafts, the prompts waiting for their buttons.
 
-use crate::domain::Task;
+use crate::domain::{Subject, Task};
 use crate::store::records::Draft;
 use crate::store::{Store, StoreError};
 use futures_util::future::BoxFuture;
@@ -50,12 +50,15 @@ pub enum Step {
     /// "✍️ Write": waiting for the idea the language model makes a prompt of.
     Write,
     /// A photo mode ([`Task::TOOLS`]): the photos received so far in its slot order, and
-    /// its instruction once given (empty when skipped).
+    /// its instruction once given (empty when skipped); for [`Task::Reference`] the subject
+    /// type once picked (absent, and not written, for every other mode).
     Tool {
         task: Task,
         inputs: Vec<String>,
         #[serde(default)]
         caption: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<Subject>,
     },
 }
 
@@ -144,7 +147,16 @@ mod tests {
             (r#"{"flow":"write"}"#, Step::Write),
             (
                 r#"{"flow":"tool","task":"face_swap","inputs":["ab"],"caption":null}"#,
-                Step::Tool { task: Task::FaceSwap, inputs: vec!["ab".into()], caption: None },
+                Step::Tool { task: Task::FaceSwap, inputs: vec!["ab".into()], caption: None, subject: None },
+            ),
+            (
+                r#"{"flow":"tool","task":"reference","inputs":["ab","cd"],"caption":"[1] и [2]","subject":"animal"}"#,
+                Step::Tool {
+                    task: Task::Reference,
+                    inputs: vec!["ab".into(), "cd".into()],
+                    caption: Some("[1] и [2]".into()),
+                    subject: Some(Subject::Animal),
+                },
             ),
         ];
         for (stored, step) in cases {

@@ -6,7 +6,7 @@
 
 use super::i18n::Lang;
 use crate::config::ModelConfig;
-use crate::domain::{Credits, Format, ImageId, Task};
+use crate::domain::{Credits, Format, ImageId, Subject, Task};
 use crate::store::records::{LibraryItem, Preset};
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
@@ -117,11 +117,15 @@ pub enum Callback {
     UpscaleThis(ImageId),
     /// "📝 Add text" under a received photo: the photo gets a caption drawn on it.
     TextOnPhoto,
+    /// "✍️ Write" in the main menu.
+    MenuWrite,
     /// "🎨 Create" / "✏️ Edit" with the prompt a "✍️ Write" job wrote.
     UseWritten {
         job: crate::domain::JobId,
         edit: bool,
     },
+    /// The subject type picked at the start of "🧬 From references".
+    Subject(Subject),
 }
 
 /// The callback code of a photo mode (one letter; every code ever written must keep decoding).
@@ -137,6 +141,7 @@ fn task_code(t: Task) -> &'static str {
         Task::Variations => "v",
         Task::StyleTransfer => "s",
         Task::Sketch => "k",
+        Task::Reference => "R",
     }
 }
 
@@ -222,7 +227,9 @@ impl Callback {
             Callback::EditThis(id) => format!("{V}:e:{}", id.short()),
             Callback::UpscaleThis(id) => format!("{V}:U:{}", id.short()),
             Callback::TextOnPhoto => format!("{V}:wt"),
+            Callback::MenuWrite => format!("{V}:M"),
             Callback::UseWritten { job, edit } => format!("{V}:W:{}:{}", b36(job.0), if *edit { "e" } else { "c" }),
+            Callback::Subject(s) => format!("{V}:wj:{}", s.as_str()),
         }
     }
 
@@ -271,6 +278,8 @@ impl Callback {
             ["w", code] => Callback::Tool(task_of(code)?),
             ["ws"] => Callback::ToolSkip,
             ["wt"] => Callback::TextOnPhoto,
+            ["M"] => Callback::MenuWrite,
+            ["wj", s] => Callback::Subject(Subject::parse(s)?),
             ["X"] => Callback::FlowCancel,
             ["e", i] => Callback::EditThis(id(i)?),
             ["U", i] => Callback::UpscaleThis(id(i)?),
@@ -357,16 +366,49 @@ pub fn skip_or_cancel(lang: Lang) -> InlineKeyboardMarkup {
     ]])
 }
 
-/// Main menu under /start and /menu.
-pub fn main_menu(lang: Lang) -> InlineKeyboardMarkup {
-    InlineKeyboardMarkup::new(vec![
-        vec![button(lang.t("menu_create"), Callback::MenuCreate), button(lang.t("menu_tools"), Callback::MenuTools)],
+/// "🧬 From references": what the photos show, two per row, then "✖ Cancel".
+pub fn subjects(lang: Lang) -> InlineKeyboardMarkup {
+    let buttons: Vec<InlineKeyboardButton> = Subject::ALL
+        .into_iter()
+        .map(|s| button(lang.t(&format!("subject_{}", s.as_str())), Callback::Subject(s)))
+        .collect();
+    let mut rows: Vec<Vec<InlineKeyboardButton>> = buttons.chunks(2).map(<[_]>::to_vec).collect();
+    rows.push(vec![button(lang.t("cancel"), Callback::FlowCancel)]);
+    InlineKeyboardMarkup::new(rows)
+}
+
+/// Which main-menu entries lead somewhere: a mode shows only with a usable model for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MenuModes {
+    /// A `text_to_image` model ("🎨 Create").
+    pub create: bool,
+    /// A model for some photo mode ("🧰 Photo tools").
+    pub tools: bool,
+    /// A language model (`[llm]`) for "✍️ Write".
+    pub write: bool,
+}
+
+/// Main menu under /start and /menu; "🎨 Create", "🧰 Photo tools" and "✍️ Write" only when
+/// `modes` has them.
+pub fn main_menu(lang: Lang, modes: MenuModes) -> InlineKeyboardMarkup {
+    let mut first = Vec::new();
+    if modes.create {
+        first.push(button(lang.t("menu_create"), Callback::MenuCreate));
+    }
+    if modes.tools {
+        first.push(button(lang.t("menu_tools"), Callback::MenuTools));
+    }
+    let write = if modes.write { vec![button(lang.t("menu_write"), Callback::MenuWrite)] } else { vec![] };
+    let rows = [
+        first,
+        write,
         vec![
             button(lang.t("menu_add_text"), Callback::MenuAddText),
             button(lang.t("menu_library"), Callback::MenuLibrary),
         ],
         vec![button(lang.t("menu_balance"), Callback::MenuBalance), button(lang.t("menu_help"), Callback::MenuHelp)],
-    ])
+    ];
+    InlineKeyboardMarkup::new(rows.into_iter().filter(|r| !r.is_empty()))
 }
 
 /// One button per model: "name · price" (the price as `price_of` says it, in the user's
@@ -625,12 +667,14 @@ mod tests {
             Callback::ToolSkip,
             Callback::FlowCancel,
             Callback::TextOnPhoto,
+            Callback::MenuWrite,
             Callback::EditThis(ImageId(u128::MAX)),
             Callback::UpscaleThis(ImageId(u128::MAX)),
             Callback::UseWritten { job: crate::domain::JobId(u128::MAX), edit: true },
             Callback::UseWritten { job: crate::domain::JobId(1), edit: false },
         ]
         .into_iter()
+        .chain(Subject::ALL.map(Callback::Subject))
         .chain([Task::TextToImage, Task::ImageToVideo].into_iter().chain(Task::HANDLED).map(Callback::Tool))
         .collect()
     }
@@ -699,16 +743,42 @@ mod tests {
             ("2:w:e", Callback::Tool(Task::Edit)),
             ("2:ws", Callback::ToolSkip),
             ("2:wt", Callback::TextOnPhoto),
+            ("2:M", Callback::MenuWrite),
             ("2:X", Callback::FlowCancel),
             ("2:e:2s", Callback::EditThis(id)),
             ("2:U:2s", Callback::UpscaleThis(id)),
             ("2:W:2s:c", Callback::UseWritten { job: crate::domain::JobId(100), edit: false }),
             ("2:W:2s:e", Callback::UseWritten { job: crate::domain::JobId(100), edit: true }),
+            ("2:w:R", Callback::Tool(Task::Reference)),
+            ("2:wj:person", Callback::Subject(Subject::Person)),
+            ("2:wj:animal", Callback::Subject(Subject::Animal)),
+            ("2:wj:product", Callback::Subject(Subject::Product)),
+            ("2:wj:default", Callback::Subject(Subject::Default)),
         ];
         for (stored, cb) in cases {
             assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");
             assert_eq!(cb.encode(), stored);
         }
+    }
+
+    #[test]
+    fn the_main_menu_shows_only_modes_with_a_model() {
+        let texts = |modes| {
+            let kb = main_menu(Lang::Ru, modes);
+            kb.inline_keyboard.iter().flatten().map(|b| b.text.clone()).collect::<Vec<_>>().join(" ")
+        };
+        let all = texts(MenuModes { create: true, tools: true, write: false });
+        assert!(all.contains("Создать") && all.contains("Фото-инструменты"), "{all}");
+        let none = texts(MenuModes { create: false, tools: false, write: false });
+        assert!(!none.contains("Создать") && !none.contains("Фото-инструменты"), "{none}");
+        assert!(none.contains("Библиотека") && none.contains("Баланс"), "{none}");
+        assert_eq!(
+            main_menu(Lang::Ru, MenuModes { create: false, tools: false, write: false }).inline_keyboard.len(),
+            2,
+            "no empty row"
+        );
+        let tools_only = texts(MenuModes { create: false, tools: true, write: false });
+        assert!(!tools_only.contains("Создать") && tools_only.contains("Фото-инструменты"), "{tools_only}");
     }
 
     #[test]

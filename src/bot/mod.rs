@@ -127,7 +127,7 @@ pub fn schema() -> UpdateHandler<BotError> {
         .branch(dptree::case![Step::PresetName { item }].endpoint(handlers::library::on_preset_name))
         .branch(dptree::case![Step::PresetRename { number }].endpoint(handlers::library::on_preset_rename))
         .branch(dptree::case![Step::Photos { inputs, caption }].endpoint(handlers::edit::on_message))
-        .branch(dptree::case![Step::Tool { task, inputs, caption }].endpoint(handlers::tools::on_message))
+        .branch(dptree::case![Step::Tool { task, inputs, caption, subject }].endpoint(handlers::tools::on_message))
         .branch(dptree::case![Step::Write].endpoint(handlers::write::on_idea))
         .branch(dptree::case![Step::Idle].endpoint(handlers::generate::on_message));
     dptree::entry()

@@ -37,6 +37,7 @@ fn demo_text(req: &GenerateRequest) -> String {
         Task::Variations => "variation",
         Task::StyleTransfer => "style transfer",
         Task::Sketch => "sketch",
+        Task::Reference => "from references",
     };
     let photos = req.input_images.len();
     match req.prompt.trim() {

@@ -166,8 +166,8 @@ impl ImageProvider for FalProvider {
 /// `num_images: 1`, input images as data URIs, then the model's `extra` fields on top.
 ///
 /// Images go under the model's `image_fields` — one field per image in order, or one field
-/// for all (a list when several) — else under `image_urls` for [`Task::Edit`] or several
-/// images, `image_url` for one.
+/// for all (a list when several) — else under `image_urls` for [`Task::Edit`],
+/// [`Task::Reference`] or several images, `image_url` for one.
 pub fn build_input(req: &GenerateRequest) -> Map<String, Value> {
     let mut m = Map::new();
     if !req.prompt.is_empty() {
@@ -199,7 +199,7 @@ pub fn build_input(req: &GenerateRequest) -> Map<String, Value> {
         for (field, uri) in req.image_fields.iter().zip(uris) {
             m.insert(field.clone(), json!(uri));
         }
-    } else if req.task == Task::Edit || uris.len() > 1 {
+    } else if matches!(req.task, Task::Edit | Task::Reference) || uris.len() > 1 {
         if !uris.is_empty() {
             m.insert("image_urls".into(), json!(uris));
         }

@@ -13,6 +13,7 @@ mod library;
 mod llm;
 mod packaging;
 mod providers;
+mod reference;
 mod sandbox;
 mod structure;
 mod tools;

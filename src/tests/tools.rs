@@ -12,7 +12,7 @@ use serde_json::Value;
 
 /// fal plus one model per `(id, task, price)`, each with no size parameter (tools keep the
 /// photo's size).
-async fn tools_harness(fal: &FakeFal, models: Vec<crate::config::ModelConfig>) -> Harness {
+pub(super) async fn tools_harness(fal: &FakeFal, models: Vec<crate::config::ModelConfig>) -> Harness {
     let base = fal.base_url();
     Harness::start(move |d| {
         let mut c = test_config(d);
@@ -24,7 +24,7 @@ async fn tools_harness(fal: &FakeFal, models: Vec<crate::config::ModelConfig>) -
     .await
 }
 
-fn tool(id: &str, task: Task, price: i64, endpoint: &str) -> crate::config::ModelConfig {
+pub(super) fn tool(id: &str, task: Task, price: i64, endpoint: &str) -> crate::config::ModelConfig {
     let mut m = model(id, "fal", price);
     m.task = task;
     m.endpoint = endpoint.into();
@@ -35,7 +35,7 @@ fn tool(id: &str, task: Task, price: i64, endpoint: &str) -> crate::config::Mode
 
 /// The first bot message after the transcript's first `after` messages that carries a button
 /// labelled `label` (an older menu with the same button must not be pressed by mistake).
-async fn new_buttons(h: &Harness, u: i64, after: usize, label: &str) -> Value {
+pub(super) async fn new_buttons(h: &Harness, u: i64, after: usize, label: &str) -> Value {
     let found = |m: &[Value]| {
         m.iter().skip(after).find(|x| x["from_bot"] == true && x["reply_markup"].to_string().contains(label)).cloned()
     };
@@ -43,14 +43,14 @@ async fn new_buttons(h: &Harness, u: i64, after: usize, label: &str) -> Value {
 }
 
 /// The first bot message after the first `after` ones whose text contains `needle`.
-async fn new_text(h: &Harness, u: i64, after: usize, needle: &str) -> Value {
+pub(super) async fn new_text(h: &Harness, u: i64, after: usize, needle: &str) -> Value {
     let found =
         |m: &[Value]| m.iter().skip(after).find(|x| x["from_bot"] == true && text_of(x).contains(needle)).cloned();
     found(&h.wait_for(u, 20, needle, |m| found(m).is_some()).await).expect("found")
 }
 
 /// /start, then "🧰 Фото-инструменты" → the tool's button; returns the tool's first prompt.
-async fn open_tool(h: &Harness, u: i64, label: &str, first_prompt: &str) -> Value {
+pub(super) async fn open_tool(h: &Harness, u: i64, label: &str, first_prompt: &str) -> Value {
     let n = h.messages(u).len();
     h.text(u, "ru", "/start");
     let menu = new_buttons(h, u, n, "Фото-инструменты").await;
@@ -63,7 +63,7 @@ async fn open_tool(h: &Harness, u: i64, label: &str, first_prompt: &str) -> Valu
 }
 
 /// The image a data URI in a request body carries.
-fn data_uri_image(v: &Value) -> image::DynamicImage {
+pub(super) fn data_uri_image(v: &Value) -> image::DynamicImage {
     use base64::Engine;
     let uri = v.as_str().unwrap_or_else(|| panic!("a data URI, got {v}"));
     let b64 = uri.split_once(";base64,").map(|(_, b)| b).expect("data:<mime>;base64,");

@@ -46,8 +46,8 @@ async fn a_written_prompt_is_charged_once_and_its_buttons_create_and_edit_with_i
     let h = write_harness(&chat, &fal, 10).await;
     let u = 951;
     h.text(u, "ru", "/start");
-    h.wait_text(u, "бонус").await;
-    h.text(u, "ru", "/write");
+    let menu = h.wait_for_buttons(u, "✍️ Написать").await;
+    h.press(u, "ru", menu["message_id"].as_i64().expect("id"), &Harness::button(&menu, "✍️ Написать"));
     h.wait_text(u, "пришлите короткую идею").await;
     h.text(u, "ru", "кот-космонавт в саду");
     let reply = h.wait_for_buttons(u, "Создать с этим промптом").await;
@@ -124,6 +124,9 @@ async fn a_long_prompt_is_split_at_sentences_and_the_buttons_go_under_the_last_p
 async fn without_a_language_model_write_says_so_and_help_leaves_it_out() {
     let h = Harness::start(test_config).await;
     let u = 954;
+    h.text(u, "ru", "/start");
+    let menu = h.wait_text(u, "бонус").await;
+    assert!(!menu["reply_markup"].to_string().contains("Написать"), "no menu entry: {menu}");
     h.text(u, "ru", "/write");
     h.wait_text(u, "не настроено").await;
     h.text(u, "ru", "/help");

@@ -92,6 +92,9 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
         (Some(Callback::UseWritten { job, edit }), Some(at)) => {
             answer = super::write::use_written(&bot, &ctx, &me, at, job, edit).await?;
         }
+        (Some(Callback::MenuWrite), Some((chat, _))) => {
+            super::write::start(&bot, &ctx, &me, &ChatDialogue::new(ctx.dialogues.clone(), chat)).await?;
+        }
         (Some(Callback::MenuTools), Some((chat, _))) => {
             super::tools::menu(&bot, chat, &ctx, &me).await?;
         }
@@ -109,6 +112,12 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
             match task {
                 crate::domain::Task::Edit => super::edit::with_photos(&bot, &ctx, &me, &dialogue, carried, mid).await?,
                 _ => super::tools::start(&bot, &ctx, &me, &dialogue, task, carried, mid).await?,
+            }
+        }
+        (Some(Callback::Subject(subject)), Some((chat, mid))) => {
+            let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
+            if !super::tools::subject(&bot, &ctx, &me, &dialogue, subject, mid).await? {
+                answer = Some((lang.t("flow_gone"), false));
             }
         }
         (Some(Callback::ToolSkip), Some((chat, mid))) => {

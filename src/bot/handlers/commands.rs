@@ -31,10 +31,10 @@ pub async fn run(
                 text.push_str("\n\n");
                 text.push_str(&lang.tf("welcome_bonus", &[("bonus", &me.money(&ctx, bonus))]));
             }
-            bot.send_message(chat, text).reply_markup(keyboards::main_menu(lang)).await?;
+            bot.send_message(chat, text).reply_markup(keyboards::main_menu(lang, menu_modes(&ctx))).await?;
         }
         Command::Menu => {
-            bot.send_message(chat, lang.t("menu")).reply_markup(keyboards::main_menu(lang)).await?;
+            bot.send_message(chat, lang.t("menu")).reply_markup(keyboards::main_menu(lang, menu_modes(&ctx))).await?;
         }
         Command::Create => {
             bot.send_message(chat, lang.t("create_hint")).await?;
@@ -119,6 +119,7 @@ pub fn help_text(ctx: &BotCtx, lang: Lang) -> String {
         (Some(Task::Variations), "help_variations"),
         (Some(Task::StyleTransfer), "help_style_transfer"),
         (Some(Task::Sketch), "help_sketch"),
+        (Some(Task::Reference), "help_reference"),
         (None, "help_add_text"),
         (None, "help_library"),
         (None, "help_resize"),
@@ -129,6 +130,15 @@ pub fn help_text(ctx: &BotCtx, lang: Lang) -> String {
     .chain(ctx.jobs.llm().map(|_| lang.t("help_write")))
     .collect();
     lang.tf("help", &[("flows", &flows.join("\n")), ("commands", &commands_text(lang)), ("models", &models)])
+}
+
+/// The main-menu modes that have a usable model now.
+pub fn menu_modes(ctx: &BotCtx) -> keyboards::MenuModes {
+    keyboards::MenuModes {
+        create: !ctx.catalog.for_task(Task::TextToImage).is_empty(),
+        tools: !super::tools::available(ctx).is_empty(),
+        write: ctx.jobs.llm().is_some(),
+    }
 }
 
 pub fn balance_text(ctx: &BotCtx, me: &Caller) -> String {

@@ -73,7 +73,8 @@ pub fn flow_for(task: crate::domain::Task) -> Option<&'static str> {
         | Task::FaceSwap
         | Task::Variations
         | Task::StyleTransfer
-        | Task::Sketch => Some("tools"),
+        | Task::Sketch
+        | Task::Reference => Some("tools"),
         Task::ImageToVideo => None,
     }
 }
