@@ -289,40 +289,89 @@ async fn cancel_ends_a_photo_mode_and_a_text_is_a_prompt_again() {
     h.assert_no_rejections();
 }
 
+/// Opens a photo mode from the menu and gives it what it asks for: `photos` photos, then the
+/// wish (`Some("Пропустить")` presses Skip; another text is a sketch's description, after
+/// which the square format is pressed).
+async fn run_mode(h: &Harness, u: i64, label: &str, photos: usize, wish: Option<&str>) {
+    open_tool(h, u, label, "Пришлите фото").await;
+    let n = h.messages(u).len();
+    for _ in 0..photos {
+        h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
+    }
+    match wish {
+        Some("Пропустить") => {
+            let m = new_buttons(h, u, n, "Пропустить").await;
+            h.press(u, "ru", m["message_id"].as_i64().expect("id"), &Harness::button(&m, "Пропустить"));
+        }
+        Some(text) => {
+            new_text(h, u, n, "опишите").await;
+            let n = h.messages(u).len();
+            h.text(u, "ru", text);
+            let f = new_buttons(h, u, n, "Квадрат").await;
+            h.press(u, "ru", f["message_id"].as_i64().expect("id"), &Harness::button(&f, "Квадрат"));
+        }
+        None => {}
+    }
+}
+
+/// Every photo mode, as the menu labels it: (label, photos, wish) for [`run_mode`].
+const MODES: [(&str, usize, Option<&str>); 7] = [
+    ("⬆️ Улучшить", 1, None),
+    ("✂️ Убрать фон", 1, None),
+    ("✨ Ретушь", 1, Some("Пропустить")),
+    ("🔄 Заменить лицо", 2, None),
+    ("🎲 Вариации", 1, None),
+    ("🖼 Перенос стиля", 2, Some("Пропустить")),
+    ("✍️ Из наброска", 1, Some("кот")),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refusal_in_any_mode_is_said_plainly_and_releases_the_hold() {
+    let fal = FakeFal::start().await;
+    fal.set_scenario(super::fakes::fal::FalScenario::SubmitError {
+        status: 422,
+        body: r#"{"detail":[{"loc":["body","image_url"],"msg":"Unsupported image content","type":"value_error"}]}"#
+            .into(),
+    });
+    let models: Vec<_> = [
+        Task::Upscale,
+        Task::RemoveBackground,
+        Task::Retouch,
+        Task::FaceSwap,
+        Task::Variations,
+        Task::StyleTransfer,
+        Task::Sketch,
+    ]
+    .into_iter()
+    .map(|t| {
+        let mut m = tool(t.as_str(), t, 4, "fal-ai/some/tool");
+        if t.slots().is_some() {
+            m.image_fields = vec!["image_url".into(), "second_image_url".into()];
+        }
+        m
+    })
+    .collect();
+    let h = tools_harness(&fal, models).await;
+    for (u, (label, photos, wish)) in (930..).zip(MODES) {
+        run_mode(&h, u, label, photos, wish).await;
+        let told = h.wait_text(u, "Провайдер отклонил запрос").await;
+        assert!(text_of(&told).contains("Unsupported image content"), "{label}: {told}");
+        assert_eq!(kinds(&h.ledger(u).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Release], "{label}");
+        assert_eq!(h.balance(u).await, Credits(100), "{label}");
+    }
+    assert_eq!(fal.submits_total(), 7, "one submit per mode, none retried");
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sandbox_demo_serves_every_photo_mode() {
     // `sandbox` with nothing configured: the demo provider and one demo model per mode.
     let h = Harness::start(|d| test_config(d).with_demo()).await;
     // One user per mode: Telegram (and teloxide's Throttle) allow a chat 20 messages a minute.
-    for (u, (label, photos, wish)) in (910..).zip([
-        ("⬆️ Улучшить", 1, None),
-        ("✂️ Убрать фон", 1, None),
-        ("✨ Ретушь", 1, Some("Пропустить")),
-        ("🔄 Заменить лицо", 2, None),
-        ("🎲 Вариации", 1, None),
-        ("🖼 Перенос стиля", 2, Some("Пропустить")),
-        ("✍️ Из наброска", 1, Some("кот")),
-    ]) {
+    for (u, (label, photos, wish)) in (910..).zip(MODES) {
         let before = h.photos(u).len();
-        open_tool(&h, u, label, "Пришлите фото").await;
-        let n = h.messages(u).len();
-        for _ in 0..photos {
-            h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), None);
-        }
-        match wish {
-            Some("Пропустить") => {
-                let m = new_buttons(&h, u, n, "Пропустить").await;
-                h.press(u, "ru", m["message_id"].as_i64().expect("id"), &Harness::button(&m, "Пропустить"));
-            }
-            Some(text) => {
-                new_text(&h, u, n, "опишите").await;
-                let n = h.messages(u).len();
-                h.text(u, "ru", text);
-                let f = new_buttons(&h, u, n, "Квадрат").await;
-                h.press(u, "ru", f["message_id"].as_i64().expect("id"), &Harness::button(&f, "Квадрат"));
-            }
-            None => {}
-        }
+        run_mode(&h, u, label, photos, wish).await;
         h.wait_for(u, 30, label, |_| h.photos(u).len() == before + 1).await;
         let last = h.photos(u).pop().expect("result");
         assert!(text_of(&last).to_lowercase().contains("демо"), "labelled a demo: {label}: {last}");
