@@ -231,6 +231,8 @@ pub(crate) struct Inner {
     pub worker_id: String,
     /// The language model of `[llm]`, when configured: prompt writing and translation.
     pub llm: Option<Arc<crate::llm::Llm>>,
+    /// Bound on translating one job's prompt (`llm.translate_timeout_secs`).
+    pub translate_timeout: Duration,
     pub admins: HashSet<i64>,
 }
 
@@ -294,14 +296,14 @@ impl JobEngine {
         // Validated with the config; what is left is a missing fal key or a client that
         // cannot be built, which the operator must fix before the bot starts.
         let llm = match &config.llm {
-            Some(c) => Some(Arc::new(
-                crate::llm::Llm::new(c).map_err(|e| StoreError::Codec(format!("[llm]: {e}")))?,
-            )),
+            Some(c) => Some(Arc::new(crate::llm::Llm::new(c).map_err(|e| StoreError::Codec(format!("[llm]: {e}")))?)),
             None => None,
         };
+        let translate_timeout = Duration::from_secs(config.llm.as_ref().map_or(8, |c| c.translate_timeout_secs));
         let engine = JobEngine {
             inner: Arc::new(Inner {
                 llm,
+                translate_timeout,
                 store,
                 providers,
                 provider_cfg,
@@ -452,6 +454,7 @@ impl JobEngine {
             claimed_by: None,
             heartbeat_at: None,
             priority: new.priority,
+            translation: None,
         };
         let draft_id = new.draft_id;
         let outcome = self

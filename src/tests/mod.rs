@@ -16,5 +16,6 @@ mod providers;
 mod sandbox;
 mod structure;
 mod tools;
+mod translate;
 mod web;
 mod webhook;
