@@ -151,6 +151,7 @@ async fn run_in(dir: &std::path::Path, opts: &QueueBench) -> anyhow::Result<()> 
         options: vec![],
         image_fields: vec![],
         instruction: None,
+        translate: false,
     });
     let store = Store::open(dir)?;
     let billing = Billing::new(store.clone(), config.billing.clone());

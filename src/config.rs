@@ -385,6 +385,11 @@ pub struct LlmConfig {
     /// System prompt of `translate`, ≤ 4000 characters.
     #[serde(default = "default_translate_prompt")]
     pub translate_system_prompt: String,
+    /// Bound on translating one job's prompt (models with `translate = true`), seconds, 1–60.
+    /// Shorter than `timeout_secs`: the job waits for it, and on expiry the original prompt is
+    /// sent.
+    #[serde(default = "default_translate_timeout")]
+    pub translate_timeout_secs: u64,
 }
 
 /// fal's queue host, the `[llm]` default for `kind = "fal"`.
@@ -392,6 +397,10 @@ pub const FAL_QUEUE_URL: &str = "https://queue.fal.run";
 
 fn default_llm_timeout() -> u64 {
     30
+}
+
+fn default_translate_timeout() -> u64 {
+    8
 }
 
 /// Default `writer_system_prompt`.
@@ -444,6 +453,9 @@ impl LlmConfig {
         }
         if !(1..=300).contains(&self.timeout_secs) {
             return Err(bad("llm.timeout_secs", "1–300 seconds"));
+        }
+        if !(1..=60).contains(&self.translate_timeout_secs) {
+            return Err(bad("llm.translate_timeout_secs", "1–60 seconds"));
         }
         for (key, prompt) in [
             ("llm.writer_system_prompt", &self.writer_system_prompt),
@@ -552,6 +564,12 @@ pub struct ModelConfig {
     /// "Усилить черты" retouch: an edit model told to keep age, lips and structure).
     #[serde(default)]
     pub instruction: Option<String>,
+    /// The model understands English only (Seedream): the user's prompt is translated into
+    /// English by the `[llm]` language model before the first submit (see
+    /// [`crate::jobs::generate`] for when the call is skipped and what happens on failure).
+    /// `instruction` is sent as written. `check-config` refuses it without an `[llm]` section.
+    #[serde(default)]
+    pub translate: bool,
 }
 
 /// Most input images one job takes (a Telegram album holds 10).
@@ -905,6 +923,9 @@ impl Config {
                     format!("name the request field of each of the 2 photos of {}, in order", m.task.as_str()),
                 ));
             }
+            if m.translate && self.llm.is_none() {
+                return Err(bad(k("translate"), "needs an [llm] section: the language model translates the prompts"));
+            }
             if m.instruction.as_deref().is_some_and(|i| i.trim().is_empty() || i.len() > 4000) {
                 return Err(bad(k("instruction"), "1–4000 characters"));
             }
@@ -989,6 +1010,7 @@ impl Config {
                 options: vec![],
                 image_fields: vec![],
                 instruction: None,
+                translate: false,
             });
             // One demo model per photo mode, so every flow can be tried in the sandbox.
             let demo = self.models.last().cloned().expect("just pushed");

@@ -6,7 +6,7 @@ use super::i18n::Lang;
 use super::keyboards;
 use crate::domain::now_ms;
 use crate::jobs::{DeliveredFiles, JobProgress, Notifier, NotifyError, ResultFiles};
-use crate::store::records::{ErrorClass, JobRecord, LibraryItem};
+use crate::store::records::{ErrorClass, JobRecord, LibraryItem, Translation};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,6 +15,8 @@ use teloxide::types::{ChatAction, InputFile, MessageId};
 use teloxide::{ApiError, RequestError};
 
 const SPINNER: [&str; 4] = ["◐", "◓", "◑", "◒"];
+/// Characters of a prompt's translation shown under the progress (the rest is cut, "…").
+const TRANSLATION_SHOWN: usize = 300;
 
 /// Telegram side of job notifications.
 pub struct BotNotifier {
@@ -170,6 +172,17 @@ impl BotNotifier {
     }
 }
 
+/// `text` cut to `max` characters, with "…" in place of what was cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    cut
+}
+
 fn bar(percent: u8) -> String {
     let filled = (percent as usize).min(100) / 10;
     format!("{}{}", "▓".repeat(filled), "░".repeat(10 - filled))
@@ -210,7 +223,7 @@ impl Notifier for BotNotifier {
         });
         let spinner = SPINNER[(tick.unwrap_or(0) % 4) as usize];
         let model = self.model_name(job, lang);
-        let text = match (p.running, p.queue_position) {
+        let mut text = match (p.running, p.queue_position) {
             (false, Some(pos)) if job.submission.is_none() => {
                 lang.tf("queued", &[("position", &pos), ("model", &model), ("eta", &p.eta_secs)])
             }
@@ -228,6 +241,11 @@ impl Notifier for BotNotifier {
                 ],
             ),
         };
+        if let Some(Translation::English { text: english }) = &job.translation {
+            // Substituted last and alone: the model's words never pass through another template.
+            text.push('\n');
+            text.push_str(&lang.tf("translated", &[("text", &shorten(english, TRANSLATION_SHOWN))]));
+        }
         let mut req = self.bot.edit_message_text(ChatId(job.chat_id), MessageId(mid), text);
         if let Some(draft) = job.draft_id {
             req = req.reply_markup(keyboards::cancel(lang, draft));
@@ -556,5 +574,14 @@ mod tests {
         assert_eq!(bar(0), "░░░░░░░░░░");
         assert_eq!(bar(45), "▓▓▓▓░░░░░░");
         assert_eq!(bar(250).chars().count(), 10);
+    }
+
+    #[test]
+    fn a_long_translation_is_cut_at_300_characters() {
+        assert_eq!(shorten("a red fox", TRANSLATION_SHOWN), "a red fox");
+        let long = "лиса ".repeat(100);
+        let shown = shorten(&long, TRANSLATION_SHOWN);
+        assert!(shown.chars().count() <= TRANSLATION_SHOWN && shown.ends_with("а…"), "{shown}");
+        assert_eq!(shorten(&"x".repeat(300), 300), "x".repeat(300));
     }
 }

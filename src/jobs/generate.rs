@@ -6,7 +6,7 @@ use super::{Inner, JobProgress, ResultFiles, backoff, eta_from};
 use crate::domain::{Format, ImageId, JobStatus, MediaKind, Switch, now_ms};
 use crate::providers::{GenerateRequest, GeneratedFile, InputImage, ProviderError, ProviderProgress, Submission};
 use crate::store::StoreError;
-use crate::store::records::{Delivery, ErrorClass, JobError, JobPayload, JobRecord, LibraryItem};
+use crate::store::records::{Delivery, ErrorClass, JobError, JobPayload, JobRecord, LibraryItem, Translation};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,11 +89,12 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
         task: model.task,
         endpoint: model.endpoint.clone(),
         workflow: inner.workflows.get(&model.id).cloned(),
-        // A model's fixed instruction leads; the user's words (if any) follow it.
-        prompt: match (model.instruction.as_deref(), prompt.trim()) {
+        // A model's fixed instruction leads; the user's words (if any, in English when they
+        // were translated) follow it.
+        prompt: match (model.instruction.as_deref(), user_words(job, prompt).trim()) {
             (Some(fixed), "") => fixed.to_string(),
             (Some(fixed), own) => format!("{fixed}\n{own}"),
-            (None, _) => prompt.clone(),
+            (None, _) => user_words(job, prompt).to_string(),
         },
         negative: negative.clone(),
         format: *format,
@@ -107,6 +108,63 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
         input_images,
         image_fields: model.image_fields.clone(),
     })
+}
+
+/// The user's prompt as the provider gets it: the stored English translation, if any.
+fn user_words<'a>(job: &'a JobRecord, prompt: &'a str) -> &'a str {
+    match &job.translation {
+        Some(Translation::English { text }) => text,
+        _ => prompt,
+    }
+}
+
+/// Longest translation accepted, in characters: a prompt's translation is about as long as the
+/// prompt (at most a few thousand characters); anything longer is not one.
+const MAX_TRANSLATION_CHARS: usize = 8000;
+
+/// True when a prompt needs translating: it has a letter outside ASCII (Cyrillic, accented
+/// Latin, CJK, …). A prompt of ASCII letters, digits, punctuation and emoji is taken as English
+/// already and sent as written — no language-model call, no delay.
+pub(crate) fn needs_translation(prompt: &str) -> bool {
+    prompt.chars().any(|c| c.is_alphabetic() && !c.is_ascii())
+}
+
+/// Decides the translation of a job for a `translate = true` model, once (`None` for other
+/// models and jobs already decided). The language model gets `llm.translate_timeout_secs`;
+/// on any error or on expiry the original prompt is used, logged once at WARN: translation
+/// improves a job, it never fails or holds one up.
+async fn decide_translation(inner: &Inner, job: &JobRecord) -> Option<Translation> {
+    if job.translation.is_some() || !inner.catalog.model(&job.model_id).is_some_and(|m| m.translate) {
+        return None;
+    }
+    let JobPayload::Generate { prompt, .. } = &job.payload else { return None };
+    let prompt = prompt.trim();
+    if !needs_translation(prompt) {
+        return Some(Translation::Original);
+    }
+    let Some(llm) = inner.llm.as_ref() else {
+        // check-config refuses `translate` without [llm]; nothing to ask here.
+        return Some(Translation::Original);
+    };
+    let started = Instant::now();
+    let answer = tokio::time::timeout(inner.translate_timeout, llm.translate(prompt)).await;
+    let fallback = |why: String| {
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::warn!(error = %why, ms, "prompt not translated; sending it as written");
+        Some(Translation::Original)
+    };
+    match answer {
+        Ok(Ok(text)) if text.chars().count() > MAX_TRANSLATION_CHARS => {
+            fallback(format!("the translation is {} characters long", text.chars().count()))
+        }
+        Ok(Ok(text)) if text == prompt => Some(Translation::Original),
+        Ok(Ok(text)) => {
+            tracing::info!(ms = started.elapsed().as_millis() as u64, "prompt translated");
+            Some(Translation::English { text })
+        }
+        Ok(Err(e)) => fallback(e.to_string()),
+        Err(_) => fallback(format!("no answer in {} s", inner.translate_timeout.as_secs())),
+    }
 }
 
 async fn submit(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
@@ -142,6 +200,11 @@ async fn submit(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     // ends at the model's timeout like a submitted one, whatever attempts are left.
     if past_submit_deadline(inner, &job) {
         return submit_timed_out(inner, job, &provider).await;
+    }
+    // Before the first submit only: the decision is stored with the job below, so a retry or
+    // a restart sends the same words.
+    if let Some(t) = decide_translation(inner, &job).await {
+        job.translation = Some(t);
     }
     let req = match build_request(inner, &job).await {
         Ok(r) => r,

@@ -240,6 +240,8 @@ pub(crate) struct Inner {
     pub worker_id: String,
     /// The language model of `[llm]`, when configured: prompt writing and translation.
     pub llm: Option<Arc<crate::llm::Llm>>,
+    /// Bound on translating one job's prompt (`llm.translate_timeout_secs`).
+    pub translate_timeout: Duration,
     pub admins: HashSet<i64>,
 }
 
@@ -308,9 +310,11 @@ impl JobEngine {
             Some(c) => Some(Arc::new(crate::llm::Llm::new(c).map_err(|e| StoreError::Codec(format!("[llm]: {e}")))?)),
             None => None,
         };
+        let translate_timeout = Duration::from_secs(config.llm.as_ref().map_or(8, |c| c.translate_timeout_secs));
         let engine = JobEngine {
             inner: Arc::new(Inner {
                 llm,
+                translate_timeout,
                 store,
                 providers,
                 provider_cfg,
@@ -470,6 +474,7 @@ impl JobEngine {
             claimed_by: None,
             heartbeat_at: None,
             priority: new.priority,
+            translation: None,
         };
         let draft_id = new.draft_id;
         let outcome = self

@@ -318,6 +318,18 @@ pub enum Delivery {
     Interrupted,
 }
 
+/// What was decided about translating a job's prompt (stored as `{"kind": "english", "text":
+/// "…"}` or `{"kind": "original"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Translation {
+    /// The language model's English text: sent to the provider instead of the user's words.
+    English { text: String },
+    /// The user's words are sent as written: already English-looking, or the language model
+    /// failed or ran out of time.
+    Original,
+}
+
 /// A durable job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -371,6 +383,11 @@ pub struct JobRecord {
     /// Submitted by an admin: runs before everyone else's jobs.
     #[serde(default)]
     pub priority: bool,
+    /// The prompt's English translation for a model with `translate = true`, decided once
+    /// before the first submit and kept so a retry or a restart sends the same words without
+    /// asking the language model again. `None`: not decided yet (or not a translating model).
+    #[serde(default)]
+    pub translation: Option<Translation>,
 }
 impl Record for JobRecord {
     const VERSION: u32 = 1;
@@ -694,6 +711,7 @@ pub fn test_job(user: UserId, price: i64) -> JobRecord {
         claimed_by: None,
         heartbeat_at: None,
         priority: false,
+        translation: None,
     }
 }
 
@@ -761,6 +779,26 @@ mod tests {
         let d = UserRecord::decode(old).expect("old");
         assert_eq!(d.held, Credits(0));
         assert!(!d.blocked);
+
+        // Jobs: the translation round-trips in its tagged shape, and a job stored before
+        // `translation` existed decodes as undecided (a resumed job translates then, once).
+        let mut job = test_job(UserId(7), 10);
+        job.translation = Some(Translation::English { text: "a red fox".into() });
+        let bytes = job.encode().expect("encode");
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(v["translation"], serde_json::json!({"kind": "english", "text": "a red fox"}));
+        assert_eq!(JobRecord::decode(&bytes).expect("decode"), job);
+        job.translation = Some(Translation::Original);
+        let v = serde_json::to_value(&job).expect("json");
+        assert_eq!(v["translation"], serde_json::json!({"kind": "original"}));
+        let mut old = serde_json::to_value(&job).expect("json");
+        old.as_object_mut().expect("object").remove("translation");
+        let old = JobRecord::decode(&serde_json::to_vec(&old).expect("bytes")).expect("a job stored before");
+        assert_eq!(old, JobRecord { translation: None, ..job });
+        // A job as the version before translation stored it; the literal must keep decoding.
+        let stored = r#"{"v":1,"id":"0190f5a2-7c3e-7000-8000-000000000001","user_id":7,"chat_id":7,"lang":"ru","model_id":"seedream","provider_id":"fal","price":10,"payload":{"kind":"generate","prompt":"лиса","negative":null,"format":"square","width":1024,"height":1024,"aspect_ratio":null,"seed":3},"status":"submitting","attempts":1,"created_at":1}"#;
+        let old = JobRecord::decode(stored.as_bytes()).expect("the stored literal");
+        assert_eq!((old.status, old.translation, old.payload.prompt()), (JobStatus::Submitting, None, "лиса"));
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub fn model(id: &str, provider: &str, price: i64) -> ModelConfig {
         options: vec![],
         image_fields: vec![],
         instruction: None,
+        translate: false,
     }
 }
 

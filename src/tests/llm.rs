@@ -176,13 +176,16 @@ fn the_llm_section_is_optional_validated_and_its_key_secret() {
     assert!(!format!("{c:?}").contains("sk-hidden-123"));
 }
 
-/// Each commented `[llm]` example in the shipped config validates once uncommented (and none
-/// sits inside the catalog block, which another test uncomments as a whole).
+/// Each commented `[llm]` example in the shipped config validates once uncommented. The catalog
+/// block, which another test uncomments as a whole (and so validates), carries exactly one of
+/// its own for its `translate = true` models; none sits after it.
 #[test]
 fn the_shipped_llm_examples_validate_once_uncommented() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml")).expect("config");
-    let (before_catalog, _) = text.split_once("# catalog:begin").expect("catalog start");
-    assert_eq!(text.matches("# [llm]").count(), before_catalog.matches("# [llm]").count());
+    let (before_catalog, rest) = text.split_once("# catalog:begin").expect("catalog start");
+    let (catalog, after_catalog) = rest.split_once("# catalog:end").expect("catalog end");
+    let sections = |t: &str| t.lines().filter(|l| l.trim_start_matches("# ").starts_with("[llm]")).count();
+    assert_eq!((sections(catalog), sections(after_catalog)), (1, 0), "one [llm] in the catalog, none after");
     let lines: Vec<&str> = before_catalog.lines().collect();
     let starts: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| **l == "# [llm]").map(|(i, _)| i).collect();
     assert_eq!(starts.len(), 3, "openai, llama.cpp and fal examples");

@@ -17,6 +17,7 @@ mod reference;
 mod sandbox;
 mod structure;
 mod tools;
+mod translate;
 mod web;
 mod webhook;
 mod write;

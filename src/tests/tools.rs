@@ -403,6 +403,12 @@ fn the_shipped_catalog_passes_check_config_once_uncommented() {
     }
     let swap = config.models.iter().find(|m| m.task == Task::FaceSwap).expect("face swap");
     assert_eq!(swap.image_fields, ["swap_image_url", "base_image_url"], "the face first");
+    // Seedream takes English only: its models translate, with the catalog's own fal any-llm
+    // (check-config would refuse `translate` without it).
+    let translating: Vec<&str> = config.models.iter().filter(|m| m.translate).map(|m| m.id.as_str()).collect();
+    assert_eq!(translating, ["seedream", "seedream-edit"]);
+    let llm = config.llm.as_ref().expect("the catalog's [llm]");
+    assert_eq!((llm.kind, llm.api_key_env.as_deref()), (crate::config::LlmKind::Fal, Some("FAL_KEY")));
 }
 
 /// The WaveSpeed fake plus its face swap model, configured as the shipped catalog does.

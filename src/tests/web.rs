@@ -117,6 +117,7 @@ async fn env() -> Env {
                 claimed_by: None,
                 heartbeat_at: None,
                 priority: false,
+                translation: None,
             };
             billing::hold(tx, &mut j)?;
             billing::capture(tx, &mut j)?;
@@ -868,6 +869,7 @@ fn dashboard_summary_counts_settlements_and_percentiles() {
         claimed_by: None,
         heartbeat_at: None,
         priority: false,
+        translation: None,
     };
     let op = crate::domain::OperationId::new();
     let jobs: Vec<JobRecord> = (1..=10)
