@@ -333,24 +333,18 @@ async fn a_refusal_in_any_mode_is_said_plainly_and_releases_the_hold() {
         body: r#"{"detail":[{"loc":["body","image_url"],"msg":"Unsupported image content","type":"value_error"}]}"#
             .into(),
     });
-    let models: Vec<_> = [
-        Task::Upscale,
-        Task::RemoveBackground,
-        Task::Retouch,
-        Task::FaceSwap,
-        Task::Variations,
-        Task::StyleTransfer,
-        Task::Sketch,
-    ]
-    .into_iter()
-    .map(|t| {
-        let mut m = tool(t.as_str(), t, 4, "fal-ai/some/tool");
-        if t.slots().is_some() {
-            m.image_fields = vec!["image_url".into(), "second_image_url".into()];
-        }
-        m
-    })
-    .collect();
+    // The modes of MODES (references have their own tests, in reference.rs).
+    let models: Vec<_> = Task::TOOLS
+        .into_iter()
+        .filter(|t| *t != Task::Reference)
+        .map(|t| {
+            let mut m = tool(t.as_str(), t, 4, "fal-ai/some/tool");
+            if t.slots().is_some() {
+                m.image_fields = vec!["image_url".into(), "second_image_url".into()];
+            }
+            m
+        })
+        .collect();
     let h = tools_harness(&fal, models).await;
     for (u, (label, photos, wish)) in (930..).zip(MODES) {
         run_mode(&h, u, label, photos, wish).await;
