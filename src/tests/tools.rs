@@ -345,7 +345,16 @@ async fn a_refusal_in_any_mode_is_said_plainly_and_releases_the_hold() {
             m
         })
         .collect();
-    let h = tools_harness(&fal, models).await;
+    let mut edit = tool("edit", Task::Edit, 4, "fal-ai/some/edit");
+    edit.size_param = SizeParam::AspectRatio;
+    let h = tools_harness(&fal, models.into_iter().chain([edit]).collect()).await;
+    // ✏️ Edit: a photo with its instruction as the caption.
+    h.text(929, "ru", "/start");
+    h.wait_text(929, "бонус").await;
+    h.photo(929, "ru", &testdata("photos/orientation/Landscape_1.jpg"), Some("сделай небо розовым"));
+    let told = h.wait_text(929, "Провайдер отклонил запрос").await;
+    assert!(text_of(&told).contains("Unsupported image content"), "edit: {told}");
+    assert_eq!(kinds(&h.ledger(929).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Release], "edit");
     for (u, (label, photos, wish)) in (930..).zip(MODES) {
         run_mode(&h, u, label, photos, wish).await;
         let told = h.wait_text(u, "Провайдер отклонил запрос").await;
@@ -353,7 +362,7 @@ async fn a_refusal_in_any_mode_is_said_plainly_and_releases_the_hold() {
         assert_eq!(kinds(&h.ledger(u).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Release], "{label}");
         assert_eq!(h.balance(u).await, Credits(100), "{label}");
     }
-    assert_eq!(fal.submits_total(), 7, "one submit per mode, none retried");
+    assert_eq!(fal.submits_total(), 8, "one submit per mode, none retried");
     h.verify_clean().await;
     h.assert_no_rejections();
 }
