@@ -381,6 +381,7 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
                     claimed_by: None,
                     heartbeat_at: None,
                     priority: false,
+                    translation: None,
                 };
                 crate::billing::hold(tx, &mut job)?;
                 crate::billing::capture(tx, &mut job)?;
