@@ -541,6 +541,33 @@ impl JobEngine {
         })
     }
 
+    /// Width and height in pixels of a stored input or result file (sha256 under `media/`);
+    /// `None` when it is gone or not a picture. Read on the blocking pool.
+    pub async fn input_size(&self, sha256: &str) -> Option<(u32, u32)> {
+        let (store, sha) = (self.inner.store.clone(), sha256.to_string());
+        tokio::task::spawn_blocking(move || {
+            let (path, _) = store.find_media_file(&sha)?;
+            let bytes = std::fs::read(path).ok()?;
+            crate::imaging::probe(&bytes).ok().map(|i| (i.width, i.height))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The prompt a "✍️ Write" job of `user` wrote: `Ok(None)` for someone else's job, one
+    /// that is not a Write job or has not written yet.
+    pub async fn written_prompt(&self, user: UserId, job: JobId) -> Result<Option<String>, JobsError> {
+        let record = self.inner.store.read(move |rx| rx.get_job(job)).await?;
+        Ok(match record {
+            Some(j) if j.user_id == user => match j.payload {
+                JobPayload::WritePrompt { written, .. } => written,
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
     /// Validates a user's image (size and pixel limits, decodable), strips its metadata and
     /// stores it under `media/` for use as a job input, recorded as a live input (kept
     /// `library.input_retention_days` after its last use).

@@ -96,7 +96,7 @@ pub async fn with_photos(
 /// format is asked), however the instruction came.
 async fn single(ctx: &BotCtx, inputs: &[String]) -> Option<InputInfo> {
     let [one] = inputs else { return None };
-    let (width, height) = super::tools::input_size(ctx, one).await?;
+    let (width, height) = ctx.jobs.input_size(one).await?;
     Some(InputInfo { sha256: one.clone(), width, height, bytes: 0 })
 }
 

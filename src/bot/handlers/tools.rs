@@ -279,7 +279,7 @@ async fn next(
     // A tool changes the photo it gets: the result keeps the (first) photo's size, so no
     // format is asked. A sketch is redrawn: its format is asked like a new picture's.
     let size = match task.keeps_size() {
-        true => input_size(ctx, &inputs[0]).await,
+        true => ctx.jobs.input_size(&inputs[0]).await,
         false => None,
     };
     let draft = Draft {
@@ -289,17 +289,4 @@ async fn next(
     };
     let received = lang.tf("tool_ready", &[("tool", &lang.t(&format!("tool_{}", task.as_str())))]);
     generate::offer(bot, chat, ctx, me, draft, fitting, spec.model.as_deref(), Reply::New(Some(received))).await
-}
-
-/// Width and height of a stored input photo (the provider's size for a tool that keeps it).
-pub(super) async fn input_size(ctx: &BotCtx, sha256: &str) -> Option<(u32, u32)> {
-    let (store, sha) = (ctx.store.clone(), sha256.to_string());
-    tokio::task::spawn_blocking(move || {
-        let (path, _) = store.find_media_file(&sha)?;
-        let bytes = std::fs::read(path).ok()?;
-        crate::imaging::probe(&bytes).ok().map(|i| (i.width, i.height))
-    })
-    .await
-    .ok()
-    .flatten()
 }

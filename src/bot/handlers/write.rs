@@ -80,13 +80,8 @@ pub async fn use_written(
     edit: bool,
 ) -> Result<Option<(String, bool)>, BotError> {
     let lang = me.lang;
-    let record = ctx.store.read(move |rx| rx.get_job(job)).await?;
-    let written = match record {
-        Some(j) if j.user_id == me.id() => match j.payload {
-            JobPayload::WritePrompt { written: Some(text), .. } => text,
-            _ => return Ok(Some((lang.t("draft_gone"), true))),
-        },
-        _ => return Ok(Some((lang.t("not_yours"), true))),
+    let Some(written) = ctx.jobs.written_prompt(me.id(), job).await? else {
+        return Ok(Some((lang.t("not_yours"), true)));
     };
     if edit {
         let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
