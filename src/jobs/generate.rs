@@ -386,18 +386,28 @@ async fn submit_timed_out(inner: &Arc<Inner>, job: JobRecord, provider: &crate::
     Step::Done
 }
 
+/// Marks a job that runs in this process (a local tool, a prompt to write) as started and
+/// shows it running with its ETA. `false` when the start could not be saved (the job stays
+/// queued and is picked up again).
+async fn begin_in_process(inner: &Arc<Inner>, job: &mut JobRecord) -> bool {
+    job.status = JobStatus::Submitting;
+    job.started_at.get_or_insert(now_ms());
+    job.attempts += 1;
+    if save(inner, job).await.is_err() {
+        return false;
+    }
+    let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
+    notify_progress(inner, job, JobProgress { running: true, percent: 0, queue_position: None, eta_secs: eta }).await;
+    true
+}
+
 /// Runs a local tool job ("📝 Add text", "🔍 Resize") on a blocking thread and stores its
 /// result like a provider's. Nothing external is called, so a job interrupted here simply runs
 /// again.
 async fn run_local(inner: &Arc<Inner>, mut job: JobRecord) {
-    job.status = JobStatus::Submitting;
-    job.started_at.get_or_insert(now_ms());
-    job.attempts += 1;
-    if save(inner, &job).await.is_err() {
+    if !begin_in_process(inner, &mut job).await {
         return;
     }
-    let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
-    notify_progress(inner, &job, JobProgress { running: true, percent: 0, queue_position: None, eta_secs: eta }).await;
     let store = inner.store.clone();
     let limits = inner.limits.clone();
     let payload = job.payload.clone();
@@ -434,14 +444,9 @@ async fn run_local(inner: &Arc<Inner>, mut job: JobRecord) {
 /// Interrupted by a crash before the capture, the job simply runs again.
 async fn run_write(inner: &Arc<Inner>, mut job: JobRecord) {
     let JobPayload::WritePrompt { idea, .. } = job.payload.clone() else { return };
-    job.status = JobStatus::Submitting;
-    job.started_at.get_or_insert(now_ms());
-    job.attempts += 1;
-    if save(inner, &job).await.is_err() {
+    if !begin_in_process(inner, &mut job).await {
         return;
     }
-    let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
-    notify_progress(inner, &job, JobProgress { running: true, percent: 0, queue_position: None, eta_secs: eta }).await;
     let Some(llm) = inner.llm.clone() else {
         return fail(inner, job, ErrorClass::Misconfigured, "no [llm] language model is configured".into()).await;
     };
