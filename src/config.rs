@@ -587,9 +587,16 @@ pub enum ImageCount {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelOption {
-    /// Request field the chosen value is sent as (`duration`, `resolution`, `strength`); also
-    /// picks the question's text (`option_<name>` in the locales, else the name itself).
+    /// What the option is (`duration`, `quality`, `aspect_ratio`, `strength`): picks the
+    /// question's text (`option_<name>` in the locales, else the name itself) and, unless
+    /// `field` says otherwise, the request field the value is sent as. Video models name
+    /// `duration` (seconds) and `quality` (pixels of the longer side) so the job's size,
+    /// ComfyUI's `{{duration}}` / `{{frames}}` and the ETA statistics can use them.
     pub name: String,
+    /// Request field the value is sent as when it differs from `name` (fal Wan takes
+    /// `num_frames`, Kling `duration`).
+    #[serde(default)]
+    pub field: Option<String>,
     /// The choices, in button order; the first is the default.
     pub values: Vec<OptionValue>,
 }
@@ -654,7 +661,7 @@ impl ModelConfig {
             .iter()
             .filter_map(|o| {
                 let i = usize::from(choices.get(&o.name).copied().unwrap_or(0));
-                o.values.get(i).map(|v| (o.name.clone(), v.value.clone()))
+                o.values.get(i).map(|v| (o.field.clone().unwrap_or_else(|| o.name.clone()), v.value.clone()))
             })
             .collect()
     }
@@ -893,7 +900,13 @@ impl Config {
                 Task::TextToImage if max > 0 => {
                     return Err(bad(k("images"), "text_to_image models take no input images yet"));
                 }
-                Task::TextToImage | Task::ImageToVideo => {}
+                Task::ImageToVideo if max > 1 => {
+                    return Err(bad(k("images"), "image_to_video models take one photo"));
+                }
+                Task::TextToVideo if max > 0 => {
+                    return Err(bad(k("images"), "text_to_video models take no input images"));
+                }
+                Task::TextToImage | Task::TextToVideo => {}
                 _ if min == 0 => {
                     return Err(bad(k("images"), format!("{} models take at least 1 image", m.task.as_str())));
                 }
@@ -936,6 +949,9 @@ impl Config {
                     && o.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
                 if !ok || !names.insert(o.name.as_str()) {
                     return Err(bad(ko("name"), "unique, 1–32 of a-z 0-9 _"));
+                }
+                if o.field.as_ref().is_some_and(|f| !field_ok(f)) {
+                    return Err(bad(ko("field"), "a request field name: 1–64 of a-z A-Z 0-9 _"));
                 }
                 // Callback data carries the chosen index in one byte (and buttons must fit a row).
                 if o.values.is_empty() || o.values.len() > 8 {

@@ -116,7 +116,12 @@ pub enum Task {
     Edit,
     /// AI enlargement (fal `fal-ai/recraft/upscale/crisp`, `fal-ai/esrgan`): one photo, no text.
     Upscale,
+    /// Photo → video (fal Kling / Wan / Seedance image-to-video, a ComfyUI video workflow,
+    /// ComfyUI-Connect): one photo, an optional motion prompt, the declared options (duration,
+    /// quality…).
     ImageToVideo,
+    /// Text → video: a prompt and the declared options, no photo.
+    TextToVideo,
     /// Background removal (fal `fal-ai/birefnet`): one photo → a PNG with alpha.
     RemoveBackground,
     /// Skin retouch (fal `fal-ai/retoucher`), or an edit model with a fixed instruction
@@ -245,8 +250,10 @@ impl Task {
     /// Tasks a bot flow serves today: a model with any other task could never be reached by a
     /// user, so `check-config` refuses it (`bot::flows_cover_every_handled_task` keeps this list
     /// and the flows in step).
-    pub const HANDLED: [Task; 10] = [
+    pub const HANDLED: [Task; 12] = [
         Task::TextToImage,
+        Task::ImageToVideo,
+        Task::TextToVideo,
         Task::Edit,
         Task::Upscale,
         Task::RemoveBackground,
@@ -278,6 +285,7 @@ impl Task {
             Task::Edit => "edit",
             Task::Upscale => "upscale",
             Task::ImageToVideo => "image_to_video",
+            Task::TextToVideo => "text_to_video",
             Task::RemoveBackground => "remove_background",
             Task::Retouch => "retouch",
             Task::FaceSwap => "face_swap",
@@ -292,7 +300,7 @@ impl Task {
     /// two for face swap and style transfer, one otherwise.
     pub fn default_images(self) -> (u8, u8) {
         match self {
-            Task::TextToImage => (0, 0),
+            Task::TextToImage | Task::TextToVideo => (0, 0),
             Task::FaceSwap | Task::StyleTransfer => (2, 2),
             Task::Reference => (1, 4),
             _ => (1, 1),
@@ -317,10 +325,11 @@ impl Task {
     /// Whether the user gives a text besides the photos.
     pub fn instruction(self) -> Instruction {
         match self {
-            Task::TextToImage | Task::Edit | Task::Sketch | Task::ImageToVideo | Task::Reference => {
+            Task::TextToImage | Task::Edit | Task::Sketch | Task::TextToVideo | Task::Reference => {
                 Instruction::Required
             }
-            Task::Retouch | Task::StyleTransfer => Instruction::Optional,
+            // The motion prompt ("камера медленно приближается") is optional.
+            Task::Retouch | Task::StyleTransfer | Task::ImageToVideo => Instruction::Optional,
             Task::Upscale | Task::RemoveBackground | Task::FaceSwap | Task::Variations => Instruction::None,
         }
     }
@@ -328,7 +337,15 @@ impl Task {
     /// Whether the result keeps the input's size (no format is asked): tools change a photo,
     /// they do not compose a new one.
     pub fn keeps_size(self) -> bool {
-        !matches!(self, Task::TextToImage | Task::Edit | Task::Sketch | Task::ImageToVideo | Task::Reference)
+        !matches!(
+            self,
+            Task::TextToImage | Task::Edit | Task::Sketch | Task::ImageToVideo | Task::TextToVideo | Task::Reference
+        )
+    }
+
+    /// Whether the result is a video (the 🎬 flows, a 900 s default timeout, video stats).
+    pub fn is_video(self) -> bool {
+        matches!(self, Task::ImageToVideo | Task::TextToVideo)
     }
 }
 

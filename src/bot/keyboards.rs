@@ -135,6 +135,7 @@ fn task_code(t: Task) -> &'static str {
         Task::Edit => "e",
         Task::Upscale => "u",
         Task::ImageToVideo => "i",
+        Task::TextToVideo => "t",
         Task::RemoveBackground => "b",
         Task::Retouch => "r",
         Task::FaceSwap => "f",
@@ -146,7 +147,7 @@ fn task_code(t: Task) -> &'static str {
 }
 
 fn task_of(code: &str) -> Option<Task> {
-    [Task::TextToImage, Task::ImageToVideo].into_iter().chain(Task::HANDLED).find(|t| task_code(*t) == code)
+    Task::HANDLED.into_iter().find(|t| task_code(*t) == code)
 }
 
 /// Which library items a page lists (callback form of `store::library::LibraryFilter`, with a
@@ -675,7 +676,7 @@ mod tests {
         ]
         .into_iter()
         .chain(Subject::ALL.map(Callback::Subject))
-        .chain([Task::TextToImage, Task::ImageToVideo].into_iter().chain(Task::HANDLED).map(Callback::Tool))
+        .chain(Task::HANDLED.into_iter().map(Callback::Tool))
         .collect()
     }
 

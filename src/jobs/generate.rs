@@ -356,7 +356,7 @@ fn job_timeout_secs(inner: &Inner, job: &JobRecord) -> u64 {
         .map(|m| {
             m.timeout_secs.unwrap_or(match m.task {
                 // Video models take minutes; images a minute or two.
-                crate::domain::Task::ImageToVideo => 900,
+                t if t.is_video() => 900,
                 _ => inner.provider_cfg.get(&job.provider_id).map(|p| p.timeout_secs).unwrap_or(600),
             })
         })

@@ -30,7 +30,7 @@ fn demo_text(req: &GenerateRequest) -> String {
         Task::TextToImage => return req.prompt.clone(),
         Task::Edit => "edit",
         Task::Upscale => "upscale ×2",
-        Task::ImageToVideo => "video",
+        Task::ImageToVideo | Task::TextToVideo => "video",
         Task::RemoveBackground => "background removed",
         Task::Retouch => "retouch",
         Task::FaceSwap => "face swap",

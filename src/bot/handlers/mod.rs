@@ -75,6 +75,6 @@ pub fn flow_for(task: crate::domain::Task) -> Option<&'static str> {
         | Task::StyleTransfer
         | Task::Sketch
         | Task::Reference => Some("tools"),
-        Task::ImageToVideo => None,
+        Task::ImageToVideo | Task::TextToVideo => Some("video"),
     }
 }
