@@ -654,15 +654,23 @@ impl ModelConfig {
         })
     }
 
-    /// The chosen values as request fields (`name → value`), first values for options not
-    /// chosen; for `GenerateRequest::extra`.
-    pub fn chosen_params(&self, choices: &Choices) -> serde_json::Map<String, serde_json::Value> {
+    /// Each option with its chosen value (the first for an option not chosen).
+    fn chosen<'a>(&'a self, choices: &'a Choices) -> impl Iterator<Item = (&'a ModelOption, &'a OptionValue)> + 'a {
         self.options
             .iter()
-            .filter_map(|o| {
-                let i = usize::from(choices.get(&o.name).copied().unwrap_or(0));
-                o.values.get(i).map(|v| (o.field.clone().unwrap_or_else(|| o.name.clone()), v.value.clone()))
-            })
+            .filter_map(|o| o.values.get(usize::from(choices.get(&o.name).copied().unwrap_or(0))).map(|v| (o, v)))
+    }
+
+    /// The chosen values by option name (`duration → 10`), first values for options not chosen.
+    pub fn chosen_values(&self, choices: &Choices) -> serde_json::Map<String, serde_json::Value> {
+        self.chosen(choices).map(|(o, v)| (o.name.clone(), v.value.clone())).collect()
+    }
+
+    /// The chosen values as request fields (`field → value`), first values for options not
+    /// chosen; for `GenerateRequest::extra`.
+    pub fn chosen_params(&self, choices: &Choices) -> serde_json::Map<String, serde_json::Value> {
+        self.chosen(choices)
+            .map(|(o, v)| (o.field.clone().unwrap_or_else(|| o.name.clone()), v.value.clone()))
             .collect()
     }
 }

@@ -84,6 +84,18 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
         let mime = crate::providers::sniff_mime(&bytes).to_string();
         input_images.push(InputImage { bytes, mime });
     }
+    let video = model.task.is_video().then(|| {
+        let chosen = model.chosen_values(options);
+        let number = |name: &str| chosen.get(name).or(model.params.get(name)).and_then(crate::providers::json_u32);
+        crate::providers::VideoParams {
+            duration_secs: number("duration").unwrap_or(crate::providers::DEFAULT_DURATION_SECS).max(1),
+            fps: number("fps").unwrap_or(crate::providers::DEFAULT_FPS).clamp(1, 120),
+        }
+    });
+    let (width, height) = match video {
+        Some(_) => (crate::providers::even(*width), crate::providers::even(*height)),
+        None => (*width, *height),
+    };
     Ok(GenerateRequest {
         model_id: model.id.clone(),
         task: model.task,
@@ -98,8 +110,8 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
         },
         negative: negative.clone(),
         format: *format,
-        width: *width,
-        height: *height,
+        width,
+        height,
         aspect_ratio: aspect_ratio.clone(),
         seed: *seed,
         size_param: model.size_param,
@@ -107,6 +119,7 @@ async fn build_request(inner: &Inner, job: &JobRecord) -> Result<GenerateRequest
         extra: model.params.clone().into_iter().chain(model.chosen_params(options)).collect(),
         input_images,
         image_fields: model.image_fields.clone(),
+        video,
     })
 }
 

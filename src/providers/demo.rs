@@ -141,6 +141,7 @@ mod tests {
             extra: serde_json::Map::new(),
             input_images: Vec::new(),
             image_fields: vec![],
+            video: None,
         }
     }
 

@@ -419,6 +419,7 @@ mod tests {
             extra: Map::new(),
             input_images: vec![],
             image_fields: vec![],
+            video: None,
         }
     }
 

@@ -48,6 +48,48 @@ pub struct GenerateRequest {
     /// provider's default).
     #[serde(default)]
     pub image_fields: Vec<String>,
+    /// Set for video tasks ([`crate::domain::Task::is_video`]): what the clip should be.
+    /// `width`/`height` above are then even (libx264 refuses odd sizes after submit).
+    #[serde(default)]
+    pub video: Option<VideoParams>,
+}
+
+/// A video job's settings, from the model's declared options (`duration`, `fps`) and params.
+/// ComfyUI fills `{{duration}}`, `{{fps}}` and `{{frames}}` from it; fal and the others get
+/// the chosen values as request fields anyway (`extra`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VideoParams {
+    /// Clip length, seconds (≥ 1).
+    pub duration_secs: u32,
+    /// Frames per second (1–120, ComfyUI CreateVideo's range).
+    pub fps: u32,
+}
+
+impl VideoParams {
+    /// Frames in the clip: duration × fps (ComfyUI `{{frames}}`).
+    #[allow(dead_code, reason = "the ComfyUI video placeholders use it")]
+    pub fn frames(self) -> u32 {
+        self.duration_secs.saturating_mul(self.fps)
+    }
+}
+
+/// Default video frame rate when a model declares none (Wan 2.x's 16 fps).
+pub const DEFAULT_FPS: u32 = 16;
+/// Default clip length when a model declares no `duration` option, seconds.
+pub const DEFAULT_DURATION_SECS: u32 = 5;
+
+/// A JSON number, or a string holding one (`"10"`: fal Kling takes durations as strings).
+pub fn json_u32(v: &serde_json::Value) -> Option<u32> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim().trim_end_matches('s').parse().ok(),
+        _ => None,
+    }
+}
+
+/// Rounds a video side down to an even number (at least 2).
+pub fn even(side: u32) -> u32 {
+    (side & !1).max(2)
 }
 
 /// How a model receives the requested size.

@@ -348,6 +348,7 @@ mod tests {
                 InputImage { bytes: vec![4, 5, 6], mime: "image/png".into() },
             ],
             image_fields: vec!["face_image".into(), "image".into()],
+            video: None,
         }
     }
 

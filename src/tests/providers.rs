@@ -48,6 +48,7 @@ fn request(endpoint: &str) -> GenerateRequest {
         extra: Default::default(),
         input_images: vec![],
         image_fields: vec![],
+        video: None,
     }
 }
 
