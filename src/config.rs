@@ -54,6 +54,8 @@ pub struct Config {
     pub library: LibraryConfig,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
+    /// The video flows' switches ([`VideoConfig`]).
+    pub video: VideoConfig,
     /// Optional language model for prompt writing and translation ([`LlmConfig`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmConfig>,
@@ -79,6 +81,10 @@ pub struct TelegramConfig {
     /// Value Telegram sends in `X-Telegram-Bot-Api-Secret-Token` (1–256 of `A-Z a-z 0-9 _ -`).
     /// Empty: a random one per start (setWebhook runs at every start, so that is enough).
     pub webhook_secret: Secret,
+    /// The last line of every result caption, so forwarded results advertise the bot.
+    /// `"auto"` (default): the bot's own `t.me/<username>` link; `""`: no line; anything else
+    /// (≤ 200 characters, one line) is written as is.
+    pub caption_link: String,
 }
 
 impl Default for TelegramConfig {
@@ -91,6 +97,7 @@ impl Default for TelegramConfig {
             throttle: true,
             webhook_url: String::new(),
             webhook_secret: Secret::default(),
+            caption_link: "auto".into(),
         }
     }
 }
@@ -479,6 +486,29 @@ fn resolve_key(api_key: &Secret, api_key_env: Option<&str>) -> Secret {
     api_key.clone()
 }
 
+/// `[video]`: how the 🎬 flows behave (seed 004's video bot).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VideoConfig {
+    /// A photo sent with no flow open starts ⚡ quick mode (a video at once) instead of the
+    /// "what can I do with it" offer. Only when an `image_to_video` model exists.
+    pub photo_starts_quick: bool,
+    /// The values ⚡ quick mode picks, by option name (`duration = 10`, `quality = 600`); an
+    /// option not named here, or whose value the model lacks, takes its first value.
+    pub quick: serde_json::Map<String, serde_json::Value>,
+    /// The `image_to_video` model ⚡ quick mode uses; unset: the first usable one.
+    pub quick_model: Option<String>,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        let mut quick = serde_json::Map::new();
+        quick.insert("duration".into(), 10.into());
+        quick.insert("quality".into(), 600.into());
+        VideoConfig { photo_starts_quick: false, quick, quick_model: None }
+    }
+}
+
 fn default_concurrency() -> u32 {
     2
 }
@@ -812,6 +842,15 @@ impl Config {
         let secret = self.telegram.webhook_secret.expose();
         if secret.len() > 256 || !secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(bad("telegram.webhook_secret", "1-256 characters from A-Z a-z 0-9 _ - (Telegram's rule)"));
+        }
+        let link = &self.telegram.caption_link;
+        if link.chars().count() > 200 || link.contains(['\n', '\r']) {
+            return Err(bad("telegram.caption_link", "one line of at most 200 characters (\"auto\": the bot's link)"));
+        }
+        if let Some(id) = &self.video.quick_model {
+            if !self.models.iter().any(|m| &m.id == id && m.task == Task::ImageToVideo) {
+                return Err(bad("video.quick_model", format!("{id:?} is not an image_to_video model")));
+            }
         }
         if self.web.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(bad("web.listen", "must be IP:PORT (an IP literal, e.g. 127.0.0.1:8080)"));

@@ -60,6 +60,15 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         subject: Option<Subject>,
     },
+    /// "🎬 Create video" (`quick`: "⚡ Quick mode"): the photo to animate once received (at
+    /// most one), and the motion prompt once given (empty when skipped) — or, with no photo,
+    /// the description of a text → video job.
+    Video {
+        quick: bool,
+        inputs: Vec<String>,
+        #[serde(default)]
+        caption: Option<String>,
+    },
 }
 
 impl Step {
@@ -67,7 +76,9 @@ impl Step {
     /// the instruction given with them.
     pub fn photo_set(self) -> Option<(Vec<String>, Option<String>)> {
         match self {
-            Step::Photos { inputs, caption } | Step::Tool { inputs, caption, .. } => Some((inputs, caption)),
+            Step::Photos { inputs, caption } | Step::Tool { inputs, caption, .. } | Step::Video { inputs, caption, .. } => {
+                Some((inputs, caption))
+            }
             _ => None,
         }
     }

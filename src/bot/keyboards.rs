@@ -126,6 +126,16 @@ pub enum Callback {
     },
     /// The subject type picked at the start of "🧬 From references".
     Subject(Subject),
+    /// "🎬 Create video" (main menu, and "🎬 Create more" under a video).
+    MenuVideo,
+    /// "⚡ Quick mode": a photo becomes a video with the quick settings, no questions.
+    MenuQuick,
+    /// "✅ Create for N" under a video draft's settings and price.
+    VideoConfirm {
+        draft: u128,
+    },
+    /// "📊 Statistics": the user's videos and the average time per settings.
+    VideoStats,
 }
 
 /// The callback code of a photo mode (one letter; every code ever written must keep decoding).
@@ -231,6 +241,10 @@ impl Callback {
             Callback::MenuWrite => format!("{V}:M"),
             Callback::UseWritten { job, edit } => format!("{V}:W:{}:{}", b36(job.0), if *edit { "e" } else { "c" }),
             Callback::Subject(s) => format!("{V}:wj:{}", s.as_str()),
+            Callback::MenuVideo => format!("{V}:V"),
+            Callback::MenuQuick => format!("{V}:Vq"),
+            Callback::VideoConfirm { draft } => format!("{V}:Vc:{}", b36(*draft)),
+            Callback::VideoStats => format!("{V}:Vs"),
         }
     }
 
@@ -282,6 +296,10 @@ impl Callback {
             ["M"] => Callback::MenuWrite,
             ["wj", s] => Callback::Subject(Subject::parse(s)?),
             ["X"] => Callback::FlowCancel,
+            ["V"] => Callback::MenuVideo,
+            ["Vq"] => Callback::MenuQuick,
+            ["Vc", d] => Callback::VideoConfirm { draft: from_b36(d)? },
+            ["Vs"] => Callback::VideoStats,
             ["e", i] => Callback::EditThis(id(i)?),
             ["U", i] => Callback::UpscaleThis(id(i)?),
             ["W", j, m @ ("c" | "e")] => {
@@ -346,6 +364,24 @@ pub fn photo_actions(lang: Lang, tasks: &[Task]) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(rows)
 }
 
+/// Under a video draft's settings: "✅ Create for N" (`price` already in the user's words)
+/// and "✖ Cancel".
+pub fn video_confirm(lang: Lang, draft: u128, price: &str) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(vec![vec![
+        button(lang.tf("video_confirm_button", &[("price", &price)]), Callback::VideoConfirm { draft }),
+        button(lang.t("cancel"), Callback::FlowCancel),
+    ]])
+}
+
+/// "🎬 Create more" (and "⚡ Quick mode" when it can run): under 📊 and after a video.
+pub fn video_more(lang: Lang, quick: bool) -> InlineKeyboardMarkup {
+    let mut row = vec![button(lang.t("video_more"), Callback::MenuVideo)];
+    if quick {
+        row.push(button(lang.t("menu_quick"), Callback::MenuQuick));
+    }
+    InlineKeyboardMarkup::new(vec![row])
+}
+
 /// Under a written prompt: create a picture from it, or edit photos with it.
 pub fn use_written(lang: Lang, job: crate::domain::JobId) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(vec![
@@ -387,6 +423,10 @@ pub struct MenuModes {
     pub tools: bool,
     /// A language model (`[llm]`) for "✍️ Write".
     pub write: bool,
+    /// A video model ("🎬 Create video", "📊 Statistics").
+    pub video: bool,
+    /// An `image_to_video` model for "⚡ Quick mode".
+    pub quick: bool,
 }
 
 /// Main menu under /start and /menu; "🎨 Create", "🧰 Photo tools" and "✍️ Write" only when
@@ -400,14 +440,27 @@ pub fn main_menu(lang: Lang, modes: MenuModes) -> InlineKeyboardMarkup {
         first.push(button(lang.t("menu_tools"), Callback::MenuTools));
     }
     let write = if modes.write { vec![button(lang.t("menu_write"), Callback::MenuWrite)] } else { vec![] };
+    let mut video = Vec::new();
+    if modes.video {
+        video.push(button(lang.t("menu_video"), Callback::MenuVideo));
+    }
+    if modes.video && modes.quick {
+        video.push(button(lang.t("menu_quick"), Callback::MenuQuick));
+    }
+    let mut last = vec![button(lang.t("menu_balance"), Callback::MenuBalance)];
+    if modes.video {
+        last.push(button(lang.t("menu_stats"), Callback::VideoStats));
+    }
+    last.push(button(lang.t("menu_help"), Callback::MenuHelp));
     let rows = [
         first,
+        video,
         write,
         vec![
             button(lang.t("menu_add_text"), Callback::MenuAddText),
             button(lang.t("menu_library"), Callback::MenuLibrary),
         ],
-        vec![button(lang.t("menu_balance"), Callback::MenuBalance), button(lang.t("menu_help"), Callback::MenuHelp)],
+        last,
     ];
     InlineKeyboardMarkup::new(rows.into_iter().filter(|r| !r.is_empty()))
 }
@@ -504,20 +557,29 @@ pub fn actions(lang: Lang, item: &LibraryItem) -> InlineKeyboardMarkup {
     if by_model {
         first.push(button(lang.t("rerun"), Callback::Rerun(id)));
     }
-    first.push(button(lang.t("resize"), Callback::ResizeMenu(id)));
+    let picture = item.media == crate::domain::MediaKind::Image;
+    if picture {
+        first.push(button(lang.t("resize"), Callback::ResizeMenu(id)));
+    }
     let mut second = vec![button(lang.t("categorise"), Callback::CategoryMenu(id))];
     if by_model {
         second.push(button(lang.t("save_preset"), Callback::SavePreset(id)));
     }
     second.push(button(lang.t("delete"), Callback::Delete(id)));
     let mut rows = vec![first, second];
-    if item.media == crate::domain::MediaKind::Image {
+    if picture {
         rows.push(vec![
             button(lang.t("edit_this"), Callback::EditThis(id)),
             button(lang.t("upscale_this"), Callback::UpscaleThis(id)),
         ]);
     }
-    rows.push(vec![button(lang.t("create_more"), Callback::CreateMore)]);
+    // A video asks for another video (seed 004's "🎬 Создать ещё").
+    rows.push(match item.media {
+        crate::domain::MediaKind::Video | crate::domain::MediaKind::Animation => {
+            vec![button(lang.t("video_more"), Callback::MenuVideo)]
+        }
+        _ => vec![button(lang.t("create_more"), Callback::CreateMore)],
+    });
     InlineKeyboardMarkup::new(rows)
 }
 
@@ -673,6 +735,10 @@ mod tests {
             Callback::UpscaleThis(ImageId(u128::MAX)),
             Callback::UseWritten { job: crate::domain::JobId(u128::MAX), edit: true },
             Callback::UseWritten { job: crate::domain::JobId(1), edit: false },
+            Callback::MenuVideo,
+            Callback::MenuQuick,
+            Callback::VideoConfirm { draft: u128::MAX },
+            Callback::VideoStats,
         ]
         .into_iter()
         .chain(Subject::ALL.map(Callback::Subject))
@@ -768,17 +834,19 @@ mod tests {
             let kb = main_menu(Lang::Ru, modes);
             kb.inline_keyboard.iter().flatten().map(|b| b.text.clone()).collect::<Vec<_>>().join(" ")
         };
-        let all = texts(MenuModes { create: true, tools: true, write: false });
+        let all = texts(MenuModes { create: true, tools: true, write: false, video: false, quick: false });
         assert!(all.contains("Создать") && all.contains("Фото-инструменты"), "{all}");
-        let none = texts(MenuModes { create: false, tools: false, write: false });
+        let none = texts(MenuModes { create: false, tools: false, write: false, video: false, quick: false });
         assert!(!none.contains("Создать") && !none.contains("Фото-инструменты"), "{none}");
         assert!(none.contains("Библиотека") && none.contains("Баланс"), "{none}");
         assert_eq!(
-            main_menu(Lang::Ru, MenuModes { create: false, tools: false, write: false }).inline_keyboard.len(),
+            main_menu(Lang::Ru, MenuModes { create: false, tools: false, write: false, video: false, quick: false }).inline_keyboard.len(),
             2,
             "no empty row"
         );
-        let tools_only = texts(MenuModes { create: false, tools: true, write: false });
+        let video = texts(MenuModes { create: false, tools: false, write: false, video: true, quick: true });
+        assert!(video.contains("Создать видео") && video.contains("Быстрый") && video.contains("Статистика"), "{video}");
+        let tools_only = texts(MenuModes { create: false, tools: true, write: false, video: false, quick: false });
         assert!(!tools_only.contains("Создать") && tools_only.contains("Фото-инструменты"), "{tools_only}");
     }
 

@@ -95,6 +95,12 @@ pub enum Command {
     Create,
     #[command(description = "a detailed prompt from your idea")]
     Write,
+    #[command(description = "make a video from a photo or a description")]
+    Video,
+    #[command(description = "quick video from a photo, no questions")]
+    Quick,
+    #[command(description = "your videos and average generation times")]
+    Stats,
     #[command(description = "your pictures")]
     My,
     #[command(description = "your presets")]
@@ -128,6 +134,7 @@ pub fn schema() -> UpdateHandler<BotError> {
         .branch(dptree::case![Step::PresetRename { number }].endpoint(handlers::library::on_preset_rename))
         .branch(dptree::case![Step::Photos { inputs, caption }].endpoint(handlers::edit::on_message))
         .branch(dptree::case![Step::Tool { task, inputs, caption, subject }].endpoint(handlers::tools::on_message))
+        .branch(dptree::case![Step::Video { quick, inputs, caption }].endpoint(handlers::video::on_message))
         .branch(dptree::case![Step::Write].endpoint(handlers::write::on_idea))
         .branch(dptree::case![Step::Idle].endpoint(handlers::generate::on_message));
     dptree::entry()

@@ -29,6 +29,10 @@ pub struct BotNotifier {
     /// our "attempted" marker and the actual request): one per second per chat.
     sends: EditLimiter,
     ticks: Mutex<u64>,
+    /// `telegram.caption_link` (`auto`, empty, or a line to write).
+    caption_link: String,
+    /// The bot's `t.me/<username>` link once `getMe` answered (for `caption_link = "auto"`).
+    own_link: tokio::sync::OnceCell<String>,
 }
 
 /// Rate limit for progress edits, which teloxide's Throttle does not cover: at most one edit
@@ -115,6 +119,27 @@ impl BotNotifier {
             edits: EditLimiter::new(Duration::from_millis(config.jobs.progress_interval_ms), config.jobs.edits_per_sec),
             sends: EditLimiter::new(Duration::from_secs(1), 25),
             ticks: Mutex::default(),
+            caption_link: config.telegram.caption_link.clone(),
+            own_link: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The line every result caption ends with (`telegram.caption_link`), so a forwarded
+    /// result advertises the bot: `auto` → `t.me/<username>` (asked once with `getMe`; a
+    /// failed ask leaves the line out this time and asks again next time), empty → none.
+    async fn caption_line(&self) -> Option<String> {
+        match self.caption_link.as_str() {
+            "" => None,
+            "auto" => self
+                .own_link
+                .get_or_try_init(|| async {
+                    let me = self.bot.get_me().await?;
+                    Ok::<_, RequestError>(format!("t.me/{}", me.username()))
+                })
+                .await
+                .ok()
+                .cloned(),
+            line => Some(line.to_string()),
         }
     }
 
@@ -317,11 +342,15 @@ impl Notifier for BotNotifier {
         let lang = Lang::from_code(Some(&job.lang));
         let chat = ChatId(job.chat_id);
         let s = secs(job);
-        let caption = if item.is_demo {
+        let mut caption = if item.is_demo {
             lang.tf("caption_demo", &[("secs", &s)])
         } else {
             lang.tf("caption", &[("model", &self.model_name(job, lang)), ("secs", &s)])
         };
+        if let Some(line) = self.caption_line().await {
+            caption.push('\n');
+            caption.push_str(&line);
+        }
         // The raw bot: each send is paced here (and retried after a RetryAfter) instead of
         // waiting in Throttle's queue behind other chats.
         let raw = self.bot.inner();

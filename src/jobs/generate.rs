@@ -233,7 +233,7 @@ async fn submit(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     if save(inner, &job).await.is_err() {
         return Step::Done;
     }
-    let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
+    let eta = eta_from(&inner.store, job.model_id.clone(), super::video::job_stats_key(inner, &job)).await;
     notify_progress(inner, &job, JobProgress { running: false, percent: 0, queue_position: None, eta_secs: eta }).await;
     match provider.submit(&req, job.preassigned_id.as_deref()).await {
         Ok(sub) => {
@@ -292,7 +292,7 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
     let started = job.submitted_at.unwrap_or_else(now_ms);
     let deadline_ms = started + (timeout_secs as i64) * 1000;
     let left = Duration::from_millis((deadline_ms - now_ms()).max(0) as u64);
-    let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
+    let eta = eta_from(&inner.store, job.model_id.clone(), super::video::job_stats_key(inner, &job)).await;
 
     // Progress from the provider callback is sampled by a ticker that applies the edit limit.
     let latest: Arc<Mutex<ProviderProgress>> = Arc::default();
@@ -409,7 +409,7 @@ async fn begin_in_process(inner: &Arc<Inner>, job: &mut JobRecord) -> bool {
     if save(inner, job).await.is_err() {
         return false;
     }
-    let eta = eta_from(&inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await;
+    let eta = eta_from(&inner.store, job.model_id.clone(), super::video::job_stats_key(inner, &job)).await;
     notify_progress(inner, job, JobProgress { running: true, percent: 0, queue_position: None, eta_secs: eta }).await;
     true
 }
@@ -480,6 +480,7 @@ async fn run_write(inner: &Arc<Inner>, mut job: JobRecord) {
     job.error = None;
     job.payload = JobPayload::WritePrompt { idea, written: Some(text) };
     let duration = (job.finished_at.unwrap_or(0) - job.started_at.unwrap_or(job.created_at)).max(0) as u64;
+    let key = super::video::job_stats_key(inner, &job);
     let j = job.clone();
     let saved = inner
         .store
@@ -489,7 +490,7 @@ async fn run_write(inner: &Arc<Inner>, mut job: JobRecord) {
                 return Ok(None); // cancelled meanwhile: keep the stored outcome
             }
             crate::billing::capture(tx, &mut j)?;
-            tx.insert_duration(&j.model_id, j.payload.stats_key(), j.id, duration)?;
+            tx.insert_duration(&j.model_id, &key, j.id, duration)?;
             tx.put_job(&j)?;
             Ok::<_, super::JobsError>(Some(j))
         })
@@ -589,6 +590,7 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, files: Vec<Generat
     job.result = Some(item.id);
     job.error = None;
     let duration = (job.finished_at.unwrap_or(0) - job.started_at.unwrap_or(job.created_at)).max(0) as u64;
+    let key = super::video::job_stats_key(inner, &job);
     let (j, it) = (job.clone(), item.clone());
     let (store, bytes) = (inner.store.clone(), file.bytes.clone());
     let (max_items, budget) = (inner.library.max_items_per_user, inner.library.disk_budget_mb.saturating_mul(1 << 20));
@@ -604,7 +606,7 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, files: Vec<Generat
             store.put_media_file(&it.sha256, &it.ext, &bytes)?;
             tx.insert_library_item(&it)?;
             crate::billing::capture(tx, &mut j)?;
-            tx.insert_duration(&j.model_id, j.payload.stats_key(), j.id, duration)?;
+            tx.insert_duration(&j.model_id, &key, j.id, duration)?;
             tx.put_job(&j)?;
             let kept = tx.enforce_retention(j.user_id, it.id, max_items, budget)?;
             Ok::<_, super::JobsError>((Some((j, kept.favourites_full, kept.removed.len())), kept.orphans))

@@ -8,6 +8,7 @@
 //! settled twice.
 
 pub mod broadcast;
+pub mod video;
 pub mod generate;
 pub mod library;
 pub mod worker;
@@ -253,8 +254,8 @@ pub struct JobEngine {
 
 /// Default ETA when nothing is known, seconds.
 pub const DEFAULT_ETA_SECS: u64 = 120;
-/// Runs with the same (model, format) an ETA averages.
-pub const ETA_SAME_SETTINGS: usize = 20;
+/// Runs with the same (model, settings) an ETA averages (seed 004: the last 10).
+pub const ETA_SAME_SETTINGS: usize = 10;
 /// Runs of the model in any format an ETA averages when none had the same settings.
 pub const ETA_ALL_SETTINGS: usize = 100;
 
@@ -513,10 +514,11 @@ impl JobEngine {
     /// [`ETA_SAME_SETTINGS`] runs with those settings → mean of the model's last
     /// [`ETA_ALL_SETTINGS`] runs → [`DEFAULT_ETA_SECS`]. Reads at most those rows.
     pub async fn eta_secs(&self, job: &JobRecord) -> u64 {
-        eta_from(&self.inner.store, job.model_id.clone(), job.payload.stats_key().to_string()).await
+        eta_from(&self.inner.store, job.model_id.clone(), video::job_stats_key(&self.inner, job)).await
     }
 
-    /// ETA for a model and format before a job exists (see [`Self::eta_secs`]).
+    /// ETA for a model and format before a job exists (see [`Self::eta_secs`]); a video
+    /// model's settings are not known here, so its model-wide mean answers.
     pub async fn eta_for(&self, model: &str, format: Format) -> u64 {
         eta_from(&self.inner.store, model.to_string(), format.as_str().to_string()).await
     }

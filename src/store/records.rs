@@ -472,6 +472,10 @@ pub struct Draft {
     /// Set once a job was created from it.
     #[serde(default)]
     pub job_id: Option<JobId>,
+    /// A video draft's price was shown and accepted ("✅ Create for N"); quick mode sets it
+    /// at once. Other drafts never ask.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirmed: bool,
 }
 impl Draft {
     /// A fresh draft of `user` in `chat` (a Telegram chat id) keyed `id`: the prompt and
@@ -497,6 +501,7 @@ impl Draft {
             format: None,
             created_at: crate::domain::now_ms(),
             job_id: None,
+            confirmed: false,
         }
     }
 }

@@ -95,6 +95,29 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
         (Some(Callback::MenuWrite), Some((chat, _))) => {
             super::write::start(&bot, &ctx, &me, &ChatDialogue::new(ctx.dialogues.clone(), chat)).await?;
         }
+        (Some(cb @ (Callback::MenuVideo | Callback::MenuQuick)), Some((chat, mid))) => {
+            let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
+            let quick = cb == Callback::MenuQuick;
+            super::video::start(&bot, &ctx, &me, &dialogue, quick, vec![], mid).await?;
+        }
+        (Some(Callback::VideoStats), Some((chat, _))) => {
+            super::video::stats(&bot, chat, &ctx, &me).await?;
+        }
+        (Some(Callback::VideoConfirm { draft }), Some((chat, mid))) => {
+            answer = match usable_draft(&ctx, &me, draft).await? {
+                Err(refusal) => Some(refusal),
+                Ok(mut d) => {
+                    let model = d.model_id.as_deref().and_then(|id| ctx.catalog.model(id));
+                    match model.filter(|m| ctx.catalog.is_usable(&m.id)) {
+                        None => Some((lang.t("no_models"), true)),
+                        Some(m) => {
+                            d.confirmed = true;
+                            started(&lang, advance(&bot, chat, &ctx, &me, d, &m, Reply::Edit(mid)).await?)
+                        }
+                    }
+                }
+            };
+        }
         (Some(Callback::MenuTools), Some((chat, _))) => {
             super::tools::menu(&bot, chat, &ctx, &me).await?;
         }
@@ -111,6 +134,9 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
             }
             match task {
                 crate::domain::Task::Edit => super::edit::with_photos(&bot, &ctx, &me, &dialogue, carried, mid).await?,
+                crate::domain::Task::ImageToVideo => {
+                    super::video::start(&bot, &ctx, &me, &dialogue, false, carried, mid).await?
+                }
                 _ => super::tools::start(&bot, &ctx, &me, &dialogue, task, carried, mid).await?,
             }
         }
@@ -122,7 +148,9 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
         }
         (Some(Callback::ToolSkip), Some((chat, mid))) => {
             let dialogue = ChatDialogue::new(ctx.dialogues.clone(), chat);
-            if !super::tools::skip(&bot, &ctx, &me, &dialogue, mid).await? {
+            if !super::tools::skip(&bot, &ctx, &me, &dialogue, mid).await?
+                && !super::video::skip(&bot, &ctx, &me, &dialogue, mid).await?
+            {
                 answer = Some((lang.t("nothing_to_skip"), false));
             }
         }

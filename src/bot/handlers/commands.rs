@@ -48,6 +48,15 @@ pub async fn run(
         Command::Language => {
             bot.send_message(chat, lang.t("language_choose")).reply_markup(keyboards::languages()).await?;
         }
+        Command::Video => {
+            super::video::start(&bot, &ctx, &me, &dialogue, false, vec![], msg.id).await?;
+        }
+        Command::Quick => {
+            super::video::start(&bot, &ctx, &me, &dialogue, true, vec![], msg.id).await?;
+        }
+        Command::Stats => {
+            super::video::stats(&bot, chat, &ctx, &me).await?;
+        }
         Command::Write => {
             super::write::start(&bot, &ctx, &me, &dialogue).await?;
         }
@@ -75,6 +84,7 @@ pub async fn run(
                 super::add_text::finish(&bot, &ctx, &me, &dialogue, input, text, String::new()).await?;
             }
             Step::Tool { .. } if super::tools::skip(&bot, &ctx, &me, &dialogue, msg.id).await? => {}
+            Step::Video { .. } if super::video::skip(&bot, &ctx, &me, &dialogue, msg.id).await? => {}
             _ => {
                 bot.send_message(chat, lang.t("nothing_to_skip")).await?;
             }
@@ -120,6 +130,8 @@ pub fn help_text(ctx: &BotCtx, lang: Lang) -> String {
         (Some(Task::StyleTransfer), "help_style_transfer"),
         (Some(Task::Sketch), "help_sketch"),
         (Some(Task::Reference), "help_reference"),
+        (Some(Task::ImageToVideo), "help_video"),
+        (Some(Task::TextToVideo), "help_text_to_video"),
         (None, "help_add_text"),
         (None, "help_library"),
         (None, "help_resize"),
@@ -138,6 +150,8 @@ pub fn menu_modes(ctx: &BotCtx) -> keyboards::MenuModes {
         create: !ctx.catalog.for_task(Task::TextToImage).is_empty(),
         tools: !super::tools::available(ctx).is_empty(),
         write: ctx.jobs.llm().is_some(),
+        video: super::video::available(ctx),
+        quick: super::video::quick_available(ctx),
     }
 }
 

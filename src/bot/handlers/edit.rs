@@ -123,7 +123,11 @@ async fn respond(
     };
     let models = ctx.catalog.for_task(Task::Edit);
     // What else can be done with the photos: the photo modes and "📝 Add text".
-    let others = keyboards::photo_actions(lang, &super::tools::available(ctx));
+    let mut modes = super::tools::available(ctx);
+    if !ctx.catalog.for_task(Task::ImageToVideo).is_empty() {
+        modes.insert(0, Task::ImageToVideo);
+    }
+    let others = keyboards::photo_actions(lang, &modes);
     let Some(most) = models.iter().map(|m| usize::from(m.image_range().1)).max() else {
         // The photos stay in the step for the buttons.
         bot.send_message(chat, lang.tf("photo_no_edit_models", &[("received", &received)]))

@@ -22,6 +22,9 @@ pub async fn on_message(
     dialogue: ChatDialogue,
 ) -> Result<(), BotError> {
     if input::image_file(&msg).is_some() {
+        if ctx.config.video.photo_starts_quick && super::video::quick_available(&ctx) {
+            return super::video::on_photo(&bot, &msg, &ctx, &me, &dialogue, (true, vec![], None)).await;
+        }
         return edit::add_photo(&bot, &msg, &ctx, &me, &dialogue, vec![], None).await;
     }
     match msg.text() {
@@ -183,6 +186,11 @@ pub async fn advance(
         send_or_edit(bot, chat, &reply, reply.text(text), kb).await?;
         return Ok(None);
     }
+    if model.task.is_video() && !draft.confirmed {
+        let (text, kb) = super::video::confirmation(ctx, me, &draft, model);
+        send_or_edit(bot, chat, &reply, reply.text(text), kb).await?;
+        return Ok(None);
+    }
     start_job(bot, chat, ctx, me, &draft, model, format, reply).await.map(Some)
 }
 
@@ -222,9 +230,14 @@ pub async fn start_job(
         return Ok(Submitted::Duplicate(existing));
     }
     let (width, height) = draft.size.unwrap_or_else(|| format.default_size());
+    // A clip's longer side is the quality chosen; it keeps the photo's (or format's) shape.
+    let (width, height) = match model.task.is_video() {
+        true => crate::jobs::video::VideoSettings::of(model, &draft.options).size((width, height)),
+        false => (width, height),
+    };
     // The progress message exists (showing "queued") before the job does, so the worker always
     // knows its id and nothing here can overwrite the worker's later edits.
-    let eta = ctx.jobs.eta_for(&model.id, format).await;
+    let eta = ctx.jobs.eta_for_choices(model, format, &draft.options).await;
     let queued = lang.tf("queued", &[("position", &1), ("model", &model.display_name), ("eta", &eta)]);
     let progress = send_or_edit(bot, chat, &reply, reply.text(queued), keyboards::cancel(lang, draft.id)).await?;
     let payload = JobPayload::Generate {

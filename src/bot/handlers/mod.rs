@@ -9,6 +9,7 @@ pub mod inline;
 pub mod input;
 pub mod library;
 pub mod tools;
+pub mod video;
 pub mod write;
 
 use super::dialogue::Step;
