@@ -76,9 +76,9 @@ impl Step {
     /// the instruction given with them.
     pub fn photo_set(self) -> Option<(Vec<String>, Option<String>)> {
         match self {
-            Step::Photos { inputs, caption } | Step::Tool { inputs, caption, .. } | Step::Video { inputs, caption, .. } => {
-                Some((inputs, caption))
-            }
+            Step::Photos { inputs, caption }
+            | Step::Tool { inputs, caption, .. }
+            | Step::Video { inputs, caption, .. } => Some((inputs, caption)),
             _ => None,
         }
     }

@@ -840,12 +840,17 @@ mod tests {
         assert!(!none.contains("Создать") && !none.contains("Фото-инструменты"), "{none}");
         assert!(none.contains("Библиотека") && none.contains("Баланс"), "{none}");
         assert_eq!(
-            main_menu(Lang::Ru, MenuModes { create: false, tools: false, write: false, video: false, quick: false }).inline_keyboard.len(),
+            main_menu(Lang::Ru, MenuModes { create: false, tools: false, write: false, video: false, quick: false })
+                .inline_keyboard
+                .len(),
             2,
             "no empty row"
         );
         let video = texts(MenuModes { create: false, tools: false, write: false, video: true, quick: true });
-        assert!(video.contains("Создать видео") && video.contains("Быстрый") && video.contains("Статистика"), "{video}");
+        assert!(
+            video.contains("Создать видео") && video.contains("Быстрый") && video.contains("Статистика"),
+            "{video}"
+        );
         let tools_only = texts(MenuModes { create: false, tools: true, write: false, video: false, quick: false });
         assert!(!tools_only.contains("Создать") && tools_only.contains("Фото-инструменты"), "{tools_only}");
     }

@@ -8,9 +8,9 @@
 //! settled twice.
 
 pub mod broadcast;
-pub mod video;
 pub mod generate;
 pub mod library;
+pub mod video;
 pub mod worker;
 
 use crate::billing::BillingError;

@@ -125,7 +125,8 @@ impl JobEngine {
             .store
             .read(move |rx| {
                 let jobs = rx.find_user_jobs(user, USER_JOBS_SCANNED)?;
-                let made = jobs.iter().filter(|j| j.status == JobStatus::Succeeded && ids.contains(&j.model_id)).count();
+                let made =
+                    jobs.iter().filter(|j| j.status == JobStatus::Succeeded && ids.contains(&j.model_id)).count();
                 let mut times = Vec::new();
                 for m in &models {
                     for settings in VideoSettings::all(m) {

@@ -346,6 +346,7 @@ mod tests {
             format: Some(Format::Square),
             created_at,
             job_id: None,
+            confirmed: false,
         };
         store
             .write_blocking(|tx| {

@@ -836,6 +836,7 @@ mod tests {
             format: None,
             created_at: 0,
             job_id: Some(JobId::new()),
+            confirmed: true,
         };
         assert_eq!(Draft::decode(&d.encode().expect("enc")).expect("dec"), d);
     }

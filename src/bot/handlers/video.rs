@@ -235,7 +235,8 @@ async fn next(
         format: size.is_none().then_some(Format::Square).filter(|_| task == Task::ImageToVideo),
         ..Draft::new(draft_id(chat, last), (me.id(), chat.0), (spec.prompt, spec.negative), inputs)
     };
-    let received = intro.unwrap_or_else(|| lang.t(if task == Task::ImageToVideo { "video_photo_ready" } else { "video_text_ready" }));
+    let received = intro
+        .unwrap_or_else(|| lang.t(if task == Task::ImageToVideo { "video_photo_ready" } else { "video_text_ready" }));
     if quick {
         let model = &fitting[0];
         draft.model_id = Some(model.id.clone());
@@ -248,7 +249,12 @@ async fn next(
 
 /// The confirmation of a video draft whose options are all chosen: the settings and the
 /// price of this combination, with "✅ Create for N" and Cancel.
-pub fn confirmation(ctx: &BotCtx, me: &Caller, draft: &Draft, model: &ModelConfig) -> (String, teloxide::types::InlineKeyboardMarkup) {
+pub fn confirmation(
+    ctx: &BotCtx,
+    me: &Caller,
+    draft: &Draft,
+    model: &ModelConfig,
+) -> (String, teloxide::types::InlineKeyboardMarkup) {
     let lang = me.lang;
     let price = ctx.catalog.quote(&model.id, &draft.options).unwrap_or(model.price);
     let settings = settings_text(lang, model, &draft.options);
@@ -279,12 +285,7 @@ fn option_title(lang: crate::bot::i18n::Lang, name: &str) -> String {
 }
 
 /// A value with its unit where the option has one and the label is a bare number.
-fn value_label(
-    lang: crate::bot::i18n::Lang,
-    name: &str,
-    label: &str,
-    v: &crate::config::OptionValue,
-) -> String {
+fn value_label(lang: crate::bot::i18n::Lang, name: &str, label: &str, v: &crate::config::OptionValue) -> String {
     let bare = v.label.is_none() && crate::providers::json_u32(&v.value).is_some();
     match name {
         "duration" if bare => lang.tf("video_secs", &[("n", &label)]),
