@@ -1098,6 +1098,32 @@ impl Config {
                     ..demo.clone()
                 });
             }
+            // Seed 004's video bot: 5 / 10 / 15 s for 5 / 10 / 15 credits, 300 / 600 / 832 px.
+            let option = |name: &str, values: [(i64, i64); 3]| ModelOption {
+                name: name.into(),
+                field: None,
+                values: values
+                    .into_iter()
+                    .map(|(v, price)| OptionValue { value: v.into(), label: None, price: Credits(price) })
+                    .collect(),
+            };
+            for (task, id, label) in
+                [(Task::ImageToVideo, "demo-video", "Demo 🎬"), (Task::TextToVideo, "demo-text-video", "Demo 🎬 text")]
+            {
+                self.models.push(ModelConfig {
+                    id: id.into(),
+                    display_name: label.into(),
+                    task,
+                    aliases: vec![],
+                    price: Credits(0),
+                    size_param: SizeParam::None,
+                    options: vec![
+                        option("duration", [(5, 5), (10, 10), (15, 15)]),
+                        option("quality", [(300, 0), (600, 0), (832, 0)]),
+                    ],
+                    ..demo.clone()
+                });
+            }
         }
         self
     }
@@ -1216,7 +1242,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("c.toml");
         for (extra, key) in [
-            ("task = \"image_to_video\"\n", "models[0].task"),
+            ("task = \"image_to_video\"\nimages = 2\n", "models[0].images"),
+            ("task = \"text_to_video\"\nimages = 1\n", "models[0].images"),
+            (
+                "[[models.options]]\nname = \"duration\"\nfield = \"num frames\"\nvalues = [{ value = 5 }]\n",
+                "models[0].options[0].field",
+            ),
             ("task = \"edit\"\nmask = true\n", "models[0].mask"),
             ("task = \"edit\"\nimages = { min = 3, max = 2 }\n", "models[0].images"),
             ("task = \"edit\"\nimages = 11\n", "models[0].images"),

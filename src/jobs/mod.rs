@@ -710,8 +710,8 @@ mod tests {
             })
             .await
             .expect("w");
-        // Last 20 square runs: nineteen of 1 s and the newest 181 s → 10 s.
-        assert_eq!(eta_from(&store, "m".into(), "square".into()).await, 10);
+        // Last 10 square runs (seed 004's rule): nine of 1 s and the newest 181 s → 19 s.
+        assert_eq!(eta_from(&store, "m".into(), "square".into()).await, 19);
     }
 
     #[tokio::test]
