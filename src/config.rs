@@ -519,7 +519,8 @@ pub struct ModelConfig {
     #[serde(default)]
     pub endpoint: String,
     /// ComfyUI API-format workflow file with `{{prompt}}`, `{{negative}}`, `{{width}}`,
-    /// `{{height}}`, `{{seed}}`, `{{input_image}}` placeholders. Relative paths are resolved
+    /// `{{height}}`, `{{seed}}`, `{{input_image}}` placeholders (video: also `{{duration}}`,
+    /// `{{frames}}`, `{{fps}}`). Relative paths are resolved
     /// against the config file's directory.
     #[serde(default)]
     pub workflow: Option<PathBuf>,
