@@ -669,3 +669,148 @@ async fn providers_wavespeed_never_polls_a_foreign_get_url() {
     let dbg = format!("{p:?}");
     assert!(!dbg.contains("fal-key-secret") && dbg.contains("***"), "{dbg}");
 }
+
+// ------------------------------------------------------------------------------ ComfyUI video
+
+/// What a result file is, by its first bytes: an mp4 `ftyp` box, a WebM EBML header, a
+/// RIFF WEBP, an animated PNG (`acTL`), or something else.
+fn container(bytes: &[u8]) -> &'static str {
+    if bytes.len() > 12 && &bytes[4..8] == b"ftyp" {
+        "mp4"
+    } else if bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        "webm"
+    } else if bytes.len() > 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        "webp"
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.windows(4).any(|w| w == b"acTL") {
+        "apng"
+    } else {
+        "other"
+    }
+}
+
+/// A video request for a ComfyUI workflow: 65×49 asked (odd on purpose), 2 s at 6 fps.
+fn comfy_video_request(wf: Value, task: Task) -> GenerateRequest {
+    let mut r = comfy_request(wf);
+    r.task = task;
+    (r.width, r.height) = (65, 49);
+    r.video = Some(crate::providers::VideoParams { duration_secs: 2, fps: 6 });
+    if task == Task::ImageToVideo {
+        r.input_images = vec![InputImage { bytes: fakes::gradient_png(96, 72), mime: "image/png".into() }];
+    }
+    r
+}
+
+/// The numbers of the filled graph ComfyUI received: every `width`, `height`, `amount`,
+/// `length`, `fps` / `frame_rate` input.
+fn filled_numbers(graph: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for node in graph.as_object().expect("graph").values() {
+        for (k, v) in node["inputs"].as_object().expect("inputs") {
+            if ["width", "height", "amount", "length", "fps", "frame_rate"].contains(&k.as_str()) {
+                out.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.dedup();
+    out
+}
+
+#[tokio::test]
+async fn providers_comfy_video_workflows_deliver_the_recorded_files() {
+    let comfy = FakeComfy::start().await;
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    for (wf, task, session, kind) in [
+        ("video_from_image.json", Task::ImageToVideo, "video_from_image", "mp4"),
+        ("video_animated_webp.json", Task::ImageToVideo, "video_animated_webp", "webp"),
+        ("video_animated_png.json", Task::ImageToVideo, "video_animated_png", "apng"),
+        ("video_webm.json", Task::TextToVideo, "video_webm", "webm"),
+    ] {
+        let id = p.preassign_id().expect("id");
+        let sub = p.submit(&comfy_video_request(workflow(wf), task), Some(&id)).await.expect("submit");
+        let files = tokio::time::timeout(Duration::from_secs(10), p.wait(&sub, &|_| {}))
+            .await
+            .expect("in time")
+            .unwrap_or_else(|e| panic!("{wf}: {e:?}"));
+        assert_eq!(files.len(), 1, "{wf}");
+        assert_eq!(container(&files[0].bytes), kind, "{wf}");
+        assert_eq!(files[0].bytes, fakes::comfyui::recorded_video_bytes(session), "{wf}: the recorded file");
+        // frames = duration × fps, sizes even.
+        let graph = &comfy.submits().last().expect("submitted").graph.clone();
+        let want = [("amount", 12), ("fps", 6), ("height", 48), ("length", 12), ("width", 64)];
+        let want: Vec<(String, Value)> = want.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        assert_eq!(filled_numbers(graph), want, "{wf}");
+        if task == Task::ImageToVideo {
+            let up = comfy.uploads().last().expect("uploaded").name.clone();
+            assert_eq!(up, format!("mediabot_{id}_0.png"));
+            assert_eq!(graph["1"]["inputs"]["image"], json!(up), "{wf}");
+        }
+    }
+    assert_eq!(container(&fakes::comfyui::recorded_video_bytes("video_from_image")[..]), "mp4");
+}
+
+#[tokio::test]
+async fn providers_comfy_video_cached_rerun_delivers_the_same_file() {
+    let comfy = FakeComfy::start().await;
+    comfy.set_caching(true);
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let mut delivered = Vec::new();
+    for _ in 0..2 {
+        let sub = p.submit(&comfy_video_request(workflow("video_webm.json"), Task::TextToVideo), None).await;
+        let files = p.wait(&sub.expect("submit"), &|_| {}).await.expect("result");
+        delivered.push(files[0].bytes.clone());
+    }
+    assert_eq!(delivered[0], delivered[1]);
+    assert_eq!(container(&delivered[1]), "webm");
+    assert_eq!(comfy.submits().len(), 2, "submitted twice, the second answered from the cache");
+    assert!(comfy.output_file("harness", "webm_00001_.webm").is_some());
+    assert!(comfy.output_file("harness", "webm_00002_.webm").is_none(), "the cached run saved nothing new");
+}
+
+#[tokio::test]
+async fn providers_comfy_odd_video_height_fails_in_save_video() {
+    let comfy = FakeComfy::start().await;
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    // A workflow with the odd size baked in: rounding the placeholders cannot help it.
+    let mut wf = workflow("video_from_image.json");
+    wf["2"]["inputs"]["width"] = json!(64);
+    wf["2"]["inputs"]["height"] = json!(47);
+    let sub = p.submit(&comfy_video_request(wf, Task::ImageToVideo), None).await.expect("accepted: fails at run time");
+    let e = p.wait(&sub, &|_| {}).await.expect_err("libx264 refuses");
+    match e {
+        ProviderError::Failed(m) => {
+            assert!(m.starts_with("SaveVideo: "), "{m}");
+            assert!(m.contains("height not divisible by 2 (64x47)"), "{m}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    // Same failure read from /history alone.
+    comfy.set_websocket(false);
+    let mut wf = workflow("video_from_image.json");
+    wf["2"]["inputs"]["height"] = json!(47);
+    let sub = p.submit(&comfy_video_request(wf, Task::ImageToVideo), None).await.expect("submit");
+    let e = p.wait(&sub, &|_| {}).await.expect_err("libx264 refuses");
+    assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("(64x47)")), "{e:?}");
+}
+
+#[tokio::test]
+async fn providers_comfy_vhs_video_combine_gifs_output() {
+    let comfy = FakeComfy::start().await;
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let wf = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": "{{width}}", "height": "{{height}}", "batch_size": 1, "color": 0}},
+        "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": "{{frames}}"}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "vhs/still"}},
+        "4": {"class_type": "VHS_VideoCombine", "inputs": {"images": ["2", 0], "frame_rate": "{{fps}}", "loop_count": 0,
+              "filename_prefix": "vhs/clip", "format": "video/h264-mp4", "pingpong": false, "save_output": true}},
+    });
+    let sub = p.submit(&comfy_video_request(wf, Task::TextToVideo), None).await.expect("submit");
+    let files = p.wait(&sub, &|_| {}).await.expect("result");
+    assert_eq!(files.len(), 2, "the clip and the still");
+    assert_eq!(container(&files[0].bytes), "mp4", "the video comes first");
+    assert_eq!(files[0].bytes, fakes::comfyui::recorded_video_bytes("video_from_image"));
+    assert_eq!(files[0].mime, "video/mp4");
+    assert!(image::load_from_memory(&files[1].bytes).is_ok(), "then the still picture");
+    let graph = &comfy.submits()[0].graph;
+    assert_eq!((&graph["2"]["inputs"]["amount"], &graph["4"]["inputs"]["frame_rate"]), (&json!(12), &json!(6)));
+}
