@@ -652,6 +652,14 @@ mod tests {
     }
 
     #[test]
+    fn video_downloads_get_the_video_cap() {
+        let d = Downloader::new(AddressPolicy::GlobalOnly, None).expect("client");
+        assert_eq!((d.max_bytes, d.timeout), (MAX_DOWNLOAD_BYTES, DOWNLOAD_TIMEOUT));
+        let v = d.for_video();
+        assert_eq!((v.max_bytes, v.timeout, v.policy), (MAX_VIDEO_BYTES, VIDEO_DOWNLOAD_TIMEOUT, d.policy));
+    }
+
+    #[test]
     fn data_uris() {
         let uri = data_uri("image/png", b"\x89PNGabc");
         let (mime, bytes) = decode_data_uri(&uri).expect("decode");

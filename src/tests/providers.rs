@@ -814,3 +814,49 @@ async fn providers_comfy_vhs_video_combine_gifs_output() {
     let graph = &comfy.submits()[0].graph;
     assert_eq!((&graph["2"]["inputs"]["amount"], &graph["4"]["inputs"]["frame_rate"]), (&json!(12), &json!(6)));
 }
+
+// ---------------------------------------------------------------------------------- fal video
+
+#[tokio::test]
+async fn providers_fal_image_to_video_and_text_to_video_deliver_an_mp4() {
+    let fal = FakeFal::start().await;
+    let mp4 = fakes::comfyui::recorded_video_bytes("video_from_image");
+    fal.set_result_file(mp4.clone(), "video/mp4");
+    let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
+    let endpoint = "fal-ai/kling-video/v2.1/standard/image-to-video";
+    let mut req = request(endpoint);
+    req.task = Task::ImageToVideo;
+    req.negative = None;
+    req.input_images = vec![InputImage { bytes: fakes::gradient_png(6, 4), mime: "image/png".into() }];
+    req.video = Some(crate::providers::VideoParams { duration_secs: 10, fps: 24 });
+    // The chosen option, under its request field (Kling takes the duration as a string).
+    req.extra.insert("duration".into(), json!("10"));
+    let sub = p.submit(&req, None).await.expect("submit");
+    assert!(sub.data["status_url"].as_str().expect("url").contains("/fal-ai/kling-video/requests/"));
+    let files = p.wait(&sub, &|_| {}).await.expect("result");
+    assert_eq!(files.len(), 1);
+    assert_eq!((container(&files[0].bytes), files[0].mime.as_str()), ("mp4", "video/mp4"));
+    assert_eq!(files[0].bytes, mp4);
+    let body = fal.last_submit_body().expect("body");
+    assert_eq!(data_uri_size(&body["image_url"]), (6, 4), "the photo as a data URI");
+    assert_eq!((&body["prompt"], &body["duration"]), (&json!("a lighthouse at dusk"), &json!("10")));
+    for k in ["image_size", "num_images", "seed", "image_urls", "negative_prompt"] {
+        assert!(body.get(k).is_none(), "{k} is not a video field: {body}");
+    }
+    assert_eq!(fal.submits(endpoint), 1);
+
+    // text_to_video: the same without the photo; an aspect ratio only when configured.
+    let endpoint = "fal-ai/kling-video/v2.1/master/text-to-video";
+    let mut req = request(endpoint);
+    req.task = Task::TextToVideo;
+    req.size_param = SizeParam::AspectRatio;
+    req.aspect_ratio = Some("16:9".into());
+    req.extra.insert("duration".into(), json!("5"));
+    let sub = p.submit(&req, None).await.expect("submit");
+    let files = p.wait(&sub, &|_| {}).await.expect("result");
+    assert_eq!(container(&files[0].bytes), "mp4");
+    let body = fal.last_submit_body().expect("body");
+    assert_eq!((&body["aspect_ratio"], &body["duration"]), (&json!("16:9"), &json!("5")));
+    assert!(body.get("image_url").is_none() && body.get("image_size").is_none(), "{body}");
+    assert_eq!(fal.file_fetches(), 2);
+}
