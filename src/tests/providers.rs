@@ -860,3 +860,146 @@ async fn providers_fal_image_to_video_and_text_to_video_deliver_an_mp4() {
     assert!(body.get("image_url").is_none() && body.get("image_size").is_none(), "{body}");
     assert_eq!(fal.file_fetches(), 2);
 }
+
+// --------------------------------------------------------------------------- ComfyUI-Connect
+
+use crate::providers::comfyui_connect::ComfyConnectProvider;
+use crate::tests::fakes::{ConnectScenario, FakeConnect};
+
+/// The tagged inputs of a Wan-like image-to-video workflow: `$image` on LoadImage, `$prompt`
+/// on CLIPTextEncode (its `clip` is a link), `$frames(length)`, `$fps(fps)`.
+fn connect_workflow() -> Value {
+    json!({
+        "image": {"image": "str", "upload": "str"},
+        "prompt": {"text": "str", "clip": "list"},
+        "frames": {"length": "int"},
+        "fps": {"fps": "float"},
+    })
+}
+
+fn connect_request() -> GenerateRequest {
+    let mut r = comfy_video_request(json!({}), Task::ImageToVideo);
+    r.workflow = None;
+    r.endpoint = "wan-i2v".into();
+    r
+}
+
+async fn connect_setup() -> (FakeConnect, ComfyConnectProvider) {
+    let fake = FakeConnect::start().await;
+    fake.add_workflow("wan-i2v", connect_workflow());
+    let p = ComfyConnectProvider::new(&cfg(ProviderKind::ComfyuiConnect, &fake.base_url())).expect("provider");
+    (fake, p)
+}
+
+#[tokio::test]
+async fn providers_connect_direct_result_is_the_mp4() {
+    let (fake, p) = connect_setup().await;
+    let id = p.preassign_id().expect("the client picks the id");
+    let req = connect_request();
+    let sub = p.submit(&req, Some(&id)).await.expect("submit");
+    assert_eq!(sub.request_id, id);
+    let files = tokio::time::timeout(Duration::from_secs(10), p.wait(&sub, &|_| {})).await.expect("in time");
+    let files = files.expect("result");
+    assert_eq!(files.len(), 1);
+    assert_eq!((container(&files[0].bytes), files[0].mime.as_str()), ("mp4", "video/mp4"));
+    assert_eq!(files[0].bytes, fake.video());
+
+    let runs = fake.runs();
+    assert_eq!((runs.len(), runs[0].workflow.as_str()), (1, "wan-i2v"));
+    let body = &runs[0].payload;
+    let name = format!("mediabot_{id}_0.png");
+    assert_eq!((&body["image"]["image"]["type"], &body["image"]["image"]["name"]), (&json!("file"), &json!(name)));
+    assert_eq!(fake.input_file(&name), Some(req.input_images[0].bytes.clone()), "the photo, base64 in the payload");
+    assert_eq!(body["prompt"], json!({"text": "a lighthouse at dusk"}), "never into the clip link");
+    assert_eq!((&body["frames"], &body["fps"]), (&json!({"length": 12}), &json!({"fps": 6})));
+    assert_eq!(sub.data["files"], json!([name]));
+    assert_eq!(fake.history_polls_and_views(), (0, 0), "the answer carried the file");
+}
+
+#[tokio::test]
+async fn providers_connect_history_fallback_fetches_vhs_gifs() {
+    let (fake, p) = connect_setup().await;
+    fake.push_scenario(ConnectScenario::HistoryOnly);
+    let sub = p.submit(&connect_request(), None).await.expect("submit");
+    let files = tokio::time::timeout(Duration::from_secs(10), p.wait(&sub, &|_| {})).await.expect("in time");
+    let files = files.expect("result from /history + /view");
+    assert_eq!(files.len(), 1);
+    assert_eq!(container(&files[0].bytes), "mp4");
+    assert_eq!(files[0].bytes, fake.video());
+    let (polls, views) = fake.history_polls_and_views();
+    assert!(polls >= 1 && views == 1, "{polls} history polls, {views} views");
+}
+
+#[tokio::test]
+async fn providers_connect_restart_resumes_from_history_without_posting_again() {
+    let (fake, before) = connect_setup().await;
+    fake.hold();
+    let id = before.preassign_id().expect("id");
+    let sub = before.submit(&connect_request(), Some(&id)).await.expect("submit while the run is held");
+    assert!(fake.busy());
+    drop(before); // the app stops; ComfyUI goes on
+
+    let after = ComfyConnectProvider::new(&cfg(ProviderKind::ComfyuiConnect, &fake.base_url())).expect("provider");
+    assert!(after.is_known(&id, &Value::Null).await.expect("is_known"), "found in /queue by its file name");
+    assert!(!after.is_known("00000000-0000-0000-0000-000000000000", &Value::Null).await.expect("is_known"));
+    // What the engine restores after `is_known`: the id alone.
+    let restored = Submission { request_id: sub.request_id.clone(), data: Value::Null };
+    let after = Arc::new(after);
+    let s = seen();
+    let task = {
+        let (p, sub, s) = (after.clone(), restored.clone(), s.clone());
+        tokio::spawn(async move { wait_recording(p.as_ref(), &sub, &s).await })
+    };
+    assert!(fakes::eventually(Duration::from_secs(5), || snapshot(&s).iter().any(|p| p.running)).await, "running");
+    fake.release();
+    let files = task.await.expect("join").expect("result after restart");
+    assert_eq!(files[0].bytes, fake.video());
+    assert_eq!(fake.runs().len(), 1, "no second POST");
+    assert!(after.is_known(&id, &Value::Null).await.expect("is_known"), "finished runs are known too");
+}
+
+#[tokio::test]
+async fn providers_connect_errors_classified() {
+    let (fake, p) = connect_setup().await;
+    // Unknown workflow: the plugin's plain-text 500 is the operator's to fix.
+    let mut req = connect_request();
+    req.endpoint = "nope".into();
+    let e = p.submit(&req, None).await.expect_err("unknown workflow");
+    assert!(matches!(e, ProviderError::Misconfigured(ref m) if m.contains("nope")), "{e:?}");
+    // A photo but no $image tag: refused before posting.
+    fake.add_workflow("t2v", json!({"prompt": {"text": "str"}}));
+    req.endpoint = "t2v".into();
+    let e = p.submit(&req, None).await.expect_err("no $image");
+    assert!(matches!(e, ProviderError::Misconfigured(ref m) if m.contains("$image")), "{e:?}");
+    assert!(fake.runs().is_empty());
+
+    // A graph that fails answers 200 with an empty result: the node error comes from /history.
+    fake.push_scenario(ConnectScenario::FailedRun);
+    let sub = p.submit(&connect_request(), None).await.expect("submit");
+    let e = p.wait(&sub, &|_| {}).await.expect_err("failed run");
+    assert!(
+        matches!(e, ProviderError::Failed(ref m) if m.starts_with("SaveVideo: ") && m.contains("(64x47)")),
+        "{e:?}"
+    );
+
+    // Cancel: the POST is dropped and the run interrupted, found in /queue by its file name.
+    fake.hold();
+    let sub = p.submit(&connect_request(), None).await.expect("submit");
+    p.cancel(&sub).await.expect("cancel");
+    let (interrupted, _) = fake.interrupts_and_deletes();
+    assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+    fake.release();
+    assert!(fakes::eventually(Duration::from_secs(5), || !fake.busy()).await);
+    // A stored run ComfyUI has never heard of (it restarted and lost its history).
+    let unknown = Submission { request_id: "0a0a0a0a-0000-4000-8000-000000000000".into(), data: Value::Null };
+    assert!(matches!(p.wait(&unknown, &|_| {}).await, Err(ProviderError::Lost(_))));
+
+    let base = fake.base_url();
+    drop(fake);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let p = ComfyConnectProvider::new(&cfg(ProviderKind::ComfyuiConnect, &base)).expect("provider");
+    let e = p.submit(&connect_request(), None).await.expect_err("down");
+    assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
+    let lost = p.wait(&Submission { request_id: "gone".into(), data: Value::Null }, &|_| {}).await;
+    assert!(matches!(lost, Err(ProviderError::Transient(_))), "{lost:?}");
+}
