@@ -501,10 +501,8 @@ impl<'a> TemplateVars<'a> {
     /// `{{width}}` and `{{height}}` are rounded down to even numbers ([`super::even`]):
     /// SaveVideo's libx264 fails an odd size at run time, after the prompt was accepted.
     pub fn for_request(req: &'a GenerateRequest, input_images: &'a [String]) -> TemplateVars<'a> {
-        let video = req.video.unwrap_or(VideoParams {
-            duration_secs: super::DEFAULT_DURATION_SECS,
-            fps: super::DEFAULT_FPS,
-        });
+        let video =
+            req.video.unwrap_or(VideoParams { duration_secs: super::DEFAULT_DURATION_SECS, fps: super::DEFAULT_FPS });
         let (width, height) = if req.video.is_some() || req.task.is_video() {
             (super::even(req.width), super::even(req.height))
         } else {
@@ -1208,7 +1206,10 @@ mod tests {
             "9": {"gifs": [gif("output")]},
         }));
         let History::Success(files) = parse_history(&h, "p").expect("ok") else { panic!("success") };
-        assert_eq!(files.iter().map(|f| f.filename.as_str()).collect::<Vec<_>>(), ["clip_00001.mp4", "still_00001_.png"]);
+        assert_eq!(
+            files.iter().map(|f| f.filename.as_str()).collect::<Vec<_>>(),
+            ["clip_00001.mp4", "still_00001_.png"]
+        );
         assert_eq!(files[0].format.as_deref(), Some("video/h264-mp4"));
         assert!(files[0].animated && !files[1].animated && !files[1].is_video());
         // VHS with save_output off: only a temp file; PreviewImage temps are never taken.
@@ -1219,7 +1220,9 @@ mod tests {
         let History::Success(files) = parse_history(&h, "p").expect("ok") else { panic!("success") };
         assert_eq!((files.len(), files[0].kind.as_str()), (1, "temp"));
         // A one-frame SaveAnimatedWEBP says `animated: [false]`: a picture.
-        let h = entry(json!({"7": {"images": [{"filename": "a.webp", "subfolder": "", "type": "output"}], "animated": [false]}}));
+        let h = entry(
+            json!({"7": {"images": [{"filename": "a.webp", "subfolder": "", "type": "output"}], "animated": [false]}}),
+        );
         let History::Success(files) = parse_history(&h, "p").expect("ok") else { panic!("success") };
         assert!(!files[0].is_video());
     }

@@ -150,12 +150,11 @@ impl ComfyConnectProvider {
     /// The run's prompt id and place in `/queue`, if it is there.
     async fn find_in_queue(&self, stem: &str) -> Result<Option<(String, QueueState)>, ProviderError> {
         let q = self.comfy.get_json("/queue").await?;
-        let items = ["queue_running", "queue_pending"].into_iter().flat_map(|k| {
-            q.get(k).and_then(Value::as_array).cloned().unwrap_or_default()
-        });
-        let id = items
-            .filter(|i| mentions(&i[2], stem))
-            .find_map(|i| i.get(1).and_then(Value::as_str).map(str::to_string));
+        let items = ["queue_running", "queue_pending"]
+            .into_iter()
+            .flat_map(|k| q.get(k).and_then(Value::as_array).cloned().unwrap_or_default());
+        let id =
+            items.filter(|i| mentions(&i[2], stem)).find_map(|i| i.get(1).and_then(Value::as_str).map(str::to_string));
         Ok(id.map(|id| {
             let state = comfyui::queue_state(&q, &id);
             (id, state)
@@ -375,7 +374,9 @@ pub fn parse_result(v: &Value) -> Result<Vec<GeneratedFile>, ProviderError> {
                 .decode(clean.as_bytes())
                 .map_err(|_| malformed("an output is not base64"))?;
             let mime = super::sniff_mime(&bytes);
-            let cap = if mime.starts_with("image/") && crate::domain::MediaKind::sniff(&bytes).0 == crate::domain::MediaKind::Image {
+            let cap = if mime.starts_with("image/")
+                && crate::domain::MediaKind::sniff(&bytes).0 == crate::domain::MediaKind::Image
+            {
                 http::MAX_DOWNLOAD_BYTES
             } else {
                 http::MAX_VIDEO_BYTES
@@ -543,8 +544,14 @@ mod tests {
         let tags: Vec<&String> = p.keys().collect();
         assert_eq!(tags, ["fps", "frames", "image", "prompt", "sampler"], "undeclared tags are left out");
 
-        let (p, _) = build_payload(&r, "R", json!({"image": {"image": "str"}, "width": {"width": "int"}, "height": {"value": "int"}}).as_object().expect("obj"))
-            .expect("payload");
+        let (p, _) = build_payload(
+            &r,
+            "R",
+            json!({"image": {"image": "str"}, "width": {"width": "int"}, "height": {"value": "int"}})
+                .as_object()
+                .expect("obj"),
+        )
+        .expect("payload");
         assert_eq!((&p["width"]["width"], &p["height"]["value"]), (&json!(832), &json!(480)), "even sizes");
 
         let e = build_payload(&r, "R", &Map::new()).expect_err("no $image");
@@ -558,7 +565,8 @@ mod tests {
     fn results_and_errors() {
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         let mp4 = [&[0, 0, 0, 0x20][..], b"ftypisom", &[0; 20]].concat();
-        let v = json!({"status": "success", "workflow": "w", "result": {"output": b64(&mp4), "more": [b64(b"GIF89a..")]}});
+        let v =
+            json!({"status": "success", "workflow": "w", "result": {"output": b64(&mp4), "more": [b64(b"GIF89a..")]}});
         let files = parse_result(&v).expect("files");
         assert_eq!(files.len(), 2);
         let video = files.iter().find(|f| f.mime == "video/mp4").expect("the mp4");

@@ -1157,7 +1157,10 @@ fn finish_cached(sh: &Shared, p: &Prompt, outputs: serde_json::Map<String, Value
         sh.send_to(p.client_id.as_deref(), node_progress(&p.id, &ids, ids.len() - 1, "finished"));
     }
     let ts = now_ms();
-    sh.send_to(p.client_id.as_deref(), json!({"type": "execution_success", "data": {"prompt_id": p.id, "timestamp": ts}}));
+    sh.send_to(
+        p.client_id.as_deref(),
+        json!({"type": "execution_success", "data": {"prompt_id": p.id, "timestamp": ts}}),
+    );
     messages.push(json!(["execution_success", {"prompt_id": p.id, "timestamp": ts}]));
     finish(sh, p, "success", true, outputs, meta, messages);
 }

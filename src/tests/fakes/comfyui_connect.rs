@@ -202,7 +202,10 @@ fn accept(st: &mut ConnectState, declared: &Value, payload: &Value) -> Option<Va
             };
             node_inputs.insert(input.clone(), value);
         }
-        graph.insert((i + 1).to_string(), json!({"class_type": "Tagged", "inputs": node_inputs, "_meta": {"title": format!("${tag}")}}));
+        graph.insert(
+            (i + 1).to_string(),
+            json!({"class_type": "Tagged", "inputs": node_inputs, "_meta": {"title": format!("${tag}")}}),
+        );
     }
     Some(Value::Object(graph))
 }
