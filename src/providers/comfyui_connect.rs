@@ -163,7 +163,7 @@ impl ComfyConnectProvider {
 
     /// The History fallback: polls until the run is in `/history`, then downloads its outputs.
     /// `answered` = the run's POST has returned (with no file), so absence means failure.
-    async fn from_history(
+    async fn via_history(
         &self,
         request_id: &str,
         answered: bool,
@@ -474,7 +474,7 @@ impl ImageProvider for ComfyConnectProvider {
             // Submitted by an earlier process (or found by `is_known`): never posted again.
             None => false,
         };
-        self.from_history(&sub.request_id, answered, progress).await
+        self.via_history(&sub.request_id, answered, progress).await
     }
 
     async fn cancel(&self, sub: &Submission) -> Result<(), ProviderError> {
