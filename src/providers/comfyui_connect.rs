@@ -132,6 +132,24 @@ impl ComfyConnectProvider {
         Ok(v.get("workflow").and_then(|w| w.get("inputs")).and_then(Value::as_object).cloned().unwrap_or_default())
     }
 
+    /// `check-config --online`: the problems of workflow `name` for a model taking
+    /// `images` input photos — one line per `$tag` the photos need and the workflow lacks.
+    ///
+    /// Errors: `Misconfigured` when the plugin has no such workflow, else as [`Self::submit`].
+    pub async fn check_workflow(
+        &self,
+        name: &str,
+        image_fields: &[String],
+        images: usize,
+    ) -> Result<Vec<String>, ProviderError> {
+        let tagged = self.tagged_inputs(name).await?;
+        Ok((0..images)
+            .map(|i| image_tag(image_fields, i))
+            .filter(|tag| !tagged.contains_key(tag))
+            .map(|tag| format!("workflow {name} has no ${tag} tag (title the photo's LoadImage node ${tag})"))
+            .collect())
+    }
+
     fn comfy_get(&self, url: &str) -> reqwest::RequestBuilder {
         self.run_http.get(url).timeout(Duration::from_secs(60))
     }
@@ -288,12 +306,7 @@ pub fn build_payload(
     };
     let mut names = Vec::with_capacity(req.input_images.len());
     for (i, img) in req.input_images.iter().enumerate() {
-        let numbered = |base: &str| if i == 0 { base.to_string() } else { format!("{base}_{}", i + 1) };
-        let tag = match req.image_fields.as_slice() {
-            [] => numbered("image"),
-            [one] => numbered(one),
-            many => many.get(i).cloned().unwrap_or_else(|| numbered("image")),
-        };
+        let tag = image_tag(&req.image_fields, i);
         let inputs = tagged.get(&tag).and_then(Value::as_object).ok_or_else(|| {
             ProviderError::Misconfigured(format!(
                 "workflow {} has no ${tag} tag for input image {} (title its LoadImage node ${tag})",
@@ -348,6 +361,17 @@ pub fn build_payload(
         }
     }
     Ok((payload, names))
+}
+
+/// The tag of input image `i` (0-based): `fields[i]`; with one field for several images
+/// `field`, `field_2`, …; with none `image`, `image_2`, ….
+pub fn image_tag(fields: &[String], i: usize) -> String {
+    let numbered = |base: &str| if i == 0 { base.to_string() } else { format!("{base}_{}", i + 1) };
+    match fields {
+        [] => numbered("image"),
+        [one] => numbered(one),
+        many => many.get(i).cloned().unwrap_or_else(|| numbered("image")),
+    }
 }
 
 /// Reads the run's answer `{"status": "success", "workflow", "result": {tag: base64 |

@@ -1003,3 +1003,34 @@ async fn providers_connect_errors_classified() {
     let lost = p.wait(&Submission { request_id: "gone".into(), data: Value::Null }, &|_| {}).await;
     assert!(matches!(lost, Err(ProviderError::Transient(_))), "{lost:?}");
 }
+
+#[tokio::test]
+async fn check_config_asks_comfyui_connect_for_the_workflow_and_its_image_tag() {
+    let fake = FakeConnect::start().await;
+    fake.add_workflow("wan-i2v", connect_workflow());
+    fake.add_workflow("no-photo", json!({"prompt": {"text": "str"}}));
+    let mut c = crate::config::Config::default();
+    c.providers.push(cfg(ProviderKind::ComfyuiConnect, &fake.base_url()));
+    for (id, endpoint) in [("good", "wan-i2v"), ("untagged", "no-photo"), ("missing", "nope")] {
+        let mut m = crate::tests::harness::model(id, "comfyuiconnect", 5);
+        m.task = Task::ImageToVideo;
+        m.endpoint = endpoint.into();
+        c.models.push(m);
+    }
+    c.validate().expect("valid");
+    assert!(crate::cli::check_workflows(&c, false).await.is_empty(), "offline: nothing to ask");
+    let online = crate::cli::check_workflows(&c, true).await;
+    assert_eq!(online.len(), 2, "{online:#?}");
+    assert!(online[0].starts_with("models[1].endpoint (untagged): workflow no-photo has no $image tag"), "{online:#?}");
+    assert!(
+        online[1].starts_with("models[2].endpoint (missing): ComfyUI-Connect workflow nope: model misconfigured"),
+        "{online:#?}"
+    );
+
+    // validate(): the endpoint is a workflow name.
+    for bad in ["", "a/b"] {
+        c.models[0].endpoint = bad.into();
+        let e = c.validate().expect_err("no workflow name");
+        assert_eq!(e.key, "models[0].endpoint", "{e}");
+    }
+}
