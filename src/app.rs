@@ -62,6 +62,10 @@ fn build_providers(config: &Config) -> anyhow::Result<HashMap<String, DynProvide
                 Arc::new(WavespeedProvider::new(p).with_context(|| format!("provider {}", p.id))?)
             }
             ProviderKind::Demo => Arc::new(DemoProvider::new(&p.id, Duration::from_millis(p.poll_interval_ms))),
+            ProviderKind::ComfyuiConnect => Arc::new(
+                crate::providers::comfyui_connect::ComfyConnectProvider::new(p)
+                    .with_context(|| format!("provider {}", p.id))?,
+            ),
         };
         out.insert(p.id.clone(), provider);
     }

@@ -223,6 +223,8 @@ fn load(cli: &Cli, args: Option<&RunArgs>, data_dir: Option<&PathBuf>) -> Result
 /// placeholders the bot does not fill and, `online`, node classes and inputs the model's
 /// server lacks (`GET /object_info`, asked once per provider). One line per problem, led by
 /// the config key (`models[i].workflow`, or `providers[i]` when a server cannot be asked).
+/// ComfyUI-Connect models are asked online only: the saved workflow must exist and carry the
+/// `$tag`s of the model's photos (`models[i].endpoint`).
 pub async fn check_workflows(cfg: &Config, online: bool) -> Vec<String> {
     use crate::config::ProviderKind;
     use crate::providers::comfyui::{self, ComfyProvider};
@@ -230,6 +232,19 @@ pub async fn check_workflows(cfg: &Config, online: bool) -> Vec<String> {
     let mut servers: std::collections::HashMap<&str, Option<serde_json::Value>> = Default::default();
     for (i, m) in cfg.models.iter().enumerate() {
         let Some((pi, p)) = cfg.providers.iter().enumerate().find(|(_, p)| p.id == m.provider) else { continue };
+        if p.kind == ProviderKind::ComfyuiConnect && online {
+            use crate::providers::comfyui_connect::ComfyConnectProvider;
+            let key = format!("models[{i}].endpoint ({})", m.id);
+            let images = usize::from(m.image_range().1);
+            let found = match ComfyConnectProvider::new(p) {
+                Ok(client) => client.check_workflow(&m.endpoint, &m.image_fields, images).await,
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(lines) => problems.extend(lines.into_iter().map(|e| format!("{key}: {e}"))),
+                Err(e) => problems.push(format!("{key}: ComfyUI-Connect workflow {}: {e}", m.endpoint)),
+            }
+        }
         // fal and WaveSpeed models are checked by validate() only: asking them online would
         // need a paid or vendor-specific call per model (WaveSpeed has no schema endpoint in §8).
         if p.kind != ProviderKind::Comfyui {

@@ -318,6 +318,9 @@ pub enum ProviderKind {
     Wavespeed,
     /// Local renderer used by `sandbox` when nothing real is configured.
     Demo,
+    /// The ComfyUI-Connect plugin's workflow endpoints on a ComfyUI server (protocols.md
+    /// §3.4); a model's `endpoint` names the saved workflow.
+    ComfyuiConnect,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -325,8 +328,8 @@ pub enum ProviderKind {
 pub struct ProviderConfig {
     pub id: String,
     pub kind: ProviderKind,
-    /// fal: `https://queue.fal.run`; ComfyUI: `http://127.0.0.1:8188`; WaveSpeed:
-    /// `https://api.wavespeed.ai/api/v3`.
+    /// fal: `https://queue.fal.run`; ComfyUI and ComfyUI-Connect: `http://127.0.0.1:8188`;
+    /// WaveSpeed: `https://api.wavespeed.ai/api/v3`.
     #[serde(default)]
     pub base_url: String,
     #[serde(default)]
@@ -340,7 +343,8 @@ pub struct ProviderConfig {
     /// Overall time for one request, seconds (submit to result).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
-    /// Poll interval for status checks, milliseconds.
+    /// Poll interval for status checks, milliseconds (ComfyUI-Connect: between looks at
+    /// `/history` when the run's answer had no file; 3000 suits it).
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
     /// Requests in flight at once per API key, across every provider entry using that key
@@ -545,11 +549,13 @@ pub struct ModelConfig {
     pub display_name: String,
     #[serde(default = "default_task")]
     pub task: Task,
-    /// fal endpoint id (`fal-ai/flux/dev`) or WaveSpeed model id (`wavespeed-ai/image-face-swap`).
+    /// fal endpoint id (`fal-ai/flux/dev`), WaveSpeed model id (`wavespeed-ai/image-face-swap`)
+    /// or ComfyUI-Connect workflow name (`wan-i2v`).
     #[serde(default)]
     pub endpoint: String,
     /// ComfyUI API-format workflow file with `{{prompt}}`, `{{negative}}`, `{{width}}`,
-    /// `{{height}}`, `{{seed}}`, `{{input_image}}` placeholders. Relative paths are resolved
+    /// `{{height}}`, `{{seed}}`, `{{input_image}}` placeholders (video: also `{{duration}}`,
+    /// `{{frames}}`, `{{fps}}`). Relative paths are resolved
     /// against the config file's directory.
     #[serde(default)]
     pub workflow: Option<PathBuf>,
@@ -587,7 +593,8 @@ pub struct ModelConfig {
     /// face swap (the face, then the photo to change), `["face_image", "image"]` for
     /// WaveSpeed's. One name takes every photo (a list when there are several). Unset: the
     /// provider's default (fal: `image_urls` for edits and several photos, else `image_url`;
-    /// WaveSpeed: `image`, or `images` for several).
+    /// WaveSpeed: `image`, or `images` for several; ComfyUI-Connect: the `$tag` titles of the
+    /// LoadImage nodes, default `image`, `image_2`, …).
     #[serde(default)]
     pub image_fields: Vec<String>,
     /// A fixed instruction sent as the prompt, before the user's own words if any (the seed's
@@ -1019,6 +1026,14 @@ impl Config {
                     return Err(bad(
                         k("endpoint"),
                         "WaveSpeed models need a model id like wavespeed-ai/image-face-swap",
+                    ));
+                }
+                ProviderKind::ComfyuiConnect
+                    if m.endpoint.is_empty() || m.endpoint.contains('/') || m.endpoint.contains('?') =>
+                {
+                    return Err(bad(
+                        k("endpoint"),
+                        "ComfyUI-Connect models name a saved workflow (Workflow > Save API Endpoint), e.g. wan-i2v",
                     ));
                 }
                 ProviderKind::Comfyui => {

@@ -10,6 +10,7 @@
 use super::http::{self, HostResolver};
 use super::{
     GenerateRequest, GeneratedFile, ImageProvider, InputImage, ProgressFn, ProviderError, ProviderProgress, Submission,
+    VideoParams,
 };
 use crate::config::ProviderConfig;
 use futures_util::StreamExt as _;
@@ -33,13 +34,19 @@ type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsSt
 ///
 /// - `preassign_id`: a UUID v4, used as `prompt_id`.
 /// - `submit`: uploads input images (`POST /upload/image`, named `mediabot_<prompt_id>_<i>`),
-///   fills the template ([`fill_template`]), `POST /prompt {prompt, client_id, prompt_id}`;
+///   fills the template ([`fill_template`] with [`TemplateVars::for_request`]),
+///   `POST /prompt {prompt, client_id, prompt_id}`;
 ///   `data = {"client_id", "prompt"}` (the filled graph, for a resubmit). 400 → `Misconfigured`
 ///   ([`summarize_rejection`]): a workflow ComfyUI refuses is the operator's to fix.
 /// - `wait`: WebSocket `/ws?clientId=` for progress and end signals, plus `/history/{id}`
 ///   every poll interval and at once. `/history` `{}` and absent from `/queue` twice means
 ///   ComfyUI restarted and forgot the prompt: it is posted again once, same `prompt_id` and
 ///   graph (the uploaded inputs stay on its disk); forgotten again → `Lost`.
+/// - Results: every saved file of every output node, videos and animations first
+///   ([`parse_history`]), each fetched with `GET /view` — pictures up to
+///   [`http::MAX_DOWNLOAD_BYTES`], videos and animations up to [`http::MAX_VIDEO_BYTES`],
+///   the cap enforced while streaming. A run-time failure (`execution_error`, e.g. libx264
+///   refusing an odd height in SaveVideo) is `Failed("<node type>: <exception message>")`.
 /// - `is_known`: a `/history` entry exists or `/queue` lists the id.
 /// - `cancel`: `POST /queue {"delete": [id]}`, then `POST /interrupt {"prompt_id": id}`; a
 ///   prompt cancelled here is never resubmitted.
@@ -135,7 +142,7 @@ impl ComfyProvider {
         Ok(true)
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), ProviderError> {
+    pub(crate) async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), ProviderError> {
         let resp = rb.timeout(REQUEST_TIMEOUT).send().await.map_err(|e| http::classify(&e))?;
         let status = resp.status().as_u16();
         let body = http::read_limited(resp, 2 * http::MAX_DOWNLOAD_BYTES).await?;
@@ -151,7 +158,8 @@ impl ComfyProvider {
         self.get_json("/object_info").await
     }
 
-    async fn get_json(&self, path: &str) -> Result<Value, ProviderError> {
+    /// `GET {base_url}{path}` as JSON. Errors as [`Self::object_info`].
+    pub(crate) async fn get_json(&self, path: &str) -> Result<Value, ProviderError> {
         let (status, body) = self.send(self.http.get(format!("{}{path}", self.base_url))).await?;
         if !(200..300).contains(&status) {
             return Err(http::status_error(status, &String::from_utf8_lossy(&body)));
@@ -159,7 +167,9 @@ impl ComfyProvider {
         serde_json::from_slice(&body).map_err(|e| ProviderError::Failed(format!("malformed response ({path}): {e}")))
     }
 
-    async fn post_ok(&self, path: &str, body: &Value) -> Result<(), ProviderError> {
+    /// `POST {base_url}{path}` with a JSON body, expecting 2xx. Errors per
+    /// [`ProviderError::from_status`]; `Transient` when unreachable.
+    pub(crate) async fn post_ok(&self, path: &str, body: &Value) -> Result<(), ProviderError> {
         let (status, resp) = self.send(self.http.post(format!("{}{path}", self.base_url)).json(body)).await?;
         if !(200..300).contains(&status) {
             return Err(http::status_error(status, &String::from_utf8_lossy(&resp)));
@@ -256,13 +266,23 @@ impl ComfyProvider {
         }
     }
 
-    /// `GET /view?filename=&subfolder=&type=` → the file.
-    async fn view(&self, f: &OutputFile) -> Result<GeneratedFile, ProviderError> {
+    /// `GET /view?filename=&subfolder=&type=` → the file, capped while streaming at
+    /// [`http::MAX_VIDEO_BYTES`] for a video or animation ([`OutputFile::is_video`]), else
+    /// [`http::MAX_DOWNLOAD_BYTES`].
+    ///
+    /// Errors: `Failed` for a missing file (404) or one over the cap; `Transient` for network
+    /// failures; other statuses per [`ProviderError::from_status`].
+    pub(crate) async fn view(&self, f: &OutputFile) -> Result<GeneratedFile, ProviderError> {
+        let (cap, timeout) = if f.is_video() {
+            (http::MAX_VIDEO_BYTES, http::VIDEO_DOWNLOAD_TIMEOUT)
+        } else {
+            (http::MAX_DOWNLOAD_BYTES, http::DOWNLOAD_TIMEOUT)
+        };
         let rb = self
             .http
             .get(format!("{}/view", self.base_url))
             .query(&[("filename", &f.filename), ("subfolder", &f.subfolder), ("type", &f.kind)])
-            .timeout(http::DOWNLOAD_TIMEOUT);
+            .timeout(timeout);
         let resp = rb.send().await.map_err(|e| http::classify(&e))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
@@ -275,7 +295,7 @@ impl ComfyProvider {
         }
         let header =
             resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let bytes = http::read_limited(resp, http::MAX_DOWNLOAD_BYTES).await?;
+        let bytes = http::read_limited(resp, cap).await?;
         let sniffed = super::sniff_mime(&bytes);
         let mime = if sniffed != "application/octet-stream" {
             sniffed.to_string()
@@ -330,15 +350,7 @@ impl ImageProvider for ComfyProvider {
             // Named after the prompt: a retried submit overwrites instead of piling up files.
             inputs.push(self.upload(img, &format!("mediabot_{prompt_id}_{i}")).await?);
         }
-        let vars = TemplateVars {
-            prompt: &req.prompt,
-            negative: req.negative.as_deref().unwrap_or(""),
-            width: req.width,
-            height: req.height,
-            seed: req.seed,
-            input_images: &inputs,
-        };
-        let graph = fill_template(&workflow, &vars);
+        let graph = fill_template(&workflow, &TemplateVars::for_request(req, &inputs));
         let client_id = uuid::Uuid::new_v4().to_string();
         let accepted = self.post_prompt(&graph, &client_id, &prompt_id).await?;
         Ok(Submission { request_id: accepted, data: json!({"client_id": client_id, "prompt": graph}) })
@@ -463,15 +475,52 @@ pub struct TemplateVars<'a> {
     pub prompt: &'a str,
     /// Empty when the user gave none.
     pub negative: &'a str,
+    /// Pixels; even for video requests.
     pub width: u32,
     pub height: u32,
     pub seed: u64,
     /// Uploaded input names: `{{input_image}}` is the first, `{{input_image_2}}` the second…
     pub input_images: &'a [String],
+    /// `{{duration}}`: clip length, whole seconds.
+    pub duration: u32,
+    /// `{{frames}}`: frames in the clip, duration × fps.
+    pub frames: u32,
+    /// `{{fps}}`: frames per second.
+    pub fps: u32,
 }
 
 /// Placeholder names [`TemplateVars`] fills, besides `input_image_N` (N ≥ 1).
-const PLACEHOLDERS: [&str; 6] = ["prompt", "negative", "width", "height", "seed", "input_image"];
+const PLACEHOLDERS: [&str; 9] =
+    ["prompt", "negative", "width", "height", "seed", "input_image", "duration", "frames", "fps"];
+
+impl<'a> TemplateVars<'a> {
+    /// The values for `req` with the uploaded input names. `{{duration}}`, `{{frames}}` and
+    /// `{{fps}}` come from [`GenerateRequest::video`]; a request without it (a model of
+    /// another task using a video workflow) gets the defaults, 5 s at 16 fps = 80 frames
+    /// ([`super::DEFAULT_DURATION_SECS`], [`super::DEFAULT_FPS`]). For video requests
+    /// `{{width}}` and `{{height}}` are rounded down to even numbers ([`super::even`]):
+    /// SaveVideo's libx264 fails an odd size at run time, after the prompt was accepted.
+    pub fn for_request(req: &'a GenerateRequest, input_images: &'a [String]) -> TemplateVars<'a> {
+        let video =
+            req.video.unwrap_or(VideoParams { duration_secs: super::DEFAULT_DURATION_SECS, fps: super::DEFAULT_FPS });
+        let (width, height) = if req.video.is_some() || req.task.is_video() {
+            (super::even(req.width), super::even(req.height))
+        } else {
+            (req.width, req.height)
+        };
+        TemplateVars {
+            prompt: &req.prompt,
+            negative: req.negative.as_deref().unwrap_or(""),
+            width,
+            height,
+            seed: req.seed,
+            input_images,
+            duration: video.duration_secs,
+            frames: video.frames(),
+            fps: video.fps,
+        }
+    }
+}
 
 impl TemplateVars<'_> {
     /// Whether `name` (without braces) is a placeholder this client fills.
@@ -489,6 +538,9 @@ impl TemplateVars<'_> {
             "width" => json!(self.width),
             "height" => json!(self.height),
             "seed" => json!(self.seed),
+            "duration" => json!(self.duration),
+            "frames" => json!(self.frames),
+            "fps" => json!(self.fps),
             "input_image" => json!(self.input_images.first()?),
             _ => {
                 let n: usize = name.strip_prefix("input_image_")?.parse().ok()?;
@@ -531,8 +583,9 @@ impl TemplateVars<'_> {
 }
 
 /// Fills a workflow template: a JSON string value exactly equal to `"{{prompt}}"`,
-/// `"{{negative}}"`, `"{{width}}"`, `"{{height}}"`, `"{{seed}}"`, `"{{input_image}}"`
-/// (`"{{input_image_N}}"`, 1-based) is replaced by the value (numbers as JSON numbers);
+/// `"{{negative}}"`, `"{{width}}"`, `"{{height}}"`, `"{{seed}}"`, `"{{duration}}"`,
+/// `"{{frames}}"`, `"{{fps}}"`, `"{{input_image}}"` (`"{{input_image_N}}"`, 1-based) is
+/// replaced by the value (numbers as JSON numbers);
 /// placeholders inside longer strings are substituted as text. Object keys are left alone, and
 /// so is an input placeholder without an uploaded image (ComfyUI then rejects the prompt).
 pub fn fill_template(v: &Value, vars: &TemplateVars<'_>) -> Value {
@@ -684,10 +737,23 @@ pub fn summarize_rejection(v: &Value) -> Option<String> {
 pub struct OutputFile {
     pub filename: String,
     pub subfolder: String,
-    /// `output` (only saved files are collected; `temp` previews are skipped).
+    /// `output` (saved files), or `temp` for VideoHelperSuite `gifs` of a workflow that saved
+    /// nothing else (`save_output: false`); `temp` pictures (PreviewImage) are skipped.
     pub kind: String,
     /// VideoHelperSuite `gifs[].format` (a MIME type), if given.
     pub format: Option<String>,
+    /// A video or animation: the node reported `animated: [true]` (SaveVideo, SaveWEBM,
+    /// SaveAnimatedWEBP, SaveAnimatedPNG) or the file came under `gifs` (VHS_VideoCombine).
+    pub animated: bool,
+}
+
+impl OutputFile {
+    /// Downloaded with the video cap: animated, or a video container by its extension.
+    pub fn is_video(&self) -> bool {
+        const VIDEO: [&str; 6] = ["mp4", "webm", "mov", "mkv", "gif", "avi"];
+        let ext = self.filename.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+        self.animated || VIDEO.contains(&ext.as_str())
+    }
 }
 
 /// What `/history/{id}` says about a prompt.
@@ -701,8 +767,10 @@ pub enum History {
     Error(String),
 }
 
-/// Parses a `/history/{id}` answer (§3.1). Outputs are every node's `images` (and VHS `gifs`)
-/// entries with `type: output`.
+/// Parses a `/history/{id}` answer (§3.1). Outputs are every node's `images` and VHS `gifs`
+/// entries with `type: output` (`type: temp` gifs when nothing was saved), in node-id order
+/// with videos and animations ([`OutputFile::animated`]) before pictures: the first file is
+/// the one the job keeps, and a video workflow may also save a still frame.
 ///
 /// Errors: `Failed("malformed response …")` when the body is not an object or the entry has no
 /// status; `Failed` when a successful run saved no files (e.g. SaveImageWebsocket only).
@@ -722,25 +790,35 @@ pub fn parse_history(v: &Value, prompt_id: &str) -> Result<History, ProviderErro
         entry.get("outputs").and_then(Value::as_object).map(|o| o.iter().collect()).unwrap_or_default();
     nodes.sort_by_key(|(id, _)| (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string()));
     let mut files = Vec::new();
+    let mut temp_gifs = Vec::new();
     for (_, out) in nodes {
+        let animated = out.get("animated").and_then(Value::as_array).is_some_and(|a| a.contains(&Value::Bool(true)));
         for key in ["images", "gifs"] {
             for f in out.get(key).and_then(Value::as_array).into_iter().flatten() {
                 let s = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_string);
                 let (Some(filename), Some(kind)) = (s("filename"), s("type")) else {
                     continue;
                 };
-                if kind != "output" {
-                    continue;
-                }
-                files.push(OutputFile {
+                let file = OutputFile {
                     filename,
                     subfolder: s("subfolder").unwrap_or_default(),
                     kind,
                     format: s("format"),
-                });
+                    animated: animated || key == "gifs",
+                };
+                match (file.kind.as_str(), key) {
+                    ("output", _) => files.push(file),
+                    ("temp", "gifs") => temp_gifs.push(file),
+                    _ => {}
+                }
             }
         }
     }
+    if files.is_empty() {
+        files = temp_gifs;
+    }
+    // Stable: node order is kept within each group.
+    files.sort_by_key(|f| !f.animated);
     if files.is_empty() {
         return Err(ProviderError::Failed("the workflow saved no output images (needs a SaveImage node)".into()));
     }
@@ -858,7 +936,17 @@ mod tests {
     }
 
     fn vars<'a>(inputs: &'a [String]) -> TemplateVars<'a> {
-        TemplateVars { prompt: "a \"red\" fox", negative: "", width: 832, height: 1216, seed: 7, input_images: inputs }
+        TemplateVars {
+            prompt: "a \"red\" fox",
+            negative: "",
+            width: 832,
+            height: 1216,
+            seed: 7,
+            input_images: inputs,
+            duration: 5,
+            frames: 80,
+            fps: 16,
+        }
     }
 
     #[test]
@@ -921,16 +1009,16 @@ mod tests {
         let wf = json!({
             "1": {"class_type": "LoadImage", "inputs": {"image": "{{input_image}}"}},
             "2": {"class_type": "LoadImage", "inputs": {"image": "{{input_image_2}}"}},
-            "5": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": "{{frames}}"}},
+            "5": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": "{{frame_count}}"}},
             "6": {"class_type": "Note", "inputs": {"text": "{{prompt}}, {{negative}} {{seed}} {{width}}x{{height}} {{ {{input_image_0}}"}},
-            "7": {"class_type": "CreateVideo", "inputs": {"fps": ["{{fps}}"], "{{key}}": "keys are never filled"}},
+            "7": {"class_type": "CreateVideo", "inputs": {"fps": ["{{fps}}", "{{frames}}", "{{duration}}"], "{{key}}": "keys are never filled"}},
         });
+        let known = "(known: prompt, negative, width, height, seed, input_image, duration, frames, fps, input_image_N)";
         assert_eq!(
             unknown_placeholders(&wf),
             [
-                "node 5 (RepeatImageBatch) input amount: unknown placeholder {{frames}} (known: prompt, negative, width, height, seed, input_image, input_image_N)",
-                "node 6 (Note) input text: unknown placeholder {{input_image_0}} (known: prompt, negative, width, height, seed, input_image, input_image_N)",
-                "node 7 (CreateVideo) input fps: unknown placeholder {{fps}} (known: prompt, negative, width, height, seed, input_image, input_image_N)",
+                format!("node 5 (RepeatImageBatch) input amount: unknown placeholder {{{{frame_count}}}} {known}"),
+                format!("node 6 (Note) input text: unknown placeholder {{{{input_image_0}}}} {known}"),
             ]
         );
         // Every name the check accepts is one the template fills.
@@ -977,7 +1065,8 @@ mod tests {
                 filename: "invert_00001_.png".into(),
                 subfolder: "harness".into(),
                 kind: "output".into(),
-                format: None
+                format: None,
+                animated: false,
             }])
         );
         let h = exchange(&t, "GET /history/{id} (runtime_error)");
@@ -1002,6 +1091,140 @@ mod tests {
             Err(ProviderError::Failed(_))
         ));
         assert!(matches!(parse_history(&json!([1]), "x"), Err(ProviderError::Failed(m)) if m.contains("malformed")));
+    }
+
+    fn recorded_video() -> Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/comfyui/recorded-video-0.3.64.json");
+        serde_json::from_str(&std::fs::read_to_string(path).expect("recorded video session")).expect("json")
+    }
+
+    fn testdata_workflow(name: &str) -> Value {
+        let path = format!("{}/../shared/testdata/comfyui/workflows/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).expect("workflow")).expect("json")
+    }
+
+    #[test]
+    fn video_templates_fill_to_the_recorded_graphs() {
+        let rec = recorded_video();
+        for name in ["video_from_image", "video_animated_webp", "video_animated_png", "video_webm"] {
+            let tv = &rec["template_vars"][name];
+            let inputs: Vec<String> = tv["input_image"].as_str().map(str::to_string).into_iter().collect();
+            let n = |k: &str| u32::try_from(tv[k].as_u64().expect(k)).expect("u32");
+            // The recording's 12 frames at 8 fps are 1.5 s; `{{duration}}` is whole seconds.
+            let vars = TemplateVars {
+                prompt: "",
+                negative: "",
+                width: n("width"),
+                height: n("height"),
+                seed: 0,
+                input_images: &inputs,
+                duration: 1,
+                frames: n("frames"),
+                fps: n("fps"),
+            };
+            let filled = fill_template(&testdata_workflow(&format!("{name}.json")), &vars);
+            assert_eq!(filled, testdata_workflow(&format!("{name}.filled.json")), "{name}");
+            assert!(unknown_placeholders(&testdata_workflow(&format!("{name}.json"))).is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn video_requests_fill_frames_fps_and_even_sizes() {
+        let mut req = GenerateRequest {
+            model_id: "wan".into(),
+            task: crate::domain::Task::ImageToVideo,
+            endpoint: String::new(),
+            workflow: None,
+            prompt: "waves".into(),
+            negative: None,
+            format: crate::domain::Format::Square,
+            width: 833,
+            height: 47,
+            aspect_ratio: None,
+            seed: 3,
+            size_param: super::super::SizeParam::None,
+            extra: Map::new(),
+            input_images: vec![],
+            image_fields: vec![],
+            video: Some(VideoParams { duration_secs: 10, fps: 24 }),
+        };
+        let wf = json!({"1": {"inputs": {"w": "{{width}}", "h": "{{height}}", "n": "{{frames}}", "fps": "{{fps}}",
+                                         "s": "{{duration}}", "name": "clip_{{duration}}s_{{fps}}fps"}}});
+        let g = fill_template(&wf, &TemplateVars::for_request(&req, &[]));
+        assert_eq!(
+            g["1"]["inputs"],
+            json!({"w": 832, "h": 46, "n": 240, "fps": 24, "s": 10, "name": "clip_10s_24fps"})
+        );
+        // Another task on a video workflow: the default clip, sizes as asked.
+        req.task = crate::domain::Task::TextToImage;
+        req.video = None;
+        let g = fill_template(&wf, &TemplateVars::for_request(&req, &[]));
+        assert_eq!(g["1"]["inputs"]["n"], json!(80));
+        assert_eq!((&g["1"]["inputs"]["w"], &g["1"]["inputs"]["h"]), (&json!(833), &json!(47)));
+    }
+
+    #[test]
+    fn recorded_video_histories_parse() {
+        let rec = recorded_video();
+        let t = rec["transcript"].as_array().expect("transcript");
+        for (label, file) in [
+            ("video_from_image", "video_00001_.mp4"),
+            ("video_animated_webp", "anim_00001_.webp"),
+            ("video_animated_png", "apng_00001_.png"),
+            ("video_webm", "webm_00001_.webm"),
+            ("video_webm (cached rerun)", "webm_00001_.webm"),
+        ] {
+            let h = &exchange(t, &format!("GET /history/{{id}} ({label})"))["response"]["json"];
+            let id = h.as_object().and_then(|o| o.keys().next()).expect("one entry").clone();
+            let files = match parse_history(h, &id).expect("parses") {
+                History::Success(f) => f,
+                other => panic!("{label}: {other:?}"),
+            };
+            assert_eq!(files.len(), 1, "{label}");
+            assert_eq!((files[0].filename.as_str(), files[0].subfolder.as_str()), (file, "harness"), "{label}");
+            assert!(files[0].animated && files[0].is_video(), "{label}");
+        }
+        let h = &exchange(t, "GET /history/{id} (video_from_image, odd height)")["response"]["json"];
+        match parse_history(h, "13231cf5-8162-4d16-b353-a0f8fa1a43d8").expect("parses") {
+            History::Error(m) => {
+                assert!(m.starts_with("SaveVideo: "), "{m}");
+                assert!(m.contains("height not divisible by 2 (64x47)"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn history_puts_videos_first_and_takes_vhs_gifs() {
+        let gif = |kind: &str| {
+            json!({"filename": "clip_00001.mp4", "subfolder": "", "type": kind, "format": "video/h264-mp4",
+                   "frame_rate": 16.0, "workflow": "clip_00001.png", "fullpath": "/x/output/clip_00001.mp4"})
+        };
+        let entry = |outputs: Value| json!({"p": {"outputs": outputs, "status": {"status_str": "success"}}});
+        let h = entry(json!({
+            "3": {"images": [{"filename": "still_00001_.png", "subfolder": "", "type": "output"}]},
+            "9": {"gifs": [gif("output")]},
+        }));
+        let History::Success(files) = parse_history(&h, "p").expect("ok") else { panic!("success") };
+        assert_eq!(
+            files.iter().map(|f| f.filename.as_str()).collect::<Vec<_>>(),
+            ["clip_00001.mp4", "still_00001_.png"]
+        );
+        assert_eq!(files[0].format.as_deref(), Some("video/h264-mp4"));
+        assert!(files[0].animated && !files[1].animated && !files[1].is_video());
+        // VHS with save_output off: only a temp file; PreviewImage temps are never taken.
+        let h = entry(json!({
+            "4": {"images": [{"filename": "prev.png", "subfolder": "", "type": "temp"}]},
+            "9": {"gifs": [gif("temp")]},
+        }));
+        let History::Success(files) = parse_history(&h, "p").expect("ok") else { panic!("success") };
+        assert_eq!((files.len(), files[0].kind.as_str()), (1, "temp"));
+        // A one-frame SaveAnimatedWEBP says `animated: [false]`: a picture.
+        let h = entry(
+            json!({"7": {"images": [{"filename": "a.webp", "subfolder": "", "type": "output"}], "animated": [false]}}),
+        );
+        let History::Success(files) = parse_history(&h, "p").expect("ok") else { panic!("success") };
+        assert!(!files[0].is_video());
     }
 
     #[test]

@@ -81,7 +81,11 @@ impl FalProvider {
         let outputs = parse_outputs(&v)?;
         let mut images = Vec::with_capacity(outputs.len());
         for out in outputs {
-            let file = self.acct.downloader.fetch(&out.url).await?;
+            let file = if out.video {
+                self.acct.downloader.for_video().fetch(&out.url).await?
+            } else {
+                self.acct.downloader.fetch(&out.url).await?
+            };
             let sniffed = super::sniff_mime(&file.bytes);
             let mime = if sniffed != "application/octet-stream" {
                 sniffed.to_string()
@@ -165,6 +169,12 @@ impl ImageProvider for FalProvider {
 /// `fal-ai/birefnet` take none), `negative_prompt`, the size per [`SizeParam`], `seed`,
 /// `num_images: 1`, input images as data URIs, then the model's `extra` fields on top.
 ///
+/// Video tasks ([`Task::is_video`]: Kling, Wan, Seedance image-to-video and text-to-video)
+/// get no image-model fields: no `image_size`, `seed` or `num_images` (the endpoints'
+/// schemas have none of them); `aspect_ratio` only with `size_param = "aspect_ratio"`. Their
+/// length and quality arrive with `extra`: the chosen options under their `field` (Kling
+/// `duration: "5"`, Wan `num_frames`, `resolution: "720p"`) and the model's `params`.
+///
 /// Images go under the model's `image_fields` — one field per image in order, or one field
 /// for all (a list when several) — else under `image_urls` for [`Task::Edit`],
 /// [`Task::Reference`] or several images, `image_url` for one.
@@ -176,18 +186,21 @@ pub fn build_input(req: &GenerateRequest) -> Map<String, Value> {
     if let Some(neg) = req.negative.as_deref().filter(|n| !n.trim().is_empty()) {
         m.insert("negative_prompt".into(), json!(neg));
     }
+    let video = req.task.is_video();
     match req.size_param {
-        SizeParam::ImageSize => {
+        SizeParam::ImageSize if !video => {
             m.insert("image_size".into(), json!({"width": req.width, "height": req.height}));
         }
         SizeParam::AspectRatio => {
             let ar = req.aspect_ratio.clone().unwrap_or_else(|| req.format.aspect_ratio().to_string());
             m.insert("aspect_ratio".into(), json!(ar));
         }
-        SizeParam::None => {}
+        SizeParam::ImageSize | SizeParam::None => {}
     }
-    m.insert("seed".into(), json!(req.seed));
-    m.insert("num_images".into(), json!(1));
+    if !video {
+        m.insert("seed".into(), json!(req.seed));
+        m.insert("num_images".into(), json!(1));
+    }
     let uris: Vec<String> = req.input_images.iter().map(|i| http::data_uri(&i.mime, &i.bytes)).collect();
     if let [field] = req.image_fields.as_slice() {
         if uris.len() > 1 {
@@ -356,6 +369,9 @@ pub struct OutputRef {
     /// `https://…` or a `data:` URI (`sync_mode`).
     pub url: String,
     pub content_type: Option<String>,
+    /// Named under `video`, or stated as `video/*`: downloaded with the video cap
+    /// ([`http::MAX_VIDEO_BYTES`]) instead of the picture cap.
+    pub video: bool,
 }
 
 /// Finds the output files in a result, whatever the model's shape (§2.4, §9): `images[].url`,
@@ -369,23 +385,24 @@ pub fn parse_outputs(v: &Value) -> Result<Vec<OutputRef>, ProviderError> {
             return Err(ProviderError::Rejected("the image was flagged by the provider's safety checker".into()));
         }
     }
-    let file = |f: &Value| -> Option<OutputRef> {
+    let file = |f: &Value, video: bool| -> Option<OutputRef> {
         match f {
-            Value::String(s) if !s.is_empty() => Some(OutputRef { url: s.clone(), content_type: None }),
+            Value::String(s) if !s.is_empty() => Some(OutputRef { url: s.clone(), content_type: None, video }),
             Value::Object(o) => {
                 let url = o.get("url").and_then(Value::as_str).filter(|s| !s.is_empty())?;
                 let ct = o.get("content_type").and_then(Value::as_str).map(str::to_string);
-                Some(OutputRef { url: url.to_string(), content_type: ct })
+                let video = video || ct.as_deref().is_some_and(|c| c.starts_with("video/"));
+                Some(OutputRef { url: url.to_string(), content_type: ct, video })
             }
             _ => None,
         }
     };
     let mut out: Vec<OutputRef> = Vec::new();
     if let Some(images) = v.get("images").and_then(Value::as_array) {
-        out.extend(images.iter().filter_map(file));
+        out.extend(images.iter().filter_map(|f| file(f, false)));
     }
     for key in ["image", "video"] {
-        if let Some(f) = v.get(key).and_then(file) {
+        if let Some(f) = v.get(key).and_then(|f| file(f, key == "video")) {
             out.push(f);
         }
     }
@@ -465,6 +482,27 @@ mod tests {
     }
 
     #[test]
+    fn video_input_has_no_image_model_fields() {
+        let mut r = req();
+        r.task = Task::ImageToVideo;
+        r.endpoint = "fal-ai/kling-video/v2.1/standard/image-to-video".into();
+        r.input_images = vec![InputImage { bytes: vec![1, 2, 3], mime: "image/jpeg".into() }];
+        r.extra.insert("duration".into(), json!("10"));
+        let m = build_input(&r);
+        assert_eq!(m["image_url"], "data:image/jpeg;base64,AQID");
+        assert_eq!((&m["prompt"], &m["duration"]), (&json!("a cat"), &json!("10")));
+        for k in ["image_size", "seed", "num_images", "aspect_ratio", "image_urls"] {
+            assert!(!m.contains_key(k), "{k}: {m:?}");
+        }
+        r.task = Task::TextToVideo;
+        r.input_images.clear();
+        r.size_param = SizeParam::AspectRatio;
+        let m = build_input(&r);
+        assert_eq!(m["aspect_ratio"], "9:16", "configured: sent");
+        assert!(!m.contains_key("image_url") && !m.contains_key("image_size"), "{m:?}");
+    }
+
+    #[test]
     fn app_roots() {
         assert_eq!(app_root("fal-ai/flux/dev"), "fal-ai/flux");
         assert_eq!(app_root("fal-ai/esrgan"), "fal-ai/esrgan");
@@ -538,12 +576,18 @@ mod tests {
         let v = json!({"images": [{"url": "https://v3.fal.media/a.jpg", "content_type": "image/jpeg"}], "seed": 1});
         assert_eq!(
             parse_outputs(&v).expect("images"),
-            vec![OutputRef { url: "https://v3.fal.media/a.jpg".into(), content_type: Some("image/jpeg".into()) }]
+            vec![OutputRef {
+                url: "https://v3.fal.media/a.jpg".into(),
+                content_type: Some("image/jpeg".into()),
+                video: false
+            }]
         );
         let v = json!({"image": {"url": "https://x/up.png"}, "seed": 3});
         assert_eq!(parse_outputs(&v).expect("image")[0].url, "https://x/up.png");
         let v = json!({"video": {"url": "https://x/v.mp4", "content_type": "video/mp4"}});
         assert_eq!(parse_outputs(&v).expect("video")[0].content_type.as_deref(), Some("video/mp4"));
+        assert!(parse_outputs(&v).expect("video")[0].video);
+        assert!(parse_outputs(&json!({"video": "https://x/v.webm"})).expect("video")[0].video);
         assert!(matches!(parse_outputs(&json!({"images": []})), Err(ProviderError::Failed(_))));
         let v = json!({"images": [{"url": "https://x/a.png"}], "has_nsfw_concepts": [true]});
         assert!(matches!(parse_outputs(&v), Err(ProviderError::Rejected(_))));

@@ -21,6 +21,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_DOWNLOAD_BYTES: u64 = 50 * 1024 * 1024;
 /// Overall time for one result download (headers + body).
 pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest video or animation a provider may hand us (bytes): 200 MiB, above what a 15 s
+/// 1080p clip weighs (a few tens of MB) with room for high bitrates. Pictures keep
+/// [`MAX_DOWNLOAD_BYTES`]. What can be sent to Telegram is decided later, by the job.
+pub const MAX_VIDEO_BYTES: u64 = 200 * 1024 * 1024;
+/// Overall time for one video download: 200 MiB at ~3 MB/s.
+pub const VIDEO_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A client builder with the settings every provider shares: rustls, hickory DNS, connect
 /// timeout 10 s, `read_timeout` between body reads, `User-Agent: mediabot/<version>`.
@@ -353,6 +359,12 @@ impl Downloader {
         Ok(Downloader { client, policy, max_bytes: MAX_DOWNLOAD_BYTES, timeout: DOWNLOAD_TIMEOUT })
     }
 
+    /// The same downloader for video files: cap [`MAX_VIDEO_BYTES`], timeout
+    /// [`VIDEO_DOWNLOAD_TIMEOUT`] (same client, same address policy).
+    pub fn for_video(&self) -> Downloader {
+        Downloader { max_bytes: MAX_VIDEO_BYTES, timeout: VIDEO_DOWNLOAD_TIMEOUT, ..self.clone() }
+    }
+
     /// Changes the size cap (bytes).
     #[cfg(test)]
     pub fn with_max_bytes(mut self, max_bytes: u64) -> Downloader {
@@ -637,6 +649,14 @@ mod tests {
         let d = Downloader::new(AddressPolicy::AllowPrivate, None).expect("client");
         let got = d.fetch(&format!("{}/files/x.png", fal.base_url())).await.expect("direct download");
         assert_eq!(got.bytes, fal.result_png());
+    }
+
+    #[test]
+    fn video_downloads_get_the_video_cap() {
+        let d = Downloader::new(AddressPolicy::GlobalOnly, None).expect("client");
+        assert_eq!((d.max_bytes, d.timeout), (MAX_DOWNLOAD_BYTES, DOWNLOAD_TIMEOUT));
+        let v = d.for_video();
+        assert_eq!((v.max_bytes, v.timeout, v.policy), (MAX_VIDEO_BYTES, VIDEO_DOWNLOAD_TIMEOUT, d.policy));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! engine persists it *before* calling `submit`.
 
 pub mod comfyui;
+pub mod comfyui_connect;
 pub mod demo;
 pub mod fal;
 pub mod http;
@@ -216,7 +217,8 @@ impl ProviderError {
 pub type ProgressFn<'a> = &'a (dyn Fn(ProviderProgress) + Send + Sync);
 
 /// A generation backend. Implementations: [`fal::FalProvider`], [`comfyui::ComfyProvider`],
-/// [`wavespeed::WavespeedProvider`], [`demo::DemoProvider`].
+/// [`comfyui_connect::ComfyConnectProvider`], [`wavespeed::WavespeedProvider`],
+/// [`demo::DemoProvider`].
 #[async_trait::async_trait]
 pub trait ImageProvider: Send + Sync {
     /// Provider id from config (`[[providers]] id`).

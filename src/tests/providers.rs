@@ -533,15 +533,16 @@ async fn check_config_names_unknown_placeholders_and_asks_the_server_online() {
     let mut bad = workflow("video_from_image.json");
     bad["3"]["class_type"] = json!("ImageInvertPlus");
     bad["2"]["inputs"]["mode"] = json!("fast");
+    // {{frames}}, {{fps}} (and {{duration}}) are filled for video; a misspelt one is named.
+    bad["5"]["inputs"]["amount"] = json!("{{frame}}");
     let c = comfy_config(dir.path(), &comfy.base_url(), &[good, bad]);
 
     let offline = crate::cli::check_workflows(&c, false).await;
-    assert_eq!(offline.len(), 3, "{offline:#?}");
+    assert_eq!(offline.len(), 1, "{offline:#?}");
     assert!(offline.iter().all(|p| p.starts_with("models[1].workflow (m1): ")), "{offline:#?}");
     assert!(
-        offline.iter().any(|p| p.contains("node 5 (RepeatImageBatch) input amount: unknown placeholder {{frames}}"))
+        offline.iter().any(|p| p.contains("node 5 (RepeatImageBatch) input amount: unknown placeholder {{frame}}"))
     );
-    assert!(offline.iter().any(|p| p.contains("node 7 (CreateVideo) input fps: unknown placeholder {{fps}}")));
 
     let online = crate::cli::check_workflows(&c, true).await;
     let extra: Vec<&String> = online.iter().filter(|p| !offline.contains(p)).collect();
@@ -667,4 +668,369 @@ async fn providers_wavespeed_never_polls_a_foreign_get_url() {
 
     let dbg = format!("{p:?}");
     assert!(!dbg.contains("fal-key-secret") && dbg.contains("***"), "{dbg}");
+}
+
+// ------------------------------------------------------------------------------ ComfyUI video
+
+/// What a result file is, by its first bytes: an mp4 `ftyp` box, a WebM EBML header, a
+/// RIFF WEBP, an animated PNG (`acTL`), or something else.
+fn container(bytes: &[u8]) -> &'static str {
+    if bytes.len() > 12 && &bytes[4..8] == b"ftyp" {
+        "mp4"
+    } else if bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        "webm"
+    } else if bytes.len() > 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        "webp"
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.windows(4).any(|w| w == b"acTL") {
+        "apng"
+    } else {
+        "other"
+    }
+}
+
+/// A video request for a ComfyUI workflow: 65×49 asked (odd on purpose), 2 s at 6 fps.
+fn comfy_video_request(wf: Value, task: Task) -> GenerateRequest {
+    let mut r = comfy_request(wf);
+    r.task = task;
+    (r.width, r.height) = (65, 49);
+    r.video = Some(crate::providers::VideoParams { duration_secs: 2, fps: 6 });
+    if task == Task::ImageToVideo {
+        r.input_images = vec![InputImage { bytes: fakes::gradient_png(96, 72), mime: "image/png".into() }];
+    }
+    r
+}
+
+/// The numbers of the filled graph ComfyUI received: every `width`, `height`, `amount`,
+/// `length`, `fps` / `frame_rate` input.
+fn filled_numbers(graph: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for node in graph.as_object().expect("graph").values() {
+        for (k, v) in node["inputs"].as_object().expect("inputs") {
+            if ["width", "height", "amount", "length", "fps", "frame_rate"].contains(&k.as_str()) {
+                out.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.dedup();
+    out
+}
+
+#[tokio::test]
+async fn providers_comfy_video_workflows_deliver_the_recorded_files() {
+    let comfy = FakeComfy::start().await;
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    for (wf, task, session, kind) in [
+        ("video_from_image.json", Task::ImageToVideo, "video_from_image", "mp4"),
+        ("video_animated_webp.json", Task::ImageToVideo, "video_animated_webp", "webp"),
+        ("video_animated_png.json", Task::ImageToVideo, "video_animated_png", "apng"),
+        ("video_webm.json", Task::TextToVideo, "video_webm", "webm"),
+    ] {
+        let id = p.preassign_id().expect("id");
+        let sub = p.submit(&comfy_video_request(workflow(wf), task), Some(&id)).await.expect("submit");
+        let files = tokio::time::timeout(Duration::from_secs(10), p.wait(&sub, &|_| {}))
+            .await
+            .expect("in time")
+            .unwrap_or_else(|e| panic!("{wf}: {e:?}"));
+        assert_eq!(files.len(), 1, "{wf}");
+        assert_eq!(container(&files[0].bytes), kind, "{wf}");
+        assert_eq!(files[0].bytes, fakes::comfyui::recorded_video_bytes(session), "{wf}: the recorded file");
+        // frames = duration × fps, sizes even.
+        let graph = &comfy.submits().last().expect("submitted").graph.clone();
+        let want = [("amount", 12), ("fps", 6), ("height", 48), ("length", 12), ("width", 64)];
+        let want: Vec<(String, Value)> = want.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        assert_eq!(filled_numbers(graph), want, "{wf}");
+        if task == Task::ImageToVideo {
+            let up = comfy.uploads().last().expect("uploaded").name.clone();
+            assert_eq!(up, format!("mediabot_{id}_0.png"));
+            assert_eq!(graph["1"]["inputs"]["image"], json!(up), "{wf}");
+        }
+    }
+    assert_eq!(container(&fakes::comfyui::recorded_video_bytes("video_from_image")[..]), "mp4");
+}
+
+#[tokio::test]
+async fn providers_comfy_video_cached_rerun_delivers_the_same_file() {
+    let comfy = FakeComfy::start().await;
+    comfy.set_caching(true);
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let mut delivered = Vec::new();
+    for _ in 0..2 {
+        let sub = p.submit(&comfy_video_request(workflow("video_webm.json"), Task::TextToVideo), None).await;
+        let files = p.wait(&sub.expect("submit"), &|_| {}).await.expect("result");
+        delivered.push(files[0].bytes.clone());
+    }
+    assert_eq!(delivered[0], delivered[1]);
+    assert_eq!(container(&delivered[1]), "webm");
+    assert_eq!(comfy.submits().len(), 2, "submitted twice, the second answered from the cache");
+    assert!(comfy.output_file("harness", "webm_00001_.webm").is_some());
+    assert!(comfy.output_file("harness", "webm_00002_.webm").is_none(), "the cached run saved nothing new");
+}
+
+#[tokio::test]
+async fn providers_comfy_odd_video_height_fails_in_save_video() {
+    let comfy = FakeComfy::start().await;
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    // A workflow with the odd size baked in: rounding the placeholders cannot help it.
+    let mut wf = workflow("video_from_image.json");
+    wf["2"]["inputs"]["width"] = json!(64);
+    wf["2"]["inputs"]["height"] = json!(47);
+    let sub = p.submit(&comfy_video_request(wf, Task::ImageToVideo), None).await.expect("accepted: fails at run time");
+    let e = p.wait(&sub, &|_| {}).await.expect_err("libx264 refuses");
+    match e {
+        ProviderError::Failed(m) => {
+            assert!(m.starts_with("SaveVideo: "), "{m}");
+            assert!(m.contains("height not divisible by 2 (64x47)"), "{m}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    // Same failure read from /history alone.
+    comfy.set_websocket(false);
+    let mut wf = workflow("video_from_image.json");
+    wf["2"]["inputs"]["height"] = json!(47);
+    let sub = p.submit(&comfy_video_request(wf, Task::ImageToVideo), None).await.expect("submit");
+    let e = p.wait(&sub, &|_| {}).await.expect_err("libx264 refuses");
+    assert!(matches!(e, ProviderError::Failed(ref m) if m.contains("(64x47)")), "{e:?}");
+}
+
+#[tokio::test]
+async fn providers_comfy_vhs_video_combine_gifs_output() {
+    let comfy = FakeComfy::start().await;
+    let p = ComfyProvider::new(&cfg(ProviderKind::Comfyui, &comfy.base_url())).expect("provider");
+    let wf = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": "{{width}}", "height": "{{height}}", "batch_size": 1, "color": 0}},
+        "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": "{{frames}}"}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "vhs/still"}},
+        "4": {"class_type": "VHS_VideoCombine", "inputs": {"images": ["2", 0], "frame_rate": "{{fps}}", "loop_count": 0,
+              "filename_prefix": "vhs/clip", "format": "video/h264-mp4", "pingpong": false, "save_output": true}},
+    });
+    let sub = p.submit(&comfy_video_request(wf, Task::TextToVideo), None).await.expect("submit");
+    let files = p.wait(&sub, &|_| {}).await.expect("result");
+    assert_eq!(files.len(), 2, "the clip and the still");
+    assert_eq!(container(&files[0].bytes), "mp4", "the video comes first");
+    assert_eq!(files[0].bytes, fakes::comfyui::recorded_video_bytes("video_from_image"));
+    assert_eq!(files[0].mime, "video/mp4");
+    assert!(image::load_from_memory(&files[1].bytes).is_ok(), "then the still picture");
+    let graph = &comfy.submits()[0].graph;
+    assert_eq!((&graph["2"]["inputs"]["amount"], &graph["4"]["inputs"]["frame_rate"]), (&json!(12), &json!(6)));
+}
+
+// ---------------------------------------------------------------------------------- fal video
+
+#[tokio::test]
+async fn providers_fal_image_to_video_and_text_to_video_deliver_an_mp4() {
+    let fal = FakeFal::start().await;
+    let mp4 = fakes::comfyui::recorded_video_bytes("video_from_image");
+    fal.set_result_file(mp4.clone(), "video/mp4");
+    let p = FalProvider::new(&cfg(ProviderKind::Fal, &fal.base_url())).expect("provider");
+    let endpoint = "fal-ai/kling-video/v2.1/standard/image-to-video";
+    let mut req = request(endpoint);
+    req.task = Task::ImageToVideo;
+    req.negative = None;
+    req.input_images = vec![InputImage { bytes: fakes::gradient_png(6, 4), mime: "image/png".into() }];
+    req.video = Some(crate::providers::VideoParams { duration_secs: 10, fps: 24 });
+    // The chosen option, under its request field (Kling takes the duration as a string).
+    req.extra.insert("duration".into(), json!("10"));
+    let sub = p.submit(&req, None).await.expect("submit");
+    assert!(sub.data["status_url"].as_str().expect("url").contains("/fal-ai/kling-video/requests/"));
+    let files = p.wait(&sub, &|_| {}).await.expect("result");
+    assert_eq!(files.len(), 1);
+    assert_eq!((container(&files[0].bytes), files[0].mime.as_str()), ("mp4", "video/mp4"));
+    assert_eq!(files[0].bytes, mp4);
+    let body = fal.last_submit_body().expect("body");
+    assert_eq!(data_uri_size(&body["image_url"]), (6, 4), "the photo as a data URI");
+    assert_eq!((&body["prompt"], &body["duration"]), (&json!("a lighthouse at dusk"), &json!("10")));
+    for k in ["image_size", "num_images", "seed", "image_urls", "negative_prompt"] {
+        assert!(body.get(k).is_none(), "{k} is not a video field: {body}");
+    }
+    assert_eq!(fal.submits(endpoint), 1);
+
+    // text_to_video: the same without the photo; an aspect ratio only when configured.
+    let endpoint = "fal-ai/kling-video/v2.1/master/text-to-video";
+    let mut req = request(endpoint);
+    req.task = Task::TextToVideo;
+    req.size_param = SizeParam::AspectRatio;
+    req.aspect_ratio = Some("16:9".into());
+    req.extra.insert("duration".into(), json!("5"));
+    let sub = p.submit(&req, None).await.expect("submit");
+    let files = p.wait(&sub, &|_| {}).await.expect("result");
+    assert_eq!(container(&files[0].bytes), "mp4");
+    let body = fal.last_submit_body().expect("body");
+    assert_eq!((&body["aspect_ratio"], &body["duration"]), (&json!("16:9"), &json!("5")));
+    assert!(body.get("image_url").is_none() && body.get("image_size").is_none(), "{body}");
+    assert_eq!(fal.file_fetches(), 2);
+}
+
+// --------------------------------------------------------------------------- ComfyUI-Connect
+
+use crate::providers::comfyui_connect::ComfyConnectProvider;
+use crate::tests::fakes::{ConnectScenario, FakeConnect};
+
+/// The tagged inputs of a Wan-like image-to-video workflow: `$image` on LoadImage, `$prompt`
+/// on CLIPTextEncode (its `clip` is a link), `$frames(length)`, `$fps(fps)`.
+fn connect_workflow() -> Value {
+    json!({
+        "image": {"image": "str", "upload": "str"},
+        "prompt": {"text": "str", "clip": "list"},
+        "frames": {"length": "int"},
+        "fps": {"fps": "float"},
+    })
+}
+
+fn connect_request() -> GenerateRequest {
+    let mut r = comfy_video_request(json!({}), Task::ImageToVideo);
+    r.workflow = None;
+    r.endpoint = "wan-i2v".into();
+    r
+}
+
+async fn connect_setup() -> (FakeConnect, ComfyConnectProvider) {
+    let fake = FakeConnect::start().await;
+    fake.add_workflow("wan-i2v", connect_workflow());
+    let p = ComfyConnectProvider::new(&cfg(ProviderKind::ComfyuiConnect, &fake.base_url())).expect("provider");
+    (fake, p)
+}
+
+#[tokio::test]
+async fn providers_connect_direct_result_is_the_mp4() {
+    let (fake, p) = connect_setup().await;
+    let id = p.preassign_id().expect("the client picks the id");
+    let req = connect_request();
+    let sub = p.submit(&req, Some(&id)).await.expect("submit");
+    assert_eq!(sub.request_id, id);
+    let files = tokio::time::timeout(Duration::from_secs(10), p.wait(&sub, &|_| {})).await.expect("in time");
+    let files = files.expect("result");
+    assert_eq!(files.len(), 1);
+    assert_eq!((container(&files[0].bytes), files[0].mime.as_str()), ("mp4", "video/mp4"));
+    assert_eq!(files[0].bytes, fake.video());
+
+    let runs = fake.runs();
+    assert_eq!((runs.len(), runs[0].workflow.as_str()), (1, "wan-i2v"));
+    let body = &runs[0].payload;
+    let name = format!("mediabot_{id}_0.png");
+    assert_eq!((&body["image"]["image"]["type"], &body["image"]["image"]["name"]), (&json!("file"), &json!(name)));
+    assert_eq!(fake.input_file(&name), Some(req.input_images[0].bytes.clone()), "the photo, base64 in the payload");
+    assert_eq!(body["prompt"], json!({"text": "a lighthouse at dusk"}), "never into the clip link");
+    assert_eq!((&body["frames"], &body["fps"]), (&json!({"length": 12}), &json!({"fps": 6})));
+    assert_eq!(sub.data["files"], json!([name]));
+    assert_eq!(fake.history_polls_and_views(), (0, 0), "the answer carried the file");
+}
+
+#[tokio::test]
+async fn providers_connect_history_fallback_fetches_vhs_gifs() {
+    let (fake, p) = connect_setup().await;
+    fake.push_scenario(ConnectScenario::HistoryOnly);
+    let sub = p.submit(&connect_request(), None).await.expect("submit");
+    let files = tokio::time::timeout(Duration::from_secs(10), p.wait(&sub, &|_| {})).await.expect("in time");
+    let files = files.expect("result from /history + /view");
+    assert_eq!(files.len(), 1);
+    assert_eq!(container(&files[0].bytes), "mp4");
+    assert_eq!(files[0].bytes, fake.video());
+    let (polls, views) = fake.history_polls_and_views();
+    assert!(polls >= 1 && views == 1, "{polls} history polls, {views} views");
+}
+
+#[tokio::test]
+async fn providers_connect_restart_resumes_from_history_without_posting_again() {
+    let (fake, before) = connect_setup().await;
+    fake.hold();
+    let id = before.preassign_id().expect("id");
+    let sub = before.submit(&connect_request(), Some(&id)).await.expect("submit while the run is held");
+    assert!(fake.busy());
+    drop(before); // the app stops; ComfyUI goes on
+
+    let after = ComfyConnectProvider::new(&cfg(ProviderKind::ComfyuiConnect, &fake.base_url())).expect("provider");
+    assert!(after.is_known(&id, &Value::Null).await.expect("is_known"), "found in /queue by its file name");
+    assert!(!after.is_known("00000000-0000-0000-0000-000000000000", &Value::Null).await.expect("is_known"));
+    // What the engine restores after `is_known`: the id alone.
+    let restored = Submission { request_id: sub.request_id.clone(), data: Value::Null };
+    let after = Arc::new(after);
+    let s = seen();
+    let task = {
+        let (p, sub, s) = (after.clone(), restored.clone(), s.clone());
+        tokio::spawn(async move { wait_recording(p.as_ref(), &sub, &s).await })
+    };
+    assert!(fakes::eventually(Duration::from_secs(5), || snapshot(&s).iter().any(|p| p.running)).await, "running");
+    fake.release();
+    let files = task.await.expect("join").expect("result after restart");
+    assert_eq!(files[0].bytes, fake.video());
+    assert_eq!(fake.runs().len(), 1, "no second POST");
+    assert!(after.is_known(&id, &Value::Null).await.expect("is_known"), "finished runs are known too");
+}
+
+#[tokio::test]
+async fn providers_connect_errors_classified() {
+    let (fake, p) = connect_setup().await;
+    // Unknown workflow: the plugin's plain-text 500 is the operator's to fix.
+    let mut req = connect_request();
+    req.endpoint = "nope".into();
+    let e = p.submit(&req, None).await.expect_err("unknown workflow");
+    assert!(matches!(e, ProviderError::Misconfigured(ref m) if m.contains("nope")), "{e:?}");
+    // A photo but no $image tag: refused before posting.
+    fake.add_workflow("t2v", json!({"prompt": {"text": "str"}}));
+    req.endpoint = "t2v".into();
+    let e = p.submit(&req, None).await.expect_err("no $image");
+    assert!(matches!(e, ProviderError::Misconfigured(ref m) if m.contains("$image")), "{e:?}");
+    assert!(fake.runs().is_empty());
+
+    // A graph that fails answers 200 with an empty result: the node error comes from /history.
+    fake.push_scenario(ConnectScenario::FailedRun);
+    let sub = p.submit(&connect_request(), None).await.expect("submit");
+    let e = p.wait(&sub, &|_| {}).await.expect_err("failed run");
+    assert!(
+        matches!(e, ProviderError::Failed(ref m) if m.starts_with("SaveVideo: ") && m.contains("(64x47)")),
+        "{e:?}"
+    );
+
+    // Cancel: the POST is dropped and the run interrupted, found in /queue by its file name.
+    fake.hold();
+    let sub = p.submit(&connect_request(), None).await.expect("submit");
+    p.cancel(&sub).await.expect("cancel");
+    let (interrupted, _) = fake.interrupts_and_deletes();
+    assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+    fake.release();
+    assert!(fakes::eventually(Duration::from_secs(5), || !fake.busy()).await);
+    // A stored run ComfyUI has never heard of (it restarted and lost its history).
+    let unknown = Submission { request_id: "0a0a0a0a-0000-4000-8000-000000000000".into(), data: Value::Null };
+    assert!(matches!(p.wait(&unknown, &|_| {}).await, Err(ProviderError::Lost(_))));
+
+    let base = fake.base_url();
+    drop(fake);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let p = ComfyConnectProvider::new(&cfg(ProviderKind::ComfyuiConnect, &base)).expect("provider");
+    let e = p.submit(&connect_request(), None).await.expect_err("down");
+    assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
+    let lost = p.wait(&Submission { request_id: "gone".into(), data: Value::Null }, &|_| {}).await;
+    assert!(matches!(lost, Err(ProviderError::Transient(_))), "{lost:?}");
+}
+
+#[tokio::test]
+async fn check_config_asks_comfyui_connect_for_the_workflow_and_its_image_tag() {
+    let fake = FakeConnect::start().await;
+    fake.add_workflow("wan-i2v", connect_workflow());
+    fake.add_workflow("no-photo", json!({"prompt": {"text": "str"}}));
+    let mut c = crate::config::Config::default();
+    c.providers.push(cfg(ProviderKind::ComfyuiConnect, &fake.base_url()));
+    for (id, endpoint) in [("good", "wan-i2v"), ("untagged", "no-photo"), ("missing", "nope")] {
+        let mut m = crate::tests::harness::model(id, "comfyuiconnect", 5);
+        m.task = Task::ImageToVideo;
+        m.endpoint = endpoint.into();
+        c.models.push(m);
+    }
+    c.validate().expect("valid");
+    assert!(crate::cli::check_workflows(&c, false).await.is_empty(), "offline: nothing to ask");
+    let online = crate::cli::check_workflows(&c, true).await;
+    assert_eq!(online.len(), 2, "{online:#?}");
+    assert!(online[0].starts_with("models[1].endpoint (untagged): workflow no-photo has no $image tag"), "{online:#?}");
+    assert!(
+        online[1].starts_with("models[2].endpoint (missing): ComfyUI-Connect workflow nope: model misconfigured"),
+        "{online:#?}"
+    );
+
+    // validate(): the endpoint is a workflow name.
+    for bad in ["", "a/b"] {
+        c.models[0].endpoint = bad.into();
+        let e = c.validate().expect_err("no workflow name");
+        assert_eq!(e.key, "models[0].endpoint", "{e}");
+    }
 }

@@ -398,6 +398,13 @@ fn the_shipped_catalog_passes_check_config_once_uncommented() {
     let data = dir.path().join("data");
     std::fs::write(&path, format!("[storage]\ndata_dir = {:?}\n\n{toml}\n", data.display().to_string()))
         .expect("write");
+    // The ComfyUI example's workflow ships beside the config (/etc/mediabot/workflows/).
+    std::fs::create_dir(dir.path().join("workflows")).expect("mkdir");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/workflows/video.json"),
+        dir.path().join("workflows/video.json"),
+    )
+    .expect("copy the workflow");
     let config = crate::config::Config::load(Some(&path)).expect("the catalog parses");
     config.validate().expect("the catalog validates");
     let tasks: std::collections::HashSet<Task> = config.models.iter().map(|m| m.task).collect();
@@ -410,6 +417,27 @@ fn the_shipped_catalog_passes_check_config_once_uncommented() {
     // (check-config would refuse `translate` without it).
     let translating: Vec<&str> = config.models.iter().filter(|m| m.translate).map(|m| m.id.as_str()).collect();
     assert_eq!(translating, ["seedream", "seedream-edit"]);
+    // Video: prices by duration (model 0 + 5 / 10 / 15), quality 300 / 600 / 832 px for free,
+    // and the shipped workflow fills with nothing unknown.
+    for m in config.models.iter().filter(|m| m.task.is_video()) {
+        let duration = m.options.iter().find(|o| o.name == "duration").expect("a duration option");
+        for (i, v) in duration.values.iter().enumerate() {
+            let choices: crate::config::Choices = [("duration".to_string(), i as u8)].into();
+            let secs = crate::providers::json_u32(&v.value).expect("seconds");
+            assert_eq!(m.quote(m.price, &choices), Some(Credits(i64::from(secs))), "{}: {secs} s", m.id);
+        }
+        if let Some(q) = m.options.iter().find(|o| o.name == "quality") {
+            let px: Vec<u32> = q.values.iter().filter_map(|v| crate::providers::json_u32(&v.value)).collect();
+            assert_eq!((px, q.values.iter().all(|v| v.price == Credits(0))), (vec![300, 600, 832], true), "{}", m.id);
+        }
+    }
+    let comfy = config.models.iter().find(|m| m.id == "comfy-video").expect("the ComfyUI video model");
+    let wf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(comfy.workflow.as_ref().expect("workflow")).expect("read"))
+            .expect("json");
+    assert!(crate::providers::comfyui::unknown_placeholders(&wf).is_empty());
+    let connect = config.providers.iter().find(|p| p.kind == crate::config::ProviderKind::ComfyuiConnect);
+    assert!(connect.is_some(), "a ComfyUI-Connect provider");
     let llm = config.llm.as_ref().expect("the catalog's [llm]");
     assert_eq!((llm.kind, llm.api_key_env.as_deref()), (crate::config::LlmKind::Fal, Some("FAL_KEY")));
 }

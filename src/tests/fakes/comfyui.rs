@@ -23,6 +23,17 @@
 //!   (the video nodes copied from `recorded-video-0.3.64.json`); `LoadImage` lists the
 //!   uploaded files; an unknown class answers `{}`.
 //!
+//! Video output nodes replay `recorded-video-0.3.64.json`: `SaveVideo`, `SaveAnimatedWEBP`,
+//! `SaveAnimatedPNG` and `SaveWEBM` save the recorded file (mp4 / animated WebP / APNG / WebM
+//! bytes as the real server wrote them) and report it under `images` with `animated: [true]`;
+//! VideoHelperSuite's `VHS_VideoCombine` saves the recorded mp4 and reports it under `gifs`.
+//! `/view` answers with the Content-Type ComfyUI guesses from the extension. SaveVideo fails
+//! at run time like libx264 when the graph's size is odd (the recorded `execution_error`);
+//! graphs with a video node send no `progress` frames (none were recorded). With
+//! [`FakeComfy::set_caching`] on, a graph run before successfully is answered from the cache
+//! as recorded: `execution_cached` lists every node, `executed` comes at once with the same
+//! file names.
+//!
 //! Prompts run one at a time in a background executor: `run_delay` after submit (default
 //! 100 ms, so a client can connect its socket), then node by node with `progress` steps on the
 //! last non-output node. Frame order per prompt, as recorded: `status`×2 (at submit),
@@ -109,6 +120,10 @@ struct ComfyState {
     ws_connects: Vec<String>,
     history_polls: usize,
     view_fetches: usize,
+    /// Re-runs of a finished graph answer from the cache (see the module docs).
+    caching: bool,
+    /// Graph (as JSON text) → outputs of its successful run.
+    cache: HashMap<String, serde_json::Map<String, Value>>,
 }
 
 struct Shared {
@@ -180,6 +195,8 @@ impl FakeComfy {
                 ws_connects: Vec::new(),
                 history_polls: 0,
                 view_fetches: 0,
+                caching: false,
+                cache: HashMap::new(),
             }),
             wake: Notify::new(),
         });
@@ -239,6 +256,12 @@ impl FakeComfy {
         self.st().run_delay = d;
     }
 
+    /// Turns ComfyUI's output cache on: an identical graph that ran successfully before is
+    /// answered from it, as in the recorded `video_webm (cached rerun)` session.
+    pub fn set_caching(&self, on: bool) {
+        self.st().caching = on;
+    }
+
     /// `progress` frames sent for the last non-output node, and the pause before each.
     pub fn set_steps(&self, steps: u32, step_delay: Duration) {
         let mut st = self.st();
@@ -250,6 +273,7 @@ impl FakeComfy {
     /// executor drops it silently), sockets stay.
     pub fn forget_all(&self) {
         let mut st = self.st();
+        st.cache.clear();
         st.history.clear();
         st.pending.clear();
         st.running = None;
@@ -323,7 +347,55 @@ fn class_of(node: &Value) -> &str {
 }
 
 fn is_output_class(class: &str) -> bool {
-    class.starts_with("Save") || class.starts_with("Preview")
+    class.starts_with("Save") || class.starts_with("Preview") || class == VHS_COMBINE
+}
+
+/// VideoHelperSuite's video output node (reports under `gifs`).
+const VHS_COMBINE: &str = "VHS_VideoCombine";
+
+/// The recorded file a video output node saves: (recorded session, extension).
+fn video_output(class: &str) -> Option<(&'static str, &'static str)> {
+    Some(match class {
+        "SaveVideo" | VHS_COMBINE => ("video_from_image", "mp4"),
+        "SaveAnimatedWEBP" => ("video_animated_webp", "webp"),
+        "SaveAnimatedPNG" => ("video_animated_png", "png"),
+        "SaveWEBM" => ("video_webm", "webm"),
+        _ => return None,
+    })
+}
+
+/// The bytes `GET /view ({session})` answered in `recorded-video-0.3.64.json`.
+pub fn recorded_video_bytes(session: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    static FILES: std::sync::OnceLock<HashMap<String, Vec<u8>>> = std::sync::OnceLock::new();
+    let files = FILES.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/comfyui/recorded-video-0.3.64.json");
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("video recording")).expect("json");
+        v["transcript"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let session = e["label"].as_str()?.strip_prefix("GET /view (")?.strip_suffix(')')?;
+                let b64 = e["response"]["body_base64"].as_str()?;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
+                Some((session.to_string(), bytes))
+            })
+            .collect()
+    });
+    files.get(session).cloned().unwrap_or_else(|| panic!("no recorded file for {session}"))
+}
+
+/// Content-Type as ComfyUI's `/view` guesses it from the extension (`mimetypes`).
+fn content_type(filename: &str) -> &'static str {
+    match filename.rsplit_once('.').map(|(_, e)| e) {
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        Some("mp4") => "video/mp4",
+        Some("webm") => "video/webm",
+        _ => "application/octet-stream",
+    }
 }
 
 /// ComfyUI's checks for the cases in the recording; `Err` is the 400 answer.
@@ -532,8 +604,9 @@ async fn view(State(sh): State<Sh>, Query(q): Query<HashMap<String, String>>) ->
     }
     let mut st = sh.st();
     st.view_fetches += 1;
+    let ct = content_type(&filename);
     match st.files.get(&(kind, subfolder, filename)) {
-        Some(bytes) => ([(header::CONTENT_TYPE, "image/png")], bytes.clone()).into_response(),
+        Some(bytes) => ([(header::CONTENT_TYPE, ct)], bytes.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -911,24 +984,39 @@ async fn execute(sh: &Shared, p: Prompt) {
     let client = p.client_id.clone();
     let send = |frame: Value| sh.send_to(client.as_deref(), frame);
     let start_ts = now_ms();
-    let mut messages = vec![
-        json!(["execution_start", {"prompt_id": id, "timestamp": start_ts}]),
-        json!(["execution_cached", {"nodes": [], "prompt_id": id, "timestamp": start_ts}]),
-    ];
-    send(json!({"type": "execution_start", "data": {"prompt_id": id, "timestamp": start_ts}}));
-    send(json!({"type": "execution_cached", "data": {"nodes": [], "prompt_id": id, "timestamp": start_ts}}));
     let nodes = sorted_nodes(&p.graph);
     let ids: Vec<String> = nodes.iter().map(|(i, _)| i.clone()).collect();
-    let fail_at = match p.scenario {
+    let graph_key = p.graph.to_string();
+    let cached = {
+        let st = sh.st();
+        st.caching.then(|| st.cache.get(&graph_key).cloned()).flatten()
+    };
+    let cached_ids: Vec<String> = if cached.is_some() { ids.clone() } else { vec![] };
+    let mut messages = vec![
+        json!(["execution_start", {"prompt_id": id, "timestamp": start_ts}]),
+        json!(["execution_cached", {"nodes": cached_ids, "prompt_id": id, "timestamp": start_ts}]),
+    ];
+    send(json!({"type": "execution_start", "data": {"prompt_id": id, "timestamp": start_ts}}));
+    send(json!({"type": "execution_cached", "data": {"nodes": cached_ids, "prompt_id": id, "timestamp": start_ts}}));
+    if let Some(outputs) = cached {
+        return finish_cached(sh, &p, outputs, messages);
+    }
+    let (w, h) = output_size(&p.graph);
+    // libx264 refuses odd sizes when SaveVideo encodes (recorded `odd height` session).
+    let odd_video =
+        (w % 2 == 1 || h % 2 == 1).then(|| nodes.iter().position(|(_, n)| class_of(n) == "SaveVideo")).flatten();
+    let fail_at = odd_video.or(match p.scenario {
         ComfyScenario::Success => None,
         ComfyScenario::RuntimeError => {
             nodes.iter().position(|(_, n)| class_of(n) == "ImageToMask").or(Some(1.min(nodes.len().saturating_sub(1))))
         }
-    };
+    });
     let work_node = nodes.iter().rposition(|(_, n)| !is_output_class(class_of(n)));
+    let has_video = nodes.iter().any(|(_, n)| video_output(class_of(n)).is_some());
     let (steps, step_delay) = {
         let st = sh.st();
-        (st.steps, st.step_delay)
+        // The recorded video nodes send no progress frames.
+        (if has_video { 0 } else { st.steps }, st.step_delay)
     };
     let mut outputs = serde_json::Map::new();
     let mut meta = serde_json::Map::new();
@@ -946,6 +1034,18 @@ async fn execute(sh: &Shared, p: Prompt) {
                 Check::Go if held => tokio::time::sleep(Duration::from_millis(5)).await,
                 Check::Go => break,
             }
+        }
+        if fail_at == Some(i) && class_of(node) == "SaveVideo" {
+            let err = json!({
+                "prompt_id": id, "node_id": node_id, "node_type": "SaveVideo", "executed": ids[..i],
+                "exception_message": format!("[Errno 542398533] Generic error in an external library: 'avcodec_open2(\"libx264\", {{}})'; last error log: [libx264] {} not divisible by 2 ({w}x{h})\n", if h % 2 == 1 { "height" } else { "width" }),
+                "exception_type": "av.error.ExternalError",
+                "traceback": ["File \"<comfyui>/comfy_extras/nodes_video.py\", line 109, in execute  [source line elided]"],
+                "current_inputs": {"video": ["<VideoFromComponents>"]}, "current_outputs": ids, "timestamp": now_ms(),
+            });
+            send(json!({"type": "execution_error", "data": err}));
+            messages.push(json!(["execution_error", err]));
+            return finish(sh, &p, "error", false, serde_json::Map::new(), serde_json::Map::new(), messages);
         }
         if fail_at == Some(i) {
             let err = json!({
@@ -983,23 +1083,38 @@ async fn execute(sh: &Shared, p: Prompt) {
         }
         let class = class_of(node);
         if is_output_class(class) {
-            let kind = if class.starts_with("Save") { "output" } else { "temp" };
+            let saves = class.starts_with("Save") || (class == VHS_COMBINE && node["inputs"]["save_output"] != false);
+            let kind = if saves { "output" } else { "temp" };
             let prefix = node["inputs"]["filename_prefix"].as_str().unwrap_or("ComfyUI").to_string();
             let (subfolder, base) =
                 prefix.rsplit_once('/').map_or((String::new(), prefix.clone()), |(s, b)| (s.into(), b.into()));
-            let (w, h) = output_size(&p.graph);
-            // SaveImage writes the graph into every PNG (seen on the real server).
-            let text = [b"prompt\0".as_slice(), p.graph.to_string().as_bytes()].concat();
-            let png = super::png_with_chunk(&super::gradient_png(w, h), b"tEXt", &text);
+            let (bytes, ext) = match video_output(class) {
+                Some((session, ext)) => (recorded_video_bytes(session), ext),
+                None => {
+                    // SaveImage writes the graph into every PNG (seen on the real server).
+                    let text = [b"prompt\0".as_slice(), p.graph.to_string().as_bytes()].concat();
+                    (super::png_with_chunk(&super::gradient_png(w, h), b"tEXt", &text), "png")
+                }
+            };
             let filename = {
                 let mut st = sh.st();
                 let n = st.counters.entry((subfolder.clone(), base.clone())).or_insert(0);
                 *n += 1;
-                let filename = format!("{base}_{:05}_.png", *n);
-                st.files.insert((kind.into(), subfolder.clone(), filename.clone()), png);
+                let filename = format!("{base}_{:05}_.{ext}", *n);
+                st.files.insert((kind.into(), subfolder.clone(), filename.clone()), bytes);
                 filename
             };
-            let images = json!({"images": [{"filename": filename, "subfolder": subfolder, "type": kind}]});
+            let file = json!({"filename": filename, "subfolder": subfolder, "type": kind});
+            let images = match video_output(class) {
+                Some(_) if class == VHS_COMBINE => json!({"gifs": [{
+                    "filename": filename, "subfolder": subfolder, "type": kind, "format": "video/h264-mp4",
+                    "frame_rate": node["inputs"]["frame_rate"].as_f64().unwrap_or(8.0),
+                    "workflow": filename.replace(".mp4", ".png"),
+                    "fullpath": format!("<run-dir>/{kind}/{subfolder}/{filename}"),
+                }]}),
+                Some(_) => json!({"images": [file], "animated": [true]}),
+                None => json!({"images": [file]}),
+            };
             send(
                 json!({"type": "executed", "data": {"node": node_id, "display_node": node_id, "output": images, "prompt_id": id}}),
             );
@@ -1014,7 +1129,40 @@ async fn execute(sh: &Shared, p: Prompt) {
     let ts = now_ms();
     send(json!({"type": "execution_success", "data": {"prompt_id": id, "timestamp": ts}}));
     messages.push(json!(["execution_success", {"prompt_id": id, "timestamp": ts}]));
+    {
+        let mut st = sh.st();
+        if st.caching {
+            st.cache.insert(graph_key, outputs.clone());
+        }
+    }
     finish(sh, &p, "success", true, outputs, meta, messages);
+}
+
+/// A fully cached run, frames as recorded: `executed` per output node with the earlier
+/// outputs, `progress_state` finished, `execution_success`.
+fn finish_cached(sh: &Shared, p: &Prompt, outputs: serde_json::Map<String, Value>, mut messages: Vec<Value>) {
+    let mut meta = serde_json::Map::new();
+    for (node_id, output) in &outputs {
+        sh.send_to(
+            p.client_id.as_deref(),
+            json!({"type": "executed", "data": {"node": node_id, "display_node": node_id, "output": output, "prompt_id": p.id}}),
+        );
+        meta.insert(
+            node_id.clone(),
+            json!({"node_id": node_id, "display_node": node_id, "parent_node": null, "real_node_id": node_id}),
+        );
+    }
+    let ids: Vec<String> = outputs.keys().cloned().collect();
+    if !ids.is_empty() {
+        sh.send_to(p.client_id.as_deref(), node_progress(&p.id, &ids, ids.len() - 1, "finished"));
+    }
+    let ts = now_ms();
+    sh.send_to(
+        p.client_id.as_deref(),
+        json!({"type": "execution_success", "data": {"prompt_id": p.id, "timestamp": ts}}),
+    );
+    messages.push(json!(["execution_success", {"prompt_id": p.id, "timestamp": ts}]));
+    finish(sh, p, "success", true, outputs, meta, messages);
 }
 
 fn finish_interrupted(

@@ -6,6 +6,8 @@
 //! - [`FakeChat`]: an OpenAI-compatible chat completions server (protocols.md §4.4).
 //! - [`FakeComfy`]: a ComfyUI server (protocols.md §3) answering in the shapes of the recorded
 //!   0.3.64 session, with a WebSocket and a one-at-a-time executor.
+//! - [`FakeConnect`]: a ComfyUI server with the ComfyUI-Connect plugin (protocols.md §3.4):
+//!   workflow endpoints answering base64 files, plus `/history`, `/queue`, `/view`.
 //! - [`FakeWavespeed`]: the WaveSpeed AI task API (protocols.md §8) under `/api/v3`, with a
 //!   second listener standing for a foreign host.
 //!
@@ -14,12 +16,14 @@
 //! the app while a job is at the provider. Each fake stops when dropped.
 
 pub mod comfyui;
+pub mod comfyui_connect;
 pub mod fal;
 pub mod openai;
 pub mod wavespeed;
 
 #[allow(unused_imports)] // the record types are for end-to-end tests
 pub use comfyui::{ComfyScenario, ComfySubmit, ComfyUpload, FakeComfy};
+pub use comfyui_connect::{ConnectScenario, FakeConnect};
 pub use fal::{FakeFal, FalScenario};
 pub use openai::{ChatScenario, FakeChat};
 pub use wavespeed::{FakeWavespeed, WavespeedScenario};
