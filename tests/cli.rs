@@ -46,21 +46,29 @@ fn check_config_names_the_bad_key_and_exits_2() {
 fn check_config_refuses_a_task_no_flow_handles() {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = dir.path().join("c.toml");
-    let model = |task: &str| {
+    let model = |task: &str, extra: &str| {
         format!(
             "[[providers]]\nid = \"fal\"\nkind = \"fal\"\nbase_url = \"https://queue.fal.run\"\n\n\
              [[models]]\nid = \"up\"\nprovider = \"fal\"\ndisplay_name = \"Up\"\nendpoint = \"fal-ai/x\"\n\
-             price = 5\ntask = \"{task}\"\n"
+             price = 5\ntask = \"{task}\"\n{extra}"
         )
     };
-    std::fs::write(&cfg, model("image_to_video")).expect("write");
-    let out = bin().args(["--config", cfg.to_str().expect("utf8"), "check-config"]).output().expect("run");
+    let check = |text: String| {
+        std::fs::write(&cfg, text).expect("write");
+        bin().args(["--config", cfg.to_str().expect("utf8"), "check-config"]).output().expect("run")
+    };
+    // A task word no flow knows is refused, naming the word.
+    let out = check(model("inpaint", ""));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("models[0].task") && err.contains("image_to_video"), "{err}");
-    std::fs::write(&cfg, model("edit")).expect("write");
-    let out = bin().args(["--config", cfg.to_str().expect("utf8"), "check-config"]).output().expect("run");
-    assert!(out.status.success(), "an edit model is handled: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inpaint"), "{out:?}");
+    // A text → video model given photos has no flow that would send them.
+    let out = check(model("text_to_video", "images = 1\n"));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("models[0].images"), "{out:?}");
+    for task in ["edit", "image_to_video", "text_to_video"] {
+        let out = check(model(task, ""));
+        assert!(out.status.success(), "a {task} model is handled: {out:?}");
+    }
 }
 
 #[test]
