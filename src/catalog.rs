@@ -192,6 +192,7 @@ mod tests {
         video.price = Credits(0);
         video.options = vec![ModelOption {
             name: "duration".into(),
+            field: None,
             values: [(5, 5), (10, 10), (15, 15)]
                 .into_iter()
                 .map(|(v, p)| OptionValue { value: v.into(), label: None, price: Credits(p) })

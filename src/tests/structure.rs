@@ -229,6 +229,7 @@ async fn declared_options_are_asked_and_priced() {
         c.models[0].formats = vec![crate::domain::Format::Square];
         c.models[0].options = vec![ModelOption {
             name: "duration".into(),
+            field: None,
             values: [(5, 5), (10, 10), (15, 15)]
                 .into_iter()
                 .map(|(v, p)| OptionValue { value: v.into(), label: Some(format!("{v} с")), price: Credits(p) })
