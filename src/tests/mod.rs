@@ -18,6 +18,7 @@ mod sandbox;
 mod structure;
 mod tools;
 mod translate;
+mod video;
 mod web;
 mod webhook;
 mod write;
