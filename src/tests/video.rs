@@ -324,3 +324,77 @@ fn public_url_must_be_https_without_query() {
         }
     }
 }
+
+fn recorded(session: &str) -> Vec<u8> {
+    let path = super::harness::testdata("comfyui/recorded-video-0.3.64.json");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+    let label = format!("GET /view ({session})");
+    let entry = json["transcript"].as_array().expect("list").iter().find(|e| e["label"] == label.as_str());
+    let b64 = entry.and_then(|e| e["response"]["body_base64"].as_str()).expect("body");
+    base64::engine::general_purpose::STANDARD.decode(b64).expect("b64")
+}
+
+/// Runs a job whose provider returns `result` (with an input photo), then hands what the
+/// engine prepared to the real `BotNotifier` talking to an emulator; returns the bot's
+/// messages as the control API shows them.
+async fn delivered_through_bot(result: Vec<u8>, public_url: Option<&str>) -> Vec<serde_json::Value> {
+    let e = env(result, public_url).await;
+    let photo = crate::imaging::render_demo("photo", 640, 480, 3).expect("png");
+    let sha = crate::imaging::sha256_hex(&photo);
+    e.store.put_media_file(&sha, "png", &photo).expect("input");
+    let job = e.run_job(vec![sha]).await;
+    e.stop.cancel();
+    let id = job.result.expect("item");
+    let item = e.store.read(move |rx| rx.get_library_item(id)).await.expect("read").expect("item");
+    let files = e.notifier.delivered.lock().expect("lock").pop().expect("prepared");
+
+    let emu = crate::emulator::Emulator::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = emu.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let hello = serde_json::json!({"user": {"id": USER, "first_name": "Vera", "language_code": "ru"}, "text": "hi"});
+    emu.push_update(serde_json::from_value(hello).expect("update")).expect("pushed");
+    let raw = teloxide::Bot::new("123:TEST").set_api_url(format!("http://{addr}/").parse().expect("url"));
+    let tg = teloxide::adaptors::Throttle::new_spawn(raw, teloxide::adaptors::throttle::Limits::default());
+    let notifier = crate::bot::notifier::BotNotifier::new(tg, &e.config);
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    crate::jobs::Notifier::deliver(&notifier, &job, &item, files, tx).await.expect("delivered");
+    assert!(emu.rejections().is_empty(), "{:?}", emu.rejections());
+    emu.messages(USER)
+        .iter()
+        .map(|m| serde_json::to_value(m).expect("json"))
+        .filter(|m| m["from_bot"] == true)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_sends_each_kind_the_way_telegram_shows_it() {
+    // SaveVideo MP4: sendVideo with duration, size, the input photo's thumbnail and streaming.
+    let msgs = delivered_through_bot(recorded("video_from_image"), None).await;
+    let video = &msgs[0]["video"];
+    assert_eq!(video["mime_type"], "video/mp4");
+    assert_eq!(
+        (video["duration"].as_u64(), video["width"].as_u64(), video["height"].as_u64()),
+        (Some(2), Some(64), Some(48))
+    );
+    assert_eq!(video["has_thumbnail"], true);
+    assert_eq!(video["supports_streaming"], true);
+    assert!(msgs[0]["reply_markup"].is_object(), "the result's buttons");
+
+    // WebM: a document (Telegram clients play only MPEG-4 inline).
+    let msgs = delivered_through_bot(recorded("video_webm"), None).await;
+    assert_eq!(msgs[0]["document"]["mime_type"], "video/webm");
+    assert!(msgs[0]["video"].is_null());
+
+    // Animated WebP: sendAnimation with its size and length.
+    let msgs = delivered_through_bot(recorded("video_animated_webp"), None).await;
+    let anim = &msgs[0]["animation"];
+    assert_eq!((anim["duration"].as_u64(), anim["width"].as_u64()), (Some(2), Some(64)));
+
+    // Over 50 MB with public_url: a text message with the link, in the user's language.
+    let msgs = delivered_through_bot(sixty_mb_mp4(), Some("https://bot.example.org")).await;
+    let text = msgs[0]["text"].as_str().expect("a text message");
+    assert!(text.contains("60 МБ") && text.contains("https://bot.example.org/download/"), "{text}");
+    assert!(msgs[0]["reply_markup"].is_object());
+}
