@@ -188,7 +188,7 @@ impl Env {
     }
 
     async fn ledger_is_consistent(&self) {
-        let mismatches = self.store.read(|rx| crate::billing::verify(rx)).await.expect("verify");
+        let mismatches = self.store.read(crate::billing::verify).await.expect("verify");
         assert!(mismatches.is_empty(), "{mismatches:?}");
     }
 
