@@ -133,11 +133,17 @@ pub struct WebConfig {
     /// `X-Forwarded-For` / `X-Real-IP` name the real client. From any other peer those headers
     /// are ignored. Empty: the TCP peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// Public HTTPS address of this appliance's web listener (behind a reverse proxy), e.g.
+    /// `https://bot.example.org`. When set, a result over Telegram's 50 MB upload limit is sent
+    /// as a signed link to `<public_url>/download/…` (valid 7 days); unset, such a result fails
+    /// and its hold is released. An https URL with a host and no query or fragment.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { listen: "127.0.0.1:8080".into(), trusted_proxies: Vec::new() }
+        WebConfig { listen: "127.0.0.1:8080".into(), trusted_proxies: Vec::new(), public_url: None }
     }
 }
 
@@ -861,6 +867,13 @@ impl Config {
         }
         if self.web.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(bad("web.listen", "must be IP:PORT (an IP literal, e.g. 127.0.0.1:8080)"));
+        }
+        if let Some(u) = &self.web.public_url {
+            let ok = url::Url::parse(u)
+                .is_ok_and(|u| u.scheme() == "https" && u.has_host() && u.query().is_none() && u.fragment().is_none());
+            if !ok {
+                return Err(bad("web.public_url", "must be an https URL without query, e.g. https://bot.example.org"));
+            }
         }
         if let Err(i) = self.web.trusted_proxy_nets() {
             return Err(bad(

@@ -444,18 +444,20 @@ pub enum MediaKind {
     /// A still picture we can decode (JPEG, PNG, WebP): sendPhoto (fitted) + sendDocument.
     #[default]
     Image,
-    /// A GIF: sendAnimation.
+    /// A GIF or an animated WebP: sendAnimation.
     Animation,
-    /// An MP4 / QuickTime video: sendVideo.
+    /// An MP4 / QuickTime video (sendVideo) or a WebM video (sendDocument: Telegram clients
+    /// play only MPEG-4 inline, api.json sendVideo).
     Video,
-    /// Anything else (WebM, animated PNG/WebP, archives): sendDocument as is.
+    /// Anything else (animated PNG, archives): sendDocument as is.
     File,
 }
 
 impl MediaKind {
     /// Sniffs `bytes`: (kind, MIME type, file extension). Magic numbers from the formats'
     /// specs: PNG signature (+ `acTL` before `IDAT` = animated), JPEG SOI, RIFF/WEBP (+ a VP8X
-    /// animation flag), GIF8, ISO-BMFF `ftyp` (MP4/MOV), EBML (WebM).
+    /// animation flag), GIF8, ISO-BMFF `ftyp` (MP4/MOV), EBML (WebM; Matroska shares the magic
+    /// and is sent the same way).
     pub fn sniff(bytes: &[u8]) -> (MediaKind, &'static str, &'static str) {
         if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
             return if png_is_animated(bytes) {
@@ -471,7 +473,7 @@ impl MediaKind {
             // VP8X flags byte, bit 1 (0x02) = animation (WebP container spec).
             let animated = &bytes[12..16.min(bytes.len())] == b"VP8X" && bytes.get(20).is_some_and(|f| f & 0x02 != 0);
             return if animated {
-                (MediaKind::File, "image/webp", "webp")
+                (MediaKind::Animation, "image/webp", "webp")
             } else {
                 (MediaKind::Image, "image/webp", "webp")
             };
@@ -487,7 +489,7 @@ impl MediaKind {
             };
         }
         if bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
-            return (MediaKind::File, "video/webm", "webm");
+            return (MediaKind::Video, "video/webm", "webm");
         }
         (MediaKind::File, "application/octet-stream", "bin")
     }
@@ -661,9 +663,13 @@ mod tests {
         assert_eq!(MediaKind::sniff(b"\0\0\0\x14ftypqt  \0\0\0\0").1, "video/quicktime");
         assert_eq!(MediaKind::sniff(b"GIF89a\x01\0\x01\0").0, MediaKind::Animation);
         assert_eq!(MediaKind::sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).0, MediaKind::Image);
-        assert_eq!(MediaKind::sniff(b"RIFF\0\0\0\0WEBPVP8X\0\0\0\0\x02\0\0\0").0, MediaKind::File, "animated WebP");
+        assert_eq!(
+            MediaKind::sniff(b"RIFF\0\0\0\0WEBPVP8X\0\0\0\0\x02\0\0\0").0,
+            MediaKind::Animation,
+            "animated WebP"
+        );
         assert_eq!(MediaKind::sniff(b"RIFF\0\0\0\0WEBPVP8 \0\0\0\0").0, MediaKind::Image);
-        assert_eq!(MediaKind::sniff(&[0x1A, 0x45, 0xDF, 0xA3, 0x01]).2, "webm");
+        assert_eq!(MediaKind::sniff(&[0x1A, 0x45, 0xDF, 0xA3, 0x01]), (MediaKind::Video, "video/webm", "webm"));
         assert_eq!(MediaKind::sniff(b"%PDF-1.7").0, MediaKind::File);
         assert_eq!(MediaKind::sniff(b"").0, MediaKind::File);
     }

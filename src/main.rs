@@ -16,6 +16,7 @@ mod cli;
 mod config;
 mod control;
 mod domain;
+mod downloads;
 mod emulator;
 mod health;
 mod imaging;

@@ -159,6 +159,29 @@
       img.addEventListener('load', () => scrollDown(false));
       el.appendChild(img);
     }
+    // A video plays with controls; an animation loops like in Telegram: a GIF or WebP as a
+    // picture, an MP4 animation as a muted, looping video.
+    const clip = m.video || m.animation;
+    if (clip) {
+      const still = m.animation && /^image\//.test(clip.mime_type);
+      const v = document.createElement(still ? 'img' : 'video');
+      v.className = 'photo clip';
+      v.src = clip.url;
+      if (still) {
+        v.alt = `animation ${clip.width}×${clip.height}`;
+      } else if (m.animation) {
+        Object.assign(v, { autoplay: true, loop: true, muted: true, playsInline: true });
+      } else {
+        v.controls = true;
+        v.preload = 'metadata';
+      }
+      v.addEventListener(still ? 'load' : 'loadedmetadata', () => scrollDown(false));
+      el.appendChild(v);
+      const small = document.createElement('small');
+      small.className = 'clipinfo';
+      small.textContent = `${m.video ? 'video' : 'animation'} · ${clip.width}×${clip.height} · ${clip.duration} s · ${humanSize(clip.size)}`;
+      el.appendChild(small);
+    }
     if (m.document) {
       const a = document.createElement('a');
       a.className = 'doc';

@@ -5,11 +5,12 @@ use super::TgBot;
 use super::i18n::Lang;
 use super::keyboards;
 use crate::domain::now_ms;
-use crate::jobs::{DeliveredFiles, JobProgress, Notifier, NotifyError, ResultFiles};
+use crate::jobs::{DeliveredFiles, JobProgress, Notifier, NotifyError, ResultFiles, VideoFacts};
 use crate::store::records::{ErrorClass, JobRecord, LibraryItem, Translation};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use teloxide::payloads::{SendAnimationSetters, SendDocumentSetters, SendVideoSetters};
 use teloxide::prelude::*;
 use teloxide::types::{ChatAction, InputFile, MessageId};
 use teloxide::{ApiError, RequestError};
@@ -391,17 +392,34 @@ impl Notifier for BotNotifier {
                 })
                 .await
             }
-            ResultFiles::Video { bytes, name } => {
+            ResultFiles::Video { bytes, name, video } if video.mp4 => {
                 self.paced(chat, || {
-                    raw.send_video(chat, file(&bytes, &name)).caption(caption.clone()).reply_markup(kb.clone())
+                    with_video_facts(raw.send_video(chat, file(&bytes, &name)), &video)
+                        .caption(caption.clone())
+                        .reply_markup(kb.clone())
                 })
                 .await
             }
-            ResultFiles::Animation { bytes, name } => {
+            // WebM: Telegram clients play only MPEG-4 inline; other videos go as documents.
+            ResultFiles::Video { bytes, name, video } => {
                 self.paced(chat, || {
-                    raw.send_animation(chat, file(&bytes, &name)).caption(caption.clone()).reply_markup(kb.clone())
+                    with_document_thumbnail(raw.send_document(chat, file(&bytes, &name)), &video)
+                        .caption(caption.clone())
+                        .reply_markup(kb.clone())
                 })
                 .await
+            }
+            ResultFiles::Animation { bytes, name, video } => {
+                self.paced(chat, || {
+                    with_animation_facts(raw.send_animation(chat, file(&bytes, &name)), &video)
+                        .caption(caption.clone())
+                        .reply_markup(kb.clone())
+                })
+                .await
+            }
+            ResultFiles::Link { url, size, .. } => {
+                let text = link_text(lang, &caption, &url, size);
+                self.paced(chat, || raw.send_message(chat, text.clone()).reply_markup(kb.clone())).await
             }
             ResultFiles::File { bytes, name } => {
                 self.paced(chat, || {
@@ -462,6 +480,7 @@ impl Notifier for BotNotifier {
             ErrorClass::PaymentRequired | ErrorClass::Misconfigured => "failed_model_unavailable",
             ErrorClass::Timeout => "failed_timeout",
             ErrorClass::Cancelled => "cancelled",
+            ErrorClass::TooLarge => "failed_too_large",
             _ => "failed_generic",
         };
         let price = lang.money(job.price, &self.currency);
@@ -533,14 +552,74 @@ pub async fn send_files(
         ResultFiles::Image { photo: None, document: bytes, name } | ResultFiles::File { bytes, name } => {
             bot.send_document(chat, file(bytes, name)).caption(caption).reply_markup(keyboard).await?;
         }
-        ResultFiles::Video { bytes, name } => {
-            bot.send_video(chat, file(bytes, name)).caption(caption).reply_markup(keyboard).await?;
+        ResultFiles::Video { bytes, name, video } if video.mp4 => {
+            let req = with_video_facts(bot.send_video(chat, file(bytes, name)), &video);
+            req.caption(caption).reply_markup(keyboard).await?;
         }
-        ResultFiles::Animation { bytes, name } => {
-            bot.send_animation(chat, file(bytes, name)).caption(caption).reply_markup(keyboard).await?;
+        ResultFiles::Video { bytes, name, video } => {
+            let req = with_document_thumbnail(bot.send_document(chat, file(bytes, name)), &video);
+            req.caption(caption).reply_markup(keyboard).await?;
+        }
+        ResultFiles::Animation { bytes, name, video } => {
+            let req = with_animation_facts(bot.send_animation(chat, file(bytes, name)), &video);
+            req.caption(caption).reply_markup(keyboard).await?;
+        }
+        ResultFiles::Link { url, size, .. } => {
+            // The handlers' resend passes no language: the default one.
+            let text = link_text(Lang::from_code(None), &caption, &url, size);
+            bot.send_message(chat, text).reply_markup(keyboard).await?;
         }
     }
     Ok(None)
+}
+
+/// The message that stands in for a result over Telegram's upload limit: the caption, the
+/// size in MB (rounded up) and the download link with its validity in days.
+pub fn link_text(lang: Lang, caption: &str, url: &str, size: u64) -> String {
+    let mb = size.div_ceil(1_000_000);
+    let days = crate::downloads::LINK_VALID_SECS / 86_400;
+    let text = lang.tf("result_link", &[("caption", &caption), ("size", &mb), ("days", &days), ("url", &url)]);
+    text.trim_start().to_string()
+}
+
+/// sendVideo's `duration`, `width`, `height` (when probed), `thumbnail` (when there is one)
+/// and `supports_streaming` (only for a faststart MP4).
+fn with_video_facts<R: SendVideoSetters>(mut req: R, v: &VideoFacts) -> R {
+    if let Some(m) = v.meta {
+        if m.duration_secs > 0 {
+            req = req.duration(m.duration_secs);
+        }
+        req = req.width(m.width).height(m.height);
+    }
+    if let Some(t) = &v.thumbnail {
+        req = req.thumbnail(InputFile::memory(t.clone()).file_name("thumbnail.jpg"));
+    }
+    if v.faststart {
+        req = req.supports_streaming(true);
+    }
+    req
+}
+
+/// sendAnimation's `duration`, `width`, `height` and `thumbnail`, when known.
+fn with_animation_facts<R: SendAnimationSetters>(mut req: R, v: &VideoFacts) -> R {
+    if let Some(m) = v.meta {
+        if m.duration_secs > 0 {
+            req = req.duration(m.duration_secs);
+        }
+        req = req.width(m.width).height(m.height);
+    }
+    if let Some(t) = &v.thumbnail {
+        req = req.thumbnail(InputFile::memory(t.clone()).file_name("thumbnail.jpg"));
+    }
+    req
+}
+
+/// sendDocument's `thumbnail` for a video sent as a file (WebM).
+fn with_document_thumbnail<R: SendDocumentSetters>(req: R, v: &VideoFacts) -> R {
+    match &v.thumbnail {
+        Some(t) => req.thumbnail(InputFile::memory(t.clone()).file_name("thumbnail.jpg")),
+        None => req,
+    }
 }
 
 /// The file_id of a sent document, video or animation message.

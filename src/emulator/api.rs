@@ -770,6 +770,11 @@ impl Emulator {
         // 3. Store and send.
         let mut st = self.lock();
         let (ids, by_file_id) = store(&mut st, kind, prepared);
+        if matches!(kind, FileKind::Video | FileKind::Animation) && !by_file_id {
+            if let Some(f) = ids.last().and_then(|id| st.files.get_mut(id)) {
+                video_facts(f, call, kind);
+            }
+        }
         let mut msg = media_msg(kind, ids, by_file_id, caption);
         msg.markup = markup;
         msg.reply_to = reply_to;
@@ -1165,6 +1170,26 @@ fn store(st: &mut State, kind: FileKind, prepared: Prepared) -> (Vec<String>, bo
     }
 }
 
+/// A new video or animation upload's `duration`, `width` and `height` (the call's own, else
+/// probed from the file), its `thumbnail` (kept when Telegram would take it: a JPEG of at most
+/// 320 px under 200 kB; otherwise ignored, as Telegram does) and `supports_streaming`.
+fn video_facts(f: &mut super::state::FileRec, call: &Call, kind: FileKind) {
+    let probed = crate::imaging::video::probe(&f.bytes).unwrap_or_default();
+    let field = |k: &str, probed: u32| call.i64(k).and_then(|v| u32::try_from(v).ok()).unwrap_or(probed);
+    f.duration = field("duration", probed.duration_secs);
+    f.width = field("width", f.width.max(probed.width));
+    f.height = field("height", f.height.max(probed.height));
+    let thumb = call.files.get("thumbnail").or_else(|| {
+        let part = call.str("thumbnail")?.strip_prefix("attach://")?;
+        call.attachments.get(part)
+    });
+    f.thumbnail = thumb.map(|t| t.bytes.clone()).filter(|b| {
+        let small = media::dimensions(b).is_some_and(|(w, h)| w.max(h) <= media::THUMB_SIDE);
+        b.starts_with(&[0xFF, 0xD8, 0xFF]) && b.len() < 200 * 1024 && small
+    });
+    f.supports_streaming = kind == FileKind::Video && call.flag("supports_streaming");
+}
+
 /// A bot message carrying a photo or document.
 fn media_msg(kind: FileKind, ids: Vec<String>, by_file_id: bool, caption: Parsed) -> Msg {
     let mut msg = Msg {
@@ -1223,14 +1248,27 @@ async fn check_upload(kind: FileKind, upload: Upload) -> Result<Ready, ApiError>
         // those as documents, so an emulated refusal keeps it honest.
         return Err(ApiError::bad("Bad Request: the emulator takes only MPEG-4 (ftyp) videos"));
     }
-    if kind == FileKind::Animation && !(upload.bytes.starts_with(b"GIF8") || media::is_mp4(&upload.bytes)) {
+    // api.json: "GIF or H.264/MPEG-4 AVC video without sound". An animated WebP is taken too:
+    // the bot sends one with sendAnimation (an assumption about Telegram's servers, which
+    // convert animations; noted where the bot does it).
+    let animated_webp =
+        crate::domain::MediaKind::sniff(&upload.bytes) == (crate::domain::MediaKind::Animation, "image/webp", "webp");
+    if kind == FileKind::Animation
+        && !(upload.bytes.starts_with(b"GIF8") || media::is_mp4(&upload.bytes) || animated_webp)
+    {
         return Err(ApiError::bad("Bad Request: an animation must be a GIF or an MPEG-4 video"));
     }
     if kind != FileKind::Photo {
         if upload.bytes.len() > DOCUMENT_MAX_BYTES {
             return Err(ApiError { status: 413, ..ApiError::bad("Request Entity Too Large") });
         }
-        let dims = media::dimensions(&upload.bytes).unwrap_or((0, 0));
+        let probed = match kind {
+            FileKind::Video | FileKind::Animation => {
+                crate::imaging::video::probe(&upload.bytes).map(|m| (m.width, m.height))
+            }
+            _ => None,
+        };
+        let dims = probed.or_else(|| media::dimensions(&upload.bytes)).unwrap_or((0, 0));
         return Ok(Ready { upload, dims, thumb: None });
     }
     if upload.bytes.len() > PHOTO_MAX_BYTES {

@@ -41,6 +41,7 @@ pub(crate) fn mime_type(file_name: Option<&str>, bytes: &[u8]) -> String {
         "json" => Some("application/json"),
         "zip" => Some("application/zip"),
         "mp4" => Some("video/mp4"),
+        "webm" => Some("video/webm"),
         _ => None,
     };
     if let Some(m) = by_ext {
@@ -48,6 +49,9 @@ pub(crate) fn mime_type(file_name: Option<&str>, bytes: &[u8]) -> String {
     }
     if is_mp4(bytes) {
         return "video/mp4".to_owned();
+    }
+    if bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        return "video/webm".to_owned();
     }
     match image::guess_format(bytes) {
         Ok(f) => f.to_mime_type().to_owned(),

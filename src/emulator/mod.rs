@@ -365,10 +365,10 @@ pub struct TranscriptMessage {
     pub document: Option<TranscriptDocument>,
     /// A sendVideo message's file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub video: Option<TranscriptDocument>,
+    pub video: Option<TranscriptVideo>,
     /// A sendAnimation message's file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub animation: Option<TranscriptDocument>,
+    pub animation: Option<TranscriptVideo>,
     /// How many accepted edits the message had.
     pub edit_count: u32,
     /// True when the bot sent it by re-using an existing `file_id` (no upload).
@@ -396,6 +396,29 @@ pub struct TranscriptDocument {
     pub mime_type: String,
     pub size: u64,
     pub url: String,
+}
+
+/// A video or animation message's file: the document fields plus what a client shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptVideo {
+    pub file_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    pub mime_type: String,
+    pub size: u64,
+    /// The control API's files route for the bytes.
+    pub url: String,
+    /// Seconds: the call's `duration`, else probed from the file (0 when unknown).
+    pub duration: u32,
+    /// Pixels: the call's `width` / `height`, else probed.
+    pub width: u32,
+    pub height: u32,
+    /// Whether the call uploaded a usable `thumbnail` (JPEG, at most 320 px).
+    #[serde(default)]
+    pub has_thumbnail: bool,
+    /// sendVideo's `supports_streaming`.
+    #[serde(default)]
+    pub supports_streaming: bool,
 }
 
 /// A call Telegram would refuse (spec violation or broken limit), with the error sent back.

@@ -3,7 +3,7 @@
 
 use super::{
     CallRecord, CallbackAnswer, ChatStatus, ControlUser, FloodRule, InlineAnswer, Rejection, TranscriptDocument,
-    TranscriptMessage, TranscriptPhoto,
+    TranscriptMessage, TranscriptPhoto, TranscriptVideo,
 };
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -38,6 +38,13 @@ pub(crate) struct FileRec {
     pub file_path: String,
     /// For photos: every size of the same picture, smallest first (includes this one).
     pub sizes: Vec<String>,
+    /// Videos and animations: length in seconds (the call's `duration`, else probed).
+    pub duration: u32,
+    /// Videos and animations: the `thumbnail` uploaded with the call, when Telegram would take
+    /// it (a JPEG of at most 320 px).
+    pub thumbnail: Option<Bytes>,
+    /// sendVideo's `supports_streaming` of the upload.
+    pub supports_streaming: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -272,6 +279,9 @@ impl State {
                 height: dims.1,
                 file_path,
                 sizes: Vec::new(),
+                duration: 0,
+                thumbnail: None,
+                supports_streaming: false,
             },
         );
         file_id
@@ -370,14 +380,14 @@ impl State {
             v.insert("document".into(), self.document_json(doc));
         }
         // Video and Animation objects: the document fields plus the required width, height
-        // and duration (the emulator does not parse video streams, so duration is 0).
+        // and duration (from the call, else probed from the container; 0 when unknown).
         for (key, id) in [("video", &m.video), ("animation", &m.animation)] {
             if let Some(id) = id {
                 let mut f = self.document_json(id);
-                let (w, h) = self.files.get(id).map_or((0, 0), |f| (f.width, f.height));
+                let (w, h, d) = self.files.get(id).map_or((0, 0, 0), |f| (f.width, f.height, f.duration));
                 f["width"] = json!(w);
                 f["height"] = json!(h);
-                f["duration"] = json!(0);
+                f["duration"] = json!(d);
                 v.insert(key.into(), f);
             }
         }
@@ -423,12 +433,28 @@ impl State {
                     })
                 }),
                 document: m.document.as_ref().and_then(|id| self.transcript_file(id)),
-                video: m.video.as_ref().and_then(|id| self.transcript_file(id)),
-                animation: m.animation.as_ref().and_then(|id| self.transcript_file(id)),
+                video: m.video.as_ref().and_then(|id| self.transcript_video(id)),
+                animation: m.animation.as_ref().and_then(|id| self.transcript_video(id)),
                 edit_count: m.edit_count,
                 sent_by_file_id: m.by_file_id,
             })
             .collect()
+    }
+
+    fn transcript_video(&self, id: &str) -> Option<TranscriptVideo> {
+        let f = self.files.get(id)?;
+        Some(TranscriptVideo {
+            file_id: f.file_id.clone(),
+            file_name: f.file_name.clone(),
+            mime_type: f.mime.clone(),
+            size: f.bytes.len() as u64,
+            url: file_url(&f.file_id),
+            duration: f.duration,
+            width: f.width,
+            height: f.height,
+            has_thumbnail: f.thumbnail.is_some(),
+            supports_streaming: f.supports_streaming,
+        })
     }
 
     fn transcript_file(&self, id: &str) -> Option<TranscriptDocument> {

@@ -1077,3 +1077,96 @@ fn a_persistent_emulator_continues_the_ids_of_the_last_run() {
     std::fs::write(dir.path().join("emulator-ids.json"), "not json").expect("write");
     assert!(Emulator::persistent(dir.path()).is_err(), "a damaged file is reported, not guessed past");
 }
+
+/// A file ComfyUI 0.3.64 served in the recorded video session (`GET /view (<session>)`).
+fn recorded_video(session: &str) -> Vec<u8> {
+    use base64::Engine;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/comfyui/recorded-video-0.3.64.json");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("recording")).expect("json");
+    let label = format!("GET /view ({session})");
+    let entry = json["transcript"].as_array().expect("transcript").iter().find(|e| e["label"] == label.as_str());
+    let b64 = entry.and_then(|e| e["response"]["body_base64"].as_str()).expect("body");
+    base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")
+}
+
+#[tokio::test]
+async fn videos_and_animations_are_stored_probed_shown_and_downloadable() {
+    let env = start().await;
+    env.say(USER, "hi");
+    let bot = env.bot();
+    let chat = ChatId(USER);
+    let mp4 = crate::imaging::video::demo_video("clip", 96, 64, 12, 8, 1).expect("demo clip");
+    let thumb = crate::imaging::thumbnail(&png(200, 100), 320, &crate::imaging::Limits::default()).expect("jpeg");
+
+    // sendVideo with a thumbnail and streaming, without sizes: probed from the MP4.
+    let sent = bot
+        .send_video(chat, InputFile::memory(mp4.clone()).file_name("clip.mp4"))
+        .thumbnail(InputFile::memory(thumb.clone()).file_name("t.jpg"))
+        .supports_streaming(true)
+        .await
+        .expect("sendVideo");
+    let v = sent.video().expect("a video message");
+    assert_eq!((v.width, v.height, v.duration.seconds()), (96, 64, 2), "12 frames at 8 fps ≈ 2 s");
+    // The call's own fields win over the probe.
+    let told = bot
+        .send_video(chat, InputFile::memory(mp4.clone()).file_name("clip.mp4"))
+        .duration(7)
+        .width(320)
+        .height(240)
+        .await
+        .expect("sendVideo with sizes");
+    assert_eq!(told.video().map(|v| (v.width, v.height, v.duration.seconds())), Some((320, 240, 7)));
+    // Re-sent by file_id: the same facts.
+    let again = bot.send_video(chat, InputFile::file_id(v.file.id.clone())).await.expect("by file_id");
+    assert_eq!(again.video().map(|v| v.duration.seconds()), Some(2));
+
+    // sendAnimation: an animated WebP (ComfyUI SaveAnimatedWEBP) and a GIF.
+    let webp = recorded_video("video_animated_webp");
+    let anim =
+        bot.send_animation(chat, InputFile::memory(webp.clone()).file_name("anim.webp")).await.expect("animated WebP");
+    let a = anim.animation().expect("an animation message");
+    assert_eq!((a.width, a.height, a.duration.seconds()), (64, 48, 2));
+    let mut gif = Vec::new();
+    {
+        let mut enc = image::codecs::gif::GifEncoder::new(&mut gif);
+        let frame =
+            image::Frame::from_parts(image::RgbaImage::new(8, 8), 0, 0, image::Delay::from_numer_denom_ms(1000, 1));
+        enc.encode_frame(frame).expect("gif");
+    }
+    bot.send_animation(chat, InputFile::memory(gif).file_name("a.gif")).await.expect("GIF");
+
+    // WebM is not shown inline: sendVideo refuses it, sendDocument takes it as video/webm.
+    let webm = recorded_video("video_webm");
+    let refused = bot.send_video(chat, InputFile::memory(webm.clone()).file_name("v.webm")).await;
+    assert!(refused.is_err(), "WebM through sendVideo");
+    let doc = bot.send_document(chat, InputFile::memory(webm.clone()).file_name("v.webm")).await.expect("document");
+    assert_eq!(doc.document().and_then(|d| d.mime_type.as_ref()).map(|m| m.to_string()), Some("video/webm".into()));
+    // A PNG is no animation.
+    let png_anim = bot.send_animation(chat, InputFile::memory(png(8, 8)).file_name("x.png")).await;
+    assert!(png_anim.is_err());
+
+    // The control API's transcript and files route.
+    let t = env.control_get(&format!("emulator/control/chats/{USER}/messages")).await;
+    let bot_msgs: Vec<&Value> = t.as_array().expect("list").iter().filter(|m| m["from_bot"] == true).collect();
+    let video = &bot_msgs[0]["video"];
+    assert_eq!(video["file_id"], json!(v.file.id.to_string()));
+    assert_eq!(
+        (video["width"].clone(), video["height"].clone(), video["duration"].clone()),
+        (json!(96), json!(64), json!(2))
+    );
+    assert_eq!(video["has_thumbnail"], true);
+    assert_eq!(video["supports_streaming"], true);
+    assert_eq!(video["mime_type"], "video/mp4");
+    assert_eq!(bot_msgs[1]["video"]["duration"], 7);
+    assert_eq!(bot_msgs[1]["video"]["supports_streaming"], false);
+    assert_eq!(bot_msgs[1]["video"]["has_thumbnail"], false);
+    let animation = &bot_msgs[3]["animation"];
+    assert_eq!((animation["width"].clone(), animation["duration"].clone()), (json!(64), json!(2)));
+    assert_eq!(animation["mime_type"], "image/webp");
+    for (url, bytes, mime) in [(&video["url"], &mp4, "video/mp4"), (&animation["url"], &webp, "image/webp")] {
+        let url = format!("{}{}", env.base.trim_end_matches('/'), url.as_str().expect("url"));
+        let r = env.http.get(url).send().await.expect("download");
+        assert_eq!(r.headers()["content-type"], mime);
+        assert_eq!(&r.bytes().await.expect("bytes")[..], &bytes[..]);
+    }
+}

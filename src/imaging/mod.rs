@@ -17,6 +17,7 @@ mod requant;
 mod strips;
 #[cfg(test)]
 mod tests;
+pub mod video;
 
 pub use compress::{API_MAX_BYTES, compress_for_api, compress_for_api_to};
 pub use decode::{decode, probe};

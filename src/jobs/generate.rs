@@ -502,9 +502,10 @@ async fn run_write(inner: &Arc<Inner>, mut job: JobRecord) {
     }
 }
 
-/// Largest result kept, bytes: what the Bot API takes in one multipart upload (sendVideo,
-/// sendDocument: 50 MB, protocols.md §1.4). A bigger file could never be delivered.
-const MAX_RESULT_BYTES: usize = 50 * 1000 * 1000;
+/// Largest result kept without `web.public_url`, bytes: what the Bot API takes in one
+/// multipart upload (sendVideo, sendDocument: 50 MB, protocols.md §1.4). With it, a bigger
+/// result (up to [`super::media::MAX_LINKED_BYTES`]) is kept and sent as a download link.
+const MAX_RESULT_BYTES: usize = super::media::TELEGRAM_UPLOAD_BYTES;
 
 /// Stores the first result file in the library and captures the hold in one transaction, then
 /// delivers. Capture happens once the user's value exists, whatever happens to delivery. The
@@ -515,17 +516,23 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, files: Vec<Generat
         fail(inner, job, ErrorClass::Failed, "provider returned no file".into()).await;
         return;
     };
+    if file.bytes.len() > MAX_RESULT_BYTES && inner.links.is_none() {
+        let detail = format!("{} bytes, more than Telegram takes and no web.public_url for a link", file.bytes.len());
+        fail(inner, job, ErrorClass::TooLarge, detail).await;
+        return;
+    }
+    let max_bytes = if inner.links.is_some() { super::media::MAX_LINKED_BYTES } else { MAX_RESULT_BYTES };
     let store = inner.store.clone();
     let limits = inner.limits.clone();
     type Prepared = (String, &'static str, MediaKind, &'static str, u32, u32, GeneratedFile);
     let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, String> {
-        if file.bytes.len() > MAX_RESULT_BYTES {
+        if file.bytes.len() > max_bytes {
             return Err(format!("{} bytes, more than Telegram takes", file.bytes.len()));
         }
         // What is stored is what every later send uses: the workflow (ComfyUI's `prompt`
         // chunk), the seed and file names never reach the user.
         let stripped = crate::imaging::strip_result_metadata(&file.bytes, &limits).map_err(|e| e.to_string())?;
-        let file = GeneratedFile { bytes: stripped, ..file };
+        let file = GeneratedFile { bytes: super::media::storable(stripped), ..file };
         let (media, mime, ext) = MediaKind::sniff(&file.bytes);
         let (width, height) = match media {
             MediaKind::Image => {
@@ -533,7 +540,8 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, files: Vec<Generat
                 crate::imaging::decode(&file.bytes, &limits).map_err(|e| e.to_string())?;
                 (info.width, info.height)
             }
-            _ => (0, 0),
+            MediaKind::Video | MediaKind::Animation => super::media::dimensions(&file.bytes),
+            MediaKind::File => (0, 0),
         };
         let sha = crate::imaging::sha256_hex(&file.bytes);
         store.put_media_file(&sha, ext, &file.bytes).map_err(|e| e.to_string())?;
@@ -791,7 +799,17 @@ async fn mark_delivery(inner: &Arc<Inner>, mut job: JobRecord, d: Delivery) {
 /// What to send for a stored result of kind `media`: for a picture, the photo (fitted for
 /// sendPhoto; `None` if it cannot be one) and the document form; other kinds as they are.
 /// Prepared off the async runtime.
-pub(crate) async fn prepare_files(inner: &Inner, media: MediaKind, bytes: Vec<u8>) -> Result<ResultFiles, String> {
+pub(crate) async fn prepare_files(inner: &Inner, item: &LibraryItem, bytes: Vec<u8>) -> Result<ResultFiles, String> {
+    let media = item.media;
+    if bytes.len() > MAX_RESULT_BYTES {
+        return super::media::link(inner, item.id, bytes.len() as u64)
+            .ok_or_else(|| format!("{} bytes, more than Telegram takes", bytes.len()));
+    }
+    // An MP4 has no pure-Rust decoder for a thumbnail: the job's input photo stands in.
+    let photo = match media {
+        MediaKind::Video => super::media::input_photo(inner, item).await,
+        _ => None,
+    };
     let limits = inner.limits.clone();
     tokio::task::spawn_blocking(move || -> Result<ResultFiles, String> {
         let ext = MediaKind::sniff(&bytes).2;
@@ -802,8 +820,14 @@ pub(crate) async fn prepare_files(inner: &Inner, media: MediaKind, bytes: Vec<u8
                 let (document, ext, _) = crate::imaging::document_form(&bytes).map_err(|e| e.to_string())?;
                 ResultFiles::Image { photo, document, name: format!("mediabot.{ext}") }
             }
-            MediaKind::Video => ResultFiles::Video { bytes, name },
-            MediaKind::Animation => ResultFiles::Animation { bytes, name },
+            MediaKind::Video => {
+                let video = super::media::facts(&bytes, photo.as_deref(), &limits);
+                ResultFiles::Video { bytes, name, video }
+            }
+            MediaKind::Animation => {
+                let video = super::media::facts(&bytes, None, &limits);
+                ResultFiles::Animation { bytes, name, video }
+            }
             MediaKind::File => ResultFiles::File { bytes, name },
         })
     })
@@ -812,7 +836,7 @@ pub(crate) async fn prepare_files(inner: &Inner, media: MediaKind, bytes: Vec<u8
 }
 
 async fn deliver(inner: &Arc<Inner>, mut job: JobRecord, item: LibraryItem, bytes: Vec<u8>) {
-    let files = match prepare_files(inner, item.media, bytes).await {
+    let files = match prepare_files(inner, &item, bytes).await {
         Ok(f) => f,
         other => {
             tracing::error!(?other, "could not prepare the result for Telegram");

@@ -10,6 +10,7 @@
 pub mod broadcast;
 pub mod generate;
 pub mod library;
+pub mod media;
 pub mod video;
 pub mod worker;
 
@@ -82,12 +83,32 @@ pub enum ResultFiles {
     /// checkerboard; `None` if it cannot be one) and the original as a document (PNG keeps its
     /// alpha channel there).
     Image { photo: Option<Vec<u8>>, document: Vec<u8>, name: String },
-    /// sendVideo.
-    Video { bytes: Vec<u8>, name: String },
-    /// sendAnimation.
-    Animation { bytes: Vec<u8>, name: String },
+    /// A video: an MP4 goes as sendVideo (with `video`'s facts), a WebM as sendDocument
+    /// (Telegram clients play only MPEG-4 inline; api.json sendVideo).
+    Video { bytes: Vec<u8>, name: String, video: VideoFacts },
+    /// sendAnimation (GIF, animated WebP), with width / height / duration when known.
+    Animation { bytes: Vec<u8>, name: String, video: VideoFacts },
     /// sendDocument, as is.
     File { bytes: Vec<u8>, name: String },
+    /// A result over Telegram's 50 MB upload limit: a message with a signed link to the
+    /// appliance's own download route (`web.public_url`, valid
+    /// [`crate::downloads::LINK_VALID_SECS`]); `size` in bytes.
+    Link { url: String, size: u64 },
+}
+
+/// What Telegram is told about a video or an animation besides its bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VideoFacts {
+    /// Duration (s) and frame size (px), probed from the bytes
+    /// ([`crate::imaging::video::probe`]); `None` when the file does not say.
+    pub meta: Option<crate::imaging::video::VideoMeta>,
+    /// A JPEG ≤ 320 px for sendVideo's `thumbnail`: an animation's first frame, or for an MP4
+    /// the job's input photo (no pure-Rust H.264 decoder); `None` for a text-to-video result.
+    pub thumbnail: Option<Vec<u8>>,
+    /// The MP4's `moov` precedes its `mdat`: only then is `supports_streaming` claimed.
+    pub faststart: bool,
+    /// An MP4 / QuickTime file (sendVideo); `false` for WebM (sendDocument).
+    pub mp4: bool,
 }
 
 /// Telegram file ids returned by a delivery.
@@ -244,6 +265,8 @@ pub(crate) struct Inner {
     /// Bound on translating one job's prompt (`llm.translate_timeout_secs`).
     pub translate_timeout: Duration,
     pub admins: HashSet<i64>,
+    /// Download links for results over Telegram's upload limit (`web.public_url`).
+    pub links: Option<media::Links>,
 }
 
 /// Handle to the job engine; cheap to clone.
@@ -312,6 +335,13 @@ impl JobEngine {
             None => None,
         };
         let translate_timeout = Duration::from_secs(config.llm.as_ref().map_or(8, |c| c.translate_timeout_secs));
+        let links = match &config.web.public_url {
+            Some(url) => Some(media::Links {
+                public_url: url.clone(),
+                key: crate::downloads::LinkKey::load_or_create(&config.storage.data_dir).map_err(StoreError::from)?,
+            }),
+            None => None,
+        };
         let engine = JobEngine {
             inner: Arc::new(Inner {
                 llm,
@@ -337,6 +367,7 @@ impl JobEngine {
                 capacity: Mutex::new(capacity),
                 worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
                 admins: config.telegram.admins.iter().copied().collect(),
+                links,
             }),
         };
         // An admin's change of a concurrency applies at once, running or not.
@@ -537,7 +568,7 @@ impl JobEngine {
         let Ok(bytes) = tokio::fs::read(self.inner.store.media_path(&item.sha256, &item.ext)).await else {
             return Ok(StoredResult::Missing);
         };
-        Ok(match generate::prepare_files(&self.inner, item.media, bytes).await {
+        Ok(match generate::prepare_files(&self.inner, &item, bytes).await {
             Ok(files) => StoredResult::Ready(item, files),
             Err(_) => StoredResult::Missing,
         })

@@ -21,6 +21,28 @@ struct DemoJob {
     /// Absent in submissions stored before the photo tools: text to image.
     #[serde(default)]
     cutout: bool,
+    /// A video task's clip: (frames, fps); absent for pictures.
+    #[serde(default)]
+    clip: Option<(u32, u32)>,
+}
+
+/// A video request's demo clip: its size scaled down to at most
+/// [`crate::imaging::video::DEMO_MAX_SIDE`] on the long side (even, ≥ 32), and (frames, fps)
+/// keeping the requested duration with at most [`crate::imaging::video::DEMO_MAX_FRAMES`]
+/// frames (a 15 s clip plays at 1 fps): the sandbox shows a clip of the length the user chose
+/// without encoding hundreds of uncompressed frames.
+fn demo_clip(req: &GenerateRequest) -> ((u32, u32), (u32, u32)) {
+    use crate::imaging::video::{DEMO_MAX_FRAMES, DEMO_MAX_SIDE};
+    let (w, h) = (req.width.max(1), req.height.max(1));
+    let k = (f64::from(DEMO_MAX_SIDE) / f64::from(w.max(h))).min(1.0);
+    let side = |v: u32| ((f64::from(v) * k).round() as u32).clamp(32, DEMO_MAX_SIDE) & !1;
+    let params = req
+        .video
+        .unwrap_or(super::VideoParams { duration_secs: super::DEFAULT_DURATION_SECS, fps: super::DEFAULT_FPS });
+    let duration = params.duration_secs.max(1);
+    let fps = params.fps.clamp(1, (DEMO_MAX_FRAMES / duration).max(1));
+    let frames = duration.saturating_mul(fps).min(DEMO_MAX_FRAMES);
+    ((side(w), side(h)), (frames, fps))
 }
 
 /// The text a demo picture shows: the prompt, or for a tool without one what it stands for
@@ -86,7 +108,11 @@ impl ImageProvider for DemoProvider {
     async fn submit(&self, req: &GenerateRequest, preassigned: Option<&str>) -> Result<Submission, ProviderError> {
         let (width, height) = demo_size(req);
         let cutout = req.task == Task::RemoveBackground;
-        let job = DemoJob { prompt: demo_text(req), width, height, seed: req.seed, cutout };
+        let mut job = DemoJob { prompt: demo_text(req), width, height, seed: req.seed, cutout, clip: None };
+        if req.task.is_video() {
+            let ((w, h), clip) = demo_clip(req);
+            (job.width, job.height, job.clip) = (w, h, Some(clip));
+        }
         let data = serde_json::to_value(&job).map_err(|e| ProviderError::Failed(format!("demo submission: {e}")))?;
         Ok(Submission {
             request_id: preassigned.map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -106,14 +132,18 @@ impl ImageProvider for DemoProvider {
             tokio::time::sleep(self.step_delay).await;
             progress(ProviderProgress { fraction: Some(fraction), queue_position: None, running: true });
         }
+        let mime = if job.clip.is_some() { "video/mp4" } else { "image/png" };
         let bytes = tokio::task::spawn_blocking(move || {
+            if let Some((frames, fps)) = job.clip {
+                return crate::imaging::video::demo_video(&job.prompt, job.width, job.height, frames, fps, job.seed);
+            }
             let render = if job.cutout { crate::imaging::render_demo_cutout } else { crate::imaging::render_demo };
             render(&job.prompt, job.width, job.height, job.seed)
         })
         .await
         .map_err(|e| ProviderError::Failed(format!("demo renderer panicked: {e}")))?
         .map_err(|e| ProviderError::Failed(format!("demo renderer: {e}")))?;
-        Ok(vec![GeneratedFile { bytes, mime: "image/png".into(), is_demo: true }])
+        Ok(vec![GeneratedFile { bytes, mime: mime.into(), is_demo: true }])
     }
 }
 
@@ -172,6 +202,31 @@ mod tests {
         assert_eq!(crate::providers::sniff_mime(&image.bytes), "image/png");
         let info = crate::imaging::probe(&image.bytes).expect("probe");
         assert_eq!((info.width, info.height, info.mime), (768, 1344, "image/png"));
+    }
+
+    #[tokio::test]
+    async fn a_video_request_gets_a_real_short_mp4() {
+        let provider = DemoProvider::new("demo", Duration::ZERO);
+        let mut req = request("a cat walking", 832, 464);
+        req.task = Task::ImageToVideo;
+        req.video = Some(crate::providers::VideoParams { duration_secs: 10, fps: 16 });
+        let sub = provider.submit(&req, None).await.expect("submit");
+        let files = provider.wait(&sub, &|_| {}).await.expect("wait");
+        let file = &files[0];
+        assert!(file.is_demo);
+        assert_eq!(file.mime, "video/mp4");
+        assert_eq!(&file.bytes[4..8], b"ftyp");
+        assert_eq!(crate::domain::MediaKind::sniff(&file.bytes).0, crate::domain::MediaKind::Video);
+        assert!(crate::imaging::video::is_faststart(&file.bytes));
+        // 832×464 scaled to 256 on the long side (even); 10 s kept at 2 fps (20 frames).
+        let meta = crate::imaging::video::probe(&file.bytes).expect("probe");
+        assert_eq!((meta.width, meta.height, meta.duration_secs), (256, 142, 10));
+
+        req.task = Task::TextToVideo;
+        req.video = Some(crate::providers::VideoParams { duration_secs: 5, fps: 16 });
+        let sub = provider.submit(&req, None).await.expect("submit");
+        let meta = crate::imaging::video::probe(&provider.wait(&sub, &|_| {}).await.expect("wait")[0].bytes);
+        assert_eq!(meta.map(|m| m.duration_secs), Some(5));
     }
 
     #[tokio::test]

@@ -293,6 +293,9 @@ pub enum ErrorClass {
     Internal,
     InsufficientFunds,
     Cancelled,
+    /// The result is over Telegram's 50 MB upload limit and no `web.public_url` is set to send
+    /// a download link instead: the hold is released.
+    TooLarge,
 }
 
 /// Last error of a job: the class drives the user text, `detail` is for logs and admins.

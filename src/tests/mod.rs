@@ -19,6 +19,7 @@ mod structure;
 mod tools;
 mod translate;
 mod video;
+mod video_results;
 mod web;
 mod webhook;
 mod write;

@@ -395,8 +395,9 @@ fn posts(e: &Env) -> Vec<(String, &'static str)> {
     ]
 }
 
-/// Routes open without a session (checked in the crawl) and the multipart POST.
-const OPEN: &[&str] = &["/admin/login", "/healthz", "/metrics", "/admin/static/{hash}/{*path}"];
+/// Routes open without a session (checked in the crawl) and the multipart POST. The download
+/// route's permission is its link's signature (tests/video.rs checks it).
+const OPEN: &[&str] = &["/admin/login", "/healthz", "/metrics", "/admin/static/{hash}/{*path}", "/download/{id}"];
 const MULTIPART_POSTS: &[&str] = &["/admin/broadcasts"];
 
 /// A multipart body for the broadcast compose form: (content type, body).

@@ -39,6 +39,8 @@ pub struct WebState {
     pub summary: Arc<pages::dashboard::SummaryCache>,
     /// `web.trusted_proxies`, parsed (see [`auth::client_ip`]).
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// The download links' key, read (or made) on first use.
+    pub download_key: Arc<OnceLock<crate::downloads::LinkKey>>,
 }
 
 impl WebState {
@@ -55,12 +57,24 @@ impl WebState {
             jobs: Arc::new(OnceLock::new()),
             summary: Arc::default(),
             trusted_proxies,
+            download_key: Arc::default(),
         }
     }
 
     /// The client's address for a request (see [`auth::client_ip`]).
     pub fn client_ip(&self, parts: &axum::http::request::Parts) -> std::net::IpAddr {
         auth::client_ip(parts, &self.trusted_proxies)
+    }
+
+    /// The key that signs download links (`<data_dir>/download-link.key`, made on first use).
+    /// Errors: [`error::WebError::Internal`] when it cannot be read or created.
+    pub fn download_key(&self) -> Result<&crate::downloads::LinkKey, error::WebError> {
+        if let Some(k) = self.download_key.get() {
+            return Ok(k);
+        }
+        let key = crate::downloads::LinkKey::load_or_create(&self.config.storage.data_dir)
+            .map_err(|e| error::WebError::Internal(format!("download link key: {e}")))?;
+        Ok(self.download_key.get_or_init(|| key))
     }
 
     /// The running job engine. Errors: [`error::WebError::Unavailable`] without a bot.
@@ -111,6 +125,7 @@ pub fn router(state: WebState) -> Router {
         .route("/admin/broadcasts/{id}/start", post(broadcasts::start))
         .route("/admin/broadcasts/{id}/cancel", post(broadcasts::cancel))
         .route("/admin/static/{hash}/{*path}", get(assets::get))
+        .route("/download/{id}", get(download::get))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .layer(from_fn(security_headers))
@@ -127,7 +142,8 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
         (
             "content-security-policy",
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+             media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+             base-uri 'none'",
         ),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),

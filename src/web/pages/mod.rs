@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod broadcasts;
 pub mod dashboard;
+pub mod download;
 pub mod jobs;
 pub mod ledger;
 pub mod library;
