@@ -145,6 +145,49 @@ async fn the_wizard_in_russian_shows_the_price_then_holds_and_captures_it() {
     assert_eq!((width, height), (832, 554));
     let video = &videos(&h, u)[0];
     assert!(video["reply_markup"].to_string().contains("🎬 Создать ещё"), "{video}");
+    // The recorded SaveVideo clip: 64×48, 2 s, made faststart, with the photo as thumbnail.
+    let v = &video["video"];
+    assert_eq!(
+        (v["duration"].clone(), v["width"].clone(), v["height"].clone()),
+        (json!(2), json!(64), json!(48)),
+        "{v}"
+    );
+    assert_eq!((v["supports_streaming"].clone(), v["has_thumbnail"].clone()), (json!(true), json!(true)), "{v}");
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sandbox_wizard_makes_a_real_clip_without_a_gpu() {
+    // `sandbox` with nothing configured: the demo models, the video ones among them.
+    let h = Harness::start(|d| {
+        let mut c = test_config(d).with_demo();
+        c.billing.currency = crate::config::BillingConfig::default().currency;
+        c
+    })
+    .await;
+    let u = 2006;
+    let n = h.messages(u).len();
+    h.text(u, "ru", "/video");
+    new_text(&h, u, n, "Пришлите фото").await;
+    let n = h.messages(u).len();
+    h.photo(u, "ru", &testdata("photos/orientation/Landscape_1.jpg"), Some("листья кружатся"));
+    let durations = new_buttons(&h, u, n, "15").await;
+    press(&h, u, &durations, "15");
+    let qualities = edited(&h, u, &durations, "качество").await;
+    press(&h, u, &qualities, "832");
+    let confirm = edited(&h, u, &durations, "Создать за 15 кредитов").await;
+    press(&h, u, &confirm, "Создать за");
+    h.wait_for(u, 60, "the demo clip", |_| videos(&h, u).len() == 1).await;
+    let v = &videos(&h, u)[0]["video"];
+    // The demo clip keeps the length asked for and the photo's shape, at most 256 px.
+    assert_eq!(v["duration"], json!(15), "{v}");
+    assert_eq!((v["width"].clone(), v["height"].clone()), (json!(256), json!(170)), "{v}");
+    let bytes = h.emu.file_bytes(v["file_id"].as_str().expect("file id")).expect("stored");
+    assert_eq!(&bytes[4..8], b"ftyp", "a real MP4");
+    let ops = h.ledger(u).await;
+    assert_eq!(kinds(&ops), [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture]);
+    assert_eq!(ops[1].amount, Credits(15));
     h.verify_clean().await;
     h.assert_no_rejections();
 }
