@@ -628,11 +628,12 @@ fn file_id_of(m: &teloxide::types::Message) -> Option<String> {
     id.map(ToString::to_string)
 }
 
-/// Sends a file Telegram already has (by its file_id) the way its kind is sent.
+/// Sends a file Telegram already has (by its file_id) the way its kind was delivered: a
+/// video that is not MPEG-4 (`mime` `video/webm`) went as a document, so it goes as one again.
 pub async fn send_by_file_id(
     bot: &TgBot,
     chat: ChatId,
-    media: crate::domain::MediaKind,
+    (media, mime): (crate::domain::MediaKind, &str),
     file_id: String,
     caption: String,
     keyboard: teloxide::types::InlineKeyboardMarkup,
@@ -641,11 +642,15 @@ pub async fn send_by_file_id(
     let file = InputFile::file_id(file_id.into());
     match media {
         MediaKind::Image => bot.send_photo(chat, file).caption(caption).reply_markup(keyboard).await.map(|_| ()),
-        MediaKind::Video => bot.send_video(chat, file).caption(caption).reply_markup(keyboard).await.map(|_| ()),
+        MediaKind::Video if mime == "video/mp4" || mime == "video/quicktime" => {
+            bot.send_video(chat, file).caption(caption).reply_markup(keyboard).await.map(|_| ())
+        }
         MediaKind::Animation => {
             bot.send_animation(chat, file).caption(caption).reply_markup(keyboard).await.map(|_| ())
         }
-        MediaKind::File => bot.send_document(chat, file).caption(caption).reply_markup(keyboard).await.map(|_| ()),
+        MediaKind::Video | MediaKind::File => {
+            bot.send_document(chat, file).caption(caption).reply_markup(keyboard).await.map(|_| ())
+        }
     }
 }
 

@@ -14,28 +14,7 @@ use serde_json::{Value, json};
 
 /// The MP4 file of the recorded SaveVideo session (`GET /view` answer): ftyp, free, mdat, moov.
 pub(super) fn recorded_mp4() -> Vec<u8> {
-    use base64::Engine;
-    let path = testdata("comfyui/recorded-video-0.3.64.json");
-    let rec: Value = serde_json::from_slice(&std::fs::read(path).expect("recording")).expect("json");
-    let mut found = Vec::new();
-    fn walk(v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::Object(m) => {
-                if let Some(Value::String(b)) = m.get("body_base64") {
-                    out.push(b.clone());
-                }
-                m.values().for_each(|x| walk(x, out));
-            }
-            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
-            _ => {}
-        }
-    }
-    walk(&rec, &mut found);
-    found
-        .iter()
-        .filter_map(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .find(|b| b.len() > 12 && &b[4..8] == b"ftyp")
-        .expect("an mp4 in the recording")
+    super::fakes::comfyui::recorded_video_bytes("video_from_image")
 }
 
 /// An option with values (value, price).

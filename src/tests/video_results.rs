@@ -13,7 +13,6 @@ use crate::store::Store;
 use crate::store::records::{ErrorClass, JobPayload, JobRecord, LibraryItem, OpKind, UserRecord};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use base64::Engine as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
@@ -65,15 +64,6 @@ impl crate::jobs::Notifier for Recorder {
         Ok(())
     }
     async fn admin_alert(&self, _text: &str) {}
-}
-
-fn recorded_mp4() -> Vec<u8> {
-    let path = super::harness::testdata("comfyui/recorded-video-0.3.64.json");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
-    let entry =
-        json["transcript"].as_array().expect("list").iter().find(|e| e["label"] == "GET /view (video_from_image)");
-    let b64 = entry.and_then(|e| e["response"]["body_base64"].as_str()).expect("body");
-    base64::engine::general_purpose::STANDARD.decode(b64).expect("b64")
 }
 
 /// A playable MP4 padded with a trailing `free` box to 60 MB.
@@ -206,7 +196,7 @@ async fn get(app: &axum::Router, uri: &str) -> axum::response::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_savevideo_mp4_is_stored_faststart_and_sent_with_its_facts() {
-    let e = env(recorded_mp4(), None).await;
+    let e = env(super::video::recorded_mp4(), None).await;
     // The input photo, as an upload would have stored it.
     let photo = crate::imaging::render_demo("photo", 640, 480, 3).expect("png");
     let sha = crate::imaging::sha256_hex(&photo);
@@ -219,7 +209,7 @@ async fn a_savevideo_mp4_is_stored_faststart_and_sent_with_its_facts() {
     assert_eq!((item.width, item.height), (64, 48));
     let stored = std::fs::read(e.store.media_path(&item.sha256, &item.ext)).expect("file");
     assert!(crate::imaging::video::is_faststart(&stored), "the library keeps the streamable MP4");
-    assert_eq!(stored.len(), recorded_mp4().len());
+    assert_eq!(stored.len(), super::video::recorded_mp4().len());
 
     let delivered = e.notifier.delivered.lock().expect("lock").pop().expect("delivered");
     let ResultFiles::Video { bytes, video, .. } = delivered else { panic!("a video: {delivered:?}") };
@@ -325,15 +315,6 @@ fn public_url_must_be_https_without_query() {
     }
 }
 
-fn recorded(session: &str) -> Vec<u8> {
-    let path = super::harness::testdata("comfyui/recorded-video-0.3.64.json");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
-    let label = format!("GET /view ({session})");
-    let entry = json["transcript"].as_array().expect("list").iter().find(|e| e["label"] == label.as_str());
-    let b64 = entry.and_then(|e| e["response"]["body_base64"].as_str()).expect("body");
-    base64::engine::general_purpose::STANDARD.decode(b64).expect("b64")
-}
-
 /// Runs a job whose provider returns `result` (with an input photo), then hands what the
 /// engine prepared to the real `BotNotifier` talking to an emulator; returns the bot's
 /// messages as the control API shows them.
@@ -371,7 +352,7 @@ async fn delivered_through_bot(result: Vec<u8>, public_url: Option<&str>) -> Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bot_sends_each_kind_the_way_telegram_shows_it() {
     // SaveVideo MP4: sendVideo with duration, size, the input photo's thumbnail and streaming.
-    let msgs = delivered_through_bot(recorded("video_from_image"), None).await;
+    let msgs = delivered_through_bot(super::fakes::comfyui::recorded_video_bytes("video_from_image"), None).await;
     let video = &msgs[0]["video"];
     assert_eq!(video["mime_type"], "video/mp4");
     assert_eq!(
@@ -383,12 +364,12 @@ async fn the_bot_sends_each_kind_the_way_telegram_shows_it() {
     assert!(msgs[0]["reply_markup"].is_object(), "the result's buttons");
 
     // WebM: a document (Telegram clients play only MPEG-4 inline).
-    let msgs = delivered_through_bot(recorded("video_webm"), None).await;
+    let msgs = delivered_through_bot(super::fakes::comfyui::recorded_video_bytes("video_webm"), None).await;
     assert_eq!(msgs[0]["document"]["mime_type"], "video/webm");
     assert!(msgs[0]["video"].is_null());
 
     // Animated WebP: sendAnimation with its size and length.
-    let msgs = delivered_through_bot(recorded("video_animated_webp"), None).await;
+    let msgs = delivered_through_bot(super::fakes::comfyui::recorded_video_bytes("video_animated_webp"), None).await;
     let anim = &msgs[0]["animation"];
     assert_eq!((anim["duration"].as_u64(), anim["width"].as_u64()), (Some(2), Some(64)));
 

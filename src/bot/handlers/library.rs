@@ -125,8 +125,15 @@ async fn open(
         _ => item.document_file_id.clone(),
     };
     if let Some(file_id) = known {
-        let sent =
-            crate::bot::notifier::send_by_file_id(bot, chat, item.media, file_id, caption.clone(), kb.clone()).await;
+        let sent = crate::bot::notifier::send_by_file_id(
+            bot,
+            chat,
+            (item.media, &item.mime),
+            file_id,
+            caption.clone(),
+            kb.clone(),
+        )
+        .await;
         match sent {
             Ok(_) => return Ok(None),
             Err(RequestError::Api(e)) if !matches!(e, ApiError::BotBlocked | ApiError::UserDeactivated) => {

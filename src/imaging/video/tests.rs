@@ -1,16 +1,5 @@
 use super::*;
-use base64::Engine as _;
-
-/// A file ComfyUI 0.3.64 served in `recorded-video-0.3.64.json` (its `GET /view (<session>)`).
-fn recorded(session: &str) -> Vec<u8> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/comfyui/recorded-video-0.3.64.json");
-    let text = std::fs::read_to_string(path).expect("recorded video session");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let label = format!("GET /view ({session})");
-    let entry = json["transcript"].as_array().expect("transcript").iter().find(|e| e["label"] == label.as_str());
-    let b64 = entry.and_then(|e| e["response"]["body_base64"].as_str()).expect("body_base64");
-    base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")
-}
+use crate::tests::fakes::comfyui::recorded_video_bytes as recorded;
 
 fn top_level(data: &[u8]) -> Vec<String> {
     boxes(data, 0, data.len()).expect("boxes").iter().map(|b| String::from_utf8_lossy(&b.kind).into_owned()).collect()
