@@ -9,7 +9,7 @@ use crate::billing::{self, BillingError};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::{Credits, Setting, Switch, UserId, now_ms};
-use crate::store::records::{AuditEntry, Operation, UserRecord};
+use crate::store::records::{AuditEntry, Operation, UserRecord, UserSummary};
 use crate::store::{Store, StoreError, Tx};
 use argon2::password_hash::{PasswordHasher, SaltString};
 use rand::RngCore;
@@ -24,7 +24,6 @@ pub enum Actor {
     /// `mediabot admin …` on the command line (`cli`).
     Cli,
     /// A Telegram admin using bot commands (`tg:<user id>`).
-    #[allow(dead_code, reason = "in-bot admin commands arrive with the payments issue")]
     Telegram(UserId),
     /// The appliance itself (`system`), e.g. the password generated at first start.
     System,
@@ -134,6 +133,63 @@ impl Admin {
                 Ok(op)
             })
             .await
+    }
+
+    /// The user `who` names: a Telegram id (`123456`) or a username (`@anna`, any case).
+    pub async fn find_user(&self, who: &str) -> Result<Option<UserRecord>, AdminError> {
+        let who = who.trim();
+        if let Ok(id) = who.parse::<i64>() {
+            return Ok(self.store.read(move |rx| rx.get_user(UserId(id))).await?);
+        }
+        let Some(name) = who.strip_prefix('@').filter(|n| !n.is_empty() && n.len() <= 64) else { return Ok(None) };
+        let name = name.to_lowercase();
+        let found = self
+            .store
+            .read(move |rx| {
+                // The name index holds lower-case words of names and usernames.
+                let (ids, _) = rx.find_user_ids_by_word(&name, 50)?;
+                for id in ids {
+                    if let Some(u) = rx.get_user(UserId(id))? {
+                        if u.username.as_deref().is_some_and(|n| n.to_lowercase() == name) {
+                            return Ok(Some(u));
+                        }
+                    }
+                }
+                Ok::<_, StoreError>(None)
+            })
+            .await?;
+        Ok(found)
+    }
+
+    /// One page of users for `/users` (page 0 first), each with their job count (counted up to
+    /// 10 000): all users in id order, or those with a name or username word starting with
+    /// `query`. The bool says whether another page follows.
+    pub async fn users_page(
+        &self,
+        query: Option<String>,
+        page: usize,
+        per_page: usize,
+    ) -> Result<(Vec<(UserSummary, usize)>, bool), AdminError> {
+        let skip = page.saturating_mul(per_page);
+        let page = self
+            .store
+            .read(move |rx| {
+                let (rows, more) = match &query {
+                    Some(q) => rx.find_user_rows_by_word_page(&q.to_lowercase(), skip, per_page)?,
+                    None => {
+                        let (users, more) = rx.find_users_skip(skip, per_page)?;
+                        (users.iter().map(UserSummary::of).collect(), more)
+                    }
+                };
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let jobs = rx.count_user_jobs(r.id, 10_000)?;
+                    out.push((r, jobs));
+                }
+                Ok::<_, StoreError>((out, more))
+            })
+            .await?;
+        Ok(page)
     }
 
     /// Bans or unbans a user. True if that changed anything (an audit entry is written only then).

@@ -224,6 +224,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         billing,
         jobs,
         library: Library::new(store.clone()),
+        admin: crate::admin::Admin::new(store.clone(), catalog.clone(), &config),
         catalog,
         store: store.clone(),
         dialogues: dialogues.clone(),

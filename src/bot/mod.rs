@@ -53,6 +53,8 @@ pub enum BotError {
     Billing(#[from] BillingError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 impl BotError {
@@ -75,6 +77,8 @@ pub struct BotCtx {
     pub billing: Billing,
     pub jobs: JobEngine,
     pub library: Library,
+    /// Operator actions for `telegram.admins` (audited as `tg:<id>`).
+    pub admin: crate::admin::Admin,
     pub catalog: Catalog,
     pub store: Store,
     /// Dialogue steps and drafts (also in the dependency map as `Arc<RedbDialogues>`).
@@ -101,6 +105,20 @@ pub enum Command {
     Quick,
     #[command(description = "your videos and average generation times")]
     Stats,
+    #[command(description = "your jobs: queued, running, recent")]
+    Status(String),
+    /// Admins: `/add_balance USER AMOUNT [reason]`.
+    #[command(hide, rename = "add_balance", alias = "addtokens")]
+    AddBalance(String),
+    /// Admins: `/users [page|query]`.
+    #[command(hide)]
+    Users(String),
+    /// Admins: `/ban USER`.
+    #[command(hide)]
+    Ban(String),
+    /// Admins: `/unban USER`.
+    #[command(hide)]
+    Unban(String),
     #[command(description = "your pictures")]
     My,
     #[command(description = "your presets")]

@@ -267,6 +267,9 @@ impl Notifier for BotNotifier {
                 ],
             ),
         };
+        // The job's number, for `/status <id>` and for telling support which job it was.
+        text.push('\n');
+        text.push_str(&lang.tf("job_number", &[("id", &job.id.short())]));
         if let Some(Translation::English { text: english }) = &job.translation {
             // Substituted last and alone: the model's words never pass through another template.
             text.push('\n');

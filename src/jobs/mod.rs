@@ -11,6 +11,7 @@ pub mod broadcast;
 pub mod generate;
 pub mod library;
 pub mod media;
+pub mod status;
 pub mod video;
 pub mod worker;
 

@@ -428,6 +428,20 @@ impl $t {
         }
         Ok((rows, false))
     }
+    /// Users in id order, `skip` passed over, at most `limit`; the bool says whether more follow.
+    pub fn find_users_skip(&self, skip: usize, limit: usize) -> Result<(Vec<UserRecord>, bool), StoreError> {
+        let t = self.tx.open_table(USERS_TABLE)?;
+        let mut rows: Vec<UserRecord> =
+            t.iter()?.skip(skip).take(limit + 1).map(|r| UserRecord::decode(r?.1.value())).collect::<Result<_, _>>()?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok((rows, more))
+    }
+    /// How many jobs a user has, counting at most `cap` (index keys only).
+    pub fn count_user_jobs(&self, user: UserId, cap: usize) -> Result<usize, StoreError> {
+        let idx = self.tx.open_table(USER_JOBS_TABLE)?;
+        Ok(idx.range((user.0, 0u128)..=(user.0, u128::MAX))?.take(cap).count())
+    }
     /// Users in id order after `after` (exclusive), at most `limit`.
     pub fn find_users_page(&self, after: Option<i64>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
         let t = self.tx.open_table(USERS_TABLE)?;

@@ -2,6 +2,7 @@
 //! providers, plus shared helpers.
 
 mod add_text;
+mod admin_bot;
 mod browser;
 mod crash;
 mod e2e;

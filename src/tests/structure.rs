@@ -43,7 +43,7 @@ async fn unknown_commands_are_never_prompts() {
     let ru = 601;
     h.text(ru, "ru", "/start");
     h.wait_text(ru, "бонус").await;
-    for (i, cmd) in ["/status 12", "/foo", "/add_balance 500"].into_iter().enumerate() {
+    for (i, cmd) in ["/statuss 12", "/foo", "/add_balances 500"].into_iter().enumerate() {
         h.text(ru, "ru", cmd);
         let answer = h
             .wait_for(ru, 20, "the unknown-command answer", |m| {

@@ -57,6 +57,13 @@ pub async fn run(
         Command::Stats => {
             super::video::stats(&bot, chat, &ctx, &me).await?;
         }
+        Command::Status(arg) => {
+            super::admin::status(&bot, chat, &ctx, &me, &arg).await?;
+        }
+        Command::AddBalance(args) => super::admin::command(&bot, chat, &ctx, &me, "add_balance", &args).await?,
+        Command::Users(args) => super::admin::command(&bot, chat, &ctx, &me, "users", &args).await?,
+        Command::Ban(args) => super::admin::command(&bot, chat, &ctx, &me, "ban", &args).await?,
+        Command::Unban(args) => super::admin::command(&bot, chat, &ctx, &me, "unban", &args).await?,
         Command::Write => {
             super::write::start(&bot, &ctx, &me, &dialogue).await?;
         }

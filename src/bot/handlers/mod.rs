@@ -1,6 +1,7 @@
 //! One file per flow; `input` holds what several flows share (photos from the user).
 
 pub mod add_text;
+pub mod admin;
 pub mod callbacks;
 pub mod commands;
 pub mod edit;
