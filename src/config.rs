@@ -247,6 +247,9 @@ pub struct BillingConfig {
     /// Access level ids an admin can give a user; the first is everyone's default. Rules per
     /// level (daily limits, prices) will be keyed by these ids.
     pub levels: Vec<String>,
+    /// IANA time zone the bot shows dates in (the user's history) and will reset daily quotas
+    /// in (`Europe/Moscow`, `UTC`).
+    pub time_zone: String,
 }
 
 impl Default for BillingConfig {
@@ -258,6 +261,7 @@ impl Default for BillingConfig {
             resize_price: Credits::ZERO,
             write_price: Credits::ZERO,
             levels: vec!["standard".into(), "vip".into()],
+            time_zone: "Europe/Moscow".into(),
         }
     }
 }
@@ -845,6 +849,9 @@ impl Config {
             if !ok || self.billing.levels[..i].contains(l) {
                 return Err(bad("billing.levels", format!("{l:?}: 1–32 of a-z 0-9 _ -, each once")));
             }
+        }
+        if jiff::tz::TimeZone::get(&self.billing.time_zone).is_err() {
+            return Err(bad("billing.time_zone", "an IANA time zone name such as Europe/Moscow or UTC"));
         }
         if !self.telegram.api_url.starts_with("http://") && !self.telegram.api_url.starts_with("https://") {
             return Err(bad("telegram.api_url", "must be an http(s) URL"));

@@ -5,6 +5,8 @@
 //! (held −price; the credits are spent) or `release` (balance +price). The job records which
 //! one happened ([`Settlement`]), which is what makes a second settlement a no-op.
 
+pub mod history;
+
 use crate::config::BillingConfig;
 use crate::domain::{Credits, JobId, OperationId, UserId, now_ms};
 use crate::store::records::{JobRecord, OpKind, Operation, Settlement, UserRecord};

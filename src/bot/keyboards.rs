@@ -136,6 +136,8 @@ pub enum Callback {
     },
     /// "📊 Statistics": the user's videos and the average time per settings.
     VideoStats,
+    /// "📊 Operations" under the balance: a page (0 first) of the user's ledger.
+    History(u16),
 }
 
 /// The callback code of a photo mode (one letter; every code ever written must keep decoding).
@@ -245,6 +247,7 @@ impl Callback {
             Callback::MenuQuick => format!("{V}:Vq"),
             Callback::VideoConfirm { draft } => format!("{V}:Vc:{}", b36(*draft)),
             Callback::VideoStats => format!("{V}:Vs"),
+            Callback::History(page) => format!("{V}:H:{page}"),
         }
     }
 
@@ -300,6 +303,7 @@ impl Callback {
             ["Vq"] => Callback::MenuQuick,
             ["Vc", d] => Callback::VideoConfirm { draft: from_b36(d)? },
             ["Vs"] => Callback::VideoStats,
+            ["H", page] => Callback::History(page.parse().ok()?),
             ["e", i] => Callback::EditThis(id(i)?),
             ["U", i] => Callback::UpscaleThis(id(i)?),
             ["W", j, m @ ("c" | "e")] => {
@@ -371,6 +375,23 @@ pub fn video_confirm(lang: Lang, draft: u128, price: &str) -> InlineKeyboardMark
         button(lang.tf("video_confirm_button", &[("price", &price)]), Callback::VideoConfirm { draft }),
         button(lang.t("cancel"), Callback::FlowCancel),
     ]])
+}
+
+/// Under the balance: "📊 Operations".
+pub fn balance(lang: Lang) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(vec![vec![button(lang.t("history_button"), Callback::History(0))]])
+}
+
+/// Under a history page: newer / older pages.
+pub fn history(lang: Lang, page: u16, more: bool) -> InlineKeyboardMarkup {
+    let mut row = Vec::new();
+    if page > 0 {
+        row.push(button(lang.t("history_newer"), Callback::History(page - 1)));
+    }
+    if more {
+        row.push(button(lang.t("history_older"), Callback::History(page.saturating_add(1))));
+    }
+    InlineKeyboardMarkup::new(if row.is_empty() { vec![] } else { vec![row] })
 }
 
 /// "🎬 Create more" (and "⚡ Quick mode" when it can run): under 📊 and after a video.
@@ -739,6 +760,7 @@ mod tests {
             Callback::MenuQuick,
             Callback::VideoConfirm { draft: u128::MAX },
             Callback::VideoStats,
+            Callback::History(u16::MAX),
         ]
         .into_iter()
         .chain(Subject::ALL.map(Callback::Subject))

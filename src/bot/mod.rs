@@ -107,6 +107,8 @@ pub enum Command {
     Stats,
     #[command(description = "your jobs: queued, running, recent")]
     Status(String),
+    #[command(description = "your credits in and out")]
+    History,
     /// Admins: `/add_balance USER AMOUNT [reason]`.
     #[command(hide, rename = "add_balance", alias = "addtokens")]
     AddBalance(String),
@@ -368,7 +370,10 @@ mod tests {
     fn new_is_create_and_start_keeps_its_payload() {
         assert_eq!(Command::parse("/new", "bot").ok(), Some(Command::Create));
         assert_eq!(Command::parse("/start ref_42", "bot").ok(), Some(Command::Start("ref_42".into())));
-        assert!(Command::parse("/status 12", "bot").is_err());
+        assert_eq!(Command::parse("/status 12", "bot").ok(), Some(Command::Status("12".into())));
+        assert_eq!(Command::parse("/addtokens 1 5", "bot").ok(), Some(Command::AddBalance("1 5".into())));
+        assert_eq!(Command::parse("/add_balance 1 5", "bot").ok(), Some(Command::AddBalance("1 5".into())));
+        assert!(Command::parse("/statuss 12", "bot").is_err());
     }
 
     #[test]

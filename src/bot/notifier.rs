@@ -267,9 +267,13 @@ impl Notifier for BotNotifier {
                 ],
             ),
         };
-        // The job's number, for `/status <id>` and for telling support which job it was.
-        text.push('\n');
-        text.push_str(&lang.tf("job_number", &[("id", &job.id.short())]));
+        // The job's number, for `/status <id>` and for telling support which job it was; once it
+        // left our queue (the "queued" text must stay what the first message said, so the
+        // scheduler's edit of it changes nothing).
+        if job.submission.is_some() || p.running {
+            text.push('\n');
+            text.push_str(&lang.tf("job_number", &[("id", &job.id.short())]));
+        }
         if let Some(Translation::English { text: english }) = &job.translation {
             // Substituted last and alone: the model's words never pass through another template.
             text.push('\n');

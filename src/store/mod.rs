@@ -468,6 +468,21 @@ impl $t {
         }
         Ok(out)
     }
+    /// One page of a user's ledger, newest first: `skip` rows passed over, at most `limit`; the
+    /// bool says whether more follow.
+    pub fn find_operations_page(&self, user: UserId, skip: usize, limit: usize) -> Result<(Vec<Operation>, bool), StoreError> {
+        let t = self.tx.open_table(LEDGER_TABLE)?;
+        let mut rows: Vec<Operation> = t
+            .range((user.0, 0u128)..=(user.0, u128::MAX))?
+            .rev()
+            .skip(skip)
+            .take(limit + 1)
+            .map(|r| Operation::decode(r?.1.value()))
+            .collect::<Result<_, _>>()?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok((rows, more))
+    }
     /// A user's newest `limit` ledger rows, newest first.
     pub fn find_recent_operations(&self, user: UserId, limit: usize) -> Result<Vec<Operation>, StoreError> {
         let t = self.tx.open_table(LEDGER_TABLE)?;

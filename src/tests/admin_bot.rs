@@ -114,4 +114,20 @@ async fn status_lists_ones_own_jobs_and_admins_see_any() {
     let seen = ask(&h, ADMIN, &format!("/status {short}"), &short).await;
     assert!(seen.contains("пользователь 3004"), "{seen}");
     assert_eq!(kinds(&h.ledger(anna).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture]);
+
+    // 📊 История операций under the balance: the hold and its capture are one "списание".
+    ask(&h, ADMIN, "/add_balance 3004 5 компенсация", "✅").await;
+    let n = h.messages(anna).len();
+    h.text(anna, "ru", "/balance");
+    let balance = super::tools::new_buttons(&h, anna, n, "История операций").await;
+    let n = h.messages(anna).len();
+    h.press(anna, "ru", balance["message_id"].as_i64().expect("id"), &Harness::button(&balance, "История"));
+    let page = text_of(&super::tools::new_text(&h, anna, n, "История операций, страница 1").await);
+    let lines: Vec<&str> = page.lines().skip(1).collect();
+    assert_eq!(lines.len(), 3, "bonus, charge (hold + capture), adjustment: {page}");
+    assert!(lines[0].ends_with("· +5 кредитов · от администратора · компенсация"), "{page}");
+    assert!(lines[1].ends_with("· −10 кредитов · списание · Демо"), "{page}");
+    assert!(lines[2].ends_with("· +100 кредитов · бонус"), "{page}");
+    // Dates in Moscow time: dd.mm.yyyy hh:mm.
+    assert!(lines[2].as_bytes()[2] == b'.' && lines[2].as_bytes()[13] == b':', "{page}");
 }

@@ -29,7 +29,16 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
             super::add_text::start(&bot, &ChatDialogue::new(ctx.dialogues.clone(), chat), &me).await?;
         }
         (Some(Callback::MenuBalance), Some((chat, _))) => {
-            bot.send_message(chat, balance_text(&ctx, &me)).await?;
+            bot.send_message(chat, balance_text(&ctx, &me)).reply_markup(keyboards::balance(lang)).await?;
+        }
+        (Some(Callback::History(page)), Some((chat, mid))) => {
+            // The first page is a new message under the balance; paging edits it.
+            let edit = (page > 0
+                || q.message.as_ref().is_some_and(|m| {
+                    m.regular_message().is_some_and(|m| m.text().is_some_and(|t| t.starts_with("📊")))
+                }))
+            .then_some(mid);
+            super::history::show(&bot, chat, &ctx, &me, page, edit).await?;
         }
         (Some(Callback::MenuHelp), Some((chat, _))) => {
             bot.send_message(chat, help_text(&ctx, lang)).await?;

@@ -43,7 +43,10 @@ pub async fn run(
             bot.send_message(chat, help_text(&ctx, lang)).await?;
         }
         Command::Balance => {
-            bot.send_message(chat, balance_text(&ctx, &me)).await?;
+            bot.send_message(chat, balance_text(&ctx, &me)).reply_markup(keyboards::balance(lang)).await?;
+        }
+        Command::History => {
+            super::history::show(&bot, chat, &ctx, &me, 0, None).await?;
         }
         Command::Language => {
             bot.send_message(chat, lang.t("language_choose")).reply_markup(keyboards::languages()).await?;

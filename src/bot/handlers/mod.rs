@@ -6,6 +6,7 @@ pub mod callbacks;
 pub mod commands;
 pub mod edit;
 pub mod generate;
+pub mod history;
 pub mod inline;
 pub mod input;
 pub mod library;
