@@ -315,7 +315,9 @@ impl Package {
             if !digits(int) || frac.is_some_and(|f| !digits(f)) || !positive {
                 return Err(("crypto.amount", format!("{:?}: a positive decimal string such as \"1.5\"", c.amount)));
             }
-            if !(2..=10).contains(&c.asset.len()) || !c.asset.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit()) {
+            if !(2..=10).contains(&c.asset.len())
+                || !c.asset.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit())
+            {
                 return Err(("crypto.asset", format!("{:?}: an asset code such as USDT or TON", c.asset)));
             }
         }
@@ -1299,7 +1301,8 @@ mod tests {
 
     #[test]
     fn the_shipped_package_example_validates_once_uncommented() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml")).expect("read");
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml")).expect("read");
         let (_, rest) = text.split_once("# [[billing.packages]]\n").expect("a commented package example");
         let block: Vec<&str> = std::iter::once("[[billing.packages]]")
             .chain(rest.lines().take_while(|l| l.starts_with("# ")).map(|l| &l[2..]))
@@ -1334,8 +1337,14 @@ mod tests {
             ("id = \"a\"\ncredits = 0\nstars = 1", "billing.packages[0].credits"),
             ("id = \"a\"\ncredits = 1\nstars = 0", "billing.packages[0].stars"),
             ("id = \"a\"\ncredits = 1\nstars = 1\nbonus_percent = 101", "billing.packages[0].bonus_percent"),
-            ("id = \"a\"\ncredits = 1\nstars = 1\ncrypto = { amount = \"1,5\", asset = \"USDT\" }", "billing.packages[0].crypto.amount"),
-            ("id = \"a\"\ncredits = 1\nstars = 1\ncrypto = { amount = \"2\", asset = \"usdt\" }", "billing.packages[0].crypto.asset"),
+            (
+                "id = \"a\"\ncredits = 1\nstars = 1\ncrypto = { amount = \"1,5\", asset = \"USDT\" }",
+                "billing.packages[0].crypto.amount",
+            ),
+            (
+                "id = \"a\"\ncredits = 1\nstars = 1\ncrypto = { amount = \"2\", asset = \"usdt\" }",
+                "billing.packages[0].crypto.asset",
+            ),
         ] {
             let e = load(&format!("[[billing.packages]]\n{body}\n")).expect_err(body);
             assert_eq!(e.key, key, "{body}");

@@ -598,13 +598,15 @@ mod tests {
         assert_eq!(first, PurchaseOutcome::Credited { credits: Credits(110), balance: Credits(210) });
         let again = b.credit_purchase(stars("ch-1", &payload)).await.expect("again");
         assert_eq!(again, PurchaseOutcome::AlreadyCredited { credits: Credits(110), balance: Credits(210) });
-        let (x, y) = tokio::join!(b.credit_purchase(stars("ch-2", &payload)), b.credit_purchase(stars("ch-2", &payload)));
-        let credited = [x.expect("x"), y.expect("y")]
-            .iter()
-            .filter(|o| matches!(o, PurchaseOutcome::Credited { .. }))
-            .count();
+        let (x, y) =
+            tokio::join!(b.credit_purchase(stars("ch-2", &payload)), b.credit_purchase(stars("ch-2", &payload)));
+        let credited =
+            [x.expect("x"), y.expect("y")].iter().filter(|o| matches!(o, PurchaseOutcome::Credited { .. })).count();
         assert_eq!(credited, 1, "two copies at once credit once");
-        assert_eq!(b.credit_purchase(stars("ch-3", "pkg:gone:4")).await.expect("gone"), PurchaseOutcome::UnknownPackage);
+        assert_eq!(
+            b.credit_purchase(stars("ch-3", "pkg:gone:4")).await.expect("gone"),
+            PurchaseOutcome::UnknownPackage
+        );
         let ops = store.read(|rx| rx.find_operations(UserId(4))).await.expect("ops");
         let kinds: Vec<_> = ops.iter().map(|o| o.kind).collect();
         assert_eq!(kinds, [OpKind::SignupBonus, OpKind::Purchase, OpKind::Purchase]);
