@@ -368,9 +368,10 @@ impl Billing {
                     return Ok(PurchaseOutcome::AlreadyCredited { credits: done.credits, balance });
                 }
                 let Some(package) = package else { return Ok(PurchaseOutcome::UnknownPackage) };
-                if pay.total_amount != package.stars {
+                if pay.total_amount != package.stars || pay.currency != STARS_CURRENCY {
                     tracing::warn!(
                         charge = %pay.telegram_payment_charge_id,
+                        currency = %pay.currency,
                         paid = pay.total_amount,
                         price = package.stars,
                         "a charge paid a different Stars amount than its package costs now; crediting the package"

@@ -569,6 +569,16 @@ impl $t {
 getters!(Rx, Tx);
 
 #[cfg(test)]
+impl Tx {
+    /// Marks a handled update as begun and never finished, as a process killed between the
+    /// handler's writes and [`Tx::finish_update`] leaves it (crash tests).
+    pub fn mark_update_interrupted(&mut self, update_id: i64) -> Result<(), StoreError> {
+        self.tx.open_table(UPDATES_TABLE)?.insert(update_id, -1)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
 impl Rx {
     /// Every entry of the user search index, `(word, user id, list row)` in key order.
     pub fn find_name_entries(&self) -> Result<Vec<(String, i64, UserSummary)>, StoreError> {

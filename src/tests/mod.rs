@@ -12,6 +12,7 @@ pub mod harness;
 mod library;
 mod llm;
 mod packaging;
+mod payments;
 mod providers;
 mod reference;
 mod sandbox;

@@ -29,7 +29,17 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
             super::add_text::start(&bot, &ChatDialogue::new(ctx.dialogues.clone(), chat), &me).await?;
         }
         (Some(Callback::MenuBalance), Some((chat, _))) => {
-            bot.send_message(chat, balance_text(&ctx, &me)).await?;
+            let mut req = bot.send_message(chat, balance_text(&ctx, &me));
+            if let Some(markup) = super::pay::top_up_button(&ctx, lang) {
+                req = req.reply_markup(markup);
+            }
+            req.await?;
+        }
+        (Some(Callback::TopUp), Some((chat, _))) => {
+            super::pay::show_packages(&bot, chat, &ctx, &me).await?;
+        }
+        (Some(Callback::Buy(id)), Some((chat, _))) => {
+            answer = super::pay::send_invoice(&bot, chat, &ctx, &me, &id).await?;
         }
         (Some(Callback::MenuHelp), Some((chat, _))) => {
             bot.send_message(chat, help_text(&ctx, lang)).await?;

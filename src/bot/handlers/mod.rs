@@ -8,6 +8,7 @@ pub mod generate;
 pub mod inline;
 pub mod input;
 pub mod library;
+pub mod pay;
 pub mod tools;
 pub mod video;
 pub mod write;
