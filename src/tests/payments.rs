@@ -207,3 +207,24 @@ async fn not_enough_credits_offers_a_top_up_and_payment_commands_answer() {
     assert_eq!(kinds(&h.ledger(u).await), [OpKind::SignupBonus]);
     h.assert_no_rejections();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payment_in_the_middle_of_a_flow_is_credited_and_the_flow_goes_on() {
+    let h = Harness::start(shop_config).await;
+    let u = 2106;
+    let inv = invoice(&h, u).await;
+    // The user opens "📝 Добавить текст" (the chat now waits for a photo), then pays.
+    h.text(u, "ru", "/menu");
+    let menu = h.wait_for_buttons(u, "Добавить текст").await;
+    h.press(u, "ru", menu["message_id"].as_i64().expect("id"), &Harness::button(&menu, "Добавить текст"));
+    h.wait_text(u, "пришлите фото").await;
+    let out = pay(&h, u, inv["message_id"].as_i64().expect("id")).await;
+    assert!(out.paid, "{out:?}");
+    h.wait_text(u, "Зачислено 110 кредитов").await;
+    assert_eq!(kinds(&h.ledger(u).await), [OpKind::SignupBonus, OpKind::Purchase]);
+    // The step is untouched: /cancel still ends the add-text flow.
+    h.text(u, "ru", "/cancel");
+    h.wait_text(u, "Добавление текста отменено").await;
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
