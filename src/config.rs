@@ -250,6 +250,88 @@ pub struct BillingConfig {
     /// IANA time zone the bot shows dates in (the user's history) and will reset daily quotas
     /// in (`Europe/Moscow`, `UTC`).
     pub time_zone: String,
+    /// Top-up packages (`[[billing.packages]]`) offered under "💳 Top up" and by `/buy`. Empty:
+    /// no top-ups (the button is not shown and `/buy` says so).
+    pub packages: Vec<Package>,
+    /// The `/terms` text (Telegram asks bots selling digital goods for one). Empty: the built-in
+    /// text of the user's language.
+    pub terms: String,
+    /// Whom `/paysupport` tells users to contact (`@name`, an e-mail, a URL). Empty: the bot's
+    /// admins (`telegram.admins`), through this chat.
+    pub support: String,
+}
+
+/// One top-up package (`[[billing.packages]]`): what a user buys with Telegram Stars.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    /// Stable id, 1–24 of `a-z 0-9 _ -`: it is in invoice payloads (`pkg:<id>:<user>`) and
+    /// callback data, so renaming a package makes its unpaid invoices void.
+    pub id: String,
+    /// Credits bought (> 0), before the bonus.
+    pub credits: Credits,
+    /// Price in Telegram Stars (currency `XTR`, whole Stars, > 0).
+    pub stars: i64,
+    /// Price in a crypto asset for Crypto Pay (not used yet; validated so configs can add it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crypto: Option<CryptoPrice>,
+    /// Extra credits, percent of `credits` rounded down (0–100).
+    #[serde(default)]
+    pub bonus_percent: u8,
+}
+
+/// A crypto price: `amount` is a decimal string (`"1.5"`), `asset` a Crypto Pay asset code (`USDT`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoPrice {
+    pub amount: String,
+    pub asset: String,
+}
+
+impl Package {
+    /// The bonus credits (`credits × bonus_percent / 100`, rounded down).
+    pub fn bonus(&self) -> Credits {
+        Credits(self.credits.0.saturating_mul(i64::from(self.bonus_percent)) / 100)
+    }
+
+    /// Credits a purchase adds: `credits + bonus`.
+    pub fn total(&self) -> Credits {
+        Credits(self.credits.0.saturating_add(self.bonus().0))
+    }
+
+    /// Checks one package; `Err((field, message))`.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let id_ok = (1..=24).contains(&self.id.len())
+            && self.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !id_ok {
+            return Err(("id", format!("{:?}: 1–24 of a-z 0-9 _ -", self.id)));
+        }
+        if self.credits.0 <= 0 {
+            return Err(("credits", "must be greater than 0".into()));
+        }
+        if !(1..=100_000).contains(&self.stars) {
+            return Err(("stars", "whole Stars, 1–100000".into()));
+        }
+        if self.bonus_percent > 100 {
+            return Err(("bonus_percent", "0–100".into()));
+        }
+        if let Some(c) = &self.crypto {
+            let mut parts = c.amount.splitn(2, '.');
+            let int = parts.next().unwrap_or_default();
+            let frac = parts.next();
+            let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+            let positive = c.amount.chars().any(|ch| ch.is_ascii_digit() && ch != '0');
+            if !digits(int) || frac.is_some_and(|f| !digits(f)) || !positive {
+                return Err(("crypto.amount", format!("{:?}: a positive decimal string such as \"1.5\"", c.amount)));
+            }
+            if !(2..=10).contains(&c.asset.len())
+                || !c.asset.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit())
+            {
+                return Err(("crypto.asset", format!("{:?}: an asset code such as USDT or TON", c.asset)));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for BillingConfig {
@@ -262,6 +344,9 @@ impl Default for BillingConfig {
             write_price: Credits::ZERO,
             levels: vec!["standard".into(), "vip".into()],
             time_zone: "Europe/Moscow".into(),
+            packages: Vec::new(),
+            terms: String::new(),
+            support: String::new(),
         }
     }
 }
@@ -900,6 +985,19 @@ impl Config {
         if self.billing.resize_price.is_negative() {
             return Err(bad("billing.resize_price", "must not be negative"));
         }
+        let mut package_ids = HashSet::new();
+        for (i, p) in self.billing.packages.iter().enumerate() {
+            p.check().map_err(|(field, m)| bad(format!("billing.packages[{i}].{field}"), m))?;
+            if !package_ids.insert(p.id.as_str()) {
+                return Err(bad(format!("billing.packages[{i}].id"), format!("{:?} is used twice", p.id)));
+            }
+        }
+        if self.billing.terms.chars().count() > 4000 {
+            return Err(bad("billing.terms", "at most 4000 characters (one Telegram message)"));
+        }
+        if self.billing.support.chars().count() > 200 || self.billing.support.contains(['\n', '\r']) {
+            return Err(bad("billing.support", "one line of at most 200 characters"));
+        }
         if self.jobs.per_user_running == 0 || self.jobs.edits_per_sec == 0 {
             return Err(bad(
                 "jobs.per_user_running",
@@ -1234,6 +1332,61 @@ mod tests {
         c.validate().expect("valid");
         c.web.trusted_proxies.push("nginx.local".into());
         assert_eq!(c.validate().expect_err("a name is no address").key, "web.trusted_proxies[3]");
+    }
+
+    #[test]
+    fn the_shipped_package_example_validates_once_uncommented() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml")).expect("read");
+        let (_, rest) = text.split_once("# [[billing.packages]]\n").expect("a commented package example");
+        let block: Vec<&str> = std::iter::once("[[billing.packages]]")
+            .chain(rest.lines().take_while(|l| l.starts_with("# ")).map(|l| &l[2..]))
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        let body = format!("[storage]\ndata_dir = {:?}\n{}\n", dir.path().display().to_string(), block.join("\n"));
+        std::fs::write(&p, body).expect("write");
+        let c = Config::load(Some(&p)).expect("the example validates");
+        let ids: Vec<&str> = c.billing.packages.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["small", "large"]);
+        assert_eq!(c.billing.packages[1].total(), Credits(550));
+    }
+
+    #[test]
+    fn packages_are_checked_with_the_key_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        let load = |body: &str| {
+            std::fs::write(&p, format!("[storage]\ndata_dir = {:?}\n{body}", dir.path().display().to_string()))
+                .expect("write");
+            Config::load(Some(&p))
+        };
+        let ok = load(
+            "[[billing.packages]]\nid = \"small\"\ncredits = 100\nstars = 50\nbonus_percent = 10\n\
+             crypto = { amount = \"1.5\", asset = \"USDT\" }\n",
+        )
+        .expect("valid package");
+        assert_eq!(ok.billing.packages[0].total(), Credits(110));
+        for (body, key) in [
+            ("id = \"Big One\"\ncredits = 1\nstars = 1", "billing.packages[0].id"),
+            ("id = \"a\"\ncredits = 0\nstars = 1", "billing.packages[0].credits"),
+            ("id = \"a\"\ncredits = 1\nstars = 0", "billing.packages[0].stars"),
+            ("id = \"a\"\ncredits = 1\nstars = 1\nbonus_percent = 101", "billing.packages[0].bonus_percent"),
+            (
+                "id = \"a\"\ncredits = 1\nstars = 1\ncrypto = { amount = \"1,5\", asset = \"USDT\" }",
+                "billing.packages[0].crypto.amount",
+            ),
+            (
+                "id = \"a\"\ncredits = 1\nstars = 1\ncrypto = { amount = \"2\", asset = \"usdt\" }",
+                "billing.packages[0].crypto.asset",
+            ),
+        ] {
+            let e = load(&format!("[[billing.packages]]\n{body}\n")).expect_err(body);
+            assert_eq!(e.key, key, "{body}");
+        }
+        let twice = "[[billing.packages]]\nid = \"a\"\ncredits = 1\nstars = 1\n";
+        let e = load(&format!("{twice}{twice}")).expect_err("same id twice");
+        assert_eq!(e.key, "billing.packages[1].id");
     }
 
     #[test]

@@ -196,6 +196,15 @@
       a.appendChild(small);
       el.appendChild(a);
     }
+    if (m.invoice) el.appendChild(renderInvoice(m.invoice, m.message_id));
+    const paid = m.successful_payment || m.refunded_payment;
+    if (paid) {
+      const p = document.createElement('div');
+      p.className = 'text payment';
+      const verb = m.successful_payment ? 'Paid' : 'Refunded';
+      p.textContent = `${verb} ${starsOr(paid)} · ${paid.telegram_payment_charge_id}`;
+      el.appendChild(p);
+    }
     const text = m.text ?? m.caption;
     if (text) {
       const t = document.createElement('div');
@@ -213,6 +222,56 @@
     const rows = m.reply_markup && m.reply_markup.inline_keyboard;
     if (rows) el.appendChild(inlineKeyboard(rows, m.message_id));
     return el;
+  }
+
+  function starsOr(x) {
+    return x.currency === 'XTR' ? `⭐${x.total_amount}` : `${x.total_amount} ${x.currency}`;
+  }
+
+  // An invoice card with the payer's "Pay ⭐N" button: the emulator sends the bot a
+  // pre_checkout_query and, when the bot accepts within 10 s, the successful_payment.
+  function renderInvoice(inv, messageId) {
+    const box = document.createElement('div');
+    box.className = 'invoice';
+    const title = document.createElement('strong');
+    title.textContent = inv.title;
+    box.appendChild(title);
+    const desc = document.createElement('div');
+    desc.textContent = inv.description;
+    box.appendChild(desc);
+    const btn = document.createElement('button');
+    btn.type = 'button';
+    btn.className = 'pay';
+    btn.textContent = `Pay ${starsOr(inv)}`;
+    btn.addEventListener('click', () => pay(btn, messageId));
+    box.appendChild(btn);
+    return box;
+  }
+
+  async function pay(btn, messageId) {
+    btn.classList.add('pending');
+    btn.disabled = true;
+    try {
+      const r = await fetch('/emulator/control/updates', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user: user(), pay: { message_id: messageId } }),
+      });
+      const j = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error(j.error || `HTTP ${r.status}`);
+      if (j.paid) {
+        showToast('Payment sent', false);
+      } else {
+        const why = j.reason === 'timeout' ? 'the bot did not confirm within 10 s' : (j.error_message || 'declined');
+        showToast(`Payment failed: ${why}`, true);
+      }
+      setTimeout(poll, 150);
+    } catch (e) {
+      showError(`Payment failed: ${e.message}`);
+    } finally {
+      btn.classList.remove('pending');
+      btn.disabled = false;
+    }
   }
 
   function span(text, cls) {

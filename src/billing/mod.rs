@@ -7,9 +7,9 @@
 
 pub mod history;
 
-use crate::config::BillingConfig;
+use crate::config::{BillingConfig, Package};
 use crate::domain::{Credits, JobId, OperationId, UserId, now_ms};
-use crate::store::records::{JobRecord, OpKind, Operation, Settlement, UserRecord};
+use crate::store::records::{JobRecord, OpKind, Operation, PaymentRecord, PaymentState, Settlement, UserRecord};
 use crate::store::{Rx, Store, StoreError, Tx};
 
 /// Errors from billing operations.
@@ -142,9 +142,12 @@ pub struct Mismatch {
 }
 
 /// Recomputes every balance and every open hold from the ledger and compares with the users
-/// table and the jobs' settlements.
+/// table and the jobs' settlements. `Purchase` rows replay like any credit and must each match
+/// one stored Stars charge of the same user, credits and operation id (a charge credited twice
+/// or a purchase without its charge is reported).
 pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
     let mut out = Vec::new();
+    let mut charges: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     for u in rx.find_users()? {
         let mut bad = |problem: String| out.push(Mismatch { user: u.id, problem });
         let ops = rx.find_operations(u.id)?;
@@ -176,6 +179,15 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
                         None => bad(format!("operation {} settles an unknown hold", op.id)),
                     }
                 }
+                OpKind::Purchase => {
+                    let charge = op.reason.as_deref().and_then(|r| r.strip_prefix(STARS_REASON)).unwrap_or_default();
+                    *charges.entry(charge.to_string()).or_default() += 1;
+                    match rx.get_payment(charge)? {
+                        Some(p) if p.user_id == u.id && p.credits == op.amount && p.operation_id == op.id => {}
+                        Some(_) => bad(format!("purchase {} does not match its charge {charge:?}", op.id)),
+                        None => bad(format!("purchase {} has no stored charge {charge:?}", op.id)),
+                    }
+                }
                 _ => {}
             }
         }
@@ -200,7 +212,78 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
             }
         }
     }
+    for (charge, n) in charges {
+        if n > 1 {
+            let user = rx.get_payment(&charge)?.map_or(UserId(0), |p| p.user_id);
+            out.push(Mismatch { user, problem: format!("charge {charge:?} credited {n} times") });
+        }
+    }
     Ok(out)
+}
+
+/// `reason` prefix of a `Purchase` ledger row; the Telegram charge id follows.
+pub const STARS_REASON: &str = "stars:";
+/// Telegram Stars' currency code (protocols.md §1.8).
+pub const STARS_CURRENCY: &str = "XTR";
+
+/// The invoice payload of `package` bought by `user`: `pkg:<package id>:<user id>` (at most
+/// 4 + 24 + 1 + 20 bytes, within Telegram's 1–128).
+pub fn invoice_payload(package: &str, user: UserId) -> String {
+    format!("pkg:{package}:{}", user.0)
+}
+
+/// Reads a payload made by [`invoice_payload`]: `(package id, user)`. `None` for anything else.
+pub fn parse_payload(payload: &str) -> Option<(String, UserId)> {
+    let rest = payload.strip_prefix("pkg:")?;
+    let (package, user) = rest.rsplit_once(':')?;
+    Some((package.to_string(), UserId(user.parse().ok()?))).filter(|(p, _)| !p.is_empty())
+}
+
+/// Why a pre-checkout is refused (the bot turns each into an `error_message` for the payer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutRefusal {
+    /// The payload names no configured package (removed from the config since the invoice).
+    PackageGone,
+    /// The package's Stars price or the currency differs from the invoice.
+    PriceChanged,
+    /// The payer is banned (or unknown to the bot).
+    Banned,
+    /// The payload's user is not the payer (a forwarded invoice).
+    NotPayer,
+}
+
+/// A `successful_payment` as Telegram reports it (api.json `SuccessfulPayment`).
+#[derive(Debug, Clone)]
+pub struct StarPayment {
+    pub payer: UserId,
+    pub currency: String,
+    /// Stars paid.
+    pub total_amount: i64,
+    pub invoice_payload: String,
+    pub telegram_payment_charge_id: String,
+    pub provider_payment_charge_id: String,
+}
+
+/// What [`Billing::credit_purchase`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PurchaseOutcome {
+    /// Credited now: credits added and the balance after.
+    Credited { credits: Credits, balance: Credits },
+    /// This charge id was credited before (a re-delivery or a second copy): nothing written.
+    AlreadyCredited { credits: Credits, balance: Credits },
+    /// The payload names no package (or another user): nothing credited; the charge needs an
+    /// admin (refund). Logged with the charge id by the caller.
+    UnknownPackage,
+}
+
+/// A package as offered to one user: what it adds and how many generations that buys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    pub package: Package,
+    /// Credits + bonus.
+    pub total: Credits,
+    /// `total / usual price`, when the user has a usual (non-free) model.
+    pub generations: Option<i64>,
 }
 
 impl Billing {
@@ -211,6 +294,112 @@ impl Billing {
     /// The currency's name per language (see [`crate::config::Currency`]).
     pub fn currency(&self) -> &crate::config::Currency {
         &self.cfg.currency
+    }
+
+    /// The configured top-up packages (`[[billing.packages]]`), in config order.
+    pub fn packages(&self) -> &[Package] {
+        &self.cfg.packages
+    }
+
+    /// One package by id.
+    pub fn package(&self, id: &str) -> Option<&Package> {
+        self.cfg.packages.iter().find(|p| p.id == id)
+    }
+
+    /// `/terms` text from config (`billing.terms`); `None` = use the built-in text.
+    pub fn terms(&self) -> Option<&str> {
+        Some(self.cfg.terms.as_str()).filter(|t| !t.trim().is_empty())
+    }
+
+    /// `/paysupport` contact from config (`billing.support`); `None` = the admins.
+    pub fn support(&self) -> Option<&str> {
+        Some(self.cfg.support.as_str()).filter(|t| !t.trim().is_empty())
+    }
+
+    /// Every package with what it buys at `usual_price` (the price of the user's usual model,
+    /// from `jobs`): `⌊(credits + bonus) / price⌋` generations; `None` for no or a free model.
+    pub fn offers(&self, usual_price: Option<Credits>) -> Vec<Offer> {
+        self.cfg
+            .packages
+            .iter()
+            .map(|p| Offer {
+                package: p.clone(),
+                total: p.total(),
+                generations: usual_price.filter(|c| c.0 > 0).map(|c| p.total().0 / c.0),
+            })
+            .collect()
+    }
+
+    /// Decides a `pre_checkout_query` (api.json `PreCheckoutQuery`): the payload names a
+    /// configured package with the same Stars price and currency `XTR`, its user is the payer,
+    /// and the payer is a known, unbanned user. Reads only.
+    pub async fn check_checkout(
+        &self,
+        payer: UserId,
+        currency: &str,
+        total_amount: i64,
+        payload: &str,
+    ) -> Result<Result<(), CheckoutRefusal>, BillingError> {
+        let Some((package, user)) = parse_payload(payload) else { return Ok(Err(CheckoutRefusal::PackageGone)) };
+        let Some(p) = self.package(&package) else { return Ok(Err(CheckoutRefusal::PackageGone)) };
+        if user != payer {
+            return Ok(Err(CheckoutRefusal::NotPayer));
+        }
+        if currency != STARS_CURRENCY || p.stars != total_amount {
+            return Ok(Err(CheckoutRefusal::PriceChanged));
+        }
+        let rec = self.store.read(move |rx| rx.get_user(payer)).await?;
+        if rec.is_none_or(|u| u.banned) {
+            return Ok(Err(CheckoutRefusal::Banned));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Credits a `successful_payment` once: in one write transaction, a charge id already in
+    /// `payments` means nothing is written ([`PurchaseOutcome::AlreadyCredited`]); otherwise the
+    /// package's `credits + bonus` go to the payer as one `Purchase` ledger row and the charge
+    /// is stored as `paid`. Redb serialises write transactions, so two copies at once, a
+    /// re-delivery and a replay after a restart all credit once.
+    /// Errors: [`BillingError::UnknownUser`] (the payer never used the bot), store errors.
+    pub async fn credit_purchase(&self, pay: StarPayment) -> Result<PurchaseOutcome, BillingError> {
+        let package = parse_payload(&pay.invoice_payload).and_then(|(id, _)| self.package(&id).cloned());
+        self.store
+            .write(move |tx| {
+                if let Some(done) = tx.get_payment(&pay.telegram_payment_charge_id)? {
+                    let balance = tx.get_user(done.user_id)?.map_or(Credits::ZERO, |u| u.balance);
+                    return Ok(PurchaseOutcome::AlreadyCredited { credits: done.credits, balance });
+                }
+                let Some(package) = package else { return Ok(PurchaseOutcome::UnknownPackage) };
+                if pay.total_amount != package.stars || pay.currency != STARS_CURRENCY {
+                    tracing::warn!(
+                        charge = %pay.telegram_payment_charge_id,
+                        currency = %pay.currency,
+                        paid = pay.total_amount,
+                        price = package.stars,
+                        "a charge paid a different Stars amount than its package costs now; crediting the package"
+                    );
+                }
+                let mut user = tx.get_user(pay.payer)?.ok_or(BillingError::UnknownUser(pay.payer))?;
+                let credits = package.total();
+                let reason = format!("{STARS_REASON}{}", pay.telegram_payment_charge_id);
+                let op = apply(tx, &mut user, OpKind::Purchase, credits, credits, None, None, "user", Some(reason))?;
+                tx.put_user(&user)?;
+                let now = now_ms();
+                tx.put_payment(&PaymentRecord {
+                    telegram_payment_charge_id: pay.telegram_payment_charge_id,
+                    provider_payment_charge_id: pay.provider_payment_charge_id,
+                    user_id: user.id,
+                    package_id: package.id,
+                    credits,
+                    stars: pay.total_amount,
+                    operation_id: op.id,
+                    state: PaymentState::Paid,
+                    created_at: now,
+                    updated_at: now,
+                })?;
+                Ok(PurchaseOutcome::Credited { credits, balance: user.balance })
+            })
+            .await
     }
 
     /// Stores the interface language a user chose (`None`: follow the Telegram client).
@@ -372,6 +561,71 @@ mod tests {
         );
         let ops = store.read(|rx| rx.find_operations(UserId(2))).await.expect("ops");
         assert_eq!(ops.len(), 1, "only the bonus");
+    }
+
+    fn stars(charge: &str, payload: &str) -> StarPayment {
+        StarPayment {
+            payer: UserId(4),
+            currency: STARS_CURRENCY.into(),
+            total_amount: 50,
+            invoice_payload: payload.into(),
+            telegram_payment_charge_id: charge.into(),
+            provider_payment_charge_id: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_charge_is_credited_once_even_twice_at_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let package = Package { id: "small".into(), credits: Credits(100), stars: 50, crypto: None, bonus_percent: 10 };
+        let cfg = BillingConfig { signup_bonus: Credits(100), packages: vec![package], ..Default::default() };
+        let b = Billing::new(store.clone(), cfg);
+        b.register(profile(4)).await.expect("reg");
+        let payload = invoice_payload("small", UserId(4));
+        assert_eq!(parse_payload(&payload), Some(("small".into(), UserId(4))));
+        assert_eq!(b.check_checkout(UserId(4), "XTR", 50, &payload).await.expect("check"), Ok(()));
+        assert_eq!(
+            b.check_checkout(UserId(5), "XTR", 50, &payload).await.expect("check"),
+            Err(CheckoutRefusal::NotPayer)
+        );
+        assert_eq!(
+            b.check_checkout(UserId(4), "XTR", 49, &payload).await.expect("check"),
+            Err(CheckoutRefusal::PriceChanged)
+        );
+        assert_eq!(
+            b.check_checkout(UserId(4), "XTR", 50, "pkg:gone:4").await.expect("check"),
+            Err(CheckoutRefusal::PackageGone)
+        );
+        let first = b.credit_purchase(stars("ch-1", &payload)).await.expect("credit");
+        assert_eq!(first, PurchaseOutcome::Credited { credits: Credits(110), balance: Credits(210) });
+        let again = b.credit_purchase(stars("ch-1", &payload)).await.expect("again");
+        assert_eq!(again, PurchaseOutcome::AlreadyCredited { credits: Credits(110), balance: Credits(210) });
+        let (x, y) =
+            tokio::join!(b.credit_purchase(stars("ch-2", &payload)), b.credit_purchase(stars("ch-2", &payload)));
+        let credited =
+            [x.expect("x"), y.expect("y")].iter().filter(|o| matches!(o, PurchaseOutcome::Credited { .. })).count();
+        assert_eq!(credited, 1, "two copies at once credit once");
+        assert_eq!(
+            b.credit_purchase(stars("ch-3", "pkg:gone:4")).await.expect("gone"),
+            PurchaseOutcome::UnknownPackage
+        );
+        let ops = store.read(|rx| rx.find_operations(UserId(4))).await.expect("ops");
+        let kinds: Vec<_> = ops.iter().map(|o| o.kind).collect();
+        assert_eq!(kinds, [OpKind::SignupBonus, OpKind::Purchase, OpKind::Purchase]);
+        assert_eq!(b.user(UserId(4)).await.expect("u").expect("user").balance, Credits(320));
+        assert!(b.verify().await.expect("verify").is_empty());
+        // A purchase row whose charge record is gone is reported.
+        store
+            .write(|tx| {
+                let mut p = tx.get_payment("ch-1")?.expect("stored");
+                p.credits = Credits(1);
+                tx.put_payment(&p)
+            })
+            .await
+            .expect("tamper");
+        let problems = b.verify().await.expect("verify");
+        assert!(problems.iter().any(|m| m.problem.contains("does not match its charge")), "{problems:?}");
     }
 
     #[tokio::test]

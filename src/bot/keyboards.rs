@@ -138,6 +138,11 @@ pub enum Callback {
     VideoStats,
     /// "📊 Operations" under the balance: a page (0 first) of the user's ledger.
     History(u16),
+    /// "💳 Top up" (under the balance and "not enough credits"): the package list.
+    TopUp,
+    /// A package picked from the list: send its invoice. The id is a `[[billing.packages]]`
+    /// id (≤ 24 of `a-z 0-9 _ -`, so it fits and has no `:`).
+    Buy(String),
 }
 
 /// The callback code of a photo mode (one letter; every code ever written must keep decoding).
@@ -248,6 +253,8 @@ impl Callback {
             Callback::VideoConfirm { draft } => format!("{V}:Vc:{}", b36(*draft)),
             Callback::VideoStats => format!("{V}:Vs"),
             Callback::History(page) => format!("{V}:H:{page}"),
+            Callback::TopUp => format!("{V}:B"),
+            Callback::Buy(id) => format!("{V}:B:{id}"),
         }
     }
 
@@ -304,6 +311,8 @@ impl Callback {
             ["Vc", d] => Callback::VideoConfirm { draft: from_b36(d)? },
             ["Vs"] => Callback::VideoStats,
             ["H", page] => Callback::History(page.parse().ok()?),
+            ["B"] => Callback::TopUp,
+            ["B", id] if package_id_ok(id) => Callback::Buy(id.to_string()),
             ["e", i] => Callback::EditThis(id(i)?),
             ["U", i] => Callback::UpscaleThis(id(i)?),
             ["W", j, m @ ("c" | "e")] => {
@@ -338,6 +347,45 @@ impl Callback {
             _ => return None,
         })
     }
+}
+
+/// A `[[billing.packages]]` id as config validation allows it.
+fn package_id_ok(id: &str) -> bool {
+    (1..=24).contains(&id.len())
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// "💳 Top up" alone (under the balance and under "not enough credits").
+pub fn top_up(lang: Lang) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new([[button(lang.t("btn_topup"), Callback::TopUp)]])
+}
+
+/// One button per package: "100 кредитов (+10) — ⭐50 · ≈ 11 генераций" (the bonus and the
+/// generations only when there are some), in config order.
+pub fn packages(
+    lang: Lang,
+    currency: &crate::config::Currency,
+    offers: &[crate::billing::Offer],
+) -> InlineKeyboardMarkup {
+    let rows = offers.iter().map(|o| {
+        let bonus = o.package.bonus();
+        let bonus = if bonus.0 > 0 { lang.tf("topup_bonus", &[("bonus", &bonus.0)]) } else { String::new() };
+        let generations = match o.generations {
+            Some(n) if n > 0 => lang.tf("topup_generations", &[("count", &lang.counted(n, "generations"))]),
+            _ => String::new(),
+        };
+        let text = lang.tf(
+            "topup_button",
+            &[
+                ("credits", &lang.money(o.package.credits, currency)),
+                ("bonus", &bonus),
+                ("stars", &o.package.stars),
+                ("generations", &generations),
+            ],
+        );
+        [button(text, Callback::Buy(o.package.id.clone()))]
+    });
+    InlineKeyboardMarkup::new(rows)
 }
 
 fn button(text: String, cb: Callback) -> InlineKeyboardButton {
@@ -377,9 +425,14 @@ pub fn video_confirm(lang: Lang, draft: u128, price: &str) -> InlineKeyboardMark
     ]])
 }
 
-/// Under the balance: "📊 Operations".
-pub fn balance(lang: Lang) -> InlineKeyboardMarkup {
-    InlineKeyboardMarkup::new(vec![vec![button(lang.t("history_button"), Callback::History(0))]])
+/// Under the balance: "💳 Top up" (when packages are sold) and "📊 Operations".
+pub fn balance(lang: Lang, top_up: bool) -> InlineKeyboardMarkup {
+    let mut row = Vec::new();
+    if top_up {
+        row.push(button(lang.t("btn_topup"), Callback::TopUp));
+    }
+    row.push(button(lang.t("history_button"), Callback::History(0)));
+    InlineKeyboardMarkup::new(vec![row])
 }
 
 /// Under a history page: newer / older pages.
@@ -761,6 +814,9 @@ mod tests {
             Callback::VideoConfirm { draft: u128::MAX },
             Callback::VideoStats,
             Callback::History(u16::MAX),
+            Callback::TopUp,
+            Callback::Buy("x".repeat(24)),
+            Callback::Buy("small_1-a".into()),
         ]
         .into_iter()
         .chain(Subject::ALL.map(Callback::Subject))
@@ -789,6 +845,8 @@ mod tests {
         assert_eq!(Callback::decode("2:l:x:0"), None);
         assert_eq!(Callback::decode("2:l:c:0"), None);
         assert_eq!(Callback::decode("2:g:de"), None, "only languages the bot speaks");
+        assert_eq!(Callback::decode("2:B:Big"), None, "package ids as config allows them");
+        assert_eq!(Callback::decode(&format!("2:B:{}", "x".repeat(25))), None);
     }
 
     #[test]
@@ -843,6 +901,8 @@ mod tests {
             ("2:wj:animal", Callback::Subject(Subject::Animal)),
             ("2:wj:product", Callback::Subject(Subject::Product)),
             ("2:wj:default", Callback::Subject(Subject::Default)),
+            ("2:B", Callback::TopUp),
+            ("2:B:small", Callback::Buy("small".into())),
         ];
         for (stored, cb) in cases {
             assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");

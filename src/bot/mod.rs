@@ -127,6 +127,12 @@ pub enum Command {
     Presets,
     #[command(description = "your credits")]
     Balance,
+    #[command(description = "top up your balance")]
+    Buy,
+    #[command(description = "help with payments")]
+    Paysupport,
+    #[command(description = "payment terms")]
+    Terms,
     #[command(description = "interface language")]
     Language,
     #[command(description = "how to use the bot")]
@@ -157,8 +163,16 @@ pub fn schema() -> UpdateHandler<BotError> {
         .branch(dptree::case![Step::Video { quick, inputs, caption }].endpoint(handlers::video::on_message))
         .branch(dptree::case![Step::Write].endpoint(handlers::write::on_idea))
         .branch(dptree::case![Step::Idle].endpoint(handlers::generate::on_message));
-    dptree::entry()
-        .chain(once_per_update())
+    // Payments come before the gate and the steps: a pre-checkout must be answered even for a
+    // banned payer (ok=false, not silence), and money paid is credited whatever step the chat
+    // is at.
+    let payments =
+        dptree::entry().branch(Update::filter_pre_checkout_query().endpoint(handlers::pay::on_pre_checkout)).branch(
+            Update::filter_message()
+                .filter(|msg: Message| msg.successful_payment().is_some())
+                .endpoint(handlers::pay::on_successful_payment),
+        );
+    let rest = dptree::entry()
         .chain(gate())
         .chain(answer_errors())
         .map(|c: Caller| c.step.clone())
@@ -173,11 +187,14 @@ pub fn schema() -> UpdateHandler<BotError> {
         )
         .branch(Update::filter_callback_query().endpoint(handlers::callbacks::route))
         .branch(Update::filter_inline_query().endpoint(handlers::inline::on_query))
-        .branch(Update::filter_chosen_inline_result().endpoint(handlers::inline::on_chosen))
+        .branch(Update::filter_chosen_inline_result().endpoint(handlers::inline::on_chosen));
+    dptree::entry().chain(once_per_update()).branch(payments).branch(rest)
 }
 
 /// Update kinds the bot asks Telegram for (`allowed_updates` of getUpdates and setWebhook):
-/// inline queries and chosen inline results are only sent when asked for by name.
+/// inline queries and chosen inline results are only sent when asked for by name, and
+/// `pre_checkout_query` must be listed for Stars payments (`successful_payment` arrives inside
+/// `message`; protocols.md §1.2, §1.8).
 pub fn allowed_updates() -> Vec<teloxide::types::AllowedUpdate> {
     use teloxide::types::AllowedUpdate;
     vec![
@@ -185,6 +202,7 @@ pub fn allowed_updates() -> Vec<teloxide::types::AllowedUpdate> {
         AllowedUpdate::CallbackQuery,
         AllowedUpdate::InlineQuery,
         AllowedUpdate::ChosenInlineResult,
+        AllowedUpdate::PreCheckoutQuery,
     ]
 }
 

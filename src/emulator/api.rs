@@ -497,6 +497,11 @@ impl Emulator {
             "answerCallbackQuery" => self.answer_callback(call),
             "answerInlineQuery" => self.answer_inline(call),
             "getFile" => self.get_file(call),
+            "sendInvoice" => self.send_invoice(call),
+            "createInvoiceLink" => self.create_invoice_link(call),
+            "answerPreCheckoutQuery" => self.answer_pre_checkout(call),
+            "refundStarPayment" => self.refund_star_payment(call),
+            "getStarTransactions" => self.star_transactions(call),
             _ => Err(ApiError::bad(format!(
                 "Bad Request: {name} is a valid Bot API method but the emulator does not emulate it"
             ))),
@@ -966,6 +971,121 @@ impl Emulator {
         Ok(json!(true))
     }
 
+    /// sendInvoice: an invoice message in the chat (protocols.md §1.8).
+    fn send_invoice(&self, call: &Call) -> Result<Value, ApiError> {
+        let invoice = invoice_of(call)?;
+        if call.has("subscription_period") {
+            return Err(ApiError::bad("Bad Request: SUBSCRIPTION_PERIOD_INVALID"));
+        }
+        let markup = check_markup(call.values.get("reply_markup"))?;
+        if let Some(m) = &markup {
+            let first = m.pointer("/inline_keyboard/0/0");
+            if first.is_none_or(|b| b.get("pay").and_then(Value::as_bool) != Some(true)) {
+                return Err(ApiError::bad("Bad Request: the first button of an invoice must be a pay button"));
+            }
+        }
+        let mut st = self.lock();
+        let chat = chat_of(&st, call)?;
+        let reply_to = reply_target(&st, chat, call)?;
+        let msg = Msg { from_bot: true, invoice: Some(invoice), markup, reply_to, ..Msg::default() };
+        let msg = st.add_message(chat, msg);
+        Ok(st.message_json(chat, &msg, true))
+    }
+
+    /// createInvoiceLink: a link the user can pay through `pay.invoice_link`.
+    fn create_invoice_link(&self, call: &Call) -> Result<Value, ApiError> {
+        let mut invoice = invoice_of(call)?;
+        if let Some(period) = call.i64("subscription_period") {
+            if period != SUBSCRIPTION_PERIOD || invoice.currency != "XTR" || invoice.total_amount > 10_000 {
+                return Err(ApiError::bad("Bad Request: SUBSCRIPTION_PERIOD_INVALID"));
+            }
+            invoice.subscription_period = Some(period);
+        }
+        let mut st = self.lock();
+        st.next_file += 1;
+        let link = format!("https://t.me/$emu{:06}{}", st.next_file, hex::encode(rand::random::<[u8; 6]>()));
+        st.invoice_links.insert(link.clone(), invoice);
+        Ok(json!(link))
+    }
+
+    /// answerPreCheckoutQuery: the bot's verdict on a payment the emulator is waiting on.
+    fn answer_pre_checkout(&self, call: &Call) -> Result<Value, ApiError> {
+        let ok = call.flag("ok");
+        let message = call.str("error_message").map(str::to_owned).filter(|m| !m.trim().is_empty());
+        if !ok && message.is_none() {
+            return Err(ApiError::bad("Bad Request: ERROR_MESSAGE_EMPTY"));
+        }
+        let mut st = self.lock();
+        let id = call.str("pre_checkout_query_id").unwrap_or_default();
+        let rec = st.pre_checkouts.get_mut(id).filter(|r| r.answer.is_none() && !r.expired).ok_or_else(|| {
+            ApiError::bad("Bad Request: query is too old and response timeout expired or query id is invalid")
+        })?;
+        rec.answer = Some((ok, if ok { None } else { message }));
+        drop(st);
+        self.wake_pollers();
+        Ok(json!(true))
+    }
+
+    /// refundStarPayment: the charge goes back to its payer, who gets a `refunded_payment`.
+    fn refund_star_payment(&self, call: &Call) -> Result<Value, ApiError> {
+        let user = call.i64("user_id").unwrap_or_default();
+        let charge_id = call.str("telegram_payment_charge_id").unwrap_or_default().to_owned();
+        let mut st = self.lock();
+        let charge = st
+            .charges
+            .iter_mut()
+            .find(|c| c.telegram_payment_charge_id == charge_id && c.user_id == user)
+            .ok_or_else(|| ApiError::normal(400, "Bad Request: CHARGE_NOT_FOUND"))?;
+        if charge.state == "refunded" {
+            return Err(ApiError::normal(400, "Bad Request: CHARGE_ALREADY_REFUNDED"));
+        }
+        charge.state = "refunded".into();
+        charge.refunded_at_ms = Some(now_ms());
+        let refunded = json!({
+            "currency": charge.currency, "total_amount": charge.total_amount,
+            "invoice_payload": charge.invoice_payload, "telegram_payment_charge_id": charge.telegram_payment_charge_id,
+            "provider_payment_charge_id": charge.provider_payment_charge_id,
+        });
+        if st.users.contains_key(&user) {
+            let msg = st.add_message(user, Msg { payment: Some(("refunded_payment", refunded)), ..Msg::default() });
+            let json = st.message_json(user, &msg, false);
+            st.enqueue("message", json);
+            drop(st);
+            self.wake_pollers();
+        }
+        Ok(json!(true))
+    }
+
+    /// getStarTransactions: charges (`source` = the payer) and refunds (`receiver` = the
+    /// payer), oldest first.
+    fn star_transactions(&self, call: &Call) -> Result<Value, ApiError> {
+        let offset = call.i64("offset").unwrap_or(0).max(0) as usize;
+        let limit = call.i64("limit").unwrap_or(100);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::bad("Bad Request: LIMIT_INVALID"));
+        }
+        let st = self.lock();
+        let partner = |c: &state::Charge| {
+            let user = st.users.get(&c.user_id).map(State::user_json).unwrap_or_else(
+                || json!({"id": c.user_id, "is_bot": false, "first_name": format!("User {}", c.user_id)}),
+            );
+            json!({"type": "user", "transaction_type": "invoice_payment", "user": user, "invoice_payload": c.invoice_payload})
+        };
+        let mut list: Vec<(u64, Value)> = Vec::new();
+        for c in &st.charges {
+            let date = (c.paid_at_ms / 1000) as i64;
+            let id = &c.telegram_payment_charge_id;
+            list.push((c.paid_at_ms, json!({"id": id, "amount": c.total_amount, "date": date, "source": partner(c)})));
+            if let Some(at) = c.refunded_at_ms {
+                let date = (at / 1000) as i64;
+                list.push((at, json!({"id": id, "amount": c.total_amount, "date": date, "receiver": partner(c)})));
+            }
+        }
+        list.sort_by_key(|(at, _)| *at);
+        let page: Vec<Value> = list.into_iter().skip(offset).take(limit as usize).map(|(_, v)| v).collect();
+        Ok(json!({ "transactions": page }))
+    }
+
     fn get_file(&self, call: &Call) -> Result<Value, ApiError> {
         let st = self.lock();
         let id = call.str("file_id").unwrap_or_default();
@@ -990,17 +1110,64 @@ fn take_updates(st: &mut State, offset: Option<i64>, limit: usize) -> Vec<Value>
                 st.queue.pop_front();
             }
         }
-        Some(off) => {
-            while st.queue.front().is_some_and(|q| q.id < off) {
-                st.queue.pop_front();
-            }
-        }
+        // Replayed updates sit below the offset on purpose: they go once they were handed out.
+        Some(off) => st.queue.retain(|q| if q.replay { !q.delivered } else { q.id >= off }),
         None => {}
     }
     if let Some(allowed) = st.allowed_updates.clone().filter(|a| !a.is_empty()) {
         st.queue.retain(|q| allowed.iter().any(|a| a == q.kind));
     }
-    st.queue.iter().take(limit).map(|q| q.json.clone()).collect()
+    st.queue
+        .iter_mut()
+        .take(limit)
+        .map(|q| {
+            q.delivered = true;
+            q.json.clone()
+        })
+        .collect()
+}
+
+/// The only `subscription_period` Telegram takes (30 days, in seconds).
+const SUBSCRIPTION_PERIOD: i64 = 2_592_000;
+
+/// The invoice fields of sendInvoice / createInvoiceLink, checked as Telegram does for Stars
+/// (protocols.md §1.8): title 1–32 characters, description 1–255, payload 1–128 bytes;
+/// `XTR` with an empty or no provider token and exactly one positive price; other currencies
+/// need a provider token, which the emulator has none of.
+fn invoice_of(call: &Call) -> Result<state::InvoiceRec, ApiError> {
+    let title = call.str("title").unwrap_or_default();
+    if !(1..=32).contains(&title.chars().count()) {
+        return Err(ApiError::bad("Bad Request: INVOICE_TITLE_INVALID"));
+    }
+    let description = call.str("description").unwrap_or_default();
+    if !(1..=255).contains(&description.chars().count()) {
+        return Err(ApiError::bad("Bad Request: INVOICE_DESCRIPTION_INVALID"));
+    }
+    let payload = call.str("payload").unwrap_or_default();
+    if !(1..=128).contains(&payload.len()) {
+        return Err(ApiError::bad("Bad Request: INVOICE_PAYLOAD_INVALID"));
+    }
+    let currency = call.str("currency").unwrap_or_default();
+    if currency != "XTR" || call.str("provider_token").is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::bad("Bad Request: PAYMENT_PROVIDER_INVALID"));
+    }
+    let prices = call.values.get("prices").and_then(Value::as_array).cloned().unwrap_or_default();
+    if prices.len() != 1 {
+        return Err(ApiError::bad("Bad Request: STARS_INVOICE_INVALID"));
+    }
+    let amount = prices[0].get("amount").and_then(Value::as_i64).unwrap_or(0);
+    if amount <= 0 || amount > 100_000 {
+        return Err(ApiError::bad("Bad Request: CURRENCY_TOTAL_AMOUNT_INVALID"));
+    }
+    Ok(state::InvoiceRec {
+        title: title.to_owned(),
+        description: description.to_owned(),
+        payload: payload.to_owned(),
+        currency: currency.to_owned(),
+        total_amount: amount,
+        start_parameter: call.str("start_parameter").unwrap_or_default().to_owned(),
+        subscription_period: None,
+    })
 }
 
 /// The private chat the call addresses: known (a user wrote from it) and not blocked.

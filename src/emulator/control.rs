@@ -36,11 +36,19 @@ pub(crate) fn push_update(emu: &Emulator, u: ControlUpdate) -> Result<i64, Strin
         u.callback_data.is_some(),
         u.inline_query.is_some(),
         u.chosen_inline_result.is_some(),
+        u.pay.is_some(),
+        u.replay_update.is_some(),
     ];
     if set.iter().filter(|x| **x).count() != 1 {
         return Err("set exactly one of text, photo_base64, document_base64, callback_data (with message_id), \
-                    inline_query, chosen_inline_result"
+                    inline_query, chosen_inline_result, pay, replay_update"
             .into());
+    }
+    if let Some(id) = u.replay_update {
+        return emu.replay_update(id);
+    }
+    if u.pay.is_some() {
+        return Err("pay waits for the bot's pre-checkout answer: use Emulator::pay or the control route".into());
     }
     let action = load(&u)?;
     let user = u.user.clone();
@@ -200,6 +208,16 @@ pub(crate) async fn push(AxState(emu): AxState<Emulator>, body: Bytes) -> Respon
         Ok(u) => u,
         Err(e) => return bad_body("update", &e),
     };
+    if let Some(target) = u.pay.clone() {
+        let one = [u.text.is_some(), u.photo_base64.is_some(), u.callback_data.is_some(), u.replay_update.is_some()];
+        if one.iter().any(|x| *x) || u.document_base64.is_some() || u.inline_query.is_some() {
+            return error(StatusCode::BAD_REQUEST, "pay goes alone: set no other action");
+        }
+        return match emu.pay(u.user, target).await {
+            Ok(out) => Json(out).into_response(),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        };
+    }
     // Decoding and thumbnails are blocking work.
     let res = tokio::task::spawn_blocking(move || emu.push_update(u)).await;
     match res {
@@ -304,6 +322,11 @@ pub(crate) async fn callback_answers(AxState(emu): AxState<Emulator>) -> Respons
 /// `GET /emulator/control/inline_answers`.
 pub(crate) async fn inline_answers(AxState(emu): AxState<Emulator>) -> Response {
     Json(emu.inline_answers()).into_response()
+}
+
+/// `GET /emulator/control/payments`.
+pub(crate) async fn payments(AxState(emu): AxState<Emulator>) -> Response {
+    Json(emu.payments()).into_response()
 }
 
 /// `POST /emulator/control/flood`.

@@ -17,7 +17,17 @@
 //!   set/getMyDescription, set/getMyShortDescription, set/getChatMenuButton, sendMessage,
 //!   editMessageText, editMessageCaption, editMessageReplyMarkup, editMessageMedia,
 //!   deleteMessage, deleteMessages, sendPhoto, sendDocument, sendMediaGroup (photos or
-//!   documents), sendChatAction, answerCallbackQuery, answerInlineQuery, getFile. Any other
+//!   documents), sendChatAction, answerCallbackQuery, answerInlineQuery, getFile, and the
+//!   Telegram Stars methods (protocols.md §1.8, api.json): sendInvoice (currency `XTR` needs
+//!   an empty or no `provider_token` and exactly one `LabeledPrice`; title 1–32 characters,
+//!   description 1–255, payload 1–128 bytes; the message carries `invoice`), createInvoiceLink
+//!   (the same checks; `subscription_period` only 2592000 with `XTR`; returns a
+//!   `https://t.me/$…` link), answerPreCheckoutQuery (`error_message` required with
+//!   `ok=false`; a query answered twice or after the payer's 10 s is refused),
+//!   refundStarPayment (the charge must be the user's and not refunded yet; the user's chat
+//!   then gets a `refunded_payment` message and its update) and getStarTransactions
+//!   (`StarTransactions`: each charge with `source`, each refund with `receiver`, a
+//!   `TransactionPartnerUser`; `offset`, `limit` 1–100). Any other
 //!   spec method is validated, then refused with 400 "…does not emulate it" (recorded as a
 //!   rejection), so a test notices at once.
 //! - `GET /file/bot{token}/{file_path}` — downloads a file found with getFile.
@@ -40,6 +50,15 @@
 //!   result the bot offered; Telegram sends it when inline feedback is on). Answer
 //!   `{"update_id": N}` or 400 `{"error": "…"}`. Files are sent as bytes (base64), never as a
 //!   path. A user who wrote once is a known chat (`chat_id` = user id).
+//!   `"pay": {"message_id": N}` (or `{"invoice_link": "…"}`) pays the invoice in that bot
+//!   message: the emulator queues a `pre_checkout_query` and waits up to 10 s for
+//!   answerPreCheckoutQuery; on `ok=true` it adds the user's message with `successful_payment`
+//!   (a fresh `telegram_payment_charge_id`) and its update, otherwise nothing is paid. The
+//!   answer is a [`PayOutcome`]: `{"paid", "pre_checkout_update_id",
+//!   "successful_payment_update_id"?, "telegram_payment_charge_id"?, "reason"?: "declined" |
+//!   "timeout", "error_message"?}`. `"replay_update": <update_id>` queues an update already sent
+//!   once again, byte for byte (same `update_id`), as Telegram re-delivers after a crash; it is
+//!   handed out at the next getUpdates whatever the offset. Answer `{"update_id": N}`.
 //! - `GET /emulator/control/chats/{chat_id}/messages` — the chat transcript in order, user's and
 //!   bot's, as [`TranscriptMessage`]s (deleted messages are gone, edits show the latest state).
 //! - `GET /emulator/control/chats/{chat_id}` — [`ChatStatus`]: known, blocked, last chat action,
@@ -58,6 +77,9 @@
 //!   `during_flood_wait: true`. A rule without `method` never matches getUpdates.
 //! - `POST /emulator/control/users/{id}/block` and `…/unblock` — while blocked, every call
 //!   aimed at that chat answers 403 `Forbidden: bot was blocked by the user`.
+//! - `GET /emulator/control/payments` — [`Payments`]: `charges` (each [`Charge`] with its
+//!   `state`, `paid` or `refunded`) and `pre_checkouts` (each [`PreCheckout`] with the bot's
+//!   answer, or `expired`), oldest first.
 //! - `POST /emulator/control/reset` — forget users, chats, files and records; keep what the bot
 //!   configured (commands, name, webhook) and keep update ids growing.
 //!
@@ -70,6 +92,7 @@ mod api;
 mod control;
 mod markup;
 mod media;
+mod payments;
 mod sandbox;
 mod spec;
 mod state;
@@ -85,6 +108,11 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
+
+#[allow(unused_imports, reason = "the control API's shapes, named in the module docs and read by tests")]
+pub use payments::{PayInvoice, PayOutcome, Payments, PreCheckout};
+#[allow(unused_imports, reason = "the control API's shapes, named in the module docs and read by tests")]
+pub use state::Charge;
 
 /// The largest request body accepted (documents may be up to 50 MB, plus multipart framing).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -158,6 +186,7 @@ impl Emulator {
             .route("/emulator/control/users/{id}/block", post(control::block))
             .route("/emulator/control/users/{id}/unblock", post(control::unblock))
             .route("/emulator/control/reset", post(control::reset))
+            .route("/emulator/control/payments", get(control::payments))
             .route_layer(from_fn(control::require_json))
             .route("/sandbox", get(sandbox::page))
             .route("/emulator/static/{*path}", get(sandbox::asset))
@@ -289,7 +318,7 @@ pub struct ControlUser {
 
 /// Something a user does, turned into one Bot API `Update` by [`Emulator::push_update`].
 /// Set exactly one action: `text`, `photo_base64`, `document_base64`, `callback_data` (with
-/// `message_id`), `inline_query` or `chosen_inline_result`.
+/// `message_id`), `inline_query`, `chosen_inline_result`, `pay` or `replay_update`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlUpdate {
@@ -325,6 +354,12 @@ pub struct ControlUpdate {
     /// A result the user picked from an inline answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chosen_inline_result: Option<ChosenInline>,
+    /// Pay an invoice (see [`Emulator::pay`]); answered by the async control route only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay: Option<PayInvoice>,
+    /// Re-deliver an update exactly as first sent (see [`Emulator::replay_update`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_update: Option<i64>,
 }
 
 /// `chosen_inline_result` of a [`ControlUpdate`] (Bot API `ChosenInlineResult`, without
@@ -369,10 +404,31 @@ pub struct TranscriptMessage {
     /// A sendAnimation message's file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub animation: Option<TranscriptVideo>,
+    /// A sendInvoice message's invoice (the Bot API `Invoice` fields plus the hidden payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<TranscriptInvoice>,
+    /// A user's payment message: the `SuccessfulPayment` object the bot received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successful_payment: Option<Value>,
+    /// The `RefundedPayment` message Telegram adds after refundStarPayment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunded_payment: Option<Value>,
     /// How many accepted edits the message had.
     pub edit_count: u32,
     /// True when the bot sent it by re-using an existing `file_id` (no upload).
     pub sent_by_file_id: bool,
+}
+
+/// An invoice as its message shows it (api.json `Invoice`), with the payload the bot set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptInvoice {
+    pub title: String,
+    pub description: String,
+    /// `XTR` for Telegram Stars.
+    pub currency: String,
+    /// Smallest units; whole Stars for `XTR`.
+    pub total_amount: i64,
+    pub invoice_payload: String,
 }
 
 /// The largest size of a photo message.

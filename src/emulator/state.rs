@@ -67,6 +67,54 @@ pub(crate) struct Msg {
     pub edit_date: Option<i64>,
     pub edit_count: u32,
     pub by_file_id: bool,
+    /// A sendInvoice message's invoice.
+    pub invoice: Option<InvoiceRec>,
+    /// A user's `successful_payment` or `refunded_payment` service message: (field, object).
+    pub payment: Option<(&'static str, Value)>,
+}
+
+/// An invoice the bot made (sendInvoice or createInvoiceLink), as the payer's client knows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct InvoiceRec {
+    pub title: String,
+    pub description: String,
+    pub payload: String,
+    pub currency: String,
+    pub total_amount: i64,
+    pub start_parameter: String,
+    pub subscription_period: Option<i64>,
+}
+
+/// A `pre_checkout_query` sent to the bot and what it answered.
+#[derive(Debug, Clone)]
+pub(crate) struct PreCheckoutRec {
+    pub update_id: i64,
+    pub user_id: i64,
+    /// `(ok, error_message)` once answered.
+    pub answer: Option<(bool, Option<String>)>,
+    /// The payer gave up waiting (10 s): a later answer is refused like Telegram's.
+    pub expired: bool,
+}
+
+/// One Stars charge and its refund state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Charge {
+    pub telegram_payment_charge_id: String,
+    pub provider_payment_charge_id: String,
+    pub user_id: i64,
+    pub currency: String,
+    pub total_amount: i64,
+    pub invoice_payload: String,
+    /// The bot message with the invoice that was paid (`None` for an invoice link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<i64>,
+    /// The update carrying the `successful_payment` message.
+    pub update_id: i64,
+    /// `paid` or `refunded`.
+    pub state: String,
+    pub paid_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunded_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +129,10 @@ pub(crate) struct Queued {
     pub id: i64,
     pub kind: &'static str,
     pub json: Value,
+    /// Re-delivered by the control API (`replay_update`): its id is below the bot's offset,
+    /// so it is handed out once and dropped at the next getUpdates instead of by offset.
+    pub replay: bool,
+    pub delivered: bool,
 }
 
 #[derive(Debug)]
@@ -184,6 +236,14 @@ pub(crate) struct State {
     pub blocked: HashSet<i64>,
     /// setMy* values and command lists, keyed by method family, scope and language.
     pub settings: HashMap<String, Value>,
+    /// Every update as first enqueued (`replay_update` sends one again).
+    pub sent: HashMap<i64, (&'static str, Value)>,
+    /// Links made by createInvoiceLink.
+    pub invoice_links: HashMap<String, InvoiceRec>,
+    /// Pre-checkout queries by id.
+    pub pre_checkouts: HashMap<String, PreCheckoutRec>,
+    /// Stars charges, oldest first.
+    pub charges: Vec<Charge>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -397,6 +457,12 @@ impl State {
                 v.insert("caption_entities".into(), json!(m.entities));
             }
         }
+        if let Some(inv) = &m.invoice {
+            v.insert("invoice".into(), invoice_json(inv));
+        }
+        if let Some((field, obj)) = &m.payment {
+            v.insert((*field).into(), obj.clone());
+        }
         // Only inline keyboards are part of a Message; reply keyboards live in the client.
         if let Some(mk) = &m.markup {
             if mk.get("inline_keyboard").is_some() {
@@ -435,6 +501,15 @@ impl State {
                 document: m.document.as_ref().and_then(|id| self.transcript_file(id)),
                 video: m.video.as_ref().and_then(|id| self.transcript_video(id)),
                 animation: m.animation.as_ref().and_then(|id| self.transcript_video(id)),
+                invoice: m.invoice.as_ref().map(|i| super::TranscriptInvoice {
+                    title: i.title.clone(),
+                    description: i.description.clone(),
+                    currency: i.currency.clone(),
+                    total_amount: i.total_amount,
+                    invoice_payload: i.payload.clone(),
+                }),
+                successful_payment: m.payment.as_ref().filter(|p| p.0 == "successful_payment").map(|p| p.1.clone()),
+                refunded_payment: m.payment.as_ref().filter(|p| p.0 == "refunded_payment").map(|p| p.1.clone()),
                 edit_count: m.edit_count,
                 sent_by_file_id: m.by_file_id,
             })
@@ -502,7 +577,8 @@ impl State {
         self.counters.reserve(id, 0);
         let mut json = json!({"update_id": id});
         json[kind] = payload;
-        self.queue.push_back(Queued { id, kind, json });
+        self.sent.insert(id, (kind, json.clone()));
+        self.queue.push_back(Queued { id, kind, json, replay: false, delivered: false });
         id
     }
 }
@@ -512,6 +588,14 @@ pub(crate) fn commands_key(scope: Option<&Value>, lang: &str) -> String {
     let field = |k: &str| scope.and_then(|s| s.get(k)).map(|v| v.to_string()).unwrap_or_default();
     let kind = scope.and_then(|s| s["type"].as_str()).unwrap_or("default");
     format!("commands|{kind}|{}|{}|{lang}", field("chat_id"), field("user_id"))
+}
+
+/// The Bot API `Invoice` object of an invoice message.
+pub(crate) fn invoice_json(i: &InvoiceRec) -> Value {
+    json!({
+        "title": i.title, "description": i.description, "start_parameter": i.start_parameter,
+        "currency": i.currency, "total_amount": i.total_amount,
+    })
 }
 
 pub(crate) fn file_url(file_id: &str) -> String {

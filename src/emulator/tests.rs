@@ -689,7 +689,15 @@ async fn sandbox_page_and_assets_are_served() {
     assert_eq!(js.status(), 200);
     assert!(js.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap_or("").contains("javascript"));
     let js = js.text().await.expect("js text");
-    for needle in ["button", "'kb'", "'photo'", "/emulator/control/updates", "callback_data", "media_group_id"] {
+    for needle in [
+        "button",
+        "'kb'",
+        "'photo'",
+        "/emulator/control/updates",
+        "callback_data",
+        "media_group_id",
+        "pay: { message_id",
+    ] {
         assert!(js.contains(needle), "sandbox.js lacks {needle}");
     }
     let css = env.http.get(format!("{}emulator/static/sandbox.css", env.base)).send().await.expect("css");
@@ -1169,4 +1177,125 @@ async fn videos_and_animations_are_stored_probed_shown_and_downloadable() {
         assert_eq!(r.headers()["content-type"], mime);
         assert_eq!(&r.bytes().await.expect("bytes")[..], &bytes[..]);
     }
+}
+
+#[tokio::test]
+async fn stars_invoices_are_paid_refunded_and_replayed_like_telegram() {
+    let env = start().await;
+    let spec = Spec::embedded().expect("spec");
+    env.say(USER, "/buy");
+    let invoice = json!({
+        "chat_id": USER, "title": "100 credits", "description": "Top-up", "payload": "pkg:small:42",
+        "provider_token": "", "currency": "XTR", "prices": [{"label": "100 credits", "amount": 50}],
+    });
+    let (status, sent) = env.raw("sendInvoice", invoice.clone()).await;
+    assert_eq!(status, 200, "{sent}");
+    spec.check_named(&sent["result"], "Message").expect("an invoice Message matches the spec");
+    assert_eq!(sent["result"]["invoice"]["total_amount"], 50);
+    let mid = sent["result"]["message_id"].as_i64().expect("id");
+    let shown = env.emu.messages(USER).into_iter().find(|m| m.message_id == mid).expect("in the transcript");
+    let inv = shown.invoice.expect("invoice fields in the transcript");
+    assert_eq!((inv.currency.as_str(), inv.total_amount, inv.invoice_payload.as_str()), ("XTR", 50, "pkg:small:42"));
+    // Telegram's Stars rules.
+    for (field, value, reason) in [
+        ("provider_token", json!("tok"), "PAYMENT_PROVIDER_INVALID"),
+        ("currency", json!("USD"), "PAYMENT_PROVIDER_INVALID"),
+        ("prices", json!([{"label": "a", "amount": 1}, {"label": "b", "amount": 1}]), "STARS_INVOICE_INVALID"),
+        ("payload", json!("x".repeat(129)), "INVOICE_PAYLOAD_INVALID"),
+        ("title", json!("t".repeat(33)), "INVOICE_TITLE_INVALID"),
+    ] {
+        let mut bad = invoice.clone();
+        bad[field] = value;
+        let (status, body) = env.raw("sendInvoice", bad).await;
+        assert_eq!(status, 400, "{field}: {body}");
+        assert!(env.last_rejection().reason.contains(reason), "{field}: {:?}", env.last_rejection());
+    }
+    let rejected = env.emu.rejections().len();
+
+    // Pay: the bot sees the pre-checkout, answers ok, then gets the successful_payment.
+    let emu = env.emu.clone();
+    let payer = user(USER);
+    let pay = tokio::spawn(async move {
+        emu.pay(payer, PayInvoice { message_id: Some(mid), invoice_link: None }).await.expect("pay")
+    });
+    let (_, first) = env.raw("getUpdates", json!({"timeout": 5})).await;
+    let first = first["result"].as_array().expect("updates").clone();
+    let pcq = first.iter().find(|u| u.get("pre_checkout_query").is_some()).expect("a pre_checkout_query").clone();
+    spec.check_named(&pcq, "Update").expect("pre_checkout_query Update");
+    assert_eq!(pcq["pre_checkout_query"]["invoice_payload"], "pkg:small:42");
+    let qid = pcq["pre_checkout_query"]["id"].as_str().expect("qid").to_string();
+    let (status, body) = env.raw("answerPreCheckoutQuery", json!({"pre_checkout_query_id": qid, "ok": false})).await;
+    assert_eq!(status, 400, "ok=false needs an error_message: {body}");
+    let (status, _) = env.raw("answerPreCheckoutQuery", json!({"pre_checkout_query_id": qid, "ok": true})).await;
+    assert_eq!(status, 200);
+    let out = pay.await.expect("join");
+    assert!(out.paid, "{out:?}");
+    let charge = out.telegram_payment_charge_id.clone().expect("charge id");
+    let offset = pcq["update_id"].as_i64().expect("id") + 1;
+    let (_, next) = env.raw("getUpdates", json!({"offset": offset})).await;
+    let next = next["result"].as_array().expect("updates").clone();
+    assert_eq!(next.len(), 1, "{next:?}");
+    spec.check_named(&next[0], "Update").expect("successful_payment Update");
+    assert_eq!(next[0]["update_id"].as_i64(), out.successful_payment_update_id);
+    assert_eq!(next[0]["message"]["successful_payment"]["telegram_payment_charge_id"], charge.as_str());
+
+    // Replay: the same update, byte for byte, once more, though the offset is past it.
+    let sp_id = out.successful_payment_update_id.expect("id");
+    let (_, none) = env.raw("getUpdates", json!({"offset": sp_id + 1})).await;
+    assert_eq!(none["result"], json!([]));
+    let (status, replayed) =
+        env.control_post("emulator/control/updates", json!({"user": user(USER), "replay_update": sp_id})).await;
+    assert_eq!((status, replayed["update_id"].as_i64()), (200, Some(sp_id)));
+    let (_, again) = env.raw("getUpdates", json!({"offset": sp_id + 1})).await;
+    assert_eq!(again["result"], json!([next[0].clone()]));
+    let (_, gone) = env.raw("getUpdates", json!({"offset": sp_id + 1})).await;
+    assert_eq!(gone["result"], json!([]), "a replay is delivered once");
+
+    // A declined payment pays nothing and says why.
+    let emu = env.emu.clone();
+    let pay = tokio::spawn(async move {
+        emu.pay(user(USER), PayInvoice { message_id: Some(mid), invoice_link: None }).await.expect("pay")
+    });
+    let (_, upd) = env.raw("getUpdates", json!({"offset": sp_id + 1, "timeout": 5})).await;
+    let qid = upd["result"][0]["pre_checkout_query"]["id"].as_str().expect("query").to_string();
+    let answer = json!({"pre_checkout_query_id": qid, "ok": false, "error_message": "Sold out"});
+    assert_eq!(env.raw("answerPreCheckoutQuery", answer).await.0, 200);
+    let out = pay.await.expect("join");
+    assert_eq!(
+        (out.paid, out.reason.as_deref(), out.error_message.as_deref()),
+        (false, Some("declined"), Some("Sold out"))
+    );
+
+    // Refund once; the payer gets a refunded_payment; a second refund is refused.
+    let refund = json!({"user_id": USER, "telegram_payment_charge_id": charge});
+    assert_eq!(env.raw("refundStarPayment", refund.clone()).await.0, 200);
+    let (status, body) = env.raw("refundStarPayment", refund).await;
+    assert_eq!(status, 400);
+    assert!(body["description"].as_str().unwrap_or("").contains("CHARGE_ALREADY_REFUNDED"), "{body}");
+    assert!(env.emu.messages(USER).iter().any(|m| m.refunded_payment.is_some()), "refund message");
+    let (_, tx) = env.raw("getStarTransactions", json!({"limit": 10})).await;
+    spec.check_named(&tx["result"], "StarTransactions").expect("StarTransactions");
+    assert_eq!(tx["result"]["transactions"].as_array().map(Vec::len), Some(2), "the charge and its refund");
+    let payments = env.control_get("emulator/control/payments").await;
+    assert_eq!(payments["charges"][0]["state"], "refunded");
+    assert_eq!(payments["pre_checkouts"].as_array().map(Vec::len), Some(2));
+    assert_eq!(payments["pre_checkouts"][1]["error_message"], "Sold out");
+
+    // An invoice link is paid the same way.
+    let mut for_link = invoice.clone();
+    for_link.as_object_mut().expect("object").remove("chat_id");
+    let (status, link) = env.raw("createInvoiceLink", for_link).await;
+    assert_eq!(status, 200, "{link}");
+    let link = link["result"].as_str().expect("link").to_string();
+    let emu = env.emu.clone();
+    let pay =
+        tokio::spawn(
+            async move { emu.pay(user(USER), PayInvoice { message_id: None, invoice_link: Some(link) }).await },
+        );
+    let (_, upd) = env.raw("getUpdates", json!({"offset": sp_id + 1, "timeout": 5})).await;
+    let list = upd["result"].as_array().expect("list");
+    let qid = list.iter().rev().find_map(|u| u["pre_checkout_query"]["id"].as_str()).expect("query").to_string();
+    assert_eq!(env.raw("answerPreCheckoutQuery", json!({"pre_checkout_query_id": qid, "ok": true})).await.0, 200);
+    assert!(pay.await.expect("join").expect("pay").paid);
+    assert_eq!(env.emu.rejections().len(), rejected + 1, "only the ok=false without a message was refused since");
 }

@@ -549,6 +549,20 @@ impl JobEngine {
         eta_from(&self.inner.store, job.model_id.clone(), video::job_stats_key(&self.inner, job)).await
     }
 
+    /// The price of the user's usual model, for "≈ N generations" on top-up offers: the model
+    /// of their latest job when it is still usable (its base price now, without options),
+    /// else the cheapest usable text_to_image model. `None` when neither exists.
+    pub async fn usual_price(&self, user: UserId) -> Option<crate::domain::Credits> {
+        let catalog = &self.inner.catalog;
+        let latest = self.inner.store.read(move |rx| rx.find_user_jobs(user, 1)).await.ok()?.into_iter().next();
+        let usual = latest
+            .map(|j| j.model_id)
+            .filter(|id| catalog.is_usable(id))
+            .and_then(|id| catalog.model(&id))
+            .map(|m| catalog.base_price(&m));
+        usual.or_else(|| catalog.for_task(crate::domain::Task::TextToImage).iter().map(|m| m.price).min())
+    }
+
     /// ETA for a model and format before a job exists (see [`Self::eta_secs`]); a video
     /// model's settings are not known here, so its model-wide mean answers.
     pub async fn eta_for(&self, model: &str, format: Format) -> u64 {

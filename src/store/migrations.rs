@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 7;
+pub const SCHEMA_VERSION: u64 = 8;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,6 +28,7 @@ const STEPS: &[(u64, &str, Step)] = &[
     (5, "005_admin_aggregates", m005_admin_aggregates),
     (6, "006_user_list_rows_in_name_index", m006_user_list_rows),
     (7, "007_uploaded_inputs", m007_inputs),
+    (8, "008_star_payments", m008_payments),
 ];
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
@@ -98,6 +99,12 @@ fn m006_user_list_rows(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
 /// by the job engine's first prune, which can look at the files (`Store::adopt_inputs`).
 fn m007_inputs(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(INPUTS_TABLE)?;
+    Ok(Outcome::Execute(1))
+}
+
+/// Telegram Stars charges (top-ups), keyed by charge id.
+fn m008_payments(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    tx.open_table(PAYMENTS_TABLE)?;
     Ok(Outcome::Execute(1))
 }
 

@@ -483,6 +483,16 @@ impl $t {
         rows.truncate(limit);
         Ok((rows, more))
     }
+    /// A Telegram Stars charge by its `telegram_payment_charge_id`.
+    pub fn get_payment(&self, charge_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        let t = self.tx.open_table(PAYMENTS_TABLE)?;
+        t.get(charge_id)?.map(|v| PaymentRecord::decode(v.value())).transpose()
+    }
+    /// Every Stars charge (key order: by charge id).
+    pub fn find_payments(&self) -> Result<Vec<PaymentRecord>, StoreError> {
+        let t = self.tx.open_table(PAYMENTS_TABLE)?;
+        t.iter()?.map(|r| PaymentRecord::decode(r?.1.value())).collect()
+    }
     /// A user's newest `limit` ledger rows, newest first.
     pub fn find_recent_operations(&self, user: UserId, limit: usize) -> Result<Vec<Operation>, StoreError> {
         let t = self.tx.open_table(LEDGER_TABLE)?;
@@ -588,6 +598,16 @@ impl $t {
 getters!(Rx, Tx);
 
 #[cfg(test)]
+impl Tx {
+    /// Marks a handled update as begun and never finished, as a process killed between the
+    /// handler's writes and [`Tx::finish_update`] leaves it (crash tests).
+    pub fn mark_update_interrupted(&mut self, update_id: i64) -> Result<(), StoreError> {
+        self.tx.open_table(UPDATES_TABLE)?.insert(update_id, -1)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
 impl Rx {
     /// Every entry of the user search index, `(word, user id, list row)` in key order.
     pub fn find_name_entries(&self) -> Result<Vec<(String, i64, UserSummary)>, StoreError> {
@@ -624,6 +644,12 @@ impl Tx {
     pub fn insert_audit(&mut self, e: &AuditEntry) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(AUDIT_TABLE)?;
         t.insert(e.id, e.encode()?.as_slice())?;
+        Ok(())
+    }
+    /// Stores a Stars charge under its charge id (billing writes it with its ledger row).
+    pub fn put_payment(&mut self, p: &PaymentRecord) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(PAYMENTS_TABLE)?;
+        t.insert(p.telegram_payment_charge_id.as_str(), p.encode()?.as_slice())?;
         Ok(())
     }
     /// Appends a ledger row. Callers (billing) keep the balance in step in the same transaction.

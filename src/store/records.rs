@@ -132,7 +132,7 @@ impl UserSummary {
     }
 }
 
-/// Kinds of ledger operations. Payment kinds (top-up, refund by charge id) join later.
+/// Kinds of ledger operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpKind {
@@ -146,6 +146,9 @@ pub enum OpKind {
     Release,
     /// Manual change by an admin (either sign).
     Adjust,
+    /// Credits bought (balance +amount); `reason` = `stars:<telegram_payment_charge_id>`, and
+    /// the `payments` table holds the charge, written in the same transaction.
+    Purchase,
 }
 
 /// One ledger row. `delta` is the change to the spendable balance; replaying every row's
@@ -173,6 +176,49 @@ pub struct Operation {
     pub created_at: i64,
 }
 impl Record for Operation {
+    const VERSION: u32 = 1;
+}
+
+/// Where a paid charge stands. Only `Paid` is written now; the refund states are for the
+/// refund outbox (a refund is recorded as pending before `refundStarPayment` is called).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentState {
+    /// Credited once; the Stars are ours.
+    Paid,
+    /// A refund was decided and its ledger debit written; `refundStarPayment` not yet confirmed.
+    Refunding,
+    /// Telegram confirmed the refund.
+    Refunded,
+    /// Telegram refused the refund (the debit was given back).
+    RefundFailed,
+}
+
+/// One Telegram Stars charge (`SuccessfulPayment`), keyed by `telegram_payment_charge_id` in
+/// `PAYMENTS_TABLE`. Written in the same transaction as its `Purchase` ledger row, so a charge
+/// present here has been credited exactly once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub telegram_payment_charge_id: String,
+    #[serde(default)]
+    pub provider_payment_charge_id: String,
+    pub user_id: UserId,
+    /// `[[billing.packages]]` id at the time of payment.
+    pub package_id: String,
+    /// Credits added (package credits + bonus).
+    pub credits: Credits,
+    /// Stars paid (`total_amount`, currency XTR).
+    pub stars: i64,
+    /// The `Purchase` ledger row.
+    pub operation_id: OperationId,
+    pub state: PaymentState,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms of the last state change.
+    #[serde(default)]
+    pub updated_at: i64,
+}
+impl Record for PaymentRecord {
     const VERSION: u32 = 1;
 }
 
@@ -825,6 +871,25 @@ mod tests {
             created_at: 1,
         };
         assert_eq!(Operation::decode(&op.encode().expect("enc")).expect("dec"), op);
+        let pay = PaymentRecord {
+            telegram_payment_charge_id: "stxABC".into(),
+            provider_payment_charge_id: "p-1".into(),
+            user_id: UserId(7),
+            package_id: "small".into(),
+            credits: Credits(110),
+            stars: 50,
+            operation_id: OperationId::new(),
+            state: PaymentState::Paid,
+            created_at: 5,
+            updated_at: 5,
+        };
+        let bytes = pay.encode().expect("enc");
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""state":"paid""#), "states are snake_case words");
+        assert_eq!(PaymentRecord::decode(&bytes).expect("dec"), pay);
+        for state in [PaymentState::Refunding, PaymentState::Refunded, PaymentState::RefundFailed] {
+            let p = PaymentRecord { state, ..pay.clone() };
+            assert_eq!(PaymentRecord::decode(&p.encode().expect("enc")).expect("dec"), p);
+        }
         let d = Draft {
             id: u128::MAX,
             user_id: UserId(1),

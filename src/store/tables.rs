@@ -74,3 +74,7 @@ pub const LAST_ACTIVE_TABLE: TableDefinition<i64, i64> = TableDefinition::new("l
 /// `library.input_retention_days` after the last use (the file only when no library item and
 /// no active job references it).
 pub const INPUTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("inputs-1");
+/// Telegram Stars charges: key = `telegram_payment_charge_id` → value = `PaymentRecord`
+/// (user, package, credits, Stars, state). Inserted in the transaction that writes the
+/// `Purchase` ledger row, so a charge id already here is never credited again.
+pub const PAYMENTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("payments-1");

@@ -13,6 +13,7 @@ pub mod harness;
 mod library;
 mod llm;
 mod packaging;
+mod payments;
 mod providers;
 mod reference;
 mod sandbox;

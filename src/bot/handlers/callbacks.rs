@@ -29,7 +29,8 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
             super::add_text::start(&bot, &ChatDialogue::new(ctx.dialogues.clone(), chat), &me).await?;
         }
         (Some(Callback::MenuBalance), Some((chat, _))) => {
-            bot.send_message(chat, balance_text(&ctx, &me)).reply_markup(keyboards::balance(lang)).await?;
+            let top_up = !ctx.billing.packages().is_empty();
+            bot.send_message(chat, balance_text(&ctx, &me)).reply_markup(keyboards::balance(lang, top_up)).await?;
         }
         (Some(Callback::History(page)), Some((chat, mid))) => {
             // The first page is a new message under the balance; paging edits it.
@@ -39,6 +40,12 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
                 }))
             .then_some(mid);
             super::history::show(&bot, chat, &ctx, &me, page, edit).await?;
+        }
+        (Some(Callback::TopUp), Some((chat, _))) => {
+            super::pay::show_packages(&bot, chat, &ctx, &me).await?;
+        }
+        (Some(Callback::Buy(id)), Some((chat, _))) => {
+            answer = super::pay::send_invoice(&bot, chat, &ctx, &me, &id).await?;
         }
         (Some(Callback::MenuHelp), Some((chat, _))) => {
             bot.send_message(chat, help_text(&ctx, lang)).await?;

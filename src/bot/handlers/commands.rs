@@ -1,5 +1,5 @@
-//! Commands: /start, /menu, /create (/new), /my, /presets, /balance, /language, /help,
-//! /cancel, /ping, /skip — and every other `/word`, which is never taken for a prompt.
+//! Commands: /start, /menu, /create (/new), /my, /presets, /balance, /buy, /paysupport,
+//! /terms, /language, /help, /cancel, /ping, /skip — and every other `/word`, which is never taken for a prompt.
 
 use super::Caller;
 use crate::bot::dialogue::Step;
@@ -43,10 +43,20 @@ pub async fn run(
             bot.send_message(chat, help_text(&ctx, lang)).await?;
         }
         Command::Balance => {
-            bot.send_message(chat, balance_text(&ctx, &me)).reply_markup(keyboards::balance(lang)).await?;
+            let top_up = !ctx.billing.packages().is_empty();
+            bot.send_message(chat, balance_text(&ctx, &me)).reply_markup(keyboards::balance(lang, top_up)).await?;
         }
         Command::History => {
             super::history::show(&bot, chat, &ctx, &me, 0, None).await?;
+        }
+        Command::Buy => {
+            super::pay::show_packages(&bot, chat, &ctx, &me).await?;
+        }
+        Command::Paysupport => {
+            bot.send_message(chat, super::pay::paysupport_text(&ctx, lang)).await?;
+        }
+        Command::Terms => {
+            bot.send_message(chat, super::pay::terms_text(&ctx, lang)).await?;
         }
         Command::Language => {
             bot.send_message(chat, lang.t("language_choose")).reply_markup(keyboards::languages()).await?;

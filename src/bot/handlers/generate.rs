@@ -269,7 +269,11 @@ pub async fn start_job(
     }
     if let Submitted::InsufficientFunds { balance, price } = &outcome {
         let text = lang.tf("insufficient", &[("balance", &me.money(ctx, *balance)), ("price", &me.money(ctx, *price))]);
-        bot.edit_message_text(chat, progress, text).await?;
+        let mut req = bot.edit_message_text(chat, progress, text);
+        if let Some(markup) = super::pay::top_up_button(ctx, lang) {
+            req = req.reply_markup(markup);
+        }
+        req.await?;
     }
     Ok(outcome)
 }

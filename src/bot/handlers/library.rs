@@ -172,8 +172,10 @@ where
     let queued = lang.tf("queued", &[("position", &1), ("model", &model_name), ("eta", &eta)]);
     let progress = bot.send_message(chat, queued).await?.id;
     let target = JobTarget { chat_id: chat.0, lang: lang.code().into(), progress_message_id: Some(progress.0) };
+    let mut markup = None;
     let text = match submit(target).await {
         Ok(Some(Submitted::InsufficientFunds { balance, price })) => {
+            markup = super::pay::top_up_button(ctx, lang);
             lang.tf("insufficient", &[("balance", &me.money(ctx, balance)), ("price", &me.money(ctx, price))])
         }
         Ok(Some(_)) => return Ok(()),
@@ -182,7 +184,11 @@ where
         Err(JobsError::InputsGone) => lang.t("inputs_gone"),
         Err(e) => return Err(e.into()),
     };
-    bot.edit_message_text(chat, progress, text).await?;
+    let mut req = bot.edit_message_text(chat, progress, text);
+    if let Some(markup) = markup {
+        req = req.reply_markup(markup);
+    }
+    req.await?;
     Ok(())
 }
 

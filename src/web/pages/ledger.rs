@@ -26,6 +26,7 @@ pub fn kind_name(k: OpKind) -> &'static str {
         OpKind::Capture => "capture",
         OpKind::Release => "release",
         OpKind::Adjust => "adjust",
+        OpKind::Purchase => "purchase",
     }
 }
 
@@ -62,7 +63,9 @@ impl TryFrom<&LedgerQuery> for Filter {
         };
         let kind = match q.kind.trim() {
             "" => None,
-            k if ["signup_bonus", "hold", "capture", "release", "adjust"].contains(&k) => Some(k.to_string()),
+            k if ["signup_bonus", "hold", "capture", "release", "adjust", "purchase"].contains(&k) => {
+                Some(k.to_string())
+            }
             _ => return Err(bad("kind")),
         };
         let from = match q.from.trim() {
