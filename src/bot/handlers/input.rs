@@ -135,6 +135,23 @@ where
     });
 }
 
+/// Sends a flow's question `text` with its buttons, led by `intro` when given (one message
+/// rather than two: Telegram paces a chat to about one message a second).
+pub async fn ask(
+    bot: &TgBot,
+    chat: ChatId,
+    intro: Option<String>,
+    text: String,
+    kb: teloxide::types::InlineKeyboardMarkup,
+) -> Result<(), BotError> {
+    let text = match intro {
+        Some(intro) => format!("{intro}\n\n{text}"),
+        None => text,
+    };
+    bot.send_message(chat, text).reply_markup(kb).await?;
+    Ok(())
+}
+
 /// Whether a caption or text is an instruction (not empty, not a command).
 pub fn instruction(text: Option<&str>) -> Option<String> {
     text.map(str::trim).filter(|t| !t.is_empty() && !t.starts_with('/')).map(str::to_string)

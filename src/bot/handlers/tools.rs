@@ -201,12 +201,7 @@ async fn ask(
         };
         (text, keyboards::flow_cancel(lang))
     };
-    let text = match intro {
-        Some(intro) => format!("{intro}\n\n{text}"),
-        None => text,
-    };
-    bot.send_message(dialogue.chat_id(), text).reply_markup(kb).await?;
-    Ok(())
+    input::ask(bot, dialogue.chat_id(), intro, text, kb).await
 }
 
 /// With the subject type (references), the photos and the instruction (where the task takes

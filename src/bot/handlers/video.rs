@@ -180,12 +180,7 @@ async fn ask(
         (true, true, false) => (lang.t("video_send_photo"), keyboards::flow_cancel(lang)),
         (true, false, _) => (lang.t("video_send_text"), keyboards::flow_cancel(lang)),
     };
-    let text = match intro {
-        Some(intro) => format!("{intro}\n\n{text}"),
-        None => text,
-    };
-    bot.send_message(dialogue.chat_id(), text).reply_markup(kb).await?;
-    Ok(())
+    input::ask(bot, dialogue.chat_id(), intro, text, kb).await
 }
 
 /// With the photo and the motion prompt (or its skip) in — or a description for text → video
