@@ -62,6 +62,12 @@ fn build_providers(config: &Config) -> anyhow::Result<HashMap<String, DynProvide
                 Arc::new(WavespeedProvider::new(p).with_context(|| format!("provider {}", p.id))?)
             }
             ProviderKind::Demo => Arc::new(DemoProvider::new(&p.id, Duration::from_millis(p.poll_interval_ms))),
+            ProviderKind::Openai => Arc::new(
+                crate::providers::openai::OpenaiProvider::new(p).with_context(|| format!("provider {}", p.id))?,
+            ),
+            ProviderKind::Gemini | ProviderKind::Huggingface | ProviderKind::Replicate => {
+                anyhow::bail!("provider {}: this kind is not built yet", p.id)
+            }
             ProviderKind::ComfyuiConnect => Arc::new(
                 crate::providers::comfyui_connect::ComfyConnectProvider::new(p)
                     .with_context(|| format!("provider {}", p.id))?,

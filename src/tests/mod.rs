@@ -9,6 +9,7 @@ pub mod fakes;
 mod faults;
 mod hardening;
 pub mod harness;
+mod kinds;
 mod library;
 mod llm;
 mod packaging;

@@ -19,6 +19,8 @@ pub mod comfyui;
 pub mod comfyui_connect;
 pub mod fal;
 pub mod openai;
+pub mod openai_images;
+pub mod recorder;
 pub mod wavespeed;
 
 #[allow(unused_imports)] // the record types are for end-to-end tests
