@@ -65,7 +65,10 @@ fn build_providers(config: &Config) -> anyhow::Result<HashMap<String, DynProvide
             ProviderKind::Openai => Arc::new(
                 crate::providers::openai::OpenaiProvider::new(p).with_context(|| format!("provider {}", p.id))?,
             ),
-            ProviderKind::Gemini | ProviderKind::Huggingface | ProviderKind::Replicate => {
+            ProviderKind::Gemini => Arc::new(
+                crate::providers::gemini::GeminiProvider::new(p).with_context(|| format!("provider {}", p.id))?,
+            ),
+            ProviderKind::Huggingface | ProviderKind::Replicate => {
                 anyhow::bail!("provider {}: this kind is not built yet", p.id)
             }
             ProviderKind::ComfyuiConnect => Arc::new(

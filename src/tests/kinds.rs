@@ -291,3 +291,144 @@ mod openai {
         assert!(text.contains("правила содержания") && !text.contains("safety"), "in Russian: {text}");
     }
 }
+
+// ------------------------------------------------------------------------------------- Gemini
+
+mod gemini {
+    use super::super::fakes::gemini::{FakeGemini, GeminiScenario};
+    use super::*;
+    use crate::providers::gemini::GeminiProvider;
+
+    const MODEL: &str = "gemini-2.5-flash-image";
+
+    fn error(status: u16, canonical: &str, message: &str) -> GeminiScenario {
+        GeminiScenario::Error { status, canonical: canonical.into(), message: message.into() }
+    }
+
+    fn calls(f: &FakeGemini) -> Vec<Recorded> {
+        f.rec.requests()
+    }
+
+    #[tokio::test]
+    async fn kinds_gemini_generate_content_request_and_inline_image_out() {
+        let f = FakeGemini::start(GeminiScenario::Image).await;
+        let p = GeminiProvider::new(&cfg(ProviderKind::Gemini, &f.base_url())).expect("provider");
+        let files = run(&p, &request(MODEL)).await.expect("result");
+        assert_eq!((files.len(), files[0].bytes == f.png(), files[0].mime.as_str()), (1, true, "image/png"));
+        let c = &calls(&f)[0];
+        assert_eq!(
+            (c.method.as_str(), c.path.as_str()),
+            ("POST", "/v1beta/models/gemini-2.5-flash-image:generateContent")
+        );
+        assert_eq!(c.header("x-goog-api-key").as_deref(), Some(KEY));
+        assert_eq!((c.header("authorization"), c.query.as_deref()), (None, None), "the key only in x-goog-api-key");
+        assert_eq!(
+            c.json(),
+            json!({"contents": [{"role": "user", "parts": [{"text": "a lighthouse at dusk"}]}],
+                   "generationConfig": {"responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": "2:3"}}}),
+            "64×96 is nearest 2:3"
+        );
+    }
+
+    #[tokio::test]
+    async fn kinds_gemini_edit_sends_two_inline_photos_after_the_text() {
+        let f = FakeGemini::start(GeminiScenario::Image).await;
+        let p = GeminiProvider::new(&cfg(ProviderKind::Gemini, &f.base_url())).expect("provider");
+        let mut r = edit_request(MODEL);
+        r.extra.insert("imageSize".into(), json!("2K"));
+        run(&p, &r).await.expect("result");
+        let body = calls(&f)[0].json();
+        let parts = body["contents"][0]["parts"].as_array().expect("parts").clone();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], json!({"text": "make the sky purple"}));
+        for (i, part) in parts[1..].iter().enumerate() {
+            assert_eq!(part["inlineData"]["mimeType"], "image/png");
+            let b = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                part["inlineData"]["data"].as_str().expect("b64"),
+            )
+            .expect("base64");
+            assert_eq!(b, r.input_images[i].bytes, "photo {i} in order");
+        }
+        assert_eq!(
+            body["generationConfig"]["imageConfig"],
+            json!({"imageSize": "2K"}),
+            "an edit keeps the photo's shape"
+        );
+    }
+
+    #[tokio::test]
+    async fn kinds_gemini_error_classes() {
+        let f = FakeGemini::start(GeminiScenario::Image).await;
+        let p = GeminiProvider::new(&cfg(ProviderKind::Gemini, &f.base_url())).expect("provider");
+        let r = request(MODEL);
+        // The retired Imagen model, as configured by seed 002, and a 404 model.
+        let e = run(&p, &request("imagen-4.0-generate-001")).await.expect_err("imagen");
+        assert!(matches!(&e, ProviderError::Retired(m) if m.contains("not found")), "{e:?}");
+        f.set(error(
+            404,
+            "NOT_FOUND",
+            "models/gemini-2.0-flash-exp-image-generation is not found for API version v1beta",
+        ));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Retired(_))));
+        f.set(error(400, "FAILED_PRECONDITION", "User location is not supported for the API use."));
+        let e = run(&p, &r).await.expect_err("geo");
+        assert!(
+            matches!(&e, ProviderError::Unauthorized(m) if m.contains("User location is not supported") && m.contains("`proxy`") && m.contains("\"gemini\"")),
+            "{e:?}"
+        );
+        f.set(error(400, "FAILED_PRECONDITION", "Image generation is not available in your country."));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Unauthorized(m)) if m.contains("proxy")));
+        f.set(error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."));
+        let e = run(&p, &r).await.expect_err("429");
+        assert!(
+            matches!(e, ProviderError::RateLimited { retry_after, .. } if retry_after == crate::providers::gemini::DEFAULT_RETRY),
+            "{e:?}"
+        );
+        f.set(error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Unauthorized(_))));
+        f.set(error(503, "UNAVAILABLE", "The model is overloaded."));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Transient(_))));
+        f.set(GeminiScenario::NoImage("IMAGE_SAFETY".into()));
+        assert!(
+            matches!(run(&p, &r).await, Err(ProviderError::Rejected(m)) if m.contains("safety") && m.contains("IMAGE_SAFETY"))
+        );
+        f.set(GeminiScenario::Blocked("PROHIBITED_CONTENT".into()));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Rejected(m)) if m.contains("PROHIBITED_CONTENT")));
+        f.set(GeminiScenario::NoImage("NO_IMAGE".into()));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Rejected(m)) if m.contains("NO_IMAGE")));
+    }
+
+    const ADMIN: i64 = 900;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn kinds_gemini_end_to_end_picture_then_geo_block_disables_with_the_proxy_hint() {
+        let f = FakeGemini::start(GeminiScenario::Image).await;
+        let base = f.base_url();
+        let h = Harness::start(move |d| {
+            let mut c = test_config(d);
+            c.telegram.admins = vec![ADMIN];
+            c.providers.push(provider("gemini", ProviderKind::Gemini, &base));
+            let mut m = model("vm", "gemini", 10);
+            m.endpoint = MODEL.into();
+            m.display_name = "Vendor model".into();
+            m.size_param = SizeParam::AspectRatio;
+            c.models.push(m);
+            c.providers.push(provider("demo", ProviderKind::Demo, ""));
+            c.models.push(model("spare", "demo", 5));
+            c
+        })
+        .await;
+        h.text(ADMIN, "en", "/start");
+        h.wait_text(ADMIN, "Welcome").await;
+        order(&h, 2211).await;
+        assert_delivered(&h, 2211).await;
+        assert_eq!(f.rec.requests()[0].json()["generationConfig"]["imageConfig"]["aspectRatio"], "1:1");
+
+        f.set(error(400, "FAILED_PRECONDITION", "User location is not supported for the API use."));
+        order(&h, 2212).await;
+        assert_refused(&h, 2212, "Провайдер недоступен").await;
+        let alert = h.wait_text(ADMIN, "refuses requests").await;
+        assert!(text_of(&alert).contains("set `proxy` for provider \"gemini\""), "{alert}");
+    }
+}

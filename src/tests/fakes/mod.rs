@@ -18,6 +18,7 @@
 pub mod comfyui;
 pub mod comfyui_connect;
 pub mod fal;
+pub mod gemini;
 pub mod openai;
 pub mod openai_images;
 pub mod recorder;
