@@ -68,7 +68,10 @@ fn build_providers(config: &Config) -> anyhow::Result<HashMap<String, DynProvide
             ProviderKind::Gemini => Arc::new(
                 crate::providers::gemini::GeminiProvider::new(p).with_context(|| format!("provider {}", p.id))?,
             ),
-            ProviderKind::Huggingface | ProviderKind::Replicate => {
+            ProviderKind::Replicate => Arc::new(
+                crate::providers::replicate::ReplicateProvider::new(p).with_context(|| format!("provider {}", p.id))?,
+            ),
+            ProviderKind::Huggingface => {
                 anyhow::bail!("provider {}: this kind is not built yet", p.id)
             }
             ProviderKind::ComfyuiConnect => Arc::new(

@@ -432,3 +432,143 @@ mod gemini {
         assert!(text_of(&alert).contains("set `proxy` for provider \"gemini\""), "{alert}");
     }
 }
+
+// ---------------------------------------------------------------------------------- Replicate
+
+mod replicate {
+    use super::super::fakes::replicate::{FakeReplicate, ReplicateScenario};
+    use super::*;
+    use crate::providers::replicate::ReplicateProvider;
+
+    const MODEL: &str = "black-forest-labs/flux-schnell";
+    const VERSION: &str = "5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa";
+
+    fn provider_for(f: &FakeReplicate) -> ReplicateProvider {
+        ReplicateProvider::new(&cfg(ProviderKind::Replicate, &f.base_url())).expect("provider")
+    }
+
+    fn create_error(status: u16, detail: &str) -> ReplicateScenario {
+        ReplicateScenario::CreateError { status, detail: detail.into(), headers: vec![] }
+    }
+
+    #[tokio::test]
+    async fn kinds_replicate_official_model_creates_with_prefer_wait_then_polls_urls_get() {
+        let f = FakeReplicate::start(ReplicateScenario::Success { processing_polls: 2 }).await;
+        let p = provider_for(&f);
+        let mut r = request(MODEL);
+        r.size_param = SizeParam::AspectRatio;
+        r.extra.insert("output_format".into(), json!("png"));
+        let sub = p.submit(&r, None).await.expect("submit");
+        assert_eq!(sub.request_id, "pred1");
+        assert_eq!(sub.data["get"], json!(format!("{}/v1/predictions/pred1", f.base_url())));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let cb = move |pr: crate::providers::ProviderProgress| s2.lock().unwrap_or_else(|e| e.into_inner()).push(pr);
+        let files = p.wait(&sub, &cb).await.expect("result");
+        assert_eq!((files.len(), files[0].bytes == f.png(), files[0].mime.as_str()), (1, true, "image/png"));
+        assert!(seen.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|p| p.running), "processing reported");
+        let c = &f.creates()[0];
+        assert_eq!(c.path, "/v1/models/black-forest-labs/flux-schnell/predictions");
+        assert_eq!((c.header("authorization"), c.header("prefer").as_deref()), (Some(bearer()), Some("wait=10")));
+        assert_eq!(
+            c.json(),
+            json!({"input": {"prompt": "a lighthouse at dusk", "seed": 1234, "aspect_ratio": "2:3", "output_format": "png"}})
+        );
+        let polls = f.polls();
+        assert_eq!(polls.len(), 4, "starting, processing ×2, succeeded");
+        assert!(polls.iter().all(|q| q.header("authorization") == Some(bearer())));
+        let file = f.rec.requests().into_iter().find(|q| q.path.starts_with("/files/")).expect("downloaded");
+        assert_eq!(file.header("authorization"), None, "the token never goes with an output URL");
+    }
+
+    #[tokio::test]
+    async fn kinds_replicate_version_id_and_inline_output() {
+        let f = FakeReplicate::start(ReplicateScenario::Inline).await;
+        let p = provider_for(&f);
+        let files = run(&p, &request(&format!("stability-ai/sdxl:{VERSION}"))).await.expect("result");
+        assert_eq!(files[0].bytes, f.png());
+        let c = &f.creates()[0];
+        assert_eq!(c.path, "/v1/predictions");
+        assert_eq!((&c.json()["version"], &c.json()["input"]["width"]), (&json!(VERSION), &json!(64)));
+        assert!(f.polls().is_empty(), "Prefer: wait brought the output; nothing to poll");
+    }
+
+    #[tokio::test]
+    async fn kinds_replicate_restored_submission_resumes_polling_without_a_second_create() {
+        let f = FakeReplicate::start(ReplicateScenario::Success { processing_polls: 3 }).await;
+        let sub = provider_for(&f).submit(&request(MODEL), None).await.expect("submit");
+        // The bot restarts: a new provider, the submission read back from the job record.
+        let restored: Submission =
+            serde_json::from_str(&serde_json::to_string(&sub).expect("persist")).expect("restore");
+        let p = provider_for(&f);
+        let files = tokio::time::timeout(Duration::from_secs(10), p.wait(&restored, &|_| {})).await.expect("in time");
+        assert_eq!(files.expect("result")[0].bytes, f.png());
+        assert_eq!(f.creates().len(), 1, "a restart never creates a second prediction");
+        // A stored poll URL off the API's origin is not followed (it would get the token).
+        let forged = Submission { request_id: sub.request_id.clone(), data: json!({"get": "http://evil.example/x"}) };
+        assert!(p.wait(&forged, &|_| {}).await.is_ok());
+        assert!(f.rec.requests().iter().all(|q| !q.path.contains("evil")));
+    }
+
+    #[tokio::test]
+    async fn kinds_replicate_cancel_posts_urls_cancel() {
+        let f = FakeReplicate::start(ReplicateScenario::Success { processing_polls: 100 }).await;
+        let p = provider_for(&f);
+        let sub = p.submit(&request(MODEL), None).await.expect("submit");
+        p.cancel(&sub).await.expect("cancel");
+        let c = &f.cancels()[0];
+        assert_eq!((c.method.as_str(), c.path.as_str()), ("POST", "/v1/predictions/pred1/cancel"));
+        assert_eq!(c.header("authorization"), Some(bearer()));
+        assert!(matches!(p.wait(&sub, &|_| {}).await, Err(ProviderError::Failed(m)) if m.contains("canceled")));
+    }
+
+    #[tokio::test]
+    async fn kinds_replicate_error_classes() {
+        let f =
+            FakeReplicate::start(ReplicateScenario::Failed("NSFW content detected. Try a different prompt.".into()))
+                .await;
+        let p = provider_for(&f);
+        let r = request(MODEL);
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Rejected(m)) if m.starts_with("NSFW content detected")));
+        f.set(ReplicateScenario::Failed("CUDA out of memory".into()));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Failed(m)) if m == "CUDA out of memory"));
+        f.set(create_error(401, "You did not pass a valid authentication token"));
+        let e = run(&p, &r).await.expect_err("401");
+        assert!(matches!(&e, ProviderError::Unauthorized(m) if m.contains("valid authentication token")), "{e:?}");
+        f.set(create_error(402, "You have insufficient credit to run this model."));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Unauthorized(m)) if m.contains("billing")));
+        f.set(create_error(404, "The requested resource could not be found."));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Retired(_))));
+        f.set(create_error(422, "Input validation failed: aspect_ratio must be one of …"));
+        assert!(
+            matches!(run(&p, &r).await, Err(ProviderError::Rejected(m)) if m.starts_with("Input validation failed"))
+        );
+        f.set(ReplicateScenario::CreateError {
+            status: 429,
+            detail: "Request was throttled.".into(),
+            headers: vec![("retry-after", "4".into())],
+        });
+        let e = run(&p, &r).await.expect_err("429");
+        assert!(
+            matches!(e, ProviderError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(4)),
+            "{e:?}"
+        );
+        f.set(ReplicateScenario::Inline);
+        let unknown = Submission { request_id: "nope".into(), data: json!({}) };
+        assert!(matches!(p.wait(&unknown, &|_| {}).await, Err(ProviderError::Lost(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn kinds_replicate_end_to_end_picture_and_russian_refusal() {
+        let f = FakeReplicate::start(ReplicateScenario::Success { processing_polls: 1 }).await;
+        let h = harness(ProviderKind::Replicate, f.base_url(), MODEL).await;
+        order(&h, 2221).await;
+        assert_delivered(&h, 2221).await;
+        assert_eq!(f.creates().len(), 1);
+
+        f.set(ReplicateScenario::Failed("NSFW content detected. Try a different prompt.".into()));
+        order(&h, 2222).await;
+        let m = assert_refused(&h, 2222, "Провайдер отклонил запрос").await;
+        assert!(text_of(&m).contains("правила содержания"), "{m}");
+    }
+}

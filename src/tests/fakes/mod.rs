@@ -22,6 +22,7 @@ pub mod gemini;
 pub mod openai;
 pub mod openai_images;
 pub mod recorder;
+pub mod replicate;
 pub mod wavespeed;
 
 #[allow(unused_imports)] // the record types are for end-to-end tests
