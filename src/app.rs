@@ -71,9 +71,10 @@ fn build_providers(config: &Config) -> anyhow::Result<HashMap<String, DynProvide
             ProviderKind::Replicate => Arc::new(
                 crate::providers::replicate::ReplicateProvider::new(p).with_context(|| format!("provider {}", p.id))?,
             ),
-            ProviderKind::Huggingface => {
-                anyhow::bail!("provider {}: this kind is not built yet", p.id)
-            }
+            ProviderKind::Huggingface => Arc::new(
+                crate::providers::huggingface::HuggingfaceProvider::new(p)
+                    .with_context(|| format!("provider {}", p.id))?,
+            ),
             ProviderKind::ComfyuiConnect => Arc::new(
                 crate::providers::comfyui_connect::ComfyConnectProvider::new(p)
                     .with_context(|| format!("provider {}", p.id))?,

@@ -1071,6 +1071,9 @@ impl Config {
                         "name the provider's model (gpt-image-1, gemini-2.5-flash-image, black-forest-labs/FLUX.1-schnell)",
                     ));
                 }
+                ProviderKind::Huggingface if m.task != Task::TextToImage => {
+                    return Err(bad(k("task"), "Hugging Face models here do text_to_image only"));
+                }
                 ProviderKind::Replicate if !crate::providers::replicate::valid_endpoint(&m.endpoint) => {
                     return Err(bad(
                         k("endpoint"),

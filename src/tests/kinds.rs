@@ -572,3 +572,143 @@ mod replicate {
         assert!(text_of(&m).contains("правила содержания"), "{m}");
     }
 }
+
+// ------------------------------------------------------------------------------- Hugging Face
+
+mod huggingface {
+    use super::super::fakes::huggingface::{FakeHf, HfScenario};
+    use super::*;
+    use crate::providers::ProviderProgress;
+    use crate::providers::huggingface::HuggingfaceProvider;
+    use std::sync::{Arc, Mutex};
+
+    const MODEL: &str = "black-forest-labs/FLUX.1-schnell";
+
+    fn provider_for(f: &FakeHf) -> HuggingfaceProvider {
+        HuggingfaceProvider::new(&cfg(ProviderKind::Huggingface, &f.base_url())).expect("provider")
+    }
+
+    fn error(status: u16, message: &str) -> HfScenario {
+        HfScenario::Error { status, message: message.into() }
+    }
+
+    #[tokio::test]
+    async fn kinds_huggingface_text_to_image_posts_inputs_and_reads_raw_bytes() {
+        let f = FakeHf::start(HfScenario::Image).await;
+        let p = provider_for(&f);
+        let mut r = request(MODEL);
+        r.extra.insert("num_inference_steps".into(), json!(4));
+        let files = run(&p, &r).await.expect("result");
+        assert_eq!((files.len(), files[0].bytes == f.png(), files[0].mime.as_str()), (1, true, "image/png"));
+        let c = &f.rec.requests()[0];
+        assert_eq!(
+            (c.method.as_str(), c.path.as_str()),
+            ("POST", "/hf-inference/models/black-forest-labs/FLUX.1-schnell")
+        );
+        assert_eq!(c.header("authorization"), Some(bearer()));
+        assert_eq!(c.header("accept").as_deref(), Some("image/png"));
+        assert!(c.header("content-type").unwrap_or_default().starts_with("application/json"));
+        assert_eq!(
+            c.json(),
+            json!({"inputs": "a lighthouse at dusk", "parameters": {"negative_prompt": "blurry", "width": 64, "height": 96,
+                   "seed": 1234, "num_inference_steps": 4}})
+        );
+    }
+
+    #[tokio::test]
+    async fn kinds_huggingface_loading_model_is_waited_for_and_reported_as_queue() {
+        let f = FakeHf::start(HfScenario::Loading { times: 2, estimated_time: 0.05 }).await;
+        let p = provider_for(&f);
+        let sub = p.submit(&request(MODEL), None).await.expect("submit");
+        let seen: Arc<Mutex<Vec<ProviderProgress>>> = Arc::default();
+        let s2 = seen.clone();
+        let cb = move |pr: ProviderProgress| s2.lock().unwrap_or_else(|e| e.into_inner()).push(pr);
+        let started = std::time::Instant::now();
+        let files = p.wait(&sub, &cb).await.expect("result after loading");
+        assert_eq!(files[0].bytes, f.png());
+        assert!(started.elapsed() >= Duration::from_millis(100), "waited estimated_time twice");
+        assert_eq!(f.rec.requests().len(), 3, "two 503s, then the image");
+        let queued =
+            seen.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|p| p.queue_position == Some(0)).count();
+        assert_eq!(queued, 2, "each loading wait shown as queue time");
+    }
+
+    #[tokio::test]
+    async fn kinds_huggingface_error_classes() {
+        let f = FakeHf::start(HfScenario::Image).await;
+        let p = provider_for(&f);
+        let r = request(MODEL);
+        f.set(error(402, "You have exceeded your monthly included credits for Inference Providers."));
+        assert!(
+            matches!(run(&p, &r).await, Err(ProviderError::PaymentRequired(m)) if m.contains("monthly included credits"))
+        );
+        f.set(error(
+            403,
+            "Access to model black-forest-labs/FLUX.1-dev is restricted. You must have access to it and be authenticated to access it. Please log in.",
+        ));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Misconfigured(m)) if m.starts_with("gated model")));
+        f.set(error(
+            403,
+            "This authentication method does not have sufficient permissions to call Inference Providers",
+        ));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Unauthorized(_))));
+        f.set(error(401, "Invalid credentials in Authorization header"));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Unauthorized(_))));
+        f.set(error(404, "Model black-forest-labs/FLUX.1-gone does not exist"));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Retired(_))));
+        f.set(error(503, "Service Unavailable"));
+        assert!(matches!(run(&p, &r).await, Err(ProviderError::Transient(_))), "503 without estimated_time");
+        f.set(error(400, "Input validation error: `inputs` must be non-empty"));
+        assert!(
+            matches!(run(&p, &r).await, Err(ProviderError::Rejected(m)) if m.starts_with("Input validation error"))
+        );
+        // A restored submission after a restart: nothing to resume, no second call.
+        let before = f.rec.requests().len();
+        let sub = Submission { request_id: "0190-local".into(), data: json!({"local": true}) };
+        assert!(matches!(provider_for(&f).wait(&sub, &|_| {}).await, Err(ProviderError::Lost(_))));
+        assert_eq!(f.rec.requests().len(), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn kinds_huggingface_end_to_end_picture_then_402_disables_the_model() {
+        let f = FakeHf::start(HfScenario::Loading { times: 1, estimated_time: 0.05 }).await;
+        let h = harness(ProviderKind::Huggingface, f.base_url(), MODEL).await;
+        order(&h, 2231).await;
+        assert_delivered(&h, 2231).await;
+
+        f.set(error(402, "You have exceeded your monthly included credits for Inference Providers."));
+        order(&h, 2232).await;
+        assert_refused(&h, 2232, "модель сейчас недоступна").await;
+        let off = h.store().read(|rx| rx.find_disabled()).await.expect("read");
+        let keys: Vec<_> = off.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, [crate::domain::Switch::Model("vm".into())], "the model, not the provider");
+    }
+}
+
+// -------------------------------------------------------------------------------------- config
+
+#[test]
+fn kinds_config_defaults_the_base_url_and_checks_endpoints() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut c = test_config(dir.path());
+    for kind in [ProviderKind::Openai, ProviderKind::Gemini, ProviderKind::Huggingface, ProviderKind::Replicate] {
+        let mut p = provider(&format!("{kind:?}").to_lowercase(), kind, "");
+        p.base_url = String::new();
+        assert_eq!(Some(p.effective_base_url().as_str()), kind.default_base_url());
+        c.providers.push(p);
+    }
+    let mut m = model("rep", "replicate", 1);
+    m.endpoint = "black-forest-labs/flux-schnell".into();
+    c.models.push(m);
+    c.validate().expect("empty base_url takes the kind's default");
+    c.models[0].endpoint = "flux".into();
+    let e = c.validate().expect_err("not owner/name");
+    assert!(e.to_string().contains("models[0].endpoint"), "{e}");
+    c.models[0].provider = "huggingface".into();
+    c.models[0].endpoint = String::new();
+    assert!(c.validate().expect_err("no model id").to_string().contains("models[0].endpoint"));
+    c.models[0].endpoint = "black-forest-labs/FLUX.1-schnell".into();
+    c.models[0].task = Task::Edit;
+    c.models[0].images = Some(crate::config::ImageCount::Exactly(1));
+    assert!(c.validate().expect_err("t2i only").to_string().contains("models[0].task"));
+}
