@@ -75,7 +75,7 @@ fn bearer() -> String {
     format!("Bearer {KEY}")
 }
 
-fn text_part(parts: &[(String, Option<String>, Option<String>, Vec<u8>)], name: &str) -> Option<String> {
+fn text_part(parts: &[super::fakes::recorder::Part], name: &str) -> Option<String> {
     parts.iter().find(|p| p.0 == name && p.1.is_none()).map(|p| String::from_utf8_lossy(&p.3).to_string())
 }
 

@@ -120,9 +120,12 @@ pub fn bytes(content_type: &'static str, b: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], b).into_response()
 }
 
+/// One multipart part: (name, file name, content type, bytes).
+pub type Part = (String, Option<String>, Option<String>, Vec<u8>);
+
 /// The parts of a `multipart/form-data` body: (name, file name, content type, bytes). A
 /// small parser for tests: boundary from the request's `Content-Type`.
-pub fn multipart_parts(rec: &Recorded) -> Vec<(String, Option<String>, Option<String>, Vec<u8>)> {
+pub fn multipart_parts(rec: &Recorded) -> Vec<Part> {
     let ct = rec.header("content-type").unwrap_or_default();
     let Some(boundary) = ct.split("boundary=").nth(1) else { return vec![] };
     let delim = format!("--{}", boundary.trim_matches('"'));

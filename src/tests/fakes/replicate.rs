@@ -7,6 +7,7 @@
 //!   list of one URL `<base>/files/{id}.png`) or `failed` with `error`; unknown ids 404;
 //! - `POST /v1/predictions/{id}/cancel` → `canceled`;
 //! - `GET /files/{name}` serves the result PNG.
+//!
 //! Errors use the problem JSON shape `{"type", "title", "status", "detail"}`.
 
 use super::recorder::{self, Recorded, Recorder};
