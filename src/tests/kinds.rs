@@ -559,6 +559,22 @@ mod replicate {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn kinds_replicate_app_restart_polls_the_same_prediction() {
+        let f = FakeReplicate::start(ReplicateScenario::Success { processing_polls: 1 }).await;
+        f.hold();
+        let mut h = harness(ProviderKind::Replicate, f.base_url(), MODEL).await;
+        order(&h, 2223).await;
+        assert!(super::super::fakes::eventually(Duration::from_secs(20), || !f.polls().is_empty()).await);
+        h.restart().await;
+        f.release();
+        h.wait_for(2223, 30, "the picture after the restart", |_| h.photos(2223).len() == 1).await;
+        assert_eq!(f.creates().len(), 1, "never created twice");
+        assert_eq!(kinds(&h.ledger(2223).await), [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture]);
+        h.verify_clean().await;
+        h.assert_no_rejections();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn kinds_replicate_end_to_end_picture_and_russian_refusal() {
         let f = FakeReplicate::start(ReplicateScenario::Success { processing_polls: 1 }).await;
         let h = harness(ProviderKind::Replicate, f.base_url(), MODEL).await;

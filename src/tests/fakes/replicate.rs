@@ -14,6 +14,7 @@ use super::recorder::{self, Recorded, Recorder};
 use axum::response::Response;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What a created prediction does.
@@ -40,14 +41,26 @@ pub struct FakeReplicate {
     pub rec: Recorder,
     preds: Arc<Mutex<HashMap<String, Pred>>>,
     png: Vec<u8>,
+    held: Arc<AtomicBool>,
 }
 
 impl FakeReplicate {
     pub async fn start(s: ReplicateScenario) -> FakeReplicate {
         let png = super::gradient_png(36, 36);
         let preds = Arc::new(Mutex::new(HashMap::new()));
-        let rec = Recorder::start(responder(s, preds.clone(), png.clone())).await;
-        FakeReplicate { rec, preds, png }
+        let held = Arc::new(AtomicBool::new(false));
+        let rec = Recorder::start(responder(s, preds.clone(), png.clone(), held.clone())).await;
+        FakeReplicate { rec, preds, png, held }
+    }
+
+    /// While held, every poll answers `processing` (a prediction kept running, e.g. across a
+    /// restart of the app).
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    pub fn release(&self) {
+        self.held.store(false, Ordering::SeqCst);
     }
 
     /// `http://127.0.0.1:<port>` (the API paths start with `/v1`).
@@ -56,7 +69,7 @@ impl FakeReplicate {
     }
 
     pub fn set(&self, s: ReplicateScenario) {
-        self.rec.set(responder(s, self.preds.clone(), self.png.clone()));
+        self.rec.set(responder(s, self.preds.clone(), self.png.clone(), self.held.clone()));
     }
 
     pub fn png(&self) -> Vec<u8> {
@@ -95,7 +108,12 @@ fn prediction(id: &str, base: &str, status: &str, output: Value, error: Value) -
     })
 }
 
-fn responder(s: ReplicateScenario, preds: Arc<Mutex<HashMap<String, Pred>>>, png: Vec<u8>) -> recorder::Responder {
+fn responder(
+    s: ReplicateScenario,
+    preds: Arc<Mutex<HashMap<String, Pred>>>,
+    png: Vec<u8>,
+    held: Arc<AtomicBool>,
+) -> recorder::Responder {
     Arc::new(move |r: &Recorded, base: &str| -> Response {
         let mut preds = preds.lock().unwrap_or_else(|e| e.into_inner());
         if r.path.starts_with("/files/") {
@@ -133,6 +151,9 @@ fn responder(s: ReplicateScenario, preds: Arc<Mutex<HashMap<String, Pred>>>, png
         }
         if p.canceled {
             return recorder::json(200, prediction(&id, base, "canceled", Value::Null, Value::Null));
+        }
+        if held.load(Ordering::SeqCst) {
+            return recorder::json(200, prediction(&id, base, "processing", Value::Null, Value::Null));
         }
         p.polls += 1;
         let n = p.polls;
