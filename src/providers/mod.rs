@@ -30,7 +30,8 @@ pub struct GenerateRequest {
     pub model_id: String,
     pub task: Task,
     /// Provider-side model address: a fal endpoint id (`fal-ai/flux/dev`), a WaveSpeed model id
-    /// (`wavespeed-ai/image-face-swap`), or for ComfyUI the
+    /// (`wavespeed-ai/image-face-swap`), an OpenAI / Gemini / Hugging Face model name, a
+    /// Replicate `owner/name` or version id, or for ComfyUI the
     /// API-format workflow JSON (already loaded from the model's workflow file).
     pub endpoint: String,
     pub workflow: Option<serde_json::Value>,
@@ -123,7 +124,8 @@ pub struct InputImage {
 /// `client_id`). Persisted verbatim in the job record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Submission {
-    /// fal `request_id`, ComfyUI `prompt_id`, WaveSpeed `data.id`, demo: a local id.
+    /// fal `request_id`, ComfyUI `prompt_id`, WaveSpeed `data.id`, Replicate prediction `id`;
+    /// demo and the synchronous kinds (OpenAI, Gemini, Hugging Face): a local id ([`Parked`]).
     pub request_id: String,
     #[serde(default)]
     pub data: serde_json::Value,
@@ -222,7 +224,8 @@ pub type ProgressFn<'a> = &'a (dyn Fn(ProviderProgress) + Send + Sync);
 
 /// A generation backend. Implementations: [`fal::FalProvider`], [`comfyui::ComfyProvider`],
 /// [`comfyui_connect::ComfyConnectProvider`], [`wavespeed::WavespeedProvider`],
-/// [`demo::DemoProvider`].
+/// [`openai::OpenaiProvider`], [`gemini::GeminiProvider`], [`huggingface::HuggingfaceProvider`],
+/// [`replicate::ReplicateProvider`], [`demo::DemoProvider`].
 #[async_trait::async_trait]
 pub trait ImageProvider: Send + Sync {
     /// Provider id from config (`[[providers]] id`).
