@@ -62,6 +62,19 @@ fn build_providers(config: &Config) -> anyhow::Result<HashMap<String, DynProvide
                 Arc::new(WavespeedProvider::new(p).with_context(|| format!("provider {}", p.id))?)
             }
             ProviderKind::Demo => Arc::new(DemoProvider::new(&p.id, Duration::from_millis(p.poll_interval_ms))),
+            ProviderKind::Openai => Arc::new(
+                crate::providers::openai::OpenaiProvider::new(p).with_context(|| format!("provider {}", p.id))?,
+            ),
+            ProviderKind::Gemini => Arc::new(
+                crate::providers::gemini::GeminiProvider::new(p).with_context(|| format!("provider {}", p.id))?,
+            ),
+            ProviderKind::Replicate => Arc::new(
+                crate::providers::replicate::ReplicateProvider::new(p).with_context(|| format!("provider {}", p.id))?,
+            ),
+            ProviderKind::Huggingface => Arc::new(
+                crate::providers::huggingface::HuggingfaceProvider::new(p)
+                    .with_context(|| format!("provider {}", p.id))?,
+            ),
             ProviderKind::ComfyuiConnect => Arc::new(
                 crate::providers::comfyui_connect::ComfyConnectProvider::new(p)
                     .with_context(|| format!("provider {}", p.id))?,

@@ -416,6 +416,31 @@ pub enum ProviderKind {
     /// The ComfyUI-Connect plugin's workflow endpoints on a ComfyUI server (protocols.md
     /// §3.4); a model's `endpoint` names the saved workflow.
     ComfyuiConnect,
+    /// OpenAI Images or any compatible server (protocols.md §4); `endpoint` = the model name
+    /// (`gpt-image-1`, `dall-e-3`).
+    Openai,
+    /// Google Gemini `generateContent` with image output (protocols.md §5); `endpoint` = the
+    /// model id (`gemini-2.5-flash-image`).
+    Gemini,
+    /// Hugging Face Inference Providers, text-to-image (protocols.md §6); `endpoint` = the
+    /// model id (`black-forest-labs/FLUX.1-schnell`).
+    Huggingface,
+    /// Replicate predictions (protocols.md §7); `endpoint` = `owner/name` (an official model)
+    /// or a 64-hex version id.
+    Replicate,
+}
+
+impl ProviderKind {
+    /// The API root used when `base_url` is left empty; `None`: the kind needs one.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("https://api.openai.com/v1"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
+            ProviderKind::Huggingface => Some("https://router.huggingface.co/hf-inference"),
+            ProviderKind::Replicate => Some("https://api.replicate.com"),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -424,7 +449,8 @@ pub struct ProviderConfig {
     pub id: String,
     pub kind: ProviderKind,
     /// fal: `https://queue.fal.run`; ComfyUI and ComfyUI-Connect: `http://127.0.0.1:8188`;
-    /// WaveSpeed: `https://api.wavespeed.ai/api/v3`.
+    /// WaveSpeed: `https://api.wavespeed.ai/api/v3`. May be left empty for the kinds with a
+    /// default ([`ProviderKind::default_base_url`]: OpenAI, Gemini, Hugging Face, Replicate).
     #[serde(default)]
     pub base_url: String,
     #[serde(default)]
@@ -630,6 +656,15 @@ impl ProviderConfig {
     /// The API key, from `api_key_env` if set and present, else `api_key`.
     pub fn resolved_key(&self) -> Secret {
         resolve_key(&self.api_key, self.api_key_env.as_deref())
+    }
+
+    /// `base_url` without a trailing slash, or the kind's default when it is empty.
+    pub fn effective_base_url(&self) -> String {
+        let base = self.base_url.trim().trim_end_matches('/');
+        match (base.is_empty(), self.kind.default_base_url()) {
+            (true, Some(d)) => d.to_string(),
+            _ => base.to_string(),
+        }
     }
 }
 
@@ -1016,7 +1051,7 @@ impl Config {
             if p.id == crate::domain::LOCAL_PROVIDER || p.id == crate::domain::LLM_PROVIDER {
                 return Err(bad(k("id"), format!("{:?} is reserved for the built-in tools", p.id)));
             }
-            if p.kind != ProviderKind::Demo && url::Url::parse(&p.base_url).is_err() {
+            if p.kind != ProviderKind::Demo && url::Url::parse(&p.effective_base_url()).is_err() {
                 return Err(bad(k("base_url"), "not a URL"));
             }
             if p.max_concurrency == 0 {
@@ -1144,6 +1179,23 @@ impl Config {
                     return Err(bad(
                         k("endpoint"),
                         "WaveSpeed models need a model id like wavespeed-ai/image-face-swap",
+                    ));
+                }
+                ProviderKind::Openai | ProviderKind::Gemini | ProviderKind::Huggingface
+                    if m.endpoint.trim().is_empty() || m.endpoint.contains('?') =>
+                {
+                    return Err(bad(
+                        k("endpoint"),
+                        "name the provider's model (gpt-image-1, gemini-2.5-flash-image, black-forest-labs/FLUX.1-schnell)",
+                    ));
+                }
+                ProviderKind::Huggingface if m.task != Task::TextToImage => {
+                    return Err(bad(k("task"), "Hugging Face models here do text_to_image only"));
+                }
+                ProviderKind::Replicate if !crate::providers::replicate::valid_endpoint(&m.endpoint) => {
+                    return Err(bad(
+                        k("endpoint"),
+                        "owner/name of an official Replicate model, or a 64-hex version id",
                     ));
                 }
                 ProviderKind::ComfyuiConnect

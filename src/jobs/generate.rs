@@ -684,7 +684,7 @@ async fn disable_if_needed(inner: &Arc<Inner>, job: &JobRecord) {
             job.model_id, job.provider_id
         )),
         ErrorClass::Misconfigured => model(format!(
-            "Model «{}» is misconfigured: provider «{}» refuses its workflow",
+            "Model «{}» is misconfigured: provider «{}» refuses it (workflow, gated model…)",
             job.model_id, job.provider_id
         )),
         ErrorClass::Unauthorized => (

@@ -740,7 +740,7 @@ impl Account {
                 cfg.id
             )));
         }
-        let base_url = cfg.base_url.trim_end_matches('/').to_string();
+        let base_url = cfg.effective_base_url();
         url::Url::parse(&base_url)
             .map_err(|e| ProviderError::Failed(format!("provider {}: bad base_url: {e}", cfg.id)))?;
         Ok(Account {

@@ -10,7 +10,11 @@ pub mod comfyui;
 pub mod comfyui_connect;
 pub mod demo;
 pub mod fal;
+pub mod gemini;
 pub mod http;
+pub mod huggingface;
+pub mod openai;
+pub mod replicate;
 pub mod wavespeed;
 
 use crate::domain::{Format, Task};
@@ -26,7 +30,8 @@ pub struct GenerateRequest {
     pub model_id: String,
     pub task: Task,
     /// Provider-side model address: a fal endpoint id (`fal-ai/flux/dev`), a WaveSpeed model id
-    /// (`wavespeed-ai/image-face-swap`), or for ComfyUI the
+    /// (`wavespeed-ai/image-face-swap`), an OpenAI / Gemini / Hugging Face model name, a
+    /// Replicate `owner/name` or version id, or for ComfyUI the
     /// API-format workflow JSON (already loaded from the model's workflow file).
     pub endpoint: String,
     pub workflow: Option<serde_json::Value>,
@@ -119,7 +124,8 @@ pub struct InputImage {
 /// `client_id`). Persisted verbatim in the job record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Submission {
-    /// fal `request_id`, ComfyUI `prompt_id`, WaveSpeed `data.id`, demo: a local id.
+    /// fal `request_id`, ComfyUI `prompt_id`, WaveSpeed `data.id`, Replicate prediction `id`;
+    /// demo and the synchronous kinds (OpenAI, Gemini, Hugging Face): a local id ([`Parked`]).
     pub request_id: String,
     #[serde(default)]
     pub data: serde_json::Value,
@@ -218,7 +224,8 @@ pub type ProgressFn<'a> = &'a (dyn Fn(ProviderProgress) + Send + Sync);
 
 /// A generation backend. Implementations: [`fal::FalProvider`], [`comfyui::ComfyProvider`],
 /// [`comfyui_connect::ComfyConnectProvider`], [`wavespeed::WavespeedProvider`],
-/// [`demo::DemoProvider`].
+/// [`openai::OpenaiProvider`], [`gemini::GeminiProvider`], [`huggingface::HuggingfaceProvider`],
+/// [`replicate::ReplicateProvider`], [`demo::DemoProvider`].
 #[async_trait::async_trait]
 pub trait ImageProvider: Send + Sync {
     /// Provider id from config (`[[providers]] id`).
@@ -248,6 +255,59 @@ pub trait ImageProvider: Send + Sync {
     async fn cancel(&self, _sub: &Submission) -> Result<(), ProviderError> {
         Ok(())
     }
+}
+
+/// Requests accepted by a provider whose API is one synchronous call (OpenAI, Gemini,
+/// Hugging Face): `submit` checks the request and parks it here under a locally made id
+/// (UUIDv7); `wait` takes it and makes the call, so the engine's progress ticker runs during the
+/// long call and Hugging Face can report its model-loading wait. There is no vendor request id
+/// to resume from: after a restart the map is empty and `wait` answers `Lost` (the job fails
+/// and its hold is released) rather than call the vendor — and maybe bill us — a second time.
+#[derive(Debug, Default)]
+pub struct Parked {
+    map: std::sync::Mutex<std::collections::HashMap<String, GenerateRequest>>,
+}
+
+impl Parked {
+    /// Parks `req`; returns the submission to persist (`request_id` = a fresh UUIDv7,
+    /// `data = {"local": true}`).
+    pub fn park(&self, req: &GenerateRequest) -> Submission {
+        let id = uuid::Uuid::now_v7().to_string();
+        self.lock().insert(id.clone(), req.clone());
+        Submission { request_id: id, data: serde_json::json!({ "local": true }) }
+    }
+
+    /// The parked request of `sub` (left parked: a transient failure is retried with the same
+    /// submission).
+    ///
+    /// Errors: `Lost` when it is not here (the bot restarted since `submit`).
+    pub fn get(&self, sub: &Submission, provider: &str) -> Result<GenerateRequest, ProviderError> {
+        self.lock().get(&sub.request_id).cloned().ok_or_else(|| {
+            ProviderError::Lost(format!(
+                "{provider}: the call was in flight when the bot restarted; a synchronous API has nothing to resume"
+            ))
+        })
+    }
+
+    /// Forgets the request of `sub` (on a final result or a cancel).
+    pub fn remove(&self, sub: &Submission) {
+        self.lock().remove(&sub.request_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, GenerateRequest>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Takes `RateLimited` for a 429 carrying `Retry-After`, else the usual classification of
+/// [`http::status_error`]; shared by the synchronous kinds.
+pub fn classify_answer(status: u16, retry_after: Option<Duration>, body: &str) -> ProviderError {
+    if status == 429 {
+        if let Some(retry_after) = retry_after {
+            return ProviderError::RateLimited { retry_after, detail: http::error_detail(body) };
+        }
+    }
+    http::status_error(status, body)
 }
 
 /// Shared handle to a provider.

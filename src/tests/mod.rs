@@ -10,6 +10,7 @@ pub mod fakes;
 mod faults;
 mod hardening;
 pub mod harness;
+mod kinds;
 mod library;
 mod llm;
 mod packaging;

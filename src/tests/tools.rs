@@ -440,6 +440,18 @@ fn the_shipped_catalog_passes_check_config_once_uncommented() {
     assert!(connect.is_some(), "a ComfyUI-Connect provider");
     let llm = config.llm.as_ref().expect("the catalog's [llm]");
     assert_eq!((llm.kind, llm.api_key_env.as_deref()), (crate::config::LlmKind::Fal, Some("FAL_KEY")));
+    // Issue 22: an example per provider kind, each with its key in the environment.
+    use crate::config::ProviderKind as K;
+    for (kind, var) in [
+        (K::Openai, "OPENAI_API_KEY"),
+        (K::Gemini, "GEMINI_API_KEY"),
+        (K::Replicate, "REPLICATE_API_TOKEN"),
+        (K::Huggingface, "HF_TOKEN"),
+    ] {
+        let p = config.providers.iter().find(|p| p.kind == kind).unwrap_or_else(|| panic!("a {kind:?} provider"));
+        assert_eq!(p.api_key_env.as_deref(), Some(var));
+        assert!(config.models.iter().any(|m| m.provider == p.id && m.task == Task::TextToImage), "{kind:?}");
+    }
 }
 
 /// The WaveSpeed fake plus its face swap model, configured as the shipped catalog does.

@@ -10,6 +10,9 @@
 //!   workflow endpoints answering base64 files, plus `/history`, `/queue`, `/view`.
 //! - [`FakeWavespeed`]: the WaveSpeed AI task API (protocols.md §8) under `/api/v3`, with a
 //!   second listener standing for a foreign host.
+//! - `openai_images`, `gemini`, `huggingface`, `replicate`: the OpenAI Images, Gemini, Hugging
+//!   Face and Replicate APIs (protocols.md §4–§7), scenario enums over the request-recording
+//!   server of `recorder`.
 //!
 //! They record what they were asked (submits, auth headers, cancels…) for assertions, and fal and
 //! ComfyUI have a `hold()` / `release()` switch that keeps work "running" — e.g. to stop and restart
@@ -18,7 +21,12 @@
 pub mod comfyui;
 pub mod comfyui_connect;
 pub mod fal;
+pub mod gemini;
+pub mod huggingface;
 pub mod openai;
+pub mod openai_images;
+pub mod recorder;
+pub mod replicate;
 pub mod wavespeed;
 
 #[allow(unused_imports)] // the record types are for end-to-end tests
