@@ -168,12 +168,31 @@ impl ImageProvider for WavespeedProvider {
 ///
 /// Images go under the model's `image_fields` — one field per image in order (face swap:
 /// `["face_image", "image"]`), or one field for all (a list when several) — else `image` for
-/// one image and `images` for several. Size, seed and negative prompt are not sent: the face
-/// swap schema (§8) has none, and other models name theirs in `params`.
+/// one image and `images` for several.
+///
+/// A model that composes a picture (text → image, edit, sketch, references) with
+/// `size_param = "image_size"` gets WaveSpeed's `size: "W*H"` and `seed` (the shape of
+/// `wavespeed-ai/flux-dev` and `bytedance/seedream-v4/edit`); `"aspect_ratio"` sends
+/// `aspect_ratio`. Tools that keep the photo (face swap…) get neither: their schema (§8) has no
+/// size, and a model naming more puts it in `params`.
 pub fn build_input(req: &GenerateRequest) -> Map<String, Value> {
     let mut m = Map::new();
     if !req.prompt.is_empty() {
         m.insert("prompt".into(), json!(req.prompt));
+    }
+    if !req.task.keeps_size() && req.video.is_none() {
+        match req.size_param {
+            crate::providers::SizeParam::ImageSize => {
+                m.insert("size".into(), json!(format!("{}*{}", req.width, req.height)));
+                m.insert("seed".into(), json!(req.seed));
+            }
+            crate::providers::SizeParam::AspectRatio => {
+                let ratio = req.aspect_ratio.clone().unwrap_or_else(|| req.format.aspect_ratio().to_string());
+                m.insert("aspect_ratio".into(), json!(ratio));
+                m.insert("seed".into(), json!(req.seed));
+            }
+            crate::providers::SizeParam::None => {}
+        }
     }
     let uris: Vec<String> = req.input_images.iter().map(|i| http::data_uri(&i.mime, &i.bytes)).collect();
     match (req.image_fields.as_slice(), uris.len()) {

@@ -619,6 +619,46 @@ async fn providers_wavespeed_face_swap_submits_polls_and_downloads() {
 }
 
 #[tokio::test]
+async fn providers_wavespeed_text_to_image_and_a_two_photo_edit_send_their_shapes() {
+    let ws = FakeWavespeed::start().await;
+    let p = WavespeedProvider::new(&cfg(ProviderKind::Wavespeed, &ws.base_url())).expect("provider");
+    // Text → image (wavespeed-ai/flux-dev): the prompt, WaveSpeed's "W*H" size and the seed.
+    let mut t2i = request("wavespeed-ai/flux-dev");
+    t2i.task = Task::TextToImage;
+    t2i.prompt = "рыжий кот".into();
+    t2i.size_param = SizeParam::ImageSize;
+    t2i.input_images.clear();
+    let sub = p.submit(&t2i, None).await.expect("submit");
+    assert_eq!(p.wait(&sub, &|_| {}).await.expect("result")[0].bytes, ws.result_jpeg());
+    let body = ws.last_submit_body().expect("body");
+    assert_eq!(body["prompt"], json!("рыжий кот"));
+    assert_eq!(body["size"], json!(format!("{}*{}", t2i.width, t2i.height)), "{body}");
+    assert_eq!(body["seed"], json!(t2i.seed));
+    assert!(body.get("image").is_none() && body.get("images").is_none(), "{body}");
+
+    // Edit with two photos (bytedance/seedream-v4/edit): both under `images`, in order.
+    let mut edit = face_swap_request();
+    edit.endpoint = "bytedance/seedream-v4/edit".into();
+    edit.task = Task::Edit;
+    edit.prompt = "поменяй фон".into();
+    edit.size_param = SizeParam::ImageSize;
+    edit.image_fields = vec!["images".into()];
+    let sub = p.submit(&edit, None).await.expect("submit");
+    p.wait(&sub, &|_| {}).await.expect("result");
+    let body = ws.last_submit_body().expect("body");
+    let images = body["images"].as_array().expect("a list");
+    assert_eq!((data_uri_size(&images[0]), data_uri_size(&images[1])), ((4, 2), (2, 4)), "in order");
+    assert_eq!((body["prompt"].clone(), body.get("size").is_some()), (json!("поменяй фон"), true));
+
+    // Face swap keeps the photo: no size, no seed even with the default size_param.
+    let mut swap = face_swap_request();
+    swap.size_param = SizeParam::ImageSize;
+    p.submit(&swap, None).await.expect("submit");
+    let body = ws.last_submit_body().expect("body");
+    assert!(body.get("size").is_none() && body.get("seed").is_none(), "{body}");
+}
+
+#[tokio::test]
 async fn providers_wavespeed_no_face_is_a_rejection_and_http_errors_are_classified() {
     let ws = FakeWavespeed::start().await;
     let p = WavespeedProvider::new(&cfg(ProviderKind::Wavespeed, &ws.base_url())).expect("provider");

@@ -416,7 +416,7 @@ fn the_shipped_catalog_passes_check_config_once_uncommented() {
     // Seedream takes English only: its models translate, with the catalog's own fal any-llm
     // (check-config would refuse `translate` without it).
     let translating: Vec<&str> = config.models.iter().filter(|m| m.translate).map(|m| m.id.as_str()).collect();
-    assert_eq!(translating, ["seedream", "seedream-edit"]);
+    assert_eq!(translating, ["seedream", "seedream-edit", "ws-seedream-edit"]);
     // Video: prices by duration (model 0 + 5 / 10 / 15), quality 300 / 600 / 832 px for free,
     // and the shipped workflow fills with nothing unknown.
     for m in config.models.iter().filter(|m| m.task.is_video()) {
