@@ -259,6 +259,23 @@ pub struct BillingConfig {
     /// Whom `/paysupport` tells users to contact (`@name`, an e-mail, a URL). Empty: the bot's
     /// admins (`telegram.admins`), through this chat.
     pub support: String,
+    /// The referral programme (`[billing.referral]`); all zero by default (links work, nobody
+    /// is rewarded).
+    pub referral: ReferralConfig,
+}
+
+/// Rewards for inviting users (`[billing.referral]`), each paid to the referrer as one
+/// `Referral` ledger row in the same transaction as its cause.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReferralConfig {
+    /// Credits to the referrer when a user registers through their link.
+    pub signup_bonus: Credits,
+    /// Percent (0–100) of the credits of each referee purchase given to the referrer, rounded down.
+    pub purchase_percent: u8,
+    /// Most credits one referrer earns per day in `billing.time_zone` (a reward beyond it is cut
+    /// to what is left); 0 = no cap.
+    pub daily_cap: Credits,
 }
 
 /// One top-up package (`[[billing.packages]]`): what a user buys with Telegram Stars.
@@ -347,6 +364,7 @@ impl Default for BillingConfig {
             packages: Vec::new(),
             terms: String::new(),
             support: String::new(),
+            referral: ReferralConfig::default(),
         }
     }
 }
@@ -934,6 +952,10 @@ impl Config {
             if !ok || self.billing.levels[..i].contains(l) {
                 return Err(bad("billing.levels", format!("{l:?}: 1–32 of a-z 0-9 _ -, each once")));
             }
+        }
+        let r = &self.billing.referral;
+        if r.purchase_percent > 100 || r.signup_bonus.0 < 0 || r.daily_cap.0 < 0 {
+            return Err(bad("billing.referral", "purchase_percent 0–100; signup_bonus and daily_cap ≥ 0"));
         }
         if jiff::tz::TimeZone::get(&self.billing.time_zone).is_err() {
             return Err(bad("billing.time_zone", "an IANA time zone name such as Europe/Moscow or UTC"));
