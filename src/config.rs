@@ -1375,6 +1375,25 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_referral_example_validates_and_bad_rules_are_named() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml")).expect("read");
+        let (_, rest) = text.split_once("# [billing.referral]\n").expect("a commented referral example");
+        let block: Vec<&str> = std::iter::once("[billing.referral]")
+            .chain(rest.lines().take_while(|l| l.starts_with("# ")).map(|l| &l[2..]))
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        let body = format!("[storage]\ndata_dir = {:?}\n{}\n", dir.path().display().to_string(), block.join("\n"));
+        std::fs::write(&p, body).expect("write");
+        let c = Config::load(Some(&p)).expect("the example validates");
+        assert_eq!(c.billing.referral, ReferralConfig::default());
+        let mut c = c;
+        c.billing.referral.purchase_percent = 101;
+        assert_eq!(c.validate().expect_err("over 100%").key, "billing.referral");
+    }
+
+    #[test]
     fn packages_are_checked_with_the_key_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("c.toml");
