@@ -593,10 +593,13 @@ impl Billing {
                     Some(r) => tx.get_user(r)?,
                     None => None,
                 };
+                // No loop: `by` only ever names a user who existed at registration, and this user
+                // did not exist until now. Checked in tests; refused (not paid) should it ever fail.
+                debug_assert!(referrer.as_ref().is_none_or(|r| r.referral.by != Some(p.id)), "referral loop");
+                let referrer = referrer.filter(|r| r.referral.by != Some(p.id));
                 u.referral.by = referrer.as_ref().map(|r| r.id);
                 tx.put_user(&u)?;
                 if let Some(mut r) = referrer {
-                    assert_ne!(r.referral.by, Some(u.id), "a referrer cannot have been invited by a user created now");
                     r.referral.joined += 1;
                     reward(tx, &mut r, u.id, None, ref_bonus, day_start, cap)?;
                     tx.put_user(&r)?;
@@ -804,6 +807,8 @@ mod tests {
         assert_eq!(u.referral.by, Some(UserId(10)));
         let (u, _) = b.register(profile(11), Some(UserId(12))).await.expect("again");
         assert_eq!(u.referral.by, Some(UserId(10)), "an existing user keeps their referrer");
+        let (u, _) = b.register(profile(10), Some(UserId(11))).await.expect("back");
+        assert_eq!(u.referral.by, None, "no loop: the referrer is not a new user");
         let (u, _) = b.register(profile(13), Some(UserId(13))).await.expect("self");
         assert_eq!(u.referral.by, None);
         let r = b.user(UserId(10)).await.expect("u").expect("referrer");
