@@ -123,6 +123,12 @@ async fn a_referral_pays_the_signup_reward_and_a_purchase_share_once() {
     assert_eq!(h.balance(b).await, Credits(210));
     h.verify_clean().await;
 
+    // The referrer's history names both rewards.
+    h.text(a, "ru", "/history");
+    let history = text_of(&h.wait_text(a, "История операций, страница").await);
+    assert!(history.contains("+20 кредитов · за приглашение"), "{history}");
+    assert!(history.contains("+11 кредитов · за приглашение"), "{history}");
+
     let card = invite(&h, a).await;
     assert!(card.contains("Присоединились: 1"), "{card}");
     assert!(card.contains("Заработано: 31 кредит"), "{card}");
