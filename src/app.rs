@@ -241,6 +241,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         catalog,
         store: store.clone(),
         dialogues: dialogues.clone(),
+        own_username: Arc::default(),
     });
     let dispatcher = Dispatcher::builder(tg.clone(), bot::schema())
         .dependencies(dptree::deps![ctx, dialogues])

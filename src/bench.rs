@@ -157,12 +157,15 @@ async fn run_in(dir: &std::path::Path, opts: &QueueBench) -> anyhow::Result<()> 
     let billing = Billing::new(store.clone(), config.billing.clone());
     for u in 0..opts.users {
         billing
-            .register(Profile {
-                id: UserId(1 + u),
-                first_name: format!("bench{u}"),
-                username: None,
-                language_code: Some("en".into()),
-            })
+            .register(
+                Profile {
+                    id: UserId(1 + u),
+                    first_name: format!("bench{u}"),
+                    username: None,
+                    language_code: Some("en".into()),
+                },
+                None,
+            )
             .await?;
     }
     let png = {
@@ -342,6 +345,7 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
                     banned: i % 1000 == 0,
                     level: String::new(),
                     language: None,
+                    referral: Default::default(),
                 })?;
                 crate::billing::adjust(tx, id, Credits(100), "system", "signup bonus")?;
                 let mut job = JobRecord {

@@ -259,6 +259,23 @@ pub struct BillingConfig {
     /// Whom `/paysupport` tells users to contact (`@name`, an e-mail, a URL). Empty: the bot's
     /// admins (`telegram.admins`), through this chat.
     pub support: String,
+    /// The referral programme (`[billing.referral]`); all zero by default (links work, nobody
+    /// is rewarded).
+    pub referral: ReferralConfig,
+}
+
+/// Rewards for inviting users (`[billing.referral]`), each paid to the referrer as one
+/// `Referral` ledger row in the same transaction as its cause.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReferralConfig {
+    /// Credits to the referrer when a user registers through their link.
+    pub signup_bonus: Credits,
+    /// Percent (0–100) of the credits of each referee purchase given to the referrer, rounded down.
+    pub purchase_percent: u8,
+    /// Most credits one referrer earns per day in `billing.time_zone` (a reward beyond it is cut
+    /// to what is left); 0 = no cap.
+    pub daily_cap: Credits,
 }
 
 /// One top-up package (`[[billing.packages]]`): what a user buys with Telegram Stars.
@@ -347,6 +364,7 @@ impl Default for BillingConfig {
             packages: Vec::new(),
             terms: String::new(),
             support: String::new(),
+            referral: ReferralConfig::default(),
         }
     }
 }
@@ -970,6 +988,10 @@ impl Config {
                 return Err(bad("billing.levels", format!("{l:?}: 1–32 of a-z 0-9 _ -, each once")));
             }
         }
+        let r = &self.billing.referral;
+        if r.purchase_percent > 100 || r.signup_bonus.0 < 0 || r.daily_cap.0 < 0 {
+            return Err(bad("billing.referral", "purchase_percent 0–100; signup_bonus and daily_cap ≥ 0"));
+        }
         if jiff::tz::TimeZone::get(&self.billing.time_zone).is_err() {
             return Err(bad("billing.time_zone", "an IANA time zone name such as Europe/Moscow or UTC"));
         }
@@ -1402,6 +1424,25 @@ mod tests {
         let ids: Vec<&str> = c.billing.packages.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(ids, ["small", "large"]);
         assert_eq!(c.billing.packages[1].total(), Credits(550));
+    }
+
+    #[test]
+    fn the_shipped_referral_example_validates_and_bad_rules_are_named() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml")).expect("read");
+        let (_, rest) = text.split_once("# [billing.referral]\n").expect("a commented referral example");
+        let block: Vec<&str> = std::iter::once("[billing.referral]")
+            .chain(rest.lines().take_while(|l| l.starts_with("# ")).map(|l| &l[2..]))
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        let body = format!("[storage]\ndata_dir = {:?}\n{}\n", dir.path().display().to_string(), block.join("\n"));
+        std::fs::write(&p, body).expect("write");
+        let c = Config::load(Some(&p)).expect("the example validates");
+        assert_eq!(c.billing.referral, ReferralConfig::default());
+        let mut c = c;
+        c.billing.referral.purchase_percent = 101;
+        assert_eq!(c.validate().expect_err("over 100%").key, "billing.referral");
     }
 
     #[test]

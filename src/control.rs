@@ -346,7 +346,7 @@ mod tests {
         let store = Store::open(live.path()).expect("open");
         let billing = Billing::new(store.clone(), BillingConfig::default());
         let profile = Profile { id: UserId(7), first_name: "Ann".into(), username: None, language_code: None };
-        billing.register(profile).await.expect("register");
+        billing.register(profile, None).await.expect("register");
         store.put_media_file(&"ab".repeat(32), "png", b"not really a png").expect("media");
         let shutdown = CancellationToken::new();
         let cfg = config(live.path());
@@ -411,7 +411,7 @@ mod tests {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
             let billing = Billing::new(store.clone(), BillingConfig::default());
             let profile = Profile { id: UserId(9), first_name: "Bo".into(), username: None, language_code: None };
-            rt.block_on(billing.register(profile)).expect("register");
+            rt.block_on(billing.register(profile, None)).expect("register");
         }
         let cfg = config(dir.path());
         let (code, out) =

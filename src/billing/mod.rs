@@ -11,6 +11,7 @@ use crate::config::{BillingConfig, Package};
 use crate::domain::{Credits, JobId, OperationId, UserId, now_ms};
 use crate::store::records::{JobRecord, OpKind, Operation, PaymentRecord, PaymentState, Settlement, UserRecord};
 use crate::store::{Rx, Store, StoreError, Tx};
+use std::collections::HashMap;
 
 /// Errors from billing operations.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +135,67 @@ pub fn adjust(tx: &mut Tx, user: UserId, delta: Credits, actor: &str, reason: &s
     Ok(op)
 }
 
+/// `reason` prefix of a `Referral` ledger row; the referee's user id follows, then for a share
+/// of a purchase `:` and the purchase's reason (`stars:<charge id>`).
+pub const REFERRAL_REASON: &str = "ref:";
+/// The `/start` payload prefix of a referral link (`t.me/<bot>?start=ref_<code>`).
+pub const REFERRAL_PAYLOAD: &str = "ref_";
+
+/// A user's referral code: their Telegram id in lowercase base 36. Derived rather than stored:
+/// nothing to generate, store or index, a link resolves with one primary-key read, and it never
+/// changes. It reveals the id, which every chat the user writes in already sees.
+pub fn referral_code(user: UserId) -> String {
+    let mut n = user.0.unsigned_abs();
+    let mut out = Vec::new();
+    loop {
+        out.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.iter().rev().collect()
+}
+
+/// The referrer named by a `/start` payload `ref_<code>`; `None` for any other payload.
+pub fn parse_referral(payload: &str) -> Option<UserId> {
+    let code = payload.trim().strip_prefix(REFERRAL_PAYLOAD)?;
+    if code.is_empty() || code.len() > 13 || !code.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) {
+        return None;
+    }
+    i64::from_str_radix(code, 36).ok().filter(|id| *id > 0).map(UserId)
+}
+
+/// Pays `referrer` (not yet saved) a referral reward of up to `amount` for `referee`'s `cause`
+/// (`None`: the signup; `Some(purchase reason)`: a share of that purchase). With a daily cap the
+/// reward is cut to what is left of it today (the referrer's `Referral` rows since `day_start`);
+/// nothing is written when nothing is left. Returns the row written.
+fn reward(
+    tx: &mut Tx,
+    referrer: &mut UserRecord,
+    referee: UserId,
+    cause: Option<&str>,
+    amount: Credits,
+    day_start: i64,
+    cap: Credits,
+) -> Result<Option<Operation>, BillingError> {
+    let mut amount = amount;
+    if cap.0 > 0 {
+        let today = tx.sum_operations_since(referrer.id, OpKind::Referral, day_start)?;
+        amount = amount.min(Credits(cap.0.saturating_sub(today.0)));
+    }
+    if amount.0 <= 0 {
+        return Ok(None);
+    }
+    let reason = match cause {
+        None => format!("{REFERRAL_REASON}{}", referee.0),
+        Some(c) => format!("{REFERRAL_REASON}{}:{c}", referee.0),
+    };
+    let op = apply(tx, referrer, OpKind::Referral, amount, amount, None, None, "system", Some(reason))?;
+    referrer.referral.earned = referrer.referral.earned.checked_add(amount).ok_or(BillingError::Overflow)?;
+    Ok(Some(op))
+}
+
 /// A problem found by [`verify`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mismatch {
@@ -144,11 +206,23 @@ pub struct Mismatch {
 /// Recomputes every balance and every open hold from the ledger and compares with the users
 /// table and the jobs' settlements. `Purchase` rows replay like any credit and must each match
 /// one stored Stars charge of the same user, credits and operation id (a charge credited twice
-/// or a purchase without its charge is reported).
+/// or a purchase without its charge is reported). `Referral` rows replay as credits and must
+/// each name a referee this user invited (and, for a purchase share, that referee's stored
+/// charge), at most one per signup and per charge; `referral.earned` and `referral.joined`
+/// must match the rows and the users.
 pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
     let mut out = Vec::new();
-    let mut charges: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
-    for u in rx.find_users()? {
+    let mut charges: HashMap<String, u32> = HashMap::new();
+    let mut causes: HashMap<String, u32> = HashMap::new();
+    let users = rx.find_users()?;
+    let mut joined: HashMap<UserId, u32> = HashMap::new();
+    for u in &users {
+        if let Some(by) = u.referral.by {
+            *joined.entry(by).or_default() += 1;
+        }
+    }
+    for u in users {
+        let mut earned = 0i64;
         let mut bad = |problem: String| out.push(Mismatch { user: u.id, problem });
         let ops = rx.find_operations(u.id)?;
         let mut balance = 0i64;
@@ -188,11 +262,41 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
                         None => bad(format!("purchase {} has no stored charge {charge:?}", op.id)),
                     }
                 }
+                OpKind::Referral => {
+                    earned += op.amount.0;
+                    let cause = op.reason.as_deref().and_then(|r| r.strip_prefix(REFERRAL_REASON)).unwrap_or_default();
+                    *causes.entry(cause.to_string()).or_default() += 1;
+                    if causes[cause] > 1 {
+                        bad(format!("referral reward {} for {cause:?} paid more than once", op.id));
+                    }
+                    let (referee, charge) = match cause.split_once(':') {
+                        Some((id, rest)) => (id, Some(rest.strip_prefix(STARS_REASON).unwrap_or(rest))),
+                        None => (cause, None),
+                    };
+                    let referee = referee.parse().ok().map(UserId);
+                    match referee.map(|r| rx.get_user(r)).transpose()?.flatten() {
+                        Some(r) if r.referral.by == Some(u.id) => {
+                            if let Some(charge) = charge {
+                                if rx.get_payment(charge)?.is_none_or(|p| p.user_id != r.id) {
+                                    bad(format!("referral reward {} names no purchase of {:?}", op.id, r.id));
+                                }
+                            }
+                        }
+                        _ => bad(format!("referral reward {} names no referee of this user ({cause:?})", op.id)),
+                    }
+                }
                 _ => {}
             }
         }
         if balance != u.balance.0 {
             bad(format!("balance {} but ledger sums to {balance}", u.balance));
+        }
+        if earned != u.referral.earned.0 {
+            bad(format!("referral earned {} but its rows sum to {earned}", u.referral.earned));
+        }
+        let n = joined.get(&u.id).copied().unwrap_or(0);
+        if n != u.referral.joined {
+            bad(format!("referral joined {} but {n} users name this user", u.referral.joined));
         }
         if held != u.held.0 {
             bad(format!("held {} but open holds sum to {held}", u.held));
@@ -291,6 +395,20 @@ impl Billing {
         Billing { store, cfg }
     }
 
+    /// The start (ms) of the day containing `now` (ms) in `billing.time_zone`, for daily caps.
+    fn day_start(&self, now: i64) -> i64 {
+        let tz = jiff::tz::TimeZone::get(&self.cfg.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+        jiff::Timestamp::from_millisecond(now)
+            .ok()
+            .and_then(|t| t.to_zoned_datetime(tz).start_of_day().ok())
+            .map_or(now, |d| d.timestamp().as_millisecond())
+    }
+
+    /// The referral rewards (`[billing.referral]`).
+    pub fn referral(&self) -> &crate::config::ReferralConfig {
+        &self.cfg.referral
+    }
+
     /// The currency's name per language (see [`crate::config::Currency`]).
     pub fn currency(&self) -> &crate::config::Currency {
         &self.cfg.currency
@@ -363,6 +481,8 @@ impl Billing {
     /// Errors: [`BillingError::UnknownUser`] (the payer never used the bot), store errors.
     pub async fn credit_purchase(&self, pay: StarPayment) -> Result<PurchaseOutcome, BillingError> {
         let package = parse_payload(&pay.invoice_payload).and_then(|(id, _)| self.package(&id).cloned());
+        let (percent, cap, day_start) =
+            (self.cfg.referral.purchase_percent, self.cfg.referral.daily_cap, self.day_start(now_ms()));
         self.store
             .write(move |tx| {
                 if let Some(done) = tx.get_payment(&pay.telegram_payment_charge_id)? {
@@ -382,8 +502,19 @@ impl Billing {
                 let mut user = tx.get_user(pay.payer)?.ok_or(BillingError::UnknownUser(pay.payer))?;
                 let credits = package.total();
                 let reason = format!("{STARS_REASON}{}", pay.telegram_payment_charge_id);
-                let op = apply(tx, &mut user, OpKind::Purchase, credits, credits, None, None, "user", Some(reason))?;
+                let op =
+                    apply(tx, &mut user, OpKind::Purchase, credits, credits, None, None, "user", Some(reason.clone()))?;
                 tx.put_user(&user)?;
+                // The referrer's share rides in this transaction: a replayed charge stops at the
+                // `get_payment` above, so it is paid once.
+                if let Some(by) = user.referral.by.filter(|_| percent > 0) {
+                    if let Some(mut referrer) = tx.get_user(by)? {
+                        let share = Credits(credits.0.saturating_mul(i64::from(percent)) / 100);
+                        if reward(tx, &mut referrer, user.id, Some(&reason), share, day_start, cap)?.is_some() {
+                            tx.put_user(&referrer)?;
+                        }
+                    }
+                }
                 let now = now_ms();
                 tx.put_payment(&PaymentRecord {
                     telegram_payment_charge_id: pay.telegram_payment_charge_id,
@@ -418,8 +549,16 @@ impl Billing {
 
     /// Creates the user on first contact (crediting the signup bonus once) or refreshes their
     /// name, username and language. Returns the record and whether it was new.
-    pub async fn register(&self, p: Profile) -> Result<(UserRecord, bool), BillingError> {
+    ///
+    /// `referrer` (from a `/start ref_<code>` link) is attributed only here, when this call
+    /// creates the user, to another existing user, in the same transaction, with the referrer's
+    /// signup reward. An existing user, oneself and an unknown code are ignored. A loop is
+    /// impossible: the referrer existed before the new user did, so cannot have been invited
+    /// by them.
+    pub async fn register(&self, p: Profile, referrer: Option<UserId>) -> Result<(UserRecord, bool), BillingError> {
         let bonus = self.cfg.signup_bonus;
+        let (ref_bonus, cap, day_start) =
+            (self.cfg.referral.signup_bonus, self.cfg.referral.daily_cap, self.day_start(now_ms()));
         self.store
             .write(move |tx| {
                 if let Some(mut u) = tx.get_user(p.id)? {
@@ -445,11 +584,26 @@ impl Billing {
                     banned: false,
                     level: String::new(),
                     language: None,
+                    referral: Default::default(),
                 };
                 if bonus.0 > 0 {
                     apply(tx, &mut u, OpKind::SignupBonus, bonus, bonus, None, None, "system", None)?;
                 }
+                let referrer = match referrer.filter(|r| *r != p.id) {
+                    Some(r) => tx.get_user(r)?,
+                    None => None,
+                };
+                // No loop: `by` only ever names a user who existed at registration, and this user
+                // did not exist until now. Checked in tests; refused (not paid) should it ever fail.
+                debug_assert!(referrer.as_ref().is_none_or(|r| r.referral.by != Some(p.id)), "referral loop");
+                let referrer = referrer.filter(|r| r.referral.by != Some(p.id));
+                u.referral.by = referrer.as_ref().map(|r| r.id);
                 tx.put_user(&u)?;
+                if let Some(mut r) = referrer {
+                    r.referral.joined += 1;
+                    reward(tx, &mut r, u.id, None, ref_bonus, day_start, cap)?;
+                    tx.put_user(&r)?;
+                }
                 Ok((u, true))
             })
             .await
@@ -506,10 +660,10 @@ mod tests {
     #[tokio::test]
     async fn bonus_once_hold_capture_release_and_verify() {
         let (_d, store, b) = setup().await;
-        let (u, new) = b.register(profile(1)).await.expect("reg");
+        let (u, new) = b.register(profile(1), None).await.expect("reg");
         assert!(new);
         assert_eq!(u.balance, Credits(100));
-        let (u, new) = b.register(profile(1)).await.expect("again");
+        let (u, new) = b.register(profile(1), None).await.expect("again");
         assert!(!new);
         assert_eq!(u.balance, Credits(100), "bonus only once");
 
@@ -546,7 +700,7 @@ mod tests {
     #[tokio::test]
     async fn insufficient_funds_writes_nothing() {
         let (_d, store, b) = setup().await;
-        b.register(profile(2)).await.expect("reg");
+        b.register(profile(2), None).await.expect("reg");
         let r = store
             .write(|tx| {
                 let mut j = job(UserId(2), 500);
@@ -581,7 +735,7 @@ mod tests {
         let package = Package { id: "small".into(), credits: Credits(100), stars: 50, crypto: None, bonus_percent: 10 };
         let cfg = BillingConfig { signup_bonus: Credits(100), packages: vec![package], ..Default::default() };
         let b = Billing::new(store.clone(), cfg);
-        b.register(profile(4)).await.expect("reg");
+        b.register(profile(4), None).await.expect("reg");
         let payload = invoice_payload("small", UserId(4));
         assert_eq!(parse_payload(&payload), Some(("small".into(), UserId(4))));
         assert_eq!(b.check_checkout(UserId(4), "XTR", 50, &payload).await.expect("check"), Ok(()));
@@ -628,10 +782,55 @@ mod tests {
         assert!(problems.iter().any(|m| m.problem.contains("does not match its charge")), "{problems:?}");
     }
 
+    #[test]
+    fn referral_codes_round_trip_and_other_payloads_are_ignored() {
+        for id in [1, 35, 36, 2201, 7_000_000_000, i64::MAX] {
+            let code = referral_code(UserId(id));
+            assert_eq!(parse_referral(&format!("{REFERRAL_PAYLOAD}{code}")), Some(UserId(id)), "{code}");
+        }
+        assert_eq!(referral_code(UserId(2201)), "1p5");
+        for bad in ["", "ref_", "ref_0", "ref_ABC", "ref_-1", "ru", "ref_zzzzzzzzzzzzzz", "x_ref_1p5"] {
+            assert_eq!(parse_referral(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_referral_is_attributed_once_and_verify_checks_its_rows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let referral = crate::config::ReferralConfig { signup_bonus: Credits(20), ..Default::default() };
+        let b =
+            Billing::new(store.clone(), BillingConfig { signup_bonus: Credits(100), referral, ..Default::default() });
+        b.register(profile(10), None).await.expect("referrer");
+        let (u, new) = b.register(profile(11), Some(UserId(10))).await.expect("referee");
+        assert!(new);
+        assert_eq!(u.referral.by, Some(UserId(10)));
+        let (u, _) = b.register(profile(11), Some(UserId(12))).await.expect("again");
+        assert_eq!(u.referral.by, Some(UserId(10)), "an existing user keeps their referrer");
+        let (u, _) = b.register(profile(10), Some(UserId(11))).await.expect("back");
+        assert_eq!(u.referral.by, None, "no loop: the referrer is not a new user");
+        let (u, _) = b.register(profile(13), Some(UserId(13))).await.expect("self");
+        assert_eq!(u.referral.by, None);
+        let r = b.user(UserId(10)).await.expect("u").expect("referrer");
+        assert_eq!((r.balance, r.referral.joined, r.referral.earned), (Credits(120), 1, Credits(20)));
+        assert!(b.verify().await.expect("verify").is_empty());
+        // A counter out of step with the rows is reported.
+        store
+            .write(|tx| {
+                let mut u = tx.get_user(UserId(10))?.expect("u");
+                u.referral.joined = 2;
+                tx.put_user(&u)
+            })
+            .await
+            .expect("tamper");
+        let problems = b.verify().await.expect("verify");
+        assert!(problems.iter().any(|m| m.problem.contains("referral joined 2")), "{problems:?}");
+    }
+
     #[tokio::test]
     async fn verify_detects_tampering() {
         let (_d, store, b) = setup().await;
-        b.register(profile(3)).await.expect("reg");
+        b.register(profile(3), None).await.expect("reg");
         store
             .write(|tx| {
                 let mut u = tx.get_user(UserId(3))?.expect("u");

@@ -19,6 +19,8 @@ pub enum Callback {
     MenuHelp,
     /// "📝 Add text" (the local caption tool).
     MenuAddText,
+    /// "👥 Invite": the user's referral link and what it brought.
+    MenuInvite,
     /// Model chosen for a draft.
     Model {
         draft: u128,
@@ -205,6 +207,7 @@ impl Callback {
             Callback::MenuBalance => format!("{V}:b"),
             Callback::MenuHelp => format!("{V}:h"),
             Callback::MenuAddText => format!("{V}:t"),
+            Callback::MenuInvite => format!("{V}:i"),
             Callback::Model { draft, model } => format!("{V}:m:{}:{model}", b36(*draft)),
             Callback::Format { draft, model, format } => format!("{V}:f:{}:{model}:{}", b36(*draft), fmt_code(*format)),
             Callback::CreateMore => format!("{V}:n"),
@@ -273,6 +276,7 @@ impl Callback {
         let id = |s: &str| ImageId::from_short(s);
         Some(match *parts {
             ["L"] => Callback::MenuLibrary,
+            ["i"] => Callback::MenuInvite,
             ["l", f, page] => Callback::Library {
                 filter: match f {
                     "a" => Shelf::All,
@@ -535,6 +539,7 @@ pub fn main_menu(lang: Lang, modes: MenuModes) -> InlineKeyboardMarkup {
             button(lang.t("menu_library"), Callback::MenuLibrary),
         ],
         last,
+        vec![button(lang.t("menu_invite"), Callback::MenuInvite)],
     ];
     InlineKeyboardMarkup::new(rows.into_iter().filter(|r| !r.is_empty()))
 }
@@ -770,6 +775,7 @@ mod tests {
             Callback::MenuBalance,
             Callback::MenuHelp,
             Callback::MenuAddText,
+            Callback::MenuInvite,
             Callback::CreateMore,
             Callback::Model { draft: u128::MAX, model: "x".repeat(24) },
             Callback::Format { draft: u128::MAX, model: "y".repeat(24), format: Format::Horizontal },
@@ -925,9 +931,10 @@ mod tests {
             main_menu(Lang::Ru, MenuModes { create: false, tools: false, write: false, video: false, quick: false })
                 .inline_keyboard
                 .len(),
-            2,
-            "no empty row"
+            3,
+            "no empty row (add text + library, balance + help, invite)"
         );
+        assert!(none.contains("👥 Пригласить"), "{none}");
         let video = texts(MenuModes { create: false, tools: false, write: false, video: true, quick: true });
         assert!(
             video.contains("Создать видео") && video.contains("Быстрый") && video.contains("Статистика"),

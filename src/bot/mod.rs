@@ -83,6 +83,8 @@ pub struct BotCtx {
     pub store: Store,
     /// Dialogue steps and drafts (also in the dependency map as `Arc<RedbDialogues>`).
     pub dialogues: Arc<RedbDialogues>,
+    /// The bot's `@username` once `getMe` answered (for referral links), asked once.
+    pub own_username: Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// Commands shown in the Telegram menu (`setMyCommands`, in English and Russian: the texts
@@ -135,6 +137,8 @@ pub enum Command {
     Terms,
     #[command(description = "interface language")]
     Language,
+    #[command(description = "invite friends: your link and rewards")]
+    Invite,
     #[command(description = "how to use the bot")]
     Help,
     #[command(description = "cancel the current action")]
@@ -212,7 +216,7 @@ pub fn allowed_updates() -> Vec<teloxide::types::AllowedUpdate> {
 fn gate() -> UpdateHandler<BotError> {
     dptree::filter_map_async(|upd: Update, bot: TgBot, ctx: Arc<BotCtx>| async move {
         let from = upd.from()?.clone();
-        match handlers::caller(&ctx, &from, upd.chat().map(|c| c.id)).await {
+        match handlers::caller(&ctx, &from, upd.chat().map(|c| c.id), start_referrer(&upd)).await {
             Ok(c) if c.user.banned => {
                 tracing::info!(user = from.id.0, "update from a banned user refused");
                 answer(&bot, &upd, c.lang, c.lang.t("banned")).await;
@@ -227,6 +231,17 @@ fn gate() -> UpdateHandler<BotError> {
             }
         }
     })
+}
+
+/// The referrer of a `/start ref_<code>` message (`/start@bot ref_…` too); `None` otherwise.
+fn start_referrer(upd: &Update) -> Option<crate::domain::UserId> {
+    let teloxide::types::UpdateKind::Message(m) = &upd.kind else { return None };
+    let mut words = m.text()?.split_whitespace();
+    let cmd = words.next()?;
+    if cmd != "/start" && !cmd.starts_with("/start@") {
+        return None;
+    }
+    crate::billing::parse_referral(words.next()?)
 }
 
 /// Tells the user when the rest of the tree ends in an error (the dispatcher logs it too).

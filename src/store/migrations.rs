@@ -230,6 +230,7 @@ mod tests {
             banned: id == 2,
             level: "free".into(),
             language: None,
+            referral: Default::default(),
         };
         let users = [user(1, "Vera", Some("vera_1"), 10), user(2, "Oleg Petrov", None, 0)];
         // What a version-5 build left: the users and the unit-valued index `user-names-1`.

@@ -14,7 +14,7 @@ pub mod stats;
 pub mod tables;
 pub mod watch;
 
-use crate::domain::{ImageId, JobId, UserId};
+use crate::domain::{Credits, ImageId, JobId, UserId};
 use records::*;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use std::path::{Path, PathBuf};
@@ -498,6 +498,22 @@ impl $t {
         let t = self.tx.open_table(LEDGER_TABLE)?;
         t.range((user.0, 0u128)..=(user.0, u128::MAX))?.rev().take(limit).map(|r| Operation::decode(r?.1.value())).collect()
     }
+    /// The sum of a user's `kind` ledger rows created at or after `since` (ms), reading their
+    /// rows newest first and stopping at the first older one (ids are time-ordered).
+    pub fn sum_operations_since(&self, user: UserId, kind: OpKind, since: i64) -> Result<Credits, StoreError> {
+        let t = self.tx.open_table(LEDGER_TABLE)?;
+        let mut sum = 0i64;
+        for r in t.range((user.0, 0u128)..=(user.0, u128::MAX))?.rev() {
+            let op = Operation::decode(r?.1.value())?;
+            if op.created_at < since {
+                break;
+            }
+            if op.kind == kind {
+                sum = sum.saturating_add(op.amount.0);
+            }
+        }
+        Ok(Credits(sum))
+    }
     /// A user's newest `limit` jobs, newest first (through the per-user index).
     pub fn find_user_jobs(&self, user: UserId, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
         let idx = self.tx.open_table(USER_JOBS_TABLE)?;
@@ -865,7 +881,7 @@ impl Tx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Credits, now_ms};
+    use crate::domain::now_ms;
 
     #[test]
     fn updates_are_handled_once_and_forgotten_when_the_bot_token_changes() {
@@ -922,6 +938,7 @@ mod tests {
             banned: false,
             level: String::new(),
             language: None,
+            referral: Default::default(),
         };
         let r: Result<(), _> = s
             .write(move |tx| {

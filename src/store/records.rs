@@ -55,9 +55,26 @@ pub struct UserRecord {
     /// Telegram client's `language_code`.
     #[serde(default)]
     pub language: Option<String>,
+    /// Who invited this user and what their own invitations brought (absent in old records).
+    #[serde(default)]
+    pub referral: ReferralInfo,
 }
 impl Record for UserRecord {
     const VERSION: u32 = 1;
+}
+
+/// A user's side of the referral programme, kept on the user record so `/invite` reads one
+/// record: both counters are written in the same transaction as the rows they count, and
+/// `billing::verify` checks them against the ledger and the users.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReferralInfo {
+    /// The referrer, set once, in the transaction that registered this user.
+    pub by: Option<UserId>,
+    /// How many users registered through this user's link.
+    pub joined: u32,
+    /// Credits this user earned as a referrer (the sum of their `Referral` ledger rows).
+    pub earned: Credits,
 }
 
 /// What a row of the panel's user list shows, kept as the value of every name-index entry of
@@ -149,6 +166,10 @@ pub enum OpKind {
     /// Credits bought (balance +amount); `reason` = `stars:<telegram_payment_charge_id>`, and
     /// the `payments` table holds the charge, written in the same transaction.
     Purchase,
+    /// A reward to a referrer (balance +amount), written in the same transaction as its cause:
+    /// `reason` = `ref:<referee id>` for the referee's signup, `ref:<referee id>:stars:<charge
+    /// id>` for a share of the referee's purchase.
+    Referral,
 }
 
 /// One ledger row. `delta` is the change to the spendable balance; replaying every row's
@@ -788,6 +809,7 @@ mod tests {
             banned: true,
             level: "vip".into(),
             language: None,
+            referral: Default::default(),
         };
         for (name, username, banned) in [("Вера <b>&", Some("vera_7"), true), ("", None, false), ("x", Some(""), false)]
         {
@@ -824,6 +846,7 @@ mod tests {
             banned: false,
             level: "vip".into(),
             language: None,
+            referral: Default::default(),
         };
         let bytes = u.encode().expect("encode");
         assert!(String::from_utf8_lossy(&bytes).contains("\"v\":1"));

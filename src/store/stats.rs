@@ -167,7 +167,7 @@ pub fn on_operation(tx: &WriteTransaction, op: &Operation) -> Result<(), StoreEr
         OpKind::Hold => counter::HELD,
         OpKind::Capture => counter::CAPTURED,
         OpKind::Release => counter::RELEASED,
-        OpKind::SignupBonus | OpKind::Adjust | OpKind::Purchase => return Ok(()),
+        OpKind::SignupBonus | OpKind::Adjust | OpKind::Purchase | OpKind::Referral => return Ok(()),
     };
     bump(tx, day_of(op.created_at), name, op.amount.0)
 }
@@ -217,7 +217,7 @@ pub fn rebuild(tx: &WriteTransaction) -> Result<u64, StoreError> {
                 OpKind::Hold => counter::HELD,
                 OpKind::Capture => counter::CAPTURED,
                 OpKind::Release => counter::RELEASED,
-                OpKind::SignupBonus | OpKind::Adjust | OpKind::Purchase => continue,
+                OpKind::SignupBonus | OpKind::Adjust | OpKind::Purchase | OpKind::Referral => continue,
             };
             *sums.entry((day_of(op.created_at), name)).or_default() += op.amount.0;
         }

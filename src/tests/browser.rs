@@ -106,6 +106,7 @@ async fn start_panel(dir: &std::path::Path) -> (Store, SocketAddr) {
                     banned: false,
                     level: String::new(),
                     language: None,
+                    referral: Default::default(),
                 })?;
                 billing::adjust(tx, UserId(id), Credits(20), "system", "signup")?;
             }

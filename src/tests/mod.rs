@@ -17,6 +17,7 @@ mod packaging;
 mod payments;
 mod providers;
 mod reference;
+mod referral;
 mod sandbox;
 mod structure;
 mod tools;

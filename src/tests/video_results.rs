@@ -113,6 +113,7 @@ async fn env(result: Vec<u8>, public_url: Option<&str>) -> Env {
                 banned: false,
                 level: String::new(),
                 language: None,
+                referral: Default::default(),
             })?;
             crate::billing::adjust(tx, UserId(USER), Credits(100), "system", "seed")
         })

@@ -44,6 +44,7 @@ fn user(id: i64, name: &str, username: Option<&str>) -> UserRecord {
         banned: false,
         level: String::new(),
         language: None,
+        referral: Default::default(),
     }
 }
 

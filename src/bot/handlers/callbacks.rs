@@ -47,6 +47,9 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
         (Some(Callback::Buy(id)), Some((chat, _))) => {
             answer = super::pay::send_invoice(&bot, chat, &ctx, &me, &id).await?;
         }
+        (Some(Callback::MenuInvite), Some((chat, _))) => {
+            super::invite::show(&bot, chat, &ctx, &me).await?;
+        }
         (Some(Callback::MenuHelp), Some((chat, _))) => {
             bot.send_message(chat, help_text(&ctx, lang)).await?;
         }

@@ -58,6 +58,9 @@ pub async fn run(
         Command::Terms => {
             bot.send_message(chat, super::pay::terms_text(&ctx, lang)).await?;
         }
+        Command::Invite => {
+            super::invite::show(&bot, chat, &ctx, &me).await?;
+        }
         Command::Language => {
             bot.send_message(chat, lang.t("language_choose")).reply_markup(keyboards::languages()).await?;
         }

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod history;
 pub mod inline;
 pub mod input;
+pub mod invite;
 pub mod library;
 pub mod pay;
 pub mod tools;
@@ -46,15 +47,21 @@ impl Caller {
     }
 }
 
-/// Registers or refreshes `user` and loads the step of `chat`.
-pub async fn caller(ctx: &BotCtx, user: &User, chat: Option<ChatId>) -> Result<Caller, BotError> {
+/// Registers or refreshes `user` and loads the step of `chat`. `referrer`: the user named by a
+/// `/start ref_<code>` link in this update, attributed only if this update registers the user.
+pub async fn caller(
+    ctx: &BotCtx,
+    user: &User,
+    chat: Option<ChatId>,
+    referrer: Option<UserId>,
+) -> Result<Caller, BotError> {
     let profile = Profile {
         id: UserId(user.id.0 as i64),
         first_name: user.first_name.clone(),
         username: user.username.clone(),
         language_code: user.language_code.clone(),
     };
-    let (rec, new) = ctx.billing.register(profile).await?;
+    let (rec, new) = ctx.billing.register(profile, referrer).await?;
     let lang = Lang::from_code(rec.language.as_deref().or(user.language_code.as_deref()));
     let step = match chat {
         Some(chat) => ctx.dialogues.step(chat).await?,

@@ -66,7 +66,7 @@ pub async fn send_invoice(
 /// payer is refused here rather than left without an answer.
 pub async fn on_pre_checkout(bot: TgBot, q: PreCheckoutQuery, ctx: Arc<BotCtx>) -> Result<(), BotError> {
     let payer = UserId(q.from.id.0 as i64);
-    let lang = match super::caller(&ctx, &q.from, None).await {
+    let lang = match super::caller(&ctx, &q.from, None, None).await {
         Ok(c) => c.lang,
         Err(_) => Lang::from_code(q.from.language_code.as_deref()),
     };
@@ -100,7 +100,7 @@ pub async fn on_pre_checkout(bot: TgBot, q: PreCheckoutQuery, ctx: Arc<BotCtx>) 
 pub async fn on_successful_payment(bot: TgBot, msg: Message, ctx: Arc<BotCtx>) -> Result<(), BotError> {
     let (Some(paid), Some(from)) = (msg.successful_payment(), msg.from.as_ref()) else { return Ok(()) };
     let charge = paid.telegram_payment_charge_id.0.clone();
-    let me = super::caller(&ctx, from, Some(msg.chat.id)).await?;
+    let me = super::caller(&ctx, from, Some(msg.chat.id), None).await?;
     let lang = me.lang;
     let payment = StarPayment {
         payer: me.id(),

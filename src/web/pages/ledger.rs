@@ -27,6 +27,7 @@ pub fn kind_name(k: OpKind) -> &'static str {
         OpKind::Release => "release",
         OpKind::Adjust => "adjust",
         OpKind::Purchase => "purchase",
+        OpKind::Referral => "referral",
     }
 }
 
