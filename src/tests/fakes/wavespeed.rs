@@ -206,7 +206,8 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
         st.poll_auths.push(auth);
         return poll(&mut st, id);
     }
-    if method == Method::POST && rest.split('/').count() == 2 {
+    // Model ids are `owner/model` or `owner/model/variant` (`bytedance/seedream-v4/edit`).
+    if method == Method::POST && (2..=3).contains(&rest.split('/').count()) {
         return submit(&mut st, rest, &headers, &body);
     }
     not_found()
