@@ -6,10 +6,7 @@
 //! The call is synchronous: `submit` parks the request ([`super::Parked`]), `wait` calls.
 
 use super::http::{self, MAX_JSON_BYTES};
-use super::{
-    GenerateRequest, GeneratedFile, ImageProvider, Parked, ProgressFn, ProviderError, ProviderProgress, SizeParam,
-    Submission,
-};
+use super::{GenerateRequest, GeneratedFile, ImageProvider, Parked, ProgressFn, ProviderError, SizeParam, Submission};
 use crate::config::ProviderConfig;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -92,13 +89,7 @@ impl ImageProvider for GeminiProvider {
     }
 
     async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedFile>, ProviderError> {
-        let req = self.parked.get(sub, &self.acct.id)?;
-        progress(ProviderProgress { running: true, ..Default::default() });
-        let out = self.call(&req).await;
-        if !matches!(out, Err(ProviderError::Transient(_) | ProviderError::RateLimited { .. })) {
-            self.parked.remove(sub);
-        }
-        out
+        self.parked.run(sub, &self.acct.id, progress, |req| async move { self.call(&req).await }).await
     }
 
     async fn cancel(&self, sub: &Submission) -> Result<(), ProviderError> {

@@ -139,10 +139,7 @@ impl ImageProvider for HuggingfaceProvider {
                 Err(e) => break Err(e),
             }
         };
-        if !matches!(out, Err(ProviderError::Transient(_) | ProviderError::RateLimited { .. })) {
-            self.parked.remove(sub);
-        }
-        out
+        self.parked.settle(sub, out)
     }
 
     async fn cancel(&self, sub: &Submission) -> Result<(), ProviderError> {

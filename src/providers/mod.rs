@@ -294,6 +294,33 @@ impl Parked {
         self.lock().remove(&sub.request_id);
     }
 
+    /// Settles `sub` after its call: a final outcome (a result, or an error a retry cannot
+    /// fix) forgets the request; a transient one keeps it parked for the engine's retry.
+    pub fn settle<T>(&self, sub: &Submission, out: Result<T, ProviderError>) -> Result<T, ProviderError> {
+        if !matches!(out, Err(ProviderError::Transient(_) | ProviderError::RateLimited { .. })) {
+            self.remove(sub);
+        }
+        out
+    }
+
+    /// The whole `wait` of a one-call API: takes the parked request, reports it running,
+    /// makes `call` and settles the submission ([`Parked::settle`]).
+    pub async fn run<F, Fut>(
+        &self,
+        sub: &Submission,
+        provider: &str,
+        progress: ProgressFn<'_>,
+        call: F,
+    ) -> Result<Vec<GeneratedFile>, ProviderError>
+    where
+        F: FnOnce(GenerateRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<GeneratedFile>, ProviderError>>,
+    {
+        let req = self.get(sub, provider)?;
+        progress(ProviderProgress { running: true, ..Default::default() });
+        self.settle(sub, call(req).await)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, GenerateRequest>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -12,8 +12,7 @@
 
 use super::http::{self, MAX_JSON_BYTES};
 use super::{
-    GenerateRequest, GeneratedFile, ImageProvider, Parked, ProgressFn, ProviderError, ProviderProgress, SizeParam,
-    Submission, Task,
+    GenerateRequest, GeneratedFile, ImageProvider, Parked, ProgressFn, ProviderError, SizeParam, Submission, Task,
 };
 use crate::config::ProviderConfig;
 use base64::Engine as _;
@@ -133,13 +132,7 @@ impl ImageProvider for OpenaiProvider {
     }
 
     async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedFile>, ProviderError> {
-        let req = self.parked.get(sub, &self.acct.id)?;
-        progress(ProviderProgress { running: true, ..Default::default() });
-        let out = self.call(&req).await;
-        if !matches!(out, Err(ProviderError::Transient(_) | ProviderError::RateLimited { .. })) {
-            self.parked.remove(sub);
-        }
-        out
+        self.parked.run(sub, &self.acct.id, progress, |req| async move { self.call(&req).await }).await
     }
 
     async fn cancel(&self, sub: &Submission) -> Result<(), ProviderError> {
