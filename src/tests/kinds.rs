@@ -5,8 +5,9 @@
 
 use super::fakes::recorder::{Recorded, multipart_parts};
 use super::harness::*;
-use crate::config::{ProviderConfig, ProviderKind, Secret};
-use crate::domain::{Credits, Format, Task, UserId};
+use super::providers::request;
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::domain::{Credits, Task, UserId};
 use crate::providers::{GenerateRequest, ImageProvider, InputImage, ProviderError, SizeParam, Submission};
 use crate::store::records::OpKind;
 use serde_json::{Value, json};
@@ -15,39 +16,7 @@ use std::time::Duration;
 const KEY: &str = "sk-test-secret";
 
 fn cfg(kind: ProviderKind, base_url: &str) -> ProviderConfig {
-    ProviderConfig {
-        id: format!("{kind:?}").to_lowercase(),
-        kind,
-        base_url: base_url.to_string(),
-        api_key: Secret::new(KEY),
-        api_key_env: None,
-        max_concurrency: 2,
-        timeout_secs: 30,
-        poll_interval_ms: 20,
-        key_concurrency: None,
-        proxy: None,
-    }
-}
-
-fn request(endpoint: &str) -> GenerateRequest {
-    GenerateRequest {
-        model_id: "m".into(),
-        task: Task::TextToImage,
-        endpoint: endpoint.into(),
-        workflow: None,
-        prompt: "a lighthouse at dusk".into(),
-        negative: Some("blurry".into()),
-        format: Format::Vertical,
-        width: 64,
-        height: 96,
-        aspect_ratio: None,
-        seed: 1234,
-        size_param: SizeParam::ImageSize,
-        extra: Default::default(),
-        input_images: vec![],
-        image_fields: vec![],
-        video: None,
-    }
+    super::providers::cfg_keyed(kind, base_url, KEY)
 }
 
 /// An edit request with two photos (4×2 PNG, 2×4 PNG).

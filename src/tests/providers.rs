@@ -16,12 +16,13 @@ use std::time::Duration;
 
 const KEY: &str = "fal-key-id:fal-key-secret";
 
-fn cfg(kind: ProviderKind, base_url: &str) -> ProviderConfig {
+/// A provider of `kind` at `base_url` with the API key `key` (fast polls, short timeouts).
+pub(super) fn cfg_keyed(kind: ProviderKind, base_url: &str, key: &str) -> ProviderConfig {
     ProviderConfig {
         id: format!("{kind:?}").to_lowercase(),
         kind,
         base_url: base_url.to_string(),
-        api_key: Secret::new(KEY),
+        api_key: Secret::new(key),
         api_key_env: None,
         max_concurrency: 2,
         timeout_secs: 30,
@@ -31,7 +32,12 @@ fn cfg(kind: ProviderKind, base_url: &str) -> ProviderConfig {
     }
 }
 
-fn request(endpoint: &str) -> GenerateRequest {
+fn cfg(kind: ProviderKind, base_url: &str) -> ProviderConfig {
+    cfg_keyed(kind, base_url, KEY)
+}
+
+/// A text → image request for `endpoint` (64×96, a prompt and a negative, seed 1234).
+pub(super) fn request(endpoint: &str) -> GenerateRequest {
     GenerateRequest {
         model_id: "m".into(),
         task: Task::TextToImage,
