@@ -1,5 +1,5 @@
 //! Operator actions: adjust a balance, ban or unban, set a level, switch a model or provider
-//! on or off, override a price or a concurrency, set the panel password.
+//! on or off, override a price or a concurrency, set the panel password, refund a Stars charge.
 //!
 //! Each action writes its change and its audit entry in one transaction, naming the [`Actor`],
 //! so the audit log is complete whichever door the action came through: the web panel, the
@@ -9,12 +9,14 @@ use crate::billing::{self, BillingError};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::{Credits, Setting, Switch, UserId, now_ms};
-use crate::store::records::{AuditEntry, Operation, UserRecord, UserSummary};
+use crate::store::records::{AuditEntry, Operation, PaymentRecord, PaymentState, UserRecord, UserSummary};
 use crate::store::{Store, StoreError, Tx};
 use argon2::password_hash::{PasswordHasher, SaltString};
 use rand::RngCore;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// Who did it; stored as text in the audit log and the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +55,12 @@ pub enum AdminError {
     /// The balance would go negative (a deduction larger than the balance).
     #[error("the balance is {balance}, cannot deduct {amount}")]
     InsufficientFunds { balance: Credits, amount: Credits },
+    /// A refund that cannot start: no such charge, or it is not `paid` (the text says which).
+    #[error("{0}")]
+    Refund(String),
+    /// The action needs the bot (Telegram), which is not running (no token configured).
+    #[error("the bot is not running, so Telegram cannot be asked")]
+    NoBot,
     #[error(transparent)]
     Billing(BillingError),
     #[error(transparent)]
@@ -88,7 +96,51 @@ pub struct Admin {
     catalog: Catalog,
     /// `billing.levels`; the first is everyone's default and is stored as "".
     levels: Vec<String>,
+    /// Telegram's Stars side, set by `app` once the bot exists (shared by every clone). The
+    /// panel runs without a bot token, so refunds answer [`AdminError::NoBot`] until then.
+    stars: Arc<OnceLock<Arc<dyn StarsGateway>>>,
 }
+
+/// What `refundStarPayment` answered (protocols.md §1.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundCall {
+    /// `true`: refunded now.
+    Refunded,
+    /// 400 `CHARGE_ALREADY_REFUNDED`: an earlier call (maybe one whose answer was lost in a
+    /// crash) did it. Counts as done.
+    AlreadyRefunded,
+    /// Telegram refused for good (another 4xx, e.g. `CHARGE_NOT_FOUND`): its description.
+    Refused(String),
+    /// No answer or an answer that says nothing about the refund (network error, 5xx, 429):
+    /// it may or may not have happened, so the charge stays pending and is asked again.
+    Unknown(String),
+}
+
+/// Telegram's Stars methods as the admin service needs them; `bot` implements it over the
+/// Bot API (`bot::stars`), `app` wires it with [`Admin::set_stars`].
+#[async_trait::async_trait]
+pub trait StarsGateway: Send + Sync {
+    /// `refundStarPayment(user_id, telegram_payment_charge_id)`.
+    async fn refund(&self, user: UserId, charge_id: &str) -> RefundCall;
+    /// Tells the payer (in their language) that the Stars went back and the credits were
+    /// removed. Best effort: a failure is logged, not returned.
+    async fn refunded(&self, user: &UserRecord, payment: &PaymentRecord);
+}
+
+/// How [`Admin::refund`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefundOutcome {
+    /// The Stars went back; the charge is `refunded`. `shortfall`: credits the balance lacked.
+    Refunded { payment: PaymentRecord },
+    /// Telegram refused; the charge is `refund_failed` and the credits were given back.
+    Failed { payment: PaymentRecord, reason: String },
+    /// Telegram's answer was lost: the debit stands, the charge stays `refund_pending`, and
+    /// the outbox pass asks again (at start-up and every [`REFUND_RETRY_EVERY`]).
+    Pending { payment: PaymentRecord, reason: String },
+}
+
+/// How often the refund outbox retries charges left `refund_pending`.
+pub const REFUND_RETRY_EVERY: Duration = Duration::from_secs(600);
 
 fn audit(actor: &Actor, action: &str, target: String, before: String, after: String) -> AuditEntry {
     AuditEntry {
@@ -104,7 +156,177 @@ fn audit(actor: &Actor, action: &str, target: String, before: String, after: Str
 
 impl Admin {
     pub fn new(store: Store, catalog: Catalog, config: &Config) -> Admin {
-        Admin { store, catalog, levels: config.billing.levels.clone() }
+        Admin { store, catalog, levels: config.billing.levels.clone(), stars: Arc::default() }
+    }
+
+    /// Connects Telegram's Stars side (once; later calls are ignored).
+    pub fn set_stars(&self, gateway: Arc<dyn StarsGateway>) {
+        let _ = self.stars.set(gateway);
+    }
+
+    /// Refunds a Telegram Stars charge, as an outbox so a crash at any point neither refunds
+    /// twice nor loses the debit:
+    /// 1. one transaction: the charge must be stored and `paid`; a `Refund` ledger row takes its
+    ///    credits back out (down to a zero balance at most, the rest is the shortfall), the
+    ///    charge becomes `refund_pending`, and the audit entry is written;
+    /// 2. `refundStarPayment`;
+    /// 3. one transaction: `refunded` (Telegram said ok, or `CHARGE_ALREADY_REFUNDED`), or
+    ///    `refund_failed` with a `RefundReversal` row giving the credits back. A lost answer
+    ///    leaves the charge pending for [`Admin::resume_refunds`]; asking Telegram again is safe
+    ///    because a done refund answers `CHARGE_ALREADY_REFUNDED`.
+    ///
+    /// The `charge_id` is looked up in the store; nothing about the charge is taken from the
+    /// caller. Errors: [`AdminError::Refund`] (unknown or not `paid`), [`AdminError::NoBot`].
+    pub async fn refund(&self, actor: Actor, charge_id: &str) -> Result<RefundOutcome, AdminError> {
+        let gateway = self.stars.get().cloned().ok_or(AdminError::NoBot)?;
+        let charge = charge_id.trim().to_string();
+        if charge.is_empty() || charge.len() > 256 {
+            return Err(AdminError::Refund("no such charge".into()));
+        }
+        let who = actor.to_string();
+        let payment = self
+            .store
+            .write(move |tx| {
+                let (pay, op) = match billing::begin_refund(tx, &charge, &who)? {
+                    Ok(done) => done,
+                    Err(billing::RefundRefusal::UnknownCharge) => {
+                        return Err(AdminError::Refund(format!("no charge {charge}")));
+                    }
+                    Err(billing::RefundRefusal::NotPaid(state)) => {
+                        return Err(AdminError::Refund(format!("charge {charge} is {} already", state_name(state))));
+                    }
+                };
+                let after = format!(
+                    "refund_pending ({} credits, {} taken, shortfall {})",
+                    pay.credits, -op.delta.0, pay.refund_shortfall
+                );
+                tx.insert_audit(&audit(&actor, "refund", format!("charge:{charge}"), "paid".into(), after))?;
+                Ok(pay)
+            })
+            .await?;
+        Ok(self.complete_refund(gateway.as_ref(), payment).await?)
+    }
+
+    /// Steps 2 and 3 of [`Admin::refund`] for a `refund_pending` charge.
+    async fn complete_refund(
+        &self,
+        gateway: &dyn StarsGateway,
+        payment: PaymentRecord,
+    ) -> Result<RefundOutcome, AdminError> {
+        let answer = gateway.refund(payment.user_id, &payment.telegram_payment_charge_id).await;
+        let result = match &answer {
+            RefundCall::Refunded | RefundCall::AlreadyRefunded => Ok(()),
+            RefundCall::Refused(why) => Err(why.clone()),
+            RefundCall::Unknown(why) => {
+                tracing::warn!(charge = %payment.telegram_payment_charge_id, error = %why,
+                    "refundStarPayment gave no answer; the refund stays pending and is asked again");
+                return Ok(RefundOutcome::Pending { payment, reason: why.clone() });
+            }
+        };
+        let charge = payment.telegram_payment_charge_id.clone();
+        let recorded = self
+            .store
+            .write(move |tx| {
+                let Some(pay) = billing::finish_refund(tx, &charge, result)? else { return Ok(None) };
+                let user = tx.get_user(pay.user_id)?;
+                let after = match &pay.refund_error {
+                    Some(e) if pay.state == PaymentState::RefundFailed => format!("refund_failed: {e}"),
+                    _ => state_name(pay.state).to_string(),
+                };
+                tx.insert_audit(&audit(
+                    &Actor::System,
+                    "refund",
+                    format!("charge:{charge}"),
+                    "refund_pending".into(),
+                    after,
+                ))?;
+                Ok::<_, AdminError>(Some((pay, user)))
+            })
+            .await?;
+        let Some((pay, user)) = recorded else {
+            // Another pass recorded this charge first: report what it recorded.
+            let charge = payment.telegram_payment_charge_id.clone();
+            let now = self.store.read(move |rx| rx.get_payment(&charge)).await?.unwrap_or(payment);
+            return Ok(match now.state {
+                PaymentState::RefundFailed => {
+                    RefundOutcome::Failed { reason: now.refund_error.clone().unwrap_or_default(), payment: now }
+                }
+                _ => RefundOutcome::Refunded { payment: now },
+            });
+        };
+        Ok(match pay.state {
+            PaymentState::RefundFailed => {
+                tracing::warn!(charge = %pay.telegram_payment_charge_id, "Telegram refused the refund; credits given back");
+                RefundOutcome::Failed { reason: pay.refund_error.clone().unwrap_or_default(), payment: pay }
+            }
+            _ => {
+                if let Some(u) = &user {
+                    gateway.refunded(u, &pay).await;
+                }
+                RefundOutcome::Refunded { payment: pay }
+            }
+        })
+    }
+
+    /// The refund outbox pass: asks Telegram again for every charge left `refund_pending`
+    /// (by a crash or a lost answer) at least `min_age` ago, and records each answer as
+    /// [`Admin::refund`] does. Returns how many it settled (refunded or failed). Without a bot
+    /// it does nothing.
+    pub async fn resume_refunds(&self, min_age: Duration) -> Result<usize, AdminError> {
+        let Some(gateway) = self.stars.get().cloned() else { return Ok(0) };
+        let cutoff = now_ms().saturating_sub(i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX));
+        let pending = self
+            .store
+            .read(move |rx| {
+                Ok::<_, StoreError>(
+                    rx.find_payments()?
+                        .into_iter()
+                        .filter(|p| p.state == PaymentState::RefundPending && p.updated_at <= cutoff)
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await?;
+        let mut settled = 0;
+        for p in pending {
+            let charge = p.telegram_payment_charge_id.clone();
+            match self.complete_refund(gateway.as_ref(), p).await {
+                Ok(RefundOutcome::Pending { .. }) => {}
+                Ok(_) => settled += 1,
+                Err(e) => tracing::error!(%charge, error = %e, "could not record a pending refund"),
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Runs the refund outbox until `shutdown`: one pass at once (a start-up finishes what a
+    /// crash left), then every [`REFUND_RETRY_EVERY`] for charges pending that long (so a
+    /// refund being made right now is not asked twice at once).
+    pub async fn run_refund_outbox(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut min_age = Duration::ZERO;
+        loop {
+            match self.resume_refunds(min_age).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(settled = n, "refund outbox: pending refunds recorded"),
+                Err(e) => tracing::error!(error = %e, "refund outbox pass failed"),
+            }
+            min_age = REFUND_RETRY_EVERY;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(REFUND_RETRY_EVERY) => {}
+            }
+        }
+    }
+
+    /// One page of Stars charges, newest first (page 0 first), and whether more follow.
+    pub async fn payments_page(&self, page: usize, per_page: usize) -> Result<(Vec<PaymentRecord>, bool), AdminError> {
+        let mut all = self.store.read(|rx| rx.find_payments()).await?;
+        // Keyed by charge id; an appliance has few enough charges to sort them here.
+        all.sort_by(|a, b| {
+            b.created_at.cmp(&a.created_at).then(a.telegram_payment_charge_id.cmp(&b.telegram_payment_charge_id))
+        });
+        let skip = page.saturating_mul(per_page);
+        let more = all.len() > skip.saturating_add(per_page);
+        Ok((all.into_iter().skip(skip).take(per_page).collect(), more))
     }
 
     /// Credits (positive `delta`) or debits a user: one `adjust` ledger row with `reason`, and
@@ -363,6 +585,16 @@ pub fn hash_password(password: &str) -> Result<String, AdminError> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| AdminError::Invalid(e.to_string()))
+}
+
+/// Stored name of a charge state (`paid`, `refund_pending`, `refunded`, `refund_failed`).
+pub fn state_name(s: PaymentState) -> &'static str {
+    match s {
+        PaymentState::Paid => "paid",
+        PaymentState::RefundPending => "refund_pending",
+        PaymentState::Refunded => "refunded",
+        PaymentState::RefundFailed => "refund_failed",
+    }
 }
 
 fn target(user: UserId) -> String {

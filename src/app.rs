@@ -231,13 +231,23 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     // The panel's cancel / retry / broadcast actions need the engine from now on.
     let _ = web_state.jobs.set(jobs.clone());
 
+    // Refunds need Telegram: from now on the panel and `/refund` can make them, and the
+    // outbox finishes any a crash left pending (README "Refunds").
+    web_state.admin.set_stars(Arc::new(bot::stars::BotStars::new(tg.clone(), &config)));
+    {
+        let (admin, token) = (web_state.admin.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move { admin.run_refund_outbox(token).await }));
+    }
+
     let dialogues = RedbDialogues::new(store.clone());
     let ctx = Arc::new(BotCtx {
         config: config.clone(),
         billing,
         jobs,
         library: Library::new(store.clone()),
-        admin: crate::admin::Admin::new(store.clone(), catalog.clone(), &config),
+        // The panel's admin service: one instance, so refunds from the panel and `/refund`
+        // share the Stars gateway set below.
+        admin: web_state.admin.clone(),
         catalog,
         store: store.clone(),
         dialogues: dialogues.clone(),

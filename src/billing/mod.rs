@@ -135,6 +135,78 @@ pub fn adjust(tx: &mut Tx, user: UserId, delta: Credits, actor: &str, reason: &s
     Ok(op)
 }
 
+/// Why a refund cannot start. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundRefusal {
+    /// No stored charge has this id.
+    UnknownCharge,
+    /// The charge is not `paid`: a refund is pending, done, or failed before (the state).
+    NotPaid(PaymentState),
+}
+
+/// Refund outbox, step 1 (inside `tx`): the charge must be stored and `paid`. Takes the credits
+/// it bought back out as one `Refund` ledger row — all of them, or the whole balance when it is
+/// smaller (never below zero: the ledger invariant; the rest is the shortfall) — and marks the
+/// charge `refund_pending` with that row, in the same transaction. Returns the updated charge
+/// and the row; the caller then calls `refundStarPayment` and records the answer with
+/// [`finish_refund`].
+pub fn begin_refund(
+    tx: &mut Tx,
+    charge_id: &str,
+    actor: &str,
+) -> Result<Result<(PaymentRecord, Operation), RefundRefusal>, BillingError> {
+    let Some(mut pay) = tx.get_payment(charge_id)? else { return Ok(Err(RefundRefusal::UnknownCharge)) };
+    if pay.state != PaymentState::Paid {
+        return Ok(Err(RefundRefusal::NotPaid(pay.state)));
+    }
+    let mut user = tx.get_user(pay.user_id)?.ok_or(BillingError::UnknownUser(pay.user_id))?;
+    let taken = pay.credits.min(user.balance).max(Credits::ZERO);
+    let delta = taken.checked_neg().ok_or(BillingError::Overflow)?;
+    let reason = format!("{STARS_REASON}{charge_id}");
+    let op = apply(tx, &mut user, OpKind::Refund, pay.credits, delta, None, None, actor, Some(reason))?;
+    tx.put_user(&user)?;
+    pay.state = PaymentState::RefundPending;
+    pay.refund_operation_id = Some(op.id);
+    pay.refund_shortfall = pay.credits.checked_sub(taken).ok_or(BillingError::Overflow)?;
+    pay.refund_actor = actor.to_string();
+    pay.updated_at = now_ms();
+    tx.put_payment(&pay)?;
+    Ok(Ok((pay, op)))
+}
+
+/// Refund outbox, step 2 (inside `tx`): records Telegram's answer for a `refund_pending`
+/// charge. `Ok(())` (refunded now, or Telegram says it already was) → `refunded`;
+/// `Err(description)` (Telegram refused) → `refund_failed` and the credits the `Refund` row
+/// took go back as one `RefundReversal` row. Returns the updated charge, or `None` when the
+/// charge is no longer pending (another pass recorded it first): nothing is written twice.
+pub fn finish_refund(
+    tx: &mut Tx,
+    charge_id: &str,
+    answer: Result<(), String>,
+) -> Result<Option<PaymentRecord>, BillingError> {
+    let Some(mut pay) = tx.get_payment(charge_id)? else { return Ok(None) };
+    if pay.state != PaymentState::RefundPending {
+        return Ok(None);
+    }
+    pay.updated_at = now_ms();
+    match answer {
+        Ok(()) => pay.state = PaymentState::Refunded,
+        Err(why) => {
+            let taken = pay.credits.checked_sub(pay.refund_shortfall).ok_or(BillingError::Overflow)?;
+            if taken.0 > 0 {
+                let mut user = tx.get_user(pay.user_id)?.ok_or(BillingError::UnknownUser(pay.user_id))?;
+                let reason = format!("{STARS_REASON}{charge_id}");
+                apply(tx, &mut user, OpKind::RefundReversal, taken, taken, None, None, "system", Some(reason))?;
+                tx.put_user(&user)?;
+            }
+            pay.state = PaymentState::RefundFailed;
+            pay.refund_error = Some(why.chars().take(300).collect());
+        }
+    }
+    tx.put_payment(&pay)?;
+    Ok(Some(pay))
+}
+
 /// `reason` prefix of a `Referral` ledger row; the referee's user id follows, then for a share
 /// of a purchase `:` and the purchase's reason (`stars:<charge id>`).
 pub const REFERRAL_REASON: &str = "ref:";
@@ -209,11 +281,15 @@ pub struct Mismatch {
 /// or a purchase without its charge is reported). `Referral` rows replay as credits and must
 /// each name a referee this user invited (and, for a purchase share, that referee's stored
 /// charge), at most one per signup and per charge; `referral.earned` and `referral.joined`
-/// must match the rows and the users.
+/// must match the rows and the users. A `Refund` row must be its charge's recorded refund
+/// (its credits, shortfall and actor's row id), a `RefundReversal` must belong to a
+/// `refund_failed` charge and give back exactly what was taken, each at most once per charge;
+/// a charge past `paid` must have its `Refund` row.
 pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
     let mut out = Vec::new();
     let mut charges: HashMap<String, u32> = HashMap::new();
     let mut causes: HashMap<String, u32> = HashMap::new();
+    let (mut refunds, mut reversals): (HashMap<String, u32>, HashMap<String, u32>) = Default::default();
     let users = rx.find_users()?;
     let mut joined: HashMap<UserId, u32> = HashMap::new();
     for u in &users {
@@ -285,6 +361,31 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
                         _ => bad(format!("referral reward {} names no referee of this user ({cause:?})", op.id)),
                     }
                 }
+                OpKind::Refund | OpKind::RefundReversal => {
+                    let charge = op.reason.as_deref().and_then(|r| r.strip_prefix(STARS_REASON)).unwrap_or_default();
+                    let reversal = op.kind == OpKind::RefundReversal;
+                    let seen = if reversal { &mut reversals } else { &mut refunds };
+                    *seen.entry(charge.to_string()).or_default() += 1;
+                    if seen[charge] > 1 {
+                        bad(format!("charge {charge:?} has more than one {:?} row", op.kind));
+                    }
+                    let ok = match rx.get_payment(charge)? {
+                        Some(p) if p.user_id == u.id && reversal => {
+                            p.state == PaymentState::RefundFailed
+                                && Some(op.amount) == p.credits.checked_sub(p.refund_shortfall)
+                        }
+                        Some(p) if p.user_id == u.id => {
+                            p.state != PaymentState::Paid
+                                && p.refund_operation_id == Some(op.id)
+                                && p.credits == op.amount
+                                && op.amount.checked_add(op.delta) == Some(p.refund_shortfall)
+                        }
+                        _ => false,
+                    };
+                    if !ok {
+                        bad(format!("{:?} row {} does not match its charge {charge:?}", op.kind, op.id));
+                    }
+                }
                 _ => {}
             }
         }
@@ -314,6 +415,26 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
                 None => bad(format!("hold {} has no job", op.id)),
                 _ => {}
             }
+        }
+    }
+    // Every charge past `paid` has its refund row, and a failed one with credits taken its
+    // reversal.
+    for p in rx.find_payments()? {
+        let charge = p.telegram_payment_charge_id.as_str();
+        let refunded = refunds.get(charge).copied().unwrap_or(0) > 0;
+        if p.state != PaymentState::Paid && !refunded {
+            out.push(Mismatch {
+                user: p.user_id,
+                problem: format!("charge {charge:?} is {:?} without its refund row", p.state),
+            });
+        }
+        let reversed = reversals.get(charge).copied().unwrap_or(0) > 0;
+        let taken = p.credits.0 - p.refund_shortfall.0;
+        if p.state == PaymentState::RefundFailed && taken > 0 && !reversed {
+            out.push(Mismatch {
+                user: p.user_id,
+                problem: format!("charge {charge:?} refund failed but its debit was not given back"),
+            });
         }
     }
     for (charge, n) in charges {
@@ -527,6 +648,10 @@ impl Billing {
                     state: PaymentState::Paid,
                     created_at: now,
                     updated_at: now,
+                    refund_operation_id: None,
+                    refund_shortfall: Credits::ZERO,
+                    refund_actor: String::new(),
+                    refund_error: None,
                 })?;
                 Ok(PurchaseOutcome::Credited { credits, balance: user.balance })
             })

@@ -14,6 +14,7 @@ pub mod inbox;
 pub mod keyboards;
 pub mod notifier;
 pub mod prompt;
+pub mod stars;
 
 use crate::billing::{Billing, BillingError};
 use crate::catalog::Catalog;
@@ -123,6 +124,9 @@ pub enum Command {
     /// Admins: `/unban USER`.
     #[command(hide)]
     Unban(String),
+    /// Admins: `/refund <telegram charge id>`.
+    #[command(hide)]
+    Refund(String),
     #[command(description = "your pictures")]
     My,
     #[command(description = "your presets")]
@@ -170,11 +174,19 @@ pub fn schema() -> UpdateHandler<BotError> {
     // Payments come before the gate and the steps: a pre-checkout must be answered even for a
     // banned payer (ok=false, not silence), and money paid is credited whatever step the chat
     // is at.
-    let payments =
-        dptree::entry().branch(Update::filter_pre_checkout_query().endpoint(handlers::pay::on_pre_checkout)).branch(
+    let payments = dptree::entry()
+        .branch(Update::filter_pre_checkout_query().endpoint(handlers::pay::on_pre_checkout))
+        .branch(
             Update::filter_message()
                 .filter(|msg: Message| msg.successful_payment().is_some())
                 .endpoint(handlers::pay::on_successful_payment),
+        )
+        // Telegram's own "refunded" service message after refundStarPayment: the refund
+        // path already told the payer, so it is not a prompt.
+        .branch(
+            Update::filter_message()
+                .filter(|msg: Message| matches!(msg.kind, teloxide::types::MessageKind::RefundedPayment(_)))
+                .endpoint(|| async { Ok(()) }),
         );
     let rest = dptree::entry()
         .chain(gate())

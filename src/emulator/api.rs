@@ -387,13 +387,27 @@ impl Emulator {
             };
             return self.finish(&name, chat_id, message_id, at_ms, during_wait, &excerpt, Err(e));
         }
-        let result = self.dispatch(&name, &call).await;
+        let mut result = self.dispatch(&name, &call).await;
+        if result.is_ok() && self.answer_lost(&name) {
+            result = Err(ApiError::normal(502, "Bad Gateway"));
+        }
         // A call that created a message reports the new message.
         let message_id = match &result {
             Ok(v) => v.get("message_id").and_then(Value::as_i64).or(message_id),
             Err(_) => message_id,
         };
         self.finish(&name, chat_id, message_id, at_ms, during_wait, &excerpt, result)
+    }
+
+    /// Whether a `lose_answers` rule takes this call's answer (counting it down).
+    fn answer_lost(&self, method: &str) -> bool {
+        let mut st = self.lock();
+        let Some(i) = st.lost_answers.iter().position(|r| r.method.eq_ignore_ascii_case(method)) else { return false };
+        st.lost_answers[i].times = st.lost_answers[i].times.saturating_sub(1);
+        if st.lost_answers[i].times == 0 {
+            st.lost_answers.remove(i);
+        }
+        true
     }
 
     /// Whether the call falls inside an earlier 429's wait, and whether a rule floods it now.

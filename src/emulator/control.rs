@@ -341,6 +341,18 @@ pub(crate) async fn flood(AxState(emu): AxState<Emulator>, body: Bytes) -> Respo
     }
 }
 
+/// `POST /emulator/control/lose_answers`.
+pub(crate) async fn lose_answers(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+    match serde_json::from_slice::<super::LostAnswer>(&body) {
+        Ok(rule) if rule.times > 0 && !rule.method.is_empty() => {
+            emu.lose_answers(rule);
+            Json(json!({"ok": true})).into_response()
+        }
+        Ok(_) => error(StatusCode::BAD_REQUEST, "method must be named and times must be at least 1"),
+        Err(e) => bad_body("lost answer rule", &e),
+    }
+}
+
 /// `POST /emulator/control/users/{id}/block`.
 pub(crate) async fn block(AxState(emu): AxState<Emulator>, Path(id): Path<i64>) -> Response {
     emu.set_blocked(id, true);

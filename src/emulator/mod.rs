@@ -75,10 +75,13 @@
 //!   with `parameters.retry_after`. After a 429 the chat (or, for a call without a chat, the
 //!   whole bot) is frozen for `retry_after` seconds and calls made meanwhile are recorded with
 //!   `during_flood_wait: true`. A rule without `method` never matches getUpdates.
+//! - `POST /emulator/control/lose_answers` — a [`LostAnswer`]: `{"method", "times"?}`; the
+//!   next `times` (default 1) calls of that method are carried out, then answered 502 `Bad
+//!   Gateway` (the answer is lost, the effect stays): the bot cannot know it happened.
 //! - `POST /emulator/control/users/{id}/block` and `…/unblock` — while blocked, every call
 //!   aimed at that chat answers 403 `Forbidden: bot was blocked by the user`.
 //! - `GET /emulator/control/payments` — [`Payments`]: `charges` (each [`Charge`] with its
-//!   `state`, `paid` or `refunded`) and `pre_checkouts` (each [`PreCheckout`] with the bot's
+//!   `state`, `paid` or `refunded`, and `refunded_at_ms`) and `pre_checkouts` (each [`PreCheckout`] with the bot's
 //!   answer, or `expired`), oldest first.
 //! - `POST /emulator/control/reset` — forget users, chats, files and records; keep what the bot
 //!   configured (commands, name, webhook) and keep update ids growing.
@@ -183,6 +186,7 @@ impl Emulator {
             .route("/emulator/control/callback_answers", get(control::callback_answers))
             .route("/emulator/control/inline_answers", get(control::inline_answers))
             .route("/emulator/control/flood", post(control::flood))
+            .route("/emulator/control/lose_answers", post(control::lose_answers))
             .route("/emulator/control/users/{id}/block", post(control::block))
             .route("/emulator/control/users/{id}/unblock", post(control::unblock))
             .route("/emulator/control/reset", post(control::reset))
@@ -273,6 +277,11 @@ impl Emulator {
     /// Adds a flood-control rule (see the control API).
     pub fn add_flood(&self, rule: FloodRule) {
         self.lock().floods.push(rule);
+    }
+
+    /// Loses the answers of the next calls of a method (see [`LostAnswer`]).
+    pub fn lose_answers(&self, rule: LostAnswer) {
+        self.lock().lost_answers.push(rule);
     }
 
     /// Blocks (`true`) or unblocks the bot for a user.
@@ -560,6 +569,18 @@ pub struct FloodRule {
     pub method: Option<String>,
     #[serde(default = "one")]
     pub retry_after: u64,
+    #[serde(default = "one_u32")]
+    pub times: u32,
+}
+
+/// A lost answer to inject: the next `times` calls of `method` (any case) are carried out as
+/// usual, then answered 502 `Bad Gateway` instead of their result, as when the connection
+/// drops after Telegram acted (a bot that crashed between the call and its record sees the
+/// same: nothing). Tests use it on refundStarPayment for the refund outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LostAnswer {
+    pub method: String,
     #[serde(default = "one_u32")]
     pub times: u32,
 }

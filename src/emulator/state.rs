@@ -231,6 +231,8 @@ pub(crate) struct State {
     pub rejections: Vec<Rejection>,
     pub calls: Vec<CallRecord>,
     pub floods: Vec<FloodRule>,
+    /// Methods whose next answers are lost (control API `lose_answers`).
+    pub lost_answers: Vec<super::LostAnswer>,
     /// Chat (or `None` for the whole bot) → frozen until this Unix ms, after a 429.
     pub frozen: HashMap<Option<i64>, u64>,
     pub blocked: HashSet<i64>,

@@ -170,6 +170,14 @@ pub enum OpKind {
     /// `reason` = `ref:<referee id>` for the referee's signup, `ref:<referee id>:stars:<charge
     /// id>` for a share of the referee's purchase.
     Referral,
+    /// A Telegram Stars charge refunded by an admin: the credits it bought taken back out
+    /// (balance −min(credits, balance)). `reason` = `stars:<charge id>`; `amount` = the
+    /// charge's credits, `−delta` = what the balance had, so `amount + delta` is the shortfall
+    /// (also on the payment, `refund_shortfall`). Written with the payment's `refund_pending`.
+    Refund,
+    /// A refund Telegram refused: the credits its `Refund` row took are given back (balance
+    /// +amount, `reason` = `stars:<charge id>`), with the payment's `refund_failed`.
+    RefundReversal,
 }
 
 /// One ledger row. `delta` is the change to the spendable balance; replaying every row's
@@ -200,15 +208,17 @@ impl Record for Operation {
     const VERSION: u32 = 1;
 }
 
-/// Where a paid charge stands. Only `Paid` is written now; the refund states are for the
-/// refund outbox (a refund is recorded as pending before `refundStarPayment` is called).
+/// Where a paid charge stands. The refund states are the refund outbox: a refund is recorded
+/// as pending (with its ledger debit) before `refundStarPayment` is called, then done or failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentState {
     /// Credited once; the Stars are ours.
     Paid,
     /// A refund was decided and its ledger debit written; `refundStarPayment` not yet confirmed.
-    Refunding,
+    /// (`refunding` is how an earlier build spelled it; none was ever written.)
+    #[serde(alias = "refunding")]
+    RefundPending,
     /// Telegram confirmed the refund.
     Refunded,
     /// Telegram refused the refund (the debit was given back).
@@ -238,6 +248,18 @@ pub struct PaymentRecord {
     /// Unix ms of the last state change.
     #[serde(default)]
     pub updated_at: i64,
+    /// The `Refund` ledger row, once a refund was decided.
+    #[serde(default)]
+    pub refund_operation_id: Option<OperationId>,
+    /// Credits the refund could not take back because the balance was smaller (it went to 0).
+    #[serde(default)]
+    pub refund_shortfall: Credits,
+    /// Who asked for the refund (`admin:<login>`, `tg:<id>`, `cli`).
+    #[serde(default)]
+    pub refund_actor: String,
+    /// Telegram's description when it refused the refund (`refund_failed`).
+    #[serde(default)]
+    pub refund_error: Option<String>,
 }
 impl Record for PaymentRecord {
     const VERSION: u32 = 1;
@@ -905,14 +927,39 @@ mod tests {
             state: PaymentState::Paid,
             created_at: 5,
             updated_at: 5,
+            refund_operation_id: None,
+            refund_shortfall: Credits::ZERO,
+            refund_actor: String::new(),
+            refund_error: None,
         };
         let bytes = pay.encode().expect("enc");
         assert!(String::from_utf8_lossy(&bytes).contains(r#""state":"paid""#), "states are snake_case words");
         assert_eq!(PaymentRecord::decode(&bytes).expect("dec"), pay);
-        for state in [PaymentState::Refunding, PaymentState::Refunded, PaymentState::RefundFailed] {
+        for state in [PaymentState::RefundPending, PaymentState::Refunded, PaymentState::RefundFailed] {
             let p = PaymentRecord { state, ..pay.clone() };
             assert_eq!(PaymentRecord::decode(&p.encode().expect("enc")).expect("dec"), p);
         }
+        // A charge as stored before refunds (no refund fields) still reads, and the state's
+        // earlier spelling too.
+        let stored = r#"{"v":1,"telegram_payment_charge_id":"stxOLD","user_id":7,"package_id":"small","credits":110,"stars":50,"operation_id":"0190f5a2-7c3e-7000-8000-000000000001","state":"refunding","created_at":5}"#;
+        let old = PaymentRecord::decode(stored.as_bytes()).expect("the stored literal");
+        assert_eq!(
+            (old.state, old.refund_operation_id, old.refund_shortfall),
+            (PaymentState::RefundPending, None, Credits::ZERO)
+        );
+        let refunded = PaymentRecord {
+            state: PaymentState::Refunded,
+            refund_operation_id: Some(OperationId::new()),
+            refund_shortfall: Credits(30),
+            refund_actor: "tg:1".into(),
+            refund_error: Some("x".into()),
+            ..pay.clone()
+        };
+        let bytes = refunded.encode().expect("enc");
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""state":"refunded""#));
+        assert_eq!(PaymentRecord::decode(&bytes).expect("dec"), refunded);
+        let pending = PaymentRecord { state: PaymentState::RefundPending, ..pay.clone() };
+        assert!(String::from_utf8_lossy(&pending.encode().expect("enc")).contains(r#""state":"refund_pending""#));
         let d = Draft {
             id: u128::MAX,
             user_id: UserId(1),

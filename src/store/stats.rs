@@ -167,7 +167,12 @@ pub fn on_operation(tx: &WriteTransaction, op: &Operation) -> Result<(), StoreEr
         OpKind::Hold => counter::HELD,
         OpKind::Capture => counter::CAPTURED,
         OpKind::Release => counter::RELEASED,
-        OpKind::SignupBonus | OpKind::Adjust | OpKind::Purchase | OpKind::Referral => return Ok(()),
+        OpKind::SignupBonus
+        | OpKind::Adjust
+        | OpKind::Purchase
+        | OpKind::Referral
+        | OpKind::Refund
+        | OpKind::RefundReversal => return Ok(()),
     };
     bump(tx, day_of(op.created_at), name, op.amount.0)
 }
@@ -217,7 +222,12 @@ pub fn rebuild(tx: &WriteTransaction) -> Result<u64, StoreError> {
                 OpKind::Hold => counter::HELD,
                 OpKind::Capture => counter::CAPTURED,
                 OpKind::Release => counter::RELEASED,
-                OpKind::SignupBonus | OpKind::Adjust | OpKind::Purchase | OpKind::Referral => continue,
+                OpKind::SignupBonus
+                | OpKind::Adjust
+                | OpKind::Purchase
+                | OpKind::Referral
+                | OpKind::Refund
+                | OpKind::RefundReversal => continue,
             };
             *sums.entry((day_of(op.created_at), name)).or_default() += op.amount.0;
         }

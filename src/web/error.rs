@@ -62,6 +62,8 @@ impl From<crate::admin::AdminError> for WebError {
             AdminError::UnknownUser(_) | AdminError::UnknownTarget(_) => WebError::NotFound,
             AdminError::Invalid(m) => WebError::BadRequest(m),
             e @ AdminError::InsufficientFunds { .. } => WebError::BadRequest(e.to_string()),
+            AdminError::Refund(m) => WebError::Unprocessable(m),
+            AdminError::NoBot => WebError::Unavailable("the bot is not running (no token configured)"),
             AdminError::Billing(b) => WebError::Billing(b),
             AdminError::Store(s) => WebError::Store(s),
         }

@@ -98,6 +98,8 @@ pub fn router(state: WebState) -> Router {
         .route("/admin/users/{id}/level", post(users::set_level))
         .route("/admin/ledger", get(ledger::list))
         .route("/admin/ledger.csv", get(ledger::csv))
+        .route("/admin/payments", get(payments::list))
+        .route("/admin/payments/refund", post(payments::refund))
         .route("/admin/jobs", get(jobs::list))
         .route("/admin/jobs/rows", get(jobs::rows))
         .route("/admin/jobs/{id}", get(jobs::get))

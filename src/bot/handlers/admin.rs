@@ -1,12 +1,13 @@
 //! `/status` for everyone (their own jobs; any job for admins) and the admin commands for
 //! `telegram.admins`: `/add_balance USER AMOUNT [reason]` (alias `/addtokens`), `/users
-//! [page|query]`, `/ban USER`, `/unban USER`. USER is a Telegram id or `@username`. Every change
+//! [page|query]`, `/ban USER`, `/unban USER`, `/refund <charge id>` (a Telegram Stars charge,
+//! through the refund outbox: [`crate::admin::Admin::refund`]). USER is a Telegram id or `@username`. Every change
 //! goes through the admin service ([`crate::admin::Admin`]) with actor `tg:<id>`, so it has its
 //! audit row like a panel or CLI change. Bad arguments get the usage line; anyone else gets
 //! "admins only" and nothing happens.
 
 use super::Caller;
-use crate::admin::{Actor, AdminError};
+use crate::admin::{Actor, AdminError, RefundOutcome};
 use crate::bot::i18n::Lang;
 use crate::bot::{BotCtx, BotError, TgBot};
 use crate::domain::{Credits, JobId, JobStatus};
@@ -127,6 +128,28 @@ pub async fn command(
                 };
                 lang.tf(key, &[("user", &label)])
             }
+        },
+        ("refund", [charge]) => match ctx.admin.refund(actor, charge).await {
+            Ok(RefundOutcome::Refunded { payment: p }) => {
+                let mut text = lang.tf(
+                    "admin_refund_done",
+                    &[
+                        ("charge", &p.telegram_payment_charge_id),
+                        ("stars", &p.stars),
+                        ("user", &p.user_id.0),
+                        ("credits", &me.money(ctx, p.credits.checked_sub(p.refund_shortfall).unwrap_or(p.credits))),
+                    ],
+                );
+                if p.refund_shortfall.0 > 0 {
+                    text.push('\n');
+                    text.push_str(&lang.tf("admin_refund_short", &[("shortfall", &me.money(ctx, p.refund_shortfall))]));
+                }
+                text
+            }
+            Ok(RefundOutcome::Failed { reason, .. }) => lang.tf("admin_refund_failed", &[("reason", &reason)]),
+            Ok(RefundOutcome::Pending { .. }) => lang.t("admin_refund_pending"),
+            Err(AdminError::Refund(why)) => lang.tf("admin_refund_refused", &[("reason", &why)]),
+            Err(e) => return Err(e.into()),
         },
         ("users", []) => users(ctx, me, None, 0).await?,
         ("users", [n]) if n.parse::<usize>().is_ok_and(|n| n >= 1) => {

@@ -80,6 +80,7 @@ pub async fn run(
         Command::Users(args) => super::admin::command(&bot, chat, &ctx, &me, "users", &args).await?,
         Command::Ban(args) => super::admin::command(&bot, chat, &ctx, &me, "ban", &args).await?,
         Command::Unban(args) => super::admin::command(&bot, chat, &ctx, &me, "unban", &args).await?,
+        Command::Refund(args) => super::admin::command(&bot, chat, &ctx, &me, "refund", &args).await?,
         Command::Write => {
             super::write::start(&bot, &ctx, &me, &dialogue).await?;
         }

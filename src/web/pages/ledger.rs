@@ -14,6 +14,10 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+/// Kinds the filter offers (stored names, see [`kind_name`]).
+pub const KINDS: [&str; 9] =
+    ["signup_bonus", "hold", "capture", "release", "adjust", "purchase", "referral", "refund", "refund_reversal"];
+
 /// Rows shown on the page (the CSV has them all).
 const PAGE_ROWS: usize = 200;
 const DAY: i64 = 86_400_000;
@@ -28,6 +32,8 @@ pub fn kind_name(k: OpKind) -> &'static str {
         OpKind::Adjust => "adjust",
         OpKind::Purchase => "purchase",
         OpKind::Referral => "referral",
+        OpKind::Refund => "refund",
+        OpKind::RefundReversal => "refund_reversal",
     }
 }
 
@@ -64,9 +70,7 @@ impl TryFrom<&LedgerQuery> for Filter {
         };
         let kind = match q.kind.trim() {
             "" => None,
-            k if ["signup_bonus", "hold", "capture", "release", "adjust", "purchase"].contains(&k) => {
-                Some(k.to_string())
-            }
+            k if KINDS.contains(&k) => Some(k.to_string()),
             _ => return Err(bad("kind")),
         };
         let from = match q.from.trim() {
@@ -95,6 +99,7 @@ pub struct LedgerPage {
     csv_query: String,
     rows: Vec<OpRow>,
     truncated: bool,
+    kinds: &'static [&'static str],
 }
 
 /// `GET /admin/ledger`.
@@ -127,6 +132,7 @@ pub async fn list(
         csv_query,
         rows: rows.iter().map(OpRow::from).collect(),
         truncated,
+        kinds: &KINDS,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod library;
 pub mod login;
 pub mod models;
 pub mod ops;
+pub mod payments;
 pub mod users;
 
 use super::assets;
