@@ -18,6 +18,7 @@ mod payments;
 mod providers;
 mod reference;
 mod referral;
+mod refunds;
 mod sandbox;
 mod structure;
 mod tools;
