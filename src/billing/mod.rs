@@ -907,6 +907,66 @@ mod tests {
         assert!(problems.iter().any(|m| m.problem.contains("does not match its charge")), "{problems:?}");
     }
 
+    #[tokio::test]
+    async fn a_refund_takes_back_at_most_the_balance_and_verify_checks_its_rows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let package = Package { id: "small".into(), credits: Credits(100), stars: 50, crypto: None, bonus_percent: 10 };
+        let cfg = BillingConfig { signup_bonus: Credits(100), packages: vec![package], ..Default::default() };
+        let b = Billing::new(store.clone(), cfg);
+        b.register(profile(4), None).await.expect("reg");
+        let payload = invoice_payload("small", UserId(4));
+        for charge in ["ch-1", "ch-2"] {
+            b.credit_purchase(stars(charge, &payload)).await.expect("credit");
+        }
+        b.adjust(UserId(4), Credits(-250), "admin:x".into(), "spent".into()).await.expect("spend");
+        // 70 left: the first refund takes all 70 (shortfall 40), the second finds 0 (shortfall 110).
+        let (p1, op1) = store.write(|tx| begin_refund(tx, "ch-1", "cli")).await.expect("tx").expect("paid");
+        assert_eq!(
+            (p1.state, p1.refund_shortfall, op1.amount, op1.delta),
+            (PaymentState::RefundPending, Credits(40), Credits(110), Credits(-70))
+        );
+        assert_eq!(
+            store.write(|tx| begin_refund(tx, "ch-1", "cli")).await.expect("tx"),
+            Err(RefundRefusal::NotPaid(PaymentState::RefundPending))
+        );
+        assert_eq!(
+            store.write(|tx| begin_refund(tx, "nope", "cli")).await.expect("tx"),
+            Err(RefundRefusal::UnknownCharge)
+        );
+        assert!(b.verify().await.expect("verify").is_empty(), "a pending refund is consistent");
+        let done = store.write(|tx| finish_refund(tx, "ch-1", Ok(()))).await.expect("tx").expect("pending");
+        assert_eq!(done.state, PaymentState::Refunded);
+        assert_eq!(
+            store.write(|tx| finish_refund(tx, "ch-1", Err("late".into()))).await.expect("tx"),
+            None,
+            "recorded once"
+        );
+        store.write(|tx| begin_refund(tx, "ch-2", "cli")).await.expect("tx").expect("paid");
+        let failed = store
+            .write(|tx| finish_refund(tx, "ch-2", Err("Bad Request: X".into())))
+            .await
+            .expect("tx")
+            .expect("pending");
+        assert_eq!((failed.state, failed.refund_shortfall), (PaymentState::RefundFailed, Credits(110)));
+        let kinds: Vec<_> =
+            store.read(|rx| rx.find_operations(UserId(4))).await.expect("ops").iter().map(|o| o.kind).collect();
+        assert_eq!(kinds.last(), Some(&OpKind::Refund), "nothing was taken for ch-2, so nothing is given back");
+        assert_eq!(b.user(UserId(4)).await.expect("u").expect("user").balance, Credits(0));
+        assert!(b.verify().await.expect("verify").is_empty());
+        // A refunded charge put back to `paid` (its refund row orphaned) is reported.
+        store
+            .write(|tx| {
+                let mut p = tx.get_payment("ch-1")?.expect("stored");
+                p.state = PaymentState::Paid;
+                tx.put_payment(&p)
+            })
+            .await
+            .expect("tamper");
+        let problems = b.verify().await.expect("verify");
+        assert!(problems.iter().any(|m| m.problem.contains("does not match its charge")), "{problems:?}");
+    }
+
     #[test]
     fn referral_codes_round_trip_and_other_payloads_are_ignored() {
         for id in [1, 35, 36, 2201, 7_000_000_000, i64::MAX] {

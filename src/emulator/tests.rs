@@ -1296,6 +1296,26 @@ async fn stars_invoices_are_paid_refunded_and_replayed_like_telegram() {
     let list = upd["result"].as_array().expect("list");
     let qid = list.iter().rev().find_map(|u| u["pre_checkout_query"]["id"].as_str()).expect("query").to_string();
     assert_eq!(env.raw("answerPreCheckoutQuery", json!({"pre_checkout_query_id": qid, "ok": true})).await.0, 200);
-    assert!(pay.await.expect("join").expect("pay").paid);
+    let paid = pay.await.expect("join").expect("pay");
+    assert!(paid.paid);
     assert_eq!(env.emu.rejections().len(), rejected + 1, "only the ok=false without a message was refused since");
+
+    // A lost answer: the refund happens, the bot hears 502; asking again says it was done.
+    let (status, _) = env.control_post("emulator/control/lose_answers", json!({"method": "refundstarpayment"})).await;
+    assert_eq!(status, 200);
+    let (status, _) = env.control_post("emulator/control/lose_answers", json!({"method": "x", "times": 0})).await;
+    assert_eq!(status, 400);
+    let second = json!({"user_id": USER, "telegram_payment_charge_id": paid.telegram_payment_charge_id});
+    let (status, body) = env.raw("refundStarPayment", second.clone()).await;
+    assert_eq!((status, body["description"].as_str()), (502, Some("Bad Gateway")), "{body}");
+    let payments = env.control_get("emulator/control/payments").await;
+    assert_eq!(payments["charges"][1]["state"], "refunded", "{payments}");
+    assert!(payments["charges"][1]["refunded_at_ms"].is_u64(), "{payments}");
+    let (status, body) = env.raw("refundStarPayment", second).await;
+    assert_eq!((status, body["description"].as_str()), (400, Some("Bad Request: CHARGE_ALREADY_REFUNDED")));
+    assert_eq!(
+        env.emu.rejections().len(),
+        rejected + 1,
+        "lost answers and refusals are Telegram's answers, not rejections"
+    );
 }

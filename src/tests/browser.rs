@@ -1,5 +1,6 @@
 //! The admin panel in a real headless Chromium, driven over WebDriver (chromedriver): log in,
-//! find a user, top up 50 credits, see the balance and the ledger row, download the CSV, open
+//! find a user, top up 50 credits, see the balance and the ledger row, download the CSV,
+//! refund a Telegram Stars charge on the payments page (against the Bot API emulator), open
 //! the dashboard and keep a screenshot of it as a test artifact.
 //!
 //! The server is the real router on a real TCP listener over a real redb file. Chromium and
@@ -83,7 +84,7 @@ async fn start_chromedriver() -> (Driver, String) {
     panic!("chromedriver ({}) did not open port {port}", chromedriver.display());
 }
 
-async fn start_panel(dir: &std::path::Path) -> (Store, SocketAddr) {
+async fn start_panel(dir: &std::path::Path) -> (Store, SocketAddr, crate::admin::Admin) {
     let store = Store::open(dir).expect("open store");
     let s = store.clone();
     tokio::task::spawn_blocking(move || crate::admin::set_password_blocking(&s, &crate::admin::Actor::Cli, PASSWORD))
@@ -117,13 +118,79 @@ async fn start_panel(dir: &std::path::Path) -> (Store, SocketAddr) {
     let config = Arc::new(Config::default().with_demo());
     let catalog = crate::catalog::Catalog::open(store.clone(), &config).expect("catalog");
     let health = Arc::new(crate::health::Health::new(crate::health::BotState::NoToken));
-    let app = router(WebState::new(store.clone(), config, catalog, health));
+    let state = WebState::new(store.clone(), config, catalog, health);
+    let admin = state.admin.clone();
+    let app = router(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
     });
-    (store, addr)
+    (store, addr, admin)
+}
+
+/// User 501 pays a 50-Star invoice in the emulator (the bot's side over the Bot API), and the
+/// charge is credited as the bot would; refunds go to that emulator. Returns the charge id.
+async fn stars_charge(
+    store: &Store,
+    admin: &crate::admin::Admin,
+    emu: &crate::emulator::Emulator,
+    emu_url: &str,
+) -> String {
+    use serde_json::json;
+    let hello = json!({"user": {"id": 501, "first_name": "Vera", "language_code": "en"}, "text": "hi"});
+    emu.push_update(serde_json::from_value(hello).expect("update")).expect("known chat");
+    let api = format!("{emu_url}/bot{}", crate::app::SANDBOX_TOKEN);
+    let http = reqwest::Client::new();
+    let call = |method: &str, body: serde_json::Value| {
+        let req = http.post(format!("{api}/{method}")).json(&body);
+        async move { req.send().await.expect("call").json::<serde_json::Value>().await.expect("json") }
+    };
+    let payload = billing::invoice_payload("small", UserId(501));
+    let invoice = json!({"chat_id": 501, "title": "110 credits", "description": "110 credits", "payload": payload,
+        "currency": "XTR", "prices": [{"label": "110 credits", "amount": 50}]});
+    let sent = call("sendInvoice", invoice).await;
+    let mid = sent["result"]["message_id"].as_i64().expect("invoice message");
+    let payer = serde_json::from_value(json!({"id": 501, "first_name": "Vera"})).expect("user");
+    let e = emu.clone();
+    let pay = tokio::spawn(async move {
+        e.pay(payer, crate::emulator::PayInvoice { message_id: Some(mid), invoice_link: None }).await.expect("pay")
+    });
+    let mut query = None;
+    while query.is_none() {
+        let updates = call("getUpdates", json!({"timeout": 5})).await;
+        query = updates["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|u| u["pre_checkout_query"]["id"].as_str().map(str::to_string));
+    }
+    call("answerPreCheckoutQuery", json!({"pre_checkout_query_id": query, "ok": true})).await;
+    let charge = pay.await.expect("join").telegram_payment_charge_id.expect("paid");
+    let package = crate::config::Package {
+        id: "small".into(),
+        credits: Credits(100),
+        stars: 50,
+        crypto: None,
+        bonus_percent: 10,
+    };
+    let b = billing::Billing::new(
+        store.clone(),
+        crate::config::BillingConfig { packages: vec![package], ..Default::default() },
+    );
+    let paid = billing::StarPayment {
+        payer: UserId(501),
+        currency: billing::STARS_CURRENCY.into(),
+        total_amount: 50,
+        invoice_payload: payload,
+        telegram_payment_charge_id: charge.clone(),
+        provider_payment_charge_id: String::new(),
+    };
+    b.credit_purchase(paid).await.expect("credited");
+    let bot = teloxide::Bot::new(crate::app::SANDBOX_TOKEN).set_api_url(emu_url.parse().expect("url"));
+    let tg = teloxide::adaptors::Throttle::new_spawn(bot, teloxide::adaptors::throttle::Limits::default());
+    admin.set_stars(Arc::new(crate::bot::stars::BotStars::new(tg, &Config::default())));
+    charge
 }
 
 /// A headless Chromium session: (chromedriver, WebDriver client, profile dir). Keep all three
@@ -157,7 +224,8 @@ async fn headless_chromium() -> (Driver, fantoccini::Client, tempfile::TempDir) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_tops_up_a_user_in_headless_chromium() {
     let dir = tempfile::tempdir().expect("tmp");
-    let (store, addr) = start_panel(dir.path()).await;
+    let (store, addr, admin) = start_panel(dir.path()).await;
+    let (emu, emu_url, _emu_task) = crate::tests::harness::serve_emulator().await;
     let (_driver, c, _profile) = headless_chromium().await;
     let base = format!("http://{addr}");
 
@@ -239,6 +307,31 @@ async fn admin_tops_up_a_user_in_headless_chromium() {
     assert!(body.contains("browser top-up") && body.contains(",50,") && body.contains(",70,"), "{body}");
     assert!(!body.contains(",502,"), "only Vera's rows: {body}");
 
+    // Refund Vera's Stars charge on the payments page: Refund, confirm, see the result.
+    let charge = stars_charge(&store, &admin, &emu, &emu_url).await;
+    c.find(Locator::Css("nav a[href='/admin/payments']")).await.expect("nav link").click().await.expect("open");
+    let row = c.wait().for_element(Locator::Id("payments")).await.expect("payments table");
+    let listed = row.text().await.expect("text");
+    assert!(listed.contains(&charge) && listed.contains("paid") && listed.contains("⭐50"), "{listed}");
+    c.find(Locator::Css("form[action='/admin/payments/refund'] button"))
+        .await
+        .expect("refund")
+        .click()
+        .await
+        .expect("click");
+    c.accept_alert().await.expect("the confirm dialog");
+    let flash = c.wait().for_element(Locator::Id("flash")).await.expect("the result");
+    assert!(flash.text().await.expect("text").contains(&format!("Charge {charge} refunded")));
+    let listed = c.find(Locator::Id("payments")).await.expect("table").text().await.expect("text");
+    assert!(listed.contains("refunded"), "{listed}");
+    let refunded =
+        emu.payments().charges.into_iter().find(|ch| ch.telegram_payment_charge_id == charge).expect("charge");
+    assert_eq!(refunded.state, "refunded", "Telegram refunded the Stars");
+    let ops = store.read(|rx| rx.find_operations(UserId(501))).await.expect("ops");
+    let refunds = ops.iter().filter(|o| o.kind == crate::store::records::OpKind::Refund).count();
+    assert_eq!(refunds, 1, "one debit");
+    assert!(store.read(billing::verify).await.expect("verify").is_empty());
+
     // The dashboard, with a screenshot kept for people to look at.
     c.goto(&format!("{base}/admin")).await.expect("dashboard");
     c.wait().for_element(Locator::Css("svg.chart")).await.expect("charts");
@@ -252,7 +345,7 @@ async fn admin_tops_up_a_user_in_headless_chromium() {
     c.close().await.expect("close session");
 
     let u = store.read(|rx| rx.get_user(UserId(501))).await.expect("read").expect("user");
-    assert_eq!(u.balance, Credits(70));
+    assert_eq!(u.balance, Credits(70), "20 + 50 top-up + 110 bought − 110 refunded");
 }
 
 /// The sandbox page under the panel's CSP, as `sandbox` serves it: a bot message with
