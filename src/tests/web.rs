@@ -360,6 +360,8 @@ fn routes(e: &Env) -> Vec<String> {
         "/admin/ledger".into(),
         "/admin/ledger?user=1&kind=adjust".into(),
         "/admin/ledger.csv".into(),
+        "/admin/payments".into(),
+        "/admin/payments?page=0&done=refunded&charge=stx1".into(),
         "/admin/jobs".into(),
         "/admin/jobs/rows".into(),
         format!("/admin/jobs/{}", e.job),
@@ -392,6 +394,7 @@ fn posts(e: &Env) -> Vec<(String, &'static str)> {
         (format!("/admin/broadcasts/{}/start", e.broadcast), ""),
         (format!("/admin/broadcasts/{}/cancel", e.broadcast), ""),
         (format!("/admin/library/{}/delete", e.image), ""),
+        ("/admin/payments/refund".into(), "charge=stx-none&page=0"),
         ("/admin/logout".into(), ""),
     ]
 }
@@ -1417,4 +1420,42 @@ fn demo_config() -> Config {
     let mut c = Config::default().with_demo();
     c.models.truncate(1);
     c
+}
+
+#[tokio::test]
+async fn payments_page_lists_charges_and_a_refund_without_a_bot_changes_nothing() {
+    let e = env().await;
+    let (cookie, csrf) = login(&e.app).await;
+    let package =
+        crate::config::Package { id: "small".into(), credits: Credits(100), stars: 50, crypto: None, bonus_percent: 0 };
+    let b = billing::Billing::new(
+        e.store.clone(),
+        crate::config::BillingConfig { packages: vec![package], ..Default::default() },
+    );
+    let paid = billing::StarPayment {
+        payer: UserId(1),
+        currency: billing::STARS_CURRENCY.into(),
+        total_amount: 50,
+        invoice_payload: billing::invoice_payload("small", UserId(1)),
+        telegram_payment_charge_id: "stx-web-1".into(),
+        provider_payment_charge_id: String::new(),
+    };
+    b.credit_purchase(paid).await.expect("credited");
+    let before = balance(&e.store, 1).await;
+    let page = text(send(&e.app, get("/admin/payments", Some(&cookie))).await).await;
+    assert!(
+        page.contains("stx-web-1") && page.contains("href=\"/admin/users/1\"") && page.contains(">paid<"),
+        "{page}"
+    );
+    // The flash names the charge from the query, escaped.
+    let r = send(&e.app, get("/admin/payments?done=refunded&charge=%3Cscript%3Ex", Some(&cookie))).await;
+    let flash = text(r).await;
+    assert!(flash.contains("&#60;script&#62;x refunded") && !flash.contains("<script>x"), "{flash}");
+    // No bot token: Telegram cannot be asked, so nothing is debited or marked.
+    let r = send(&e.app, post("/admin/payments/refund", Some(&cookie), &format!("csrf={csrf}&charge=stx-web-1"))).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let p = e.store.read(|rx| rx.get_payment("stx-web-1")).await.expect("read").expect("charge");
+    assert_eq!(p.state, crate::store::records::PaymentState::Paid);
+    assert_eq!(balance(&e.store, 1).await, before);
+    assert!(e.store.read(billing::verify).await.expect("verify").is_empty());
 }
