@@ -282,7 +282,7 @@ pub struct Mismatch {
 /// each name a referee this user invited (and, for a purchase share, that referee's stored
 /// charge), at most one per signup and per charge; `referral.earned` and `referral.joined`
 /// must match the rows and the users. A `Refund` row must be its charge's recorded refund
-/// (its credits, shortfall and actor's row id), a `RefundReversal` must belong to a
+/// (its credits, its shortfall, its `refund_operation_id`), a `RefundReversal` must belong to a
 /// `refund_failed` charge and give back exactly what was taken, each at most once per charge;
 /// a charge past `paid` must have its `Refund` row.
 pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
