@@ -329,6 +329,19 @@ impl Admin {
         Ok((all.into_iter().skip(skip).take(per_page).collect(), more))
     }
 
+    /// One page of Crypto Pay invoices, newest first (ids rise with time), and whether more follow.
+    pub async fn crypto_invoices_page(
+        &self,
+        page: usize,
+        per_page: usize,
+    ) -> Result<(Vec<crate::store::records::CryptoInvoice>, bool), AdminError> {
+        let mut all = self.store.read(|rx| rx.find_crypto_invoices()).await?;
+        all.reverse();
+        let skip = page.saturating_mul(per_page);
+        let more = all.len() > skip.saturating_add(per_page);
+        Ok((all.into_iter().skip(skip).take(per_page).collect(), more))
+    }
+
     /// Credits (positive `delta`) or debits a user: one `adjust` ledger row with `reason`, and
     /// an audit entry. Errors: [`AdminError::Invalid`] for a zero or huge amount or an empty
     /// reason, [`AdminError::InsufficientFunds`] for a debit below zero.

@@ -150,6 +150,15 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     if let Some(w) = &webhook {
         router = router.merge(w.router(store.clone()));
     }
+    // Crypto Pay needs the bot (its payers are told through it); its webhook shares the
+    // listener with Telegram's, so one public URL serves both.
+    let crypto = match config.billing.crypto_pay.clone().filter(|_| bot_runs) {
+        Some(cfg) => Some(crate::billing::crypto_pay::CryptoPay::new(Billing::new(store.clone(), config.billing.clone()), cfg)?),
+        None => None,
+    };
+    if let Some(cp) = crypto.as_ref().filter(|c| c.webhook_enabled()) {
+        router = router.merge(crate::web::crypto_pay::router(cp.clone()));
+    }
     if let Some(emu) = &emulator {
         router = router
             .merge(emu.router().layer(axum::middleware::from_fn(crate::web::security_headers)))
@@ -239,6 +248,11 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         tasks.push(tokio::spawn(async move { admin.run_refund_outbox(token).await }));
     }
 
+    if let Some(cp) = &crypto {
+        cp.set_notifier(Arc::new(bot::handlers::pay::CryptoCredited::new(tg.clone(), &config)));
+        tasks.push(tokio::spawn(cp.clone().run_poller(shutdown.clone())));
+    }
+
     let dialogues = RedbDialogues::new(store.clone());
     let ctx = Arc::new(BotCtx {
         config: config.clone(),
@@ -252,6 +266,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         store: store.clone(),
         dialogues: dialogues.clone(),
         own_username: Arc::default(),
+        crypto,
     });
     let dispatcher = Dispatcher::builder(tg.clone(), bot::schema())
         .dependencies(dptree::deps![ctx, dialogues])

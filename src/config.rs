@@ -262,6 +262,78 @@ pub struct BillingConfig {
     /// The referral programme (`[billing.referral]`); all zero by default (links work, nobody
     /// is rewarded).
     pub referral: ReferralConfig,
+    /// Crypto top-ups through @CryptoBot's Crypto Pay API (`[billing.crypto_pay]`); absent:
+    /// no crypto buttons, no poller, no webhook route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crypto_pay: Option<CryptoPayConfig>,
+}
+
+/// Crypto Pay (protocols.md §9): packages with a `crypto` price get a "💎 Crypto" button; an
+/// invoice is credited once, from the `invoice_paid` webhook or from polling `getInvoices`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CryptoPayConfig {
+    /// The app's API token from @CryptoBot (Crypto Pay → Create App). Prefer the environment:
+    /// `MEDIABOT_BILLING__CRYPTO_PAY__TOKEN`. It also keys the webhook signature.
+    pub token: Secret,
+    /// API root: `https://pay.crypt.bot` (mainnet) or `https://testnet-pay.crypt.bot`
+    /// (testnet tokens come from @CryptoTestnetBot). `https://` only (`http://` is accepted for
+    /// loopback addresses, which only tests use).
+    pub base_url: String,
+    /// Seconds between two `getInvoices` calls for the invoices still open (always on: it is
+    /// what credits payments when no webhook reaches this host). 5–3600.
+    #[serde(alias = "poll_interval")]
+    pub poll_interval_secs: u64,
+    /// Seconds an invoice stays payable (`expires_in`, 60–2678400); then it is marked expired
+    /// and never credited.
+    pub invoice_ttl_secs: u64,
+    /// Serve `POST /crypto-pay/webhook` on the web listener, for the webhook URL set in
+    /// @CryptoBot (Crypto Pay → My Apps → Webhooks). Off: polling alone credits payments.
+    pub webhook: bool,
+}
+
+impl Default for CryptoPayConfig {
+    fn default() -> Self {
+        CryptoPayConfig {
+            token: Secret::default(),
+            base_url: "https://pay.crypt.bot".into(),
+            poll_interval_secs: 30,
+            invoice_ttl_secs: 3600,
+            webhook: false,
+        }
+    }
+}
+
+impl CryptoPayConfig {
+    /// Checks the section; `Err((field, message))`. Messages never quote the token.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let t = self.token.expose();
+        // Tokens look like `12345:AAzQcZWQqQAbsfgPnOLr4FHC8Doa4L7KryC`.
+        if t.is_empty() || t.len() > 256 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '_' || c == '-') {
+            return Err(("token", "the app token from @CryptoBot (set MEDIABOT_BILLING__CRYPTO_PAY__TOKEN)".into()));
+        }
+        let url = url::Url::parse(&self.base_url).map_err(|_| ("base_url", "not a URL".to_string()))?;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        let ok = url.query().is_none()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && (url.scheme() == "https" || (url.scheme() == "http" && loopback));
+        if !ok {
+            return Err(("base_url", "an https:// URL such as https://pay.crypt.bot or https://testnet-pay.crypt.bot".into()));
+        }
+        if !(5..=3600).contains(&self.poll_interval_secs) {
+            return Err(("poll_interval_secs", "5–3600 seconds".into()));
+        }
+        if !(60..=2_678_400).contains(&self.invoice_ttl_secs) {
+            return Err(("invoice_ttl_secs", "60–2678400 seconds (Crypto Pay's expires_in)".into()));
+        }
+        Ok(())
+    }
 }
 
 /// Rewards for inviting users (`[billing.referral]`), each paid to the referrer as one
@@ -289,7 +361,7 @@ pub struct Package {
     pub credits: Credits,
     /// Price in Telegram Stars (currency `XTR`, whole Stars, > 0).
     pub stars: i64,
-    /// Price in a crypto asset for Crypto Pay (not used yet; validated so configs can add it).
+    /// Price for Crypto Pay (`[billing.crypto_pay]`): a crypto asset or a fiat amount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crypto: Option<CryptoPrice>,
     /// Extra credits, percent of `credits` rounded down (0–100).
@@ -297,12 +369,29 @@ pub struct Package {
     pub bonus_percent: u8,
 }
 
-/// A crypto price: `amount` is a decimal string (`"1.5"`), `asset` a Crypto Pay asset code (`USDT`).
+/// A Crypto Pay price: `amount` is a decimal string (`"1.5"`) in exactly one of `asset` (a
+/// crypto asset code, `USDT`: invoice `currency_type = crypto`) or `fiat` (`USD`, `RUB`:
+/// `currency_type = fiat`, the payer picks the asset in @CryptoBot).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CryptoPrice {
     pub amount: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub asset: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fiat: String,
+}
+
+impl CryptoPrice {
+    /// The currency code shown and sent: the asset, else the fiat code.
+    pub fn currency(&self) -> &str {
+        if self.asset.is_empty() { &self.fiat } else { &self.asset }
+    }
+
+    /// Whether the price is in fiat (`currency_type = fiat`).
+    pub fn is_fiat(&self) -> bool {
+        self.asset.is_empty()
+    }
 }
 
 impl Package {
@@ -341,10 +430,18 @@ impl Package {
             if !digits(int) || frac.is_some_and(|f| !digits(f)) || !positive {
                 return Err(("crypto.amount", format!("{:?}: a positive decimal string such as \"1.5\"", c.amount)));
             }
-            if !(2..=10).contains(&c.asset.len())
-                || !c.asset.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit())
-            {
-                return Err(("crypto.asset", format!("{:?}: an asset code such as USDT or TON", c.asset)));
+            let code = |s: &str| (2..=10).contains(&s.len()) && s.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit());
+            match (c.asset.is_empty(), c.fiat.is_empty()) {
+                (false, true) if !code(&c.asset) => {
+                    return Err(("crypto.asset", format!("{:?}: an asset code such as USDT or TON", c.asset)));
+                }
+                (true, false) if !code(&c.fiat) => {
+                    return Err(("crypto.fiat", format!("{:?}: a fiat code such as USD or RUB", c.fiat)));
+                }
+                (false, false) | (true, true) => {
+                    return Err(("crypto.asset", "give exactly one of asset (USDT, TON …) or fiat (USD, RUB …)".into()));
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -365,6 +462,7 @@ impl Default for BillingConfig {
             terms: String::new(),
             support: String::new(),
             referral: ReferralConfig::default(),
+            crypto_pay: None,
         }
     }
 }
@@ -1049,6 +1147,9 @@ impl Config {
                 return Err(bad(format!("billing.packages[{i}].id"), format!("{:?} is used twice", p.id)));
             }
         }
+        if let Some(cp) = &self.billing.crypto_pay {
+            cp.check().map_err(|(field, m)| bad(format!("billing.crypto_pay.{field}"), m))?;
+        }
         if self.billing.terms.chars().count() > 4000 {
             return Err(bad("billing.terms", "at most 4000 characters (one Telegram message)"));
         }
@@ -1446,6 +1547,46 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_crypto_pay_example_validates_and_bad_settings_are_named_without_the_token() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml")).expect("read");
+        let (_, rest) = text.split_once("# [billing.crypto_pay]\n").expect("a commented crypto_pay example");
+        let block: Vec<&str> = std::iter::once("[billing.crypto_pay]")
+            .chain(rest.lines().take_while(|l| l.starts_with("# ")).map(|l| &l[2..]))
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        let body = format!("[storage]\ndata_dir = {:?}\n{}\n", dir.path().display().to_string(), block.join("\n"));
+        std::fs::write(&p, &body).expect("write");
+        // The example leaves the token to the environment: without one it is refused, by key.
+        let e = Config::load(Some(&p)).expect_err("no token");
+        assert_eq!(e.key, "billing.crypto_pay.token");
+        let body = body.replace("token = \"\"", "token = \"12345:AAzQcZWQqQAbsfgPnOLr4FHC8Doa4L7KryC\"");
+        std::fs::write(&p, &body).expect("write");
+        let c = Config::load(Some(&p)).expect("the example validates");
+        let cp = c.billing.crypto_pay.clone().expect("section");
+        assert_eq!((cp.base_url.as_str(), cp.poll_interval_secs, cp.webhook), ("https://pay.crypt.bot", 30, false));
+        assert!(!format!("{cp:?}").contains("AAzQ"), "Debug hides the token");
+        for (change, key) in [
+            (CryptoPayConfig { base_url: "http://pay.crypt.bot".into(), ..cp.clone() }, "billing.crypto_pay.base_url"),
+            (CryptoPayConfig { base_url: "http://127.0.0.1:9/".into(), ..cp.clone() }, ""),
+            (CryptoPayConfig { poll_interval_secs: 1, ..cp.clone() }, "billing.crypto_pay.poll_interval_secs"),
+            (CryptoPayConfig { invoice_ttl_secs: 10, ..cp.clone() }, "billing.crypto_pay.invoice_ttl_secs"),
+            (CryptoPayConfig { token: Secret::new("12345:AAzQ cZ"), ..cp.clone() }, "billing.crypto_pay.token"),
+        ] {
+            let mut c = c.clone();
+            c.billing.crypto_pay = Some(change);
+            match c.validate() {
+                Ok(()) => assert_eq!(key, "", "accepted"),
+                Err(e) => {
+                    assert_eq!(e.key, key);
+                    assert!(!e.to_string().contains("AAzQ"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn packages_are_checked_with_the_key_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("c.toml");
@@ -1477,6 +1618,18 @@ mod tests {
             let e = load(&format!("[[billing.packages]]\n{body}\n")).expect_err(body);
             assert_eq!(e.key, key, "{body}");
         }
+        for (body, key) in [
+            ("crypto = { amount = \"2\", asset = \"USDT\", fiat = \"USD\" }", "billing.packages[0].crypto.asset"),
+            ("crypto = { amount = \"2\" }", "billing.packages[0].crypto.asset"),
+            ("crypto = { amount = \"2\", fiat = \"rub\" }", "billing.packages[0].crypto.fiat"),
+        ] {
+            let e = load(&format!("[[billing.packages]]\nid = \"a\"\ncredits = 1\nstars = 1\n{body}\n")).expect_err(body);
+            assert_eq!(e.key, key, "{body}");
+        }
+        let fiat = load("[[billing.packages]]\nid = \"a\"\ncredits = 1\nstars = 1\ncrypto = { amount = \"300\", fiat = \"RUB\" }\n")
+            .expect("a fiat price");
+        let price = fiat.billing.packages[0].crypto.clone().expect("crypto");
+        assert_eq!((price.is_fiat(), price.currency()), (true, "RUB"));
         let twice = "[[billing.packages]]\nid = \"a\"\ncredits = 1\nstars = 1\n";
         let e = load(&format!("{twice}{twice}")).expect_err("same id twice");
         assert_eq!(e.key, "billing.packages[1].id");

@@ -5,11 +5,14 @@
 //! (held −price; the credits are spent) or `release` (balance +price). The job records which
 //! one happened ([`Settlement`]), which is what makes a second settlement a no-op.
 
+pub mod crypto_pay;
 pub mod history;
 
 use crate::config::{BillingConfig, Package};
 use crate::domain::{Credits, JobId, OperationId, UserId, now_ms};
-use crate::store::records::{JobRecord, OpKind, Operation, PaymentRecord, PaymentState, Settlement, UserRecord};
+use crate::store::records::{
+    CryptoStatus, JobRecord, OpKind, Operation, PaymentRecord, PaymentState, Settlement, UserRecord,
+};
 use crate::store::{Rx, Store, StoreError, Tx};
 use std::collections::HashMap;
 
@@ -268,6 +271,42 @@ fn reward(
     Ok(Some(op))
 }
 
+/// The referral share rule in force for one purchase (`[billing.referral]` and today's start).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReferralTerms {
+    percent: u8,
+    cap: Credits,
+    day_start: i64,
+}
+
+/// The one credit path of every top-up (Stars charge, Crypto Pay invoice), inside the caller's
+/// write transaction: `credits` to `user` as one `Purchase` ledger row with `reason` (the
+/// payment's key: `stars:<charge id>`, `cryptopay:<invoice id>`), and the referrer's share of
+/// it as one `Referral` row naming that reason. The caller records the payment as credited in
+/// the same transaction (that record is what makes a second delivery a no-op). Returns the
+/// purchase row and the payer's saved record.
+/// Errors: [`BillingError::UnknownUser`], overflow, store errors (nothing is committed).
+pub(crate) fn credit_package(
+    tx: &mut Tx,
+    user: UserId,
+    credits: Credits,
+    reason: &str,
+    terms: &ReferralTerms,
+) -> Result<(Operation, UserRecord), BillingError> {
+    let mut payer = tx.get_user(user)?.ok_or(BillingError::UnknownUser(user))?;
+    let op = apply(tx, &mut payer, OpKind::Purchase, credits, credits, None, None, "user", Some(reason.to_string()))?;
+    tx.put_user(&payer)?;
+    if let Some(by) = payer.referral.by.filter(|_| terms.percent > 0) {
+        if let Some(mut referrer) = tx.get_user(by)? {
+            let share = Credits(credits.0.saturating_mul(i64::from(terms.percent)) / 100);
+            if reward(tx, &mut referrer, payer.id, Some(reason), share, terms.day_start, terms.cap)?.is_some() {
+                tx.put_user(&referrer)?;
+            }
+        }
+    }
+    Ok((op, payer))
+}
+
 /// A problem found by [`verify`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mismatch {
@@ -277,8 +316,9 @@ pub struct Mismatch {
 
 /// Recomputes every balance and every open hold from the ledger and compares with the users
 /// table and the jobs' settlements. `Purchase` rows replay like any credit and must each match
-/// one stored Stars charge of the same user, credits and operation id (a charge credited twice
-/// or a purchase without its charge is reported). `Referral` rows replay as credits and must
+/// one stored Stars charge (`stars:`) or one `paid` Crypto Pay invoice (`cryptopay:`) of the
+/// same user, credits and operation id (a charge or invoice credited twice, a purchase without
+/// its payment, or a paid invoice without its purchase is reported). `Referral` rows replay as credits and must
 /// each name a referee this user invited (and, for a purchase share, that referee's stored
 /// charge), at most one per signup and per charge; `referral.earned` and `referral.joined`
 /// must match the rows and the users. A `Refund` row must be its charge's recorded refund
@@ -288,6 +328,7 @@ pub struct Mismatch {
 pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
     let mut out = Vec::new();
     let mut charges: HashMap<String, u32> = HashMap::new();
+    let mut invoices: HashMap<String, u32> = HashMap::new();
     let mut causes: HashMap<String, u32> = HashMap::new();
     let (mut refunds, mut reversals): (HashMap<String, u32>, HashMap<String, u32>) = Default::default();
     let users = rx.find_users()?;
@@ -330,7 +371,25 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
                     }
                 }
                 OpKind::Purchase => {
-                    let charge = op.reason.as_deref().and_then(|r| r.strip_prefix(STARS_REASON)).unwrap_or_default();
+                    let reason = op.reason.as_deref().unwrap_or_default();
+                    if let Some(id) = reason.strip_prefix(crypto_pay::CRYPTO_REASON) {
+                        *invoices.entry(id.to_string()).or_default() += 1;
+                        if invoices[id] > 1 {
+                            bad(format!("crypto invoice {id} credited more than once"));
+                        }
+                        let stored = id.parse().ok().map(|i| rx.get_crypto_invoice(i)).transpose()?.flatten();
+                        match stored {
+                            Some(inv)
+                                if inv.user_id == u.id
+                                    && inv.credits == op.amount
+                                    && inv.status == CryptoStatus::Paid
+                                    && inv.operation_id == Some(op.id) => {}
+                            Some(_) => bad(format!("purchase {} does not match its crypto invoice {id}", op.id)),
+                            None => bad(format!("purchase {} has no stored crypto invoice {id:?}", op.id)),
+                        }
+                        continue;
+                    }
+                    let charge = reason.strip_prefix(STARS_REASON).unwrap_or_default();
                     *charges.entry(charge.to_string()).or_default() += 1;
                     match rx.get_payment(charge)? {
                         Some(p) if p.user_id == u.id && p.credits == op.amount && p.operation_id == op.id => {}
@@ -352,7 +411,12 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
                     let referee = referee.parse().ok().map(UserId);
                     match referee.map(|r| rx.get_user(r)).transpose()?.flatten() {
                         Some(r) if r.referral.by == Some(u.id) => {
-                            if let Some(charge) = charge {
+                            if let Some(invoice) = charge.and_then(|c| c.strip_prefix(crypto_pay::CRYPTO_REASON)) {
+                                let stored = invoice.parse().ok().map(|i| rx.get_crypto_invoice(i)).transpose()?.flatten();
+                                if stored.is_none_or(|i| i.user_id != r.id || i.status != CryptoStatus::Paid) {
+                                    bad(format!("referral reward {} names no purchase of {:?}", op.id, r.id));
+                                }
+                            } else if let Some(charge) = charge {
                                 if rx.get_payment(charge)?.is_none_or(|p| p.user_id != r.id) {
                                     bad(format!("referral reward {} names no purchase of {:?}", op.id, r.id));
                                 }
@@ -434,6 +498,16 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
             out.push(Mismatch {
                 user: p.user_id,
                 problem: format!("charge {charge:?} refund failed but its debit was not given back"),
+            });
+        }
+    }
+    // Every paid crypto invoice has its purchase row (one: counted above).
+    for inv in rx.find_crypto_invoices()? {
+        let credited = invoices.contains_key(&inv.invoice_id.to_string());
+        if (inv.status == CryptoStatus::Paid) != credited {
+            out.push(Mismatch {
+                user: inv.user_id,
+                problem: format!("crypto invoice {} is {:?} but has {} purchase row", inv.invoice_id, inv.status, if credited { "a" } else { "no" }),
             });
         }
     }
@@ -525,6 +599,15 @@ impl Billing {
             .map_or(now, |d| d.timestamp().as_millisecond())
     }
 
+    /// The referral share rule for a purchase made now.
+    pub(crate) fn referral_terms(&self) -> ReferralTerms {
+        ReferralTerms {
+            percent: self.cfg.referral.purchase_percent,
+            cap: self.cfg.referral.daily_cap,
+            day_start: self.day_start(now_ms()),
+        }
+    }
+
     /// The referral rewards (`[billing.referral]`).
     pub fn referral(&self) -> &crate::config::ReferralConfig {
         &self.cfg.referral
@@ -602,8 +685,7 @@ impl Billing {
     /// Errors: [`BillingError::UnknownUser`] (the payer never used the bot), store errors.
     pub async fn credit_purchase(&self, pay: StarPayment) -> Result<PurchaseOutcome, BillingError> {
         let package = parse_payload(&pay.invoice_payload).and_then(|(id, _)| self.package(&id).cloned());
-        let (percent, cap, day_start) =
-            (self.cfg.referral.purchase_percent, self.cfg.referral.daily_cap, self.day_start(now_ms()));
+        let terms = self.referral_terms();
         self.store
             .write(move |tx| {
                 if let Some(done) = tx.get_payment(&pay.telegram_payment_charge_id)? {
@@ -620,22 +702,9 @@ impl Billing {
                         "a charge paid a different Stars amount than its package costs now; crediting the package"
                     );
                 }
-                let mut user = tx.get_user(pay.payer)?.ok_or(BillingError::UnknownUser(pay.payer))?;
                 let credits = package.total();
                 let reason = format!("{STARS_REASON}{}", pay.telegram_payment_charge_id);
-                let op =
-                    apply(tx, &mut user, OpKind::Purchase, credits, credits, None, None, "user", Some(reason.clone()))?;
-                tx.put_user(&user)?;
-                // The referrer's share rides in this transaction: a replayed charge stops at the
-                // `get_payment` above, so it is paid once.
-                if let Some(by) = user.referral.by.filter(|_| percent > 0) {
-                    if let Some(mut referrer) = tx.get_user(by)? {
-                        let share = Credits(credits.0.saturating_mul(i64::from(percent)) / 100);
-                        if reward(tx, &mut referrer, user.id, Some(&reason), share, day_start, cap)?.is_some() {
-                            tx.put_user(&referrer)?;
-                        }
-                    }
-                }
+                let (op, user) = credit_package(tx, pay.payer, credits, &reason, &terms)?;
                 let now = now_ms();
                 tx.put_payment(&PaymentRecord {
                     telegram_payment_charge_id: pay.telegram_payment_charge_id,

@@ -145,6 +145,8 @@ pub enum Callback {
     /// A package picked from the list: send its invoice. The id is a `[[billing.packages]]`
     /// id (≤ 24 of `a-z 0-9 _ -`, so it fits and has no `:`).
     Buy(String),
+    /// "💎 Crypto" beside a package: create its Crypto Pay invoice (same id rules as `Buy`).
+    BuyCrypto(String),
 }
 
 /// The callback code of a photo mode (one letter; every code ever written must keep decoding).
@@ -258,6 +260,7 @@ impl Callback {
             Callback::History(page) => format!("{V}:H:{page}"),
             Callback::TopUp => format!("{V}:B"),
             Callback::Buy(id) => format!("{V}:B:{id}"),
+            Callback::BuyCrypto(id) => format!("{V}:Bc:{id}"),
         }
     }
 
@@ -317,6 +320,7 @@ impl Callback {
             ["H", page] => Callback::History(page.parse().ok()?),
             ["B"] => Callback::TopUp,
             ["B", id] if package_id_ok(id) => Callback::Buy(id.to_string()),
+            ["Bc", id] if package_id_ok(id) => Callback::BuyCrypto(id.to_string()),
             ["e", i] => Callback::EditThis(id(i)?),
             ["U", i] => Callback::UpscaleThis(id(i)?),
             ["W", j, m @ ("c" | "e")] => {
@@ -364,12 +368,14 @@ pub fn top_up(lang: Lang) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new([[button(lang.t("btn_topup"), Callback::TopUp)]])
 }
 
-/// One button per package: "100 кредитов (+10) — ⭐50 · ≈ 11 генераций" (the bonus and the
-/// generations only when there are some), in config order.
+/// One row per package: "100 кредитов (+10) — ⭐50 · ≈ 11 генераций" (the bonus and the
+/// generations only when there are some), in config order; with `crypto` (Crypto Pay is
+/// configured) a package with a crypto price gets "💎 Крипто (1.5 USDT)" beside it.
 pub fn packages(
     lang: Lang,
     currency: &crate::config::Currency,
     offers: &[crate::billing::Offer],
+    crypto: bool,
 ) -> InlineKeyboardMarkup {
     let rows = offers.iter().map(|o| {
         let bonus = o.package.bonus();
@@ -387,7 +393,12 @@ pub fn packages(
                 ("generations", &generations),
             ],
         );
-        [button(text, Callback::Buy(o.package.id.clone()))]
+        let mut row = vec![button(text, Callback::Buy(o.package.id.clone()))];
+        if let Some(price) = o.package.crypto.as_ref().filter(|_| crypto) {
+            let price = format!("{} {}", price.amount, price.currency());
+            row.push(button(lang.tf("btn_crypto", &[("price", &price)]), Callback::BuyCrypto(o.package.id.clone())));
+        }
+        row
     });
     InlineKeyboardMarkup::new(rows)
 }
@@ -823,6 +834,8 @@ mod tests {
             Callback::TopUp,
             Callback::Buy("x".repeat(24)),
             Callback::Buy("small_1-a".into()),
+            Callback::BuyCrypto("x".repeat(24)),
+            Callback::BuyCrypto("small".into()),
         ]
         .into_iter()
         .chain(Subject::ALL.map(Callback::Subject))
@@ -909,6 +922,7 @@ mod tests {
             ("2:wj:default", Callback::Subject(Subject::Default)),
             ("2:B", Callback::TopUp),
             ("2:B:small", Callback::Buy("small".into())),
+            ("2:Bc:small", Callback::BuyCrypto("small".into())),
         ];
         for (stored, cb) in cases {
             assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");

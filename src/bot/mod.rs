@@ -86,6 +86,8 @@ pub struct BotCtx {
     pub dialogues: Arc<RedbDialogues>,
     /// The bot's `@username` once `getMe` answered (for referral links), asked once.
     pub own_username: Arc<tokio::sync::OnceCell<String>>,
+    /// Crypto Pay top-ups, when `[billing.crypto_pay]` is configured.
+    pub crypto: Option<crate::billing::crypto_pay::CryptoPay>,
 }
 
 /// Commands shown in the Telegram menu (`setMyCommands`, in English and Russian: the texts

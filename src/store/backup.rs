@@ -108,6 +108,8 @@ impl Store {
             copy_table(snapshot, &tx, LAST_ACTIVE_TABLE)?,
             copy_table(snapshot, &tx, INPUTS_TABLE)?,
             copy_table(snapshot, &tx, PAYMENTS_TABLE)?,
+            copy_table(snapshot, &tx, CRYPTO_INVOICES_TABLE)?,
+            copy_table(snapshot, &tx, CRYPTO_ACTIVE_TABLE)?,
         ]
         .into_iter()
         .collect();

@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 8;
+pub const SCHEMA_VERSION: u64 = 9;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +29,7 @@ const STEPS: &[(u64, &str, Step)] = &[
     (6, "006_user_list_rows_in_name_index", m006_user_list_rows),
     (7, "007_uploaded_inputs", m007_inputs),
     (8, "008_star_payments", m008_payments),
+    (9, "009_crypto_invoices", m009_crypto_invoices),
 ];
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
@@ -108,6 +109,13 @@ fn m008_payments(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     Ok(Outcome::Execute(1))
 }
 
+/// Crypto Pay invoices and the index of the open ones.
+fn m009_crypto_invoices(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    tx.open_table(CRYPTO_INVOICES_TABLE)?;
+    tx.open_table(CRYPTO_ACTIVE_TABLE)?;
+    Ok(Outcome::Execute(2))
+}
+
 /// Reads the stored schema version (0 for a new file).
 pub fn schema_version(db: &Database) -> Result<u64, StoreError> {
     let tx = db.begin_read()?;
@@ -180,6 +188,9 @@ mod tests {
         assert!(tx.open_table(INBOX_TABLE).is_ok(), "003 created the update inbox");
         assert!(tx.open_table(BROADCASTS_TABLE).is_ok(), "005 created the broadcasts table");
         assert!(tx.open_table(PRESETS_TABLE).is_ok(), "004 created the presets");
+        assert!(tx.open_table(PAYMENTS_TABLE).is_ok(), "008 created the Stars charges");
+        assert!(tx.open_table(CRYPTO_INVOICES_TABLE).is_ok(), "009 created the crypto invoices");
+        assert!(tx.open_table(CRYPTO_ACTIVE_TABLE).is_ok(), "009 created the open-invoice index");
         let counters = tx.open_table(COUNTERS_TABLE).expect("004 created the counters");
         assert_eq!(counters.get(super::super::library::MEDIA_BYTES).expect("get").map(|v| v.value()), Some(0));
     }

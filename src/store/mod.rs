@@ -493,6 +493,24 @@ impl $t {
         let t = self.tx.open_table(PAYMENTS_TABLE)?;
         t.iter()?.map(|r| PaymentRecord::decode(r?.1.value())).collect()
     }
+    /// A Crypto Pay invoice by `invoice_id`.
+    pub fn get_crypto_invoice(&self, invoice_id: i64) -> Result<Option<CryptoInvoice>, StoreError> {
+        let t = self.tx.open_table(CRYPTO_INVOICES_TABLE)?;
+        t.get(invoice_id)?.map(|v| CryptoInvoice::decode(v.value())).transpose()
+    }
+    /// Every Crypto Pay invoice (key order: by invoice id, which Crypto Pay hands out rising).
+    pub fn find_crypto_invoices(&self) -> Result<Vec<CryptoInvoice>, StoreError> {
+        let t = self.tx.open_table(CRYPTO_INVOICES_TABLE)?;
+        t.iter()?.map(|r| CryptoInvoice::decode(r?.1.value())).collect()
+    }
+    /// The invoices still `active` (from the index; no full scan).
+    pub fn find_active_crypto_invoices(&self) -> Result<Vec<CryptoInvoice>, StoreError> {
+        let ids: Vec<i64> = {
+            let t = self.tx.open_table(CRYPTO_ACTIVE_TABLE)?;
+            t.iter()?.map(|r| Ok::<_, StoreError>(r?.0.value())).collect::<Result<_, _>>()?
+        };
+        Ok(ids.into_iter().map(|id| self.get_crypto_invoice(id)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect())
+    }
     /// A user's newest `limit` ledger rows, newest first.
     pub fn find_recent_operations(&self, user: UserId, limit: usize) -> Result<Vec<Operation>, StoreError> {
         let t = self.tx.open_table(LEDGER_TABLE)?;
@@ -666,6 +684,17 @@ impl Tx {
     pub fn put_payment(&mut self, p: &PaymentRecord) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(PAYMENTS_TABLE)?;
         t.insert(p.telegram_payment_charge_id.as_str(), p.encode()?.as_slice())?;
+        Ok(())
+    }
+    /// Stores a Crypto Pay invoice and keeps the index of `active` ones in step.
+    pub fn put_crypto_invoice(&mut self, inv: &CryptoInvoice) -> Result<(), StoreError> {
+        self.tx.open_table(CRYPTO_INVOICES_TABLE)?.insert(inv.invoice_id, inv.encode()?.as_slice())?;
+        let mut active = self.tx.open_table(CRYPTO_ACTIVE_TABLE)?;
+        if inv.status == CryptoStatus::Active {
+            active.insert(inv.invoice_id, inv.created_at)?;
+        } else {
+            active.remove(inv.invoice_id)?;
+        }
         Ok(())
     }
     /// Appends a ledger row. Callers (billing) keep the balance in step in the same transaction.

@@ -163,12 +163,13 @@ pub enum OpKind {
     Release,
     /// Manual change by an admin (either sign).
     Adjust,
-    /// Credits bought (balance +amount); `reason` = `stars:<telegram_payment_charge_id>`, and
-    /// the `payments` table holds the charge, written in the same transaction.
+    /// Credits bought (balance +amount); `reason` = `stars:<telegram_payment_charge_id>` (the
+    /// `payments` table holds the charge) or `cryptopay:<invoice_id>` (the `crypto-invoices`
+    /// table holds the invoice, turned `paid`), written in the same transaction.
     Purchase,
     /// A reward to a referrer (balance +amount), written in the same transaction as its cause:
-    /// `reason` = `ref:<referee id>` for the referee's signup, `ref:<referee id>:stars:<charge
-    /// id>` for a share of the referee's purchase.
+    /// `reason` = `ref:<referee id>` for the referee's signup, `ref:<referee id>:<purchase
+    /// reason>` (`stars:<charge id>`, `cryptopay:<invoice id>`) for a share of a purchase.
     Referral,
     /// A Telegram Stars charge refunded by an admin: the credits it bought taken back out
     /// (balance −min(credits, balance)). `reason` = `stars:<charge id>`; `amount` = the
@@ -262,6 +263,63 @@ pub struct PaymentRecord {
     pub refund_error: Option<String>,
 }
 impl Record for PaymentRecord {
+    const VERSION: u32 = 1;
+}
+
+/// Where a Crypto Pay invoice stands (Crypto Pay's `status`, as we last learnt it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CryptoStatus {
+    /// Created and payable; the poller asks about it.
+    Active,
+    /// Paid and credited (the `Purchase` row is `operation_id`).
+    Paid,
+    /// Expired unpaid (or deleted at Crypto Pay): never credited.
+    Expired,
+}
+
+/// One Crypto Pay invoice we created (protocols.md §9 `Invoice`), keyed by `invoice_id` in
+/// `CRYPTO_INVOICES_TABLE`. The price and credits are fixed when it is created: a payment is
+/// checked against them and credits what the user was offered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CryptoInvoice {
+    pub invoice_id: i64,
+    pub user_id: UserId,
+    /// `[[billing.packages]]` id when the invoice was made.
+    pub package_id: String,
+    /// Credits a payment adds (package credits + bonus at creation).
+    pub credits: Credits,
+    /// `crypto` or `fiat` (Crypto Pay's `currency_type`).
+    pub currency_type: String,
+    /// The asset (`USDT`) or fiat code (`RUB`) of `amount`.
+    pub currency: String,
+    /// Decimal string as sent to `createInvoice`.
+    pub amount: String,
+    /// The `payload` sent (`pkg:<package>:<user>`).
+    pub payload: String,
+    pub status: CryptoStatus,
+    /// Where the user pays (`bot_invoice_url`).
+    pub pay_url: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms after which Crypto Pay no longer accepts payment.
+    pub expires_at: i64,
+    /// Unix ms when we credited it.
+    #[serde(default)]
+    pub paid_at: Option<i64>,
+    /// What the payer actually paid with (`paid_asset`, `paid_amount`), for the panel.
+    #[serde(default)]
+    pub paid_asset: Option<String>,
+    #[serde(default)]
+    pub paid_amount: Option<String>,
+    /// The `Purchase` ledger row, once paid.
+    #[serde(default)]
+    pub operation_id: Option<OperationId>,
+    /// Unix ms of the last status change.
+    #[serde(default)]
+    pub updated_at: i64,
+}
+impl Record for CryptoInvoice {
     const VERSION: u32 = 1;
 }
 
@@ -960,6 +1018,28 @@ mod tests {
         assert_eq!(PaymentRecord::decode(&bytes).expect("dec"), refunded);
         let pending = PaymentRecord { state: PaymentState::RefundPending, ..pay.clone() };
         assert!(String::from_utf8_lossy(&pending.encode().expect("enc")).contains(r#""state":"refund_pending""#));
+        let inv = CryptoInvoice {
+            invoice_id: 528_890,
+            user_id: UserId(7),
+            package_id: "small".into(),
+            credits: Credits(110),
+            currency_type: "crypto".into(),
+            currency: "USDT".into(),
+            amount: "1.5".into(),
+            payload: "pkg:small:7".into(),
+            status: CryptoStatus::Paid,
+            pay_url: "https://t.me/CryptoBot?start=IVabc".into(),
+            created_at: 1,
+            expires_at: 2,
+            paid_at: Some(2),
+            paid_asset: Some("USDT".into()),
+            paid_amount: Some("1.5".into()),
+            operation_id: Some(OperationId::new()),
+            updated_at: 2,
+        };
+        let bytes = inv.encode().expect("enc");
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""status":"paid""#));
+        assert_eq!(CryptoInvoice::decode(&bytes).expect("dec"), inv);
         let d = Draft {
             id: u128::MAX,
             user_id: UserId(1),

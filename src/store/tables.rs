@@ -78,3 +78,11 @@ pub const INPUTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("inp
 /// (user, package, credits, Stars, state). Inserted in the transaction that writes the
 /// `Purchase` ledger row, so a charge id already here is never credited again.
 pub const PAYMENTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("payments-1");
+/// Crypto Pay invoices (protocols.md §9): key = `invoice_id` → value = `CryptoInvoice`
+/// (user, package, credits, price, status). Written when the invoice is created; its status
+/// turns `paid` in the transaction that writes the `Purchase` ledger row, so an invoice is
+/// credited at most once.
+pub const CRYPTO_INVOICES_TABLE: TableDefinition<i64, &[u8]> = TableDefinition::new("crypto-invoices-1");
+/// Crypto Pay invoices still `active`: key = `invoice_id` → value = created (unix ms). Kept in
+/// step by `Tx::put_crypto_invoice`; the poller asks Crypto Pay about these only.
+pub const CRYPTO_ACTIVE_TABLE: TableDefinition<i64, i64> = TableDefinition::new("crypto-active-1");

@@ -5,6 +5,7 @@ mod add_text;
 mod admin_bot;
 mod browser;
 mod crash;
+mod crypto_pay;
 mod e2e;
 pub mod fakes;
 mod faults;

@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod auth;
+pub mod crypto_pay;
 pub mod error;
 pub mod listener;
 pub mod pages;

@@ -47,6 +47,9 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
         (Some(Callback::Buy(id)), Some((chat, _))) => {
             answer = super::pay::send_invoice(&bot, chat, &ctx, &me, &id).await?;
         }
+        (Some(Callback::BuyCrypto(id)), Some((chat, _))) => {
+            answer = super::pay::send_crypto_invoice(&bot, chat, &ctx, &me, &id).await?;
+        }
         (Some(Callback::MenuInvite), Some((chat, _))) => {
             super::invite::show(&bot, chat, &ctx, &me).await?;
         }

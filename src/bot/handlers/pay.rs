@@ -1,16 +1,19 @@
 //! Top-ups with Telegram Stars (protocols.md §1.8; api.json sendInvoice,
 //! answerPreCheckoutQuery, SuccessfulPayment): the package list under "💳 Top up" and `/buy`,
-//! the invoice, the pre-checkout verdict, and crediting a payment once. Prices, packages and
+//! the invoice, the pre-checkout verdict, and crediting a payment once. Crypto Pay (§9): the
+//! "💎 Crypto" button's invoice link and the payer's message when the invoice is credited. Prices, packages and
 //! the crediting rule live in `billing`; this file only talks to Telegram.
 
 use super::Caller;
 use crate::billing::{CheckoutRefusal, PurchaseOutcome, STARS_CURRENCY, StarPayment, invoice_payload};
 use crate::bot::i18n::Lang;
 use crate::bot::{BotCtx, BotError, TgBot, keyboards};
-use crate::domain::UserId;
+use crate::billing::crypto_pay::{CryptoPayError, PurchaseNotifier};
+use crate::domain::{Credits, UserId};
+use crate::store::records::UserRecord;
 use std::sync::Arc;
 use teloxide::prelude::*;
-use teloxide::types::{ChatId, InlineKeyboardMarkup, LabeledPrice, PreCheckoutQuery};
+use teloxide::types::{ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, PreCheckoutQuery};
 
 /// "💳 Top up" under a message, or `None` when no package is configured.
 pub fn top_up_button(ctx: &BotCtx, lang: Lang) -> Option<InlineKeyboardMarkup> {
@@ -26,9 +29,70 @@ pub async fn show_packages(bot: &TgBot, chat: ChatId, ctx: &BotCtx, me: &Caller)
     }
     let usual = ctx.jobs.usual_price(me.id()).await;
     let offers = ctx.billing.offers(usual);
-    let markup = keyboards::packages(lang, ctx.billing.currency(), &offers);
-    bot.send_message(chat, lang.t("topup_choose")).reply_markup(markup).await?;
+    let crypto = ctx.crypto.as_ref().is_some_and(|c| c.packages().next().is_some());
+    let markup = keyboards::packages(lang, ctx.billing.currency(), &offers, crypto);
+    let text = lang.t(if crypto { "topup_choose_crypto" } else { "topup_choose" });
+    bot.send_message(chat, text).reply_markup(markup).await?;
     Ok(())
+}
+
+/// "💎 Crypto" on package `id`: creates its Crypto Pay invoice and sends the pay link as a URL
+/// button. Returns the callback answer: `None`, or an alert when the package is not sold for
+/// crypto (any more) or Crypto Pay failed (nothing was stored then).
+pub async fn send_crypto_invoice(
+    bot: &TgBot,
+    chat: ChatId,
+    ctx: &BotCtx,
+    me: &Caller,
+    id: &str,
+) -> Result<Option<(String, bool)>, BotError> {
+    let lang = me.lang;
+    let Some(cp) = ctx.crypto.as_ref() else { return Ok(Some((lang.t("crypto_unavailable"), true))) };
+    let inv = match cp.create_invoice(me.id(), id).await {
+        Ok(inv) => inv,
+        Err(CryptoPayError::NotForSale(_)) => return Ok(Some((lang.t("topup_package_gone"), true))),
+        Err(e) => {
+            tracing::error!(user = me.id().0, package = %id, error = %e, "crypto invoice not created");
+            return Ok(Some((lang.t("crypto_unavailable"), true)));
+        }
+    };
+    let Ok(url) = inv.pay_url.parse() else { return Ok(Some((lang.t("crypto_unavailable"), true))) };
+    let price = format!("{} {}", inv.amount, inv.currency);
+    let minutes = (inv.expires_at - inv.created_at) / 60_000;
+    let text = lang.tf(
+        "crypto_invoice",
+        &[("price", &price), ("credits", &me.money(ctx, inv.credits)), ("minutes", &minutes)],
+    );
+    let button = InlineKeyboardButton::url(lang.tf("crypto_pay_button", &[("price", &price)]), url);
+    bot.send_message(chat, text).reply_markup(InlineKeyboardMarkup::new([[button]])).await?;
+    Ok(None)
+}
+
+/// [`PurchaseNotifier`] over the Bot API: the payer gets the Stars success text in their
+/// language when a crypto invoice is credited.
+pub struct CryptoCredited {
+    bot: TgBot,
+    currency: crate::config::Currency,
+}
+
+impl CryptoCredited {
+    pub fn new(bot: TgBot, config: &crate::config::Config) -> CryptoCredited {
+        CryptoCredited { bot, currency: config.billing.currency.clone() }
+    }
+}
+
+#[async_trait::async_trait]
+impl PurchaseNotifier for CryptoCredited {
+    async fn credited(&self, user: &UserRecord, credits: Credits) {
+        let lang = Lang::from_code(user.language.as_deref().or(user.language_code.as_deref()));
+        let text = lang.tf(
+            "purchase_credited",
+            &[("credits", &lang.money(credits, &self.currency)), ("balance", &lang.money(user.balance, &self.currency))],
+        );
+        if let Err(e) = self.bot.send_message(ChatId(user.id.0), text).await {
+            tracing::warn!(user = user.id.0, error = %e, "could not tell the payer about their crypto top-up");
+        }
+    }
 }
 
 /// Sends the invoice of package `id` (currency `XTR`, no provider token, one price). Returns

@@ -13,6 +13,8 @@
 //! - `openai_images`, `gemini`, `huggingface`, `replicate`: the OpenAI Images, Gemini, Hugging
 //!   Face and Replicate APIs (protocols.md §4–§7), scenario enums over the request-recording
 //!   server of `recorder`.
+//! - `crypto_pay`: the Crypto Pay API (protocols.md §9) with paying, expiring and signed
+//!   webhook deliveries.
 //!
 //! They record what they were asked (submits, auth headers, cancels…) for assertions, and fal and
 //! ComfyUI have a `hold()` / `release()` switch that keeps work "running" — e.g. to stop and restart
@@ -20,6 +22,7 @@
 
 pub mod comfyui;
 pub mod comfyui_connect;
+pub mod crypto_pay;
 pub mod fal;
 pub mod gemini;
 pub mod huggingface;

@@ -1,10 +1,10 @@
 //! `/admin/payments`: Telegram Stars charges, newest first, with a Refund button for `paid`
-//! ones. The refund goes through the admin service's outbox ([`crate::admin::Admin::refund`]);
+//! ones; below them the Crypto Pay invoices with their state (no refunds: Crypto Pay has none). The refund goes through the admin service's outbox ([`crate::admin::Admin::refund`]);
 //! the form carries only the charge id, which is looked up in the store.
 
 use super::Layout;
 use crate::admin::{RefundOutcome, state_name};
-use crate::store::records::PaymentRecord;
+use crate::store::records::{CryptoInvoice, CryptoStatus, PaymentRecord};
 use crate::web::auth::AdminSession;
 use crate::web::error::WebError;
 use crate::web::{WebState, fmt_time};
@@ -57,6 +57,41 @@ impl From<&PaymentRecord> for PaymentRow {
     }
 }
 
+/// A Crypto Pay invoice for display.
+pub struct CryptoRow {
+    pub invoice: i64,
+    pub user: i64,
+    pub package: String,
+    /// `1.5 USDT` (and what was paid with, for a fiat price).
+    pub price: String,
+    pub credits: i64,
+    pub time: String,
+    /// `active`, `paid`, `expired`.
+    pub state: &'static str,
+}
+
+impl From<&CryptoInvoice> for CryptoRow {
+    fn from(i: &CryptoInvoice) -> Self {
+        let paid_with = match (&i.paid_amount, &i.paid_asset) {
+            (Some(a), Some(s)) if i.currency_type == "fiat" => format!(" (paid {a} {s})"),
+            _ => String::new(),
+        };
+        CryptoRow {
+            invoice: i.invoice_id,
+            user: i.user_id.0,
+            package: i.package_id.clone(),
+            price: format!("{} {}{paid_with}", i.amount, i.currency),
+            credits: i.credits.0,
+            time: fmt_time(i.created_at),
+            state: match i.status {
+                CryptoStatus::Active => "active",
+                CryptoStatus::Paid => "paid",
+                CryptoStatus::Expired => "expired",
+            },
+        }
+    }
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "admin/payments.html")]
 pub struct PaymentsPage {
@@ -65,6 +100,8 @@ pub struct PaymentsPage {
     has_prev: bool,
     has_next: bool,
     rows: Vec<PaymentRow>,
+    /// Crypto Pay invoices (the same page number, their own pager state).
+    crypto: Vec<CryptoRow>,
     /// The result of the refund just made, as a sentence (empty: none).
     flash: String,
 }
@@ -76,6 +113,7 @@ pub async fn list(
     Query(q): Query<PaymentsQuery>,
 ) -> Result<PaymentsPage, WebError> {
     let (rows, more) = st.admin.payments_page(q.page, PAGE_SIZE).await?;
+    let (crypto, more_crypto) = st.admin.crypto_invoices_page(q.page, PAGE_SIZE).await?;
     let charge: String = q.charge.chars().take(200).collect();
     let flash = match q.done.as_str() {
         "refunded" => {
@@ -93,8 +131,9 @@ pub async fn list(
         layout: Layout::new("Payments", Some(&session)),
         page: q.page,
         has_prev: q.page > 0,
-        has_next: more,
+        has_next: more || more_crypto,
         rows: rows.iter().map(PaymentRow::from).collect(),
+        crypto: crypto.iter().map(CryptoRow::from).collect(),
         flash,
     })
 }
