@@ -130,7 +130,7 @@ async fn the_crypto_button_makes_an_invoice_and_a_signed_webhook_credits_it_once
     assert_eq!(deliver(&h, paid.clone(), None).await, 401);
     let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(70 * 1024));
     assert_eq!(deliver(&h, huge.clone(), Some(&fake.sign(&huge))).await, 413);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(vec![b' '; 34 * 1024]); 2];
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..2).map(|_| Ok(vec![b' '; 34 * 1024])).collect();
     let streamed = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
     assert_eq!(deliver(&h, streamed, Some(&fake.sign(&huge))).await, 413);
     let cheaper = paid.replace("\"amount\":\"1.5\"", "\"amount\":\"0.5\"");
