@@ -153,7 +153,9 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
     // Crypto Pay needs the bot (its payers are told through it); its webhook shares the
     // listener with Telegram's, so one public URL serves both.
     let crypto = match config.billing.crypto_pay.clone().filter(|_| bot_runs) {
-        Some(cfg) => Some(crate::billing::crypto_pay::CryptoPay::new(Billing::new(store.clone(), config.billing.clone()), cfg)?),
+        Some(cfg) => {
+            Some(crate::billing::crypto_pay::CryptoPay::new(Billing::new(store.clone(), config.billing.clone()), cfg)?)
+        }
         None => None,
     };
     if let Some(cp) = crypto.as_ref().filter(|c| c.webhook_enabled()) {

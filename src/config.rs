@@ -309,7 +309,10 @@ impl CryptoPayConfig {
     fn check(&self) -> Result<(), (&'static str, String)> {
         let t = self.token.expose();
         // Tokens look like `12345:AAzQcZWQqQAbsfgPnOLr4FHC8Doa4L7KryC`.
-        if t.is_empty() || t.len() > 256 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '_' || c == '-') {
+        if t.is_empty()
+            || t.len() > 256
+            || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '_' || c == '-')
+        {
             return Err(("token", "the app token from @CryptoBot (set MEDIABOT_BILLING__CRYPTO_PAY__TOKEN)".into()));
         }
         let url = url::Url::parse(&self.base_url).map_err(|_| ("base_url", "not a URL".to_string()))?;
@@ -324,7 +327,10 @@ impl CryptoPayConfig {
             && url.password().is_none()
             && (url.scheme() == "https" || (url.scheme() == "http" && loopback));
         if !ok {
-            return Err(("base_url", "an https:// URL such as https://pay.crypt.bot or https://testnet-pay.crypt.bot".into()));
+            return Err((
+                "base_url",
+                "an https:// URL such as https://pay.crypt.bot or https://testnet-pay.crypt.bot".into(),
+            ));
         }
         if !(5..=3600).contains(&self.poll_interval_secs) {
             return Err(("poll_interval_secs", "5–3600 seconds".into()));
@@ -430,7 +436,9 @@ impl Package {
             if !digits(int) || frac.is_some_and(|f| !digits(f)) || !positive {
                 return Err(("crypto.amount", format!("{:?}: a positive decimal string such as \"1.5\"", c.amount)));
             }
-            let code = |s: &str| (2..=10).contains(&s.len()) && s.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit());
+            let code = |s: &str| {
+                (2..=10).contains(&s.len()) && s.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit())
+            };
             match (c.asset.is_empty(), c.fiat.is_empty()) {
                 (false, true) if !code(&c.asset) => {
                     return Err(("crypto.asset", format!("{:?}: an asset code such as USDT or TON", c.asset)));
@@ -439,7 +447,10 @@ impl Package {
                     return Err(("crypto.fiat", format!("{:?}: a fiat code such as USD or RUB", c.fiat)));
                 }
                 (false, false) | (true, true) => {
-                    return Err(("crypto.asset", "give exactly one of asset (USDT, TON …) or fiat (USD, RUB …)".into()));
+                    return Err((
+                        "crypto.asset",
+                        "give exactly one of asset (USDT, TON …) or fiat (USD, RUB …)".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -1623,11 +1634,14 @@ mod tests {
             ("crypto = { amount = \"2\" }", "billing.packages[0].crypto.asset"),
             ("crypto = { amount = \"2\", fiat = \"rub\" }", "billing.packages[0].crypto.fiat"),
         ] {
-            let e = load(&format!("[[billing.packages]]\nid = \"a\"\ncredits = 1\nstars = 1\n{body}\n")).expect_err(body);
+            let e =
+                load(&format!("[[billing.packages]]\nid = \"a\"\ncredits = 1\nstars = 1\n{body}\n")).expect_err(body);
             assert_eq!(e.key, key, "{body}");
         }
-        let fiat = load("[[billing.packages]]\nid = \"a\"\ncredits = 1\nstars = 1\ncrypto = { amount = \"300\", fiat = \"RUB\" }\n")
-            .expect("a fiat price");
+        let fiat = load(
+            "[[billing.packages]]\nid = \"a\"\ncredits = 1\nstars = 1\ncrypto = { amount = \"300\", fiat = \"RUB\" }\n",
+        )
+        .expect("a fiat price");
         let price = fiat.billing.packages[0].crypto.clone().expect("crypto");
         assert_eq!((price.is_fiat(), price.currency()), (true, "RUB"));
         let twice = "[[billing.packages]]\nid = \"a\"\ncredits = 1\nstars = 1\n";

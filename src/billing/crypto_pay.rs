@@ -404,7 +404,9 @@ impl CryptoPay {
             }
             CryptoOutcome::AlreadyCredited => tracing::debug!(invoice = id, "crypto invoice seen paid again"),
             CryptoOutcome::NotPaid => {}
-            CryptoOutcome::Unknown => tracing::warn!(invoice = id, "a paid crypto invoice we never created: not credited"),
+            CryptoOutcome::Unknown => {
+                tracing::warn!(invoice = id, "a paid crypto invoice we never created: not credited")
+            }
             CryptoOutcome::Expired => tracing::error!(
                 invoice = id,
                 "a crypto invoice we marked expired was paid: not credited; settle it by hand (admin adjust)"
@@ -559,10 +561,14 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         let cfg = crate::config::BillingConfig { signup_bonus: Credits(100), ..Default::default() };
         let billing = Billing::new(store.clone(), cfg);
-        let profile = crate::billing::Profile { id: UserId(5), first_name: "U".into(), username: None, language_code: None };
+        let profile =
+            crate::billing::Profile { id: UserId(5), first_name: "U".into(), username: None, language_code: None };
         billing.register(profile, None).await.expect("reg");
-        let cp = CryptoPay::new(billing.clone(), CryptoPayConfig { token: crate::config::Secret::new("1:x"), ..Default::default() })
-            .expect("client");
+        let cp = CryptoPay::new(
+            billing.clone(),
+            CryptoPayConfig { token: crate::config::Secret::new("1:x"), ..Default::default() },
+        )
+        .expect("client");
         store
             .write(|tx| {
                 tx.put_crypto_invoice(&stored(1, 5, CryptoStatus::Active))?;
@@ -573,7 +579,10 @@ mod tests {
             .expect("store");
         let open = store.read(|rx| rx.find_active_crypto_invoices()).await.expect("open");
         assert_eq!(open.iter().map(|i| i.invoice_id).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(cp.credit(seen(1, 5, "0.5")).await.expect("x"), CryptoOutcome::Mismatch("amount \"0.5\", stored 1.5".into()));
+        assert_eq!(
+            cp.credit(seen(1, 5, "0.5")).await.expect("x"),
+            CryptoOutcome::Mismatch("amount \"0.5\", stored 1.5".into())
+        );
         let mut other = seen(1, 5, "1.5");
         other.payload = Some(invoice_payload("small", UserId(6)));
         assert!(matches!(cp.credit(other).await.expect("x"), CryptoOutcome::Mismatch(_)));
@@ -603,7 +612,10 @@ mod tests {
             .await
             .expect("tamper");
         let problems = billing.verify().await.expect("verify");
-        assert!(problems.iter().any(|m| m.problem.contains("crypto invoice 3 is Paid but has no purchase row")), "{problems:?}");
+        assert!(
+            problems.iter().any(|m| m.problem.contains("crypto invoice 3 is Paid but has no purchase row")),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -623,9 +635,10 @@ mod tests {
         .expect("ok");
         let inv = ok.result.expect("result");
         assert_eq!((inv.invoice_id, inv.asset.as_deref(), inv.status.as_str()), (528_890, Some("USDT"), "active"));
-        let old: Invoice =
-            serde_json::from_str(r#"{"invoice_id":1,"status":"paid","amount":"2","pay_url":"https://t.me/CryptoBot?start=IV1"}"#)
-                .expect("the older field name");
+        let old: Invoice = serde_json::from_str(
+            r#"{"invoice_id":1,"status":"paid","amount":"2","pay_url":"https://t.me/CryptoBot?start=IV1"}"#,
+        )
+        .expect("the older field name");
         assert_eq!(old.bot_invoice_url.as_deref(), Some("https://t.me/CryptoBot?start=IV1"));
         let err: Envelope<Invoice> =
             serde_json::from_str(r#"{"ok":false,"error":{"code":401,"name":"UNAUTHORIZED"}}"#).expect("error");

@@ -412,7 +412,8 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
                     match referee.map(|r| rx.get_user(r)).transpose()?.flatten() {
                         Some(r) if r.referral.by == Some(u.id) => {
                             if let Some(invoice) = charge.and_then(|c| c.strip_prefix(crypto_pay::CRYPTO_REASON)) {
-                                let stored = invoice.parse().ok().map(|i| rx.get_crypto_invoice(i)).transpose()?.flatten();
+                                let stored =
+                                    invoice.parse().ok().map(|i| rx.get_crypto_invoice(i)).transpose()?.flatten();
                                 if stored.is_none_or(|i| i.user_id != r.id || i.status != CryptoStatus::Paid) {
                                     bad(format!("referral reward {} names no purchase of {:?}", op.id, r.id));
                                 }
@@ -507,7 +508,12 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
         if (inv.status == CryptoStatus::Paid) != credited {
             out.push(Mismatch {
                 user: inv.user_id,
-                problem: format!("crypto invoice {} is {:?} but has {} purchase row", inv.invoice_id, inv.status, if credited { "a" } else { "no" }),
+                problem: format!(
+                    "crypto invoice {} is {:?} but has {} purchase row",
+                    inv.invoice_id,
+                    inv.status,
+                    if credited { "a" } else { "no" }
+                ),
             });
         }
     }

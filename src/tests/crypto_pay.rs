@@ -219,6 +219,16 @@ async fn polling_credits_a_paid_invoice_once_and_an_expired_one_never() {
     assert_eq!(shares[0].amount, Credits(11));
     assert_eq!(shares[0].reason.as_deref(), Some(format!("ref:{u}:cryptopay:1000").as_str()));
     h.verify_clean().await;
+    // The panel's payments page lists both invoices with their state.
+    let (status, page) = super::refunds::Panel::login(&h).await.get("/admin/payments").await;
+    assert_eq!(status, 200);
+    let table = &page[page.find("id=\"crypto-invoices\"").expect("the crypto table")..];
+    for (id, state) in [(paid, "paid"), (expired, "expired")] {
+        let row = &table[table.find(&format!("<code>{id}</code>")).expect("a row per invoice")..];
+        let row = &row[..row.find("</tr>").expect("row end")];
+        assert!(row.contains(&format!(">{state}<")), "{row}");
+    }
+    assert!(table.contains("1.5 USDT") && table.contains(&format!("/admin/users/{u}")), "{table}");
     h.assert_no_rejections();
 }
 
@@ -236,7 +246,9 @@ async fn a_failing_crypto_pay_stores_nothing_and_says_so() {
     h.press(u, "ru", list["message_id"].as_i64().expect("id"), &Harness::button(&list, "💎 Крипто"));
     let alerted = super::fakes::eventually(std::time::Duration::from_secs(20), || {
         h.emu.callback_answers().iter().any(|a| {
-            a.chat_id == u && a.show_alert && a.text.as_deref().is_some_and(|t| t.contains("Оплата криптовалютой сейчас недоступна"))
+            a.chat_id == u
+                && a.show_alert
+                && a.text.as_deref().is_some_and(|t| t.contains("Оплата криптовалютой сейчас недоступна"))
         })
     })
     .await;

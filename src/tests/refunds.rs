@@ -94,7 +94,7 @@ fn telegram_side(h: &Harness, u: i64, charge: &str) -> (String, usize, usize) {
 }
 
 /// The admin panel over HTTP with the password the app wrote at first start.
-struct Panel {
+pub(super) struct Panel {
     base: String,
     http: reqwest::Client,
     cookie: String,
@@ -116,7 +116,7 @@ fn csrf_in(html: &str) -> String {
 }
 
 impl Panel {
-    async fn login(h: &Harness) -> Panel {
+    pub(super) async fn login(h: &Harness) -> Panel {
         let base = format!("http://{}", h.app.as_ref().expect("app").addr);
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
         let password = std::fs::read_to_string(h.dir.path().join("admin-password")).expect("password file");
@@ -140,7 +140,7 @@ impl Panel {
         Panel { base, http, cookie }
     }
 
-    async fn get(&self, path: &str) -> (u16, String) {
+    pub(super) async fn get(&self, path: &str) -> (u16, String) {
         let r = self.http.get(format!("{}{path}", self.base)).header("cookie", &self.cookie).send().await.expect("get");
         (r.status().as_u16(), r.text().await.expect("body"))
     }

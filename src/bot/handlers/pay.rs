@@ -5,10 +5,10 @@
 //! the crediting rule live in `billing`; this file only talks to Telegram.
 
 use super::Caller;
+use crate::billing::crypto_pay::{CryptoPayError, PurchaseNotifier};
 use crate::billing::{CheckoutRefusal, PurchaseOutcome, STARS_CURRENCY, StarPayment, invoice_payload};
 use crate::bot::i18n::Lang;
 use crate::bot::{BotCtx, BotError, TgBot, keyboards};
-use crate::billing::crypto_pay::{CryptoPayError, PurchaseNotifier};
 use crate::domain::{Credits, UserId};
 use crate::store::records::UserRecord;
 use std::sync::Arc;
@@ -59,10 +59,8 @@ pub async fn send_crypto_invoice(
     let Ok(url) = inv.pay_url.parse() else { return Ok(Some((lang.t("crypto_unavailable"), true))) };
     let price = format!("{} {}", inv.amount, inv.currency);
     let minutes = (inv.expires_at - inv.created_at) / 60_000;
-    let text = lang.tf(
-        "crypto_invoice",
-        &[("price", &price), ("credits", &me.money(ctx, inv.credits)), ("minutes", &minutes)],
-    );
+    let text = lang
+        .tf("crypto_invoice", &[("price", &price), ("credits", &me.money(ctx, inv.credits)), ("minutes", &minutes)]);
     let button = InlineKeyboardButton::url(lang.tf("crypto_pay_button", &[("price", &price)]), url);
     bot.send_message(chat, text).reply_markup(InlineKeyboardMarkup::new([[button]])).await?;
     Ok(None)
@@ -87,7 +85,10 @@ impl PurchaseNotifier for CryptoCredited {
         let lang = Lang::from_code(user.language.as_deref().or(user.language_code.as_deref()));
         let text = lang.tf(
             "purchase_credited",
-            &[("credits", &lang.money(credits, &self.currency)), ("balance", &lang.money(user.balance, &self.currency))],
+            &[
+                ("credits", &lang.money(credits, &self.currency)),
+                ("balance", &lang.money(user.balance, &self.currency)),
+            ],
         );
         if let Err(e) = self.bot.send_message(ChatId(user.id.0), text).await {
             tracing::warn!(user = user.id.0, error = %e, "could not tell the payer about their crypto top-up");

@@ -29,11 +29,7 @@ fn error(status: u16, code: i64, name: &str) -> Response {
     recorder::json(status, json!({"ok": false, "error": {"code": code, "name": name}}))
 }
 
-fn answer(
-    req: &Recorded,
-    token: &str,
-    invoices: &Mutex<BTreeMap<i64, Value>>,
-) -> Response {
+fn answer(req: &Recorded, token: &str, invoices: &Mutex<BTreeMap<i64, Value>>) -> Response {
     if req.header("crypto-pay-api-token").as_deref() != Some(token) {
         return error(401, 401, "UNAUTHORIZED");
     }
@@ -69,12 +65,8 @@ fn answer(
             recorder::json(200, json!({"ok": true, "result": inv}))
         }
         "/api/getInvoices" => {
-            let ids: Vec<i64> = body["invoice_ids"]
-                .as_str()
-                .unwrap_or("")
-                .split(',')
-                .filter_map(|s| s.trim().parse().ok())
-                .collect();
+            let ids: Vec<i64> =
+                body["invoice_ids"].as_str().unwrap_or("").split(',').filter_map(|s| s.trim().parse().ok()).collect();
             let items: Vec<Value> = ids.iter().filter_map(|id| all.get(id).cloned()).collect();
             recorder::json(200, json!({"ok": true, "result": {"items": items}}))
         }
