@@ -326,9 +326,15 @@ impl CryptoPay {
     }
 
     /// `createInvoice` for `package` bought by `user`, stored `active` with the credits it
-    /// offers now. Errors: [`CryptoPayError::NotForSale`], API and transport errors (nothing
-    /// stored), store errors.
-    pub async fn create_invoice(&self, user: UserId, package_id: &str) -> Result<CryptoInvoice, CryptoPayError> {
+    /// offers now; `describe(credits)` is the description the payer sees in @CryptoBot (in
+    /// their language; cut to Crypto Pay's 1024 characters). Errors:
+    /// [`CryptoPayError::NotForSale`], API and transport errors (nothing stored), store errors.
+    pub async fn create_invoice(
+        &self,
+        user: UserId,
+        package_id: &str,
+        describe: impl FnOnce(Credits) -> String,
+    ) -> Result<CryptoInvoice, CryptoPayError> {
         let package = self.inner.billing.package(package_id).cloned();
         let Some((package, price)) = package.and_then(|p| p.crypto.clone().map(|c| (p, c))) else {
             return Err(CryptoPayError::NotForSale(package_id.to_string()));
@@ -339,7 +345,7 @@ impl CryptoPay {
         let mut body = serde_json::json!({
             "amount": price.amount,
             "payload": payload,
-            "description": format!("{} credits ({})", credits.0, package.id),
+            "description": describe(credits).chars().take(1024).collect::<String>(),
             "expires_in": ttl,
             "allow_comments": false,
             "allow_anonymous": false,

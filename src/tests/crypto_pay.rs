@@ -112,6 +112,7 @@ async fn the_crypto_button_makes_an_invoice_and_a_signed_webhook_credits_it_once
         (&body["currency_type"], &body["asset"], &body["amount"], &body["payload"], &body["expires_in"]),
         (&"crypto".into(), &"USDT".into(), &"1.5".into(), &format!("pkg:small:{u}").into(), &3600.into())
     );
+    assert_eq!(body["description"], "Пополнение баланса бота на 110 кредитов. Кредиты тратятся на генерации.");
     let id = 1000;
     assert_eq!(
         text_of(&inv),

@@ -48,7 +48,8 @@ pub async fn send_crypto_invoice(
 ) -> Result<Option<(String, bool)>, BotError> {
     let lang = me.lang;
     let Some(cp) = ctx.crypto.as_ref() else { return Ok(Some((lang.t("crypto_unavailable"), true))) };
-    let inv = match cp.create_invoice(me.id(), id).await {
+    let describe = |credits| lang.tf("crypto_description", &[("credits", &me.money(ctx, credits))]);
+    let inv = match cp.create_invoice(me.id(), id, describe).await {
         Ok(inv) => inv,
         Err(CryptoPayError::NotForSale(_)) => return Ok(Some((lang.t("topup_package_gone"), true))),
         Err(e) => {
