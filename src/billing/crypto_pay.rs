@@ -271,8 +271,14 @@ impl CryptoPay {
     /// A service over `billing`'s store with the validated `[billing.crypto_pay]` section.
     /// Errors: the HTTP client cannot be built.
     pub fn new(billing: Billing, cfg: CryptoPayConfig) -> Result<CryptoPay, CryptoPayError> {
-        let http = crate::providers::http::builder(CALL_TIMEOUT)
+        // Built here rather than from `providers::http` (billing does not depend on providers),
+        // with the same settings: rustls, hickory DNS (never glibc NSS in the static binary).
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .hickory_dns(true)
+            .connect_timeout(Duration::from_secs(10))
             .timeout(CALL_TIMEOUT)
+            .user_agent(concat!("mediabot/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CryptoPayError::Transport(format!("cannot build HTTP client: {e}")))?;
         let api = format!("{}/api", cfg.base_url.trim_end_matches('/'));
