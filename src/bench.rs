@@ -344,6 +344,7 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
                     blocked: false,
                     banned: i % 1000 == 0,
                     level: String::new(),
+                    level_until: None,
                     language: None,
                     referral: Default::default(),
                 })?;
@@ -386,6 +387,7 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
                     heartbeat_at: None,
                     priority: false,
                     translation: None,
+                    quota_day: None,
                 };
                 crate::billing::hold(tx, &mut job)?;
                 crate::billing::capture(tx, &mut job)?;

@@ -244,11 +244,21 @@ pub struct BillingConfig {
     /// Price of one "✍️ Write" job (a prompt written by the `[llm]` language model). Free by
     /// default; held when the job is made and captured only when the prompt is delivered.
     pub write_price: Credits,
-    /// Access level ids an admin can give a user; the first is everyone's default. Rules per
-    /// level (daily limits, prices) will be keyed by these ids.
+    /// Access level ids without rules (the older, short form): every level unlimited, every
+    /// model allowed; the first is everyone's default. Ignored when `[[billing.level]]` is
+    /// given (then leave it out, or list the same ids). Read the levels through
+    /// [`BillingConfig::level_rules`] / [`BillingConfig::level_ids`].
     pub levels: Vec<String>,
-    /// IANA time zone the bot shows dates in (the user's history) and will reset daily quotas
-    /// in (`Europe/Moscow`, `UTC`).
+    /// Access levels with their rules (`[[billing.level]]`, see [`LevelConfig`]); the first is
+    /// everyone's default. Empty: the ids of `levels`, unlimited.
+    pub level: Vec<LevelConfig>,
+    /// The level the bot's admins (`telegram.admins`) always have, whatever level is stored
+    /// for them or bought (typically an unlimited `admin` level). Unset: admins are ordinary
+    /// users for quotas and models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_level: Option<String>,
+    /// IANA time zone the bot shows dates in (the user's history) and resets daily quotas in
+    /// at local midnight (`Europe/Moscow`, `UTC`).
     pub time_zone: String,
     /// Top-up packages (`[[billing.packages]]`) offered under "💳 Top up" and by `/buy`. Empty:
     /// no top-ups (the button is not shown and `/buy` says so).
@@ -262,6 +272,98 @@ pub struct BillingConfig {
     /// The referral programme (`[billing.referral]`); all zero by default (links work, nobody
     /// is rewarded).
     pub referral: ReferralConfig,
+}
+
+/// One access level (`[[billing.level]]`): what a user of this level may do each day.
+///
+/// ```toml
+/// [[billing.level]]
+/// id = "standard"                       # the first level is everyone's default
+/// name = { ru = "Стандарт", en = "Standard" }
+/// daily_limit = 3                       # generations per day; leave out for no limit
+/// models = ["*"]                        # "*" = every model, or model ids
+/// free = false                          # true: jobs cost 0 credits (still counted)
+/// subscription = { stars = 250 }        # sold as a 30-day Telegram Stars subscription
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelConfig {
+    /// Stable id, 1–32 of `a-z 0-9 _ -`: stored on users and in subscription invoice payloads.
+    pub id: String,
+    /// Name shown to users per language (`{ ru = "…", en = "…" }`); empty: the id.
+    #[serde(default)]
+    pub name: std::collections::BTreeMap<String, String>,
+    /// Generations (model jobs; the local tools and "✍️ Write" are not counted) a user may
+    /// start per day in `billing.time_zone`; `None` = no limit. A failed or cancelled job gives
+    /// its one back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_limit: Option<u32>,
+    /// Model ids this level may use; `"*"` = all.
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+    /// Jobs of this level cost 0 credits (they still count against `daily_limit`).
+    #[serde(default)]
+    pub free: bool,
+    /// Sold as a Telegram Stars subscription (30 days, renewed by Telegram each period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<LevelSubscription>,
+}
+
+/// The price of a level's subscription (`subscription = { stars = 250 }`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelSubscription {
+    /// Stars per 30-day period (currency `XTR`, 1–10000: Telegram's subscription price cap).
+    pub stars: i64,
+    /// Credits added with each paid period (first payment and renewals), as one `Purchase`
+    /// ledger row; 0 (default): the subscription buys only the level.
+    #[serde(default)]
+    pub credits: Credits,
+}
+
+fn all_models() -> Vec<String> {
+    vec!["*".into()]
+}
+
+impl LevelConfig {
+    /// An unlimited level allowing every model (the short `levels = [...]` form).
+    pub fn unlimited(id: &str) -> LevelConfig {
+        LevelConfig {
+            id: id.into(),
+            name: Default::default(),
+            daily_limit: None,
+            models: all_models(),
+            free: false,
+            subscription: None,
+        }
+    }
+
+    /// The name in language `code`: its own, else English, else the id.
+    pub fn label(&self, code: &str) -> &str {
+        self.name.get(code).or_else(|| self.name.get("en")).map_or(self.id.as_str(), String::as_str)
+    }
+
+    /// Whether this level may run model `id`.
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m == "*" || m == model)
+    }
+}
+
+impl BillingConfig {
+    /// The levels with their rules, the default first: `[[billing.level]]`, else the short
+    /// `levels` list as unlimited levels.
+    pub fn level_rules(&self) -> Vec<LevelConfig> {
+        if self.level.is_empty() {
+            self.levels.iter().map(|id| LevelConfig::unlimited(id)).collect()
+        } else {
+            self.level.clone()
+        }
+    }
+
+    /// The level ids, the default first.
+    pub fn level_ids(&self) -> Vec<String> {
+        self.level_rules().into_iter().map(|l| l.id).collect()
+    }
 }
 
 /// Rewards for inviting users (`[billing.referral]`), each paid to the referrer as one
@@ -360,6 +462,8 @@ impl Default for BillingConfig {
             resize_price: Credits::ZERO,
             write_price: Credits::ZERO,
             levels: vec!["standard".into(), "vip".into()],
+            level: Vec::new(),
+            admin_level: None,
             time_zone: "Europe/Moscow".into(),
             packages: Vec::new(),
             terms: String::new(),
@@ -976,18 +1080,64 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Checks cross-field rules serde cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.billing.levels.is_empty() {
-            return Err(bad("billing.levels", "needs at least one level (the first is the default)"));
+    /// `billing.levels`, `[[billing.level]]` and `billing.admin_level`.
+    fn validate_levels(&self) -> Result<(), ConfigError> {
+        let b = &self.billing;
+        let ids = b.level_ids();
+        let key = if b.level.is_empty() { "billing.levels" } else { "billing.level" };
+        if ids.is_empty() {
+            return Err(bad(key, "needs at least one level (the first is the default)"));
         }
-        for (i, l) in self.billing.levels.iter().enumerate() {
+        // The short list is only a default unless it was written next to the long form: then
+        // the two must agree, or an operator would wonder which one counts.
+        let default_list = BillingConfig::default().levels;
+        if !b.level.is_empty() && !b.levels.is_empty() && b.levels != default_list && b.levels != ids {
+            return Err(bad("billing.levels", "give either levels = [...] or [[billing.level]] (or the same ids in both)"));
+        }
+        for (i, l) in ids.iter().enumerate() {
             let ok = (1..=32).contains(&l.len())
                 && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-            if !ok || self.billing.levels[..i].contains(l) {
-                return Err(bad("billing.levels", format!("{l:?}: 1–32 of a-z 0-9 _ -, each once")));
+            if !ok || ids[..i].contains(l) {
+                let key = if b.level.is_empty() { key.to_string() } else { format!("billing.level[{i}].id") };
+                return Err(bad(key, format!("{l:?}: 1–32 of a-z 0-9 _ -, each once")));
             }
         }
+        for (i, l) in b.level.iter().enumerate() {
+            let k = |f: &str| format!("billing.level[{i}].{f}");
+            if l.models.is_empty() {
+                return Err(bad(k("models"), "list model ids, or \"*\" for every model"));
+            }
+            for (j, m) in l.models.iter().enumerate() {
+                if m != "*" && !self.models.iter().any(|c| &c.id == m) {
+                    return Err(bad(k(&format!("models[{j}]")), format!("{m:?} is not a [[models]] id (or \"*\")")));
+                }
+            }
+            if l.name.values().any(|n| n.trim().is_empty() || n.chars().count() > 32) {
+                return Err(bad(k("name"), "1–32 characters per language"));
+            }
+            if let Some(s) = &l.subscription {
+                if i == 0 {
+                    return Err(bad(k("subscription"), "the first level is everyone's default; sell another one"));
+                }
+                if !(1..=10_000).contains(&s.stars) {
+                    return Err(bad(k("subscription.stars"), "whole Stars, 1–10000 (Telegram's subscription cap)"));
+                }
+                if s.credits.is_negative() {
+                    return Err(bad(k("subscription.credits"), "must not be negative"));
+                }
+            }
+        }
+        if let Some(a) = &b.admin_level {
+            if !ids.contains(a) {
+                return Err(bad("billing.admin_level", format!("{a:?} is not a level id ({})", ids.join(", "))));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks cross-field rules serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_levels()?;
         let r = &self.billing.referral;
         if r.purchase_percent > 100 || r.signup_bonus.0 < 0 || r.daily_cap.0 < 0 {
             return Err(bad("billing.referral", "purchase_percent 0–100; signup_bonus and daily_cap ≥ 0"));
@@ -1508,6 +1658,47 @@ mod tests {
         std::fs::write(&p, "[telegram]\nwebhook_url = \"https://bot.example.org/tg\"\nwebhook_secret = \"ok_1-2\"\n")
             .expect("write");
         assert_eq!(Config::load(Some(&p)).expect("valid").telegram.webhook_url, "https://bot.example.org/tg");
+    }
+
+    #[test]
+    fn levels_take_rules_and_are_checked_with_the_key_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        // The packaging/config.toml example (seed 001), with the admins' level.
+        let seed = "[billing]\nadmin_level = \"admin\"\n\
+            [[billing.level]]\nid = \"standard\"\nname = { ru = \"Стандарт\", en = \"Standard\" }\n\
+            daily_limit = 3\nmodels = [\"*\"]\n\
+            [[billing.level]]\nid = \"subscriber\"\nname = { ru = \"Подписчик\", en = \"Subscriber\" }\n\
+            daily_limit = 5\nsubscription = { stars = 250 }\n\
+            [[billing.level]]\nid = \"admin\"\nname = { ru = \"Админ\", en = \"Admin\" }\n";
+        std::fs::write(&p, format!("{}\n{seed}", demo_model(""))).expect("write");
+        let c = Config::load(Some(&p)).expect("the seed example is valid");
+        assert_eq!(c.billing.level_ids(), ["standard", "subscriber", "admin"]);
+        let rules = c.billing.level_rules();
+        assert_eq!((rules[0].daily_limit, rules[0].free, rules[0].label("ru")), (Some(3), false, "Стандарт"));
+        assert_eq!(rules[1].subscription, Some(LevelSubscription { stars: 250, credits: Credits::ZERO }));
+        assert_eq!(rules[2].daily_limit, None, "no limit");
+        assert!(rules[0].allows("m") && rules[2].allows("anything"));
+        // The short form still works: unlimited levels.
+        std::fs::write(&p, "[billing]\nlevels = [\"basic\", \"gold\"]\n").expect("write");
+        let c = Config::load(Some(&p)).expect("short form");
+        assert_eq!(c.billing.level_rules(), [LevelConfig::unlimited("basic"), LevelConfig::unlimited("gold")]);
+        for (toml, key) in [
+            ("[[billing.level]]\nid = \"a\"\nmodels = [\"m\", \"nope\"]\n", "billing.level[0].models[1]"),
+            ("[[billing.level]]\nid = \"a\"\nsubscription = { stars = 5 }\n", "billing.level[0].subscription"),
+            (
+                "[[billing.level]]\nid = \"a\"\n[[billing.level]]\nid = \"b\"\nsubscription = { stars = 0 }\n",
+                "billing.level[1].subscription.stars",
+            ),
+            ("[[billing.level]]\nid = \"a\"\n[[billing.level]]\nid = \"a\"\n", "billing.level[1].id"),
+            ("[billing]\nadmin_level = \"root\"\n", "billing.admin_level"),
+            ("[billing]\nlevels = [\"x\"]\n[[billing.level]]\nid = \"a\"\n", "billing.levels"),
+            ("[billing]\ntime_zone = \"Mars/Olympus\"\n", "billing.time_zone"),
+        ] {
+            std::fs::write(&p, format!("{}\n{toml}", demo_model(""))).expect("write");
+            let e = Config::load(Some(&p)).expect_err(toml);
+            assert_eq!(e.key, key, "{toml}: {e}");
+        }
     }
 
     /// A `[[models]]` entry on a demo provider plus `extra` lines.

@@ -6,6 +6,8 @@
 //! one happened ([`Settlement`]), which is what makes a second settlement a no-op.
 
 pub mod history;
+pub mod levels;
+pub mod subscriptions;
 
 use crate::config::{BillingConfig, Package};
 use crate::domain::{Credits, JobId, OperationId, UserId, now_ms};
@@ -40,6 +42,8 @@ pub struct Profile {
 pub struct Billing {
     store: Store,
     cfg: BillingConfig,
+    /// Access levels with the quota clock, shared with `jobs`.
+    levels: std::sync::Arc<levels::Levels>,
 }
 
 /// Appends a ledger row and applies its delta to `user` (not yet saved). Refuses a negative
@@ -123,6 +127,10 @@ fn settle(tx: &mut Tx, job: &mut JobRecord, charge: bool) -> Result<bool, Billin
     user.held = user.held.checked_sub(job.price).ok_or(BillingError::Overflow)?;
     tx.put_user(&user)?;
     job.settlement = Some(if charge { Settlement::Captured(op.id) } else { Settlement::Released(op.id) });
+    if !charge {
+        // A job that did not happen does not use up the day's quota either.
+        levels::give_back(tx, job)?;
+    }
     Ok(true)
 }
 
@@ -512,8 +520,34 @@ pub struct Offer {
 }
 
 impl Billing {
+    /// A billing service whose levels know no admins and read the system clock; `app` gives
+    /// it the shared levels with [`Billing::with_levels`].
     pub fn new(store: Store, cfg: BillingConfig) -> Billing {
-        Billing { store, cfg }
+        let levels = std::sync::Arc::new(levels::Levels::of_billing(&cfg, &[], levels::Clock::system()));
+        Billing { store, cfg, levels }
+    }
+
+    /// The same service with `levels` (the instance the job engine uses).
+    pub fn with_levels(mut self, levels: std::sync::Arc<levels::Levels>) -> Billing {
+        self.levels = levels;
+        self
+    }
+
+    /// The access levels (`[[billing.level]]`) and their clock.
+    pub fn levels(&self) -> &levels::Levels {
+        &self.levels
+    }
+
+    /// `user`'s level now, today's use of its quota and when that resets (the balance view).
+    /// Errors: [`BillingError::UnknownUser`].
+    pub async fn level_status(&self, user: UserId) -> Result<levels::LevelStatus, BillingError> {
+        let levels = self.levels.clone();
+        self.store
+            .read(move |rx| {
+                let u = rx.get_user(user)?.ok_or(BillingError::UnknownUser(user))?;
+                Ok(levels.status(|day| rx.get_quota(user, day), &u)?)
+            })
+            .await
     }
 
     /// The start (ms) of the day containing `now` (ms) in `billing.time_zone`, for daily caps.
@@ -570,7 +604,8 @@ impl Billing {
     }
 
     /// Decides a `pre_checkout_query` (api.json `PreCheckoutQuery`): the payload names a
-    /// configured package with the same Stars price and currency `XTR`, its user is the payer,
+    /// configured package (or a level sold as a subscription) with the same Stars price and
+    /// currency `XTR`, its user is the payer,
     /// and the payer is a known, unbanned user. Reads only.
     pub async fn check_checkout(
         &self,
@@ -579,12 +614,24 @@ impl Billing {
         total_amount: i64,
         payload: &str,
     ) -> Result<Result<(), CheckoutRefusal>, BillingError> {
-        let Some((package, user)) = parse_payload(payload) else { return Ok(Err(CheckoutRefusal::PackageGone)) };
-        let Some(p) = self.package(&package) else { return Ok(Err(CheckoutRefusal::PackageGone)) };
+        let (user, stars) = match (parse_payload(payload), subscriptions::parse_subscription_payload(payload)) {
+            (Some((package, user)), _) => match self.package(&package) {
+                Some(p) => (user, p.stars),
+                None => return Ok(Err(CheckoutRefusal::PackageGone)),
+            },
+            // A level no longer sold (or gone) is refused like a removed package.
+            (None, Some((level, user))) => {
+                match self.levels.get(&level).filter(|_| !level.is_empty()).and_then(|l| l.subscription.as_ref()) {
+                    Some(s) => (user, s.stars),
+                    None => return Ok(Err(CheckoutRefusal::PackageGone)),
+                }
+            }
+            (None, None) => return Ok(Err(CheckoutRefusal::PackageGone)),
+        };
         if user != payer {
             return Ok(Err(CheckoutRefusal::NotPayer));
         }
-        if currency != STARS_CURRENCY || p.stars != total_amount {
+        if currency != STARS_CURRENCY || stars != total_amount {
             return Ok(Err(CheckoutRefusal::PriceChanged));
         }
         let rec = self.store.read(move |rx| rx.get_user(payer)).await?;
@@ -708,6 +755,7 @@ impl Billing {
                     blocked: false,
                     banned: false,
                     level: String::new(),
+                    level_until: None,
                     language: None,
                     referral: Default::default(),
                 };

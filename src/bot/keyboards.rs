@@ -145,6 +145,9 @@ pub enum Callback {
     /// A package picked from the list: send its invoice. The id is a `[[billing.packages]]`
     /// id (≤ 24 of `a-z 0-9 _ -`, so it fits and has no `:`).
     Buy(String),
+    /// "⭐ Subscription" (under the balance and a used-up daily quota): the levels sold as
+    /// Stars subscriptions, each with its invoice link.
+    Subscribe,
 }
 
 /// The callback code of a photo mode (one letter; every code ever written must keep decoding).
@@ -258,6 +261,7 @@ impl Callback {
             Callback::History(page) => format!("{V}:H:{page}"),
             Callback::TopUp => format!("{V}:B"),
             Callback::Buy(id) => format!("{V}:B:{id}"),
+            Callback::Subscribe => format!("{V}:S"),
         }
     }
 
@@ -317,6 +321,7 @@ impl Callback {
             ["H", page] => Callback::History(page.parse().ok()?),
             ["B"] => Callback::TopUp,
             ["B", id] if package_id_ok(id) => Callback::Buy(id.to_string()),
+            ["S"] => Callback::Subscribe,
             ["e", i] => Callback::EditThis(id(i)?),
             ["U", i] => Callback::UpscaleThis(id(i)?),
             ["W", j, m @ ("c" | "e")] => {
@@ -429,14 +434,36 @@ pub fn video_confirm(lang: Lang, draft: u128, price: &str) -> InlineKeyboardMark
     ]])
 }
 
-/// Under the balance: "💳 Top up" (when packages are sold) and "📊 Operations".
-pub fn balance(lang: Lang, top_up: bool) -> InlineKeyboardMarkup {
+/// Under the balance: "💳 Top up" (when packages are sold), "⭐ Subscription" (when a level
+/// is sold as one) and "📊 Operations".
+pub fn balance(lang: Lang, top_up: bool, subscribe: bool) -> InlineKeyboardMarkup {
     let mut row = Vec::new();
     if top_up {
         row.push(button(lang.t("btn_topup"), Callback::TopUp));
     }
+    if subscribe {
+        row.push(button(lang.t("btn_subscribe"), Callback::Subscribe));
+    }
     row.push(button(lang.t("history_button"), Callback::History(0)));
     InlineKeyboardMarkup::new(vec![row])
+}
+
+/// Under a used-up daily quota: "⭐ Subscription" and / or "💳 Top up"; `None` when neither is
+/// sold.
+pub fn more_quota(lang: Lang, subscribe: bool, top_up: bool) -> Option<InlineKeyboardMarkup> {
+    let mut row = Vec::new();
+    if subscribe {
+        row.push(button(lang.t("btn_subscribe"), Callback::Subscribe));
+    }
+    if top_up {
+        row.push(button(lang.t("btn_topup"), Callback::TopUp));
+    }
+    (!row.is_empty()).then(|| InlineKeyboardMarkup::new(vec![row]))
+}
+
+/// One URL button per subscription invoice link: `(button text, link)`.
+pub fn subscription_links(links: Vec<(String, url::Url)>) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(links.into_iter().map(|(text, url)| [InlineKeyboardButton::url(text, url)]))
 }
 
 /// Under a history page: newer / older pages.
@@ -823,6 +850,7 @@ mod tests {
             Callback::TopUp,
             Callback::Buy("x".repeat(24)),
             Callback::Buy("small_1-a".into()),
+            Callback::Subscribe,
         ]
         .into_iter()
         .chain(Subject::ALL.map(Callback::Subject))
@@ -909,6 +937,7 @@ mod tests {
             ("2:wj:default", Callback::Subject(Subject::Default)),
             ("2:B", Callback::TopUp),
             ("2:B:small", Callback::Buy("small".into())),
+            ("2:S", Callback::Subscribe),
         ];
         for (stored, cb) in cases {
             assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");

@@ -44,6 +44,10 @@ pub enum JobsError {
     /// (`library.input_retention_days`): it cannot be made again.
     #[error("the input photos are no longer stored")]
     InputsGone,
+    /// The user's level refused the job (inside `submit`; returned as
+    /// [`Submitted::LevelRefused`]).
+    #[error("refused by the user's level: {0:?}")]
+    Level(crate::billing::levels::LevelRefusal),
 }
 
 /// A user image accepted as job input.
@@ -226,6 +230,9 @@ pub enum Submitted {
     InsufficientFunds { balance: crate::domain::Credits, price: crate::domain::Credits },
     /// The draft already produced this job (a repeated button press).
     Duplicate(JobId),
+    /// The user's access level refused it (today's quota used up, or a model the level does
+    /// not include); nothing was written.
+    LevelRefused(crate::billing::levels::LevelRefusal),
 }
 
 pub(crate) struct Inner {
@@ -268,6 +275,8 @@ pub(crate) struct Inner {
     pub admins: HashSet<i64>,
     /// Download links for results over Telegram's upload limit (`web.public_url`).
     pub links: Option<media::Links>,
+    /// Access levels: model restrictions, free levels and the daily quota taken at submit.
+    pub levels: Arc<crate::billing::levels::Levels>,
 }
 
 /// Handle to the job engine; cheap to clone.
@@ -289,14 +298,27 @@ impl JobEngine {
         self.inner.llm.clone()
     }
 
-    /// Builds the engine. `providers` maps provider id → implementation. Workflow files of
-    /// ComfyUI models are read here, once.
+    /// Builds the engine with levels on the system clock (see [`JobEngine::with_levels`]).
     pub fn new(
         store: Store,
         config: &Config,
         catalog: Catalog,
         providers: HashMap<String, DynProvider>,
         notifier: Arc<dyn Notifier>,
+    ) -> Result<JobEngine, JobsError> {
+        let levels = Arc::new(crate::billing::levels::Levels::new(config, crate::billing::levels::Clock::system()));
+        JobEngine::with_levels(store, config, catalog, providers, notifier, levels)
+    }
+
+    /// Builds the engine. `providers` maps provider id → implementation; `levels` is shared
+    /// with `billing` (one clock). Workflow files of ComfyUI models are read here, once.
+    pub fn with_levels(
+        store: Store,
+        config: &Config,
+        catalog: Catalog,
+        providers: HashMap<String, DynProvider>,
+        notifier: Arc<dyn Notifier>,
+        levels: Arc<crate::billing::levels::Levels>,
     ) -> Result<JobEngine, JobsError> {
         let mut workflows = HashMap::new();
         for m in &config.models {
@@ -369,6 +391,7 @@ impl JobEngine {
                 worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
                 admins: config.telegram.admins.iter().copied().collect(),
                 links,
+                levels,
             }),
         };
         // An admin's change of a concurrency applies at once, running or not.
@@ -445,8 +468,10 @@ impl JobEngine {
     /// `billing.write_price` ([`JobsError::ModelDisabled`] when no `[llm]` is configured).
     /// Errors: [`JobsError::UnknownModel`], [`JobsError::ModelDisabled`],
     /// [`JobsError::InputsGone`] when an input file was pruned (a rerun of an old edit); a
-    /// balance below the price is not an error but [`Submitted::InsufficientFunds`], with
-    /// nothing written.
+    /// balance below the price is not an error but [`Submitted::InsufficientFunds`], and the
+    /// user's level refusing it (quota, model) [`Submitted::LevelRefused`], with nothing
+    /// written. A generation counts against the level's daily quota in this transaction; a
+    /// free level makes any job cost 0.
     pub async fn submit(&self, new: NewJob) -> Result<Submitted, JobsError> {
         let (store, files) =
             (self.inner.store.clone(), new.payload.input_files().map(str::to_string).collect::<Vec<_>>());
@@ -508,8 +533,10 @@ impl JobEngine {
             heartbeat_at: None,
             priority: new.priority,
             translation: None,
+            quota_day: None,
         };
         let draft_id = new.draft_id;
+        let levels = self.inner.levels.clone();
         let outcome = self
             .inner
             .store
@@ -524,6 +551,10 @@ impl JobEngine {
                     }
                 }
                 // An error here drops the whole transaction: the draft stays usable.
+                let generation = matches!(job.payload, JobPayload::Generate { .. }).then(|| job.model_id.clone());
+                if let Err(refusal) = crate::billing::levels::admit(tx, &levels, &mut job, generation.as_deref())? {
+                    return Err(JobsError::Level(refusal));
+                }
                 crate::billing::hold(tx, &mut job)?;
                 tx.put_job(&job)?;
                 Ok::<_, JobsError>(Submitted::Queued { job, eta_secs: 0 })
@@ -538,6 +569,7 @@ impl JobEngine {
             Err(JobsError::Billing(BillingError::InsufficientFunds { balance, price })) => {
                 Ok(Submitted::InsufficientFunds { balance, price })
             }
+            Err(JobsError::Level(refusal)) => Ok(Submitted::LevelRefused(refusal)),
             other => other,
         }
     }

@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 8;
+pub const SCHEMA_VERSION: u64 = 10;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,7 +29,15 @@ const STEPS: &[(u64, &str, Step)] = &[
     (6, "006_user_list_rows_in_name_index", m006_user_list_rows),
     (7, "007_uploaded_inputs", m007_inputs),
     (8, "008_star_payments", m008_payments),
+    // 9 belongs to another branch; each step opens only its own tables, so the gap is fine.
+    (10, "010_daily_quotas", m010_quotas),
 ];
+
+/// Daily generation quotas per user and local day (access levels).
+fn m010_quotas(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    tx.open_table(QUOTA_TABLE)?;
+    Ok(Outcome::Execute(1))
+}
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(USERS_TABLE)?;
@@ -180,6 +188,7 @@ mod tests {
         assert!(tx.open_table(INBOX_TABLE).is_ok(), "003 created the update inbox");
         assert!(tx.open_table(BROADCASTS_TABLE).is_ok(), "005 created the broadcasts table");
         assert!(tx.open_table(PRESETS_TABLE).is_ok(), "004 created the presets");
+        assert!(tx.open_table(QUOTA_TABLE).is_ok(), "010 created the daily quotas");
         let counters = tx.open_table(COUNTERS_TABLE).expect("004 created the counters");
         assert_eq!(counters.get(super::super::library::MEDIA_BYTES).expect("get").map(|v| v.value()), Some(0));
     }
@@ -229,6 +238,7 @@ mod tests {
             blocked: false,
             banned: id == 2,
             level: "free".into(),
+            level_until: None,
             language: None,
             referral: Default::default(),
         };

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod inputs;
 pub mod library;
 pub mod migrations;
+pub mod quota;
 pub mod records;
 pub mod stats;
 pub mod tables;
@@ -937,6 +938,7 @@ mod tests {
             blocked: false,
             banned: false,
             level: String::new(),
+            level_until: None,
             language: None,
             referral: Default::default(),
         };

@@ -51,6 +51,11 @@ pub struct UserRecord {
     /// rules such as daily limits hang off the level id, so they need no record change.
     #[serde(default)]
     pub level: String,
+    /// Unix ms until which `level` holds (a Stars subscription: its
+    /// `subscription_expiration_date`); `None` = until changed. Past it the user has the
+    /// default level again (read as such at once; a sweep then stores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_until: Option<i64>,
     /// Interface language the user chose with /language (`ru`, `en`); `None` = follow the
     /// Telegram client's `language_code`.
     #[serde(default)]
@@ -480,6 +485,11 @@ pub struct JobRecord {
     /// asking the language model again. `None`: not decided yet (or not a translating model).
     #[serde(default)]
     pub translation: Option<Translation>,
+    /// The local day (`yyyymmdd` in `billing.time_zone`) whose daily quota this job counts
+    /// against; given back to that day when the hold is released. `None`: not counted (an
+    /// unlimited level, a local tool, or a job from before quotas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_day: Option<i32>,
 }
 impl Record for JobRecord {
     const VERSION: u32 = 1;
@@ -809,6 +819,7 @@ pub fn test_job(user: UserId, price: i64) -> JobRecord {
         heartbeat_at: None,
         priority: false,
         translation: None,
+        quota_day: None,
     }
 }
 
@@ -830,6 +841,7 @@ mod tests {
             blocked: true,
             banned: true,
             level: "vip".into(),
+            level_until: None,
             language: None,
             referral: Default::default(),
         };
@@ -867,6 +879,7 @@ mod tests {
             blocked: false,
             banned: false,
             level: "vip".into(),
+            level_until: None,
             language: None,
             referral: Default::default(),
         };

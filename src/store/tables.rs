@@ -78,3 +78,7 @@ pub const INPUTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("inp
 /// (user, package, credits, Stars, state). Inserted in the transaction that writes the
 /// `Purchase` ledger row, so a charge id already here is never credited again.
 pub const PAYMENTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("payments-1");
+/// daily generation quotas: key = (UserId, local day `yyyymmdd` in `billing.time_zone`) →
+/// generations started that day and not given back (a released hold gives its one back).
+/// Written inside the submit transaction, so two parallel submits cannot both take the last one.
+pub const QUOTA_TABLE: TableDefinition<(i64, i32), u32> = TableDefinition::new("quota-1");

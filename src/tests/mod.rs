@@ -11,6 +11,7 @@ mod faults;
 mod hardening;
 pub mod harness;
 mod kinds;
+mod levels;
 mod library;
 mod llm;
 mod packaging;

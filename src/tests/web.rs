@@ -43,6 +43,7 @@ fn user(id: i64, name: &str, username: Option<&str>) -> UserRecord {
         blocked: false,
         banned: false,
         level: String::new(),
+        level_until: None,
         language: None,
         referral: Default::default(),
     }
@@ -119,6 +120,7 @@ async fn env() -> Env {
                 heartbeat_at: None,
                 priority: false,
                 translation: None,
+                quota_day: None,
             };
             billing::hold(tx, &mut j)?;
             billing::capture(tx, &mut j)?;
@@ -875,6 +877,7 @@ fn dashboard_summary_counts_settlements_and_percentiles() {
         heartbeat_at: None,
         priority: false,
         translation: None,
+        quota_day: None,
     };
     let op = crate::domain::OperationId::new();
     let jobs: Vec<JobRecord> = (1..=10)

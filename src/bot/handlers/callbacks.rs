@@ -2,7 +2,7 @@
 //! every action checks that the pressing user owns what the button refers to.
 
 use super::Caller;
-use super::commands::{balance_text, help_text};
+use super::commands::help_text;
 use super::generate::{Reply, advance};
 use crate::bot::keyboards::{self, Callback};
 use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot};
@@ -29,8 +29,11 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
             super::add_text::start(&bot, &ChatDialogue::new(ctx.dialogues.clone(), chat), &me).await?;
         }
         (Some(Callback::MenuBalance), Some((chat, _))) => {
-            let top_up = !ctx.billing.packages().is_empty();
-            bot.send_message(chat, balance_text(&ctx, &me)).reply_markup(keyboards::balance(lang, top_up)).await?;
+            let text = super::levels::balance_text(&ctx, &me).await?;
+            bot.send_message(chat, text).reply_markup(super::levels::balance_keyboard(&ctx, lang)).await?;
+        }
+        (Some(Callback::Subscribe), Some((chat, _))) => {
+            super::levels::show_subscriptions(&bot, chat, &ctx, &me).await?;
         }
         (Some(Callback::History(page)), Some((chat, mid))) => {
             // The first page is a new message under the balance; paging edits it.

@@ -101,6 +101,11 @@ pub async fn on_successful_payment(bot: TgBot, msg: Message, ctx: Arc<BotCtx>) -
     let (Some(paid), Some(from)) = (msg.successful_payment(), msg.from.as_ref()) else { return Ok(()) };
     let charge = paid.telegram_payment_charge_id.0.clone();
     let me = super::caller(&ctx, from, Some(msg.chat.id), None).await?;
+    if paid.subscription_expiration_date.is_some()
+        || crate::billing::subscriptions::parse_subscription_payload(&paid.invoice_payload).is_some()
+    {
+        return super::levels::on_payment(&bot, msg.chat.id, &ctx, &me, paid).await;
+    }
     let lang = me.lang;
     let payment = StarPayment {
         payer: me.id(),

@@ -190,6 +190,9 @@ pub async fn retry(
             )));
         }
         Submitted::Duplicate(existing) => return Ok(Redirect::to(&format!("/admin/jobs/{existing}"))),
+        Submitted::LevelRefused(refusal) => {
+            return Err(WebError::Unprocessable(format!("the user's level refuses the job: {refusal:?}")));
+        }
     };
     let entry = session.audit(
         "retry_job",
@@ -208,5 +211,6 @@ fn jobs_error(e: JobsError) -> WebError {
         JobsError::ModelDisabled(m) => WebError::BadRequest(format!("model {m} is disabled")),
         JobsError::Billing(b) => WebError::Billing(b),
         JobsError::InputsGone => WebError::BadRequest("the job's input photos are no longer stored".into()),
+        JobsError::Level(r) => WebError::Unprocessable(format!("the user's level refuses the job: {r:?}")),
     }
 }

@@ -274,7 +274,7 @@ pub async fn get(State(st): State<WebState>, session: AdminSession, Path(id): Pa
         ops: ops.iter().map(OpRow::from).collect(),
         jobs: jobs.iter().map(super::jobs::JobRow::from).collect(),
         images: lib.iter().map(|i| i.id.to_string()).collect(),
-        levels: st.config.billing.levels.clone(),
+        levels: st.config.billing.level_ids(),
     })
 }
 
