@@ -1092,7 +1092,10 @@ impl Config {
         // the two must agree, or an operator would wonder which one counts.
         let default_list = BillingConfig::default().levels;
         if !b.level.is_empty() && !b.levels.is_empty() && b.levels != default_list && b.levels != ids {
-            return Err(bad("billing.levels", "give either levels = [...] or [[billing.level]] (or the same ids in both)"));
+            return Err(bad(
+                "billing.levels",
+                "give either levels = [...] or [[billing.level]] (or the same ids in both)",
+            ));
         }
         for (i, l) in ids.iter().enumerate() {
             let ok = (1..=32).contains(&l.len())

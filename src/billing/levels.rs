@@ -145,7 +145,9 @@ impl Levels {
     }
 
     fn zoned(&self, now_ms: i64) -> jiff::ZonedDateTime {
-        jiff::Timestamp::from_millisecond(now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH).to_zoned_datetime(self.tz.clone())
+        jiff::Timestamp::from_millisecond(now_ms)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+            .to_zoned_datetime(self.tz.clone())
     }
 
     /// The local day containing `now_ms`, as `yyyymmdd` (the quota table's key).
@@ -163,8 +165,11 @@ impl Levels {
     }
 
     /// `user`'s level, today's use of its quota and when it resets, at the clock's now.
-    pub fn status(&self, tx_count: impl FnOnce(i32) -> Result<u32, crate::store::StoreError>, user: &UserRecord)
-    -> Result<LevelStatus, crate::store::StoreError> {
+    pub fn status(
+        &self,
+        tx_count: impl FnOnce(i32) -> Result<u32, crate::store::StoreError>,
+        user: &UserRecord,
+    ) -> Result<LevelStatus, crate::store::StoreError> {
         let now = self.clock.now_ms();
         let level = self.effective(user, now).clone();
         let used = tx_count(self.day(now))?;

@@ -10,8 +10,8 @@
 //! Past the date the user reads as the default level at once ([`super::levels::Levels::effective`]);
 //! [`Billing::sweep_levels`] then stores it. Credits are never touched by an expiry.
 
-use crate::config::LevelConfig;
 use super::{Billing, BillingError, STARS_CURRENCY, STARS_REASON, StarPayment, apply};
+use crate::config::LevelConfig;
 use crate::domain::{Credits, OperationId, UserId, now_ms};
 use crate::store::records::{OpKind, PaymentRecord, PaymentState};
 
@@ -92,7 +92,8 @@ impl Billing {
                 user.updated_at = now;
                 let reason = format!("{STARS_REASON}{}", pay.telegram_payment_charge_id);
                 let operation_id = if sub.credits.0 > 0 {
-                    apply(tx, &mut user, OpKind::Purchase, sub.credits, sub.credits, None, None, "user", Some(reason))?.id
+                    apply(tx, &mut user, OpKind::Purchase, sub.credits, sub.credits, None, None, "user", Some(reason))?
+                        .id
                 } else {
                     NO_OPERATION
                 };
@@ -132,11 +133,8 @@ impl Billing {
         let today = self.levels.day(now);
         self.store
             .write(move |tx| {
-                let expired: Vec<_> = tx
-                    .find_users()?
-                    .into_iter()
-                    .filter(|u| u.level_until.is_some_and(|until| until <= now))
-                    .collect();
+                let expired: Vec<_> =
+                    tx.find_users()?.into_iter().filter(|u| u.level_until.is_some_and(|until| until <= now)).collect();
                 for mut u in expired.iter().cloned() {
                     u.level = String::new();
                     u.level_until = None;

@@ -299,6 +299,7 @@ impl JobEngine {
     }
 
     /// Builds the engine with levels on the system clock (see [`JobEngine::with_levels`]).
+    #[cfg(any(test, feature = "bench"))]
     pub fn new(
         store: Store,
         config: &Config,

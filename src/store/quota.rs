@@ -36,11 +36,8 @@ impl Tx {
     /// Drops the counters of days before `day` (they are never read again). Returns how many.
     pub fn prune_quota(&mut self, day: i32) -> Result<usize, StoreError> {
         let mut t = self.tx.open_table(QUOTA_TABLE)?;
-        let old: Vec<(i64, i32)> = t
-            .iter()?
-            .filter_map(|r| r.ok().map(|(k, _)| k.value()))
-            .filter(|(_, d)| *d < day)
-            .collect();
+        let old: Vec<(i64, i32)> =
+            t.iter()?.filter_map(|r| r.ok().map(|(k, _)| k.value())).filter(|(_, d)| *d < day).collect();
         for k in &old {
             t.remove(*k)?;
         }

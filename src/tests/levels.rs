@@ -317,10 +317,11 @@ async fn engine_env() -> (tempfile::TempDir, Store, JobEngine, tokio_util::sync:
     billing.register(profile, None).await.expect("register");
     let catalog = crate::catalog::Catalog::open(store.clone(), &config).expect("catalog");
     let mut providers: std::collections::HashMap<String, crate::providers::DynProvider> = Default::default();
-    providers.insert("demo".into(), Arc::new(crate::providers::demo::DemoProvider::new("demo", Duration::from_millis(1))));
+    providers
+        .insert("demo".into(), Arc::new(crate::providers::demo::DemoProvider::new("demo", Duration::from_millis(1))));
     providers.insert("refusing".into(), Arc::new(Refusing));
-    let engine = JobEngine::with_levels(store.clone(), &config, catalog, providers, Arc::new(Quiet), levels)
-        .expect("engine");
+    let engine =
+        JobEngine::with_levels(store.clone(), &config, catalog, providers, Arc::new(Quiet), levels).expect("engine");
     let stop = tokio_util::sync::CancellationToken::new();
     (dir, store, engine, stop)
 }

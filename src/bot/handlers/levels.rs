@@ -76,8 +76,7 @@ pub fn refusal(ctx: &BotCtx, me: &Caller, r: &LevelRefusal) -> (String, Option<I
     let name = |id: &str| ctx.billing.levels().get(id).map_or(id.to_string(), |l| l.label(lang.code()).to_string());
     match r {
         LevelRefusal::QuotaExhausted { level, limit, resets_at } => {
-            let (subscribe, top_up) =
-                (!ctx.billing.subscriptions().is_empty(), !ctx.billing.packages().is_empty());
+            let (subscribe, top_up) = (!ctx.billing.subscriptions().is_empty(), !ctx.billing.packages().is_empty());
             let mut text = lang.tf(
                 "quota_exhausted",
                 &[
