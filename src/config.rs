@@ -258,7 +258,8 @@ pub struct BillingConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_level: Option<String>,
     /// IANA time zone the bot shows dates in (the user's history) and resets daily quotas in
-    /// at local midnight (`Europe/Moscow`, `UTC`).
+    /// at local midnight (`Europe/Moscow`, `UTC`): one zone for both, so "today" means the
+    /// same day in the history and in the quota.
     pub time_zone: String,
     /// Top-up packages (`[[billing.packages]]`) offered under "💳 Top up" and by `/buy`. Empty:
     /// no top-ups (the button is not shown and `/buy` says so).
@@ -1682,6 +1683,7 @@ mod tests {
         assert_eq!(rules[1].subscription, Some(LevelSubscription { stars: 250, credits: Credits::ZERO }));
         assert_eq!(rules[2].daily_limit, None, "no limit");
         assert!(rules[0].allows("m") && rules[2].allows("anything"));
+        assert_eq!(c.billing.time_zone, "Europe/Moscow", "the default zone");
         // The short form still works: unlimited levels.
         std::fs::write(&p, "[billing]\nlevels = [\"basic\", \"gold\"]\n").expect("write");
         let c = Config::load(Some(&p)).expect("short form");

@@ -162,3 +162,101 @@ impl Billing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::levels::{Clock, Levels};
+    use crate::billing::{CheckoutRefusal, Profile};
+    use crate::config::{BillingConfig, LevelSubscription};
+    use crate::store::Store;
+    use std::sync::Arc;
+
+    /// Billing with a default level and a `gold` level sold for 100 Stars with 30 credits a period.
+    async fn setup() -> (tempfile::TempDir, Store, Billing) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let mut gold = LevelConfig::unlimited("gold");
+        gold.subscription = Some(LevelSubscription { stars: 100, credits: Credits(30) });
+        let cfg = BillingConfig {
+            signup_bonus: Credits(10),
+            level: vec![LevelConfig::unlimited("basic"), gold],
+            ..Default::default()
+        };
+        let levels = Arc::new(Levels::of_billing(&cfg, &[], Clock::system()));
+        let b = Billing::new(store.clone(), cfg).with_levels(levels);
+        for id in [5, 6] {
+            let p = Profile { id: UserId(id), first_name: "U".into(), username: None, language_code: None };
+            b.register(p, None).await.expect("register");
+        }
+        (dir, store, b)
+    }
+
+    fn paid(charge: &str, payload: &str, stars: i64) -> StarPayment {
+        StarPayment {
+            payer: UserId(5),
+            currency: STARS_CURRENCY.into(),
+            total_amount: stars,
+            invoice_payload: payload.into(),
+            telegram_payment_charge_id: charge.into(),
+            provider_payment_charge_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn payloads_round_trip_and_refuse_others() {
+        assert_eq!(subscription_payload("gold", UserId(5)), "sub:gold:5");
+        assert_eq!(parse_subscription_payload("sub:gold:5"), Some(("gold".into(), UserId(5))));
+        assert_eq!(parse_subscription_payload("sub::5"), None);
+        assert_eq!(parse_subscription_payload("pkg:gold:5"), None);
+        assert_eq!(parse_subscription_payload("sub:gold:x"), None);
+    }
+
+    #[tokio::test]
+    async fn the_pre_checkout_checks_the_level_price_and_payer() {
+        let (_d, _store, b) = setup().await;
+        let check = |payer: i64, amount: i64, payload: &'static str| {
+            let b = b.clone();
+            async move { b.check_checkout(UserId(payer), STARS_CURRENCY, amount, payload).await.expect("check") }
+        };
+        assert_eq!(check(5, 100, "sub:gold:5").await, Ok(()));
+        assert_eq!(check(5, 99, "sub:gold:5").await, Err(CheckoutRefusal::PriceChanged));
+        assert_eq!(check(6, 100, "sub:gold:5").await, Err(CheckoutRefusal::NotPayer));
+        assert_eq!(check(5, 100, "sub:basic:5").await, Err(CheckoutRefusal::PackageGone), "not sold");
+        assert_eq!(check(5, 100, "sub:platinum:5").await, Err(CheckoutRefusal::PackageGone));
+    }
+
+    #[tokio::test]
+    async fn a_period_with_credits_is_one_purchase_row_recorded_once() {
+        let (_d, store, b) = setup().await;
+        let until = now_ms() + 86_400_000;
+        let out = b.record_subscription(paid("c1", "sub:gold:5", 100), until).await.expect("record");
+        assert_eq!(
+            out,
+            SubscriptionOutcome::Subscribed {
+                level: "gold".into(),
+                until,
+                credits: Credits(30),
+                balance: Credits(40),
+                renewal: false
+            }
+        );
+        let again = b.record_subscription(paid("c1", "sub:gold:5", 100), until).await.expect("again");
+        assert_eq!(again, SubscriptionOutcome::AlreadyRecorded);
+        // An older period delivered late never shortens the level.
+        let late = b.record_subscription(paid("c2", "sub:gold:5", 100), until - 1000).await.expect("late");
+        assert!(matches!(late, SubscriptionOutcome::Subscribed { until: u, renewal: true, .. } if u == until));
+        // Another user's invoice, or a level not sold: nothing granted, nothing recorded.
+        let other = b.record_subscription(paid("c3", "sub:gold:6", 100), until).await.expect("other");
+        assert_eq!(other, SubscriptionOutcome::UnknownLevel);
+        let basic = b.record_subscription(paid("c4", "sub:basic:5", 100), until).await.expect("basic");
+        assert_eq!(basic, SubscriptionOutcome::UnknownLevel);
+        let ops = store.read(|rx| rx.find_operations(UserId(5))).await.expect("ops");
+        let kinds: Vec<_> = ops.iter().map(|o| o.kind).collect();
+        assert_eq!(kinds, [OpKind::SignupBonus, OpKind::Purchase, OpKind::Purchase]);
+        assert_eq!(store.read(|rx| rx.find_payments()).await.expect("payments").len(), 2);
+        let u = store.read(|rx| rx.get_user(UserId(5))).await.expect("read").expect("user");
+        assert_eq!((u.level.as_str(), u.level_until, u.balance), ("gold", Some(until), Credits(70)));
+        assert!(b.verify().await.expect("verify").is_empty());
+    }
+}
