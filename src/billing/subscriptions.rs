@@ -131,18 +131,35 @@ impl Billing {
     pub async fn sweep_levels(&self) -> Result<usize, BillingError> {
         let now = self.levels.clock().now_ms();
         let today = self.levels.day(now);
+        // Found in a read transaction, so the scan never holds up the bot's writes.
+        let expired: Vec<UserId> = self
+            .store
+            .read(move |rx| {
+                Ok::<_, BillingError>(
+                    rx.find_users()?
+                        .into_iter()
+                        .filter(|u| u.level_until.is_some_and(|until| until <= now))
+                        .map(|u| u.id)
+                        .collect(),
+                )
+            })
+            .await?;
         self.store
             .write(move |tx| {
-                let expired: Vec<_> =
-                    tx.find_users()?.into_iter().filter(|u| u.level_until.is_some_and(|until| until <= now)).collect();
-                for mut u in expired.iter().cloned() {
-                    u.level = String::new();
-                    u.level_until = None;
-                    u.updated_at = now_ms();
-                    tx.put_user(&u)?;
+                let mut changed = 0;
+                for id in expired {
+                    // Read again: a renewal may have landed since the scan.
+                    let Some(mut u) = tx.get_user(id)? else { continue };
+                    if u.level_until.is_some_and(|until| until <= now) {
+                        u.level = String::new();
+                        u.level_until = None;
+                        u.updated_at = now_ms();
+                        tx.put_user(&u)?;
+                        changed += 1;
+                    }
                 }
                 tx.prune_quota(today)?;
-                Ok(expired.len())
+                Ok(changed)
             })
             .await
     }

@@ -461,6 +461,11 @@ pub fn more_quota(lang: Lang, subscribe: bool, top_up: bool) -> Option<InlineKey
     (!row.is_empty()).then(|| InlineKeyboardMarkup::new(vec![row]))
 }
 
+/// "⭐ Subscription" alone (under the package list, when a level is sold as one).
+pub fn subscribe_row(lang: Lang) -> [InlineKeyboardButton; 1] {
+    [button(lang.t("btn_subscribe"), Callback::Subscribe)]
+}
+
 /// One URL button per subscription invoice link: `(button text, link)`.
 pub fn subscription_links(links: Vec<(String, url::Url)>) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(links.into_iter().map(|(text, url)| [InlineKeyboardButton::url(text, url)]))

@@ -26,7 +26,10 @@ pub async fn show_packages(bot: &TgBot, chat: ChatId, ctx: &BotCtx, me: &Caller)
     }
     let usual = ctx.jobs.usual_price(me.id()).await;
     let offers = ctx.billing.offers(usual);
-    let markup = keyboards::packages(lang, ctx.billing.currency(), &offers);
+    let mut markup = keyboards::packages(lang, ctx.billing.currency(), &offers);
+    if !ctx.billing.subscriptions().is_empty() {
+        markup = markup.append_row(keyboards::subscribe_row(lang));
+    }
     bot.send_message(chat, lang.t("topup_choose")).reply_markup(markup).await?;
     Ok(())
 }
