@@ -206,8 +206,18 @@ async fn a_subscription_grants_its_level_renews_and_expires_back_to_the_default(
     let rec = h.store().read(move |rx| rx.get_user(UserId(u))).await.expect("read").expect("user");
     let renewed = rec.level_until.expect("an end date");
     assert_eq!(renewed - until, period_ms, "extended by one period");
-    let sp = h.emu.payments().charges;
-    assert_eq!(sp.len(), 2);
+    assert_eq!(h.emu.payments().charges.len(), 2);
+    // What Telegram sent (api.json SuccessfulPayment): first payment, then a renewal.
+    let sent: Vec<Value> = h
+        .messages(u)
+        .into_iter()
+        .filter_map(|m| Some(m["successful_payment"].clone()).filter(|p| !p.is_null()))
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!((&sent[0]["is_recurring"], &sent[0]["is_first_recurring"]), (&json!(true), &json!(true)));
+    assert_eq!((&sent[1]["is_recurring"], &sent[1]["is_first_recurring"]), (&json!(true), &Value::Null));
+    assert_eq!(sent[1]["subscription_expiration_date"].as_i64().map(|s| s * 1000), Some(renewed));
+    assert_eq!(sent[0]["invoice_payload"], format!("sub:subscriber:{u}"));
     // The renewal's update re-delivered: recorded once.
     h.push(json!({"user": user_json(u), "replay_update": second.successful_payment_update_id.expect("update")}));
     balance_view(&h, u).await;
