@@ -55,6 +55,13 @@ fn levels_config(dir: &std::path::Path) -> Config {
         promo,
     ];
     c.billing.admin_level = Some("admin".into());
+    c.billing.packages = vec![crate::config::Package {
+        id: "small".into(),
+        credits: Credits(100),
+        stars: 50,
+        crypto: None,
+        bonus_percent: 0,
+    }];
     c.validate().expect("a valid config");
     c
 }
@@ -111,7 +118,8 @@ async fn the_fourth_generation_is_refused_until_midnight_in_moscow() {
         "⛔ Лимит на сегодня исчерпан: 3 генерации в день на уровне «Стандарт». Лимит обновится в 00:00 МСК.\n\n\
          Нужно больше? Оформите подписку ⭐ — с ней лимит выше."
     );
-    assert!(refusal["reply_markup"].to_string().contains("⭐ Подписка"), "{refusal}");
+    let markup = refusal["reply_markup"].to_string();
+    assert!(markup.contains("⭐ Подписка") && markup.contains("💳 Пополнить"), "{refusal}");
     let holds = |ops: &[crate::store::records::Operation]| ops.iter().filter(|o| o.kind == OpKind::Hold).count();
     assert_eq!(holds(&h.ledger(u).await), 3, "nothing held for the refused job");
     assert_eq!(h.balance(u).await, Credits(70));
@@ -178,6 +186,10 @@ async fn a_subscription_grants_its_level_renews_and_expires_back_to_the_default(
     let u = 3103;
     h.text(u, "ru", "/start");
     h.wait_text(u, "бонус").await;
+    // The package list offers the subscription too.
+    h.text(u, "ru", "/buy");
+    let list = h.wait_for_buttons(u, "⭐50").await;
+    assert!(list["reply_markup"].to_string().contains("⭐ Подписка"), "{list}");
     let view = balance_view(&h, u).await;
     h.press(u, "ru", view["message_id"].as_i64().expect("id"), &Harness::button(&view, "⭐ Подписка"));
     let offer = h.wait_text(u, "Подписка на 30 дней").await;
