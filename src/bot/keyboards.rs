@@ -145,6 +145,11 @@ pub enum Callback {
     /// A package picked from the list: send its invoice. The id is a `[[billing.packages]]`
     /// id (≤ 24 of `a-z 0-9 _ -`, so it fits and has no `:`).
     Buy(String),
+    /// "Да" / "Нет" to running a job on its pricier fallback model.
+    Failover {
+        job: crate::domain::JobId,
+        yes: bool,
+    },
 }
 
 /// The callback code of a photo mode (one letter; every code ever written must keep decoding).
@@ -258,6 +263,7 @@ impl Callback {
             Callback::History(page) => format!("{V}:H:{page}"),
             Callback::TopUp => format!("{V}:B"),
             Callback::Buy(id) => format!("{V}:B:{id}"),
+            Callback::Failover { job, yes } => format!("{V}:F:{}:{}", b36(job.0), if *yes { "y" } else { "n" }),
         }
     }
 
@@ -317,6 +323,7 @@ impl Callback {
             ["H", page] => Callback::History(page.parse().ok()?),
             ["B"] => Callback::TopUp,
             ["B", id] if package_id_ok(id) => Callback::Buy(id.to_string()),
+            ["F", j, a @ ("y" | "n")] => Callback::Failover { job: crate::domain::JobId(from_b36(j)?), yes: a == "y" },
             ["e", i] => Callback::EditThis(id(i)?),
             ["U", i] => Callback::UpscaleThis(id(i)?),
             ["W", j, m @ ("c" | "e")] => {
@@ -576,6 +583,14 @@ pub fn formats(lang: Lang, draft: u128, model: &ModelConfig) -> InlineKeyboardMa
     ])
 }
 
+/// Under the question whether to run a job on its pricier fallback: "✅ Да" and "✖ Нет".
+pub fn failover(lang: Lang, job: crate::domain::JobId) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new([[
+        button(lang.t("failover_yes"), Callback::Failover { job, yes: true }),
+        button(lang.t("failover_no"), Callback::Failover { job, yes: false }),
+    ]])
+}
+
 /// Under a job that failed because its model or provider stopped working: one button per
 /// model that can do the same task ("name · price"); a press runs the request on it.
 pub fn alternatives(
@@ -823,6 +838,8 @@ mod tests {
             Callback::TopUp,
             Callback::Buy("x".repeat(24)),
             Callback::Buy("small_1-a".into()),
+            Callback::Failover { job: crate::domain::JobId(u128::MAX), yes: true },
+            Callback::Failover { job: crate::domain::JobId(7), yes: false },
         ]
         .into_iter()
         .chain(Subject::ALL.map(Callback::Subject))
@@ -909,6 +926,8 @@ mod tests {
             ("2:wj:default", Callback::Subject(Subject::Default)),
             ("2:B", Callback::TopUp),
             ("2:B:small", Callback::Buy("small".into())),
+            ("2:F:2s:y", Callback::Failover { job: crate::domain::JobId(100), yes: true }),
+            ("2:F:2s:n", Callback::Failover { job: crate::domain::JobId(100), yes: false }),
         ];
         for (stored, cb) in cases {
             assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");

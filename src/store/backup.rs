@@ -108,6 +108,7 @@ impl Store {
             copy_table(snapshot, &tx, LAST_ACTIVE_TABLE)?,
             copy_table(snapshot, &tx, INPUTS_TABLE)?,
             copy_table(snapshot, &tx, PAYMENTS_TABLE)?,
+            copy_table(snapshot, &tx, FAILOVERS_TABLE)?,
         ]
         .into_iter()
         .collect();

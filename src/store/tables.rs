@@ -78,3 +78,8 @@ pub const INPUTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("inp
 /// (user, package, credits, Stars, state). Inserted in the transaction that writes the
 /// `Purchase` ledger row, so a charge id already here is never credited again.
 pub const PAYMENTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("payments-1");
+/// failovers: key = (ms since the epoch the job moved or its owner was asked, job id) →
+/// unit, so the dashboard counts the last 24 h with one range and lists the newest without a
+/// scan of the jobs; the move itself (from, to, why) is on the job (`JobRecord::failover`).
+/// Written by `Tx::put_job` in the transaction that first stores a job's failover.
+pub const FAILOVERS_TABLE: TableDefinition<(i64, u128), ()> = TableDefinition::new("failovers-1");

@@ -119,6 +119,7 @@ async fn env() -> Env {
                 heartbeat_at: None,
                 priority: false,
                 translation: None,
+                failover: None,
             };
             billing::hold(tx, &mut j)?;
             billing::capture(tx, &mut j)?;
@@ -875,6 +876,7 @@ fn dashboard_summary_counts_settlements_and_percentiles() {
         heartbeat_at: None,
         priority: false,
         translation: None,
+        failover: None,
     };
     let op = crate::domain::OperationId::new();
     let jobs: Vec<JobRecord> = (1..=10)
