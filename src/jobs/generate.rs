@@ -37,6 +37,8 @@ pub(crate) async fn drive(inner: &Arc<Inner>, mut job: JobRecord) {
                 Step::Next(j) => job = j,
                 Step::Done => return,
             },
+            // Its owner's answer moves it on (`answer`); nothing runs meanwhile.
+            JobStatus::AwaitingConfirmation => return,
             _ => {
                 finish_message(inner, job).await;
                 return;

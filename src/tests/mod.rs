@@ -7,6 +7,7 @@ mod browser;
 mod crash;
 mod e2e;
 pub mod fakes;
+mod failover;
 mod faults;
 mod hardening;
 pub mod harness;
