@@ -896,6 +896,78 @@ mod tests {
         assert!(b.verify().await.expect("verify").is_empty());
     }
 
+    fn moved(j: &mut JobRecord, to_price: i64) {
+        j.failover = Some(crate::store::records::Failover {
+            from_model: j.model_id.clone(),
+            from_provider: j.provider_id.clone(),
+            from_price: j.price,
+            to_model: "other".into(),
+            to_price: Credits(to_price),
+            reason: "test".into(),
+            at: now_ms(),
+            confirmed: Some(true),
+            asked: false,
+        });
+    }
+
+    #[tokio::test]
+    async fn a_hold_adjusts_once_to_the_fallback_price_and_verify_replays_it() {
+        let (_d, store, b) = setup().await;
+        b.register(profile(7), None).await.expect("reg");
+        store
+            .write(|tx| {
+                // Cheaper: 30 held, 8 back, 22 captured.
+                let mut j = job(UserId(7), 30);
+                hold(tx, &mut j)?;
+                moved(&mut j, 22);
+                let op = adjust_hold(tx, &mut j, Credits(22))?.expect("a row");
+                assert_eq!((op.kind, op.amount, op.delta, op.hold_id), (OpKind::HoldAdjust, Credits(8), Credits(8), j.hold_id));
+                tx.put_job(&j)?;
+                j.status = JobStatus::Succeeded;
+                capture(tx, &mut j)?;
+                tx.put_job(&j)?;
+                // Pricier: 10 held, 5 more, then released (the fallback failed too).
+                let mut k = job(UserId(7), 10);
+                hold(tx, &mut k)?;
+                moved(&mut k, 15);
+                adjust_hold(tx, &mut k, Credits(15))?;
+                tx.put_job(&k)?;
+                k.status = JobStatus::Failed;
+                release(tx, &mut k)?;
+                tx.put_job(&k)?;
+                // Same price: nothing to write; more than the balance: refused, nothing written.
+                let mut l = job(UserId(7), 10);
+                hold(tx, &mut l)?;
+                assert!(adjust_hold(tx, &mut l, Credits(10))?.is_none());
+                let too_much = adjust_hold(tx, &mut l, Credits(1000));
+                assert!(matches!(too_much, Err(BillingError::InsufficientFunds { .. })), "{too_much:?}");
+                assert_eq!(l.price, Credits(10));
+                tx.put_job(&l)?;
+                // A settled hold cannot be adjusted.
+                assert!(matches!(adjust_hold(tx, &mut j, Credits(1)), Err(BillingError::NoOpenHold)));
+                Ok::<_, BillingError>(())
+            })
+            .await
+            .expect("tx");
+        let u = b.user(UserId(7)).await.expect("u").expect("exists");
+        assert_eq!((u.balance, u.held), (Credits(100 - 22 - 10), Credits(10)));
+        let clean = b.verify().await.expect("verify");
+        assert!(clean.is_empty(), "{clean:?}");
+        // A hold adjusted without a failover on its job, or twice, is reported.
+        store
+            .write(|tx| {
+                let mut m = job(UserId(7), 10);
+                hold(tx, &mut m)?;
+                adjust_hold(tx, &mut m, Credits(6))?;
+                tx.put_job(&m)?;
+                Ok::<_, BillingError>(())
+            })
+            .await
+            .expect("tx");
+        let problems = b.verify().await.expect("verify");
+        assert!(problems.iter().any(|p| p.problem.contains("does not match its job's failover")), "{problems:?}");
+    }
+
     #[tokio::test]
     async fn insufficient_funds_writes_nothing() {
         let (_d, store, b) = setup().await;
