@@ -115,7 +115,9 @@ impl Catalog {
     /// the config) and one of its `fallbacks` runs instead.
     pub fn is_offered(&self, id: &str) -> bool {
         self.is_usable(id)
-            || self.configured(id).is_some_and(|m| m.enabled && self.fallback_for(id, usize::from(m.image_range().0)).is_some())
+            || self
+                .configured(id)
+                .is_some_and(|m| m.enabled && self.fallback_for(id, usize::from(m.image_range().0)).is_some())
     }
 
     /// The first of model `id`'s `fallbacks` that runs now and takes a job with `images` input

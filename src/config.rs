@@ -1281,10 +1281,7 @@ impl Config {
                 return Err(bad(&key, format!("no model with id {id:?}")));
             };
             if f.task != m.task {
-                return Err(bad(
-                    &key,
-                    format!("{id:?} does {}, this model {}", f.task.as_str(), m.task.as_str()),
-                ));
+                return Err(bad(&key, format!("{id:?} does {}, this model {}", f.task.as_str(), m.task.as_str())));
             }
             let (fmin, fmax) = f.image_range();
             if fmin > min || fmax < max {
@@ -1597,8 +1594,11 @@ mod tests {
             assert_eq!(e.key, "models[0].fallbacks", "{first}: {e}");
             assert!(e.to_string().contains(why), "{first}: {e}");
         }
-        std::fs::write(&p, two("task = \"edit\"\nimages = 2\nfallbacks = [\"b\"]", "task = \"edit\"\nimages = { min = 1, max = 4 }"))
-            .expect("write");
+        std::fs::write(
+            &p,
+            two("task = \"edit\"\nimages = 2\nfallbacks = [\"b\"]", "task = \"edit\"\nimages = { min = 1, max = 4 }"),
+        )
+        .expect("write");
         assert_eq!(Config::load(Some(&p)).expect("valid").models[0].fallbacks, ["b"]);
     }
 

@@ -383,7 +383,9 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
                         bad(format!("hold adjustment {} has amount {} but delta {}", op.id, op.amount, op.delta));
                     }
                     match op.hold_id.and_then(|h| holds.get_mut(&h)) {
-                        Some(h) if h.settled > 0 => bad(format!("hold adjustment {} after its hold was settled", op.id)),
+                        Some(h) if h.settled > 0 => {
+                            bad(format!("hold adjustment {} after its hold was settled", op.id))
+                        }
                         Some(h) => {
                             h.adjusted += 1;
                             h.left -= op.delta.0;
@@ -399,7 +401,8 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
                     // Only a job that moved to a fallback has its hold resized, to that price.
                     let job = op.job_id.map(|j| rx.get_job(j)).transpose()?.flatten();
                     match job.as_ref().and_then(|j| j.failover.as_ref().map(|f| (j, f))) {
-                        Some((j, f)) if f.to_price == j.price && f.from_price.checked_sub(op.delta) == Some(j.price) => {}
+                        Some((j, f))
+                            if f.to_price == j.price && f.from_price.checked_sub(op.delta) == Some(j.price) => {}
                         _ => bad(format!("hold adjustment {} does not match its job's failover", op.id)),
                     }
                 }
@@ -921,7 +924,10 @@ mod tests {
                 hold(tx, &mut j)?;
                 moved(&mut j, 22);
                 let op = adjust_hold(tx, &mut j, Credits(22))?.expect("a row");
-                assert_eq!((op.kind, op.amount, op.delta, op.hold_id), (OpKind::HoldAdjust, Credits(8), Credits(8), j.hold_id));
+                assert_eq!(
+                    (op.kind, op.amount, op.delta, op.hold_id),
+                    (OpKind::HoldAdjust, Credits(8), Credits(8), j.hold_id)
+                );
                 tx.put_job(&j)?;
                 j.status = JobStatus::Succeeded;
                 capture(tx, &mut j)?;

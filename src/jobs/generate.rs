@@ -700,9 +700,11 @@ fn class_name(class: ErrorClass) -> String {
 /// Why a job's model cannot run now, for the failover's reason.
 fn switched_off_reason(inner: &Inner, job: &JobRecord) -> String {
     let catalog = &inner.catalog;
-    let model = catalog.disabled_reason(&Switch::Model(job.model_id.clone())).map(|r| format!("model switched off: {r}"));
-    let provider =
-        catalog.disabled_reason(&Switch::Provider(job.provider_id.clone())).map(|r| format!("provider switched off: {r}"));
+    let model =
+        catalog.disabled_reason(&Switch::Model(job.model_id.clone())).map(|r| format!("model switched off: {r}"));
+    let provider = catalog
+        .disabled_reason(&Switch::Provider(job.provider_id.clone()))
+        .map(|r| format!("provider switched off: {r}"));
     model.or(provider).unwrap_or_else(|| "model disabled in the config".into()).chars().take(300).collect()
 }
 

@@ -314,8 +314,13 @@ mod tests {
         run(&db).expect("migrate");
         assert_eq!(schema_version(&db).expect("v"), SCHEMA_VERSION);
         let tx = db.begin_read().expect("r");
-        let keys: Vec<(i64, u128)> =
-            tx.open_table(FAILOVERS_TABLE).expect("012").iter().expect("iter").map(|r| r.expect("row").0.value()).collect();
+        let keys: Vec<(i64, u128)> = tx
+            .open_table(FAILOVERS_TABLE)
+            .expect("012")
+            .iter()
+            .expect("iter")
+            .map(|r| r.expect("row").0.value())
+            .collect();
         assert_eq!(keys, [(1_764_000_000_000, moved.id.0)]);
     }
 

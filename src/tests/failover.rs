@@ -29,6 +29,11 @@ const UNAUTHORIZED: &str = r#"{"detail":"Invalid key"}"#;
 
 /// /start, then a job on "flux" (Квадрат); returns the progress message id.
 async fn order_flux(h: &Harness, user: i64, prompt: &str) -> i64 {
+    // The admins hear of a switched-off provider: their chat must exist.
+    if h.bot_messages(ADMIN).is_empty() {
+        h.text(ADMIN, "en", "/start");
+        h.wait_text(ADMIN, "Welcome").await;
+    }
     h.text(user, "ru", "/start");
     h.wait_for(user, 20, "welcome", |m| m.iter().any(|x| x["from_bot"] == true)).await;
     h.create(user, "ru", prompt, "Model flux", "Квадрат").await
@@ -65,27 +70,26 @@ async fn a_refused_key_moves_the_job_to_the_cheaper_fallback_and_later_jobs_go_s
     let (a, b) = (FakeFal::start().await, FakeFal::start().await);
     a.set_scenario(FalScenario::SubmitError { status: 401, body: UNAUTHORIZED.into() });
     let h = Harness::start(config(a.base_url(), b.base_url(), 8)).await;
-    h.text(ADMIN, "en", "/start");
-    h.wait_text(ADMIN, "Welcome").await;
     order_flux(&h, 801, "маяк в тумане").await;
     h.wait_for(801, 30, "the picture from the fallback", |_| h.photos(801).len() == 1).await;
     let job = wait_job(&h, 801, 1, "delivered", |j| j.delivery == crate::store::records::Delivery::Delivered).await;
     assert_eq!((a.submits_total(), b.submits_total()), (1, 1), "no retry against a refusing key");
-    assert_eq!((job.status, job.model_id.as_str(), job.provider_id.as_str()), (JobStatus::Succeeded, "seedream", "fal2"));
+    assert_eq!(
+        (job.status, job.model_id.as_str(), job.provider_id.as_str()),
+        (JobStatus::Succeeded, "seedream", "fal2")
+    );
     let f = job.failover.as_ref().expect("failover recorded");
-    assert_eq!((f.from_model.as_str(), f.from_price, f.to_price, f.confirmed), ("flux", Credits(10), Credits(8), Some(true)));
+    assert_eq!(
+        (f.from_model.as_str(), f.from_price, f.to_price, f.confirmed),
+        ("flux", Credits(10), Credits(8), Some(true))
+    );
     assert!(f.reason.starts_with("unauthorized: "), "{}", f.reason);
     let caption = text_of(&h.photos(801)[0]);
     assert!(caption.contains("Model seedream") && caption.contains("Model flux была недоступна"), "{caption}");
     // One hold of the original price, the difference given back, the fallback's price captured.
     assert_eq!(
         rows(&h.ledger(801).await),
-        [
-            (OpKind::SignupBonus, 100, 100),
-            (OpKind::Hold, 10, -10),
-            (OpKind::HoldAdjust, 2, 2),
-            (OpKind::Capture, 8, 0),
-        ]
+        [(OpKind::SignupBonus, 100, 100), (OpKind::Hold, 10, -10), (OpKind::HoldAdjust, 2, 2), (OpKind::Capture, 8, 0),]
     );
     assert_eq!(h.balance(801).await, Credits(92));
     h.wait_text(ADMIN, "refuses requests").await;
@@ -277,7 +281,10 @@ async fn the_question_survives_a_restart_and_expires_unanswered() {
         .expect("age the question");
     h.wait_text(806, "Ответа не было, задание отменено").await;
     let job = wait_job(&h, 806, 1, "expired", |j| j.status == JobStatus::Failed).await;
-    assert_eq!((job.error.map(|e| e.class), job.failover.and_then(|f| f.confirmed)), (Some(ErrorClass::Declined), None));
+    assert_eq!(
+        (job.error.map(|e| e.class), job.failover.and_then(|f| f.confirmed)),
+        (Some(ErrorClass::Declined), None)
+    );
     assert_eq!(
         rows(&h.ledger(806).await),
         [(OpKind::SignupBonus, 100, 100), (OpKind::Hold, 10, -10), (OpKind::Release, 10, 10)]
@@ -295,6 +302,9 @@ async fn without_a_usable_fallback_the_job_fails_as_before() {
     let h = Harness::start(move |d| {
         let mut c = config(ua, ub, 8)(d);
         c.models[1].enabled = false;
+        // A model that is not a fallback, so the menu still asks which model.
+        c.providers.push(provider("demo", ProviderKind::Demo, ""));
+        c.models.push(model("spare", "demo", 5));
         c
     })
     .await;
