@@ -152,6 +152,7 @@ async fn run_in(dir: &std::path::Path, opts: &QueueBench) -> anyhow::Result<()> 
         image_fields: vec![],
         instruction: None,
         translate: false,
+        fallbacks: vec![],
     });
     let store = Store::open(dir)?;
     let billing = Billing::new(store.clone(), config.billing.clone());
@@ -388,6 +389,7 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
                     priority: false,
                     translation: None,
                     quota_day: None,
+                    failover: None,
                 };
                 crate::billing::hold(tx, &mut job)?;
                 crate::billing::capture(tx, &mut job)?;

@@ -510,6 +510,9 @@ pub struct JobsConfig {
     pub edits_per_sec: u32,
     /// Jobs one user may have running at once (others wait in the queue).
     pub per_user_running: u32,
+    /// How long a job moved to a pricier fallback model waits for the user's yes or no,
+    /// seconds; unanswered, its hold is released and the user told.
+    pub failover_answer_secs: u64,
 }
 
 impl Default for JobsConfig {
@@ -520,6 +523,7 @@ impl Default for JobsConfig {
             progress_interval_ms: 3000,
             edits_per_sec: 20,
             per_user_running: 2,
+            failover_answer_secs: 86_400,
         }
     }
 }
@@ -860,6 +864,14 @@ pub struct ModelConfig {
     /// `instruction` is sent as written. `check-config` refuses it without an `[llm]` section.
     #[serde(default)]
     pub translate: bool,
+    /// Models a job moves to, in this order, when this one cannot run it: its provider or the
+    /// model switched off (retired, key refused, region blocked, payment required) or a
+    /// transient failure outlasting the retries. Each must exist, differ from this model,
+    /// have the same task and take every input count this model takes (`check-config`). The
+    /// first usable one runs the job; a pricier one only after the user agrees
+    /// ([`crate::jobs::generate`]).
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 /// Most input images one job takes (a Telegram album holds 10).
@@ -1215,6 +1227,9 @@ impl Config {
                 "jobs.per_user_running and jobs.edits_per_sec must be at least 1",
             ));
         }
+        if !(60..=7 * 86_400).contains(&self.jobs.failover_answer_secs) {
+            return Err(bad("jobs.failover_answer_secs", "60 s to 7 days"));
+        }
         if self.jobs.max_attempts == 0 {
             return Err(bad("jobs.max_attempts", "must be at least 1"));
         }
@@ -1347,6 +1362,7 @@ impl Config {
             if m.options.len() > 6 {
                 return Err(bad(k("options"), "at most 6 options"));
             }
+            self.validate_fallbacks(i, m)?;
             match p.kind {
                 ProviderKind::Fal if m.endpoint.is_empty() => {
                     return Err(bad(k("endpoint"), "fal models need an endpoint id like fal-ai/flux/dev"));
@@ -1400,6 +1416,38 @@ impl Config {
         Ok(())
     }
 
+    /// `models[i].fallbacks`: each names another configured model of the same task that
+    /// takes every input count `m` takes, once.
+    fn validate_fallbacks(&self, i: usize, m: &ModelConfig) -> Result<(), ConfigError> {
+        let key = format!("models[{i}].fallbacks");
+        if m.fallbacks.len() > 5 {
+            return Err(bad(&key, "at most 5 fallbacks"));
+        }
+        let (min, max) = m.image_range();
+        for (j, id) in m.fallbacks.iter().enumerate() {
+            if *id == m.id {
+                return Err(bad(&key, format!("{id:?} is this model itself")));
+            }
+            if m.fallbacks[..j].contains(id) {
+                return Err(bad(&key, format!("{id:?} is listed twice")));
+            }
+            let Some(f) = self.models.iter().find(|f| f.id == *id) else {
+                return Err(bad(&key, format!("no model with id {id:?}")));
+            };
+            if f.task != m.task {
+                return Err(bad(&key, format!("{id:?} does {}, this model {}", f.task.as_str(), m.task.as_str())));
+            }
+            let (fmin, fmax) = f.image_range();
+            if fmin > min || fmax < max {
+                return Err(bad(
+                    &key,
+                    format!("{id:?} takes {fmin}–{fmax} images, this model {min}–{max}: a job could not move"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds the built-in demo provider and model (used by `sandbox` when nothing is configured).
     pub fn with_demo(mut self) -> Config {
         if self.providers.is_empty() {
@@ -1435,6 +1483,7 @@ impl Config {
                 image_fields: vec![],
                 instruction: None,
                 translate: false,
+                fallbacks: vec![],
             });
             // One demo model per photo mode, so every flow can be tried in the sandbox.
             let demo = self.models.last().cloned().expect("just pushed");
@@ -1712,6 +1761,41 @@ mod tests {
             "[[providers]]\nid = \"d\"\nkind = \"demo\"\n\n[[models]]\nid = \"m\"\nprovider = \"d\"\n\
              display_name = \"M\"\nprice = 10\n{extra}"
         )
+    }
+
+    #[test]
+    fn fallbacks_must_name_a_compatible_other_model() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        let two = |first: &str, second: &str| {
+            format!(
+                "[[providers]]\nid = \"d\"\nkind = \"demo\"\n\n\
+                 [[models]]\nid = \"a\"\nprovider = \"d\"\ndisplay_name = \"A\"\nprice = 10\n{first}\n\
+                 [[models]]\nid = \"b\"\nprovider = \"d\"\ndisplay_name = \"B\"\nprice = 12\n{second}\n"
+            )
+        };
+        for (first, second, why) in [
+            ("fallbacks = [\"nope\"]", "", "no model with id"),
+            ("fallbacks = [\"a\"]", "", "itself"),
+            ("fallbacks = [\"b\", \"b\"]", "", "twice"),
+            ("fallbacks = [\"b\"]", "task = \"edit\"", "does edit"),
+            (
+                "task = \"edit\"\nimages = { min = 1, max = 4 }\nfallbacks = [\"b\"]",
+                "task = \"edit\"\nimages = { min = 1, max = 2 }",
+                "takes 1–2 images",
+            ),
+        ] {
+            std::fs::write(&p, two(first, second)).expect("write");
+            let e = Config::load(Some(&p)).expect_err(first);
+            assert_eq!(e.key, "models[0].fallbacks", "{first}: {e}");
+            assert!(e.to_string().contains(why), "{first}: {e}");
+        }
+        std::fs::write(
+            &p,
+            two("task = \"edit\"\nimages = 2\nfallbacks = [\"b\"]", "task = \"edit\"\nimages = { min = 1, max = 4 }"),
+        )
+        .expect("write");
+        assert_eq!(Config::load(Some(&p)).expect("valid").models[0].fallbacks, ["b"]);
     }
 
     #[test]

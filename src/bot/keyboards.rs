@@ -148,6 +148,11 @@ pub enum Callback {
     /// "⭐ Subscription" (under the balance and a used-up daily quota): the levels sold as
     /// Stars subscriptions, each with its invoice link.
     Subscribe,
+    /// "Да" / "Нет" to running a job on its pricier fallback model.
+    Failover {
+        job: crate::domain::JobId,
+        yes: bool,
+    },
 }
 
 /// The callback code of a photo mode (one letter; every code ever written must keep decoding).
@@ -262,6 +267,7 @@ impl Callback {
             Callback::TopUp => format!("{V}:B"),
             Callback::Buy(id) => format!("{V}:B:{id}"),
             Callback::Subscribe => format!("{V}:S"),
+            Callback::Failover { job, yes } => format!("{V}:F:{}:{}", b36(job.0), if *yes { "y" } else { "n" }),
         }
     }
 
@@ -322,6 +328,7 @@ impl Callback {
             ["B"] => Callback::TopUp,
             ["B", id] if package_id_ok(id) => Callback::Buy(id.to_string()),
             ["S"] => Callback::Subscribe,
+            ["F", j, a @ ("y" | "n")] => Callback::Failover { job: crate::domain::JobId(from_b36(j)?), yes: a == "y" },
             ["e", i] => Callback::EditThis(id(i)?),
             ["U", i] => Callback::UpscaleThis(id(i)?),
             ["W", j, m @ ("c" | "e")] => {
@@ -608,6 +615,14 @@ pub fn formats(lang: Lang, draft: u128, model: &ModelConfig) -> InlineKeyboardMa
     ])
 }
 
+/// Under the question whether to run a job on its pricier fallback: "✅ Да" and "✖ Нет".
+pub fn failover(lang: Lang, job: crate::domain::JobId) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new([[
+        button(lang.t("failover_yes"), Callback::Failover { job, yes: true }),
+        button(lang.t("failover_no"), Callback::Failover { job, yes: false }),
+    ]])
+}
+
 /// Under a job that failed because its model or provider stopped working: one button per
 /// model that can do the same task ("name · price"); a press runs the request on it.
 pub fn alternatives(
@@ -856,6 +871,8 @@ mod tests {
             Callback::Buy("x".repeat(24)),
             Callback::Buy("small_1-a".into()),
             Callback::Subscribe,
+            Callback::Failover { job: crate::domain::JobId(u128::MAX), yes: true },
+            Callback::Failover { job: crate::domain::JobId(7), yes: false },
         ]
         .into_iter()
         .chain(Subject::ALL.map(Callback::Subject))
@@ -943,6 +960,8 @@ mod tests {
             ("2:B", Callback::TopUp),
             ("2:B:small", Callback::Buy("small".into())),
             ("2:S", Callback::Subscribe),
+            ("2:F:2s:y", Callback::Failover { job: crate::domain::JobId(100), yes: true }),
+            ("2:F:2s:n", Callback::Failover { job: crate::domain::JobId(100), yes: false }),
         ];
         for (stored, cb) in cases {
             assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");

@@ -15,6 +15,8 @@ pub mod status;
 pub mod video;
 pub mod worker;
 
+pub use generate::FailoverAnswer;
+
 use crate::billing::BillingError;
 use crate::catalog::Catalog;
 use crate::config::{Config, JobsConfig, ModelConfig, ProviderConfig};
@@ -169,6 +171,15 @@ pub trait Notifier: Send + Sync {
     /// Tells the user that sending `item` was cut off by a restart (it may or may not have
     /// arrived) and offers to send it again. Called at most once per job.
     async fn delivery_interrupted(&self, job: &JobRecord, item: &LibraryItem) -> Result<(), NotifyError>;
+    /// Asks the owner of a job whose model cannot run it whether to run it on the pricier
+    /// fallback (`job.failover`: from, to, both prices) with yes / no buttons
+    /// ([`JobEngine::answer_failover`] takes the press). Called once per question (again only
+    /// after a crash cut the first one off). Notifiers that cannot ask keep this default,
+    /// which refuses: the question then times out as a no.
+    async fn ask_failover(&self, job: &JobRecord) -> Result<(), NotifyError> {
+        let _ = job;
+        Err(NotifyError::Other("this notifier cannot ask".into()))
+    }
     /// Tells the owner their library is over `library.max_items_per_user` and only favourites
     /// are left to remove (which never happens silently). Called after the result was stored.
     async fn library_full(&self, _job: &JobRecord, _max_items: u32) {}
@@ -459,6 +470,12 @@ impl JobEngine {
         Ok(CancelOutcome::Cancelling)
     }
 
+    /// The owner's yes or no to a job's failover question (see [`generate::answer`]): acts
+    /// once, for the job's owner only; a second press finds it answered.
+    pub async fn answer_failover(&self, user: UserId, job: JobId, yes: bool) -> Result<FailoverAnswer, JobsError> {
+        generate::answer(&self.inner, Some(user), job, yes).await
+    }
+
     /// Creates a job and holds its price in one write transaction. Also consumes the draft.
     ///
     /// A [`JobPayload::Generate`] job is priced by the catalog (base price + chosen options).
@@ -499,7 +516,9 @@ impl JobEngine {
                 let catalog = &self.inner.catalog;
                 let model =
                     catalog.model(&new.model_id).ok_or_else(|| JobsError::UnknownModel(new.model_id.clone()))?;
-                if !catalog.is_usable(&model.id) {
+                // A switched-off model with a usable fallback still takes jobs: they hold its
+                // price and move to the fallback before they start (`generate::failover`).
+                if !catalog.is_offered(&model.id) {
                     return Err(JobsError::ModelDisabled(model.id.clone()));
                 }
                 let price = catalog.quote(&model.id, options).ok_or(BillingError::Overflow)?;
@@ -535,6 +554,7 @@ impl JobEngine {
             priority: new.priority,
             translation: None,
             quota_day: None,
+            failover: None,
         };
         let draft_id = new.draft_id;
         let levels = self.inner.levels.clone();

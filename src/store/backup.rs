@@ -109,6 +109,7 @@ impl Store {
             copy_table(snapshot, &tx, INPUTS_TABLE)?,
             copy_table(snapshot, &tx, PAYMENTS_TABLE)?,
             copy_table(snapshot, &tx, QUOTA_TABLE)?,
+            copy_table(snapshot, &tx, FAILOVERS_TABLE)?,
         ]
         .into_iter()
         .collect();

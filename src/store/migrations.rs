@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 10;
+pub const SCHEMA_VERSION: u64 = 12;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,6 +31,7 @@ const STEPS: &[(u64, &str, Step)] = &[
     (8, "008_star_payments", m008_payments),
     // 9 belongs to another branch; each step opens only its own tables, so the gap is fine.
     (10, "010_daily_quotas", m010_quotas),
+    (12, "012_failovers", m012_failovers),
 ];
 
 /// Daily generation quotas per user and local day (access levels).
@@ -114,6 +115,23 @@ fn m007_inputs(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
 fn m008_payments(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(PAYMENTS_TABLE)?;
     Ok(Outcome::Execute(1))
+}
+
+/// The failover index, filled from jobs that already moved (none before this build; the
+/// scan keeps the step correct for a file restored from a newer backup).
+fn m012_failovers(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    use super::records::{JobRecord, Record};
+    use redb::ReadableTable;
+    let mut index = tx.open_table(FAILOVERS_TABLE)?;
+    let mut n = 0;
+    for row in tx.open_table(JOBS_TABLE)?.iter()? {
+        let job = JobRecord::decode(row?.1.value())?;
+        if let Some(f) = &job.failover {
+            index.insert((f.at, job.id.0), ())?;
+            n += 1;
+        }
+    }
+    Ok(Outcome::Execute(n))
 }
 
 /// Reads the stored schema version (0 for a new file).
@@ -271,6 +289,48 @@ mod tests {
             .map(|(w, i)| (w.to_string(), UserSummary::of(&users[i])))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_version_8_file_gets_the_failover_index_of_its_moved_jobs() {
+        use crate::domain::UserId;
+        use crate::store::records::{Failover, JobRecord, Record};
+        use redb::ReadableTable;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("db.redb");
+        let plain = crate::store::records::test_job(UserId(1), 10);
+        let moved = JobRecord {
+            failover: Some(Failover {
+                from_model: "flux".into(),
+                from_provider: "fal".into(),
+                from_price: crate::domain::Credits(10),
+                to_model: "seedream".into(),
+                to_price: crate::domain::Credits(8),
+                reason: "HTTP 401".into(),
+                at: 1_764_000_000_000,
+                confirmed: Some(true),
+                asked: false,
+            }),
+            ..crate::store::records::test_job(UserId(1), 10)
+        };
+        old_file(&path, 8, |tx| {
+            let mut t = tx.open_table(JOBS_TABLE).expect("jobs");
+            for j in [&plain, &moved] {
+                t.insert(j.id.0, j.encode().expect("encode").as_slice()).expect("insert");
+            }
+        });
+        let db = Database::create(&path).expect("reopen");
+        run(&db).expect("migrate");
+        assert_eq!(schema_version(&db).expect("v"), SCHEMA_VERSION);
+        let tx = db.begin_read().expect("r");
+        let keys: Vec<(i64, u128)> = tx
+            .open_table(FAILOVERS_TABLE)
+            .expect("012")
+            .iter()
+            .expect("iter")
+            .map(|r| r.expect("row").0.value())
+            .collect();
+        assert_eq!(keys, [(1_764_000_000_000, moved.id.0)]);
     }
 
     #[test]

@@ -82,3 +82,8 @@ pub const PAYMENTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("p
 /// generations started that day and not given back (a released hold gives its one back).
 /// Written inside the submit transaction, so two parallel submits cannot both take the last one.
 pub const QUOTA_TABLE: TableDefinition<(i64, i32), u32> = TableDefinition::new("quota-1");
+/// failovers: key = (ms since the epoch the job moved or its owner was asked, job id) →
+/// unit, so the dashboard counts the last 24 h with one range and lists the newest without a
+/// scan of the jobs; the move itself (from, to, why) is on the job (`JobRecord::failover`).
+/// Written by `Tx::put_job` in the transaction that first stores a job's failover.
+pub const FAILOVERS_TABLE: TableDefinition<(i64, u128), ()> = TableDefinition::new("failovers-1");

@@ -76,6 +76,7 @@ pub fn model(id: &str, provider: &str, price: i64) -> ModelConfig {
         image_fields: vec![],
         instruction: None,
         translate: false,
+        fallbacks: vec![],
     }
 }
 

@@ -6,6 +6,7 @@ mod admin_bot;
 mod browser;
 mod crash;
 mod e2e;
+mod failover;
 pub mod fakes;
 mod faults;
 mod hardening;

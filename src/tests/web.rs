@@ -16,7 +16,7 @@ use axum::http::{Request, Response, StatusCode, header};
 use std::sync::Arc;
 use tower::ServiceExt;
 
-const PASSWORD: &str = "correct horse battery";
+pub(super) const PASSWORD: &str = "correct horse battery";
 const XSS: &str = "<script>alert(1)</script>";
 
 struct Env {
@@ -121,6 +121,7 @@ async fn env() -> Env {
                 priority: false,
                 translation: None,
                 quota_day: None,
+                failover: None,
             };
             billing::hold(tx, &mut j)?;
             billing::capture(tx, &mut j)?;
@@ -172,16 +173,16 @@ async fn env() -> Env {
     Env { app, store, state, _dir: dir, job, image, broadcast }
 }
 
-async fn send(app: &Router, req: Request<Body>) -> Response<Body> {
+pub(super) async fn send(app: &Router, req: Request<Body>) -> Response<Body> {
     app.clone().oneshot(req).await.expect("infallible")
 }
 
-async fn text(r: Response<Body>) -> String {
+pub(super) async fn text(r: Response<Body>) -> String {
     let b = axum::body::to_bytes(r.into_body(), 64 << 20).await.expect("body");
     String::from_utf8_lossy(&b).into_owned()
 }
 
-fn get(uri: &str, cookie: Option<&str>) -> Request<Body> {
+pub(super) fn get(uri: &str, cookie: Option<&str>) -> Request<Body> {
     let mut b = Request::get(uri);
     if let Some(c) = cookie {
         b = b.header(header::COOKIE, c);
@@ -231,7 +232,7 @@ async fn try_login(app: &Router, password: &str, extra: Option<(&'static str, &s
 }
 
 /// Logs in; returns (Cookie header, CSRF token).
-async fn login(app: &Router) -> (String, String) {
+pub(super) async fn login(app: &Router) -> (String, String) {
     let r = try_login(app, PASSWORD, None).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[header::LOCATION], "/admin");
@@ -878,6 +879,7 @@ fn dashboard_summary_counts_settlements_and_percentiles() {
         priority: false,
         translation: None,
         quota_day: None,
+        failover: None,
     };
     let op = crate::domain::OperationId::new();
     let jobs: Vec<JobRecord> = (1..=10)

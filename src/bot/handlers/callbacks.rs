@@ -64,7 +64,7 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
         (Some(Callback::Model { draft, model }), Some((chat, mid))) => {
             answer = match usable_draft(&ctx, &me, draft).await? {
                 Err(refusal) => Some(refusal),
-                Ok(mut d) => match ctx.catalog.model(&model).filter(|m| ctx.catalog.is_usable(&m.id)) {
+                Ok(mut d) => match ctx.catalog.model(&model).filter(|m| ctx.catalog.is_offered(&m.id)) {
                     None => Some((lang.t("no_models"), true)),
                     Some(m) => {
                         d.model_id = Some(m.id.clone());
@@ -76,7 +76,7 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
         (Some(Callback::Format { draft, model, format }), Some((chat, mid))) => {
             answer = match usable_draft(&ctx, &me, draft).await? {
                 Err(refusal) => Some(refusal),
-                Ok(mut d) => match ctx.catalog.model(&model).filter(|m| ctx.catalog.is_usable(&m.id)) {
+                Ok(mut d) => match ctx.catalog.model(&model).filter(|m| ctx.catalog.is_offered(&m.id)) {
                     None => Some((lang.t("no_models"), true)),
                     Some(m) => {
                         d.model_id = Some(m.id.clone());
@@ -130,7 +130,7 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
                 Err(refusal) => Some(refusal),
                 Ok(mut d) => {
                     let model = d.model_id.as_deref().and_then(|id| ctx.catalog.model(id));
-                    match model.filter(|m| ctx.catalog.is_usable(&m.id)) {
+                    match model.filter(|m| ctx.catalog.is_offered(&m.id)) {
                         None => Some((lang.t("no_models"), true)),
                         Some(m) => {
                             d.confirmed = true;
@@ -218,6 +218,9 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
                 }
             };
         }
+        (Some(Callback::Failover { job, yes }), Some((chat, mid))) => {
+            answer = failover_answer(&bot, &ctx, &me, chat, mid, job, yes).await?;
+        }
         // Everything else is the library's: pages and the actions under pictures.
         (Some(cb), Some(at)) => {
             answer = super::library::on_callback(&bot, &ctx, &me, at, cb).await?;
@@ -285,7 +288,7 @@ async fn alternative(
         Some(d) => d,
         None => Draft { id, job_id: None, model_id: None, options: Default::default(), format: None, ..old },
     };
-    let Some(m) = ctx.catalog.model(model).filter(|m| ctx.catalog.is_usable(&m.id)) else {
+    let Some(m) = ctx.catalog.model(model).filter(|m| ctx.catalog.is_offered(&m.id)) else {
         return Ok(Some((lang.t("no_models"), true)));
     };
     let d = Draft { model_id: Some(m.id.clone()), created_at: crate::domain::now_ms(), ..fresh };
@@ -310,7 +313,7 @@ async fn choose(
         Err(refusal) => return Ok(Some(refusal)),
         Ok(d) => d,
     };
-    let model = d.model_id.as_deref().and_then(|id| ctx.catalog.model(id)).filter(|m| ctx.catalog.is_usable(&m.id));
+    let model = d.model_id.as_deref().and_then(|id| ctx.catalog.model(id)).filter(|m| ctx.catalog.is_offered(&m.id));
     let Some(model) = model else { return Ok(Some((lang.t("no_models"), true))) };
     let Some(name) =
         model.options.get(usize::from(option)).filter(|o| usize::from(value) < o.values.len()).map(|o| o.name.clone())
@@ -338,7 +341,7 @@ async fn use_preset(
         Ok(d) => d,
     };
     let Some(p) = ctx.library.preset(me.id(), preset).await? else { return Ok(Some((lang.t("not_yours"), true))) };
-    let Some(m) = ctx.catalog.model(&p.model_id).filter(|m| ctx.catalog.is_usable(&m.id)) else {
+    let Some(m) = ctx.catalog.model(&p.model_id).filter(|m| ctx.catalog.is_offered(&m.id)) else {
         return Ok(Some((lang.t("no_models"), true)));
     };
     d.model_id = Some(m.id.clone());
@@ -373,4 +376,32 @@ async fn resend(
     let kb = keyboards::actions(lang, &item);
     crate::bot::notifier::send_files(bot, chat, files, None, kb).await?;
     Ok(None)
+}
+
+/// "Да" / "Нет" under a failover question. Only the job's owner is heard, and only once (the
+/// engine checks both in the transaction that acts); a no, or a balance too low for the
+/// difference, is told by the engine's failure message, which replaces the question.
+async fn failover_answer(
+    bot: &TgBot,
+    ctx: &BotCtx,
+    me: &Caller,
+    chat: ChatId,
+    mid: MessageId,
+    job: crate::domain::JobId,
+    yes: bool,
+) -> Result<Answer, BotError> {
+    use crate::jobs::FailoverAnswer;
+    let lang = me.lang;
+    Ok(Some(match ctx.jobs.answer_failover(me.id(), job, yes).await? {
+        FailoverAnswer::Running { model } => {
+            let name = ctx.catalog.model(&model).map_or(model, |m| m.display_name);
+            let text = lang.tf("failover_accepted", &[("model", &name)]);
+            // The question's buttons go; progress edits take the message over from here.
+            let _ = bot.edit_message_text(chat, mid, text.clone()).await;
+            (text, false)
+        }
+        FailoverAnswer::Declined | FailoverAnswer::NoFunds => (lang.t("failover_released"), false),
+        FailoverAnswer::AlreadyAnswered => (lang.t("failover_answered"), false),
+        FailoverAnswer::NotFound => (lang.t("not_yours"), true),
+    }))
 }
