@@ -22,6 +22,7 @@ pub(super) fn cfg_keyed(kind: ProviderKind, base_url: &str, key: &str) -> Provid
         id: format!("{kind:?}").to_lowercase(),
         kind,
         base_url: base_url.to_string(),
+        base_urls: vec![],
         api_key: Secret::new(key),
         api_key_env: None,
         max_concurrency: 2,
