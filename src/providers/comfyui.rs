@@ -342,6 +342,11 @@ impl ComfyProvider {
         Ok(true)
     }
 
+    /// One exchange with the first server (ComfyUI-Connect has one).
+    pub(crate) async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), ProviderError> {
+        self.send_at(0, rb).await
+    }
+
     /// One exchange with server `srv`; its outcome feeds the server's health.
     pub(crate) async fn send_at(
         &self,

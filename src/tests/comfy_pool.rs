@@ -302,3 +302,49 @@ fn base_urls_are_validated_and_shown_without_credentials() {
     let single = with(vec![], "http://127.0.0.1:8188/", ProviderKind::Comfyui);
     assert_eq!(crate::cli::server_lines(&single), ["provider gpus: 1 ComfyUI server: http://127.0.0.1:8188"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_provider_counts_jobs_in_flight_per_server_and_routes_by_the_stored_server() {
+    use crate::providers::ImageProvider as _;
+    let f = fakes(3).await;
+    f[1].set_down(true);
+    f[0].hold();
+    f[2].hold();
+    let mut cfg = super::providers::cfg_keyed(ProviderKind::Comfyui, "", "unused");
+    cfg.base_urls = urls(&f);
+    cfg.poll_interval_ms = 20;
+    let p = crate::providers::comfyui::ComfyProvider::new(&cfg).expect("provider");
+    let wf: serde_json::Value = serde_json::from_str(WORKFLOW).expect("json");
+    let mut subs = vec![];
+    for _ in 0..4 {
+        let id = p.preassign_id().expect("id");
+        subs.push(p.submit(&super::providers::comfy_request(wf.clone()), Some(&id)).await.expect("submit"));
+    }
+    assert_eq!(p.in_flight(), [2, 0, 2]);
+    assert!(p.is_healthy(0) && !p.is_healthy(1) && p.is_healthy(2));
+    let on = |s: &crate::providers::Submission| s.data["server"].as_str().map(str::to_string);
+    assert_eq!(on(&subs[0]), Some(f[0].base_url()));
+    assert_eq!(on(&subs[1]), Some(f[2].base_url()));
+
+    // is_known and cancel go to the stored server only.
+    assert!(p.is_known(&subs[1].request_id, &subs[1].data).await.expect("asked"));
+    assert!(!p.is_known(&subs[1].request_id, &subs[0].data).await.expect("asked"), "server 0 never had it");
+    p.cancel(&subs[3]).await.expect("cancelled");
+    assert_eq!(f[2].deletes(), [subs[3].request_id.clone()]);
+    assert!(f[0].deletes().is_empty());
+    assert_eq!(p.in_flight(), [2, 0, 1], "a cancelled job no longer counts");
+
+    // A finished wait stops counting its job; the result came from its own server.
+    f[0].release();
+    let files = p.wait(&subs[0], &|_| {}).await.expect("result");
+    assert_eq!(files.len(), 1);
+    assert_eq!(p.in_flight(), [1, 0, 1]);
+    assert!(f[0].history_ids().contains(&subs[0].request_id));
+    assert!(!f[2].history_ids().contains(&subs[0].request_id));
+
+    // A bare prompt id (restored after a crash mid-submit) is found on whichever server has it.
+    let bare = crate::providers::Submission { request_id: subs[1].request_id.clone(), data: serde_json::Value::Null };
+    assert!(p.is_known(&bare.request_id, &bare.data).await.expect("asked"));
+    f[2].release();
+    assert_eq!(p.wait(&bare, &|_| {}).await.expect("result").len(), 1);
+}

@@ -277,7 +277,7 @@ async fn providers_fal_debug_hides_key() {
 
 // ------------------------------------------------------------------------------------ ComfyUI
 
-fn comfy_request(workflow: Value) -> GenerateRequest {
+pub(super) fn comfy_request(workflow: Value) -> GenerateRequest {
     let mut r = request("");
     r.workflow = Some(workflow);
     r
