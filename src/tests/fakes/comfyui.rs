@@ -699,9 +699,9 @@ async fn upload(State(sh): State<Sh>, mut form: Multipart) -> Response {
 async fn system_stats() -> Json<Value> {
     Json(json!({
         "system": {"os": "posix", "comfyui_version": "0.3.64", "python_version": "3.11.7", "pytorch_version": "2.9.0+cpu",
-                   "embedded_python": false, "argv": ["main.py", "--cpu"], "ram_total": 1 << 34, "ram_free": 1 << 33},
-        "devices": [{"name": "cpu", "type": "cpu", "index": null, "vram_total": 1 << 34, "vram_free": 1 << 33,
-                     "torch_vram_total": 1 << 34, "torch_vram_free": 1 << 33}]
+                   "embedded_python": false, "argv": ["main.py", "--cpu"], "ram_total": 1_u64 << 34, "ram_free": 1_u64 << 33},
+        "devices": [{"name": "cpu", "type": "cpu", "index": null, "vram_total": 1_u64 << 34, "vram_free": 1_u64 << 33,
+                     "torch_vram_total": 1_u64 << 34, "torch_vram_free": 1_u64 << 33}]
     }))
 }
 
