@@ -59,7 +59,8 @@ impl PoolState {
         PoolState { servers: vec![ServerHealth::new(); n], jobs: HashMap::new() }
     }
 
-    /// The state of server `i` (tests, logs).
+    /// The state of server `i`.
+    #[cfg(test)]
     pub fn server(&self, i: usize) -> Option<&ServerHealth> {
         self.servers.get(i)
     }

@@ -157,11 +157,13 @@ impl ComfyProvider {
     }
 
     /// Jobs in flight per server, in config order.
+    #[cfg(test)]
     pub fn in_flight(&self) -> Vec<u32> {
         self.pool().in_flight()
     }
 
     /// Whether server `i` (config order) is up.
+    #[cfg(test)]
     pub fn is_healthy(&self, i: usize) -> bool {
         self.pool().is_healthy(i)
     }
@@ -600,7 +602,9 @@ impl ImageProvider for ComfyProvider {
             }
             match out {
                 Ok(sub) => {
-                    tracing::info!(provider = %self.id, server = %self.servers[srv].key, %prompt_id, "ComfyUI server chosen");
+                    let in_flight = self.pool().in_flight();
+                    tracing::info!(provider = %self.id, server = %self.servers[srv].key, %prompt_id, ?in_flight,
+                        "ComfyUI server chosen");
                     return Ok(sub);
                 }
                 Err(e @ ProviderError::Transient(_)) if self.servers.len() > 1 => {
@@ -612,7 +616,11 @@ impl ImageProvider for ComfyProvider {
             }
         }
         Err(last.unwrap_or_else(|| {
-            ProviderError::Transient(format!("no ComfyUI server of {} is up ({} configured)", self.id, self.servers.len()))
+            ProviderError::Transient(format!(
+                "no ComfyUI server of {} is up ({} configured)",
+                self.id,
+                self.servers.len()
+            ))
         }))
     }
 

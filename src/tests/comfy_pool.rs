@@ -292,10 +292,7 @@ fn base_urls_are_validated_and_shown_without_credentials() {
 
     let c = with(vec!["http://admin:s3cret@gpu1:8188/?token=abc", "http://gpu2:8188"], "", ProviderKind::Comfyui);
     assert!(c.validate().is_ok());
-    assert_eq!(
-        crate::cli::server_lines(&c),
-        ["provider gpus: 2 ComfyUI servers: http://gpu1:8188, http://gpu2:8188"]
-    );
+    assert_eq!(crate::cli::server_lines(&c), ["provider gpus: 2 ComfyUI servers: http://gpu1:8188, http://gpu2:8188"]);
     let p = crate::providers::comfyui::ComfyProvider::new(&c.providers[0]).expect("provider");
     assert_eq!(p.server_keys(), ["http://gpu1:8188", "http://gpu2:8188"]);
     assert!(!format!("{p:?}").contains("s3cret"));
