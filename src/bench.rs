@@ -124,6 +124,7 @@ async fn run_in(dir: &std::path::Path, opts: &QueueBench) -> anyhow::Result<()> 
         id: "null".into(),
         kind: ProviderKind::Demo,
         base_url: String::new(),
+        base_urls: vec![],
         api_key: Default::default(),
         api_key_env: None,
         max_concurrency: opts.concurrency,

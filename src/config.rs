@@ -580,6 +580,12 @@ pub struct ProviderConfig {
     /// default ([`ProviderKind::default_base_url`]: OpenAI, Gemini, Hugging Face, Replicate).
     #[serde(default)]
     pub base_url: String,
+    /// ComfyUI only: a pool of servers (`["http://gpu1:8188", "http://gpu2:8188"]`, 1–32
+    /// http(s) URLs, no duplicates) given *instead of* `base_url` (setting both is an error).
+    /// Each job goes to the healthy server with the fewest jobs in flight; the server is stored
+    /// with the job, so a restart polls the right one ([`crate::providers::comfyui`]).
+    #[serde(default)]
+    pub base_urls: Vec<String>,
     #[serde(default)]
     pub api_key: Secret,
     /// Name of an environment variable holding the key (read at startup; wins over `api_key`).
@@ -785,13 +791,74 @@ impl ProviderConfig {
         resolve_key(&self.api_key, self.api_key_env.as_deref())
     }
 
-    /// `base_url` without a trailing slash, or the kind's default when it is empty.
+    /// `base_url` without a trailing slash, or the kind's default when it is empty; for a
+    /// ComfyUI pool ([`Self::base_urls`]) its first server.
     pub fn effective_base_url(&self) -> String {
         let base = self.base_url.trim().trim_end_matches('/');
-        match (base.is_empty(), self.kind.default_base_url()) {
-            (true, Some(d)) => d.to_string(),
+        match (base.is_empty(), self.kind.default_base_url(), self.base_urls.first()) {
+            (true, _, Some(first)) => first.trim().trim_end_matches('/').to_string(),
+            (true, Some(d), None) => d.to_string(),
             _ => base.to_string(),
         }
+    }
+
+    /// The servers of a ComfyUI provider, in config order, without trailing slashes:
+    /// `base_urls` when given, else the one `base_url`.
+    pub fn servers(&self) -> Vec<String> {
+        if self.base_urls.is_empty() {
+            vec![self.effective_base_url()]
+        } else {
+            self.base_urls.iter().map(|u| u.trim().trim_end_matches('/').to_string()).collect()
+        }
+    }
+
+    /// Checks `base_urls` (config key `key`): only for `kind = "comfyui"`, not together with
+    /// `base_url`, 1–32 entries, each an http(s) URL with a host, no duplicates. Messages
+    /// never quote a URL (it may carry `user:password@`); they name the entry's index.
+    fn validate_servers(&self, key: &str) -> Result<(), ConfigError> {
+        if self.base_urls.is_empty() {
+            return Ok(());
+        }
+        if self.kind != ProviderKind::Comfyui {
+            return Err(bad(key, "only a comfyui provider takes a list of servers"));
+        }
+        if !self.base_url.trim().is_empty() {
+            return Err(bad(key, "give either base_url (one server) or base_urls (a pool), not both"));
+        }
+        if self.base_urls.len() > MAX_COMFY_SERVERS {
+            return Err(bad(key, format!("at most {MAX_COMFY_SERVERS} servers")));
+        }
+        let mut seen = HashSet::new();
+        for (j, raw) in self.servers().iter().enumerate() {
+            let ok = url::Url::parse(raw)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()));
+            let Some(u) = ok else {
+                return Err(bad(format!("{key}[{j}]"), "not an http(s) URL with a host (value not shown)"));
+            };
+            if !seen.insert(u.to_string().trim_end_matches('/').to_string()) {
+                return Err(bad(format!("{key}[{j}]"), "the same server is listed twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Most servers one ComfyUI provider may list in `base_urls`.
+pub const MAX_COMFY_SERVERS: usize = 32;
+
+/// `url` as it may be shown (check-config, the admin panel, logs): scheme, host, port and path,
+/// without `user:password@`, query or fragment. Text that is not a URL becomes `(not a URL)`.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url.trim()) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "(not a URL)".into(),
     }
 }
 
@@ -998,7 +1065,7 @@ fn is_config_var(name: &str) -> bool {
 /// (`providers.0.api_key`).
 pub fn is_secret_key(key: &str) -> bool {
     let last = key.rsplit('.').next().unwrap_or(key);
-    matches!(last, "token" | "webhook_secret" | "api_key" | "proxy" | "base_url" | "api_url")
+    matches!(last, "token" | "webhook_secret" | "api_key" | "proxy" | "base_url" | "base_urls" | "api_url")
 }
 
 /// A deserialization error without the offending value (serde's messages quote it).
@@ -1242,6 +1309,7 @@ impl Config {
             if p.id == crate::domain::LOCAL_PROVIDER || p.id == crate::domain::LLM_PROVIDER {
                 return Err(bad(k("id"), format!("{:?} is reserved for the built-in tools", p.id)));
             }
+            p.validate_servers(&k("base_urls"))?;
             if p.kind != ProviderKind::Demo && url::Url::parse(&p.effective_base_url()).is_err() {
                 return Err(bad(k("base_url"), "not a URL"));
             }
@@ -1455,6 +1523,7 @@ impl Config {
                 id: "demo".into(),
                 kind: ProviderKind::Demo,
                 base_url: String::new(),
+                base_urls: vec![],
                 api_key: Secret::default(),
                 api_key_env: None,
                 max_concurrency: 4,

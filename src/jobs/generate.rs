@@ -59,7 +59,9 @@ async fn save(inner: &Inner, job: &JobRecord) -> Result<(), StoreError> {
 
 fn classify(e: &ProviderError) -> ErrorClass {
     match e {
-        ProviderError::Transient(_) | ProviderError::RateLimited { .. } => ErrorClass::Transient,
+        ProviderError::Transient(_) | ProviderError::RateLimited { .. } | ProviderError::ServerDown(_) => {
+            ErrorClass::Transient
+        }
         ProviderError::Rejected(_) => ErrorClass::Rejected,
         ProviderError::Retired(_) => ErrorClass::Retired,
         ProviderError::Unauthorized(_) => ErrorClass::Unauthorized,
@@ -343,6 +345,21 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
         Ok(Ok(images)) => {
             store_result(inner, job, images).await;
             Step::Done
+        }
+        // The request's server died with it: submit the job again (the provider picks a
+        // healthy server). The old submission is dropped and saved first, so nothing polls the
+        // dead server again and a late result from it can never be delivered.
+        Ok(Err(e @ ProviderError::ServerDown(_))) if job.attempts < inner.cfg.max_attempts => {
+            tracing::warn!(error = %e, request_id = %sub.request_id, "submitting the job again elsewhere");
+            job.error = Some(JobError { class: ErrorClass::Transient, detail: e.to_string() });
+            job.submission = None;
+            job.preassigned_id = None;
+            job.submitted_at = None;
+            job.status = JobStatus::Queued;
+            if save(inner, &job).await.is_err() {
+                return Step::Done;
+            }
+            Step::Next(job)
         }
         Ok(Err(e)) if classify(&e) == ErrorClass::Transient && job.attempts < inner.cfg.max_attempts => {
             job.attempts += 1;

@@ -45,6 +45,7 @@ pub fn provider(id: &str, kind: ProviderKind, base_url: &str) -> ProviderConfig 
         id: id.into(),
         kind,
         base_url: base_url.into(),
+        base_urls: vec![],
         api_key: Secret::new("test-key-123"),
         api_key_env: None,
         max_concurrency: 2,

@@ -4,6 +4,7 @@
 mod add_text;
 mod admin_bot;
 mod browser;
+mod comfy_pool;
 mod crash;
 mod e2e;
 mod failover;

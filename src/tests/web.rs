@@ -1464,3 +1464,18 @@ async fn payments_page_lists_charges_and_a_refund_without_a_bot_changes_nothing(
     assert_eq!(balance(&e.store, 1).await, before);
     assert!(e.store.read(billing::verify).await.expect("verify").is_empty());
 }
+
+#[tokio::test]
+async fn the_models_page_lists_a_comfyui_pool_without_credentials() {
+    let e = env().await;
+    let mut config = demo_config();
+    let mut p = super::harness::provider("gpus", crate::config::ProviderKind::Comfyui, "");
+    p.base_urls = vec!["http://admin:s3cret@gpu1:8188/?token=abc".into(), "http://gpu2:8188".into()];
+    config.providers.push(p);
+    config.validate().expect("valid");
+    let app = router(web_state(&e.store, config));
+    let (cookie, _) = login(&app).await;
+    let page = text(send(&app, get("/admin/models", Some(&cookie))).await).await;
+    assert!(page.contains("http://gpu1:8188, http://gpu2:8188"), "{page}");
+    assert!(!page.contains("s3cret") && !page.contains("token=abc") && !page.contains("admin:"), "{page}");
+}
