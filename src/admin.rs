@@ -156,7 +156,7 @@ fn audit(actor: &Actor, action: &str, target: String, before: String, after: Str
 
 impl Admin {
     pub fn new(store: Store, catalog: Catalog, config: &Config) -> Admin {
-        Admin { store, catalog, levels: config.billing.levels.clone(), stars: Arc::default() }
+        Admin { store, catalog, levels: config.billing.level_ids(), stars: Arc::default() }
     }
 
     /// Connects Telegram's Stars side (once; later calls are ignored).
@@ -437,7 +437,8 @@ impl Admin {
         .await
     }
 
-    /// Gives a user one of `billing.levels`. Errors: [`AdminError::Invalid`] for another name.
+    /// Gives a user one of the configured levels, with no end date (a subscription's
+    /// `level_until` is cleared). Errors: [`AdminError::Invalid`] for another name.
     pub async fn set_level(&self, actor: Actor, user: UserId, level: &str) -> Result<bool, AdminError> {
         let Some(pos) = self.levels.iter().position(|l| l == level) else {
             return Err(AdminError::Invalid(format!("unknown level; one of: {}", self.levels.join(", "))));
@@ -448,7 +449,9 @@ impl Admin {
         self.update_user(actor, user, move |u| {
             let shown = |l: &str| if l.is_empty() { default.clone() } else { l.to_string() };
             let before = std::mem::replace(&mut u.level, stored);
-            (before != u.level)
+            // An admin's choice has no end date, even over a subscription's.
+            let had_end = u.level_until.take().is_some();
+            (before != u.level || had_end)
                 .then(|| ("set_level", format!("level={}", shown(&before)), format!("level={}", shown(&u.level))))
         })
         .await

@@ -101,7 +101,16 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 /// Starts everything and returns once the listener is bound and the bot is polling.
-pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp> {
+pub async fn start(config: Config, mode: Mode) -> anyhow::Result<RunningApp> {
+    start_with_clock(config, mode, crate::billing::levels::Clock::system()).await
+}
+
+/// [`start`] with the clock daily quotas and subscriptions read (tests move it).
+pub async fn start_with_clock(
+    mut config: Config,
+    mode: Mode,
+    clock: crate::billing::levels::Clock,
+) -> anyhow::Result<RunningApp> {
     if matches!(mode, Mode::Sandbox) {
         config = config.with_demo();
     }
@@ -226,8 +235,15 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<RunningApp>
         let (alerts, dir): (Arc<dyn crate::jobs::Notifier>, _) = (notifier.clone(), config.storage.data_dir.clone());
         tasks.push(tokio::spawn(storage_watchdog(store.clone(), dir, health.clone(), Some(alerts), shutdown.clone())));
     }
-    let jobs = JobEngine::new(store.clone(), &config, catalog.clone(), providers, notifier)?;
-    let billing = Billing::new(store.clone(), config.billing.clone());
+    let levels = Arc::new(crate::billing::levels::Levels::new(&config, clock));
+    let jobs = JobEngine::with_levels(store.clone(), &config, catalog.clone(), providers, notifier, levels.clone())?;
+    let billing = Billing::new(store.clone(), config.billing.clone()).with_levels(levels);
+    {
+        // Expired subscriptions already read as the default level; this stores it (and drops
+        // quota counters of past days).
+        let (billing, token) = (billing.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move { billing.run_level_sweep(token).await }));
+    }
     {
         let jobs = jobs.clone();
         let token = shutdown.clone();

@@ -124,6 +124,7 @@ async fn run_in(dir: &std::path::Path, opts: &QueueBench) -> anyhow::Result<()> 
         id: "null".into(),
         kind: ProviderKind::Demo,
         base_url: String::new(),
+        base_urls: vec![],
         api_key: Default::default(),
         api_key_env: None,
         max_concurrency: opts.concurrency,
@@ -152,6 +153,7 @@ async fn run_in(dir: &std::path::Path, opts: &QueueBench) -> anyhow::Result<()> 
         image_fields: vec![],
         instruction: None,
         translate: false,
+        fallbacks: vec![],
     });
     let store = Store::open(dir)?;
     let billing = Billing::new(store.clone(), config.billing.clone());
@@ -344,6 +346,7 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
                     blocked: false,
                     banned: i % 1000 == 0,
                     level: String::new(),
+                    level_until: None,
                     language: None,
                     referral: Default::default(),
                 })?;
@@ -386,6 +389,8 @@ pub fn seed_panel(opts: &PanelSeed) -> anyhow::Result<()> {
                     heartbeat_at: None,
                     priority: false,
                     translation: None,
+                    quota_day: None,
+                    failover: None,
                 };
                 crate::billing::hold(tx, &mut job)?;
                 crate::billing::capture(tx, &mut job)?;

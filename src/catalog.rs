@@ -105,9 +105,32 @@ impl Catalog {
     }
 
     /// Models a user can pick now, in config order, with current prices: enabled in the config,
-    /// not switched off, on a provider that is not switched off.
+    /// and either runnable ([`Catalog::is_usable`]) or switched off with a usable fallback
+    /// that takes its jobs ([`Catalog::is_offered`]).
     pub fn usable(&self) -> Vec<ModelConfig> {
-        self.inner.models.iter().filter(|m| self.is_usable(&m.id)).map(|m| self.priced(m)).collect()
+        self.inner.models.iter().filter(|m| self.is_offered(&m.id)).map(|m| self.priced(m)).collect()
+    }
+
+    /// Whether a user may pick model `id` now: it runs, or it is switched off (not disabled in
+    /// the config) and one of its `fallbacks` runs instead.
+    pub fn is_offered(&self, id: &str) -> bool {
+        self.is_usable(id)
+            || self
+                .configured(id)
+                .is_some_and(|m| m.enabled && self.fallback_for(id, usize::from(m.image_range().0)).is_some())
+    }
+
+    /// The first of model `id`'s `fallbacks` that runs now and takes a job with `images` input
+    /// photos (config validation already made sure each has the same task), with its current
+    /// price; `None` when there is none.
+    pub fn fallback_for(&self, id: &str, images: usize) -> Option<ModelConfig> {
+        let m = self.configured(id)?;
+        m.fallbacks
+            .iter()
+            .filter(|f| self.is_usable(f))
+            .filter_map(|f| self.configured(f))
+            .find(|f| f.task == m.task && f.takes_images(images))
+            .map(|f| self.priced(f))
     }
 
     /// [`Catalog::usable`] models of one task.

@@ -229,7 +229,7 @@ pub async fn check_workflows(cfg: &Config, online: bool) -> Vec<String> {
     use crate::config::ProviderKind;
     use crate::providers::comfyui::{self, ComfyProvider};
     let mut problems = Vec::new();
-    let mut servers: std::collections::HashMap<&str, Option<serde_json::Value>> = Default::default();
+    let mut servers: std::collections::HashMap<&str, Vec<(String, serde_json::Value)>> = Default::default();
     for (i, m) in cfg.models.iter().enumerate() {
         let Some((pi, p)) = cfg.providers.iter().enumerate().find(|(_, p)| p.id == m.provider) else { continue };
         if p.kind == ProviderKind::ComfyuiConnect && online {
@@ -266,21 +266,46 @@ pub async fn check_workflows(cfg: &Config, online: bool) -> Vec<String> {
             continue;
         }
         if !servers.contains_key(p.id.as_str()) {
-            let info = match ComfyProvider::new(p) {
-                Ok(client) => client.object_info().await,
-                Err(e) => Err(e),
-            };
-            let info = info
-                .map_err(|e| problems.push(format!("providers[{pi}] ({}): GET /object_info failed: {e}", p.id)))
-                .ok();
-            servers.insert(p.id.as_str(), info);
+            // Every server of a pool must run every workflow: each is asked.
+            let mut infos = Vec::new();
+            match ComfyProvider::new(p) {
+                Ok(client) => {
+                    for (si, server) in client.server_keys().iter().enumerate() {
+                        match client.object_info(si).await {
+                            Ok(info) => infos.push((server.clone(), info)),
+                            Err(e) => problems
+                                .push(format!("providers[{pi}] ({}) {server}: GET /object_info failed: {e}", p.id)),
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("providers[{pi}] ({}): {e}", p.id)),
+            }
+            servers.insert(p.id.as_str(), infos);
         }
-        if let Some(Some(info)) = servers.get(p.id.as_str()) {
-            problems
-                .extend(comfyui::object_info_mismatches(&workflow, info).into_iter().map(|e| format!("{key}: {e}")));
+        let infos = servers.get(p.id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        for (server, info) in infos {
+            // One server: the lines read as before; a pool names the server lacking the node.
+            let at = if infos.len() > 1 || p.servers().len() > 1 { format!(" [{server}]") } else { String::new() };
+            problems.extend(
+                comfyui::object_info_mismatches(&workflow, info).into_iter().map(|e| format!("{key}{at}: {e}")),
+            );
         }
     }
     problems
+}
+
+/// One `check-config` line per ComfyUI provider naming its servers, without credentials
+/// (`provider gpus: 3 ComfyUI servers: http://gpu1:8188, http://gpu2:8188, http://gpu3:8188`).
+pub fn server_lines(cfg: &Config) -> Vec<String> {
+    cfg.providers
+        .iter()
+        .filter(|p| p.kind == crate::config::ProviderKind::Comfyui)
+        .map(|p| {
+            let servers: Vec<String> = p.servers().iter().map(|u| crate::config::redacted_url(u)).collect();
+            let noun = if servers.len() == 1 { "server" } else { "servers" };
+            format!("provider {}: {} ComfyUI {noun}: {}", p.id, servers.len(), servers.join(", "))
+        })
+        .collect()
 }
 
 /// Entry point; returns the process exit code.
@@ -333,6 +358,9 @@ pub fn main() -> ExitCode {
                     cfg.models.len(),
                     cfg.storage.data_dir.display()
                 );
+                for line in server_lines(&cfg) {
+                    let _ = writeln!(out, "{line}");
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,

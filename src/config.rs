@@ -244,11 +244,22 @@ pub struct BillingConfig {
     /// Price of one "✍️ Write" job (a prompt written by the `[llm]` language model). Free by
     /// default; held when the job is made and captured only when the prompt is delivered.
     pub write_price: Credits,
-    /// Access level ids an admin can give a user; the first is everyone's default. Rules per
-    /// level (daily limits, prices) will be keyed by these ids.
+    /// Access level ids without rules (the older, short form): every level unlimited, every
+    /// model allowed; the first is everyone's default. Ignored when `[[billing.level]]` is
+    /// given (then leave it out, or list the same ids). Read the levels through
+    /// [`BillingConfig::level_rules`] / [`BillingConfig::level_ids`].
     pub levels: Vec<String>,
-    /// IANA time zone the bot shows dates in (the user's history) and will reset daily quotas
-    /// in (`Europe/Moscow`, `UTC`).
+    /// Access levels with their rules (`[[billing.level]]`, see [`LevelConfig`]); the first is
+    /// everyone's default. Empty: the ids of `levels`, unlimited.
+    pub level: Vec<LevelConfig>,
+    /// The level the bot's admins (`telegram.admins`) always have, whatever level is stored
+    /// for them or bought (typically an unlimited `admin` level). Unset: admins are ordinary
+    /// users for quotas and models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_level: Option<String>,
+    /// IANA time zone the bot shows dates in (the user's history) and resets daily quotas in
+    /// at local midnight (`Europe/Moscow`, `UTC`): one zone for both, so "today" means the
+    /// same day in the history and in the quota.
     pub time_zone: String,
     /// Top-up packages (`[[billing.packages]]`) offered under "💳 Top up" and by `/buy`. Empty:
     /// no top-ups (the button is not shown and `/buy` says so).
@@ -339,6 +350,98 @@ impl CryptoPayConfig {
             return Err(("invoice_ttl_secs", "60–2678400 seconds (Crypto Pay's expires_in)".into()));
         }
         Ok(())
+    }
+}
+
+/// One access level (`[[billing.level]]`): what a user of this level may do each day.
+///
+/// ```toml
+/// [[billing.level]]
+/// id = "standard"                       # the first level is everyone's default
+/// name = { ru = "Стандарт", en = "Standard" }
+/// daily_limit = 3                       # generations per day; leave out for no limit
+/// models = ["*"]                        # "*" = every model, or model ids
+/// free = false                          # true: jobs cost 0 credits (still counted)
+/// subscription = { stars = 250 }        # sold as a 30-day Telegram Stars subscription
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelConfig {
+    /// Stable id, 1–32 of `a-z 0-9 _ -`: stored on users and in subscription invoice payloads.
+    pub id: String,
+    /// Name shown to users per language (`{ ru = "…", en = "…" }`); empty: the id.
+    #[serde(default)]
+    pub name: std::collections::BTreeMap<String, String>,
+    /// Generations (model jobs; the local tools and "✍️ Write" are not counted) a user may
+    /// start per day in `billing.time_zone`; `None` = no limit. A failed or cancelled job gives
+    /// its one back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_limit: Option<u32>,
+    /// Model ids this level may use; `"*"` = all.
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+    /// Jobs of this level cost 0 credits (they still count against `daily_limit`).
+    #[serde(default)]
+    pub free: bool,
+    /// Sold as a Telegram Stars subscription (30 days, renewed by Telegram each period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<LevelSubscription>,
+}
+
+/// The price of a level's subscription (`subscription = { stars = 250 }`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelSubscription {
+    /// Stars per 30-day period (currency `XTR`, 1–10000: Telegram's subscription price cap).
+    pub stars: i64,
+    /// Credits added with each paid period (first payment and renewals), as one `Purchase`
+    /// ledger row; 0 (default): the subscription buys only the level.
+    #[serde(default)]
+    pub credits: Credits,
+}
+
+fn all_models() -> Vec<String> {
+    vec!["*".into()]
+}
+
+impl LevelConfig {
+    /// An unlimited level allowing every model (the short `levels = [...]` form).
+    pub fn unlimited(id: &str) -> LevelConfig {
+        LevelConfig {
+            id: id.into(),
+            name: Default::default(),
+            daily_limit: None,
+            models: all_models(),
+            free: false,
+            subscription: None,
+        }
+    }
+
+    /// The name in language `code`: its own, else English, else the id.
+    pub fn label(&self, code: &str) -> &str {
+        self.name.get(code).or_else(|| self.name.get("en")).map_or(self.id.as_str(), String::as_str)
+    }
+
+    /// Whether this level may run model `id`.
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m == "*" || m == model)
+    }
+}
+
+impl BillingConfig {
+    /// The levels with their rules, the default first: `[[billing.level]]`, else the short
+    /// `levels` list as unlimited levels.
+    pub fn level_rules(&self) -> Vec<LevelConfig> {
+        if self.level.is_empty() {
+            self.levels.iter().map(|id| LevelConfig::unlimited(id)).collect()
+        } else {
+            self.level.clone()
+        }
+    }
+
+    /// The level ids, the default first.
+    pub fn level_ids(&self) -> Vec<String> {
+        self.level_rules().into_iter().map(|l| l.id).collect()
     }
 }
 
@@ -468,6 +571,8 @@ impl Default for BillingConfig {
             resize_price: Credits::ZERO,
             write_price: Credits::ZERO,
             levels: vec!["standard".into(), "vip".into()],
+            level: Vec::new(),
+            admin_level: None,
             time_zone: "Europe/Moscow".into(),
             packages: Vec::new(),
             terms: String::new(),
@@ -514,6 +619,9 @@ pub struct JobsConfig {
     pub edits_per_sec: u32,
     /// Jobs one user may have running at once (others wait in the queue).
     pub per_user_running: u32,
+    /// How long a job moved to a pricier fallback model waits for the user's yes or no,
+    /// seconds; unanswered, its hold is released and the user told.
+    pub failover_answer_secs: u64,
 }
 
 impl Default for JobsConfig {
@@ -524,6 +632,7 @@ impl Default for JobsConfig {
             progress_interval_ms: 3000,
             edits_per_sec: 20,
             per_user_running: 2,
+            failover_answer_secs: 86_400,
         }
     }
 }
@@ -580,6 +689,12 @@ pub struct ProviderConfig {
     /// default ([`ProviderKind::default_base_url`]: OpenAI, Gemini, Hugging Face, Replicate).
     #[serde(default)]
     pub base_url: String,
+    /// ComfyUI only: a pool of servers (`["http://gpu1:8188", "http://gpu2:8188"]`, 1–32
+    /// http(s) URLs, no duplicates) given *instead of* `base_url` (setting both is an error).
+    /// Each job goes to the healthy server with the fewest jobs in flight; the server is stored
+    /// with the job, so a restart polls the right one ([`crate::providers::comfyui`]).
+    #[serde(default)]
+    pub base_urls: Vec<String>,
     #[serde(default)]
     pub api_key: Secret,
     /// Name of an environment variable holding the key (read at startup; wins over `api_key`).
@@ -785,13 +900,74 @@ impl ProviderConfig {
         resolve_key(&self.api_key, self.api_key_env.as_deref())
     }
 
-    /// `base_url` without a trailing slash, or the kind's default when it is empty.
+    /// `base_url` without a trailing slash, or the kind's default when it is empty; for a
+    /// ComfyUI pool ([`Self::base_urls`]) its first server.
     pub fn effective_base_url(&self) -> String {
         let base = self.base_url.trim().trim_end_matches('/');
-        match (base.is_empty(), self.kind.default_base_url()) {
-            (true, Some(d)) => d.to_string(),
+        match (base.is_empty(), self.kind.default_base_url(), self.base_urls.first()) {
+            (true, _, Some(first)) => first.trim().trim_end_matches('/').to_string(),
+            (true, Some(d), None) => d.to_string(),
             _ => base.to_string(),
         }
+    }
+
+    /// The servers of a ComfyUI provider, in config order, without trailing slashes:
+    /// `base_urls` when given, else the one `base_url`.
+    pub fn servers(&self) -> Vec<String> {
+        if self.base_urls.is_empty() {
+            vec![self.effective_base_url()]
+        } else {
+            self.base_urls.iter().map(|u| u.trim().trim_end_matches('/').to_string()).collect()
+        }
+    }
+
+    /// Checks `base_urls` (config key `key`): only for `kind = "comfyui"`, not together with
+    /// `base_url`, 1–32 entries, each an http(s) URL with a host, no duplicates. Messages
+    /// never quote a URL (it may carry `user:password@`); they name the entry's index.
+    fn validate_servers(&self, key: &str) -> Result<(), ConfigError> {
+        if self.base_urls.is_empty() {
+            return Ok(());
+        }
+        if self.kind != ProviderKind::Comfyui {
+            return Err(bad(key, "only a comfyui provider takes a list of servers"));
+        }
+        if !self.base_url.trim().is_empty() {
+            return Err(bad(key, "give either base_url (one server) or base_urls (a pool), not both"));
+        }
+        if self.base_urls.len() > MAX_COMFY_SERVERS {
+            return Err(bad(key, format!("at most {MAX_COMFY_SERVERS} servers")));
+        }
+        let mut seen = HashSet::new();
+        for (j, raw) in self.servers().iter().enumerate() {
+            let ok = url::Url::parse(raw)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()));
+            let Some(u) = ok else {
+                return Err(bad(format!("{key}[{j}]"), "not an http(s) URL with a host (value not shown)"));
+            };
+            if !seen.insert(u.to_string().trim_end_matches('/').to_string()) {
+                return Err(bad(format!("{key}[{j}]"), "the same server is listed twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Most servers one ComfyUI provider may list in `base_urls`.
+pub const MAX_COMFY_SERVERS: usize = 32;
+
+/// `url` as it may be shown (check-config, the admin panel, logs): scheme, host, port and path,
+/// without `user:password@`, query or fragment. Text that is not a URL becomes `(not a URL)`.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url.trim()) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "(not a URL)".into(),
     }
 }
 
@@ -864,6 +1040,14 @@ pub struct ModelConfig {
     /// `instruction` is sent as written. `check-config` refuses it without an `[llm]` section.
     #[serde(default)]
     pub translate: bool,
+    /// Models a job moves to, in this order, when this one cannot run it: its provider or the
+    /// model switched off (retired, key refused, region blocked, payment required) or a
+    /// transient failure outlasting the retries. Each must exist, differ from this model,
+    /// have the same task and take every input count this model takes (`check-config`). The
+    /// first usable one runs the job; a pricier one only after the user agrees
+    /// ([`crate::jobs::generate`]).
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 /// Most input images one job takes (a Telegram album holds 10).
@@ -990,7 +1174,7 @@ fn is_config_var(name: &str) -> bool {
 /// (`providers.0.api_key`).
 pub fn is_secret_key(key: &str) -> bool {
     let last = key.rsplit('.').next().unwrap_or(key);
-    matches!(last, "token" | "webhook_secret" | "api_key" | "proxy" | "base_url" | "api_url")
+    matches!(last, "token" | "webhook_secret" | "api_key" | "proxy" | "base_url" | "base_urls" | "api_url")
 }
 
 /// A deserialization error without the offending value (serde's messages quote it).
@@ -1085,18 +1269,67 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Checks cross-field rules serde cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.billing.levels.is_empty() {
-            return Err(bad("billing.levels", "needs at least one level (the first is the default)"));
+    /// `billing.levels`, `[[billing.level]]` and `billing.admin_level`.
+    fn validate_levels(&self) -> Result<(), ConfigError> {
+        let b = &self.billing;
+        let ids = b.level_ids();
+        let key = if b.level.is_empty() { "billing.levels" } else { "billing.level" };
+        if ids.is_empty() {
+            return Err(bad(key, "needs at least one level (the first is the default)"));
         }
-        for (i, l) in self.billing.levels.iter().enumerate() {
+        // The short list is only a default unless it was written next to the long form: then
+        // the two must agree, or an operator would wonder which one counts.
+        let default_list = BillingConfig::default().levels;
+        if !b.level.is_empty() && !b.levels.is_empty() && b.levels != default_list && b.levels != ids {
+            return Err(bad(
+                "billing.levels",
+                "give either levels = [...] or [[billing.level]] (or the same ids in both)",
+            ));
+        }
+        for (i, l) in ids.iter().enumerate() {
             let ok = (1..=32).contains(&l.len())
                 && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-            if !ok || self.billing.levels[..i].contains(l) {
-                return Err(bad("billing.levels", format!("{l:?}: 1–32 of a-z 0-9 _ -, each once")));
+            if !ok || ids[..i].contains(l) {
+                let key = if b.level.is_empty() { key.to_string() } else { format!("billing.level[{i}].id") };
+                return Err(bad(key, format!("{l:?}: 1–32 of a-z 0-9 _ -, each once")));
             }
         }
+        for (i, l) in b.level.iter().enumerate() {
+            let k = |f: &str| format!("billing.level[{i}].{f}");
+            if l.models.is_empty() {
+                return Err(bad(k("models"), "list model ids, or \"*\" for every model"));
+            }
+            for (j, m) in l.models.iter().enumerate() {
+                if m != "*" && !self.models.iter().any(|c| &c.id == m) {
+                    return Err(bad(k(&format!("models[{j}]")), format!("{m:?} is not a [[models]] id (or \"*\")")));
+                }
+            }
+            if l.name.values().any(|n| n.trim().is_empty() || n.chars().count() > 32) {
+                return Err(bad(k("name"), "1–32 characters per language"));
+            }
+            if let Some(s) = &l.subscription {
+                if i == 0 {
+                    return Err(bad(k("subscription"), "the first level is everyone's default; sell another one"));
+                }
+                if !(1..=10_000).contains(&s.stars) {
+                    return Err(bad(k("subscription.stars"), "whole Stars, 1–10000 (Telegram's subscription cap)"));
+                }
+                if s.credits.is_negative() {
+                    return Err(bad(k("subscription.credits"), "must not be negative"));
+                }
+            }
+        }
+        if let Some(a) = &b.admin_level {
+            if !ids.contains(a) {
+                return Err(bad("billing.admin_level", format!("{a:?} is not a level id ({})", ids.join(", "))));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks cross-field rules serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_levels()?;
         let r = &self.billing.referral;
         if r.purchase_percent > 100 || r.signup_bonus.0 < 0 || r.daily_cap.0 < 0 {
             return Err(bad("billing.referral", "purchase_percent 0–100; signup_bonus and daily_cap ≥ 0"));
@@ -1173,6 +1406,9 @@ impl Config {
                 "jobs.per_user_running and jobs.edits_per_sec must be at least 1",
             ));
         }
+        if !(60..=7 * 86_400).contains(&self.jobs.failover_answer_secs) {
+            return Err(bad("jobs.failover_answer_secs", "60 s to 7 days"));
+        }
         if self.jobs.max_attempts == 0 {
             return Err(bad("jobs.max_attempts", "must be at least 1"));
         }
@@ -1185,6 +1421,7 @@ impl Config {
             if p.id == crate::domain::LOCAL_PROVIDER || p.id == crate::domain::LLM_PROVIDER {
                 return Err(bad(k("id"), format!("{:?} is reserved for the built-in tools", p.id)));
             }
+            p.validate_servers(&k("base_urls"))?;
             if p.kind != ProviderKind::Demo && url::Url::parse(&p.effective_base_url()).is_err() {
                 return Err(bad(k("base_url"), "not a URL"));
             }
@@ -1305,6 +1542,7 @@ impl Config {
             if m.options.len() > 6 {
                 return Err(bad(k("options"), "at most 6 options"));
             }
+            self.validate_fallbacks(i, m)?;
             match p.kind {
                 ProviderKind::Fal if m.endpoint.is_empty() => {
                     return Err(bad(k("endpoint"), "fal models need an endpoint id like fal-ai/flux/dev"));
@@ -1358,6 +1596,38 @@ impl Config {
         Ok(())
     }
 
+    /// `models[i].fallbacks`: each names another configured model of the same task that
+    /// takes every input count `m` takes, once.
+    fn validate_fallbacks(&self, i: usize, m: &ModelConfig) -> Result<(), ConfigError> {
+        let key = format!("models[{i}].fallbacks");
+        if m.fallbacks.len() > 5 {
+            return Err(bad(&key, "at most 5 fallbacks"));
+        }
+        let (min, max) = m.image_range();
+        for (j, id) in m.fallbacks.iter().enumerate() {
+            if *id == m.id {
+                return Err(bad(&key, format!("{id:?} is this model itself")));
+            }
+            if m.fallbacks[..j].contains(id) {
+                return Err(bad(&key, format!("{id:?} is listed twice")));
+            }
+            let Some(f) = self.models.iter().find(|f| f.id == *id) else {
+                return Err(bad(&key, format!("no model with id {id:?}")));
+            };
+            if f.task != m.task {
+                return Err(bad(&key, format!("{id:?} does {}, this model {}", f.task.as_str(), m.task.as_str())));
+            }
+            let (fmin, fmax) = f.image_range();
+            if fmin > min || fmax < max {
+                return Err(bad(
+                    &key,
+                    format!("{id:?} takes {fmin}–{fmax} images, this model {min}–{max}: a job could not move"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds the built-in demo provider and model (used by `sandbox` when nothing is configured).
     pub fn with_demo(mut self) -> Config {
         if self.providers.is_empty() {
@@ -1365,6 +1635,7 @@ impl Config {
                 id: "demo".into(),
                 kind: ProviderKind::Demo,
                 base_url: String::new(),
+                base_urls: vec![],
                 api_key: Secret::default(),
                 api_key_env: None,
                 max_concurrency: 4,
@@ -1393,6 +1664,7 @@ impl Config {
                 image_fields: vec![],
                 instruction: None,
                 translate: false,
+                fallbacks: vec![],
             });
             // One demo model per photo mode, so every flow can be tried in the sandbox.
             let demo = self.models.last().cloned().expect("just pushed");
@@ -1677,12 +1949,89 @@ mod tests {
         assert_eq!(Config::load(Some(&p)).expect("valid").telegram.webhook_url, "https://bot.example.org/tg");
     }
 
+    #[test]
+    fn levels_take_rules_and_are_checked_with_the_key_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        // The packaging/config.toml example (seed 001), with the admins' level.
+        let seed = "[billing]\nadmin_level = \"admin\"\n\
+            [[billing.level]]\nid = \"standard\"\nname = { ru = \"Стандарт\", en = \"Standard\" }\n\
+            daily_limit = 3\nmodels = [\"*\"]\n\
+            [[billing.level]]\nid = \"subscriber\"\nname = { ru = \"Подписчик\", en = \"Subscriber\" }\n\
+            daily_limit = 5\nsubscription = { stars = 250 }\n\
+            [[billing.level]]\nid = \"admin\"\nname = { ru = \"Админ\", en = \"Admin\" }\n";
+        std::fs::write(&p, format!("{}\n{seed}", demo_model(""))).expect("write");
+        let c = Config::load(Some(&p)).expect("the seed example is valid");
+        assert_eq!(c.billing.level_ids(), ["standard", "subscriber", "admin"]);
+        let rules = c.billing.level_rules();
+        assert_eq!((rules[0].daily_limit, rules[0].free, rules[0].label("ru")), (Some(3), false, "Стандарт"));
+        assert_eq!(rules[1].subscription, Some(LevelSubscription { stars: 250, credits: Credits::ZERO }));
+        assert_eq!(rules[2].daily_limit, None, "no limit");
+        assert!(rules[0].allows("m") && rules[2].allows("anything"));
+        assert_eq!(c.billing.time_zone, "Europe/Moscow", "the default zone");
+        // The short form still works: unlimited levels.
+        std::fs::write(&p, "[billing]\nlevels = [\"basic\", \"gold\"]\n").expect("write");
+        let c = Config::load(Some(&p)).expect("short form");
+        assert_eq!(c.billing.level_rules(), [LevelConfig::unlimited("basic"), LevelConfig::unlimited("gold")]);
+        for (toml, key) in [
+            ("[[billing.level]]\nid = \"a\"\nmodels = [\"m\", \"nope\"]\n", "billing.level[0].models[1]"),
+            ("[[billing.level]]\nid = \"a\"\nsubscription = { stars = 5 }\n", "billing.level[0].subscription"),
+            (
+                "[[billing.level]]\nid = \"a\"\n[[billing.level]]\nid = \"b\"\nsubscription = { stars = 0 }\n",
+                "billing.level[1].subscription.stars",
+            ),
+            ("[[billing.level]]\nid = \"a\"\n[[billing.level]]\nid = \"a\"\n", "billing.level[1].id"),
+            ("[billing]\nadmin_level = \"root\"\n", "billing.admin_level"),
+            ("[billing]\nlevels = [\"x\"]\n[[billing.level]]\nid = \"a\"\n", "billing.levels"),
+            ("[billing]\ntime_zone = \"Mars/Olympus\"\n", "billing.time_zone"),
+        ] {
+            std::fs::write(&p, format!("{}\n{toml}", demo_model(""))).expect("write");
+            let e = Config::load(Some(&p)).expect_err(toml);
+            assert_eq!(e.key, key, "{toml}: {e}");
+        }
+    }
+
     /// A `[[models]]` entry on a demo provider plus `extra` lines.
     fn demo_model(extra: &str) -> String {
         format!(
             "[[providers]]\nid = \"d\"\nkind = \"demo\"\n\n[[models]]\nid = \"m\"\nprovider = \"d\"\n\
              display_name = \"M\"\nprice = 10\n{extra}"
         )
+    }
+
+    #[test]
+    fn fallbacks_must_name_a_compatible_other_model() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        let two = |first: &str, second: &str| {
+            format!(
+                "[[providers]]\nid = \"d\"\nkind = \"demo\"\n\n\
+                 [[models]]\nid = \"a\"\nprovider = \"d\"\ndisplay_name = \"A\"\nprice = 10\n{first}\n\
+                 [[models]]\nid = \"b\"\nprovider = \"d\"\ndisplay_name = \"B\"\nprice = 12\n{second}\n"
+            )
+        };
+        for (first, second, why) in [
+            ("fallbacks = [\"nope\"]", "", "no model with id"),
+            ("fallbacks = [\"a\"]", "", "itself"),
+            ("fallbacks = [\"b\", \"b\"]", "", "twice"),
+            ("fallbacks = [\"b\"]", "task = \"edit\"", "does edit"),
+            (
+                "task = \"edit\"\nimages = { min = 1, max = 4 }\nfallbacks = [\"b\"]",
+                "task = \"edit\"\nimages = { min = 1, max = 2 }",
+                "takes 1–2 images",
+            ),
+        ] {
+            std::fs::write(&p, two(first, second)).expect("write");
+            let e = Config::load(Some(&p)).expect_err(first);
+            assert_eq!(e.key, "models[0].fallbacks", "{first}: {e}");
+            assert!(e.to_string().contains(why), "{first}: {e}");
+        }
+        std::fs::write(
+            &p,
+            two("task = \"edit\"\nimages = 2\nfallbacks = [\"b\"]", "task = \"edit\"\nimages = { min = 1, max = 4 }"),
+        )
+        .expect("write");
+        assert_eq!(Config::load(Some(&p)).expect("valid").models[0].fallbacks, ["b"]);
     }
 
     #[test]

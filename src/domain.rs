@@ -559,6 +559,8 @@ impl Format {
 ///
 /// `Submitting` means a provider request id may already exist at the provider (chosen by us
 /// and persisted before the call); `Submitted` means the provider accepted and its id is stored.
+/// `AwaitingConfirmation`: the job's model could not run it and its fallback costs more than
+/// the hold; nothing runs until the owner says yes (or no, or the answer times out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -568,12 +570,14 @@ pub enum JobStatus {
     Succeeded,
     Failed,
     Cancelled,
+    AwaitingConfirmation,
 }
 
 impl JobStatus {
     /// Every status, in lifecycle order (for dashboards and metrics).
-    pub const ALL: [JobStatus; 6] = [
+    pub const ALL: [JobStatus; 7] = [
         JobStatus::Queued,
+        JobStatus::AwaitingConfirmation,
         JobStatus::Submitting,
         JobStatus::Submitted,
         JobStatus::Succeeded,

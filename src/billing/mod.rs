@@ -7,6 +7,8 @@
 
 pub mod crypto_pay;
 pub mod history;
+pub mod levels;
+pub mod subscriptions;
 
 use crate::config::{BillingConfig, Package};
 use crate::domain::{Credits, JobId, OperationId, UserId, now_ms};
@@ -25,6 +27,9 @@ pub enum BillingError {
     UnknownUser(UserId),
     #[error("amount overflow")]
     Overflow,
+    /// A hold adjustment for a job whose hold is already settled (or that has none).
+    #[error("the job has no open hold")]
+    NoOpenHold,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -43,6 +48,8 @@ pub struct Profile {
 pub struct Billing {
     store: Store,
     cfg: BillingConfig,
+    /// Access levels with the quota clock, shared with `jobs`.
+    levels: std::sync::Arc<levels::Levels>,
 }
 
 /// Appends a ledger row and applies its delta to `user` (not yet saved). Refuses a negative
@@ -126,7 +133,41 @@ fn settle(tx: &mut Tx, job: &mut JobRecord, charge: bool) -> Result<bool, Billin
     user.held = user.held.checked_sub(job.price).ok_or(BillingError::Overflow)?;
     tx.put_user(&user)?;
     job.settlement = Some(if charge { Settlement::Captured(op.id) } else { Settlement::Released(op.id) });
+    if !charge {
+        // A job that did not happen does not use up the day's quota either.
+        levels::give_back(tx, job)?;
+    }
     Ok(true)
+}
+
+/// Resizes the job's open hold to `price` (a move to a fallback model) inside `tx`: one
+/// `HoldAdjust` row for the difference — given back when `price` is lower, held as well when
+/// it is higher — and `job.price = price` (not yet saved). Returns the row, or `None` when
+/// the price is the same (nothing to write).
+///
+/// Errors: [`BillingError::InsufficientFunds`] when the balance cannot cover a higher price
+/// (nothing written); [`BillingError::NoOpenHold`] for a job whose hold is settled or absent.
+pub fn adjust_hold(tx: &mut Tx, job: &mut JobRecord, price: Credits) -> Result<Option<Operation>, BillingError> {
+    let Some(hold_id) = job.hold_id else { return Err(BillingError::NoOpenHold) };
+    let stored = tx.get_job(job.id)?;
+    if job.settlement.is_some() || stored.is_some_and(|s| s.settlement.is_some()) {
+        return Err(BillingError::NoOpenHold);
+    }
+    if price == job.price {
+        return Ok(None);
+    }
+    let mut user = tx.get_user(job.user_id)?.ok_or(BillingError::UnknownUser(job.user_id))?;
+    // Given back (> 0) or taken as well (< 0).
+    let delta = job.price.checked_sub(price).ok_or(BillingError::Overflow)?;
+    let amount = Credits(delta.0.checked_abs().ok_or(BillingError::Overflow)?);
+    if user.balance.checked_add(delta).is_none_or(|b| b.is_negative()) {
+        return Err(BillingError::InsufficientFunds { balance: user.balance, price: amount });
+    }
+    let op = apply(tx, &mut user, OpKind::HoldAdjust, amount, delta, Some(job.id), Some(hold_id), "system", None)?;
+    user.held = user.held.checked_sub(delta).ok_or(BillingError::Overflow)?;
+    tx.put_user(&user)?;
+    job.price = price;
+    Ok(Some(op))
 }
 
 /// A manual balance change (admin top-up or deduction). Refuses to go below zero.
@@ -307,6 +348,14 @@ pub(crate) fn credit_package(
     Ok((op, payer))
 }
 
+/// A hold as [`verify`] replays it: credits still held after any adjustment, settlements and
+/// adjustments seen.
+struct OpenHold {
+    left: i64,
+    settled: u32,
+    adjusted: u32,
+}
+
 /// A problem found by [`verify`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mismatch {
@@ -324,7 +373,9 @@ pub struct Mismatch {
 /// must match the rows and the users. A `Refund` row must be its charge's recorded refund
 /// (its credits, its shortfall, its `refund_operation_id`), a `RefundReversal` must belong to a
 /// `refund_failed` charge and give back exactly what was taken, each at most once per charge;
-/// a charge past `paid` must have its `Refund` row.
+/// a charge past `paid` must have its `Refund` row. A `HoldAdjust` row must resize an open
+/// hold of a job that moved to a fallback, at most once, to that job's price (`from_price −
+/// delta = to_price = price`); every capture or release must settle what its hold has left.
 pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
     let mut out = Vec::new();
     let mut charges: HashMap<String, u32> = HashMap::new();
@@ -344,7 +395,7 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
         let ops = rx.find_operations(u.id)?;
         let mut balance = 0i64;
         let mut held = 0i64;
-        let mut holds = std::collections::HashMap::new();
+        let mut holds: HashMap<OperationId, OpenHold> = HashMap::new();
         for op in &ops {
             balance += op.delta.0;
             if balance < 0 {
@@ -356,18 +407,52 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
             match op.kind {
                 OpKind::Hold => {
                     held += op.amount.0;
-                    holds.insert(op.id, 0u32);
+                    holds.insert(op.id, OpenHold { left: op.amount.0, settled: 0, adjusted: 0 });
                 }
                 OpKind::Capture | OpKind::Release => {
                     held -= op.amount.0;
                     match op.hold_id.and_then(|h| holds.get_mut(&h)) {
-                        Some(n) => {
-                            *n += 1;
-                            if *n > 1 {
+                        Some(h) => {
+                            h.settled += 1;
+                            if h.settled > 1 {
                                 bad(format!("hold {:?} settled more than once", op.hold_id));
+                            }
+                            // After a hold adjustment the settlement is of the adjusted amount.
+                            if h.left != op.amount.0 {
+                                bad(format!("operation {} settles {} of a hold of {}", op.id, op.amount, h.left));
                             }
                         }
                         None => bad(format!("operation {} settles an unknown hold", op.id)),
+                    }
+                }
+                OpKind::HoldAdjust => {
+                    // +delta leaves the hold for the balance; −delta joins it.
+                    held -= op.delta.0;
+                    if op.delta.0.abs() != op.amount.0 || op.amount.0 == 0 {
+                        bad(format!("hold adjustment {} has amount {} but delta {}", op.id, op.amount, op.delta));
+                    }
+                    match op.hold_id.and_then(|h| holds.get_mut(&h)) {
+                        Some(h) if h.settled > 0 => {
+                            bad(format!("hold adjustment {} after its hold was settled", op.id))
+                        }
+                        Some(h) => {
+                            h.adjusted += 1;
+                            h.left -= op.delta.0;
+                            if h.adjusted > 1 {
+                                bad(format!("hold {:?} adjusted more than once", op.hold_id));
+                            }
+                            if h.left < 0 {
+                                bad(format!("hold adjustment {} gives back more than was held", op.id));
+                            }
+                        }
+                        None => bad(format!("hold adjustment {} names an unknown hold", op.id)),
+                    }
+                    // Only a job that moved to a fallback has its hold resized, to that price.
+                    let job = op.job_id.map(|j| rx.get_job(j)).transpose()?.flatten();
+                    match job.as_ref().and_then(|j| j.failover.as_ref().map(|f| (j, f))) {
+                        Some((j, f))
+                            if f.to_price == j.price && f.from_price.checked_sub(op.delta) == Some(j.price) => {}
+                        _ => bad(format!("hold adjustment {} does not match its job's failover", op.id)),
                     }
                 }
                 OpKind::Purchase => {
@@ -468,7 +553,7 @@ pub fn verify(rx: &Rx) -> Result<Vec<Mismatch>, StoreError> {
             bad(format!("held {} but open holds sum to {held}", u.held));
         }
         for op in ops.iter().filter(|o| o.kind == OpKind::Hold) {
-            let settled = holds.get(&op.id).copied().unwrap_or(0) > 0;
+            let settled = holds.get(&op.id).is_some_and(|h| h.settled > 0);
             let job = op.job_id.map(|j| rx.get_job(j)).transpose()?.flatten();
             match job {
                 Some(j) if j.status.is_terminal() && !settled => {
@@ -592,8 +677,34 @@ pub struct Offer {
 }
 
 impl Billing {
+    /// A billing service whose levels know no admins and read the system clock; `app` gives
+    /// it the shared levels with [`Billing::with_levels`].
     pub fn new(store: Store, cfg: BillingConfig) -> Billing {
-        Billing { store, cfg }
+        let levels = std::sync::Arc::new(levels::Levels::of_billing(&cfg, &[], levels::Clock::system()));
+        Billing { store, cfg, levels }
+    }
+
+    /// The same service with `levels` (the instance the job engine uses).
+    pub fn with_levels(mut self, levels: std::sync::Arc<levels::Levels>) -> Billing {
+        self.levels = levels;
+        self
+    }
+
+    /// The access levels (`[[billing.level]]`) and their clock.
+    pub fn levels(&self) -> &levels::Levels {
+        &self.levels
+    }
+
+    /// `user`'s level now, today's use of its quota and when that resets (the balance view).
+    /// Errors: [`BillingError::UnknownUser`].
+    pub async fn level_status(&self, user: UserId) -> Result<levels::LevelStatus, BillingError> {
+        let levels = self.levels.clone();
+        self.store
+            .read(move |rx| {
+                let u = rx.get_user(user)?.ok_or(BillingError::UnknownUser(user))?;
+                Ok(levels.status(|day| rx.get_quota(user, day), &u)?)
+            })
+            .await
     }
 
     /// The start (ms) of the day containing `now` (ms) in `billing.time_zone`, for daily caps.
@@ -659,7 +770,8 @@ impl Billing {
     }
 
     /// Decides a `pre_checkout_query` (api.json `PreCheckoutQuery`): the payload names a
-    /// configured package with the same Stars price and currency `XTR`, its user is the payer,
+    /// configured package (or a level sold as a subscription) with the same Stars price and
+    /// currency `XTR`, its user is the payer,
     /// and the payer is a known, unbanned user. Reads only.
     pub async fn check_checkout(
         &self,
@@ -668,12 +780,24 @@ impl Billing {
         total_amount: i64,
         payload: &str,
     ) -> Result<Result<(), CheckoutRefusal>, BillingError> {
-        let Some((package, user)) = parse_payload(payload) else { return Ok(Err(CheckoutRefusal::PackageGone)) };
-        let Some(p) = self.package(&package) else { return Ok(Err(CheckoutRefusal::PackageGone)) };
+        let (user, stars) = match (parse_payload(payload), subscriptions::parse_subscription_payload(payload)) {
+            (Some((package, user)), _) => match self.package(&package) {
+                Some(p) => (user, p.stars),
+                None => return Ok(Err(CheckoutRefusal::PackageGone)),
+            },
+            // A level no longer sold (or gone) is refused like a removed package.
+            (None, Some((level, user))) => {
+                match self.levels.get(&level).filter(|_| !level.is_empty()).and_then(|l| l.subscription.as_ref()) {
+                    Some(s) => (user, s.stars),
+                    None => return Ok(Err(CheckoutRefusal::PackageGone)),
+                }
+            }
+            (None, None) => return Ok(Err(CheckoutRefusal::PackageGone)),
+        };
         if user != payer {
             return Ok(Err(CheckoutRefusal::NotPayer));
         }
-        if currency != STARS_CURRENCY || p.stars != total_amount {
+        if currency != STARS_CURRENCY || stars != total_amount {
             return Ok(Err(CheckoutRefusal::PriceChanged));
         }
         let rec = self.store.read(move |rx| rx.get_user(payer)).await?;
@@ -783,6 +907,7 @@ impl Billing {
                     blocked: false,
                     banned: false,
                     level: String::new(),
+                    level_until: None,
                     language: None,
                     referral: Default::default(),
                 };
@@ -895,6 +1020,81 @@ mod tests {
         assert_eq!(kinds, [OpKind::SignupBonus, OpKind::Hold, OpKind::Capture, OpKind::Hold, OpKind::Release]);
         assert_eq!(ops[2].job_id, Some(captured));
         assert!(b.verify().await.expect("verify").is_empty());
+    }
+
+    fn moved(j: &mut JobRecord, to_price: i64) {
+        j.failover = Some(crate::store::records::Failover {
+            from_model: j.model_id.clone(),
+            from_provider: j.provider_id.clone(),
+            from_price: j.price,
+            to_model: "other".into(),
+            to_price: Credits(to_price),
+            reason: "test".into(),
+            at: now_ms(),
+            confirmed: Some(true),
+            asked: false,
+        });
+    }
+
+    #[tokio::test]
+    async fn a_hold_adjusts_once_to_the_fallback_price_and_verify_replays_it() {
+        let (_d, store, b) = setup().await;
+        b.register(profile(7), None).await.expect("reg");
+        store
+            .write(|tx| {
+                // Cheaper: 30 held, 8 back, 22 captured.
+                let mut j = job(UserId(7), 30);
+                hold(tx, &mut j)?;
+                moved(&mut j, 22);
+                let op = adjust_hold(tx, &mut j, Credits(22))?.expect("a row");
+                assert_eq!(
+                    (op.kind, op.amount, op.delta, op.hold_id),
+                    (OpKind::HoldAdjust, Credits(8), Credits(8), j.hold_id)
+                );
+                tx.put_job(&j)?;
+                j.status = JobStatus::Succeeded;
+                capture(tx, &mut j)?;
+                tx.put_job(&j)?;
+                // Pricier: 10 held, 5 more, then released (the fallback failed too).
+                let mut k = job(UserId(7), 10);
+                hold(tx, &mut k)?;
+                moved(&mut k, 15);
+                adjust_hold(tx, &mut k, Credits(15))?;
+                tx.put_job(&k)?;
+                k.status = JobStatus::Failed;
+                release(tx, &mut k)?;
+                tx.put_job(&k)?;
+                // Same price: nothing to write; more than the balance: refused, nothing written.
+                let mut l = job(UserId(7), 10);
+                hold(tx, &mut l)?;
+                assert!(adjust_hold(tx, &mut l, Credits(10))?.is_none());
+                let too_much = adjust_hold(tx, &mut l, Credits(1000));
+                assert!(matches!(too_much, Err(BillingError::InsufficientFunds { .. })), "{too_much:?}");
+                assert_eq!(l.price, Credits(10));
+                tx.put_job(&l)?;
+                // A settled hold cannot be adjusted.
+                assert!(matches!(adjust_hold(tx, &mut j, Credits(1)), Err(BillingError::NoOpenHold)));
+                Ok::<_, BillingError>(())
+            })
+            .await
+            .expect("tx");
+        let u = b.user(UserId(7)).await.expect("u").expect("exists");
+        assert_eq!((u.balance, u.held), (Credits(100 - 22 - 10), Credits(10)));
+        let clean = b.verify().await.expect("verify");
+        assert!(clean.is_empty(), "{clean:?}");
+        // A hold adjusted without a failover on its job, or twice, is reported.
+        store
+            .write(|tx| {
+                let mut m = job(UserId(7), 10);
+                hold(tx, &mut m)?;
+                adjust_hold(tx, &mut m, Credits(6))?;
+                tx.put_job(&m)?;
+                Ok::<_, BillingError>(())
+            })
+            .await
+            .expect("tx");
+        let problems = b.verify().await.expect("verify");
+        assert!(problems.iter().any(|p| p.problem.contains("does not match its job's failover")), "{problems:?}");
     }
 
     #[tokio::test]

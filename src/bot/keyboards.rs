@@ -147,6 +147,14 @@ pub enum Callback {
     Buy(String),
     /// "💎 Crypto" beside a package: create its Crypto Pay invoice (same id rules as `Buy`).
     BuyCrypto(String),
+    /// "⭐ Subscription" (under the balance and a used-up daily quota): the levels sold as
+    /// Stars subscriptions, each with its invoice link.
+    Subscribe,
+    /// "Да" / "Нет" to running a job on its pricier fallback model.
+    Failover {
+        job: crate::domain::JobId,
+        yes: bool,
+    },
 }
 
 /// The callback code of a photo mode (one letter; every code ever written must keep decoding).
@@ -261,6 +269,8 @@ impl Callback {
             Callback::TopUp => format!("{V}:B"),
             Callback::Buy(id) => format!("{V}:B:{id}"),
             Callback::BuyCrypto(id) => format!("{V}:Bc:{id}"),
+            Callback::Subscribe => format!("{V}:S"),
+            Callback::Failover { job, yes } => format!("{V}:F:{}:{}", b36(job.0), if *yes { "y" } else { "n" }),
         }
     }
 
@@ -321,6 +331,8 @@ impl Callback {
             ["B"] => Callback::TopUp,
             ["B", id] if package_id_ok(id) => Callback::Buy(id.to_string()),
             ["Bc", id] if package_id_ok(id) => Callback::BuyCrypto(id.to_string()),
+            ["S"] => Callback::Subscribe,
+            ["F", j, a @ ("y" | "n")] => Callback::Failover { job: crate::domain::JobId(from_b36(j)?), yes: a == "y" },
             ["e", i] => Callback::EditThis(id(i)?),
             ["U", i] => Callback::UpscaleThis(id(i)?),
             ["W", j, m @ ("c" | "e")] => {
@@ -440,14 +452,41 @@ pub fn video_confirm(lang: Lang, draft: u128, price: &str) -> InlineKeyboardMark
     ]])
 }
 
-/// Under the balance: "💳 Top up" (when packages are sold) and "📊 Operations".
-pub fn balance(lang: Lang, top_up: bool) -> InlineKeyboardMarkup {
+/// Under the balance: "💳 Top up" (when packages are sold), "⭐ Subscription" (when a level
+/// is sold as one) and "📊 Operations".
+pub fn balance(lang: Lang, top_up: bool, subscribe: bool) -> InlineKeyboardMarkup {
     let mut row = Vec::new();
     if top_up {
         row.push(button(lang.t("btn_topup"), Callback::TopUp));
     }
+    if subscribe {
+        row.push(button(lang.t("btn_subscribe"), Callback::Subscribe));
+    }
     row.push(button(lang.t("history_button"), Callback::History(0)));
     InlineKeyboardMarkup::new(vec![row])
+}
+
+/// Under a used-up daily quota: "⭐ Subscription" and / or "💳 Top up"; `None` when neither is
+/// sold.
+pub fn more_quota(lang: Lang, subscribe: bool, top_up: bool) -> Option<InlineKeyboardMarkup> {
+    let mut row = Vec::new();
+    if subscribe {
+        row.push(button(lang.t("btn_subscribe"), Callback::Subscribe));
+    }
+    if top_up {
+        row.push(button(lang.t("btn_topup"), Callback::TopUp));
+    }
+    (!row.is_empty()).then(|| InlineKeyboardMarkup::new(vec![row]))
+}
+
+/// "⭐ Subscription" alone (under the package list, when a level is sold as one).
+pub fn subscribe_row(lang: Lang) -> [InlineKeyboardButton; 1] {
+    [button(lang.t("btn_subscribe"), Callback::Subscribe)]
+}
+
+/// One URL button per subscription invoice link: `(button text, link)`.
+pub fn subscription_links(links: Vec<(String, url::Url)>) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(links.into_iter().map(|(text, url)| [InlineKeyboardButton::url(text, url)]))
 }
 
 /// Under a history page: newer / older pages.
@@ -585,6 +624,14 @@ pub fn formats(lang: Lang, draft: u128, model: &ModelConfig) -> InlineKeyboardMa
             })
             .collect::<Vec<_>>(),
     ])
+}
+
+/// Under the question whether to run a job on its pricier fallback: "✅ Да" and "✖ Нет".
+pub fn failover(lang: Lang, job: crate::domain::JobId) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new([[
+        button(lang.t("failover_yes"), Callback::Failover { job, yes: true }),
+        button(lang.t("failover_no"), Callback::Failover { job, yes: false }),
+    ]])
 }
 
 /// Under a job that failed because its model or provider stopped working: one button per
@@ -836,6 +883,9 @@ mod tests {
             Callback::Buy("small_1-a".into()),
             Callback::BuyCrypto("x".repeat(24)),
             Callback::BuyCrypto("small".into()),
+            Callback::Subscribe,
+            Callback::Failover { job: crate::domain::JobId(u128::MAX), yes: true },
+            Callback::Failover { job: crate::domain::JobId(7), yes: false },
         ]
         .into_iter()
         .chain(Subject::ALL.map(Callback::Subject))
@@ -923,6 +973,9 @@ mod tests {
             ("2:B", Callback::TopUp),
             ("2:B:small", Callback::Buy("small".into())),
             ("2:Bc:small", Callback::BuyCrypto("small".into())),
+            ("2:S", Callback::Subscribe),
+            ("2:F:2s:y", Callback::Failover { job: crate::domain::JobId(100), yes: true }),
+            ("2:F:2s:n", Callback::Failover { job: crate::domain::JobId(100), yes: false }),
         ];
         for (stored, cb) in cases {
             assert_eq!(Callback::decode(stored), Some(cb.clone()), "{stored}");

@@ -188,6 +188,11 @@ impl BotNotifier {
         .map(|_| ())
     }
 
+    /// Display name of a configured model (its id when it is gone from the config).
+    fn name_of(&self, model: &str) -> String {
+        self.model_names.get(model).cloned().unwrap_or_else(|| model.to_string())
+    }
+
     fn model_name(&self, job: &JobRecord, lang: Lang) -> String {
         match job.model_id.as_str() {
             crate::domain::ADD_TEXT_MODEL => return lang.t("add_text_name"),
@@ -332,6 +337,30 @@ impl Notifier for BotNotifier {
         Ok(())
     }
 
+    async fn ask_failover(&self, job: &JobRecord) -> Result<(), NotifyError> {
+        let Some(f) = &job.failover else { return Err(NotifyError::Other("the job has not moved".into())) };
+        let lang = Lang::from_code(Some(&job.lang));
+        let text = lang.tf(
+            "failover_ask",
+            &[
+                ("from", &self.name_of(&f.from_model)),
+                ("to", &self.name_of(&f.to_model)),
+                ("new", &lang.money(f.to_price, &self.currency)),
+                ("old", &lang.money(f.from_price, &self.currency)),
+            ],
+        );
+        let kb = keyboards::failover(lang, job.id);
+        let chat = ChatId(job.chat_id);
+        if let Some(mid) = job.progress_message_id {
+            match self.final_edit(chat, MessageId(mid), text.clone(), Some(kb.clone())).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!(error = %e, "could not edit; sending the question instead"),
+            }
+        }
+        self.bot.send_message(chat, text).reply_markup(kb).await.map_err(map_err)?;
+        Ok(())
+    }
+
     async fn admin_alert(&self, text: &str) {
         for admin in &self.admins {
             if let Err(e) = self.bot.send_message(ChatId(*admin), text.to_string()).await {
@@ -355,6 +384,10 @@ impl Notifier for BotNotifier {
         } else {
             lang.tf("caption", &[("model", &self.model_name(job, lang)), ("secs", &s)])
         };
+        if let Some(f) = &job.failover {
+            caption.push('\n');
+            caption.push_str(&lang.tf("caption_failover", &[("from", &self.name_of(&f.from_model))]));
+        }
         if let Some(line) = self.caption_line().await {
             caption.push('\n');
             caption.push_str(&line);
@@ -488,10 +521,16 @@ impl Notifier for BotNotifier {
             ErrorClass::Timeout => "failed_timeout",
             ErrorClass::Cancelled => "cancelled",
             ErrorClass::TooLarge => "failed_too_large",
+            ErrorClass::InsufficientFunds if job.failover.is_some() => "failover_no_funds",
+            ErrorClass::Declined if job.failover.as_ref().is_some_and(|f| f.confirmed == Some(false)) => {
+                "failover_declined"
+            }
+            ErrorClass::Declined => "failover_expired",
             _ => "failed_generic",
         };
         let price = lang.money(job.price, &self.currency);
-        let mut text = lang.tf(key, &[("price", &price), ("detail", &detail)]);
+        let fallback = job.failover.as_ref().map(|f| self.name_of(&f.to_model)).unwrap_or_default();
+        let mut text = lang.tf(key, &[("price", &price), ("detail", &detail), ("model", &fallback)]);
         let chat = ChatId(job.chat_id);
         // A model or provider switched off: offer what still works for the same task.
         let offer = match (job.draft_id, alternatives.is_empty()) {

@@ -53,7 +53,11 @@
 //!   `"pay": {"message_id": N}` (or `{"invoice_link": "…"}`) pays the invoice in that bot
 //!   message: the emulator queues a `pre_checkout_query` and waits up to 10 s for
 //!   answerPreCheckoutQuery; on `ok=true` it adds the user's message with `successful_payment`
-//!   (a fresh `telegram_payment_charge_id`) and its update, otherwise nothing is paid. The
+//!   (a fresh `telegram_payment_charge_id`) and its update, otherwise nothing is paid. A
+//!   createInvoiceLink link with `subscription_period` pays as a Stars subscription: the
+//!   `successful_payment` carries `subscription_expiration_date` (one period on), `is_recurring`
+//!   and, the first time, `is_first_recurring`; paying the same link again as the same user is
+//!   a renewal (`is_first_recurring` absent, the date one period after the previous one). The
 //!   answer is a [`PayOutcome`]: `{"paid", "pre_checkout_update_id",
 //!   "successful_payment_update_id"?, "telegram_payment_charge_id"?, "reason"?: "declined" |
 //!   "timeout", "error_message"?}`. `"replay_update": <update_id>` queues an update already sent

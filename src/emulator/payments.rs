@@ -141,11 +141,25 @@ impl Emulator {
             st.next_file += 1;
             let charge_id = format!("stxemu{:06}{}", st.next_file, hex::encode(rand::random::<[u8; 8]>()));
             let provider_id = String::new();
-            let payment = json!({
+            let mut payment = json!({
                 "currency": invoice.currency, "total_amount": invoice.total_amount,
                 "invoice_payload": invoice.payload, "telegram_payment_charge_id": charge_id,
                 "provider_payment_charge_id": provider_id,
             });
+            // A subscription invoice (api.json SuccessfulPayment): the first payment is
+            // recurring and first-recurring and ends one period from now; paying it again is
+            // Telegram's renewal, one period after the previous end.
+            if let Some(period) = invoice.subscription_period {
+                let key = (user.id, invoice.payload.clone());
+                let previous = st.subscriptions.get(&key).copied();
+                let expires = previous.map_or(super::state::now_s(), |p| p.max(super::state::now_s())) + period;
+                st.subscriptions.insert(key, expires);
+                payment["subscription_expiration_date"] = json!(expires);
+                payment["is_recurring"] = json!(true);
+                if previous.is_none() {
+                    payment["is_first_recurring"] = json!(true);
+                }
+            }
             let msg = st.add_message(user.id, Msg { payment: Some(("successful_payment", payment)), ..Msg::default() });
             let json = st.message_json(user.id, &msg, false);
             let sp_update = st.enqueue("message", json);

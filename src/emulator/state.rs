@@ -246,6 +246,10 @@ pub(crate) struct State {
     pub pre_checkouts: HashMap<String, PreCheckoutRec>,
     /// Stars charges, oldest first.
     pub charges: Vec<Charge>,
+    /// Stars subscriptions by (payer, invoice payload) → the current period's
+    /// `subscription_expiration_date` (Unix s): paying the same subscription invoice again is
+    /// its renewal.
+    pub subscriptions: HashMap<(i64, String), i64>,
 }
 
 pub(crate) fn now_ms() -> u64 {

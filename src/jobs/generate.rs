@@ -18,6 +18,15 @@ pub(crate) async fn drive(inner: &Arc<Inner>, mut job: JobRecord) {
     if matches!(job.payload, JobPayload::WritePrompt { .. }) && !job.status.is_terminal() {
         return run_write(inner, job).await;
     }
+    // Switched off since the job was made (or made for a model offered through its
+    // fallback): it moves before anything is sent. With no usable fallback it runs as before.
+    if job.status == JobStatus::Queued && !inner.catalog.is_usable(&job.model_id) {
+        let why = switched_off_reason(inner, &job);
+        match failover(inner, job, why).await {
+            Ok(()) => return,
+            Err(j) => job = j,
+        }
+    }
     loop {
         match job.status {
             JobStatus::Queued | JobStatus::Submitting => match submit(inner, job).await {
@@ -28,6 +37,8 @@ pub(crate) async fn drive(inner: &Arc<Inner>, mut job: JobRecord) {
                 Step::Next(j) => job = j,
                 Step::Done => return,
             },
+            // Its owner's answer moves it on (`answer`); nothing runs meanwhile.
+            JobStatus::AwaitingConfirmation => return,
             _ => {
                 finish_message(inner, job).await;
                 return;
@@ -48,7 +59,9 @@ async fn save(inner: &Inner, job: &JobRecord) -> Result<(), StoreError> {
 
 fn classify(e: &ProviderError) -> ErrorClass {
     match e {
-        ProviderError::Transient(_) | ProviderError::RateLimited { .. } => ErrorClass::Transient,
+        ProviderError::Transient(_) | ProviderError::RateLimited { .. } | ProviderError::ServerDown(_) => {
+            ErrorClass::Transient
+        }
         ProviderError::Rejected(_) => ErrorClass::Rejected,
         ProviderError::Retired(_) => ErrorClass::Retired,
         ProviderError::Unauthorized(_) => ErrorClass::Unauthorized,
@@ -332,6 +345,21 @@ async fn wait(inner: &Arc<Inner>, mut job: JobRecord) -> Step {
         Ok(Ok(images)) => {
             store_result(inner, job, images).await;
             Step::Done
+        }
+        // The request's server died with it: submit the job again (the provider picks a
+        // healthy server). The old submission is dropped and saved first, so nothing polls the
+        // dead server again and a late result from it can never be delivered.
+        Ok(Err(e @ ProviderError::ServerDown(_))) if job.attempts < inner.cfg.max_attempts => {
+            tracing::warn!(error = %e, request_id = %sub.request_id, "submitting the job again elsewhere");
+            job.error = Some(JobError { class: ErrorClass::Transient, detail: e.to_string() });
+            job.submission = None;
+            job.preassigned_id = None;
+            job.submitted_at = None;
+            job.status = JobStatus::Queued;
+            if save(inner, &job).await.is_err() {
+                return Step::Done;
+            }
+            Step::Next(job)
         }
         Ok(Err(e)) if classify(&e) == ErrorClass::Transient && job.attempts < inner.cfg.max_attempts => {
             job.attempts += 1;
@@ -634,8 +662,19 @@ async fn store_result(inner: &Arc<Inner>, mut job: JobRecord, files: Vec<Generat
 }
 
 /// Marks the job failed (or cancelled) and releases its hold in one transaction, then tells
-/// the user.
+/// the user. A failure its model's fallback may not share ([`fails_over`]) first moves the
+/// job there ([`failover`]); only when none can take it does the job fail.
 pub(crate) async fn fail(inner: &Arc<Inner>, mut job: JobRecord, class: ErrorClass, detail: String) {
+    if fails_over(class) && job.failover.is_none() && matches!(job.payload, JobPayload::Generate { .. }) {
+        // The switch goes off first, so this move and every later job see the model as it is.
+        job.error = Some(JobError { class, detail: detail.clone() });
+        disable_if_needed(inner, &job).await;
+        let why: String = format!("{}: {detail}", class_name(class)).chars().take(300).collect();
+        match failover(inner, job, why).await {
+            Ok(()) => return,
+            Err(j) => job = j,
+        }
+    }
     tracing::warn!(?class, %detail, "job failed");
     job.status = if class == ErrorClass::Cancelled { JobStatus::Cancelled } else { JobStatus::Failed };
     job.error = Some(JobError { class, detail });
@@ -660,6 +699,230 @@ pub(crate) async fn fail(inner: &Arc<Inner>, mut job: JobRecord, class: ErrorCla
         }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "could not record the failure"),
+    }
+}
+
+/// Classes after which a job moves to its model's fallback: the model or its provider is
+/// switched off (retired, key refused, region blocked, payment required, misconfigured), or a
+/// transient failure outlasted the retries (the caller fails only once they are used up).
+fn fails_over(class: ErrorClass) -> bool {
+    class == ErrorClass::Transient || switches_off(class)
+}
+
+/// The stored word of an error class (`unauthorized`), for the failover's reason.
+fn class_name(class: ErrorClass) -> String {
+    serde_json::to_value(class).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// Why a job's model cannot run now, for the failover's reason.
+fn switched_off_reason(inner: &Inner, job: &JobRecord) -> String {
+    let catalog = &inner.catalog;
+    let model =
+        catalog.disabled_reason(&Switch::Model(job.model_id.clone())).map(|r| format!("model switched off: {r}"));
+    let provider = catalog
+        .disabled_reason(&Switch::Provider(job.provider_id.clone()))
+        .map(|r| format!("provider switched off: {r}"));
+    model.or(provider).unwrap_or_else(|| "model disabled in the config".into()).chars().take(300).collect()
+}
+
+/// Moves a job that its model cannot run to the model's first usable fallback (same task,
+/// takes its photos; the options the fallback declares keep their choice, the rest take the
+/// fallback's first value). A job moves at most once. In one write transaction with the job:
+///
+/// - fallback price ≤ the hold → the difference goes back (one `HoldAdjust` row), the job is
+///   queued again on the fallback and the scheduler starts it under that provider's limits;
+/// - pricier → nothing moves yet: the job waits `AwaitingConfirmation` and its owner is asked
+///   ([`answer`] takes the reply; the scheduler expires an unanswered question).
+///
+/// A request the old provider still has is cancelled there (best effort). `Err` gives the job
+/// back untouched when there is no fallback (or the move could not be stored): fail it as
+/// before. `Ok` also when the stored job turned terminal meanwhile (a cancel): nothing to do.
+async fn failover(inner: &Arc<Inner>, job: JobRecord, why: String) -> Result<(), JobRecord> {
+    let JobPayload::Generate { inputs, options, .. } = &job.payload else { return Err(job) };
+    if job.failover.is_some() || job.hold_id.is_none() || job.settlement.is_some() {
+        return Err(job);
+    }
+    let Some(to) = inner.catalog.fallback_for(&job.model_id, inputs.len()) else { return Err(job) };
+    let kept: crate::config::Choices = options
+        .iter()
+        .filter(|(name, i)| to.options.iter().any(|o| o.name == **name && usize::from(**i) < o.values.len()))
+        .map(|(name, i)| (name.clone(), *i))
+        .collect();
+    let Some(to_price) = inner.catalog.quote(&to.id, &kept) else { return Err(job) };
+    let asking = to_price > job.price;
+    let mut moved = job.clone();
+    moved.failover = Some(crate::store::records::Failover {
+        from_model: job.model_id.clone(),
+        from_provider: job.provider_id.clone(),
+        from_price: job.price,
+        to_model: to.id.clone(),
+        to_price,
+        reason: why,
+        at: now_ms(),
+        confirmed: (!asking).then_some(true),
+        asked: false,
+    });
+    if let JobPayload::Generate { options, .. } = &mut moved.payload {
+        *options = kept;
+    }
+    moved.model_id = to.id.clone();
+    moved.provider_id = to.provider.clone();
+    moved.status = if asking { JobStatus::AwaitingConfirmation } else { JobStatus::Queued };
+    // A fresh start on the fallback: nothing of the old provider's request carries over, and
+    // the prompt's translation is decided again for the new model.
+    moved.submission = None;
+    moved.preassigned_id = None;
+    moved.attempts = 0;
+    moved.started_at = None;
+    moved.submitted_at = None;
+    moved.translation = None;
+    moved.error = None;
+    let m = moved.clone();
+    let saved = inner
+        .store
+        .write(move |tx| {
+            let mut m = m;
+            match tx.get_job(m.id)? {
+                Some(s) if s.status.is_terminal() || s.failover.is_some() => return Ok(None),
+                _ => {}
+            }
+            if !asking {
+                crate::billing::adjust_hold(tx, &mut m, to_price)?;
+            }
+            tx.put_job(&m)?;
+            Ok::<_, super::JobsError>(Some(m))
+        })
+        .await;
+    let moved = match saved {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            tracing::error!(error = %e, "could not move the job to its fallback");
+            return Err(job);
+        }
+    };
+    if let (Some(sub), Some(p)) = (&job.submission, inner.providers.get(&job.provider_id)) {
+        if let Err(e) = p.cancel(sub).await {
+            tracing::debug!(error = %e, "the abandoned request could not be cancelled");
+        }
+    }
+    tracing::warn!(from = %job.model_id, to = %moved.model_id, price = %to_price, asking, "job moved to a fallback model");
+    if asking {
+        ask(inner, moved).await;
+    } else {
+        inner.wake.notify_one();
+    }
+    Ok(())
+}
+
+/// Asks the owner of a job awaiting confirmation whether to run it on the pricier fallback,
+/// then records that the question went out (a failed send is not retried: the answer times
+/// out like an unanswered one).
+pub(crate) async fn ask(inner: &Arc<Inner>, job: JobRecord) {
+    if let Err(e) = inner.notifier.ask_failover(&job).await {
+        tracing::warn!(error = %e, "the failover question was not delivered");
+    }
+    let id = job.id;
+    let marked = inner
+        .store
+        .write(move |tx| {
+            if let Some(mut j) = tx.get_job(id)? {
+                if let (JobStatus::AwaitingConfirmation, Some(f)) = (j.status, j.failover.as_mut()) {
+                    f.asked = true;
+                    tx.put_job(&j)?;
+                }
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await;
+    if let Err(e) = marked {
+        tracing::error!(error = %e, "could not record the failover question");
+    }
+}
+
+/// What became of an owner's answer to a failover question ([`answer`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailoverAnswer {
+    /// Yes, and the difference is held: the job runs on the fallback (its id).
+    Running { model: String },
+    /// No: the hold is released and the user told.
+    Declined,
+    /// Yes, but the balance cannot cover the difference: released and told.
+    NoFunds,
+    /// The question was answered already (or expired, or the job was cancelled).
+    AlreadyAnswered,
+    /// No such job of this user.
+    NotFound,
+}
+
+/// Takes `user`'s answer to job `id`'s failover question, once: in one write transaction the
+/// job is still `AwaitingConfirmation` and theirs, then yes → the difference held (one
+/// `HoldAdjust` row) and the job queued on the fallback; no, or a balance too low for the
+/// difference → the hold released and the job failed (the user is told). With
+/// `user = None` the answer is the scheduler's expiry of an unanswered question (a no).
+pub(crate) async fn answer(
+    inner: &Arc<Inner>,
+    user: Option<crate::domain::UserId>,
+    id: crate::domain::JobId,
+    yes: bool,
+) -> Result<FailoverAnswer, super::JobsError> {
+    let answer_secs = inner.cfg.failover_answer_secs;
+    let out = inner
+        .store
+        .write(move |tx| {
+            let Some(mut j) = tx.get_job(id)? else { return Ok((FailoverAnswer::NotFound, None)) };
+            if user.is_some_and(|u| u != j.user_id) {
+                return Ok((FailoverAnswer::NotFound, None));
+            }
+            let Some(mut f) = j.failover.clone().filter(|_| j.status == JobStatus::AwaitingConfirmation) else {
+                return Ok((FailoverAnswer::AlreadyAnswered, None));
+            };
+            let now = now_ms();
+            if yes {
+                match crate::billing::adjust_hold(tx, &mut j, f.to_price) {
+                    Ok(_) => {
+                        f.confirmed = Some(true);
+                        j.failover = Some(f);
+                        j.status = JobStatus::Queued;
+                        tx.put_job(&j)?;
+                        return Ok((FailoverAnswer::Running { model: j.model_id.clone() }, None));
+                    }
+                    Err(crate::billing::BillingError::InsufficientFunds { balance, price }) => {
+                        f.confirmed = Some(true);
+                        j.error = Some(JobError {
+                            class: ErrorClass::InsufficientFunds,
+                            detail: format!("the fallback needs {price} more; the balance is {balance}"),
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                let detail = match user {
+                    Some(_) => "the user declined the pricier fallback".to_string(),
+                    None => format!("no answer to the fallback question within {answer_secs} s"),
+                };
+                f.confirmed = user.map(|_| false);
+                j.error = Some(JobError { class: ErrorClass::Declined, detail });
+            }
+            j.failover = Some(f);
+            j.status = JobStatus::Failed;
+            j.finished_at = Some(now);
+            crate::billing::release(tx, &mut j)?;
+            tx.put_job(&j)?;
+            let outcome = if yes { FailoverAnswer::NoFunds } else { FailoverAnswer::Declined };
+            Ok::<_, super::JobsError>((outcome, Some(j)))
+        })
+        .await?;
+    match out {
+        (FailoverAnswer::Running { model }, _) => {
+            inner.wake.notify_one();
+            Ok(FailoverAnswer::Running { model })
+        }
+        (outcome, Some(j)) => {
+            finish_message(inner, j).await;
+            Ok(outcome)
+        }
+        (outcome, None) => Ok(outcome),
     }
 }
 

@@ -15,6 +15,8 @@ pub mod status;
 pub mod video;
 pub mod worker;
 
+pub use generate::FailoverAnswer;
+
 use crate::billing::BillingError;
 use crate::catalog::Catalog;
 use crate::config::{Config, JobsConfig, ModelConfig, ProviderConfig};
@@ -44,6 +46,10 @@ pub enum JobsError {
     /// (`library.input_retention_days`): it cannot be made again.
     #[error("the input photos are no longer stored")]
     InputsGone,
+    /// The user's level refused the job (inside `submit`; returned as
+    /// [`Submitted::LevelRefused`]).
+    #[error("refused by the user's level: {0:?}")]
+    Level(crate::billing::levels::LevelRefusal),
 }
 
 /// A user image accepted as job input.
@@ -165,6 +171,15 @@ pub trait Notifier: Send + Sync {
     /// Tells the user that sending `item` was cut off by a restart (it may or may not have
     /// arrived) and offers to send it again. Called at most once per job.
     async fn delivery_interrupted(&self, job: &JobRecord, item: &LibraryItem) -> Result<(), NotifyError>;
+    /// Asks the owner of a job whose model cannot run it whether to run it on the pricier
+    /// fallback (`job.failover`: from, to, both prices) with yes / no buttons
+    /// ([`JobEngine::answer_failover`] takes the press). Called once per question (again only
+    /// after a crash cut the first one off). Notifiers that cannot ask keep this default,
+    /// which refuses: the question then times out as a no.
+    async fn ask_failover(&self, job: &JobRecord) -> Result<(), NotifyError> {
+        let _ = job;
+        Err(NotifyError::Other("this notifier cannot ask".into()))
+    }
     /// Tells the owner their library is over `library.max_items_per_user` and only favourites
     /// are left to remove (which never happens silently). Called after the result was stored.
     async fn library_full(&self, _job: &JobRecord, _max_items: u32) {}
@@ -226,6 +241,9 @@ pub enum Submitted {
     InsufficientFunds { balance: crate::domain::Credits, price: crate::domain::Credits },
     /// The draft already produced this job (a repeated button press).
     Duplicate(JobId),
+    /// The user's access level refused it (today's quota used up, or a model the level does
+    /// not include); nothing was written.
+    LevelRefused(crate::billing::levels::LevelRefusal),
 }
 
 pub(crate) struct Inner {
@@ -268,6 +286,8 @@ pub(crate) struct Inner {
     pub admins: HashSet<i64>,
     /// Download links for results over Telegram's upload limit (`web.public_url`).
     pub links: Option<media::Links>,
+    /// Access levels: model restrictions, free levels and the daily quota taken at submit.
+    pub levels: Arc<crate::billing::levels::Levels>,
 }
 
 /// Handle to the job engine; cheap to clone.
@@ -289,14 +309,28 @@ impl JobEngine {
         self.inner.llm.clone()
     }
 
-    /// Builds the engine. `providers` maps provider id → implementation. Workflow files of
-    /// ComfyUI models are read here, once.
+    /// Builds the engine with levels on the system clock (see [`JobEngine::with_levels`]).
+    #[cfg(any(test, feature = "bench"))]
     pub fn new(
         store: Store,
         config: &Config,
         catalog: Catalog,
         providers: HashMap<String, DynProvider>,
         notifier: Arc<dyn Notifier>,
+    ) -> Result<JobEngine, JobsError> {
+        let levels = Arc::new(crate::billing::levels::Levels::new(config, crate::billing::levels::Clock::system()));
+        JobEngine::with_levels(store, config, catalog, providers, notifier, levels)
+    }
+
+    /// Builds the engine. `providers` maps provider id → implementation; `levels` is shared
+    /// with `billing` (one clock). Workflow files of ComfyUI models are read here, once.
+    pub fn with_levels(
+        store: Store,
+        config: &Config,
+        catalog: Catalog,
+        providers: HashMap<String, DynProvider>,
+        notifier: Arc<dyn Notifier>,
+        levels: Arc<crate::billing::levels::Levels>,
     ) -> Result<JobEngine, JobsError> {
         let mut workflows = HashMap::new();
         for m in &config.models {
@@ -369,6 +403,7 @@ impl JobEngine {
                 worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
                 admins: config.telegram.admins.iter().copied().collect(),
                 links,
+                levels,
             }),
         };
         // An admin's change of a concurrency applies at once, running or not.
@@ -435,6 +470,12 @@ impl JobEngine {
         Ok(CancelOutcome::Cancelling)
     }
 
+    /// The owner's yes or no to a job's failover question (see [`generate::answer`]): acts
+    /// once, for the job's owner only; a second press finds it answered.
+    pub async fn answer_failover(&self, user: UserId, job: JobId, yes: bool) -> Result<FailoverAnswer, JobsError> {
+        generate::answer(&self.inner, Some(user), job, yes).await
+    }
+
     /// Creates a job and holds its price in one write transaction. Also consumes the draft.
     ///
     /// A [`JobPayload::Generate`] job is priced by the catalog (base price + chosen options).
@@ -445,8 +486,10 @@ impl JobEngine {
     /// `billing.write_price` ([`JobsError::ModelDisabled`] when no `[llm]` is configured).
     /// Errors: [`JobsError::UnknownModel`], [`JobsError::ModelDisabled`],
     /// [`JobsError::InputsGone`] when an input file was pruned (a rerun of an old edit); a
-    /// balance below the price is not an error but [`Submitted::InsufficientFunds`], with
-    /// nothing written.
+    /// balance below the price is not an error but [`Submitted::InsufficientFunds`], and the
+    /// user's level refusing it (quota, model) [`Submitted::LevelRefused`], with nothing
+    /// written. A generation counts against the level's daily quota in this transaction; a
+    /// free level makes any job cost 0.
     pub async fn submit(&self, new: NewJob) -> Result<Submitted, JobsError> {
         let (store, files) =
             (self.inner.store.clone(), new.payload.input_files().map(str::to_string).collect::<Vec<_>>());
@@ -473,7 +516,9 @@ impl JobEngine {
                 let catalog = &self.inner.catalog;
                 let model =
                     catalog.model(&new.model_id).ok_or_else(|| JobsError::UnknownModel(new.model_id.clone()))?;
-                if !catalog.is_usable(&model.id) {
+                // A switched-off model with a usable fallback still takes jobs: they hold its
+                // price and move to the fallback before they start (`generate::failover`).
+                if !catalog.is_offered(&model.id) {
                     return Err(JobsError::ModelDisabled(model.id.clone()));
                 }
                 let price = catalog.quote(&model.id, options).ok_or(BillingError::Overflow)?;
@@ -508,8 +553,11 @@ impl JobEngine {
             heartbeat_at: None,
             priority: new.priority,
             translation: None,
+            quota_day: None,
+            failover: None,
         };
         let draft_id = new.draft_id;
+        let levels = self.inner.levels.clone();
         let outcome = self
             .inner
             .store
@@ -524,6 +572,10 @@ impl JobEngine {
                     }
                 }
                 // An error here drops the whole transaction: the draft stays usable.
+                let generation = matches!(job.payload, JobPayload::Generate { .. }).then(|| job.model_id.clone());
+                if let Err(refusal) = crate::billing::levels::admit(tx, &levels, &mut job, generation.as_deref())? {
+                    return Err(JobsError::Level(refusal));
+                }
                 crate::billing::hold(tx, &mut job)?;
                 tx.put_job(&job)?;
                 Ok::<_, JobsError>(Submitted::Queued { job, eta_secs: 0 })
@@ -538,6 +590,7 @@ impl JobEngine {
             Err(JobsError::Billing(BillingError::InsufficientFunds { balance, price })) => {
                 Ok(Submitted::InsufficientFunds { balance, price })
             }
+            Err(JobsError::Level(refusal)) => Ok(Submitted::LevelRefused(refusal)),
             other => other,
         }
     }

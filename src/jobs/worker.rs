@@ -2,7 +2,7 @@
 //! per job within the caps (per provider, per API key, per user), each behind a panic boundary.
 
 use super::{Inner, JobEngine, JobProgress, generate};
-use crate::domain::{JobId, UserId, now_ms};
+use crate::domain::{JobId, JobStatus, UserId, now_ms};
 use crate::store::records::{ErrorClass, JobRecord};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,7 +104,9 @@ impl JobEngine {
             if job.claimed_by.as_deref().is_some_and(|by| by != me) {
                 tracing::info!(job = %job.id, previous = ?job.claimed_by, "taking over a stale claim");
             }
-            if job.status.is_terminal() {
+            if job.status == JobStatus::AwaitingConfirmation {
+                self.tend_question(tasks, job);
+            } else if job.status.is_terminal() {
                 self.start(tasks, job, vec![]);
             } else {
                 waiting.push(job);
@@ -147,6 +149,35 @@ impl JobEngine {
             self.start(tasks, job, permits);
         }
         Ok(())
+    }
+
+    /// A job waiting for its owner's yes or no to a pricier fallback runs nothing; it only
+    /// gets its question asked again when a crash cut it off, and is declined (hold released,
+    /// owner told) once `jobs.failover_answer_secs` pass unanswered.
+    fn tend_question(&self, tasks: &mut JoinSet<()>, job: JobRecord) {
+        let Some(f) = &job.failover else { return };
+        let limit_ms = i64::try_from(self.inner.cfg.failover_answer_secs).unwrap_or(i64::MAX / 1000) * 1000;
+        let expired = now_ms() >= f.at.saturating_add(limit_ms);
+        if !expired && f.asked {
+            return;
+        }
+        let inner = self.inner.clone();
+        if let Ok(mut fl) = inner.in_flight.lock() {
+            fl.insert(job.id, job.user_id);
+        }
+        tasks.spawn(async move {
+            let id = job.id;
+            if expired {
+                if let Err(e) = generate::answer(&inner, None, id, false).await {
+                    tracing::error!(job = %id, error = %e, "could not expire the failover question");
+                }
+            } else {
+                generate::ask(&inner, job).await;
+            }
+            if let Ok(mut fl) = inner.in_flight.lock() {
+                fl.remove(&id);
+            }
+        });
     }
 
     fn start_orphan(&self, tasks: &mut JoinSet<()>, job: JobRecord) {

@@ -6,7 +6,13 @@
 //! [`Submission::data`] so that `wait` after a restart reconnects the WebSocket under the same
 //! id. The socket only speeds things up: `/history/{prompt_id}` is polled every interval and on
 //! connect, because events sent while nobody listened (before `wait`, across a restart) are lost.
+//!
+//! One provider may be a pool of servers (`base_urls`, [`super::comfy_pool`]): each job goes
+//! to the healthy server with the fewest jobs in flight, and the server is stored in
+//! [`Submission::data`] with the prompt id, so `wait`, `cancel` and `/view` after a restart go
+//! to that server whatever the config order has become.
 
+use super::comfy_pool::{DOWN_AFTER, PoolState};
 use super::http::{self, HostResolver};
 use super::{
     GenerateRequest, GeneratedFile, ImageProvider, InputImage, ProgressFn, ProviderError, ProviderProgress, Submission,
@@ -25,6 +31,8 @@ const MAX_POLL_FAILURES: u32 = 3;
 /// Checks in a row that must find the prompt neither in history nor in the queue before it is
 /// declared lost: a prompt that finishes between the two reads shows up in neither once.
 const ABSENT_CHECKS_FOR_LOST: u32 = 2;
+/// Bound on one health probe (`GET /system_stats`): a pick waits for it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -50,10 +58,22 @@ type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsSt
 /// - `is_known`: a `/history` entry exists or `/queue` lists the id.
 /// - `cancel`: `POST /queue {"delete": [id]}`, then `POST /interrupt {"prompt_id": id}`; a
 ///   prompt cancelled here is never resubmitted.
+///
+/// With several servers (`base_urls`): `submit` picks one ([`PoolState::pick`], probing down
+/// or unknown servers that are due with `GET /system_stats` first) and tries the next when a
+/// server fails before accepting the prompt; every request's outcome feeds the server's health
+/// (transport errors and 5xx are failures). `data` also holds `"server"`: the server's URL
+/// without credentials. A stored server that is no longer configured → `Lost`. A server that
+/// goes down ([`DOWN_AFTER`] failed polls in a row) while a job waits on it →
+/// [`ProviderError::ServerDown`]: the engine forgets that submission and submits the job
+/// afresh (new prompt id), to a healthy server. Nothing up → `Transient`.
 pub struct ComfyProvider {
     id: String,
-    base_url: String,
-    ws_url: String,
+    servers: Vec<ComfyServer>,
+    pool: std::sync::Mutex<PoolState>,
+    /// Held while due servers are probed: a concurrent pick waits for the outcome instead of
+    /// finding every server "unknown" and giving up.
+    probing: tokio::sync::Mutex<()>,
     http: reqwest::Client,
     resolver: HostResolver,
     poll: Duration,
@@ -64,40 +84,215 @@ pub struct ComfyProvider {
 /// Cancelled prompt ids remembered so that a wait still running never resubmits one.
 const CANCELLED_KEPT: usize = 256;
 
+/// One server of the provider.
+struct ComfyServer {
+    base_url: String,
+    ws_url: String,
+    /// `base_url` without credentials: stored in [`Submission::data`] and logged.
+    key: String,
+}
+
 impl std::fmt::Debug for ComfyProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ComfyProvider")
             .field("id", &self.id)
-            .field("base_url", &self.base_url)
+            .field("servers", &self.servers.iter().map(|s| s.key.as_str()).collect::<Vec<_>>())
             .field("poll", &self.poll)
             .finish_non_exhaustive()
     }
 }
 
+/// Stops counting a job in flight when its wait ends, however it ends (a result, an error,
+/// or the engine dropping the wait at its timeout).
+struct InFlight<'a> {
+    pool: &'a std::sync::Mutex<PoolState>,
+    prompt_id: &'a str,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).untrack(self.prompt_id);
+    }
+}
+
 impl ComfyProvider {
     /// Builds the client from `[[providers]]` config: `base_url` (`http://127.0.0.1:8188`, a
-    /// path prefix behind a reverse proxy is kept), `poll_interval_ms`. ComfyUI has no auth; a
-    /// configured key is ignored.
+    /// path prefix behind a reverse proxy is kept) or `base_urls` (a pool, same form),
+    /// `poll_interval_ms`. ComfyUI has no auth; a configured key is ignored.
     ///
-    /// Errors: `Failed` for a base_url that is not an http(s) URL.
+    /// Errors: `Failed` for a server URL that is not an http(s) URL (the message names its
+    /// position, not the URL: it may carry credentials).
     pub fn new(cfg: &ProviderConfig) -> Result<ComfyProvider, ProviderError> {
-        let base_url = cfg.base_url.trim_end_matches('/').to_string();
-        let bad = |m: String| ProviderError::Failed(format!("provider {}: bad base_url: {m}", cfg.id));
-        let u = url::Url::parse(&base_url).map_err(|e| bad(e.to_string()))?;
-        let ws_scheme = match u.scheme() {
-            "http" => "ws",
-            "https" => "wss",
-            other => return Err(bad(format!("scheme {other} (want http or https)"))),
-        };
-        let ws_url = format!("{ws_scheme}{}/ws", &base_url[u.scheme().len()..]);
+        let mut servers = Vec::new();
+        for (i, base_url) in cfg.servers().into_iter().enumerate() {
+            let bad = |m: String| ProviderError::Failed(format!("provider {}: bad server URL #{}: {m}", cfg.id, i + 1));
+            let u = url::Url::parse(&base_url).map_err(|e| bad(e.to_string()))?;
+            let ws_scheme = match u.scheme() {
+                "http" => "ws",
+                "https" => "wss",
+                other => return Err(bad(format!("scheme {other} (want http or https)"))),
+            };
+            let ws_url = format!("{ws_scheme}{}/ws", &base_url[u.scheme().len()..]);
+            servers.push(ComfyServer { key: crate::config::redacted_url(&base_url), base_url, ws_url });
+        }
         Ok(ComfyProvider {
             id: cfg.id.clone(),
             http: http::client_for(cfg, Duration::from_secs(60))?,
             resolver: HostResolver::default(),
-            base_url,
-            ws_url,
+            pool: std::sync::Mutex::new(PoolState::new(servers.len())),
+            probing: tokio::sync::Mutex::new(()),
+            servers,
             poll: Duration::from_millis(cfg.poll_interval_ms.max(10)),
             cancelled: Default::default(),
+        })
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The servers, without credentials, in config order (logs, tests).
+    pub fn server_keys(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.key.clone()).collect()
+    }
+
+    /// Jobs in flight per server, in config order.
+    #[cfg(test)]
+    pub fn in_flight(&self) -> Vec<u32> {
+        self.pool().in_flight()
+    }
+
+    /// Whether server `i` (config order) is up.
+    #[cfg(test)]
+    pub fn is_healthy(&self, i: usize) -> bool {
+        self.pool().is_healthy(i)
+    }
+
+    /// Records the outcome of a request to server `srv`: transport errors and 5xx are
+    /// failures, any other answer is a sign of life.
+    fn note(&self, srv: usize, outcome: Result<u16, &ProviderError>) {
+        let failed = match outcome {
+            Ok(status) => status >= 500,
+            Err(e) => matches!(e, ProviderError::Transient(_)),
+        };
+        if !failed {
+            self.pool().succeeded(srv);
+        } else if self.pool().failed(srv, std::time::Instant::now()) {
+            tracing::warn!(provider = %self.id, server = %self.servers[srv].key, "ComfyUI server marked down");
+        }
+    }
+
+    /// `GET /system_stats` on server `srv`: up when it answers 2xx with JSON naming `system`
+    /// or `devices` (protocols.md §3.1).
+    async fn probe(&self, srv: usize) -> bool {
+        let url = format!("{}/system_stats", self.servers[srv].base_url);
+        let Ok(resp) = self.http.get(url).timeout(PROBE_TIMEOUT).send().await else { return false };
+        if !resp.status().is_success() {
+            return false;
+        }
+        match http::read_limited(resp, 1024 * 1024).await {
+            Ok(body) => serde_json::from_slice::<Value>(&body)
+                .is_ok_and(|v| v.get("system").is_some() || v.get("devices").is_some()),
+            Err(_) => false,
+        }
+    }
+
+    /// Probes the servers that are due (concurrently), then picks the healthy one with the
+    /// fewest jobs in flight, skipping `skip`, and counts `prompt_id` on it at once (under the
+    /// same lock: concurrent submits see each other). `None`: nothing is up.
+    async fn pick(&self, prompt_id: &str, skip: &[usize]) -> Option<usize> {
+        let probing = self.probing.lock().await;
+        let due = self.pool().take_due_probes(std::time::Instant::now());
+        if !due.is_empty() {
+            let results = futures_util::future::join_all(due.iter().map(|&i| self.probe(i))).await;
+            let now = std::time::Instant::now();
+            let mut pool = self.pool();
+            for (&i, ok) in due.iter().zip(results) {
+                let was = pool.is_healthy(i);
+                pool.probed(i, ok, now);
+                if ok != was {
+                    let server = &self.servers[i].key;
+                    if ok {
+                        tracing::info!(provider = %self.id, %server, "ComfyUI server is up");
+                    } else {
+                        tracing::warn!(provider = %self.id, %server, "ComfyUI server is down");
+                    }
+                }
+            }
+        }
+        drop(probing);
+        let mut pool = self.pool();
+        let srv = pool.pick(skip)?;
+        pool.track(prompt_id, srv);
+        Some(srv)
+    }
+
+    /// The server a stored submission belongs to: `data.server` looked up among the
+    /// configured servers. A submission without one (made before pools, or restored by the
+    /// engine from a bare prompt id after a crash) is looked for on every server; with one
+    /// server that is the server.
+    ///
+    /// Errors: `Lost` when the stored server is no longer configured or no server knows the
+    /// prompt; `Transient` when no server knows it and some could not be asked.
+    async fn server_of(&self, sub: &Submission) -> Result<usize, ProviderError> {
+        if let Some(key) = sub.data.get("server").and_then(Value::as_str) {
+            return match self.servers.iter().position(|s| s.key == key) {
+                Some(i) => Ok(i),
+                None => {
+                    tracing::warn!(provider = %self.id, server = %key, prompt_id = %sub.request_id,
+                        "the job's ComfyUI server is no longer configured; the job is lost");
+                    Err(ProviderError::Lost(format!("ComfyUI server {key} is no longer configured")))
+                }
+            };
+        }
+        if self.servers.len() == 1 {
+            return Ok(0);
+        }
+        let mut unreachable = None;
+        // A server known to be down cannot be asked; if it had the prompt, it lost it.
+        let candidates: Vec<usize> = (0..self.servers.len()).filter(|&i| !self.pool().is_down(i)).collect();
+        for i in candidates {
+            match self.is_known_at(i, &sub.request_id).await {
+                Ok(true) => return Ok(i),
+                Ok(false) => {}
+                Err(e) => unreachable = Some(e),
+            }
+        }
+        Err(unreachable.unwrap_or_else(|| {
+            ProviderError::Lost(format!("no ComfyUI server of {} knows prompt {}", self.id, sub.request_id))
+        }))
+    }
+
+    /// Whether server `srv` has `request_id` in its history or queue.
+    async fn is_known_at(&self, srv: usize, request_id: &str) -> Result<bool, ProviderError> {
+        let h = self.get_json_at(srv, &format!("/history/{request_id}")).await?;
+        // Any history entry counts, even one whose outputs we could not use.
+        if h.get(request_id).is_some() {
+            return Ok(true);
+        }
+        let q = self.get_json_at(srv, "/queue").await?;
+        Ok(queue_state(&q, request_id) != QueueState::Absent)
+    }
+
+    /// Uploads the inputs and posts the prompt to server `srv`.
+    async fn submit_to(
+        &self,
+        srv: usize,
+        req: &GenerateRequest,
+        workflow: &Value,
+        prompt_id: &str,
+    ) -> Result<Submission, ProviderError> {
+        let mut inputs = Vec::with_capacity(req.input_images.len());
+        for (i, img) in req.input_images.iter().enumerate() {
+            // Named after the prompt: a retried submit overwrites instead of piling up files.
+            inputs.push(self.upload(srv, img, &format!("mediabot_{prompt_id}_{i}")).await?);
+        }
+        let graph = fill_template(workflow, &TemplateVars::for_request(req, &inputs));
+        let client_id = uuid::Uuid::new_v4().to_string();
+        let accepted = self.post_prompt(srv, &graph, &client_id, prompt_id).await?;
+        Ok(Submission {
+            request_id: accepted,
+            data: json!({"client_id": client_id, "prompt": graph, "server": self.servers[srv].key}),
         })
     }
 
@@ -105,9 +300,16 @@ impl ComfyProvider {
     /// validates the graph (node classes, links, input values and ranges, output nodes), and
     /// the graph is the operator's workflow; the user's text only fills string inputs, which
     /// validation does not judge.
-    async fn post_prompt(&self, graph: &Value, client_id: &str, prompt_id: &str) -> Result<String, ProviderError> {
+    async fn post_prompt(
+        &self,
+        srv: usize,
+        graph: &Value,
+        client_id: &str,
+        prompt_id: &str,
+    ) -> Result<String, ProviderError> {
         let body = json!({"prompt": graph, "client_id": client_id, "prompt_id": prompt_id});
-        let (status, resp) = self.send(self.http.post(format!("{}/prompt", self.base_url)).json(&body)).await?;
+        let url = format!("{}/prompt", self.servers[srv].base_url);
+        let (status, resp) = self.send_at(srv, self.http.post(url).json(&body)).await?;
         let text = String::from_utf8_lossy(&resp);
         if status == 400 {
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -131,36 +333,58 @@ impl ComfyProvider {
 
     /// Posts a forgotten prompt again (same id, client id and graph), unless it has no stored
     /// graph or was cancelled here. Returns whether it was posted.
-    async fn resubmit(&self, sub: &Submission, client_id: &str) -> Result<bool, ProviderError> {
+    async fn resubmit(&self, srv: usize, sub: &Submission, client_id: &str) -> Result<bool, ProviderError> {
         let Some(graph) = sub.data.get("prompt").filter(|g| g.is_object()) else { return Ok(false) };
         let prompt_id = sub.request_id.as_str();
         if self.cancelled.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|c| c == prompt_id) {
             return Ok(false);
         }
-        self.post_prompt(graph, client_id, prompt_id).await?;
+        self.post_prompt(srv, graph, client_id, prompt_id).await?;
         tracing::warn!(provider = %self.id, %prompt_id, "ComfyUI had forgotten the prompt (restarted?); submitted it again");
         Ok(true)
     }
 
+    /// One exchange with the first server (ComfyUI-Connect has one).
     pub(crate) async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), ProviderError> {
-        let resp = rb.timeout(REQUEST_TIMEOUT).send().await.map_err(|e| http::classify(&e))?;
-        let status = resp.status().as_u16();
-        let body = http::read_limited(resp, 2 * http::MAX_DOWNLOAD_BYTES).await?;
-        Ok((status, body))
+        self.send_at(0, rb).await
     }
 
-    /// `GET /object_info`: every node class the server has, with its inputs (for
-    /// [`object_info_mismatches`]).
+    /// One exchange with server `srv`; its outcome feeds the server's health.
+    pub(crate) async fn send_at(
+        &self,
+        srv: usize,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<(u16, Vec<u8>), ProviderError> {
+        let out = async {
+            let resp = rb.timeout(REQUEST_TIMEOUT).send().await.map_err(|e| http::classify(&e))?;
+            let status = resp.status().as_u16();
+            let body = http::read_limited(resp, 2 * http::MAX_DOWNLOAD_BYTES).await?;
+            Ok((status, body))
+        }
+        .await;
+        self.note(srv, out.as_ref().map(|(status, _)| *status));
+        out
+    }
+
+    /// `GET /object_info` on server `srv` (config order): every node class the server has,
+    /// with its inputs (for [`object_info_mismatches`]).
     ///
     /// Errors: `Transient` when the server is unreachable, the status classes of
     /// [`ProviderError::from_status`], `Failed` for a body that is not JSON.
-    pub async fn object_info(&self) -> Result<Value, ProviderError> {
-        self.get_json("/object_info").await
+    pub async fn object_info(&self, srv: usize) -> Result<Value, ProviderError> {
+        self.get_json_at(srv, "/object_info").await
     }
 
-    /// `GET {base_url}{path}` as JSON. Errors as [`Self::object_info`].
+    /// `GET {base_url}{path}` as JSON on the first server (ComfyUI-Connect has one). Errors as
+    /// [`Self::object_info`].
     pub(crate) async fn get_json(&self, path: &str) -> Result<Value, ProviderError> {
-        let (status, body) = self.send(self.http.get(format!("{}{path}", self.base_url))).await?;
+        self.get_json_at(0, path).await
+    }
+
+    /// `GET {base_url}{path}` as JSON on server `srv`. Errors as [`Self::object_info`].
+    pub(crate) async fn get_json_at(&self, srv: usize, path: &str) -> Result<Value, ProviderError> {
+        let url = format!("{}{path}", self.servers[srv].base_url);
+        let (status, body) = self.send_at(srv, self.http.get(url)).await?;
         if !(200..300).contains(&status) {
             return Err(http::status_error(status, &String::from_utf8_lossy(&body)));
         }
@@ -170,7 +394,13 @@ impl ComfyProvider {
     /// `POST {base_url}{path}` with a JSON body, expecting 2xx. Errors per
     /// [`ProviderError::from_status`]; `Transient` when unreachable.
     pub(crate) async fn post_ok(&self, path: &str, body: &Value) -> Result<(), ProviderError> {
-        let (status, resp) = self.send(self.http.post(format!("{}{path}", self.base_url)).json(body)).await?;
+        self.post_ok_at(0, path, body).await
+    }
+
+    /// `POST {base_url}{path}` on server `srv`; as [`Self::post_ok`].
+    pub(crate) async fn post_ok_at(&self, srv: usize, path: &str, body: &Value) -> Result<(), ProviderError> {
+        let url = format!("{}{path}", self.servers[srv].base_url);
+        let (status, resp) = self.send_at(srv, self.http.post(url).json(body)).await?;
         if !(200..300).contains(&status) {
             return Err(http::status_error(status, &String::from_utf8_lossy(&resp)));
         }
@@ -179,7 +409,7 @@ impl ComfyProvider {
 
     /// `POST /upload/image` (multipart `image` + `overwrite=true`); returns the name to put in
     /// `LoadImage.inputs.image` (`subfolder/name` when a subfolder is returned).
-    async fn upload(&self, img: &InputImage, stem: &str) -> Result<String, ProviderError> {
+    async fn upload(&self, srv: usize, img: &InputImage, stem: &str) -> Result<String, ProviderError> {
         let ext = match img.mime.as_str() {
             "image/png" => "png",
             "image/jpeg" => "jpg",
@@ -192,8 +422,8 @@ impl ComfyProvider {
             .mime_str(&img.mime)
             .map_err(|e| ProviderError::Rejected(format!("bad input image type {}: {e}", img.mime)))?;
         let form = reqwest::multipart::Form::new().part("image", part).text("overwrite", "true");
-        let (status, body) =
-            self.send(self.http.post(format!("{}/upload/image", self.base_url)).multipart(form)).await?;
+        let url = format!("{}/upload/image", self.servers[srv].base_url);
+        let (status, body) = self.send_at(srv, self.http.post(url).multipart(form)).await?;
         if !(200..300).contains(&status) {
             return Err(http::status_error(status, &String::from_utf8_lossy(&body)));
         }
@@ -209,8 +439,8 @@ impl ComfyProvider {
         })
     }
 
-    async fn connect_ws(&self, client_id: &str) -> Result<WsStream, String> {
-        let mut u = url::Url::parse(&self.ws_url).map_err(|e| e.to_string())?;
+    async fn connect_ws(&self, srv: usize, client_id: &str) -> Result<WsStream, String> {
+        let mut u = url::Url::parse(&self.servers[srv].ws_url).map_err(|e| e.to_string())?;
         u.query_pairs_mut().append_pair("clientId", client_id);
         let host = u.host_str().ok_or("no host")?.to_string();
         let port = u.port_or_known_default().ok_or("no port")?;
@@ -227,22 +457,23 @@ impl ComfyProvider {
     /// One look at `/history/{id}` (and `/queue` while unfinished). `Ok(Some)` = done.
     async fn check(
         &self,
+        srv: usize,
         prompt_id: &str,
         absent: &mut u32,
         progress: ProgressFn<'_>,
     ) -> Result<Option<Vec<GeneratedFile>>, ProviderError> {
-        let h = self.get_json(&format!("/history/{prompt_id}")).await?;
+        let h = self.get_json_at(srv, &format!("/history/{prompt_id}")).await?;
         match parse_history(&h, prompt_id)? {
             History::Success(files) => {
                 let mut out = Vec::with_capacity(files.len());
                 for f in &files {
-                    out.push(self.view(f).await?);
+                    out.push(self.view_at(srv, f).await?);
                 }
                 Ok(Some(out))
             }
             History::Error(msg) => Err(ProviderError::Failed(msg)),
             History::Pending => {
-                let q = self.get_json("/queue").await?;
+                let q = self.get_json_at(srv, "/queue").await?;
                 match queue_state(&q, prompt_id) {
                     QueueState::Running => {
                         *absent = 0;
@@ -273,6 +504,11 @@ impl ComfyProvider {
     /// Errors: `Failed` for a missing file (404) or one over the cap; `Transient` for network
     /// failures; other statuses per [`ProviderError::from_status`].
     pub(crate) async fn view(&self, f: &OutputFile) -> Result<GeneratedFile, ProviderError> {
+        self.view_at(0, f).await
+    }
+
+    /// [`Self::view`] on server `srv`.
+    pub(crate) async fn view_at(&self, srv: usize, f: &OutputFile) -> Result<GeneratedFile, ProviderError> {
         let (cap, timeout) = if f.is_video() {
             (http::MAX_VIDEO_BYTES, http::VIDEO_DOWNLOAD_TIMEOUT)
         } else {
@@ -280,10 +516,12 @@ impl ComfyProvider {
         };
         let rb = self
             .http
-            .get(format!("{}/view", self.base_url))
+            .get(format!("{}/view", self.servers[srv].base_url))
             .query(&[("filename", &f.filename), ("subfolder", &f.subfolder), ("type", &f.kind)])
             .timeout(timeout);
-        let resp = rb.send().await.map_err(|e| http::classify(&e))?;
+        let sent = rb.send().await.map_err(|e| http::classify(&e));
+        self.note(srv, sent.as_ref().map(|r| r.status().as_u16()));
+        let resp = sent?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let body = resp.text().await.unwrap_or_default();
@@ -345,35 +583,67 @@ impl ImageProvider for ComfyProvider {
             .or_else(|| serde_json::from_str::<Value>(&req.endpoint).ok())
             .filter(Value::is_object)
             .ok_or_else(|| ProviderError::Failed(format!("model {}: no ComfyUI workflow", req.model_id)))?;
-        let mut inputs = Vec::with_capacity(req.input_images.len());
-        for (i, img) in req.input_images.iter().enumerate() {
-            // Named after the prompt: a retried submit overwrites instead of piling up files.
-            inputs.push(self.upload(img, &format!("mediabot_{prompt_id}_{i}")).await?);
+        // A server that fails before accepting the prompt is skipped for this submit: the
+        // next one gets it (same prompt id: at most one of them ever ran it, and only the one
+        // stored is polled).
+        let mut tried = Vec::new();
+        let mut last = None;
+        while let Some(srv) = self.pick(&prompt_id, &tried).await {
+            let out = self.submit_to(srv, req, &workflow, &prompt_id).await;
+            match &out {
+                Ok(sub) if sub.request_id == prompt_id => {}
+                // Counted under the id ComfyUI answered (the one `wait` gets), or not at all.
+                Ok(sub) => {
+                    let mut pool = self.pool();
+                    pool.untrack(&prompt_id);
+                    pool.track(&sub.request_id, srv);
+                }
+                Err(_) => self.pool().untrack(&prompt_id),
+            }
+            match out {
+                Ok(sub) => {
+                    let in_flight = self.pool().in_flight();
+                    tracing::info!(provider = %self.id, server = %self.servers[srv].key, %prompt_id, ?in_flight,
+                        "ComfyUI server chosen");
+                    return Ok(sub);
+                }
+                Err(e @ ProviderError::Transient(_)) if self.servers.len() > 1 => {
+                    tracing::warn!(provider = %self.id, server = %self.servers[srv].key, "submit failed, trying another server: {e}");
+                    tried.push(srv);
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let graph = fill_template(&workflow, &TemplateVars::for_request(req, &inputs));
-        let client_id = uuid::Uuid::new_v4().to_string();
-        let accepted = self.post_prompt(&graph, &client_id, &prompt_id).await?;
-        Ok(Submission { request_id: accepted, data: json!({"client_id": client_id, "prompt": graph}) })
+        Err(last.unwrap_or_else(|| {
+            ProviderError::Transient(format!(
+                "no ComfyUI server of {} is up ({} configured)",
+                self.id,
+                self.servers.len()
+            ))
+        }))
     }
 
-    async fn is_known(&self, request_id: &str, _data: &Value) -> Result<bool, ProviderError> {
-        let h = self.get_json(&format!("/history/{request_id}")).await?;
-        // Any history entry counts, even one whose outputs we could not use.
-        if h.get(request_id).is_some() {
-            return Ok(true);
+    async fn is_known(&self, request_id: &str, data: &Value) -> Result<bool, ProviderError> {
+        let sub = Submission { request_id: request_id.to_string(), data: data.clone() };
+        match self.server_of(&sub).await {
+            Ok(srv) => self.is_known_at(srv, request_id).await,
+            Err(ProviderError::Lost(_)) => Ok(false),
+            Err(e) => Err(e),
         }
-        let q = self.get_json("/queue").await?;
-        Ok(queue_state(&q, request_id) != QueueState::Absent)
     }
 
     async fn wait(&self, sub: &Submission, progress: ProgressFn<'_>) -> Result<Vec<GeneratedFile>, ProviderError> {
         let prompt_id = sub.request_id.as_str();
+        let srv = self.server_of(sub).await?;
+        self.pool().track(prompt_id, srv);
+        let _in_flight = InFlight { pool: &self.pool, prompt_id };
         let client_id = match sub.data.get("client_id").and_then(Value::as_str) {
             Some(c) => c.to_string(),
             // No stored client id: events would never reach us, polling alone still works.
             None => uuid::Uuid::new_v4().to_string(),
         };
-        let mut ws = match self.connect_ws(&client_id).await {
+        let mut ws = match self.connect_ws(srv, &client_id).await {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::info!(provider = %self.id, "ComfyUI WebSocket unavailable, polling /history only: {e}");
@@ -425,24 +695,36 @@ impl ImageProvider for ComfyProvider {
                 },
                 Wake::Tick => {}
             }
-            match self.check(prompt_id, &mut absent, &report).await {
+            match self.check(srv, prompt_id, &mut absent, &report).await {
                 Ok(Some(images)) => {
                     // History can say "done" before the socket's last progress frame was read.
                     report(ProviderProgress { fraction: Some(1.0), running: true, ..Default::default() });
                     return Ok(images);
                 }
                 Ok(None) => failures = 0,
+                // The job's server went down under it: whatever it had is gone or unreachable,
+                // and another server can run the job (the engine submits it afresh).
+                Err(ProviderError::Transient(m))
+                    if self.servers.len() > 1 && failures + 1 >= DOWN_AFTER && !self.pool().is_healthy(srv) =>
+                {
+                    tracing::warn!(provider = %self.id, server = %self.servers[srv].key, %prompt_id,
+                        "the job's ComfyUI server is down; the job goes to another server");
+                    return Err(ProviderError::ServerDown(format!(
+                        "ComfyUI server {} stopped answering: {m}",
+                        self.servers[srv].key
+                    )));
+                }
                 Err(ProviderError::Transient(m)) if failures < MAX_POLL_FAILURES => {
                     failures += 1;
                     tracing::warn!(provider = %self.id, attempt = failures, "ComfyUI poll failed: {m}");
                 }
                 // Confirmed absent (history and queue, twice): nothing of it runs, so posting
                 // it again cannot run it twice.
-                Err(ProviderError::Lost(m)) if !resubmitted => match self.resubmit(sub, &client_id).await {
+                Err(ProviderError::Lost(m)) if !resubmitted => match self.resubmit(srv, sub, &client_id).await {
                     Ok(true) => {
                         (resubmitted, absent) = (true, 0);
                         if ws.is_none() {
-                            ws = self.connect_ws(&client_id).await.ok();
+                            ws = self.connect_ws(srv, &client_id).await.ok();
                         }
                     }
                     Ok(false) => return Err(ProviderError::Lost(m)),
@@ -463,9 +745,24 @@ impl ImageProvider for ComfyProvider {
             }
             cancelled.push_back(id.clone());
         }
-        // Delete only removes pending items; interrupt with our id only stops it if running.
-        self.post_ok("/queue", &json!({"delete": [id]})).await?;
-        self.post_ok("/interrupt", &json!({"prompt_id": id})).await
+        self.pool().untrack(id);
+        // A bare id (a timed-out submit) may have reached any server: ask each to drop it.
+        let targets: Vec<usize> = match sub.data.get("server") {
+            Some(_) => vec![self.server_of(sub).await?],
+            None => (0..self.servers.len()).collect(),
+        };
+        let mut result = Ok(());
+        for srv in targets {
+            // Delete only removes pending items; interrupt with our id only stops it if running.
+            let out = match self.post_ok_at(srv, "/queue", &json!({"delete": [id]})).await {
+                Ok(()) => self.post_ok_at(srv, "/interrupt", &json!({"prompt_id": id})).await,
+                Err(e) => Err(e),
+            };
+            if out.is_err() {
+                result = out;
+            }
+        }
+        result
     }
 }
 

@@ -6,6 +6,7 @@
 //! choose the id (ComfyUI's `prompt_id`) return it from [`ImageProvider::preassign_id`], and the
 //! engine persists it *before* calling `submit`.
 
+pub mod comfy_pool;
 pub mod comfyui;
 pub mod comfyui_connect;
 pub mod demo;
@@ -191,6 +192,12 @@ pub enum ProviderError {
     /// The provider forgot the request (ComfyUI history lost on its restart).
     #[error("request unknown to provider: {0}")]
     Lost(String),
+    /// The server holding the request (one of a ComfyUI pool) went down while the job waited:
+    /// no result will come from there, and the provider has other servers. The engine forgets
+    /// the submission (so a late answer from that server can never be delivered) and submits
+    /// the job again, with a new id; with no attempts left it is released like `Transient`.
+    #[error("provider server down: {0}")]
+    ServerDown(String),
 }
 
 impl ProviderError {

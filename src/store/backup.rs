@@ -110,6 +110,8 @@ impl Store {
             copy_table(snapshot, &tx, PAYMENTS_TABLE)?,
             copy_table(snapshot, &tx, CRYPTO_INVOICES_TABLE)?,
             copy_table(snapshot, &tx, CRYPTO_ACTIVE_TABLE)?,
+            copy_table(snapshot, &tx, QUOTA_TABLE)?,
+            copy_table(snapshot, &tx, FAILOVERS_TABLE)?,
         ]
         .into_iter()
         .collect();

@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 
 /// Schema version this build writes. A database with a higher version was written by a newer
 /// mediabot: refuse it rather than guess.
-pub const SCHEMA_VERSION: u64 = 9;
+pub const SCHEMA_VERSION: u64 = 11;
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,7 +30,15 @@ const STEPS: &[(u64, &str, Step)] = &[
     (7, "007_uploaded_inputs", m007_inputs),
     (8, "008_star_payments", m008_payments),
     (9, "009_crypto_invoices", m009_crypto_invoices),
+    (10, "010_daily_quotas", m010_quotas),
+    (11, "011_failovers", m011_failovers),
 ];
+
+/// Daily generation quotas per user and local day (access levels).
+fn m010_quotas(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    tx.open_table(QUOTA_TABLE)?;
+    Ok(Outcome::Execute(1))
+}
 
 fn m001_create_tables(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     tx.open_table(USERS_TABLE)?;
@@ -116,6 +124,23 @@ fn m009_crypto_invoices(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
     Ok(Outcome::Execute(2))
 }
 
+/// The failover index, filled from jobs that already moved (none before this build; the
+/// scan keeps the step correct for a file restored from a newer backup).
+fn m011_failovers(tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    use super::records::{JobRecord, Record};
+    use redb::ReadableTable;
+    let mut index = tx.open_table(FAILOVERS_TABLE)?;
+    let mut n = 0;
+    for row in tx.open_table(JOBS_TABLE)?.iter()? {
+        let job = JobRecord::decode(row?.1.value())?;
+        if let Some(f) = &job.failover {
+            index.insert((f.at, job.id.0), ())?;
+            n += 1;
+        }
+    }
+    Ok(Outcome::Execute(n))
+}
+
 /// Reads the stored schema version (0 for a new file).
 pub fn schema_version(db: &Database) -> Result<u64, StoreError> {
     let tx = db.begin_read()?;
@@ -191,6 +216,7 @@ mod tests {
         assert!(tx.open_table(PAYMENTS_TABLE).is_ok(), "008 created the Stars charges");
         assert!(tx.open_table(CRYPTO_INVOICES_TABLE).is_ok(), "009 created the crypto invoices");
         assert!(tx.open_table(CRYPTO_ACTIVE_TABLE).is_ok(), "009 created the open-invoice index");
+        assert!(tx.open_table(QUOTA_TABLE).is_ok(), "010 created the daily quotas");
         let counters = tx.open_table(COUNTERS_TABLE).expect("004 created the counters");
         assert_eq!(counters.get(super::super::library::MEDIA_BYTES).expect("get").map(|v| v.value()), Some(0));
     }
@@ -240,6 +266,7 @@ mod tests {
             blocked: false,
             banned: id == 2,
             level: "free".into(),
+            level_until: None,
             language: None,
             referral: Default::default(),
         };
@@ -272,6 +299,48 @@ mod tests {
             .map(|(w, i)| (w.to_string(), UserSummary::of(&users[i])))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_version_8_file_gets_the_failover_index_of_its_moved_jobs() {
+        use crate::domain::UserId;
+        use crate::store::records::{Failover, JobRecord, Record};
+        use redb::ReadableTable;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("db.redb");
+        let plain = crate::store::records::test_job(UserId(1), 10);
+        let moved = JobRecord {
+            failover: Some(Failover {
+                from_model: "flux".into(),
+                from_provider: "fal".into(),
+                from_price: crate::domain::Credits(10),
+                to_model: "seedream".into(),
+                to_price: crate::domain::Credits(8),
+                reason: "HTTP 401".into(),
+                at: 1_764_000_000_000,
+                confirmed: Some(true),
+                asked: false,
+            }),
+            ..crate::store::records::test_job(UserId(1), 10)
+        };
+        old_file(&path, 8, |tx| {
+            let mut t = tx.open_table(JOBS_TABLE).expect("jobs");
+            for j in [&plain, &moved] {
+                t.insert(j.id.0, j.encode().expect("encode").as_slice()).expect("insert");
+            }
+        });
+        let db = Database::create(&path).expect("reopen");
+        run(&db).expect("migrate");
+        assert_eq!(schema_version(&db).expect("v"), SCHEMA_VERSION);
+        let tx = db.begin_read().expect("r");
+        let keys: Vec<(i64, u128)> = tx
+            .open_table(FAILOVERS_TABLE)
+            .expect("011")
+            .iter()
+            .expect("iter")
+            .map(|r| r.expect("row").0.value())
+            .collect();
+        assert_eq!(keys, [(1_764_000_000_000, moved.id.0)]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod inputs;
 pub mod library;
 pub mod migrations;
+pub mod quota;
 pub mod records;
 pub mod stats;
 pub mod tables;
@@ -345,6 +346,25 @@ impl $t {
     /// Number of users (redb keeps table lengths, so no scan).
     pub fn count_users(&self) -> Result<u64, StoreError> {
         Ok(self.tx.open_table(USERS_TABLE)?.len()?)
+    }
+    /// Failovers recorded since `since_ms` (ms since the epoch) and in all, without a scan
+    /// of the jobs (the `failovers-1` index).
+    pub fn count_failovers(&self, since_ms: i64) -> Result<(u64, u64), StoreError> {
+        let t = self.tx.open_table(FAILOVERS_TABLE)?;
+        let recent = t.range((since_ms, 0u128)..)?.count() as u64;
+        Ok((recent, t.len()?))
+    }
+    /// The newest `n` jobs that moved to a fallback model, newest first.
+    pub fn find_recent_failovers(&self, n: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let t = self.tx.open_table(FAILOVERS_TABLE)?;
+        let mut out = Vec::with_capacity(n);
+        for r in t.iter()?.rev().take(n) {
+            let (_, id) = r?.0.value();
+            if let Some(j) = self.get_job(JobId(id))? {
+                out.push(j);
+            }
+        }
+        Ok(out)
     }
     /// Number of unfinished jobs (the queue depth), without a scan.
     pub fn count_active_jobs(&self) -> Result<u64, StoreError> {
@@ -712,6 +732,9 @@ impl Tx {
         self.touch_inputs(j.payload.input_files(), crate::domain::now_ms())?;
         let old = self.get_job(j.id)?;
         stats::on_job(&self.tx, old.as_ref(), j)?;
+        if let (Some(f), false) = (&j.failover, old.as_ref().is_some_and(|o| o.failover.is_some())) {
+            self.tx.open_table(FAILOVERS_TABLE)?.insert((f.at, j.id.0), ())?;
+        }
         {
             let mut t = self.tx.open_table(JOBS_TABLE)?;
             t.insert(j.id.0, j.encode()?.as_slice())?;
@@ -966,6 +989,7 @@ mod tests {
             blocked: false,
             banned: false,
             level: String::new(),
+            level_until: None,
             language: None,
             referral: Default::default(),
         };

@@ -51,6 +51,11 @@ pub struct UserRecord {
     /// rules such as daily limits hang off the level id, so they need no record change.
     #[serde(default)]
     pub level: String,
+    /// Unix ms until which `level` holds (a Stars subscription: its
+    /// `subscription_expiration_date`); `None` = until changed. Past it the user has the
+    /// default level again (read as such at once; a sweep then stores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_until: Option<i64>,
     /// Interface language the user chose with /language (`ru`, `en`); `None` = follow the
     /// Telegram client's `language_code`.
     #[serde(default)]
@@ -179,6 +184,11 @@ pub enum OpKind {
     /// A refund Telegram refused: the credits its `Refund` row took are given back (balance
     /// +amount, `reason` = `stars:<charge id>`), with the payment's `refund_failed`.
     RefundReversal,
+    /// A job's hold resized when the job moved to a fallback model (`JobRecord::failover`):
+    /// `hold_id` = the hold, `amount` = the difference, `delta` = +difference for a cheaper
+    /// fallback (given back) or −difference for a pricier one the user agreed to (held too).
+    /// At most one per hold, before its capture or release, which then settle the new price.
+    HoldAdjust,
 }
 
 /// One ledger row. `delta` is the change to the spendable balance; replaying every row's
@@ -443,6 +453,9 @@ pub enum ErrorClass {
     /// The result is over Telegram's 50 MB upload limit and no `web.public_url` is set to send
     /// a download link instead: the hold is released.
     TooLarge,
+    /// The job's fallback model costs more and the owner said no, or did not answer within
+    /// `jobs.failover_answer_secs` (`Failover::confirmed` tells which): the hold is released.
+    Declined,
 }
 
 /// Last error of a job: the class drives the user text, `detail` is for logs and admins.
@@ -538,9 +551,45 @@ pub struct JobRecord {
     /// asking the language model again. `None`: not decided yet (or not a translating model).
     #[serde(default)]
     pub translation: Option<Translation>,
+    /// The local day (`yyyymmdd` in `billing.time_zone`) whose daily quota this job counts
+    /// against; given back to that day when the hold is released. `None`: not counted (an
+    /// unlimited level, a local tool, or a job from before quotas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_day: Option<i32>,
+    /// Set when the job left the model it was created for for a fallback
+    /// (`[[models]] fallbacks`); `model_id`, `provider_id` and `price` then describe the
+    /// fallback, this the original. A job moves at most once.
+    #[serde(default)]
+    pub failover: Option<Failover>,
 }
 impl Record for JobRecord {
     const VERSION: u32 = 1;
+}
+
+/// A job's move to a fallback model, kept on the job for its caption, `/status`, the
+/// dashboard and `billing::verify`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failover {
+    /// The model (and its provider) the job was created for.
+    pub from_model: String,
+    pub from_provider: String,
+    /// What the hold was placed for (the original model's price with the chosen options).
+    pub from_price: Credits,
+    /// The fallback and its price for this job (its options as far as it declares them).
+    pub to_model: String,
+    pub to_price: Credits,
+    /// Why the job moved, for admins: the switch's reason or the provider's last error.
+    pub reason: String,
+    /// When it moved (or the user was asked), ms since the epoch.
+    pub at: i64,
+    /// The fallback costs more than the hold: `None` while the owner has not answered,
+    /// then their answer. Always `Some(true)` for a move that needed no question.
+    #[serde(default)]
+    pub confirmed: Option<bool>,
+    /// The question went out (or was tried); false after a crash between the move and the
+    /// question, which the scheduler then asks again.
+    #[serde(default)]
+    pub asked: bool,
 }
 
 /// A result in a user's library. The bytes live in `media/<sha256>.<ext>`.
@@ -867,6 +916,8 @@ pub fn test_job(user: UserId, price: i64) -> JobRecord {
         heartbeat_at: None,
         priority: false,
         translation: None,
+        quota_day: None,
+        failover: None,
     }
 }
 
@@ -888,6 +939,7 @@ mod tests {
             blocked: true,
             banned: true,
             level: "vip".into(),
+            level_until: None,
             language: None,
             referral: Default::default(),
         };
@@ -925,6 +977,7 @@ mod tests {
             blocked: false,
             banned: false,
             level: "vip".into(),
+            level_until: None,
             language: None,
             referral: Default::default(),
         };

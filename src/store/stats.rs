@@ -167,6 +167,10 @@ pub fn on_operation(tx: &WriteTransaction, op: &Operation) -> Result<(), StoreEr
         OpKind::Hold => counter::HELD,
         OpKind::Capture => counter::CAPTURED,
         OpKind::Release => counter::RELEASED,
+        OpKind::HoldAdjust => {
+            let (name, by) = adjust_counter(op);
+            return bump(tx, day_of(op.created_at), name, by);
+        }
         OpKind::SignupBonus
         | OpKind::Adjust
         | OpKind::Purchase
@@ -175,6 +179,12 @@ pub fn on_operation(tx: &WriteTransaction, op: &Operation) -> Result<(), StoreEr
         | OpKind::RefundReversal => return Ok(()),
     };
     bump(tx, day_of(op.created_at), name, op.amount.0)
+}
+
+/// The counter a hold adjustment moves: the part given back counts as released, the part
+/// taken as well as held.
+fn adjust_counter(op: &Operation) -> (&'static str, i64) {
+    if op.delta.0 > 0 { (counter::RELEASED, op.delta.0) } else { (counter::HELD, -op.delta.0) }
 }
 
 /// Lower-case status name, as used in counter names and on the panel.
@@ -187,6 +197,7 @@ pub fn status_name(s: JobStatus) -> &'static str {
         Succeeded => "succeeded",
         Failed => "failed",
         Cancelled => "cancelled",
+        AwaitingConfirmation => "awaiting_confirmation",
     }
 }
 
@@ -222,6 +233,11 @@ pub fn rebuild(tx: &WriteTransaction) -> Result<u64, StoreError> {
                 OpKind::Hold => counter::HELD,
                 OpKind::Capture => counter::CAPTURED,
                 OpKind::Release => counter::RELEASED,
+                OpKind::HoldAdjust => {
+                    let (name, by) = adjust_counter(&op);
+                    *sums.entry((day_of(op.created_at), name)).or_default() += by;
+                    continue;
+                }
                 OpKind::SignupBonus
                 | OpKind::Adjust
                 | OpKind::Purchase

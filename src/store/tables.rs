@@ -86,3 +86,12 @@ pub const CRYPTO_INVOICES_TABLE: TableDefinition<i64, &[u8]> = TableDefinition::
 /// Crypto Pay invoices still `active`: key = `invoice_id` → value = created (unix ms). Kept in
 /// step by `Tx::put_crypto_invoice`; the poller asks Crypto Pay about these only.
 pub const CRYPTO_ACTIVE_TABLE: TableDefinition<i64, i64> = TableDefinition::new("crypto-active-1");
+/// daily generation quotas: key = (UserId, local day `yyyymmdd` in `billing.time_zone`) →
+/// generations started that day and not given back (a released hold gives its one back).
+/// Written inside the submit transaction, so two parallel submits cannot both take the last one.
+pub const QUOTA_TABLE: TableDefinition<(i64, i32), u32> = TableDefinition::new("quota-1");
+/// failovers: key = (ms since the epoch the job moved or its owner was asked, job id) →
+/// unit, so the dashboard counts the last 24 h with one range and lists the newest without a
+/// scan of the jobs; the move itself (from, to, why) is on the job (`JobRecord::failover`).
+/// Written by `Tx::put_job` in the transaction that first stores a job's failover.
+pub const FAILOVERS_TABLE: TableDefinition<(i64, u128), ()> = TableDefinition::new("failovers-1");

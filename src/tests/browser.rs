@@ -106,6 +106,7 @@ async fn start_panel(dir: &std::path::Path) -> (Store, SocketAddr, crate::admin:
                     blocked: false,
                     banned: false,
                     level: String::new(),
+                    level_until: None,
                     language: None,
                     referral: Default::default(),
                 })?;

@@ -22,6 +22,8 @@ pub struct Harness {
     pub config: Config,
     pub app: Option<RunningApp>,
     emu_task: tokio::task::JoinHandle<()>,
+    /// The clock the app's quotas and subscriptions read (`None`: the system clock).
+    pub clock: Option<crate::billing::levels::Clock>,
 }
 
 /// A config tuned for fast tests: short polls, short backoff, progress every 200 ms.
@@ -43,6 +45,7 @@ pub fn provider(id: &str, kind: ProviderKind, base_url: &str) -> ProviderConfig 
         id: id.into(),
         kind,
         base_url: base_url.into(),
+        base_urls: vec![],
         api_key: Secret::new("test-key-123"),
         api_key_env: None,
         max_concurrency: 2,
@@ -74,6 +77,7 @@ pub fn model(id: &str, provider: &str, price: i64) -> ModelConfig {
         image_fields: vec![],
         instruction: None,
         translate: false,
+        fallbacks: vec![],
     }
 }
 
@@ -91,16 +95,25 @@ pub async fn serve_emulator() -> (Emulator, String, tokio::task::JoinHandle<()>)
 
 impl Harness {
     pub async fn start(config: impl FnOnce(&std::path::Path) -> Config) -> Harness {
+        Self::start_with_clock(config, None).await
+    }
+
+    /// [`Harness::start`] with the clock the app's quotas and subscriptions read.
+    pub async fn start_with_clock(
+        config: impl FnOnce(&std::path::Path) -> Config,
+        clock: Option<crate::billing::levels::Clock>,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = config(dir.path());
         let (emu, emu_url, emu_task) = serve_emulator().await;
-        let mut h = Harness { emu, emu_url, dir, config, app: None, emu_task };
+        let mut h = Harness { emu, emu_url, dir, config, app: None, emu_task, clock };
         h.start_app().await;
         h
     }
 
     pub async fn start_app(&mut self) {
-        let app = app::start(self.config.clone(), Mode::External { api_url: self.emu_url.clone() })
+        let clock = self.clock.clone().unwrap_or_else(crate::billing::levels::Clock::system);
+        let app = app::start_with_clock(self.config.clone(), Mode::External { api_url: self.emu_url.clone() }, clock)
             .await
             .expect("app starts");
         self.app = Some(app);

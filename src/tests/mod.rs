@@ -4,14 +4,17 @@
 mod add_text;
 mod admin_bot;
 mod browser;
+mod comfy_pool;
 mod crash;
 mod crypto_pay;
 mod e2e;
+mod failover;
 pub mod fakes;
 mod faults;
 mod hardening;
 pub mod harness;
 mod kinds;
+mod levels;
 mod library;
 mod llm;
 mod packaging;

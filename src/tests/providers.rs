@@ -22,6 +22,7 @@ pub(super) fn cfg_keyed(kind: ProviderKind, base_url: &str, key: &str) -> Provid
         id: format!("{kind:?}").to_lowercase(),
         kind,
         base_url: base_url.to_string(),
+        base_urls: vec![],
         api_key: Secret::new(key),
         api_key_env: None,
         max_concurrency: 2,
@@ -276,7 +277,7 @@ async fn providers_fal_debug_hides_key() {
 
 // ------------------------------------------------------------------------------------ ComfyUI
 
-fn comfy_request(workflow: Value) -> GenerateRequest {
+pub(super) fn comfy_request(workflow: Value) -> GenerateRequest {
     let mut r = request("");
     r.workflow = Some(workflow);
     r

@@ -112,6 +112,7 @@ async fn env(result: Vec<u8>, public_url: Option<&str>) -> Env {
                 blocked: false,
                 banned: false,
                 level: String::new(),
+                level_until: None,
                 language: None,
                 referral: Default::default(),
             })?;

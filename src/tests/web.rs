@@ -16,7 +16,7 @@ use axum::http::{Request, Response, StatusCode, header};
 use std::sync::Arc;
 use tower::ServiceExt;
 
-const PASSWORD: &str = "correct horse battery";
+pub(super) const PASSWORD: &str = "correct horse battery";
 const XSS: &str = "<script>alert(1)</script>";
 
 struct Env {
@@ -43,6 +43,7 @@ fn user(id: i64, name: &str, username: Option<&str>) -> UserRecord {
         blocked: false,
         banned: false,
         level: String::new(),
+        level_until: None,
         language: None,
         referral: Default::default(),
     }
@@ -119,6 +120,8 @@ async fn env() -> Env {
                 heartbeat_at: None,
                 priority: false,
                 translation: None,
+                quota_day: None,
+                failover: None,
             };
             billing::hold(tx, &mut j)?;
             billing::capture(tx, &mut j)?;
@@ -170,16 +173,16 @@ async fn env() -> Env {
     Env { app, store, state, _dir: dir, job, image, broadcast }
 }
 
-async fn send(app: &Router, req: Request<Body>) -> Response<Body> {
+pub(super) async fn send(app: &Router, req: Request<Body>) -> Response<Body> {
     app.clone().oneshot(req).await.expect("infallible")
 }
 
-async fn text(r: Response<Body>) -> String {
+pub(super) async fn text(r: Response<Body>) -> String {
     let b = axum::body::to_bytes(r.into_body(), 64 << 20).await.expect("body");
     String::from_utf8_lossy(&b).into_owned()
 }
 
-fn get(uri: &str, cookie: Option<&str>) -> Request<Body> {
+pub(super) fn get(uri: &str, cookie: Option<&str>) -> Request<Body> {
     let mut b = Request::get(uri);
     if let Some(c) = cookie {
         b = b.header(header::COOKIE, c);
@@ -229,7 +232,7 @@ async fn try_login(app: &Router, password: &str, extra: Option<(&'static str, &s
 }
 
 /// Logs in; returns (Cookie header, CSRF token).
-async fn login(app: &Router) -> (String, String) {
+pub(super) async fn login(app: &Router) -> (String, String) {
     let r = try_login(app, PASSWORD, None).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[header::LOCATION], "/admin");
@@ -875,6 +878,8 @@ fn dashboard_summary_counts_settlements_and_percentiles() {
         heartbeat_at: None,
         priority: false,
         translation: None,
+        quota_day: None,
+        failover: None,
     };
     let op = crate::domain::OperationId::new();
     let jobs: Vec<JobRecord> = (1..=10)
@@ -1458,4 +1463,19 @@ async fn payments_page_lists_charges_and_a_refund_without_a_bot_changes_nothing(
     assert_eq!(p.state, crate::store::records::PaymentState::Paid);
     assert_eq!(balance(&e.store, 1).await, before);
     assert!(e.store.read(billing::verify).await.expect("verify").is_empty());
+}
+
+#[tokio::test]
+async fn the_models_page_lists_a_comfyui_pool_without_credentials() {
+    let e = env().await;
+    let mut config = demo_config();
+    let mut p = super::harness::provider("gpus", crate::config::ProviderKind::Comfyui, "");
+    p.base_urls = vec!["http://admin:s3cret@gpu1:8188/?token=abc".into(), "http://gpu2:8188".into()];
+    config.providers.push(p);
+    config.validate().expect("valid");
+    let app = router(web_state(&e.store, config));
+    let (cookie, _) = login(&app).await;
+    let page = text(send(&app, get("/admin/models", Some(&cookie))).await).await;
+    assert!(page.contains("http://gpu1:8188, http://gpu2:8188"), "{page}");
+    assert!(!page.contains("s3cret") && !page.contains("token=abc") && !page.contains("admin:"), "{page}");
 }

@@ -48,6 +48,7 @@ impl WebError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             WebError::Billing(BillingError::UnknownUser(_)) => StatusCode::NOT_FOUND,
+            WebError::Billing(BillingError::NoOpenHold) => StatusCode::CONFLICT,
             WebError::Billing(BillingError::Store(_)) | WebError::Store(_) | WebError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -70,6 +70,7 @@ fn job_line(ctx: &BotCtx, lang: Lang, v: &JobView) -> String {
         JobStatus::Succeeded => lang.t("status_succeeded"),
         JobStatus::Failed => lang.t("status_failed"),
         JobStatus::Cancelled => lang.t("status_cancelled"),
+        JobStatus::AwaitingConfirmation => lang.t("status_awaiting"),
     };
     let date = crate::domain::ymd(v.job.created_at);
     lang.tf("status_line", &[("id", &v.job.id.short()), ("model", &model), ("state", &state), ("date", &date)])

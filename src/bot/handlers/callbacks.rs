@@ -2,7 +2,7 @@
 //! every action checks that the pressing user owns what the button refers to.
 
 use super::Caller;
-use super::commands::{balance_text, help_text};
+use super::commands::help_text;
 use super::generate::{Reply, advance};
 use crate::bot::keyboards::{self, Callback};
 use crate::bot::{BotCtx, BotError, ChatDialogue, TgBot};
@@ -29,8 +29,11 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
             super::add_text::start(&bot, &ChatDialogue::new(ctx.dialogues.clone(), chat), &me).await?;
         }
         (Some(Callback::MenuBalance), Some((chat, _))) => {
-            let top_up = !ctx.billing.packages().is_empty();
-            bot.send_message(chat, balance_text(&ctx, &me)).reply_markup(keyboards::balance(lang, top_up)).await?;
+            let text = super::levels::balance_text(&ctx, &me).await?;
+            bot.send_message(chat, text).reply_markup(super::levels::balance_keyboard(&ctx, lang)).await?;
+        }
+        (Some(Callback::Subscribe), Some((chat, _))) => {
+            super::levels::show_subscriptions(&bot, chat, &ctx, &me).await?;
         }
         (Some(Callback::History(page)), Some((chat, mid))) => {
             // The first page is a new message under the balance; paging edits it.
@@ -64,7 +67,7 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
         (Some(Callback::Model { draft, model }), Some((chat, mid))) => {
             answer = match usable_draft(&ctx, &me, draft).await? {
                 Err(refusal) => Some(refusal),
-                Ok(mut d) => match ctx.catalog.model(&model).filter(|m| ctx.catalog.is_usable(&m.id)) {
+                Ok(mut d) => match ctx.catalog.model(&model).filter(|m| ctx.catalog.is_offered(&m.id)) {
                     None => Some((lang.t("no_models"), true)),
                     Some(m) => {
                         d.model_id = Some(m.id.clone());
@@ -76,7 +79,7 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
         (Some(Callback::Format { draft, model, format }), Some((chat, mid))) => {
             answer = match usable_draft(&ctx, &me, draft).await? {
                 Err(refusal) => Some(refusal),
-                Ok(mut d) => match ctx.catalog.model(&model).filter(|m| ctx.catalog.is_usable(&m.id)) {
+                Ok(mut d) => match ctx.catalog.model(&model).filter(|m| ctx.catalog.is_offered(&m.id)) {
                     None => Some((lang.t("no_models"), true)),
                     Some(m) => {
                         d.model_id = Some(m.id.clone());
@@ -130,7 +133,7 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
                 Err(refusal) => Some(refusal),
                 Ok(mut d) => {
                     let model = d.model_id.as_deref().and_then(|id| ctx.catalog.model(id));
-                    match model.filter(|m| ctx.catalog.is_usable(&m.id)) {
+                    match model.filter(|m| ctx.catalog.is_offered(&m.id)) {
                         None => Some((lang.t("no_models"), true)),
                         Some(m) => {
                             d.confirmed = true;
@@ -218,6 +221,9 @@ pub async fn route(bot: TgBot, q: CallbackQuery, ctx: Arc<BotCtx>, me: Caller) -
                 }
             };
         }
+        (Some(Callback::Failover { job, yes }), Some((chat, mid))) => {
+            answer = failover_answer(&bot, &ctx, &me, chat, mid, job, yes).await?;
+        }
         // Everything else is the library's: pages and the actions under pictures.
         (Some(cb), Some(at)) => {
             answer = super::library::on_callback(&bot, &ctx, &me, at, cb).await?;
@@ -285,7 +291,7 @@ async fn alternative(
         Some(d) => d,
         None => Draft { id, job_id: None, model_id: None, options: Default::default(), format: None, ..old },
     };
-    let Some(m) = ctx.catalog.model(model).filter(|m| ctx.catalog.is_usable(&m.id)) else {
+    let Some(m) = ctx.catalog.model(model).filter(|m| ctx.catalog.is_offered(&m.id)) else {
         return Ok(Some((lang.t("no_models"), true)));
     };
     let d = Draft { model_id: Some(m.id.clone()), created_at: crate::domain::now_ms(), ..fresh };
@@ -310,7 +316,7 @@ async fn choose(
         Err(refusal) => return Ok(Some(refusal)),
         Ok(d) => d,
     };
-    let model = d.model_id.as_deref().and_then(|id| ctx.catalog.model(id)).filter(|m| ctx.catalog.is_usable(&m.id));
+    let model = d.model_id.as_deref().and_then(|id| ctx.catalog.model(id)).filter(|m| ctx.catalog.is_offered(&m.id));
     let Some(model) = model else { return Ok(Some((lang.t("no_models"), true))) };
     let Some(name) =
         model.options.get(usize::from(option)).filter(|o| usize::from(value) < o.values.len()).map(|o| o.name.clone())
@@ -338,7 +344,7 @@ async fn use_preset(
         Ok(d) => d,
     };
     let Some(p) = ctx.library.preset(me.id(), preset).await? else { return Ok(Some((lang.t("not_yours"), true))) };
-    let Some(m) = ctx.catalog.model(&p.model_id).filter(|m| ctx.catalog.is_usable(&m.id)) else {
+    let Some(m) = ctx.catalog.model(&p.model_id).filter(|m| ctx.catalog.is_offered(&m.id)) else {
         return Ok(Some((lang.t("no_models"), true)));
     };
     d.model_id = Some(m.id.clone());
@@ -373,4 +379,32 @@ async fn resend(
     let kb = keyboards::actions(lang, &item);
     crate::bot::notifier::send_files(bot, chat, files, None, kb).await?;
     Ok(None)
+}
+
+/// "Да" / "Нет" under a failover question. Only the job's owner is heard, and only once (the
+/// engine checks both in the transaction that acts); a no, or a balance too low for the
+/// difference, is told by the engine's failure message, which replaces the question.
+async fn failover_answer(
+    bot: &TgBot,
+    ctx: &BotCtx,
+    me: &Caller,
+    chat: ChatId,
+    mid: MessageId,
+    job: crate::domain::JobId,
+    yes: bool,
+) -> Result<Answer, BotError> {
+    use crate::jobs::FailoverAnswer;
+    let lang = me.lang;
+    Ok(Some(match ctx.jobs.answer_failover(me.id(), job, yes).await? {
+        FailoverAnswer::Running { model } => {
+            let name = ctx.catalog.model(&model).map_or(model, |m| m.display_name);
+            let text = lang.tf("failover_accepted", &[("model", &name)]);
+            // The question's buttons go; progress edits take the message over from here.
+            let _ = bot.edit_message_text(chat, mid, text.clone()).await;
+            (text, false)
+        }
+        FailoverAnswer::Declined | FailoverAnswer::NoFunds => (lang.t("failover_released"), false),
+        FailoverAnswer::AlreadyAnswered => (lang.t("failover_answered"), false),
+        FailoverAnswer::NotFound => (lang.t("not_yours"), true),
+    }))
 }

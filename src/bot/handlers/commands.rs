@@ -43,8 +43,8 @@ pub async fn run(
             bot.send_message(chat, help_text(&ctx, lang)).await?;
         }
         Command::Balance => {
-            let top_up = !ctx.billing.packages().is_empty();
-            bot.send_message(chat, balance_text(&ctx, &me)).reply_markup(keyboards::balance(lang, top_up)).await?;
+            let text = super::levels::balance_text(&ctx, &me).await?;
+            bot.send_message(chat, text).reply_markup(super::levels::balance_keyboard(&ctx, lang)).await?;
         }
         Command::History => {
             super::history::show(&bot, chat, &ctx, &me, 0, None).await?;
@@ -177,8 +177,4 @@ pub fn menu_modes(ctx: &BotCtx) -> keyboards::MenuModes {
         video: super::video::available(ctx),
         quick: super::video::quick_available(ctx),
     }
-}
-
-pub fn balance_text(ctx: &BotCtx, me: &Caller) -> String {
-    me.lang.tf("balance", &[("balance", &me.money(ctx, me.user.balance)), ("held", &me.money(ctx, me.user.held))])
 }

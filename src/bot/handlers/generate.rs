@@ -267,6 +267,14 @@ pub async fn start_job(
     if matches!(outcome, Submitted::Queued { .. }) && !draft.inputs.is_empty() {
         edit::used(ctx, chat, &draft.inputs).await?;
     }
+    if let Submitted::LevelRefused(r) = &outcome {
+        let (text, markup) = super::levels::refusal(ctx, me, r);
+        let mut req = bot.edit_message_text(chat, progress, text);
+        if let Some(markup) = markup {
+            req = req.reply_markup(markup);
+        }
+        req.await?;
+    }
     if let Submitted::InsufficientFunds { balance, price } = &outcome {
         let text = lang.tf("insufficient", &[("balance", &me.money(ctx, *balance)), ("price", &me.money(ctx, *price))]);
         let mut req = bot.edit_message_text(chat, progress, text);

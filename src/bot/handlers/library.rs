@@ -178,6 +178,11 @@ where
             markup = super::pay::top_up_button(ctx, lang);
             lang.tf("insufficient", &[("balance", &me.money(ctx, balance)), ("price", &me.money(ctx, price))])
         }
+        Ok(Some(Submitted::LevelRefused(r))) => {
+            let (text, more) = super::levels::refusal(ctx, me, &r);
+            markup = more;
+            text
+        }
         Ok(Some(_)) => return Ok(()),
         Ok(None) => lang.t("not_yours"),
         Err(JobsError::UnknownModel(_) | JobsError::ModelDisabled(_)) => lang.t("no_models"),

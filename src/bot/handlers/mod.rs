@@ -10,6 +10,7 @@ pub mod history;
 pub mod inline;
 pub mod input;
 pub mod invite;
+pub mod levels;
 pub mod library;
 pub mod pay;
 pub mod tools;

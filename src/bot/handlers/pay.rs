@@ -30,7 +30,10 @@ pub async fn show_packages(bot: &TgBot, chat: ChatId, ctx: &BotCtx, me: &Caller)
     let usual = ctx.jobs.usual_price(me.id()).await;
     let offers = ctx.billing.offers(usual);
     let crypto = ctx.crypto.as_ref().is_some_and(|c| c.packages().next().is_some());
-    let markup = keyboards::packages(lang, ctx.billing.currency(), &offers, crypto);
+    let mut markup = keyboards::packages(lang, ctx.billing.currency(), &offers, crypto);
+    if !ctx.billing.subscriptions().is_empty() {
+        markup = markup.append_row(keyboards::subscribe_row(lang));
+    }
     let text = lang.t(if crypto { "topup_choose_crypto" } else { "topup_choose" });
     bot.send_message(chat, text).reply_markup(markup).await?;
     Ok(())
@@ -167,6 +170,11 @@ pub async fn on_successful_payment(bot: TgBot, msg: Message, ctx: Arc<BotCtx>) -
     let (Some(paid), Some(from)) = (msg.successful_payment(), msg.from.as_ref()) else { return Ok(()) };
     let charge = paid.telegram_payment_charge_id.0.clone();
     let me = super::caller(&ctx, from, Some(msg.chat.id), None).await?;
+    if paid.subscription_expiration_date.is_some()
+        || crate::billing::subscriptions::parse_subscription_payload(&paid.invoice_payload).is_some()
+    {
+        return super::levels::on_payment(&bot, msg.chat.id, &ctx, &me, paid).await;
+    }
     let lang = me.lang;
     let payment = StarPayment {
         payer: me.id(),

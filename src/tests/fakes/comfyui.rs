@@ -119,7 +119,13 @@ struct ComfyState {
     interrupts: Vec<Option<String>>,
     ws_connects: Vec<String>,
     history_polls: usize,
+    /// Prompt ids asked for in `GET /history/{id}`, in order.
+    history_ids: Vec<String>,
     view_fetches: usize,
+    /// `GET /system_stats` requests (answered or refused).
+    stats_probes: usize,
+    /// Every request answers 500 (a crashed or wedged server behind a proxy).
+    down: bool,
     /// Re-runs of a finished graph answer from the cache (see the module docs).
     caching: bool,
     /// Graph (as JSON text) → outputs of its successful run.
@@ -194,7 +200,10 @@ impl FakeComfy {
                 interrupts: Vec::new(),
                 ws_connects: Vec::new(),
                 history_polls: 0,
+                history_ids: Vec::new(),
                 view_fetches: 0,
+                stats_probes: 0,
+                down: false,
                 caching: false,
                 cache: HashMap::new(),
             }),
@@ -216,7 +225,8 @@ impl FakeComfy {
             .nest("/api", routes)
             .with_state(shared.clone())
             // Like the real services, accept request bodies of several MB (data URIs, uploads).
-            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024));
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
+            .layer(axum::middleware::from_fn_with_state(shared.clone(), refuse_when_down));
         let server = Server::start(router).await;
         let executor = tokio::spawn(executor(shared.clone()));
         FakeComfy { server, shared, executor }
@@ -279,6 +289,31 @@ impl FakeComfy {
         st.running = None;
     }
 
+    /// `true`: every route (`/system_stats` too) answers 500 until set back; nothing is
+    /// forgotten. See [`Self::kill`] for a crash.
+    pub fn set_down(&self, down: bool) {
+        self.st().down = down;
+    }
+
+    /// Simulates the server dying with work in flight: down ([`Self::set_down`]), history,
+    /// queue and the running prompt forgotten ([`Self::forget_all`]), WebSockets closed.
+    pub fn kill(&self) {
+        self.forget_all();
+        let mut st = self.st();
+        st.down = true;
+        st.clients.clear();
+    }
+
+    /// Prompt ids asked for with `GET /history/{id}`, in order.
+    pub fn history_ids(&self) -> Vec<String> {
+        self.st().history_ids.clone()
+    }
+
+    /// `GET /system_stats` requests received (also while down).
+    pub fn stats_probes(&self) -> usize {
+        self.st().stats_probes
+    }
+
     /// Accepted prompts, in order.
     pub fn submits(&self) -> Vec<ComfySubmit> {
         self.st().submits.clone()
@@ -322,6 +357,21 @@ impl FakeComfy {
     pub fn output_file(&self, subfolder: &str, filename: &str) -> Option<Vec<u8>> {
         self.st().files.get(&("output".into(), subfolder.into(), filename.into())).cloned()
     }
+}
+
+/// While [`FakeComfy::set_down`]: 500 for every request, as a proxy answers for a dead server.
+async fn refuse_when_down(State(sh): State<Sh>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let down = {
+        let mut st = sh.st();
+        if req.uri().path().ends_with("/system_stats") {
+            st.stats_probes += 1;
+        }
+        st.down
+    };
+    if down {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "500: Internal Server Error").into_response();
+    }
+    next.run(req).await
 }
 
 fn json_response(status: StatusCode, v: Value) -> Response {
@@ -585,6 +635,7 @@ async fn interrupt(State(sh): State<Sh>, body: axum::body::Bytes) -> Response {
 async fn history(State(sh): State<Sh>, Path(id): Path<String>) -> Response {
     let mut st = sh.st();
     st.history_polls += 1;
+    st.history_ids.push(id.clone());
     let body = match st.history.get(&id) {
         Some(entry) => json!({ id: entry }),
         None => json!({}),
@@ -648,9 +699,9 @@ async fn upload(State(sh): State<Sh>, mut form: Multipart) -> Response {
 async fn system_stats() -> Json<Value> {
     Json(json!({
         "system": {"os": "posix", "comfyui_version": "0.3.64", "python_version": "3.11.7", "pytorch_version": "2.9.0+cpu",
-                   "embedded_python": false, "argv": ["main.py", "--cpu"], "ram_total": 1 << 34, "ram_free": 1 << 33},
-        "devices": [{"name": "cpu", "type": "cpu", "index": null, "vram_total": 1 << 34, "vram_free": 1 << 33,
-                     "torch_vram_total": 1 << 34, "torch_vram_free": 1 << 33}]
+                   "embedded_python": false, "argv": ["main.py", "--cpu"], "ram_total": 1_u64 << 34, "ram_free": 1_u64 << 33},
+        "devices": [{"name": "cpu", "type": "cpu", "index": null, "vram_total": 1_u64 << 34, "vram_free": 1_u64 << 33,
+                     "torch_vram_total": 1_u64 << 34, "torch_vram_free": 1_u64 << 33}]
     }))
 }
 

@@ -85,7 +85,7 @@ pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<B
     let all = st.store.read(|rx| rx.find_broadcasts(50)).await?;
     Ok(BroadcastsPage {
         layout: Layout::new("Broadcast", Some(&session)),
-        levels: st.config.billing.levels.clone(),
+        levels: st.config.billing.level_ids(),
         rows: all.iter().map(BroadcastRow::from).collect(),
     })
 }
@@ -153,7 +153,7 @@ pub async fn create(State(st): State<WebState>, session: AdminSession, form: Mul
     if text.is_empty() || text.chars().count() > MAX_TEXT {
         return Err(WebError::BadRequest(format!("the text needs 1 to {MAX_TEXT} characters")));
     }
-    let target = target_of(&c, &st.config.billing.levels)?;
+    let target = target_of(&c, &st.config.billing.level_ids())?;
     let image = match c.image {
         Some(bytes) => Some(broadcast::prepare_image(&st.store, bytes).await.map_err(|e| match e {
             ImageError::Invalid(m) => WebError::BadRequest(m),

@@ -32,6 +32,43 @@ pub struct ModelStats {
     pub p95_ms: u64,
 }
 
+/// One job that moved to a fallback model, as the dashboard lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverRow {
+    /// The job's full id (its page) and short form (shown).
+    pub job: String,
+    pub short: String,
+    pub from: String,
+    pub to: String,
+    /// Why it moved (the switch's reason or the provider's last error).
+    pub why: String,
+    /// `moved`, `asking`, `declined`, or the job's status once it ended.
+    pub state: &'static str,
+    pub at: String,
+}
+
+impl FailoverRow {
+    fn of(j: &JobRecord) -> Option<FailoverRow> {
+        let f = j.failover.as_ref()?;
+        Some(FailoverRow {
+            job: j.id.to_string(),
+            short: j.id.short(),
+            from: f.from_model.clone(),
+            to: f.to_model.clone(),
+            why: f.reason.chars().take(200).collect(),
+            state: match (j.status, f.confirmed) {
+                (JobStatus::AwaitingConfirmation, _) => "asking",
+                (_, Some(false)) | (_, None) => "declined",
+                (s, _) => status_name(s),
+            },
+            at: fmt_time(f.at),
+        })
+    }
+}
+
+/// Newest failovers the dashboard lists.
+pub const RECENT_FAILOVERS: usize = 10;
+
 /// Everything the dashboard shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
@@ -52,6 +89,11 @@ pub struct Summary {
     /// Credits captured per day, oldest first.
     pub credits_per_day: Vec<u64>,
     pub first_day: String,
+    /// Jobs moved to a fallback model in the last 24 h and in all.
+    pub failovers_24h: u64,
+    pub failovers_total: u64,
+    /// The newest [`RECENT_FAILOVERS`] of them, newest first.
+    pub recent_failovers: Vec<FailoverRow>,
 }
 
 fn percentile(sorted: &[u64], p: usize) -> u64 {
@@ -88,7 +130,15 @@ pub fn summarize(users: &[UserRecord], jobs: &[JobRecord], queue_depth: usize, n
         jobs_per_day: vec![0; CHART_DAYS],
         credits_per_day: vec![0; CHART_DAYS],
         first_day: fmt_time(first)[..10].to_string(),
+        failovers_24h: 0,
+        failovers_total: 0,
+        recent_failovers: Vec::new(),
     };
+    let mut moved: Vec<&JobRecord> = jobs.iter().filter(|j| j.failover.is_some()).collect();
+    moved.sort_by_key(|j| std::cmp::Reverse(j.failover.as_ref().map_or(0, |f| f.at)));
+    s.failovers_total = moved.len() as u64;
+    s.failovers_24h = moved.iter().filter(|j| j.failover.as_ref().is_some_and(|f| f.at >= now - DAY)).count() as u64;
+    s.recent_failovers = moved.iter().take(RECENT_FAILOVERS).filter_map(|j| FailoverRow::of(j)).collect();
     let mut durations: BTreeMap<&str, (u64, u64, Vec<u64>)> = BTreeMap::new();
     for j in jobs {
         let day = usize::try_from((j.created_at - first).div_euclid(DAY)).ok().filter(|d| *d < CHART_DAYS);
@@ -203,7 +253,12 @@ pub fn from_aggregates(rx: &Rx, now: i64) -> Result<Summary, StoreError> {
         jobs_per_day: vec![0; CHART_DAYS],
         credits_per_day: vec![0; CHART_DAYS],
         first_day: fmt_time(first * DAY)[..10].to_string(),
+        failovers_24h: 0,
+        failovers_total: 0,
+        recent_failovers: Vec::new(),
     };
+    (s.failovers_24h, s.failovers_total) = rx.count_failovers(now - DAY)?;
+    s.recent_failovers = rx.find_recent_failovers(RECENT_FAILOVERS)?.iter().filter_map(FailoverRow::of).collect();
     let mut models: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for (day, name, v) in &daily {
         let Ok(i) = usize::try_from(day - first) else { continue };

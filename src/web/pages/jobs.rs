@@ -84,6 +84,8 @@ pub struct JobPage {
     j: JobRow,
     provider: String,
     request_id: String,
+    /// The ComfyUI server of a pool the job went to (stored without credentials); empty else.
+    server: String,
     error: String,
     started: String,
     submitted: String,
@@ -115,6 +117,13 @@ pub async fn get(
             .as_ref()
             .map(|s| s.request_id.clone())
             .or_else(|| j.preassigned_id.clone())
+            .unwrap_or_default(),
+        server: j
+            .submission
+            .as_ref()
+            .and_then(|s| s.data.get("server"))
+            .and_then(|v| v.as_str())
+            .map(crate::config::redacted_url)
             .unwrap_or_default(),
         error: j.error.as_ref().map(|e| format!("{:?}: {}", e.class, e.detail)).unwrap_or_default(),
         started: t(j.started_at),
@@ -190,6 +199,9 @@ pub async fn retry(
             )));
         }
         Submitted::Duplicate(existing) => return Ok(Redirect::to(&format!("/admin/jobs/{existing}"))),
+        Submitted::LevelRefused(refusal) => {
+            return Err(WebError::Unprocessable(format!("the user's level refuses the job: {refusal:?}")));
+        }
     };
     let entry = session.audit(
         "retry_job",
@@ -208,5 +220,6 @@ fn jobs_error(e: JobsError) -> WebError {
         JobsError::ModelDisabled(m) => WebError::BadRequest(format!("model {m} is disabled")),
         JobsError::Billing(b) => WebError::Billing(b),
         JobsError::InputsGone => WebError::BadRequest("the job's input photos are no longer stored".into()),
+        JobsError::Level(r) => WebError::Unprocessable(format!("the user's level refuses the job: {r:?}")),
     }
 }

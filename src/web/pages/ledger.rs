@@ -34,6 +34,7 @@ pub fn kind_name(k: OpKind) -> &'static str {
         OpKind::Referral => "referral",
         OpKind::Refund => "refund",
         OpKind::RefundReversal => "refund_reversal",
+        OpKind::HoldAdjust => "hold_adjust",
     }
 }
 

@@ -30,6 +30,9 @@ pub struct ModelRow {
 pub struct ProviderRow {
     pub id: String,
     pub kind: String,
+    /// ComfyUI: its servers (one, or a pool's `base_urls`) without credentials or query;
+    /// empty for the other kinds.
+    pub servers: Vec<String>,
     pub max_concurrency: u32,
     pub timeout_secs: u64,
     pub disabled: String,
@@ -88,6 +91,12 @@ pub async fn list(State(st): State<WebState>, session: AdminSession) -> Result<M
         .map(|p| ProviderRow {
             id: p.id.clone(),
             kind: format!("{:?}", p.kind).to_lowercase(),
+            servers: match p.kind {
+                crate::config::ProviderKind::Comfyui => {
+                    p.servers().iter().map(|u| crate::config::redacted_url(u)).collect()
+                }
+                _ => vec![],
+            },
             max_concurrency: catalog.concurrency(&p.id).unwrap_or(p.max_concurrency),
             timeout_secs: p.timeout_secs,
             disabled: reason(Switch::Provider(p.id.clone())),

@@ -161,6 +161,8 @@ pub struct UserRow {
     pub language: String,
     /// Level id; empty = the default level.
     pub level: String,
+    /// When the level ends (a Stars subscription), formatted; empty = no end.
+    pub level_until: String,
 }
 
 impl From<&UserRecord> for UserRow {
@@ -176,6 +178,7 @@ impl From<&UserRecord> for UserRow {
             blocked: u.blocked,
             language: u.language_code.clone().unwrap_or_default(),
             level: u.level.clone(),
+            level_until: u.level_until.map(fmt_time).unwrap_or_default(),
         }
     }
 }
@@ -274,7 +277,7 @@ pub async fn get(State(st): State<WebState>, session: AdminSession, Path(id): Pa
         ops: ops.iter().map(OpRow::from).collect(),
         jobs: jobs.iter().map(super::jobs::JobRow::from).collect(),
         images: lib.iter().map(|i| i.id.to_string()).collect(),
-        levels: st.config.billing.levels.clone(),
+        levels: st.config.billing.level_ids(),
     })
 }
 
