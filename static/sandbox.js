@@ -243,19 +243,21 @@
     btn.type = 'button';
     btn.className = 'pay';
     btn.textContent = `Pay ${starsOr(inv)}`;
-    btn.addEventListener('click', () => pay(btn, messageId));
+    btn.addEventListener('click', () => pay(btn, { message_id: messageId }));
     box.appendChild(btn);
     return box;
   }
 
-  async function pay(btn, messageId) {
+  // `target`: {message_id} of an invoice message, or {invoice_link} of a createInvoiceLink
+  // link (subscriptions); the control API pays either the same way.
+  async function pay(btn, target) {
     btn.classList.add('pending');
     btn.disabled = true;
     try {
       const r = await fetch('/emulator/control/updates', {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ user: user(), pay: { message_id: messageId } }),
+        body: JSON.stringify({ user: user(), pay: target }),
       });
       const j = await r.json().catch(() => ({}));
       if (!r.ok) throw new Error(j.error || `HTTP ${r.status}`);
@@ -294,6 +296,16 @@
   }
 
   function inlineButton(b, messageId) {
+    // An invoice link the emulator made (`https://t.me/$…`): Telegram opens the payment form
+    // on a tap; here the tap pays it.
+    if (b.url && b.url.startsWith('https://t.me/$')) {
+      const btn = document.createElement('button');
+      btn.type = 'button';
+      btn.className = 'kb pay';
+      btn.textContent = b.text;
+      btn.addEventListener('click', () => pay(btn, { invoice_link: b.url }));
+      return btn;
+    }
     if (b.url && safeHref(b.url)) {
       const a = document.createElement('a');
       a.className = 'kb';

@@ -208,6 +208,16 @@ pub fn begin_refund(
     let delta = taken.checked_neg().ok_or(BillingError::Overflow)?;
     let reason = format!("{STARS_REASON}{charge_id}");
     let op = apply(tx, &mut user, OpKind::Refund, pay.credits, delta, None, None, actor, Some(reason))?;
+    // A refunded subscription period takes its level away at once: the user got their Stars
+    // back, so they keep nothing they paid for (credits above, the level here).
+    if let Some(level) = pay.package_id.strip_prefix(subscriptions::LEVEL_PACKAGE_PREFIX)
+        && user.level == level
+        && user.level_until.is_some()
+    {
+        user.level = String::new();
+        user.level_until = None;
+        user.updated_at = now_ms();
+    }
     tx.put_user(&user)?;
     pay.state = PaymentState::RefundPending;
     pay.refund_operation_id = Some(op.id);

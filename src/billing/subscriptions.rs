@@ -276,4 +276,24 @@ mod tests {
         assert_eq!((u.level.as_str(), u.level_until, u.balance), ("gold", Some(until), Credits(70)));
         assert!(b.verify().await.expect("verify").is_empty());
     }
+
+    #[tokio::test]
+    async fn a_refunded_period_takes_the_level_away_and_its_credits_back() {
+        let (_d, store, b) = setup().await;
+        let until = now_ms() + 86_400_000;
+        b.record_subscription(paid("c1", "sub:gold:5", 100), until).await.expect("record");
+        let refunded = store
+            .write(|tx| crate::billing::begin_refund(tx, "c1", "admin:root"))
+            .await
+            .expect("refund")
+            .expect("a paid charge");
+        assert_eq!(refunded.0.state, PaymentState::RefundPending);
+        let u = store.read(|rx| rx.get_user(UserId(5))).await.expect("read").expect("user");
+        assert_eq!((u.level.as_str(), u.level_until, u.balance), ("", None, Credits(10)), "back to the default level");
+        assert!(b.verify().await.expect("verify").is_empty());
+        // A later period (a renewal Telegram still made) grants the level again.
+        b.record_subscription(paid("c2", "sub:gold:5", 100), until).await.expect("again");
+        let u = store.read(|rx| rx.get_user(UserId(5))).await.expect("read").expect("user");
+        assert_eq!(u.level, "gold");
+    }
 }
