@@ -696,7 +696,9 @@ async fn sandbox_page_and_assets_are_served() {
         "/emulator/control/updates",
         "callback_data",
         "media_group_id",
-        "pay: { message_id",
+        "pay(btn, { message_id",
+        "pay(btn, { invoice_link",
+        "pay: target",
     ] {
         assert!(js.contains(needle), "sandbox.js lacks {needle}");
     }
