@@ -407,9 +407,19 @@ async fn two_parallel_submits_at_quota_minus_one_make_one_job_and_a_failed_job_g
     }
     let failed = store.read(move |rx| rx.get_job(doomed.id)).await.expect("read").expect("job");
     assert_eq!(failed.status, JobStatus::Failed, "{failed:?}");
-    assert_eq!(quota(&store, u, day).await, 2, "the failed job's one is back");
+    assert!(matches!(failed.settlement, Some(crate::store::records::Settlement::Released(_))), "{failed:?}");
+    // Every released job gives its one back (on a loaded CI machine a demo job may time out and
+    // be released too: it must give its one back just the same).
+    let released = |jobs: &[JobRecord]| {
+        jobs.iter().filter(|j| matches!(j.settlement, Some(crate::store::records::Settlement::Released(_)))).count()
+    };
+    let settled: Vec<JobRecord> = store.read(|rx| rx.find_jobs()).await.expect("jobs");
+    let gave_back = released(&settled);
+    assert_eq!(quota(&store, u, day).await as usize, 3 - gave_back, "the failed job's one is back");
     // …and usable: one more job today, then the limit again.
-    assert!(matches!(engine.submit(new_job(u, "demo")).await.expect("submit"), Submitted::Queued { .. }));
+    for _ in 0..gave_back {
+        assert!(matches!(engine.submit(new_job(u, "demo")).await.expect("submit"), Submitted::Queued { .. }));
+    }
     assert_eq!(quota(&store, u, day).await, 3);
     assert!(matches!(engine.submit(new_job(u, "demo")).await.expect("submit"), Submitted::LevelRefused(_)));
     let jobs = store.read(|rx| rx.find_jobs()).await.expect("jobs");
@@ -418,9 +428,11 @@ async fn two_parallel_submits_at_quota_minus_one_make_one_job_and_a_failed_job_g
     }
     stop.cancel();
     let _ = running.await;
+    let all: Vec<JobRecord> = store.read(|rx| rx.find_jobs()).await.expect("jobs");
     let ops = store.read(move |rx| rx.find_operations(UserId(u))).await.expect("ledger");
-    assert_eq!(ops.iter().filter(|o| o.kind == OpKind::Release).count(), 1);
-    assert_eq!(ops.iter().filter(|o| o.kind == OpKind::Capture).count(), 3);
+    assert_eq!(ops.iter().filter(|o| o.kind == OpKind::Release).count(), released(&all));
+    assert_eq!(ops.iter().filter(|o| o.kind == OpKind::Capture).count(), all.len() - released(&all));
+    assert_eq!(quota(&store, u, day).await as usize, all.len() - released(&all), "one per job that ran");
     let problems = store.read(crate::billing::verify).await.expect("verify");
     assert!(problems.is_empty(), "{problems:?}");
 }
