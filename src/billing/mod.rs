@@ -634,9 +634,14 @@ pub fn invoice_payload(package: &str, user: UserId) -> String {
 
 /// Reads a payload made by [`invoice_payload`]: `(package id, user)`. `None` for anything else.
 pub fn parse_payload(payload: &str) -> Option<(String, UserId)> {
-    let rest = payload.strip_prefix("pkg:")?;
-    let (package, user) = rest.rsplit_once(':')?;
-    Some((package.to_string(), UserId(user.parse().ok()?))).filter(|(p, _)| !p.is_empty())
+    split_payload(payload, "pkg:")
+}
+
+/// Reads `<prefix><id>:<user id>` (the shape of every invoice payload this bot makes): `(id,
+/// user)`, `None` for another prefix, an empty id or a user id that is not a number.
+pub(crate) fn split_payload(payload: &str, prefix: &str) -> Option<(String, UserId)> {
+    let (id, user) = payload.strip_prefix(prefix)?.rsplit_once(':')?;
+    Some((id.to_string(), UserId(user.parse().ok()?))).filter(|(id, _)| !id.is_empty())
 }
 
 /// Why a pre-checkout is refused (the bot turns each into an `error_message` for the payer).

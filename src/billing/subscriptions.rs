@@ -30,9 +30,7 @@ pub fn subscription_payload(level: &str, user: UserId) -> String {
 
 /// Reads a payload made by [`subscription_payload`]: `(level id, user)`.
 pub fn parse_subscription_payload(payload: &str) -> Option<(String, UserId)> {
-    let rest = payload.strip_prefix("sub:")?;
-    let (level, user) = rest.rsplit_once(':')?;
-    Some((level.to_string(), UserId(user.parse().ok()?))).filter(|(l, _)| !l.is_empty())
+    super::split_payload(payload, "sub:")
 }
 
 /// What [`Billing::record_subscription`] did.
