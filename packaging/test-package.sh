@@ -58,8 +58,8 @@ fi
 
 # 1. Static release binary (once) and packages N and N+1 (same binary, bumped version).
 t0=$(date +%s)
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --profile dist --target $TRIPLE \
-  || { bad "static release build"; finish; }
+# .ci/test may have started this build already; cargo then waits for it on its lock.
+bash packaging/build-dist.sh || { bad "static release build"; finish; }
 ok "static release build ($(( $(date +%s) - t0 ))s)"
 echo "ldd: $(ldd "$BIN" 2>&1 | head -n 1 | sed 's/^[[:space:]]*//')"
 check "binary is static (ldd)" sh -c "ldd '$BIN' 2>&1 | grep -Eq 'not a dynamic executable|statically linked'"
