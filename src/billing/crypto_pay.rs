@@ -40,6 +40,9 @@ const POLL_BATCH: usize = 100;
 /// An open invoice Crypto Pay no longer lists this long after its expiry was deleted there:
 /// it can no longer be paid, so it is marked expired.
 const GONE_GRACE_MS: i64 = 10 * 60 * 1000;
+/// An open invoice is sent again, instead of a new one, while at least this long is left to pay
+/// it (ms): a payer who opens it from the second message still has time to finish.
+const REUSE_MIN_LEFT_MS: i64 = 5 * 60 * 1000;
 
 /// Errors talking to Crypto Pay. Messages never contain the token.
 #[derive(Debug, thiserror::Error)]
@@ -333,8 +336,11 @@ impl CryptoPay {
 
     /// `createInvoice` for `package` bought by `user`, stored `active` with the credits it
     /// offers now; `describe(credits)` is the description the payer sees in @CryptoBot (in
-    /// their language; cut to Crypto Pay's 1024 characters). Errors:
-    /// [`CryptoPayError::NotForSale`], API and transport errors (nothing stored), store errors.
+    /// their language; cut to Crypto Pay's 1024 characters). When the user already has an
+    /// `active` invoice for the same package, price and credits with at least 5 minutes left,
+    /// that one is returned and Crypto Pay is not called: a second tap on "💎" does not leave
+    /// two open invoices to pay by mistake. Errors: [`CryptoPayError::NotForSale`], API and
+    /// transport errors (nothing stored), store errors.
     pub async fn create_invoice(
         &self,
         user: UserId,
@@ -347,6 +353,31 @@ impl CryptoPay {
         };
         let payload = invoice_payload(&package.id, user);
         let credits = package.total();
+        let (pid, amount, currency, now) =
+            (package.id.clone(), price.amount.clone(), price.currency().to_string(), now_ms());
+        let open = self
+            .inner
+            .store
+            .read(move |rx| {
+                let open = rx.find_active_crypto_invoices()?;
+                Ok::<_, crate::store::StoreError>(
+                    open.into_iter()
+                        .filter(|i| {
+                            i.user_id == user
+                                && i.package_id == pid
+                                && i.amount == amount
+                                && i.currency == currency
+                                && i.credits == credits
+                                && i.expires_at.saturating_sub(now) >= REUSE_MIN_LEFT_MS
+                        })
+                        .max_by_key(|i| i.expires_at),
+                )
+            })
+            .await?;
+        if let Some(inv) = open {
+            tracing::info!(user = user.0, invoice = inv.invoice_id, package = %inv.package_id, "open crypto invoice sent again");
+            return Ok(inv);
+        }
         let ttl = self.inner.cfg.invoice_ttl_secs;
         let mut body = serde_json::json!({
             "amount": price.amount,

@@ -24,6 +24,17 @@ fn small() -> Package {
     }
 }
 
+/// A second crypto package (listed third).
+fn mid() -> Package {
+    Package {
+        id: "mid".into(),
+        credits: Credits(300),
+        stars: 120,
+        crypto: Some(CryptoPrice { amount: "4".into(), asset: "TON".into(), fiat: String::new() }),
+        bonus_percent: 0,
+    }
+}
+
 /// Stars only: no crypto button beside it.
 fn stars_only() -> Package {
     Package { id: "big".into(), credits: Credits(500), stars: 200, crypto: None, bonus_percent: 0 }
@@ -36,7 +47,7 @@ fn shop(dir: &std::path::Path, base_url: &str, poll_secs: u64) -> crate::config:
     c.billing.currency = crate::config::BillingConfig::default().currency;
     c.providers.push(provider("demo", ProviderKind::Demo, ""));
     c.models.push(model("demo", "demo", 10));
-    c.billing.packages = vec![small(), stars_only()];
+    c.billing.packages = vec![small(), stars_only(), mid()];
     c.billing.referral = ReferralConfig { purchase_percent: 10, ..Default::default() };
     c.billing.crypto_pay = Some(CryptoPayConfig {
         token: Secret::new(TOKEN),
@@ -50,14 +61,19 @@ fn shop(dir: &std::path::Path, base_url: &str, poll_secs: u64) -> crate::config:
 
 /// /start (if new), /buy, "💎 Крипто" on the first package: the invoice message.
 async fn crypto_invoice(h: &Harness, u: i64) -> Value {
+    crypto_invoice_on(h, u, "💎 Крипто (1.5 USDT)").await
+}
+
+/// As [`crypto_invoice`], tapping the crypto button labelled `label`.
+async fn crypto_invoice_on(h: &Harness, u: i64, label: &str) -> Value {
     if h.messages(u).is_empty() {
         h.text(u, "ru", "/start");
         h.wait_text(u, "бонус").await;
     }
     let before = h.bot_messages(u).iter().filter(|m| text_of(m).contains("Счёт на")).count();
     h.text(u, "ru", "/buy");
-    let list = h.wait_for_buttons(u, "💎 Крипто").await;
-    h.press(u, "ru", list["message_id"].as_i64().expect("id"), &Harness::button(&list, "💎 Крипто"));
+    let list = h.wait_for_buttons(u, label).await;
+    h.press(u, "ru", list["message_id"].as_i64().expect("id"), &Harness::button(&list, label));
     let msgs = h
         .wait_for(u, 20, "the crypto invoice", |m| {
             m.iter().filter(|x| x["from_bot"] == true && text_of(x).contains("Счёт на")).count() > before
@@ -179,7 +195,7 @@ async fn polling_credits_a_paid_invoice_once_and_an_expired_one_never() {
     h.text(u, "ru", &format!("/start ref_{}", referral_code(UserId(referrer))));
     h.wait_text(u, "бонус").await;
     crypto_invoice(&h, u).await;
-    crypto_invoice(&h, u).await;
+    crypto_invoice_on(&h, u, "💎 Крипто (4 TON)").await;
     let (paid, expired) = (1000, 1001);
     assert_eq!(fake.calls("createInvoice").len(), 2);
 
@@ -229,7 +245,8 @@ async fn polling_credits_a_paid_invoice_once_and_an_expired_one_never() {
         let row = &row[..row.find("</tr>").expect("row end")];
         assert!(row.contains(&format!(">{state}<")), "{row}");
     }
-    assert!(table.contains("1.5 USDT") && table.contains(&format!("/admin/users/{u}")), "{table}");
+    assert!(table.contains("1.5 USDT") && table.contains("4 TON"), "{table}");
+    assert!(table.contains(&format!("/admin/users/{u}")), "{table}");
     h.assert_no_rejections();
 }
 
@@ -258,4 +275,97 @@ async fn a_failing_crypto_pay_stores_nothing_and_says_so() {
     let stored = h.store().read(|rx| rx.find_crypto_invoices()).await.expect("read");
     assert!(stored.is_empty(), "{stored:?}");
     h.verify_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_tap_sends_the_open_invoice_again_and_a_paid_one_is_never_reused() {
+    let fake = FakeCryptoPay::start(TOKEN).await;
+    let url = fake.base_url();
+    let h = Harness::start(|d| shop(d, &url, 3600)).await;
+    let u = 2430;
+    let first = crypto_invoice(&h, u).await;
+    let again = crypto_invoice(&h, u).await;
+    assert_ne!(first["message_id"], again["message_id"], "a new message");
+    assert_eq!(fake.calls("createInvoice").len(), 1, "one invoice for one package");
+    let url_of = |m: &Value| m["reply_markup"]["inline_keyboard"][0][0]["url"].clone();
+    assert_eq!(url_of(&again), url_of(&first));
+    assert_eq!(url_of(&again), fake.invoice(1000)["bot_invoice_url"]);
+    // What is left of the hour, rounded up: 60 minutes, or 59 on a slow machine.
+    let text = text_of(&again);
+    assert!(text.starts_with("💎 Счёт на 1.5 USDT — 110 кредитов."), "{text}");
+    assert!(text.contains("в течение 60 мин.") || text.contains("в течение 59 мин."), "{text}");
+
+    // Another package is another invoice.
+    crypto_invoice_on(&h, u, "💎 Крипто (4 TON)").await;
+    assert_eq!(fake.calls("createInvoice").len(), 2);
+
+    // Once paid, the invoice is closed: the next tap makes a new one.
+    let paid = fake.paid_update(1000);
+    assert_eq!(deliver(&h, paid.clone(), Some(&fake.sign(&paid))).await, 200);
+    h.wait_text(u, "Зачислено").await;
+    let next = crypto_invoice(&h, u).await;
+    let calls = fake.calls("createInvoice");
+    assert_eq!(calls.len(), 3, "a new invoice after the payment");
+    assert_eq!(calls[2].json()["payload"], format!("pkg:small:{u}"));
+    assert_eq!(url_of(&next), fake.invoice(1002)["bot_invoice_url"]);
+    assert_ne!(url_of(&next), url_of(&first));
+    let ledger = h.ledger(u).await;
+    assert_eq!(kinds(&ledger), [OpKind::SignupBonus, OpKind::Purchase], "paid once");
+    h.verify_clean().await;
+    h.assert_no_rejections();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fiat_priced_package_is_invoiced_in_roubles_and_credited_when_paid_in_usdt() {
+    let fake = FakeCryptoPay::start(TOKEN).await;
+    let url = fake.base_url();
+    let rub = Package {
+        id: "rub".into(),
+        credits: Credits(200),
+        stars: 100,
+        crypto: Some(CryptoPrice { amount: "150".into(), asset: String::new(), fiat: "RUB".into() }),
+        bonus_percent: 0,
+    };
+    let h = Harness::start(move |d| {
+        let mut c = shop(d, &url, 3600);
+        c.billing.packages = vec![rub];
+        c
+    })
+    .await;
+    let u = 2440;
+    let inv = crypto_invoice_on(&h, u, "💎 Крипто (150 RUB)").await;
+    let calls = fake.calls("createInvoice");
+    assert_eq!(calls.len(), 1);
+    let body = calls[0].json();
+    assert_eq!(
+        (&body["currency_type"], &body["fiat"], &body["amount"]),
+        (&"fiat".into(), &"RUB".into(), &"150".into())
+    );
+    assert!(body.get("asset").is_none(), "a fiat invoice names no asset: {body}");
+    assert!(text_of(&inv).starts_with("💎 Счёт на 150 RUB — 200 кредитов."), "{}", text_of(&inv));
+    assert_eq!(inv["reply_markup"]["inline_keyboard"][0][0]["text"], "💎 Оплатить 150 RUB");
+
+    // Paid in USDT at Crypto Pay's rate: the fiat price is what is compared, and credited once.
+    let paid = fake.paid_update(1000);
+    assert!(paid.contains("\"paid_asset\":\"USDT\"") && paid.contains("\"paid_fiat_rate\""), "{paid}");
+    // First a signed sighting in another fiat currency: not what was sold, never credited.
+    let usd = paid.replace("\"fiat\":\"RUB\"", "\"fiat\":\"USD\"");
+    assert_ne!(usd, paid);
+    assert_eq!(deliver(&h, usd.clone(), Some(&fake.sign(&usd))).await, 200);
+    assert_eq!(kinds(&h.ledger(u).await), [OpKind::SignupBonus], "a USD sighting credits nothing");
+    assert_eq!(invoice_status(&h, 1000).await, Some(CryptoStatus::Active));
+    assert_eq!(deliver(&h, paid.clone(), Some(&fake.sign(&paid))).await, 200);
+    let done = h.wait_text(u, "Зачислено").await;
+    assert_eq!(text_of(&done), "✅ Зачислено 200 кредитов, баланс 300 кредитов.");
+    assert_eq!(deliver(&h, paid.clone(), Some(&fake.sign(&paid))).await, 200);
+    let stored = h.store().read(|rx| rx.get_crypto_invoice(1000)).await.expect("read").expect("stored");
+    assert_eq!(
+        (stored.status, stored.currency_type.as_str(), stored.currency.as_str()),
+        (CryptoStatus::Paid, "fiat", "RUB")
+    );
+    assert_eq!((stored.paid_asset.as_deref(), stored.paid_amount.as_deref()), (Some("USDT"), Some("1.57894737")));
+    assert_eq!(kinds(&h.ledger(u).await), [OpKind::SignupBonus, OpKind::Purchase], "credited once");
+    assert_eq!(h.balance(u).await, Credits(300));
+    h.verify_clean().await;
+    h.assert_no_rejections();
 }

@@ -62,7 +62,8 @@ pub async fn send_crypto_invoice(
     };
     let Ok(url) = inv.pay_url.parse() else { return Ok(Some((lang.t("crypto_unavailable"), true))) };
     let price = format!("{} {}", inv.amount, inv.currency);
-    let minutes = (inv.expires_at - inv.created_at) / 60_000;
+    // Rounded up: a fresh invoice says the whole TTL, one sent again what is left of it.
+    let minutes = (inv.expires_at.saturating_sub(crate::domain::now_ms()).max(0) + 59_999) / 60_000;
     let text = lang
         .tf("crypto_invoice", &[("price", &price), ("credits", &me.money(ctx, inv.credits)), ("minutes", &minutes)]);
     let button = InlineKeyboardButton::url(lang.tf("crypto_pay_button", &[("price", &price)]), url);

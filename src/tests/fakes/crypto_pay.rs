@@ -108,10 +108,7 @@ impl FakeCryptoPay {
     /// The payer pays invoice `id` (in its own asset, or USDT for a fiat price).
     pub fn pay(&self, id: i64) {
         self.update(id, |v| {
-            let asset = v["asset"].as_str().unwrap_or("USDT").to_string();
-            v["status"] = json!("paid");
-            v["paid_asset"] = json!(asset);
-            v["paid_amount"] = v["amount"].clone();
+            mark_paid(v);
             v["paid_at"] = json!("2026-12-06T01:05:00.000Z");
         });
     }
@@ -125,10 +122,7 @@ impl FakeCryptoPay {
     /// not changed: a delivery can come before a poll sees it).
     pub fn paid_update(&self, id: i64) -> String {
         let mut inv = self.invoice(id);
-        let asset = inv["asset"].as_str().unwrap_or("USDT").to_string();
-        inv["status"] = json!("paid");
-        inv["paid_asset"] = json!(asset);
-        inv["paid_amount"] = inv["amount"].clone();
+        mark_paid(&mut inv);
         json!({"update_id": id * 10, "update_type": "invoice_paid", "request_date": "2026-12-06T01:05:00.000Z", "payload": inv})
             .to_string()
     }
@@ -139,5 +133,22 @@ impl FakeCryptoPay {
         let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
         mac.update(body.as_bytes());
         hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// `status` paid with what was paid: a crypto price in its own asset; a fiat price in USDT at a
+/// fixed rate (`paid_fiat_rate`, fiat units per USDT: 95 for RUB, else 1), as Crypto Pay reports
+/// a fiat invoice paid in crypto.
+fn mark_paid(inv: &mut Value) {
+    inv["status"] = json!("paid");
+    if let Some(asset) = inv["asset"].as_str().map(str::to_string) {
+        inv["paid_asset"] = json!(asset);
+        inv["paid_amount"] = inv["amount"].clone();
+    } else {
+        let rate = if inv["fiat"] == "RUB" { 95.0 } else { 1.0 };
+        let amount: f64 = inv["amount"].as_str().and_then(|a| a.parse().ok()).unwrap_or(0.0);
+        inv["paid_asset"] = json!("USDT");
+        inv["paid_amount"] = json!(format!("{:.8}", amount / rate));
+        inv["paid_fiat_rate"] = json!(format!("{rate:.8}"));
     }
 }
