@@ -6,14 +6,15 @@
 //! every renewal Telegram makes set the user's level until the period's
 //! `subscription_expiration_date` (a renewal extends it). The charge is stored in the Stars
 //! payments table in the same transaction, so a re-delivered or duplicated payment is recorded
-//! once. Credits move only when the level's `subscription.credits` says so (one `Purchase` row).
+//! once. Credits move only when the level's `subscription.credits` says so: one `Purchase` row and
+//! the referrer's share of it, through the same credit path as a package.
 //! Past the date the user reads as the default level at once ([`super::levels::Levels::effective`]);
 //! [`Billing::sweep_levels`] then stores it. Credits are never touched by an expiry.
 
-use super::{Billing, BillingError, STARS_CURRENCY, STARS_REASON, StarPayment, apply};
+use super::{Billing, BillingError, STARS_CURRENCY, STARS_REASON, StarPayment, credit_package};
 use crate::config::LevelConfig;
 use crate::domain::{Credits, OperationId, UserId, now_ms};
-use crate::store::records::{OpKind, PaymentRecord, PaymentState};
+use crate::store::records::{PaymentRecord, PaymentState};
 
 /// Telegram's only subscription period: 30 days, in seconds (api.json createInvoiceLink).
 pub const SUBSCRIPTION_PERIOD_SECS: u32 = 2_592_000;
@@ -54,7 +55,8 @@ impl Billing {
     /// Records a subscription's `successful_payment` once per charge id, in one transaction:
     /// the charge (a `paid` payment with package `level:<id>`), the user's level until
     /// `expires_at` (Unix ms; never shortened: a late-delivered older period keeps the later
-    /// date), and the level's `subscription.credits` as one `Purchase` row when not 0.
+    /// date), and the level's `subscription.credits` as one `Purchase` row when not 0, with the
+    /// referrer's `purchase_percent` share like a package purchase.
     /// Errors: [`BillingError::UnknownUser`], store errors.
     pub async fn record_subscription(
         &self,
@@ -65,6 +67,7 @@ impl Billing {
             .filter(|(_, user)| *user == pay.payer)
             .and_then(|(id, _)| self.levels.get(&id).filter(|l| l.subscription.is_some() && !id.is_empty()).cloned());
         let default = self.levels.all().first().map(|l| l.id.clone()).unwrap_or_default();
+        let terms = self.referral_terms();
         self.store
             .write(move |tx| {
                 if tx.get_payment(&pay.telegram_payment_charge_id)?.is_some() {
@@ -89,13 +92,14 @@ impl Billing {
                 user.level_until = Some(until);
                 user.updated_at = now;
                 let reason = format!("{STARS_REASON}{}", pay.telegram_payment_charge_id);
+                tx.put_user(&user)?;
                 let operation_id = if sub.credits.0 > 0 {
-                    apply(tx, &mut user, OpKind::Purchase, sub.credits, sub.credits, None, None, "user", Some(reason))?
-                        .id
+                    let (op, payer) = credit_package(tx, user.id, sub.credits, &reason, &terms)?;
+                    user = payer;
+                    op.id
                 } else {
                     NO_OPERATION
                 };
-                tx.put_user(&user)?;
                 tx.put_payment(&PaymentRecord {
                     telegram_payment_charge_id: pay.telegram_payment_charge_id,
                     provider_payment_charge_id: pay.provider_payment_charge_id,
@@ -183,8 +187,9 @@ mod tests {
     use super::*;
     use crate::billing::levels::{Clock, Levels};
     use crate::billing::{CheckoutRefusal, Profile};
-    use crate::config::{BillingConfig, LevelSubscription};
+    use crate::config::{BillingConfig, LevelSubscription, ReferralConfig};
     use crate::store::Store;
+    use crate::store::records::OpKind;
     use std::sync::Arc;
 
     /// Billing with a default level and a `gold` level sold for 100 Stars with 30 credits a period.
@@ -239,6 +244,42 @@ mod tests {
         assert_eq!(check(6, 100, "sub:gold:5").await, Err(CheckoutRefusal::NotPayer));
         assert_eq!(check(5, 100, "sub:basic:5").await, Err(CheckoutRefusal::PackageGone), "not sold");
         assert_eq!(check(5, 100, "sub:platinum:5").await, Err(CheckoutRefusal::PackageGone));
+    }
+
+    #[tokio::test]
+    async fn a_period_with_credits_pays_the_referrer_its_share_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let mut gold = LevelConfig::unlimited("gold");
+        gold.subscription = Some(LevelSubscription { stars: 100, credits: Credits(30) });
+        let cfg = BillingConfig {
+            signup_bonus: Credits(10),
+            level: vec![LevelConfig::unlimited("basic"), gold],
+            referral: ReferralConfig { purchase_percent: 10, ..Default::default() },
+            ..Default::default()
+        };
+        let levels = Arc::new(Levels::of_billing(&cfg, &[], Clock::system()));
+        let b = Billing::new(store.clone(), cfg).with_levels(levels);
+        let profile = |id| Profile { id: UserId(id), first_name: "U".into(), username: None, language_code: None };
+        b.register(profile(6), None).await.expect("referrer");
+        b.register(profile(5), Some(UserId(6))).await.expect("referee");
+        let until = now_ms() + 86_400_000;
+        for _ in 0..2 {
+            b.record_subscription(paid("c9", "sub:gold:5", 100), until).await.expect("record");
+        }
+        let shares: Vec<_> = store
+            .read(|rx| rx.find_operations(UserId(6)))
+            .await
+            .expect("ops")
+            .into_iter()
+            .filter(|o| o.kind == OpKind::Referral)
+            .collect();
+        assert_eq!(shares.len(), 1, "{shares:?}");
+        assert_eq!(shares[0].amount, Credits(3), "10% of the period's 30 credits");
+        assert_eq!(shares[0].reason.as_deref(), Some("ref:5:stars:c9"));
+        let payer = store.read(|rx| rx.get_user(UserId(5))).await.expect("read").expect("user");
+        assert_eq!((payer.level.as_str(), payer.balance), ("gold", Credits(40)), "bonus 10 + 30 once");
+        assert!(b.verify().await.expect("verify").is_empty());
     }
 
     #[tokio::test]
