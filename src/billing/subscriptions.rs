@@ -192,8 +192,14 @@ mod tests {
     use crate::store::records::OpKind;
     use std::sync::Arc;
 
-    /// Billing with a default level and a `gold` level sold for 100 Stars with 30 credits a period.
+    /// Billing with a default level and a `gold` level sold for 100 Stars with 30 credits a period;
+    /// users 5 and 6 registered (signup bonus 10), no referral rewards.
     async fn setup() -> (tempfile::TempDir, Store, Billing) {
+        setup_with(ReferralConfig::default()).await
+    }
+
+    /// [`setup`] with `referral` terms; user 5 joined through user 6's link.
+    async fn setup_with(referral: ReferralConfig) -> (tempfile::TempDir, Store, Billing) {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(dir.path()).expect("open");
         let mut gold = LevelConfig::unlimited("gold");
@@ -201,13 +207,14 @@ mod tests {
         let cfg = BillingConfig {
             signup_bonus: Credits(10),
             level: vec![LevelConfig::unlimited("basic"), gold],
+            referral,
             ..Default::default()
         };
         let levels = Arc::new(Levels::of_billing(&cfg, &[], Clock::system()));
         let b = Billing::new(store.clone(), cfg).with_levels(levels);
-        for id in [5, 6] {
+        for (id, by) in [(6, None), (5, Some(UserId(6)))] {
             let p = Profile { id: UserId(id), first_name: "U".into(), username: None, language_code: None };
-            b.register(p, None).await.expect("register");
+            b.register(p, by).await.expect("register");
         }
         (dir, store, b)
     }
@@ -248,21 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_period_with_credits_pays_the_referrer_its_share_once() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(dir.path()).expect("open");
-        let mut gold = LevelConfig::unlimited("gold");
-        gold.subscription = Some(LevelSubscription { stars: 100, credits: Credits(30) });
-        let cfg = BillingConfig {
-            signup_bonus: Credits(10),
-            level: vec![LevelConfig::unlimited("basic"), gold],
-            referral: ReferralConfig { purchase_percent: 10, ..Default::default() },
-            ..Default::default()
-        };
-        let levels = Arc::new(Levels::of_billing(&cfg, &[], Clock::system()));
-        let b = Billing::new(store.clone(), cfg).with_levels(levels);
-        let profile = |id| Profile { id: UserId(id), first_name: "U".into(), username: None, language_code: None };
-        b.register(profile(6), None).await.expect("referrer");
-        b.register(profile(5), Some(UserId(6))).await.expect("referee");
+        let (_d, store, b) = setup_with(ReferralConfig { purchase_percent: 10, ..Default::default() }).await;
         let until = now_ms() + 86_400_000;
         for _ in 0..2 {
             b.record_subscription(paid("c9", "sub:gold:5", 100), until).await.expect("record");
