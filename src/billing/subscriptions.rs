@@ -193,12 +193,12 @@ mod tests {
     use std::sync::Arc;
 
     /// Billing with a default level and a `gold` level sold for 100 Stars with 30 credits a period;
-    /// users 5 and 6 registered (signup bonus 10), no referral rewards.
+    /// users 6 and 5 registered (signup bonus 10; 5 through 6's link), referral rewards all 0.
     async fn setup() -> (tempfile::TempDir, Store, Billing) {
         setup_with(ReferralConfig::default()).await
     }
 
-    /// [`setup`] with `referral` terms; user 5 joined through user 6's link.
+    /// [`setup`] with `referral` terms.
     async fn setup_with(referral: ReferralConfig) -> (tempfile::TempDir, Store, Billing) {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(dir.path()).expect("open");
